@@ -1,0 +1,209 @@
+//! Evidence: one identifying fact a sensor saw about a device, with where it came from.
+//!
+//! Every dissector turns bytes into `(Field, value)` pairs; the classifier in the
+//! knowledge base matches rules against them. Keeping the vocabulary in one enum lets the
+//! aggregator re-classify merged inventories with exactly the rules the sensor used.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol that produced a piece of evidence or labels a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    Ethernet,
+    Arp,
+    Ip,
+    Dhcp,
+    Dhcpv6,
+    Dns,
+    Mdns,
+    Llmnr,
+    Ssdp,
+    Netbios,
+    Lldp,
+    Cdp,
+    Snmp,
+    Http,
+    Tls,
+    Ssh,
+    Smb,
+    Telnet,
+    Ftp,
+    Rdp,
+    Vnc,
+    Dicom,
+    Hl7,
+    Alaris,
+    IntellivueDataExport,
+    Sdc,
+    Carescape,
+    TcpSyn,
+    Unknown,
+}
+
+impl Proto {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Proto::Ethernet => "ethernet",
+            Proto::Arp => "arp",
+            Proto::Ip => "ip",
+            Proto::Dhcp => "dhcp",
+            Proto::Dhcpv6 => "dhcpv6",
+            Proto::Dns => "dns",
+            Proto::Mdns => "mdns",
+            Proto::Llmnr => "llmnr",
+            Proto::Ssdp => "ssdp",
+            Proto::Netbios => "netbios",
+            Proto::Lldp => "lldp",
+            Proto::Cdp => "cdp",
+            Proto::Snmp => "snmp",
+            Proto::Http => "http",
+            Proto::Tls => "tls",
+            Proto::Ssh => "ssh",
+            Proto::Smb => "smb",
+            Proto::Telnet => "telnet",
+            Proto::Ftp => "ftp",
+            Proto::Rdp => "rdp",
+            Proto::Vnc => "vnc",
+            Proto::Dicom => "dicom",
+            Proto::Hl7 => "hl7",
+            Proto::Alaris => "alaris",
+            Proto::IntellivueDataExport => "intellivue",
+            Proto::Sdc => "sdc",
+            Proto::Carescape => "carescape",
+            Proto::TcpSyn => "tcp_syn",
+            Proto::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which identity attribute a piece of evidence speaks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// An IPv4/IPv6 address the device used as a source.
+    IpAddress,
+    Hostname,
+    /// DHCP option 60 (vendor class identifier) or DHCPv6 vendor class.
+    DhcpVendorClass,
+    /// DHCP option 55, the parameter request list in order, comma separated decimals.
+    DhcpParamList,
+    /// DHCP option 61 client identifier, hex.
+    DhcpClientId,
+    /// DHCP option 57 max message size.
+    DhcpMaxMsgSize,
+    /// DHCP option 50 requested address.
+    DhcpRequestedIp,
+    /// DHCP option 81 client FQDN.
+    DhcpFqdn,
+    /// DHCP option 82 relay agent information (circuit/remote id), hex.
+    DhcpRelayInfo,
+    DnsQuery,
+    MdnsName,
+    MdnsService,
+    MdnsTxt,
+    SsdpServer,
+    SsdpUsn,
+    SsdpLocation,
+    NetbiosName,
+    LldpSystemName,
+    LldpSystemDescription,
+    LldpPortId,
+    LldpCapabilities,
+    LldpManagementAddress,
+    LldpVlan,
+    CdpDeviceId,
+    CdpPlatform,
+    CdpSoftwareVersion,
+    CdpPortId,
+    CdpCapabilities,
+    CdpManagementAddress,
+    CdpNativeVlan,
+    SnmpCommunityInUse,
+    SnmpSysDescr,
+    SnmpSysObjectId,
+    SnmpV3EngineId,
+    SnmpV3User,
+    HttpUserAgent,
+    HttpServer,
+    HttpHost,
+    HttpBasicAuth,
+    TlsSni,
+    TlsVersion,
+    TlsAlpn,
+    Ja3,
+    Ja4,
+    TlsServerVersion,
+    TlsCertSubject,
+    TlsCertIssuer,
+    SshBanner,
+    SmbDialect,
+    Smb1InUse,
+    SmbNativeOs,
+    SmbNativeLanman,
+    TelnetBanner,
+    FtpBanner,
+    CleartextLogin,
+    RdpInUse,
+    VncInUse,
+    DicomCallingAe,
+    DicomCalledAe,
+    DicomAppContext,
+    DicomAbstractSyntax,
+    DicomImplClassUid,
+    DicomImplVersion,
+    DicomTls,
+    Hl7SendingApp,
+    Hl7SendingFacility,
+    Hl7ReceivingApp,
+    Hl7ReceivingFacility,
+    Hl7MessageType,
+    Hl7Version,
+    Hl7DeviceId,
+    /// Count of PHI-bearing HL7 segments (PID, NK1, ...) seen; the content is never kept.
+    Hl7PhiSegments,
+    VendorProtocol,
+    TcpSynSignature,
+    OsHint,
+    /// A port this device accepted connections on ("tcp/3613").
+    ListeningPort,
+}
+
+impl Field {
+    pub fn as_str(&self) -> String {
+        // serde's snake_case name is the stable, documented spelling.
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// One observed fact about a device.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Evidence {
+    pub field: Field,
+    pub value: String,
+    pub proto: Proto,
+    /// Capture time of the packet that showed it, microseconds since the Unix epoch.
+    pub ts_us: u64,
+}
+
+impl Evidence {
+    pub fn new(field: Field, value: impl Into<String>, proto: Proto, ts_us: u64) -> Self {
+        Evidence { field, value: value.into(), proto, ts_us }
+    }
+}

@@ -1,0 +1,11 @@
+//! Shared vocabulary of Wardline: what a sensor ships, how it is framed on the wire,
+//! and the knowledge used to name devices. No I/O runtime lives here, so both the lean
+//! sensor and the aggregator can depend on it.
+
+pub mod evidence;
+pub mod net;
+pub mod wire;
+
+pub use evidence::{Evidence, Field, Proto};
+pub use net::MacAddr;
+pub use wire::{Batch, DeviceObservation, Event, FlowRecord, SensorStats};

@@ -1,0 +1,226 @@
+//! What travels between a sensor and the aggregator cluster, and how it is framed.
+//!
+//! Frame = one version byte followed by a bincode 2 (standard config) body. The version
+//! byte lets an aggregator refuse a sensor speaking a newer format with a clear error
+//! instead of mis-decoding it. Decoding enforces a byte limit so a hostile peer cannot
+//! make the receiver allocate without bound.
+
+use crate::evidence::Evidence;
+use crate::net::MacAddr;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use ulid::Ulid;
+
+/// Current wire format version. Bump on any incompatible change to these types.
+pub const WIRE_VERSION: u8 = 1;
+/// Largest frame a receiver accepts (a batch is normally far smaller).
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// ALPN protocol id of the sensor uplink.
+pub const ALPN_UPLINK: &[u8] = b"wardline-uplink/1";
+
+/// A unit of delivery: applied at most once by the cluster, identified by `id` and by
+/// the per-sensor monotonically increasing `seq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: Ulid,
+    pub sensor_id: String,
+    pub site: String,
+    /// Starts at 1, increases by one for every batch the sensor creates.
+    pub seq: u64,
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    pub fn flows(&self) -> impl Iterator<Item = &FlowRecord> {
+        self.events.iter().filter_map(|e| match e {
+            Event::Flow(f) => Some(f),
+            _ => None,
+        })
+    }
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceObservation> {
+        self.events.iter().filter_map(|e| match e {
+            Event::Device(d) => Some(d),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    Device(DeviceObservation),
+    Flow(FlowRecord),
+    Stats(SensorStats),
+}
+
+/// What a sensor learned about one device (keyed by MAC) since its last report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceObservation {
+    pub mac: MacAddr,
+    pub ips: Vec<IpAddr>,
+    pub vlans: Vec<u16>,
+    /// Packet times, microseconds since the Unix epoch.
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub evidence: Vec<Evidence>,
+}
+
+/// A bidirectional flow summary. `a` is the side that sent the first packet seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    pub ip_proto: u8,
+    pub vlan: Option<u16>,
+    pub a_mac: MacAddr,
+    pub b_mac: MacAddr,
+    pub a_ip: IpAddr,
+    pub b_ip: IpAddr,
+    pub a_port: u16,
+    pub b_port: u16,
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+    pub packets_ab: u64,
+    pub packets_ba: u64,
+    pub bytes_ab: u64,
+    pub bytes_ba: u64,
+    pub tcp_flags_ab: u8,
+    pub tcp_flags_ba: u8,
+    /// Application protocol label ("dicom", "hl7", "unknown", ...).
+    pub app: String,
+    /// Why the flow record was emitted: "idle", "active", "end", "fin".
+    pub end_reason: String,
+}
+
+/// Counters a sensor reports about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SensorStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub decode_errors: u64,
+    pub flows_evicted: u64,
+    pub batches_dropped: u64,
+}
+
+/// Aggregator → sensor reply to one batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BatchReply {
+    /// Durably committed (now or earlier); the sensor may delete it from its spool.
+    Ack { batch_id: Ulid, seq: u64, duplicate: bool },
+    /// Refused for good (bad content, wrong identity); retrying will not help.
+    Rejected { batch_id: Ulid, seq: u64, reason: String },
+    /// Not accepted now (no leader, sink down); keep it and retry later.
+    RetryLater { batch_id: Ulid, seq: u64, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("empty frame: the peer closed the stream before sending anything")]
+    Empty,
+    #[error("frame of {0} bytes exceeds the {1}-byte limit")]
+    TooLarge(usize, usize),
+    #[error("unsupported wire version {0} (this build speaks {WIRE_VERSION}); upgrade the older side")]
+    Version(u8),
+    #[error("undecodable frame body: {0}")]
+    Decode(String),
+    #[error("frame has {0} trailing bytes after the body")]
+    Trailing(usize),
+    #[error("cannot encode frame: {0}")]
+    Encode(String),
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
+}
+
+/// Encode a value as a versioned frame.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![WIRE_VERSION];
+    let body = bincode::serde::encode_to_vec(value, bincode_config())
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    out.extend_from_slice(&body);
+    if out.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(out.len(), MAX_FRAME_BYTES));
+    }
+    Ok(out)
+}
+
+/// Decode a versioned frame; never panics on arbitrary input.
+pub fn decode_frame<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, FrameError> {
+    let (&version, body) = bytes.split_first().ok_or(FrameError::Empty)?;
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(bytes.len(), MAX_FRAME_BYTES));
+    }
+    if version != WIRE_VERSION {
+        return Err(FrameError::Version(version));
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, bincode_config())
+        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    if used != body.len() {
+        return Err(FrameError::Trailing(body.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{Field, Proto};
+    use proptest::prelude::*;
+
+    fn sample() -> Batch {
+        Batch {
+            id: Ulid::from_parts(1_700_000_000_000, 42),
+            sensor_id: "bldg-a-1".into(),
+            site: "north".into(),
+            seq: 7,
+            events: vec![
+                Event::Device(DeviceObservation {
+                    mac: MacAddr([0, 0x1a, 0x2b, 3, 4, 5]),
+                    ips: vec!["10.1.2.3".parse().unwrap()],
+                    vlans: vec![20],
+                    first_seen_us: 1,
+                    last_seen_us: 2,
+                    packets: 3,
+                    bytes: 400,
+                    evidence: vec![Evidence::new(Field::Hostname, "PUMP-01", Proto::Dhcp, 1)],
+                }),
+                Event::Stats(SensorStats { packets: 10, ..Default::default() }),
+            ],
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let b = sample();
+        let f = encode_frame(&b).unwrap();
+        assert_eq!(f[0], WIRE_VERSION);
+        let back: Batch = decode_frame(&f).unwrap();
+        assert_eq!(back, b);
+    }
+
+    #[test]
+    fn rejects_bad_version_and_trailing() {
+        let mut f = encode_frame(&sample()).unwrap();
+        f[0] = 99;
+        assert!(matches!(decode_frame::<Batch>(&f), Err(FrameError::Version(99))));
+        let mut f = encode_frame(&sample()).unwrap();
+        f.push(0);
+        assert!(matches!(decode_frame::<Batch>(&f), Err(FrameError::Trailing(1))));
+        assert!(matches!(decode_frame::<Batch>(&[]), Err(FrameError::Empty)));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame::<Batch>(&bytes);
+            let _ = decode_frame::<BatchReply>(&bytes);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(cut in 0usize..200) {
+            let f = encode_frame(&sample()).unwrap();
+            let cut = cut.min(f.len() - 1);
+            prop_assert!(decode_frame::<Batch>(&f[..cut]).is_err());
+        }
+    }
+}
