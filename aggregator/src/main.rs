@@ -1,1 +1,177 @@
-fn main() { println!("wardline-aggregator"); }
+//! `wardline-aggregator`: run a cluster node, or administer the fleet PKI.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use wardline_aggregator::config::{NodeConfig, TlsPaths};
+use wardline_aggregator::{node, pki};
+
+#[derive(Parser)]
+#[command(name = "wardline-aggregator", version, about = "Wardline aggregator cluster node and fleet administration")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a cluster node: QUIC ingest, Raft, flow sink and HTTP API.
+    Run(RunArgs),
+    /// Fleet administration: certificate authority and certificates.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Print the inventory of a running node (a table, or the API's JSON with --json).
+    Inventory {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long)]
+        json: bool,
+        /// Fail unless the node knows a Raft leader (used by scripts to wait for start-up).
+        #[arg(long)]
+        wait_leader: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config file; flags given below override its keys.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    node_id: Option<u64>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    listen_quic: Option<SocketAddr>,
+    #[arg(long)]
+    listen_api: Option<SocketAddr>,
+    #[arg(long)]
+    advertise_api: Option<String>,
+    /// Folder holding node.pem, node.key and ca.pem (as written by `admin issue-node`).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// ClickHouse HTTP URL; without it flows go to the embedded store under data_dir.
+    #[arg(long, env = "WARDLINE_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    #[arg(long)]
+    clickhouse_database: Option<String>,
+    /// Do not initialise a one-node cluster on first start (join an existing cluster instead).
+    #[arg(long)]
+    no_bootstrap: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Create the fleet certificate authority (ca.pem, ca.key) in a folder.
+    CaInit {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "Wardline fleet CA")]
+        name: String,
+    },
+    /// Issue a sensor certificate naming its sensor id and site.
+    IssueSensor {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        sensor_id: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Issue an aggregator node certificate.
+    IssueNode {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        node_id: u64,
+        /// Extra DNS names or IP addresses the node is reached by (localhost and 127.0.0.1 are always included).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+}
+
+fn build_config(a: RunArgs) -> Result<NodeConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => NodeConfig::load(p)?,
+        None => {
+            let tls_dir = a
+                .tls_dir
+                .clone()
+                .context("give --config FILE or at least --node-id, --data-dir and --tls-dir")?;
+            NodeConfig {
+                node_id: a.node_id.unwrap_or(1),
+                data_dir: a.data_dir.clone().context("--data-dir is required without --config")?,
+                listen_quic: "0.0.0.0:4433".parse()?,
+                listen_api: "127.0.0.1:8080".parse()?,
+                advertise_api: None,
+                tls: TlsPaths::in_dir(&tls_dir, "node"),
+                clickhouse_url: None,
+                clickhouse_database: "wardline".into(),
+                bootstrap: true,
+            }
+        }
+    };
+    if let Some(v) = a.node_id { cfg.node_id = v; }
+    if let Some(v) = a.data_dir { cfg.data_dir = v; }
+    if let Some(v) = a.listen_quic { cfg.listen_quic = v; }
+    if let Some(v) = a.listen_api { cfg.listen_api = v; }
+    if let Some(v) = a.advertise_api { cfg.advertise_api = Some(v); }
+    if let Some(d) = a.tls_dir { cfg.tls = TlsPaths::in_dir(&d, "node"); }
+    if let Some(v) = a.clickhouse_url { cfg.clickhouse_url = Some(v); }
+    if let Some(v) = a.clickhouse_database { cfg.clickhouse_database = v; }
+    if a.no_bootstrap { cfg.bootstrap = false; }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,quinn=warn,rustls=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main() {
+        eprintln!("wardline-aggregator: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(a) => {
+            let cfg = build_config(a)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let node = node::Node::open(cfg).await?;
+                node::serve(node).await
+            })
+        }
+        Cmd::Inventory { api, json, wait_leader } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::print_inventory(&api, json, wait_leader))
+        }
+        Cmd::Admin(AdminCmd::CaInit { dir, name }) => {
+            pki::init_ca(&dir, &name)?;
+            println!("fleet CA written to {} (keep ca.key offline)", dir.display());
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::IssueSensor { ca_dir, sensor_id, site, out_dir }) => {
+            let p = pki::issue_sensor(&ca_dir, &sensor_id, &site, &out_dir)?;
+            println!("sensor certificate for {sensor_id} at site {site} written to {}", p.display());
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::IssueNode { ca_dir, node_id, hosts, out_dir }) => {
+            let p = pki::issue_node(&ca_dir, node_id, &hosts, &out_dir)?;
+            println!("node certificate for node {node_id} written to {}", p.display());
+            Ok(())
+        }
+    }
+}

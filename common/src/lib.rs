@@ -3,7 +3,10 @@
 //! sensor and the aggregator can depend on it.
 
 pub mod evidence;
+pub mod fault;
+pub mod kb;
 pub mod net;
+pub mod oui;
 pub mod wire;
 
 pub use evidence::{Evidence, Field, Proto};

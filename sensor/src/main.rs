@@ -1,1 +1,148 @@
-fn main() { println!("wardline-sensor"); }
+//! `wardline-sensor`: passive capture and fingerprinting for one building.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use wardline_sensor::config::{BatchSection, CaptureSection, SensorConfig, TlsPaths, UplinkSection};
+
+#[derive(Parser)]
+#[command(name = "wardline-sensor", version, about = "Wardline passive sensor: capture, fingerprint, ship to the aggregator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Capture (interface or files), fingerprint devices, spool and ship batches to the cluster.
+    Run(RunArgs),
+    /// Analyse capture files offline and print devices, evidence, flows and counters.
+    Analyze {
+        files: Vec<PathBuf>,
+        /// JSON lines instead of text (schema in docs/analyze-json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a deterministic synthetic hospital capture and its ground truth (<out>.truth.json).
+    Generate {
+        /// Scenario: "ward" (small) or "hospital" (two sites).
+        #[arg(long, default_value = "ward")]
+        scenario: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Multiplies devices and traffic duration.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config file; flags below override its keys.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    sensor_id: Option<String>,
+    #[arg(long)]
+    site: Option<String>,
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// Aggregator QUIC address host:port.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Folder holding sensor.pem, sensor.key and ca.pem (from `admin issue-sensor`).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Live interface to capture on (passive; nothing is ever sent on it).
+    #[arg(long, conflicts_with = "pcap")]
+    interface: Option<String>,
+    /// BPF filter for live capture.
+    #[arg(long)]
+    bpf: Option<String>,
+    /// Capture files (pcap or pcapng) to read instead of an interface.
+    #[arg(long, num_args = 1..)]
+    pcap: Vec<PathBuf>,
+    /// Exit once the capture is processed and every batch is acknowledged.
+    #[arg(long)]
+    exit_when_drained: bool,
+}
+
+fn build_config(a: &RunArgs) -> Result<SensorConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => SensorConfig::load(p)?,
+        None => SensorConfig {
+            sensor_id: a.sensor_id.clone().context("--sensor-id is required without --config")?,
+            site: a.site.clone().context("--site is required without --config")?,
+            spool_dir: a.spool_dir.clone().context("--spool-dir is required without --config")?,
+            spool_max_bytes: 1 << 30,
+            uplink: UplinkSection {
+                server: a.server.clone().context("--server is required without --config")?,
+                server_name: "localhost".into(),
+            },
+            tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?),
+            capture: CaptureSection::default(),
+            batch: BatchSection::default(),
+        },
+    };
+    if let Some(v) = &a.sensor_id { cfg.sensor_id = v.clone(); }
+    if let Some(v) = &a.site { cfg.site = v.clone(); }
+    if let Some(v) = &a.spool_dir { cfg.spool_dir = v.clone(); }
+    if let Some(v) = &a.server { cfg.uplink.server = v.clone(); }
+    if let Some(v) = &a.server_name { cfg.uplink.server_name = v.clone(); }
+    if let Some(d) = &a.tls_dir { cfg.tls = TlsPaths::in_dir(d); }
+    if let Some(i) = &a.interface {
+        cfg.capture.interface = Some(i.clone());
+        cfg.capture.files.clear();
+    }
+    if a.bpf.is_some() { cfg.capture.bpf = a.bpf.clone(); }
+    if !a.pcap.is_empty() {
+        cfg.capture.files = a.pcap.clone();
+        cfg.capture.interface = None;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sled=warn,quinn=warn,rustls=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main() {
+        eprintln!("wardline-sensor: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run(a) => {
+            let cfg = build_config(&a)?;
+            wardline_sensor::run::run(cfg, wardline_sensor::run::RunOptions { exit_when_drained: a.exit_when_drained })
+        }
+        Cmd::Analyze { files, json } => {
+            anyhow::ensure!(!files.is_empty(), "give at least one capture file to analyze");
+            let stdout = std::io::stdout();
+            wardline_sensor::analyze::run_analyze(&files, json, stdout.lock())?;
+            Ok(())
+        }
+        Cmd::Generate { scenario, seed, scale, out } => {
+            let truth = wardline_sensor::generate::generate_named(&scenario, seed, scale, &out)?;
+            eprintln!(
+                "wrote {} ({} devices, {} packets) and {}",
+                out.display(),
+                truth.devices.len(),
+                truth.packets,
+                wardline_sensor::generate::truth_path(&out).display()
+            );
+            Ok(())
+        }
+    }
+}

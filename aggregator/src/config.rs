@@ -1,0 +1,116 @@
+//! Aggregator node configuration: a TOML file, every key overridable on the command line.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster, > 0.
+    pub node_id: u64,
+    /// Where the Raft log, state machine and embedded flow store live.
+    pub data_dir: PathBuf,
+    /// UDP address the QUIC ingest listens on for sensors.
+    #[serde(default = "default_quic")]
+    pub listen_quic: SocketAddr,
+    /// TCP address of the HTTP API (also carries Raft RPC between nodes).
+    #[serde(default = "default_api")]
+    pub listen_api: SocketAddr,
+    /// Address other nodes use to reach this node's API; defaults to listen_api.
+    #[serde(default)]
+    pub advertise_api: Option<String>,
+    /// Node certificate, key and the fleet CA (from `wardline-aggregator admin issue-node`).
+    pub tls: TlsPaths,
+    /// ClickHouse HTTP URL (e.g. http://127.0.0.1:8123). Without it flows go to the embedded store.
+    #[serde(default)]
+    pub clickhouse_url: Option<String>,
+    #[serde(default = "default_db")]
+    pub clickhouse_database: String,
+    /// Initialise a one-node cluster on first start (ignored once the node has state).
+    #[serde(default = "default_true")]
+    pub bootstrap: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsPaths {
+    /// The conventional file names written by the admin commands into one folder.
+    pub fn in_dir(dir: &Path, stem: &str) -> Self {
+        TlsPaths {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+            ca: dir.join("ca.pem"),
+        }
+    }
+}
+
+fn default_quic() -> SocketAddr {
+    "0.0.0.0:4433".parse().expect("literal")
+}
+fn default_api() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("literal")
+}
+fn default_db() -> String {
+    "wardline".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read aggregator config {}", path.display()))?;
+        let cfg: NodeConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid aggregator config {}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.node_id == 0 {
+            bail!("node_id must be greater than 0 (Raft reserves no id, but 0 is easy to leave by mistake)");
+        }
+        for (what, p) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key), ("tls.ca", &self.tls.ca)] {
+            if !p.exists() {
+                bail!(
+                    "{what} file {} does not exist — create it with `wardline-aggregator admin issue-node`",
+                    p.display()
+                );
+            }
+        }
+        if let Some(url) = &self.clickhouse_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn advertised_api(&self) -> String {
+        self.advertise_api.clone().unwrap_or_else(|| self.listen_api.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_zero_id_are_refused() {
+        let bad = "node_id = 1\ndata_dir = \"/tmp/x\"\ntypo = 3\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
+        let err = toml::from_str::<NodeConfig>(bad).unwrap_err().to_string();
+        assert!(err.contains("typo"), "{err}");
+        let zero = "node_id = 0\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
+        let cfg: NodeConfig = toml::from_str(zero).unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("node_id"));
+    }
+}

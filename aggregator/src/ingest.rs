@@ -1,0 +1,440 @@
+//! QUIC ingest: sensors connect with mutual TLS and send one batch per bidirectional
+//! stream; the server answers each with one `BatchReply` frame on the same stream.
+//!
+//! Who sent a batch is taken from the client certificate (`pki::sensor_identity`), never
+//! from the batch: a batch whose `sensor_id`/`site` differ from the certificate's is
+//! Rejected. Untrusted input is bounded everywhere: the number of connections, streams per
+//! connection (QUIC stream credit), batches being read or handled at once, the frame
+//! size (read with a hard limit, so an oversized frame costs at most the limit in memory)
+//! and the time a peer may take to send one frame.
+
+use crate::config::TlsPaths;
+use crate::pki::{self, SensorIdentity};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+use ulid::Ulid;
+use wardline_common::wire::{self, Batch, BatchReply, FrameError};
+
+/// Decides what happens to one authenticated, identity-checked batch.
+pub trait BatchHandler: Send + Sync + 'static {
+    fn handle(&self, identity: SensorIdentity, batch: Batch) -> impl Future<Output = BatchReply> + Send;
+}
+
+/// QUIC application error codes used when closing connections and stopping streams.
+pub mod codes {
+    /// Certificate chained to the fleet CA but names no sensor.
+    pub const NOT_A_SENSOR: u32 = 0x10;
+    /// Server at its connection limit.
+    pub const BUSY: u32 = 0x11;
+    /// Frame larger than the limit; the reply explains.
+    pub const FRAME_TOO_LARGE: u32 = 0x12;
+    /// Frame not completed in time.
+    pub const READ_TIMEOUT: u32 = 0x13;
+    /// Server shutting down.
+    pub const SHUTDOWN: u32 = 0x14;
+}
+
+/// Bounds applied to untrusted peers.
+#[derive(Clone, Debug)]
+pub struct IngestLimits {
+    /// Largest batch frame accepted; larger ones are Rejected unread past the limit.
+    pub max_frame_bytes: usize,
+    /// Concurrent sensor connections; more are refused (the sensor backs off and retries).
+    pub max_connections: usize,
+    /// Batches being read or handled at once across all connections; further streams wait.
+    /// Together with `max_frame_bytes` this bounds ingest memory.
+    pub max_inflight_batches: usize,
+    /// Time a sensor may take to deliver one whole frame.
+    pub frame_read_timeout: Duration,
+    /// How long shutdown waits for in-flight batches before closing connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_frame_bytes: wire::MAX_FRAME_BYTES,
+            max_connections: 1024,
+            max_inflight_batches: 32,
+            frame_read_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Live counters, shared with the API.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_active: AtomicU64,
+    batches_received: AtomicU64,
+    batches_acked: AtomicU64,
+    batches_duplicate: AtomicU64,
+    batches_rejected: AtomicU64,
+    batches_retry_later: AtomicU64,
+    identity_mismatches: AtomicU64,
+    frames_rejected: AtomicU64,
+    frames_oversized: AtomicU64,
+    frames_timed_out: AtomicU64,
+}
+
+/// A point-in-time copy of [`IngestStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestStatsSnapshot {
+    /// Handshakes completed by a sensor with a valid certificate.
+    pub connections_accepted: u64,
+    /// Connections refused: failed handshake (unknown CA, no certificate, expired, ...),
+    /// a certificate naming no sensor, or the connection limit.
+    pub connections_refused: u64,
+    pub connections_active: u64,
+    /// Frames decoded into a batch.
+    pub batches_received: u64,
+    pub batches_acked: u64,
+    /// Acks of batches the cluster had already applied (re-sends).
+    pub batches_duplicate: u64,
+    /// Rejected replies of any cause (identity mismatch, bad frame, handler refusal).
+    pub batches_rejected: u64,
+    pub batches_retry_later: u64,
+    /// Batches claiming another sensor or site than their certificate.
+    pub identity_mismatches: u64,
+    /// Frames that could not become a batch (oversized, undecodable, wrong version).
+    pub frames_rejected: u64,
+    pub frames_oversized: u64,
+    pub frames_timed_out: u64,
+}
+
+impl IngestStats {
+    pub fn snapshot(&self) -> IngestStatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IngestStatsSnapshot {
+            connections_accepted: g(&self.connections_accepted),
+            connections_refused: g(&self.connections_refused),
+            connections_active: g(&self.connections_active),
+            batches_received: g(&self.batches_received),
+            batches_acked: g(&self.batches_acked),
+            batches_duplicate: g(&self.batches_duplicate),
+            batches_rejected: g(&self.batches_rejected),
+            batches_retry_later: g(&self.batches_retry_later),
+            identity_mismatches: g(&self.identity_mismatches),
+            frames_rejected: g(&self.frames_rejected),
+            frames_oversized: g(&self.frames_oversized),
+            frames_timed_out: g(&self.frames_timed_out),
+        }
+    }
+
+    fn count_reply(&self, reply: &BatchReply) {
+        match reply {
+            BatchReply::Ack { duplicate, .. } => {
+                inc(&self.batches_acked);
+                if *duplicate {
+                    inc(&self.batches_duplicate);
+                }
+            }
+            BatchReply::Rejected { .. } => inc(&self.batches_rejected),
+            BatchReply::RetryLater { .. } => inc(&self.batches_retry_later),
+        }
+    }
+}
+
+fn inc(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A bound ingest endpoint; `local_addr` tells the port when bound to port 0.
+pub struct IngestServer<H: BatchHandler> {
+    endpoint: quinn::Endpoint,
+    handler: Arc<H>,
+    stats: Arc<IngestStats>,
+    limits: IngestLimits,
+}
+
+impl<H: BatchHandler> IngestServer<H> {
+    /// Bind the UDP socket and load the TLS material. Must run inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        tls: &TlsPaths,
+        handler: Arc<H>,
+        stats: Arc<IngestStats>,
+        limits: IngestLimits,
+    ) -> Result<Self> {
+        let server_config = crate::tls::quic_server_config(tls).context("cannot configure ingest TLS")?;
+        let endpoint = quinn::Endpoint::server(server_config, addr)
+            .with_context(|| format!("cannot listen for sensors on UDP {addr} — is another node using the port?"))?;
+        Ok(IngestServer { endpoint, handler, stats, limits })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.endpoint.local_addr().context("cannot read the ingest socket address")
+    }
+
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    /// Accept sensors until `shutdown` resolves, then let in-flight batches finish (up to
+    /// `shutdown_grace`) and close every connection.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let IngestServer { endpoint, handler, stats, limits } = self;
+        let local = endpoint.local_addr().ok();
+        info!(addr = ?local, "ingest listening for sensors (QUIC, mutual TLS)");
+        let limits = Arc::new(limits);
+        let conn_slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let batch_slots = Arc::new(Semaphore::new(limits.max_inflight_batches.max(1)));
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let Ok(slot) = conn_slots.clone().try_acquire_owned() else {
+                        warn!(
+                            "refused sensor connection from {}: this node is at its limit of {} connections; \
+                             the sensor will retry — raise the limit or add nodes",
+                            incoming.remote_address(), limits.max_connections
+                        );
+                        inc(&stats.connections_refused);
+                        incoming.refuse();
+                        continue;
+                    };
+                    let (handler, stats, limits, batch_slots) =
+                        (handler.clone(), stats.clone(), limits.clone(), batch_slots.clone());
+                    tasks.spawn(async move {
+                        handle_connection(incoming, handler, stats, limits, batch_slots).await;
+                        drop(slot);
+                    });
+                }
+                // Reap finished connection tasks so the set does not grow without bound.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        info!("ingest stopping: no new sensor connections; finishing in-flight batches");
+        endpoint.set_server_config(None);
+        let grace = limits.shutdown_grace;
+        // In-flight batches hold permits; all permits back means nothing is being handled.
+        let all = limits.max_inflight_batches.max(1) as u32;
+        let _ = tokio::time::timeout(grace, batch_slots.acquire_many(all)).await;
+        endpoint.close(codes::SHUTDOWN.into(), b"aggregator node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        tasks.abort_all();
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+/// Bind and run with default limits until `shutdown` resolves.
+pub async fn serve<H: BatchHandler>(
+    addr: SocketAddr,
+    tls: &TlsPaths,
+    handler: Arc<H>,
+    stats: Arc<IngestStats>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    IngestServer::bind(addr, tls, handler, stats, IngestLimits::default())?.run(shutdown).await
+}
+
+async fn handle_connection<H: BatchHandler>(
+    incoming: quinn::Incoming,
+    handler: Arc<H>,
+    stats: Arc<IngestStats>,
+    limits: Arc<IngestLimits>,
+    batch_slots: Arc<Semaphore>,
+) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.accept() {
+        Ok(connecting) => connecting.await,
+        Err(e) => Err(e),
+    };
+    let connection = match connection {
+        Ok(c) => c,
+        Err(e) => {
+            inc(&stats.connections_refused);
+            warn!("refused sensor connection from {remote}: {}", explain_handshake_error(&e));
+            return;
+        }
+    };
+    let identity = match peer_sensor_identity(&connection) {
+        Ok(id) => id,
+        Err(e) => {
+            inc(&stats.connections_refused);
+            warn!(
+                "refused sensor connection from {remote}: {e:#} — sensors need a certificate from \
+                 `wardline-aggregator admin issue-sensor`"
+            );
+            connection.close(codes::NOT_A_SENSOR.into(), b"certificate names no sensor");
+            return;
+        }
+    };
+    inc(&stats.connections_accepted);
+    stats.connections_active.fetch_add(1, Ordering::Relaxed);
+    info!(sensor = %identity.sensor_id, site = %identity.site, %remote, "sensor connected");
+    let mut streams = JoinSet::new();
+    let end = loop {
+        tokio::select! {
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let (handler, stats, limits, batch_slots, identity) =
+                        (handler.clone(), stats.clone(), limits.clone(), batch_slots.clone(), identity.clone());
+                    streams.spawn(async move {
+                        // Waiting here is the backpressure: the stream's bytes stay in QUIC
+                        // flow-control windows, not in our memory.
+                        let Ok(_permit) = batch_slots.acquire_owned().await else { return };
+                        handle_stream(send, recv, &identity, handler.as_ref(), &stats, &limits).await;
+                    });
+                }
+                Err(e) => break e,
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    };
+    // Let replies already being computed reach the sensor before the handle goes away.
+    while streams.join_next().await.is_some() {}
+    stats.connections_active.fetch_sub(1, Ordering::Relaxed);
+    match end {
+        quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::LocallyClosed => {
+            info!(sensor = %identity.sensor_id, %remote, "sensor disconnected")
+        }
+        e => info!(sensor = %identity.sensor_id, %remote, "sensor connection ended: {e}"),
+    }
+}
+
+fn peer_sensor_identity(connection: &quinn::Connection) -> Result<SensorIdentity> {
+    let certs = connection
+        .peer_identity()
+        .context("the TLS session holds no peer certificate")?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .map_err(|_| anyhow::anyhow!("unexpected peer identity type"))?;
+    let leaf = certs.first().context("the peer presented an empty certificate chain")?;
+    pki::sensor_identity(leaf.as_ref())
+}
+
+/// Turn a failed handshake into what an operator should know and do.
+pub fn explain_handshake_error(e: &quinn::ConnectionError) -> String {
+    let raw = e.to_string();
+    let fix_issue = "issue it with `wardline-aggregator admin issue-sensor`";
+    if raw.contains("UnknownIssuer") {
+        format!("client certificate is not signed by the fleet CA (UnknownIssuer) — {fix_issue}")
+    } else if raw.contains("peer sent no certificates") {
+        format!("the sensor presented no client certificate — configure its tls.cert/tls.key; {fix_issue}")
+    } else if raw.contains("certificate expired") || raw.contains("Expired") {
+        format!("client certificate has expired ({raw}) — re-issue it with `wardline-aggregator admin issue-sensor`")
+    } else if raw.contains("not valid yet") || raw.contains("NotValidYet") {
+        format!("client certificate is not valid yet ({raw}) — check the clocks of the sensor and this node")
+    } else if raw.contains("extended key usage") || raw.contains("InvalidPurpose") {
+        format!("client certificate is not allowed for client authentication ({raw}) — {fix_issue}")
+    } else if raw.contains("BadSignature") || raw.contains("BadEncoding") {
+        format!("client certificate is damaged or forged ({raw}) — {fix_issue}")
+    } else if raw.contains("doesn't support any known protocol") || raw.contains("NoApplicationProtocol") {
+        format!(
+            "the peer does not speak {} (ALPN mismatch: not a Wardline sensor, or an incompatible version)",
+            String::from_utf8_lossy(wire::ALPN_UPLINK)
+        )
+    } else if matches!(e, quinn::ConnectionError::TimedOut) {
+        "the handshake timed out (peer went away or packets are being dropped)".to_string()
+    } else {
+        format!("TLS handshake failed: {raw}")
+    }
+}
+
+async fn handle_stream<H: BatchHandler>(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    identity: &SensorIdentity,
+    handler: &H,
+    stats: &IngestStats,
+    limits: &IngestLimits,
+) {
+    let stream = recv.id();
+    let frame = match tokio::time::timeout(limits.frame_read_timeout, recv.read_to_end(limits.max_frame_bytes)).await {
+        Err(_) => {
+            inc(&stats.frames_timed_out);
+            warn!(sensor = %identity.sensor_id, ?stream, "sensor did not finish sending a batch within {:?}; dropping the stream (it will retry)", limits.frame_read_timeout);
+            let _ = recv.stop(codes::READ_TIMEOUT.into());
+            let _ = send.reset(codes::READ_TIMEOUT.into());
+            return;
+        }
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            inc(&stats.frames_oversized);
+            inc(&stats.frames_rejected);
+            let reason = format!(
+                "batch frame exceeds the {}-byte limit of this node; split it into smaller batches",
+                limits.max_frame_bytes
+            );
+            warn!(sensor = %identity.sensor_id, site = %identity.site, "rejected a batch: {reason}");
+            // Tell the sender to stop transmitting the rest; the reply explains why.
+            let _ = recv.stop(codes::FRAME_TOO_LARGE.into());
+            let reply = BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason };
+            stats.count_reply(&reply);
+            write_reply(&mut send, &reply, identity).await;
+            return;
+        }
+        Ok(Err(quinn::ReadToEndError::Read(e))) => {
+            debug!(sensor = %identity.sensor_id, ?stream, "stream ended before a whole batch arrived: {e}");
+            return;
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let reply = match wire::decode_frame::<Batch>(&frame) {
+        Ok(batch) => {
+            inc(&stats.batches_received);
+            if batch.sensor_id != identity.sensor_id || batch.site != identity.site {
+                inc(&stats.identity_mismatches);
+                let reason = format!(
+                    "batch claims sensor {:?} at site {:?} but the connection's certificate names sensor {:?} at site {:?}; \
+                     a sensor may only send its own batches — fix sensor_id/site in its config or issue a matching certificate",
+                    batch.sensor_id, batch.site, identity.sensor_id, identity.site
+                );
+                warn!(sensor = %identity.sensor_id, seq = batch.seq, "rejected a batch: {reason}");
+                BatchReply::Rejected { batch_id: batch.id, seq: batch.seq, reason }
+            } else {
+                let (id, seq) = (batch.id, batch.seq);
+                let reply = handler.handle(identity.clone(), batch).await;
+                debug!(sensor = %identity.sensor_id, seq, %id, ?reply, "batch handled");
+                reply
+            }
+        }
+        // A newer sensor: its batches become acceptable once this node is upgraded, so
+        // they stay in its spool rather than being dead-lettered.
+        Err(e @ FrameError::Version(_)) => {
+            inc(&stats.frames_rejected);
+            warn!(sensor = %identity.sensor_id, "cannot read a batch: {e}");
+            BatchReply::RetryLater { batch_id: Ulid::nil(), seq: 0, reason: e.to_string() }
+        }
+        Err(e) => {
+            inc(&stats.frames_rejected);
+            let reason = format!("undecodable batch frame of {} bytes: {e}", frame.len());
+            error!(sensor = %identity.sensor_id, site = %identity.site, "rejected a batch: {reason}");
+            BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason }
+        }
+    };
+    stats.count_reply(&reply);
+    write_reply(&mut send, &reply, identity).await;
+}
+
+async fn write_reply(send: &mut quinn::SendStream, reply: &BatchReply, identity: &SensorIdentity) {
+    let bytes = match wire::encode_frame(reply) {
+        Ok(b) => b,
+        Err(e) => {
+            error!(sensor = %identity.sensor_id, "cannot encode a reply: {e}");
+            return;
+        }
+    };
+    if let Err(e) = send.write_all(&bytes).await {
+        // The sensor gave up on this stream; it re-sends the batch, which dedup absorbs.
+        debug!(sensor = %identity.sensor_id, "cannot deliver a reply: {e}");
+        return;
+    }
+    let _ = send.finish();
+}

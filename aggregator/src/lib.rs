@@ -1,0 +1,14 @@
+//! Wardline aggregator node: QUIC ingest with mutual TLS, an openraft node whose state
+//! machine holds the merged inventory and per-sensor watermarks, flow sinks (ClickHouse
+//! or embedded), the HTTP API, and the fleet PKI admin commands.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod node;
+pub mod pki;
+pub mod raft;
+pub mod sink;
+pub mod state;
+pub mod tls;

@@ -1,0 +1,186 @@
+//! One aggregator node: wires QUIC ingest → flow sink → Raft, and serves the HTTP API.
+//!
+//! Order of a batch's effects (why: an ack must mean durable, and a re-sent batch must not
+//! double count):
+//! 1. already applied (seq ≤ the sensor's replicated watermark)? → ack as duplicate;
+//! 2. write its flows to the sink, keyed by (batch id, index) so a repeat collapses;
+//! 3. propose the batch summary (device deltas, counts, watermark) through Raft;
+//! 4. ack only after the Raft entry is committed and applied.
+//! A crash between 2 and 3 makes the sensor re-send; step 2 then rewrites the same keys.
+
+use crate::config::NodeConfig;
+use crate::ingest::{self, BatchHandler, IngestStats};
+use crate::pki::SensorIdentity;
+use crate::raft::{ProposeError, RaftConfig, RaftNode};
+use crate::sink::{open_sink, FlowSink};
+use crate::state::{BatchSummary, Command};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use tracing::{info, warn};
+use wardline_common::fault::{crash_point, CrashPoint};
+use wardline_common::wire::BatchReply;
+use wardline_common::{Batch, Event};
+
+/// Everything a running node holds; shared by ingest and the API.
+pub struct Node {
+    pub config: NodeConfig,
+    pub raft: Arc<RaftNode>,
+    pub sink: Arc<dyn FlowSink>,
+    pub ingest_stats: Arc<IngestStats>,
+}
+
+impl Node {
+    pub async fn open(config: NodeConfig) -> Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let raft = RaftNode::open(
+            config.node_id,
+            &config.data_dir,
+            config.advertised_api(),
+            RaftConfig::default(),
+        )
+        .await
+        .context("cannot start the Raft node")?;
+        if config.bootstrap {
+            raft.initialize_single_if_new().await.context("cannot initialise a one-node cluster")?;
+        }
+        let sink = open_sink(
+            config.clickhouse_url.as_deref(),
+            &config.clickhouse_database,
+            &config.data_dir.join("flows.sled"),
+        )
+        .await
+        .context("cannot open the flow sink")?;
+        Ok(Arc::new(Node { config, raft, sink, ingest_stats: Arc::new(IngestStats::default()) }))
+    }
+
+    /// Apply one batch with the effects in the documented order.
+    pub async fn accept_batch(&self, batch: Batch) -> BatchReply {
+        let (id, seq) = (batch.id, batch.seq);
+        let already = self
+            .raft
+            .read_state(|s| s.is_applied(&batch.sensor_id, seq, &batch.id))
+            .await;
+        if already {
+            return BatchReply::Ack { batch_id: id, seq, duplicate: true };
+        }
+        let flows: Vec<_> = batch.flows().cloned().collect();
+        if let Err(e) = self.sink.write_batch(id, &batch.sensor_id, &batch.site, &flows).await {
+            warn!(sensor = %batch.sensor_id, seq, "flow sink write failed, sensor will retry: {e}");
+            return BatchReply::RetryLater { batch_id: id, seq, reason: format!("flow store unavailable: {e}") };
+        }
+        crash_point(CrashPoint::AggregatorAfterSink, seq);
+        let summary = summarize(&batch);
+        match self.raft.propose(Command::ApplyBatch(summary)).await {
+            Ok(resp) => {
+                crash_point(CrashPoint::AggregatorAfterCommit, seq);
+                BatchReply::Ack { batch_id: id, seq, duplicate: !resp.applied }
+            }
+            Err(ProposeError::NotLeader { leader_addr, .. }) => BatchReply::RetryLater {
+                batch_id: id,
+                seq,
+                reason: format!(
+                    "this node is not the Raft leader (leader: {})",
+                    leader_addr.unwrap_or_else(|| "unknown, election in progress".into())
+                ),
+            },
+            Err(e) => {
+                warn!(sensor = %batch.sensor_id, seq, "raft proposal failed, sensor will retry: {e}");
+                BatchReply::RetryLater { batch_id: id, seq, reason: format!("cluster could not commit: {e}") }
+            }
+        }
+    }
+}
+
+/// What of a batch goes through Raft: device deltas and counts, not per-flow detail.
+pub fn summarize(batch: &Batch) -> BatchSummary {
+    let mut s = BatchSummary {
+        batch_id: batch.id,
+        sensor_id: batch.sensor_id.clone(),
+        site: batch.site.clone(),
+        seq: batch.seq,
+        devices: Vec::new(),
+        flow_count: 0,
+        flow_packets: 0,
+        flow_bytes: 0,
+        stats: None,
+    };
+    for e in &batch.events {
+        match e {
+            Event::Device(d) => s.devices.push(d.clone()),
+            Event::Flow(f) => {
+                s.flow_count += 1;
+                s.flow_packets += f.packets_ab + f.packets_ba;
+                s.flow_bytes += f.bytes_ab + f.bytes_ba;
+            }
+            Event::Stats(st) => s.stats = Some(st.clone()),
+        }
+    }
+    s
+}
+
+struct IngestHandler(Arc<Node>);
+
+impl BatchHandler for IngestHandler {
+    async fn handle(&self, _identity: SensorIdentity, batch: Batch) -> BatchReply {
+        self.0.accept_batch(batch).await
+    }
+}
+
+/// Run ingest and the API until ctrl-c / SIGTERM.
+pub async fn serve(node: Arc<Node>) -> Result<()> {
+    let api_listener = tokio::net::TcpListener::bind(node.config.listen_api)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", node.config.listen_api))?;
+    info!(
+        node_id = node.config.node_id,
+        api = %node.config.listen_api,
+        quic = %node.config.listen_quic,
+        sink = node.sink.describe(),
+        "aggregator node up"
+    );
+    let router = crate::api::router(node.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(api_listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.changed().await;
+                })
+                .await
+        })
+    };
+    let ingest = {
+        let mut rx = stop_rx.clone();
+        let handler = Arc::new(IngestHandler(node.clone()));
+        let tls = node.config.tls.clone();
+        let addr = node.config.listen_quic;
+        let stats = node.ingest_stats.clone();
+        tokio::spawn(async move {
+            ingest::serve(addr, &tls, handler, stats, async move {
+                let _ = rx.changed().await;
+            })
+            .await
+        })
+    };
+    shutdown_signal().await;
+    info!("shutting down: finishing in-flight batches");
+    let _ = stop_tx.send(true);
+    let _ = ingest.await;
+    let _ = api.await;
+    node.raft.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on unix");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,352 @@
+//! The aggregator's Raft node (openraft 0.9, storage v2): a sled-backed log
+//! (`log_store`), a state machine over `ClusterState` (`state_machine`), and Raft RPC
+//! over HTTP (`network`), wrapped in `RaftNode` for the rest of the aggregator.
+//!
+//! Nothing here assumes a single node: a one-member cluster is only how a node is
+//! bootstrapped (`initialize_single_if_new`); peers join with `add_learner` and
+//! `change_membership`, and a follower answers proposals with `ProposeError::NotLeader`
+//! naming the leader's API address.
+//!
+//! On disk, one sled database per node at `<data_dir>/raft.sled` holds the trees
+//! `raft_log`, `raft_meta` (vote, committed, last purged, owner node id) and `raft_sm`
+//! (latest snapshot).
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use crate::state::{ApplyResponse, ClusterState, Command};
+use anyhow::Context;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use state_machine::{StateMachineData, StateMachineStore};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+openraft::declare_raft_types!(
+    /// Openraft type configuration of the aggregator cluster.
+    pub TypeConfig:
+        D = Command,
+        R = ApplyResponse,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// What the Raft RPC router is given: the node whose `Raft` serves the requests.
+pub type RaftHandle = Arc<RaftNode>;
+
+/// Encoding of everything the Raft layer stores or sends: bincode 2 (serde, standard
+/// config) with a size limit so a corrupt length prefix cannot trigger a huge allocation.
+pub mod codec {
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    /// Largest encoded value (log entry, snapshot, RPC body).
+    pub const MAX_BYTES: usize = 256 * 1024 * 1024;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct CodecError(String);
+
+    fn config() -> impl bincode::config::Config {
+        bincode::config::standard().with_limit::<MAX_BYTES>()
+    }
+
+    pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+        bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(format!("bincode encode: {e}")))
+    }
+
+    /// Decode a whole buffer; trailing bytes are an error (they mean a format mismatch).
+    pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+            .map_err(|e| CodecError(format!("bincode decode of {} bytes: {e}", bytes.len())))?;
+        if used != bytes.len() {
+            return Err(CodecError(format!("{} trailing bytes after a {used}-byte value", bytes.len() - used)));
+        }
+        Ok(value)
+    }
+}
+
+/// Raft timing and log-compaction settings of a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Nodes refuse RPC from a cluster with another name.
+    pub cluster_name: String,
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries; bounds the replay on restart.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so slightly lagging followers catch up from
+    /// the log instead of receiving a whole snapshot.
+    pub logs_kept_after_snapshot: u64,
+    /// Time allowed for one whole-snapshot transfer.
+    pub snapshot_timeout_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            cluster_name: "wardline".into(),
+            heartbeat_interval_ms: 100,
+            // Generous against a busy machine: a needless election stalls ingest briefly.
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every: 2000,
+            logs_kept_after_snapshot: 500,
+            snapshot_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl RaftConfig {
+    fn to_openraft(&self) -> anyhow::Result<openraft::Config> {
+        let cfg = openraft::Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: self.snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            ..Default::default()
+        };
+        cfg.validate().context(
+            "invalid Raft settings: need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
+        )
+    }
+}
+
+/// Why a proposal (or membership change) did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the leader accepts writes; retry there (or later, while an election runs).
+    #[error("this node is not the Raft leader (leader: {})", describe_leader(*.leader_id, .leader_addr.as_deref()))]
+    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    /// The Raft node stopped (shut down, or a storage failure); it accepts nothing more.
+    #[error("the Raft node has stopped: {0}")]
+    Fatal(String),
+    /// The cluster refused the request itself (e.g. an invalid membership change).
+    #[error("the cluster refused the request: {0}")]
+    Rejected(String),
+}
+
+fn describe_leader(id: Option<u64>, addr: Option<&str>) -> String {
+    match (id, addr) {
+        (Some(id), Some(addr)) => format!("node {id} at {addr}"),
+        (Some(id), None) => format!("node {id}"),
+        _ => "unknown, an election may be in progress".into(),
+    }
+}
+
+impl From<RaftError<u64, ClientWriteError<u64, BasicNode>>> for ProposeError {
+    fn from(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            },
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ProposeError::Rejected(e.to_string()),
+            RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
+        }
+    }
+}
+
+/// One aggregator's Raft node: consensus, durable log and the replicated `ClusterState`.
+pub struct RaftNode {
+    id: u64,
+    api_addr: String,
+    raft: openraft::Raft<TypeConfig>,
+    sm: Arc<RwLock<StateMachineData>>,
+    db: sled::Db,
+}
+
+const KEY_NODE_ID: &[u8] = b"node_id";
+
+impl RaftNode {
+    /// Open (or create) the node's storage under `data_dir` and start Raft. A node that
+    /// has state resumes it: same log, same vote, and the inventory rebuilt from the last
+    /// snapshot plus the committed log. Call `shutdown` before dropping the last handle.
+    pub async fn open(
+        node_id: u64,
+        data_dir: &Path,
+        api_addr: String,
+        config: RaftConfig,
+    ) -> anyhow::Result<Arc<RaftNode>> {
+        let raft_config = Arc::new(config.to_openraft()?);
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the Raft data directory {}", data_dir.display()))?;
+        let db = open_sled(&data_dir.join("raft.sled")).await?;
+        claim_node_id(&db, node_id, data_dir)?;
+
+        let log = log_store::LogStore::open(&db).context("cannot open the Raft log trees")?;
+        let sm = StateMachineStore::open(&db)?;
+        let sm_data = sm.data();
+        let network = network::HttpNetworkFactory::new().context("cannot build the Raft HTTP client")?;
+        let raft = openraft::Raft::new(node_id, raft_config, network, log, sm)
+            .await
+            .with_context(|| format!("cannot start Raft node {node_id} from {}", data_dir.display()))?;
+        Ok(Arc::new(RaftNode { id: node_id, api_addr, raft, sm: sm_data, db }))
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.id
+    }
+
+    /// The HTTP API address this node advertises to its peers.
+    pub fn api_addr(&self) -> &str {
+        &self.api_addr
+    }
+
+    /// The underlying openraft handle (for the RPC server and admin tooling).
+    pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Make this node a one-member cluster if it has never been part of one (no log, no
+    /// vote). Returns whether it initialized now; a restarted node returns `false`.
+    pub async fn initialize_single_if_new(&self) -> anyhow::Result<bool> {
+        if self.raft.is_initialized().await.context("the Raft node stopped")? {
+            return Ok(false);
+        }
+        let members = BTreeMap::from([(self.id, BasicNode::new(&self.api_addr))]);
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            // Lost a race with a vote or log from a peer: already part of a cluster.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(anyhow::anyhow!("cannot initialize a one-member cluster on node {}: {e}", self.id)),
+        }
+    }
+
+    /// Replicate `cmd` through the cluster and apply it; returns the state machine's answer
+    /// once the entry is committed (durable on a quorum) and applied here.
+    pub async fn propose(&self, cmd: Command) -> Result<ApplyResponse, ProposeError> {
+        let resp = self.raft.client_write(cmd).await?;
+        Ok(resp.data)
+    }
+
+    /// Read the state as applied on this node. On a follower it may lag the leader.
+    pub async fn read_state<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce(&ClusterState) -> R,
+    {
+        let sm = self.sm.read().await;
+        f(&sm.state)
+    }
+
+    /// Index of the last log entry applied to this node's state.
+    pub async fn applied_index(&self) -> Option<u64> {
+        self.sm.read().await.last_applied.map(|id| id.index)
+    }
+
+    /// A copy of the current Raft metrics (role, term, leader, membership, log indexes).
+    pub fn metrics(&self) -> RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Wait until some node is known as leader; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let m = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a known leader")
+            .await
+            .with_context(|| format!("node {} saw no leader within {timeout:?}", self.id))?;
+        m.current_leader.context("metrics lost the leader")
+    }
+
+    /// Wait until this node has applied the log up to `index`.
+    pub async fn wait_for_applied(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.applied_index().await >= Some(index) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "node {} applied up to {:?}, not {index}, within {timeout:?}",
+                    self.id,
+                    self.applied_index().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Add a non-voting member that receives the log. With `blocking`, returns once it
+    /// has caught up. Must be called on the leader.
+    pub async fn add_learner(&self, id: u64, api_addr: String, blocking: bool) -> Result<(), ProposeError> {
+        self.raft.add_learner(id, BasicNode::new(api_addr), blocking).await?;
+        Ok(())
+    }
+
+    /// Make `voters` the voting members (they must already be learners or voters). With
+    /// `retain`, removed voters stay as learners. Must be called on the leader.
+    pub async fn change_membership(&self, voters: BTreeSet<u64>, retain: bool) -> Result<(), ProposeError> {
+        self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), retain).await?;
+        Ok(())
+    }
+
+    /// Stop Raft and flush storage. The node accepts nothing afterwards.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node = self.id, "Raft core did not stop cleanly: {e}");
+        }
+        if let Err(e) = log_store::flush(&self.db).await {
+            tracing::warn!(node = self.id, "final flush of the Raft store failed: {e}");
+        }
+    }
+}
+
+/// Open sled, waiting briefly if the previous holder of the same directory (a node being
+/// restarted within this process) has not released its lock yet.
+async fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot open the Raft store {}: {e} (is another aggregator using this data_dir?)",
+                    path.display()
+                ))
+            }
+        }
+    }
+}
+
+/// Bind the store to one node id: reusing a data directory under another id would make
+/// a node vote twice in one term.
+fn claim_node_id(db: &sled::Db, node_id: u64, data_dir: &Path) -> anyhow::Result<()> {
+    let meta = db.open_tree("raft_meta")?;
+    match meta.get(KEY_NODE_ID)? {
+        None => {
+            meta.insert(KEY_NODE_ID, &node_id.to_be_bytes())?;
+            Ok(())
+        }
+        Some(v) => {
+            let stored = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| anyhow::anyhow!("corrupt node id record in {}", data_dir.display()))?;
+            anyhow::ensure!(
+                stored == node_id,
+                "data directory {} belongs to Raft node {stored}, not {node_id}: use that node id or a fresh directory",
+                data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! rustls / quinn configuration of the ingest endpoint: the node certificate for the
+//! server side, and a client verifier that admits only certificates chained to the fleet
+//! CA. The ring provider is named explicitly so no process-wide default is needed.
+
+use crate::config::TlsPaths;
+use anyhow::{bail, Context, Result};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use wardline_common::wire::ALPN_UPLINK;
+
+/// Without traffic for this long a connection is considered dead (sensor gone, link cut).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keep-alives keep NAT/firewall state and the idle timer alive during quiet periods.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Concurrent batch streams one sensor may have open (the ingest also bounds work globally).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate file {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not valid PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read private key file {}", path.display()))?;
+    rustls_pemfile::private_key(&mut bytes.as_slice())
+        .with_context(|| format!("{} is not valid PEM", path.display()))?
+        .with_context(|| format!("{} holds no private key", path.display()))
+}
+
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
+    }
+    Ok(roots)
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS 1.3 server config: node certificate, client certificate required and verified
+/// against the fleet CA only.
+pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
+    let provider = provider();
+    let roots = Arc::new(load_roots(&tls.ca)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .with_context(|| format!("cannot build a client verifier from the fleet CA {}", tls.ca.display()))?;
+    let certs = load_certs(&tls.cert)?;
+    let key = load_key(&tls.key)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("ring provider lacks TLS 1.3")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
+        })?;
+    cfg.alpn_protocols = vec![ALPN_UPLINK.to_vec()];
+    Ok(cfg)
+}
+
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s fits a QUIC idle timeout")));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
+    // Sensors only use bidirectional streams (batch → reply).
+    t.max_concurrent_uni_streams(0u32.into());
+    t
+}
+
+/// quinn server config of the ingest endpoint.
+pub fn quic_server_config(tls: &TlsPaths) -> Result<quinn::ServerConfig> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_server_config(tls)?)
+        .context("TLS config has no QUIC-capable cipher suite")?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(cfg)
+}

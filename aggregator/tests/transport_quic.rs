@@ -1,0 +1,429 @@
+//! Real QUIC + mutual TLS between the real ingest server and the real sensor uplink, with
+//! certificates from a temporary fleet CA.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wardline_aggregator::config::TlsPaths;
+use wardline_aggregator::ingest::{BatchHandler, IngestLimits, IngestServer, IngestStats};
+use wardline_aggregator::pki::{self, SensorIdentity};
+use wardline_common::wire::BatchReply;
+use wardline_common::{Batch, DeviceObservation, Event, FlowRecord, MacAddr};
+use wardline_sensor::spool::Spool;
+use wardline_sensor::uplink::{self, UplinkConfig};
+
+/// Records every batch it is given and answers with a fixed kind of reply.
+struct Recorder {
+    seen: Mutex<Vec<(SensorIdentity, Batch)>>,
+    retry_later: bool,
+}
+
+impl Recorder {
+    fn acking() -> Arc<Self> {
+        Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: false })
+    }
+    fn seen(&self) -> Vec<(SensorIdentity, Batch)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl BatchHandler for Recorder {
+    async fn handle(&self, identity: SensorIdentity, batch: Batch) -> BatchReply {
+        let (batch_id, seq) = (batch.id, batch.seq);
+        self.seen.lock().unwrap().push((identity, batch));
+        if self.retry_later {
+            BatchReply::RetryLater { batch_id, seq, reason: "test: cluster has no leader".into() }
+        } else {
+            BatchReply::Ack { batch_id, seq, duplicate: false }
+        }
+    }
+}
+
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init_ca(&dir.path().join("ca"), "test fleet").unwrap();
+        pki::issue_node(&dir.path().join("ca"), 1, &[], &dir.path().join("node1")).unwrap();
+        Fleet { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn node_tls(&self) -> TlsPaths {
+        TlsPaths::in_dir(&self.path().join("node1"), "node")
+    }
+    fn sensor(&self, ca: &str, id: &str, site: &str) -> PathBuf {
+        let out = self.path().join(format!("sensor-{ca}-{id}"));
+        pki::issue_sensor(&self.path().join(ca), id, site, &out).unwrap();
+        out
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    stats: Arc<IngestStats>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+fn start_server<H: BatchHandler>(fleet: &Fleet, handler: Arc<H>, limits: IngestLimits) -> Server {
+    let stats = Arc::new(IngestStats::default());
+    let server =
+        IngestServer::bind("127.0.0.1:0".parse().unwrap(), &fleet.node_tls(), handler, stats.clone(), limits).unwrap();
+    let addr = server.local_addr().unwrap();
+    assert_ne!(addr.port(), 0);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    Server { addr, stats, stop: Some(tx), task }
+}
+
+fn uplink_cfg(addr: SocketAddr, sensor_dir: &Path) -> UplinkConfig {
+    let mut cfg = UplinkConfig::new(
+        addr,
+        "localhost".into(),
+        sensor_dir.join("sensor.pem"),
+        sensor_dir.join("sensor.key"),
+        sensor_dir.join("ca.pem"),
+    );
+    cfg.backoff_initial = Duration::from_millis(50);
+    cfg.backoff_max = Duration::from_millis(400);
+    cfg.connect_timeout = Duration::from_secs(5);
+    cfg
+}
+
+fn device(n: u8) -> Event {
+    Event::Device(DeviceObservation {
+        mac: MacAddr([0x00, 0x1a, 0x2b, 0, 0, n]),
+        ips: vec![[10, 0, 0, n].into()],
+        vlans: vec![],
+        first_seen_us: 1,
+        last_seen_us: 2,
+        packets: 1,
+        bytes: 60,
+        evidence: vec![],
+    })
+}
+
+fn flow(n: u32) -> Event {
+    Event::Flow(FlowRecord {
+        ip_proto: 6,
+        vlan: Some(20),
+        a_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        b_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        a_ip: [10, 0, 0, 1].into(),
+        b_ip: [10, 0, 0, 2].into(),
+        a_port: (n % 60000) as u16,
+        b_port: 104,
+        first_seen_us: n as u64,
+        last_seen_us: n as u64 + 10,
+        packets_ab: 10,
+        packets_ba: 9,
+        bytes_ab: 1000,
+        bytes_ba: 900,
+        tcp_flags_ab: 0x1b,
+        tcp_flags_ba: 0x1b,
+        app: "dicom".into(),
+        end_reason: "fin".into(),
+    })
+}
+
+fn open_spool(fleet: &Fleet, name: &str) -> Arc<Spool> {
+    Arc::new(Spool::open(&fleet.path().join(name), 1 << 30).unwrap())
+}
+
+/// Captures log lines of the current thread (tests run on a current-thread runtime, so the
+/// server's tasks log here too).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn batches_are_delivered_in_order_and_removed_after_ack() {
+    let fleet = Fleet::new();
+    let handler = Recorder::acking();
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "bldg-a-1", "north");
+    let spool = open_spool(&fleet, "spool");
+    let mut pushed = Vec::new();
+    for i in 0..5u8 {
+        pushed.push(spool.push(vec![device(i), flow(i as u32)], "bldg-a-1", "north").unwrap());
+    }
+
+    let stats = tokio::time::timeout(
+        Duration::from_secs(30),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
+    )
+    .await
+    .expect("drain finishes")
+    .unwrap();
+
+    assert_eq!(stats.acked, 5);
+    assert_eq!(stats.rejected, 0);
+    assert_eq!(spool.len(), 0, "acked batches leave the spool");
+    let seen = handler.seen();
+    assert_eq!(seen.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(), pushed, "same batches, in seq order");
+    for (identity, _) in &seen {
+        assert_eq!(identity, &SensorIdentity { sensor_id: "bldg-a-1".into(), site: "north".into() });
+    }
+    let s = server.stats.snapshot();
+    assert_eq!(s.connections_accepted, 1);
+    assert_eq!(s.connections_refused, 0);
+    assert_eq!((s.batches_received, s.batches_acked), (5, 5));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retry_later_keeps_the_batch_and_never_skips_ahead() {
+    let fleet = Fleet::new();
+    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true });
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    spool.push(vec![device(1)], "s1", "north").unwrap();
+    spool.push(vec![device(2)], "s1", "north").unwrap();
+
+    let h = handler.clone();
+    let stats = uplink::run_uplink(spool.clone(), uplink_cfg(server.addr, &sensor), async move {
+        wait_until("the batch was retried", || h.seen().len() >= 3).await;
+    })
+    .await
+    .unwrap();
+
+    assert!(stats.retry_later >= 3);
+    assert_eq!(stats.acked, 0);
+    assert_eq!(spool.len(), 2, "nothing leaves the spool without an ack");
+    assert!(handler.seen().iter().all(|(_, b)| b.seq == 1), "seq 2 is never sent before seq 1 is acked");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sensor_from_another_ca_is_refused_with_a_clear_log_line() {
+    let logs = LogBuf::default();
+    let _guard = logs.install();
+    let fleet = Fleet::new();
+    pki::init_ca(&fleet.path().join("rogue-ca"), "someone else").unwrap();
+    let handler = Recorder::acking();
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    // Same id and site as a real sensor, but signed by another CA; it trusts our node CA
+    // so the handshake gets as far as the server checking the client certificate.
+    let rogue = fleet.sensor("rogue-ca", "s1", "north");
+    std::fs::copy(fleet.path().join("ca/ca.pem"), rogue.join("ca.pem")).unwrap();
+    let spool = open_spool(&fleet, "spool");
+    spool.push(vec![device(1)], "s1", "north").unwrap();
+
+    let stats_handle = server.stats.clone();
+    let stats = uplink::run_uplink(spool.clone(), uplink_cfg(server.addr, &rogue), async move {
+        wait_until("the server refused the sensor twice", || stats_handle.snapshot().connections_refused >= 2).await;
+    })
+    .await
+    .unwrap();
+
+    assert!(handler.seen().is_empty(), "no batch from an unknown CA reaches the handler");
+    let s = server.stats.snapshot();
+    assert!(s.connections_refused >= 2);
+    assert_eq!(s.connections_accepted, 0);
+    assert_eq!(s.batches_received, 0);
+    assert_eq!(spool.len(), 1, "the sensor keeps its batch");
+    assert_eq!(stats.acked, 0);
+    assert!(stats.connect_failures + stats.send_failures >= 1);
+    let text = logs.text();
+    assert!(
+        text.contains("refused sensor connection from 127.0.0.1:")
+            && text.contains("client certificate is not signed by the fleet CA (UnknownIssuer)")
+            && text.contains("wardline-aggregator admin issue-sensor"),
+        "operator-facing refusal line missing from logs:\n{text}"
+    );
+    assert!(text.contains("refused this sensor's TLS handshake"), "sensor side explains too:\n{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_without_certificate_is_refused() {
+    let logs = LogBuf::default();
+    let _guard = logs.install();
+    let fleet = Fleet::new();
+    let handler = Recorder::acking();
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in wardline_aggregator::tls::load_certs(&fleet.path().join("ca/ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![wardline_common::wire::ALPN_UPLINK.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    // The client may believe the handshake finished; the server refuses right after.
+    if let Ok(conn) = endpoint.connect(server.addr, "localhost").unwrap().await {
+        let r = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            send.write_all(b"\x01anything").await?;
+            send.finish()?;
+            anyhow::Ok(recv.read_to_end(1024).await?)
+        }
+        .await;
+        assert!(r.is_err(), "a certificate-less client must not get a reply");
+    }
+    let stats = server.stats.clone();
+    wait_until("the refusal is counted", || stats.snapshot().connections_refused >= 1).await;
+    assert!(handler.seen().is_empty());
+    assert_eq!(server.stats.snapshot().connections_accepted, 0);
+    let text = logs.text();
+    assert!(text.contains("presented no client certificate"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn batch_claiming_another_sensor_is_rejected_and_dead_lettered() {
+    let fleet = Fleet::new();
+    let handler = Recorder::acking();
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    let forged = spool.push(vec![device(1)], "s2", "north").unwrap();
+    let other_site = spool.push(vec![device(2)], "s1", "south").unwrap();
+    let honest = spool.push(vec![device(3)], "s1", "north").unwrap();
+
+    let stats = tokio::time::timeout(
+        Duration::from_secs(30),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    assert_eq!((stats.rejected, stats.acked), (2, 1));
+    assert_eq!(spool.len(), 0);
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![Some(forged.seq), Some(other_site.seq)]);
+    assert_eq!(dead[0].batch_id, Some(forged.id));
+    assert!(dead[0].reason.contains("\"s2\"") && dead[0].reason.contains("certificate names"), "{}", dead[0].reason);
+    let seen = handler.seen();
+    assert_eq!(seen.len(), 1, "only the honest batch reaches the handler");
+    assert_eq!(seen[0].1, honest);
+    let s = server.stats.snapshot();
+    assert_eq!(s.identity_mismatches, 2);
+    assert_eq!(s.batches_rejected, 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_is_rejected_and_the_server_keeps_serving() {
+    let fleet = Fleet::new();
+    let handler = Recorder::acking();
+    let limits = IngestLimits { max_frame_bytes: 64 * 1024, ..IngestLimits::default() };
+    let server = start_server(&fleet, handler.clone(), limits);
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    // Several hundred KiB: far over the 64 KiB limit of this server.
+    let big = spool.push((0..5000).map(flow).collect(), "s1", "north").unwrap();
+    let small = spool.push(vec![device(1)], "s1", "north").unwrap();
+
+    let stats = tokio::time::timeout(
+        Duration::from_secs(60),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    assert_eq!((stats.rejected, stats.acked), (1, 1));
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].seq, Some(big.seq));
+    assert!(dead[0].reason.contains("exceeds the 65536-byte limit"), "{}", dead[0].reason);
+    let seen = handler.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1, small, "the next batch still gets through");
+    let s = server.stats.snapshot();
+    assert_eq!((s.frames_oversized, s.frames_rejected), (1, 1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn several_sensors_at_once() {
+    let fleet = Fleet::new();
+    let handler = Recorder::acking();
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let mut runs = Vec::new();
+    for i in 0..4 {
+        let id = format!("s{i}");
+        let dir = fleet.sensor("ca", &id, "east");
+        let spool = open_spool(&fleet, &format!("spool-{id}"));
+        for j in 0..10u8 {
+            spool.push(vec![device(j)], &id, "east").unwrap();
+        }
+        let cfg = uplink_cfg(server.addr, &dir);
+        runs.push(tokio::spawn(async move {
+            let st = uplink::drain_once(spool.clone(), cfg, std::future::pending()).await.unwrap();
+            (st, spool.len())
+        }));
+    }
+    for r in runs {
+        let (st, left) = tokio::time::timeout(Duration::from_secs(60), r).await.unwrap().unwrap();
+        assert_eq!((st.acked, left), (10, 0));
+    }
+    let seen = handler.seen();
+    assert_eq!(seen.len(), 40);
+    for i in 0..4 {
+        let seqs: Vec<u64> =
+            seen.iter().filter(|(id, _)| id.sensor_id == format!("s{i}")).map(|(_, b)| b.seq).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "per-sensor order kept for s{i}");
+    }
+    assert_eq!(server.stats.snapshot().connections_accepted, 4);
+    server.stop().await;
+}

@@ -1,0 +1,340 @@
+//! Real `wardline-aggregator` and `wardline-sensor` processes for multi-process tests:
+//! a temporary fleet CA, nodes and sensors on loopback with free ports, kill -9 and restart.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Folder of the workspace's built binaries (target/debug next to this test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Real captures shipped beside the repository (override with WARDLINE_PCAPS).
+pub fn pcaps_dir() -> PathBuf {
+    std::env::var_os("WARDLINE_PCAPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps"))
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free tcp port")
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free udp port")
+}
+
+/// Run a command to completion; fail with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A temporary fleet: CA, node and sensor certificates, working folders.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub fn new() -> Result<Fleet> {
+        let dir = tempfile::tempdir()?;
+        run_ok(Command::new(bin("wardline-aggregator")).args(["admin", "ca-init", "--dir"]).arg(dir.path().join("ca")))?;
+        Ok(Fleet { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    pub fn issue_node(&self, node_id: u64) -> Result<PathBuf> {
+        let out = self.dir.path().join(format!("node{node_id}"));
+        run_ok(
+            Command::new(bin("wardline-aggregator"))
+                .args(["admin", "issue-node", "--node-id", &node_id.to_string(), "--ca-dir"])
+                .arg(self.ca_dir())
+                .arg("--out-dir")
+                .arg(&out),
+        )?;
+        Ok(out)
+    }
+
+    pub fn issue_sensor(&self, sensor_id: &str, site: &str) -> Result<PathBuf> {
+        let out = self.dir.path().join(format!("sensor-{sensor_id}"));
+        run_ok(
+            Command::new(bin("wardline-aggregator"))
+                .args(["admin", "issue-sensor", "--sensor-id", sensor_id, "--site", site, "--ca-dir"])
+                .arg(self.ca_dir())
+                .arg("--out-dir")
+                .arg(&out),
+        )?;
+        Ok(out)
+    }
+
+    /// Generate a capture with the project's generator; returns its ground truth JSON.
+    pub fn generate(&self, scenario: &str, seed: u64, name: &str) -> Result<(PathBuf, Value)> {
+        let out = self.dir.path().join(name);
+        run_ok(
+            Command::new(bin("wardline-sensor"))
+                .args(["generate", "--scenario", scenario, "--seed", &seed.to_string(), "--out"])
+                .arg(&out),
+        )?;
+        let truth_path = PathBuf::from(format!("{}.truth.json", out.display()));
+        let truth: Value = serde_json::from_slice(&std::fs::read(&truth_path)?)
+            .with_context(|| format!("ground truth {}", truth_path.display()))?;
+        Ok((out, truth))
+    }
+}
+
+/// One aggregator node process.
+pub struct Aggregator {
+    pub node_id: u64,
+    pub tls_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub api_port: u16,
+    pub quic_port: u16,
+    pub clickhouse_url: Option<String>,
+    pub log: PathBuf,
+    /// Crash point armed for the next start (`WARDLINE_FAULT`), see wardline_common::fault.
+    pub fault: Option<String>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Aggregator {
+    pub fn start(fleet: &Fleet, node_id: u64, clickhouse_url: Option<String>) -> Result<Aggregator> {
+        let tls_dir = fleet.issue_node(node_id)?;
+        let mut a = Aggregator {
+            node_id,
+            data_dir: tls_dir.join("data"),
+            tls_dir,
+            api_port: free_tcp_port(),
+            quic_port: free_udp_port(),
+            clickhouse_url,
+            log: fleet.path().join(format!("aggregator{node_id}.log")),
+            fault: None,
+            child: None,
+            starts: 0,
+        };
+        a.spawn()?;
+        Ok(a)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = Command::new(bin("wardline-aggregator"));
+        cmd.args(["run", "--node-id", &self.node_id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--tls-dir")
+            .arg(&self.tls_dir)
+            .args(["--listen-api", &format!("127.0.0.1:{}", self.api_port)])
+            .args(["--listen-quic", &format!("127.0.0.1:{}", self.quic_port)])
+            .env("RUST_LOG", "info,openraft=warn,sled=warn")
+            .env_remove("WARDLINE_CLICKHOUSE_URL")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(u) = &self.clickhouse_url {
+            cmd.args(["--clickhouse-url", u]);
+        }
+        match &self.fault {
+            Some(f) => cmd.env("WARDLINE_FAULT", f),
+            None => cmd.env_remove("WARDLINE_FAULT"),
+        };
+        self.child = Some(cmd.spawn().context("cannot start wardline-aggregator")?);
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn quic_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.quic_port)
+    }
+
+    /// Wait until the node answers and knows a leader.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(h) = self.get("/healthz") {
+                if !h["leader"].is_null() {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    bail!("aggregator exited ({st}) during start-up:\n{}", self.log_text());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("aggregator not ready after {timeout:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?
+            .get(format!("{}{}", self.api(), path))
+            .send()?;
+        let status = resp.status();
+        let v: Value = resp.json()?;
+        if !status.is_success() {
+            bail!("GET {path} → {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// Kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Restart with a crash point armed (or disarmed with None).
+    pub fn restart_with_fault(&mut self, fault: Option<&str>) -> Result<()> {
+        self.fault = fault.map(str::to_string);
+        self.restart()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One sensor process reading capture files.
+pub struct Sensor {
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Settings of a test sensor.
+pub struct SensorSpec<'a> {
+    pub sensor_id: &'a str,
+    pub site: &'a str,
+    pub tls_dir: PathBuf,
+    pub server: String,
+    pub pcaps: Vec<PathBuf>,
+    pub max_events: usize,
+}
+
+impl Sensor {
+    pub fn write_config(fleet: &Fleet, spec: &SensorSpec<'_>) -> Result<PathBuf> {
+        let spool = fleet.path().join(format!("spool-{}", spec.sensor_id));
+        let files: Vec<String> = spec.pcaps.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+        let text = format!(
+            "sensor_id = {:?}\nsite = {:?}\nspool_dir = {:?}\n[uplink]\nserver = {:?}\nserver_name = \"localhost\"\n\
+             [tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n[capture]\nfiles = [{}]\n[batch]\nmax_events = {}\ninterval_secs = 5\n",
+            spec.sensor_id,
+            spec.site,
+            spool.display().to_string(),
+            spec.server,
+            spec.tls_dir.join("sensor.pem").display().to_string(),
+            spec.tls_dir.join("sensor.key").display().to_string(),
+            spec.tls_dir.join("ca.pem").display().to_string(),
+            files.join(", "),
+            spec.max_events,
+        );
+        let path = fleet.path().join(format!("sensor-{}.toml", spec.sensor_id));
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Start `wardline-sensor run --config F --exit-when-drained` with extra environment.
+    pub fn start(config: &Path, log: &Path, env: &[(&str, &str)]) -> Result<Sensor> {
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut cmd = Command::new(bin("wardline-sensor"));
+        cmd.args(["run", "--exit-when-drained", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,sled=warn")
+            .stdout(Stdio::null())
+            .stderr(logf);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(Sensor { config: config.to_path_buf(), log: log.to_path_buf(), child: Some(cmd.spawn()?) })
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("sensor not running")?;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("sensor did not finish within {timeout:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

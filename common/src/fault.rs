@@ -1,0 +1,46 @@
+//! Crash points for fault tests: `WARDLINE_FAULT=<point>:<seq>` makes the process abort
+//! (like kill -9: no destructors, no flush) when it reaches `point` for batch `seq`.
+//! Timed kills cannot land reliably between two steps a few microseconds apart; these
+//! points can. Unset in production, where a check costs one atomic load.
+
+use std::sync::OnceLock;
+
+/// Named points between the steps whose ordering the delivery guarantees depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Sensor: the aggregator acknowledged the batch, the spool still holds it.
+    SensorAfterAck,
+    /// Aggregator: flows written to the sink, batch not yet proposed to Raft.
+    AggregatorAfterSink,
+    /// Aggregator: batch committed and applied, ack not yet sent.
+    AggregatorAfterCommit,
+}
+
+impl CrashPoint {
+    fn name(self) -> &'static str {
+        match self {
+            CrashPoint::SensorAfterAck => "sensor-after-ack",
+            CrashPoint::AggregatorAfterSink => "aggregator-after-sink",
+            CrashPoint::AggregatorAfterCommit => "aggregator-after-commit",
+        }
+    }
+}
+
+fn configured() -> &'static Option<(String, u64)> {
+    static CFG: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    CFG.get_or_init(|| {
+        let v = std::env::var("WARDLINE_FAULT").ok()?;
+        let (p, s) = v.split_once(':')?;
+        Some((p.to_string(), s.parse().ok()?))
+    })
+}
+
+/// Abort the process if the configured crash point is `point` at batch `seq`.
+pub fn crash_point(point: CrashPoint, seq: u64) {
+    if let Some((p, s)) = configured() {
+        if p == point.name() && *s == seq {
+            eprintln!("WARDLINE_FAULT: aborting at {} for batch seq {seq}", point.name());
+            std::process::abort();
+        }
+    }
+}

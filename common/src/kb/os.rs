@@ -1,0 +1,63 @@
+//! Operating systems and their end of vendor support, as the risk model needs them.
+
+use serde::{Deserialize, Serialize};
+
+/// One operating system release from `os.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsEntry {
+    pub id: String,
+    pub name: String,
+    /// "windows", "linux", "vxworks", "qnx", ...
+    pub family: String,
+    pub version: Option<String>,
+    /// Last day of (extended) vendor support, YYYY-MM-DD; `None` while supported or unknown.
+    pub end_of_support: Option<String>,
+    /// Embedded/RTOS variant, typical of medical and OT devices.
+    pub embedded: bool,
+    pub sources: Vec<String>,
+}
+
+impl OsEntry {
+    /// Whether support has ended on `today` (YYYY-MM-DD). ISO dates compare as strings,
+    /// which keeps this free of a calendar dependency.
+    pub fn unsupported_on(&self, today: &str) -> bool {
+        self.end_of_support.as_deref().is_some_and(|eos| eos < today)
+    }
+    pub fn info(&self) -> OsInfo {
+        OsInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            family: self.family.clone(),
+            version: self.version.clone(),
+            end_of_support: self.end_of_support.clone(),
+            embedded: self.embedded,
+        }
+    }
+}
+
+/// The OS facts a classification carries along, so consumers need not consult the KB.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsInfo {
+    pub id: String,
+    pub name: String,
+    pub family: String,
+    pub version: Option<String>,
+    pub end_of_support: Option<String>,
+    pub embedded: bool,
+}
+
+impl OsInfo {
+    pub fn unsupported_on(&self, today: &str) -> bool {
+        self.end_of_support.as_deref().is_some_and(|eos| eos < today)
+    }
+}
+
+/// A plausible calendar date written YYYY-MM-DD.
+pub(crate) fn is_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u32>().ok());
+    matches!((num(0..4), num(5..7), num(8..10)), (Some(y), Some(m), Some(d)) if y >= 1970 && (1..=12).contains(&m) && (1..=31).contains(&d))
+}

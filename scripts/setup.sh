@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Wardline's build and tests need on a Debian machine that has only the Rust
+# toolchain: libpcap-dev (live capture), clickhouse-server (flow store tests), tshark
+# (reference dissector for differential tests), ieee-data (OUI registry). Idempotent.
+# WARDLINE_SETUP=minimal installs only what building and the demo need.
+set -euo pipefail
+
+want=(libpcap-dev)
+if [[ "${WARDLINE_SETUP:-full}" != minimal ]]; then
+  want+=(clickhouse-server tshark ieee-data)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer no without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections || true
+  $sudo apt-get update -qq || echo "setup: apt-get update failed; trying with the cached package lists" >&2
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The Debian package starts a system ClickHouse service on install; tests start their own
+# server on free ports, so the system one is not needed.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet clickhouse-server 2>/dev/null; then
+  echo "setup: note: a system clickhouse-server is running; tests use their own instance on free ports" >&2
+fi

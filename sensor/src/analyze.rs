@@ -1,0 +1,318 @@
+//! `wardline-sensor analyze FILE...`: run the pipeline over capture files and report,
+//! per device, every identity attribute with the evidence behind it, then one line per
+//! flow, then counters.
+//!
+//! `--json` output is JSON lines, one object per line, each with a `type`:
+//! - `{"type":"device","mac","vendor","ips":[..],"vlans":[..],"first_seen_us","last_seen_us",
+//!    "packets","bytes","evidence":[{"field","value","proto","ts_us"}]}`
+//! - `{"type":"flow","ip_proto","vlan","a_mac","b_mac","a_ip","b_ip","a_port","b_port",
+//!    "first_seen_us","last_seen_us","packets_ab","packets_ba","bytes_ab","bytes_ba",
+//!    "tcp_flags_ab","tcp_flags_ba","app","end_reason"}`
+//! - `{"type":"error","file","message"}` for a capture that could not be read to the end
+//! - `{"type":"stats", ...PipelineStats}` last.
+//!
+//! Flows are written to an unlinked temporary file while the capture is read and copied
+//! out after the devices, so memory stays bounded on captures with millions of flows.
+
+use crate::capture::file::FileReader;
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Seek, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
+
+/// Files larger than this get a progress bar on stderr.
+const PROGRESS_MIN_BYTES: u64 = 50 * 1024 * 1024;
+/// Drain finished flows and device news every this much packet time.
+const DRAIN_INTERVAL_US: u64 = 10_000_000;
+
+/// IEEE OUI vendor of a MAC, when the registry knows it.
+pub fn vendor_of(mac: &MacAddr) -> Option<&'static str> {
+    // TODO(oui): call wardline_common::oui::lookup(mac) once common/src/oui.rs lands.
+    let _ = mac;
+    None
+}
+
+#[derive(Default)]
+struct DeviceReport {
+    ips: Vec<IpAddr>,
+    vlans: Vec<u16>,
+    first_us: u64,
+    last_us: u64,
+    packets: u64,
+    bytes: u64,
+    evidence: Vec<Evidence>,
+}
+
+fn merge(devs: &mut BTreeMap<MacAddr, DeviceReport>, o: DeviceObservation) {
+    let d = devs.entry(o.mac).or_insert_with(|| DeviceReport { first_us: o.first_seen_us, ..Default::default() });
+    d.first_us = d.first_us.min(o.first_seen_us);
+    d.last_us = d.last_us.max(o.last_seen_us);
+    d.packets += o.packets;
+    d.bytes += o.bytes;
+    for ip in o.ips {
+        if !d.ips.contains(&ip) {
+            d.ips.push(ip);
+        }
+    }
+    for v in o.vlans {
+        if !d.vlans.contains(&v) {
+            d.vlans.push(v);
+        }
+    }
+    d.evidence.extend(o.evidence);
+}
+
+/// Seconds.micros since the epoch, as tshark's `frame.time_epoch` prints it.
+fn ts(us: u64) -> String {
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        n => format!("ip/{n}"),
+    }
+}
+
+fn flags_str(f: u8) -> String {
+    const NAMES: [(u8, char); 8] =
+        [(0x02, 'S'), (0x10, 'A'), (0x08, 'P'), (0x01, 'F'), (0x04, 'R'), (0x20, 'U'), (0x40, 'E'), (0x80, 'C')];
+    let s: String = NAMES.iter().filter(|(b, _)| f & b != 0).map(|(_, c)| *c).collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s
+    }
+}
+
+fn endpoint(ip: &IpAddr, port: u16, proto: u8) -> String {
+    let with_port = proto == 6 || proto == 17;
+    match (ip, with_port) {
+        (IpAddr::V6(v6), true) => format!("[{v6}]:{port}"),
+        (ip, true) => format!("{ip}:{port}"),
+        (ip, false) => ip.to_string(),
+    }
+}
+
+fn flow_line(f: &FlowRecord) -> String {
+    let vlan = f.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default();
+    format!(
+        "{} {} -> {}{vlan} app={} pkts={}/{} bytes={}/{} flags={}/{} first={} dur={:.3}s end={}",
+        proto_name(f.ip_proto),
+        endpoint(&f.a_ip, f.a_port, f.ip_proto),
+        endpoint(&f.b_ip, f.b_port, f.ip_proto),
+        f.app,
+        f.packets_ab,
+        f.packets_ba,
+        f.bytes_ab,
+        f.bytes_ba,
+        flags_str(f.tcp_flags_ab),
+        flags_str(f.tcp_flags_ba),
+        ts(f.first_seen_us),
+        f.last_seen_us.saturating_sub(f.first_seen_us) as f64 / 1e6,
+        f.end_reason,
+    )
+}
+
+fn flow_json(f: &FlowRecord) -> serde_json::Value {
+    json!({
+        "type": "flow",
+        "ip_proto": f.ip_proto,
+        "vlan": f.vlan,
+        "a_mac": f.a_mac.to_string(),
+        "b_mac": f.b_mac.to_string(),
+        "a_ip": f.a_ip.to_string(),
+        "b_ip": f.b_ip.to_string(),
+        "a_port": f.a_port,
+        "b_port": f.b_port,
+        "first_seen_us": f.first_seen_us,
+        "last_seen_us": f.last_seen_us,
+        "packets_ab": f.packets_ab,
+        "packets_ba": f.packets_ba,
+        "bytes_ab": f.bytes_ab,
+        "bytes_ba": f.bytes_ba,
+        "tcp_flags_ab": f.tcp_flags_ab,
+        "tcp_flags_ba": f.tcp_flags_ba,
+        "app": f.app,
+        "end_reason": f.end_reason,
+    })
+}
+
+struct Sink {
+    json: bool,
+    devices: BTreeMap<MacAddr, DeviceReport>,
+    flows: BufWriter<std::fs::File>,
+    flow_count: u64,
+}
+
+impl Sink {
+    fn take(&mut self, events: Vec<Event>) -> Result<()> {
+        for e in events {
+            match e {
+                Event::Device(o) => merge(&mut self.devices, o),
+                Event::Flow(f) => {
+                    self.flow_count += 1;
+                    if self.json {
+                        serde_json::to_writer(&mut self.flows, &flow_json(&f))?;
+                        self.flows.write_all(b"\n")?;
+                    } else {
+                        writeln!(self.flows, "  {}", flow_line(&f))?;
+                    }
+                }
+                Event::Stats(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Analyze capture files in order (one continuous packet clock) and write the report.
+/// A file that cannot be read to the end is reported (what was read before the bad
+/// record still counts) and the error is returned after the full report is written.
+pub fn run_analyze(files: &[PathBuf], json: bool, mut out: impl Write) -> Result<PipelineStats> {
+    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    let spill = tempfile::tempfile().context("cannot create a temporary file for the flow list")?;
+    let mut sink = Sink { json, devices: BTreeMap::new(), flows: BufWriter::new(spill), flow_count: 0 };
+    let mut errors: Vec<(PathBuf, anyhow::Error)> = Vec::new();
+    let mut next_drain: Option<u64> = None;
+    for path in files {
+        let mut reader = match FileReader::open(path) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push((path.clone(), e.into()));
+                continue;
+            }
+        };
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let bar = (size > PROGRESS_MIN_BYTES).then(|| {
+            let pb = indicatif::ProgressBar::new(size);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_message(path.display().to_string());
+            pb
+        });
+        let mut n: u64 = 0;
+        loop {
+            let pkt = match reader.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    errors.push((path.clone(), e.into()));
+                    break;
+                }
+            };
+            let ts = pkt.ts_us;
+            pipeline.process(&pkt);
+            n += 1;
+            let due = *next_drain.get_or_insert(ts.saturating_add(DRAIN_INTERVAL_US));
+            if ts >= due {
+                next_drain = Some(ts.saturating_add(DRAIN_INTERVAL_US));
+                sink.take(pipeline.drain_events(ts))?;
+            }
+            if n % 65_536 == 0 {
+                if let Some(pb) = &bar {
+                    pb.set_position(reader.offset());
+                }
+            }
+        }
+        if let Some(pb) = bar {
+            pb.finish_and_clear();
+        }
+    }
+    let (events, stats) = pipeline.finish();
+    sink.take(events)?;
+
+    // Devices.
+    if !json {
+        writeln!(out, "devices ({}):", sink.devices.len())?;
+    }
+    for (mac, d) in &sink.devices {
+        let vendor = vendor_of(mac);
+        if json {
+            let ev: Vec<_> = d
+                .evidence
+                .iter()
+                .map(|e| json!({"field": e.field.as_str(), "value": e.value, "proto": e.proto.as_str(), "ts_us": e.ts_us}))
+                .collect();
+            let line = json!({
+                "type": "device",
+                "mac": mac.to_string(),
+                "vendor": vendor,
+                "ips": d.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                "vlans": d.vlans,
+                "first_seen_us": d.first_us,
+                "last_seen_us": d.last_us,
+                "packets": d.packets,
+                "bytes": d.bytes,
+                "evidence": ev,
+            });
+            serde_json::to_writer(&mut out, &line)?;
+            writeln!(out)?;
+        } else {
+            let ips: Vec<String> = d.ips.iter().map(|i| i.to_string()).collect();
+            writeln!(
+                out,
+                "  {mac}  vendor={}  ips=[{}]{}  packets={} bytes={} first={} last={}",
+                vendor.unwrap_or("?"),
+                ips.join(", "),
+                if d.vlans.is_empty() { String::new() } else { format!("  vlans={:?}", d.vlans) },
+                d.packets,
+                d.bytes,
+                ts(d.first_us),
+                ts(d.last_us),
+            )?;
+            for e in &d.evidence {
+                writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
+            }
+        }
+    }
+
+    // Flows, copied back from the spill file.
+    if !json {
+        writeln!(out, "flows ({}):", sink.flow_count)?;
+    }
+    let mut spill = sink.flows.into_inner().map_err(|e| e.into_error())?;
+    spill.rewind()?;
+    std::io::copy(&mut spill, &mut out)?;
+
+    // Errors and counters.
+    for (path, e) in &errors {
+        if json {
+            serde_json::to_writer(&mut out, &json!({"type": "error", "file": path.display().to_string(), "message": format!("{e:#}")}))?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "error: {e:#}")?;
+        }
+    }
+    if json {
+        let mut v = serde_json::to_value(&stats)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("type".into(), json!("stats"));
+            o.insert("decode_errors_total".into(), json!(stats.decode_errors_total()));
+        }
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "counters:")?;
+        writeln!(out, "  packets={} bytes={}", stats.packets, stats.bytes)?;
+        writeln!(out, "  flows={} flows_evicted={}", stats.flows_emitted, stats.flows_evicted)?;
+        writeln!(out, "  decode_errors={} {:?}", stats.decode_errors_total(), stats.decode_errors)?;
+        writeln!(out, "  dissect_errors={} {:?}", stats.dissect_errors_total(), stats.dissect_errors)?;
+        writeln!(out, "  dissected={:?}", stats.dissected)?;
+        writeln!(out, "  ip_fragments={} non_ip_frames={}", stats.ip_fragments, stats.non_ip_frames)?;
+    }
+    out.flush()?;
+    if let Some((_, e)) = errors.into_iter().next() {
+        return Err(e.context(format!("analysis incomplete ({} packets processed)", stats.packets)));
+    }
+    Ok(stats)
+}

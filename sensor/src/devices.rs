@@ -1,0 +1,269 @@
+//! Devices learned from traffic, keyed by unicast MAC.
+//!
+//! A device accumulates the IPs it used as a source (a router's MAC collects the IPs
+//! behind it — recorded anyway, bounded), ARP sender pairs, VLANs, first/last seen,
+//! counters, and evidence from dissector findings.
+//!
+//! [`DeviceTable::drain_changed`] reports each device that saw traffic or learned a fact
+//! since the previous drain. Semantics of a [`DeviceObservation`] it produces:
+//! - `ips`, `vlans`, `evidence`: only what is NEW since the previous drain (the receiver
+//!   keeps the union), so steady traffic never re-sends the same facts;
+//! - `packets`, `bytes`: the DELTA since the previous drain (the receiver adds them);
+//! - `first_seen_us`, `last_seen_us`: absolute packet times.
+
+use crate::dissect::{Finding, Side};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto};
+
+#[derive(Clone, Debug)]
+pub struct DeviceConfig {
+    /// Devices tracked at most; beyond it new MACs are counted and ignored.
+    pub max_devices: usize,
+    /// IPs remembered per device (a router's MAC fronts many).
+    pub max_ips_per_device: usize,
+    /// Distinct (field, value) evidence pairs remembered per device.
+    pub max_evidence_per_device: usize,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig { max_devices: 200_000, max_ips_per_device: 256, max_evidence_per_device: 512 }
+    }
+}
+
+#[derive(Debug, Default)]
+struct DeviceState {
+    first_us: u64,
+    last_us: u64,
+    packets: u64,
+    bytes: u64,
+    reported_packets: u64,
+    reported_bytes: u64,
+    ips: Vec<IpAddr>,
+    new_ips: Vec<IpAddr>,
+    vlans: Vec<u16>,
+    new_vlans: Vec<u16>,
+    evidence_seen: HashSet<(Field, Box<str>)>,
+    new_evidence: Vec<Evidence>,
+    dirty: bool,
+}
+
+/// Counters about what the table had to drop to stay bounded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceDrops {
+    pub devices_over_limit: u64,
+    pub ips_over_limit: u64,
+    pub evidence_over_limit: u64,
+}
+
+pub struct DeviceTable {
+    cfg: DeviceConfig,
+    map: HashMap<MacAddr, DeviceState, foldhash::fast::RandomState>,
+    dirty: Vec<MacAddr>,
+    drops: DeviceDrops,
+}
+
+/// Addresses that never identify one host.
+fn is_host_ip(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
+impl DeviceTable {
+    pub fn new(cfg: DeviceConfig) -> DeviceTable {
+        DeviceTable { cfg, map: HashMap::with_hasher(Default::default()), dirty: Vec::new(), drops: DeviceDrops::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    pub fn drops(&self) -> &DeviceDrops {
+        &self.drops
+    }
+
+    fn entry(&mut self, mac: MacAddr, ts_us: u64) -> Option<&mut DeviceState> {
+        if !mac.is_device() {
+            return None;
+        }
+        if !self.map.contains_key(&mac) {
+            if self.map.len() >= self.cfg.max_devices {
+                self.drops.devices_over_limit += 1;
+                return None;
+            }
+            self.map.insert(mac, DeviceState { first_us: ts_us, last_us: ts_us, ..Default::default() });
+        }
+        let d = self.map.get_mut(&mac)?;
+        if !d.dirty {
+            d.dirty = true;
+            self.dirty.push(mac);
+        }
+        Some(d)
+    }
+
+    /// Account a frame sent by `src_mac`.
+    pub fn packet(&mut self, src_mac: MacAddr, ts_us: u64, wire_len: u64, vlan: Option<u16>, src_ip: Option<IpAddr>) {
+        let max_ips = self.cfg.max_ips_per_device;
+        let mut ip_dropped = false;
+        let Some(d) = self.entry(src_mac, ts_us) else { return };
+        d.packets += 1;
+        d.bytes += wire_len;
+        d.first_us = d.first_us.min(ts_us);
+        d.last_us = d.last_us.max(ts_us);
+        if let Some(v) = vlan {
+            if !d.vlans.contains(&v) && d.vlans.len() < 64 {
+                d.vlans.push(v);
+                d.new_vlans.push(v);
+            }
+        }
+        if let Some(ip) = src_ip {
+            ip_dropped = !add_ip(d, ip, max_ips);
+        }
+        if ip_dropped {
+            self.drops.ips_over_limit += 1;
+        }
+    }
+
+    /// Record an IP the device is known to own (ARP sender, DHCP lease).
+    pub fn ip(&mut self, mac: MacAddr, ts_us: u64, ip: IpAddr) {
+        let max_ips = self.cfg.max_ips_per_device;
+        let Some(d) = self.entry(mac, ts_us) else { return };
+        if !add_ip(d, ip, max_ips) {
+            self.drops.ips_over_limit += 1;
+        }
+    }
+
+    /// Attach dissector findings: `Src` → `src_mac`, `Dst` → `dst_mac`, `Mac(m)` → `m`.
+    pub fn findings(&mut self, src_mac: MacAddr, dst_mac: MacAddr, ts_us: u64, proto: Proto, findings: &[Finding]) {
+        for f in findings {
+            let mac = match f.side {
+                Side::Src => src_mac,
+                Side::Dst => dst_mac,
+                Side::Mac(m) => m,
+            };
+            if f.field == Field::IpAddress {
+                if let Ok(ip) = f.value.parse::<IpAddr>() {
+                    self.ip(mac, ts_us, ip);
+                }
+            }
+            self.evidence(mac, Evidence::new(f.field, f.value.clone(), proto, ts_us));
+        }
+    }
+
+    /// Record one piece of evidence; repeats of a known (field, value) are not re-sent.
+    pub fn evidence(&mut self, mac: MacAddr, ev: Evidence) {
+        let max_ev = self.cfg.max_evidence_per_device;
+        let ts = ev.ts_us;
+        let mut dropped = false;
+        let Some(d) = self.entry(mac, ts) else { return };
+        let key = (ev.field, Box::<str>::from(ev.value.as_str()));
+        if !d.evidence_seen.contains(&key) {
+            if d.evidence_seen.len() >= max_ev {
+                dropped = true;
+            } else {
+                d.evidence_seen.insert(key);
+                d.new_evidence.push(ev);
+            }
+        }
+        if dropped {
+            self.drops.evidence_over_limit += 1;
+        }
+    }
+
+    /// Devices with new traffic or facts since the last drain, sorted by MAC.
+    pub fn drain_changed(&mut self) -> Vec<DeviceObservation> {
+        let mut macs = std::mem::take(&mut self.dirty);
+        macs.sort_unstable();
+        let mut out = Vec::with_capacity(macs.len());
+        for mac in macs {
+            let Some(d) = self.map.get_mut(&mac) else { continue };
+            d.dirty = false;
+            let packets = d.packets - d.reported_packets;
+            let bytes = d.bytes - d.reported_bytes;
+            if packets == 0 && d.new_ips.is_empty() && d.new_vlans.is_empty() && d.new_evidence.is_empty() {
+                continue;
+            }
+            d.reported_packets = d.packets;
+            d.reported_bytes = d.bytes;
+            out.push(DeviceObservation {
+                mac,
+                ips: std::mem::take(&mut d.new_ips),
+                vlans: std::mem::take(&mut d.new_vlans),
+                first_seen_us: d.first_us,
+                last_seen_us: d.last_us,
+                packets,
+                bytes,
+                evidence: std::mem::take(&mut d.new_evidence),
+            });
+        }
+        out
+    }
+
+    /// Everything known about one device (cumulative), for reports.
+    pub fn snapshot(&self, mac: &MacAddr) -> Option<(Vec<IpAddr>, Vec<u16>, u64, u64, u64, u64)> {
+        self.map.get(mac).map(|d| (d.ips.clone(), d.vlans.clone(), d.first_us, d.last_us, d.packets, d.bytes))
+    }
+}
+
+/// Returns false when the IP was new but the per-device bound is reached.
+fn add_ip(d: &mut DeviceState, ip: IpAddr, max: usize) -> bool {
+    if !is_host_ip(&ip) || d.ips.contains(&ip) {
+        return true;
+    }
+    if d.ips.len() >= max {
+        return false;
+    }
+    d.ips.push(ip);
+    d.new_ips.push(ip);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_is_sent_once_and_counters_are_deltas() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let m = MacAddr([0, 0x1b, 0x21, 1, 2, 3]);
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        t.packet(m, 10, 100, Some(20), Some(ip));
+        t.evidence(m, Evidence::new(Field::Hostname, "pump-1", Proto::Dhcp, 10));
+        let o = t.drain_changed();
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].ips, vec![ip]);
+        assert_eq!(o[0].vlans, vec![20]);
+        assert_eq!(o[0].evidence.len(), 1);
+        assert_eq!((o[0].packets, o[0].bytes), (1, 100));
+        t.packet(m, 20, 50, Some(20), Some(ip));
+        t.evidence(m, Evidence::new(Field::Hostname, "pump-1", Proto::Dhcp, 20));
+        let o = t.drain_changed();
+        assert_eq!(o.len(), 1);
+        assert!(o[0].ips.is_empty() && o[0].evidence.is_empty() && o[0].vlans.is_empty());
+        assert_eq!((o[0].packets, o[0].bytes, o[0].first_seen_us, o[0].last_seen_us), (1, 50, 10, 20));
+        assert!(t.drain_changed().is_empty());
+        // Multicast and zero MACs are not devices.
+        t.packet(MacAddr::BROADCAST, 30, 60, None, None);
+        assert!(t.drain_changed().is_empty());
+    }
+
+    #[test]
+    fn bounds_hold() {
+        let mut t = DeviceTable::new(DeviceConfig { max_devices: 1, max_ips_per_device: 2, max_evidence_per_device: 1 });
+        let m = MacAddr([0, 1, 2, 3, 4, 5]);
+        for i in 1..=5u8 {
+            t.packet(m, 1, 1, None, Some(IpAddr::from([10, 0, 0, i])));
+        }
+        t.packet(MacAddr([0, 1, 2, 3, 4, 6]), 1, 1, None, None);
+        t.evidence(m, Evidence::new(Field::Hostname, "a", Proto::Dhcp, 1));
+        t.evidence(m, Evidence::new(Field::Hostname, "b", Proto::Dhcp, 1));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.drops(), &DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1 });
+        assert_eq!(t.drain_changed()[0].ips.len(), 2);
+    }
+}

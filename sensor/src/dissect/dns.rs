@@ -1,0 +1,437 @@
+//! DNS, mDNS (UDP 5353) and LLMNR (UDP 5355): one wire format, three meanings.
+//!
+//! - Queries: every question name is a name the sender looked up (`DnsQuery`, Src).
+//! - mDNS responses announce the sender's own names and services: A/AAAA owners and SRV
+//!   targets are host names (`MdnsName`), PTR owners like `_ipp._tcp.local` are service
+//!   types (`MdnsService`) and their targets service instances (`MdnsName`), TXT strings
+//!   such as `ty=...`, `model=...`, `usb_MDL=...` become `MdnsTxt`.
+//! - LLMNR responses answer for the responder's own name (`Hostname`, Src).
+//! - Unicast DNS answers describe third parties, so they produce no findings.
+//!
+//! Names are decoded with compression; pointer chains are bounded ([`MAX_POINTER_JUMPS`])
+//! and must point strictly backwards, so loops and forward tricks end in an error.
+
+use super::text::{be16, be32, display};
+use super::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const PROTO: Proto = Proto::Dns;
+/// Compression pointers followed while reading one name before giving up (loop guard).
+pub const MAX_POINTER_JUMPS: usize = 64;
+/// Longest presentation name kept; RFC 1035 allows 255 octets on the wire.
+const MAX_NAME_CHARS: usize = 1024;
+/// Records read per section; a 64 KB datagram cannot hold more than this many anyway.
+const MAX_RECORDS: usize = 4096;
+/// TXT strings kept per record and announced per message (bounded evidence).
+const MAX_TXT_STRINGS: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsQuestion {
+    pub name: String,
+    pub qtype: u16,
+    /// Class with the mDNS unicast-response bit (0x8000) removed.
+    pub qclass: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Ptr(String),
+    Cname(String),
+    Srv { priority: u16, weight: u16, port: u16, target: String },
+    /// Each character-string of the TXT record, as display text.
+    Txt(Vec<String>),
+    /// Any other type: only its length is kept.
+    Other { len: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRr {
+    pub section: Section,
+    pub name: String,
+    pub rtype: u16,
+    pub class: u16,
+    pub ttl: u32,
+    pub rdata: RData,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub id: u16,
+    pub is_response: bool,
+    pub opcode: u8,
+    pub rcode: u8,
+    pub questions: Vec<DnsQuestion>,
+    pub records: Vec<DnsRr>,
+}
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_PTR: u16 = 12;
+pub const TYPE_TXT: u16 = 16;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SRV: u16 = 33;
+
+fn err(kind: &'static str, detail: impl Into<String>) -> DissectError {
+    DissectError::new(PROTO, kind, detail)
+}
+
+/// Read the labels of a (possibly compressed) name at `off` in `msg`. Returns the raw
+/// labels and the offset just past the name in the original position.
+pub fn read_labels(msg: &[u8], off: usize) -> Result<(Vec<Vec<u8>>, usize), DissectError> {
+    let mut labels = Vec::new();
+    let mut pos = off;
+    let mut end_after: Option<usize> = None;
+    let mut jumps = 0usize;
+    let mut total = 0usize;
+    loop {
+        let len = *msg
+            .get(pos)
+            .ok_or_else(|| DissectError::truncated(PROTO, format!("name at offset {off} runs past the end ({} bytes)", msg.len())))?;
+        match len & 0xc0 {
+            0x00 => {
+                if len == 0 {
+                    let next = end_after.unwrap_or(pos + 1);
+                    return Ok((labels, next));
+                }
+                let start = pos + 1;
+                let label = msg.get(start..start + len as usize).ok_or_else(|| {
+                    DissectError::truncated(PROTO, format!("label of {len} bytes at offset {pos} runs past the end"))
+                })?;
+                total += label.len() + 1;
+                if total > MAX_NAME_CHARS {
+                    return Err(err("name_too_long", format!("name at offset {off} exceeds {MAX_NAME_CHARS} bytes")));
+                }
+                labels.push(label.to_vec());
+                pos = start + len as usize;
+            }
+            0xc0 => {
+                let lo = *msg
+                    .get(pos + 1)
+                    .ok_or_else(|| DissectError::truncated(PROTO, format!("compression pointer at offset {pos} cut short")))?;
+                let target = (((len & 0x3f) as usize) << 8) | lo as usize;
+                jumps += 1;
+                // Backwards-only pointers make loops impossible; the jump cap bounds work.
+                if target >= pos || jumps > MAX_POINTER_JUMPS {
+                    return Err(err(
+                        "pointer_loop",
+                        format!("compression pointer at offset {pos} to {target} is a loop or forward reference"),
+                    ));
+                }
+                if end_after.is_none() {
+                    end_after = Some(pos + 2);
+                }
+                pos = target;
+            }
+            _ => return Err(err("bad_label_type", format!("label type 0x{len:02x} at offset {pos} is not supported"))),
+        }
+    }
+}
+
+/// Presentation form of a name: labels joined by '.', root as `<Root>` (as tshark shows it).
+pub fn labels_to_string(labels: &[Vec<u8>]) -> String {
+    if labels.is_empty() {
+        return "<Root>".to_string();
+    }
+    let mut s = String::new();
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        s.push_str(&display_label(l));
+    }
+    s
+}
+
+fn display_label(l: &[u8]) -> String {
+    // Wireshark keeps valid UTF-8 and escapes other bytes; do the same so names compare.
+    match std::str::from_utf8(l) {
+        Ok(s) if !s.chars().any(|c| c.is_control()) => s.to_string(),
+        _ => l
+            .iter()
+            .map(|&b| if (0x20..0x7f).contains(&b) { (b as char).to_string() } else { format!("\\x{b:02x}") })
+            .collect(),
+    }
+}
+
+fn read_name(msg: &[u8], off: usize) -> Result<(String, usize), DissectError> {
+    let (labels, next) = read_labels(msg, off)?;
+    Ok((labels_to_string(&labels), next))
+}
+
+/// Parse a DNS message as carried over UDP.
+pub fn parse(payload: &[u8]) -> Result<DnsRecord, DissectError> {
+    if payload.len() < 12 {
+        return Err(DissectError::truncated(PROTO, format!("header needs 12 bytes, got {}", payload.len())));
+    }
+    let id = be16(payload, 0).unwrap_or(0);
+    let flags = be16(payload, 2).unwrap_or(0);
+    let counts = [4usize, 6, 8, 10].map(|o| be16(payload, o).unwrap_or(0) as usize);
+    // Every question takes at least 5 bytes: reject absurd counts before looping. Records
+    // are only stored once parsed, so memory stays bounded by the payload size.
+    if counts[0] * 5 > payload.len() - 12 || counts.iter().any(|&c| c > MAX_RECORDS) {
+        return Err(err("bad_count", format!("counts {counts:?} cannot fit in {} bytes", payload.len())));
+    }
+    let mut rec = DnsRecord {
+        id,
+        is_response: flags & 0x8000 != 0,
+        opcode: ((flags >> 11) & 0x0f) as u8,
+        rcode: (flags & 0x0f) as u8,
+        questions: Vec::with_capacity(counts[0].min(64)),
+        records: Vec::new(),
+    };
+    let mut pos = 12;
+    for _ in 0..counts[0] {
+        let (name, next) = read_name(payload, pos)?;
+        let qtype = be16(payload, next).ok_or_else(|| DissectError::truncated(PROTO, format!("question type at offset {next}")))?;
+        let qclass = be16(payload, next + 2).ok_or_else(|| DissectError::truncated(PROTO, format!("question class at offset {}", next + 2)))?;
+        rec.questions.push(DnsQuestion { name, qtype, qclass: qclass & 0x7fff });
+        pos = next + 4;
+    }
+    let sections = [(Section::Answer, counts[1]), (Section::Authority, counts[2]), (Section::Additional, counts[3])];
+    for (section, n) in sections {
+        for _ in 0..n {
+            let (rr, next) = read_rr(payload, pos, section)?;
+            rec.records.push(rr);
+            pos = next;
+        }
+    }
+    Ok(rec)
+}
+
+/// Parse a DNS message as carried over TCP (two-byte length prefix).
+pub fn parse_tcp(payload: &[u8]) -> Result<DnsRecord, DissectError> {
+    let len = be16(payload, 0).ok_or_else(|| DissectError::truncated(PROTO, "TCP length prefix missing"))? as usize;
+    let body = payload
+        .get(2..2 + len)
+        .ok_or_else(|| DissectError::truncated(PROTO, format!("TCP message says {len} bytes, {} present", payload.len().saturating_sub(2))))?;
+    parse(body)
+}
+
+fn read_rr(msg: &[u8], off: usize, section: Section) -> Result<(DnsRr, usize), DissectError> {
+    let (name, p) = read_name(msg, off)?;
+    let hdr = msg.get(p..p + 10).ok_or_else(|| DissectError::truncated(PROTO, format!("record header at offset {p}")))?;
+    let rtype = u16::from_be_bytes([hdr[0], hdr[1]]);
+    let class = u16::from_be_bytes([hdr[2], hdr[3]]) & 0x7fff;
+    let ttl = be32(hdr, 4).unwrap_or(0);
+    let rdlen = u16::from_be_bytes([hdr[8], hdr[9]]) as usize;
+    let start = p + 10;
+    let rd = msg
+        .get(start..start + rdlen)
+        .ok_or_else(|| DissectError::truncated(PROTO, format!("rdata of {rdlen} bytes at offset {start} runs past the end")))?;
+    let rdata = match rtype {
+        TYPE_A if rdlen == 4 => RData::A(Ipv4Addr::new(rd[0], rd[1], rd[2], rd[3])),
+        TYPE_AAAA if rdlen == 16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(rd);
+            RData::Aaaa(Ipv6Addr::from(a))
+        }
+        TYPE_PTR => RData::Ptr(read_name(msg, start)?.0),
+        TYPE_CNAME => RData::Cname(read_name(msg, start)?.0),
+        TYPE_SRV if rdlen >= 7 => RData::Srv {
+            priority: be16(rd, 0).unwrap_or(0),
+            weight: be16(rd, 2).unwrap_or(0),
+            port: be16(rd, 4).unwrap_or(0),
+            target: read_name(msg, start + 6)?.0,
+        },
+        TYPE_TXT => {
+            let mut strings = Vec::new();
+            let mut i = 0;
+            while i < rd.len() && strings.len() < MAX_TXT_STRINGS {
+                let l = rd[i] as usize;
+                let s = rd
+                    .get(i + 1..i + 1 + l)
+                    .ok_or_else(|| DissectError::truncated(PROTO, format!("TXT string of {l} bytes at offset {}", start + i)))?;
+                if !s.is_empty() {
+                    strings.push(display(s));
+                }
+                i += 1 + l;
+            }
+            RData::Txt(strings)
+        }
+        _ => RData::Other { len: rdlen },
+    };
+    Ok((DnsRr { section, name, rtype, class, ttl, rdata }, start + rdlen))
+}
+
+/// A DNS-SD service type such as `_ipp._tcp.local` (not an instance of one).
+pub fn is_service_type(name: &str) -> bool {
+    let mut labels = name.split('.');
+    let first = labels.next().unwrap_or("");
+    let second = labels.next().unwrap_or("");
+    first.starts_with('_') && (second == "_tcp" || second == "_udp")
+        || (first == "_services" && second == "_dns-sd")
+}
+
+/// Which of DNS, mDNS or LLMNR a packet is, by its ports.
+pub fn flavor(ctx: &PacketCtx) -> Proto {
+    if ctx.src_port == 5353 || ctx.dst_port == 5353 {
+        Proto::Mdns
+    } else if ctx.src_port == 5355 || ctx.dst_port == 5355 {
+        Proto::Llmnr
+    } else {
+        Proto::Dns
+    }
+}
+
+/// Findings for a message of the given flavor (see the module docs for the meaning).
+pub fn findings(rec: &DnsRecord, flavor: Proto, out: &mut Vec<Finding>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |out: &mut Vec<Finding>, f: Finding| {
+        if seen.insert((f.field, f.value.clone())) {
+            out.push(f);
+        }
+    };
+    if !rec.is_response {
+        for q in &rec.questions {
+            if q.name != "<Root>" {
+                push(out, Finding::src(Field::DnsQuery, q.name.clone()));
+            }
+        }
+        // mDNS probes carry the names being claimed in the authority section.
+        if flavor == Proto::Mdns {
+            for rr in rec.records.iter().filter(|r| r.section == Section::Authority) {
+                announce(rr, out, &mut push);
+            }
+        }
+        return;
+    }
+    match flavor {
+        Proto::Mdns => {
+            for rr in &rec.records {
+                announce(rr, out, &mut push);
+            }
+        }
+        Proto::Llmnr => {
+            for rr in rec.records.iter().filter(|r| r.section == Section::Answer) {
+                if matches!(rr.rdata, RData::A(_) | RData::Aaaa(_)) {
+                    push(out, Finding::src(Field::Hostname, rr.name.clone()));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn announce(rr: &DnsRr, out: &mut Vec<Finding>, push: &mut impl FnMut(&mut Vec<Finding>, Finding)) {
+    match &rr.rdata {
+        RData::A(_) | RData::Aaaa(_) => push(out, Finding::src(Field::MdnsName, rr.name.clone())),
+        RData::Ptr(target) => {
+            if is_service_type(&rr.name) {
+                push(out, Finding::src(Field::MdnsService, rr.name.clone()));
+                if rr.name.starts_with("_services.") {
+                    push(out, Finding::src(Field::MdnsService, target.clone()));
+                } else {
+                    push(out, Finding::src(Field::MdnsName, target.clone()));
+                }
+            } else {
+                // Reverse mapping (x.in-addr.arpa → host.local): the target is our name.
+                push(out, Finding::src(Field::MdnsName, target.clone()));
+            }
+        }
+        RData::Srv { target, .. } => {
+            push(out, Finding::src(Field::MdnsName, rr.name.clone()));
+            push(out, Finding::src(Field::MdnsName, target.clone()));
+        }
+        RData::Txt(strings) => {
+            for s in strings.iter().filter(|s| s.contains('=')) {
+                push(out, Finding::src(Field::MdnsTxt, s.clone()));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One dissector per flavor so the flow gets the right application label.
+pub struct DnsDissector;
+pub struct MdnsDissector;
+pub struct LlmnrDissector;
+
+fn dissect_any(ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
+    let rec = if ctx.transport == Transport::Tcp { parse_tcp(payload)? } else { parse(payload)? };
+    findings(&rec, flavor(ctx), out);
+    Ok(())
+}
+
+impl Dissector for DnsDissector {
+    fn proto(&self) -> Proto {
+        Proto::Dns
+    }
+    fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
+        matches!(ctx.transport, Transport::Udp | Transport::Tcp) && (ctx.src_port == 53 || ctx.dst_port == 53) && payload.len() >= 12
+    }
+    fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
+        dissect_any(ctx, payload, out)
+    }
+}
+
+impl Dissector for MdnsDissector {
+    fn proto(&self) -> Proto {
+        Proto::Mdns
+    }
+    fn wants(&self, ctx: &PacketCtx, _payload: &[u8]) -> bool {
+        ctx.transport == Transport::Udp && (ctx.src_port == 5353 || ctx.dst_port == 5353)
+    }
+    fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
+        dissect_any(ctx, payload, out)
+    }
+}
+
+impl Dissector for LlmnrDissector {
+    fn proto(&self) -> Proto {
+        Proto::Llmnr
+    }
+    fn wants(&self, ctx: &PacketCtx, _payload: &[u8]) -> bool {
+        ctx.transport == Transport::Udp && (ctx.src_port == 5355 || ctx.dst_port == 5355)
+    }
+    fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
+        dissect_any(ctx, payload, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_loop_is_an_error_not_a_hang() {
+        // Header with one question whose name is a pointer to itself.
+        let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        let e = parse(&m).unwrap_err();
+        assert_eq!(e.kind, "pointer_loop");
+    }
+
+    #[test]
+    fn compressed_names_decode() {
+        let mut m = vec![0, 1, 0x84, 0, 0, 0, 0, 2, 0, 0, 0, 0];
+        // answer 1: printer.local A 10.0.0.9
+        m.extend_from_slice(&[7]);
+        m.extend_from_slice(b"printer");
+        m.extend_from_slice(&[5]);
+        m.extend_from_slice(b"local");
+        m.extend_from_slice(&[0, 0, 1, 0x80, 1, 0, 0, 0, 120, 0, 4, 10, 0, 0, 9]);
+        // answer 2: _ipp._tcp.local PTR → "x" + pointer to printer.local... uses pointer to "local" (offset 20)
+        m.extend_from_slice(&[4]);
+        m.extend_from_slice(b"_ipp");
+        m.extend_from_slice(&[4]);
+        m.extend_from_slice(b"_tcp");
+        m.extend_from_slice(&[0xc0, 20, 0, 12, 0, 1, 0, 0, 0, 120, 0, 2, 0xc0, 12]);
+        let rec = parse(&m).unwrap();
+        assert_eq!(rec.records[0].name, "printer.local");
+        assert_eq!(rec.records[1].name, "_ipp._tcp.local");
+        assert_eq!(rec.records[1].rdata, RData::Ptr("printer.local".into()));
+        let mut out = Vec::new();
+        findings(&rec, Proto::Mdns, &mut out);
+        assert!(out.contains(&Finding::src(Field::MdnsService, "_ipp._tcp.local")));
+        assert!(out.contains(&Finding::src(Field::MdnsName, "printer.local")));
+    }
+}

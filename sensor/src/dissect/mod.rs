@@ -1,0 +1,174 @@
+//! Application-layer dissectors: one module per protocol, each turning payload bytes into
+//! typed records and then into [`Finding`]s about the sending or receiving device.
+//!
+//! Contract for every dissector module `foo.rs`:
+//! - `pub fn parse(payload: &[u8]) -> Result<FooRecord, DissectError>`: pure, never panics,
+//!   bounded allocation, unit-tested on real captures, fuzzed (fuzz/fuzz_targets/foo.rs).
+//! - `pub fn findings(rec: &FooRecord, ctx: &PacketCtx, out: &mut Vec<Finding>)`: what the
+//!   record says about the devices at either end.
+//! - a `Dissector` impl registered in [`registry`] so the pipeline can dispatch to it.
+//!
+//! The pipeline calls [`dissect`] for each payload (a UDP datagram, a reassembled TCP
+//! message or a non-IP frame such as LLDP) and counts errors by dissector name.
+
+use std::net::IpAddr;
+use wardline_common::{Field, MacAddr, Proto};
+
+/// Transport the payload arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    /// A frame with no IP layer, identified by its ethertype (or 0 for LLC/SNAP frames).
+    L2 { ethertype: u16 },
+}
+
+/// Where a payload came from and went to.
+#[derive(Clone, Debug)]
+pub struct PacketCtx {
+    pub ts_us: u64,
+    pub src_mac: MacAddr,
+    pub dst_mac: MacAddr,
+    pub vlan: Option<u16>,
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub transport: Transport,
+}
+
+/// Which device a finding describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The packet's source (its source MAC).
+    Src,
+    /// The packet's destination (its destination MAC).
+    Dst,
+    /// A device named inside the payload, e.g. the DHCP client hardware address of a
+    /// relayed request whose source MAC is the relay's.
+    Mac(MacAddr),
+}
+
+/// One identity fact about one end of a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub side: Side,
+    pub field: Field,
+    pub value: String,
+}
+
+impl Finding {
+    pub fn src(field: Field, value: impl Into<String>) -> Self {
+        Finding { side: Side::Src, field, value: value.into() }
+    }
+    pub fn dst(field: Field, value: impl Into<String>) -> Self {
+        Finding { side: Side::Dst, field, value: value.into() }
+    }
+    pub fn about(mac: MacAddr, field: Field, value: impl Into<String>) -> Self {
+        Finding { side: Side::Mac(mac), field, value: value.into() }
+    }
+}
+
+/// Why a payload could not be dissected. `kind` is a short stable label used in counters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{proto} payload malformed ({kind}): {detail}")]
+pub struct DissectError {
+    pub proto: Proto,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl DissectError {
+    pub fn new(proto: Proto, kind: &'static str, detail: impl Into<String>) -> Self {
+        DissectError { proto, kind, detail: detail.into() }
+    }
+    pub fn truncated(proto: Proto, detail: impl Into<String>) -> Self {
+        Self::new(proto, "truncated", detail)
+    }
+}
+
+/// Result of dissecting one payload.
+#[derive(Debug, Default)]
+pub struct Dissected {
+    /// Application protocol label for the flow, if recognised.
+    pub app: Option<Proto>,
+    pub findings: Vec<Finding>,
+}
+
+/// A protocol dissector the pipeline can dispatch to.
+pub trait Dissector: Send + Sync {
+    fn proto(&self) -> Proto;
+    /// Cheap test on ports and the first bytes: should this dissector try the payload?
+    fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool;
+    /// Parse and append findings. An error means the payload was this protocol but broken.
+    fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError>;
+}
+
+pub mod dhcp;
+pub mod ber;
+pub mod cdp;
+pub mod dns;
+pub mod http;
+pub mod lldp;
+pub mod netbios;
+pub mod snmp;
+pub mod ssdp;
+pub mod ssh;
+pub mod text;
+pub mod tls;
+pub mod dicom;
+pub mod ftp;
+pub mod hl7;
+pub mod rdp;
+pub mod smb;
+pub mod tcp_syn;
+pub mod telnet;
+pub mod vendor;
+pub mod vnc;
+
+/// Every dissector, in dispatch order (most specific first).
+pub fn registry() -> Vec<Box<dyn Dissector>> {
+    vec![
+        Box::new(dhcp::DhcpDissector),
+        // Discovery protocols: L2 by ethertype/SNAP, UDP by well-known port.
+        Box::new(lldp::LldpDissector),
+        Box::new(cdp::CdpDissector),
+        Box::new(netbios::NetbiosDissector),
+        Box::new(snmp::SnmpDissector),
+        Box::new(dns::MdnsDissector),
+        Box::new(dns::LlmnrDissector),
+        Box::new(dns::DnsDissector),
+        Box::new(ssdp::SsdpDissector),
+        // Payload-shaped medical and management protocols (before port-only matches).
+        Box::new(dicom::DicomTlsDissector),
+        Box::new(dicom::DicomDissector),
+        Box::new(hl7::Hl7Dissector),
+        Box::new(smb::SmbDissector),
+        Box::new(rdp::RdpDissector),
+        Box::new(vnc::VncDissector),
+        Box::new(vendor::VendorDissector(vendor::VendorProtocol::IntellivueDataExport)),
+        Box::new(vendor::VendorDissector(vendor::VendorProtocol::Sdc)),
+        // Generic TCP protocols recognised by their first bytes, on any port.
+        Box::new(ssh::SshDissector),
+        Box::new(tls::TlsDissector),
+        Box::new(http::HttpDissector),
+        // Port-based last: they accept any bytes on their port.
+        Box::new(telnet::TelnetDissector),
+        Box::new(ftp::FtpDissector),
+        Box::new(vendor::VendorDissector(vendor::VendorProtocol::Alaris)),
+        Box::new(vendor::VendorDissector(vendor::VendorProtocol::Carescape)),
+    ]
+}
+
+/// Run the first dissector that wants the payload.
+pub fn dissect(dissectors: &[Box<dyn Dissector>], ctx: &PacketCtx, payload: &[u8]) -> Result<Dissected, DissectError> {
+    let mut out = Dissected::default();
+    for d in dissectors {
+        if d.wants(ctx, payload) {
+            out.app = Some(d.proto());
+            d.dissect(ctx, payload, &mut out.findings)?;
+            break;
+        }
+    }
+    Ok(out)
+}

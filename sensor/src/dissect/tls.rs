@@ -1,0 +1,440 @@
+//! TLS handshake metadata from the cleartext start of a TCP stream.
+//!
+//! [`parse`] takes the bytes of one direction from a record boundary (one or more TLS
+//! records; handshake messages may span records) and extracts every ClientHello,
+//! ServerHello and plaintext Certificate message before ChangeCipherSpec. From a
+//! ClientHello we derive SNI, offered versions, ALPN, JA3 (string and MD5) and JA4
+//! (FoxIO spec, `t` prefix: this dissector only sees TLS over TCP). Certificates are
+//! only visible up to TLS 1.2 (1.3 encrypts them); we keep subject and issuer CN.
+//!
+//! Findings describe the sender: ClientHello facts the client (Src), ServerHello and
+//! certificate facts the server (Src of that direction).
+
+use super::text::{be16, display};
+use super::*;
+use md5::{Digest, Md5};
+
+const PROTO: Proto = Proto::Tls;
+/// Handshake bytes gathered per payload; a certificate chain fits easily.
+const MAX_HANDSHAKE_BYTES: usize = 256 * 1024;
+const MAX_LIST: usize = 4096;
+
+const EXT_SNI: u16 = 0x0000;
+const EXT_GROUPS: u16 = 0x000a;
+const EXT_POINT_FORMATS: u16 = 0x000b;
+const EXT_SIG_ALGS: u16 = 0x000d;
+const EXT_ALPN: u16 = 0x0010;
+const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    pub legacy_version: u16,
+    pub ciphers: Vec<u16>,
+    /// Extension types in the order sent (GREASE included; fingerprints drop it).
+    pub extensions: Vec<u16>,
+    pub sni: Option<String>,
+    /// ALPN protocol names, raw bytes (JA4 needs the bytes; display via [`alpn_text`]).
+    pub alpn: Vec<Vec<u8>>,
+    pub supported_versions: Vec<u16>,
+    pub groups: Vec<u16>,
+    pub point_formats: Vec<u8>,
+    pub sig_algs: Vec<u16>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerHello {
+    pub legacy_version: u16,
+    pub cipher: u16,
+    pub extensions: Vec<u16>,
+    /// supported_versions extension (TLS 1.3), if sent.
+    pub selected_version: Option<u16>,
+}
+
+impl ServerHello {
+    pub fn version(&self) -> u16 {
+        self.selected_version.unwrap_or(self.legacy_version)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertSummary {
+    pub subject_cn: Option<String>,
+    pub issuer_cn: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsRecord {
+    pub client_hellos: Vec<ClientHello>,
+    pub server_hellos: Vec<ServerHello>,
+    /// Certificate chain as sent, leaf first.
+    pub certificates: Vec<CertSummary>,
+}
+
+/// GREASE values (RFC 8701): 0x?a?a with both bytes equal.
+pub fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
+}
+
+pub fn version_name(v: u16) -> String {
+    match v {
+        0x0002 => "SSLv2".into(),
+        0x0300 => "SSLv3".into(),
+        0x0301 => "TLSv1.0".into(),
+        0x0302 => "TLSv1.1".into(),
+        0x0303 => "TLSv1.2".into(),
+        0x0304 => "TLSv1.3".into(),
+        0x7f00..=0x7fff => format!("TLSv1.3-draft-{}", v & 0xff),
+        _ => format!("0x{v:04x}"),
+    }
+}
+
+pub fn alpn_text(a: &[u8]) -> String {
+    display(a)
+}
+
+fn err(kind: &'static str, detail: impl Into<String>) -> DissectError {
+    DissectError::new(PROTO, kind, detail)
+}
+
+/// Does the payload start with a TLS handshake record header?
+pub fn looks_like_tls(payload: &[u8]) -> bool {
+    payload.len() >= 6 && payload[0] == 22 && payload[1] == 3 && payload[2] <= 4 && (1..=4).contains(&payload[5])
+}
+
+/// Parse the cleartext handshake at the start of one direction of a TLS stream.
+pub fn parse(payload: &[u8]) -> Result<TlsRecord, DissectError> {
+    let mut hs: Vec<u8> = Vec::new();
+    let mut pos = 0;
+    let mut records = 0;
+    while pos + 5 <= payload.len() {
+        let ct = payload[pos];
+        if !(20..=24).contains(&ct) || payload[pos + 1] != 3 {
+            if records == 0 {
+                return Err(err("not_tls", format!("no TLS record header at the start (bytes {})", hex::encode(&payload[..5]))));
+            }
+            break;
+        }
+        let len = be16(payload, pos + 3).unwrap_or(0) as usize;
+        let end = (pos + 5 + len).min(payload.len());
+        records += 1;
+        match ct {
+            // Everything after ChangeCipherSpec is encrypted.
+            20 | 23 => break,
+            22 => {
+                let take = (end - (pos + 5)).min(MAX_HANDSHAKE_BYTES.saturating_sub(hs.len()));
+                hs.extend_from_slice(&payload[pos + 5..pos + 5 + take]);
+            }
+            _ => {}
+        }
+        pos += 5 + len;
+    }
+    if records == 0 {
+        return Err(DissectError::truncated(PROTO, format!("{} bytes cannot hold a TLS record header", payload.len())));
+    }
+    let mut rec = TlsRecord::default();
+    let mut p = 0;
+    let mut cut_short = None;
+    while p + 4 <= hs.len() {
+        let ty = hs[p];
+        let len = ((hs[p + 1] as usize) << 16) | ((hs[p + 2] as usize) << 8) | hs[p + 3] as usize;
+        let Some(body) = hs.get(p + 4..p + 4 + len) else {
+            cut_short = Some(format!("handshake message type {ty} says {len} bytes, {} present", hs.len() - p - 4));
+            break;
+        };
+        match ty {
+            1 => rec.client_hellos.push(parse_client_hello(body)?),
+            2 => rec.server_hellos.push(parse_server_hello(body)?),
+            11 => rec.certificates.extend(parse_certificates(body)?),
+            _ => {}
+        }
+        p += 4 + len;
+    }
+    if rec.client_hellos.is_empty() && rec.server_hellos.is_empty() && rec.certificates.is_empty() {
+        if let Some(detail) = cut_short {
+            return Err(DissectError::truncated(PROTO, detail));
+        }
+    }
+    Ok(rec)
+}
+
+/// Cursor with bounds-checked reads that name the field on failure.
+struct Cur<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DissectError> {
+        let s = self
+            .b
+            .get(self.p..self.p + n)
+            .ok_or_else(|| DissectError::truncated(PROTO, format!("{what}: need {n} bytes at offset {}, have {}", self.p, self.b.len().saturating_sub(self.p))))?;
+        self.p += n;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, DissectError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, DissectError> {
+        let s = self.take(2, what)?;
+        Ok(u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn vec8(&mut self, what: &str) -> Result<&'a [u8], DissectError> {
+        let n = self.u8(what)? as usize;
+        self.take(n, what)
+    }
+    fn vec16(&mut self, what: &str) -> Result<&'a [u8], DissectError> {
+        let n = self.u16(what)? as usize;
+        self.take(n, what)
+    }
+    fn rest(&self) -> usize {
+        self.b.len().saturating_sub(self.p)
+    }
+}
+
+fn u16_list(b: &[u8]) -> Vec<u16> {
+    b.chunks_exact(2).take(MAX_LIST).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()
+}
+
+fn parse_client_hello(body: &[u8]) -> Result<ClientHello, DissectError> {
+    let mut c = Cur { b: body, p: 0 };
+    let mut ch = ClientHello { legacy_version: c.u16("client version")?, ..Default::default() };
+    c.take(32, "client random")?;
+    c.vec8("session id")?;
+    ch.ciphers = u16_list(c.vec16("cipher suites")?);
+    c.vec8("compression methods")?;
+    if c.rest() == 0 {
+        return Ok(ch);
+    }
+    let exts = c.vec16("extensions")?;
+    let mut e = Cur { b: exts, p: 0 };
+    while e.rest() > 0 {
+        let ty = e.u16("extension type")?;
+        let data = e.vec16("extension data")?;
+        if ch.extensions.len() < MAX_LIST {
+            ch.extensions.push(ty);
+        }
+        let mut d = Cur { b: data, p: 0 };
+        match ty {
+            EXT_SNI => {
+                let list = d.vec16("server name list")?;
+                let mut l = Cur { b: list, p: 0 };
+                while l.rest() > 0 {
+                    let kind = l.u8("server name type")?;
+                    let name = l.vec16("server name")?;
+                    if kind == 0 && ch.sni.is_none() {
+                        ch.sni = Some(display(name));
+                    }
+                }
+            }
+            EXT_GROUPS => ch.groups = u16_list(d.vec16("supported groups")?),
+            EXT_POINT_FORMATS => ch.point_formats = d.vec8("ec point formats")?.to_vec(),
+            EXT_SIG_ALGS => ch.sig_algs = u16_list(d.vec16("signature algorithms")?),
+            EXT_ALPN => {
+                let list = d.vec16("alpn list")?;
+                let mut l = Cur { b: list, p: 0 };
+                while l.rest() > 0 && ch.alpn.len() < 64 {
+                    ch.alpn.push(l.vec8("alpn protocol")?.to_vec());
+                }
+            }
+            EXT_SUPPORTED_VERSIONS => ch.supported_versions = u16_list(d.vec8("supported versions")?),
+            _ => {}
+        }
+    }
+    Ok(ch)
+}
+
+fn parse_server_hello(body: &[u8]) -> Result<ServerHello, DissectError> {
+    let mut c = Cur { b: body, p: 0 };
+    let mut sh = ServerHello { legacy_version: c.u16("server version")?, ..Default::default() };
+    c.take(32, "server random")?;
+    c.vec8("session id")?;
+    sh.cipher = c.u16("cipher suite")?;
+    c.u8("compression method")?;
+    if c.rest() == 0 {
+        return Ok(sh);
+    }
+    let exts = c.vec16("extensions")?;
+    let mut e = Cur { b: exts, p: 0 };
+    while e.rest() > 0 {
+        let ty = e.u16("extension type")?;
+        let data = e.vec16("extension data")?;
+        sh.extensions.push(ty);
+        if ty == EXT_SUPPORTED_VERSIONS && data.len() == 2 {
+            sh.selected_version = be16(data, 0);
+        }
+    }
+    Ok(sh)
+}
+
+fn parse_certificates(body: &[u8]) -> Result<Vec<CertSummary>, DissectError> {
+    let mut c = Cur { b: body, p: 0 };
+    let len = {
+        let s = c.take(3, "certificate list length")?;
+        ((s[0] as usize) << 16) | ((s[1] as usize) << 8) | s[2] as usize
+    };
+    let list = c.take(len, "certificate list")?;
+    let mut l = Cur { b: list, p: 0 };
+    let mut out = Vec::new();
+    while l.rest() >= 3 && out.len() < 32 {
+        let s = l.take(3, "certificate length")?;
+        let n = ((s[0] as usize) << 16) | ((s[1] as usize) << 8) | s[2] as usize;
+        let der = l.take(n, "certificate")?;
+        // A certificate x509-parser rejects is still a certificate: keep an empty summary.
+        let summary = match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => CertSummary { subject_cn: cn(cert.subject()), issuer_cn: cn(cert.issuer()) },
+            Err(_) => CertSummary::default(),
+        };
+        out.push(summary);
+    }
+    Ok(out)
+}
+
+fn cn(name: &x509_parser::x509::X509Name) -> Option<String> {
+    name.iter_common_name().next().and_then(|a| a.as_str().ok()).map(|s| display(s.as_bytes()))
+}
+
+fn dash_join<T: ToString>(v: impl Iterator<Item = T>) -> String {
+    v.map(|x| x.to_string()).collect::<Vec<_>>().join("-")
+}
+
+impl ClientHello {
+    /// Highest offered version: supported_versions if present, else the legacy field.
+    pub fn max_version(&self) -> u16 {
+        self.supported_versions.iter().copied().filter(|v| !is_grease(*v)).max().unwrap_or(self.legacy_version)
+    }
+
+    /// JA3 string: version,ciphers,extensions,groups,point formats (GREASE removed).
+    pub fn ja3_string(&self) -> String {
+        format!(
+            "{},{},{},{},{}",
+            self.legacy_version,
+            dash_join(self.ciphers.iter().filter(|v| !is_grease(**v))),
+            dash_join(self.extensions.iter().filter(|v| !is_grease(**v))),
+            dash_join(self.groups.iter().filter(|v| !is_grease(**v))),
+            dash_join(self.point_formats.iter()),
+        )
+    }
+
+    pub fn ja3_hash(&self) -> String {
+        hex::encode(Md5::digest(self.ja3_string().as_bytes()))
+    }
+
+    /// JA4 fingerprint (a_b_c). `quic` selects the `q` transport prefix.
+    pub fn ja4(&self, quic: bool) -> String {
+        let version = match self.max_version() {
+            0x0304 => "13",
+            0x0303 => "12",
+            0x0302 => "11",
+            0x0301 => "10",
+            0x0300 => "s3",
+            0x0002 => "s2",
+            0xfeff => "d1",
+            0xfefd => "d2",
+            0xfefc => "d3",
+            _ => "00",
+        };
+        let ciphers: Vec<u16> = self.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
+        let exts: Vec<u16> = self.extensions.iter().copied().filter(|v| !is_grease(*v)).collect();
+        let alpn = match self.alpn.first().filter(|a| !a.is_empty()) {
+            None => "00".to_string(),
+            Some(a) => {
+                let (first, last) = (a[0], a[a.len() - 1]);
+                if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() {
+                    format!("{}{}", first as char, last as char)
+                } else {
+                    let h = hex::encode(a);
+                    format!("{}{}", &h[..1], &h[h.len() - 1..])
+                }
+            }
+        };
+        let a = format!(
+            "{}{}{}{:02}{:02}{}",
+            if quic { 'q' } else { 't' },
+            version,
+            if self.sni.is_some() { 'd' } else { 'i' },
+            ciphers.len().min(99),
+            exts.len().min(99),
+            alpn
+        );
+        let hex4 = |v: &[u16]| v.iter().map(|x| format!("{x:04x}")).collect::<Vec<_>>().join(",");
+        let mut sorted_c = ciphers.clone();
+        sorted_c.sort_unstable();
+        let b = if sorted_c.is_empty() { "000000000000".to_string() } else { sha12(&hex4(&sorted_c)) };
+        let mut sorted_e: Vec<u16> = exts.iter().copied().filter(|e| *e != EXT_SNI && *e != EXT_ALPN).collect();
+        sorted_e.sort_unstable();
+        let sigs: Vec<u16> = self.sig_algs.iter().copied().filter(|v| !is_grease(*v)).collect();
+        let c = if sorted_e.is_empty() {
+            "000000000000".to_string()
+        } else if sigs.is_empty() {
+            sha12(&hex4(&sorted_e))
+        } else {
+            sha12(&format!("{}_{}", hex4(&sorted_e), hex4(&sigs)))
+        };
+        format!("{a}_{b}_{c}")
+    }
+}
+
+fn sha12(s: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    hex::encode(&d.as_ref()[..6])
+}
+
+pub fn findings(rec: &TlsRecord, quic: bool, out: &mut Vec<Finding>) {
+    for ch in &rec.client_hellos {
+        if let Some(sni) = ch.sni.as_ref().filter(|s| !s.is_empty()) {
+            out.push(Finding::src(Field::TlsSni, sni.clone()));
+        }
+        out.push(Finding::src(Field::TlsVersion, version_name(ch.max_version())));
+        if !ch.alpn.is_empty() {
+            out.push(Finding::src(Field::TlsAlpn, ch.alpn.iter().map(|a| alpn_text(a)).collect::<Vec<_>>().join(",")));
+        }
+        out.push(Finding::src(Field::Ja3, ch.ja3_hash()));
+        out.push(Finding::src(Field::Ja4, ch.ja4(quic)));
+    }
+    for sh in &rec.server_hellos {
+        out.push(Finding::src(Field::TlsServerVersion, version_name(sh.version())));
+    }
+    if let Some(leaf) = rec.certificates.first() {
+        if let Some(s) = &leaf.subject_cn {
+            out.push(Finding::src(Field::TlsCertSubject, s.clone()));
+        }
+        if let Some(i) = &leaf.issuer_cn {
+            out.push(Finding::src(Field::TlsCertIssuer, i.clone()));
+        }
+    }
+}
+
+pub struct TlsDissector;
+
+impl Dissector for TlsDissector {
+    fn proto(&self) -> Proto {
+        Proto::Tls
+    }
+    fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
+        ctx.transport == Transport::Tcp && looks_like_tls(payload)
+    }
+    fn dissect(&self, _ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
+        findings(&parse(payload)?, false, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grease_detection() {
+        assert!(is_grease(0x0a0a));
+        assert!(is_grease(0xfafa));
+        assert!(!is_grease(0x0a1a));
+        assert!(!is_grease(0x1301));
+    }
+
+    #[test]
+    fn not_tls_is_error() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n").unwrap_err().kind, "not_tls");
+        assert_eq!(parse(b"\x16\x03").unwrap_err().kind, "truncated");
+    }
+}

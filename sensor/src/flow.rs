@@ -1,0 +1,422 @@
+//! Bidirectional flow table driven by packet time.
+//!
+//! Flows are keyed by (VLAN, IP protocol, canonical (ip, port) pair) so both directions
+//! land in one entry; side `a` is whoever sent the first packet seen. Timeouts use the
+//! packets' capture time, never the wall clock, so replaying a pcap gives identical
+//! records. Entries live in a slab threaded on an LRU list (least recently active at the
+//! head): idle expiry pops the head, and when the table is full the head is evicted and
+//! counted. Per-flow state is ~120 bytes with no heap data; the app label is a one-byte
+//! [`Proto`].
+
+use crate::decode::tcp_flags;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use wardline_common::{FlowRecord, MacAddr, Proto};
+
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    /// A flow with no packet for this long (packet time) is emitted with reason "idle".
+    pub idle_timeout_us: u64,
+    /// A flow older than this is emitted with reason "active" on its next packet and
+    /// restarted, so long-lived connections still report regularly.
+    pub active_timeout_us: u64,
+    /// Hard bound on concurrent flows; beyond it the least recently active is evicted.
+    pub max_flows: usize,
+    /// After FIN both ways or RST, how long to keep the flow for trailing ACKs.
+    pub close_linger_us: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig { idle_timeout_us: 60_000_000, active_timeout_us: 300_000_000, max_flows: 1_000_000, close_linger_us: 2_000_000 }
+    }
+}
+
+/// One endpoint as a fixed-size, hashable value (IPv4 stored in the first 4 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Endpoint {
+    ip: [u8; 16],
+    port: u16,
+}
+
+/// Direction-free flow identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    lo: Endpoint,
+    hi: Endpoint,
+    /// VLAN id, or `NO_VLAN`.
+    vlan: u16,
+    proto: u8,
+    v6: bool,
+}
+
+const NO_VLAN: u16 = u16::MAX;
+const NIL: u32 = u32::MAX;
+
+fn endpoint(ip: IpAddr, port: u16) -> Endpoint {
+    let mut b = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => b = v6.octets(),
+    }
+    Endpoint { ip: b, port }
+}
+
+fn ip_of(e: &Endpoint, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(e.ip))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(e.ip[0], e.ip[1], e.ip[2], e.ip[3]))
+    }
+}
+
+/// Which way a packet went relative to the flow's `a` side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    AtoB = 0,
+    BtoA = 1,
+}
+
+/// The per-packet facts the flow table needs.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketMeta {
+    pub ts_us: u64,
+    pub vlan: Option<u16>,
+    pub ip_proto: u8,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub src_mac: MacAddr,
+    pub dst_mac: MacAddr,
+    /// Frame length on the wire (what `tshark -z conv` counts).
+    pub wire_len: u64,
+    /// TCP flags byte, 0 for other protocols.
+    pub tcp_flags: u8,
+}
+
+/// Handle to a live flow returned by [`FlowTable::observe`]; stale handles are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowRef {
+    pub idx: u32,
+    pub gen: u32,
+    pub dir: Dir,
+}
+
+#[derive(Clone, Debug)]
+struct Flow {
+    key: FlowKey,
+    /// The `a` side (first sender) is `key.lo`.
+    a_is_lo: bool,
+    a_mac: MacAddr,
+    b_mac: MacAddr,
+    first_us: u64,
+    last_us: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    flags: [u8; 2],
+    app: Option<Proto>,
+    closed: bool,
+    live: bool,
+    gen: u32,
+    prev: u32,
+    next: u32,
+}
+
+/// Bidirectional flow table; see the module docs.
+pub struct FlowTable {
+    cfg: FlowConfig,
+    map: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
+    slab: Vec<Flow>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+    /// (deadline, slot, generation) of closed flows, in deadline order.
+    closing: VecDeque<(u64, u32, u32)>,
+    pending: Vec<FlowRecord>,
+    evicted: u64,
+    /// Latest packet time seen (packet clock).
+    now_us: u64,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> FlowTable {
+        FlowTable {
+            map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            slab: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            closing: VecDeque::new(),
+            pending: Vec::new(),
+            evicted: 0,
+            now_us: 0,
+            cfg,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Flows pushed out because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (p, n) = (self.slab[i as usize].prev, self.slab[i as usize].next);
+        if p != NIL {
+            self.slab[p as usize].next = n;
+        } else {
+            self.head = n;
+        }
+        if n != NIL {
+            self.slab[n as usize].prev = p;
+        } else {
+            self.tail = p;
+        }
+        self.slab[i as usize].prev = NIL;
+        self.slab[i as usize].next = NIL;
+    }
+
+    fn push_tail(&mut self, i: u32) {
+        self.slab[i as usize].prev = self.tail;
+        self.slab[i as usize].next = NIL;
+        if self.tail != NIL {
+            self.slab[self.tail as usize].next = i;
+        } else {
+            self.head = i;
+        }
+        self.tail = i;
+    }
+
+    fn record(&self, f: &Flow, reason: &str) -> FlowRecord {
+        let (a, b) = if f.a_is_lo { (&f.key.lo, &f.key.hi) } else { (&f.key.hi, &f.key.lo) };
+        let app = f.app.or_else(|| guess_app(f.key.proto, a.port, b.port)).unwrap_or(Proto::Unknown);
+        FlowRecord {
+            ip_proto: f.key.proto,
+            vlan: if f.key.vlan == NO_VLAN { None } else { Some(f.key.vlan) },
+            a_mac: f.a_mac,
+            b_mac: f.b_mac,
+            a_ip: ip_of(a, f.key.v6),
+            b_ip: ip_of(b, f.key.v6),
+            a_port: a.port,
+            b_port: b.port,
+            first_seen_us: f.first_us,
+            last_seen_us: f.last_us,
+            packets_ab: f.packets[0],
+            packets_ba: f.packets[1],
+            bytes_ab: f.bytes[0],
+            bytes_ba: f.bytes[1],
+            tcp_flags_ab: f.flags[0],
+            tcp_flags_ba: f.flags[1],
+            app: app.as_str().to_string(),
+            end_reason: reason.to_string(),
+        }
+    }
+
+    /// Emit and remove the flow in slot `i`.
+    fn finish_slot(&mut self, i: u32, reason: &str) {
+        let rec = self.record(&self.slab[i as usize], reason);
+        self.pending.push(rec);
+        self.unlink(i);
+        let f = &mut self.slab[i as usize];
+        f.live = false;
+        f.gen = f.gen.wrapping_add(1);
+        let key = f.key;
+        self.map.remove(&key);
+        self.free.push(i);
+    }
+
+    /// Emit the flow's counters so far and start counting afresh in the same slot.
+    fn restart_slot(&mut self, i: u32, reason: &str, ts_us: u64) {
+        let rec = self.record(&self.slab[i as usize], reason);
+        self.pending.push(rec);
+        let f = &mut self.slab[i as usize];
+        f.first_us = ts_us;
+        f.last_us = ts_us;
+        f.packets = [0; 2];
+        f.bytes = [0; 2];
+        f.flags = [0; 2];
+        f.closed = false;
+        f.gen = f.gen.wrapping_add(1);
+    }
+
+    /// Account one packet; returns a handle to its flow for labelling.
+    pub fn observe(&mut self, m: &PacketMeta) -> FlowRef {
+        self.now_us = self.now_us.max(m.ts_us);
+        self.expire_idle(self.now_us);
+        let s = endpoint(m.src_ip, m.src_port);
+        let d = endpoint(m.dst_ip, m.dst_port);
+        let src_is_lo = s <= d;
+        let (lo, hi) = if src_is_lo { (s, d) } else { (d, s) };
+        let key = FlowKey { lo, hi, vlan: m.vlan.unwrap_or(NO_VLAN), proto: m.ip_proto, v6: m.src_ip.is_ipv6() };
+        let i = match self.map.get(&key) {
+            Some(&i) => {
+                let f = &self.slab[i as usize];
+                let is_new_syn = m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+                if f.closed && is_new_syn {
+                    // Port reuse after a finished connection: a new flow, new orientation.
+                    self.restart_slot(i, "fin", m.ts_us);
+                    let f = &mut self.slab[i as usize];
+                    f.a_is_lo = src_is_lo;
+                    f.a_mac = m.src_mac;
+                    f.b_mac = m.dst_mac;
+                    f.app = None;
+                } else if m.ts_us >= f.first_us.saturating_add(self.cfg.active_timeout_us) {
+                    self.restart_slot(i, "active", m.ts_us);
+                }
+                self.unlink(i);
+                self.push_tail(i);
+                i
+            }
+            None => {
+                if self.map.len() >= self.cfg.max_flows.max(1) && self.head != NIL {
+                    let h = self.head;
+                    self.finish_slot(h, "evicted");
+                    self.evicted += 1;
+                }
+                let flow = Flow {
+                    key,
+                    a_is_lo: src_is_lo,
+                    a_mac: m.src_mac,
+                    b_mac: m.dst_mac,
+                    first_us: m.ts_us,
+                    last_us: m.ts_us,
+                    packets: [0; 2],
+                    bytes: [0; 2],
+                    flags: [0; 2],
+                    app: None,
+                    closed: false,
+                    live: true,
+                    gen: 0,
+                    prev: NIL,
+                    next: NIL,
+                };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        let gen = self.slab[i as usize].gen;
+                        self.slab[i as usize] = Flow { gen, ..flow };
+                        i
+                    }
+                    None => {
+                        self.slab.push(flow);
+                        (self.slab.len() - 1) as u32
+                    }
+                };
+                self.map.insert(key, i);
+                self.push_tail(i);
+                i
+            }
+        };
+        let linger = self.cfg.close_linger_us;
+        let f = &mut self.slab[i as usize];
+        let dir = if src_is_lo == f.a_is_lo { Dir::AtoB } else { Dir::BtoA };
+        let di = dir as usize;
+        f.packets[di] += 1;
+        f.bytes[di] += m.wire_len;
+        f.flags[di] |= m.tcp_flags;
+        f.last_us = f.last_us.max(m.ts_us);
+        if m.ip_proto == 6 && !f.closed {
+            let fin_both = f.flags[0] & tcp_flags::FIN != 0 && f.flags[1] & tcp_flags::FIN != 0;
+            if fin_both || m.tcp_flags & tcp_flags::RST != 0 {
+                f.closed = true;
+                let gen = f.gen;
+                self.closing.push_back((m.ts_us.saturating_add(linger), i, gen));
+            }
+        }
+        FlowRef { idx: i, gen: self.slab[i as usize].gen, dir }
+    }
+
+    fn valid(&self, r: FlowRef) -> Option<&Flow> {
+        self.slab.get(r.idx as usize).filter(|f| f.live && f.gen == r.gen)
+    }
+
+    /// Label the flow with the application protocol a dissector recognised.
+    pub fn set_app(&mut self, r: FlowRef, app: Proto) {
+        if self.valid(r).is_some() {
+            self.slab[r.idx as usize].app = Some(app);
+        }
+    }
+
+    /// The flow's payload-derived label, if any.
+    pub fn app(&self, r: FlowRef) -> Option<Proto> {
+        self.valid(r).and_then(|f| f.app)
+    }
+
+    fn expire_idle(&mut self, now_us: u64) {
+        while self.head != NIL {
+            let h = self.head;
+            if self.slab[h as usize].last_us.saturating_add(self.cfg.idle_timeout_us) > now_us {
+                break;
+            }
+            self.finish_slot(h, "idle");
+        }
+        while let Some(&(deadline, i, gen)) = self.closing.front() {
+            if deadline > now_us {
+                break;
+            }
+            self.closing.pop_front();
+            let f = &self.slab[i as usize];
+            if f.live && f.gen == gen && f.closed {
+                self.finish_slot(i, "fin");
+            }
+        }
+    }
+
+    /// Flows that ended by `now_us` (packet time): idle, closed, evicted, active restarts.
+    pub fn drain(&mut self, now_us: u64) -> Vec<FlowRecord> {
+        self.now_us = self.now_us.max(now_us);
+        self.expire_idle(self.now_us);
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Everything: pending records, then every live flow with reason "end" (oldest first).
+    pub fn flush(&mut self) -> Vec<FlowRecord> {
+        while self.head != NIL {
+            let h = self.head;
+            let f = &self.slab[h as usize];
+            let reason = if f.closed { "fin" } else { "end" };
+            self.finish_slot(h, reason);
+        }
+        self.closing.clear();
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Application label from well-known ports when no dissector recognised the payload.
+pub fn guess_app(ip_proto: u8, port_a: u16, port_b: u16) -> Option<Proto> {
+    let by_port = |p: u16| -> Option<Proto> {
+        Some(match (ip_proto, p) {
+            (17, 67 | 68) => Proto::Dhcp,
+            (17, 546 | 547) => Proto::Dhcpv6,
+            (_, 53) => Proto::Dns,
+            (17, 5353) => Proto::Mdns,
+            (17, 5355) => Proto::Llmnr,
+            (17, 1900) => Proto::Ssdp,
+            (17, 137 | 138) => Proto::Netbios,
+            (17, 161 | 162) => Proto::Snmp,
+            (6, 80 | 8080) => Proto::Http,
+            (6, 443 | 8443 | 2762) => Proto::Tls,
+            (6, 22) => Proto::Ssh,
+            (6, 445 | 139) => Proto::Smb,
+            (6, 23) => Proto::Telnet,
+            (6, 21) => Proto::Ftp,
+            (6, 3389) => Proto::Rdp,
+            (6, 5900..=5903) => Proto::Vnc,
+            (6, 104 | 11112) => Proto::Dicom,
+            (6, 2575 | 6661) => Proto::Hl7,
+            (6, 3613) => Proto::Alaris,
+            (17, 24105) => Proto::IntellivueDataExport,
+            (_, 6464) => Proto::Sdc,
+            (17, 2000 | 7000) => Proto::Carescape,
+            _ => return None,
+        })
+    };
+    // The lower port is usually the service; try it first.
+    let (first, second) = if port_a <= port_b { (port_a, port_b) } else { (port_b, port_a) };
+    by_port(first).or_else(|| by_port(second))
+}

@@ -1,0 +1,17 @@
+//! Wardline sensor: passive capture → decode → flows and dissectors → device observations
+//! → batches → durable spool → QUIC uplink. Sources, transforms and sinks are separate
+//! modules so each can be tested alone.
+
+pub mod analyze;
+pub mod capture;
+pub mod config;
+pub mod decode;
+pub mod devices;
+pub mod dissect;
+pub mod flow;
+pub mod generate;
+pub mod pipeline;
+pub mod run;
+pub mod spool;
+pub mod tls;
+pub mod uplink;

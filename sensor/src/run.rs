@@ -1,0 +1,242 @@
+//! `wardline-sensor run`: capture → pipeline → batcher → spool, with the uplink draining
+//! the spool to the aggregator in the background.
+//!
+//! Exactly-once across sensor crashes, for capture files: the pipeline is deterministic in
+//! capture time, and the batcher sorts each drain before cutting it into batches, so
+//! reprocessing the same files yields the same batches in the same order. The spool stores,
+//! in the same transaction as each batch, how many batches this set of files has produced.
+//! After a kill -9 the sensor reprocesses the files and skips that many batches instead of
+//! spooling them again: nothing is lost (unsent batches are still in the spool) and nothing
+//! is counted twice. Live capture cannot be replayed; what was in memory at a crash is lost
+//! and the restart is logged.
+
+use crate::capture::{self, RawPacket, Source};
+use crate::config::SensorConfig;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::spool::Spool;
+use crate::uplink::{self, UplinkConfig};
+use anyhow::{Context, Result};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tracing::{info, warn};
+use wardline_common::{Event, SensorStats};
+
+/// Cuts drained events into batches and spools them, skipping batches a previous run of
+/// the same capture files already spooled.
+pub struct Batcher {
+    spool: Arc<Spool>,
+    sensor_id: String,
+    site: String,
+    max_events: usize,
+    /// Checkpoint key naming the capture files, None for live capture.
+    checkpoint: Option<String>,
+    /// Batches of this source produced so far in this run (spooled or skipped).
+    produced: u64,
+    /// Batches a previous run already spooled.
+    already: u64,
+    pub spooled: u64,
+}
+
+impl Batcher {
+    pub fn new(spool: Arc<Spool>, cfg: &SensorConfig, checkpoint: Option<String>) -> Result<Self> {
+        let already = match &checkpoint {
+            Some(k) => spool.checkpoint(k)?.unwrap_or(0),
+            None => 0,
+        };
+        if already > 0 {
+            info!(batches = already, "these capture files were partly processed before; resuming without re-sending");
+        }
+        Ok(Batcher {
+            spool,
+            sensor_id: cfg.sensor_id.clone(),
+            site: cfg.site.clone(),
+            max_events: cfg.batch.max_events,
+            checkpoint,
+            produced: 0,
+            already,
+            spooled: 0,
+        })
+    }
+
+    pub fn emit(&mut self, mut events: Vec<Event>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        sort_events(&mut events);
+        for chunk in events.chunks(self.max_events) {
+            self.produced += 1;
+            if self.produced <= self.already {
+                continue;
+            }
+            let ckpt = self.checkpoint.as_deref().map(|k| (k, self.produced));
+            self.spool
+                .push_checkpointed(chunk.to_vec(), &self.sensor_id, &self.site, ckpt)
+                .context("cannot write a batch to the spool")?;
+            self.spooled += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Deterministic order: devices by MAC, flows by start and endpoints, stats last.
+fn sort_events(events: &mut [Event]) {
+    events.sort_by(|a, b| {
+        use std::cmp::Ordering as O;
+        match (a, b) {
+            (Event::Device(x), Event::Device(y)) => x.mac.cmp(&y.mac),
+            (Event::Flow(x), Event::Flow(y)) => (x.first_seen_us, x.a_ip, x.a_port, x.b_ip, x.b_port, x.ip_proto, x.vlan)
+                .cmp(&(y.first_seen_us, y.a_ip, y.a_port, y.b_ip, y.b_port, y.ip_proto, y.vlan))
+                .then(x.last_seen_us.cmp(&y.last_seen_us)),
+            (Event::Device(_), _) => O::Less,
+            (_, Event::Device(_)) => O::Greater,
+            (Event::Flow(_), Event::Stats(_)) => O::Less,
+            (Event::Stats(_), Event::Flow(_)) => O::Greater,
+            (Event::Stats(_), Event::Stats(_)) => O::Equal,
+        }
+    });
+}
+
+/// Checkpoint key for a set of capture files: their paths, sizes and modification times.
+fn files_checkpoint_key(files: &[std::path::PathBuf]) -> Result<String> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for f in files {
+        let meta = std::fs::metadata(f).with_context(|| format!("capture {}: cannot read", f.display()))?;
+        let canon = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+        ctx.update(canon.to_string_lossy().as_bytes());
+        ctx.update(&meta.len().to_be_bytes());
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        ctx.update(&mtime.to_be_bytes());
+    }
+    Ok(format!("files:{}", hex::encode(&ctx.finish().as_ref()[..16])))
+}
+
+pub struct RunOptions {
+    /// Exit once every capture file is processed and the spool is empty.
+    pub exit_when_drained: bool,
+}
+
+/// Run the sensor until the capture ends (files) or it is stopped (live).
+pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
+    cfg.validate()?;
+    let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).with_context(|| {
+        format!("cannot open the spool at {} — is another sensor using it?", cfg.spool_dir.display())
+    })?);
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let server = rt
+        .block_on(tokio::net::lookup_host(&cfg.uplink.server))
+        .with_context(|| format!("cannot resolve aggregator address {}", cfg.uplink.server))?
+        .next()
+        .with_context(|| format!("aggregator address {} resolves to nothing", cfg.uplink.server))?;
+    let uplink_cfg = UplinkConfig::new(server, cfg.uplink.server_name.clone(), cfg.tls.cert.clone(), cfg.tls.key.clone(), cfg.tls.ca.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (up_stop_tx, up_stop_rx) = tokio::sync::watch::channel(false);
+    let uplink_task = {
+        let spool = spool.clone();
+        let mut rx = up_stop_rx.clone();
+        rt.spawn(async move {
+            uplink::run_uplink(spool, uplink_cfg, async move {
+                let _ = rx.changed().await;
+            })
+            .await
+        })
+    };
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("stopping: finishing the current packet and flushing state to the spool");
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    let (sources, checkpoint) = match &cfg.capture.interface {
+        Some(iface) => (vec![Source::Live { iface: iface.clone(), bpf: cfg.capture.bpf.clone() }], None),
+        None => (
+            cfg.capture.files.iter().cloned().map(Source::File).collect::<Vec<_>>(),
+            Some(files_checkpoint_key(&cfg.capture.files)?),
+        ),
+    };
+    let mut batcher = Batcher::new(spool.clone(), &cfg, checkpoint)?;
+    let capture_result = capture_all(&cfg, &sources, &stop, &mut batcher);
+    if let Err(e) = &capture_result {
+        warn!("{e:#}");
+    }
+    info!(batches = batcher.spooled, spool_pending = spool.len(), "capture finished");
+
+    if opts.exit_when_drained || cfg.capture.interface.is_none() {
+        rt.block_on(async {
+            while spool.len() > 0 && !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        if spool.len() == 0 {
+            info!("spool drained: every batch is acknowledged by the cluster");
+        }
+    }
+    let _ = up_stop_tx.send(true);
+    let _ = rt.block_on(uplink_task);
+    capture_result
+}
+
+fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, batcher: &mut Batcher) -> Result<()> {
+    let interval_us = cfg.batch.interval_secs.max(1) * 1_000_000;
+    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    let mut next_drain: Option<u64> = None;
+    let mut first_err: Option<anyhow::Error> = None;
+    for source in sources {
+        info!("reading {source}");
+        let mut emit_err: Option<anyhow::Error> = None;
+        let res = capture::for_each_packet(source, Some(stop), |pkt: &RawPacket<'_>| {
+            pipeline.process(pkt);
+            let due = *next_drain.get_or_insert(pkt.ts_us + interval_us);
+            if pkt.ts_us >= due {
+                next_drain = Some(pkt.ts_us + interval_us);
+                if let Err(e) = batcher.emit(pipeline.drain_events(pkt.ts_us)) {
+                    emit_err = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(e) = emit_err {
+            return Err(e);
+        }
+        if let Err(e) = res {
+            // Earlier packets were processed; the rest of the sources still are.
+            let e = anyhow::Error::new(e);
+            if first_err.is_none() {
+                first_err = Some(e);
+            } else {
+                warn!("{e:#}");
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    if stop.load(Ordering::Relaxed) && cfg.capture.interface.is_none() {
+        // Interrupted mid-file: keep in-memory flows out of the spool. The restart
+        // reprocesses the files and produces exactly the batches a full run would.
+        info!("stopped before the end of the capture files; a restart resumes where the spool left off");
+        return first_err.map_or(Ok(()), Err);
+    }
+    let (mut events, stats) = pipeline.finish();
+    events.push(Event::Stats(SensorStats {
+        packets: stats.packets,
+        bytes: stats.bytes,
+        decode_errors: stats.decode_errors_total(),
+        flows_evicted: stats.flows_evicted,
+        batches_dropped: 0,
+    }));
+    batcher.emit(events)?;
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,72 @@
+//! rustls / quinn client configuration of the uplink: the sensor's own certificate for
+//! mutual TLS and the fleet CA as the only trusted root (no system roots: an aggregator
+//! is trusted because the fleet CA signed it, nothing else). Ring provider, named
+//! explicitly.
+
+use crate::config::TlsPaths;
+use anyhow::{bail, Context, Result};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use wardline_common::wire::ALPN_UPLINK;
+
+/// Matches the aggregator: a connection silent this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keep-alives keep NAT/firewall state alive while the spool is empty.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate file {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not valid PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read private key file {}", path.display()))?;
+    rustls_pemfile::private_key(&mut bytes.as_slice())
+        .with_context(|| format!("{} is not valid PEM", path.display()))?
+        .with_context(|| format!("{} holds no private key", path.display()))
+}
+
+/// TLS 1.3 client config presenting the sensor certificate, trusting the fleet CA only.
+pub fn rustls_client_config(tls: &TlsPaths) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(&tls.ca)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{} is not a usable CA certificate", tls.ca.display()))?;
+    }
+    let certs = load_certs(&tls.cert)?;
+    let key = load_key(&tls.key)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("ring provider lacks TLS 1.3")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .with_context(|| {
+            format!("sensor certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
+        })?;
+    cfg.alpn_protocols = vec![ALPN_UPLINK.to_vec()];
+    Ok(cfg)
+}
+
+/// quinn client config of the uplink.
+pub fn quic_client_config(tls: &TlsPaths) -> Result<quinn::ClientConfig> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_client_config(tls)?)
+        .context("TLS config has no QUIC-capable cipher suite")?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s fits a QUIC idle timeout")));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    // The aggregator never opens streams towards a sensor.
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    cfg.transport_config(Arc::new(t));
+    Ok(cfg)
+}

@@ -1,0 +1,359 @@
+//! Shared by the medical/management dissector tests: read real captures with pcap-file,
+//! decode just enough of L2/L3/L4 to hand payloads to dissectors, and reassemble TCP
+//! streams into application messages (in-order, retransmissions trimmed, gaps reset).
+//! Kept separate from the sensor's own decoder so the dissectors are tested on their own.
+#![allow(dead_code)]
+
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use wardline_common::MacAddr;
+use wardline_sensor::dissect::{PacketCtx, Transport};
+
+/// Captures folder: $WARDLINE_PCAPS, else <workspace>/../shared/pcaps.
+pub fn pcaps_dir() -> PathBuf {
+    match std::env::var_os("WARDLINE_PCAPS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps"),
+    }
+}
+
+pub fn pcap(rel: &str) -> PathBuf {
+    let p = pcaps_dir().join(rel);
+    assert!(p.exists(), "capture {} not found; set WARDLINE_PCAPS to the shared pcaps folder", p.display());
+    p
+}
+
+/// Every capture file in a subfolder, sorted.
+pub fn pcaps_in(sub: &str) -> Vec<PathBuf> {
+    let dir = pcaps_dir().join(sub);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}; set WARDLINE_PCAPS", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")))
+        .collect();
+    v.sort();
+    v
+}
+
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// 1-based frame number, as tshark counts.
+    pub frame: usize,
+    pub ts_us: u64,
+    pub src_mac: MacAddr,
+    pub dst_mac: MacAddr,
+    pub vlan: Option<u16>,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    pub ttl: u8,
+    pub ip_version: u8,
+    pub transport: Transport,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub tcp_seq: u32,
+    pub tcp_flags: u8,
+    /// TCP header bytes (with options); empty for UDP.
+    pub tcp_header: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Packet {
+    pub fn ctx(&self) -> PacketCtx {
+        PacketCtx {
+            ts_us: self.ts_us,
+            src_mac: self.src_mac,
+            dst_mac: self.dst_mac,
+            vlan: self.vlan,
+            src_ip: Some(self.src_ip),
+            dst_ip: Some(self.dst_ip),
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            transport: self.transport,
+        }
+    }
+}
+
+fn mac(b: &[u8]) -> MacAddr {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&b[..6]);
+    MacAddr(m)
+}
+
+/// Read all IP/TCP/UDP packets of a pcap or pcapng file.
+pub fn read_packets(path: &Path) -> Vec<Packet> {
+    let mut magic = [0u8; 4];
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = File::open(path).unwrap();
+    let mut frames: Vec<(u32, u64, Vec<u8>)> = Vec::new();
+    if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
+        let mut r = PcapNgReader::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut linktypes: Vec<u32> = Vec::new();
+        while let Some(b) = r.next_block() {
+            match b.unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+                Block::InterfaceDescription(idb) => linktypes.push(u32::from(idb.linktype)),
+                Block::EnhancedPacket(epb) => {
+                    let lt = linktypes.get(epb.interface_id as usize).copied().unwrap_or(1);
+                    frames.push((lt, epb.timestamp.as_micros() as u64, epb.data.into_owned()));
+                }
+                _ => {}
+            }
+        }
+    } else {
+        let mut r = PcapReader::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let header = r.header();
+        let lt = u32::from(header.datalink);
+        let nanos = header.ts_resolution == pcap_file::TsResolution::NanoSecond;
+        // Raw records: some corpus files have records longer than their header's snaplen,
+        // which pcap-file's checked reader rejects but tshark reads.
+        while let Some(p) = r.next_raw_packet() {
+            let p = p.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let frac_us = if nanos { u64::from(p.ts_frac) / 1000 } else { u64::from(p.ts_frac) };
+            frames.push((lt, u64::from(p.ts_sec) * 1_000_000 + frac_us, p.data.into_owned()));
+        }
+    }
+    frames.iter().enumerate().filter_map(|(i, (lt, ts, data))| decode(i + 1, *lt, *ts, data)).collect()
+}
+
+fn decode(frame: usize, linktype: u32, ts_us: u64, d: &[u8]) -> Option<Packet> {
+    let zero = MacAddr([0; 6]);
+    let (mut src_mac, mut dst_mac, mut vlan) = (zero, zero, None);
+    let (ethertype, l3): (u16, &[u8]) = match linktype {
+        1 => {
+            if d.len() < 14 {
+                return None;
+            }
+            dst_mac = mac(&d[0..6]);
+            src_mac = mac(&d[6..12]);
+            let mut et = u16::from_be_bytes([d[12], d[13]]);
+            let mut off = 14;
+            while (et == 0x8100 || et == 0x88a8) && d.len() >= off + 4 {
+                vlan.get_or_insert(u16::from_be_bytes([d[off], d[off + 1]]) & 0x0fff);
+                et = u16::from_be_bytes([d[off + 2], d[off + 3]]);
+                off += 4;
+            }
+            (et, &d[off..])
+        }
+        // BSD loopback: 4-byte address family in host order.
+        0 | 108 => {
+            let af = u32::from_le_bytes(d.get(..4)?.try_into().ok()?);
+            let af = if af > 0xffff { af.swap_bytes() } else { af };
+            (if af == 2 { 0x0800 } else { 0x86dd }, &d[4..])
+        }
+        101 | 228 | 229 => (if d.first()? >> 4 == 4 { 0x0800 } else { 0x86dd }, d),
+        113 => (u16::from_be_bytes([*d.get(14)?, *d.get(15)?]), &d[16..]),
+        _ => return None,
+    };
+    let (src_ip, dst_ip, ttl, ip_version, proto, l4): (IpAddr, IpAddr, u8, u8, u8, &[u8]) = match ethertype {
+        0x0800 => {
+            let ihl = (*l3.first()? & 0x0f) as usize * 4;
+            let total = (u16::from_be_bytes([*l3.get(2)?, *l3.get(3)?]) as usize).min(l3.len());
+            let s: [u8; 4] = l3.get(12..16)?.try_into().ok()?;
+            let t: [u8; 4] = l3.get(16..20)?.try_into().ok()?;
+            (s.into(), t.into(), l3[8], 4, l3[9], l3.get(ihl..total)?)
+        }
+        0x86dd => {
+            let plen = u16::from_be_bytes([*l3.get(4)?, *l3.get(5)?]) as usize;
+            let s: [u8; 16] = l3.get(8..24)?.try_into().ok()?;
+            let t: [u8; 16] = l3.get(24..40)?.try_into().ok()?;
+            (s.into(), t.into(), l3[7], 6, l3[6], l3.get(40..(40 + plen).min(l3.len()))?)
+        }
+        _ => return None,
+    };
+    let (transport, src_port, dst_port, tcp_seq, tcp_flags, tcp_header, payload) = match proto {
+        6 => {
+            let off = (*l4.get(12)? >> 4) as usize * 4;
+            (
+                Transport::Tcp,
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+                u32::from_be_bytes(l4.get(4..8)?.try_into().ok()?),
+                l4[13],
+                l4.get(..off)?.to_vec(),
+                l4.get(off..)?.to_vec(),
+            )
+        }
+        17 => (
+            Transport::Udp,
+            u16::from_be_bytes([*l4.first()?, *l4.get(1)?]),
+            u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]),
+            0,
+            0,
+            Vec::new(),
+            l4.get(8..)?.to_vec(),
+        ),
+        _ => return None,
+    };
+    Some(Packet { frame, ts_us, src_mac, dst_mac, vlan, src_ip, dst_ip, ttl, ip_version, transport, src_port, dst_port, tcp_seq, tcp_flags, tcp_header, payload })
+}
+
+/// What a framing function says about the start of a stream buffer.
+pub enum Frame {
+    Complete(usize),
+    NeedMore,
+    /// The buffer does not start at a message boundary (mid-stream capture start, gap).
+    NotAtBoundary,
+}
+
+/// A reassembled application message with the packet that completed it.
+pub struct Message {
+    pub last: Packet,
+    pub bytes: Vec<u8>,
+}
+
+const MAX_STREAM_BUFFER: usize = 8 << 20;
+
+/// Reassemble every TCP direction into messages with `framing`; UDP datagrams pass as they are.
+pub fn messages(pkts: &[Packet], framing: impl Fn(&[u8]) -> Frame) -> Vec<Message> {
+    type Key = (IpAddr, u16, IpAddr, u16);
+    struct Stream {
+        next_seq: Option<u32>,
+        buf: Vec<u8>,
+    }
+    let mut streams: HashMap<Key, Stream> = HashMap::new();
+    let mut out = Vec::new();
+    for p in pkts {
+        if p.transport != Transport::Tcp {
+            if !p.payload.is_empty() {
+                out.push(Message { last: p.clone(), bytes: p.payload.clone() });
+            }
+            continue;
+        }
+        let s = streams.entry((p.src_ip, p.src_port, p.dst_ip, p.dst_port)).or_insert(Stream { next_seq: None, buf: Vec::new() });
+        let syn = p.tcp_flags & 0x02 != 0;
+        let data_seq = if syn { p.tcp_seq.wrapping_add(1) } else { p.tcp_seq };
+        if syn && p.payload.is_empty() {
+            s.next_seq = Some(data_seq);
+            s.buf.clear();
+            continue;
+        }
+        if p.payload.is_empty() {
+            continue;
+        }
+        let data: &[u8] = match s.next_seq {
+            None => &p.payload,
+            Some(next) => {
+                let ahead = data_seq.wrapping_sub(next) as i32;
+                if ahead > 0 {
+                    s.buf.clear(); // gap: restart at this segment
+                    &p.payload
+                } else {
+                    let dup = (-ahead) as usize;
+                    if dup >= p.payload.len() {
+                        continue; // pure retransmission
+                    }
+                    &p.payload[dup..]
+                }
+            }
+        };
+        s.next_seq = Some(data_seq.wrapping_add(p.payload.len() as u32));
+        s.buf.extend_from_slice(data);
+        loop {
+            match framing(&s.buf) {
+                Frame::Complete(n) if n <= s.buf.len() && n > 0 => {
+                    let rest = s.buf.split_off(n);
+                    out.push(Message { last: p.clone(), bytes: std::mem::replace(&mut s.buf, rest) });
+                }
+                Frame::NotAtBoundary => {
+                    s.buf.clear();
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if s.buf.len() > MAX_STREAM_BUFFER {
+            s.buf.clear();
+        }
+    }
+    out
+}
+
+pub fn dicom_framing(b: &[u8]) -> Frame {
+    if b.is_empty() {
+        return Frame::NeedMore;
+    }
+    match wardline_sensor::dissect::dicom::pdu_len(b) {
+        Some(n) if n <= b.len() => Frame::Complete(n),
+        Some(_) => Frame::NeedMore,
+        None if b.len() < 6 && (1..=7).contains(&b[0]) => Frame::NeedMore,
+        None => Frame::NotAtBoundary,
+    }
+}
+
+pub fn smb_framing(b: &[u8]) -> Frame {
+    if b.len() < 4 {
+        return if b.is_empty() || matches!(b[0], 0x00 | 0x81..=0x85) { Frame::NeedMore } else { Frame::NotAtBoundary };
+    }
+    if !matches!(b[0], 0x00 | 0x81..=0x85) || b[1] & 0xFE != 0 {
+        return Frame::NotAtBoundary;
+    }
+    let n = 4 + ((((b[1] & 1) as usize) << 16) | u16::from_be_bytes([b[2], b[3]]) as usize);
+    if n <= b.len() { Frame::Complete(n) } else { Frame::NeedMore }
+}
+
+pub fn hl7_framing(b: &[u8]) -> Frame {
+    match b.first() {
+        None => Frame::NeedMore,
+        Some(0x0B) => match b.windows(2).position(|w| w == [0x1C, 0x0D]) {
+            Some(p) => Frame::Complete(p + 2),
+            None => Frame::NeedMore,
+        },
+        // Unframed HL7 has no end marker: each segment's payload is one message.
+        Some(b'M') if b.starts_with(b"MSH") => Frame::Complete(b.len()),
+        _ => Frame::NotAtBoundary,
+    }
+}
+
+/// One message per TCP segment / datagram (no reassembly).
+pub fn per_packet(b: &[u8]) -> Frame {
+    if b.is_empty() { Frame::NeedMore } else { Frame::Complete(b.len()) }
+}
+
+use std::collections::BTreeSet;
+use wardline_common::Field;
+use wardline_sensor::dissect::{Dissector, Finding, Side};
+
+/// Run `d` on every message it wants; findings keyed by the IP of the end they describe.
+/// Returns the facts and the number of dissect errors.
+pub fn facts(d: &dyn Dissector, msgs: &[Message]) -> (BTreeSet<(IpAddr, Field, String)>, usize) {
+    let mut set = BTreeSet::new();
+    let mut errors = 0;
+    for m in msgs {
+        let ctx = m.last.ctx();
+        if !d.wants(&ctx, &m.bytes) {
+            continue;
+        }
+        let mut out: Vec<Finding> = Vec::new();
+        if d.dissect(&ctx, &m.bytes, &mut out).is_err() {
+            errors += 1;
+        }
+        for f in out {
+            let ip = if f.side == Side::Src { m.last.src_ip } else { m.last.dst_ip };
+            set.insert((ip, f.field, f.value));
+        }
+    }
+    (set, errors)
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP literal")
+}
+
+/// A context for hand-built payloads.
+pub fn ctx(transport: Transport, src_port: u16, dst_port: u16) -> PacketCtx {
+    PacketCtx {
+        ts_us: 0,
+        src_mac: MacAddr([0; 6]),
+        dst_mac: MacAddr([0; 6]),
+        vlan: None,
+        src_ip: Some(ip("10.0.0.1")),
+        dst_ip: Some(ip("10.0.0.2")),
+        src_port,
+        dst_port,
+        transport,
+    }
+}

@@ -1,0 +1,230 @@
+//! The spool keeps what it promised: durable pushes, a sequence that never goes back,
+//! a disk bound that gives up flow detail before inventory, and corrupt records that are
+//! reported and set aside instead of crashing or blocking the uplink.
+
+use std::net::IpAddr;
+use wardline_common::{DeviceObservation, Event, FlowRecord, MacAddr, SensorStats};
+use wardline_sensor::spool::{Spool, BATCH_TREE};
+
+fn device(n: u8) -> Event {
+    Event::Device(DeviceObservation {
+        mac: MacAddr([0x00, 0x1a, 0x2b, 0, 0, n]),
+        ips: vec![IpAddr::from([10, 0, 0, n])],
+        vlans: vec![20],
+        first_seen_us: 1,
+        last_seen_us: 2,
+        packets: 3,
+        bytes: 300,
+        evidence: vec![],
+    })
+}
+
+fn flow(n: u16) -> Event {
+    Event::Flow(FlowRecord {
+        ip_proto: 6,
+        vlan: None,
+        a_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        b_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        a_ip: IpAddr::from([10, 0, 0, 1]),
+        b_ip: IpAddr::from([10, 0, 0, 2]),
+        a_port: 40000 + n,
+        b_port: 3613,
+        first_seen_us: 10,
+        last_seen_us: 20,
+        packets_ab: 5,
+        packets_ba: 4,
+        bytes_ab: 500,
+        bytes_ba: 400,
+        tcp_flags_ab: 0x1b,
+        tcp_flags_ba: 0x1b,
+        app: "alaris".into(),
+        end_reason: "fin".into(),
+    })
+}
+
+fn flows(k: u16) -> Vec<Event> {
+    (0..k).map(flow).collect()
+}
+
+#[test]
+fn seq_is_monotonic_across_reopen_and_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        let a = spool.push(vec![device(1)], "s1", "north").unwrap();
+        let b = spool.push(vec![device(2)], "s1", "north").unwrap();
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_ne!(a.id, b.id);
+        // Removing everything must not let the counter restart.
+        assert!(spool.remove(1).unwrap());
+        assert!(spool.remove(2).unwrap());
+        assert!(!spool.remove(2).unwrap(), "second removal of the same seq reports nothing removed");
+        assert_eq!(spool.len(), 0);
+        assert_eq!(spool.bytes(), 0);
+    }
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    let c = spool.push(vec![device(3)], "s1", "north").unwrap();
+    assert_eq!(c.seq, 3, "seq continues after a restart with an empty spool");
+    assert_eq!(spool.stats().unwrap().next_seq, 4);
+}
+
+#[test]
+fn batches_survive_reopen_in_order_with_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let pushed: Vec<_> = {
+        let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        (0..5u8).map(|i| spool.push(vec![device(i), flow(i as u16)], "s1", "north").unwrap()).collect()
+    };
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    assert_eq!(spool.len(), 5);
+    assert!(spool.bytes() > 0);
+    let back = spool.oldest(10).unwrap();
+    assert_eq!(back, pushed, "same batches, same ids, oldest first");
+    assert_eq!(spool.oldest(2).unwrap(), pushed[..2].to_vec());
+}
+
+#[test]
+fn checkpoint_is_stored_with_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(spool.checkpoint("files:x").unwrap(), None);
+        spool.push_checkpointed(vec![device(1)], "s1", "north", Some(("files:x", 1))).unwrap();
+        spool.push_checkpointed(vec![device(2)], "s1", "north", Some(("files:x", 2))).unwrap();
+    }
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    assert_eq!(spool.checkpoint("files:x").unwrap(), Some(2));
+    assert_eq!(spool.len(), 2);
+}
+
+#[test]
+fn over_budget_drops_oldest_flow_only_batches_never_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    // Measure one flow-only batch, then size the bound for three and a half of them.
+    let probe_dir = tempfile::tempdir().unwrap();
+    let probe = Spool::open(probe_dir.path(), 1 << 30).unwrap();
+    probe.push(flows(20), "s1", "north").unwrap();
+    let flow_batch = probe.bytes();
+    drop(probe);
+    let max = flow_batch * 3 + flow_batch / 2;
+
+    let spool = Spool::open(dir.path(), max).unwrap();
+    let d1 = spool.push(vec![device(1)], "s1", "north").unwrap();
+    let f2 = spool.push(flows(20), "s1", "north").unwrap();
+    let mixed3 = spool.push([vec![device(3)], flows(20)].concat(), "s1", "north").unwrap();
+    let f4 = spool.push(flows(20), "s1", "north").unwrap();
+    let stats5 = spool.push(vec![Event::Stats(SensorStats::default())], "s1", "north").unwrap();
+    assert_eq!(spool.dropped_batches().unwrap(), 0);
+    // This one does not fit: the oldest flow-only batch (f2) goes, then f4 if needed.
+    let f6 = spool.push(flows(20), "s1", "north").unwrap();
+    assert!(spool.bytes() <= max, "spool within its bound: {} > {max}", spool.bytes());
+    let kept: Vec<u64> = spool.oldest(100).unwrap().iter().map(|b| b.seq).collect();
+    assert!(!kept.contains(&f2.seq), "oldest flow-only batch dropped first: {kept:?}");
+    for must in [d1.seq, mixed3.seq, stats5.seq, f6.seq] {
+        assert!(kept.contains(&must), "batch {must} must be kept: {kept:?}");
+    }
+    let dropped = spool.dropped_batches().unwrap();
+    assert!(dropped >= 1);
+    assert_eq!(kept.len() as u64 + dropped, 6);
+    assert_eq!(kept.contains(&f4.seq), dropped == 1);
+
+    // Device batches are never dropped, even far past the bound.
+    for i in 0..30u8 {
+        spool.push(vec![device(i); 10], "s1", "north").unwrap();
+    }
+    let kept = spool.oldest(1000).unwrap();
+    assert_eq!(kept.iter().filter(|b| b.devices().count() > 0).count(), 2 + 30);
+    assert!(kept.iter().all(|b| b.devices().count() > 0 || b.flows().count() == 0 || b.seq == mixed3.seq),
+        "every flow-only batch was given up before any device batch");
+    // A new flow-only batch with nothing older to drop is itself dropped and counted.
+    let before = spool.dropped_batches().unwrap();
+    let f = spool.push(flows(20), "s1", "north").unwrap();
+    assert!(!spool.oldest(1000).unwrap().iter().any(|b| b.seq == f.seq));
+    assert_eq!(spool.dropped_batches().unwrap(), before + 1);
+    drop(spool);
+    // The drop count is persisted.
+    let spool = Spool::open(dir.path(), max).unwrap();
+    assert_eq!(spool.dropped_batches().unwrap(), before + 1);
+    assert!(spool.stats().unwrap().dropped_events >= 40);
+}
+
+#[test]
+fn dead_letter_keeps_the_batch_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    let a = spool.push(vec![device(1)], "s1", "north").unwrap();
+    let b = spool.push(vec![device(2)], "s1", "north").unwrap();
+    assert!(spool.dead_letter(a.seq, "wrong sensor id").unwrap());
+    assert_eq!(spool.len(), 1);
+    assert_eq!(spool.oldest(10).unwrap()[0].seq, b.seq);
+    drop(spool);
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].seq, Some(a.seq));
+    assert_eq!(dead[0].batch_id, Some(a.id));
+    assert_eq!(dead[0].reason, "wrong sensor id");
+    let original: wardline_common::Batch = wardline_common::wire::decode_frame(&dead[0].record).unwrap();
+    assert_eq!(original, a);
+}
+
+#[test]
+fn corrupt_record_is_reported_and_set_aside_not_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        spool.push(vec![device(1)], "s1", "north").unwrap();
+        spool.push(vec![device(2)], "s1", "north").unwrap();
+        spool.push(vec![device(3)], "s1", "north").unwrap();
+    }
+    {
+        // Damage seq 2 behind the spool's back, as disk corruption would.
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree(BATCH_TREE).unwrap();
+        tree.insert(2u64.to_be_bytes(), &[1u8, 0xff, 0xff, 0xff, 0x07][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    assert_eq!(spool.len(), 3);
+    let good: Vec<u64> = spool.oldest(10).unwrap().iter().map(|b| b.seq).collect();
+    assert_eq!(good, vec![1, 3], "the corrupt record does not block the others");
+    assert_eq!(spool.len(), 2);
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].seq, Some(2));
+    assert!(dead[0].reason.contains("corrupt spool record"), "{}", dead[0].reason);
+    assert_eq!(dead[0].record, vec![1u8, 0xff, 0xff, 0xff, 0x07], "bytes kept for inspection");
+    // The counter is unaffected.
+    assert_eq!(spool.push(vec![device(4)], "s1", "north").unwrap().seq, 4);
+}
+
+const CHILD_ENV: &str = "WARDLINE_SPOOL_ABORT_CHILD_DIR";
+
+/// Child half of `pushed_batches_survive_abort`: push, then die without any cleanup.
+#[test]
+fn child_push_then_abort() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let spool = Spool::open(std::path::Path::new(&dir), 1 << 30).unwrap();
+    for i in 0..20u8 {
+        spool.push(vec![device(i)], "s1", "north").unwrap();
+    }
+    // Like kill -9: no destructors, no sled flush on drop.
+    std::process::abort();
+}
+
+#[test]
+fn pushed_batches_survive_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_push_then_abort", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must have aborted");
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    let seqs: Vec<u64> = spool.oldest(100).unwrap().iter().map(|b| b.seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "every pushed batch is on disk");
+    assert_eq!(spool.push(vec![device(99)], "s1", "north").unwrap().seq, 21);
+}
