@@ -136,6 +136,7 @@ fn main() {
                 .unwrap_or_else(|_| "info,openraft=warn,sled=warn,quinn=warn,rustls=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = real_main() {
         eprintln!("wardline-aggregator: error: {e:#}");

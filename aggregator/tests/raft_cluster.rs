@@ -33,8 +33,13 @@ async fn three_nodes_replicate_snapshot_redirect_and_fail_over() {
     n1.node.add_learner(3, n3.addr.clone(), true).await.unwrap();
     n1.node.change_membership(BTreeSet::from([1, 2, 3]), false).await.unwrap();
     for n in [&n2, &n3] {
-        let m = n.node.metrics();
-        assert!(m.snapshot.is_some(), "node {} caught up by installing a snapshot", n.node.node_id());
+        // Metrics are published asynchronously, so wait rather than sample.
+        n.node
+            .raft()
+            .wait(Some(WAIT))
+            .metrics(|m| m.snapshot.is_some(), "an installed snapshot")
+            .await
+            .unwrap_or_else(|e| panic!("node {} caught up without a snapshot: {e}", n.node.node_id()));
     }
 
     // A new proposal is replicated to, and applied by, every member.
@@ -83,4 +88,23 @@ async fn three_nodes_replicate_snapshot_redirect_and_fail_over() {
 
     n2.stop().await;
     n3.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_rpc_bodies_get_a_clear_400_and_the_node_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = ServedNode::start(1, dir.path(), config(100)).await;
+    n.node.initialize_single_if_new().await.unwrap();
+    n.node.wait_for_leader(WAIT).await.unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for path in ["/raft/append", "/raft/vote", "/raft/snapshot"] {
+        for body in [vec![], vec![0xff; 64], b"{\"json\": true}".to_vec()] {
+            let resp = client.post(format!("http://{}{path}", n.addr)).body(body).send().await.unwrap();
+            assert_eq!(resp.status(), 400, "{path}");
+            let text = resp.text().await.unwrap();
+            assert!(text.contains("undecodable"), "{path}: {text}");
+        }
+    }
+    assert!(n.node.propose(batch("bldg-d", 1, 1)).await.unwrap().applied);
+    n.stop().await;
 }

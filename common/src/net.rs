@@ -1,11 +1,11 @@
 //! Small network value types shared by every crate.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
 /// An Ethernet MAC address. Displayed as lower-case colon-separated hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
@@ -43,6 +43,29 @@ impl fmt::Debug for MacAddr {
     }
 }
 
+// Human-readable formats (JSON, TOML) get "00:1a:2b:3c:4d:5e"; compact binary formats
+// (bincode on the wire and in storage) get the six bytes.
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            Ok(MacAddr(<[u8; 6]>::deserialize(d)?))
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid MAC address {0:?}: expected six hex bytes such as 00:1a:2b:3c:4d:5e")]
 pub struct MacParseError(pub String);
@@ -77,5 +100,18 @@ mod tests {
         assert!(!MacAddr::BROADCAST.is_device());
         assert!("00:1a:2b".parse::<MacAddr>().is_err());
         assert!("zz:1a:2b:3c:4d:5e".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn serde_is_text_in_json_and_bytes_in_bincode() {
+        let m = MacAddr([0, 0x09, 0xfb, 1, 2, 3]);
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"00:09:fb:01:02:03\"");
+        assert_eq!(serde_json::from_str::<MacAddr>("\"00:09:FB:01:02:03\"").unwrap(), m);
+        assert!(serde_json::from_str::<MacAddr>("\"nonsense\"").is_err());
+        let cfg = bincode::config::standard();
+        let b = bincode::serde::encode_to_vec(m, cfg).unwrap();
+        assert_eq!(b.len(), 6);
+        let (back, _): (MacAddr, usize) = bincode::serde::decode_from_slice(&b, cfg).unwrap();
+        assert_eq!(back, m);
     }
 }

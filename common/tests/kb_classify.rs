@@ -221,8 +221,8 @@ fn attributes_carry_their_evidence() {
     let ev = &c.class.evidence;
     assert!(ev.iter().any(|b| b.field == "connects_to" && b.value == "tcp/3613" && (b.weight - 0.7).abs() < 1e-9), "{ev:?}");
     assert!(ev.iter().any(|b| b.field == "hostname" && b.value == "ALARIS-8015-0042"), "{ev:?}");
-    // Noisy-OR of 0.35, 0.7 and 0.6.
-    let expected = 1.0 - (0.65 * 0.3 * 0.4);
+    // Noisy-OR of 0.35 (OUI), 0.7 (port) and 0.45 (hostname).
+    let expected = 1.0 - (0.65 * 0.3 * 0.55);
     assert!((c.class.confidence - expected).abs() < 1e-3, "{}", c.class.confidence);
     let text = c.explain();
     assert!(text.contains("class: infusion_pump") && text.contains("via rule"), "{text}");
@@ -288,31 +288,33 @@ fn deterministic_whatever_the_evidence_order() {
 #[test]
 fn one_new_clue_does_not_flip_the_class() {
     let kb = kb();
-    // A pump is established from its protocol and hostname...
-    let mut f = facts("00:d0:75:12:34:56", &[(Field::Hostname, "ALARIS-8015-0042")]);
+    // A pump is established from its OUI and its protocol (0.35, 0.7 -> 0.805)...
+    let mut f = facts("00:d0:75:12:34:56", &[]);
     f.connects_to.push(PortRef::tcp(3613));
     let first = classify(&kb, &f);
     assert_eq!(first.class.value, "infusion_pump");
-    // ...then an odd packet suggests a monitor-like identity, slightly stronger on its own.
-    let mut g = facts("00:11:22:00:00:01", &[(Field::VendorProtocol, "intellivue/udp 24105"), (Field::DhcpVendorClass, "Philips IntelliVue MX450")]);
-    g.mac = first.mac;
-    let mut h = f.clone();
-    h.evidence.push(Evidence::new(Field::VendorProtocol, "intellivue/udp 24105", Proto::IntellivueDataExport, 99));
-    h.evidence.push(Evidence::new(Field::Hostname, "MX450-7", Proto::Dhcp, 100));
-    let fresh = classify(&kb, &h);
-    let stable = classify_stable(&kb, Some(&first), &h);
+    assert!((first.class.confidence - 0.805).abs() < 1e-9, "{}", first.class.confidence);
+    // ...then packets suggest a monitor (0.8, 0.75 -> 0.95): ahead, but by less than the margin.
+    let mut g = f.clone();
+    g.evidence.push(Evidence::new(Field::VendorProtocol, "intellivue/udp 24105", Proto::IntellivueDataExport, 99));
+    g.listening.push(PortRef::udp(24105));
+    let fresh = classify(&kb, &g);
+    assert_eq!(fresh.class.value, "patient_monitor", "without history the higher score wins");
+    let stable = classify_stable(&kb, Some(&first), &g);
     assert_eq!(stable.class.value, "infusion_pump", "hysteresis keeps the class\n{}", stable.explain());
-    // Without history the stronger-by-a-hair monitor evidence would have won or tied.
-    assert!(fresh.class.value == "patient_monitor" || fresh.class.value == "infusion_pump");
-    // Overwhelming evidence does change the class.
-    let mut k = h.clone();
-    k.connects_to.clear();
-    k.evidence.retain(|e| e.field != Field::Hostname || e.value.starts_with("MX"));
-    k.evidence.push(Evidence::new(Field::DhcpVendorClass, "Philips IntelliVue MX450", Proto::Dhcp, 101));
-    k.evidence.push(Evidence::new(Field::Hl7SendingApp, "MX450", Proto::Hl7, 102));
-    let moved = classify_stable(&kb, Some(&first), &k);
+    assert_eq!(stable.profile.as_ref().map(|p| p.value.as_str()), Some("bd_alaris_pcu_8015"));
+    // Applying the same facts again is a fixed point.
+    assert_eq!(classify_stable(&kb, Some(&stable), &g), stable);
+    // Evidence that beats the old class by more than the margin moves it (0.9925 vs 0.805).
+    let mut h = g.clone();
+    h.evidence.push(Evidence::new(Field::DhcpVendorClass, "Philips IntelliVue MX450", Proto::Dhcp, 101));
+    let moved = classify_stable(&kb, Some(&stable), &h);
     assert_eq!(moved.class.value, "patient_monitor", "{}", moved.explain());
-    let _ = g;
+    // A previous class that lost all support is dropped at once.
+    let other = facts("00:11:22:00:00:01", &[(Field::LldpSystemDescription, "Cisco IOS Software, Catalyst")]);
+    let mut prev_for_other = first.clone();
+    prev_for_other.mac = other.mac;
+    assert_eq!(classify_stable(&kb, Some(&prev_for_other), &other).class.value, "network_gear");
 }
 
 #[test]

@@ -31,9 +31,7 @@ const DRAIN_INTERVAL_US: u64 = 10_000_000;
 
 /// IEEE OUI vendor of a MAC, when the registry knows it.
 pub fn vendor_of(mac: &MacAddr) -> Option<&'static str> {
-    // TODO(oui): call wardline_common::oui::lookup(mac) once common/src/oui.rs lands.
-    let _ = mac;
-    None
+    wardline_common::oui::lookup(mac)
 }
 
 #[derive(Default)]

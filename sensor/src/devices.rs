@@ -24,11 +24,68 @@ pub struct DeviceConfig {
     pub max_ips_per_device: usize,
     /// Distinct (field, value) evidence pairs remembered per device.
     pub max_evidence_per_device: usize,
+    /// Networks whose addresses, seen as an IP source, belong to the sending MAC. Outside
+    /// them a source address is a remote host behind a gateway, and the gateway's MAC must
+    /// not collect the internet. Addresses a device announces itself (ARP, DHCP, LLDP/CDP
+    /// management address) are kept wherever they are.
+    pub local_networks: Vec<IpNet>,
+}
+
+/// An address prefix such as 10.0.0.0/8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let p = self.prefix.min(32) as u32;
+                let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+                u32::from(n) & mask == u32::from(*a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let p = self.prefix.min(128) as u32;
+                let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+                u128::from(n) & mask == u128::from(*a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("network {s:?} needs a /prefix, e.g. 10.0.0.0/8"))?;
+        let addr: IpAddr = a.parse().map_err(|_| format!("network {s:?}: {a:?} is not an IP address"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("network {s:?}: prefix {p:?} is not a number"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("network {s:?}: prefix longer than {max}"));
+        }
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+/// RFC 1918, CGNAT, link-local, and IPv6 ULA and link-local: where hospital devices live.
+pub fn default_local_networks() -> Vec<IpNet> {
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10"]
+        .iter()
+        .map(|n| n.parse().expect("literal network"))
+        .collect()
 }
 
 impl Default for DeviceConfig {
     fn default() -> Self {
-        DeviceConfig { max_devices: 200_000, max_ips_per_device: 256, max_evidence_per_device: 512 }
+        DeviceConfig {
+            max_devices: 200_000,
+            max_ips_per_device: 256,
+            max_evidence_per_device: 512,
+            local_networks: default_local_networks(),
+        }
     }
 }
 
@@ -110,6 +167,7 @@ impl DeviceTable {
     pub fn packet(&mut self, src_mac: MacAddr, ts_us: u64, wire_len: u64, vlan: Option<u16>, src_ip: Option<IpAddr>) {
         let max_ips = self.cfg.max_ips_per_device;
         let mut ip_dropped = false;
+        let local = src_ip.filter(|ip| self.cfg.local_networks.iter().any(|n| n.contains(ip)));
         let Some(d) = self.entry(src_mac, ts_us) else { return };
         d.packets += 1;
         d.bytes += wire_len;
@@ -121,7 +179,7 @@ impl DeviceTable {
                 d.new_vlans.push(v);
             }
         }
-        if let Some(ip) = src_ip {
+        if let Some(ip) = local {
             ip_dropped = !add_ip(d, ip, max_ips);
         }
         if ip_dropped {
@@ -146,7 +204,7 @@ impl DeviceTable {
                 Side::Dst => dst_mac,
                 Side::Mac(m) => m,
             };
-            if f.field == Field::IpAddress {
+            if matches!(f.field, Field::IpAddress | Field::LldpManagementAddress | Field::CdpManagementAddress) {
                 if let Ok(ip) = f.value.parse::<IpAddr>() {
                     self.ip(mac, ts_us, ip);
                 }
@@ -254,7 +312,7 @@ mod tests {
 
     #[test]
     fn bounds_hold() {
-        let mut t = DeviceTable::new(DeviceConfig { max_devices: 1, max_ips_per_device: 2, max_evidence_per_device: 1 });
+        let mut t = DeviceTable::new(DeviceConfig { max_devices: 1, max_ips_per_device: 2, max_evidence_per_device: 1, ..DeviceConfig::default() });
         let m = MacAddr([0, 1, 2, 3, 4, 5]);
         for i in 1..=5u8 {
             t.packet(m, 1, 1, None, Some(IpAddr::from([10, 0, 0, i])));
@@ -265,5 +323,35 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.drops(), &DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1 });
         assert_eq!(t.drain_changed()[0].ips.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod local_network_tests {
+    use super::*;
+
+    #[test]
+    fn gateway_macs_do_not_collect_remote_addresses() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let gw: MacAddr = "00:1a:a1:00:00:01".parse().unwrap();
+        t.packet(gw, 1, 60, None, Some("204.79.197.200".parse().unwrap()));
+        t.packet(gw, 2, 60, None, Some("10.20.0.1".parse().unwrap()));
+        let o = t.drain_changed();
+        assert_eq!(o[0].ips, vec!["10.20.0.1".parse::<IpAddr>().unwrap()]);
+        // An address the device announces itself counts wherever it is.
+        t.findings(gw, MacAddr::BROADCAST, 3, Proto::Lldp, &[Finding::src(Field::LldpManagementAddress, "198.51.100.7")]);
+        assert_eq!(t.drain_changed()[0].ips, vec!["198.51.100.7".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn networks_parse_and_match() {
+        let n: IpNet = "172.16.0.0/12".parse().unwrap();
+        assert!(n.contains(&"172.31.255.1".parse().unwrap()));
+        assert!(!n.contains(&"172.32.0.1".parse().unwrap()));
+        assert!(!n.contains(&"fe80::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("10.0.0.0".parse::<IpNet>().is_err());
+        let v6: IpNet = "fe80::/10".parse().unwrap();
+        assert!(v6.contains(&"fe80::1234".parse().unwrap()));
     }
 }

@@ -350,10 +350,13 @@ impl FlowTable {
     fn expire_idle(&mut self, now_us: u64) {
         while self.head != NIL {
             let h = self.head;
-            if self.slab[h as usize].last_us.saturating_add(self.cfg.idle_timeout_us) > now_us {
+            let f = &self.slab[h as usize];
+            if f.last_us.saturating_add(self.cfg.idle_timeout_us) > now_us {
                 break;
             }
-            self.finish_slot(h, "idle");
+            // A closed connection that also went idle ended by its FIN/RST.
+            let reason = if f.closed { "fin" } else { "idle" };
+            self.finish_slot(h, reason);
         }
         while let Some(&(deadline, i, gen)) = self.closing.front() {
             if deadline > now_us {
@@ -419,4 +422,49 @@ pub fn guess_app(ip_proto: u8, port_a: u16, port_b: u16) -> Option<Proto> {
     // The lower port is usually the service; try it first.
     let (first, second) = if port_a <= port_b { (port_a, port_b) } else { (port_b, port_a) };
     by_port(first).or_else(|| by_port(second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(ts: u64, src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, flags: u8) -> PacketMeta {
+        PacketMeta {
+            ts_us: ts,
+            vlan: None,
+            ip_proto: 6,
+            src_ip: IpAddr::from(src),
+            dst_ip: IpAddr::from(dst),
+            src_port: sp,
+            dst_port: dp,
+            src_mac: MacAddr([0, 1, 1, 1, 1, 1]),
+            dst_mac: MacAddr([0, 2, 2, 2, 2, 2]),
+            wire_len: 100,
+            tcp_flags: flags,
+        }
+    }
+
+    #[test]
+    fn timeouts_follow_packet_time_and_a_is_first_sender() {
+        let mut t = FlowTable::new(FlowConfig { idle_timeout_us: 10, active_timeout_us: 100, ..Default::default() });
+        let r = t.observe(&pkt(1, [10, 0, 0, 9], 5000, [10, 0, 0, 1], 3613, tcp_flags::SYN));
+        assert_eq!(r.dir, Dir::AtoB);
+        let r2 = t.observe(&pkt(2, [10, 0, 0, 1], 3613, [10, 0, 0, 9], 5000, tcp_flags::SYN | tcp_flags::ACK));
+        assert_eq!(r2.dir, Dir::BtoA);
+        assert!(t.drain(5).is_empty(), "not idle yet at t=5");
+        let out = t.drain(12);
+        assert_eq!(out.len(), 1);
+        let f = &out[0];
+        assert_eq!((f.a_port, f.b_port, f.packets_ab, f.packets_ba, f.end_reason.as_str()), (5000, 3613, 1, 1, "idle"));
+        assert_eq!(f.app, "alaris", "port guess without a dissector label");
+        assert!(t.is_empty());
+
+        // Active timeout: a flow that never idles reports every 100 us of packet time.
+        for ts in (200..=420).step_by(5) {
+            t.observe(&pkt(ts, [10, 0, 0, 9], 5001, [10, 0, 0, 1], 80, tcp_flags::ACK));
+        }
+        let out = t.drain(420);
+        assert_eq!(out.iter().filter(|f| f.end_reason == "active").count(), 2);
+        assert_eq!(t.flush().len(), 1);
+    }
 }

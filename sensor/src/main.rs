@@ -114,6 +114,7 @@ fn main() {
                 .unwrap_or_else(|_| "info,sled=warn,quinn=warn,rustls=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = real_main() {
         eprintln!("wardline-sensor: error: {e:#}");

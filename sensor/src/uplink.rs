@@ -119,6 +119,7 @@ async fn run(spool: Arc<Spool>, cfg: UplinkConfig, until_empty: bool, shutdown: 
     let mut stats = UplinkStats::default();
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     let mut connection: Option<quinn::Connection> = None;
+    let mut announced = false;
     tokio::pin!(shutdown);
 
     'outer: loop {
@@ -146,7 +147,10 @@ async fn run(spool: Arc<Spool>, cfg: UplinkConfig, until_empty: bool, shutdown: 
                 match attempt {
                     Ok(c) => {
                         stats.connections += 1;
-                        info!(server = %cfg.server_addr, "connected to the aggregator");
+                        // With TLS 1.3 the server may still refuse our certificate after
+                        // this point, so "connected" is announced on the first reply.
+                        debug!(server = %cfg.server_addr, "QUIC handshake done");
+                        announced = false;
                         connection = Some(c.clone());
                         c
                     }
@@ -170,8 +174,13 @@ async fn run(spool: Arc<Spool>, cfg: UplinkConfig, until_empty: bool, shutdown: 
             _ = &mut shutdown => break 'outer,
             r = send_batch(&conn, &batch, cfg.reply_timeout) => r,
         };
+        if result.is_ok() && !announced {
+            announced = true;
+            info!(server = %cfg.server_addr, "connected to the aggregator");
+        }
         match result {
             Ok(BatchReply::Ack { batch_id, seq, duplicate }) if batch_id == batch.id && seq == batch.seq => {
+                wardline_common::fault::crash_point(wardline_common::fault::CrashPoint::SensorAfterAck, seq);
                 spool.remove(seq).with_context(|| format!("cannot remove acknowledged batch {seq} from the spool"))?;
                 stats.acked += 1;
                 if duplicate {

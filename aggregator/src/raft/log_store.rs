@@ -61,9 +61,6 @@ impl LogStore {
         codec::decode(value).map_err(|e| format!("corrupt raft_log entry at key {}: {e}", hex::encode(key)))
     }
 
-    fn last_purged(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        self.read_meta(KEY_LAST_PURGED).map_err(|e| StorageIOError::read_logs(&Msg(e)).into())
-    }
 }
 
 /// An error message as an `std::error::Error`, for openraft's `AnyError` wrappers.
@@ -112,7 +109,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged_log_id = self.last_purged()?;
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.read_meta(KEY_LAST_PURGED).map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
         let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
             None => None,
             Some((key, value)) => {

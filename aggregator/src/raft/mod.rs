@@ -315,7 +315,8 @@ async fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
     loop {
         match sled::open(path) {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+            // sled reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => {
@@ -348,5 +349,39 @@ fn claim_node_id(db: &sled::Db, node_id: u64, data_dir: &Path) -> anyhow::Result
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Raft RPC bodies come off the network: any bytes decode to a value or an error.
+        #[test]
+        fn arbitrary_rpc_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes);
+            let _ = codec::decode::<VoteRequest<u64>>(&bytes);
+            let _ = codec::decode::<network::SnapshotRequest>(&bytes);
+        }
+    }
+
+    #[test]
+    fn codec_refuses_trailing_bytes() {
+        let mut bytes = codec::encode(&42u64).unwrap();
+        assert_eq!(codec::decode::<u64>(&bytes).unwrap(), 42);
+        bytes.push(0);
+        let err = codec::decode::<u64>(&bytes).unwrap_err().to_string();
+        assert!(err.contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn propose_error_names_the_leader() {
+        let e = ProposeError::NotLeader { leader_id: Some(2), leader_addr: Some("10.0.0.2:8080".into()) };
+        assert_eq!(e.to_string(), "this node is not the Raft leader (leader: node 2 at 10.0.0.2:8080)");
+        let e = ProposeError::NotLeader { leader_id: None, leader_addr: None };
+        assert!(e.to_string().contains("election"));
     }
 }

@@ -22,6 +22,9 @@ pub const HYSTERESIS_MARGIN: f64 = 0.15;
 const MIN_CLASS_SCORE: f64 = 0.25;
 /// Medical classes need real medical evidence before they are claimed.
 const MIN_MEDICAL_CLASS_SCORE: f64 = 0.5;
+/// Fallback classes (below their normal threshold) still need this much, so a bare
+/// manufacturer OUI does not make every HP MAC a thin client.
+const MIN_FALLBACK_SCORE: f64 = 0.2;
 /// A profile (vendor + model) is named only above this score.
 const MIN_PROFILE_SCORE: f64 = 0.5;
 /// Weight of an IEEE EUI-64 device identifier's OUI (HL7 OBX-18/MSH-3) as vendor evidence:
@@ -323,7 +326,10 @@ fn score(kb: &KnowledgeBase, facts: &DeviceFacts, items: &[Item], prev: Option<&
     let (class_id, class_conf, class_ev, best_profile) = match chosen_class {
         Some(c) => (c.id.clone(), c.score, c.evidence.clone(), c.best_profile),
         None => {
-            let weak = best_of(classes.iter().filter(|c| c.category != Category::Medical), |c| (c.score, c.id.as_str()));
+            let weak = best_of(
+                classes.iter().filter(|c| c.category != Category::Medical && c.score >= MIN_FALLBACK_SCORE),
+                |c| (c.score, c.id.as_str()),
+            );
             let medical = device_id_vendor.filter(|v| v.medical).or(mac_vendor.filter(|v| v.medical));
             match (weak, medical) {
                 (_, Some(v)) => {

@@ -55,7 +55,7 @@ enum Format {
 /// Streaming reader for one capture file.
 pub struct FileReader {
     path: String,
-    file: File,
+    file: Box<dyn Read + Send>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -88,9 +88,14 @@ impl FileReader {
     pub fn open(path: &Path) -> Result<FileReader, CaptureError> {
         let path_s = path.display().to_string();
         let file = File::open(path).map_err(|source| CaptureError::Open { path: path_s.clone(), source })?;
+        Self::from_reader(&path_s, file)
+    }
+
+    /// Read a capture from any byte stream (`name` is used in error messages).
+    pub fn from_reader(name: &str, reader: impl Read + Send + 'static) -> Result<FileReader, CaptureError> {
         let mut r = FileReader {
-            path: path_s,
-            file,
+            path: name.to_string(),
+            file: Box::new(reader),
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,

@@ -205,7 +205,7 @@ pub fn parse(payload: &[u8]) -> Result<DhcpRecord, DissectError> {
     }
     rec.message_type = option_value(&opts, 53).and_then(|v| v.first().copied());
     rec.hostname = option_value(&opts, 12).map(|v| text(&v));
-    rec.requested_ip = option_value(&opts, 50).and_then(|v| nonzero_ip(&v));
+    rec.requested_ip = option_value(&opts, 50).and_then(|v| Some(Ipv4Addr::from(<[u8; 4]>::try_from(v.get(..4)?).ok()?)));
     rec.param_request_list = option_value(&opts, 55);
     rec.max_msg_size = option_value(&opts, 57).and_then(|v| Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?)));
     rec.vendor_class = option_value(&opts, 60).map(|v| text(&v));
@@ -261,7 +261,7 @@ pub fn findings(rec: &DhcpRecord, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
     if let Some(m) = rec.max_msg_size {
         out.push(mk(Field::DhcpMaxMsgSize, m.to_string()));
     }
-    if let Some(ip) = rec.requested_ip {
+    if let Some(ip) = rec.requested_ip.filter(|ip| !ip.is_unspecified()) {
         out.push(mk(Field::DhcpRequestedIp, ip.to_string()));
     }
     if let Some(f) = &rec.fqdn {

@@ -207,6 +207,26 @@ pub fn parse(payload: &[u8]) -> Result<DnsRecord, DissectError> {
     Ok(rec)
 }
 
+/// Best-effort question names from a message [`parse`] rejected (absurd counts, broken
+/// later sections, snaplen-truncated answers): the questions decoded before the first
+/// failure, at most 64. For salvaging evidence and for comparing with tools that show
+/// partial messages; the error itself should still be counted.
+pub fn salvage_questions(payload: &[u8]) -> Vec<DnsQuestion> {
+    let mut out = Vec::new();
+    let qd = be16(payload, 4).unwrap_or(0) as usize;
+    let mut pos = 12;
+    for _ in 0..qd.min(64) {
+        let Ok((name, next)) = read_name(payload, pos) else { break };
+        let (Some(qtype), Some(qclass)) = (be16(payload, next), be16(payload, next + 2)) else {
+            out.push(DnsQuestion { name, qtype: 0, qclass: 0 });
+            break;
+        };
+        out.push(DnsQuestion { name, qtype, qclass: qclass & 0x7fff });
+        pos = next + 4;
+    }
+    out
+}
+
 /// Parse a DNS message as carried over TCP (two-byte length prefix).
 pub fn parse_tcp(payload: &[u8]) -> Result<DnsRecord, DissectError> {
     let len = be16(payload, 0).ok_or_else(|| DissectError::truncated(PROTO, "TCP length prefix missing"))? as usize;
@@ -267,7 +287,7 @@ pub fn is_service_type(name: &str) -> bool {
     let mut labels = name.split('.');
     let first = labels.next().unwrap_or("");
     let second = labels.next().unwrap_or("");
-    first.starts_with('_') && (second == "_tcp" || second == "_udp")
+    first.starts_with('_') && (second == "_tcp" || second == "_udp" || second == "_sub")
         || (first == "_services" && second == "_dns-sd")
 }
 

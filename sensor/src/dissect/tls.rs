@@ -106,6 +106,7 @@ pub fn parse(payload: &[u8]) -> Result<TlsRecord, DissectError> {
     let mut hs: Vec<u8> = Vec::new();
     let mut pos = 0;
     let mut records = 0;
+    let mut after_ccs = false;
     while pos + 5 <= payload.len() {
         let ct = payload[pos];
         if !(20..=24).contains(&ct) || payload[pos + 1] != 3 {
@@ -118,8 +119,20 @@ pub fn parse(payload: &[u8]) -> Result<TlsRecord, DissectError> {
         let end = (pos + 5 + len).min(payload.len());
         records += 1;
         match ct {
-            // Everything after ChangeCipherSpec is encrypted.
-            20 | 23 => break,
+            23 => break,
+            // After ChangeCipherSpec handshake records are encrypted, except the second
+            // ClientHello a TLS 1.3 client sends after a HelloRetryRequest (its CCS is
+            // only for middlebox compatibility).
+            20 => after_ccs = true,
+            22 if after_ccs => {
+                let rec = &payload[pos + 5..end];
+                let hs_len = rec.get(1..4).map(|b| ((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize);
+                if rec.first() == Some(&1) && hs_len == Some(len.saturating_sub(4)) && hs.len() + rec.len() <= MAX_HANDSHAKE_BYTES {
+                    hs.extend_from_slice(rec);
+                } else {
+                    break;
+                }
+            }
             22 => {
                 let take = (end - (pos + 5)).min(MAX_HANDSHAKE_BYTES.saturating_sub(hs.len()));
                 hs.extend_from_slice(&payload[pos + 5..pos + 5 + take]);

@@ -29,15 +29,43 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub const WINDOWS: Stack =
-        Stack { ttl: 128, syn_window: 8192, window: 256, mss: 1460, wscale: Some(8), sack: true, ephemeral_base: 49152 };
-    pub const LINUX: Stack =
-        Stack { ttl: 64, syn_window: 29200, window: 229, mss: 1460, wscale: Some(7), sack: true, ephemeral_base: 32768 };
+    pub const WINDOWS: Stack = Stack {
+        ttl: 128,
+        syn_window: 8192,
+        window: 256,
+        mss: 1460,
+        wscale: Some(8),
+        sack: true,
+        ephemeral_base: 49152,
+    };
+    pub const LINUX: Stack = Stack {
+        ttl: 64,
+        syn_window: 29200,
+        window: 229,
+        mss: 1460,
+        wscale: Some(7),
+        sack: true,
+        ephemeral_base: 32768,
+    };
     /// Small embedded TCP stacks (pumps, monitors, controllers): no options beyond MSS.
-    pub const EMBEDDED: Stack =
-        Stack { ttl: 64, syn_window: 4096, window: 4096, mss: 1460, wscale: None, sack: false, ephemeral_base: 1024 };
-    pub const VXWORKS: Stack =
-        Stack { ttl: 255, syn_window: 8192, window: 8192, mss: 1460, wscale: None, sack: false, ephemeral_base: 1025 };
+    pub const EMBEDDED: Stack = Stack {
+        ttl: 64,
+        syn_window: 4096,
+        window: 4096,
+        mss: 1460,
+        wscale: None,
+        sack: false,
+        ephemeral_base: 1024,
+    };
+    pub const VXWORKS: Stack = Stack {
+        ttl: 255,
+        syn_window: 8192,
+        window: 8192,
+        mss: 1460,
+        wscale: None,
+        sack: false,
+        ephemeral_base: 1025,
+    };
 }
 
 /// One network interface on the wire.
@@ -57,7 +85,15 @@ impl Host {
     pub fn new(mac: [u8; 6], ip: Ipv4Addr, vlan: Option<u16>, stack: Stack) -> Host {
         // The starting IP id is derived from the MAC so it is deterministic but varied.
         let ip_id = u16::from_be_bytes([mac[4], mac[5]]);
-        Host { mac, ip, vlan, gateway: None, stack, ip_id, next_port: stack.ephemeral_base }
+        Host {
+            mac,
+            ip,
+            vlan,
+            gateway: None,
+            stack,
+            ip_id,
+            next_port: stack.ephemeral_base,
+        }
     }
 }
 
@@ -133,18 +169,30 @@ impl<W: Write> Emitter<W> {
     pub fn ephemeral_port(&mut self, h: HostId) -> u16 {
         let host = &mut self.hosts[h];
         let p = host.next_port;
-        host.next_port = if p >= 65000 { host.stack.ephemeral_base } else { p + 1 };
+        host.next_port = if p >= 65000 {
+            host.stack.ephemeral_base
+        } else {
+            p + 1
+        };
         p
     }
 
     pub fn leg(&self, c: HostId, s: HostId) -> Leg {
         let (ch, sh) = (&self.hosts[c], &self.hosts[s]);
-        let same_segment = ch.vlan == sh.vlan && same_24(ch.ip, sh.ip);
+        let same_segment = ch.vlan == sh.vlan && same_subnet(ch.ip, sh.ip);
         let (s_mac, s_ttl) = match (same_segment, ch.gateway) {
             (false, Some(gw)) => (self.hosts[gw].mac, sh.stack.ttl.saturating_sub(1)),
             _ => (sh.mac, sh.stack.ttl),
         };
-        Leg { vlan: ch.vlan, c_mac: ch.mac, s_mac, c_ip: ch.ip, s_ip: sh.ip, c_ttl: ch.stack.ttl, s_ttl }
+        Leg {
+            vlan: ch.vlan,
+            c_mac: ch.mac,
+            s_mac,
+            c_ip: ch.ip,
+            s_ip: sh.ip,
+            c_ttl: ch.stack.ttl,
+            s_ttl,
+        }
     }
 
     fn write_frame(&mut self) -> anyhow::Result<()> {
@@ -167,7 +215,12 @@ impl<W: Write> Emitter<W> {
         syn_only: bool,
     ) {
         let (a, b) = ((src.0, src.1), (dst.0, dst.1));
-        let key = FlowKey { proto, vlan, lo: a.min(b), hi: a.max(b) };
+        let key = FlowKey {
+            proto,
+            vlan,
+            lo: a.min(b),
+            hi: a.max(b),
+        };
         let frame_len = self.buf.len() as u64;
         let now = self.now_us;
         let idx = match self.flow_index.get(&key) {
@@ -228,7 +281,12 @@ impl<W: Write> Emitter<W> {
         app: &str,
     ) -> anyhow::Result<()> {
         let id = self.next_ip_id(ip_id_of);
-        let ip = Ip4 { src: src_ip, dst: dst_ip, ttl, id };
+        let ip = Ip4 {
+            src: src_ip,
+            dst: dst_ip,
+            ttl,
+            id,
+        };
         frames::udp(&mut self.buf, &l2, &ip, sport, dport, payload);
         self.write_frame()?;
         self.account(
@@ -257,11 +315,23 @@ impl<W: Write> Emitter<W> {
         app: &str,
     ) -> anyhow::Result<()> {
         if from_client {
-            let l2 = L2 { src: leg.c_mac, dst: leg.s_mac, vlan: leg.vlan };
-            self.udp_raw(l2, leg.c_ip, leg.s_ip, leg.c_ttl, c, cport, sport, payload, app)
+            let l2 = L2 {
+                src: leg.c_mac,
+                dst: leg.s_mac,
+                vlan: leg.vlan,
+            };
+            self.udp_raw(
+                l2, leg.c_ip, leg.s_ip, leg.c_ttl, c, cport, sport, payload, app,
+            )
         } else {
-            let l2 = L2 { src: leg.s_mac, dst: leg.c_mac, vlan: leg.vlan };
-            self.udp_raw(l2, leg.s_ip, leg.c_ip, leg.s_ttl, s, sport, cport, payload, app)
+            let l2 = L2 {
+                src: leg.s_mac,
+                dst: leg.c_mac,
+                vlan: leg.vlan,
+            };
+            self.udp_raw(
+                l2, leg.s_ip, leg.c_ip, leg.s_ttl, s, sport, cport, payload, app,
+            )
         }
     }
 
@@ -287,7 +357,15 @@ impl<W: Write> Emitter<W> {
         Ok(())
     }
 
-    pub fn arp(&mut self, l2: L2, op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> anyhow::Result<()> {
+    pub fn arp(
+        &mut self,
+        l2: L2,
+        op: u16,
+        sha: [u8; 6],
+        spa: Ipv4Addr,
+        tha: [u8; 6],
+        tpa: Ipv4Addr,
+    ) -> anyhow::Result<()> {
         frames::arp(&mut self.buf, &l2, op, sha, spa, tha, tpa);
         self.write_frame()
     }
@@ -296,7 +374,18 @@ impl<W: Write> Emitter<W> {
     pub fn gratuitous_arp(&mut self, h: HostId) -> anyhow::Result<()> {
         let host = &self.hosts[h];
         let (mac, ip, vlan) = (host.mac, host.ip, host.vlan);
-        self.arp(L2 { src: mac, dst: [0xff; 6], vlan }, 1, mac, ip, [0; 6], ip)?;
+        self.arp(
+            L2 {
+                src: mac,
+                dst: [0xff; 6],
+                vlan,
+            },
+            1,
+            mac,
+            ip,
+            [0; 6],
+            ip,
+        )?;
         self.gap(100, 1000);
         Ok(())
     }
@@ -320,13 +409,44 @@ impl<W: Write> Emitter<W> {
     ) -> anyhow::Result<()> {
         let leg = &conn.leg;
         let (l2, ip, sp, dp, idh) = if from_client {
-            (L2 { src: leg.c_mac, dst: leg.s_mac, vlan: leg.vlan }, (leg.c_ip, leg.s_ip, leg.c_ttl), conn.cport, conn.sport, conn.c)
+            (
+                L2 {
+                    src: leg.c_mac,
+                    dst: leg.s_mac,
+                    vlan: leg.vlan,
+                },
+                (leg.c_ip, leg.s_ip, leg.c_ttl),
+                conn.cport,
+                conn.sport,
+                conn.c,
+            )
         } else {
-            (L2 { src: leg.s_mac, dst: leg.c_mac, vlan: leg.vlan }, (leg.s_ip, leg.c_ip, leg.s_ttl), conn.sport, conn.cport, conn.s)
+            (
+                L2 {
+                    src: leg.s_mac,
+                    dst: leg.c_mac,
+                    vlan: leg.vlan,
+                },
+                (leg.s_ip, leg.c_ip, leg.s_ttl),
+                conn.sport,
+                conn.cport,
+                conn.s,
+            )
         };
         let id = self.next_ip_id(idh);
-        let ip4 = Ip4 { src: ip.0, dst: ip.1, ttl: ip.2, id };
-        let h = TcpHdr { seq, ack, flags, window, options };
+        let ip4 = Ip4 {
+            src: ip.0,
+            dst: ip.1,
+            ttl: ip.2,
+            id,
+        };
+        let h = TcpHdr {
+            seq,
+            ack,
+            flags,
+            window,
+            options,
+        };
         frames::tcp(&mut self.buf, &l2, &ip4, sp, dp, &h, payload);
         self.write_frame()?;
         self.account(
@@ -352,9 +472,8 @@ impl<W: Write> Emitter<W> {
     }
 }
 
-fn same_24(a: Ipv4Addr, b: Ipv4Addr) -> bool {
-    // Zones are /16s in the hospital plan and a /24 in the ward; both share the first 2 octets
-    // and routers sit at x.y.0.1, so comparing the first two octets identifies the subnet.
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr) -> bool {
+    // Every generated segment is a /16 with its router at x.y.0.1.
     a.octets()[..2] == b.octets()[..2]
 }
 
@@ -391,7 +510,13 @@ pub struct TcpConn {
 
 impl TcpConn {
     /// Three-way handshake from `c` to `s`'s port `sport`.
-    pub fn open<W: Write>(em: &mut Emitter<W>, c: HostId, s: HostId, sport: u16, app: &'static str) -> anyhow::Result<TcpConn> {
+    pub fn open<W: Write>(
+        em: &mut Emitter<W>,
+        c: HostId,
+        s: HostId,
+        sport: u16,
+        app: &'static str,
+    ) -> anyhow::Result<TcpConn> {
         let cport = em.ephemeral_port(c);
         let leg = em.leg(c, s);
         let (cst, sst) = (em.hosts[c].stack, em.hosts[s].stack);
@@ -411,25 +536,60 @@ impl TcpConn {
             app,
             open: true,
         };
-        em.tcp_packet(&conn, true, cisn, 0, TCP_SYN, cst.syn_window, &syn_options(&cst), &[])?;
+        em.tcp_packet(
+            &conn,
+            true,
+            cisn,
+            0,
+            TCP_SYN,
+            cst.syn_window,
+            &syn_options(&cst),
+            &[],
+        )?;
         em.gap(150, 2500);
-        em.tcp_packet(&conn, false, sisn, conn.cseq, TCP_SYN | TCP_ACK, sst.syn_window, &syn_options(&sst), &[])?;
+        em.tcp_packet(
+            &conn,
+            false,
+            sisn,
+            conn.cseq,
+            TCP_SYN | TCP_ACK,
+            sst.syn_window,
+            &syn_options(&sst),
+            &[],
+        )?;
         em.gap(50, 400);
-        em.tcp_packet(&conn, true, conn.cseq, conn.sseq, TCP_ACK, conn.cwin, &[], &[])?;
+        em.tcp_packet(
+            &conn,
+            true,
+            conn.cseq,
+            conn.sseq,
+            TCP_ACK,
+            conn.cwin,
+            &[],
+            &[],
+        )?;
         em.gap(50, 400);
         conn.leg = leg;
         Ok(conn)
     }
 
     /// Sends `data` in MSS-sized segments; the receiver ACKs every second segment and the last.
-    pub fn send<W: Write>(&mut self, em: &mut Emitter<W>, from_client: bool, data: &[u8]) -> anyhow::Result<()> {
+    pub fn send<W: Write>(
+        &mut self,
+        em: &mut Emitter<W>,
+        from_client: bool,
+        data: &[u8],
+    ) -> anyhow::Result<()> {
         let chunks: Vec<&[u8]> = data.chunks(self.cmss.max(1)).collect();
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let last = i + 1 == n;
             let flags = if last { TCP_ACK | TCP_PSH } else { TCP_ACK };
-            let (seq, ack, win) =
-                if from_client { (self.cseq, self.sseq, self.cwin) } else { (self.sseq, self.cseq, self.swin) };
+            let (seq, ack, win) = if from_client {
+                (self.cseq, self.sseq, self.cwin)
+            } else {
+                (self.sseq, self.cseq, self.swin)
+            };
             em.tcp_packet(self, from_client, seq, ack, flags, win, &[], chunk)?;
             let adv = chunk.len() as u32;
             if from_client {
@@ -439,8 +599,11 @@ impl TcpConn {
             }
             em.gap(10, 120);
             if last || i % 2 == 1 {
-                let (seq, ack, win) =
-                    if from_client { (self.sseq, self.cseq, self.swin) } else { (self.cseq, self.sseq, self.cwin) };
+                let (seq, ack, win) = if from_client {
+                    (self.sseq, self.cseq, self.swin)
+                } else {
+                    (self.cseq, self.sseq, self.cwin)
+                };
                 em.tcp_packet(self, !from_client, seq, ack, TCP_ACK, win, &[], &[])?;
                 em.gap(10, 120);
             }
@@ -449,7 +612,12 @@ impl TcpConn {
     }
 
     /// Client sends `req`, server answers `resp` after a think time.
-    pub fn request<W: Write>(&mut self, em: &mut Emitter<W>, req: &[u8], resp: &[u8]) -> anyhow::Result<()> {
+    pub fn request<W: Write>(
+        &mut self,
+        em: &mut Emitter<W>,
+        req: &[u8],
+        resp: &[u8],
+    ) -> anyhow::Result<()> {
         self.send(em, true, req)?;
         em.gap(300, 4000);
         if !resp.is_empty() {
@@ -460,18 +628,48 @@ impl TcpConn {
     }
 
     /// Orderly close: FIN from `client_first` side, FIN from the other, final ACK.
-    pub fn close<W: Write>(&mut self, em: &mut Emitter<W>, client_first: bool) -> anyhow::Result<()> {
+    pub fn close<W: Write>(
+        &mut self,
+        em: &mut Emitter<W>,
+        client_first: bool,
+    ) -> anyhow::Result<()> {
         if !self.open {
             return Ok(());
         }
         let a = client_first;
-        let (s1, a1, w1) = if a { (self.cseq, self.sseq, self.cwin) } else { (self.sseq, self.cseq, self.swin) };
+        let (s1, a1, w1) = if a {
+            (self.cseq, self.sseq, self.cwin)
+        } else {
+            (self.sseq, self.cseq, self.swin)
+        };
         em.tcp_packet(self, a, s1, a1, TCP_FIN | TCP_ACK, w1, &[], &[])?;
         em.gap(100, 800);
-        let (s2, w2) = if a { (self.sseq, self.swin) } else { (self.cseq, self.cwin) };
-        em.tcp_packet(self, !a, s2, s1.wrapping_add(1), TCP_FIN | TCP_ACK, w2, &[], &[])?;
+        let (s2, w2) = if a {
+            (self.sseq, self.swin)
+        } else {
+            (self.cseq, self.cwin)
+        };
+        em.tcp_packet(
+            self,
+            !a,
+            s2,
+            s1.wrapping_add(1),
+            TCP_FIN | TCP_ACK,
+            w2,
+            &[],
+            &[],
+        )?;
         em.gap(50, 300);
-        em.tcp_packet(self, a, s1.wrapping_add(1), s2.wrapping_add(1), TCP_ACK, w1, &[], &[])?;
+        em.tcp_packet(
+            self,
+            a,
+            s1.wrapping_add(1),
+            s2.wrapping_add(1),
+            TCP_ACK,
+            w1,
+            &[],
+            &[],
+        )?;
         if a {
             self.cseq = self.cseq.wrapping_add(1);
             self.sseq = self.sseq.wrapping_add(1);

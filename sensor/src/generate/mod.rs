@@ -49,7 +49,10 @@ impl FromStr for Scenario {
         match s {
             "ward" => Ok(Scenario::Ward),
             "hospital" => Ok(Scenario::Hospital),
-            other => anyhow::bail!("unknown scenario {other:?}: expected one of {}", SCENARIOS.join(", ")),
+            other => anyhow::bail!(
+                "unknown scenario {other:?}: expected one of {}",
+                SCENARIOS.join(", ")
+            ),
         }
     }
 }
@@ -77,7 +80,10 @@ impl Scale {
     /// `factor` multiplies both device counts and duration (factor 1 = the default size).
     pub fn factor(scenario: Scenario, factor: u32) -> Scale {
         let f = factor.max(1);
-        Scale { device_multiplier: f, minutes: Self::default_minutes(scenario) * f }
+        Scale {
+            device_multiplier: f,
+            minutes: Self::default_minutes(scenario) * f,
+        }
     }
     pub fn default_minutes(scenario: Scenario) -> u32 {
         match scenario {
@@ -128,13 +134,18 @@ pub fn truth_path(out: &Path) -> PathBuf {
 /// Writes the capture to `out` and the ground truth to [`truth_path`]`(out)`.
 pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTruth> {
     anyhow::ensure!(opts.scale.minutes > 0, "scale.minutes must be at least 1");
-    anyhow::ensure!(opts.sites > 0 && opts.sites <= 64, "sites must be between 1 and 64, got {}", opts.sites);
+    anyhow::ensure!(
+        opts.sites > 0 && opts.sites <= 64,
+        "sites must be between 1 and 64, got {}",
+        opts.sites
+    );
     anyhow::ensure!(
         opts.scale.device_multiplier <= 200,
         "device multiplier {} is too large: zone address plans hold about 200x the default devices",
         opts.scale.device_multiplier
     );
-    let file = File::create(out).with_context(|| format!("creating capture file {}", out.display()))?;
+    let file =
+        File::create(out).with_context(|| format!("creating capture file {}", out.display()))?;
     let writer = pcap::PcapWriter::new(BufWriter::with_capacity(1 << 20, file))
         .with_context(|| format!("writing pcap header to {}", out.display()))?;
     let rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
@@ -145,8 +156,10 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
     scenario::run(&mut world, acts, opts.start_time_us, end, opts.max_packets)
         .with_context(|| format!("writing capture {}", out.display()))?;
     let (sites, devices) = scenario::truth_devices(&world);
-    let (flows, packets, bytes, first, last, _w) =
-        world.em.finish().with_context(|| format!("flushing capture {}", out.display()))?;
+    let (flows, packets, bytes, first, last, _w) = world
+        .em
+        .finish()
+        .with_context(|| format!("flushing capture {}", out.display()))?;
     let truth = GroundTruth {
         scenario: opts.scenario.to_string(),
         seed: opts.seed,
@@ -166,7 +179,12 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
 
 /// CLI convenience: scenario by name, default options otherwise, `scale` as a factor that
 /// multiplies device counts and duration.
-pub fn generate_named(scenario: &str, seed: u64, scale: u32, out: &Path) -> anyhow::Result<GroundTruth> {
+pub fn generate_named(
+    scenario: &str,
+    seed: u64,
+    scale: u32,
+    out: &Path,
+) -> anyhow::Result<GroundTruth> {
     let sc: Scenario = scenario.parse()?;
     let mut opts = GenerateOptions::new(sc);
     opts.seed = seed;

@@ -10,7 +10,9 @@
 use super::emit::{tcp_transaction, Emitter, Host, HostId, Stack, TcpConn};
 use super::frames::{ETHERTYPE_LLDP, L2};
 use super::profiles::{profile, Profile};
-use super::protocols::{bacnet, dhcp, dicom, dns, hl7, http, lldp, netbios, smb, snmp, tls, vendor};
+use super::protocols::{
+    bacnet, dhcp, dicom, dns, hl7, http, lldp, netbios, smb, snmp, tls, vendor,
+};
 use super::truth::{TruthDevice, TruthEvidence};
 use super::{GenerateOptions, Scenario};
 use rand::Rng;
@@ -60,7 +62,10 @@ pub(crate) struct World<W: Write> {
 
 impl<W: Write> World<W> {
     fn ev(&mut self, dev: usize, field: Field, value: impl Into<String>) {
-        self.devices[dev].evidence.insert(TruthEvidence { field, value: value.into() });
+        self.devices[dev].evidence.insert(TruthEvidence {
+            field,
+            value: value.into(),
+        });
     }
     fn next(&mut self) -> u32 {
         self.counter += 1;
@@ -81,12 +86,20 @@ impl<W: Write> World<W> {
             return *h;
         }
         let o = ip.octets();
-        let h = self.em.add_host(Host::new([0x02, 0, o[0], o[1], o[2], o[3]], ip, None, Stack::LINUX));
+        let h = self.em.add_host(Host::new(
+            [0x02, 0, o[0], o[1], o[2], o[3]],
+            ip,
+            None,
+            Stack::LINUX,
+        ));
         self.externals.insert(ip, h);
         h
     }
     fn hostname(&self, dev: usize) -> String {
-        self.devices[dev].hostname.clone().unwrap_or_else(|| self.ip(dev).to_string())
+        self.devices[dev]
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.ip(dev).to_string())
     }
 }
 
@@ -105,22 +118,47 @@ pub fn hl7_time(us: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
-fn mac_for(p: &Profile, n: u32, site: usize) -> [u8; 6] {
-    // Unique per (profile, site, index) and deterministic; the OUI stays the vendor's.
-    let tail = (n + 1) | ((site as u32) << 16);
-    let salt = p.key.bytes().fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
-    [p.oui[0], p.oui[1], p.oui[2], salt ^ (tail >> 16) as u8, (tail >> 8) as u8, tail as u8]
+/// The next MAC under `p`'s OUI: a per-OUI counter keeps addresses unique even when several
+/// profiles share a vendor prefix; the salt varies the NIC-specific bytes between vendors.
+fn mac_for(p: &Profile, per_oui: &mut HashMap<[u8; 3], u32>) -> [u8; 6] {
+    let n = per_oui.entry(p.oui).or_insert(0);
+    *n += 1;
+    let tail = *n;
+    let salt = p
+        .oui
+        .iter()
+        .fold(0x5au8, |a, b| a.wrapping_mul(31).wrapping_add(*b));
+    [
+        p.oui[0],
+        p.oui[1],
+        p.oui[2],
+        salt ^ (tail >> 16) as u8,
+        (tail >> 8) as u8,
+        tail as u8,
+    ]
 }
 
 fn eui64(mac: [u8; 6]) -> String {
-    format!("{:02X}{:02X}{:02X}FFFE{:02X}{:02X}{:02X}", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5])
+    format!(
+        "{:02X}{:02X}{:02X}FFFE{:02X}{:02X}{:02X}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    )
 }
 
 /// Devices of one zone: (profile key, how many per unit of scale, fixed count).
-type ZonePlan = (&'static str, Option<u16>, &'static [(&'static str, u32, u32)]);
+type ZonePlan = (
+    &'static str,
+    Option<u16>,
+    &'static [(&'static str, u32, u32)],
+);
 
 const WARD_PLAN: &[ZonePlan] = &[(
     "ward-3a",
@@ -187,7 +225,13 @@ const HOSPITAL_PLAN: &[ZonePlan] = &[
     (
         "radiology",
         Some(40),
-        &[("ge_ct", 0, 1), ("siemens_mr", 0, 1), ("carestream_xray", 0, 1), ("sonosite_us", 1, 0), ("win10_workstation", 1, 0)],
+        &[
+            ("ge_ct", 0, 1),
+            ("siemens_mr", 0, 1),
+            ("carestream_xray", 0, 1),
+            ("sonosite_us", 1, 0),
+            ("win10_workstation", 1, 0),
+        ],
     ),
     (
         "lab",
@@ -200,8 +244,24 @@ const HOSPITAL_PLAN: &[ZonePlan] = &[
             ("win10_workstation", 0, 1),
         ],
     ),
-    ("pharmacy", Some(60), &[("bd_pyxis", 2, 0), ("win10_workstation", 0, 1), ("hp_printer", 0, 1)]),
-    ("admin", Some(10), &[("win10_workstation", 3, 0), ("hp_thin_client", 2, 0), ("hp_printer", 0, 1)]),
+    (
+        "pharmacy",
+        Some(60),
+        &[
+            ("bd_pyxis", 2, 0),
+            ("win10_workstation", 0, 1),
+            ("hp_printer", 0, 1),
+        ],
+    ),
+    (
+        "admin",
+        Some(10),
+        &[
+            ("win10_workstation", 3, 0),
+            ("hp_thin_client", 2, 0),
+            ("hp_printer", 0, 1),
+        ],
+    ),
     ("voice", Some(80), &[("yealink_phone", 4, 0)]),
     (
         "building",
@@ -240,19 +300,29 @@ fn role_of(key: &str) -> Option<&'static str> {
 }
 
 pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W> {
-    let mut w = World { em, devices: Vec::new(), sites: Vec::new(), externals: HashMap::new(), counter: 0 };
+    let mut w = World {
+        em,
+        devices: Vec::new(),
+        sites: Vec::new(),
+        externals: HashMap::new(),
+        counter: 0,
+    };
     let (plan, n_sites): (&[ZonePlan], usize) = match opts.scenario {
         Scenario::Ward => (WARD_PLAN, opts.sites.max(1) as usize),
         Scenario::Hospital => (HOSPITAL_PLAN, opts.sites.max(1) as usize),
     };
     let mult = opts.scale.device_multiplier.max(1);
     let mut per_profile: HashMap<&'static str, u32> = HashMap::new();
+    let mut per_oui: HashMap<[u8; 3], u32> = HashMap::new();
     for s in 0..n_sites {
-        let name = SITE_NAMES.get(s).map(|n| n.to_string()).unwrap_or_else(|| format!("site-{}", s + 1));
+        let name = SITE_NAMES
+            .get(s)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("site-{}", s + 1));
         // One core switch per site routes every zone; one interface (same MAC) per VLAN.
         let router_p = profile("cisco_router");
         let rn = per_profile.entry(router_p.key).or_insert(0);
-        let router_mac = mac_for(router_p, *rn, s);
+        let router_mac = mac_for(router_p, &mut per_oui);
         *rn += 1;
         let router_dev = w.devices.len();
         w.devices.push(Device {
@@ -266,7 +336,11 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W
             serial: format!("FOC{:08}", s + 1),
             evidence: BTreeSet::new(),
         });
-        let mut site = Site { name, zones: Vec::new(), roles: HashMap::new() };
+        let mut site = Site {
+            name,
+            zones: Vec::new(),
+            roles: HashMap::new(),
+        };
         for (zi, (zname, vlan, _)) in plan.iter().enumerate() {
             let net = match opts.scenario {
                 Scenario::Ward => [10, (20 + s * 20) as u8],
@@ -280,7 +354,14 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W
                 w.devices[router_dev].host = router_host;
             }
             w.devices[router_dev].ips.push(rip);
-            site.zones.push(Zone { name: zname, vlan: *vlan, net, router_host, next_static: 2, next_dhcp: 0 });
+            site.zones.push(Zone {
+                name: zname,
+                vlan: *vlan,
+                net,
+                router_host,
+                next_static: 2,
+                next_dhcp: 0,
+            });
         }
         w.sites.push(site);
         for (zi, (_, _, members)) in plan.iter().enumerate() {
@@ -294,16 +375,27 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W
                     let n = per_profile.entry(p.key).or_insert(0);
                     let idx = *n;
                     *n += 1;
-                    let mac = mac_for(p, idx, s);
+                    let mac = mac_for(p, &mut per_oui);
                     let zone = &mut w.sites[s].zones[zi];
                     let ip = if p.dhcp.is_some() {
                         let k = zone.next_dhcp;
                         zone.next_dhcp += 1;
-                        Ipv4Addr::new(zone.net[0], zone.net[1], 1 + (k / 240) as u8, 10 + (k % 240) as u8)
+                        // DHCP pool: x.y.128.10 upwards; static hosts use x.y.0.2 .. x.y.127.251.
+                        Ipv4Addr::new(
+                            zone.net[0],
+                            zone.net[1],
+                            128 + (k / 240) as u8,
+                            10 + (k % 240) as u8,
+                        )
                     } else {
                         let k = zone.next_static;
                         zone.next_static += 1;
-                        Ipv4Addr::new(zone.net[0], zone.net[1], 0, k as u8)
+                        Ipv4Addr::new(
+                            zone.net[0],
+                            zone.net[1],
+                            ((k - 2) / 250) as u8,
+                            2 + ((k - 2) % 250) as u8,
+                        )
                     };
                     let mut h = Host::new(mac, ip, zone.vlan, p.stack);
                     h.gateway = Some(zone.router_host);
@@ -311,16 +403,28 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W
                     let host = w.em.add_host(h);
                     let hostname = match p.key {
                         "win7_workstation" | "win10_workstation" | "hp_thin_client" => {
-                            format!("{}-{}{:03}", zname.to_uppercase(), p.hostname_prefix, idx + 1)
+                            format!(
+                                "{}-{}{:03}",
+                                zname.to_uppercase(),
+                                p.hostname_prefix,
+                                idx + 1
+                            )
                         }
                         "hp_printer" => format!("NPI{:02X}{:02X}{:02X}", mac[3], mac[4], mac[5]),
                         "axis_camera" => format!("axis-{}", hex::encode(mac)),
                         _ if p.hostname_prefix.ends_with('-') => {
-                            format!("{}{:02X}{:02X}{:02X}", p.hostname_prefix, mac[3], mac[4], mac[5])
+                            format!(
+                                "{}{:02X}{:02X}{:02X}",
+                                p.hostname_prefix, mac[3], mac[4], mac[5]
+                            )
                         }
                         _ => format!("{}{:02}", p.hostname_prefix, s + 1),
                     };
-                    let serial = format!("{}{:06}", &p.key[..3].to_uppercase(), idx * 7919 % 1_000_000 + s as u32);
+                    let serial = format!(
+                        "{}{:06}",
+                        &p.key[..3].to_uppercase(),
+                        idx * 7919 % 1_000_000 + s as u32
+                    );
                     let dev = w.devices.len();
                     w.devices.push(Device {
                         profile: p,
@@ -345,30 +449,112 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W
 
 /// One scheduled behaviour.
 pub(crate) enum Act {
-    Boot { dev: usize },
-    Lldp { router: usize, zone: usize },
-    AlarisCheckin { pump: usize, server: usize, seq: u32 },
-    IntellivuePoll { central: usize, monitor: usize, poll: u16, associated: bool },
-    Hl7Oru { sender: usize, receiver: usize, kind: Hl7Kind },
-    DicomStore { modality: usize, pacs: usize },
-    DicomWorklist { modality: usize, mwl: usize },
-    WinStartup { ws: usize },
-    WebBrowse { ws: usize },
-    Smb { ws: usize, server: usize },
-    PrintIpp { ws: usize, printer: usize },
-    PrintRaw { ws: usize, printer: usize },
-    SnmpPoll { manager: usize, agent: usize },
-    PrinterWeb { ws: usize, printer: usize },
-    Sip { phone: usize, pbx: usize },
-    RtpCall { a: usize, b: usize },
-    Bacnet { bms: usize, controller: usize, invoke: u8 },
-    Rtsp { nvr: usize, camera: usize, seq: u16 },
-    Ascii { client: usize, server: usize, port: u16, app: &'static str, kind: &'static str, udp: bool },
-    Tls { client: usize, server: Option<usize>, ext_ip: Ipv4Addr, sni: &'static str, profile: tls::ClientProfile },
-    Rdp { client: usize, server: usize },
-    Ntp { client: usize, server: usize },
-    Syslog { dev: usize, server: usize },
-    Telnet { client: usize, server: usize },
+    Boot {
+        dev: usize,
+    },
+    Lldp {
+        router: usize,
+        zone: usize,
+    },
+    AlarisCheckin {
+        pump: usize,
+        server: usize,
+        seq: u32,
+    },
+    IntellivuePoll {
+        central: usize,
+        monitor: usize,
+        poll: u16,
+        associated: bool,
+    },
+    Hl7Oru {
+        sender: usize,
+        receiver: usize,
+        kind: Hl7Kind,
+    },
+    DicomStore {
+        modality: usize,
+        pacs: usize,
+    },
+    DicomWorklist {
+        modality: usize,
+        mwl: usize,
+    },
+    WinStartup {
+        ws: usize,
+    },
+    WebBrowse {
+        ws: usize,
+    },
+    Smb {
+        ws: usize,
+        server: usize,
+    },
+    PrintIpp {
+        ws: usize,
+        printer: usize,
+    },
+    PrintRaw {
+        ws: usize,
+        printer: usize,
+    },
+    SnmpPoll {
+        manager: usize,
+        agent: usize,
+    },
+    PrinterWeb {
+        ws: usize,
+        printer: usize,
+    },
+    Sip {
+        phone: usize,
+        pbx: usize,
+    },
+    RtpCall {
+        a: usize,
+        b: usize,
+    },
+    Bacnet {
+        bms: usize,
+        controller: usize,
+        invoke: u8,
+    },
+    Rtsp {
+        nvr: usize,
+        camera: usize,
+        seq: u16,
+    },
+    Ascii {
+        client: usize,
+        server: usize,
+        port: u16,
+        app: &'static str,
+        kind: &'static str,
+        udp: bool,
+    },
+    Tls {
+        client: usize,
+        server: Option<usize>,
+        ext_ip: Ipv4Addr,
+        sni: &'static str,
+        profile: tls::ClientProfile,
+    },
+    Rdp {
+        client: usize,
+        server: usize,
+    },
+    Ntp {
+        client: usize,
+        server: usize,
+    },
+    Syslog {
+        dev: usize,
+        server: usize,
+    },
+    Telnet {
+        client: usize,
+        server: usize,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -390,7 +576,9 @@ fn activities_for<W: Write>(w: &World<W>, dev: usize, out: &mut Vec<(u64, Act)>)
     let role = |r: &str| w.role(s, r);
     let same_zone_ws = || {
         w.devices.iter().position(|o| {
-            o.site == s && o.zone == d.zone && matches!(o.profile.key, "win7_workstation" | "win10_workstation")
+            o.site == s
+                && o.zone == d.zone
+                && matches!(o.profile.key, "win7_workstation" | "win10_workstation")
         })
     };
     let boot_at = 1 + (dev as u64 % 20);
@@ -400,26 +588,64 @@ fn activities_for<W: Write>(w: &World<W>, dev: usize, out: &mut Vec<(u64, Act)>)
         "cisco_router" => {
             let zones = w.sites[s].zones.len();
             for zone in 0..zones {
-                out.push((SEC / 4 + zone as u64 * 1000, Act::Lldp { router: dev, zone }));
+                out.push((
+                    SEC / 4 + zone as u64 * 1000,
+                    Act::Lldp { router: dev, zone },
+                ));
             }
         }
         "alaris_pcu" => {
             if let Some(server) = role("pump_server") {
-                out.push((later(5), Act::AlarisCheckin { pump: dev, server, seq: 0 }));
+                out.push((
+                    later(5),
+                    Act::AlarisCheckin {
+                        pump: dev,
+                        server,
+                        seq: 0,
+                    },
+                ));
             }
         }
         "philips_intellivue" => {
             if let Some(central) = role("central_station") {
-                out.push((later(8), Act::IntellivuePoll { central, monitor: dev, poll: 0, associated: false }));
-                out.push((later(20), Act::Hl7Oru { sender: dev, receiver: central, kind: Hl7Kind::MonitorVitals }));
+                out.push((
+                    later(8),
+                    Act::IntellivuePoll {
+                        central,
+                        monitor: dev,
+                        poll: 0,
+                        associated: false,
+                    },
+                ));
+                out.push((
+                    later(20),
+                    Act::Hl7Oru {
+                        sender: dev,
+                        receiver: central,
+                        kind: Hl7Kind::MonitorVitals,
+                    },
+                ));
                 if let Some(engine) = role("hl7_engine") {
-                    out.push((later(25), Act::Hl7Oru { sender: central, receiver: engine, kind: Hl7Kind::Gateway { monitor: dev } }));
+                    out.push((
+                        later(25),
+                        Act::Hl7Oru {
+                            sender: central,
+                            receiver: engine,
+                            kind: Hl7Kind::Gateway { monitor: dev },
+                        },
+                    ));
                 }
             }
         }
         "ge_ct" | "siemens_mr" | "carestream_xray" | "sonosite_us" => {
             if let Some(pacs) = role("pacs") {
-                out.push((later(15), Act::DicomStore { modality: dev, pacs }));
+                out.push((
+                    later(15),
+                    Act::DicomStore {
+                        modality: dev,
+                        pacs,
+                    },
+                ));
             }
             if let Some(mwl) = role("mwl") {
                 out.push((later(10), Act::DicomWorklist { modality: dev, mwl }));
@@ -429,17 +655,38 @@ fn activities_for<W: Write>(w: &World<W>, dev: usize, out: &mut Vec<(u64, Act)>)
             out.push((later(2), Act::WinStartup { ws: dev }));
             out.push((later(40), Act::WebBrowse { ws: dev }));
             if let Some(dc) = role("dc") {
-                out.push((later(60), Act::Smb { ws: dev, server: dc }));
+                out.push((
+                    later(60),
+                    Act::Smb {
+                        ws: dev,
+                        server: dc,
+                    },
+                ));
             }
             if let Some(ehr) = role("ehr") {
-                out.push((later(30), Act::Tls { client: dev, server: Some(ehr), ext_ip: Ipv4Addr::UNSPECIFIED, sni: "ehr.hosp.local", profile: tls::WINDOWS7_SCHANNEL }));
+                out.push((
+                    later(30),
+                    Act::Tls {
+                        client: dev,
+                        server: Some(ehr),
+                        ext_ip: Ipv4Addr::UNSPECIFIED,
+                        sni: "ehr.hosp.local",
+                        profile: tls::WINDOWS7_SCHANNEL,
+                    },
+                ));
             }
         }
         "hp_printer" => {
             if let Some(ws) = same_zone_ws() {
                 out.push((later(30), Act::PrinterWeb { ws, printer: dev }));
                 out.push((later(45), Act::PrintIpp { ws, printer: dev }));
-                out.push((later(12), Act::SnmpPoll { manager: ws, agent: dev }));
+                out.push((
+                    later(12),
+                    Act::SnmpPoll {
+                        manager: ws,
+                        agent: dev,
+                    },
+                ));
             }
         }
         "zebra_label_printer" => {
@@ -451,85 +698,220 @@ fn activities_for<W: Write>(w: &World<W>, dev: usize, out: &mut Vec<(u64, Act)>)
             // Hospira MedNet runs on the pump server role here; a biomed telnet session is the
             // documented risky exposure (ICSA-15-125-01B).
             if let Some(server) = role("pump_server") {
-                out.push((later(10), Act::Tls { client: dev, server: Some(server), ext_ip: Ipv4Addr::UNSPECIFIED, sni: "mednet.hosp.local", profile: tls::EMBEDDED_OPENSSL }));
+                out.push((
+                    later(10),
+                    Act::Tls {
+                        client: dev,
+                        server: Some(server),
+                        ext_ip: Ipv4Addr::UNSPECIFIED,
+                        sni: "mednet.hosp.local",
+                        profile: tls::EMBEDDED_OPENSSL,
+                    },
+                ));
             }
-            if let Some(ws) = w.devices.iter().position(|o| o.site == s && o.profile.key == "win7_workstation") {
-                out.push((later(90), Act::Telnet { client: ws, server: dev }));
+            if let Some(ws) = w
+                .devices
+                .iter()
+                .position(|o| o.site == s && o.profile.key == "win7_workstation")
+            {
+                out.push((
+                    later(90),
+                    Act::Telnet {
+                        client: ws,
+                        server: dev,
+                    },
+                ));
             }
         }
         "mindray_telemetry" | "drager_ventilator" | "ge_anesthesia" => {
             if let Some(gw) = role("hl7_engine") {
-                out.push((later(20), Act::Hl7Oru { sender: dev, receiver: gw, kind: Hl7Kind::MonitorVitals }));
+                out.push((
+                    later(20),
+                    Act::Hl7Oru {
+                        sender: dev,
+                        receiver: gw,
+                        kind: Hl7Kind::MonitorVitals,
+                    },
+                ));
             }
             if d.profile.key == "ge_anesthesia" {
                 if let Some(ntp) = role("dc") {
-                    out.push((later(3), Act::Ntp { client: dev, server: ntp }));
+                    out.push((
+                        later(3),
+                        Act::Ntp {
+                            client: dev,
+                            server: ntp,
+                        },
+                    ));
                 }
             }
         }
         "zoll_defib" => {
-            out.push((later(60), Act::Tls { client: dev, server: None, ext_ip: Ipv4Addr::new(52, 45, 120, 17), sni: "casereview.zollonline.com", profile: tls::EMBEDDED_OPENSSL }));
+            out.push((
+                later(60),
+                Act::Tls {
+                    client: dev,
+                    server: None,
+                    ext_ip: Ipv4Addr::new(52, 45, 120, 17),
+                    sni: "casereview.zollonline.com",
+                    profile: tls::EMBEDDED_OPENSSL,
+                },
+            ));
         }
         "sysmex_analyzer" | "roche_analyzer" | "abbott_blood_gas" => {
             if let Some(lis) = role("lis") {
-                out.push((later(15), Act::Hl7Oru { sender: dev, receiver: lis, kind: Hl7Kind::LabResult }));
+                out.push((
+                    later(15),
+                    Act::Hl7Oru {
+                        sender: dev,
+                        receiver: lis,
+                        kind: Hl7Kind::LabResult,
+                    },
+                ));
             }
         }
         "dell_ehr" => {
             if let Some(engine) = role("hl7_engine") {
-                out.push((later(30), Act::Hl7Oru { sender: dev, receiver: engine, kind: Hl7Kind::Adt }));
+                out.push((
+                    later(30),
+                    Act::Hl7Oru {
+                        sender: dev,
+                        receiver: engine,
+                        kind: Hl7Kind::Adt,
+                    },
+                ));
             }
         }
         "bd_pyxis" => {
             if let Some(server) = role("pyxis_server") {
-                out.push((later(20), Act::Tls { client: dev, server: Some(server), ext_ip: Ipv4Addr::UNSPECIFIED, sni: "pyxis-es.hosp.local", profile: tls::MODERN_BROWSER }));
+                out.push((
+                    later(20),
+                    Act::Tls {
+                        client: dev,
+                        server: Some(server),
+                        ext_ip: Ipv4Addr::UNSPECIFIED,
+                        sni: "pyxis-es.hosp.local",
+                        profile: tls::MODERN_BROWSER,
+                    },
+                ));
             }
         }
         "hp_thin_client" => {
             if let Some(server) = role("ehr") {
-                out.push((later(10), Act::Rdp { client: dev, server }));
+                out.push((
+                    later(10),
+                    Act::Rdp {
+                        client: dev,
+                        server,
+                    },
+                ));
             }
         }
         "yealink_phone" => {
             if let Some(pbx) = role("call_manager") {
                 out.push((later(3), Act::Sip { phone: dev, pbx }));
-                let phones: Vec<usize> =
-                    w.devices.iter().enumerate().filter(|(_, o)| o.site == s && o.profile.key == "yealink_phone").map(|(i, _)| i).collect();
+                let phones: Vec<usize> = w
+                    .devices
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.site == s && o.profile.key == "yealink_phone")
+                    .map(|(i, _)| i)
+                    .collect();
                 if let Some(pos) = phones.iter().position(|&p| p == dev) {
                     if pos % 2 == 0 && pos + 1 < phones.len() {
-                        out.push((later(30), Act::RtpCall { a: dev, b: phones[pos + 1] }));
+                        out.push((
+                            later(30),
+                            Act::RtpCall {
+                                a: dev,
+                                b: phones[pos + 1],
+                            },
+                        ));
                     }
                 }
             }
         }
         "vocera_badge" => {
             if let Some(pbx) = role("call_manager") {
-                out.push((later(5), Act::Ascii { client: dev, server: pbx, port: 5002, app: "vocera", kind: "VOCERA_KEEPALIVE", udp: true }));
+                out.push((
+                    later(5),
+                    Act::Ascii {
+                        client: dev,
+                        server: pbx,
+                        port: 5002,
+                        app: "vocera",
+                        kind: "VOCERA_KEEPALIVE",
+                        udp: true,
+                    },
+                ));
             }
         }
         "jci_hvac" => {
             if let Some(bms) = role("bms") {
-                out.push((later(5), Act::Bacnet { bms, controller: dev, invoke: 0 }));
+                out.push((
+                    later(5),
+                    Act::Bacnet {
+                        bms,
+                        controller: dev,
+                        invoke: 0,
+                    },
+                ));
             }
         }
         "stanley_badge" => {
             if let Some(server) = role("access_server") {
-                out.push((later(7), Act::Ascii { client: dev, server, port: 3001, app: "access_control", kind: "BADGE", udp: false }));
+                out.push((
+                    later(7),
+                    Act::Ascii {
+                        client: dev,
+                        server,
+                        port: 3001,
+                        app: "access_control",
+                        kind: "BADGE",
+                        udp: false,
+                    },
+                ));
             }
         }
         "axis_camera" => {
             if let Some(nvr) = role("nvr") {
-                out.push((later(6), Act::Rtsp { nvr, camera: dev, seq: 0 }));
+                out.push((
+                    later(6),
+                    Act::Rtsp {
+                        nvr,
+                        camera: dev,
+                        seq: 0,
+                    },
+                ));
             }
         }
         "rauland_nurse_call" => {
             if let Some(engine) = role("hl7_engine") {
-                out.push((later(25), Act::Ascii { client: dev, server: engine, port: 5001, app: "nurse_call", kind: "NURSECALL", udp: false }));
+                out.push((
+                    later(25),
+                    Act::Ascii {
+                        client: dev,
+                        server: engine,
+                        port: 5001,
+                        app: "nurse_call",
+                        kind: "NURSECALL",
+                        udp: false,
+                    },
+                ));
             }
         }
         "aeroscout_rtls" => {
             if let Some(engine) = role("access_server") {
-                out.push((later(2), Act::Ascii { client: dev, server: engine, port: 1144, app: "rtls", kind: "TAGREPORT", udp: true }));
+                out.push((
+                    later(2),
+                    Act::Ascii {
+                        client: dev,
+                        server: engine,
+                        port: 1144,
+                        app: "rtls",
+                        kind: "TAGREPORT",
+                        udp: true,
+                    },
+                ));
             }
         }
         "dell_pacs" | "dell_mwl" | "hp_lis" | "dell_nvr" => {
@@ -550,7 +932,13 @@ pub(crate) fn schedule<W: Write>(w: &World<W>) -> Vec<(u64, Act)> {
 }
 
 /// Runs every activity in time order until `end_us` (or `max_packets`).
-pub(crate) fn run<W: Write>(w: &mut World<W>, acts: Vec<(u64, Act)>, start_us: u64, end_us: u64, max_packets: Option<u64>) -> anyhow::Result<()> {
+pub(crate) fn run<W: Write>(
+    w: &mut World<W>,
+    acts: Vec<(u64, Act)>,
+    start_us: u64,
+    end_us: u64,
+    max_packets: Option<u64>,
+) -> anyhow::Result<()> {
     let mut heap = BinaryHeap::new();
     let mut slots: Vec<Act> = Vec::with_capacity(acts.len());
     for (i, (t, a)) in acts.into_iter().enumerate() {
@@ -575,9 +963,31 @@ fn ascii_fields<W: Write>(w: &mut World<W>, kind: &str, dev: usize) -> Vec<u8> {
     let room = 300 + (n % 40);
     let serial = w.devices[dev].serial.clone();
     match kind {
-        "BADGE" => vendor::ascii_event("DOOR_EVENT", &[("reader", serial), ("card", format!("{:08}", n * 37 % 99_999_999)), ("result", "GRANTED".into())]),
-        "NURSECALL" => vendor::ascii_event("CALL", &[("station", serial), ("room", room.to_string()), ("bed", "A".into()), ("priority", "NORMAL".into())]),
-        "TAGREPORT" => vendor::ascii_event("TAG", &[("receiver", serial), ("tag", format!("000CCC{:06X}", n)), ("rssi", format!("-{}", 40 + n % 50))]),
+        "BADGE" => vendor::ascii_event(
+            "DOOR_EVENT",
+            &[
+                ("reader", serial),
+                ("card", format!("{:08}", n * 37 % 99_999_999)),
+                ("result", "GRANTED".into()),
+            ],
+        ),
+        "NURSECALL" => vendor::ascii_event(
+            "CALL",
+            &[
+                ("station", serial),
+                ("room", room.to_string()),
+                ("bed", "A".into()),
+                ("priority", "NORMAL".into()),
+            ],
+        ),
+        "TAGREPORT" => vendor::ascii_event(
+            "TAG",
+            &[
+                ("receiver", serial),
+                ("tag", format!("000CCC{:06X}", n)),
+                ("rssi", format!("-{}", 40 + n % 50)),
+            ],
+        ),
         _ => vendor::ascii_event(kind, &[("id", serial), ("seq", n.to_string())]),
     }
 }
@@ -598,8 +1008,18 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             let (mac, vlan, ip) = (h.mac, h.vlan, h.ip);
             let name = w.hostname(router);
             let descr = "Cisco IOS Software [Bengaluru], Catalyst L3 Switch Software (CAT9K_IOSXE), Version 17.6.4";
-            let body = lldp::frame_body(mac, &format!("Gi1/0/{}", zone + 1), &name, descr, ip.octets());
-            let l2 = L2 { src: mac, dst: lldp::LLDP_MULTICAST, vlan };
+            let body = lldp::frame_body(
+                mac,
+                &format!("Gi1/0/{}", zone + 1),
+                &name,
+                descr,
+                ip.octets(),
+            );
+            let l2 = L2 {
+                src: mac,
+                dst: lldp::LLDP_MULTICAST,
+                vlan,
+            };
             w.em.raw(l2, ETHERTYPE_LLDP, &body)?;
             w.ev(router, Field::LldpSystemName, name);
             w.ev(router, Field::LldpSystemDescription, descr);
@@ -609,7 +1029,14 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             let (p, s) = (*pump, *server);
             *seq += 1;
             let d = &w.devices[p];
-            let status = vendor::alaris_status(*seq, &d.serial, "8015", "9.33.1.4", "DL-2024-03", *seq % 3 != 0);
+            let status = vendor::alaris_status(
+                *seq,
+                &d.serial,
+                "8015",
+                "9.33.1.4",
+                "DL-2024-03",
+                *seq % 3 != 0,
+            );
             let (ch, sh) = (w.host(p), w.host(s));
             let mut conn = TcpConn::open(&mut w.em, ch, sh, 3613, "alaris")?;
             conn.request(&mut w.em, &status, &vendor::alaris_ack(*seq))?;
@@ -618,11 +1045,24 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             w.ev(s, Field::ListeningPort, "tcp/3613");
             Ok(Some(30 * SEC))
         }
-        Act::IntellivuePoll { central, monitor, poll, associated } => {
+        Act::IntellivuePoll {
+            central,
+            monitor,
+            poll,
+            associated,
+        } => {
             let (c, m) = (w.host(*central), w.host(*monitor));
             if !*associated {
                 // The data export client associates once, then polls every second.
-                w.em.udp_exchange(c, m, 24105, 24105, &vendor::intellivue_assoc_request(), Some(&vendor::intellivue_assoc_result()), "intellivue")?;
+                w.em.udp_exchange(
+                    c,
+                    m,
+                    24105,
+                    24105,
+                    &vendor::intellivue_assoc_request(),
+                    Some(&vendor::intellivue_assoc_result()),
+                    "intellivue",
+                )?;
                 *associated = true;
                 w.ev(*monitor, Field::VendorProtocol, "intellivue/udp 24105");
             }
@@ -630,11 +1070,19 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             let hr = 60 + u32::from(*poll % 30);
             let spo2 = 94 + u32::from(*poll % 5);
             let req = vendor::intellivue_poll_request(*poll, *poll);
-            let res = vendor::intellivue_poll_result(*poll, *poll, &[(0x4182, hr), (0x4bb8, spo2), (0x4a05, 120)]);
+            let res = vendor::intellivue_poll_result(
+                *poll,
+                *poll,
+                &[(0x4182, hr), (0x4bb8, spo2), (0x4a05, 120)],
+            );
             w.em.udp_exchange(c, m, 24105, 24105, &req, Some(&res), "intellivue")?;
             Ok(Some(SEC))
         }
-        Act::Hl7Oru { sender, receiver, kind } => {
+        Act::Hl7Oru {
+            sender,
+            receiver,
+            kind,
+        } => {
             hl7_exchange(w, *sender, *receiver, *kind)?;
             let period = match kind {
                 Hl7Kind::MonitorVitals => 60,
@@ -682,10 +1130,25 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             let n = w.next();
             let pip = w.ip(printer);
             let uri = format!("ipp://{pip}/ipp/print");
-            let doc: Vec<u8> = b"\x1b%-12345X@PJL JOB NAME=\"Discharge summary\"\r\n".iter().copied().cycle().take(6000).collect();
+            let doc: Vec<u8> = b"\x1b%-12345X@PJL JOB NAME=\"Discharge summary\"\r\n"
+                .iter()
+                .copied()
+                .cycle()
+                .take(6000)
+                .collect();
             let body = http::ipp_print_job(n, &uri, "nurse", "Discharge summary", &doc);
-            let req = http::post(&format!("{pip}:631"), "/ipp/print", "Microsoft-Windows/6.1 UPnP/1.0", "application/ipp", &body);
-            let resp = http::response("HP HTTP Server; HP LaserJet M402dn - C5F94A", "application/ipp", &http::ipp_print_job_response(n, 100 + n));
+            let req = http::post(
+                &format!("{pip}:631"),
+                "/ipp/print",
+                "Microsoft-Windows/6.1 UPnP/1.0",
+                "application/ipp",
+                &body,
+            );
+            let resp = http::response(
+                "HP HTTP Server; HP LaserJet M402dn - C5F94A",
+                "application/ipp",
+                &http::ipp_print_job_response(n, 100 + n),
+            );
             let (c, s) = (w.host(ws), w.host(printer));
             tcp_transaction(&mut w.em, c, s, 631, "ipp", &req, &resp)?;
             w.ev(printer, Field::ListeningPort, "tcp/631");
@@ -721,7 +1184,11 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             let ua = ua_of(w.devices[ws].profile.os);
             let pip = w.ip(printer).to_string();
             let req = http::get(&pip, "/hp/device/DeviceStatus/Index", ua);
-            let resp = http::response(server, "text/html; charset=utf-8", b"<html><head><title>HP LaserJet M402dn</title></head><body>Ready</body></html>");
+            let resp = http::response(
+                server,
+                "text/html; charset=utf-8",
+                b"<html><head><title>HP LaserJet M402dn</title></head><body>Ready</body></html>",
+            );
             let (c, s) = (w.host(ws), w.host(printer));
             tcp_transaction(&mut w.em, c, s, 80, "http", &req, &resp)?;
             w.ev(printer, Field::HttpServer, server);
@@ -752,23 +1219,59 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             // 10 seconds of G.711 both ways, 20 ms packets.
             for i in 0..500u16 {
                 let ts = u32::from(i) * 160;
-                w.em.udp(&leg, ah, bh, true, 16384, 16386, &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_a, 0xff), "rtp")?;
+                w.em.udp(
+                    &leg,
+                    ah,
+                    bh,
+                    true,
+                    16384,
+                    16386,
+                    &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_a, 0xff),
+                    "rtp",
+                )?;
                 w.em.gap(100, 400);
-                w.em.udp(&leg, ah, bh, false, 16384, 16386, &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_b, 0x7f), "rtp")?;
+                w.em.udp(
+                    &leg,
+                    ah,
+                    bh,
+                    false,
+                    16384,
+                    16386,
+                    &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_b, 0x7f),
+                    "rtp",
+                )?;
                 w.em.gap(2000, 3000);
             }
             Ok(Some(240 * SEC))
         }
-        Act::Bacnet { bms, controller, invoke } => {
+        Act::Bacnet {
+            bms,
+            controller,
+            invoke,
+        } => {
             let (b, c) = (*bms, *controller);
             let (bh, ch) = (w.host(b), w.host(c));
             if *invoke == 0 {
                 // Discovery first: Who-Is broadcast from the supervisor, I-Am back.
                 let h = &w.em.hosts[bh];
                 let bcast = Ipv4Addr::new(h.ip.octets()[0], h.ip.octets()[1], 255, 255);
-                let l2 = L2 { src: h.mac, dst: [0xff; 6], vlan: h.vlan };
+                let l2 = L2 {
+                    src: h.mac,
+                    dst: [0xff; 6],
+                    vlan: h.vlan,
+                };
                 let (ip, ttl) = (h.ip, h.stack.ttl);
-                w.em.udp_raw(l2, ip, bcast, ttl, bh, 47808, 47808, &bacnet::who_is(), "bacnet")?;
+                w.em.udp_raw(
+                    l2,
+                    ip,
+                    bcast,
+                    ttl,
+                    bh,
+                    47808,
+                    47808,
+                    &bacnet::who_is(),
+                    "bacnet",
+                )?;
                 w.em.gap(2000, 9000);
                 let inst = 1000 + c as u32;
                 w.em.udp_exchange(ch, bh, 47808, 47808, &bacnet::i_am(inst, 5), None, "bacnet")?;
@@ -776,8 +1279,19 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             }
             *invoke = invoke.wrapping_add(1).max(1);
             let temp = 21.0 + f32::from(*invoke % 10) / 10.0;
-            let req = bacnet::read_property(*invoke, bacnet::OBJECT_ANALOG_INPUT, 1, bacnet::PROP_PRESENT_VALUE);
-            let resp = bacnet::read_property_ack(*invoke, bacnet::OBJECT_ANALOG_INPUT, 1, bacnet::PROP_PRESENT_VALUE, temp);
+            let req = bacnet::read_property(
+                *invoke,
+                bacnet::OBJECT_ANALOG_INPUT,
+                1,
+                bacnet::PROP_PRESENT_VALUE,
+            );
+            let resp = bacnet::read_property_ack(
+                *invoke,
+                bacnet::OBJECT_ANALOG_INPUT,
+                1,
+                bacnet::PROP_PRESENT_VALUE,
+                temp,
+            );
             w.em.udp_exchange(bh, ch, 47808, 47808, &req, Some(&resp), "bacnet")?;
             Ok(Some(10 * SEC))
         }
@@ -788,26 +1302,73 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             let ua = "Milestone XProtect RTSP client";
             let server = "GStreamer RTSP server";
             let mut conn = TcpConn::open(&mut w.em, nh, ch, 554, "rtsp")?;
-            conn.request(&mut w.em, &vendor::rtsp_request("OPTIONS", &url, 1, ua, ""), &vendor::rtsp_response(1, server, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n", ""))?;
+            conn.request(
+                &mut w.em,
+                &vendor::rtsp_request("OPTIONS", &url, 1, ua, ""),
+                &vendor::rtsp_response(
+                    1,
+                    server,
+                    "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n",
+                    "",
+                ),
+            )?;
             let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
-            conn.request(&mut w.em, &vendor::rtsp_request("DESCRIBE", &url, 2, ua, "Accept: application/sdp\r\n"), &vendor::rtsp_response(2, server, "Content-Type: application/sdp\r\n", sdp))?;
-            conn.request(&mut w.em, &vendor::rtsp_request("SETUP", &format!("{url}/trackID=1"), 3, ua, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n"), &vendor::rtsp_response(3, server, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 12345678\r\n", ""))?;
-            conn.request(&mut w.em, &vendor::rtsp_request("PLAY", &url, 4, ua, "Session: 12345678\r\n"), &vendor::rtsp_response(4, server, "Session: 12345678\r\n", ""))?;
+            conn.request(
+                &mut w.em,
+                &vendor::rtsp_request("DESCRIBE", &url, 2, ua, "Accept: application/sdp\r\n"),
+                &vendor::rtsp_response(2, server, "Content-Type: application/sdp\r\n", sdp),
+            )?;
+            conn.request(
+                &mut w.em,
+                &vendor::rtsp_request(
+                    "SETUP",
+                    &format!("{url}/trackID=1"),
+                    3,
+                    ua,
+                    "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
+                ),
+                &vendor::rtsp_response(
+                    3,
+                    server,
+                    "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 12345678\r\n",
+                    "",
+                ),
+            )?;
+            conn.request(
+                &mut w.em,
+                &vendor::rtsp_request("PLAY", &url, 4, ua, "Session: 12345678\r\n"),
+                &vendor::rtsp_response(4, server, "Session: 12345678\r\n", ""),
+            )?;
             // Two seconds of 25 fps video, one RTP packet per frame slice.
             let ssrc = 0x1234_0000 | c as u32;
             for f in 0..50u32 {
                 *seq = seq.wrapping_add(1);
-                let len = if f % 25 == 0 { 1400 } else { 700 + (f as usize * 13) % 600 };
+                let len = if f % 25 == 0 {
+                    1400
+                } else {
+                    700 + (f as usize * 13) % 600
+                };
                 let pkt = vendor::rtsp_interleaved_video(0, *seq, f * 3600, ssrc, len);
                 conn.send(&mut w.em, false, &pkt)?;
                 w.em.gap(30_000, 40_000);
             }
-            conn.request(&mut w.em, &vendor::rtsp_request("TEARDOWN", &url, 5, ua, "Session: 12345678\r\n"), &vendor::rtsp_response(5, server, "", ""))?;
+            conn.request(
+                &mut w.em,
+                &vendor::rtsp_request("TEARDOWN", &url, 5, ua, "Session: 12345678\r\n"),
+                &vendor::rtsp_response(5, server, "", ""),
+            )?;
             conn.close(&mut w.em, true)?;
             w.ev(c, Field::ListeningPort, "tcp/554");
             Ok(Some(20 * SEC))
         }
-        Act::Ascii { client, server, port, app, kind, udp } => {
+        Act::Ascii {
+            client,
+            server,
+            port,
+            app,
+            kind,
+            udp,
+        } => {
             let (c, s, port, app, kind, udp) = (*client, *server, *port, *app, *kind, *udp);
             let msg = ascii_fields(w, kind, c);
             let (chh, shh) = (w.host(c), w.host(s));
@@ -816,14 +1377,24 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             } else {
                 tcp_transaction(&mut w.em, chh, shh, port, app, &msg, b"ACK\r\n")?;
             }
-            w.ev(c, Field::VendorProtocol, format!("{app}/{} {port}", if udp { "udp" } else { "tcp" }));
+            w.ev(
+                c,
+                Field::VendorProtocol,
+                format!("{app}/{} {port}", if udp { "udp" } else { "tcp" }),
+            );
             Ok(Some(match kind {
                 "TAGREPORT" => 5 * SEC,
                 "VOCERA_KEEPALIVE" => 20 * SEC,
                 _ => 45 * SEC,
             }))
         }
-        Act::Tls { client, server, ext_ip, sni, profile } => {
+        Act::Tls {
+            client,
+            server,
+            ext_ip,
+            sni,
+            profile,
+        } => {
             let (c, sni) = (*client, *sni);
             let sh = match server {
                 Some(s) => w.host(*s),
@@ -847,13 +1418,25 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
             let user = w.hostname(c).to_lowercase();
             let (ch, sh) = (w.host(c), w.host(s));
             let mut conn = TcpConn::open(&mut w.em, ch, sh, 3389, "rdp")?;
-            conn.request(&mut w.em, &vendor::rdp_connection_request(&user), &vendor::rdp_connection_confirm())?;
+            conn.request(
+                &mut w.em,
+                &vendor::rdp_connection_request(&user),
+                &vendor::rdp_connection_confirm(),
+            )?;
             let cp = tls::WINDOWS7_SCHANNEL;
             let mut random = [0u8; 32];
             w.em.rng.fill(&mut random);
-            conn.request(&mut w.em, &tls::client_hello(&cp, "", random), &tls::server_hello(0xc030, random))?;
+            conn.request(
+                &mut w.em,
+                &tls::client_hello(&cp, "", random),
+                &tls::server_hello(0xc030, random),
+            )?;
             for _ in 0..10 {
-                conn.request(&mut w.em, &tls::application_data(120, &[0x21, 0x7e]), &tls::application_data(2800, &[0x5a, 0x11, 0x93]))?;
+                conn.request(
+                    &mut w.em,
+                    &tls::application_data(120, &[0x21, 0x7e]),
+                    &tls::application_data(2800, &[0x5a, 0x11, 0x93]),
+                )?;
             }
             conn.close(&mut w.em, true)?;
             w.ev(s, Field::RdpInUse, "true");
@@ -863,13 +1446,27 @@ fn step<W: Write>(w: &mut World<W>, act: &mut Act) -> anyhow::Result<Option<u64>
         Act::Ntp { client, server } => {
             let (ch, sh) = (w.host(*client), w.host(*server));
             let now = w.em.now_us;
-            w.em.udp_exchange(ch, sh, 123, 123, &vendor::ntp(true, now), Some(&vendor::ntp(false, now + 800)), "ntp")?;
+            w.em.udp_exchange(
+                ch,
+                sh,
+                123,
+                123,
+                &vendor::ntp(true, now),
+                Some(&vendor::ntp(false, now + 800)),
+                "ntp",
+            )?;
             Ok(Some(64 * SEC))
         }
         Act::Syslog { dev, server } => {
             let (d, s) = (*dev, *server);
             let host = w.hostname(d);
-            let msg = vendor::syslog(134, "Mar 12 10:00:00", &host, "storescp", "association accepted");
+            let msg = vendor::syslog(
+                134,
+                "Mar 12 10:00:00",
+                &host,
+                "storescp",
+                "association accepted",
+            );
             let (dh, sh) = (w.host(d), w.host(s));
             w.em.udp_exchange(dh, sh, 514, 514, &msg, None, "syslog")?;
             Ok(Some(60 * SEC))
@@ -898,24 +1495,58 @@ fn ua_of(os: &str) -> &'static str {
     }
 }
 
-fn tls_session<W: Write>(w: &mut World<W>, c: HostId, s: HostId, sni: &str, p: &tls::ClientProfile, exchanges: usize) -> anyhow::Result<()> {
+fn tls_session<W: Write>(
+    w: &mut World<W>,
+    c: HostId,
+    s: HostId,
+    sni: &str,
+    p: &tls::ClientProfile,
+    exchanges: usize,
+) -> anyhow::Result<()> {
     let mut random = [0u8; 32];
     w.em.rng.fill(&mut random);
     let mut conn = TcpConn::open(&mut w.em, c, s, 443, "tls")?;
-    conn.request(&mut w.em, &tls::client_hello(p, sni, random), &tls::server_hello(p.ciphers[0].max(0xc02f), random))?;
-    conn.request(&mut w.em, &tls::change_cipher_and_finished(0x3c), &tls::change_cipher_and_finished(0x77))?;
+    conn.request(
+        &mut w.em,
+        &tls::client_hello(p, sni, random),
+        &tls::server_hello(p.ciphers[0].max(0xc02f), random),
+    )?;
+    conn.request(
+        &mut w.em,
+        &tls::change_cipher_and_finished(0x3c),
+        &tls::change_cipher_and_finished(0x77),
+    )?;
     for i in 0..exchanges {
-        conn.request(&mut w.em, &tls::application_data(300 + i * 40, &[0x17, 0x42, 0x99]), &tls::application_data(2500 + i * 900, &[0x8e, 0x23]))?;
+        conn.request(
+            &mut w.em,
+            &tls::application_data(300 + i * 40, &[0x17, 0x42, 0x99]),
+            &tls::application_data(2500 + i * 900, &[0x8e, 0x23]),
+        )?;
     }
     conn.close(&mut w.em, true)
 }
 
-fn dns_lookup<W: Write>(w: &mut World<W>, dev: usize, name: &str, answer: Option<Ipv4Addr>) -> anyhow::Result<()> {
-    let Some(dc) = w.role(w.devices[dev].site, "dc") else { return Ok(()) };
+fn dns_lookup<W: Write>(
+    w: &mut World<W>,
+    dev: usize,
+    name: &str,
+    answer: Option<Ipv4Addr>,
+) -> anyhow::Result<()> {
+    let Some(dc) = w.role(w.devices[dev].site, "dc") else {
+        return Ok(());
+    };
     let id: u16 = w.em.rng.gen();
     let (c, s) = (w.host(dev), w.host(dc));
     let port = w.em.ephemeral_port(c);
-    w.em.udp_exchange(c, s, port, 53, &dns::query(id, name), Some(&dns::response(id, name, answer)), "dns")?;
+    w.em.udp_exchange(
+        c,
+        s,
+        port,
+        53,
+        &dns::query(id, name),
+        Some(&dns::response(id, name, answer)),
+        "dns",
+    )?;
     w.ev(dev, Field::DnsQuery, name);
     Ok(())
 }
@@ -931,11 +1562,14 @@ fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()> {
         return w.em.gratuitous_arp(d.host);
     };
     let site = d.site;
-    let Some(server) = w.role(site, "dc") else { return w.em.gratuitous_arp(d.host) };
+    let Some(server) = w.role(site, "dc") else {
+        return w.em.gratuitous_arp(d.host);
+    };
     let (ch, sh) = (d.host, w.host(server));
     let host = w.em.hosts[ch].clone();
     let server_host = w.em.hosts[sh].clone();
-    let relayed = host.vlan != server_host.vlan || host.ip.octets()[..2] != server_host.ip.octets()[..2];
+    let relayed =
+        host.vlan != server_host.vlan || host.ip.octets()[..2] != server_host.ip.octets()[..2];
     let gw = host.gateway.map(|g| w.em.hosts[g].clone());
     let (reply_mac, reply_ip, reply_ttl, reply_id_host) = match (&gw, relayed) {
         (Some(g), true) => (g.mac, g.ip, g.stack.ttl, host.gateway.unwrap_or(sh)),
@@ -948,7 +1582,11 @@ fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()> {
         vendor_class: style.vendor_class.map(str::to_string),
         param_list: style.params.to_vec(),
         client_id: style.client_id,
-        fqdn: if style.fqdn { hostname.as_ref().map(|h| format!("{h}.{DOMAIN}")) } else { None },
+        fqdn: if style.fqdn {
+            hostname.as_ref().map(|h| format!("{h}.{DOMAIN}"))
+        } else {
+            None
+        },
         max_msg_size: style.max_size,
         broadcast: style.broadcast,
     };
@@ -961,12 +1599,28 @@ fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()> {
         dns: server_host.ip,
         domain: DOMAIN.into(),
         lease_secs: 86_400,
-        giaddr: if relayed { Ipv4Addr::new(o[0], o[1], 0, 1) } else { Ipv4Addr::UNSPECIFIED },
+        giaddr: if relayed {
+            Ipv4Addr::new(o[0], o[1], 0, 1)
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        },
     };
     let xid: u32 = w.em.rng.gen();
-    let bcast_l2 = L2 { src: host.mac, dst: [0xff; 6], vlan: host.vlan };
-    let reply_dst = if style.broadcast { ([0xff; 6], Ipv4Addr::BROADCAST) } else { (host.mac, host.ip) };
-    let reply_l2 = L2 { src: reply_mac, dst: reply_dst.0, vlan: host.vlan };
+    let bcast_l2 = L2 {
+        src: host.mac,
+        dst: [0xff; 6],
+        vlan: host.vlan,
+    };
+    let reply_dst = if style.broadcast {
+        ([0xff; 6], Ipv4Addr::BROADCAST)
+    } else {
+        (host.mac, host.ip)
+    };
+    let reply_l2 = L2 {
+        src: reply_mac,
+        dst: reply_dst.0,
+        vlan: host.vlan,
+    };
     let (src0, bcast) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST);
     let msgs = [
         dhcp::client_message(&id, dhcp::DISCOVER, xid, 0, None),
@@ -979,7 +1633,17 @@ fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()> {
             w.em.udp_raw(bcast_l2, src0, bcast, host.stack.ttl, ch, 68, 67, m, "dhcp")?;
             w.em.gap(1000, 20_000);
         } else {
-            w.em.udp_raw(reply_l2, reply_ip, reply_dst.1, reply_ttl, reply_id_host, 67, 68, m, "dhcp")?;
+            w.em.udp_raw(
+                reply_l2,
+                reply_ip,
+                reply_dst.1,
+                reply_ttl,
+                reply_id_host,
+                67,
+                68,
+                m,
+                "dhcp",
+            )?;
             w.em.gap(500, 3000);
         }
     }
@@ -992,7 +1656,11 @@ fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()> {
     let params: Vec<String> = style.params.iter().map(|p| p.to_string()).collect();
     w.ev(dev, Field::DhcpParamList, params.join(","));
     if style.client_id {
-        w.ev(dev, Field::DhcpClientId, format!("01{}", hex::encode(host.mac)));
+        w.ev(
+            dev,
+            Field::DhcpClientId,
+            format!("01{}", hex::encode(host.mac)),
+        );
     }
     if let Some(f) = &id.fqdn {
         w.ev(dev, Field::DhcpFqdn, f.clone());
@@ -1005,12 +1673,30 @@ fn win_startup<W: Write>(w: &mut World<W>, ws: usize) -> anyhow::Result<()> {
     let name = w.hostname(ws);
     let o = h.ip.octets();
     let bcast = Ipv4Addr::new(o[0], o[1], 255, 255);
-    let l2 = L2 { src: h.mac, dst: [0xff; 6], vlan: h.vlan };
+    let l2 = L2 {
+        src: h.mac,
+        dst: [0xff; 6],
+        vlan: h.vlan,
+    };
     // Windows registers <00> (workstation) and <20> (server) and its domain group <00>.
-    for (nm, suffix, group) in [(name.as_str(), 0x00, false), (name.as_str(), 0x20, false), ("HOSP", 0x00, true)] {
+    for (nm, suffix, group) in [
+        (name.as_str(), 0x00, false),
+        (name.as_str(), 0x20, false),
+        ("HOSP", 0x00, true),
+    ] {
         let id: u16 = w.em.rng.gen();
         let msg = netbios::registration(id, nm, suffix, group, h.ip);
-        w.em.udp_raw(l2, h.ip, bcast, h.stack.ttl, w.devices[ws].host, 137, 137, &msg, "netbios")?;
+        w.em.udp_raw(
+            l2,
+            h.ip,
+            bcast,
+            h.stack.ttl,
+            w.devices[ws].host,
+            137,
+            137,
+            &msg,
+            "netbios",
+        )?;
         w.em.gap(700, 1500);
     }
     w.ev(ws, Field::NetbiosName, name.to_uppercase());
@@ -1034,15 +1720,60 @@ struct DicomPeer {
 
 /// A modality's DICOM identity: AE, implementation UID/version, SOP class, modality code and
 /// the Manufacturer (0008,0070) string its data sets carry.
-fn modality_identity(key: &str, dev: usize) -> (dicom::AeIdentity, &'static str, &'static str, &'static str) {
+fn modality_identity(
+    key: &str,
+    dev: usize,
+) -> (dicom::AeIdentity, &'static str, &'static str, &'static str) {
     let (ae, uid, ver, sop, modality, manufacturer) = match key {
-        "ge_ct" => ("CT_REV01", "1.2.840.113619.6.374", "REVOLUTION_CT_1", dicom::CT_IMAGE_STORAGE, "CT", "GE MEDICAL SYSTEMS"),
-        "siemens_mr" => ("MR_AERA01", "1.3.12.2.1107.5.2", "MR_VE11C", dicom::MR_IMAGE_STORAGE, "MR", "SIEMENS"),
-        "carestream_xray" => ("DRX_EVO01", "1.2.276.0.7230010.3.0.3.6.2", "OFFIS_DCMTK_362", dicom::DX_IMAGE_STORAGE, "DX", "Carestream Health"),
-        _ => ("SONOSITE", "1.2.276.0.7230010.3.0.3.6.0", "OFFIS_DCMTK_360", dicom::US_IMAGE_STORAGE, "US", "SonoSite"),
+        "ge_ct" => (
+            "CT_REV01",
+            "1.2.840.113619.6.374",
+            "REVOLUTION_CT_1",
+            dicom::CT_IMAGE_STORAGE,
+            "CT",
+            "GE MEDICAL SYSTEMS",
+        ),
+        "siemens_mr" => (
+            "MR_AERA01",
+            "1.3.12.2.1107.5.2",
+            "MR_VE11C",
+            dicom::MR_IMAGE_STORAGE,
+            "MR",
+            "SIEMENS",
+        ),
+        "carestream_xray" => (
+            "DRX_EVO01",
+            "1.2.276.0.7230010.3.0.3.6.2",
+            "OFFIS_DCMTK_362",
+            dicom::DX_IMAGE_STORAGE,
+            "DX",
+            "Carestream Health",
+        ),
+        _ => (
+            "SONOSITE",
+            "1.2.276.0.7230010.3.0.3.6.0",
+            "OFFIS_DCMTK_360",
+            dicom::US_IMAGE_STORAGE,
+            "US",
+            "SonoSite",
+        ),
     };
-    let ae_title = if key == "sonosite_us" { format!("US{dev:04}") } else { ae.to_string() };
-    (dicom::AeIdentity { ae_title, impl_class_uid: uid.into(), impl_version: ver.into(), max_pdu: 16384 }, sop, modality, manufacturer)
+    let ae_title = if key == "sonosite_us" {
+        format!("US{dev:04}")
+    } else {
+        ae.to_string()
+    };
+    (
+        dicom::AeIdentity {
+            ae_title,
+            impl_class_uid: uid.into(),
+            impl_version: ver.into(),
+            max_pdu: 16384,
+        },
+        sop,
+        modality,
+        manufacturer,
+    )
 }
 
 fn pacs_identity() -> DicomPeer {
@@ -1056,7 +1787,12 @@ fn pacs_identity() -> DicomPeer {
     }
 }
 
-fn send_pdus<W: Write>(w: &mut World<W>, conn: &mut TcpConn, from_client: bool, pdus: &[Vec<u8>]) -> anyhow::Result<()> {
+fn send_pdus<W: Write>(
+    w: &mut World<W>,
+    conn: &mut TcpConn,
+    from_client: bool,
+    pdus: &[Vec<u8>],
+) -> anyhow::Result<()> {
     for p in pdus {
         conn.send(&mut w.em, from_client, p)?;
         w.em.gap(100, 600);
@@ -1064,9 +1800,20 @@ fn send_pdus<W: Write>(w: &mut World<W>, conn: &mut TcpConn, from_client: bool, 
     Ok(())
 }
 
-fn record_dicom<W: Write>(w: &mut World<W>, modality: usize, pacs: usize, me: &dicom::AeIdentity, peer: &dicom::AeIdentity, sop: &str) {
+fn record_dicom<W: Write>(
+    w: &mut World<W>,
+    modality: usize,
+    pacs: usize,
+    me: &dicom::AeIdentity,
+    peer: &dicom::AeIdentity,
+    sop: &str,
+) {
     w.ev(modality, Field::DicomCallingAe, me.ae_title.clone());
-    w.ev(modality, Field::DicomImplClassUid, me.impl_class_uid.clone());
+    w.ev(
+        modality,
+        Field::DicomImplClassUid,
+        me.impl_class_uid.clone(),
+    );
     w.ev(modality, Field::DicomImplVersion, me.impl_version.clone());
     w.ev(modality, Field::DicomAbstractSyntax, sop);
     w.ev(pacs, Field::DicomCalledAe, peer.ae_title.clone());
@@ -1076,19 +1823,32 @@ fn record_dicom<W: Write>(w: &mut World<W>, modality: usize, pacs: usize, me: &d
 }
 
 fn dicom_store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) -> anyhow::Result<()> {
-    let (me, sop, mod_code, manufacturer) = modality_identity(w.devices[modality].profile.key, modality);
+    let (me, sop, mod_code, manufacturer) =
+        modality_identity(w.devices[modality].profile.key, modality);
     let peer = pacs_identity().ae;
     let study_no = w.next();
     let root = me.impl_class_uid.clone();
     let study_uid = format!("{root}.2.{study_no}");
     let contexts = vec![
-        dicom::PresentationContext { id: 1, abstract_syntax: sop.into(), transfer_syntaxes: vec![dicom::EXPLICIT_VR_LE.into(), dicom::IMPLICIT_VR_LE.into()] },
-        dicom::PresentationContext { id: 3, abstract_syntax: dicom::VERIFICATION.into(), transfer_syntaxes: vec![dicom::IMPLICIT_VR_LE.into()] },
+        dicom::PresentationContext {
+            id: 1,
+            abstract_syntax: sop.into(),
+            transfer_syntaxes: vec![dicom::EXPLICIT_VR_LE.into(), dicom::IMPLICIT_VR_LE.into()],
+        },
+        dicom::PresentationContext {
+            id: 3,
+            abstract_syntax: dicom::VERIFICATION.into(),
+            transfer_syntaxes: vec![dicom::IMPLICIT_VR_LE.into()],
+        },
     ];
     let (ch, sh) = (w.host(modality), w.host(pacs));
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 104, "dicom")?;
     let rq = dicom::associate_rq(&peer.ae_title, &me, &contexts);
-    let ac = dicom::associate_ac(&peer, &me.ae_title, &[(1, dicom::EXPLICIT_VR_LE), (3, dicom::IMPLICIT_VR_LE)]);
+    let ac = dicom::associate_ac(
+        &peer,
+        &me.ae_title,
+        &[(1, dicom::EXPLICIT_VR_LE), (3, dicom::IMPLICIT_VR_LE)],
+    );
     conn.request(&mut w.em, &rq, &ac)?;
     let images = w.em.rng.gen_range(2..=4u16);
     let model = w.devices[modality].profile.model;
@@ -1097,14 +1857,35 @@ fn dicom_store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) -> anyh
         let instance = format!("{study_uid}.{img}");
         let px_len = w.em.rng.gen_range(3000..=12_000usize) & !1;
         let seed: u8 = w.em.rng.gen();
-        let pixels: Vec<u8> = (0..px_len).map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add((i >> 7) as u8)).collect();
-        let ds = dicom::image_dataset(sop, &instance, &study_uid, mod_code, manufacturer, model, &station, &format!("PID{:06}", study_no), &pixels);
+        let pixels: Vec<u8> = (0..px_len)
+            .map(|i| {
+                (i as u8)
+                    .wrapping_mul(seed | 1)
+                    .wrapping_add((i >> 7) as u8)
+            })
+            .collect();
+        let ds = dicom::image_dataset(
+            sop,
+            &instance,
+            &study_uid,
+            mod_code,
+            manufacturer,
+            model,
+            &station,
+            &format!("PID{:06}", study_no),
+            &pixels,
+        );
         let cmd = dicom::c_store_rq(sop, &instance, img);
         let mut pdus = dicom::p_data(1, true, &cmd, peer.max_pdu);
         pdus.extend(dicom::p_data(1, false, &ds, peer.max_pdu));
         send_pdus(w, &mut conn, true, &pdus)?;
         w.em.gap(2000, 15_000);
-        let rsp = dicom::p_data(1, true, &dicom::c_store_rsp(sop, &instance, img), me.max_pdu);
+        let rsp = dicom::p_data(
+            1,
+            true,
+            &dicom::c_store_rsp(sop, &instance, img),
+            me.max_pdu,
+        );
         send_pdus(w, &mut conn, false, &rsp)?;
     }
     conn.request(&mut w.em, &dicom::release_rq(), &dicom::release_rp())?;
@@ -1122,20 +1903,54 @@ fn dicom_worklist<W: Write>(w: &mut World<W>, modality: usize, mwl: usize) -> an
         impl_version: "PYNETDICOM_202".into(),
         max_pdu: 16384,
     };
-    let ctx = [dicom::PresentationContext { id: 1, abstract_syntax: dicom::MWL_FIND.into(), transfer_syntaxes: vec![dicom::IMPLICIT_VR_LE.into()] }];
+    // Identifiers below are Explicit VR LE (DataSet), so that is the syntax negotiated.
+    let ctx = [dicom::PresentationContext {
+        id: 1,
+        abstract_syntax: dicom::MWL_FIND.into(),
+        transfer_syntaxes: vec![dicom::EXPLICIT_VR_LE.into(), dicom::IMPLICIT_VR_LE.into()],
+    }];
     let (ch, sh) = (w.host(modality), w.host(mwl));
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 104, "dicom")?;
-    conn.request(&mut w.em, &dicom::associate_rq(&peer.ae_title, &me, &ctx), &dicom::associate_ac(&peer, &me.ae_title, &[(1, dicom::IMPLICIT_VR_LE)]))?;
+    conn.request(
+        &mut w.em,
+        &dicom::associate_rq(&peer.ae_title, &me, &ctx),
+        &dicom::associate_ac(&peer, &me.ae_title, &[(1, dicom::EXPLICIT_VR_LE)]),
+    )?;
     let mut pdus = dicom::p_data(1, true, &dicom::c_find_rq(dicom::MWL_FIND, 1), peer.max_pdu);
-    pdus.extend(dicom::p_data(1, false, &dicom::mwl_query(mod_code, &me.ae_title), peer.max_pdu));
+    pdus.extend(dicom::p_data(
+        1,
+        false,
+        &dicom::mwl_query(mod_code, &me.ae_title),
+        peer.max_pdu,
+    ));
     send_pdus(w, &mut conn, true, &pdus)?;
     let n = w.next();
     let mut rsp = Vec::new();
     for k in 0..2 {
-        rsp.extend(dicom::p_data(1, true, &dicom::c_find_rsp(dicom::MWL_FIND, 1, true), me.max_pdu));
-        rsp.extend(dicom::p_data(1, false, &dicom::mwl_result(mod_code, &me.ae_title, &format!("ACC{n:05}{k}"), &format!("PID{n:06}")), me.max_pdu));
+        rsp.extend(dicom::p_data(
+            1,
+            true,
+            &dicom::c_find_rsp(dicom::MWL_FIND, 1, true),
+            me.max_pdu,
+        ));
+        rsp.extend(dicom::p_data(
+            1,
+            false,
+            &dicom::mwl_result(
+                mod_code,
+                &me.ae_title,
+                &format!("ACC{n:05}{k}"),
+                &format!("PID{n:06}"),
+            ),
+            me.max_pdu,
+        ));
     }
-    rsp.extend(dicom::p_data(1, true, &dicom::c_find_rsp(dicom::MWL_FIND, 1, false), me.max_pdu));
+    rsp.extend(dicom::p_data(
+        1,
+        true,
+        &dicom::c_find_rsp(dicom::MWL_FIND, 1, false),
+        me.max_pdu,
+    ));
     send_pdus(w, &mut conn, false, &rsp)?;
     conn.request(&mut w.em, &dicom::release_rq(), &dicom::release_rp())?;
     conn.close(&mut w.em, true)?;
@@ -1146,7 +1961,11 @@ fn dicom_worklist<W: Write>(w: &mut World<W>, modality: usize, mwl: usize) -> an
 /// HL7 naming of a device in MSH-3/4.
 fn hl7_party<W: Write>(w: &World<W>, dev: usize) -> hl7::Hl7Party {
     let d = &w.devices[dev];
-    let facility = format!("{}^{}", d.zone.to_uppercase(), w.sites[d.site].name.to_uppercase());
+    let facility = format!(
+        "{}^{}",
+        d.zone.to_uppercase(),
+        w.sites[d.site].name.to_uppercase()
+    );
     let application = match d.profile.key {
         "philips_intellivue" => format!("MX450^{}^EUI-64", eui64(w.em.hosts[d.host].mac)),
         "philips_piic" => "PIIC_IX^Philips".into(),
@@ -1160,10 +1979,18 @@ fn hl7_party<W: Write>(w: &World<W>, dev: usize) -> hl7::Hl7Party {
         "dell_ehr" => "EHR".into(),
         _ => "HL7ENGINE".into(),
     };
-    hl7::Hl7Party { application, facility }
+    hl7::Hl7Party {
+        application,
+        facility,
+    }
 }
 
-fn hl7_exchange<W: Write>(w: &mut World<W>, sender: usize, receiver: usize, kind: Hl7Kind) -> anyhow::Result<()> {
+fn hl7_exchange<W: Write>(
+    w: &mut World<W>,
+    sender: usize,
+    receiver: usize,
+    kind: Hl7Kind,
+) -> anyhow::Result<()> {
     let n = w.next();
     let ts = hl7_time(w.em.now_us);
     let from = hl7_party(w, sender);
@@ -1175,37 +2002,132 @@ fn hl7_exchange<W: Write>(w: &mut World<W>, sender: usize, receiver: usize, kind
     };
     let subject_mac = w.em.hosts[w.host(subject)].mac;
     let model = w.devices[subject].profile.model;
-    let device_id = format!("{}^{}^EUI-64", eui64(subject_mac), model.split_whitespace().last().unwrap_or(model));
-    let location = format!("{}^{}^A", w.devices[subject].zone.to_uppercase(), 300 + subject % 50);
+    let device_id = format!(
+        "{}^{}^EUI-64",
+        eui64(subject_mac),
+        model.split_whitespace().last().unwrap_or(model)
+    );
+    let location = format!(
+        "{}^{}^A",
+        w.devices[subject].zone.to_uppercase(),
+        300 + subject % 50
+    );
     let (msg, version, trigger) = match kind {
         Hl7Kind::MonitorVitals | Hl7Kind::Gateway { .. } => {
             let obs = [
-                hl7::Observation { code: "147842^MDC_ECG_HEART_RATE^MDC", value: (60 + n % 30).to_string(), units: "264864^MDC_DIM_BEAT_PER_MIN^MDC" },
-                hl7::Observation { code: "150456^MDC_PULS_OXIM_SAT_O2^MDC", value: (94 + n % 5).to_string(), units: "262688^MDC_DIM_PERCENT^MDC" },
+                hl7::Observation {
+                    code: "147842^MDC_ECG_HEART_RATE^MDC",
+                    value: (60 + n % 30).to_string(),
+                    units: "264864^MDC_DIM_BEAT_PER_MIN^MDC",
+                },
+                hl7::Observation {
+                    code: "150456^MDC_PULS_OXIM_SAT_O2^MDC",
+                    value: (94 + n % 5).to_string(),
+                    units: "262688^MDC_DIM_PERCENT^MDC",
+                },
             ];
-            (hl7::oru_r01(&from, &to, &ts, &control, "2.6", &format!("PID{:06}", subject), &location, &device_id, &obs), "2.6", "R01")
+            (
+                hl7::oru_r01(
+                    &from,
+                    &to,
+                    &ts,
+                    &control,
+                    "2.6",
+                    &format!("PID{:06}", subject),
+                    &location,
+                    &device_id,
+                    &obs,
+                ),
+                "2.6",
+                "R01",
+            )
         }
         Hl7Kind::LabResult => {
             let obs = [
-                hl7::Observation { code: "718-7^Hemoglobin^LN", value: format!("{}.{}", 11 + n % 5, n % 10), units: "g/dL" },
-                hl7::Observation { code: "6690-2^Leukocytes^LN", value: format!("{}.{}", 4 + n % 7, n % 10), units: "10*3/uL" },
+                hl7::Observation {
+                    code: "718-7^Hemoglobin^LN",
+                    value: format!("{}.{}", 11 + n % 5, n % 10),
+                    units: "g/dL",
+                },
+                hl7::Observation {
+                    code: "6690-2^Leukocytes^LN",
+                    value: format!("{}.{}", 4 + n % 7, n % 10),
+                    units: "10*3/uL",
+                },
             ];
-            (hl7::oru_r01(&from, &to, &ts, &control, "2.5.1", &format!("PID{:06}", n), "LAB^1^A", &device_id, &obs), "2.5.1", "R01")
+            (
+                hl7::oru_r01(
+                    &from,
+                    &to,
+                    &ts,
+                    &control,
+                    "2.5.1",
+                    &format!("PID{:06}", n),
+                    "LAB^1^A",
+                    &device_id,
+                    &obs,
+                ),
+                "2.5.1",
+                "R01",
+            )
         }
-        Hl7Kind::Adt => (hl7::adt_a01(&from, &to, &ts, &control, &format!("PID{:06}", n), "WARD^312^A"), "2.5.1", "A01"),
+        Hl7Kind::Adt => (
+            hl7::adt_a01(
+                &from,
+                &to,
+                &ts,
+                &control,
+                &format!("PID{:06}", n),
+                "WARD^312^A",
+            ),
+            "2.5.1",
+            "A01",
+        ),
     };
-    let ack = hl7::ack(&to, &from, &ts, trigger, &control, &format!("ACK{n:08}"), version);
+    let ack = hl7::ack(
+        &to,
+        &from,
+        &ts,
+        trigger,
+        &control,
+        &format!("ACK{n:08}"),
+        version,
+    );
     let (ch, sh) = (w.host(sender), w.host(receiver));
-    tcp_transaction(&mut w.em, ch, sh, 2575, "hl7", &hl7::mllp(&msg), &hl7::mllp(&ack))?;
+    tcp_transaction(
+        &mut w.em,
+        ch,
+        sh,
+        2575,
+        "hl7",
+        &hl7::mllp(&msg),
+        &hl7::mllp(&ack),
+    )?;
     let app0 = from.application.split('^').next().unwrap_or("").to_string();
     w.ev(sender, Field::Hl7SendingApp, app0);
-    w.ev(sender, Field::Hl7SendingFacility, from.facility.split('^').next().unwrap_or("").to_string());
-    w.ev(sender, Field::Hl7MessageType, msg.split('|').nth(8).unwrap_or("").to_string());
+    w.ev(
+        sender,
+        Field::Hl7SendingFacility,
+        from.facility.split('^').next().unwrap_or("").to_string(),
+    );
+    w.ev(
+        sender,
+        Field::Hl7MessageType,
+        msg.split('|').nth(8).unwrap_or("").to_string(),
+    );
     w.ev(sender, Field::Hl7Version, version);
     if !matches!(kind, Hl7Kind::Adt) {
-        w.ev(subject, Field::Hl7DeviceId, device_id.split('^').next().unwrap_or("").to_string());
+        w.ev(
+            subject,
+            Field::Hl7DeviceId,
+            device_id.split('^').next().unwrap_or("").to_string(),
+        );
     }
-    w.ev(receiver, Field::Hl7ReceivingApp, to.application.split('^').next().unwrap_or("").to_string());
+    w.ev(
+        receiver,
+        Field::Hl7ReceivingApp,
+        to.application.split('^').next().unwrap_or("").to_string(),
+    );
     w.ev(receiver, Field::ListeningPort, "tcp/2575");
     Ok(())
 }
@@ -1221,7 +2143,11 @@ pub(crate) fn truth_devices<W: Write>(w: &World<W>) -> (Vec<String>, Vec<TruthDe
             TruthDevice {
                 mac: MacAddr(mac),
                 ips: d.ips.clone(),
-                hostname: d.evidence.iter().find(|e| e.field == Field::Hostname).map(|e| e.value.clone()),
+                hostname: d
+                    .evidence
+                    .iter()
+                    .find(|e| e.field == Field::Hostname)
+                    .map(|e| e.value.clone()),
                 name: d.hostname.clone().unwrap_or_default(),
                 vendor: p.vendor.to_string(),
                 manufacturer: p.manufacturer.to_string(),

@@ -108,7 +108,10 @@ impl GroundTruth {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading ground truth {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| {
-            format!("parsing ground truth {}: not a file written by `wardline-sensor generate`", path.display())
+            format!(
+                "parsing ground truth {}: not a file written by `wardline-sensor generate`",
+                path.display()
+            )
         })
     }
 }

@@ -254,3 +254,34 @@ pub fn load(path: &Path) -> Capture {
     }
     Capture { datagrams, streams }
 }
+
+/// Run one dissector over a capture the way the pipeline would: every datagram/frame and
+/// every reassembled TCP direction it wants. Returns (ctx, finding) pairs and the errors.
+pub fn run_dissector(
+    path: &Path,
+    d: &dyn wardline_sensor::dissect::Dissector,
+) -> (Vec<(PacketCtx, wardline_sensor::dissect::Finding)>, Vec<wardline_sensor::dissect::DissectError>) {
+    let cap = load(path);
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let inputs = cap.datagrams.iter().map(|p| (&p.ctx, &p.payload[..])).chain(cap.streams.iter().map(|s| (&s.ctx, &s.data[..])));
+    for (ctx, payload) in inputs {
+        if !d.wants(ctx, payload) {
+            continue;
+        }
+        let mut out = Vec::new();
+        match d.dissect(ctx, payload, &mut out) {
+            Ok(()) => found.extend(out.into_iter().map(|f| (ctx.clone(), f))),
+            Err(e) => errors.push(e),
+        }
+    }
+    (found, errors)
+}
+
+/// Values of one field found on the given side.
+pub fn values(found: &[(PacketCtx, wardline_sensor::dissect::Finding)], field: wardline_common::Field) -> Vec<String> {
+    let mut v: Vec<String> = found.iter().filter(|(_, f)| f.field == field).map(|(_, f)| f.value.clone()).collect();
+    v.sort();
+    v.dedup();
+    v
+}

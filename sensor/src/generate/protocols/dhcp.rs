@@ -37,7 +37,16 @@ pub struct Lease {
     pub giaddr: Ipv4Addr,
 }
 
-fn header(op: u8, xid: u32, secs: u16, broadcast: bool, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr, giaddr: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+fn header(
+    op: u8,
+    xid: u32,
+    secs: u16,
+    broadcast: bool,
+    ciaddr: Ipv4Addr,
+    yiaddr: Ipv4Addr,
+    giaddr: Ipv4Addr,
+    mac: [u8; 6],
+) -> Vec<u8> {
     let mut p = Vec::with_capacity(400);
     p.extend_from_slice(&[op, 1, 6, 0]);
     p.extend_from_slice(&xid.to_be_bytes());
@@ -71,8 +80,23 @@ fn finish(mut p: Vec<u8>) -> Vec<u8> {
 }
 
 /// DISCOVER (`requested` None) or REQUEST (selecting the offer from `server`).
-pub fn client_message(id: &ClientIdentity, msg_type: u8, xid: u32, secs: u16, offer: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
-    let mut p = header(1, xid, secs, id.broadcast, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, id.mac);
+pub fn client_message(
+    id: &ClientIdentity,
+    msg_type: u8,
+    xid: u32,
+    secs: u16,
+    offer: Option<(Ipv4Addr, Ipv4Addr)>,
+) -> Vec<u8> {
+    let mut p = header(
+        1,
+        xid,
+        secs,
+        id.broadcast,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        id.mac,
+    );
     opt(&mut p, 53, &[msg_type]);
     if id.client_id {
         let mut v = vec![1u8];
@@ -102,8 +126,23 @@ pub fn client_message(id: &ClientIdentity, msg_type: u8, xid: u32, secs: u16, of
 }
 
 /// OFFER or ACK for `mac`.
-pub fn server_message(lease: &Lease, msg_type: u8, xid: u32, mac: [u8; 6], broadcast: bool) -> Vec<u8> {
-    let mut p = header(2, xid, 0, broadcast, Ipv4Addr::UNSPECIFIED, lease.yiaddr, lease.giaddr, mac);
+pub fn server_message(
+    lease: &Lease,
+    msg_type: u8,
+    xid: u32,
+    mac: [u8; 6],
+    broadcast: bool,
+) -> Vec<u8> {
+    let mut p = header(
+        2,
+        xid,
+        0,
+        broadcast,
+        Ipv4Addr::UNSPECIFIED,
+        lease.yiaddr,
+        lease.giaddr,
+        mac,
+    );
     opt(&mut p, 53, &[msg_type]);
     opt(&mut p, 54, &lease.server_id.octets());
     opt(&mut p, 51, &lease.lease_secs.to_be_bytes());
