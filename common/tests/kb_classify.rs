@@ -360,3 +360,31 @@ fn override_to_a_profile_sets_everything() {
     assert_eq!(c.criticality.value, Criticality::LifeSustaining);
     assert_eq!(c.os.as_ref().map(|o| o.value.as_str()), Some("embedded_rtos"));
 }
+
+#[test]
+fn override_written_through_the_api_applies_after_reload() {
+    use wardline_common::kb::{append_override, OverrideEntry};
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("overrides.toml");
+    fs::write(&file, "# site overrides\n").expect("write");
+    let kb0 = KnowledgeBase::load(&[dir.path().to_path_buf()]).expect("load");
+    let entry = OverrideEntry {
+        mac: "18:66:da:00:00:0b".into(),
+        class: Some("medication_cabinet".into()),
+        note: Some("Omnicell cabinet on a Dell PC".into()),
+        ..Default::default()
+    };
+    append_override(&kb0, &file, &entry).expect("append");
+    // A bad entry is refused and leaves the file untouched.
+    let before = fs::read_to_string(&file).expect("read");
+    let bad = OverrideEntry { mac: "18:66:da:00:00:0c".into(), class: Some("no_such_class".into()), ..Default::default() };
+    let err = append_override(&kb0, &file, &bad).expect_err("unknown class");
+    assert_eq!(err.key, "class", "{err}");
+    assert_eq!(fs::read_to_string(&file).expect("read"), before);
+
+    let kb = KnowledgeBase::load(&[dir.path().to_path_buf()]).expect("reload");
+    let c = classify(&kb, &facts("18:66:da:00:00:0b", &[(Field::DhcpVendorClass, "MSFT 5.0")]));
+    assert_eq!(c.class.value, "medication_cabinet");
+    assert_eq!(c.category.value, Category::Medical);
+    assert!(c.overridden.as_deref().is_some_and(|o| o.contains("overrides.toml")));
+}

@@ -159,3 +159,11 @@ fn missing_directory_is_a_clear_error() {
     assert!(e.file.contains("/nonexistent/wardline-kb"), "{e}");
     assert!(e.message.contains("cannot read"), "{e}");
 }
+
+#[test]
+fn shared_builtin_is_parsed_once() {
+    let a = KnowledgeBase::shared_builtin().expect("builtin");
+    let b = KnowledgeBase::shared_builtin().expect("builtin");
+    assert!(std::ptr::eq(a, b));
+    assert_eq!(a.profiles.len(), KnowledgeBase::builtin().expect("builtin").profiles.len());
+}

@@ -104,7 +104,17 @@ struct DeviceState {
     evidence_seen: HashSet<(Field, Box<str>)>,
     new_evidence: Vec<Evidence>,
     dirty: bool,
+    /// Addresses the device announced itself (ARP sender, DHCP lease, LLDP/CDP).
+    announced: Vec<IpAddr>,
+    /// Distinct local source IPs seen in its frames (not announced by ARP/DHCP/LLDP).
+    sourced_ips: u32,
+    /// Sends frames for more hosts than one device has: a router or firewall.
+    gateway: bool,
 }
+
+/// More distinct local source addresses than this from one MAC mark it as a gateway. One
+/// host rarely has more than an IPv4, a global and a link-local IPv6 address.
+const GATEWAY_SOURCE_IPS: u32 = 4;
 
 /// Counters about what the table had to drop to stay bounded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,10 +122,15 @@ pub struct DeviceDrops {
     pub devices_over_limit: u64,
     pub ips_over_limit: u64,
     pub evidence_over_limit: u64,
+    /// Findings about a host seen only behind a gateway's MAC (no device to attach to).
+    pub findings_unattributed: u64,
 }
 
 pub struct DeviceTable {
     cfg: DeviceConfig,
+    /// Which MAC an IP belongs to, so evidence about a routed peer lands on the peer, not
+    /// on the router whose MAC carried the packet.
+    ip_owner: HashMap<IpAddr, MacAddr, foldhash::fast::RandomState>,
     map: HashMap<MacAddr, DeviceState, foldhash::fast::RandomState>,
     dirty: Vec<MacAddr>,
     drops: DeviceDrops,
@@ -131,7 +146,13 @@ fn is_host_ip(ip: &IpAddr) -> bool {
 
 impl DeviceTable {
     pub fn new(cfg: DeviceConfig) -> DeviceTable {
-        DeviceTable { cfg, map: HashMap::with_hasher(Default::default()), dirty: Vec::new(), drops: DeviceDrops::default() }
+        DeviceTable {
+            cfg,
+            ip_owner: HashMap::with_hasher(Default::default()),
+            map: HashMap::with_hasher(Default::default()),
+            dirty: Vec::new(),
+            drops: DeviceDrops::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -179,11 +200,68 @@ impl DeviceTable {
                 d.new_vlans.push(v);
             }
         }
+        let mut became_gateway = false;
         if let Some(ip) = local {
-            ip_dropped = !add_ip(d, ip, max_ips);
+            if !d.gateway && !d.ips.contains(&ip) {
+                d.sourced_ips += 1;
+                if d.sourced_ips > GATEWAY_SOURCE_IPS {
+                    d.gateway = true;
+                    became_gateway = true;
+                } else {
+                    ip_dropped = !add_ip(d, ip, max_ips);
+                    if !ip_dropped && self.ip_owner.len() < self.cfg.max_devices * 4 {
+                        self.ip_owner.entry(ip).or_insert(src_mac);
+                    }
+                }
+            }
         }
         if ip_dropped {
             self.drops.ips_over_limit += 1;
+        }
+        if became_gateway {
+            // Addresses it only carried are not its own; announced ones (ARP, DHCP) stay.
+            self.ip_owner.retain(|_, m| *m != src_mac);
+            if let Some(d) = self.map.get(&src_mac) {
+                for ip in d.announced.iter() {
+                    self.ip_owner.insert(*ip, src_mac);
+                }
+            }
+        }
+    }
+
+    /// The device an address belongs to: its known owner, else the frame's MAC unless
+    /// that MAC is a gateway (then the evidence is about a host we cannot name by MAC).
+    fn resolve(&self, mac: MacAddr, ip: Option<IpAddr>) -> Option<MacAddr> {
+        if let Some(owner) = ip.and_then(|ip| self.ip_owner.get(&ip)) {
+            return Some(*owner);
+        }
+        match self.map.get(&mac) {
+            Some(d) if d.gateway => None,
+            _ => Some(mac),
+        }
+    }
+
+    /// Attach dissector findings, resolving each end through its IP address.
+    pub fn findings_at(&mut self, ctx: &crate::dissect::PacketCtx, proto: Proto, findings: &[Finding]) {
+        let src = self.resolve(ctx.src_mac, ctx.src_ip);
+        let dst = self.resolve(ctx.dst_mac, ctx.dst_ip);
+        for f in findings {
+            let mac = match f.side {
+                Side::Src => src,
+                Side::Dst => dst,
+                Side::Mac(m) => Some(m),
+            };
+            match mac {
+                Some(mac) => self.finding(mac, ctx.ts_us, proto, f),
+                None => self.drops.findings_unattributed += 1,
+            }
+        }
+    }
+
+    /// A device answered a connection (SYN+ACK) on `port`.
+    pub fn listening(&mut self, mac: MacAddr, ip: IpAddr, transport: &str, port: u16, ts_us: u64) {
+        if let Some(mac) = self.resolve(mac, Some(ip)) {
+            self.evidence(mac, Evidence::new(Field::ListeningPort, format!("{transport}/{port}"), Proto::Ip, ts_us));
         }
     }
 
@@ -191,12 +269,19 @@ impl DeviceTable {
     pub fn ip(&mut self, mac: MacAddr, ts_us: u64, ip: IpAddr) {
         let max_ips = self.cfg.max_ips_per_device;
         let Some(d) = self.entry(mac, ts_us) else { return };
-        if !add_ip(d, ip, max_ips) {
+        if !d.announced.contains(&ip) && d.announced.len() < max_ips {
+            d.announced.push(ip);
+        }
+        if !add_ip(d, ip, max_ips) && !d.ips.contains(&ip) {
             self.drops.ips_over_limit += 1;
+        }
+        // Bounded like the device map: an address flood cannot grow it without limit.
+        if is_host_ip(&ip) && (self.ip_owner.len() < self.cfg.max_devices * 4 || self.ip_owner.contains_key(&ip)) {
+            self.ip_owner.insert(ip, mac);
         }
     }
 
-    /// Attach dissector findings: `Src` → `src_mac`, `Dst` → `dst_mac`, `Mac(m)` → `m`.
+    /// Attach dissector findings by MAC only: `Src` → `src_mac`, `Dst` → `dst_mac`.
     pub fn findings(&mut self, src_mac: MacAddr, dst_mac: MacAddr, ts_us: u64, proto: Proto, findings: &[Finding]) {
         for f in findings {
             let mac = match f.side {
@@ -204,13 +289,17 @@ impl DeviceTable {
                 Side::Dst => dst_mac,
                 Side::Mac(m) => m,
             };
-            if matches!(f.field, Field::IpAddress | Field::LldpManagementAddress | Field::CdpManagementAddress) {
-                if let Ok(ip) = f.value.parse::<IpAddr>() {
-                    self.ip(mac, ts_us, ip);
-                }
-            }
-            self.evidence(mac, Evidence::new(f.field, f.value.clone(), proto, ts_us));
+            self.finding(mac, ts_us, proto, f);
         }
+    }
+
+    fn finding(&mut self, mac: MacAddr, ts_us: u64, proto: Proto, f: &Finding) {
+        if matches!(f.field, Field::IpAddress | Field::LldpManagementAddress | Field::CdpManagementAddress) {
+            if let Ok(ip) = f.value.parse::<IpAddr>() {
+                self.ip(mac, ts_us, ip);
+            }
+        }
+        self.evidence(mac, Evidence::new(f.field, f.value.clone(), proto, ts_us));
     }
 
     /// Record one piece of evidence; repeats of a known (field, value) are not re-sent.
@@ -314,14 +403,15 @@ mod tests {
     fn bounds_hold() {
         let mut t = DeviceTable::new(DeviceConfig { max_devices: 1, max_ips_per_device: 2, max_evidence_per_device: 1, ..DeviceConfig::default() });
         let m = MacAddr([0, 1, 2, 3, 4, 5]);
+        // Announced addresses (ARP/DHCP) are bounded per device; sourced ones also mark gateways.
         for i in 1..=5u8 {
-            t.packet(m, 1, 1, None, Some(IpAddr::from([10, 0, 0, i])));
+            t.ip(m, 1, IpAddr::from([10, 0, 0, i]));
         }
         t.packet(MacAddr([0, 1, 2, 3, 4, 6]), 1, 1, None, None);
         t.evidence(m, Evidence::new(Field::Hostname, "a", Proto::Dhcp, 1));
         t.evidence(m, Evidence::new(Field::Hostname, "b", Proto::Dhcp, 1));
         assert_eq!(t.len(), 1);
-        assert_eq!(t.drops(), &DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1 });
+        assert_eq!(t.drops(), &DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1, findings_unattributed: 0 });
         assert_eq!(t.drain_changed()[0].ips.len(), 2);
     }
 }
@@ -353,5 +443,53 @@ mod local_network_tests {
         assert!("10.0.0.0".parse::<IpNet>().is_err());
         let v6: IpNet = "fe80::/10".parse().unwrap();
         assert!(v6.contains(&"fe80::1234".parse().unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+    use crate::dissect::{PacketCtx, Transport};
+
+    fn ctx(src_mac: MacAddr, src_ip: &str, dst_mac: MacAddr, dst_ip: &str) -> PacketCtx {
+        PacketCtx {
+            ts_us: 5,
+            src_mac,
+            dst_mac,
+            vlan: None,
+            src_ip: Some(src_ip.parse().unwrap()),
+            dst_ip: Some(dst_ip.parse().unwrap()),
+            src_port: 40000,
+            dst_port: 104,
+            transport: Transport::Tcp,
+        }
+    }
+
+    #[test]
+    fn routed_peer_evidence_lands_on_the_peer_not_the_router() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let router: MacAddr = "00:1a:a1:00:00:01".parse().unwrap();
+        let pacs: MacAddr = "00:09:5c:00:00:02".parse().unwrap();
+        let ct: MacAddr = "44:4b:5d:00:00:03".parse().unwrap();
+        // The PACS sends from its own MAC in its own segment; the router forwards for many hosts.
+        t.packet(pacs, 1, 60, None, Some("10.30.0.5".parse().unwrap()));
+        for i in 1..=6 {
+            t.packet(router, 2, 60, None, Some(format!("10.40.0.{i}").parse().unwrap()));
+        }
+        // CT → PACS through the router: the frame's destination MAC is the router.
+        let c = ctx(ct, "10.20.0.9", router, "10.30.0.5");
+        t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "PACS1"), Finding::src(Field::DicomCallingAe, "CT1")]);
+        t.listening(router, "10.30.0.5".parse().unwrap(), "tcp", 104, 6);
+        let obs = t.drain_changed();
+        let of = |m: MacAddr| obs.iter().find(|o| o.mac == m).unwrap();
+        assert!(of(pacs).evidence.iter().any(|e| e.field == Field::DicomCalledAe && e.value == "PACS1"));
+        assert!(of(pacs).evidence.iter().any(|e| e.field == Field::ListeningPort && e.value == "tcp/104"));
+        assert!(of(ct).evidence.iter().any(|e| e.field == Field::DicomCallingAe));
+        assert!(of(router).evidence.is_empty(), "router got {:?}", of(router).evidence);
+        assert!(of(router).ips.len() <= GATEWAY_SOURCE_IPS as usize);
+        // A host known only behind the router gets nothing attached to the router either.
+        let c = ctx(ct, "10.20.0.9", router, "10.99.0.1");
+        t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "FAR")]);
+        assert_eq!(t.drops().findings_unattributed, 1);
     }
 }

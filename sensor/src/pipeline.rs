@@ -147,6 +147,10 @@ impl Pipeline {
                     tcp_flags: flags,
                 };
                 let fref = self.flows.observe(&meta);
+                if flags & 0x12 == 0x12 {
+                    // SYN+ACK: the sender accepts connections on this port.
+                    self.devices.listening(d.src_mac, h.src, "tcp", sp, ts);
+                }
                 self.transport_payload(fref, &d, ts);
             }
         }
@@ -196,7 +200,7 @@ impl Pipeline {
                     self.flows.set_app(f, app);
                 }
                 if !out.findings.is_empty() {
-                    self.devices.findings(ctx.src_mac, ctx.dst_mac, ctx.ts_us, app, &out.findings);
+                    self.devices.findings_at(ctx, app, &out.findings);
                 }
             }
             Err(e) => {

@@ -509,6 +509,13 @@ impl KnowledgeBase {
         Self::load(&[])
     }
 
+    /// The builtin knowledge, parsed once per process and shared (the builtin files are
+    /// tested, so the error case means a broken build).
+    pub fn shared_builtin() -> Result<&'static KnowledgeBase, &'static KbError> {
+        static SHARED: std::sync::OnceLock<Result<KnowledgeBase, KbError>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Self::builtin).as_ref()
+    }
+
     /// The builtin knowledge, then every `*.toml` file of each directory (sorted by name),
     /// later entries replacing earlier ones with the same id.
     pub fn load(extra_dirs: &[PathBuf]) -> Result<KnowledgeBase, KbError> {
@@ -934,4 +941,61 @@ fn read_dir_sources(dir: &Path) -> Result<Vec<(String, String)>, KbError> {
         out.push((p.display().to_string(), text));
     }
     Ok(out)
+}
+
+/// An operator override as written to a site file (see [`append_override`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct OverrideEntry {
+    pub mac: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub criticality: Option<Criticality>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clinical_function: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// Append an operator override to a site file (created if missing), so it is reviewed like
+/// any other knowledge-base change and survives restarts. The entry is validated against
+/// `kb` first: an override naming an unknown class, profile or OS, or a bad MAC, is refused
+/// before anything is written. Reload the knowledge base to apply it.
+pub fn append_override(kb: &KnowledgeBase, path: &Path, entry: &OverrideEntry) -> Result<(), KbError> {
+    #[derive(serde::Serialize)]
+    struct Wrapper<'a> {
+        #[serde(rename = "override")]
+        overrides: [&'a OverrideEntry; 1],
+    }
+    let file = path.display().to_string();
+    let text = toml::to_string(&Wrapper { overrides: [entry] })
+        .map_err(|e| KbError { file: file.clone(), line: 0, key: "override".into(), message: format!("cannot encode override: {e}") })?;
+    // Validate exactly what will be loaded, against the entries it may refer to.
+    let mut check = kb.clone();
+    let mut pending = Vec::new();
+    check.merge_file(&file, &text, &mut pending)?;
+    check.resolve(&pending)?;
+    let existing = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(KbError { file, line: 0, key: String::new(), message: format!("cannot read: {e}") }),
+    };
+    let sep = if existing.is_empty() || existing.ends_with("\n\n") { "" } else if existing.ends_with('\n') { "\n" } else { "\n\n" };
+    let io_err = |e: std::io::Error| KbError { file: path.display().to_string(), line: 0, key: String::new(), message: format!("cannot write: {e}") };
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_err)?;
+    f.write_all(format!("{sep}{text}").as_bytes()).map_err(io_err)?;
+    f.sync_all().map_err(io_err)
 }

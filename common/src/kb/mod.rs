@@ -17,7 +17,7 @@ mod os;
 
 pub use classifier::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
 pub use flow_context::{flow_context, FlowContext, FlowSpec};
-pub use loader::{KbError, KnowledgeBase};
+pub use loader::{append_override, KbError, KnowledgeBase, OverrideEntry};
 pub use os::{OsEntry, OsInfo};
 
 use serde::{Deserialize, Serialize};
