@@ -2,7 +2,7 @@
 //! Raft RPC between nodes is merged into the same listener under /raft.
 
 use crate::node::Node;
-use crate::sink::{FlowQuery, SinkError};
+use crate::sink::{FlowQuery, FlowRow, SinkError};
 use crate::state::DeviceRecord;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
+use wardline_common::kb::{flow_context, Classification, FlowContext, FlowSpec};
+use wardline_common::FlowRecord;
 use wardline_common::{Field, MacAddr};
 
 pub fn router(node: Arc<Node>) -> Router {
@@ -20,6 +22,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(health))
         .route("/api/v1/inventory", get(inventory))
         .route("/api/v1/devices/{mac}", get(device))
+        .route("/api/v1/devices/{mac}/flows", get(device_flows))
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/flows/totals", get(flow_totals))
         .route("/api/v1/sensors", get(sensors))
@@ -65,6 +68,8 @@ pub struct DeviceView {
     pub packets: u64,
     pub bytes: u64,
     pub dhcp_vendor_class: Option<String>,
+    /// What the knowledge base makes of the evidence, every attribute explained.
+    pub classification: Classification,
     pub evidence: Vec<EvidenceView>,
 }
 
@@ -79,8 +84,9 @@ pub struct EvidenceView {
 }
 
 impl DeviceView {
-    pub fn from_record(r: &DeviceRecord) -> Self {
+    pub fn from_record(node: &Node, r: &DeviceRecord) -> Self {
         DeviceView {
+            classification: node.classify(r),
             mac: r.mac.to_string(),
             vendor: wardline_common::oui::lookup(&r.mac).map(str::to_string),
             hostname: r.hostname().map(str::to_string),
@@ -112,7 +118,7 @@ impl DeviceView {
 async fn inventory(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     let devices: Vec<DeviceView> = node
         .raft
-        .read_state(|s| s.devices.values().map(DeviceView::from_record).collect())
+        .read_state(|s| s.devices.values().map(|r| DeviceView::from_record(&node, r)).collect())
         .await;
     Json(json!({ "count": devices.len(), "devices": devices }))
 }
@@ -122,10 +128,120 @@ async fn device(State(node): State<Arc<Node>>, Path(mac): Path<String>) -> ApiRe
         ApiError(StatusCode::BAD_REQUEST, e.to_string())
     })?;
     node.raft
-        .read_state(|s| s.devices.get(&mac).map(DeviceView::from_record))
+        .read_state(|s| s.devices.get(&mac).map(|r| DeviceView::from_record(&node, r)))
         .await
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no device with MAC {mac} in the inventory")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceFlowParams {
+    limit: Option<u32>,
+}
+
+/// One flow of a device with its clinical context: required / acceptable / risky / unknown
+/// for the device's class, and why.
+#[derive(Serialize)]
+struct FlowInContext {
+    flow: FlowRow,
+    peer_mac: Option<String>,
+    peer_class: Option<String>,
+    context: Option<FlowContext>,
+}
+
+fn row_to_record(r: &FlowRow, device: &DeviceRecord) -> Option<FlowRecord> {
+    let a_ip: IpAddr = r.a_ip.parse().ok()?;
+    let b_ip: IpAddr = r.b_ip.parse().ok()?;
+    let mut a_mac: MacAddr = r.a_mac.parse().ok()?;
+    let mut b_mac: MacAddr = r.b_mac.parse().ok()?;
+    // A routed flow carries the router's MAC: put the device on its side by address.
+    if device.ips.contains_key(&a_ip) {
+        a_mac = device.mac;
+    } else if device.ips.contains_key(&b_ip) {
+        b_mac = device.mac;
+    }
+    Some(FlowRecord {
+        ip_proto: r.ip_proto,
+        vlan: r.vlan,
+        a_mac,
+        b_mac,
+        a_ip,
+        b_ip,
+        a_port: r.a_port,
+        b_port: r.b_port,
+        first_seen_us: r.first_seen_us,
+        last_seen_us: r.last_seen_us,
+        packets_ab: r.packets_ab,
+        packets_ba: r.packets_ba,
+        bytes_ab: r.bytes_ab,
+        bytes_ba: r.bytes_ba,
+        tcp_flags_ab: r.tcp_flags_ab,
+        tcp_flags_ba: r.tcp_flags_ba,
+        app: r.app.clone(),
+        end_reason: r.end_reason.clone(),
+    })
+}
+
+async fn device_flows(
+    State(node): State<Arc<Node>>,
+    Path(mac): Path<String>,
+    params: Result<Query<DeviceFlowParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Query(p) = params.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; accepted parameter: limit")))?;
+    let mac: MacAddr = mac.parse().map_err(|e: wardline_common::net::MacParseError| {
+        ApiError(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let device = node
+        .raft
+        .read_state(|s| s.devices.get(&mac).cloned())
+        .await
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no device with MAC {mac} in the inventory")))?;
+    // Flows name the device by MAC on its own segment and by address when routed.
+    let mut rows: Vec<FlowRow> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut queries = vec![FlowQuery { mac: Some(mac.to_string()), limit: p.limit, ..Default::default() }];
+    queries.extend(device.ips.keys().map(|ip| FlowQuery { ip: Some(ip.to_string()), limit: p.limit, ..Default::default() }));
+    for q in &queries {
+        for r in node.sink.query_flows(q).await.map_err(sink_error)? {
+            if seen.insert((r.batch_id.clone(), r.idx)) {
+                rows.push(r);
+            }
+        }
+    }
+    rows.sort_by(|a, b| b.last_seen_us.cmp(&a.last_seen_us));
+    rows.truncate(p.limit.unwrap_or(100) as usize);
+    let class = node.classify(&device);
+    let out: Vec<FlowInContext> = node
+        .raft
+        .read_state(|s| {
+            rows.into_iter()
+                .map(|row| {
+                    let rec = row_to_record(&row, &device);
+                    let peer = rec.as_ref().and_then(|rec| {
+                        let (peer_mac, peer_ip) =
+                            if rec.a_mac == device.mac { (rec.b_mac, rec.b_ip) } else { (rec.a_mac, rec.a_ip) };
+                        s.devices
+                            .values()
+                            .find(|d| d.ips.contains_key(&peer_ip))
+                            .or_else(|| s.devices.get(&peer_mac))
+                    });
+                    let peer_class = peer.map(|d| node.classify(d));
+                    let context = rec.as_ref().and_then(|rec| {
+                        FlowSpec::from_record(rec, &device.mac)
+                            .map(|spec| flow_context(&node.kb, &class, peer_class.as_ref(), &spec))
+                    });
+                    FlowInContext {
+                        peer_mac: peer.map(|d| d.mac.to_string()),
+                        peer_class: peer_class.map(|c| c.class.value),
+                        context,
+                        flow: row,
+                    }
+                })
+                .collect()
+        })
+        .await;
+    Ok(Json(json!({ "mac": mac.to_string(), "class": class.class.value, "count": out.len(), "flows": out })))
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,10 @@ pub struct NodeConfig {
     /// Initialise a one-node cluster on first start (ignored once the node has state).
     #[serde(default = "default_true")]
     pub bootstrap: bool,
+    /// Site knowledge-base folders (extra profiles, rules, operator overrides), loaded
+    /// after the built-in knowledge base; see docs/knowledge-base.md.
+    #[serde(default)]
+    pub kb_dirs: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -59,6 +59,9 @@ struct RunArgs {
     /// Do not initialise a one-node cluster on first start (join an existing cluster instead).
     #[arg(long)]
     no_bootstrap: bool,
+    /// Site knowledge-base folder (profiles, rules, overrides); repeatable.
+    #[arg(long = "kb-dir")]
+    kb_dirs: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +116,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 clickhouse_url: None,
                 clickhouse_database: "wardline".into(),
                 bootstrap: true,
+                kb_dirs: Vec::new(),
             }
         }
     };
@@ -125,6 +129,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
     if let Some(v) = a.clickhouse_url { cfg.clickhouse_url = Some(v); }
     if let Some(v) = a.clickhouse_database { cfg.clickhouse_database = v; }
     if a.no_bootstrap { cfg.bootstrap = false; }
+    if !a.kb_dirs.is_empty() { cfg.kb_dirs = a.kb_dirs; }
     cfg.validate()?;
     Ok(cfg)
 }

@@ -14,8 +14,12 @@ use crate::pki::SensorIdentity;
 use crate::raft::{ProposeError, RaftConfig, RaftNode};
 use crate::sink::{open_sink, FlowSink};
 use crate::state::{BatchSummary, Command};
+use crate::state::DeviceRecord;
 use anyhow::{Context, Result};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wardline_common::kb::{classify_stable, Classification, DeviceFacts, KnowledgeBase};
+use wardline_common::{Evidence, MacAddr};
 use tracing::{info, warn};
 use wardline_common::fault::{crash_point, CrashPoint};
 use wardline_common::wire::BatchReply;
@@ -27,10 +31,16 @@ pub struct Node {
     pub raft: Arc<RaftNode>,
     pub sink: Arc<dyn FlowSink>,
     pub ingest_stats: Arc<IngestStats>,
+    /// Built-in knowledge base plus the site's folders.
+    pub kb: Arc<KnowledgeBase>,
+    /// Last classification per device, so a new packet cannot flip a class (hysteresis).
+    /// A view cache, not replicated state: every node derives it from the same evidence.
+    classifications: Mutex<HashMap<MacAddr, Classification>>,
 }
 
 impl Node {
     pub async fn open(config: NodeConfig) -> Result<Arc<Node>> {
+        let kb = Arc::new(KnowledgeBase::load(&config.kb_dirs).context("cannot load the knowledge base")?);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let raft = RaftNode::open(
@@ -51,7 +61,29 @@ impl Node {
         )
         .await
         .context("cannot open the flow sink")?;
-        Ok(Arc::new(Node { config, raft, sink, ingest_stats: Arc::new(IngestStats::default()) }))
+        Ok(Arc::new(Node {
+            config,
+            raft,
+            sink,
+            ingest_stats: Arc::new(IngestStats::default()),
+            kb,
+            classifications: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Classify a merged device record with the knowledge base, stable against the
+    /// previous result for the same MAC.
+    pub fn classify(&self, record: &DeviceRecord) -> Classification {
+        let evidence = record
+            .evidence
+            .iter()
+            .map(|((field, value), seen)| Evidence::new(*field, value.clone(), seen.proto, seen.last_ts_us))
+            .collect();
+        let facts = DeviceFacts::from_evidence(record.mac, evidence);
+        let mut cache = self.classifications.lock().unwrap_or_else(|p| p.into_inner());
+        let c = classify_stable(&self.kb, cache.get(&record.mac), &facts);
+        cache.insert(record.mac, c.clone());
+        c
     }
 
     /// Apply one batch with the effects in the documented order.

@@ -125,6 +125,8 @@ pub struct Aggregator {
     pub log: PathBuf,
     /// Crash point armed for the next start (`WARDLINE_FAULT`), see wardline_common::fault.
     pub fault: Option<String>,
+    /// Extra `run` arguments for the next start (e.g. `--kb-dir`).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -141,6 +143,7 @@ impl Aggregator {
             clickhouse_url,
             log: fleet.path().join(format!("aggregator{node_id}.log")),
             fault: None,
+            extra_args: Vec::new(),
             child: None,
             starts: 0,
         };
@@ -166,6 +169,7 @@ impl Aggregator {
         if let Some(u) = &self.clickhouse_url {
             cmd.args(["--clickhouse-url", u]);
         }
+        cmd.args(&self.extra_args);
         match &self.fault {
             Some(f) => cmd.env("WARDLINE_FAULT", f),
             None => cmd.env_remove("WARDLINE_FAULT"),

@@ -39,6 +39,28 @@ fn ward_capture_reaches_inventory_and_clickhouse_exactly() {
     let diffs = flow_differences(&expected, &stored);
     assert!(diffs.is_empty(), "ClickHouse flows differ from the capture:\n{}", diffs.join("\n"));
 
+    // Every device is classified as the ground truth says, with evidence behind it.
+    for t in truth["devices"].as_array().unwrap() {
+        let d = inv["devices"].as_array().unwrap().iter().find(|d| d["mac"] == t["mac"]).unwrap();
+        let c = &d["classification"];
+        assert_eq!(c["class"]["value"], t["class"], "class of {} ({})", t["mac"], t["name"]);
+        assert_eq!(c["category"]["value"], t["category"], "category of {}", t["mac"]);
+        assert!(!c["class"]["evidence"].as_array().unwrap().is_empty(), "no evidence for {}", t["mac"]);
+    }
+
+    // The pump's traffic to its server is labelled required for its clinical function.
+    let pump = truth["devices"].as_array().unwrap().iter().find(|d| d["class"] == "infusion_pump").unwrap();
+    let flows = agg.get(&format!("/api/v1/devices/{}/flows", pump["mac"].as_str().unwrap())).unwrap();
+    let tags: Vec<&str> = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["flow"]["b_port"] == 3613 || f["flow"]["a_port"] == 3613)
+        .map(|f| f["context"]["tag"].as_str().unwrap_or("none"))
+        .collect();
+    assert!(!tags.is_empty() && tags.iter().all(|t| *t == "required"), "pump flow context: {tags:?}
+{flows}");
+
     // The API's totals agree with ClickHouse and with the replicated counters.
     let totals = agg.get("/api/v1/flows/totals").unwrap();
     let packets: u64 = expected.values().map(|v| v.0).sum();

@@ -174,6 +174,8 @@ pub enum Field {
     OsHint,
     /// A port this device accepted connections on ("tcp/3613").
     ListeningPort,
+    /// A service port this device opened connections to as a client ("tcp/104").
+    ConnectsTo,
 }
 
 impl Field {

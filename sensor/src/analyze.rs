@@ -4,7 +4,7 @@
 //!
 //! `--json` output is JSON lines, one object per line, each with a `type`:
 //! - `{"type":"device","mac","vendor","ips":[..],"vlans":[..],"first_seen_us","last_seen_us",
-//!    "packets","bytes","evidence":[{"field","value","proto","ts_us"}]}`
+//!    "packets","bytes","evidence":[{"field","value","proto","ts_us"}],"classification":{..}}`
 //! - `{"type":"flow","ip_proto","vlan","a_mac","b_mac","a_ip","b_ip","a_port","b_port",
 //!    "first_seen_us","last_seen_us","packets_ab","packets_ba","bytes_ab","bytes_ba",
 //!    "tcp_flags_ab","tcp_flags_ba","app","end_reason"}`
@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Seek, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use wardline_common::kb::{classify, DeviceFacts, KnowledgeBase};
 use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
 
 /// Files larger than this get a progress bar on stderr.
@@ -174,7 +175,23 @@ impl Sink {
 /// Analyze capture files in order (one continuous packet clock) and write the report.
 /// A file that cannot be read to the end is reported (what was read before the bad
 /// record still counts) and the error is returned after the full report is written.
-pub fn run_analyze(files: &[PathBuf], json: bool, mut out: impl Write) -> Result<PipelineStats> {
+pub fn run_analyze(files: &[PathBuf], json: bool, out: impl Write) -> Result<PipelineStats> {
+    run_analyze_with(files, &AnalyzeOptions { json, ..Default::default() }, out)
+}
+
+/// How `analyze` reports.
+#[derive(Clone, Debug, Default)]
+pub struct AnalyzeOptions {
+    pub json: bool,
+    /// Print, per device, which evidence gave which attribute with what weight.
+    pub explain: bool,
+    /// Site knowledge-base folders loaded after the built-in one.
+    pub kb_dirs: Vec<PathBuf>,
+}
+
+pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, mut out: impl Write) -> Result<PipelineStats> {
+    let json = opts.json;
+    let kb = KnowledgeBase::load(&opts.kb_dirs).context("cannot load the knowledge base")?;
     let mut pipeline = Pipeline::new(PipelineConfig::default());
     let spill = tempfile::tempfile().context("cannot create a temporary file for the flow list")?;
     let mut sink = Sink { json, devices: BTreeMap::new(), flows: BufWriter::new(spill), flow_count: 0 };
@@ -235,6 +252,7 @@ pub fn run_analyze(files: &[PathBuf], json: bool, mut out: impl Write) -> Result
     }
     for (mac, d) in &sink.devices {
         let vendor = vendor_of(mac);
+        let class = classify(&kb, &DeviceFacts::from_evidence(*mac, d.evidence.clone()));
         if json {
             let ev: Vec<_> = d
                 .evidence
@@ -252,6 +270,7 @@ pub fn run_analyze(files: &[PathBuf], json: bool, mut out: impl Write) -> Result
                 "packets": d.packets,
                 "bytes": d.bytes,
                 "evidence": ev,
+                "classification": class,
             });
             serde_json::to_writer(&mut out, &line)?;
             writeln!(out)?;
@@ -268,8 +287,22 @@ pub fn run_analyze(files: &[PathBuf], json: bool, mut out: impl Write) -> Result
                 ts(d.first_us),
                 ts(d.last_us),
             )?;
+            writeln!(
+                out,
+                "      class={} ({:.2})  category={}  criticality={}{}",
+                class.class.value,
+                class.class.confidence,
+                class.category.value.as_str(),
+                class.criticality.value.as_str(),
+                class.profile.as_ref().map(|p| format!("  profile={}", p.value)).unwrap_or_default(),
+            )?;
             for e in &d.evidence {
                 writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
+            }
+            if opts.explain {
+                for line in class.explain().lines().skip(1) {
+                    writeln!(out, "    explain:{line}")?;
+                }
             }
         }
     }

@@ -258,10 +258,11 @@ impl DeviceTable {
         }
     }
 
-    /// A device answered a connection (SYN+ACK) on `port`.
-    pub fn listening(&mut self, mac: MacAddr, ip: IpAddr, transport: &str, port: u16, ts_us: u64) {
+    /// Port evidence from the TCP handshake: `ListeningPort` for a SYN+ACK sender,
+    /// `ConnectsTo` for a SYN sender.
+    pub fn port_evidence(&mut self, mac: MacAddr, ip: IpAddr, field: Field, transport: &str, port: u16, ts_us: u64) {
         if let Some(mac) = self.resolve(mac, Some(ip)) {
-            self.evidence(mac, Evidence::new(Field::ListeningPort, format!("{transport}/{port}"), Proto::Ip, ts_us));
+            self.evidence(mac, Evidence::new(field, format!("{transport}/{port}"), Proto::Ip, ts_us));
         }
     }
 
@@ -479,7 +480,7 @@ mod gateway_tests {
         // CT → PACS through the router: the frame's destination MAC is the router.
         let c = ctx(ct, "10.20.0.9", router, "10.30.0.5");
         t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "PACS1"), Finding::src(Field::DicomCallingAe, "CT1")]);
-        t.listening(router, "10.30.0.5".parse().unwrap(), "tcp", 104, 6);
+        t.port_evidence(router, "10.30.0.5".parse().unwrap(), Field::ListeningPort, "tcp", 104, 6);
         let obs = t.drain_changed();
         let of = |m: MacAddr| obs.iter().find(|o| o.mac == m).unwrap();
         assert!(of(pacs).evidence.iter().any(|e| e.field == Field::DicomCalledAe && e.value == "PACS1"));

@@ -11,6 +11,7 @@ pub mod dissect;
 pub mod flow;
 pub mod generate;
 pub mod pipeline;
+pub mod reassembly;
 pub mod run;
 pub mod spool;
 pub mod tls;

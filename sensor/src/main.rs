@@ -22,6 +22,12 @@ enum Cmd {
         /// JSON lines instead of text (schema in docs/analyze-json.md).
         #[arg(long)]
         json: bool,
+        /// Show, per device, which evidence gave which attribute and with what weight.
+        #[arg(long)]
+        explain: bool,
+        /// Site knowledge-base folder (profiles, rules, overrides); repeatable.
+        #[arg(long = "kb-dir")]
+        kb_dirs: Vec<PathBuf>,
     },
     /// Write a deterministic synthetic hospital capture and its ground truth (<out>.truth.json).
     Generate {
@@ -128,10 +134,11 @@ fn real_main() -> Result<()> {
             let cfg = build_config(&a)?;
             wardline_sensor::run::run(cfg, wardline_sensor::run::RunOptions { exit_when_drained: a.exit_when_drained })
         }
-        Cmd::Analyze { files, json } => {
+        Cmd::Analyze { files, json, explain, kb_dirs } => {
             anyhow::ensure!(!files.is_empty(), "give at least one capture file to analyze");
             let stdout = std::io::stdout();
-            wardline_sensor::analyze::run_analyze(&files, json, stdout.lock())?;
+            let opts = wardline_sensor::analyze::AnalyzeOptions { json, explain, kb_dirs };
+            wardline_sensor::analyze::run_analyze_with(&files, &opts, stdout.lock())?;
             Ok(())
         }
         Cmd::Generate { scenario, seed, scale, out } => {

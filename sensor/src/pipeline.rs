@@ -11,7 +11,7 @@ use crate::flow::{Dir, FlowConfig, FlowRef, FlowTable, PacketMeta};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use wardline_common::{Event, Proto};
+use wardline_common::{Event, Field, Proto};
 
 #[derive(Clone, Debug, Default)]
 pub struct PipelineConfig {
@@ -149,7 +149,10 @@ impl Pipeline {
                 let fref = self.flows.observe(&meta);
                 if flags & 0x12 == 0x12 {
                     // SYN+ACK: the sender accepts connections on this port.
-                    self.devices.listening(d.src_mac, h.src, "tcp", sp, ts);
+                    self.devices.port_evidence(d.src_mac, h.src, Field::ListeningPort, "tcp", sp, ts);
+                } else if flags & 0x12 == 0x02 {
+                    // SYN: the sender is a client of this service.
+                    self.devices.port_evidence(d.src_mac, h.src, Field::ConnectsTo, "tcp", dp, ts);
                 }
                 self.transport_payload(fref, &d, ts);
             }

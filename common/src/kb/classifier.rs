@@ -85,6 +85,31 @@ impl DeviceFacts {
     pub fn new(mac: MacAddr) -> DeviceFacts {
         DeviceFacts { mac, ..Default::default() }
     }
+
+    /// Facts from a device's evidence list, reading ports out of `listening_port` and
+    /// `connects_to` evidence (how sensors report them).
+    pub fn from_evidence(mac: MacAddr, evidence: Vec<Evidence>) -> DeviceFacts {
+        let mut f = DeviceFacts::new(mac);
+        for e in &evidence {
+            let list = match e.field {
+                Field::ListeningPort => &mut f.listening,
+                Field::ConnectsTo => &mut f.connects_to,
+                _ => continue,
+            };
+            if let Ok(p) = e.value.parse::<PortRef>() {
+                list.push(p);
+            }
+        }
+        f.listening.sort();
+        f.listening.dedup();
+        f.connects_to.sort();
+        f.connects_to.dedup();
+        f.evidence = evidence
+            .into_iter()
+            .filter(|e| !matches!(e.field, Field::ListeningPort | Field::ConnectsTo))
+            .collect();
+        f
+    }
 }
 
 /// One piece of evidence that moved an attribute: which fact, through which rule, how much.

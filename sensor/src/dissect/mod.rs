@@ -172,3 +172,26 @@ pub fn dissect(dissectors: &[Box<dyn Dissector>], ctx: &PacketCtx, payload: &[u8
     }
     Ok(out)
 }
+
+/// Ports of protocols whose messages span TCP segments: a SYN on one of them starts stream
+/// reassembly (so out-of-order first data is still put in order).
+pub const STREAM_PORTS: [u16; 11] = [104, 11112, 2762, 2575, 6661, 80, 8080, 443, 8443, 139, 445];
+
+pub fn stream_port(src_port: u16, dst_port: u16) -> bool {
+    STREAM_PORTS.contains(&src_port) || STREAM_PORTS.contains(&dst_port)
+}
+
+/// Should this TCP payload's flow be reassembled? True when a dissector whose messages
+/// can span segments claims it: DICOM, HL7 over MLLP, HTTP, TLS (also DICOM over TLS),
+/// SMB. Everything else is dissected segment by segment and costs no buffering.
+pub fn wants_stream(ctx: &PacketCtx, payload: &[u8]) -> bool {
+    if ctx.transport != Transport::Tcp || payload.is_empty() {
+        return false;
+    }
+    let mllp = payload[0] == 0x0b && hl7::Hl7Dissector.wants(ctx, payload);
+    mllp || dicom::DicomDissector.wants(ctx, payload)
+        || dicom::DicomTlsDissector.wants(ctx, payload)
+        || tls::TlsDissector.wants(ctx, payload)
+        || http::HttpDissector.wants(ctx, payload)
+        || smb::SmbDissector.wants(ctx, payload)
+}

@@ -142,7 +142,7 @@ pub fn tcp(
     h: &TcpHdr,
     payload: &[u8],
 ) {
-    debug_assert!(h.options.len() % 4 == 0);
+    debug_assert!(h.options.len() & 3 == 0, "TCP options pad to 32-bit words");
     write_eth(buf, l2, ETHERTYPE_IPV4);
     let hdr_len = 20 + h.options.len();
     let l4_len = hdr_len + payload.len();

@@ -37,6 +37,7 @@ pub struct Lease {
     pub giaddr: Ipv4Addr,
 }
 
+#[allow(clippy::too_many_arguments)] // mirrors the BOOTP fixed header fields
 fn header(
     op: u8,
     xid: u32,
