@@ -26,4 +26,4 @@ fuzz SECONDS="60":
 
 # Regenerate the OUI vendor table from Debian's ieee-data.
 oui:
-    bash scripts/gen-oui.sh
+    python3 scripts/gen-oui.py

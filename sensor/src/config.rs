@@ -22,6 +22,11 @@ pub struct SensorConfig {
     pub capture: CaptureSection,
     #[serde(default)]
     pub batch: BatchSection,
+    /// Networks whose addresses belong to the MAC that sends from them (CIDR list).
+    /// Outside them a source address is a remote host behind a gateway. Default: RFC 1918,
+    /// CGNAT, link-local and IPv6 ULA/link-local. Add a hospital's public blocks here.
+    #[serde(default)]
+    pub local_networks: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,6 +108,17 @@ pub fn validate_id(what: &str, id: &str) -> Result<()> {
 }
 
 impl SensorConfig {
+    /// The parsed `local_networks`, or the defaults.
+    pub fn local_networks(&self) -> Result<Vec<crate::devices::IpNet>> {
+        match &self.local_networks {
+            None => Ok(crate::devices::default_local_networks()),
+            Some(list) => list
+                .iter()
+                .map(|n| n.parse().map_err(|e: String| anyhow::anyhow!("local_networks: {e}")))
+                .collect(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read sensor config {}", path.display()))?;
@@ -118,6 +134,7 @@ impl SensorConfig {
         if self.capture.interface.is_none() && self.capture.files.is_empty() {
             bail!("capture: nothing to capture — set capture.interface (live) or capture.files (pcap/pcapng)");
         }
+        self.local_networks()?;
         if self.batch.max_events == 0 {
             bail!("batch.max_events must be at least 1");
         }
@@ -143,6 +160,17 @@ mod tests {
         assert!(validate_id("sensor_id", "").is_err());
         assert!(validate_id("sensor_id", "a/b").is_err());
         assert!(validate_id("site", &"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn local_networks_parse_or_explain() {
+        let base = "sensor_id='a'\nsite='b'\nspool_dir='/s'\n[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
+        let cfg: SensorConfig = toml::from_str(&format!("local_networks=['10.0.0.0/8','2001:db8::/32']\n{base}")).unwrap();
+        assert_eq!(cfg.local_networks().unwrap().len(), 2);
+        let bad: SensorConfig = toml::from_str(&format!("local_networks=['10.0.0.0']\n{base}")).unwrap();
+        assert!(bad.local_networks().unwrap_err().to_string().contains("10.0.0.0"));
+        let none: SensorConfig = toml::from_str(base).unwrap();
+        assert!(none.local_networks().unwrap().len() >= 5);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! - `first_seen_us`, `last_seen_us`: absolute packet times.
 
 use crate::dissect::{Finding, Side};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto};
 
@@ -89,6 +89,16 @@ impl Default for DeviceConfig {
     }
 }
 
+/// Borrowed form of an `evidence_seen` key; hashes exactly like `(Field, Box<str>)`.
+#[derive(Hash)]
+struct EvidenceRef<'a>(Field, &'a str);
+
+impl hashbrown::Equivalent<(Field, Box<str>)> for EvidenceRef<'_> {
+    fn equivalent(&self, key: &(Field, Box<str>)) -> bool {
+        self.0 == key.0 && self.1 == &*key.1
+    }
+}
+
 #[derive(Debug, Default)]
 struct DeviceState {
     first_us: u64,
@@ -101,7 +111,7 @@ struct DeviceState {
     new_ips: Vec<IpAddr>,
     vlans: Vec<u16>,
     new_vlans: Vec<u16>,
-    evidence_seen: HashSet<(Field, Box<str>)>,
+    evidence_seen: hashbrown::HashSet<(Field, Box<str>), foldhash::fast::RandomState>,
     new_evidence: Vec<Evidence>,
     dirty: bool,
     /// Addresses the device announced itself (ARP sender, DHCP lease, LLDP/CDP).
@@ -134,6 +144,8 @@ pub struct DeviceTable {
     map: HashMap<MacAddr, DeviceState, foldhash::fast::RandomState>,
     dirty: Vec<MacAddr>,
     drops: DeviceDrops,
+    /// Reused formatting buffer for per-packet evidence values.
+    scratch: String,
 }
 
 /// Addresses that never identify one host.
@@ -152,6 +164,7 @@ impl DeviceTable {
             map: HashMap::with_hasher(Default::default()),
             dirty: Vec::new(),
             drops: DeviceDrops::default(),
+            scratch: String::new(),
         }
     }
 
@@ -169,14 +182,18 @@ impl DeviceTable {
         if !mac.is_device() {
             return None;
         }
-        if !self.map.contains_key(&mac) {
-            if self.map.len() >= self.cfg.max_devices {
-                self.drops.devices_over_limit += 1;
-                return None;
+        // One hash lookup per packet: this runs for every frame.
+        let len = self.map.len();
+        let d = match self.map.entry(mac) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if len >= self.cfg.max_devices {
+                    self.drops.devices_over_limit += 1;
+                    return None;
+                }
+                v.insert(DeviceState { first_us: ts_us, last_us: ts_us, ..Default::default() })
             }
-            self.map.insert(mac, DeviceState { first_us: ts_us, last_us: ts_us, ..Default::default() });
-        }
-        let d = self.map.get_mut(&mac)?;
+        };
         if !d.dirty {
             d.dirty = true;
             self.dirty.push(mac);
@@ -262,7 +279,12 @@ impl DeviceTable {
     /// `ConnectsTo` for a SYN sender.
     pub fn port_evidence(&mut self, mac: MacAddr, ip: IpAddr, field: Field, transport: &str, port: u16, ts_us: u64) {
         if let Some(mac) = self.resolve(mac, Some(ip)) {
-            self.evidence(mac, Evidence::new(field, format!("{transport}/{port}"), Proto::Ip, ts_us));
+            // Every SYN lands here: format into a reused buffer, allocate only when new.
+            let mut value = std::mem::take(&mut self.scratch);
+            value.clear();
+            let _ = std::fmt::Write::write_fmt(&mut value, format_args!("{transport}/{port}"));
+            self.evidence_str(mac, field, &value, Proto::Ip, ts_us);
+            self.scratch = value;
         }
     }
 
@@ -300,7 +322,22 @@ impl DeviceTable {
                 self.ip(mac, ts_us, ip);
             }
         }
-        self.evidence(mac, Evidence::new(f.field, f.value.clone(), proto, ts_us));
+        self.evidence_str(mac, f.field, &f.value, proto, ts_us);
+    }
+
+    /// [`evidence`](Self::evidence) from borrowed parts: repeats (most packets) allocate nothing.
+    fn evidence_str(&mut self, mac: MacAddr, field: Field, value: &str, proto: Proto, ts_us: u64) {
+        let max_ev = self.cfg.max_evidence_per_device;
+        let Some(d) = self.entry(mac, ts_us) else { return };
+        if d.evidence_seen.contains(&EvidenceRef(field, value)) {
+            return;
+        }
+        if d.evidence_seen.len() >= max_ev {
+            self.drops.evidence_over_limit += 1;
+            return;
+        }
+        d.evidence_seen.insert((field, Box::<str>::from(value)));
+        d.new_evidence.push(Evidence::new(field, value, proto, ts_us));
     }
 
     /// Record one piece of evidence; repeats of a known (field, value) are not re-sent.
@@ -309,12 +346,12 @@ impl DeviceTable {
         let ts = ev.ts_us;
         let mut dropped = false;
         let Some(d) = self.entry(mac, ts) else { return };
-        let key = (ev.field, Box::<str>::from(ev.value.as_str()));
-        if !d.evidence_seen.contains(&key) {
+        // Look up without allocating: repeats (the common case) cost no Box<str>.
+        if !d.evidence_seen.contains(&EvidenceRef(ev.field, ev.value.as_str())) {
             if d.evidence_seen.len() >= max_ev {
                 dropped = true;
             } else {
-                d.evidence_seen.insert(key);
+                d.evidence_seen.insert((ev.field, Box::<str>::from(ev.value.as_str())));
                 d.new_evidence.push(ev);
             }
         }

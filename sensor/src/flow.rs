@@ -6,10 +6,13 @@
 //! records. Entries live in a slab threaded on an LRU list (least recently active at the
 //! head): idle expiry pops the head, and when the table is full the head is evicted and
 //! counted. Per-flow state is ~120 bytes with no heap data; the app label is a one-byte
-//! [`Proto`].
+//! [`Proto`]. The hash index holds only 4-byte slot numbers (the key lives once, in the
+//! slab), so a million flows cost about 130 MB.
 
 use crate::decode::tcp_flags;
-use std::collections::{HashMap, VecDeque};
+use hashbrown::HashTable;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use wardline_common::{FlowRecord, MacAddr, Proto};
 
@@ -126,7 +129,9 @@ struct Flow {
 /// Bidirectional flow table; see the module docs.
 pub struct FlowTable {
     cfg: FlowConfig,
-    map: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
+    /// Slot numbers of live flows, hashed by their slab key.
+    map: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     slab: Vec<Flow>,
     free: Vec<u32>,
     head: u32,
@@ -142,7 +147,8 @@ pub struct FlowTable {
 impl FlowTable {
     pub fn new(cfg: FlowConfig) -> FlowTable {
         FlowTable {
-            map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            map: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             slab: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -227,7 +233,10 @@ impl FlowTable {
         f.live = false;
         f.gen = f.gen.wrapping_add(1);
         let key = f.key;
-        self.map.remove(&key);
+        let hash = self.hasher.hash_one(key);
+        if let Ok(e) = self.map.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
         self.free.push(i);
     }
 
@@ -254,8 +263,11 @@ impl FlowTable {
         let src_is_lo = s <= d;
         let (lo, hi) = if src_is_lo { (s, d) } else { (d, s) };
         let key = FlowKey { lo, hi, vlan: m.vlan.unwrap_or(NO_VLAN), proto: m.ip_proto, v6: m.src_ip.is_ipv6() };
-        let i = match self.map.get(&key) {
-            Some(&i) => {
+        let hash = self.hasher.hash_one(key);
+        let slab = &self.slab;
+        let found = self.map.find(hash, |&j| slab[j as usize].key == key).copied();
+        let i = match found {
+            Some(i) => {
                 let f = &self.slab[i as usize];
                 let is_new_syn = m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
                 if f.closed && is_new_syn {
@@ -269,8 +281,11 @@ impl FlowTable {
                 } else if m.ts_us >= f.first_us.saturating_add(self.cfg.active_timeout_us) {
                     self.restart_slot(i, "active", m.ts_us);
                 }
-                self.unlink(i);
-                self.push_tail(i);
+                // Bursts hit the same flow; it is already the most recent.
+                if self.tail != i {
+                    self.unlink(i);
+                    self.push_tail(i);
+                }
                 i
             }
             None => {
@@ -307,7 +322,8 @@ impl FlowTable {
                         (self.slab.len() - 1) as u32
                     }
                 };
-                self.map.insert(key, i);
+                let (slab, hasher) = (&self.slab, &self.hasher);
+                self.map.insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
                 self.push_tail(i);
                 i
             }
@@ -379,13 +395,24 @@ impl FlowTable {
 
     /// Everything: pending records, then every live flow with reason "end" (oldest first).
     pub fn flush(&mut self) -> Vec<FlowRecord> {
-        while self.head != NIL {
+        self.flush_batch(usize::MAX)
+    }
+
+    /// Like [`flush`](Self::flush) but ends at most `max` live flows per call (pending
+    /// records always come out), so a caller can stream a million flows out in slices
+    /// instead of holding every record at once. Call until it returns an empty Vec.
+    pub fn flush_batch(&mut self, max: usize) -> Vec<FlowRecord> {
+        let mut n = 0;
+        while self.head != NIL && n < max {
+            n += 1;
             let h = self.head;
             let f = &self.slab[h as usize];
             let reason = if f.closed { "fin" } else { "end" };
             self.finish_slot(h, reason);
         }
-        self.closing.clear();
+        if self.head == NIL {
+            self.closing.clear();
+        }
         std::mem::take(&mut self.pending)
     }
 }

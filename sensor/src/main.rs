@@ -92,6 +92,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
             tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?),
             capture: CaptureSection::default(),
             batch: BatchSection::default(),
+            local_networks: None,
         },
     };
     if let Some(v) = &a.sensor_id { cfg.sensor_id = v.clone(); }

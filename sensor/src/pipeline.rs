@@ -3,11 +3,12 @@
 //! Everything is driven by packet time, so replaying the same capture yields the same
 //! events. Decode and dissect failures are counted by kind and never stop processing.
 
-use crate::capture::RawPacket;
-use crate::decode::{self, Decoded, Fragment, Net, L4};
+use crate::capture::{LinkType, RawPacket};
+use crate::decode::{self, tcp_flags, Decoded, Fragment, IpHeader, Net, TcpHeader, L4};
 use crate::devices::{DeviceConfig, DeviceTable};
 use crate::dissect::{self, Dissector, PacketCtx, Transport};
-use crate::flow::{Dir, FlowConfig, FlowRef, FlowTable, PacketMeta};
+use crate::flow::{FlowConfig, FlowRef, FlowTable, PacketMeta};
+use crate::reassembly::{fragment_of, FragConfig, FragTable, Segment, TcpReassembler, TcpReassemblyConfig};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,6 +18,9 @@ use wardline_common::{Event, Field, Proto};
 pub struct PipelineConfig {
     pub flow: FlowConfig,
     pub devices: DeviceConfig,
+    /// TCP reassembly bounds; its idle timeout follows `flow.idle_timeout_us`.
+    pub tcp: TcpReassemblyConfig,
+    pub ip_frag: FragConfig,
 }
 
 /// Counters of one pipeline run.
@@ -31,8 +35,27 @@ pub struct PipelineStats {
     pub dissect_errors: BTreeMap<&'static str, u64>,
     /// Payloads successfully dissected, by protocol.
     pub dissected: BTreeMap<&'static str, u64>,
-    /// IP fragments after the first (no transport header; not attributed to a flow).
+    /// IP fragment frames (first and later). A fragmented datagram is attributed to its
+    /// flow once, when reassembled, with the completing frame's length (as tshark does).
     pub ip_fragments: u64,
+    /// Datagrams rebuilt from fragments and sent through the normal UDP/TCP path.
+    pub ip_datagrams_reassembled: u64,
+    /// Fragments overlapping bytes already held (first copy kept).
+    pub ip_fragment_overlaps: u64,
+    /// Incomplete datagrams dropped at their timeout or to stay within the memory bound.
+    pub ip_fragments_expired: u64,
+    /// Fragments that could not be used (past 64 KiB, inconsistent, headers not found).
+    pub ip_fragments_malformed: u64,
+    /// TCP segments buffered ahead of a hole.
+    pub tcp_out_of_order: u64,
+    /// TCP payload bytes seen again (retransmissions, overlaps; first copy kept).
+    pub tcp_retransmitted_bytes: u64,
+    /// Holes in TCP streams skipped after the buffering bound.
+    pub tcp_gaps: u64,
+    /// Streams dropped to keep reassembly within the sensor-wide budget.
+    pub reassembly_evictions: u64,
+    /// Buffered stream bytes thrown away (gaps, evictions, expiry, end of input).
+    pub reassembly_bytes_dropped: u64,
     /// Frames with no IP layer (ARP, LLDP, STP, ...).
     pub non_ip_frames: u64,
     pub flows_emitted: u64,
@@ -55,25 +78,50 @@ pub struct Pipeline {
     flows: FlowTable,
     devices: DeviceTable,
     dissectors: Vec<Box<dyn Dissector>>,
+    streams: TcpReassembler,
+    frags: FragTable,
     stats: PipelineStats,
 }
 
+/// How often (in packets) idle reassembly streams are swept besides `drain_events`.
+const STREAM_SWEEP_PACKETS: u64 = 1 << 16;
+
 impl Pipeline {
     pub fn new(cfg: PipelineConfig) -> Pipeline {
+        // A stream lives as long as its flow would.
+        let tcp = TcpReassemblyConfig { idle_timeout_us: cfg.flow.idle_timeout_us, ..cfg.tcp };
         Pipeline {
             flows: FlowTable::new(cfg.flow),
             devices: DeviceTable::new(cfg.devices),
             dissectors: dissect::registry(),
+            streams: TcpReassembler::new(tcp),
+            frags: FragTable::new(cfg.ip_frag),
             stats: PipelineStats::default(),
         }
     }
 
-    /// Live counters (flow/device gauges refreshed).
+    /// Live counters (flow/device/reassembly gauges refreshed).
     pub fn stats(&self) -> PipelineStats {
         let mut s = self.stats.clone();
         s.flows_evicted = self.flows.evicted();
         s.devices_over_limit = self.devices.drops().devices_over_limit;
+        let t = self.streams.stats();
+        s.tcp_out_of_order = t.out_of_order;
+        s.tcp_retransmitted_bytes = t.retransmitted_bytes;
+        s.tcp_gaps = t.gaps;
+        s.reassembly_evictions = t.evictions;
+        s.reassembly_bytes_dropped = t.bytes_dropped;
+        let f = self.frags.stats();
+        s.ip_datagrams_reassembled = f.reassembled;
+        s.ip_fragment_overlaps = f.overlaps;
+        s.ip_fragments_expired = f.timed_out + f.evicted;
+        s.ip_fragments_malformed = f.malformed + self.stats.ip_fragments_malformed;
         s
+    }
+
+    /// TCP streams being reassembled now, and the bytes charged to their budget.
+    pub fn reassembly_usage(&self) -> (usize, usize) {
+        (self.streams.len(), self.streams.charged_bytes())
     }
 
     pub fn active_flows(&self) -> usize {
@@ -124,51 +172,109 @@ impl Pipeline {
                 }
             }
             Net::Ip(h) => {
-                if h.fragment == Fragment::Later {
+                if self.stats.packets.is_multiple_of(STREAM_SWEEP_PACKETS) {
+                    self.streams.expire(ts);
+                }
+                if h.fragment != Fragment::Whole {
                     self.stats.ip_fragments += 1;
+                    self.fragment(pkt.data, &d, &h, ts, wire);
                     return;
                 }
-                let (sp, dp) = d.ports();
-                let flags = match d.l4 {
-                    L4::Tcp(t) => t.flags,
-                    _ => 0,
-                };
-                let meta = PacketMeta {
-                    ts_us: ts,
-                    vlan: d.vlan,
-                    ip_proto: h.proto,
-                    src_ip: h.src,
-                    dst_ip: h.dst,
-                    src_port: sp,
-                    dst_port: dp,
-                    src_mac: d.src_mac,
-                    dst_mac: d.dst_mac,
-                    wire_len: wire,
-                    tcp_flags: flags,
-                };
-                let fref = self.flows.observe(&meta);
-                if flags & 0x12 == 0x12 {
-                    // SYN+ACK: the sender accepts connections on this port.
-                    self.devices.port_evidence(d.src_mac, h.src, Field::ListeningPort, "tcp", sp, ts);
-                } else if flags & 0x12 == 0x02 {
-                    // SYN: the sender is a client of this service.
-                    self.devices.port_evidence(d.src_mac, h.src, Field::ConnectsTo, "tcp", dp, ts);
-                }
-                self.transport_payload(fref, &d, ts);
+                self.ip_packet(pkt.data, &d, &h, ts, wire);
             }
         }
     }
 
-    fn transport_payload(&mut self, fref: FlowRef, d: &Decoded<'_>, ts_us: u64) {
-        if d.payload.is_empty() {
+    /// Hold a fragment; when it completes its datagram, process the rebuilt packet with
+    /// the link-layer facts of the completing frame.
+    fn fragment(&mut self, frame: &[u8], d: &Decoded<'_>, h: &IpHeader, ts: u64, wire: u64) {
+        let Some(info) = fragment_of(frame, d) else {
+            self.stats.ip_fragments_malformed += 1;
             return;
+        };
+        let Some(packet) = self.frags.push(d.vlan, h.src, h.dst, ts, &info) else { return };
+        match decode::decode(LinkType::RawIp, &packet) {
+            Ok(mut whole) => {
+                whole.src_mac = d.src_mac;
+                whole.dst_mac = d.dst_mac;
+                whole.vlan = d.vlan;
+                whole.inner_vlan = d.inner_vlan;
+                if let Net::Ip(wh) = whole.net {
+                    self.ip_packet(&packet, &whole, &wh, ts, wire);
+                }
+            }
+            Err(e) => *self.stats.decode_errors.entry(e.kind).or_insert(0) += 1,
         }
+    }
+
+    /// A whole IP packet: flow accounting, handshake evidence, transport payload.
+    fn ip_packet(&mut self, frame: &[u8], d: &Decoded<'_>, h: &IpHeader, ts: u64, wire: u64) {
+        let (sp, dp) = d.ports();
+        let flags = match d.l4 {
+            L4::Tcp(t) => t.flags,
+            _ => 0,
+        };
+        let meta = PacketMeta {
+            ts_us: ts,
+            vlan: d.vlan,
+            ip_proto: h.proto,
+            src_ip: h.src,
+            dst_ip: h.dst,
+            src_port: sp,
+            dst_port: dp,
+            src_mac: d.src_mac,
+            dst_mac: d.dst_mac,
+            wire_len: wire,
+            tcp_flags: flags,
+        };
+        let fref = self.flows.observe(&meta);
+        if flags & 0x12 == 0x12 {
+            // SYN+ACK: the sender accepts connections on this port.
+            self.devices.port_evidence(d.src_mac, h.src, Field::ListeningPort, "tcp", sp, ts);
+        } else if flags & 0x12 == 0x02 {
+            // SYN: the sender is a client of this service.
+            self.devices.port_evidence(d.src_mac, h.src, Field::ConnectsTo, "tcp", dp, ts);
+        }
+        if let L4::Tcp(t) = d.l4 {
+            if t.flags & tcp_flags::SYN != 0 {
+                self.syn_signature(frame, d, h, &t, ts);
+            }
+        }
+        self.transport_payload(fref, d, ts);
+    }
+
+    /// p0f-style signature of a SYN (client) or SYN+ACK (server), credited to its sender.
+    /// The device table keeps one copy per (device, signature); repeats are not re-sent.
+    fn syn_signature(&mut self, frame: &[u8], d: &Decoded<'_>, h: &IpHeader, t: &TcpHeader, ts: u64) {
+        let Some(hdr) = tcp_header_bytes(frame, d, t) else { return };
+        let version = if h.src.is_ipv6() { 6 } else { 4 };
+        let Some(f) = dissect::tcp_syn::finding(h.ttl, version, hdr) else { return };
+        let ctx = PacketCtx {
+            ts_us: ts,
+            src_mac: d.src_mac,
+            dst_mac: d.dst_mac,
+            vlan: d.vlan,
+            src_ip: Some(h.src),
+            dst_ip: Some(h.dst),
+            src_port: t.src_port,
+            dst_port: t.dst_port,
+            transport: Transport::Tcp,
+        };
+        self.devices.findings_at(&ctx, Proto::TcpSyn, std::slice::from_ref(&f));
+    }
+
+    fn transport_payload(&mut self, fref: FlowRef, d: &Decoded<'_>, ts_us: u64) {
         let Some(h) = d.ip() else { return };
-        let (transport, seq) = match d.l4 {
-            L4::Tcp(t) => (Transport::Tcp, t.seq),
-            L4::Udp { .. } => (Transport::Udp, 0),
+        let (transport, seq, flags) = match d.l4 {
+            L4::Tcp(t) => (Transport::Tcp, t.seq, t.flags),
+            L4::Udp { .. } => (Transport::Udp, 0, 0),
             _ => return,
         };
+        // Payload-less TCP segments still matter to reassembly (SYN, FIN, RST).
+        let control = transport == Transport::Tcp && flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
+        if d.payload.is_empty() && !control {
+            return;
+        }
         let (sp, dp) = d.ports();
         let ctx = PacketCtx {
             ts_us,
@@ -182,44 +288,39 @@ impl Pipeline {
             transport,
         };
         match transport {
-            Transport::Tcp => self.tcp_payload(fref, fref.dir, seq, d.payload, &ctx),
+            Transport::Tcp => self.tcp_payload(fref, seq, flags, d.payload, &ctx),
             _ => self.dispatch(Some(fref), &ctx, d.payload),
         }
     }
 
-    /// Seam for TCP stream reassembly: today each segment's payload is dissected on its
-    /// own. A reassembler keyed by (flow, dir) slots in here, buffering by `seq` and
-    /// calling `dispatch` with whole application messages.
-    pub fn tcp_payload(&mut self, flow: FlowRef, _dir: Dir, _seq: u32, bytes: &[u8], ctx: &PacketCtx) {
-        self.dispatch(Some(flow), ctx, bytes);
+    /// One TCP segment (direction in `flow.dir`). Flows a stream dissector wants (by port
+    /// on the SYN, or by the first payload bytes) are reassembled and framed into whole
+    /// messages; all others are dissected segment by segment with no buffering or copy.
+    pub fn tcp_payload(&mut self, flow: FlowRef, seq: u32, flags: u8, bytes: &[u8], ctx: &PacketCtx) {
+        let Pipeline { flows, devices, dissectors, streams, stats, .. } = self;
+        let seg = Segment { ts_us: ctx.ts_us, seq, flags, payload: bytes };
+        let mut deliver = |m: &[u8]| dispatch_to(dissectors, flows, devices, stats, Some(flow), ctx, m);
+        if streams.segment(flow, &seg, &mut deliver) {
+            return;
+        }
+        let syn_only = flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN;
+        let wanted = (syn_only && dissect::stream_port(ctx.src_port, ctx.dst_port)) || dissect::wants_stream(ctx, bytes);
+        if wanted {
+            streams.track(flow, (ctx.src_port, ctx.dst_port), ctx.ts_us);
+            streams.segment(flow, &seg, &mut deliver);
+        } else if !bytes.is_empty() {
+            deliver(bytes);
+        }
     }
 
     fn dispatch(&mut self, flow: Option<FlowRef>, ctx: &PacketCtx, payload: &[u8]) {
-        match dissect::dissect(&self.dissectors, ctx, payload) {
-            Ok(out) => {
-                let Some(app) = out.app else { return };
-                *self.stats.dissected.entry(app.as_str()).or_insert(0) += 1;
-                if let Some(f) = flow {
-                    self.flows.set_app(f, app);
-                }
-                if !out.findings.is_empty() {
-                    self.devices.findings_at(ctx, app, &out.findings);
-                }
-            }
-            Err(e) => {
-                *self.stats.dissect_errors.entry(e.proto.as_str()).or_insert(0) += 1;
-                if let (Some(f), true) = (flow, e.proto != Proto::Unknown) {
-                    // The payload was this protocol, only broken: the label still holds.
-                    if self.flows.app(f).is_none() {
-                        self.flows.set_app(f, e.proto);
-                    }
-                }
-            }
-        }
+        dispatch_to(&self.dissectors, &mut self.flows, &mut self.devices, &mut self.stats, flow, ctx, payload);
     }
 
     /// Flows that ended by `now_us` (packet time) and devices with news since the last drain.
     pub fn drain_events(&mut self, now_us: u64) -> Vec<Event> {
+        self.streams.expire(now_us);
+        self.frags.expire(now_us);
         let devices = self.devices.drain_changed();
         let flows = self.flows.drain(now_us);
         self.stats.flows_emitted += flows.len() as u64;
@@ -231,6 +332,7 @@ impl Pipeline {
 
     /// End of input: every remaining flow (reason "end") and device change, plus stats.
     pub fn finish(mut self) -> (Vec<Event>, PipelineStats) {
+        self.streams.clear();
         let devices = self.devices.drain_changed();
         let flows = self.flows.flush();
         self.stats.flows_emitted += flows.len() as u64;
@@ -240,4 +342,48 @@ impl Pipeline {
         let stats = self.stats();
         (ev, stats)
     }
+}
+
+/// Run the dissectors on one payload and record what they found.
+fn dispatch_to(
+    dissectors: &[Box<dyn Dissector>],
+    flows: &mut FlowTable,
+    devices: &mut DeviceTable,
+    stats: &mut PipelineStats,
+    flow: Option<FlowRef>,
+    ctx: &PacketCtx,
+    payload: &[u8],
+) {
+    match dissect::dissect(dissectors, ctx, payload) {
+        Ok(out) => {
+            let Some(app) = out.app else { return };
+            *stats.dissected.entry(app.as_str()).or_insert(0) += 1;
+            if let Some(f) = flow {
+                flows.set_app(f, app);
+            }
+            if !out.findings.is_empty() {
+                devices.findings_at(ctx, app, &out.findings);
+            }
+        }
+        Err(e) => {
+            *stats.dissect_errors.entry(e.proto.as_str()).or_insert(0) += 1;
+            if let (Some(f), true) = (flow, e.proto != Proto::Unknown) {
+                // The payload was this protocol, only broken: the label still holds.
+                if flows.app(f).is_none() {
+                    flows.set_app(f, e.proto);
+                }
+            }
+        }
+    }
+}
+
+/// The TCP header (options included) of a decoded segment: the bytes just before its payload.
+fn tcp_header_bytes<'a>(frame: &'a [u8], d: &Decoded<'a>, t: &TcpHeader) -> Option<&'a [u8]> {
+    let base = frame.as_ptr() as usize;
+    let p = d.payload.as_ptr() as usize;
+    if p < base || p > base + frame.len() {
+        return None;
+    }
+    let end = p - base;
+    frame.get(end.checked_sub(t.header_len as usize)?..end)
 }

@@ -186,7 +186,9 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
 
 fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, batcher: &mut Batcher) -> Result<()> {
     let interval_us = cfg.batch.interval_secs.max(1) * 1_000_000;
-    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    let mut pcfg = PipelineConfig::default();
+    pcfg.devices.local_networks = cfg.local_networks()?;
+    let mut pipeline = Pipeline::new(pcfg);
     let mut next_drain: Option<u64> = None;
     let mut first_err: Option<anyhow::Error> = None;
     for source in sources {

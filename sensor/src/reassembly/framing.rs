@@ -80,7 +80,7 @@ pub fn detect(bytes: &[u8], netbios_port: bool) -> Kind {
 }
 
 fn smb_magic(bytes: &[u8]) -> bool {
-    matches!(bytes.get(4..8), Some([0xff | 0xfe | 0xfd, b'S', b'M', b'B']))
+    matches!(bytes.get(4..8), Some([0xfd..=0xff, b'S', b'M', b'B']))
 }
 
 /// Find the first message at the start of `buf` under framing `kind`.

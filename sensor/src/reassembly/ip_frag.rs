@@ -319,7 +319,7 @@ impl FragTable {
     pub fn push(&mut self, vlan: Option<u16>, src: IpAddr, dst: IpAddr, ts_us: u64, f: &FragInfo<'_>) -> Option<Vec<u8>> {
         self.expire(ts_us);
         let end = f.offset as u64 + f.data.len() as u64;
-        if end > MAX_PAYLOAD as u64 || (f.more && f.data.len() % 8 != 0) {
+        if end > MAX_PAYLOAD as u64 || (f.more && !f.data.len().is_multiple_of(8)) {
             self.stats.malformed += 1;
             return None;
         }

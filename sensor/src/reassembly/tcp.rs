@@ -199,6 +199,13 @@ impl Half {
         if self.closed {
             return;
         }
+        if self.framer.is_done() {
+            // Nothing more to frame (e.g. TLS past its handshake): no tracking, no copies.
+            self.closed |= seg.flags & tcp_flags::FIN != 0;
+            self.ooo.clear();
+            self.ooo_cost = 0;
+            return;
+        }
         let mut data = seg.payload;
         // Where this segment sits relative to the next expected byte (wrapping compare).
         let rel = seq.wrapping_sub(self.next_seq) as i32 as i64;
