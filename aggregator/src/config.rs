@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+pub use wardline_common::tls_files::TlsPaths;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,25 +38,6 @@ pub struct NodeConfig {
     pub kb_dirs: Vec<PathBuf>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsPaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
-
-impl TlsPaths {
-    /// The conventional file names written by the admin commands into one folder.
-    pub fn in_dir(dir: &Path, stem: &str) -> Self {
-        TlsPaths {
-            cert: dir.join(format!("{stem}.pem")),
-            key: dir.join(format!("{stem}.key")),
-            ca: dir.join("ca.pem"),
-        }
-    }
-}
-
 fn default_quic() -> SocketAddr {
     "0.0.0.0:4433".parse().expect("literal")
 }
@@ -83,14 +65,7 @@ impl NodeConfig {
         if self.node_id == 0 {
             bail!("node_id must be greater than 0 (Raft reserves no id, but 0 is easy to leave by mistake)");
         }
-        for (what, p) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key), ("tls.ca", &self.tls.ca)] {
-            if !p.exists() {
-                bail!(
-                    "{what} file {} does not exist — create it with `wardline-aggregator admin issue-node`",
-                    p.display()
-                );
-            }
-        }
+        self.tls.check_exist("wardline-aggregator admin issue-node").map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.clickhouse_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");

@@ -135,14 +135,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,quinn=warn,rustls=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    wardline_common::logging::init("info,openraft=warn,sled=warn,quinn=warn,rustls=warn");
     if let Err(e) = real_main() {
         eprintln!("wardline-aggregator: error: {e:#}");
         std::process::exit(1);

@@ -3,10 +3,8 @@
 //! CA. The ring provider is named explicitly so no process-wide default is needed.
 
 use crate::config::TlsPaths;
-use anyhow::{bail, Context, Result};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use anyhow::{Context, Result};
 use rustls::server::WebPkiClientVerifier;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use wardline_common::wire::ALPN_UPLINK;
@@ -18,33 +16,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Concurrent batch streams one sensor may have open (the ingest also bounds work globally).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate file {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not valid PEM", path.display()))?;
-    if certs.is_empty() {
-        bail!("{} holds no PEM certificate", path.display());
-    }
-    Ok(certs)
-}
-
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read private key file {}", path.display()))?;
-    rustls_pemfile::private_key(&mut bytes.as_slice())
-        .with_context(|| format!("{} is not valid PEM", path.display()))?
-        .with_context(|| format!("{} holds no private key", path.display()))
-}
-
-pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(path)? {
-        roots
-            .add(cert)
-            .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
-    }
-    Ok(roots)
-}
+pub use wardline_common::tls_files::{load_certs, load_key, load_roots};
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

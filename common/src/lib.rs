@@ -7,7 +7,10 @@ pub mod fault;
 pub mod kb;
 pub mod net;
 pub mod oui;
+pub mod tls_files;
 pub mod wire;
+#[cfg(feature = "logging")]
+pub mod logging;
 
 pub use evidence::{Evidence, Field, Proto};
 pub use net::MacAddr;

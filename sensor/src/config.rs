@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+pub use wardline_common::tls_files::TlsPaths;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,21 +38,6 @@ pub struct UplinkSection {
     /// Name in the aggregator's node certificate.
     #[serde(default = "default_server_name")]
     pub server_name: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsPaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
-
-impl TlsPaths {
-    /// The file names `wardline-aggregator admin issue-sensor` writes into one folder.
-    pub fn in_dir(dir: &Path) -> Self {
-        TlsPaths { cert: dir.join("sensor.pem"), key: dir.join("sensor.key"), ca: dir.join("ca.pem") }
-    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -138,14 +124,7 @@ impl SensorConfig {
         if self.batch.max_events == 0 {
             bail!("batch.max_events must be at least 1");
         }
-        for (what, p) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key), ("tls.ca", &self.tls.ca)] {
-            if !p.exists() {
-                bail!(
-                    "{what} file {} does not exist — issue it with `wardline-aggregator admin issue-sensor`",
-                    p.display()
-                );
-            }
-        }
+        self.tls.check_exist("wardline-aggregator admin issue-sensor").map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

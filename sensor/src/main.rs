@@ -89,7 +89,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
                 server: a.server.clone().context("--server is required without --config")?,
                 server_name: "localhost".into(),
             },
-            tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?),
+            tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?, "sensor"),
             capture: CaptureSection::default(),
             batch: BatchSection::default(),
             local_networks: None,
@@ -100,7 +100,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
     if let Some(v) = &a.spool_dir { cfg.spool_dir = v.clone(); }
     if let Some(v) = &a.server { cfg.uplink.server = v.clone(); }
     if let Some(v) = &a.server_name { cfg.uplink.server_name = v.clone(); }
-    if let Some(d) = &a.tls_dir { cfg.tls = TlsPaths::in_dir(d); }
+    if let Some(d) = &a.tls_dir { cfg.tls = TlsPaths::in_dir(d, "sensor"); }
     if let Some(i) = &a.interface {
         cfg.capture.interface = Some(i.clone());
         cfg.capture.files.clear();
@@ -115,14 +115,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sled=warn,quinn=warn,rustls=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    wardline_common::logging::init("info,sled=warn,quinn=warn,rustls=warn");
     if let Err(e) = real_main() {
         eprintln!("wardline-sensor: error: {e:#}");
         std::process::exit(1);

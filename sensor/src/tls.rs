@@ -4,9 +4,7 @@
 //! explicitly.
 
 use crate::config::TlsPaths;
-use anyhow::{bail, Context, Result};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
+use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use wardline_common::wire::ALPN_UPLINK;
@@ -16,32 +14,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keep-alives keep NAT/firewall state alive while the spool is empty.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate file {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not valid PEM", path.display()))?;
-    if certs.is_empty() {
-        bail!("{} holds no PEM certificate", path.display());
-    }
-    Ok(certs)
-}
-
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read private key file {}", path.display()))?;
-    rustls_pemfile::private_key(&mut bytes.as_slice())
-        .with_context(|| format!("{} is not valid PEM", path.display()))?
-        .with_context(|| format!("{} holds no private key", path.display()))
-}
+pub use wardline_common::tls_files::{load_certs, load_key, load_roots};
 
 /// TLS 1.3 client config presenting the sensor certificate, trusting the fleet CA only.
 pub fn rustls_client_config(tls: &TlsPaths) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(&tls.ca)? {
-        roots
-            .add(cert)
-            .with_context(|| format!("{} is not a usable CA certificate", tls.ca.display()))?;
-    }
+    let roots = load_roots(&tls.ca)?;
     let certs = load_certs(&tls.cert)?;
     let key = load_key(&tls.key)?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

@@ -32,42 +32,23 @@ const MICROS_PER_DAY: u64 = 86_400 * MICROS_PER_SECOND;
 /// LowCardinality). The partition key derives only from the row's own content, so duplicates
 /// of a row always land in the same partition, where ReplacingMergeTree can collapse them.
 pub fn schema_statements(database: &str) -> Vec<String> {
-    vec![
-        format!("CREATE DATABASE IF NOT EXISTS {database}"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {database}.{FLOWS_TABLE}
-(
-    batch_id      String,
-    idx           UInt32,
-    sensor_id     String,
-    site          String,
-    day           Date,
-    first_seen    DateTime,
-    first_seen_us UInt64,
-    last_seen_us  UInt64,
-    ip_proto      UInt8,
-    vlan          UInt16,
-    a_mac         String,
-    b_mac         String,
-    a_ip          String,
-    b_ip          String,
-    a_port        UInt16,
-    b_port        UInt16,
-    packets_ab    UInt64,
-    packets_ba    UInt64,
-    bytes_ab      UInt64,
-    bytes_ba      UInt64,
-    tcp_flags_ab  UInt8,
-    tcp_flags_ba  UInt8,
-    app           String,
-    end_reason    String
-)
-ENGINE = ReplacingMergeTree()
-PARTITION BY toYYYYMM(day)
-ORDER BY (sensor_id, batch_id, idx)"
-        ),
-    ]
+    // deploy/clickhouse/schema.sql is the single source; it names the database `wardline`.
+    SCHEMA_SQL
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|stmt| !stmt.is_empty())
+        .map(|stmt| {
+            stmt.replace("EXISTS wardline.", &format!("EXISTS {database}."))
+                .replace("DATABASE IF NOT EXISTS wardline", &format!("DATABASE IF NOT EXISTS {database}"))
+        })
+        .collect()
 }
+
+const SCHEMA_SQL: &str = include_str!("../../../deploy/clickhouse/schema.sql");
 
 /// One table row in column order. RowBinary encodes `Date` as days since the epoch (u16)
 /// and `DateTime` as seconds since the epoch (u32).

@@ -94,9 +94,12 @@ impl EmbeddedSink {
             .apply_batch(batch)
             .map_err(|e| self.error(format!("writing batch {batch_id}"), e))?;
         // Durable before returning: the caller acks the sensor next.
-        self.db
-            .flush_async()
+        // Blocking flush on the blocking pool: sled 0.34's flush_async can hang
+        // (spacejam/sled#1308), the same reason the Raft store avoids it.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
             .await
+            .map_err(|e| self.error(format!("flushing batch {batch_id} to disk"), e))?
             .map_err(|e| self.error(format!("flushing batch {batch_id} to disk"), e))?;
         Ok(())
     }
