@@ -127,10 +127,23 @@ impl Spool {
     /// Open (or create) the spool in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create spool folder {}", dir.display()))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .with_context(|| format!("cannot open the spool database in {}", dir.display()))?;
+        // A previous holder in this process (a restart, a test) may release sled's file
+        // lock a moment after it is dropped: wait briefly for it, as the Raft store does.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => {
+                    break other.with_context(|| {
+                        format!("cannot open the spool database in {} (is another sensor using it?)", dir.display())
+                    })?
+                }
+            }
+        };
         let open_tree = |name: &str| db.open_tree(name).with_context(|| format!("cannot open spool tree {name}"));
         let batches = open_tree(BATCH_TREE)?;
         let flow_only = open_tree(FLOW_ONLY_TREE)?;
