@@ -64,8 +64,11 @@ run() { # name, command...
   RSS[$name]=$(sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$t")
 }
 
-SF_DIR=$(mktemp -d)
-trap 'rm -rf "$SF_DIR"' EXIT
+# softflowd 1.1.0 hangs in accept() on its control socket when the -c path is longer than
+# about 12 characters (seen with /tmp/tmp.XXXXXXXXXX/ctl and /tmp/sfbench.ctl; /tmp/sfw.ctl
+# works), so keep these paths short.
+SF_CTL=/tmp/sfw.ctl SF_PID=/tmp/sfw.pid
+trap 'rm -f "$SF_CTL" "$SF_PID"' EXIT
 run floor      target/release/wardline-bench floor "$FILE"
 run wardline   target/release/wardline-sensor analyze "$FILE"
 run tshark     tshark -r "$FILE" -q -z conv,tcp
@@ -73,7 +76,8 @@ run ndpiReader ndpiReader -i "$FILE" -q
 run p0f        p0f -r "$FILE"
 # Offline, foreground, no collector (-n absent: nothing is exported), flow table as large
 # as Wardline's (1M) so neither side evicts more.
-run softflowd  softflowd -r "$FILE" -d -m 1048576 -c "$SF_DIR/ctl" -p "$SF_DIR/pid"
+rm -f "$SF_CTL"
+run softflowd  timeout 900 softflowd -r "$FILE" -d -m 1048576 -c "$SF_CTL" -p "$SF_PID"
 
 # Flow counts, as a sanity check that everyone saw the same traffic.
 [[ -f "$OUT_DIR/out-wardline.txt" ]] && NOTE[wardline]=$(grep -o 'flows=[0-9]* flows_evicted=[0-9]* peak_active_flows=[0-9]*' "$OUT_DIR/out-wardline.txt" | head -1 || true)

@@ -26,12 +26,14 @@ mkdir -p "$LOGS"
 export RUSTC_BOOTSTRAP=1
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-SAN=()
+SANITIZER=address
 if ! (cd fuzz && cargo fuzz build -O >"../$LOGS/build.log" 2>&1); then
   echo "fuzz: ASan build failed (see $LOGS/build.log); falling back to --sanitizer none" >&2
-  SAN=(--sanitizer none)
-  (cd fuzz && cargo fuzz build -O "${SAN[@]}") || { echo "fuzz: build failed" >&2; exit 1; }
+  SANITIZER=none
+  (cd fuzz && cargo fuzz build -O --sanitizer none >>"../$LOGS/build.log" 2>&1) \
+    || { echo "fuzz: build failed, see $LOGS/build.log" >&2; exit 2; }
 fi
+echo "fuzz: targets built (sanitizer: $SANITIZER)" >&2
 
 # tshark display filter whose payloads seed each dissector's corpus.
 declare -A SEED_FILTER=(
@@ -74,8 +76,12 @@ for t in $targets; do
   seed "$t"
   log=$LOGS/$t.log
   echo "fuzz: $t for ${SECS}s" >&2
-  (cd fuzz && taskset -c "$CORE" cargo fuzz run -O "${SAN[@]}" "$t" "corpus/$t" -- \
-      -max_total_time="$SECS" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1) >"$log" 2>&1
+  # Run the binary built above rather than `cargo fuzz run`, which would rebuild (and
+  # fail or drift) whenever the workspace changes under a long run.
+  mkdir -p "fuzz/artifacts/$t"
+  (cd fuzz && ASAN_OPTIONS="detect_odr_violation=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" taskset -c "$CORE" \
+      "target/x86_64-unknown-linux-gnu/release/$t" -artifact_prefix="artifacts/$t/" \
+      -max_total_time="$SECS" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 "corpus/$t") >"$log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
@@ -88,6 +94,7 @@ for t in $targets; do
     result="CRASH (exit $rc) ${art:-see $log}"
   fi
   echo "| $t | $SECS | ${execs:-?} | ${rate:-?} | $corpus | $result |" | tee -a "$SUMMARY"
+  [[ $rc -eq 0 ]] || sed -n '/panicked at\|ERROR: AddressSanitizer\|ERROR: libFuzzer/,+6p' "$log" | head -12 >&2
 done
 echo "fuzz: summary in $SUMMARY" >&2
 exit $failed
