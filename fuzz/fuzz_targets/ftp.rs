@@ -2,23 +2,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wardline_common::MacAddr;
-use wardline_sensor::dissect::{PacketCtx, Transport};
+use wardline_sensor::dissect::Transport;
 
-#[allow(dead_code)]
-fn ctx(transport: Transport, src_port: u16, dst_port: u16) -> PacketCtx {
-    PacketCtx {
-        ts_us: 0,
-        src_mac: MacAddr([0; 6]),
-        dst_mac: MacAddr([0; 6]),
-        vlan: None,
-        src_ip: None,
-        dst_ip: None,
-        src_port,
-        dst_port,
-        transport,
-    }
-}
+mod common;
+use common::ctx;
 
 fuzz_target!(|data: &[u8]| {
     for from_server in [true, false] {

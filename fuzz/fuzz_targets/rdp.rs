@@ -2,23 +2,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wardline_common::MacAddr;
-use wardline_sensor::dissect::{PacketCtx, Transport};
-
-#[allow(dead_code)]
-fn ctx(transport: Transport, src_port: u16, dst_port: u16) -> PacketCtx {
-    PacketCtx {
-        ts_us: 0,
-        src_mac: MacAddr([0; 6]),
-        dst_mac: MacAddr([0; 6]),
-        vlan: None,
-        src_ip: None,
-        dst_ip: None,
-        src_port,
-        dst_port,
-        transport,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let _ = wardline_sensor::dissect::rdp::looks_like_x224_connect(data);

@@ -312,8 +312,8 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, mut out: impl 
         }
     }
     peak_flows = peak_flows.max(pipeline.active_flows());
-    let (events, stats) = pipeline.finish();
-    sink.take(events)?;
+    // Streamed in slices: materialising every remaining flow at once doubled peak memory.
+    let stats = pipeline.finish_with(|events| sink.take(events))?;
 
     // Devices.
     if !json {

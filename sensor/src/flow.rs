@@ -119,6 +119,9 @@ struct Flow {
     bytes: [u64; 2],
     flags: [u8; 2],
     app: Option<Proto>,
+    /// Payloads offered for dissection per direction (saturating): once a bulk flow has
+    /// shown its first few, the pipeline stops dissecting it.
+    payloads: [u8; 2],
     closed: bool,
     live: bool,
     gen: u32,
@@ -278,6 +281,7 @@ impl FlowTable {
                     f.a_mac = m.src_mac;
                     f.b_mac = m.dst_mac;
                     f.app = None;
+                    f.payloads = [0; 2];
                 } else if m.ts_us >= f.first_us.saturating_add(self.cfg.active_timeout_us) {
                     self.restart_slot(i, "active", m.ts_us);
                 }
@@ -305,6 +309,7 @@ impl FlowTable {
                     bytes: [0; 2],
                     flags: [0; 2],
                     app: None,
+                    payloads: [0; 2],
                     closed: false,
                     live: true,
                     gen: 0,
@@ -356,6 +361,16 @@ impl FlowTable {
         if self.valid(r).is_some() {
             self.slab[r.idx as usize].app = Some(app);
         }
+    }
+
+    /// Count one payload in the handle's direction; returns how many came before it in that
+    /// direction (saturating at 255), or None for a stale handle.
+    pub fn count_payload(&mut self, r: FlowRef) -> Option<u8> {
+        self.valid(r)?;
+        let n = &mut self.slab[r.idx as usize].payloads[r.dir as usize];
+        let before = *n;
+        *n = n.saturating_add(1);
+        Some(before)
     }
 
     /// The flow's payload-derived label, if any.

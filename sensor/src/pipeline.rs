@@ -6,7 +6,7 @@
 use crate::capture::{LinkType, RawPacket};
 use crate::decode::{self, tcp_flags, Decoded, Fragment, IpHeader, Net, TcpHeader, L4};
 use crate::devices::{DeviceConfig, DeviceTable};
-use crate::dissect::{self, Dissector, PacketCtx, Transport};
+use crate::dissect::{self, Dispatch, PacketCtx, Transport};
 use crate::flow::{FlowConfig, FlowRef, FlowTable, PacketMeta};
 use crate::reassembly::{fragment_of, FragConfig, FragTable, Segment, TcpReassembler, TcpReassemblyConfig};
 use serde::Serialize;
@@ -77,7 +77,7 @@ impl PipelineStats {
 pub struct Pipeline {
     flows: FlowTable,
     devices: DeviceTable,
-    dissectors: Vec<Box<dyn Dissector>>,
+    dissectors: Dispatch,
     streams: TcpReassembler,
     frags: FragTable,
     stats: PipelineStats,
@@ -86,6 +86,15 @@ pub struct Pipeline {
 /// How often (in packets) idle reassembly streams are swept besides `drain_events`.
 const STREAM_SWEEP_PACKETS: u64 = 1 << 16;
 
+/// TCP payloads per direction dissected on a flow that is not reassembled (and not on an
+/// [`dissect::every_segment_port`]); later segments are only counted, so a bulk transfer
+/// costs flow accounting and nothing else. Identity (banners, hellos, negotiates) comes in
+/// the first few.
+pub const TCP_PAYLOADS_DISSECTED: u8 = 8;
+
+/// Flows ended per batch when the table is flushed at the end of input.
+const FINISH_BATCH: usize = 16_384;
+
 impl Pipeline {
     pub fn new(cfg: PipelineConfig) -> Pipeline {
         // A stream lives as long as its flow would.
@@ -93,7 +102,7 @@ impl Pipeline {
         Pipeline {
             flows: FlowTable::new(cfg.flow),
             devices: DeviceTable::new(cfg.devices),
-            dissectors: dissect::registry(),
+            dissectors: Dispatch::default(),
             streams: TcpReassembler::new(tcp),
             frags: FragTable::new(cfg.ip_frag),
             stats: PipelineStats::default(),
@@ -299,8 +308,16 @@ impl Pipeline {
     pub fn tcp_payload(&mut self, flow: FlowRef, seq: u32, flags: u8, bytes: &[u8], ctx: &PacketCtx) {
         let Pipeline { flows, devices, dissectors, streams, stats, .. } = self;
         let seg = Segment { ts_us: ctx.ts_us, seq, flags, payload: bytes };
+        let tracked = streams.is_tracked(flow);
+        if !tracked && !bytes.is_empty() && !dissect::every_segment_port(ctx.src_port, ctx.dst_port) {
+            // Past its first payloads an unreassembled flow is bulk: count it, skip the rest.
+            let before = flows.count_payload(flow).unwrap_or(0);
+            if before >= TCP_PAYLOADS_DISSECTED {
+                return;
+            }
+        }
         let mut deliver = |m: &[u8]| dispatch_to(dissectors, flows, devices, stats, Some(flow), ctx, m);
-        if streams.segment(flow, &seg, &mut deliver) {
+        if tracked && streams.segment(flow, &seg, &mut deliver) {
             return;
         }
         let syn_only = flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN;
@@ -331,22 +348,42 @@ impl Pipeline {
     }
 
     /// End of input: every remaining flow (reason "end") and device change, plus stats.
-    pub fn finish(mut self) -> (Vec<Event>, PipelineStats) {
+    /// Holds every event at once; see [`finish_with`](Self::finish_with) to stream them.
+    pub fn finish(self) -> (Vec<Event>, PipelineStats) {
+        let mut all = Vec::new();
+        let stats = self
+            .finish_with(|events| {
+                all.extend(events);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
+        (all, stats)
+    }
+
+    /// Like [`finish`](Self::finish), but hands the events to `sink` in batches (devices
+    /// first, then flows a slice at a time), so the records of a million live flows never
+    /// exist at once: peak memory stays at the flow table's. Stops at the sink's first error.
+    pub fn finish_with<E>(mut self, mut sink: impl FnMut(Vec<Event>) -> Result<(), E>) -> Result<PipelineStats, E> {
         self.streams.clear();
         let devices = self.devices.drain_changed();
-        let flows = self.flows.flush();
-        self.stats.flows_emitted += flows.len() as u64;
-        let mut ev = Vec::with_capacity(devices.len() + flows.len());
-        ev.extend(devices.into_iter().map(Event::Device));
-        ev.extend(flows.into_iter().map(Event::Flow));
-        let stats = self.stats();
-        (ev, stats)
+        if !devices.is_empty() {
+            sink(devices.into_iter().map(Event::Device).collect())?;
+        }
+        loop {
+            let flows = self.flows.flush_batch(FINISH_BATCH);
+            if flows.is_empty() {
+                break;
+            }
+            self.stats.flows_emitted += flows.len() as u64;
+            sink(flows.into_iter().map(Event::Flow).collect())?;
+        }
+        Ok(self.stats())
     }
 }
 
 /// Run the dissectors on one payload and record what they found.
 fn dispatch_to(
-    dissectors: &[Box<dyn Dissector>],
+    dissectors: &Dispatch,
     flows: &mut FlowTable,
     devices: &mut DeviceTable,
     stats: &mut PipelineStats,
@@ -354,7 +391,7 @@ fn dispatch_to(
     ctx: &PacketCtx,
     payload: &[u8],
 ) {
-    match dissect::dissect(dissectors, ctx, payload) {
+    match dissectors.dissect(ctx, payload) {
         Ok(out) => {
             let Some(app) = out.app else { return };
             *stats.dissected.entry(app.as_str()).or_insert(0) += 1;

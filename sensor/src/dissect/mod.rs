@@ -163,14 +163,113 @@ pub fn registry() -> Vec<Box<dyn Dissector>> {
 /// Run the first dissector that wants the payload.
 pub fn dissect(dissectors: &[Box<dyn Dissector>], ctx: &PacketCtx, payload: &[u8]) -> Result<Dissected, DissectError> {
     let mut out = Dissected::default();
-    for d in dissectors {
+    dissect_into(dissectors.iter().map(|d| &**d), ctx, payload, &mut out)?;
+    Ok(out)
+}
+
+fn dissect_into<'a>(
+    candidates: impl Iterator<Item = &'a dyn Dissector>,
+    ctx: &PacketCtx,
+    payload: &[u8],
+    out: &mut Dissected,
+) -> Result<(), DissectError> {
+    for d in candidates {
         if d.wants(ctx, payload) {
             out.app = Some(d.proto());
-            d.dissect(ctx, payload, &mut out.findings)?;
-            break;
+            return d.dissect(ctx, payload, &mut out.findings);
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Which transports a registered dissector can ever want: (L2, UDP, TCP). Every `wants`
+/// starts by testing the transport, so skipping the others changes no result.
+fn carried_on(p: Proto) -> (bool, bool, bool) {
+    match p {
+        Proto::Lldp | Proto::Cdp => (true, false, false),
+        Proto::Dhcp | Proto::Netbios | Proto::Snmp | Proto::Mdns | Proto::Llmnr | Proto::Ssdp => (false, true, false),
+        Proto::Dns | Proto::Alaris | Proto::Sdc | Proto::IntellivueDataExport | Proto::Carescape => (false, true, true),
+        Proto::Dicom | Proto::Hl7 | Proto::Smb | Proto::Rdp | Proto::Vnc | Proto::Ssh | Proto::Tls | Proto::Http => {
+            (false, false, true)
+        }
+        Proto::Telnet | Proto::Ftp => (false, false, true),
+        // Unknown to this table: try it everywhere, as the plain registry walk would.
+        _ => (true, true, true),
+    }
+}
+
+/// UDP ports claimed by a dissector that comes before DNS in the registry; a DNS datagram
+/// whose other port is none of these can go straight to the DNS dissector.
+const UDP_PORTS_BEFORE_DNS: [u16; 7] = [67, 68, 137, 161, 162, 5353, 5355];
+
+/// The registry indexed for the per-payload hot path: one candidate list per transport (in
+/// registry order, so the first dissector that wants a payload is the same as in
+/// [`dissect`]), and a direct route for plain DNS, the bulk of UDP payloads.
+pub struct Dispatch {
+    all: Vec<Box<dyn Dissector>>,
+    l2: Vec<usize>,
+    udp: Vec<usize>,
+    tcp: Vec<usize>,
+    dns: Option<usize>,
+}
+
+impl Default for Dispatch {
+    fn default() -> Self {
+        Dispatch::new(registry())
+    }
+}
+
+impl Dispatch {
+    pub fn new(all: Vec<Box<dyn Dissector>>) -> Dispatch {
+        let (mut l2, mut udp, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
+        let mut dns = None;
+        for (i, d) in all.iter().enumerate() {
+            let (on_l2, on_udp, on_tcp) = carried_on(d.proto());
+            if on_l2 {
+                l2.push(i);
+            }
+            if on_udp {
+                udp.push(i);
+            }
+            if on_tcp {
+                tcp.push(i);
+            }
+            if d.proto() == Proto::Dns && dns.is_none() {
+                dns = Some(i);
+            }
+        }
+        // The DNS shortcut is only exact if nothing before DNS in the UDP list could claim
+        // port 53 traffic on other grounds (payload sniffing).
+        let dns = dns.filter(|&di| {
+            udp.iter().take_while(|&&i| i != di).all(|&i| {
+                matches!(all[i].proto(), Proto::Dhcp | Proto::Netbios | Proto::Snmp | Proto::Mdns | Proto::Llmnr)
+            })
+        });
+        Dispatch { all, l2, udp, tcp, dns }
+    }
+
+    /// Same result as [`dissect`] over the whole registry.
+    pub fn dissect(&self, ctx: &PacketCtx, payload: &[u8]) -> Result<Dissected, DissectError> {
+        let mut out = Dissected::default();
+        let list = match ctx.transport {
+            Transport::Udp => {
+                if let Some(di) = self.dns {
+                    let other = if ctx.src_port == 53 { ctx.dst_port } else if ctx.dst_port == 53 { ctx.src_port } else { 0 };
+                    if other != 0 && payload.len() >= 12 && !UDP_PORTS_BEFORE_DNS.contains(&other) {
+                        let d = &self.all[di];
+                        out.app = Some(d.proto());
+                        d.dissect(ctx, payload, &mut out.findings)?;
+                        return Ok(out);
+                    }
+                }
+                &self.udp
+            }
+            Transport::Tcp => &self.tcp,
+            Transport::L2 { .. } => &self.l2,
+        };
+        dissect_into(list.iter().map(|&i| &*self.all[i]), ctx, payload, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// Ports of protocols whose messages span TCP segments: a SYN on one of them starts stream
@@ -179,6 +278,16 @@ pub const STREAM_PORTS: [u16; 11] = [104, 11112, 2762, 2575, 6661, 80, 8080, 443
 
 pub fn stream_port(src_port: u16, dst_port: u16) -> bool {
     STREAM_PORTS.contains(&src_port) || STREAM_PORTS.contains(&dst_port)
+}
+
+/// TCP ports whose dissectors read every segment of a flow that is not reassembled: Telnet
+/// and FTP logins come after many keystroke or command segments, DNS over TCP and the
+/// port-identified vendor protocols carry identity in any message. On other unreassembled
+/// TCP flows only the first payloads per direction are dissected (see the pipeline).
+pub const EVERY_SEGMENT_PORTS: [u16; 8] = [21, 23, 53, 3613, 2000, 7000, 24105, 6464];
+
+pub fn every_segment_port(src_port: u16, dst_port: u16) -> bool {
+    EVERY_SEGMENT_PORTS.contains(&src_port) || EVERY_SEGMENT_PORTS.contains(&dst_port)
 }
 
 /// Should this TCP payload's flow be reassembled? True when a dissector whose messages
