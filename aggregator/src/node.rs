@@ -23,7 +23,7 @@ use wardline_common::{Evidence, MacAddr};
 use tracing::{info, warn};
 use wardline_common::fault::{crash_point, CrashPoint};
 use wardline_common::wire::BatchReply;
-use wardline_common::{Batch, Event};
+use wardline_common::Batch;
 
 /// Everything a running node holds; shared by ingest and the API.
 pub struct Node {
@@ -102,7 +102,8 @@ impl Node {
             return BatchReply::RetryLater { batch_id: id, seq, reason: format!("flow store unavailable: {e}") };
         }
         crash_point(CrashPoint::AggregatorAfterSink, seq);
-        let summary = summarize(&batch);
+        // Raft carries device deltas and counts, not per-flow detail.
+        let summary = BatchSummary::from_batch(&batch);
         match self.raft.propose(Command::ApplyBatch(summary)).await {
             Ok(resp) => {
                 crash_point(CrashPoint::AggregatorAfterCommit, seq);
@@ -122,33 +123,6 @@ impl Node {
             }
         }
     }
-}
-
-/// What of a batch goes through Raft: device deltas and counts, not per-flow detail.
-pub fn summarize(batch: &Batch) -> BatchSummary {
-    let mut s = BatchSummary {
-        batch_id: batch.id,
-        sensor_id: batch.sensor_id.clone(),
-        site: batch.site.clone(),
-        seq: batch.seq,
-        devices: Vec::new(),
-        flow_count: 0,
-        flow_packets: 0,
-        flow_bytes: 0,
-        stats: None,
-    };
-    for e in &batch.events {
-        match e {
-            Event::Device(d) => s.devices.push(d.clone()),
-            Event::Flow(f) => {
-                s.flow_count += 1;
-                s.flow_packets += f.packets_ab + f.packets_ba;
-                s.flow_bytes += f.bytes_ab + f.bytes_ba;
-            }
-            Event::Stats(st) => s.stats = Some(st.clone()),
-        }
-    }
-    s
 }
 
 struct IngestHandler(Arc<Node>);

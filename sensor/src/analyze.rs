@@ -29,6 +29,8 @@ use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
 const PROGRESS_MIN_BYTES: u64 = 50 * 1024 * 1024;
 /// Drain finished flows and device news every this much packet time.
 const DRAIN_INTERVAL_US: u64 = 10_000_000;
+/// ... or as soon as this many ended flows are waiting, so their records never pile up.
+const DRAIN_PENDING_FLOWS: usize = 32_768;
 
 /// IEEE OUI vendor of a MAC, when the registry knows it.
 pub fn vendor_of(mac: &MacAddr) -> Option<&'static str> {
@@ -293,7 +295,7 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, mut out: impl 
             pipeline.process(&pkt);
             n += 1;
             let due = *next_drain.get_or_insert(ts.saturating_add(DRAIN_INTERVAL_US));
-            if ts >= due {
+            if ts >= due || pipeline.pending_flows() >= DRAIN_PENDING_FLOWS {
                 next_drain = Some(ts.saturating_add(DRAIN_INTERVAL_US));
                 sink.take(pipeline.drain_events(ts))?;
             }

@@ -401,6 +401,11 @@ impl FlowTable {
         }
     }
 
+    /// Records of ended flows waiting for the next [`drain`](Self::drain).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Flows that ended by `now_us` (packet time): idle, closed, evicted, active restarts.
     pub fn drain(&mut self, now_us: u64) -> Vec<FlowRecord> {
         self.now_us = self.now_us.max(now_us);

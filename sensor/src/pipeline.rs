@@ -137,6 +137,13 @@ impl Pipeline {
         self.flows.len()
     }
 
+    /// Records of ended flows held until the next `drain_events`. A caller that drains on
+    /// a packet-time interval should also drain when this grows, or a burst of idle
+    /// expiries (a million short flows timing out together) is held in memory at once.
+    pub fn pending_flows(&self) -> usize {
+        self.flows.pending()
+    }
+
     /// Process one captured frame.
     pub fn process(&mut self, pkt: &RawPacket<'_>) {
         let wire = pkt.wire_len();

@@ -5,8 +5,6 @@
 //! the dissector tests do not depend on them.
 #![allow(dead_code)]
 
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::{Block, PcapNgReader};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -51,33 +49,12 @@ pub struct Frame {
     pub data: Vec<u8>,
 }
 
+/// Every frame of a capture, read with the sensor's own capture reader.
 pub fn read_frames(path: &Path) -> Vec<Frame> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut r = wardline_sensor::capture::file::FileReader::open(path).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
-    if bytes.len() >= 4 && bytes[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-        let mut r = PcapNgReader::new(&bytes[..]).expect("pcapng header");
-        let mut links: Vec<u32> = Vec::new();
-        while let Some(b) = r.next_block() {
-            let Ok(b) = b else { break };
-            match b {
-                Block::SectionHeader(_) => links.clear(),
-                Block::InterfaceDescription(i) => links.push(u32::from(i.linktype)),
-                Block::EnhancedPacket(p) => out.push(Frame {
-                    ts_us: p.timestamp.as_micros() as u64,
-                    linktype: links.get(p.interface_id as usize).copied().unwrap_or(1),
-                    data: p.data.to_vec(),
-                }),
-                Block::SimplePacket(p) => out.push(Frame { ts_us: 0, linktype: links.first().copied().unwrap_or(1), data: p.data.to_vec() }),
-                _ => {}
-            }
-        }
-    } else {
-        let mut r = PcapReader::new(&bytes[..]).expect("pcap header");
-        let linktype = u32::from(r.header().datalink);
-        while let Some(p) = r.next_packet() {
-            let Ok(p) = p else { break };
-            out.push(Frame { ts_us: p.timestamp.as_micros() as u64, linktype, data: p.data.to_vec() });
-        }
+    while let Ok(Some(p)) = r.next_packet() {
+        out.push(Frame { ts_us: p.ts_us, linktype: p.linktype.dlt(), data: p.data.to_vec() });
     }
     out
 }

@@ -4,11 +4,7 @@
 //! Kept separate from the sensor's own decoder so the dissectors are tested on their own.
 #![allow(dead_code)]
 
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::{Block, PcapNgReader};
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use wardline_common::MacAddr;
@@ -86,35 +82,11 @@ fn mac(b: &[u8]) -> MacAddr {
 
 /// Read all IP/TCP/UDP packets of a pcap or pcapng file.
 pub fn read_packets(path: &Path) -> Vec<Packet> {
-    let mut magic = [0u8; 4];
-    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = File::open(path).unwrap();
+    // The sensor's own capture reader (pcap and pcapng, every link type the corpus has).
+    let mut r = wardline_sensor::capture::file::FileReader::open(path).unwrap_or_else(|e| panic!("{e}"));
     let mut frames: Vec<(u32, u64, Vec<u8>)> = Vec::new();
-    if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
-        let mut r = PcapNgReader::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut linktypes: Vec<u32> = Vec::new();
-        while let Some(b) = r.next_block() {
-            match b.unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
-                Block::InterfaceDescription(idb) => linktypes.push(u32::from(idb.linktype)),
-                Block::EnhancedPacket(epb) => {
-                    let lt = linktypes.get(epb.interface_id as usize).copied().unwrap_or(1);
-                    frames.push((lt, epb.timestamp.as_micros() as u64, epb.data.into_owned()));
-                }
-                _ => {}
-            }
-        }
-    } else {
-        let mut r = PcapReader::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let header = r.header();
-        let lt = u32::from(header.datalink);
-        let nanos = header.ts_resolution == pcap_file::TsResolution::NanoSecond;
-        // Raw records: some corpus files have records longer than their header's snaplen,
-        // which pcap-file's checked reader rejects but tshark reads.
-        while let Some(p) = r.next_raw_packet() {
-            let p = p.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let frac_us = if nanos { u64::from(p.ts_frac) / 1000 } else { u64::from(p.ts_frac) };
-            frames.push((lt, u64::from(p.ts_sec) * 1_000_000 + frac_us, p.data.into_owned()));
-        }
+    while let Some(p) = r.next_packet().unwrap_or_else(|e| panic!("{e}")) {
+        frames.push((p.linktype.dlt(), p.ts_us, p.data.to_vec()));
     }
     frames.iter().enumerate().filter_map(|(i, (lt, ts, data))| decode(i + 1, *lt, *ts, data)).collect()
 }
