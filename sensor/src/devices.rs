@@ -260,12 +260,12 @@ impl DeviceTable {
 
     /// Attach dissector findings, resolving each end through its IP address.
     pub fn findings_at(&mut self, ctx: &crate::dissect::PacketCtx, proto: Proto, findings: &[Finding]) {
-        let src = self.resolve(ctx.src_mac, ctx.src_ip);
-        let dst = self.resolve(ctx.dst_mac, ctx.dst_ip);
+        // Resolved on first use: most payloads only speak about one end.
+        let (mut src, mut dst) = (None, None);
         for f in findings {
             let mac = match f.side {
-                Side::Src => src,
-                Side::Dst => dst,
+                Side::Src => *src.get_or_insert_with(|| self.resolve(ctx.src_mac, ctx.src_ip)),
+                Side::Dst => *dst.get_or_insert_with(|| self.resolve(ctx.dst_mac, ctx.dst_ip)),
                 Side::Mac(m) => Some(m),
             };
             match mac {

@@ -54,6 +54,8 @@ pub struct FlowKey {
 }
 
 const NO_VLAN: u16 = u16::MAX;
+/// Largest flow bound whose index and slab are reserved at construction.
+const MAX_PRESIZED_FLOWS: usize = 4 << 20;
 const NIL: u32 = u32::MAX;
 
 fn endpoint(ip: IpAddr, port: u16) -> Endpoint {
@@ -149,10 +151,13 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn new(cfg: FlowConfig) -> FlowTable {
+        // Sized for the bound up front: growing a million-entry index rehashes every key
+        // (a slab cache miss each), and untouched slab pages cost no memory.
+        let reserve = cfg.max_flows.min(MAX_PRESIZED_FLOWS);
         FlowTable {
-            map: HashTable::new(),
+            map: HashTable::with_capacity(reserve),
             hasher: foldhash::fast::RandomState::default(),
-            slab: Vec::new(),
+            slab: Vec::with_capacity(reserve),
             free: Vec::new(),
             head: NIL,
             tail: NIL,

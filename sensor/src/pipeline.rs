@@ -92,6 +92,10 @@ const STREAM_SWEEP_PACKETS: u64 = 1 << 16;
 /// the first few.
 pub const TCP_PAYLOADS_DISSECTED: u8 = 8;
 
+/// TCP segments per direction reassembled on a flow labelled TLS before it is dropped
+/// from reassembly: enough for a handshake with a long certificate chain (~45 KB).
+pub const TLS_SEGMENTS_DISSECTED: u8 = 32;
+
 /// Flows ended per batch when the table is flushed at the end of input.
 const FINISH_BATCH: usize = 16_384;
 
@@ -316,10 +320,17 @@ impl Pipeline {
         let Pipeline { flows, devices, dissectors, streams, stats, .. } = self;
         let seg = Segment { ts_us: ctx.ts_us, seq, flags, payload: bytes };
         let tracked = streams.is_tracked(flow);
-        if !tracked && !bytes.is_empty() && !dissect::every_segment_port(ctx.src_port, ctx.dst_port) {
+        if !bytes.is_empty() && !dissect::every_segment_port(ctx.src_port, ctx.dst_port) {
             // Past its first payloads an unreassembled flow is bulk: count it, skip the rest.
+            // A reassembled TLS flow is bulk once its handshake is surely over; other
+            // reassembled protocols (HTTP keep-alive, DICOM, HL7, SMB) carry identity or
+            // volume in every message and stay tracked.
             let before = flows.count_payload(flow).unwrap_or(0);
-            if before >= TCP_PAYLOADS_DISSECTED {
+            if !tracked && before >= TCP_PAYLOADS_DISSECTED {
+                return;
+            }
+            if tracked && before >= TLS_SEGMENTS_DISSECTED && flows.app(flow) == Some(Proto::Tls) {
+                streams.untrack(flow);
                 return;
             }
         }

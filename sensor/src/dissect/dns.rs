@@ -88,6 +88,13 @@ fn err(kind: &'static str, detail: impl Into<String>) -> DissectError {
 /// labels and the offset just past the name in the original position.
 pub fn read_labels(msg: &[u8], off: usize) -> Result<(Vec<Vec<u8>>, usize), DissectError> {
     let mut labels = Vec::new();
+    let next = walk_labels(msg, off, |l| labels.push(l.to_vec()))?;
+    Ok((labels, next))
+}
+
+/// Walk the labels of a name, handing each to `label` in order; returns the offset just
+/// past the name. Borrows the labels from `msg` so callers need not allocate per label.
+fn walk_labels<'m>(msg: &'m [u8], off: usize, mut label_fn: impl FnMut(&'m [u8])) -> Result<usize, DissectError> {
     let mut pos = off;
     let mut end_after: Option<usize> = None;
     let mut jumps = 0usize;
@@ -99,8 +106,7 @@ pub fn read_labels(msg: &[u8], off: usize) -> Result<(Vec<Vec<u8>>, usize), Diss
         match len & 0xc0 {
             0x00 => {
                 if len == 0 {
-                    let next = end_after.unwrap_or(pos + 1);
-                    return Ok((labels, next));
+                    return Ok(end_after.unwrap_or(pos + 1));
                 }
                 let start = pos + 1;
                 let label = msg.get(start..start + len as usize).ok_or_else(|| {
@@ -110,7 +116,7 @@ pub fn read_labels(msg: &[u8], off: usize) -> Result<(Vec<Vec<u8>>, usize), Diss
                 if total > MAX_NAME_CHARS {
                     return Err(err("name_too_long", format!("name at offset {off} exceeds {MAX_NAME_CHARS} bytes")));
                 }
-                labels.push(label.to_vec());
+                label_fn(label);
                 pos = start + len as usize;
             }
             0xc0 => {
@@ -152,19 +158,43 @@ pub fn labels_to_string(labels: &[Vec<u8>]) -> String {
 }
 
 fn display_label(l: &[u8]) -> String {
+    let mut s = String::new();
+    push_display_label(&mut s, l);
+    s
+}
+
+fn push_display_label(out: &mut String, l: &[u8]) {
     // Wireshark keeps valid UTF-8 and escapes other bytes; do the same so names compare.
     match std::str::from_utf8(l) {
-        Ok(s) if !s.chars().any(|c| c.is_control()) => s.to_string(),
-        _ => l
-            .iter()
-            .map(|&b| if (0x20..0x7f).contains(&b) { (b as char).to_string() } else { format!("\\x{b:02x}") })
-            .collect(),
+        Ok(s) if !s.chars().any(|c| c.is_control()) => out.push_str(s),
+        _ => {
+            for &b in l {
+                if (0x20..0x7f).contains(&b) {
+                    out.push(b as char);
+                } else {
+                    let _ = std::fmt::Write::write_fmt(out, format_args!("\\x{b:02x}"));
+                }
+            }
+        }
     }
 }
 
+/// A name in presentation form, built in one String (no per-label allocation): names are
+/// read for every DNS datagram, the sensor's most common payload.
 fn read_name(msg: &[u8], off: usize) -> Result<(String, usize), DissectError> {
-    let (labels, next) = read_labels(msg, off)?;
-    Ok((labels_to_string(&labels), next))
+    let mut name = String::new();
+    let mut first = true;
+    let next = walk_labels(msg, off, |l| {
+        if !first {
+            name.push('.');
+        }
+        first = false;
+        push_display_label(&mut name, l);
+    })?;
+    if first {
+        name.push_str("<Root>");
+    }
+    Ok((name, next))
 }
 
 /// Parse a DNS message as carried over UDP.
@@ -304,9 +334,26 @@ pub fn flavor(ctx: &PacketCtx) -> Proto {
 
 /// Findings for a message of the given flavor (see the module docs for the meaning).
 pub fn findings(rec: &DnsRecord, flavor: Proto, out: &mut Vec<Finding>) {
-    let mut seen = std::collections::HashSet::new();
+    // De-duplicate what this call adds: a linear scan while few (a unicast query adds one
+    // finding; no allocation), a set once many (an mDNS response can hold thousands).
+    const LINEAR_MAX: usize = 16;
+    let start = out.len();
+    let mut seen: Option<std::collections::HashSet<(Field, String)>> = None;
     let mut push = |out: &mut Vec<Finding>, f: Finding| {
-        if seen.insert((f.field, f.value.clone())) {
+        let fresh = match &mut seen {
+            Some(set) => set.insert((f.field, f.value.clone())),
+            None => {
+                let dup = out[start..].iter().any(|g| g.field == f.field && g.value == f.value);
+                if !dup && out.len() - start >= LINEAR_MAX {
+                    let mut set: std::collections::HashSet<(Field, String)> =
+                        out[start..].iter().map(|g| (g.field, g.value.clone())).collect();
+                    set.insert((f.field, f.value.clone()));
+                    seen = Some(set);
+                }
+                !dup
+            }
+        };
+        if fresh {
             out.push(f);
         }
     };
@@ -377,7 +424,19 @@ pub struct LlmnrDissector;
 
 fn dissect_any(ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
     let rec = if ctx.transport == Transport::Tcp { parse_tcp(payload)? } else { parse(payload)? };
-    findings(&rec, flavor(ctx), out);
+    let flavor = flavor(ctx);
+    if flavor == Proto::Dns && !rec.is_response && rec.questions.len() <= 16 {
+        // The common case, a unicast query: what `findings` gives, with the names moved
+        // instead of copied.
+        let start = out.len();
+        for q in rec.questions {
+            if q.name != "<Root>" && !out[start..].iter().any(|g| g.field == Field::DnsQuery && g.value == q.name) {
+                out.push(Finding::src(Field::DnsQuery, q.name));
+            }
+        }
+        return Ok(());
+    }
+    findings(&rec, flavor, out);
     Ok(())
 }
 
@@ -420,6 +479,21 @@ impl Dissector for LlmnrDissector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_name_matches_labels_to_string() {
+        // "ab.c\x01d" at 0, then a name "x" + pointer to 0 at 10, then the root at 15.
+        let msg = [2, b'a', b'b', 3, b'c', 0x01, b'd', 0, 0xff, 0xff, 1, b'x', 0xc0, 0x00, 0xff, 0];
+        for off in [0usize, 10, 15] {
+            let (labels, next_a) = read_labels(&msg, off).unwrap();
+            let (name, next_b) = read_name(&msg, off).unwrap();
+            assert_eq!(name, labels_to_string(&labels), "offset {off}");
+            assert_eq!(next_a, next_b);
+        }
+        assert_eq!(read_name(&msg, 10).unwrap().0, "x.ab.c\\x01d");
+        assert_eq!(read_name(&msg, 15).unwrap().0, "<Root>");
+        assert!(read_name(&msg, 8).is_err(), "a forward pointer is rejected");
+    }
 
     #[test]
     fn pointer_loop_is_an_error_not_a_hang() {

@@ -305,6 +305,14 @@ impl TcpReassembler {
         self.streams.get(&flow.idx).is_some_and(|s| s.gen == flow.gen)
     }
 
+    /// Stop tracking a flow whose later bytes no dissector needs (e.g. TLS application
+    /// data after the handshake). Bytes still held are counted as dropped.
+    pub fn untrack(&mut self, flow: FlowRef) {
+        if self.is_tracked(flow) {
+            self.drop_stream(flow.idx, true);
+        }
+    }
+
     /// Start tracking a flow; `ports` are the flow's two ports (for the SMB framing hint).
     pub fn track(&mut self, flow: FlowRef, ports: (u16, u16), ts_us: u64) {
         if self.is_tracked(flow) {
