@@ -116,6 +116,9 @@ fn files_checkpoint_key(files: &[std::path::PathBuf]) -> Result<String> {
     Ok(format!("files:{}", hex::encode(&ctx.finish().as_ref()[..16])))
 }
 
+/// Ended flows held in memory before a drain is forced.
+const MAX_PENDING_FLOWS: usize = 32_768;
+
 pub struct RunOptions {
     /// Exit once every capture file is processed and the spool is empty.
     pub exit_when_drained: bool,
@@ -197,7 +200,9 @@ fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, batche
         let res = capture::for_each_packet(source, Some(stop), |pkt: &RawPacket<'_>| {
             pipeline.process(pkt);
             let due = *next_drain.get_or_insert(pkt.ts_us + interval_us);
-            if pkt.ts_us >= due {
+            // Also drain when ended flows pile up between intervals (bounded memory); both
+            // conditions depend only on the packets, so a replay cuts the same batches.
+            if pkt.ts_us >= due || pipeline.pending_flows() >= MAX_PENDING_FLOWS {
                 next_drain = Some(pkt.ts_us + interval_us);
                 if let Err(e) = batcher.emit(pipeline.drain_events(pkt.ts_us)) {
                     emit_err = Some(e);
