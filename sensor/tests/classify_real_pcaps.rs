@@ -4,17 +4,14 @@
 //! WARDLINE_PCAPS.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use wardline_common::kb::{classify, DeviceFacts, KnowledgeBase};
 use wardline_common::{Event, MacAddr};
 use wardline_sensor::capture::file::FileReader;
 use wardline_sensor::pipeline::{Pipeline, PipelineConfig};
 
-fn pcaps_dir() -> PathBuf {
-    std::env::var_os("WARDLINE_PCAPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps"))
-}
+#[path = "corpus/mod.rs"]
+mod corpus;
+use corpus::pcaps_dir;
 
 /// Device facts from one capture; `None` when the file cannot be read to the end (some
 /// captures are deliberately truncated or exotic; the capture tests cover those).

@@ -4,16 +4,10 @@
 use std::path::PathBuf;
 
 /// Root of the shared capture corpus: $WARDLINE_PCAPS or <workspace>/../shared/pcaps.
-pub fn pcaps_dir() -> PathBuf {
-    match std::env::var_os("WARDLINE_PCAPS") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps"),
-    }
-}
-
-pub fn pcap(rel: &str) -> PathBuf {
-    pcaps_dir().join(rel)
-}
+#[path = "../corpus/mod.rs"]
+mod corpus;
+#[allow(unused_imports)]
+pub use corpus::{pcap, pcaps_dir};
 
 /// Every .pcap/.pcapng file in the corpus, sorted.
 pub fn all_pcaps() -> Vec<PathBuf> {

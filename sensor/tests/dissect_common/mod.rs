@@ -1,4 +1,4 @@
-//! Test support for the discovery dissector tests: read real captures with pcap-file,
+//! Test support for the discovery dissector tests: read real captures with the sensor's FileReader,
 //! decode link/IP/UDP/TCP just far enough to hand payloads to dissectors, and reassemble
 //! each TCP direction into one byte stream (in sequence order, stopping at the first gap).
 //! This is deliberately small and separate from the sensor's capture/decode modules so
@@ -11,19 +11,10 @@ use std::path::{Path, PathBuf};
 use wardline_common::MacAddr;
 use wardline_sensor::dissect::{PacketCtx, Transport};
 
-/// Captures folder: $WARDLINE_PCAPS or <workspace>/../shared/pcaps.
-pub fn pcaps_dir() -> PathBuf {
-    match std::env::var_os("WARDLINE_PCAPS") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps"),
-    }
-}
-
-pub fn pcap(rel: &str) -> PathBuf {
-    let p = pcaps_dir().join(rel);
-    assert!(p.exists(), "capture {} not found; set WARDLINE_PCAPS to the shared pcaps folder", p.display());
-    p
-}
+#[path = "../corpus/mod.rs"]
+mod corpus;
+#[allow(unused_imports)]
+pub use corpus::{pcap, pcaps_dir};
 
 /// Every capture file under the folder, sorted.
 pub fn all_captures() -> Vec<PathBuf> {

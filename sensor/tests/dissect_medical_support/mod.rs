@@ -1,4 +1,4 @@
-//! Shared by the medical/management dissector tests: read real captures with pcap-file,
+//! Shared by the medical/management dissector tests: read real captures with the sensor's FileReader,
 //! decode just enough of L2/L3/L4 to hand payloads to dissectors, and reassemble TCP
 //! streams into application messages (in-order, retransmissions trimmed, gaps reset).
 //! Kept separate from the sensor's own decoder so the dissectors are tested on their own.
@@ -10,19 +10,10 @@ use std::path::{Path, PathBuf};
 use wardline_common::MacAddr;
 use wardline_sensor::dissect::{PacketCtx, Transport};
 
-/// Captures folder: $WARDLINE_PCAPS, else <workspace>/../shared/pcaps.
-pub fn pcaps_dir() -> PathBuf {
-    match std::env::var_os("WARDLINE_PCAPS") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps"),
-    }
-}
-
-pub fn pcap(rel: &str) -> PathBuf {
-    let p = pcaps_dir().join(rel);
-    assert!(p.exists(), "capture {} not found; set WARDLINE_PCAPS to the shared pcaps folder", p.display());
-    p
-}
+#[path = "../corpus/mod.rs"]
+mod corpus;
+#[allow(unused_imports)]
+pub use corpus::{pcap, pcaps_dir};
 
 /// Every capture file in a subfolder, sorted.
 pub fn pcaps_in(sub: &str) -> Vec<PathBuf> {
