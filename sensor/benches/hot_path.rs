@@ -44,20 +44,7 @@ fn metas(frames: &[Frame]) -> Vec<PacketMeta> {
         .filter_map(|f| {
             let d = decode::decode(f.linktype, &f.data).ok()?;
             let Net::Ip(h) = d.net else { return None };
-            let (sp, dp) = d.ports();
-            Some(PacketMeta {
-                ts_us: f.ts_us,
-                vlan: d.vlan,
-                ip_proto: h.proto,
-                src_ip: h.src,
-                dst_ip: h.dst,
-                src_port: sp,
-                dst_port: dp,
-                src_mac: d.src_mac,
-                dst_mac: d.dst_mac,
-                wire_len: f.data.len() as u64,
-                tcp_flags: if let L4::Tcp(t) = d.l4 { t.flags } else { 0 },
-            })
+            Some(PacketMeta::from_decoded(&d, &h, f.ts_us, f.data.len() as u64))
         })
         .collect()
 }

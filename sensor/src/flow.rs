@@ -100,6 +100,30 @@ pub struct PacketMeta {
     pub tcp_flags: u8,
 }
 
+impl PacketMeta {
+    /// The flow facts of a decoded IP packet.
+    #[inline]
+    pub fn from_decoded(d: &crate::decode::Decoded<'_>, h: &crate::decode::IpHeader, ts_us: u64, wire_len: u64) -> Self {
+        let (src_port, dst_port) = d.ports();
+        PacketMeta {
+            ts_us,
+            vlan: d.vlan,
+            ip_proto: h.proto,
+            src_ip: h.src,
+            dst_ip: h.dst,
+            src_port,
+            dst_port,
+            src_mac: d.src_mac,
+            dst_mac: d.dst_mac,
+            wire_len,
+            tcp_flags: match d.l4 {
+                crate::decode::L4::Tcp(t) => t.flags,
+                _ => 0,
+            },
+        }
+    }
+}
+
 /// Handle to a live flow returned by [`FlowTable::observe`]; stale handles are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowRef {

@@ -229,24 +229,8 @@ impl Pipeline {
 
     /// A whole IP packet: flow accounting, handshake evidence, transport payload.
     fn ip_packet(&mut self, frame: &[u8], d: &Decoded<'_>, h: &IpHeader, ts: u64, wire: u64) {
-        let (sp, dp) = d.ports();
-        let flags = match d.l4 {
-            L4::Tcp(t) => t.flags,
-            _ => 0,
-        };
-        let meta = PacketMeta {
-            ts_us: ts,
-            vlan: d.vlan,
-            ip_proto: h.proto,
-            src_ip: h.src,
-            dst_ip: h.dst,
-            src_port: sp,
-            dst_port: dp,
-            src_mac: d.src_mac,
-            dst_mac: d.dst_mac,
-            wire_len: wire,
-            tcp_flags: flags,
-        };
+        let meta = PacketMeta::from_decoded(d, h, ts, wire);
+        let (sp, dp, flags) = (meta.src_port, meta.dst_port, meta.tcp_flags);
         let fref = self.flows.observe(&meta);
         if flags & 0x12 == 0x12 {
             // SYN+ACK: the sender accepts connections on this port.
