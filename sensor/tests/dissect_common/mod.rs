@@ -1,14 +1,12 @@
 //! Test support for the discovery dissector tests: read real captures with the sensor's FileReader,
-//! decode link/IP/UDP/TCP just far enough to hand payloads to dissectors, and reassemble
-//! each TCP direction into one byte stream (in sequence order, stopping at the first gap).
-//! This is deliberately small and separate from the sensor's capture/decode modules so
-//! the dissector tests do not depend on them.
+//! decode them with the sensor's decoder, and reassemble each TCP direction into one byte
+//! stream (in sequence order, stopping at the first gap) with a deliberately simple
+//! reassembler, so the dissectors are tested apart from the sensor's stream reassembly.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use wardline_common::MacAddr;
 use wardline_sensor::dissect::{PacketCtx, Transport};
 
 #[path = "../corpus/mod.rs"]
@@ -58,107 +56,44 @@ pub struct Packet {
     pub tcp_syn: bool,
 }
 
-fn ctx(ts_us: u64, src_mac: MacAddr, dst_mac: MacAddr, vlan: Option<u16>) -> PacketCtx {
-    PacketCtx { ts_us, src_mac, dst_mac, vlan, src_ip: None, dst_ip: None, src_port: 0, dst_port: 0, transport: Transport::L2 { ethertype: 0 } }
-}
-
-fn be16(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(o)?, *b.get(o + 1)?]))
-}
-
+/// The sensor's decoder (tested on its own in the dataplane and tshark_diff tests) turns a
+/// frame into a payload and its context; IP fragments and non-TCP/UDP IP packets are skipped.
 pub fn decode(f: &Frame) -> Option<Packet> {
-    let d = &f.data[..];
-    let mut c = ctx(f.ts_us, MacAddr::ZERO, MacAddr::ZERO, None);
-    let (ethertype, l3) = match f.linktype {
-        1 => {
-            let mut dst = [0u8; 6];
-            let mut src = [0u8; 6];
-            dst.copy_from_slice(d.get(0..6)?);
-            src.copy_from_slice(d.get(6..12)?);
-            c.dst_mac = MacAddr(dst);
-            c.src_mac = MacAddr(src);
-            let mut off = 12;
-            let mut et = be16(d, off)?;
-            while et == 0x8100 || et == 0x88a8 {
-                c.vlan = Some(be16(d, off + 2)? & 0x0fff);
-                off += 4;
-                et = be16(d, off)?;
-            }
-            if et <= 1500 {
-                // 802.3 length field: LLC/SNAP frame.
-                let body = d.get(off + 2..)?;
-                let body = &body[..body.len().min(et as usize)];
-                return Some(Packet { ctx: c, payload: body.to_vec(), tcp_seq: 0, tcp_syn: false });
-            }
-            (et, d.get(off + 2..)?)
-        }
-        0 => {
-            let fam = u32::from_le_bytes(d.get(0..4)?.try_into().ok()?);
-            let fam = if fam > 0xffff { fam.swap_bytes() } else { fam };
-            (if fam == 2 { 0x0800 } else { 0x86dd }, d.get(4..)?)
-        }
-        101 | 12 | 14 | 228 | 229 => (if d.first()? >> 4 == 4 { 0x0800 } else { 0x86dd }, d),
-        113 => (be16(d, 14)?, d.get(16..)?),
-        276 => (be16(d, 0)?, d.get(20..)?),
-        _ => return None,
+    use wardline_sensor::decode::{Fragment, Net, L4};
+    let d = wardline_sensor::decode::decode(wardline_sensor::capture::LinkType::from_dlt(f.linktype), &f.data).ok()?;
+    let mut ctx = PacketCtx {
+        ts_us: f.ts_us,
+        src_mac: d.src_mac,
+        dst_mac: d.dst_mac,
+        vlan: d.vlan,
+        src_ip: None,
+        dst_ip: None,
+        src_port: 0,
+        dst_port: 0,
+        transport: Transport::L2 { ethertype: d.ethertype },
     };
-    let (proto, l4) = match ethertype {
-        0x0800 => {
-            let ihl = ((*l3.first()? & 0x0f) as usize) * 4;
-            let total = be16(l3, 2)? as usize;
-            let frag = be16(l3, 6)?;
-            if frag & 0x3fff != 0 {
-                return None; // fragments: not reassembled here
+    let (mut tcp_seq, mut tcp_syn) = (0, false);
+    match d.net {
+        Net::Ip(h) => {
+            if h.fragment != Fragment::Whole {
+                return None;
             }
-            c.src_ip = Some(IpAddr::V4(Ipv4Addr::new(l3[12], l3[13], l3[14], l3[15])));
-            c.dst_ip = Some(IpAddr::V4(Ipv4Addr::new(l3[16], l3[17], l3[18], l3[19])));
-            let end = total.min(l3.len()).max(ihl);
-            (l3[9], l3.get(ihl..end)?)
-        }
-        0x86dd => {
-            let plen = be16(l3, 4)? as usize;
-            let mut nh = *l3.get(6)?;
-            let s: [u8; 16] = l3.get(8..24)?.try_into().ok()?;
-            let t: [u8; 16] = l3.get(24..40)?.try_into().ok()?;
-            c.src_ip = Some(IpAddr::V6(Ipv6Addr::from(s)));
-            c.dst_ip = Some(IpAddr::V6(Ipv6Addr::from(t)));
-            let body = l3.get(40..(40 + plen).min(l3.len()))?;
-            let mut off = 0;
-            while matches!(nh, 0 | 43 | 44 | 60) {
-                if nh == 44 {
-                    return None;
+            ctx.src_ip = Some(h.src);
+            ctx.dst_ip = Some(h.dst);
+            match d.l4 {
+                L4::Udp { src_port, dst_port } => {
+                    (ctx.src_port, ctx.dst_port, ctx.transport) = (src_port, dst_port, Transport::Udp);
                 }
-                let next = *body.get(off)?;
-                off += (*body.get(off + 1)? as usize + 1) * 8;
-                nh = next;
+                L4::Tcp(t) => {
+                    (ctx.src_port, ctx.dst_port, ctx.transport) = (t.src_port, t.dst_port, Transport::Tcp);
+                    (tcp_seq, tcp_syn) = (t.seq, t.flags & 0x02 != 0);
+                }
+                _ => return None,
             }
-            (nh, body.get(off..)?)
         }
-        et => {
-            c.transport = Transport::L2 { ethertype: et };
-            return Some(Packet { ctx: c, payload: l3.to_vec(), tcp_seq: 0, tcp_syn: false });
-        }
-    };
-    match proto {
-        17 => {
-            c.src_port = be16(l4, 0)?;
-            c.dst_port = be16(l4, 2)?;
-            let len = be16(l4, 4)? as usize;
-            c.transport = Transport::Udp;
-            let end = if len >= 8 { len.min(l4.len()) } else { l4.len() };
-            Some(Packet { ctx: c, payload: l4.get(8..end)?.to_vec(), tcp_seq: 0, tcp_syn: false })
-        }
-        6 => {
-            c.src_port = be16(l4, 0)?;
-            c.dst_port = be16(l4, 2)?;
-            let seq = u32::from_be_bytes(l4.get(4..8)?.try_into().ok()?);
-            let doff = ((*l4.get(12)? >> 4) as usize) * 4;
-            let flags = *l4.get(13)?;
-            c.transport = Transport::Tcp;
-            Some(Packet { ctx: c, payload: l4.get(doff..)?.to_vec(), tcp_seq: seq, tcp_syn: flags & 0x02 != 0 })
-        }
-        _ => None,
+        Net::Arp(_) | Net::Other => {}
     }
+    Some(Packet { ctx, payload: d.payload.to_vec(), tcp_seq, tcp_syn })
 }
 
 /// One reassembled TCP direction.

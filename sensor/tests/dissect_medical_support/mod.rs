@@ -1,7 +1,7 @@
 //! Shared by the medical/management dissector tests: read real captures with the sensor's FileReader,
-//! decode just enough of L2/L3/L4 to hand payloads to dissectors, and reassemble TCP
-//! streams into application messages (in-order, retransmissions trimmed, gaps reset).
-//! Kept separate from the sensor's own decoder so the dissectors are tested on their own.
+//! decode them with the sensor's decoder, and reassemble TCP streams into application
+//! messages (in-order, retransmissions trimmed, gaps reset) with a deliberately simple
+//! reassembler, so the dissectors are tested apart from the sensor's stream reassembly.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -65,12 +65,6 @@ impl Packet {
     }
 }
 
-fn mac(b: &[u8]) -> MacAddr {
-    let mut m = [0u8; 6];
-    m.copy_from_slice(&b[..6]);
-    MacAddr(m)
-}
-
 /// Read all IP/TCP/UDP packets of a pcap or pcapng file.
 pub fn read_packets(path: &Path) -> Vec<Packet> {
     // The sensor's own capture reader (pcap and pcapng, every link type the corpus has).
@@ -82,76 +76,40 @@ pub fn read_packets(path: &Path) -> Vec<Packet> {
     frames.iter().enumerate().filter_map(|(i, (lt, ts, data))| decode(i + 1, *lt, *ts, data)).collect()
 }
 
-fn decode(frame: usize, linktype: u32, ts_us: u64, d: &[u8]) -> Option<Packet> {
-    let zero = MacAddr([0; 6]);
-    let (mut src_mac, mut dst_mac, mut vlan) = (zero, zero, None);
-    let (ethertype, l3): (u16, &[u8]) = match linktype {
-        1 => {
-            if d.len() < 14 {
-                return None;
-            }
-            dst_mac = mac(&d[0..6]);
-            src_mac = mac(&d[6..12]);
-            let mut et = u16::from_be_bytes([d[12], d[13]]);
-            let mut off = 14;
-            while (et == 0x8100 || et == 0x88a8) && d.len() >= off + 4 {
-                vlan.get_or_insert(u16::from_be_bytes([d[off], d[off + 1]]) & 0x0fff);
-                et = u16::from_be_bytes([d[off + 2], d[off + 3]]);
-                off += 4;
-            }
-            (et, &d[off..])
+/// One TCP or UDP packet, decoded by the sensor's decoder (tested on its own in the
+/// dataplane and tshark_diff tests).
+fn decode(frame: usize, linktype: u32, ts_us: u64, data: &[u8]) -> Option<Packet> {
+    use wardline_sensor::decode::{Net, L4};
+    let d = wardline_sensor::decode::decode(wardline_sensor::capture::LinkType::from_dlt(linktype), data).ok()?;
+    let Net::Ip(h) = d.net else { return None };
+    let (transport, src_port, dst_port, tcp_seq, tcp_flags, tcp_header) = match d.l4 {
+        L4::Tcp(t) => {
+            // The header is the bytes just before the payload.
+            let end = (d.payload.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+            let header = data.get(end.checked_sub(t.header_len as usize)?..end)?.to_vec();
+            (Transport::Tcp, t.src_port, t.dst_port, t.seq, t.flags, header)
         }
-        // BSD loopback: 4-byte address family in host order.
-        0 | 108 => {
-            let af = u32::from_le_bytes(d.get(..4)?.try_into().ok()?);
-            let af = if af > 0xffff { af.swap_bytes() } else { af };
-            (if af == 2 { 0x0800 } else { 0x86dd }, &d[4..])
-        }
-        101 | 228 | 229 => (if d.first()? >> 4 == 4 { 0x0800 } else { 0x86dd }, d),
-        113 => (u16::from_be_bytes([*d.get(14)?, *d.get(15)?]), &d[16..]),
+        L4::Udp { src_port, dst_port } => (Transport::Udp, src_port, dst_port, 0, 0, Vec::new()),
         _ => return None,
     };
-    let (src_ip, dst_ip, ttl, ip_version, proto, l4): (IpAddr, IpAddr, u8, u8, u8, &[u8]) = match ethertype {
-        0x0800 => {
-            let ihl = (*l3.first()? & 0x0f) as usize * 4;
-            let total = (u16::from_be_bytes([*l3.get(2)?, *l3.get(3)?]) as usize).min(l3.len());
-            let s: [u8; 4] = l3.get(12..16)?.try_into().ok()?;
-            let t: [u8; 4] = l3.get(16..20)?.try_into().ok()?;
-            (s.into(), t.into(), l3[8], 4, l3[9], l3.get(ihl..total)?)
-        }
-        0x86dd => {
-            let plen = u16::from_be_bytes([*l3.get(4)?, *l3.get(5)?]) as usize;
-            let s: [u8; 16] = l3.get(8..24)?.try_into().ok()?;
-            let t: [u8; 16] = l3.get(24..40)?.try_into().ok()?;
-            (s.into(), t.into(), l3[7], 6, l3[6], l3.get(40..(40 + plen).min(l3.len()))?)
-        }
-        _ => return None,
-    };
-    let (transport, src_port, dst_port, tcp_seq, tcp_flags, tcp_header, payload) = match proto {
-        6 => {
-            let off = (*l4.get(12)? >> 4) as usize * 4;
-            (
-                Transport::Tcp,
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-                u32::from_be_bytes(l4.get(4..8)?.try_into().ok()?),
-                l4[13],
-                l4.get(..off)?.to_vec(),
-                l4.get(off..)?.to_vec(),
-            )
-        }
-        17 => (
-            Transport::Udp,
-            u16::from_be_bytes([*l4.first()?, *l4.get(1)?]),
-            u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]),
-            0,
-            0,
-            Vec::new(),
-            l4.get(8..)?.to_vec(),
-        ),
-        _ => return None,
-    };
-    Some(Packet { frame, ts_us, src_mac, dst_mac, vlan, src_ip, dst_ip, ttl, ip_version, transport, src_port, dst_port, tcp_seq, tcp_flags, tcp_header, payload })
+    Some(Packet {
+        frame,
+        ts_us,
+        src_mac: d.src_mac,
+        dst_mac: d.dst_mac,
+        vlan: d.vlan,
+        src_ip: h.src,
+        dst_ip: h.dst,
+        ttl: h.ttl,
+        ip_version: if h.src.is_ipv4() { 4 } else { 6 },
+        transport,
+        src_port,
+        dst_port,
+        tcp_seq,
+        tcp_flags,
+        tcp_header,
+        payload: d.payload.to_vec(),
+    })
 }
 
 /// What a framing function says about the start of a stream buffer.

@@ -1,0 +1,11 @@
+//! The Raft node: storage suite, single node, multi-node cluster.
+//!
+//! One test binary per area keeps link time and disk use down; each module below
+//! was its own binary before.
+
+#[path = "../raft_support/mod.rs"]
+mod raft_support;
+
+mod cluster;
+mod single_node;
+mod storage_suite;

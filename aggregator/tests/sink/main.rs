@@ -1,0 +1,10 @@
+//! Flow sinks: ClickHouse (a real server on a free port) and the embedded store.
+//!
+//! One test binary per area keeps link time and disk use down; each module below
+//! was its own binary before.
+
+#[path = "../sink_support/mod.rs"]
+mod sink_support;
+
+mod clickhouse;
+mod embedded;

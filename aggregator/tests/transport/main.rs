@@ -1,0 +1,8 @@
+//! Fleet PKI and the QUIC ingest with mutual TLS.
+//!
+//! One test binary per area keeps link time and disk use down; each module below
+//! was its own binary before.
+
+
+mod pki;
+mod quic;

@@ -1,0 +1,9 @@
+//! Multi-process tests: real sensor and aggregator binaries, real ClickHouse, kill -9.
+//!
+//! One test binary per area keeps link time and disk use down; each module below
+//! was its own binary before.
+
+
+mod e2e_clickhouse;
+mod kb_override;
+mod kill9;

@@ -1,0 +1,13 @@
+//! Capture reading, decoding, the pipeline's events, the spool, and the sensor's dependency tree.
+//!
+//! One test binary per area keeps link time and disk use down; each module below
+//! was its own binary before.
+
+#[path = "../dataplane_support/mod.rs"]
+mod dataplane_support;
+
+mod capture_file;
+mod decode_props;
+mod lean_dependencies;
+mod pipeline_events;
+mod spool_durability;

@@ -1,0 +1,136 @@
+//! HL7 v2 on real captures (/work/shared/pcaps/hl7): MLLP and unframed, MSH routing fields,
+//! device ids, the PHI segment count, and proof that no PHI value leaves the dissector.
+
+use crate::dissect_medical_support::*;
+
+use proptest::prelude::*;
+use wardline_common::Field;
+use wardline_sensor::dissect::hl7::{self, Framing, Hl7Dissector};
+use wardline_sensor::dissect::{Dissector, Finding, Transport};
+
+fn hl7_facts(rel: &str) -> std::collections::BTreeSet<(std::net::IpAddr, Field, String)> {
+    let msgs = messages(&read_packets(&pcap(rel)), hl7_framing);
+    let (f, errors) = facts(&Hl7Dissector, &msgs);
+    assert_eq!(errors, 0, "{rel}: every HL7 message parses");
+    f
+}
+
+#[test]
+fn oru_vitals_routing_device_ids_and_phi_count() {
+    let f = hl7_facts("hl7/lab-hl7-oru-vitals.pcap");
+    let has = |who: &str, field, v: &str| f.contains(&(ip(who), field, v.to_string()));
+    assert!(has("10.77.0.70", Field::Hl7SendingApp, "MONITOR_GW"), "{f:#?}");
+    assert!(has("10.77.0.70", Field::Hl7SendingFacility, "ICU3_CENTRAL"));
+    assert!(has("10.77.0.62", Field::Hl7ReceivingApp, "EMR_VITALS"));
+    assert!(has("10.77.0.62", Field::Hl7ReceivingFacility, "WLGH_MAIN"));
+    assert!(has("10.77.0.70", Field::Hl7MessageType, "ORU^R01"));
+    assert!(has("10.77.0.70", Field::Hl7Version, "2.6"));
+    // EUI-64 from MSH-3 and the OBX-18 equipment identifier of the bedside monitor.
+    assert!(has("10.77.0.70", Field::Hl7DeviceId, "0009FBFFFE6A1C00"));
+    assert!(has("10.77.0.70", Field::Hl7DeviceId, "0009FBFFFE6A1C01^MX450_BED12^0009FBFFFE6A1C01^EUI-64"));
+    assert!(has("10.77.0.71", Field::Hl7SendingApp, "CARESCAPE_GW"));
+    assert!(f.iter().any(|(a, fl, v)| *a == ip("10.77.0.71") && *fl == Field::Hl7DeviceId && v.starts_with("444B5DFFFE0B6503^B650_BED03")));
+    // PID + PV1 in each ORU.
+    assert!(has("10.77.0.70", Field::Hl7PhiSegments, "2"));
+    // The EMR's ACK names itself as sender.
+    assert!(has("10.77.0.62", Field::Hl7MessageType, "ACK^R01"));
+}
+
+#[test]
+fn eui64_oui_is_the_first_24_bits() {
+    assert_eq!(hl7::eui64_oui("0009FBFFFE6A1C01^MX450_BED12^0009FBFFFE6A1C01^EUI-64").as_deref(), Some("00:09:FB"));
+    assert_eq!(hl7::eui64_oui("444b5dfffe0b6503").as_deref(), Some("44:4B:5D"));
+    assert_eq!(hl7::eui64_oui("MX450"), None);
+}
+
+#[test]
+fn adt_orm_rde_over_one_connection() {
+    let f = hl7_facts("hl7/lab-hl7-adt-orm-rde.pcap");
+    let types: Vec<&str> = f.iter().filter(|(a, fl, _)| *a == ip("10.77.0.60") && *fl == Field::Hl7MessageType).map(|(_, _, v)| v.as_str()).collect();
+    assert_eq!(types, vec!["ADT^A01", "ORM^O01", "RDE^O11"]);
+    let apps: Vec<&str> = f.iter().filter(|(a, fl, _)| *a == ip("10.77.0.60") && *fl == Field::Hl7SendingApp).map(|(_, _, v)| v.as_str()).collect();
+    assert_eq!(apps, vec!["CPOE_ORDERS", "HIS_ADT", "PHARMACY_RX"]);
+}
+
+#[test]
+fn unframed_msh_payloads_in_syn_packets() {
+    let pkts = read_packets(&pcap("hl7/traffic_spike.pcap"));
+    let with_data: Vec<_> = pkts.iter().filter(|p| !p.payload.is_empty()).collect();
+    assert_eq!(with_data.len(), 51);
+    for p in with_data {
+        let rec = hl7::parse(&p.payload).expect("unframed MSH parses");
+        assert_eq!(rec.messages[0].framing, Framing::Unframed);
+        assert_eq!(rec.messages[0].message_type.as_deref(), Some("ORM^O01"));
+    }
+}
+
+#[test]
+fn no_phi_value_ever_appears_in_findings() {
+    // hl7.pcap carries PID "MOUSE^MICKEY", MRN 135769, address, phone, SSN 999999999, NK1 "MOUSE^MINNIE".
+    let pkts = read_packets(&pcap("hl7/hl7.pcap"));
+    let msgs = messages(&pkts, hl7_framing);
+    let mut all: Vec<Finding> = Vec::new();
+    let mut records = String::new();
+    for m in &msgs {
+        let c = m.last.ctx();
+        if Hl7Dissector.wants(&c, &m.bytes) {
+            Hl7Dissector.dissect(&c, &m.bytes, &mut all).unwrap();
+            records.push_str(&format!("{:?}", hl7::parse(&m.bytes).unwrap()));
+        }
+    }
+    let payloads = String::from_utf8_lossy(&msgs.iter().flat_map(|m| m.bytes.clone()).collect::<Vec<u8>>()).into_owned();
+    let phi = ["MOUSE", "MICKEY", "MINNIE", "135769", "19281118", "Main St", "Lake Buena Vista", "939-5555", "ohtoodles", "999999999", "Penicillin", "Cat dander"];
+    let rendered = format!("{all:?}");
+    for p in phi {
+        assert!(payloads.contains(p), "the capture really carries {p}");
+        assert!(!rendered.contains(p), "PHI {p} leaked into findings: {rendered}");
+        assert!(!records.contains(p), "PHI {p} leaked into the typed record: {records}");
+    }
+    assert!(all.iter().any(|f| f.field == Field::Hl7PhiSegments && f.value == "5"), "PID, NK1, PV1 and two AL1 counted: {all:?}");
+    assert!(all.iter().any(|f| f.field == Field::Hl7SendingApp && f.value == "SENDING_APPLICATION"));
+}
+
+#[test]
+fn custom_encoding_characters_are_honoured() {
+    let msg = b"\x0bMSH#*!?%#APP*X#FAC#RCV#RFAC#20240101##ADT*A04#1#P#2.5\rPID###SECRET\x1c\x0d";
+    let rec = hl7::parse(msg).unwrap();
+    let m = &rec.messages[0];
+    assert_eq!(m.encoding.component, b'*');
+    assert_eq!(m.sending_app.as_deref(), Some("APP"));
+    assert_eq!(m.message_type.as_deref(), Some("ADT^A04"));
+    assert_eq!(m.phi_segments, 1);
+    assert!(!format!("{rec:?}").contains("SECRET"));
+}
+
+#[test]
+fn not_hl7() {
+    assert!(!hl7::looks_like_hl7(b"GET / HTTP/1.1\r\n"));
+    assert!(hl7::parse(b"\x0bPID|1\x1c\x0d").is_err());
+    assert!(!Hl7Dissector.wants(&ctx(Transport::Udp, 1, 2575), b"MSH|^~\\&|A"));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = hl7::parse(&data);
+        let mut framed = vec![0x0b];
+        framed.extend_from_slice(b"MSH|^~\\&|");
+        framed.extend_from_slice(&data);
+        let _ = hl7::parse(&framed);
+    }
+
+    #[test]
+    fn truncations_never_panic(cut in 0usize..1400) {
+        let pkts = read_packets(&pcap("hl7/lab-hl7-oru-vitals.pcap"));
+        let p = pkts.iter().find(|p| p.payload.len() > 100).unwrap();
+        let _ = hl7::parse(&p.payload[..cut.min(p.payload.len())]);
+    }
+
+    #[test]
+    fn huge_segment_counts_stay_bounded(n in 0usize..20000) {
+        let mut m = b"MSH|^~\\&|A|B|C|D|||ORU^R01|1|P|2.5\r".to_vec();
+        m.extend(std::iter::repeat_n(b"OBX|1|NM|||||||||||||||||X~Y\r".as_slice(), n).flatten());
+        let rec = hl7::parse(&m).unwrap();
+        prop_assert!(rec.messages[0].device_ids.len() <= 64);
+    }
+}
