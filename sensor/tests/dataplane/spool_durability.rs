@@ -215,8 +215,13 @@ fn child_push_then_abort() {
 #[test]
 fn pushed_batches_survive_abort() {
     let dir = tempfile::tempdir().unwrap();
+    // The harness names a test by its path below the crate root.
+    let child = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::child_push_then_abort"),
+        None => "child_push_then_abort".to_string(),
+    };
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_push_then_abort", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &child, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
