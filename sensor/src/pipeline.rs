@@ -165,6 +165,8 @@ impl Pipeline {
             }
         };
         let ts = pkt.ts_us;
+        // ERSPAN-mirrored frames count as the frame the monitored port carried.
+        let wire = d.accounted_len(wire);
         let ip = d.ip().copied();
         self.devices.packet(d.src_mac, ts, wire, d.vlan, ip.map(|h| h.src));
         match d.net {

@@ -1,6 +1,6 @@
-//! Transport layers: TCP, UDP, ICMP, ICMPv6.
+//! Transport layers: TCP, UDP, ICMP, ICMPv6; GRE is unwrapped by [`super::tunnel`].
 
-use super::{err, Bytes, DecodeError, Decoded, TcpHeader, L4};
+use super::{err, tunnel, Bytes, DecodeError, Decoded, TcpHeader, L4};
 
 /// TCP flag bits as they appear in the header's flags byte.
 pub mod tcp_flags {
@@ -71,6 +71,7 @@ pub(super) fn decode_l4<'a>(proto: u8, v6: bool, body: &'a [u8], off: usize, d: 
             d.payload = body.get(off..).unwrap_or(&[]);
             Ok(())
         }
+        tunnel::IPPROTO_GRE if tunnel::decode_gre(body, off, d)? => Ok(()),
         _ => {
             d.l4 = L4::Other;
             d.payload = body.get(off..).unwrap_or(&[]);

@@ -11,18 +11,7 @@ pub(super) fn decode_link(lt: LinkType, frame: &[u8], d: &mut Decoded<'_>) -> Re
     let b = Bytes { data: frame };
     let n = frame.len();
     match lt {
-        LinkType::Ethernet => {
-            let dst = b.mac(0).ok_or(err("ethernet_truncated", 0, n))?;
-            let src = b.mac(6).ok_or(err("ethernet_truncated", 0, n))?;
-            let et = b.u16(12).ok_or(err("ethernet_truncated", 0, n))?;
-            d.dst_mac = dst;
-            d.src_mac = src;
-            if et <= 1500 {
-                // 802.3 length field: LLC follows (CDP, STP, ...). Drop the padding.
-                return Ok((0, 14, (14 + et as usize).min(n)));
-            }
-            Ok((et, 14, n))
-        }
+        LinkType::Ethernet => decode_ethernet(frame, 0, d),
         LinkType::LinuxSll => {
             let hatype = b.u16(2).ok_or(err("sll_truncated", 0, n))?;
             let halen = b.u16(4).ok_or(err("sll_truncated", 0, n))?;
@@ -76,6 +65,23 @@ pub(super) fn decode_link(lt: LinkType, frame: &[u8], d: &mut Decoded<'_>) -> Re
         LinkType::Radiotap => decode_radiotap(frame, d),
         LinkType::Other(_) => Err(err("unsupported_linktype", 0, n)),
     }
+}
+
+/// An Ethernet header at `off` (the frame's start, or inside a GRE/ERSPAN tunnel).
+/// Returns (ethertype, offset of the network header, usable end of the frame).
+pub(super) fn decode_ethernet(frame: &[u8], off: usize, d: &mut Decoded<'_>) -> Result<(u16, usize, usize), DecodeError> {
+    let b = Bytes { data: frame };
+    let n = frame.len();
+    let dst = b.mac(off).ok_or(err("ethernet_truncated", off, n))?;
+    let src = b.mac(off + 6).ok_or(err("ethernet_truncated", off, n))?;
+    let et = b.u16(off + 12).ok_or(err("ethernet_truncated", off, n))?;
+    d.dst_mac = dst;
+    d.src_mac = src;
+    if et <= 1500 {
+        // 802.3 length field: LLC follows (CDP, STP, ...). Drop the padding.
+        return Ok((0, off + 14, (off + 14 + et as usize).min(n)));
+    }
+    Ok((et, off + 14, n))
 }
 
 /// SLL protocol field: an ethertype for Ethernet-like devices; small values are

@@ -1,6 +1,6 @@
 //! Zero-copy frame decoding: link layer (Ethernet, 802.1Q/QinQ, Linux SLL/SLL2, BSD
 //! NULL/LOOP, raw IP, radiotap+802.11 data frames), ARP, IPv4, IPv6 with extension
-//! headers, TCP, UDP, ICMP/ICMPv6.
+//! headers, TCP, UDP, ICMP/ICMPv6, and GRE/ERSPAN tunnels (decoded as the packet inside).
 //!
 //! [`decode`] never panics on any input: every read goes through bounds-checked helpers
 //! and a malformed header yields a [`DecodeError`] whose `kind` is a short stable label
@@ -10,12 +10,14 @@
 mod ip;
 mod l4;
 mod link;
+mod tunnel;
 
 use crate::capture::LinkType;
 use std::net::IpAddr;
 use wardline_common::MacAddr;
 
 pub use l4::tcp_flags;
+pub use tunnel::{Tunnel, TunnelKind};
 
 /// A frame that could not be decoded. `kind` is stable (used as a counter label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +110,9 @@ pub struct Decoded<'a> {
     /// Transport payload for TCP/UDP (IP padding removed, possibly cut by the snap length),
     /// the IP payload for other IP protocols, or the L2 payload for non-IP frames.
     pub payload: &'a [u8],
+    /// The GRE/ERSPAN tunnel the packet was unwrapped from; every other field describes
+    /// the packet inside it.
+    pub tunnel: Option<Tunnel>,
 }
 
 impl Decoded<'_> {
@@ -117,6 +122,16 @@ impl Decoded<'_> {
             _ => None,
         }
     }
+    /// The length to account for this frame: a mirrored frame inside ERSPAN or transparent
+    /// bridging counts as the frame the monitored port carried, without the mirroring
+    /// overhead; anything else counts as captured.
+    pub fn accounted_len(&self, wire_len: u64) -> u64 {
+        match self.tunnel.and_then(|t| t.inner_frame_at) {
+            Some(at) => wire_len.saturating_sub(at as u64),
+            None => wire_len,
+        }
+    }
+
     pub fn ports(&self) -> (u16, u16) {
         match self.l4 {
             L4::Tcp(t) => (t.src_port, t.dst_port),
@@ -174,6 +189,7 @@ pub fn decode(linktype: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeErr
         net: Net::Other,
         l4: L4::None,
         payload: &[],
+        tunnel: None,
     };
     let (ethertype, off, end) = link::decode_link(linktype, frame, &mut d)?;
     decode_ethertype(ethertype, &frame[..end.min(frame.len())], off, &mut d)?;

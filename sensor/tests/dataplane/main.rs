@@ -11,3 +11,4 @@ mod decode_props;
 mod lean_dependencies;
 mod pipeline_events;
 mod spool_durability;
+mod tunnels;
