@@ -11,7 +11,8 @@
 # ASan build still fails, the targets are built and run with `--sanitizer none` (coverage
 # guided, panics still caught; only memory-error detection in unsafe code is lost).
 #
-# Corpora live in fuzz/corpus/<target> (git-ignored). They are seeded at run time from the
+# Corpora live in fuzz/corpus/<target> (git-ignored), plus the small hand-made seeds in
+# fuzz/seeds/<target> (committed; GRE/ERSPAN frames for decode). They are seeded at run time from the
 # real captures in $WARDLINE_PCAPS: whole small capture files for capture_file, and for each
 # dissector the transport payloads tshark finds for that protocol. Crashes land in
 # fuzz/artifacts/<target>/; logs and a summary table in target/fuzz-logs/.
@@ -45,8 +46,10 @@ declare -A SEED_FILTER=(
 seed() { # target
   local t=$1 dir=fuzz/corpus/$1
   mkdir -p "$dir"
+  # Hand-made seeds the corpus lacks (GRE/ERSPAN frames for decode) are always added.
+  [[ -d fuzz/seeds/$t ]] && cp -n fuzz/seeds/"$t"/* "$dir/"
   [[ -d "$PCAPS" ]] || return 0
-  [[ -n "$(ls -A "$dir" 2>/dev/null)" ]] && return 0
+  [[ -n "$(ls -A "$dir" | grep -v -x -F -f <(ls fuzz/seeds/"$t" 2>/dev/null) 2>/dev/null)" ]] && return 0
   if [[ $t == capture_file ]]; then
     find "$PCAPS" -type f \( -name '*.pcap' -o -name '*.pcapng' \) -size -64k -exec cp {} "$dir/" \;
     return 0

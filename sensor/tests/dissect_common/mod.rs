@@ -6,31 +6,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use wardline_sensor::dissect::{PacketCtx, Transport};
 
 #[path = "../corpus/mod.rs"]
 mod corpus;
 #[allow(unused_imports)]
-pub use corpus::{pcap, pcaps_dir};
+pub use corpus::{all_pcaps, pcap, pcaps_dir};
 
-/// Every capture file under the folder, sorted.
-pub fn all_captures() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![pcaps_dir()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read {}: {e}", d.display())).flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 pub struct Frame {
     pub ts_us: u64,

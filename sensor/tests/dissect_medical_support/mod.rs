@@ -6,26 +6,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use wardline_common::MacAddr;
 use wardline_sensor::dissect::{PacketCtx, Transport};
 
 #[path = "../corpus/mod.rs"]
 mod corpus;
 #[allow(unused_imports)]
-pub use corpus::{pcap, pcaps_dir};
+pub use corpus::{pcap, pcaps_dir, pcaps_in};
 
-/// Every capture file in a subfolder, sorted.
-pub fn pcaps_in(sub: &str) -> Vec<PathBuf> {
-    let dir = pcaps_dir().join(sub);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}; set WARDLINE_PCAPS", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")))
-        .collect();
-    v.sort();
-    v
-}
 
 #[derive(Clone, Debug)]
 pub struct Packet {

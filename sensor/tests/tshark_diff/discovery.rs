@@ -12,7 +12,7 @@
 //! Run with `cargo test -p wardline-sensor --test tshark_diff discovery:: -- --nocapture`
 //! to see the per-file report. Skips (passes with a note) when tshark is not installed.
 
-use crate::dissect_common::{all_captures, load, Capture};
+use crate::dissect_common::{all_pcaps, load, Capture};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -311,7 +311,7 @@ fn discovery_fields_match_tshark() {
         eprintln!("tshark not installed: differential test skipped");
         return;
     }
-    let files = all_captures();
+    let files = all_pcaps();
     assert!(!files.is_empty(), "no captures found under {}", crate::dissect_common::pcaps_dir().display());
     let mut disagreements = Vec::new();
     let mut beyond_tshark = Vec::new();
