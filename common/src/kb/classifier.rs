@@ -449,7 +449,7 @@ fn score(kb: &KnowledgeBase, facts: &DeviceFacts, items: &[Item], prev: Option<&
     }
     let os = best_of(os_votes.iter().filter(|(id, _)| kb.os(id).is_some()), |(id, ev)| (noisy_or(ev), id.as_str()))
         .map(|(id, ev)| Attribute { value: id.clone(), confidence: noisy_or(ev), evidence: ev.clone() });
-    let os_info = os.as_ref().and_then(|o| kb.os(&o.value)).map(|e| e.info());
+    let os_info = os.as_ref().and_then(|o| kb.os(&o.value)).map(|e| e.info.clone());
 
     let profile_attr = chosen_profile.map(|p| Attribute { value: p.profile.id.clone(), confidence: p.score, evidence: p.evidence.clone() });
     let model = chosen_profile.map(|p| Attribute { value: p.profile.model_family.clone(), confidence: p.score, evidence: p.evidence.clone() });
@@ -548,6 +548,6 @@ fn apply_override(kb: &KnowledgeBase, c: &mut Classification, ov: &Override) {
     if let Some(os) = &ov.os {
         c.os = Some(sure(os.clone()));
     }
-    c.os_info = c.os.as_ref().and_then(|o| kb.os(&o.value)).map(|e| e.info());
+    c.os_info = c.os.as_ref().and_then(|o| kb.os(&o.value)).map(|e| e.info.clone());
     c.overridden = Some(origin);
 }

@@ -6,7 +6,7 @@
 //! wholesale; a `[[remove]]` entry deletes one. Unknown keys are errors, because a misspelt
 //! `wieght` silently ignored would change classifications without anyone noticing.
 
-use super::os::OsEntry;
+use super::os::{OsEntry, OsInfo};
 use super::{Category, Criticality, Direction, FlowTag, Transport};
 use crate::evidence::Field;
 use crate::net::MacAddr;
@@ -627,12 +627,14 @@ impl KnowledgeBase {
                 }
             }
             let entry = OsEntry {
-                id: id.clone(),
-                name: o.name,
-                family: o.family,
-                version: o.version,
-                end_of_support: o.end_of_support.map(|d| d.into_inner()),
-                embedded: o.embedded,
+                info: OsInfo {
+                    id: id.clone(),
+                    name: o.name,
+                    family: o.family,
+                    version: o.version,
+                    end_of_support: o.end_of_support.map(|d| d.into_inner()),
+                    embedded: o.embedded,
+                },
                 sources: o.sources,
             };
             self.oses.insert(id, entry);

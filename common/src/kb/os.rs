@@ -2,9 +2,23 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One operating system release from `os.toml`.
+/// One operating system release from `os.toml`: the facts plus where they come from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsEntry {
+    #[serde(flatten)]
+    pub info: OsInfo,
+    pub sources: Vec<String>,
+}
+
+impl OsEntry {
+    pub fn unsupported_on(&self, today: &str) -> bool {
+        self.info.unsupported_on(today)
+    }
+}
+
+/// The OS facts a classification carries along, so consumers need not consult the KB.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsInfo {
     pub id: String,
     pub name: String,
     /// "windows", "linux", "vxworks", "qnx", ...
@@ -14,39 +28,11 @@ pub struct OsEntry {
     pub end_of_support: Option<String>,
     /// Embedded/RTOS variant, typical of medical and OT devices.
     pub embedded: bool,
-    pub sources: Vec<String>,
-}
-
-impl OsEntry {
-    /// Whether support has ended on `today` (YYYY-MM-DD). ISO dates compare as strings,
-    /// which keeps this free of a calendar dependency.
-    pub fn unsupported_on(&self, today: &str) -> bool {
-        self.end_of_support.as_deref().is_some_and(|eos| eos < today)
-    }
-    pub fn info(&self) -> OsInfo {
-        OsInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            family: self.family.clone(),
-            version: self.version.clone(),
-            end_of_support: self.end_of_support.clone(),
-            embedded: self.embedded,
-        }
-    }
-}
-
-/// The OS facts a classification carries along, so consumers need not consult the KB.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OsInfo {
-    pub id: String,
-    pub name: String,
-    pub family: String,
-    pub version: Option<String>,
-    pub end_of_support: Option<String>,
-    pub embedded: bool,
 }
 
 impl OsInfo {
+    /// Whether support has ended on `today` (YYYY-MM-DD). ISO dates compare as strings,
+    /// which keeps this free of a calendar dependency.
     pub fn unsupported_on(&self, today: &str) -> bool {
         self.end_of_support.as_deref().is_some_and(|eos| eos < today)
     }

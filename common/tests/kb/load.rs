@@ -44,8 +44,8 @@ fn builtin_knowledge_is_valid_and_rich() {
     // Profiles that set their own criticality keep it.
     assert_eq!(kb.profile("philips_intellivue_mx").map(|p| p.criticality), Some(Criticality::LifeSustaining));
     // OS end-of-support dates from DOMAIN-NOTES.
-    assert_eq!(kb.os("windows_xp").and_then(|o| o.end_of_support.clone()).as_deref(), Some("2014-04-08"));
-    assert_eq!(kb.os("windows_server_2016").and_then(|o| o.end_of_support.clone()).as_deref(), Some("2027-01-12"));
+    assert_eq!(kb.os("windows_xp").and_then(|o| o.info.end_of_support.clone()).as_deref(), Some("2014-04-08"));
+    assert_eq!(kb.os("windows_server_2016").and_then(|o| o.info.end_of_support.clone()).as_deref(), Some("2027-01-12"));
     assert!(kb.os("windows_7").is_some_and(|o| o.unsupported_on("2026-01-01")));
     assert!(!kb.os("windows_server_2016").is_some_and(|o| o.unsupported_on("2026-01-01")));
     // Vendor look-up: explicit OUI and organisation pattern.
