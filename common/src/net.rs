@@ -73,7 +73,7 @@ pub struct MacParseError(pub String);
 impl FromStr for MacAddr {
     type Err = MacParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split(|c| c == ':' || c == '-').collect();
+        let parts: Vec<&str> = s.split([':', '-']).collect();
         if parts.len() != 6 {
             return Err(MacParseError(s.to_string()));
         }

@@ -89,18 +89,12 @@ impl Default for DeviceConfig {
     }
 }
 
-/// Borrowed form of an `evidence_seen` key; hashes exactly like `(Field, Box<str>)`.
-#[derive(Hash)]
-struct EvidenceRef<'a>(Field, &'a str);
-
-impl hashbrown::Equivalent<(Field, Box<str>)> for EvidenceRef<'_> {
-    fn equivalent(&self, key: &(Field, Box<str>)) -> bool {
-        self.0 == key.0 && self.1 == &*key.1
-    }
-}
+mod evidence_set;
+use evidence_set::EvidenceSet;
 
 #[derive(Debug, Default)]
 struct DeviceState {
+    mac: MacAddr,
     first_us: u64,
     last_us: u64,
     packets: u64,
@@ -111,7 +105,7 @@ struct DeviceState {
     new_ips: Vec<IpAddr>,
     vlans: Vec<u16>,
     new_vlans: Vec<u16>,
-    evidence_seen: hashbrown::HashSet<(Field, Box<str>), foldhash::fast::RandomState>,
+    evidence_seen: EvidenceSet,
     new_evidence: Vec<Evidence>,
     dirty: bool,
     /// Addresses the device announced itself (ARP sender, DHCP lease, LLDP/CDP).
@@ -120,6 +114,15 @@ struct DeviceState {
     sourced_ips: u32,
     /// Sends frames for more hosts than one device has: a router or firewall.
     gateway: bool,
+    /// A source address whose accounting can no longer change (already among `ips`, not
+    /// local, or the device is a gateway): its next packets skip the checks (and the `ips`
+    /// heap read).
+    settled_src: Option<IpAddr>,
+    /// A VLAN already recorded (or past the per-device bound): its frames skip the scan.
+    settled_vlan: Option<u16>,
+    /// `.0`'s owner in `ip_owner` (`.1`) while no owner was replaced or removed (version
+    /// `.2`): a sender's findings are resolved without the `ip_owner` lookup.
+    resolved: Option<(IpAddr, DeviceSlot, u64)>,
 }
 
 /// More distinct local source addresses than this from one MAC mark it as a gateway. One
@@ -136,16 +139,38 @@ pub struct DeviceDrops {
     pub findings_unattributed: u64,
 }
 
+/// Slot of a device in the table, stable for the table's life (devices are never removed).
+/// A flow remembers the slot of each sender so its next packets skip the MAC lookup.
+pub type DeviceSlot = u32;
+
+/// "No device" for [`DeviceSlot`] hints.
+pub const NO_DEVICE: DeviceSlot = u32::MAX;
+
 pub struct DeviceTable {
     cfg: DeviceConfig,
-    /// Which MAC an IP belongs to, so evidence about a routed peer lands on the peer, not
-    /// on the router whose MAC carried the packet.
-    ip_owner: HashMap<IpAddr, MacAddr, foldhash::fast::RandomState>,
-    map: HashMap<MacAddr, DeviceState, foldhash::fast::RandomState>,
-    dirty: Vec<MacAddr>,
+    /// Which device an IP belongs to, so evidence about a routed peer lands on the peer,
+    /// not on the router whose MAC carried the packet.
+    ip_owner: HashMap<IpAddr, DeviceSlot, foldhash::fast::RandomState>,
+    /// MAC → slot in `slots`. Kept apart from the (large) states so the per-packet lookup
+    /// walks a small, cache-resident table.
+    index: HashMap<MacAddr, DeviceSlot, foldhash::fast::RandomState>,
+    slots: Vec<DeviceState>,
+    dirty: Vec<DeviceSlot>,
     drops: DeviceDrops,
     /// Reused formatting buffer for per-packet evidence values.
     scratch: String,
+    /// Bumped whenever an `ip_owner` entry is replaced or removed. Adding an address does
+    /// not bump it: that changes no answer found in the map before.
+    owners_version: u64,
+    /// Sender of the latest accounted frame, whose cached resolution findings can reuse.
+    last_sender: DeviceSlot,
+}
+
+/// Where a finding lands: a known device, or a MAC not (yet) in the table.
+#[derive(Clone, Copy)]
+enum Target {
+    Slot(DeviceSlot),
+    Mac(MacAddr),
 }
 
 /// Addresses that never identify one host.
@@ -161,75 +186,141 @@ impl DeviceTable {
         DeviceTable {
             cfg,
             ip_owner: HashMap::with_hasher(Default::default()),
-            map: HashMap::with_hasher(Default::default()),
+            index: HashMap::with_hasher(Default::default()),
+            slots: Vec::new(),
             dirty: Vec::new(),
             drops: DeviceDrops::default(),
             scratch: String::new(),
+            owners_version: 0,
+            last_sender: NO_DEVICE,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.slots.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.slots.is_empty()
     }
     pub fn drops(&self) -> &DeviceDrops {
         &self.drops
     }
 
-    fn entry(&mut self, mac: MacAddr, ts_us: u64) -> Option<&mut DeviceState> {
+    /// The device's slot, created on first sight; None for non-device MACs and past the bound.
+    fn slot(&mut self, mac: MacAddr, ts_us: u64) -> Option<DeviceSlot> {
         if !mac.is_device() {
             return None;
         }
-        // One hash lookup per packet: this runs for every frame.
-        let len = self.map.len();
-        let d = match self.map.entry(mac) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        // One hash lookup per packet: this runs for every frame without a flow hint.
+        let len = self.slots.len();
+        match self.index.entry(mac) {
+            std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
             std::collections::hash_map::Entry::Vacant(v) => {
                 if len >= self.cfg.max_devices {
                     self.drops.devices_over_limit += 1;
                     return None;
                 }
-                v.insert(DeviceState { first_us: ts_us, last_us: ts_us, ..Default::default() })
+                let i = len as DeviceSlot;
+                v.insert(i);
+                self.slots.push(DeviceState { mac, first_us: ts_us, last_us: ts_us, ..Default::default() });
+                Some(i)
             }
-        };
+        }
+    }
+
+    /// The state in slot `i`, marked as changed since the last drain.
+    fn touch(&mut self, i: DeviceSlot) -> &mut DeviceState {
+        let d = &mut self.slots[i as usize];
         if !d.dirty {
             d.dirty = true;
-            self.dirty.push(mac);
+            self.dirty.push(i);
         }
-        Some(d)
+        d
+    }
+
+    fn entry(&mut self, mac: MacAddr, ts_us: u64) -> Option<&mut DeviceState> {
+        let i = self.slot(mac, ts_us)?;
+        Some(self.touch(i))
+    }
+
+    fn target_slot(&mut self, t: Target, ts_us: u64) -> Option<DeviceSlot> {
+        match t {
+            Target::Slot(i) => Some(i),
+            Target::Mac(mac) => self.slot(mac, ts_us),
+        }
     }
 
     /// Account a frame sent by `src_mac`.
     pub fn packet(&mut self, src_mac: MacAddr, ts_us: u64, wire_len: u64, vlan: Option<u16>, src_ip: Option<IpAddr>) {
+        self.packet_hinted(NO_DEVICE, src_mac, ts_us, wire_len, vlan, src_ip);
+    }
+
+    /// [`packet`](Self::packet) with the slot this sender had on the flow's previous packet
+    /// (or [`NO_DEVICE`]): when it still holds `src_mac`, no MAC lookup is needed. Returns
+    /// the sender's slot ([`NO_DEVICE`] when it is not tracked) for the next hint.
+    pub fn packet_hinted(
+        &mut self,
+        hint: DeviceSlot,
+        src_mac: MacAddr,
+        ts_us: u64,
+        wire_len: u64,
+        vlan: Option<u16>,
+        src_ip: Option<IpAddr>,
+    ) -> DeviceSlot {
+        let i = match self.slots.get(hint as usize) {
+            Some(d) if d.mac == src_mac => hint,
+            _ => match self.slot(src_mac, ts_us) {
+                Some(i) => i,
+                None => {
+                    self.last_sender = NO_DEVICE;
+                    return NO_DEVICE;
+                }
+            },
+        };
+        self.last_sender = i;
         let max_ips = self.cfg.max_ips_per_device;
+        let max_owners = self.cfg.max_devices * 4;
         let mut ip_dropped = false;
-        let local = src_ip.filter(|ip| self.cfg.local_networks.iter().any(|n| n.contains(ip)));
-        let Some(d) = self.entry(src_mac, ts_us) else { return };
+        let mut became_gateway = false;
+        let (slots, nets) = (&mut self.slots, &self.cfg.local_networks);
+        let d = &mut slots[i as usize];
+        if !d.dirty {
+            d.dirty = true;
+            self.dirty.push(i);
+        }
         d.packets += 1;
         d.bytes += wire_len;
         d.first_us = d.first_us.min(ts_us);
         d.last_us = d.last_us.max(ts_us);
-        if let Some(v) = vlan {
+        if let Some(v) = vlan.filter(|v| d.settled_vlan != Some(*v)) {
             if !d.vlans.contains(&v) && d.vlans.len() < 64 {
                 d.vlans.push(v);
                 d.new_vlans.push(v);
             }
+            // Recorded now or never: the outcome for `v` cannot change.
+            d.settled_vlan = Some(v);
         }
-        let mut became_gateway = false;
-        if let Some(ip) = local {
-            if !d.gateway && !d.ips.contains(&ip) {
+        // A gateway's, a known or a non-local source address changes nothing: only local
+        // addresses new to the device are counted (and possibly recorded).
+        if let Some(ip) = src_ip.filter(|ip| d.settled_src != Some(*ip)) {
+            let settled = if d.gateway || d.ips.contains(&ip) || !nets.iter().any(|n| n.contains(&ip)) {
+                true
+            } else {
                 d.sourced_ips += 1;
                 if d.sourced_ips > GATEWAY_SOURCE_IPS {
                     d.gateway = true;
                     became_gateway = true;
                 } else {
                     ip_dropped = !add_ip(d, ip, max_ips);
-                    if !ip_dropped && self.ip_owner.len() < self.cfg.max_devices * 4 {
-                        self.ip_owner.entry(ip).or_insert(src_mac);
+                    if !ip_dropped && self.ip_owner.len() < max_owners {
+                        self.ip_owner.entry(ip).or_insert(i);
                     }
                 }
+                // Not settled when the address could not be recorded: counted again next time.
+                d.gateway || d.ips.contains(&ip)
+            };
+            if settled {
+                d.settled_src = Some(ip);
             }
         }
         if ip_dropped {
@@ -237,24 +328,52 @@ impl DeviceTable {
         }
         if became_gateway {
             // Addresses it only carried are not its own; announced ones (ARP, DHCP) stay.
-            self.ip_owner.retain(|_, m| *m != src_mac);
-            if let Some(d) = self.map.get(&src_mac) {
-                for ip in d.announced.iter() {
-                    self.ip_owner.insert(*ip, src_mac);
-                }
+            self.ip_owner.retain(|_, m| *m != i);
+            for ip in self.slots[i as usize].announced.iter() {
+                self.ip_owner.insert(*ip, i);
             }
+            self.owners_version += 1;
         }
+        i
     }
 
     /// The device an address belongs to: its known owner, else the frame's MAC unless
     /// that MAC is a gateway (then the evidence is about a host we cannot name by MAC).
-    fn resolve(&self, mac: MacAddr, ip: Option<IpAddr>) -> Option<MacAddr> {
+    fn resolve(&self, mac: MacAddr, ip: Option<IpAddr>) -> Option<Target> {
         if let Some(owner) = ip.and_then(|ip| self.ip_owner.get(&ip)) {
-            return Some(*owner);
+            return Some(Target::Slot(*owner));
         }
-        match self.map.get(&mac) {
-            Some(d) if d.gateway => None,
-            _ => Some(mac),
+        match self.index.get(&mac) {
+            Some(&i) if self.slots[i as usize].gateway => None,
+            Some(&i) => Some(Target::Slot(i)),
+            None => Some(Target::Mac(mac)),
+        }
+    }
+
+    /// [`resolve`](Self::resolve), answered from the latest frame's sender's cache when
+    /// `mac` is that sender, `ip` is the address it cached an owner for, and no owner was
+    /// replaced or removed since. Only answers found in `ip_owner` are cached: the fallback
+    /// (the sender itself, or nothing for a gateway) can change when an address is added.
+    fn resolve_sender(&mut self, mac: MacAddr, ip: Option<IpAddr>) -> Option<Target> {
+        let (Some(ip), Some(d)) = (ip, self.slots.get(self.last_sender as usize)) else {
+            return self.resolve(mac, ip);
+        };
+        if d.mac != mac {
+            return self.resolve(mac, Some(ip));
+        }
+        let version = self.owners_version;
+        if let Some((cached_ip, owner, v)) = d.resolved {
+            if cached_ip == ip && v == version {
+                return Some(Target::Slot(owner));
+            }
+        }
+        match self.ip_owner.get(&ip) {
+            Some(&owner) => {
+                let s = self.last_sender as usize;
+                self.slots[s].resolved = Some((ip, owner, version));
+                Some(Target::Slot(owner))
+            }
+            None => self.resolve(mac, Some(ip)),
         }
     }
 
@@ -263,13 +382,27 @@ impl DeviceTable {
         // Resolved on first use: most payloads only speak about one end.
         let (mut src, mut dst) = (None, None);
         for f in findings {
-            let mac = match f.side {
-                Side::Src => *src.get_or_insert_with(|| self.resolve(ctx.src_mac, ctx.src_ip)),
+            let target = match f.side {
+                Side::Src => match src {
+                    Some(t) => t,
+                    None => *src.insert(self.resolve_sender(ctx.src_mac, ctx.src_ip)),
+                },
                 Side::Dst => *dst.get_or_insert_with(|| self.resolve(ctx.dst_mac, ctx.dst_ip)),
-                Side::Mac(m) => Some(m),
+                Side::Mac(m) => Some(Target::Mac(m)),
             };
-            match mac {
-                Some(mac) => self.finding(mac, ctx.ts_us, proto, f),
+            match target {
+                Some(t) => {
+                    // A MAC met for the first time becomes a slot: later findings of this
+                    // payload about the same end reuse it.
+                    let slot = self.target_slot(t, ctx.ts_us);
+                    if let (Some(i), Side::Src | Side::Dst) = (slot, f.side) {
+                        let memo = if f.side == Side::Src { &mut src } else { &mut dst };
+                        *memo = Some(Some(Target::Slot(i)));
+                    }
+                    if let Some(i) = slot {
+                        self.finding_at(i, ctx.ts_us, proto, f);
+                    }
+                }
                 None => self.drops.findings_unattributed += 1,
             }
         }
@@ -278,20 +411,39 @@ impl DeviceTable {
     /// Port evidence from the TCP handshake: `ListeningPort` for a SYN+ACK sender,
     /// `ConnectsTo` for a SYN sender.
     pub fn port_evidence(&mut self, mac: MacAddr, ip: IpAddr, field: Field, transport: &str, port: u16, ts_us: u64) {
-        if let Some(mac) = self.resolve(mac, Some(ip)) {
-            // Every SYN lands here: format into a reused buffer, allocate only when new.
-            let mut value = std::mem::take(&mut self.scratch);
-            value.clear();
-            let _ = std::fmt::Write::write_fmt(&mut value, format_args!("{transport}/{port}"));
-            self.evidence_str(mac, field, &value, Proto::Ip, ts_us);
-            self.scratch = value;
+        let Some(t) = self.resolve_sender(mac, Some(ip)) else { return };
+        let Some(i) = self.target_slot(t, ts_us) else { return };
+        // Every SYN lands here: format into a reused buffer, allocate only when new.
+        let mut value = std::mem::take(&mut self.scratch);
+        value.clear();
+        value.push_str(transport);
+        value.push('/');
+        let mut digits = [0u8; 5];
+        let mut n = port;
+        let mut k = digits.len();
+        loop {
+            k -= 1;
+            digits[k] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        value.extend(digits[k..].iter().map(|&b| b as char));
+        self.evidence_at(i, field, &value, Proto::Ip, ts_us);
+        self.scratch = value;
     }
 
     /// Record an IP the device is known to own (ARP sender, DHCP lease).
     pub fn ip(&mut self, mac: MacAddr, ts_us: u64, ip: IpAddr) {
+        if let Some(i) = self.slot(mac, ts_us) {
+            self.ip_at(i, ip);
+        }
+    }
+
+    fn ip_at(&mut self, i: DeviceSlot, ip: IpAddr) {
         let max_ips = self.cfg.max_ips_per_device;
-        let Some(d) = self.entry(mac, ts_us) else { return };
+        let d = self.touch(i);
         if !d.announced.contains(&ip) && d.announced.len() < max_ips {
             d.announced.push(ip);
         }
@@ -299,8 +451,12 @@ impl DeviceTable {
             self.drops.ips_over_limit += 1;
         }
         // Bounded like the device map: an address flood cannot grow it without limit.
-        if is_host_ip(&ip) && (self.ip_owner.len() < self.cfg.max_devices * 4 || self.ip_owner.contains_key(&ip)) {
-            self.ip_owner.insert(ip, mac);
+        // A replaced owner invalidates cached resolutions (see `resolve_sender`).
+        if is_host_ip(&ip)
+            && (self.ip_owner.len() < self.cfg.max_devices * 4 || self.ip_owner.contains_key(&ip))
+            && matches!(self.ip_owner.insert(ip, i), Some(old) if old != i)
+        {
+            self.owners_version += 1;
         }
     }
 
@@ -312,31 +468,33 @@ impl DeviceTable {
                 Side::Dst => dst_mac,
                 Side::Mac(m) => m,
             };
-            self.finding(mac, ts_us, proto, f);
+            if let Some(i) = self.slot(mac, ts_us) {
+                self.finding_at(i, ts_us, proto, f);
+            }
         }
     }
 
-    fn finding(&mut self, mac: MacAddr, ts_us: u64, proto: Proto, f: &Finding) {
+    fn finding_at(&mut self, i: DeviceSlot, ts_us: u64, proto: Proto, f: &Finding) {
         if matches!(f.field, Field::IpAddress | Field::LldpManagementAddress | Field::CdpManagementAddress) {
             if let Ok(ip) = f.value.parse::<IpAddr>() {
-                self.ip(mac, ts_us, ip);
+                self.ip_at(i, ip);
             }
         }
-        self.evidence_str(mac, f.field, &f.value, proto, ts_us);
+        self.evidence_at(i, f.field, &f.value, proto, ts_us);
     }
 
     /// [`evidence`](Self::evidence) from borrowed parts: repeats (most packets) allocate nothing.
-    fn evidence_str(&mut self, mac: MacAddr, field: Field, value: &str, proto: Proto, ts_us: u64) {
+    fn evidence_at(&mut self, i: DeviceSlot, field: Field, value: &str, proto: Proto, ts_us: u64) {
         let max_ev = self.cfg.max_evidence_per_device;
-        let Some(d) = self.entry(mac, ts_us) else { return };
-        if d.evidence_seen.contains(&EvidenceRef(field, value)) {
+        let d = self.touch(i);
+        if d.evidence_seen.contains(field, value) {
             return;
         }
         if d.evidence_seen.len() >= max_ev {
             self.drops.evidence_over_limit += 1;
             return;
         }
-        d.evidence_seen.insert((field, Box::<str>::from(value)));
+        d.evidence_seen.insert_new(field, value);
         d.new_evidence.push(Evidence::new(field, value, proto, ts_us));
     }
 
@@ -347,11 +505,11 @@ impl DeviceTable {
         let mut dropped = false;
         let Some(d) = self.entry(mac, ts) else { return };
         // Look up without allocating: repeats (the common case) cost no Box<str>.
-        if !d.evidence_seen.contains(&EvidenceRef(ev.field, ev.value.as_str())) {
+        if !d.evidence_seen.contains(ev.field, ev.value.as_str()) {
             if d.evidence_seen.len() >= max_ev {
                 dropped = true;
             } else {
-                d.evidence_seen.insert((ev.field, Box::<str>::from(ev.value.as_str())));
+                d.evidence_seen.insert_new(ev.field, ev.value.as_str());
                 d.new_evidence.push(ev);
             }
         }
@@ -362,11 +520,12 @@ impl DeviceTable {
 
     /// Devices with new traffic or facts since the last drain, sorted by MAC.
     pub fn drain_changed(&mut self) -> Vec<DeviceObservation> {
-        let mut macs = std::mem::take(&mut self.dirty);
-        macs.sort_unstable();
-        let mut out = Vec::with_capacity(macs.len());
-        for mac in macs {
-            let Some(d) = self.map.get_mut(&mac) else { continue };
+        let mut changed = std::mem::take(&mut self.dirty);
+        changed.sort_unstable_by_key(|&i| self.slots[i as usize].mac);
+        let mut out = Vec::with_capacity(changed.len());
+        for i in changed {
+            let d = &mut self.slots[i as usize];
+            let mac = d.mac;
             d.dirty = false;
             let packets = d.packets - d.reported_packets;
             let bytes = d.bytes - d.reported_bytes;
@@ -391,7 +550,7 @@ impl DeviceTable {
 
     /// Everything known about one device (cumulative), for reports.
     pub fn snapshot(&self, mac: &MacAddr) -> Option<(Vec<IpAddr>, Vec<u16>, u64, u64, u64, u64)> {
-        self.map.get(mac).map(|d| (d.ips.clone(), d.vlans.clone(), d.first_us, d.last_us, d.packets, d.bytes))
+        self.index.get(mac).map(|&i| &self.slots[i as usize]).map(|d| (d.ips.clone(), d.vlans.clone(), d.first_us, d.last_us, d.packets, d.bytes))
     }
 }
 

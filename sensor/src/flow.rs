@@ -5,12 +5,12 @@
 //! packets' capture time, never the wall clock, so replaying a pcap gives identical
 //! records. Entries live in a slab threaded on an LRU list (least recently active at the
 //! head): idle expiry pops the head, and when the table is full the head is evicted and
-//! counted. Per-flow state is ~120 bytes with no heap data; the app label is a one-byte
-//! [`Proto`]. The hash index holds only 4-byte slot numbers (the key lives once, in the
-//! slab), so a million flows cost about 130 MB.
+//! counted. Per-flow state is 128 bytes with no heap data; the app label is a one-byte
+//! [`Proto`]. The hash index (`flow/index.rs`) holds slot numbers and hash bits, 8 bytes per
+//! bucket at most half full (the key lives once, in the slab), so a million flows cost
+//! about 145 MB. Slab and index ask for huge pages: they are read at random per packet.
 
 use crate::decode::tcp_flags;
-use hashbrown::HashTable;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -153,13 +153,19 @@ struct Flow {
     gen: u32,
     prev: u32,
     next: u32,
+    /// Device-table slot of each direction's sender on its last packet (a hint the device
+    /// table checks against the MAC), so most packets skip the MAC lookup.
+    senders: [u32; 2],
 }
+
+mod index;
+use index::FlowIndex;
 
 /// Bidirectional flow table; see the module docs.
 pub struct FlowTable {
     cfg: FlowConfig,
     /// Slot numbers of live flows, hashed by their slab key.
-    map: HashTable<u32>,
+    map: FlowIndex,
     hasher: foldhash::fast::RandomState,
     slab: Vec<Flow>,
     free: Vec<u32>,
@@ -178,10 +184,12 @@ impl FlowTable {
         // Sized for the bound up front: growing a million-entry index rehashes every key
         // (a slab cache miss each), and untouched slab pages cost no memory.
         let reserve = cfg.max_flows.min(MAX_PRESIZED_FLOWS);
+        let slab = Vec::with_capacity(reserve);
+        crate::hugepages::advise(&slab);
         FlowTable {
-            map: HashTable::with_capacity(reserve),
+            map: FlowIndex::with_capacity(reserve),
             hasher: foldhash::fast::RandomState::default(),
-            slab: Vec::with_capacity(reserve),
+            slab,
             free: Vec::new(),
             head: NIL,
             tail: NIL,
@@ -197,7 +205,7 @@ impl FlowTable {
         self.map.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
     /// Flows pushed out because the table was full.
     pub fn evicted(&self) -> u64 {
@@ -266,9 +274,7 @@ impl FlowTable {
         f.gen = f.gen.wrapping_add(1);
         let key = f.key;
         let hash = self.hasher.hash_one(key);
-        if let Ok(e) = self.map.find_entry(hash, |&j| j == i) {
-            e.remove();
-        }
+        self.map.remove(hash, i);
         self.free.push(i);
     }
 
@@ -297,7 +303,7 @@ impl FlowTable {
         let key = FlowKey { lo, hi, vlan: m.vlan.unwrap_or(NO_VLAN), proto: m.ip_proto, v6: m.src_ip.is_ipv6() };
         let hash = self.hasher.hash_one(key);
         let slab = &self.slab;
-        let found = self.map.find(hash, |&j| slab[j as usize].key == key).copied();
+        let found = self.map.find(hash, |j| slab[j as usize].key == key);
         let i = match found {
             Some(i) => {
                 let f = &self.slab[i as usize];
@@ -344,6 +350,7 @@ impl FlowTable {
                     gen: 0,
                     prev: NIL,
                     next: NIL,
+                    senders: [NIL; 2],
                 };
                 let i = match self.free.pop() {
                     Some(i) => {
@@ -356,8 +363,7 @@ impl FlowTable {
                         (self.slab.len() - 1) as u32
                     }
                 };
-                let (slab, hasher) = (&self.slab, &self.hasher);
-                self.map.insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
+                self.map.insert(hash, i);
                 self.push_tail(i);
                 i
             }
@@ -402,6 +408,19 @@ impl FlowTable {
         Some(before)
     }
 
+    /// The device-table slot the handle's sender had on this flow's previous packet in the
+    /// same direction (`u32::MAX` when unknown); see [`crate::devices::DeviceTable::packet_hinted`].
+    pub fn sender_hint(&self, r: FlowRef) -> u32 {
+        self.valid(r).map_or(NIL, |f| f.senders[r.dir as usize])
+    }
+
+    /// Remember the sender's device-table slot for the handle's direction.
+    pub fn set_sender_hint(&mut self, r: FlowRef, slot: u32) {
+        if self.valid(r).is_some() {
+            self.slab[r.idx as usize].senders[r.dir as usize] = slot;
+        }
+    }
+
     /// The flow's payload-derived label, if any.
     pub fn app(&self, r: FlowRef) -> Option<Proto> {
         self.valid(r).and_then(|f| f.app)
@@ -440,6 +459,32 @@ impl FlowTable {
         self.now_us = self.now_us.max(now_us);
         self.expire_idle(self.now_us);
         std::mem::take(&mut self.pending)
+    }
+
+    /// [`drain`](Self::drain) handing each record to `sink` in order, keeping the pending
+    /// buffer's capacity: a steady stream of ended flows then costs no buffer regrowth.
+    pub fn drain_with(&mut self, now_us: u64, mut sink: impl FnMut(FlowRecord)) {
+        self.now_us = self.now_us.max(now_us);
+        self.expire_idle(self.now_us);
+        self.pending.drain(..).for_each(&mut sink);
+    }
+
+    /// [`flush_batch`](Self::flush_batch) handing the records to `sink`; returns how many.
+    pub fn flush_batch_with(&mut self, max: usize, mut sink: impl FnMut(FlowRecord)) -> usize {
+        let mut n = 0;
+        while self.head != NIL && n < max {
+            n += 1;
+            let h = self.head;
+            let f = &self.slab[h as usize];
+            let reason = if f.closed { "fin" } else { "end" };
+            self.finish_slot(h, reason);
+        }
+        if self.head == NIL {
+            self.closing.clear();
+        }
+        let out = self.pending.len();
+        self.pending.drain(..).for_each(&mut sink);
+        out
     }
 
     /// Everything: pending records, then every live flow with reason "end" (oldest first).

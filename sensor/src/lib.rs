@@ -10,6 +10,7 @@ pub mod devices;
 pub mod dissect;
 pub mod flow;
 pub mod generate;
+mod hugepages;
 pub mod pipeline;
 pub mod reassembly;
 pub mod run;

@@ -81,6 +81,51 @@ pub struct Pipeline {
     streams: TcpReassembler,
     frags: FragTable,
     stats: PipelineStats,
+    dissect_counts: DissectCounts,
+}
+
+/// Per-protocol dissection counters as arrays indexed by [`Proto`]: a payload costs an
+/// array increment, not a BTreeMap search by name. Folded into
+/// [`PipelineStats::dissected`] and [`PipelineStats::dissect_errors`] by `stats()`.
+struct DissectCounts {
+    ok: [u64; PROTO_SLOTS],
+    errors: [u64; PROTO_SLOTS],
+    names: [&'static str; PROTO_SLOTS],
+}
+
+/// More than the number of [`Proto`] variants; a larger discriminant falls back to the maps.
+const PROTO_SLOTS: usize = 64;
+
+impl DissectCounts {
+    fn new() -> Self {
+        DissectCounts { ok: [0; PROTO_SLOTS], errors: [0; PROTO_SLOTS], names: [""; PROTO_SLOTS] }
+    }
+
+    /// Count one payload of `proto`; false when `proto` has no slot (count it elsewhere).
+    fn add(&mut self, proto: Proto, ok: bool) -> bool {
+        let i = proto as usize;
+        if i >= PROTO_SLOTS {
+            return false;
+        }
+        self.names[i] = proto.as_str();
+        if ok {
+            self.ok[i] += 1;
+        } else {
+            self.errors[i] += 1;
+        }
+        true
+    }
+
+    fn fold_into(&self, stats: &mut PipelineStats) {
+        for i in 0..PROTO_SLOTS {
+            if self.ok[i] > 0 {
+                *stats.dissected.entry(self.names[i]).or_insert(0) += self.ok[i];
+            }
+            if self.errors[i] > 0 {
+                *stats.dissect_errors.entry(self.names[i]).or_insert(0) += self.errors[i];
+            }
+        }
+    }
 }
 
 /// How often (in packets) idle reassembly streams are swept besides `drain_events`.
@@ -110,12 +155,14 @@ impl Pipeline {
             streams: TcpReassembler::new(tcp),
             frags: FragTable::new(cfg.ip_frag),
             stats: PipelineStats::default(),
+            dissect_counts: DissectCounts::new(),
         }
     }
 
     /// Live counters (flow/device/reassembly gauges refreshed).
     pub fn stats(&self) -> PipelineStats {
         let mut s = self.stats.clone();
+        self.dissect_counts.fold_into(&mut s);
         s.flows_evicted = self.flows.evicted();
         s.devices_over_limit = self.devices.drops().devices_over_limit;
         let t = self.streams.stats();
@@ -167,8 +214,13 @@ impl Pipeline {
         let ts = pkt.ts_us;
         // ERSPAN-mirrored frames count as the frame the monitored port carried.
         let wire = d.accounted_len(wire);
-        let ip = d.ip().copied();
-        self.devices.packet(d.src_mac, ts, wire, d.vlan, ip.map(|h| h.src));
+        // A whole IP packet is accounted to its sender in `ip_packet`, after the flow
+        // lookup, whose entry remembers the sender's device slot.
+        let whole_ip = matches!(d.net, Net::Ip(h) if h.fragment == Fragment::Whole);
+        if !whole_ip {
+            let ip = d.ip().copied();
+            self.devices.packet(d.src_mac, ts, wire, d.vlan, ip.map(|h| h.src));
+        }
         match d.net {
             Net::Arp(a) => {
                 self.stats.non_ip_frames += 1;
@@ -202,7 +254,7 @@ impl Pipeline {
                     self.fragment(pkt.data, &d, &h, ts, wire);
                     return;
                 }
-                self.ip_packet(pkt.data, &d, &h, ts, wire);
+                self.ip_packet(pkt.data, &d, &h, ts, wire, true);
             }
         }
     }
@@ -222,7 +274,8 @@ impl Pipeline {
                 whole.vlan = d.vlan;
                 whole.inner_vlan = d.inner_vlan;
                 if let Net::Ip(wh) = whole.net {
-                    self.ip_packet(&packet, &whole, &wh, ts, wire);
+                    // The completing frame was accounted to its sender in `process`.
+                    self.ip_packet(&packet, &whole, &wh, ts, wire, false);
                 }
             }
             Err(e) => *self.stats.decode_errors.entry(e.kind).or_insert(0) += 1,
@@ -230,10 +283,17 @@ impl Pipeline {
     }
 
     /// A whole IP packet: flow accounting, handshake evidence, transport payload.
-    fn ip_packet(&mut self, frame: &[u8], d: &Decoded<'_>, h: &IpHeader, ts: u64, wire: u64) {
+    fn ip_packet(&mut self, frame: &[u8], d: &Decoded<'_>, h: &IpHeader, ts: u64, wire: u64, account_sender: bool) {
         let meta = PacketMeta::from_decoded(d, h, ts, wire);
         let (sp, dp, flags) = (meta.src_port, meta.dst_port, meta.tcp_flags);
         let fref = self.flows.observe(&meta);
+        if account_sender {
+            let hint = self.flows.sender_hint(fref);
+            let slot = self.devices.packet_hinted(hint, d.src_mac, ts, wire, d.vlan, Some(h.src));
+            if slot != hint {
+                self.flows.set_sender_hint(fref, slot);
+            }
+        }
         if flags & 0x12 == 0x12 {
             // SYN+ACK: the sender accepts connections on this port.
             self.devices.port_evidence(d.src_mac, h.src, Field::ListeningPort, "tcp", sp, ts);
@@ -303,7 +363,7 @@ impl Pipeline {
     /// on the SYN, or by the first payload bytes) are reassembled and framed into whole
     /// messages; all others are dissected segment by segment with no buffering or copy.
     pub fn tcp_payload(&mut self, flow: FlowRef, seq: u32, flags: u8, bytes: &[u8], ctx: &PacketCtx) {
-        let Pipeline { flows, devices, dissectors, streams, stats, .. } = self;
+        let Pipeline { flows, devices, dissectors, streams, stats, dissect_counts, .. } = self;
         let seg = Segment { ts_us: ctx.ts_us, seq, flags, payload: bytes };
         let tracked = streams.is_tracked(flow);
         if !bytes.is_empty() && !dissect::every_segment_port(ctx.src_port, ctx.dst_port) {
@@ -320,7 +380,7 @@ impl Pipeline {
                 return;
             }
         }
-        let mut deliver = |m: &[u8]| dispatch_to(dissectors, flows, devices, stats, Some(flow), ctx, m);
+        let mut deliver = |m: &[u8]| dispatch_to(dissectors, flows, devices, stats, dissect_counts, Some(flow), ctx, m);
         if tracked && streams.segment(flow, &seg, &mut deliver) {
             return;
         }
@@ -335,7 +395,7 @@ impl Pipeline {
     }
 
     fn dispatch(&mut self, flow: Option<FlowRef>, ctx: &PacketCtx, payload: &[u8]) {
-        dispatch_to(&self.dissectors, &mut self.flows, &mut self.devices, &mut self.stats, flow, ctx, payload);
+        dispatch_to(&self.dissectors, &mut self.flows, &mut self.devices, &mut self.stats, &mut self.dissect_counts, flow, ctx, payload);
     }
 
     /// Flows that ended by `now_us` (packet time) and devices with news since the last drain.
@@ -349,6 +409,48 @@ impl Pipeline {
         ev.extend(devices.into_iter().map(Event::Device));
         ev.extend(flows.into_iter().map(Event::Flow));
         ev
+    }
+
+    /// [`drain_events`](Self::drain_events) handing each event to `sink` (devices first,
+    /// then flows, in the same order) with no intermediate Vec of records.
+    pub fn drain_events_with(&mut self, now_us: u64, mut sink: impl FnMut(Event)) {
+        self.streams.expire(now_us);
+        self.frags.expire(now_us);
+        for d in self.devices.drain_changed() {
+            sink(Event::Device(d));
+        }
+        let mut n = 0u64;
+        self.flows.drain_with(now_us, |f| {
+            n += 1;
+            sink(Event::Flow(f));
+        });
+        self.stats.flows_emitted += n;
+    }
+
+    /// [`finish_with`](Self::finish_with) handing the events to `sink` one at a time.
+    pub fn finish_each<E>(mut self, mut sink: impl FnMut(Event) -> Result<(), E>) -> Result<PipelineStats, E> {
+        self.streams.clear();
+        for d in self.devices.drain_changed() {
+            sink(Event::Device(d))?;
+        }
+        let mut failed = None;
+        loop {
+            let n = self.flows.flush_batch_with(FINISH_BATCH, |f| {
+                if failed.is_none() {
+                    if let Err(e) = sink(Event::Flow(f)) {
+                        failed = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if n == 0 {
+                break;
+            }
+            self.stats.flows_emitted += n as u64;
+        }
+        Ok(self.stats())
     }
 
     /// End of input: every remaining flow (reason "end") and device change, plus stats.
@@ -386,11 +488,13 @@ impl Pipeline {
 }
 
 /// Run the dissectors on one payload and record what they found.
+#[allow(clippy::too_many_arguments)]
 fn dispatch_to(
     dissectors: &Dispatch,
     flows: &mut FlowTable,
     devices: &mut DeviceTable,
     stats: &mut PipelineStats,
+    counts: &mut DissectCounts,
     flow: Option<FlowRef>,
     ctx: &PacketCtx,
     payload: &[u8],
@@ -398,7 +502,9 @@ fn dispatch_to(
     match dissectors.dissect(ctx, payload) {
         Ok(out) => {
             let Some(app) = out.app else { return };
-            *stats.dissected.entry(app.as_str()).or_insert(0) += 1;
+            if !counts.add(app, true) {
+                *stats.dissected.entry(app.as_str()).or_insert(0) += 1;
+            }
             if let Some(f) = flow {
                 flows.set_app(f, app);
             }
@@ -407,7 +513,9 @@ fn dispatch_to(
             }
         }
         Err(e) => {
-            *stats.dissect_errors.entry(e.proto.as_str()).or_insert(0) += 1;
+            if !counts.add(e.proto, false) {
+                *stats.dissect_errors.entry(e.proto.as_str()).or_insert(0) += 1;
+            }
             if let (Some(f), true) = (flow, e.proto != Proto::Unknown) {
                 // The payload was this protocol, only broken: the label still holds.
                 if flows.app(f).is_none() {

@@ -174,11 +174,11 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
 
     if opts.exit_when_drained || cfg.capture.interface.is_none() {
         rt.block_on(async {
-            while spool.len() > 0 && !stop.load(Ordering::Relaxed) {
+            while !spool.is_empty() && !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         });
-        if spool.len() == 0 {
+        if spool.is_empty() {
             info!("spool drained: every batch is acknowledged by the cluster");
         }
     }

@@ -288,7 +288,7 @@ impl FileReader {
             let le = if btype_be == PCAPNG_SHB { h[8..12] == [0x4D, 0x3C, 0x2B, 0x1A] } else { cur_le };
             let btype = if btype_be == PCAPNG_SHB { PCAPNG_SHB } else { rd_u32(&h[0..4], le) };
             let len = rd_u32(&h[4..8], le) as u64;
-            if len < 12 || len % 4 != 0 || len > MAX_PCAPNG_BLOCK {
+            if len < 12 || !len.is_multiple_of(4) || len > MAX_PCAPNG_BLOCK {
                 return Err(self.corrupt(off, format!("block type {btype:#x} has invalid length {len}")));
             }
             self.fill(len as usize)?;

@@ -182,7 +182,8 @@ fn push_display_label(out: &mut String, l: &[u8]) {
 /// A name in presentation form, built in one String (no per-label allocation): names are
 /// read for every DNS datagram, the sensor's most common payload.
 fn read_name(msg: &[u8], off: usize) -> Result<(String, usize), DissectError> {
-    let mut name = String::new();
+    // Room for a typical host name up front: growing 8 → 16 → 32 → 64 cost reallocs.
+    let mut name = String::with_capacity(48);
     let mut first = true;
     let next = walk_labels(msg, off, |l| {
         if !first {
@@ -199,6 +200,19 @@ fn read_name(msg: &[u8], off: usize) -> Result<(String, usize), DissectError> {
 
 /// Parse a DNS message as carried over UDP.
 pub fn parse(payload: &[u8]) -> Result<DnsRecord, DissectError> {
+    parse_with(payload, true)
+}
+
+/// Check a DNS message exactly as [`parse`] does (same result, same error) without
+/// building any name or record: for unicast responses, which describe third parties and
+/// yield no findings, only whether the message is well formed matters.
+pub fn validate(payload: &[u8]) -> Result<(), DissectError> {
+    parse_with(payload, false).map(|_| ())
+}
+
+/// [`parse`], keeping questions and records only when `keep` (otherwise they are walked
+/// and checked, and the returned record has none).
+fn parse_with(payload: &[u8], keep: bool) -> Result<DnsRecord, DissectError> {
     if payload.len() < 12 {
         return Err(DissectError::truncated(PROTO, format!("header needs 12 bytes, got {}", payload.len())));
     }
@@ -215,26 +229,39 @@ pub fn parse(payload: &[u8]) -> Result<DnsRecord, DissectError> {
         is_response: flags & 0x8000 != 0,
         opcode: ((flags >> 11) & 0x0f) as u8,
         rcode: (flags & 0x0f) as u8,
-        questions: Vec::with_capacity(counts[0].min(64)),
+        questions: Vec::with_capacity(if keep { counts[0].min(64) } else { 0 }),
         records: Vec::new(),
     };
     let mut pos = 12;
     for _ in 0..counts[0] {
-        let (name, next) = read_name(payload, pos)?;
+        let (name, next) = name_at(payload, pos, keep)?;
         let qtype = be16(payload, next).ok_or_else(|| DissectError::truncated(PROTO, format!("question type at offset {next}")))?;
         let qclass = be16(payload, next + 2).ok_or_else(|| DissectError::truncated(PROTO, format!("question class at offset {}", next + 2)))?;
-        rec.questions.push(DnsQuestion { name, qtype, qclass: qclass & 0x7fff });
+        if keep {
+            rec.questions.push(DnsQuestion { name, qtype, qclass: qclass & 0x7fff });
+        }
         pos = next + 4;
     }
     let sections = [(Section::Answer, counts[1]), (Section::Authority, counts[2]), (Section::Additional, counts[3])];
     for (section, n) in sections {
         for _ in 0..n {
-            let (rr, next) = read_rr(payload, pos, section)?;
-            rec.records.push(rr);
+            let (rr, next) = read_rr(payload, pos, section, keep)?;
+            if keep {
+                rec.records.push(rr);
+            }
             pos = next;
         }
     }
     Ok(rec)
+}
+
+/// [`read_name`] when `keep`, else the same checks with an empty name (no allocation).
+fn name_at(msg: &[u8], off: usize, keep: bool) -> Result<(String, usize), DissectError> {
+    if keep {
+        read_name(msg, off)
+    } else {
+        Ok((String::new(), walk_labels(msg, off, |_| {})?))
+    }
 }
 
 /// Best-effort question names from a message [`parse`] rejected (absurd counts, broken
@@ -259,15 +286,21 @@ pub fn salvage_questions(payload: &[u8]) -> Vec<DnsQuestion> {
 
 /// Parse a DNS message as carried over TCP (two-byte length prefix).
 pub fn parse_tcp(payload: &[u8]) -> Result<DnsRecord, DissectError> {
-    let len = be16(payload, 0).ok_or_else(|| DissectError::truncated(PROTO, "TCP length prefix missing"))? as usize;
-    let body = payload
-        .get(2..2 + len)
-        .ok_or_else(|| DissectError::truncated(PROTO, format!("TCP message says {len} bytes, {} present", payload.len().saturating_sub(2))))?;
-    parse(body)
+    parse(tcp_body(payload)?)
 }
 
-fn read_rr(msg: &[u8], off: usize, section: Section) -> Result<(DnsRr, usize), DissectError> {
-    let (name, p) = read_name(msg, off)?;
+/// The message inside a DNS-over-TCP payload (after its two-byte length prefix).
+fn tcp_body(payload: &[u8]) -> Result<&[u8], DissectError> {
+    let len = be16(payload, 0).ok_or_else(|| DissectError::truncated(PROTO, "TCP length prefix missing"))? as usize;
+    payload
+        .get(2..2 + len)
+        .ok_or_else(|| DissectError::truncated(PROTO, format!("TCP message says {len} bytes, {} present", payload.len().saturating_sub(2))))
+}
+
+/// One resource record at `off`; with `keep` false its names and strings are checked but
+/// not built.
+fn read_rr(msg: &[u8], off: usize, section: Section, keep: bool) -> Result<(DnsRr, usize), DissectError> {
+    let (name, p) = name_at(msg, off, keep)?;
     let hdr = msg.get(p..p + 10).ok_or_else(|| DissectError::truncated(PROTO, format!("record header at offset {p}")))?;
     let rtype = u16::from_be_bytes([hdr[0], hdr[1]]);
     let class = u16::from_be_bytes([hdr[2], hdr[3]]) & 0x7fff;
@@ -284,24 +317,28 @@ fn read_rr(msg: &[u8], off: usize, section: Section) -> Result<(DnsRr, usize), D
             a.copy_from_slice(rd);
             RData::Aaaa(Ipv6Addr::from(a))
         }
-        TYPE_PTR => RData::Ptr(read_name(msg, start)?.0),
-        TYPE_CNAME => RData::Cname(read_name(msg, start)?.0),
+        TYPE_PTR => RData::Ptr(name_at(msg, start, keep)?.0),
+        TYPE_CNAME => RData::Cname(name_at(msg, start, keep)?.0),
         TYPE_SRV if rdlen >= 7 => RData::Srv {
             priority: be16(rd, 0).unwrap_or(0),
             weight: be16(rd, 2).unwrap_or(0),
             port: be16(rd, 4).unwrap_or(0),
-            target: read_name(msg, start + 6)?.0,
+            target: name_at(msg, start + 6, keep)?.0,
         },
         TYPE_TXT => {
             let mut strings = Vec::new();
+            let mut kept = 0;
             let mut i = 0;
-            while i < rd.len() && strings.len() < MAX_TXT_STRINGS {
+            while i < rd.len() && kept < MAX_TXT_STRINGS {
                 let l = rd[i] as usize;
                 let s = rd
                     .get(i + 1..i + 1 + l)
                     .ok_or_else(|| DissectError::truncated(PROTO, format!("TXT string of {l} bytes at offset {}", start + i)))?;
                 if !s.is_empty() {
-                    strings.push(display(s));
+                    kept += 1;
+                    if keep {
+                        strings.push(display(s));
+                    }
                 }
                 i += 1 + l;
             }
@@ -423,19 +460,31 @@ pub struct MdnsDissector;
 pub struct LlmnrDissector;
 
 fn dissect_any(ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
-    let rec = if ctx.transport == Transport::Tcp { parse_tcp(payload)? } else { parse(payload)? };
     let flavor = flavor(ctx);
-    if flavor == Proto::Dns && !rec.is_response && rec.questions.len() <= 16 {
-        // The common case, a unicast query: what `findings` gives, with the names moved
-        // instead of copied.
+    // A unicast DNS response names third parties and yields no finding (see `findings`):
+    // check it is well formed, as `parse` would, without building its names.
+    let body = if ctx.transport == Transport::Tcp { tcp_body(payload)? } else { payload };
+    if flavor == Proto::Dns && body.len() >= 12 && body[2] & 0x80 != 0 {
+        return validate(body);
+    }
+    let qdcount = be16(body, 4).unwrap_or(0) as usize;
+    if flavor == Proto::Dns && body.len() >= 12 && qdcount <= 16 {
+        // The common case, a unicast query: what `findings` gives (its question names,
+        // de-duplicated), read straight from the message once it is known to be well
+        // formed, with no record built for the rest of it (an EDNS OPT record, say).
+        validate(body)?;
         let start = out.len();
-        for q in rec.questions {
-            if q.name != "<Root>" && !out[start..].iter().any(|g| g.field == Field::DnsQuery && g.value == q.name) {
-                out.push(Finding::src(Field::DnsQuery, q.name));
+        let mut pos = 12;
+        for _ in 0..qdcount {
+            let (name, next) = read_name(body, pos)?;
+            pos = next + 4;
+            if name != "<Root>" && !out[start..].iter().any(|g| g.field == Field::DnsQuery && g.value == name) {
+                out.push(Finding::src(Field::DnsQuery, name));
             }
         }
         return Ok(());
     }
+    let rec = parse(body)?;
     findings(&rec, flavor, out);
     Ok(())
 }
@@ -493,6 +542,43 @@ mod tests {
         assert_eq!(read_name(&msg, 10).unwrap().0, "x.ab.c\\x01d");
         assert_eq!(read_name(&msg, 15).unwrap().0, "<Root>");
         assert!(read_name(&msg, 8).is_err(), "a forward pointer is rejected");
+    }
+
+    /// `validate` must accept and reject exactly what `parse` does, with the same error:
+    /// checked on every truncation and many byte mutations of messages with each record type.
+    #[test]
+    fn validate_agrees_with_parse() {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 6, 0, 0, 0, 1];
+        m.extend_from_slice(&[7, b'p', b'r', b'i', b'n', b't', b'e', b'r', 5, b'l', b'o', b'c', b'a', b'l', 0, 0, 1, 0, 1]);
+        // A, AAAA, PTR, CNAME, SRV, TXT (with an empty string), then an OPT-like other type.
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 9]);
+        m.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        m.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        m.extend_from_slice(&[0xc0, 20, 0, 12, 0, 1, 0, 0, 0, 60, 0, 2, 0xc0, 12]);
+        m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 4, 1, b'x', 0xc0, 20]);
+        m.extend_from_slice(&[0xc0, 12, 0, 33, 0, 1, 0, 0, 0, 60, 0, 8, 0, 1, 0, 2, 0, 80, 0xc0, 12]);
+        m.extend_from_slice(&[0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 9, 3, b'a', b'=', b'1', 0, 3, b'b', b'=', b'2']);
+        m.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 2, 0xab, 0xcd]);
+        assert!(parse(&m).is_ok(), "{:?}", parse(&m));
+        let same = |msg: &[u8]| {
+            let (p, v) = (parse(msg).map(|_| ()), validate(msg));
+            assert_eq!(p, v, "message {msg:02x?}");
+        };
+        for len in 0..=m.len() {
+            same(&m[..len]);
+        }
+        let mut x: u32 = 0x9e37_79b9;
+        for _ in 0..20_000 {
+            let mut msg = m.clone();
+            for _ in 0..1 + (x % 3) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let i = x as usize % msg.len();
+                msg[i] = (x >> 8) as u8;
+            }
+            same(&msg);
+        }
     }
 
     #[test]

@@ -113,11 +113,10 @@ pub fn parse(payload: &[u8]) -> Result<LldpRecord, DissectError> {
                     }
                 }
             }
-            127 => {
-                if body.len() >= 6 && body[..3] == [0x00, 0x80, 0xc2] && body[3] == 1 {
+            127
+                if body.len() >= 6 && body[..3] == [0x00, 0x80, 0xc2] && body[3] == 1 => {
                     rec.port_vlan = be16(body, 4);
                 }
-            }
             _ => {}
         }
     }

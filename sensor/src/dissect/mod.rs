@@ -200,6 +200,8 @@ fn carried_on(p: Proto) -> (bool, bool, bool) {
 
 /// UDP ports claimed by a dissector that comes before DNS in the registry; a DNS datagram
 /// whose other port is none of these can go straight to the DNS dissector.
+/// Spelled out as a `matches!` in `udp_port_before_dns`; a test checks they agree.
+#[cfg_attr(not(test), allow(dead_code))]
 const UDP_PORTS_BEFORE_DNS: [u16; 7] = [67, 68, 137, 161, 162, 5353, 5355];
 
 /// The registry indexed for the per-payload hot path: one candidate list per transport (in
@@ -255,7 +257,7 @@ impl Dispatch {
             Transport::Udp => {
                 if let Some(di) = self.dns {
                     let other = if ctx.src_port == 53 { ctx.dst_port } else if ctx.dst_port == 53 { ctx.src_port } else { 0 };
-                    if other != 0 && payload.len() >= 12 && !UDP_PORTS_BEFORE_DNS.contains(&other) {
+                    if other != 0 && payload.len() >= 12 && !udp_port_before_dns(other) {
                         let d = &self.all[di];
                         out.app = Some(d.proto());
                         d.dissect(ctx, payload, &mut out.findings)?;
@@ -277,7 +279,14 @@ impl Dispatch {
 pub const STREAM_PORTS: [u16; 11] = [104, 11112, 2762, 2575, 6661, 80, 8080, 443, 8443, 139, 445];
 
 pub fn stream_port(src_port: u16, dst_port: u16) -> bool {
-    STREAM_PORTS.contains(&src_port) || STREAM_PORTS.contains(&dst_port)
+    // Port tests run per packet: `matches!` compiles to compares, `contains` to a slice call.
+    // The lists equal the consts (checked by `port_sets_match_their_lists`).
+    let on = |p: u16| matches!(p, 104 | 11112 | 2762 | 2575 | 6661 | 80 | 8080 | 443 | 8443 | 139 | 445);
+    on(src_port) || on(dst_port)
+}
+
+fn udp_port_before_dns(p: u16) -> bool {
+    matches!(p, 67 | 68 | 137 | 161 | 162 | 5353 | 5355)
 }
 
 /// TCP ports whose dissectors read every segment of a flow that is not reassembled: Telnet
@@ -287,8 +296,10 @@ pub fn stream_port(src_port: u16, dst_port: u16) -> bool {
 pub const EVERY_SEGMENT_PORTS: [u16; 8] = [21, 23, 53, 3613, 2000, 7000, 24105, 6464];
 
 pub fn every_segment_port(src_port: u16, dst_port: u16) -> bool {
-    EVERY_SEGMENT_PORTS.contains(&src_port) || EVERY_SEGMENT_PORTS.contains(&dst_port)
+    let on = |p: u16| matches!(p, 21 | 23 | 53 | 3613 | 2000 | 7000 | 24105 | 6464);
+    on(src_port) || on(dst_port)
 }
+
 
 /// Should this TCP payload's flow be reassembled? True when a dissector whose messages
 /// can span segments claims it: DICOM, HL7 over MLLP, HTTP, TLS (also DICOM over TLS),
@@ -303,4 +314,25 @@ pub fn wants_stream(ctx: &PacketCtx, payload: &[u8]) -> bool {
         || tls::TlsDissector.wants(ctx, payload)
         || http::HttpDissector.wants(ctx, payload)
         || smb::SmbDissector.wants(ctx, payload)
+}
+
+#[cfg(test)]
+mod port_set_tests {
+    use super::*;
+
+    #[test]
+    fn port_sets_match_their_lists() {
+        for p in 0..=u16::MAX {
+            assert_eq!(stream_port(p, 1), STREAM_PORTS.contains(&p) || STREAM_PORTS.contains(&1), "{p}");
+            assert_eq!(stream_port(1, p), STREAM_PORTS.contains(&p) || STREAM_PORTS.contains(&1), "{p}");
+            assert_eq!(every_segment_port(p, 1), EVERY_SEGMENT_PORTS.contains(&p), "{p}");
+            assert_eq!(every_segment_port(1, p), EVERY_SEGMENT_PORTS.contains(&p), "{p}");
+            assert_eq!(udp_port_before_dns(p), UDP_PORTS_BEFORE_DNS.contains(&p), "{p}");
+            assert_eq!(
+                matches!(p, 0x8100 | 0x88a8 | 0x9100),
+                crate::decode::VLAN_ETHERTYPES.contains(&p),
+                "{p}"
+            );
+        }
+    }
 }

@@ -112,30 +112,13 @@ fn http_soap(p: &[u8]) -> bool {
     starts.iter().any(|s| head.starts_with(s)) && lower.windows(4).any(|w| w == b"soap")
 }
 
-/// Classify a payload; `None` when neither port nor (where required) shape fits.
-pub fn parse(ctx: &PacketCtx, payload: &[u8]) -> Option<VendorRecord> {
-    let on = |port: u16| -> Vec<Side> {
-        let mut v = Vec::new();
-        if ctx.src_port == port {
-            v.push(Side::Src);
-        }
-        if ctx.dst_port == port {
-            v.push(Side::Dst);
-        }
-        v
-    };
-    let record = |protocol, matched, port: u16| {
-        let service_sides = on(port);
-        (!service_sides.is_empty()).then(|| VendorRecord {
-            protocol,
-            matched,
-            service_sides,
-            port_label: format!("{}/{port}", transport_name(ctx.transport)),
-        })
-    };
+/// Which vendor protocol a payload is, how it matched and on which port: [`parse`]
+/// without building the record, so `wants` (asked for many payloads) allocates nothing.
+fn classify(ctx: &PacketCtx, payload: &[u8]) -> Option<(VendorProtocol, Match, u16)> {
+    let hit = |protocol, matched, port: u16| (ctx.src_port == port || ctx.dst_port == port).then_some((protocol, matched, port));
     match ctx.transport {
         Transport::Tcp | Transport::Udp if ctx.src_port == ALARIS_PORT || ctx.dst_port == ALARIS_PORT => {
-            record(VendorProtocol::Alaris, Match::PortOnly, ALARIS_PORT)
+            hit(VendorProtocol::Alaris, Match::PortOnly, ALARIS_PORT)
         }
         Transport::Udp if ctx.src_port == INTELLIVUE_PORT || ctx.dst_port == INTELLIVUE_PORT => {
             let shape = if intellivue_session_header(payload) {
@@ -145,7 +128,7 @@ pub fn parse(ctx: &PacketCtx, payload: &[u8]) -> Option<VendorRecord> {
             } else {
                 return None;
             };
-            record(VendorProtocol::IntellivueDataExport, Match::PortAndShape(shape), INTELLIVUE_PORT)
+            hit(VendorProtocol::IntellivueDataExport, Match::PortAndShape(shape), INTELLIVUE_PORT)
         }
         Transport::Tcp | Transport::Udp if ctx.src_port == SDC_PORT || ctx.dst_port == SDC_PORT => {
             let shape = if tls_or_dtls_record(payload) {
@@ -155,14 +138,45 @@ pub fn parse(ctx: &PacketCtx, payload: &[u8]) -> Option<VendorRecord> {
             } else {
                 return None;
             };
-            record(VendorProtocol::Sdc, Match::PortAndShape(shape), SDC_PORT)
+            hit(VendorProtocol::Sdc, Match::PortAndShape(shape), SDC_PORT)
         }
         Transport::Udp => {
             let port = CARESCAPE_PORTS.into_iter().find(|p| ctx.src_port == *p || ctx.dst_port == *p)?;
-            record(VendorProtocol::Carescape, Match::PortOnly, port)
+            hit(VendorProtocol::Carescape, Match::PortOnly, port)
         }
         _ => None,
     }
+}
+
+/// Classify a payload; `None` when neither port nor (where required) shape fits.
+pub fn parse(ctx: &PacketCtx, payload: &[u8]) -> Option<VendorRecord> {
+    let (protocol, matched, port) = classify(ctx, payload)?;
+    let mut service_sides = Vec::with_capacity(2);
+    if ctx.src_port == port {
+        service_sides.push(Side::Src);
+    }
+    if ctx.dst_port == port {
+        service_sides.push(Side::Dst);
+    }
+    let mut port_label = String::with_capacity(9);
+    port_label.push_str(transport_name(ctx.transport));
+    port_label.push('/');
+    port_label.push_str(itoa_u16(port, &mut [0u8; 5]));
+    Some(VendorRecord { protocol, matched, service_sides, port_label })
+}
+
+/// Decimal digits of `n` written into `buf` (no formatter: this runs per payload).
+fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut k = buf.len();
+    loop {
+        k -= 1;
+        buf[k] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[k..]).unwrap_or("0")
 }
 
 /// The service end gets the vendor protocol and the port it serves on.
@@ -181,7 +195,7 @@ impl Dissector for VendorDissector {
         self.0.proto()
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        parse(ctx, payload).is_some_and(|r| r.protocol == self.0)
+        classify(ctx, payload).is_some_and(|(p, _, _)| p == self.0)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         match parse(ctx, payload) {

@@ -3,6 +3,8 @@
 //! One test binary per area keeps link time and disk use down; each module below
 //! was its own binary before.
 
+#[path = "../corpus/mod.rs"]
+mod corpus;
 #[path = "../dataplane_support/mod.rs"]
 mod dataplane_support;
 

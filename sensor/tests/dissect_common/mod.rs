@@ -9,10 +9,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use wardline_sensor::dissect::{PacketCtx, Transport};
 
-#[path = "../corpus/mod.rs"]
-mod corpus;
 #[allow(unused_imports)]
-pub use corpus::{all_pcaps, pcap, pcaps_dir};
+pub use crate::corpus::{all_pcaps, pcap, pcaps_dir};
 
 
 pub struct Frame {

@@ -10,10 +10,8 @@ use std::path::Path;
 use wardline_common::MacAddr;
 use wardline_sensor::dissect::{PacketCtx, Transport};
 
-#[path = "../corpus/mod.rs"]
-mod corpus;
 #[allow(unused_imports)]
-pub use corpus::{pcap, pcaps_dir, pcaps_in};
+pub use crate::corpus::{pcap, pcaps_dir, pcaps_in};
 
 
 #[derive(Clone, Debug)]
