@@ -5,6 +5,12 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use wardline_sensor::config::{BatchSection, CaptureSection, SensorConfig, TlsPaths, UplinkSection};
 
+// The data plane allocates and frees small records (flow records, findings, evidence) at
+// packet rate; mimalloc's per-thread free lists make that markedly cheaper than glibc's
+// malloc (see docs/decisions/0008-mimalloc.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "wardline-sensor", version, about = "Wardline passive sensor: capture, fingerprint, ship to the aggregator")]
 struct Cli {
