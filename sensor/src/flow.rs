@@ -471,20 +471,24 @@ impl FlowTable {
 
     /// [`flush_batch`](Self::flush_batch) handing the records to `sink`; returns how many.
     pub fn flush_batch_with(&mut self, max: usize, mut sink: impl FnMut(FlowRecord)) -> usize {
+        self.end_oldest(max);
+        let out = self.pending.len();
+        self.pending.drain(..).for_each(&mut sink);
+        out
+    }
+
+    /// End up to `max` live flows, oldest first ("fin" if closed, else "end"), into `pending`.
+    fn end_oldest(&mut self, max: usize) {
         let mut n = 0;
         while self.head != NIL && n < max {
             n += 1;
             let h = self.head;
-            let f = &self.slab[h as usize];
-            let reason = if f.closed { "fin" } else { "end" };
+            let reason = if self.slab[h as usize].closed { "fin" } else { "end" };
             self.finish_slot(h, reason);
         }
         if self.head == NIL {
             self.closing.clear();
         }
-        let out = self.pending.len();
-        self.pending.drain(..).for_each(&mut sink);
-        out
     }
 
     /// Everything: pending records, then every live flow with reason "end" (oldest first).
@@ -496,17 +500,7 @@ impl FlowTable {
     /// records always come out), so a caller can stream a million flows out in slices
     /// instead of holding every record at once. Call until it returns an empty Vec.
     pub fn flush_batch(&mut self, max: usize) -> Vec<FlowRecord> {
-        let mut n = 0;
-        while self.head != NIL && n < max {
-            n += 1;
-            let h = self.head;
-            let f = &self.slab[h as usize];
-            let reason = if f.closed { "fin" } else { "end" };
-            self.finish_slot(h, reason);
-        }
-        if self.head == NIL {
-            self.closing.clear();
-        }
+        self.end_oldest(max);
         std::mem::take(&mut self.pending)
     }
 }

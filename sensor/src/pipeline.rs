@@ -231,17 +231,7 @@ impl Pipeline {
             Net::Other => {
                 self.stats.non_ip_frames += 1;
                 if !d.payload.is_empty() {
-                    let ctx = PacketCtx {
-                        ts_us: ts,
-                        src_mac: d.src_mac,
-                        dst_mac: d.dst_mac,
-                        vlan: d.vlan,
-                        src_ip: None,
-                        dst_ip: None,
-                        src_port: 0,
-                        dst_port: 0,
-                        transport: Transport::L2 { ethertype: d.ethertype },
-                    };
+                    let ctx = PacketCtx::of(&d, ts);
                     self.dispatch(None, &ctx, d.payload);
                 }
             }
@@ -315,22 +305,14 @@ impl Pipeline {
         let Some(hdr) = tcp_header_bytes(frame, d, t) else { return };
         let version = if h.src.is_ipv6() { 6 } else { 4 };
         let Some(f) = dissect::tcp_syn::finding(h.ttl, version, hdr) else { return };
-        let ctx = PacketCtx {
-            ts_us: ts,
-            src_mac: d.src_mac,
-            dst_mac: d.dst_mac,
-            vlan: d.vlan,
-            src_ip: Some(h.src),
-            dst_ip: Some(h.dst),
-            src_port: t.src_port,
-            dst_port: t.dst_port,
-            transport: Transport::Tcp,
-        };
+        let ctx = PacketCtx::of(d, ts);
         self.devices.findings_at(&ctx, Proto::TcpSyn, std::slice::from_ref(&f));
     }
 
     fn transport_payload(&mut self, fref: FlowRef, d: &Decoded<'_>, ts_us: u64) {
-        let Some(h) = d.ip() else { return };
+        if d.ip().is_none() {
+            return;
+        }
         let (transport, seq, flags) = match d.l4 {
             L4::Tcp(t) => (Transport::Tcp, t.seq, t.flags),
             L4::Udp { .. } => (Transport::Udp, 0, 0),
@@ -341,18 +323,7 @@ impl Pipeline {
         if d.payload.is_empty() && !control {
             return;
         }
-        let (sp, dp) = d.ports();
-        let ctx = PacketCtx {
-            ts_us,
-            src_mac: d.src_mac,
-            dst_mac: d.dst_mac,
-            vlan: d.vlan,
-            src_ip: Some(h.src),
-            dst_ip: Some(h.dst),
-            src_port: sp,
-            dst_port: dp,
-            transport,
-        };
+        let ctx = PacketCtx::of(d, ts_us);
         match transport {
             Transport::Tcp => self.tcp_payload(fref, seq, flags, d.payload, &ctx),
             _ => self.dispatch(Some(fref), &ctx, d.payload),

@@ -37,6 +37,31 @@ pub struct PacketCtx {
     pub transport: Transport,
 }
 
+impl PacketCtx {
+    /// The context of a decoded frame's payload: its addresses, ports and transport
+    /// (`L2` with the ethertype for frames that are not TCP or UDP over IP).
+    pub fn of(d: &crate::decode::Decoded<'_>, ts_us: u64) -> PacketCtx {
+        use crate::decode::L4;
+        let ip = d.ip();
+        let (src_port, dst_port) = d.ports();
+        PacketCtx {
+            ts_us,
+            src_mac: d.src_mac,
+            dst_mac: d.dst_mac,
+            vlan: d.vlan,
+            src_ip: ip.map(|h| h.src),
+            dst_ip: ip.map(|h| h.dst),
+            src_port,
+            dst_port,
+            transport: match d.l4 {
+                L4::Tcp(_) => Transport::Tcp,
+                L4::Udp { .. } => Transport::Udp,
+                _ => Transport::L2 { ethertype: d.ethertype },
+            },
+        }
+    }
+}
+
 /// Which device a finding describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {

@@ -42,37 +42,17 @@ pub struct Packet {
 pub fn decode(f: &Frame) -> Option<Packet> {
     use wardline_sensor::decode::{Fragment, Net, L4};
     let d = wardline_sensor::decode::decode(wardline_sensor::capture::LinkType::from_dlt(f.linktype), &f.data).ok()?;
-    let mut ctx = PacketCtx {
-        ts_us: f.ts_us,
-        src_mac: d.src_mac,
-        dst_mac: d.dst_mac,
-        vlan: d.vlan,
-        src_ip: None,
-        dst_ip: None,
-        src_port: 0,
-        dst_port: 0,
-        transport: Transport::L2 { ethertype: d.ethertype },
-    };
+    let ctx = PacketCtx::of(&d, f.ts_us);
     let (mut tcp_seq, mut tcp_syn) = (0, false);
-    match d.net {
-        Net::Ip(h) => {
-            if h.fragment != Fragment::Whole {
-                return None;
-            }
-            ctx.src_ip = Some(h.src);
-            ctx.dst_ip = Some(h.dst);
-            match d.l4 {
-                L4::Udp { src_port, dst_port } => {
-                    (ctx.src_port, ctx.dst_port, ctx.transport) = (src_port, dst_port, Transport::Udp);
-                }
-                L4::Tcp(t) => {
-                    (ctx.src_port, ctx.dst_port, ctx.transport) = (t.src_port, t.dst_port, Transport::Tcp);
-                    (tcp_seq, tcp_syn) = (t.seq, t.flags & 0x02 != 0);
-                }
-                _ => return None,
-            }
+    if let Net::Ip(h) = d.net {
+        if h.fragment != Fragment::Whole {
+            return None;
         }
-        Net::Arp(_) | Net::Other => {}
+        match d.l4 {
+            L4::Udp { .. } => {}
+            L4::Tcp(t) => (tcp_seq, tcp_syn) = (t.seq, t.flags & 0x02 != 0),
+            _ => return None,
+        }
     }
     Some(Packet { ctx, payload: d.payload.to_vec(), tcp_seq, tcp_syn })
 }
