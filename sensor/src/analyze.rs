@@ -518,7 +518,11 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
         writeln!(out, "  decode_errors={} {:?}", stats.decode_errors_total(), stats.decode_errors)?;
         writeln!(out, "  dissect_errors={} {:?}", stats.dissect_errors_total(), stats.dissect_errors)?;
         writeln!(out, "  dissected={:?}", stats.dissected)?;
-        writeln!(out, "  ip_fragments={} non_ip_frames={}", stats.ip_fragments, stats.non_ip_frames)?;
+        writeln!(
+            out,
+            "  ip_fragments={} non_ip_frames={} tunnelled_frames={}",
+            stats.ip_fragments, stats.non_ip_frames, stats.tunnelled_frames
+        )?;
     }
     out.flush()?;
     if let Some((_, e)) = errors.into_iter().next() {

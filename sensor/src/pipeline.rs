@@ -58,6 +58,8 @@ pub struct PipelineStats {
     pub reassembly_bytes_dropped: u64,
     /// Frames with no IP layer (ARP, LLDP, STP, ...).
     pub non_ip_frames: u64,
+    /// Frames unwrapped from a GRE or ERSPAN tunnel (a remote mirror session).
+    pub tunnelled_frames: u64,
     pub flows_emitted: u64,
     pub flows_evicted: u64,
     pub devices_over_limit: u64,
@@ -214,6 +216,9 @@ impl Pipeline {
         let ts = pkt.ts_us;
         // ERSPAN-mirrored frames count as the frame the monitored port carried.
         let wire = d.accounted_len(wire);
+        if d.tunnel.is_some() {
+            self.stats.tunnelled_frames += 1;
+        }
         // A whole IP packet is accounted to its sender in `ip_packet`, after the flow
         // lookup, whose entry remembers the sender's device slot.
         let whole_ip = matches!(d.net, Net::Ip(h) if h.fragment == Fragment::Whole);

@@ -176,22 +176,23 @@ fn each_tunnel_decodes_as_the_packet_inside() {
     }
 }
 
-fn run(frames: &[(u64, Vec<u8>)]) -> (Vec<Event>, u64) {
+fn run(frames: &[(u64, Vec<u8>)]) -> (Vec<Event>, u64, u64) {
     let mut pl = Pipeline::new(PipelineConfig::default());
     for (ts, f) in frames {
         pl.process(&RawPacket { ts_us: *ts, linktype: LinkType::Ethernet, data: f, orig_len: f.len() as u32 });
     }
     let (events, stats) = pl.finish();
-    (events, stats.decode_errors_total())
+    (events, stats.decode_errors_total(), stats.tunnelled_frames)
 }
 
 #[test]
 fn erspan_copy_gives_the_same_devices_and_flows() {
     let plain = frames("mixed/many-protocols.pcap");
     let mirrored: Vec<_> = plain.iter().enumerate().map(|(i, (ts, f))| (*ts, wrap(f, Wrap::ErspanII { session: 7 }, i as u32).unwrap())).collect();
-    let (a, a_errors) = run(&plain);
-    let (b, b_errors) = run(&mirrored);
+    let (a, a_errors, a_tunnelled) = run(&plain);
+    let (b, b_errors, b_tunnelled) = run(&mirrored);
     assert_eq!(a_errors, b_errors);
+    assert_eq!((a_tunnelled, b_tunnelled), (0, mirrored.len() as u64 - a_errors), "every decodable frame came through the tunnel");
     let flows = a.iter().filter(|e| matches!(e, Event::Flow(_))).count();
     let devices = a.iter().filter(|e| matches!(e, Event::Device(_))).count();
     assert!(flows > 100 && devices >= 5, "{flows} flows, {devices} devices");
@@ -212,8 +213,8 @@ fn gre_ip_tunnel_gives_the_same_flows() {
             })
             .collect()
     };
-    let (a, _) = run(&plain);
-    let (b, _) = run(&tunnelled);
+    let (a, _, _) = run(&plain);
+    let (b, _, _) = run(&tunnelled);
     assert!(key(&a).len() > 100);
     assert_eq!(key(&a), key(&b));
 }
