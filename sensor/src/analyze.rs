@@ -19,7 +19,7 @@ use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Seek, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use wardline_common::kb::{classify, DeviceFacts, KnowledgeBase};
@@ -27,7 +27,7 @@ use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
 
 /// Files larger than this get a progress bar on stderr.
 const PROGRESS_MIN_BYTES: u64 = 50 * 1024 * 1024;
-/// Write buffer of the report and of the flow spill file (a million flow lines pass twice).
+/// Write buffer of the report: stdout is line-buffered, and a million flow lines pass through.
 const OUT_BUFFER: usize = 1 << 20;
 /// Drain finished flows and device news every this much packet time.
 const DRAIN_INTERVAL_US: u64 = 10_000_000;
@@ -295,16 +295,19 @@ fn flow_json(f: &FlowRecord) -> serde_json::Value {
     })
 }
 
-struct Sink {
+/// Flows are written as they end; devices are merged and reported after the last flow,
+/// when their evidence is complete. Nothing is held back or spilled to disk, so the report
+/// of a capture with millions of flows needs no temporary space and starts at once.
+struct Sink<W: Write> {
     json: bool,
     devices: BTreeMap<MacAddr, DeviceReport>,
-    flows: BufWriter<std::fs::File>,
+    flows: W,
     flow_count: u64,
     /// Reused buffer for one flow line.
     line: Vec<u8>,
 }
 
-impl Sink {
+impl<W: Write> Sink<W> {
     fn take(&mut self, e: Event) -> Result<()> {
         match e {
             Event::Device(o) => merge(&mut self.devices, o),
@@ -351,9 +354,10 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
     let json = opts.json;
     let kb = KnowledgeBase::load(&opts.kb_dirs).context("cannot load the knowledge base")?;
     let mut pipeline = Pipeline::new(PipelineConfig::default());
-    let spill = tempfile::tempfile().context("cannot create a temporary file for the flow list")?;
-    let mut sink =
-        Sink { json, devices: BTreeMap::new(), flows: BufWriter::with_capacity(OUT_BUFFER, spill), flow_count: 0, line: Vec::new() };
+    if !json {
+        writeln!(out, "flows:")?;
+    }
+    let mut sink = Sink { json, devices: BTreeMap::new(), flows: out, flow_count: 0, line: Vec::new() };
     let mut errors: Vec<(PathBuf, anyhow::Error)> = Vec::new();
     let mut next_drain: Option<u64> = None;
     let mut peak_flows: usize = 0;
@@ -419,12 +423,14 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
     peak_flows = peak_flows.max(pipeline.active_flows());
     // Streamed in slices: materialising every remaining flow at once doubled peak memory.
     let stats = pipeline.finish_each(|e| sink.take(e))?;
+    let Sink { devices, flows: mut out, flow_count, .. } = sink;
+    debug_assert_eq!(flow_count, stats.flows_emitted);
 
     // Devices.
     if !json {
-        writeln!(out, "devices ({}):", sink.devices.len())?;
+        writeln!(out, "devices ({}):", devices.len())?;
     }
-    for (mac, d) in &sink.devices {
+    for (mac, d) in &devices {
         let vendor = vendor_of(mac);
         let class = classify(&kb, &DeviceFacts::from_evidence(*mac, d.evidence.clone()));
         if json {
@@ -480,14 +486,6 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
             }
         }
     }
-
-    // Flows, copied back from the spill file.
-    if !json {
-        writeln!(out, "flows ({}):", sink.flow_count)?;
-    }
-    let mut spill = sink.flows.into_inner().map_err(|e| e.into_error())?;
-    spill.rewind()?;
-    std::io::copy(&mut spill, &mut out)?;
 
     // Errors and counters.
     for (path, e) in &errors {
