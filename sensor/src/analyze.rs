@@ -221,21 +221,13 @@ fn push_flow_line(out: &mut Vec<u8>, f: &FlowRecord) {
     out.extend_from_slice(f.end_reason.as_bytes());
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+fn push_u64(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    let digits = crate::digits::decimal(n, &mut buf).as_bytes();
     // Byte pushes, not extend_from_slice: a libc memcpy call per number cost more than
     // the copy itself (a few digits).
-    out.reserve(buf.len() - i);
-    for &b in &buf[i..] {
+    out.reserve(digits.len());
+    for &b in digits {
         out.push(b);
     }
 }

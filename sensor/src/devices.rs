@@ -418,18 +418,7 @@ impl DeviceTable {
         value.clear();
         value.push_str(transport);
         value.push('/');
-        let mut digits = [0u8; 5];
-        let mut n = port;
-        let mut k = digits.len();
-        loop {
-            k -= 1;
-            digits[k] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        value.extend(digits[k..].iter().map(|&b| b as char));
+        crate::digits::push_decimal(&mut value, port as u64);
         self.evidence_at(i, field, &value, Proto::Ip, ts_us);
         self.scratch = value;
     }

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod config;
 pub mod decode;
 pub mod devices;
+mod digits;
 pub mod dissect;
 pub mod flow;
 pub mod generate;

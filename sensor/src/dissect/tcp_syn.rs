@@ -8,6 +8,7 @@
 //! is omitted. Wiring this into the pipeline (which has the TCP header) is the pipeline's job.
 
 use super::*;
+use crate::digits::push_decimal;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -64,7 +65,7 @@ pub fn syn_signature(ip_ttl: u8, ip_version: u8, tcp_header: &[u8]) -> Option<St
         }
         layout.push_str(item);
         if let Some(n) = n {
-            push_u64(&mut layout, n);
+            push_decimal(&mut layout, n);
         }
     };
     let mut quirks: Vec<&'static str> = Vec::new();
@@ -170,28 +171,28 @@ pub fn syn_signature(ip_ttl: u8, ip_version: u8, tcp_header: &[u8]) -> Option<St
     // Window as a multiple of MSS or of MTU (MSS + IP + TCP headers) when it is one, as p0f writes it.
     let ip_tcp_headers: u32 = if ip_version == 4 { 40 } else { 60 };
     let mut sig = String::with_capacity(48 + layout.len());
-    push_u64(&mut sig, ip_version as u64);
+    push_decimal(&mut sig, ip_version as u64);
     sig.push(':');
-    push_u64(&mut sig, guess_initial_ttl(ip_ttl) as u64);
+    push_decimal(&mut sig, guess_initial_ttl(ip_ttl) as u64);
     sig.push_str(":0:");
     match mss {
-        Some(m) => push_u64(&mut sig, m as u64),
+        Some(m) => push_decimal(&mut sig, m as u64),
         None => sig.push('*'),
     }
     sig.push(':');
     match mss.map(u32::from).filter(|&m| m > 0) {
         Some(m) if window != 0 && u32::from(window) % m == 0 => {
             sig.push_str("mss*");
-            push_u64(&mut sig, (u32::from(window) / m) as u64);
+            push_decimal(&mut sig, (u32::from(window) / m) as u64);
         }
         Some(m) if window != 0 && u32::from(window) % (m + ip_tcp_headers) == 0 => {
             sig.push_str("mtu*");
-            push_u64(&mut sig, (u32::from(window) / (m + ip_tcp_headers)) as u64);
+            push_decimal(&mut sig, (u32::from(window) / (m + ip_tcp_headers)) as u64);
         }
-        _ => push_u64(&mut sig, window as u64),
+        _ => push_decimal(&mut sig, window as u64),
     }
     sig.push(',');
-    push_u64(&mut sig, scale.unwrap_or(0) as u64);
+    push_decimal(&mut sig, scale.unwrap_or(0) as u64);
     sig.push(':');
     sig.push_str(&layout);
     sig.push(':');
@@ -202,21 +203,6 @@ pub fn syn_signature(ip_ttl: u8, ip_version: u8, tcp_header: &[u8]) -> Option<St
         sig.push_str(q);
     }
     Some(sig)
-}
-
-/// Decimal digits of `n` appended to `out` (no formatter).
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut k = buf.len();
-    loop {
-        k -= 1;
-        buf[k] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(buf[k..].iter().map(|&b| b as char));
 }
 
 /// The finding for the host that sent the SYN (or SYN+ACK), for pipeline use.

@@ -161,22 +161,8 @@ pub fn parse(ctx: &PacketCtx, payload: &[u8]) -> Option<VendorRecord> {
     let mut port_label = String::with_capacity(9);
     port_label.push_str(transport_name(ctx.transport));
     port_label.push('/');
-    port_label.push_str(itoa_u16(port, &mut [0u8; 5]));
+    crate::digits::push_decimal(&mut port_label, port as u64);
     Some(VendorRecord { protocol, matched, service_sides, port_label })
-}
-
-/// Decimal digits of `n` written into `buf` (no formatter: this runs per payload).
-fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {
-    let mut k = buf.len();
-    loop {
-        k -= 1;
-        buf[k] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[k..]).unwrap_or("0")
 }
 
 /// The service end gets the vendor protocol and the port it serves on.
