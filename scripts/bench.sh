@@ -6,19 +6,23 @@
 #   scripts/bench.sh            # install peers if missing, build, build the capture, measure
 #   BENCH_CORE=1 scripts/bench.sh   # pin to another core
 #   BENCH_ONLY="wardline floor" scripts/bench.sh   # a subset (names as in the table)
+#   BENCH_REPS=5 scripts/bench.sh   # rounds (default 3)
 #
 # The capture is built by scripts/build-bench-capture.sh into target/bench/ (never
 # committed). Every tool reads the same file with its page cache warm, pinned to one core
 # with taskset; its output goes through a pipe to tail, which keeps the last 32 MiB for
 # the notes. packets/s = packets in the file / CPU time (user+sys from /usr/bin/time -v),
-# which other jobs on a shared machine cannot inflate; wall time is shown too. The table
-# is printed and written to target/bench/results.md.
+# which other jobs on a shared machine cannot inflate; wall time is shown too. The tools
+# run in BENCH_REPS rounds (each round runs every tool once, so a slow spell on the host
+# hits all tools alike) and the table shows each tool's median round; the CPU time of
+# every round is listed too. The table is printed and written to target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CORE=${BENCH_CORE:-0}
 FILE=${BENCH_FILE:-target/bench/bench.pcap}
 ONLY=${BENCH_ONLY:-"wardline floor tshark ndpiReader p0f softflowd"}
+REPS=${BENCH_REPS:-3}
 OUT_DIR=$(dirname "$FILE")
 
 # --- peers -------------------------------------------------------------------------
@@ -49,7 +53,8 @@ SIZE_MB=$(( $(stat -c %s "$FILE") / 1024 / 1024 ))
 cat "$FILE" > /dev/null   # warm the page cache so every tool reads from memory
 
 # --- measure --------------------------------------------------------------------------
-declare -A CPU WALL RSS NOTE
+declare -A CPU WALL RSS NOTE ROUNDS
+# One round of one tool; appends "cpu wall rss user sys" to ROUNDS[name].
 run() { # name, command...
   local name=$1; shift
   [[ " $ONLY " == *" $name "* ]] || return 0
@@ -64,9 +69,24 @@ run() { # name, command...
   user=$(sed -n 's/^\s*User time (seconds): //p' "$t")
   sys=$(sed -n 's/^\s*System time (seconds): //p' "$t")
   wall=$(sed -n 's/^\s*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$t" | awk -F: '{ s=0; for (i=1;i<=NF;i++) s=s*60+$i; print s }')
-  CPU[$name]=$(echo "$user + $sys" | bc -l)
-  WALL[$name]=$wall
-  RSS[$name]=$(sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$t")
+  local cpu rss
+  cpu=$(echo "$user + $sys" | bc -l)
+  rss=$(sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$t")
+  ROUNDS[$name]+="$cpu $wall $rss $user $sys"$'\n'
+}
+
+# The median round of a tool (by CPU time) fills CPU, WALL and RSS; CPUS lists every round.
+declare -A CPUS USER SYS
+pick_median() { # name
+  local name=$1 rows
+  [[ -n "${ROUNDS[$name]:-}" ]] || return 0
+  rows=$(printf "%s" "${ROUNDS[$name]}" | sed '/^$/d' | sort -n -k1,1)
+  local n mid row
+  n=$(printf "%s\n" "$rows" | wc -l)
+  mid=$(( (n + 1) / 2 ))
+  row=$(printf "%s\n" "$rows" | sed -n "${mid}p")
+  read -r CPU[$name] WALL[$name] RSS[$name] USER[$name] SYS[$name] <<< "$row"
+  CPUS[$name]=$(printf "%s" "${ROUNDS[$name]}" | sed '/^$/d' | awk '{ printf "%s%.2f", (NR>1?" / ":""), $1 }')
 }
 
 # softflowd 1.1.0 hangs in accept() on its control socket when the -c path is longer than
@@ -74,15 +94,19 @@ run() { # name, command...
 # works), so keep these paths short.
 SF_CTL=/tmp/sfw.ctl SF_PID=/tmp/sfw.pid
 trap 'rm -f "$SF_CTL" "$SF_PID"' EXIT
-run floor      target/release/wardline-bench floor "$FILE"
-run wardline   target/release/wardline-sensor analyze "$FILE"
-run tshark     tshark -r "$FILE" -q -z conv,tcp
-run ndpiReader ndpiReader -i "$FILE" -q
-run p0f        p0f -r "$FILE"
-# Offline, foreground, no collector (-n absent: nothing is exported), flow table as large
-# as Wardline's (1M) so neither side evicts more.
-rm -f "$SF_CTL"
-run softflowd  timeout 900 softflowd -r "$FILE" -d -m 1048576 -c "$SF_CTL" -p "$SF_PID"
+for round in $(seq 1 "$REPS"); do
+  echo "bench: round $round of $REPS" >&2
+  run floor      target/release/wardline-bench floor "$FILE"
+  run wardline   target/release/wardline-sensor analyze "$FILE"
+  run tshark     tshark -r "$FILE" -q -z conv,tcp
+  run ndpiReader ndpiReader -i "$FILE" -q
+  run p0f        p0f -r "$FILE"
+  # Offline, foreground, no collector (-n absent: nothing is exported), flow table as large
+  # as Wardline's (1M) so neither side evicts more.
+  rm -f "$SF_CTL"
+  run softflowd  timeout 900 softflowd -r "$FILE" -d -m 1048576 -c "$SF_CTL" -p "$SF_PID"
+done
+for name in floor wardline tshark ndpiReader p0f softflowd; do pick_median "$name"; done
 
 # Flow counts, as a sanity check that everyone saw the same traffic.
 [[ -f "$OUT_DIR/out-wardline.txt" ]] && NOTE[wardline]=$(grep -o 'flows=[0-9]* flows_evicted=[0-9]* peak_active_flows=[0-9]*' "$OUT_DIR/out-wardline.txt" | head -1 || true)
@@ -96,10 +120,10 @@ fmt_int() { printf "%'.0f" "$1"; }
 
 RES="$OUT_DIR/results.md"
 {
-  echo "Capture: \`$FILE\`, $(fmt_int "$PACKETS") packets, $SIZE_MB MiB; one core (taskset -c $CORE); $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)."
+  echo "Capture: \`$FILE\`, $(fmt_int "$PACKETS") packets, $SIZE_MB MiB; one core (taskset -c $CORE); $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d); median of $REPS rounds."
   echo
-  echo "| tool | command | CPU s | wall s | packets/s (CPU) | peak RSS MB | notes |"
-  echo "|---|---|---:|---:|---:|---:|---|"
+  echo "| tool | command | CPU s (median) | user s | sys s | CPU s, every round | wall s | packets/s (CPU) | peak RSS MB | notes |"
+  echo "|---|---|---:|---:|---:|---|---:|---:|---:|---|"
   for name in floor wardline tshark ndpiReader p0f softflowd; do
     [[ -n "${CPU[$name]:-}" ]] || continue
     case $name in
@@ -110,7 +134,8 @@ RES="$OUT_DIR/results.md"
       p0f) cmd="p0f -r FILE" ;;
       softflowd) cmd="softflowd -r FILE -d -m 1048576" ;;
     esac
-    printf "| %s | \`%s\` | %.2f | %.2f | %s | %s | %s |\n" "$name" "$cmd" "${CPU[$name]}" "${WALL[$name]}" \
+    printf "| %s | \`%s\` | %.2f | %.2f | %.2f | %s | %.2f | %s | %s | %s |\n" "$name" "$cmd" "${CPU[$name]}" \
+      "${USER[$name]}" "${SYS[$name]}" "${CPUS[$name]}" "${WALL[$name]}" \
       "$(fmt_int "$(pps "$name")")" "$(( ${RSS[$name]} / 1024 ))" "${NOTE[$name]:-}"
   done
   echo

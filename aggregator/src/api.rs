@@ -178,8 +178,8 @@ fn row_to_record(r: &FlowRow, device: &DeviceRecord) -> Option<FlowRecord> {
         bytes_ba: r.bytes_ba,
         tcp_flags_ab: r.tcp_flags_ab,
         tcp_flags_ba: r.tcp_flags_ba,
-        app: r.app.clone(),
-        end_reason: r.end_reason.clone(),
+        app: r.app.clone().into(),
+        end_reason: r.end_reason.clone().into(),
     })
 }
 

@@ -8,6 +8,7 @@
 use crate::evidence::Evidence;
 use crate::net::MacAddr;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::net::IpAddr;
 use ulid::Ulid;
 
@@ -85,10 +86,11 @@ pub struct FlowRecord {
     pub bytes_ba: u64,
     pub tcp_flags_ab: u8,
     pub tcp_flags_ba: u8,
-    /// Application protocol label ("dicom", "hl7", "unknown", ...).
-    pub app: String,
+    /// Application protocol label ("dicom", "hl7", "unknown", ...). Borrowed from the
+    /// sensor's static label table (no allocation per flow); owned after decoding.
+    pub app: Cow<'static, str>,
     /// Why the flow record was emitted: "idle", "active", "end", "fin".
-    pub end_reason: String,
+    pub end_reason: Cow<'static, str>,
 }
 
 /// Counters a sensor reports about itself.

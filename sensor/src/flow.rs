@@ -11,6 +11,7 @@
 //! about 145 MB. Slab and index ask for huge pages: they are read at random per packet.
 
 use crate::decode::tcp_flags;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -58,13 +59,18 @@ const NO_VLAN: u16 = u16::MAX;
 const MAX_PRESIZED_FLOWS: usize = 4 << 20;
 const NIL: u32 = u32::MAX;
 
-fn endpoint(ip: IpAddr, port: u16) -> Endpoint {
-    let mut b = [0u8; 16];
+/// An address as one number whose order is the byte order of `Endpoint::ip` (IPv4 in the
+/// first 4 bytes): endpoints are ordered on these values in registers, because comparing the
+/// freshly written byte arrays stalled on store forwarding.
+fn ip_value(ip: IpAddr) -> u128 {
     match ip {
-        IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => b = v6.octets(),
+        IpAddr::V4(v4) => (u32::from(v4) as u128) << 96,
+        IpAddr::V6(v6) => u128::from(v6),
     }
-    Endpoint { ip: b, port }
+}
+
+fn endpoint(ip: u128, port: u16) -> Endpoint {
+    Endpoint { ip: ip.to_be_bytes(), port }
 }
 
 fn ip_of(e: &Endpoint, v6: bool) -> IpAddr {
@@ -239,7 +245,7 @@ impl FlowTable {
         self.tail = i;
     }
 
-    fn record(&self, f: &Flow, reason: &str) -> FlowRecord {
+    fn record(&self, f: &Flow, reason: &'static str) -> FlowRecord {
         let (a, b) = if f.a_is_lo { (&f.key.lo, &f.key.hi) } else { (&f.key.hi, &f.key.lo) };
         let app = f.app.or_else(|| guess_app(f.key.proto, a.port, b.port)).unwrap_or(Proto::Unknown);
         FlowRecord {
@@ -259,13 +265,13 @@ impl FlowTable {
             bytes_ba: f.bytes[1],
             tcp_flags_ab: f.flags[0],
             tcp_flags_ba: f.flags[1],
-            app: app.as_str().to_string(),
-            end_reason: reason.to_string(),
+            app: Cow::Borrowed(app.as_str()),
+            end_reason: Cow::Borrowed(reason),
         }
     }
 
     /// Emit and remove the flow in slot `i`.
-    fn finish_slot(&mut self, i: u32, reason: &str) {
+    fn finish_slot(&mut self, i: u32, reason: &'static str) {
         let rec = self.record(&self.slab[i as usize], reason);
         self.pending.push(rec);
         self.unlink(i);
@@ -279,7 +285,7 @@ impl FlowTable {
     }
 
     /// Emit the flow's counters so far and start counting afresh in the same slot.
-    fn restart_slot(&mut self, i: u32, reason: &str, ts_us: u64) {
+    fn restart_slot(&mut self, i: u32, reason: &'static str, ts_us: u64) {
         let rec = self.record(&self.slab[i as usize], reason);
         self.pending.push(rec);
         let f = &mut self.slab[i as usize];
@@ -296,9 +302,9 @@ impl FlowTable {
     pub fn observe(&mut self, m: &PacketMeta) -> FlowRef {
         self.now_us = self.now_us.max(m.ts_us);
         self.expire_idle(self.now_us);
-        let s = endpoint(m.src_ip, m.src_port);
-        let d = endpoint(m.dst_ip, m.dst_port);
-        let src_is_lo = s <= d;
+        let (sv, dv) = (ip_value(m.src_ip), ip_value(m.dst_ip));
+        let src_is_lo = (sv, m.src_port) <= (dv, m.dst_port);
+        let (s, d) = (endpoint(sv, m.src_port), endpoint(dv, m.dst_port));
         let (lo, hi) = if src_is_lo { (s, d) } else { (d, s) };
         let key = FlowKey { lo, hi, vlan: m.vlan.unwrap_or(NO_VLAN), proto: m.ip_proto, v6: m.src_ip.is_ipv6() };
         let hash = self.hasher.hash_one(key);
@@ -570,7 +576,7 @@ mod tests {
         let out = t.drain(12);
         assert_eq!(out.len(), 1);
         let f = &out[0];
-        assert_eq!((f.a_port, f.b_port, f.packets_ab, f.packets_ba, f.end_reason.as_str()), (5000, 3613, 1, 1, "idle"));
+        assert_eq!((f.a_port, f.b_port, f.packets_ab, f.packets_ba, &*f.end_reason), (5000, 3613, 1, 1, "idle"));
         assert_eq!(f.app, "alaris", "port guess without a dissector label");
         assert!(t.is_empty());
 

@@ -113,8 +113,8 @@ impl FlowRow {
             bytes_ba: f.bytes_ba,
             tcp_flags_ab: f.tcp_flags_ab,
             tcp_flags_ba: f.tcp_flags_ba,
-            app: f.app.clone(),
-            end_reason: f.end_reason.clone(),
+            app: f.app.to_string(),
+            end_reason: f.end_reason.to_string(),
         }
     }
 

@@ -164,6 +164,14 @@ fn display_label(l: &[u8]) -> String {
 }
 
 fn push_display_label(out: &mut String, l: &[u8]) {
+    // Printable ASCII (nearly every label) is copied as is, without the UTF-8 walk.
+    if l.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        out.reserve(l.len());
+        for &b in l {
+            out.push(b as char);
+        }
+        return;
+    }
     // Wireshark keeps valid UTF-8 and escapes other bytes; do the same so names compare.
     match std::str::from_utf8(l) {
         Ok(s) if !s.chars().any(|c| c.is_control()) => out.push_str(s),
@@ -528,6 +536,18 @@ impl Dissector for LlmnrDissector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The printable-ASCII shortcut gives what the general rule gives.
+        #[test]
+        fn label_display_shortcut_matches_the_general_rule(l in proptest::collection::vec(proptest::prop_oneof![0x1fu8..0x81, proptest::prelude::any::<u8>()], 0..64)) {
+            let general = match std::str::from_utf8(&l) {
+                Ok(s) if !s.chars().any(|c| c.is_control()) => s.to_string(),
+                _ => l.iter().map(|&b| if (0x20..0x7f).contains(&b) { (b as char).to_string() } else { format!("\\x{b:02x}") }).collect(),
+            };
+            proptest::prop_assert_eq!(display_label(&l), general);
+        }
+    }
 
     #[test]
     fn read_name_matches_labels_to_string() {

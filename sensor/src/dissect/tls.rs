@@ -307,8 +307,34 @@ fn cn(name: &x509_parser::x509::X509Name) -> Option<String> {
     name.iter_common_name().next().and_then(|a| a.as_str().ok()).map(|s| display(s.as_bytes()))
 }
 
-fn dash_join<T: ToString>(v: impl Iterator<Item = T>) -> String {
-    v.map(|x| x.to_string()).collect::<Vec<_>>().join("-")
+/// Append the decimal values of `v` joined by '-' (JA3's list format).
+fn push_dashed<T: Into<u64>>(out: &mut String, v: impl Iterator<Item = T>) {
+    for (i, x) in v.enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        crate::digits::push_decimal(out, x.into());
+    }
+}
+
+/// Append `v` as 4-digit lowercase hex joined by ',' (JA4's list format).
+fn push_hex4(out: &mut String, v: &[u16]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for shift in [12, 8, 4, 0] {
+            out.push(HEX[(x >> shift) as usize & 0xf] as char);
+        }
+    }
+}
+
+/// Append `n` (< 100) as two digits.
+fn push_2digits(out: &mut String, n: usize) {
+    let n = n.min(99);
+    out.push((b'0' + (n / 10) as u8) as char);
+    out.push((b'0' + (n % 10) as u8) as char);
 }
 
 impl ClientHello {
@@ -318,15 +344,19 @@ impl ClientHello {
     }
 
     /// JA3 string: version,ciphers,extensions,groups,point formats (GREASE removed).
+    // Built by hand: one per ClientHello, and the formatter allocated a String per number.
     pub fn ja3_string(&self) -> String {
-        format!(
-            "{},{},{},{},{}",
-            self.legacy_version,
-            dash_join(self.ciphers.iter().filter(|v| !is_grease(**v))),
-            dash_join(self.extensions.iter().filter(|v| !is_grease(**v))),
-            dash_join(self.groups.iter().filter(|v| !is_grease(**v))),
-            dash_join(self.point_formats.iter()),
-        )
+        let mut s = String::with_capacity(8 + 6 * (self.ciphers.len() + self.extensions.len() + self.groups.len()));
+        crate::digits::push_decimal(&mut s, self.legacy_version.into());
+        s.push(',');
+        push_dashed(&mut s, self.ciphers.iter().copied().filter(|v| !is_grease(*v)));
+        s.push(',');
+        push_dashed(&mut s, self.extensions.iter().copied().filter(|v| !is_grease(*v)));
+        s.push(',');
+        push_dashed(&mut s, self.groups.iter().copied().filter(|v| !is_grease(*v)));
+        s.push(',');
+        push_dashed(&mut s, self.point_formats.iter().copied());
+        s
     }
 
     pub fn ja3_hash(&self) -> String {
@@ -347,51 +377,63 @@ impl ClientHello {
             0xfefc => "d3",
             _ => "00",
         };
-        let ciphers: Vec<u16> = self.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
+        let mut ciphers: Vec<u16> = self.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
         let exts: Vec<u16> = self.extensions.iter().copied().filter(|v| !is_grease(*v)).collect();
-        let alpn = match self.alpn.first().filter(|a| !a.is_empty()) {
-            None => "00".to_string(),
+        let mut out = String::with_capacity(36);
+        out.push(if quic { 'q' } else { 't' });
+        out.push_str(version);
+        out.push(if self.sni.is_some() { 'd' } else { 'i' });
+        push_2digits(&mut out, ciphers.len());
+        push_2digits(&mut out, exts.len());
+        match self.alpn.first().filter(|a| !a.is_empty()) {
+            None => out.push_str("00"),
             Some(a) => {
                 let (first, last) = (a[0], a[a.len() - 1]);
                 if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() {
-                    format!("{}{}", first as char, last as char)
+                    out.push(first as char);
+                    out.push(last as char);
                 } else {
-                    let h = hex::encode(a);
-                    format!("{}{}", &h[..1], &h[h.len() - 1..])
+                    // First hex digit of the first byte, last hex digit of the last byte.
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.push(HEX[(first >> 4) as usize] as char);
+                    out.push(HEX[(last & 0xf) as usize] as char);
                 }
             }
-        };
-        let a = format!(
-            "{}{}{}{:02}{:02}{}",
-            if quic { 'q' } else { 't' },
-            version,
-            if self.sni.is_some() { 'd' } else { 'i' },
-            ciphers.len().min(99),
-            exts.len().min(99),
-            alpn
-        );
-        let hex4 = |v: &[u16]| v.iter().map(|x| format!("{x:04x}")).collect::<Vec<_>>().join(",");
-        let mut sorted_c = ciphers.clone();
-        sorted_c.sort_unstable();
-        let b = if sorted_c.is_empty() { "000000000000".to_string() } else { sha12(&hex4(&sorted_c)) };
-        let mut sorted_e: Vec<u16> = exts.iter().copied().filter(|e| *e != EXT_SNI && *e != EXT_ALPN).collect();
+        }
+        out.push('_');
+        let mut list = String::with_capacity(5 * (ciphers.len() + exts.len() + self.sig_algs.len()) + 1);
+        ciphers.sort_unstable();
+        if ciphers.is_empty() {
+            out.push_str("000000000000");
+        } else {
+            push_hex4(&mut list, &ciphers);
+            push_sha12(&mut out, &list);
+        }
+        out.push('_');
+        let mut sorted_e: Vec<u16> = exts.into_iter().filter(|e| *e != EXT_SNI && *e != EXT_ALPN).collect();
         sorted_e.sort_unstable();
         let sigs: Vec<u16> = self.sig_algs.iter().copied().filter(|v| !is_grease(*v)).collect();
-        let c = if sorted_e.is_empty() {
-            "000000000000".to_string()
-        } else if sigs.is_empty() {
-            sha12(&hex4(&sorted_e))
+        if sorted_e.is_empty() {
+            out.push_str("000000000000");
         } else {
-            sha12(&format!("{}_{}", hex4(&sorted_e), hex4(&sigs)))
-        };
-        format!("{a}_{b}_{c}")
+            list.clear();
+            push_hex4(&mut list, &sorted_e);
+            if !sigs.is_empty() {
+                list.push('_');
+                push_hex4(&mut list, &sigs);
+            }
+            push_sha12(&mut out, &list);
+        }
+        out
     }
 }
 
-fn sha12(s: &str) -> String {
+/// Append the first 12 hex digits of SHA-256(`s`).
+fn push_sha12(out: &mut String, s: &str) {
     let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    hex::encode(&d.as_ref()[..6])
+    out.push_str(&hex::encode(&d.as_ref()[..6]));
 }
+
 
 pub fn findings(rec: &TlsRecord, quic: bool, out: &mut Vec<Finding>) {
     for ch in &rec.client_hellos {
@@ -443,6 +485,96 @@ mod tests {
         assert!(is_grease(0xfafa));
         assert!(!is_grease(0x0a1a));
         assert!(!is_grease(0x1301));
+    }
+
+    /// The formatter-based JA3/JA4 this module used before the hand-built strings: the
+    /// oracle for `builders_match_the_formatter_versions`.
+    fn ja3_string_fmt(ch: &ClientHello) -> String {
+        let dash_join = |v: Vec<String>| v.join("-");
+        let dec = |v: &[u16]| v.iter().filter(|x| !is_grease(**x)).map(|x| x.to_string()).collect::<Vec<_>>();
+        format!(
+            "{},{},{},{},{}",
+            ch.legacy_version,
+            dash_join(dec(&ch.ciphers)),
+            dash_join(dec(&ch.extensions)),
+            dash_join(dec(&ch.groups)),
+            dash_join(ch.point_formats.iter().map(|x| x.to_string()).collect()),
+        )
+    }
+
+    fn ja4_fmt(ch: &ClientHello, quic: bool) -> String {
+        let sha12 = |s: &str| hex::encode(&ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref()[..6]);
+        let version = match ch.max_version() {
+            0x0304 => "13",
+            0x0303 => "12",
+            0x0302 => "11",
+            0x0301 => "10",
+            0x0300 => "s3",
+            0x0002 => "s2",
+            0xfeff => "d1",
+            0xfefd => "d2",
+            0xfefc => "d3",
+            _ => "00",
+        };
+        let ciphers: Vec<u16> = ch.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
+        let exts: Vec<u16> = ch.extensions.iter().copied().filter(|v| !is_grease(*v)).collect();
+        let alpn = match ch.alpn.first().filter(|a| !a.is_empty()) {
+            None => "00".to_string(),
+            Some(a) => {
+                let (first, last) = (a[0], a[a.len() - 1]);
+                if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() {
+                    format!("{}{}", first as char, last as char)
+                } else {
+                    let h = hex::encode(a);
+                    format!("{}{}", &h[..1], &h[h.len() - 1..])
+                }
+            }
+        };
+        let a = format!(
+            "{}{}{}{:02}{:02}{}",
+            if quic { 'q' } else { 't' },
+            version,
+            if ch.sni.is_some() { 'd' } else { 'i' },
+            ciphers.len().min(99),
+            exts.len().min(99),
+            alpn
+        );
+        let hex4 = |v: &[u16]| v.iter().map(|x| format!("{x:04x}")).collect::<Vec<_>>().join(",");
+        let mut sorted_c = ciphers.clone();
+        sorted_c.sort_unstable();
+        let b = if sorted_c.is_empty() { "000000000000".to_string() } else { sha12(&hex4(&sorted_c)) };
+        let mut sorted_e: Vec<u16> = exts.iter().copied().filter(|e| *e != EXT_SNI && *e != EXT_ALPN).collect();
+        sorted_e.sort_unstable();
+        let sigs: Vec<u16> = ch.sig_algs.iter().copied().filter(|v| !is_grease(*v)).collect();
+        let c = if sorted_e.is_empty() {
+            "000000000000".to_string()
+        } else if sigs.is_empty() {
+            sha12(&hex4(&sorted_e))
+        } else {
+            sha12(&format!("{}_{}", hex4(&sorted_e), hex4(&sigs)))
+        };
+        format!("{a}_{b}_{c}")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn builders_match_the_formatter_versions(
+            legacy_version in proptest::prelude::any::<u16>(),
+            // Values near GREASE and the SNI/ALPN extension numbers come up often.
+            ciphers in proptest::collection::vec(proptest::prop_oneof![proptest::prelude::any::<u16>(), 0u16..20, proptest::prelude::Just(0x0a0a)], 0..120),
+            extensions in proptest::collection::vec(proptest::prop_oneof![proptest::prelude::any::<u16>(), 0u16..20, proptest::prelude::Just(0xfafa)], 0..120),
+            groups in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..8),
+            point_formats in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4),
+            sig_algs in proptest::collection::vec(proptest::prop_oneof![proptest::prelude::any::<u16>(), proptest::prelude::Just(0x1a1a)], 0..12),
+            supported_versions in proptest::collection::vec(proptest::prop_oneof![0x0300u16..0x0305, 0xfefcu16..0xff00, proptest::prelude::any::<u16>()], 0..4),
+            alpn in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..6), 0..3),
+            sni in proptest::option::of("[a-z.]{0,12}"),
+            quic in proptest::prelude::any::<bool>(),
+        ) {
+            let ch = ClientHello { legacy_version, ciphers, extensions, sni, alpn, supported_versions, groups, point_formats, sig_algs };
+            proptest::prop_assert_eq!(ch.ja3_string(), ja3_string_fmt(&ch));
+            proptest::prop_assert_eq!(ch.ja4(quic), ja4_fmt(&ch, quic));
+        }
     }
 
     #[test]
