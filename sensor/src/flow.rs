@@ -272,14 +272,13 @@ impl FlowTable {
 
     /// Emit and remove the flow in slot `i`.
     fn finish_slot(&mut self, i: u32, reason: &'static str) {
+        let hash = self.hasher.hash_one(self.slab[i as usize].key);
         let rec = self.record(&self.slab[i as usize], reason);
         self.pending.push(rec);
         self.unlink(i);
         let f = &mut self.slab[i as usize];
         f.live = false;
         f.gen = f.gen.wrapping_add(1);
-        let key = f.key;
-        let hash = self.hasher.hash_one(key);
         self.map.remove(hash, i);
         self.free.push(i);
     }
@@ -298,15 +297,21 @@ impl FlowTable {
         f.gen = f.gen.wrapping_add(1);
     }
 
-    /// Account one packet; returns a handle to its flow for labelling.
-    pub fn observe(&mut self, m: &PacketMeta) -> FlowRef {
-        self.now_us = self.now_us.max(m.ts_us);
-        self.expire_idle(self.now_us);
+    /// The flow key of a packet and whether its sender is the key's `lo` side.
+    #[inline]
+    fn key_of(m: &PacketMeta) -> (FlowKey, bool) {
         let (sv, dv) = (ip_value(m.src_ip), ip_value(m.dst_ip));
         let src_is_lo = (sv, m.src_port) <= (dv, m.dst_port);
         let (s, d) = (endpoint(sv, m.src_port), endpoint(dv, m.dst_port));
         let (lo, hi) = if src_is_lo { (s, d) } else { (d, s) };
-        let key = FlowKey { lo, hi, vlan: m.vlan.unwrap_or(NO_VLAN), proto: m.ip_proto, v6: m.src_ip.is_ipv6() };
+        (FlowKey { lo, hi, vlan: m.vlan.unwrap_or(NO_VLAN), proto: m.ip_proto, v6: m.src_ip.is_ipv6() }, src_is_lo)
+    }
+
+    /// Account one packet; returns a handle to its flow for labelling.
+    pub fn observe(&mut self, m: &PacketMeta) -> FlowRef {
+        self.now_us = self.now_us.max(m.ts_us);
+        self.expire_idle(self.now_us);
+        let (key, src_is_lo) = Self::key_of(m);
         let hash = self.hasher.hash_one(key);
         let slab = &self.slab;
         let found = self.map.find(hash, |j| slab[j as usize].key == key);

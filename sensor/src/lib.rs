@@ -12,6 +12,7 @@ pub mod dissect;
 pub mod flow;
 pub mod generate;
 mod hugepages;
+mod prefetch;
 pub mod pipeline;
 pub mod reassembly;
 pub mod run;

@@ -1,15 +1,29 @@
 //! pcap and pcapng file reader with byte offsets in every error.
 //!
-//! The file is streamed through one growable buffer; each record's header is peeked
-//! first so we know its length before asking the `pcap-file` parsers to frame it. That
-//! gives (a) the byte offset of every record for error messages, (b) a bound on memory
-//! (a record claiming more than [`MAX_PCAP_RECORD`]/[`MAX_PCAPNG_BLOCK`] bytes is corrupt,
-//! not a reason to allocate), and (c) zero-copy packets borrowed from the buffer.
+//! Bytes come from one of two sources. [`FileReader::open`] maps a regular file read-only
+//! into memory (`capture/mapped.rs`) so records are parsed straight from the page
+//! cache; anything else (a pipe, `/dev/stdin`, an empty file, a 32-bit target, a failed
+//! mapping, and every [`FileReader::from_reader`] stream) is read through one growable
+//! buffer. The same parsers run over both: they see one byte slice and a window
+//! `start..end` of it, and the stream source refills the window on demand.
+//!
+//! Each record's header is peeked first so we know its length before asking the
+//! `pcap-file` parsers to frame it. That gives (a) the byte offset of every record for
+//! error messages, (b) a bound on memory (a record claiming more than
+//! [`MAX_PCAP_RECORD`]/[`MAX_PCAPNG_BLOCK`] bytes is corrupt, not a reason to allocate),
+//! and (c) zero-copy packets borrowed from the buffer or the mapping.
+//!
+//! Mapping a file has one hazard: if another process truncates the file while this one
+//! reads it, the process dies of SIGBUS instead of reporting a truncated record (ripgrep
+//! accepts the same trade-off). A file still being appended to is read up to its size at
+//! open. Set [`NO_MMAP_ENV`] (`WARDLINE_NO_MMAP=1`) to always stream; see
+//! docs/decisions/0009-mapped-capture-files.md.
 //!
 //! pcapng Enhanced Packet Block bodies are decoded here rather than by `pcap-file`,
 //! because pcap-file 2.0 reads every EPB timestamp as nanoseconds and ignores the
 //! interface's `if_tsresol` (microseconds by default), which would skew packet times 1000x.
 
+use super::mapped::{MappedFile, RELEASE_EVERY};
 use super::{CaptureError, LinkType, RawPacket};
 use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
@@ -52,15 +66,66 @@ enum Format {
     PcapNg { parser: Box<PcapNgParser>, le: bool, ifaces: Vec<IfaceInfo>, last_ts_us: u64 },
 }
 
-/// Streaming reader for one capture file.
+/// Environment variable that, set to anything but empty or `0`, makes
+/// [`FileReader::open`] stream files instead of mapping them.
+pub const NO_MMAP_ENV: &str = "WARDLINE_NO_MMAP";
+
+/// How [`FileReader::open_with`] reads a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Map regular files into memory instead of copying them through a buffer.
+    pub mmap: bool,
+    /// With a mapping, hand the parsed pages back to the kernel every this many bytes
+    /// (at least 64 KiB), which bounds the mapping's share of resident memory.
+    pub release_every: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { mmap: true, release_every: RELEASE_EVERY }
+    }
+}
+
+impl OpenOptions {
+    /// The defaults, with mapping turned off when [`NO_MMAP_ENV`] asks for it.
+    pub fn from_env() -> Self {
+        OpenOptions { mmap: !no_mmap_requested(std::env::var_os(NO_MMAP_ENV).as_deref()), ..Self::default() }
+    }
+}
+
+fn no_mmap_requested(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Where the reader's bytes come from. Offsets `start..end` index [`Source::bytes`].
+enum Source {
+    /// Any byte stream, copied into `buf` as the parsers ask for bytes.
+    Stream { file: Box<dyn Read + Send>, buf: Vec<u8> },
+    /// A mapped regular file: every byte is present from the start.
+    #[cfg_attr(not(all(unix, target_pointer_width = "64")), allow(dead_code))]
+    Mapped(MappedFile),
+}
+
+impl Source {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Stream { buf, .. } => buf,
+            Source::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// Reader for one capture file, streamed or mapped.
 pub struct FileReader {
     path: String,
-    file: Box<dyn Read + Send>,
-    buf: Vec<u8>,
+    source: Source,
+    /// Unread bytes are `source.bytes()[start..end]`.
     start: usize,
     end: usize,
-    /// File offset of `buf[0]`.
+    /// File offset of `source.bytes()[0]` (always 0 for a mapping).
     base: u64,
+    /// No byte past `end` will ever come (always true for a mapping).
     eof: bool,
     format: Format,
 }
@@ -85,33 +150,56 @@ fn rd_u16(b: &[u8], le: bool) -> u16 {
 
 impl FileReader {
     /// Open a capture and read its file header. Errors name the file and what is wrong.
+    /// Regular files are mapped unless [`NO_MMAP_ENV`] is set (see the module docs).
     pub fn open(path: &Path) -> Result<FileReader, CaptureError> {
+        Self::open_with(path, OpenOptions::from_env())
+    }
+
+    /// [`FileReader::open`] with explicit options instead of the environment's.
+    /// Packets and errors are the same whichever way the file is read.
+    pub fn open_with(path: &Path, opts: OpenOptions) -> Result<FileReader, CaptureError> {
         let path_s = path.display().to_string();
         let file = File::open(path).map_err(|source| CaptureError::Open { path: path_s.clone(), source })?;
+        if opts.mmap {
+            if let Some(map) = MappedFile::map(&file, opts.release_every) {
+                let end = map.bytes().len();
+                return Self::with_source(&path_s, Source::Mapped(map), end, true);
+            }
+        }
         Self::from_reader(&path_s, file)
     }
 
     /// Read a capture from any byte stream (`name` is used in error messages).
     pub fn from_reader(name: &str, reader: impl Read + Send + 'static) -> Result<FileReader, CaptureError> {
+        let source = Source::Stream { file: Box::new(reader), buf: vec![0; READ_CHUNK] };
+        Self::with_source(name, source, 0, false)
+    }
+
+    /// Whether the bytes come from a memory mapping rather than a stream.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.source, Source::Mapped(_))
+    }
+
+    /// Read the file header from `source`, whose first `end` bytes are already present.
+    fn with_source(name: &str, source: Source, end: usize, eof: bool) -> Result<FileReader, CaptureError> {
         let mut r = FileReader {
             path: name.to_string(),
-            file: Box::new(reader),
-            buf: vec![0; READ_CHUNK],
+            source,
             start: 0,
-            end: 0,
+            end,
             base: 0,
-            eof: false,
+            eof,
             format: Format::Pcap { le: true, nanos: false, linktype: LinkType::Ethernet },
         };
         r.fill(24)?;
-        let head = &r.buf[r.start..r.end];
+        let head = &r.source.bytes()[r.start..r.end];
         if head.len() < 4 {
             return Err(CaptureError::Format { path: r.path, detail: format!("file is only {} bytes long", head.len()) });
         }
         let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         if magic == PCAPNG_SHB {
             r.fill(12)?;
-            let head = &r.buf[r.start..r.end];
+            let head = &r.source.bytes()[r.start..r.end];
             if head.len() < 12 {
                 return Err(r.truncated(0, 12, head.len() as u64));
             }
@@ -125,7 +213,7 @@ impl FileReader {
             if avail < len {
                 return Err(r.truncated(0, len, avail));
             }
-            let (rem, parser) = PcapNgParser::new(&r.buf[r.start..r.end]).map_err(|e| CaptureError::Format {
+            let (rem, parser) = PcapNgParser::new(&r.source.bytes()[r.start..r.end]).map_err(|e| CaptureError::Format {
                 path: r.path.clone(),
                 detail: format!("bad pcapng section header: {e}"),
             })?;
@@ -135,7 +223,7 @@ impl FileReader {
             r.format = Format::PcapNg { parser: Box::new(parser), le, ifaces: Vec::new(), last_ts_us: 0 };
             return Ok(r);
         }
-        let head = &r.buf[r.start..r.end];
+        let head = &r.source.bytes()[r.start..r.end];
         if head.len() < 24 {
             return Err(CaptureError::Format {
                 path: r.path,
@@ -185,21 +273,32 @@ impl FileReader {
     }
 
     /// Make at least `need` unread bytes available, unless the file ends first.
+    /// A mapping has every byte already (`eof` is set), so this returns at once; inlined,
+    /// so the parsers pay one comparison per record when nothing is to be read.
+    #[inline]
     fn fill(&mut self, need: usize) -> Result<(), CaptureError> {
         if self.end - self.start >= need || self.eof {
             return Ok(());
         }
+        self.refill(need)
+    }
+
+    #[inline(never)]
+    fn refill(&mut self, need: usize) -> Result<(), CaptureError> {
+        let Source::Stream { file, buf } = &mut self.source else {
+            return Ok(());
+        };
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
+            buf.copy_within(self.start..self.end, 0);
             self.base += self.start as u64;
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < need {
-            self.buf.resize(need.next_power_of_two(), 0);
+        if buf.len() < need {
+            buf.resize(need.next_power_of_two(), 0);
         }
         while self.end < need {
-            match self.file.read(&mut self.buf[self.end..]) {
+            match file.read(&mut buf[self.end..]) {
                 Ok(0) => {
                     self.eof = true;
                     break;
@@ -217,6 +316,10 @@ impl FileReader {
     /// The next packet, `Ok(None)` at a clean end of file, or an error naming the offset
     /// of the bad record. After an error the reader should not be used again.
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
+        if let Source::Mapped(map) = &mut self.source {
+            // The previous packet's borrow has ended: bytes below `start` are done with.
+            map.advance(self.start);
+        }
         let is_pcap = matches!(self.format, Format::Pcap { .. });
         if is_pcap {
             self.next_pcap()
@@ -239,7 +342,7 @@ impl FileReader {
         if avail < 16 {
             return Err(self.truncated(off, 16, avail as u64));
         }
-        let h = &self.buf[self.start..self.start + 16];
+        let h = &self.source.bytes()[self.start..self.start + 16];
         let ts_sec = rd_u32(&h[0..4], le) as u64;
         let ts_frac = rd_u32(&h[4..8], le) as u64;
         let incl = rd_u32(&h[8..12], le) as u64;
@@ -262,7 +365,7 @@ impl FileReader {
         Ok(Some(RawPacket {
             ts_us: ts_sec.saturating_mul(1_000_000).saturating_add(frac_us),
             linktype,
-            data: &self.buf[data_start..data_start + incl as usize],
+            data: &self.source.bytes()[data_start..data_start + incl as usize],
             orig_len: orig,
         }))
     }
@@ -282,7 +385,7 @@ impl FileReader {
                 Format::PcapNg { le, .. } => *le,
                 Format::Pcap { .. } => return Ok(None),
             };
-            let h = &self.buf[self.start..self.start + 12];
+            let h = &self.source.bytes()[self.start..self.start + 12];
             let btype_be = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
             // A new section may switch byte order; its magic tells which.
             let le = if btype_be == PCAPNG_SHB { h[8..12] == [0x4D, 0x3C, 0x2B, 0x1A] } else { cur_le };
@@ -302,7 +405,7 @@ impl FileReader {
                 return Ok(None);
             };
             // pcap-file validates framing (trailer length) and tracks sections/interfaces.
-            let framed = parser.next_raw_block(&self.buf[block_start..block_end]);
+            let framed = parser.next_raw_block(&self.source.bytes()[block_start..block_end]);
             if let Err(e) = framed {
                 let detail = format!("block type {btype:#x}: {e}");
                 return Err(CaptureError::Corrupt { path: self.path.clone(), offset: off, detail });
@@ -338,7 +441,7 @@ impl FileReader {
                     }
                 }
                 PCAPNG_EPB | PCAPNG_PB => {
-                    let body = &self.buf[block_start + 8..block_end - 4];
+                    let body = &self.source.bytes()[block_start + 8..block_end - 4];
                     if body.len() < 20 {
                         return Err(CaptureError::Corrupt {
                             path: self.path.clone(),
@@ -371,12 +474,12 @@ impl FileReader {
                     return Ok(Some(RawPacket {
                         ts_us,
                         linktype: info.linktype,
-                        data: &self.buf[data_start..data_start + caplen],
+                        data: &self.source.bytes()[data_start..data_start + caplen],
                         orig_len,
                     }));
                 }
                 PCAPNG_SPB => {
-                    let body = &self.buf[block_start + 8..block_end - 4];
+                    let body = &self.source.bytes()[block_start + 8..block_end - 4];
                     let Some(info) = ifaces.first().copied() else {
                         return Err(CaptureError::Corrupt {
                             path: self.path.clone(),
@@ -401,7 +504,7 @@ impl FileReader {
                     return Ok(Some(RawPacket {
                         ts_us: *last_ts_us,
                         linktype: info.linktype,
-                        data: &self.buf[data_start..data_start + caplen],
+                        data: &self.source.bytes()[data_start..data_start + caplen],
                         orig_len,
                     }));
                 }
@@ -424,6 +527,16 @@ fn ts_to_us(ts: u64, unit: TsUnit) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_mmap_variable_values() {
+        use std::ffi::OsStr;
+        assert!(!no_mmap_requested(None));
+        assert!(!no_mmap_requested(Some(OsStr::new(""))));
+        assert!(!no_mmap_requested(Some(OsStr::new("0"))));
+        assert!(no_mmap_requested(Some(OsStr::new("1"))));
+        assert!(no_mmap_requested(Some(OsStr::new("yes"))));
+    }
 
     #[test]
     fn ts_units() {

@@ -5,6 +5,7 @@
 //! [`for_each_packet`] is the one packet loop the pipeline and `analyze` use.
 
 pub mod file;
+mod mapped;
 #[cfg(feature = "live")]
 pub mod live;
 
