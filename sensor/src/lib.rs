@@ -11,7 +11,7 @@ mod digits;
 pub mod dissect;
 pub mod flow;
 pub mod generate;
-mod hugepages;
+pub mod hugepages;
 mod prefetch;
 pub mod pipeline;
 pub mod reassembly;

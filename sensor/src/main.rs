@@ -7,7 +7,7 @@ use wardline_sensor::config::{BatchSection, CaptureSection, SensorConfig, TlsPat
 
 // The data plane allocates and frees small records (flow records, findings, evidence) at
 // packet rate; mimalloc's per-thread free lists make that markedly cheaper than glibc's
-// malloc (see docs/decisions/0008-mimalloc.md).
+// malloc (see docs/decisions/0008-sensor-memory-and-allocation.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -121,6 +121,8 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
 }
 
 fn main() {
+    // Before the heap grows: whether its pages may be 2 MiB ones (module docs say why not).
+    wardline_sensor::hugepages::configure_process();
     wardline_common::logging::init("info,sled=warn,quinn=warn,rustls=warn");
     if let Err(e) = real_main() {
         eprintln!("wardline-sensor: error: {e:#}");
