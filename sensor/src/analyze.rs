@@ -223,7 +223,7 @@ fn push_flow_line(out: &mut Vec<u8>, f: &FlowRecord) {
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; 20];
-    let digits = crate::digits::decimal(n, &mut buf).as_bytes();
+    let digits = crate::digits::decimal_bytes(n, &mut buf);
     // Byte pushes, not extend_from_slice: a libc memcpy call per number cost more than
     // the copy itself (a few digits).
     out.reserve(digits.len());

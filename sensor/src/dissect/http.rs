@@ -56,11 +56,17 @@ impl HttpRecord {
 
 /// Does the payload start like an HTTP/1.x request or response?
 pub fn looks_like_http(payload: &[u8]) -> bool {
+    // Asked of every TCP payload that no other dissector took: most are binary, and the
+    // first byte rules them out before any method name is compared.
+    let Some(&first) = payload.first() else { return false };
+    if !first.is_ascii_uppercase() {
+        return false;
+    }
     if payload.starts_with(b"HTTP/1.") {
         return true;
     }
     METHODS.iter().any(|m| {
-        payload.len() > m.len() && payload.starts_with(m.as_bytes()) && payload[m.len()] == b' '
+        m.as_bytes()[0] == first && payload.len() > m.len() && payload.starts_with(m.as_bytes()) && payload[m.len()] == b' '
     })
 }
 
