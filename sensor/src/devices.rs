@@ -90,15 +90,16 @@ impl Default for DeviceConfig {
 }
 
 mod evidence_set;
+mod hot;
+mod mac_index;
 use evidence_set::EvidenceSet;
+use hot::HotDevice;
+use mac_index::MacIndex;
 
+/// The bulk of a device, read only when it learns something; the per-packet part (MAC,
+/// counters, times, settled source and VLAN, flags) is its [`HotDevice`].
 #[derive(Debug, Default)]
 struct DeviceState {
-    mac: MacAddr,
-    first_us: u64,
-    last_us: u64,
-    packets: u64,
-    bytes: u64,
     reported_packets: u64,
     reported_bytes: u64,
     ips: Vec<IpAddr>,
@@ -107,22 +108,10 @@ struct DeviceState {
     new_vlans: Vec<u16>,
     evidence_seen: EvidenceSet,
     new_evidence: Vec<Evidence>,
-    dirty: bool,
     /// Addresses the device announced itself (ARP sender, DHCP lease, LLDP/CDP).
     announced: Vec<IpAddr>,
     /// Distinct local source IPs seen in its frames (not announced by ARP/DHCP/LLDP).
     sourced_ips: u32,
-    /// Sends frames for more hosts than one device has: a router or firewall.
-    gateway: bool,
-    /// A source address whose accounting can no longer change (already among `ips`, not
-    /// local, or the device is a gateway): its next packets skip the checks (and the `ips`
-    /// heap read).
-    settled_src: Option<IpAddr>,
-    /// A VLAN already recorded (or past the per-device bound): its frames skip the scan.
-    settled_vlan: Option<u16>,
-    /// `.0`'s owner in `ip_owner` (`.1`) while no owner was replaced or removed (version
-    /// `.2`): a sender's findings are resolved without the `ip_owner` lookup.
-    resolved: Option<(IpAddr, DeviceSlot, u64)>,
 }
 
 /// More distinct local source addresses than this from one MAC mark it as a gateway. One
@@ -151,17 +140,16 @@ pub struct DeviceTable {
     /// Which device an IP belongs to, so evidence about a routed peer lands on the peer,
     /// not on the router whose MAC carried the packet.
     ip_owner: HashMap<IpAddr, DeviceSlot, foldhash::fast::RandomState>,
-    /// MAC → slot in `slots`. Kept apart from the (large) states so the per-packet lookup
-    /// walks a small, cache-resident table.
-    index: HashMap<MacAddr, DeviceSlot, foldhash::fast::RandomState>,
-    slots: Vec<DeviceState>,
+    /// MAC → slot in `hot` and `cold`.
+    index: MacIndex,
+    /// Per-packet state of each device, by slot: one cache line each.
+    hot: Vec<HotDevice>,
+    /// Everything else about each device, by slot.
+    cold: Vec<DeviceState>,
     dirty: Vec<DeviceSlot>,
     drops: DeviceDrops,
     /// Reused formatting buffer for per-packet evidence values.
     scratch: String,
-    /// Bumped whenever an `ip_owner` entry is replaced or removed. Adding an address does
-    /// not bump it: that changes no answer found in the map before.
-    owners_version: u64,
     /// Sender of the latest accounted frame, whose cached resolution findings can reuse.
     last_sender: DeviceSlot,
 }
@@ -186,21 +174,21 @@ impl DeviceTable {
         DeviceTable {
             cfg,
             ip_owner: HashMap::with_hasher(Default::default()),
-            index: HashMap::with_hasher(Default::default()),
-            slots: Vec::new(),
+            index: MacIndex::default(),
+            hot: Vec::new(),
+            cold: Vec::new(),
             dirty: Vec::new(),
             drops: DeviceDrops::default(),
             scratch: String::new(),
-            owners_version: 0,
             last_sender: NO_DEVICE,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.hot.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.hot.is_empty()
     }
     pub fn drops(&self) -> &DeviceDrops {
         &self.drops
@@ -212,30 +200,31 @@ impl DeviceTable {
             return None;
         }
         // One hash lookup per packet: this runs for every frame without a flow hint.
-        let len = self.slots.len();
-        match self.index.entry(mac) {
-            std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                if len >= self.cfg.max_devices {
-                    self.drops.devices_over_limit += 1;
-                    return None;
-                }
-                let i = len as DeviceSlot;
-                v.insert(i);
-                self.slots.push(DeviceState { mac, first_us: ts_us, last_us: ts_us, ..Default::default() });
-                Some(i)
+        let (max, cold, drops) = (self.cfg.max_devices, &mut self.cold, &mut self.drops);
+        self.index.get_or_insert(&mut self.hot, mac, |hot| {
+            if hot.len() >= max {
+                drops.devices_over_limit += 1;
+                return None;
             }
+            hot.push(HotDevice::new(mac, ts_us));
+            cold.push(DeviceState::default());
+            Some((hot.len() - 1) as DeviceSlot)
+        })
+    }
+
+    /// Mark slot `i` as changed since the last drain.
+    fn mark_dirty(&mut self, i: DeviceSlot) {
+        let h = &mut self.hot[i as usize];
+        if !h.is_dirty() {
+            h.set_dirty(true);
+            self.dirty.push(i);
         }
     }
 
-    /// The state in slot `i`, marked as changed since the last drain.
+    /// The bulk state in slot `i`, marked as changed since the last drain.
     fn touch(&mut self, i: DeviceSlot) -> &mut DeviceState {
-        let d = &mut self.slots[i as usize];
-        if !d.dirty {
-            d.dirty = true;
-            self.dirty.push(i);
-        }
-        d
+        self.mark_dirty(i);
+        &mut self.cold[i as usize]
     }
 
     fn entry(&mut self, mac: MacAddr, ts_us: u64) -> Option<&mut DeviceState> {
@@ -267,10 +256,15 @@ impl DeviceTable {
         vlan: Option<u16>,
         src_ip: Option<IpAddr>,
     ) -> DeviceSlot {
-        let i = match self.slots.get(hint as usize) {
-            Some(d) if d.mac == src_mac => hint,
+        let i = match self.hot.get(hint as usize) {
+            Some(h) if h.mac == src_mac => hint,
             _ => match self.slot(src_mac, ts_us) {
-                Some(i) => i,
+                Some(i) => {
+                    // A flow's first packets carry most findings (a DNS query, a SYN, a
+                    // hello): start loading what their "already known?" test reads.
+                    self.cold[i as usize].evidence_seen.prefetch();
+                    i
+                }
                 None => {
                     self.last_sender = NO_DEVICE;
                     return NO_DEVICE;
@@ -282,33 +276,35 @@ impl DeviceTable {
         let max_owners = self.cfg.max_devices * 4;
         let mut ip_dropped = false;
         let mut became_gateway = false;
-        let (slots, nets) = (&mut self.slots, &self.cfg.local_networks);
-        let d = &mut slots[i as usize];
-        if !d.dirty {
-            d.dirty = true;
+        let nets = &self.cfg.local_networks;
+        let h = &mut self.hot[i as usize];
+        if !h.is_dirty() {
+            h.set_dirty(true);
             self.dirty.push(i);
         }
-        d.packets += 1;
-        d.bytes += wire_len;
-        d.first_us = d.first_us.min(ts_us);
-        d.last_us = d.last_us.max(ts_us);
-        if let Some(v) = vlan.filter(|v| d.settled_vlan != Some(*v)) {
+        h.packets += 1;
+        h.bytes += wire_len;
+        h.first_us = h.first_us.min(ts_us);
+        h.last_us = h.last_us.max(ts_us);
+        if let Some(v) = vlan.filter(|v| h.settled_vlan() != Some(*v)) {
+            let d = &mut self.cold[i as usize];
             if !d.vlans.contains(&v) && d.vlans.len() < 64 {
                 d.vlans.push(v);
                 d.new_vlans.push(v);
             }
             // Recorded now or never: the outcome for `v` cannot change.
-            d.settled_vlan = Some(v);
+            h.settle_vlan(v);
         }
         // A gateway's, a known or a non-local source address changes nothing: only local
         // addresses new to the device are counted (and possibly recorded).
-        if let Some(ip) = src_ip.filter(|ip| d.settled_src != Some(*ip)) {
-            let settled = if d.gateway || d.ips.contains(&ip) || !nets.iter().any(|n| n.contains(&ip)) {
+        if let Some(ip) = src_ip.filter(|ip| h.settled_src != Some(*ip)) {
+            let d = &mut self.cold[i as usize];
+            let settled = if h.is_gateway() || d.ips.contains(&ip) || !nets.iter().any(|n| n.contains(&ip)) {
                 true
             } else {
                 d.sourced_ips += 1;
                 if d.sourced_ips > GATEWAY_SOURCE_IPS {
-                    d.gateway = true;
+                    h.set_gateway();
                     became_gateway = true;
                 } else {
                     ip_dropped = !add_ip(d, ip, max_ips);
@@ -317,10 +313,10 @@ impl DeviceTable {
                     }
                 }
                 // Not settled when the address could not be recorded: counted again next time.
-                d.gateway || d.ips.contains(&ip)
+                h.is_gateway() || d.ips.contains(&ip)
             };
             if settled {
-                d.settled_src = Some(ip);
+                h.settle_src(ip);
             }
         }
         if ip_dropped {
@@ -329,10 +325,10 @@ impl DeviceTable {
         if became_gateway {
             // Addresses it only carried are not its own; announced ones (ARP, DHCP) stay.
             self.ip_owner.retain(|_, m| *m != i);
-            for ip in self.slots[i as usize].announced.iter() {
+            for ip in self.cold[i as usize].announced.iter() {
                 self.ip_owner.insert(*ip, i);
             }
-            self.owners_version += 1;
+            self.disowned(i);
         }
         i
     }
@@ -343,37 +339,54 @@ impl DeviceTable {
         if let Some(owner) = ip.and_then(|ip| self.ip_owner.get(&ip)) {
             return Some(Target::Slot(*owner));
         }
-        match self.index.get(&mac) {
-            Some(&i) if self.slots[i as usize].gateway => None,
-            Some(&i) => Some(Target::Slot(i)),
+        match self.index.get(&self.hot, &mac) {
+            Some(i) if self.hot[i as usize].is_gateway() => None,
+            Some(i) => Some(Target::Slot(i)),
             None => Some(Target::Mac(mac)),
         }
     }
 
     /// [`resolve`](Self::resolve), answered from the latest frame's sender's cache when
-    /// `mac` is that sender, `ip` is the address it cached an owner for, and no owner was
-    /// replaced or removed since. Only answers found in `ip_owner` are cached: the fallback
-    /// (the sender itself, or nothing for a gateway) can change when an address is added.
+    /// `mac` is that sender, `ip` is its settled source address, and the owner it cached
+    /// for that address lost no address since (its owner epoch is unchanged). Only answers
+    /// found in `ip_owner` are cached: the fallback (the sender itself, or nothing for a
+    /// gateway) can change when an address is added.
     fn resolve_sender(&mut self, mac: MacAddr, ip: Option<IpAddr>) -> Option<Target> {
-        let (Some(ip), Some(d)) = (ip, self.slots.get(self.last_sender as usize)) else {
+        let s = self.last_sender;
+        let (Some(ip), Some(h)) = (ip, self.hot.get(s as usize)) else {
             return self.resolve(mac, ip);
         };
-        if d.mac != mac {
+        if h.mac != mac {
             return self.resolve(mac, Some(ip));
         }
-        let version = self.owners_version;
-        if let Some((cached_ip, owner, v)) = d.resolved {
-            if cached_ip == ip && v == version {
+        let settled = h.settled_src == Some(ip);
+        if let (true, Some((owner, epoch))) = (settled, h.resolved()) {
+            // The owner is most often the sender itself, whose line is at hand.
+            let current = if owner == s { h.owner_epoch() } else { self.hot[owner as usize].owner_epoch() };
+            if current == epoch {
                 return Some(Target::Slot(owner));
             }
         }
         match self.ip_owner.get(&ip) {
             Some(&owner) => {
-                let s = self.last_sender as usize;
-                self.slots[s].resolved = Some((ip, owner, version));
+                if settled {
+                    let epoch = self.hot[owner as usize].owner_epoch();
+                    self.hot[s as usize].cache_resolved(owner, epoch);
+                }
                 Some(Target::Slot(owner))
             }
             None => self.resolve(mac, Some(ip)),
+        }
+    }
+
+    /// An `ip_owner` entry naming `owner` was replaced or removed: resolutions to it cached
+    /// before may be stale.
+    fn disowned(&mut self, owner: DeviceSlot) {
+        if self.hot[owner as usize].bump_owner_epoch() {
+            // The epoch wrapped: a cache 256 epochs old would look current again.
+            for h in self.hot.iter_mut() {
+                h.forget_resolved_to(owner);
+            }
         }
     }
 
@@ -440,12 +453,11 @@ impl DeviceTable {
             self.drops.ips_over_limit += 1;
         }
         // Bounded like the device map: an address flood cannot grow it without limit.
-        // A replaced owner invalidates cached resolutions (see `resolve_sender`).
-        if is_host_ip(&ip)
-            && (self.ip_owner.len() < self.cfg.max_devices * 4 || self.ip_owner.contains_key(&ip))
-            && matches!(self.ip_owner.insert(ip, i), Some(old) if old != i)
-        {
-            self.owners_version += 1;
+        // A replaced owner invalidates resolutions cached to it (see `resolve_sender`).
+        if is_host_ip(&ip) && (self.ip_owner.len() < self.cfg.max_devices * 4 || self.ip_owner.contains_key(&ip)) {
+            if let Some(old) = self.ip_owner.insert(ip, i).filter(|&old| old != i) {
+                self.disowned(old);
+            }
         }
     }
 
@@ -510,25 +522,25 @@ impl DeviceTable {
     /// Devices with new traffic or facts since the last drain, sorted by MAC.
     pub fn drain_changed(&mut self) -> Vec<DeviceObservation> {
         let mut changed = std::mem::take(&mut self.dirty);
-        changed.sort_unstable_by_key(|&i| self.slots[i as usize].mac);
+        changed.sort_unstable_by_key(|&i| self.hot[i as usize].mac);
         let mut out = Vec::with_capacity(changed.len());
         for i in changed {
-            let d = &mut self.slots[i as usize];
-            let mac = d.mac;
-            d.dirty = false;
-            let packets = d.packets - d.reported_packets;
-            let bytes = d.bytes - d.reported_bytes;
+            let (h, d) = (&mut self.hot[i as usize], &mut self.cold[i as usize]);
+            let mac = h.mac;
+            h.set_dirty(false);
+            let packets = h.packets - d.reported_packets;
+            let bytes = h.bytes - d.reported_bytes;
             if packets == 0 && d.new_ips.is_empty() && d.new_vlans.is_empty() && d.new_evidence.is_empty() {
                 continue;
             }
-            d.reported_packets = d.packets;
-            d.reported_bytes = d.bytes;
+            d.reported_packets = h.packets;
+            d.reported_bytes = h.bytes;
             out.push(DeviceObservation {
                 mac,
                 ips: std::mem::take(&mut d.new_ips),
                 vlans: std::mem::take(&mut d.new_vlans),
-                first_seen_us: d.first_us,
-                last_seen_us: d.last_us,
+                first_seen_us: h.first_us,
+                last_seen_us: h.last_us,
                 packets,
                 bytes,
                 evidence: std::mem::take(&mut d.new_evidence),
@@ -539,7 +551,9 @@ impl DeviceTable {
 
     /// Everything known about one device (cumulative), for reports.
     pub fn snapshot(&self, mac: &MacAddr) -> Option<(Vec<IpAddr>, Vec<u16>, u64, u64, u64, u64)> {
-        self.index.get(mac).map(|&i| &self.slots[i as usize]).map(|d| (d.ips.clone(), d.vlans.clone(), d.first_us, d.last_us, d.packets, d.bytes))
+        let i = self.index.get(&self.hot, mac)? as usize;
+        let (h, d) = (&self.hot[i], &self.cold[i]);
+        Some((d.ips.clone(), d.vlans.clone(), h.first_us, h.last_us, h.packets, h.bytes))
     }
 }
 
@@ -677,5 +691,164 @@ mod gateway_tests {
         let c = ctx(ct, "10.20.0.9", router, "10.99.0.1");
         t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "FAR")]);
         assert_eq!(t.drops().findings_unattributed, 1);
+    }
+}
+
+#[cfg(test)]
+mod resolve_cache_tests {
+    //! The owner a sender's findings resolve to is cached in its hot line; these fail if
+    //! the cache answers with an owner `ip_owner` no longer names.
+    use super::*;
+    use crate::dissect::{PacketCtx, Transport};
+
+    fn ctx(src_mac: MacAddr, src_ip: IpAddr, ts_us: u64) -> PacketCtx {
+        PacketCtx {
+            ts_us,
+            src_mac,
+            dst_mac: "00:50:56:00:00:53".parse().unwrap(),
+            vlan: None,
+            src_ip: Some(src_ip),
+            dst_ip: Some("10.0.0.53".parse().unwrap()),
+            src_port: 40000,
+            dst_port: 53,
+            transport: Transport::Udp,
+        }
+    }
+
+    /// A frame from `mac` at `ip` whose payload names `query`.
+    fn query(t: &mut DeviceTable, mac: MacAddr, ip: IpAddr, ts: u64, query: &str) {
+        t.packet(mac, ts, 60, None, Some(ip));
+        t.findings_at(&ctx(mac, ip, ts), Proto::Dns, &[Finding::src(Field::DnsQuery, query)]);
+    }
+
+    fn holder(obs: &[DeviceObservation], query: &str) -> Vec<MacAddr> {
+        obs.iter().filter(|o| o.evidence.iter().any(|e| e.field == Field::DnsQuery && e.value == query)).map(|o| o.mac).collect()
+    }
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([0x00, 0x09, 0x5c, 0x00, 0x00, last])
+    }
+
+    #[test]
+    fn an_address_taken_over_by_another_device_is_not_answered_from_the_cache() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let (a, b) = (mac(0x0a), mac(0x0b));
+        let x: IpAddr = "10.1.0.5".parse().unwrap();
+        // The second query is resolved from A's cache.
+        query(&mut t, a, x, 1, "first");
+        query(&mut t, a, x, 2, "cached");
+        // B announces x (ARP): findings about x belong to B now, even from A's frames.
+        t.ip(b, 3, x);
+        query(&mut t, a, x, 4, "after");
+        let obs = t.drain_changed();
+        assert_eq!(holder(&obs, "cached"), vec![a]);
+        assert_eq!(holder(&obs, "after"), vec![b]);
+    }
+
+    #[test]
+    fn addresses_a_new_gateway_loses_are_not_answered_from_another_senders_cache() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let (a, s) = (mac(0x0a), mac(0x05));
+        let x: IpAddr = "10.1.0.5".parse().unwrap();
+        t.packet(a, 1, 60, None, Some(x));
+        // S sends from A's address: its findings resolve to A, and S caches that.
+        query(&mut t, s, x, 2, "via-a");
+        query(&mut t, s, x, 3, "via-a-cached");
+        // A sends from four more local addresses: a gateway, whose sourced addresses are
+        // dropped from `ip_owner`.
+        for i in 6..=9 {
+            t.packet(a, 4, 60, None, Some(IpAddr::from([10, 1, 0, i])));
+        }
+        query(&mut t, s, x, 5, "after");
+        let obs = t.drain_changed();
+        assert_eq!(holder(&obs, "via-a-cached"), vec![a]);
+        assert_eq!(holder(&obs, "after"), vec![s]);
+    }
+
+    #[test]
+    fn a_sender_moving_to_another_address_is_not_answered_with_the_old_owner() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let (a, b, s) = (mac(0x0a), mac(0x0b), mac(0x05));
+        let (x, z): (IpAddr, IpAddr) = ("10.1.0.5".parse().unwrap(), "10.1.0.7".parse().unwrap());
+        t.packet(a, 1, 60, None, Some(x));
+        t.packet(b, 1, 60, None, Some(z));
+        query(&mut t, s, x, 2, "via-a");
+        query(&mut t, s, z, 3, "via-b");
+        let obs = t.drain_changed();
+        assert_eq!(holder(&obs, "via-a"), vec![a]);
+        assert_eq!(holder(&obs, "via-b"), vec![b]);
+    }
+
+    #[test]
+    fn an_owner_epoch_that_wraps_around_does_not_revive_a_stale_cache() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let (a, b, s) = (mac(0x0a), mac(0x0b), mac(0x05));
+        let (x, y): (IpAddr, IpAddr) = ("10.1.0.5".parse().unwrap(), "10.1.0.6".parse().unwrap());
+        t.packet(a, 1, 60, None, Some(x));
+        query(&mut t, s, x, 2, "via-a");
+        // x moves to B (A's epoch 1), then A loses y 255 more times: its epoch wraps to the
+        // value S's cached resolution of x was taken at.
+        t.ip(b, 3, x);
+        t.ip(a, 3, y);
+        for _ in 0..255 {
+            t.ip(b, 4, y);
+            t.ip(a, 4, y);
+        }
+        query(&mut t, s, x, 5, "after");
+        let obs = t.drain_changed();
+        assert_eq!(holder(&obs, "via-a"), vec![a]);
+        assert_eq!(holder(&obs, "after"), vec![b]);
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    /// Random traffic from a few dozen devices, hints right and wrong, drains at random
+    /// points: every drain reports each changed device once, in MAC order, with exactly
+    /// the packets and bytes since its previous report.
+    #[test]
+    fn every_packet_is_reported_exactly_once() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let macs: Vec<MacAddr> = (0..40u8).map(|i| MacAddr([0x00, 0x1b, 0x21, 0, 1, i])).collect();
+        // Remote sources: nothing but counters and times changes.
+        let remote: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut hints = vec![NO_DEVICE; macs.len()];
+        let mut pending = vec![(0u64, 0u64); macs.len()];
+        let mut seen: Vec<Option<(u64, u64)>> = vec![None; macs.len()];
+        let (mut total, mut reported) = (0u64, 0u64);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let d = (x % macs.len() as u64) as usize;
+            let ts = 1_000 + (x >> 40) % 5_000;
+            let len = 60 + (x >> 20) % 1_400;
+            // Every fourth packet carries another device's hint (a reused flow slot).
+            let hint = if n % 4 == 0 { hints[(d + 1) % macs.len()] } else { hints[d] };
+            hints[d] = t.packet_hinted(hint, macs[d], ts, len, None, Some(remote));
+            pending[d].0 += 1;
+            pending[d].1 += len;
+            total += 1;
+            let (first, last) = seen[d].map_or((ts, ts), |(f, l)| (f.min(ts), l.max(ts)));
+            seen[d] = Some((first, last));
+            if (x >> 8).is_multiple_of(97) {
+                let obs = t.drain_changed();
+                assert!(obs.windows(2).all(|w| w[0].mac < w[1].mac), "one report per device, sorted");
+                for o in &obs {
+                    let i = macs.iter().position(|m| *m == o.mac).unwrap();
+                    assert_eq!((o.packets, o.bytes), pending[i]);
+                    assert_eq!(Some((o.first_seen_us, o.last_seen_us)), seen[i]);
+                    reported += o.packets;
+                    pending[i] = (0, 0);
+                }
+                assert!(pending.iter().all(|p| p.0 == 0), "a device with traffic was not reported");
+            }
+        }
+        reported += t.drain_changed().iter().map(|o| o.packets).sum::<u64>();
+        assert_eq!(reported, total);
+        assert!(t.drain_changed().is_empty());
     }
 }
