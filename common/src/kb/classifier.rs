@@ -244,8 +244,12 @@ fn eui64_oui(v: &str) -> Option<[u8; 3]> {
     Some([b[0], b[1], b[2]])
 }
 
+/// The first item (in sorted order) that `rule` matches. `items` is sorted by key
+/// ([`facts_to_items`]), so only the rule's key range is scanned: a client with hundreds of
+/// looked-up names is not walked once per rule.
 fn rule_match<'a>(rule: &Rule, items: &'a [Item]) -> Option<&'a Item> {
-    items.iter().find(|(k, v)| *k == rule.key && rule.matcher.is_match(v))
+    let start = items.partition_point(|(k, _)| *k < rule.key);
+    items[start..].iter().take_while(|(k, _)| *k == rule.key).find(|(_, v)| rule.matcher.is_match(v))
 }
 
 fn because(rule: &Rule, item: &Item) -> Because {
