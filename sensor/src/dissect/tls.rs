@@ -330,6 +330,22 @@ fn push_hex4(out: &mut String, v: &[u16]) {
     }
 }
 
+/// JA4's two-character code of a TLS/DTLS version.
+fn ja4_version(v: u16) -> &'static str {
+    match v {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        0x0002 => "s2",
+        0xfeff => "d1",
+        0xfefd => "d2",
+        0xfefc => "d3",
+        _ => "00",
+    }
+}
+
 /// Append `n` (< 100) as two digits.
 fn push_2digits(out: &mut String, n: usize) {
     let n = n.min(99);
@@ -365,18 +381,7 @@ impl ClientHello {
 
     /// JA4 fingerprint (a_b_c). `quic` selects the `q` transport prefix.
     pub fn ja4(&self, quic: bool) -> String {
-        let version = match self.max_version() {
-            0x0304 => "13",
-            0x0303 => "12",
-            0x0302 => "11",
-            0x0301 => "10",
-            0x0300 => "s3",
-            0x0002 => "s2",
-            0xfeff => "d1",
-            0xfefd => "d2",
-            0xfefc => "d3",
-            _ => "00",
-        };
+        let version = ja4_version(self.max_version());
         let mut ciphers: Vec<u16> = self.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
         let exts: Vec<u16> = self.extensions.iter().copied().filter(|v| !is_grease(*v)).collect();
         let mut out = String::with_capacity(36);
@@ -504,18 +509,7 @@ mod tests {
 
     fn ja4_fmt(ch: &ClientHello, quic: bool) -> String {
         let sha12 = |s: &str| hex::encode(&ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref()[..6]);
-        let version = match ch.max_version() {
-            0x0304 => "13",
-            0x0303 => "12",
-            0x0302 => "11",
-            0x0301 => "10",
-            0x0300 => "s3",
-            0x0002 => "s2",
-            0xfeff => "d1",
-            0xfefd => "d2",
-            0xfefc => "d3",
-            _ => "00",
-        };
+        let version = ja4_version(ch.max_version());
         let ciphers: Vec<u16> = ch.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
         let exts: Vec<u16> = ch.extensions.iter().copied().filter(|v| !is_grease(*v)).collect();
         let alpn = match ch.alpn.first().filter(|a| !a.is_empty()) {
