@@ -85,7 +85,10 @@ impl MacIndex {
         let slot = new_slot(hot)?;
         if (self.len + 1) * 2 > self.entries.len() {
             self.grow(hot);
-            i = self.position(hot, &mac, hash).expect_err("a new MAC is not indexed yet");
+            // Not found before growing, so not found after: this is its empty entry.
+            i = match self.position(hot, &mac, hash) {
+                Err(i) | Ok(i) => i,
+            };
         }
         self.entries[i] = Entry { tag: (hash >> 32) as u32, slot };
         self.len += 1;
