@@ -38,9 +38,7 @@ const RELEASE_ALIGN: usize = 64 << 10;
 
 /// How far ahead of the parser cache lines are prefetched: a dozen average records,
 /// enough to hide memory latency behind the work on the packets in between.
-#[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 4 << 10;
-#[cfg(target_arch = "x86_64")]
 const CACHE_LINE: usize = 64;
 
 /// A whole regular file, mapped read-only, plus how far it was prefetched and released.
@@ -50,7 +48,6 @@ pub(crate) struct MappedFile {
     released: usize,
     release_every: usize,
     /// Cache lines below this offset have been prefetched.
-    #[cfg(target_arch = "x86_64")]
     prefetched: usize,
 }
 
@@ -81,7 +78,6 @@ impl MappedFile {
             map,
             released: 0,
             release_every: release_every.max(RELEASE_ALIGN),
-            #[cfg(target_arch = "x86_64")]
             prefetched: 0,
         })
     }
