@@ -276,12 +276,9 @@ impl DeviceTable {
         let max_owners = self.cfg.max_devices * 4;
         let mut ip_dropped = false;
         let mut became_gateway = false;
+        self.mark_dirty(i);
         let nets = &self.cfg.local_networks;
         let h = &mut self.hot[i as usize];
-        if !h.is_dirty() {
-            h.set_dirty(true);
-            self.dirty.push(i);
-        }
         h.packets += 1;
         h.bytes += wire_len;
         h.first_us = h.first_us.min(ts_us);

@@ -8,7 +8,8 @@
 //! counted. Per-flow state is 128 bytes with no heap data; the app label is a one-byte
 //! [`Proto`]. The hash index (`flow/index.rs`) holds slot numbers and hash bits, 8 bytes per
 //! bucket at most half full (the key lives once, in the slab), so a million flows cost
-//! about 145 MB. Slab and index ask for huge pages: they are read at random per packet.
+//! about 145 MB. Slab and index are advised onto huge pages when the process uses them
+//! (`WARDLINE_THP=1`, see `hugepages.rs`): they are read at random per packet.
 
 use crate::decode::tcp_flags;
 use std::borrow::Cow;
