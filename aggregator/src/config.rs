@@ -65,7 +65,9 @@ impl NodeConfig {
         if self.node_id == 0 {
             bail!("node_id must be greater than 0 (Raft reserves no id, but 0 is easy to leave by mistake)");
         }
-        self.tls.check_exist("wardline-aggregator admin issue-node").map_err(anyhow::Error::msg)?;
+        self.tls
+            .check_exist("wardline-aggregator admin issue-node")
+            .map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.clickhouse_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");
@@ -75,7 +77,9 @@ impl NodeConfig {
     }
 
     pub fn advertised_api(&self) -> String {
-        self.advertise_api.clone().unwrap_or_else(|| self.listen_api.to_string())
+        self.advertise_api
+            .clone()
+            .unwrap_or_else(|| self.listen_api.to_string())
     }
 }
 
