@@ -8,6 +8,12 @@ use wardline_common::Evidence;
 
 /// What the knowledge base makes of everything the cluster merged about one device.
 pub fn classify_record(kb: &KnowledgeBase, record: &DeviceRecord) -> Classification {
+    classify(kb, &facts_of(record))
+}
+
+/// The classifier's input for a merged record: each distinct (field, value) once, dated by
+/// its latest sighting.
+pub fn facts_of(record: &DeviceRecord) -> DeviceFacts {
     let evidence = record
         .evidence
         .iter()
@@ -15,5 +21,5 @@ pub fn classify_record(kb: &KnowledgeBase, record: &DeviceRecord) -> Classificat
             Evidence::new(*field, value.clone(), seen.proto, seen.last_ts_us)
         })
         .collect();
-    classify(kb, &DeviceFacts::from_evidence(record.mac, evidence))
+    DeviceFacts::from_evidence(record.mac, evidence)
 }

@@ -368,10 +368,12 @@ async fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => return Err(anyhow::anyhow!(
+            Err(e) => {
+                return Err(anyhow::anyhow!(
                 "cannot open the Raft store {}: {e} (is another aggregator using this data_dir?)",
                 path.display()
-            )),
+            ))
+            }
         }
     }
 }

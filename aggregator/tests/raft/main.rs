@@ -7,5 +7,6 @@
 mod raft_support;
 
 mod cluster;
+mod replicated_answers;
 mod single_node;
 mod storage_suite;

@@ -5,8 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 use ulid::Ulid;
+use wardline_aggregator::api;
+use wardline_aggregator::ingest::IngestStats;
+use wardline_aggregator::query::QueryService;
 use wardline_aggregator::raft::{network, RaftConfig, RaftNode};
+use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
+use wardline_common::kb::KnowledgeBase;
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto, SensorStats};
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -61,7 +66,8 @@ pub fn config(snapshot_every: u64) -> RaftConfig {
     }
 }
 
-/// A node serving its Raft RPC router over loopback HTTP.
+/// A node serving its Raft RPC router (and, if started with one, the HTTP API) over
+/// loopback HTTP.
 pub struct ServedNode {
     pub node: Arc<RaftNode>,
     pub addr: String,
@@ -70,6 +76,31 @@ pub struct ServedNode {
 
 impl ServedNode {
     pub async fn start(id: u64, dir: &std::path::Path, cfg: RaftConfig) -> ServedNode {
+        Self::serve(id, dir, cfg, network::router).await
+    }
+
+    /// A node that also serves the HTTP API, reading flows from `sink` and classifying with
+    /// the built-in knowledge base, on the same listener as `wardline-aggregator run` does.
+    pub async fn start_with_api(
+        id: u64,
+        dir: &std::path::Path,
+        cfg: RaftConfig,
+        sink: Arc<dyn FlowSink>,
+    ) -> ServedNode {
+        let kb = Arc::new(KnowledgeBase::builtin().expect("the built-in knowledge base loads"));
+        Self::serve(id, dir, cfg, move |node: Arc<RaftNode>| {
+            let query = QueryService::new(node.clone(), sink, kb, Arc::new(IngestStats::default()));
+            api::router(Arc::new(query)).merge(network::router(node))
+        })
+        .await
+    }
+
+    async fn serve(
+        id: u64,
+        dir: &std::path::Path,
+        cfg: RaftConfig,
+        app: impl FnOnce(Arc<RaftNode>) -> axum::Router,
+    ) -> ServedNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -77,7 +108,7 @@ impl ServedNode {
         let node = RaftNode::open(id, dir, addr.clone(), cfg)
             .await
             .expect("open raft node");
-        let app = network::router(node.clone());
+        let app = app(node.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
