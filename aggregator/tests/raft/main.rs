@@ -6,6 +6,7 @@
 #[path = "../raft_support/mod.rs"]
 mod raft_support;
 
+mod api_errors;
 mod cluster;
 mod replicated_answers;
 mod single_node;
