@@ -1,4 +1,5 @@
-//! The Raft node: storage suite, single node, multi-node cluster.
+//! The Raft node: storage suite, single node, multi-node cluster, and the API served from
+//! the replicated state (error answers, identical answers on every node).
 //!
 //! One test binary per area keeps link time and disk use down; each module below
 //! was its own binary before.
