@@ -30,6 +30,7 @@ pub struct NodeConfig {
     #[serde(default = "default_db")]
     pub clickhouse_database: String,
     /// Initialise a one-node cluster on first start (ignored once the node has state).
+    /// Without it the node waits for a leader to add it; no command adds members yet.
     #[serde(default = "default_true")]
     pub bootstrap: bool,
     /// Site knowledge-base folders (extra profiles, rules, operator overrides), loaded

@@ -60,7 +60,8 @@ struct RunArgs {
     clickhouse_url: Option<String>,
     #[arg(long)]
     clickhouse_database: Option<String>,
-    /// Do not initialise a one-node cluster on first start (join an existing cluster instead).
+    /// Do not initialise a one-node cluster on first start: the node waits until a cluster's
+    /// leader adds it as a member (no command adds members yet; see docs/api.md, Cluster).
     #[arg(long)]
     no_bootstrap: bool,
     /// Site knowledge-base folder (profiles, rules, overrides); repeatable.
