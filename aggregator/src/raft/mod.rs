@@ -269,6 +269,9 @@ impl RaftNode {
     }
 
     /// Read the state as applied on this node. On a follower it may lag the leader.
+    ///
+    /// `f` runs under the state machine's lock, which `apply` needs for writing: copy out
+    /// what is needed (device records are `Arc`s) and do the work after, as `query` does.
     pub async fn read_state<F, R>(&self, f: F) -> R
     where
         F: FnOnce(&ClusterState) -> R,

@@ -126,10 +126,10 @@ fn read_stored_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, Str
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (meta, data) = {
+        // Copy under the lock (device records are `Arc`s, so this is cheap) and encode after
+        // releasing it: apply waits for the lock, and encoding a large inventory is not cheap.
+        let (meta, state) = {
             let sm = self.data.read().await;
-            let data = codec::encode(&sm.state)
-                .map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
             let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match sm.last_applied {
                 Some(id) => format!("{}-{}-{}", id.leader_id, id.index, n),
@@ -140,8 +140,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: sm.last_membership.clone(),
                 snapshot_id,
             };
-            (meta, data)
+            (meta, sm.state.clone())
         };
+        let data = codec::encode(&state)
+            .map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
         let stored = StoredSnapshot { meta, data };
         self.persist_snapshot(&stored).await?;
         Ok(Snapshot {
