@@ -30,6 +30,7 @@ pub struct NodeConfig {
     #[serde(default = "default_db")]
     pub clickhouse_database: String,
     /// Initialise a one-node cluster on first start (ignored once the node has state).
+    /// Without it the node waits for a leader to add it; no command adds members yet.
     #[serde(default = "default_true")]
     pub bootstrap: bool,
     /// Site knowledge-base folders (extra profiles, rules, operator overrides), loaded
@@ -65,7 +66,9 @@ impl NodeConfig {
         if self.node_id == 0 {
             bail!("node_id must be greater than 0 (Raft reserves no id, but 0 is easy to leave by mistake)");
         }
-        self.tls.check_exist("wardline-aggregator admin issue-node").map_err(anyhow::Error::msg)?;
+        self.tls
+            .check_exist("wardline-aggregator admin issue-node")
+            .map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.clickhouse_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");
@@ -75,7 +78,9 @@ impl NodeConfig {
     }
 
     pub fn advertised_api(&self) -> String {
-        self.advertise_api.clone().unwrap_or_else(|| self.listen_api.to_string())
+        self.advertise_api
+            .clone()
+            .unwrap_or_else(|| self.listen_api.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod ingest;
 pub mod node;
 pub mod pki;
+pub mod query;
 pub mod raft;
 pub mod sink;
 pub mod state;

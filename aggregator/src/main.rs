@@ -8,7 +8,11 @@ use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
 #[derive(Parser)]
-#[command(name = "wardline-aggregator", version, about = "Wardline aggregator cluster node and fleet administration")]
+#[command(
+    name = "wardline-aggregator",
+    version,
+    about = "Wardline aggregator cluster node and fleet administration"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -56,7 +60,8 @@ struct RunArgs {
     clickhouse_url: Option<String>,
     #[arg(long)]
     clickhouse_database: Option<String>,
-    /// Do not initialise a one-node cluster on first start (join an existing cluster instead).
+    /// Do not initialise a one-node cluster on first start: the node waits until a cluster's
+    /// leader adds it as a member (no command adds members yet; see docs/api.md, Cluster).
     #[arg(long)]
     no_bootstrap: bool,
     /// Site knowledge-base folder (profiles, rules, overrides); repeatable.
@@ -108,7 +113,10 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 .context("give --config FILE or at least --node-id, --data-dir and --tls-dir")?;
             NodeConfig {
                 node_id: a.node_id.unwrap_or(1),
-                data_dir: a.data_dir.clone().context("--data-dir is required without --config")?,
+                data_dir: a
+                    .data_dir
+                    .clone()
+                    .context("--data-dir is required without --config")?,
                 listen_quic: "0.0.0.0:4433".parse()?,
                 listen_api: "127.0.0.1:8080".parse()?,
                 advertise_api: None,
@@ -120,16 +128,36 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
             }
         }
     };
-    if let Some(v) = a.node_id { cfg.node_id = v; }
-    if let Some(v) = a.data_dir { cfg.data_dir = v; }
-    if let Some(v) = a.listen_quic { cfg.listen_quic = v; }
-    if let Some(v) = a.listen_api { cfg.listen_api = v; }
-    if let Some(v) = a.advertise_api { cfg.advertise_api = Some(v); }
-    if let Some(d) = a.tls_dir { cfg.tls = TlsPaths::in_dir(&d, "node"); }
-    if let Some(v) = a.clickhouse_url { cfg.clickhouse_url = Some(v); }
-    if let Some(v) = a.clickhouse_database { cfg.clickhouse_database = v; }
-    if a.no_bootstrap { cfg.bootstrap = false; }
-    if !a.kb_dirs.is_empty() { cfg.kb_dirs = a.kb_dirs; }
+    if let Some(v) = a.node_id {
+        cfg.node_id = v;
+    }
+    if let Some(v) = a.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = a.listen_quic {
+        cfg.listen_quic = v;
+    }
+    if let Some(v) = a.listen_api {
+        cfg.listen_api = v;
+    }
+    if let Some(v) = a.advertise_api {
+        cfg.advertise_api = Some(v);
+    }
+    if let Some(d) = a.tls_dir {
+        cfg.tls = TlsPaths::in_dir(&d, "node");
+    }
+    if let Some(v) = a.clickhouse_url {
+        cfg.clickhouse_url = Some(v);
+    }
+    if let Some(v) = a.clickhouse_database {
+        cfg.clickhouse_database = v;
+    }
+    if a.no_bootstrap {
+        cfg.bootstrap = false;
+    }
+    if !a.kb_dirs.is_empty() {
+        cfg.kb_dirs = a.kb_dirs;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -153,23 +181,50 @@ fn real_main() -> Result<()> {
                 node::serve(node).await
             })
         }
-        Cmd::Inventory { api, json, wait_leader } => {
+        Cmd::Inventory {
+            api,
+            json,
+            wait_leader,
+        } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            rt.block_on(wardline_aggregator::cli::print_inventory(&api, json, wait_leader))
+            rt.block_on(wardline_aggregator::cli::print_inventory(
+                &api,
+                json,
+                wait_leader,
+            ))
         }
         Cmd::Admin(AdminCmd::CaInit { dir, name }) => {
             pki::init_ca(&dir, &name)?;
-            println!("fleet CA written to {} (keep ca.key offline)", dir.display());
+            println!(
+                "fleet CA written to {} (keep ca.key offline)",
+                dir.display()
+            );
             Ok(())
         }
-        Cmd::Admin(AdminCmd::IssueSensor { ca_dir, sensor_id, site, out_dir }) => {
+        Cmd::Admin(AdminCmd::IssueSensor {
+            ca_dir,
+            sensor_id,
+            site,
+            out_dir,
+        }) => {
             let p = pki::issue_sensor(&ca_dir, &sensor_id, &site, &out_dir)?;
-            println!("sensor certificate for {sensor_id} at site {site} written to {}", p.display());
+            println!(
+                "sensor certificate for {sensor_id} at site {site} written to {}",
+                p.display()
+            );
             Ok(())
         }
-        Cmd::Admin(AdminCmd::IssueNode { ca_dir, node_id, hosts, out_dir }) => {
+        Cmd::Admin(AdminCmd::IssueNode {
+            ca_dir,
+            node_id,
+            hosts,
+            out_dir,
+        }) => {
             let p = pki::issue_node(&ca_dir, node_id, &hosts, &out_dir)?;
-            println!("node certificate for node {node_id} written to {}", p.display());
+            println!(
+                "node certificate for node {node_id} written to {}",
+                p.display()
+            );
             Ok(())
         }
     }

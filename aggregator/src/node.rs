@@ -6,22 +6,21 @@
 //! 2. write its flows to the sink, keyed by (batch id, index) so a repeat collapses;
 //! 3. propose the batch summary (device deltas, counts, watermark) through Raft;
 //! 4. ack only after the Raft entry is committed and applied.
+//!
 //! A crash between 2 and 3 makes the sensor re-send; step 2 then rewrites the same keys.
 
 use crate::config::NodeConfig;
 use crate::ingest::{self, BatchHandler, IngestStats};
 use crate::pki::SensorIdentity;
+use crate::query::QueryService;
 use crate::raft::{ProposeError, RaftConfig, RaftNode};
 use crate::sink::{open_sink, FlowSink};
 use crate::state::{BatchSummary, Command};
-use crate::state::DeviceRecord;
 use anyhow::{Context, Result};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use wardline_common::kb::{classify_stable, Classification, DeviceFacts, KnowledgeBase};
-use wardline_common::{Evidence, MacAddr};
+use std::sync::Arc;
 use tracing::{info, warn};
 use wardline_common::fault::{crash_point, CrashPoint};
+use wardline_common::kb::KnowledgeBase;
 use wardline_common::wire::BatchReply;
 use wardline_common::Batch;
 
@@ -31,16 +30,16 @@ pub struct Node {
     pub raft: Arc<RaftNode>,
     pub sink: Arc<dyn FlowSink>,
     pub ingest_stats: Arc<IngestStats>,
-    /// Built-in knowledge base plus the site's folders.
-    pub kb: Arc<KnowledgeBase>,
-    /// Last classification per device, so a new packet cannot flip a class (hysteresis).
-    /// A view cache, not replicated state: every node derives it from the same evidence.
-    classifications: Mutex<HashMap<MacAddr, Classification>>,
+    /// The read side the API serves from (classifies with the built-in knowledge base plus
+    /// the site's folders).
+    pub query: Arc<QueryService>,
 }
 
 impl Node {
     pub async fn open(config: NodeConfig) -> Result<Arc<Node>> {
-        let kb = Arc::new(KnowledgeBase::load(&config.kb_dirs).context("cannot load the knowledge base")?);
+        let kb = Arc::new(
+            KnowledgeBase::load(&config.kb_dirs).context("cannot load the knowledge base")?,
+        );
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let raft = RaftNode::open(
@@ -52,7 +51,9 @@ impl Node {
         .await
         .context("cannot start the Raft node")?;
         if config.bootstrap {
-            raft.initialize_single_if_new().await.context("cannot initialise a one-node cluster")?;
+            raft.initialize_single_if_new()
+                .await
+                .context("cannot initialise a one-node cluster")?;
         }
         let sink = open_sink(
             config.clickhouse_url.as_deref(),
@@ -61,29 +62,20 @@ impl Node {
         )
         .await
         .context("cannot open the flow sink")?;
+        let ingest_stats = Arc::new(IngestStats::default());
+        let query = Arc::new(QueryService::new(
+            raft.clone(),
+            sink.clone(),
+            kb,
+            ingest_stats.clone(),
+        ));
         Ok(Arc::new(Node {
             config,
             raft,
             sink,
-            ingest_stats: Arc::new(IngestStats::default()),
-            kb,
-            classifications: Mutex::new(HashMap::new()),
+            ingest_stats,
+            query,
         }))
-    }
-
-    /// Classify a merged device record with the knowledge base, stable against the
-    /// previous result for the same MAC.
-    pub fn classify(&self, record: &DeviceRecord) -> Classification {
-        let evidence = record
-            .evidence
-            .iter()
-            .map(|((field, value), seen)| Evidence::new(*field, value.clone(), seen.proto, seen.last_ts_us))
-            .collect();
-        let facts = DeviceFacts::from_evidence(record.mac, evidence);
-        let mut cache = self.classifications.lock().unwrap_or_else(|p| p.into_inner());
-        let c = classify_stable(&self.kb, cache.get(&record.mac), &facts);
-        cache.insert(record.mac, c.clone());
-        c
     }
 
     /// Apply one batch with the effects in the documented order.
@@ -94,12 +86,24 @@ impl Node {
             .read_state(|s| s.is_applied(&batch.sensor_id, seq, &batch.id))
             .await;
         if already {
-            return BatchReply::Ack { batch_id: id, seq, duplicate: true };
+            return BatchReply::Ack {
+                batch_id: id,
+                seq,
+                duplicate: true,
+            };
         }
         let flows: Vec<_> = batch.flows().cloned().collect();
-        if let Err(e) = self.sink.write_batch(id, &batch.sensor_id, &batch.site, &flows).await {
+        if let Err(e) = self
+            .sink
+            .write_batch(id, &batch.sensor_id, &batch.site, &flows)
+            .await
+        {
             warn!(sensor = %batch.sensor_id, seq, "flow sink write failed, sensor will retry: {e}");
-            return BatchReply::RetryLater { batch_id: id, seq, reason: format!("flow store unavailable: {e}") };
+            return BatchReply::RetryLater {
+                batch_id: id,
+                seq,
+                reason: format!("flow store unavailable: {e}"),
+            };
         }
         crash_point(CrashPoint::AggregatorAfterSink, seq);
         // Raft carries device deltas and counts, not per-flow detail.
@@ -107,7 +111,11 @@ impl Node {
         match self.raft.propose(Command::ApplyBatch(summary)).await {
             Ok(resp) => {
                 crash_point(CrashPoint::AggregatorAfterCommit, seq);
-                BatchReply::Ack { batch_id: id, seq, duplicate: !resp.applied }
+                BatchReply::Ack {
+                    batch_id: id,
+                    seq,
+                    duplicate: !resp.applied,
+                }
             }
             Err(ProposeError::NotLeader { leader_addr, .. }) => BatchReply::RetryLater {
                 batch_id: id,
@@ -119,7 +127,11 @@ impl Node {
             },
             Err(e) => {
                 warn!(sensor = %batch.sensor_id, seq, "raft proposal failed, sensor will retry: {e}");
-                BatchReply::RetryLater { batch_id: id, seq, reason: format!("cluster could not commit: {e}") }
+                BatchReply::RetryLater {
+                    batch_id: id,
+                    seq,
+                    reason: format!("cluster could not commit: {e}"),
+                }
             }
         }
     }
@@ -145,7 +157,9 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         sink = node.sink.describe(),
         "aggregator node up"
     );
-    let router = crate::api::router(node.clone());
+    let router = crate::api::router(node.query.clone())
+        .merge(crate::raft::network::router(node.raft.clone()))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = {
         let mut rx = stop_rx.clone();

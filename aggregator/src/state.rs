@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use ulid::Ulid;
 use wardline_common::{Batch, DeviceObservation, Event, Field, MacAddr, Proto, SensorStats};
 
@@ -69,10 +70,12 @@ impl BatchSummary {
                 Event::Device(d) => summary.devices.push(d.clone()),
                 Event::Flow(f) => {
                     summary.flow_count += 1;
-                    summary.flow_packets =
-                        summary.flow_packets.saturating_add(f.packets_ab.saturating_add(f.packets_ba));
-                    summary.flow_bytes =
-                        summary.flow_bytes.saturating_add(f.bytes_ab.saturating_add(f.bytes_ba));
+                    summary.flow_packets = summary
+                        .flow_packets
+                        .saturating_add(f.packets_ab.saturating_add(f.packets_ba));
+                    summary.flow_bytes = summary
+                        .flow_bytes
+                        .saturating_add(f.bytes_ab.saturating_add(f.bytes_ba));
                 }
                 Event::Stats(s) => summary.stats = Some(s.clone()),
             }
@@ -168,7 +171,9 @@ impl DeviceRecord {
             .map(|((_, value), rec)| (value.as_str(), rec))
     }
 
-    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str) {
+    /// Merge one observation; returns the addresses recorded for the first time.
+    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str) -> Vec<IpAddr> {
+        let mut new_ips = Vec::new();
         let first_sighting = self.sensors.is_empty();
         self.sensors.insert(sensor_id.to_string());
         self.sites.insert(site.to_string());
@@ -198,8 +203,12 @@ impl DeviceRecord {
                 None => {
                     self.ips.insert(
                         *ip,
-                        IpSeen { first_seen_us: obs.first_seen_us, last_seen_us: obs.last_seen_us },
+                        IpSeen {
+                            first_seen_us: obs.first_seen_us,
+                            last_seen_us: obs.last_seen_us,
+                        },
                     );
+                    new_ips.push(*ip);
                 }
             }
         }
@@ -232,6 +241,7 @@ impl DeviceRecord {
                 }
             }
         }
+        new_ips
     }
 }
 
@@ -259,18 +269,75 @@ pub struct SensorRecord {
 }
 
 /// The whole replicated state. Cloned and serialized for Raft snapshots.
+///
+/// Device records sit behind `Arc`s and `apply` changes them copy-on-write
+/// (`Arc::make_mut`): a reader copies the `Arc`s it needs under the state lock and does its
+/// work after releasing it, and a record a reader still holds is copied, not mutated.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ReplicatedParts")]
 pub struct ClusterState {
     /// Serialized as a list of records (each names its MAC) because JSON map keys must be
     /// strings.
-    #[serde(with = "devices_as_list")]
-    pub devices: BTreeMap<MacAddr, DeviceRecord>,
-    pub sensors: BTreeMap<String, SensorRecord>,
+    #[serde(serialize_with = "devices_as_list::serialize")]
+    devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
+    sensors: BTreeMap<String, SensorRecord>,
+    /// Every (address, MAC) of `devices[MAC].ips`, so a device is found by address without
+    /// scanning every record. Derived from `devices`: not serialized, rebuilt on load.
+    #[serde(skip)]
+    addresses: BTreeSet<(IpAddr, MacAddr)>,
+}
+
+/// What a serialized `ClusterState` holds; the address index is rebuilt from it.
+#[derive(Deserialize)]
+struct ReplicatedParts {
+    #[serde(deserialize_with = "devices_as_list::deserialize")]
+    devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
+    sensors: BTreeMap<String, SensorRecord>,
+}
+
+impl From<ReplicatedParts> for ClusterState {
+    fn from(parts: ReplicatedParts) -> Self {
+        let addresses = parts
+            .devices
+            .values()
+            .flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac)))
+            .collect();
+        ClusterState {
+            devices: parts.devices,
+            sensors: parts.sensors,
+            addresses,
+        }
+    }
 }
 
 impl ClusterState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every device, by MAC.
+    pub fn devices(&self) -> &BTreeMap<MacAddr, Arc<DeviceRecord>> {
+        &self.devices
+    }
+
+    pub fn device(&self, mac: &MacAddr) -> Option<&Arc<DeviceRecord>> {
+        self.devices.get(mac)
+    }
+
+    /// The device seen using `ip`. When several were (a router's MAC fronting the address,
+    /// a lease handed on), the lowest MAC, so every node picks the same one.
+    pub fn device_with_ip(&self, ip: &IpAddr) -> Option<&Arc<DeviceRecord>> {
+        let (_, mac) = self
+            .addresses
+            .range((*ip, MacAddr::default())..)
+            .next()
+            .filter(|(owner_ip, _)| owner_ip == ip)?;
+        self.devices.get(mac)
+    }
+
+    /// Every sensor that had a batch applied, by sensor id.
+    pub fn sensors(&self) -> &BTreeMap<String, SensorRecord> {
+        &self.sensors
     }
 
     /// Whether `batch` was already applied: at or below its sensor's watermark, or one of
@@ -306,19 +373,22 @@ impl ClusterState {
         if self.is_duplicate(batch) {
             return ApplyResponse { applied: false };
         }
-        let sensor = self.sensors.entry(batch.sensor_id.clone()).or_insert_with(|| SensorRecord {
-            site: batch.site.clone(),
-            last_seq: 0,
-            last_batch_id: batch.batch_id,
-            recent_batch_ids: VecDeque::new(),
-            batches_applied: 0,
-            seq_gaps: 0,
-            seqs_skipped: 0,
-            flows: 0,
-            flow_packets: 0,
-            flow_bytes: 0,
-            stats: SensorStats::default(),
-        });
+        let sensor = self
+            .sensors
+            .entry(batch.sensor_id.clone())
+            .or_insert_with(|| SensorRecord {
+                site: batch.site.clone(),
+                last_seq: 0,
+                last_batch_id: batch.batch_id,
+                recent_batch_ids: VecDeque::new(),
+                batches_applied: 0,
+                seq_gaps: 0,
+                seqs_skipped: 0,
+                flows: 0,
+                flow_packets: 0,
+                flow_bytes: 0,
+                stats: SensorStats::default(),
+            });
         // Not a duplicate, so seq > last_seq here.
         let skipped = batch.seq.saturating_sub(sensor.last_seq).saturating_sub(1);
         if skipped > 0 {
@@ -341,10 +411,13 @@ impl ClusterState {
         }
 
         for obs in &batch.devices {
-            self.devices
+            let record = self
+                .devices
                 .entry(obs.mac)
-                .or_insert_with(|| DeviceRecord::new(obs.mac))
-                .merge(obs, &batch.sensor_id, &batch.site);
+                .or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
+            let new_ips = Arc::make_mut(record).merge(obs, &batch.sensor_id, &batch.site);
+            self.addresses
+                .extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
         }
         ApplyResponse { applied: true }
     }
@@ -354,15 +427,24 @@ mod devices_as_list {
     use super::DeviceRecord;
     use serde::{Deserialize, Deserializer, Serializer};
     use std::collections::BTreeMap;
+    use std::sync::Arc;
     use wardline_common::MacAddr;
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<MacAddr, DeviceRecord>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.values())
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.values().map(|rec| &**rec))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<MacAddr, DeviceRecord>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<MacAddr, Arc<DeviceRecord>>, D::Error> {
         let list = Vec::<DeviceRecord>::deserialize(d)?;
-        Ok(list.into_iter().map(|rec| (rec.mac, rec)).collect())
+        Ok(list
+            .into_iter()
+            .map(|rec| (rec.mac, Arc::new(rec)))
+            .collect())
     }
 }
 
@@ -450,7 +532,10 @@ mod tests {
 
     fn batch(sensor: &str, seq: u64, devices: Vec<DeviceObservation>) -> BatchSummary {
         BatchSummary {
-            batch_id: Ulid::from_parts(1_700_000_000_000 + seq, u128::from(seq) + sensor.len() as u128 * 1000),
+            batch_id: Ulid::from_parts(
+                1_700_000_000_000 + seq,
+                u128::from(seq) + sensor.len() as u128 * 1000,
+            ),
             sensor_id: sensor.into(),
             site: "north".into(),
             seq,
@@ -458,7 +543,10 @@ mod tests {
             flow_count: 3,
             flow_packets: 30,
             flow_bytes: 3000,
-            stats: Some(SensorStats { packets: seq * 100, ..Default::default() }),
+            stats: Some(SensorStats {
+                packets: seq * 100,
+                ..Default::default()
+            }),
         }
     }
 
@@ -470,8 +558,19 @@ mod tests {
     fn merges_observations_from_two_sensors() {
         let mut st = ClusterState::new();
         let hn = |v: &str, ts| Evidence::new(Field::Hostname, v, Proto::Dhcp, ts);
-        assert!(apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![hn("PUMP-01", 100)])])));
-        let mut b2 = batch("s2", 1, vec![obs(mac(1), "10.0.0.6", 50, vec![hn("PUMP-01B", 500)])]);
+        assert!(apply(
+            &mut st,
+            &batch(
+                "s1",
+                1,
+                vec![obs(mac(1), "10.0.0.5", 100, vec![hn("PUMP-01", 100)])]
+            )
+        ));
+        let mut b2 = batch(
+            "s2",
+            1,
+            vec![obs(mac(1), "10.0.0.6", 50, vec![hn("PUMP-01B", 500)])],
+        );
         b2.site = "south".into();
         assert!(apply(&mut st, &b2));
 
@@ -494,8 +593,14 @@ mod tests {
     fn repeated_evidence_is_counted_not_duplicated() {
         let mut st = ClusterState::new();
         let vc = |ts| Evidence::new(Field::DhcpVendorClass, "MSFT 5.0", Proto::Dhcp, ts);
-        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![vc(100)])]));
-        apply(&mut st, &batch("s1", 2, vec![obs(mac(1), "10.0.0.5", 200, vec![vc(250)])]));
+        apply(
+            &mut st,
+            &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![vc(100)])]),
+        );
+        apply(
+            &mut st,
+            &batch("s1", 2, vec![obs(mac(1), "10.0.0.5", 200, vec![vc(250)])]),
+        );
         let dev = &st.devices[&mac(1)];
         assert_eq!(dev.evidence.len(), 1);
         let rec = &dev.evidence[&(Field::DhcpVendorClass, "MSFT 5.0".to_string())];
@@ -533,7 +638,10 @@ mod tests {
         assert!(apply(&mut st, &batch("s1", 6, vec![])));
         assert!(apply(&mut st, &batch("s1", 9, vec![])));
         let s = &st.sensors["s1"];
-        assert_eq!((s.seq_gaps, s.seqs_skipped, s.last_seq, s.batches_applied), (2, 5, 9, 4));
+        assert_eq!(
+            (s.seq_gaps, s.seqs_skipped, s.last_seq, s.batches_applied),
+            (2, 5, 9, 4)
+        );
         // A batch filling a gap arrives late: the watermark already passed it.
         assert!(!apply(&mut st, &batch("s1", 3, vec![])));
         assert_eq!(st.sensors["s1"].stats.packets, 900);
@@ -549,13 +657,58 @@ mod tests {
             .map(|i| Evidence::new(Field::DnsQuery, format!("host{i}.example"), Proto::Dns, 1))
             .collect();
         let mut o = obs(mac(1), "10.0.0.1", 1, evidence);
-        o.ips = (0..MAX_IPS_PER_DEVICE as u32 + 3).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + i + 1))).collect();
+        o.ips = (0..MAX_IPS_PER_DEVICE as u32 + 3)
+            .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + i + 1)))
+            .collect();
         apply(&mut st, &batch("s1", 1, vec![o]));
         let dev = &st.devices[&mac(1)];
         assert_eq!(dev.evidence.len(), MAX_EVIDENCE_PER_DEVICE);
         assert_eq!(dev.evidence_dropped, 10);
         assert_eq!(dev.ips.len(), MAX_IPS_PER_DEVICE);
         assert_eq!(dev.ips_dropped, 3);
+    }
+
+    #[test]
+    fn devices_are_found_by_address_and_readers_keep_their_copy() {
+        let mut st = ClusterState::new();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        apply(
+            &mut st,
+            &batch(
+                "s1",
+                1,
+                vec![
+                    obs(mac(2), "10.0.0.7", 1, vec![]),
+                    obs(mac(1), "10.0.0.5", 1, vec![]),
+                ],
+            ),
+        );
+        assert_eq!(
+            st.device_with_ip(&ip("10.0.0.7")).map(|d| d.mac),
+            Some(mac(2))
+        );
+        let held = Arc::clone(st.device(&mac(1)).unwrap());
+        // The lease of .7 is handed to mac(1): both used it, the lower MAC answers.
+        apply(
+            &mut st,
+            &batch("s1", 2, vec![obs(mac(1), "10.0.0.7", 5, vec![])]),
+        );
+        assert_eq!(
+            st.device_with_ip(&ip("10.0.0.7")).map(|d| d.mac),
+            Some(mac(1))
+        );
+        assert_eq!(
+            st.device_with_ip(&ip("10.0.0.5")).map(|d| d.mac),
+            Some(mac(1))
+        );
+        assert!(st.device_with_ip(&ip("10.0.0.6")).is_none());
+        assert!(st.device_with_ip(&ip("0.0.0.0")).is_none());
+        // A reader's copy is not changed under it; the state moved on.
+        assert_eq!((held.packets, held.ips.len()), (2, 1));
+        assert_eq!(
+            st.device(&mac(1)).map(|d| (d.packets, d.ips.len())),
+            Some((4, 2))
+        );
     }
 
     #[test]
@@ -598,7 +751,10 @@ mod tests {
                 Event::Flow(flow.clone()),
                 Event::Device(obs(mac(1), "10.0.0.1", 1, vec![])),
                 Event::Flow(flow),
-                Event::Stats(SensorStats { packets: 7, ..Default::default() }),
+                Event::Stats(SensorStats {
+                    packets: 7,
+                    ..Default::default()
+                }),
             ],
         };
         let s = BatchSummary::from_batch(&wire);
@@ -612,7 +768,10 @@ mod tests {
     fn serializes_to_json_and_bincode() {
         let mut st = ClusterState::new();
         let ev = Evidence::new(Field::Hostname, "CT-1", Proto::Dhcp, 5);
-        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 1, vec![ev])]));
+        apply(
+            &mut st,
+            &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 1, vec![ev])]),
+        );
         let json = serde_json::to_string(&st).expect("JSON map keys are strings");
         let back: ClusterState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, st);
@@ -626,11 +785,22 @@ mod tests {
     /// pool of MACs and evidence values so merges collide.
     fn arb_commands() -> impl Strategy<Value = Vec<Command>> {
         let ev = (0usize..4, 0u8..4, 0u64..1000).prop_map(|(f, v, ts)| {
-            let field = [Field::Hostname, Field::DhcpVendorClass, Field::DnsQuery, Field::HttpUserAgent][f];
+            let field = [
+                Field::Hostname,
+                Field::DhcpVendorClass,
+                Field::DnsQuery,
+                Field::HttpUserAgent,
+            ][f];
             Evidence::new(field, format!("v{v}"), Proto::Dhcp, ts)
         });
-        let device = (0u8..5, 0u8..4, 0u64..1000, 0u64..50, proptest::collection::vec(ev, 0..4)).prop_map(
-            |(m, ip, ts, pkts, evidence)| DeviceObservation {
+        let device = (
+            0u8..5,
+            0u8..4,
+            0u64..1000,
+            0u64..50,
+            proptest::collection::vec(ev, 0..4),
+        )
+            .prop_map(|(m, ip, ts, pkts, evidence)| DeviceObservation {
                 mac: mac(m),
                 ips: vec![IpAddr::from([10, 0, 0, ip])],
                 vlans: vec![u16::from(m % 2) + 10],
@@ -639,9 +809,13 @@ mod tests {
                 packets: pkts,
                 bytes: pkts * 60,
                 evidence,
-            },
+            });
+        let step = (
+            0usize..3,
+            1u64..4,
+            proptest::collection::vec(device, 0..3),
+            0u64..5,
         );
-        let step = (0usize..3, 1u64..4, proptest::collection::vec(device, 0..3), 0u64..5);
         proptest::collection::vec(step, 1..40).prop_map(|steps| {
             let sensors = ["s1", "s2", "s3"];
             let mut next_seq = [0u64; 3];
@@ -659,7 +833,10 @@ mod tests {
                         flow_count: flows,
                         flow_packets: flows * 10,
                         flow_bytes: flows * 1000,
-                        stats: (flows % 2 == 0).then(|| SensorStats { packets: seq, ..Default::default() }),
+                        stats: (flows % 2 == 0).then(|| SensorStats {
+                            packets: seq,
+                            ..Default::default()
+                        }),
                     })
                 })
                 .collect()
@@ -681,6 +858,19 @@ mod tests {
             let (st, applied) = apply_all(&twice);
             prop_assert_eq!(applied, cmds.len());
             prop_assert_eq!(st, once);
+        }
+
+        #[test]
+        fn address_index_agrees_with_a_scan_after_apply_and_decode(cmds in arb_commands()) {
+            let (st, _) = apply_all(&cmds);
+            let bytes = bincode::serde::encode_to_vec(&st, bincode::config::standard()).unwrap();
+            let (decoded, _): (ClusterState, usize) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            for ip in (0..5).map(|i| IpAddr::from([10, 0, 0, i])) {
+                let scanned = st.devices().values().find(|d| d.ips.contains_key(&ip)).map(|d| d.mac);
+                prop_assert_eq!(st.device_with_ip(&ip).map(|d| d.mac), scanned);
+                prop_assert_eq!(decoded.device_with_ip(&ip).map(|d| d.mac), scanned);
+            }
         }
 
         #[test]

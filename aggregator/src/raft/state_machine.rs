@@ -17,7 +17,9 @@ use super::log_store::{flush, Msg};
 use super::{codec, TypeConfig};
 use crate::state::{ApplyResponse, ClusterState};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership,
+};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,21 +93,30 @@ impl StateMachineStore {
     async fn persist_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
         let sig = Some(stored.meta.signature());
         let _guard = self.snapshot_write.lock().await;
-        let current = read_stored_snapshot(&self.tree).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &Msg(e)))?;
+        let current = read_stored_snapshot(&self.tree)
+            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &Msg(e)))?;
         if let Some(current) = current {
             if current.meta.last_log_id > stored.meta.last_log_id {
                 return Ok(());
             }
         }
-        let bytes = codec::encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &Msg(e.to_string())))?;
-        self.tree.insert(KEY_SNAPSHOT, bytes).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        flush(&self.db).await.map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        let bytes = codec::encode(stored)
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &Msg(e.to_string())))?;
+        self.tree
+            .insert(KEY_SNAPSHOT, bytes)
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        flush(&self.db)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
         Ok(())
     }
 }
 
 fn read_stored_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, String> {
-    match tree.get(KEY_SNAPSHOT).map_err(|e| format!("cannot read the stored Raft snapshot: {e}"))? {
+    match tree
+        .get(KEY_SNAPSHOT)
+        .map_err(|e| format!("cannot read the stored Raft snapshot: {e}"))?
+    {
         None => Ok(None),
         Some(bytes) => codec::decode(&bytes)
             .map(Some)
@@ -115,10 +126,10 @@ fn read_stored_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, Str
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (meta, data) = {
+        // Copy under the lock (device records are `Arc`s, so this is cheap) and encode after
+        // releasing it: apply waits for the lock, and encoding a large inventory is not cheap.
+        let (meta, state) = {
             let sm = self.data.read().await;
-            let data = codec::encode(&sm.state)
-                .map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
             let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match sm.last_applied {
                 Some(id) => format!("{}-{}-{}", id.leader_id, id.index, n),
@@ -129,11 +140,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: sm.last_membership.clone(),
                 snapshot_id,
             };
-            (meta, data)
+            (meta, sm.state.clone())
         };
+        let data = codec::encode(&state)
+            .map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
         let stored = StoredSnapshot { meta, data };
         self.persist_snapshot(&stored).await?;
-        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -142,7 +158,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
         let sm = self.data.read().await;
         Ok((sm.last_applied, sm.last_membership.clone()))
     }
@@ -172,7 +189,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -185,11 +204,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let state: ClusterState = codec::decode(&data).map_err(|e| {
             StorageIOError::read_snapshot(
                 Some(meta.signature()),
-                &Msg(format!("snapshot {} from the leader cannot be decoded: {e}", meta.snapshot_id)),
+                &Msg(format!(
+                    "snapshot {} from the leader cannot be decoded: {e}",
+                    meta.snapshot_id
+                )),
             )
         })?;
         // Durable first, then visible: a crash in between reloads the new snapshot.
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         self.persist_snapshot(&stored).await?;
         let mut sm = self.data.write().await;
         sm.state = state;
@@ -198,8 +223,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let stored = read_stored_snapshot(&self.tree).map_err(|e| StorageIOError::read_snapshot(None, &Msg(e)))?;
-        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let stored = read_stored_snapshot(&self.tree)
+            .map_err(|e| StorageIOError::read_snapshot(None, &Msg(e)))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
     }
 }

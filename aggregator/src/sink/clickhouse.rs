@@ -1,14 +1,14 @@
 //! Flow sink backed by ClickHouse over HTTP (the `clickhouse` crate, RowBinary format).
 //!
 //! Written for ClickHouse 18.16 (Debian's package) and current releases alike: validation is
-//! off because 18.16 lacks `RowBinaryWithNamesAndTypes`, so the row structs below must match
-//! the table's column order and types exactly (the tests run against a real server).
+//! off because 18.16 lacks `RowBinaryWithNamesAndTypes`, so [`FlowRow`] must match the
+//! table's column order and types exactly (the tests run against a real server).
 //! Rows are keyed (sensor_id, batch_id, idx) in a `ReplacingMergeTree`; a re-sent batch adds
 //! duplicate rows that merges collapse later, and every read uses `FINAL` so results never
 //! count them twice in the meantime.
 
 use super::{FlowQuery, FlowRow, FlowSink, FlowTotals, SinkError, SinkFuture};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
 use ulid::Ulid;
@@ -20,9 +20,6 @@ pub const FLOWS_TABLE: &str = "flows";
 /// Default bound on any single ClickHouse call, so a hung server surfaces as an error the
 /// ingest path can turn into "retry later" instead of stalling a sensor's stream forever.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-const MICROS_PER_SECOND: u64 = 1_000_000;
-const MICROS_PER_DAY: u64 = 86_400 * MICROS_PER_SECOND;
 
 /// DDL for database `database`, one statement per element (the HTTP interface runs one
 /// statement per request). `deploy/clickhouse/schema.sql` holds the same text for
@@ -43,105 +40,15 @@ pub fn schema_statements(database: &str) -> Vec<String> {
         .filter(|stmt| !stmt.is_empty())
         .map(|stmt| {
             stmt.replace("EXISTS wardline.", &format!("EXISTS {database}."))
-                .replace("DATABASE IF NOT EXISTS wardline", &format!("DATABASE IF NOT EXISTS {database}"))
+                .replace(
+                    "DATABASE IF NOT EXISTS wardline",
+                    &format!("DATABASE IF NOT EXISTS {database}"),
+                )
         })
         .collect()
 }
 
 const SCHEMA_SQL: &str = include_str!("../../../deploy/clickhouse/schema.sql");
-
-/// One table row in column order. RowBinary encodes `Date` as days since the epoch (u16)
-/// and `DateTime` as seconds since the epoch (u32).
-#[derive(Clone, Debug, PartialEq, clickhouse::Row, Serialize, Deserialize)]
-struct ChFlow {
-    batch_id: String,
-    idx: u32,
-    sensor_id: String,
-    site: String,
-    day: u16,
-    first_seen: u32,
-    first_seen_us: u64,
-    last_seen_us: u64,
-    ip_proto: u8,
-    vlan: u16,
-    a_mac: String,
-    b_mac: String,
-    a_ip: String,
-    b_ip: String,
-    a_port: u16,
-    b_port: u16,
-    packets_ab: u64,
-    packets_ba: u64,
-    bytes_ab: u64,
-    bytes_ba: u64,
-    tcp_flags_ab: u8,
-    tcp_flags_ba: u8,
-    app: String,
-    end_reason: String,
-}
-
-impl From<FlowRow> for ChFlow {
-    fn from(r: FlowRow) -> Self {
-        // Sensor clocks are untrusted input: clamp instead of overflowing the narrow types.
-        let day = u16::try_from(r.first_seen_us / MICROS_PER_DAY).unwrap_or(u16::MAX);
-        let first_seen = u32::try_from(r.first_seen_us / MICROS_PER_SECOND).unwrap_or(u32::MAX);
-        ChFlow {
-            batch_id: r.batch_id,
-            idx: r.idx,
-            sensor_id: r.sensor_id,
-            site: r.site,
-            day,
-            first_seen,
-            first_seen_us: r.first_seen_us,
-            last_seen_us: r.last_seen_us,
-            ip_proto: r.ip_proto,
-            vlan: r.vlan.unwrap_or(0),
-            a_mac: r.a_mac,
-            b_mac: r.b_mac,
-            a_ip: r.a_ip,
-            b_ip: r.b_ip,
-            a_port: r.a_port,
-            b_port: r.b_port,
-            packets_ab: r.packets_ab,
-            packets_ba: r.packets_ba,
-            bytes_ab: r.bytes_ab,
-            bytes_ba: r.bytes_ba,
-            tcp_flags_ab: r.tcp_flags_ab,
-            tcp_flags_ba: r.tcp_flags_ba,
-            app: r.app,
-            end_reason: r.end_reason,
-        }
-    }
-}
-
-impl From<ChFlow> for FlowRow {
-    fn from(c: ChFlow) -> Self {
-        FlowRow {
-            batch_id: c.batch_id,
-            idx: c.idx,
-            sensor_id: c.sensor_id,
-            site: c.site,
-            first_seen_us: c.first_seen_us,
-            last_seen_us: c.last_seen_us,
-            ip_proto: c.ip_proto,
-            vlan: (c.vlan != 0).then_some(c.vlan),
-            a_mac: c.a_mac,
-            b_mac: c.b_mac,
-            a_ip: c.a_ip,
-            b_ip: c.b_ip,
-            a_port: c.a_port,
-            b_port: c.b_port,
-            packets_ab: c.packets_ab,
-            packets_ba: c.packets_ba,
-            bytes_ab: c.bytes_ab,
-            bytes_ba: c.bytes_ba,
-            tcp_flags_ab: c.tcp_flags_ab,
-            tcp_flags_ba: c.tcp_flags_ba,
-            app: c.app,
-            end_reason: c.end_reason,
-        }
-    }
-}
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct TotalsRow {
@@ -334,9 +241,9 @@ impl ClickHouseSink {
         }
         let op = format!("inserting {n} flows of batch {batch} from sensor {sensor_id}");
         let write_all = || async {
-            let mut insert = self.client.insert::<ChFlow>(FLOWS_TABLE).await?;
+            let mut insert = self.client.insert::<FlowRow>(FLOWS_TABLE).await?;
             for (idx, f) in (0..n).zip(flows) {
-                let row = ChFlow::from(FlowRow::from_record(batch_id, idx, sensor_id, site, f));
+                let row = FlowRow::from_record(batch_id, idx, sensor_id, site, f);
                 insert.write(&row).await?;
             }
             // One INSERT per batch; `end` returns once the server acknowledged the whole insert.
@@ -376,10 +283,9 @@ impl ClickHouseSink {
                 // Bound values are escaped by the client; filters are untrusted API input.
                 query = query.bind(b.as_str());
             }
-            query.fetch_all::<ChFlow>()
+            query.fetch_all::<FlowRow>()
         };
-        let rows = self.run("querying flows", query).await?;
-        Ok(rows.into_iter().map(FlowRow::from).collect())
+        self.run("querying flows", query).await
     }
 
     async fn fetch_totals(&self) -> Result<FlowTotals, SinkError> {
@@ -445,42 +351,5 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("http://"), "{err}");
-    }
-
-    #[test]
-    fn narrow_time_columns_clamp_instead_of_overflowing() {
-        let mut r = FlowRow::from_record(
-            Ulid::nil(),
-            0,
-            "s",
-            "x",
-            &FlowRecord {
-                ip_proto: 6,
-                vlan: Some(20),
-                a_mac: Default::default(),
-                b_mac: Default::default(),
-                a_ip: "10.0.0.1".parse().unwrap(),
-                b_ip: "10.0.0.2".parse().unwrap(),
-                a_port: 1,
-                b_port: 2,
-                first_seen_us: 1_700_000_000_123_456,
-                last_seen_us: 1_700_000_001_000_000,
-                packets_ab: 1,
-                packets_ba: 1,
-                bytes_ab: 1,
-                bytes_ba: 1,
-                tcp_flags_ab: 0,
-                tcp_flags_ba: 0,
-                app: "x".into(),
-                end_reason: "fin".into(),
-            },
-        );
-        let c = ChFlow::from(r.clone());
-        assert_eq!(c.first_seen, 1_700_000_000);
-        assert_eq!(c.day, 19_675); // 2023-11-14
-        assert_eq!(FlowRow::from(c), r);
-        r.first_seen_us = u64::MAX;
-        let c = ChFlow::from(r);
-        assert_eq!((c.day, c.first_seen), (u16::MAX, u32::MAX));
     }
 }

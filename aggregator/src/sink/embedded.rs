@@ -110,7 +110,14 @@ impl EmbeddedSink {
             let (key, value) = item.map_err(|e| self.error("reading flows", e))?;
             bincode::serde::decode_from_slice::<FlowRow, _>(&value, bincode_config())
                 .map(|(row, _)| row)
-                .map_err(|e| self.error(format!("decoding stored flow {}", hex::encode(&key)), e))
+                .map_err(|e| {
+                    let operation = format!(
+                        "decoding stored flow {} (a store from an incompatible Wardline version? \
+                         move the directory aside to start an empty one)",
+                        hex::encode(&key)
+                    );
+                    self.error(operation, e)
+                })
         })
     }
 

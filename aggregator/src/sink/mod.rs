@@ -10,6 +10,9 @@
 
 pub mod clickhouse;
 pub mod embedded;
+mod row;
+
+pub use row::FlowRow;
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -52,81 +55,6 @@ pub trait FlowSink: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// A flow as stored and served by the JSON API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowRow {
-    pub batch_id: String,
-    /// Position of the flow within its batch; with `batch_id` the row's identity.
-    pub idx: u32,
-    pub sensor_id: String,
-    pub site: String,
-    /// Microseconds since the Unix epoch.
-    pub first_seen_us: u64,
-    pub last_seen_us: u64,
-    pub ip_proto: u8,
-    /// 802.1Q VLAN id; `None` when untagged (stored as 0, so a priority tag of 0 reads back as none).
-    pub vlan: Option<u16>,
-    pub a_mac: String,
-    pub b_mac: String,
-    pub a_ip: String,
-    pub b_ip: String,
-    pub a_port: u16,
-    pub b_port: u16,
-    pub packets_ab: u64,
-    pub packets_ba: u64,
-    pub bytes_ab: u64,
-    pub bytes_ba: u64,
-    pub tcp_flags_ab: u8,
-    pub tcp_flags_ba: u8,
-    pub app: String,
-    pub end_reason: String,
-}
-
-impl FlowRow {
-    /// The row a flow record becomes: addresses in their canonical text forms (lower-case
-    /// colon MACs, `IpAddr` display), so filters can match them exactly.
-    pub fn from_record(
-        batch_id: Ulid,
-        idx: u32,
-        sensor_id: &str,
-        site: &str,
-        f: &FlowRecord,
-    ) -> Self {
-        FlowRow {
-            batch_id: batch_id.to_string(),
-            idx,
-            sensor_id: sensor_id.to_string(),
-            site: site.to_string(),
-            first_seen_us: f.first_seen_us,
-            last_seen_us: f.last_seen_us,
-            ip_proto: f.ip_proto,
-            vlan: f.vlan.filter(|v| *v != 0),
-            a_mac: f.a_mac.to_string(),
-            b_mac: f.b_mac.to_string(),
-            a_ip: f.a_ip.to_string(),
-            b_ip: f.b_ip.to_string(),
-            a_port: f.a_port,
-            b_port: f.b_port,
-            packets_ab: f.packets_ab,
-            packets_ba: f.packets_ba,
-            bytes_ab: f.bytes_ab,
-            bytes_ba: f.bytes_ba,
-            tcp_flags_ab: f.tcp_flags_ab,
-            tcp_flags_ba: f.tcp_flags_ba,
-            app: f.app.to_string(),
-            end_reason: f.end_reason.to_string(),
-        }
-    }
-
-    pub fn packets(&self) -> u64 {
-        self.packets_ab.saturating_add(self.packets_ba)
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes_ab.saturating_add(self.bytes_ba)
-    }
-}
-
 /// Filters of a flow query; all optional, combined with AND. Deserializable so the HTTP API
 /// can take it straight from a query string.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +66,7 @@ pub struct FlowQuery {
     pub ip: Option<String>,
     pub sensor_id: Option<String>,
     pub app: Option<String>,
-    /// At most [`MAX_QUERY_LIMIT`]; [`DEFAULT_QUERY_LIMIT`] when absent.
+    /// 1 to [`MAX_QUERY_LIMIT`]; [`DEFAULT_QUERY_LIMIT`] when absent.
     pub limit: Option<u32>,
 }
 
@@ -176,9 +104,10 @@ impl FlowQuery {
             ),
         };
         let limit = self.limit.unwrap_or(DEFAULT_QUERY_LIMIT);
-        if limit > MAX_QUERY_LIMIT {
+        if !(1..=MAX_QUERY_LIMIT).contains(&limit) {
             return Err(SinkError::InvalidQuery(format!(
-                "limit {limit} exceeds the maximum of {MAX_QUERY_LIMIT}; page with filters instead"
+                "limit {limit} is outside 1..={MAX_QUERY_LIMIT}; ask for fewer rows and narrow \
+                 the result with the mac, ip, sensor or app filters"
             )));
         }
         let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
@@ -309,6 +238,13 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(big.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("10000")));
+        let zero = FlowQuery {
+            limit: Some(0),
+            ..Default::default()
+        };
+        assert!(
+            matches!(zero.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("limit 0"))
+        );
         let max = FlowQuery {
             limit: Some(MAX_QUERY_LIMIT),
             ..Default::default()

@@ -1,4 +1,5 @@
-//! The Raft node: storage suite, single node, multi-node cluster.
+//! The Raft node: storage suite, single node, multi-node cluster, and the API served from
+//! the replicated state (error answers, identical answers on every node).
 //!
 //! One test binary per area keeps link time and disk use down; each module below
 //! was its own binary before.
@@ -6,6 +7,8 @@
 #[path = "../raft_support/mod.rs"]
 mod raft_support;
 
+mod api_errors;
 mod cluster;
+mod replicated_answers;
 mod single_node;
 mod storage_suite;

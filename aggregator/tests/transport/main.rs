@@ -3,6 +3,5 @@
 //! One test binary per area keeps link time and disk use down; each module below
 //! was its own binary before.
 
-
 mod pki;
 mod quic;

@@ -1,0 +1,182 @@
+//! The read side of a node, between the replicated state and the flow sink on one side and
+//! the HTTP API on the other: device views, flows in clinical context, peer lookup,
+//! sensors, flow totals and Raft status. The API only parses requests and renders these
+//! answers.
+//!
+//! Reads hold the state lock only to copy out what they need: `Arc`s of device records
+//! (the state changes them copy-on-write), the small sensor map, a few sums, or index
+//! lookups. Classification, flow-store queries and flow context run after the lock is
+//! released; `apply` takes the same lock for writing, so a long read would stall ingest.
+//!
+//! Every answer about devices is a function of the applied state (and the knowledge base),
+//! so two nodes that applied the same index answer the same (decision 0011).
+
+pub mod classify;
+mod flows;
+pub mod views;
+
+use crate::ingest::IngestStats;
+use crate::raft::RaftNode;
+use crate::sink::{FlowQuery, FlowSink, SinkError};
+use crate::state::DeviceRecord;
+use classify::classify_record;
+use std::sync::Arc;
+use views::{
+    ClusterView, DeviceView, FlowsView, HealthView, InventoryView, MemberView,
+    ReplicatedFlowTotals, SensorsView, TotalsView,
+};
+use wardline_common::kb::KnowledgeBase;
+use wardline_common::MacAddr;
+
+pub use flows::{DEFAULT_DEVICE_FLOWS_LIMIT, MAX_DEVICE_FLOWS_LIMIT};
+
+/// Why a read could not be answered. The message tells the caller what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The request itself is wrong (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// What was asked for does not exist (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A store the answer needs is down or slow; the same request may work later (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<SinkError> for QueryError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::InvalidQuery(m) => QueryError::Invalid(m),
+            other => QueryError::Unavailable(format!(
+                "the flow store cannot answer: {other}. Retry once it is back; the inventory, \
+                 device and sensor routes do not need it"
+            )),
+        }
+    }
+}
+
+/// Answers every read the API serves, from this node's applied state and flow sink.
+pub struct QueryService {
+    raft: Arc<RaftNode>,
+    sink: Arc<dyn FlowSink>,
+    kb: Arc<KnowledgeBase>,
+    ingest_stats: Arc<IngestStats>,
+}
+
+impl QueryService {
+    pub fn new(
+        raft: Arc<RaftNode>,
+        sink: Arc<dyn FlowSink>,
+        kb: Arc<KnowledgeBase>,
+        ingest_stats: Arc<IngestStats>,
+    ) -> Self {
+        QueryService {
+            raft,
+            sink,
+            kb,
+            ingest_stats,
+        }
+    }
+
+    /// Every device, classified.
+    pub async fn inventory(&self) -> InventoryView {
+        let records: Vec<Arc<DeviceRecord>> = self
+            .raft
+            .read_state(|s| s.devices().values().cloned().collect())
+            .await;
+        let devices: Vec<DeviceView> = records.iter().map(|r| self.device_view(r)).collect();
+        InventoryView {
+            count: devices.len(),
+            devices,
+        }
+    }
+
+    /// One device, classified.
+    pub async fn device(&self, mac: MacAddr) -> Result<DeviceView, QueryError> {
+        let record = self.record(mac).await?;
+        Ok(self.device_view(&record))
+    }
+
+    /// Flows matching `query` (filters checked by the sink), newest first.
+    pub async fn flows(&self, query: &FlowQuery) -> Result<FlowsView, QueryError> {
+        let flows = self.sink.query_flows(query).await?;
+        Ok(FlowsView {
+            count: flows.len(),
+            flows,
+        })
+    }
+
+    /// The flow store's totals next to the counters replicated through Raft.
+    pub async fn totals(&self) -> Result<TotalsView, QueryError> {
+        let store = self.sink.totals().await?;
+        let replicated = self
+            .raft
+            .read_state(|s| {
+                s.sensors()
+                    .values()
+                    .fold(ReplicatedFlowTotals::default(), |t, r| {
+                        ReplicatedFlowTotals {
+                            flows: t.flows.saturating_add(r.flows),
+                            packets: t.packets.saturating_add(r.flow_packets),
+                            bytes: t.bytes.saturating_add(r.flow_bytes),
+                        }
+                    })
+            })
+            .await;
+        Ok(TotalsView { replicated, store })
+    }
+
+    /// Replicated sensor records and this node's ingest counters.
+    pub async fn sensors(&self) -> SensorsView {
+        // Sensors number in the tens to hundreds: copying the map is a short hold.
+        let sensors = self.raft.read_state(|s| s.sensors().clone()).await;
+        SensorsView {
+            ingest: self.ingest_stats.snapshot(),
+            sensors,
+        }
+    }
+
+    pub fn health(&self) -> HealthView {
+        HealthView {
+            leader: self.raft.metrics().current_leader,
+            node_id: self.raft.node_id(),
+            status: "ok",
+        }
+    }
+
+    /// This node's view of Raft: role, term, leader, applied index, members.
+    pub fn cluster(&self) -> ClusterView {
+        let m = self.raft.metrics();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        ClusterView {
+            current_leader: m.current_leader,
+            current_term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index),
+            membership: membership
+                .nodes()
+                .map(|(id, node)| MemberView {
+                    addr: node.addr.clone(),
+                    id: *id,
+                    voter: voters.contains(id),
+                })
+                .collect(),
+            node_id: self.raft.node_id(),
+            state: format!("{:?}", m.state),
+        }
+    }
+
+    /// The record of `mac`, copied out under the state lock.
+    async fn record(&self, mac: MacAddr) -> Result<Arc<DeviceRecord>, QueryError> {
+        self.raft.read_state(|s| s.device(&mac).cloned()).await.ok_or_else(|| {
+            QueryError::NotFound(format!(
+                "no device with MAC {mac} in this node's inventory; GET /api/v1/inventory lists the known MACs"
+            ))
+        })
+    }
+
+    fn device_view(&self, record: &DeviceRecord) -> DeviceView {
+        DeviceView::new(record, classify_record(&self.kb, record))
+    }
+}
