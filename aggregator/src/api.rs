@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
-use wardline_common::kb::{flow_context, Classification, FlowContext, FlowSpec};
+use wardline_intel::{flow_context, Classification, FlowContext, FlowSpec};
 use wardline_common::FlowRecord;
 use wardline_common::{Field, MacAddr};
 
@@ -88,7 +88,7 @@ impl DeviceView {
         DeviceView {
             classification: node.classify(r),
             mac: r.mac.to_string(),
-            vendor: wardline_common::oui::lookup(&r.mac).map(str::to_string),
+            vendor: wardline_intel::oui::lookup(&r.mac).map(str::to_string),
             hostname: r.hostname().map(str::to_string),
             ips: r.ips.keys().copied().collect(),
             vlans: r.vlans.iter().copied().collect(),

@@ -18,7 +18,7 @@ use crate::state::DeviceRecord;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use wardline_common::kb::{classify_stable, Classification, DeviceFacts, KnowledgeBase};
+use wardline_intel::{classify_stable, Classification, DeviceFacts, KnowledgeBase};
 use wardline_common::{Evidence, MacAddr};
 use tracing::{info, warn};
 use wardline_common::fault::{crash_point, CrashPoint};

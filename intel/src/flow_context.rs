@@ -6,13 +6,11 @@
 //! are consulted from the other side (a PACS that expects stores from modalities makes a
 //! CT's store to it required even if the CT profile forgot to say so).
 
-use super::classifier::Classification;
-use super::loader::{Comm, KnowledgeBase, PeerRole};
-use super::{Direction, FlowTag, Transport};
-use crate::net::MacAddr;
-use crate::wire::FlowRecord;
+use crate::classify::Classification;
+use crate::model::{Comm, Direction, FlowTag, KnowledgeBase, PeerRole, Transport};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use wardline_common::{FlowRecord, MacAddr};
 
 /// The parts of a flow that matter for its clinical context, seen from one device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The embedded IEEE table answers with the registered organisation, prefers the longest
 //! (MA-S/MA-M) block, and refuses addresses that name no manufacturer.
 
-use wardline_common::oui::{lookup, lookup_oui, table_sizes};
+use wardline_intel::oui::{lookup, lookup_oui, table_sizes};
 use wardline_common::MacAddr;
 
 fn mac(s: &str) -> MacAddr {

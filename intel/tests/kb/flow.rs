@@ -2,9 +2,9 @@
 //! the global expected communications, and from the peer's side.
 
 use std::net::{IpAddr, Ipv4Addr};
-use wardline_common::kb::{classify, flow_context, Classification, DeviceFacts, FlowSpec, FlowTag, KnowledgeBase, PortRef};
+use wardline_intel::{classify, flow_context, Classification, DeviceFacts, FlowSpec, FlowTag, KnowledgeBase, PortRef};
 use wardline_common::{Evidence, Field, FlowRecord, MacAddr, Proto};
-use wardline_common::kb::{Direction, Transport};
+use wardline_intel::{Direction, Transport};
 
 fn kb() -> KnowledgeBase {
     KnowledgeBase::builtin().expect("builtin KB")

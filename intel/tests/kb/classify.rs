@@ -3,7 +3,7 @@
 //! class, results are deterministic and stable, and operator overrides win.
 
 use std::fs;
-use wardline_common::kb::{classify, classify_stable, Category, Criticality, DeviceFacts, KnowledgeBase, PortRef};
+use wardline_intel::{classify, classify_stable, Category, Criticality, DeviceFacts, KnowledgeBase, PortRef};
 use wardline_common::{Evidence, Field, MacAddr, Proto};
 
 fn kb() -> KnowledgeBase {
@@ -362,29 +362,28 @@ fn override_to_a_profile_sets_everything() {
 }
 
 #[test]
-fn override_written_through_the_api_applies_after_reload() {
-    use wardline_common::kb::{append_override, OverrideEntry};
+fn override_added_to_a_site_file_applies_after_reload() {
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("overrides.toml");
+    let site = || vec![dir.path().to_path_buf()];
+    let cabinet = facts("18:66:da:00:00:0b", &[(Field::DhcpVendorClass, "MSFT 5.0")]);
     fs::write(&file, "# site overrides\n").expect("write");
-    let kb0 = KnowledgeBase::load(&[dir.path().to_path_buf()]).expect("load");
-    let entry = OverrideEntry {
-        mac: "18:66:da:00:00:0b".into(),
-        class: Some("medication_cabinet".into()),
-        note: Some("Omnicell cabinet on a Dell PC".into()),
-        ..Default::default()
-    };
-    append_override(&kb0, &file, &entry).expect("append");
-    // A bad entry is refused and leaves the file untouched.
-    let before = fs::read_to_string(&file).expect("read");
-    let bad = OverrideEntry { mac: "18:66:da:00:00:0c".into(), class: Some("no_such_class".into()), ..Default::default() };
-    let err = append_override(&kb0, &file, &bad).expect_err("unknown class");
-    assert_eq!(err.key, "class", "{err}");
-    assert_eq!(fs::read_to_string(&file).expect("read"), before);
+    let before = KnowledgeBase::load(&site()).expect("load");
+    assert_ne!(classify(&before, &cabinet).class.value, "medication_cabinet");
 
-    let kb = KnowledgeBase::load(&[dir.path().to_path_buf()]).expect("reload");
-    let c = classify(&kb, &facts("18:66:da:00:00:0b", &[(Field::DhcpVendorClass, "MSFT 5.0")]));
+    // An entry naming an unknown class refuses the directory and points at the line.
+    fs::write(&file, "# site overrides\n\n[[override]]\nmac = \"18:66:da:00:00:0c\"\nclass = \"no_such_class\"\n").expect("write");
+    let err = KnowledgeBase::load(&site()).expect_err("unknown class");
+    assert_eq!((err.key.as_str(), err.line), ("class", 5), "{err}");
+
+    fs::write(
+        &file,
+        "# site overrides\n\n[[override]]\nmac = \"18:66:da:00:00:0b\"\nclass = \"medication_cabinet\"\nnote = \"Omnicell cabinet on a Dell PC\"\n",
+    )
+    .expect("write");
+    let kb = KnowledgeBase::load(&site()).expect("reload");
+    let c = classify(&kb, &cabinet);
     assert_eq!(c.class.value, "medication_cabinet");
     assert_eq!(c.category.value, Category::Medical);
-    assert!(c.overridden.as_deref().is_some_and(|o| o.contains("overrides.toml")));
+    assert!(c.overridden.as_deref().is_some_and(|o| o.contains("overrides.toml:4")), "{:?}", c.overridden);
 }

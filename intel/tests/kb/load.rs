@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use wardline_common::kb::{Category, Criticality, KnowledgeBase};
+use wardline_intel::{Category, Criticality, KnowledgeBase};
 
 fn site_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -14,7 +14,7 @@ fn site_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn load_err(text: &str) -> wardline_common::kb::KbError {
+fn load_err(text: &str) -> wardline_intel::KbError {
     let (_d, path) = site_dir(&[("site.toml", text)]);
     KnowledgeBase::load(&[path]).expect_err("the file is bad")
 }
