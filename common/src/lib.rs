@@ -5,11 +5,11 @@
 
 pub mod evidence;
 pub mod fault;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod net;
 pub mod tls_files;
 pub mod wire;
-#[cfg(feature = "logging")]
-pub mod logging;
 
 pub use evidence::{Evidence, Field, Proto};
 pub use net::MacAddr;

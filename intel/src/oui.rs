@@ -28,13 +28,21 @@ fn tables() -> &'static Tables {
 /// Parse the generated table. Lines that do not fit the format are skipped rather than
 /// panicking: the file is generated, and a damaged line must not take the sensor down.
 fn parse_table(text: &'static str) -> Tables {
-    let mut t = Tables { mal: Vec::new(), mam: Vec::new(), mas: Vec::new() };
+    let mut t = Tables {
+        mal: Vec::new(),
+        mam: Vec::new(),
+        mas: Vec::new(),
+    };
     for line in text.lines() {
         if line.starts_with('#') {
             continue;
         }
-        let Some((hex, org)) = line.split_once('\t') else { continue };
-        let Ok(prefix) = u64::from_str_radix(hex, 16) else { continue };
+        let Some((hex, org)) = line.split_once('\t') else {
+            continue;
+        };
+        let Ok(prefix) = u64::from_str_radix(hex, 16) else {
+            continue;
+        };
         match hex.len() {
             6 => t.mal.push((prefix, org)),
             7 => t.mam.push((prefix, org)),
@@ -50,7 +58,10 @@ fn parse_table(text: &'static str) -> Tables {
 }
 
 fn search(table: &[(u64, &'static str)], key: u64) -> Option<&'static str> {
-    table.binary_search_by_key(&key, |e| e.0).ok().map(|i| table[i].1)
+    table
+        .binary_search_by_key(&key, |e| e.0)
+        .ok()
+        .map(|i| table[i].1)
 }
 
 /// The IEEE organisation name registered for this MAC's block, or `None` for group
@@ -95,9 +106,18 @@ mod tests {
 
     #[test]
     fn known_blocks() {
-        assert_eq!(lookup(&mac("00:00:0c:12:34:56")), Some("Cisco Systems, Inc"));
-        assert_eq!(lookup(&mac("08:00:19:aa:bb:cc")), Some("GENERAL ELECTRIC CORPORATION"));
-        assert!(lookup(&mac("02:00:0c:12:34:56")).is_none(), "locally administered");
+        assert_eq!(
+            lookup(&mac("00:00:0c:12:34:56")),
+            Some("Cisco Systems, Inc")
+        );
+        assert_eq!(
+            lookup(&mac("08:00:19:aa:bb:cc")),
+            Some("GENERAL ELECTRIC CORPORATION")
+        );
+        assert!(
+            lookup(&mac("02:00:0c:12:34:56")).is_none(),
+            "locally administered"
+        );
         assert!(lookup(&mac("01:00:5e:00:00:01")).is_none(), "multicast");
     }
 }

@@ -2,7 +2,10 @@
 //! systems, and choosing the winners with hysteresis against the previous answer.
 
 use super::{Attribute, Because, Classification, DeviceFacts, HYSTERESIS_MARGIN};
-use crate::model::{Category, Criticality, KnowledgeBase, MatchKey, OsInfo, Profile, Rule, Vendor, UNKNOWN_IT_CLASS, UNKNOWN_MEDICAL_CLASS};
+use crate::model::{
+    Category, Criticality, KnowledgeBase, MatchKey, OsInfo, Profile, Rule, Vendor,
+    UNKNOWN_IT_CLASS, UNKNOWN_MEDICAL_CLASS,
+};
 use std::collections::BTreeMap;
 use wardline_common::Field;
 
@@ -18,7 +21,6 @@ const MIN_PROFILE_SCORE: f64 = 0.5;
 /// Weight of an IEEE EUI-64 device identifier's OUI (HL7 OBX-18/MSH-3) as vendor evidence:
 /// higher than a MAC's, because it names the device itself, not its network module.
 const DEVICE_ID_VENDOR_WEIGHT: f64 = 0.8;
-
 
 pub(super) type Item = (MatchKey, String);
 
@@ -36,8 +38,18 @@ pub(super) fn facts_to_items(kb: &KnowledgeBase, facts: &DeviceFacts) -> Vec<Ite
             }
         }
     }
-    items.extend(facts.listening.iter().map(|p| (MatchKey::Field(Field::ListeningPort), p.to_string())));
-    items.extend(facts.connects_to.iter().map(|p| (MatchKey::ConnectsTo, p.to_string())));
+    items.extend(
+        facts
+            .listening
+            .iter()
+            .map(|p| (MatchKey::Field(Field::ListeningPort), p.to_string())),
+    );
+    items.extend(
+        facts
+            .connects_to
+            .iter()
+            .map(|p| (MatchKey::ConnectsTo, p.to_string())),
+    );
     if let Some(v) = kb.vendor_for_mac(&facts.mac) {
         items.push((MatchKey::MacVendor, v.id.clone()));
     }
@@ -51,7 +63,11 @@ pub(super) fn facts_to_items(kb: &KnowledgeBase, facts: &DeviceFacts) -> Vec<Ite
 
 /// The OUI at the start of an IEEE EUI-64 identifier ("080019FFFEAABBCC^B40_GE").
 fn eui64_oui(v: &str) -> Option<[u8; 3]> {
-    let hex: String = v.chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-' || *c == ':').filter(|c| c.is_ascii_hexdigit()).collect();
+    let hex: String = v
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '-' || *c == ':')
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect();
     if hex.len() != 16 {
         return None;
     }
@@ -64,11 +80,19 @@ fn eui64_oui(v: &str) -> Option<[u8; 3]> {
 /// looked-up names is not walked once per rule.
 fn rule_match<'a>(rule: &Rule, items: &'a [Item]) -> Option<&'a Item> {
     let start = items.partition_point(|(k, _)| *k < rule.key);
-    items[start..].iter().take_while(|(k, _)| *k == rule.key).find(|(_, v)| rule.matcher.is_match(v))
+    items[start..]
+        .iter()
+        .take_while(|(k, _)| *k == rule.key)
+        .find(|(_, v)| rule.matcher.is_match(v))
 }
 
 fn because(rule: &Rule, item: &Item) -> Because {
-    Because { field: rule.key.name(), value: item.1.clone(), rule: rule.id.clone(), weight: rule.weight }
+    Because {
+        field: rule.key.name(),
+        value: item.1.clone(),
+        rule: rule.id.clone(),
+        weight: rule.weight,
+    }
 }
 
 fn noisy_or(ev: &[Because]) -> f64 {
@@ -107,7 +131,12 @@ struct Votes<'k> {
 /// The class picked for a device: id, confidence, evidence, and its best profile if any.
 type ClassPick<'a> = (String, f64, Vec<Because>, Option<&'a ProfileScore<'a>>);
 
-pub(super) fn score(kb: &KnowledgeBase, facts: &DeviceFacts, items: &[Item], prev: Option<&Classification>) -> Classification {
+pub(super) fn score(
+    kb: &KnowledgeBase,
+    facts: &DeviceFacts,
+    items: &[Item],
+    prev: Option<&Classification>,
+) -> Classification {
     let profiles = score_profiles(kb, items);
     let mut votes = generic_votes(kb, items);
     let classes = score_classes(kb, &profiles, &votes.class);
@@ -118,7 +147,8 @@ pub(super) fn score(kb: &KnowledgeBase, facts: &DeviceFacts, items: &[Item], pre
         .iter()
         .find(|(k, _)| *k == MatchKey::DeviceIdVendor)
         .and_then(|(_, id)| kb.vendor(id));
-    let medical_vendor = mac_vendor.is_some_and(|v| v.medical) || device_id_vendor.is_some_and(|v| v.medical);
+    let medical_vendor =
+        mac_vendor.is_some_and(|v| v.medical) || device_id_vendor.is_some_and(|v| v.medical);
 
     let (class_id, class_conf, class_ev, best_profile) = match chosen_class {
         Some(c) => (c.id.clone(), c.score, c.evidence.clone(), c.best_profile),
@@ -128,13 +158,20 @@ pub(super) fn score(kb: &KnowledgeBase, facts: &DeviceFacts, items: &[Item], pre
     // Keep the class evidence aligned with the profile actually chosen.
     let class_ev = match (chosen_profile, best_profile) {
         (Some(cp), Some(bp)) if cp.profile.id != bp.profile.id => {
-            let mut ev: Vec<Because> = class_ev.into_iter().filter(|b| !bp.evidence.contains(b)).collect();
+            let mut ev: Vec<Because> = class_ev
+                .into_iter()
+                .filter(|b| !bp.evidence.contains(b))
+                .collect();
             ev.extend(cp.evidence.iter().cloned());
             ev
         }
         _ => class_ev,
     };
-    let class_conf = if chosen_class.is_some() { noisy_or(&class_ev) } else { class_conf };
+    let class_conf = if chosen_class.is_some() {
+        noisy_or(&class_ev)
+    } else {
+        class_conf
+    };
     let class_def = kb.class(&class_id);
 
     let category_value = chosen_profile
@@ -155,21 +192,52 @@ pub(super) fn score(kb: &KnowledgeBase, facts: &DeviceFacts, items: &[Item], pre
         .and_then(|p| p.profile.clinical_function.clone())
         .or_else(|| class_def.and_then(|c| c.clinical_function.clone()));
 
-    let vendor = vendor_attribute(kb, facts, items, &mut votes.vendor, [mac_vendor, device_id_vendor], chosen_profile);
+    let vendor = vendor_attribute(
+        kb,
+        facts,
+        items,
+        &mut votes.vendor,
+        [mac_vendor, device_id_vendor],
+        chosen_profile,
+    );
     let (os, os_info) = os_attribute(kb, &mut votes.os, chosen_profile);
 
-    let profile_attr = chosen_profile.map(|p| Attribute { value: p.profile.id.clone(), confidence: p.score, evidence: p.evidence.clone() });
-    let model = chosen_profile.map(|p| Attribute { value: p.profile.model_family.clone(), confidence: p.score, evidence: p.evidence.clone() });
+    let profile_attr = chosen_profile.map(|p| Attribute {
+        value: p.profile.id.clone(),
+        confidence: p.score,
+        evidence: p.evidence.clone(),
+    });
+    let model = chosen_profile.map(|p| Attribute {
+        value: p.profile.model_family.clone(),
+        confidence: p.score,
+        evidence: p.evidence.clone(),
+    });
 
     Classification {
         mac: facts.mac,
         profile: profile_attr,
         vendor,
         model,
-        class: Attribute { value: class_id, confidence: class_conf, evidence: class_ev.clone() },
-        category: Attribute { value: category_value, confidence: round(category_conf), evidence: class_ev.clone() },
-        criticality: Attribute { value: criticality_value, confidence: class_conf, evidence: class_ev },
-        clinical_function: clinical.map(|f| Attribute { value: f, confidence: class_conf, evidence: Vec::new() }),
+        class: Attribute {
+            value: class_id,
+            confidence: class_conf,
+            evidence: class_ev.clone(),
+        },
+        category: Attribute {
+            value: category_value,
+            confidence: round(category_conf),
+            evidence: class_ev.clone(),
+        },
+        criticality: Attribute {
+            value: criticality_value,
+            confidence: class_conf,
+            evidence: class_ev,
+        },
+        clinical_function: clinical.map(|f| Attribute {
+            value: f,
+            confidence: class_conf,
+            evidence: Vec::new(),
+        }),
         os,
         os_info,
         medical_vendor,
@@ -181,9 +249,17 @@ pub(super) fn score(kb: &KnowledgeBase, facts: &DeviceFacts, items: &[Item], pre
 fn score_profiles<'k>(kb: &'k KnowledgeBase, items: &[Item]) -> Vec<ProfileScore<'k>> {
     let mut profiles: Vec<ProfileScore> = Vec::new();
     for p in kb.profiles.values() {
-        let ev: Vec<Because> = p.rules.iter().filter_map(|r| rule_match(r, items).map(|i| because(r, i))).collect();
+        let ev: Vec<Because> = p
+            .rules
+            .iter()
+            .filter_map(|r| rule_match(r, items).map(|i| because(r, i)))
+            .collect();
         if !ev.is_empty() {
-            profiles.push(ProfileScore { profile: p, score: noisy_or(&ev), evidence: ev });
+            profiles.push(ProfileScore {
+                profile: p,
+                score: noisy_or(&ev),
+                evidence: ev,
+            });
         }
     }
     profiles
@@ -193,7 +269,9 @@ fn score_profiles<'k>(kb: &'k KnowledgeBase, items: &[Item]) -> Vec<ProfileScore
 fn generic_votes<'k>(kb: &'k KnowledgeBase, items: &[Item]) -> Votes<'k> {
     let mut votes = Votes::default();
     for r in kb.rules.values() {
-        let Some(item) = rule_match(r, items) else { continue };
+        let Some(item) = rule_match(r, items) else {
+            continue;
+        };
         let b = because(r, item);
         if let Some(c) = &r.target.class {
             votes.class.entry(c.as_str()).or_default().push(b.clone());
@@ -222,28 +300,47 @@ fn score_classes<'a>(
     let mut classes: Vec<ClassScore> = Vec::new();
     for id in class_ids {
         let Some(class) = kb.class(id) else { continue };
-        let best_profile = best_of(profiles.iter().filter(|p| p.profile.class == id), |p| (p.score, p.profile.id.as_str()));
+        let best_profile = best_of(profiles.iter().filter(|p| p.profile.class == id), |p| {
+            (p.score, p.profile.id.as_str())
+        });
         let mut ev = class_votes.get(id).cloned().unwrap_or_default();
         if let Some(bp) = best_profile {
             ev.extend(bp.evidence.iter().cloned());
         }
-        classes.push(ClassScore { id: id.to_string(), score: noisy_or(&ev), evidence: ev, best_profile, category: class.category });
+        classes.push(ClassScore {
+            id: id.to_string(),
+            score: noisy_or(&ev),
+            evidence: ev,
+            best_profile,
+            category: class.category,
+        });
     }
     classes
 }
 
 fn eligible(c: &ClassScore) -> bool {
-    let min = if c.category == Category::Medical { MIN_MEDICAL_CLASS_SCORE } else { MIN_CLASS_SCORE };
+    let min = if c.category == Category::Medical {
+        MIN_MEDICAL_CLASS_SCORE
+    } else {
+        MIN_CLASS_SCORE
+    };
     c.score >= min
 }
 
 /// The best eligible class, unless the previous class is still eligible and within
 /// [`HYSTERESIS_MARGIN`] of it.
-fn choose_class<'c, 'a>(classes: &'c [ClassScore<'a>], prev: Option<&Classification>) -> Option<&'c ClassScore<'a>> {
-    let best = best_of(classes.iter().filter(|c| eligible(c)), |c| (c.score, c.id.as_str()));
+fn choose_class<'c, 'a>(
+    classes: &'c [ClassScore<'a>],
+    prev: Option<&Classification>,
+) -> Option<&'c ClassScore<'a>> {
+    let best = best_of(classes.iter().filter(|c| eligible(c)), |c| {
+        (c.score, c.id.as_str())
+    });
     match (best, prev) {
         (Some(best), Some(prev)) if best.id != prev.class.value => {
-            let keep = classes.iter().find(|c| c.id == prev.class.value && eligible(c));
+            let keep = classes
+                .iter()
+                .find(|c| c.id == prev.class.value && eligible(c));
             match keep {
                 Some(k) if best.score < k.score + HYSTERESIS_MARGIN => Some(k),
                 _ => Some(best),
@@ -255,16 +352,34 @@ fn choose_class<'c, 'a>(classes: &'c [ClassScore<'a>], prev: Option<&Classificat
 
 /// No class is eligible: a low-confidence fallback that never claims "medical" unless the
 /// manufacturer itself is a medical one.
-fn fallback_class<'a>(classes: &[ClassScore<'a>], mac_vendor: Option<&Vendor>, device_id_vendor: Option<&Vendor>) -> ClassPick<'a> {
+fn fallback_class<'a>(
+    classes: &[ClassScore<'a>],
+    mac_vendor: Option<&Vendor>,
+    device_id_vendor: Option<&Vendor>,
+) -> ClassPick<'a> {
     let weak = best_of(
-        classes.iter().filter(|c| c.category != Category::Medical && c.score >= MIN_FALLBACK_SCORE),
+        classes
+            .iter()
+            .filter(|c| c.category != Category::Medical && c.score >= MIN_FALLBACK_SCORE),
         |c| (c.score, c.id.as_str()),
     );
-    let medical = device_id_vendor.filter(|v| v.medical).or(mac_vendor.filter(|v| v.medical));
+    let medical = device_id_vendor
+        .filter(|v| v.medical)
+        .or(mac_vendor.filter(|v| v.medical));
     match (weak, medical) {
         (_, Some(v)) => {
-            let ev = vec![Because { field: "mac_vendor".into(), value: v.name.clone(), rule: format!("oui:{}", v.id), weight: v.oui_weight }];
-            (UNKNOWN_MEDICAL_CLASS.to_string(), round(v.oui_weight * 0.5), ev, None)
+            let ev = vec![Because {
+                field: "mac_vendor".into(),
+                value: v.name.clone(),
+                rule: format!("oui:{}", v.id),
+                weight: v.oui_weight,
+            }];
+            (
+                UNKNOWN_MEDICAL_CLASS.to_string(),
+                round(v.oui_weight * 0.5),
+                ev,
+                None,
+            )
         }
         (Some(w), None) => (w.id.clone(), w.score, w.evidence.clone(), None),
         (None, None) => (UNKNOWN_IT_CLASS.to_string(), 0.1, Vec::new(), None),
@@ -272,14 +387,24 @@ fn fallback_class<'a>(classes: &[ClassScore<'a>], mac_vendor: Option<&Vendor>, d
 }
 
 /// Profile within the class, with the same stickiness as the class.
-fn choose_profile<'p, 'a>(profiles: &'p [ProfileScore<'a>], class_id: &str, prev: Option<&Classification>) -> Option<&'p ProfileScore<'a>> {
-    let candidates = || profiles.iter().filter(|p| p.profile.class == class_id && p.score >= MIN_PROFILE_SCORE);
+fn choose_profile<'p, 'a>(
+    profiles: &'p [ProfileScore<'a>],
+    class_id: &str,
+    prev: Option<&Classification>,
+) -> Option<&'p ProfileScore<'a>> {
+    let candidates = || {
+        profiles
+            .iter()
+            .filter(|p| p.profile.class == class_id && p.score >= MIN_PROFILE_SCORE)
+    };
     let best = best_of(candidates(), |p| (p.score, p.profile.id.as_str()));
     match (best, prev.and_then(|p| p.profile.as_ref())) {
-        (Some(best), Some(pp)) if best.profile.id != pp.value => match candidates().find(|p| p.profile.id == pp.value) {
-            Some(k) if best.score < k.score + HYSTERESIS_MARGIN => Some(k),
-            _ => Some(best),
-        },
+        (Some(best), Some(pp)) if best.profile.id != pp.value => {
+            match candidates().find(|p| p.profile.id == pp.value) {
+                Some(k) if best.score < k.score + HYSTERESIS_MARGIN => Some(k),
+                _ => Some(best),
+            }
+        }
         (best, _) => best,
     }
 }
@@ -295,30 +420,63 @@ fn vendor_attribute(
     chosen_profile: Option<&ProfileScore>,
 ) -> Option<Attribute<String>> {
     if let Some(v) = mac_vendor {
-        let org = crate::oui::lookup(&facts.mac).unwrap_or(&v.name).to_string();
-        vendor_votes.entry(v.id.clone()).or_default().push(Because { field: "mac_vendor".into(), value: org, rule: format!("oui:{}", v.id), weight: v.oui_weight });
-    }
-    if let Some(v) = device_id_vendor {
-        let value = items.iter().find(|(k, _)| *k == MatchKey::Field(Field::Hl7DeviceId)).map(|i| i.1.clone()).unwrap_or_default();
-        vendor_votes.entry(v.id.clone()).or_default().push(Because { field: "hl7_device_id".into(), value, rule: format!("eui64:{}", v.id), weight: DEVICE_ID_VENDOR_WEIGHT });
-    }
-    if let Some(p) = chosen_profile {
-        vendor_votes.entry(p.profile.vendor.clone()).or_default().push(Because {
-            field: "profile".into(),
-            value: p.profile.id.clone(),
-            rule: p.profile.id.clone(),
-            weight: p.score,
+        let org = crate::oui::lookup(&facts.mac)
+            .unwrap_or(&v.name)
+            .to_string();
+        vendor_votes.entry(v.id.clone()).or_default().push(Because {
+            field: "mac_vendor".into(),
+            value: org,
+            rule: format!("oui:{}", v.id),
+            weight: v.oui_weight,
         });
     }
-    best_of(vendor_votes.iter().filter_map(|(id, ev)| kb.vendor(id).map(|v| (v, ev))), |(v, ev)| (noisy_or(ev), v.id.as_str()))
-        .map(|(v, ev)| Attribute { value: v.name.clone(), confidence: noisy_or(ev), evidence: ev.clone() })
-        .or_else(|| {
-            crate::oui::lookup(&facts.mac).map(|org| Attribute {
+    if let Some(v) = device_id_vendor {
+        let value = items
+            .iter()
+            .find(|(k, _)| *k == MatchKey::Field(Field::Hl7DeviceId))
+            .map(|i| i.1.clone())
+            .unwrap_or_default();
+        vendor_votes.entry(v.id.clone()).or_default().push(Because {
+            field: "hl7_device_id".into(),
+            value,
+            rule: format!("eui64:{}", v.id),
+            weight: DEVICE_ID_VENDOR_WEIGHT,
+        });
+    }
+    if let Some(p) = chosen_profile {
+        vendor_votes
+            .entry(p.profile.vendor.clone())
+            .or_default()
+            .push(Because {
+                field: "profile".into(),
+                value: p.profile.id.clone(),
+                rule: p.profile.id.clone(),
+                weight: p.score,
+            });
+    }
+    best_of(
+        vendor_votes
+            .iter()
+            .filter_map(|(id, ev)| kb.vendor(id).map(|v| (v, ev))),
+        |(v, ev)| (noisy_or(ev), v.id.as_str()),
+    )
+    .map(|(v, ev)| Attribute {
+        value: v.name.clone(),
+        confidence: noisy_or(ev),
+        evidence: ev.clone(),
+    })
+    .or_else(|| {
+        crate::oui::lookup(&facts.mac).map(|org| Attribute {
+            value: org.to_string(),
+            confidence: 0.5,
+            evidence: vec![Because {
+                field: "mac_org".into(),
                 value: org.to_string(),
-                confidence: 0.5,
-                evidence: vec![Because { field: "mac_org".into(), value: org.to_string(), rule: "ieee-oui".into(), weight: 0.5 }],
-            })
+                rule: "ieee-oui".into(),
+                weight: 0.5,
+            }],
         })
+    })
 }
 
 /// OS: generic OS rules, plus the profile's known platform.
@@ -337,9 +495,19 @@ fn os_attribute(
             });
         }
     }
-    let os = best_of(os_votes.iter().filter(|(id, _)| kb.os(id).is_some()), |(id, ev)| (noisy_or(ev), id.as_str()))
-        .map(|(id, ev)| Attribute { value: id.clone(), confidence: noisy_or(ev), evidence: ev.clone() });
-    let os_info = os.as_ref().and_then(|o| kb.os(&o.value)).map(|e| e.info.clone());
+    let os = best_of(
+        os_votes.iter().filter(|(id, _)| kb.os(id).is_some()),
+        |(id, ev)| (noisy_or(ev), id.as_str()),
+    )
+    .map(|(id, ev)| Attribute {
+        value: id.clone(),
+        confidence: noisy_or(ev),
+        evidence: ev.clone(),
+    });
+    let os_info = os
+        .as_ref()
+        .and_then(|o| kb.os(&o.value))
+        .map(|e| e.info.clone());
     (os, os_info)
 }
 
@@ -363,4 +531,3 @@ fn best_of<T, I: Iterator<Item = T>>(iter: I, key: impl Fn(&T) -> (f64, &str)) -
     }
     best
 }
-

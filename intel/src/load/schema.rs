@@ -37,7 +37,9 @@ pub(super) struct Pattern(pub(super) Regex);
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Regex::new(&s).map(Pattern).map_err(|e| de::Error::custom(format!("invalid regex: {e}")))
+        Regex::new(&s)
+            .map(Pattern)
+            .map_err(|e| de::Error::custom(format!("invalid regex: {e}")))
     }
 }
 
@@ -51,7 +53,9 @@ impl<'de> Deserialize<'de> for Weight {
         if w > 0.0 && w <= 1.0 {
             Ok(Weight(w))
         } else {
-            Err(de::Error::custom(format!("weight {w} is outside (0, 1]; 0.3 is weak evidence, 0.9 nearly proof")))
+            Err(de::Error::custom(format!(
+                "weight {w} is outside (0, 1]; 0.3 is weak evidence, 0.9 nearly proof"
+            )))
         }
     }
 }
