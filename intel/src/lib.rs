@@ -13,7 +13,7 @@
 //!   expected communications, operating systems, overrides. No file format, no I/O.
 //! - [`load`]: the TOML input structs and the loaders that turn the embedded defaults plus a
 //!   site's `--kb-dir` overlay into the model (merge by id, `[[remove]]`, reference checks).
-//! - [`classify`]: the explainable classifier ([`classify()`], [`classify_stable`]) over
+//! - [`classify`](mod@classify): the explainable classifier ([`classify()`], [`classify_stable`]) over
 //!   [`DeviceFacts`]; it reads the model, never the loaders.
 //! - [`flow_context`](mod@flow_context): labels a flow required, acceptable, risky or unknown
 //!   for the device's clinical function.
