@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Regenerate common/data/oui.tsv from Debian's ieee-data CSV files.
+"""Regenerate intel/data/oui.tsv from Debian's ieee-data CSV files.
 
 Output: one line per assignment, `<hex prefix>\t<organisation>`, sorted by prefix. The
 prefix has 6 hex digits for MA-L, 7 for MA-M and 9 for MA-S/IAB; the Rust side
-(common/src/oui.rs) tries the longest prefix first. Addresses are dropped to keep the
+(intel/src/oui.rs) tries the longest prefix first. Addresses are dropped to keep the
 embedded table small; "Private" assignments carry no vendor and are skipped.
 
 Usage: scripts/gen-oui.py [IEEE_DATA_DIR] [OUTPUT]
@@ -14,7 +14,7 @@ import sys
 
 SRC = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/ieee-data"
 OUT = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "common", "data", "oui.tsv")
+    os.path.dirname(os.path.abspath(__file__)), "..", "intel", "data", "oui.tsv")
 FILES = {"oui.csv": 6, "mam.csv": 7, "oui36.csv": 9, "iab.csv": 9}
 
 entries = {}

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use tracing::{info, warn};
 use wardline_common::fault::{crash_point, CrashPoint};
-use wardline_common::kb::KnowledgeBase;
+use wardline_intel::KnowledgeBase;
 use wardline_common::wire::BatchReply;
 use wardline_common::Batch;
 

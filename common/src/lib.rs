@@ -1,16 +1,15 @@
-//! Shared vocabulary of Wardline: what a sensor ships, how it is framed on the wire,
-//! and the knowledge used to name devices. No I/O runtime lives here, so both the lean
-//! sensor and the aggregator can depend on it.
+//! Shared vocabulary of Wardline: what a sensor ships (evidence, flows, device
+//! observations) and how it is framed on the wire. No I/O runtime lives here, so both the
+//! lean sensor and the aggregator can depend on it. The knowledge base and classifier that
+//! interpret the evidence are in `wardline-intel`.
 
 pub mod evidence;
 pub mod fault;
-pub mod kb;
-pub mod net;
-pub mod oui;
-pub mod tls_files;
-pub mod wire;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod net;
+pub mod tls_files;
+pub mod wire;
 
 pub use evidence::{Evidence, Field, Proto};
 pub use net::MacAddr;

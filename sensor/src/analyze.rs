@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use wardline_common::kb::{classify, DeviceFacts, KnowledgeBase};
+use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
 use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
 
 /// Files larger than this get a progress bar on stderr.
@@ -36,7 +36,7 @@ const DRAIN_PENDING_FLOWS: usize = 32_768;
 
 /// IEEE OUI vendor of a MAC, when the registry knows it.
 pub fn vendor_of(mac: &MacAddr) -> Option<&'static str> {
-    wardline_common::oui::lookup(mac)
+    wardline_intel::oui::lookup(mac)
 }
 
 #[derive(Default)]

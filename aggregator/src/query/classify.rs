@@ -3,7 +3,7 @@
 //! (decision 0011). No per-node memory of earlier answers takes part.
 
 use crate::state::DeviceRecord;
-use wardline_common::kb::{classify, Classification, DeviceFacts, KnowledgeBase};
+use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase};
 use wardline_common::Evidence;
 
 /// What the knowledge base makes of everything the cluster merged about one device.

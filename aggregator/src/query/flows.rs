@@ -9,7 +9,7 @@ use crate::state::DeviceRecord;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use wardline_common::kb::{flow_context, Classification, FlowSpec};
+use wardline_intel::{flow_context, Classification, FlowSpec};
 use wardline_common::{FlowRecord, MacAddr};
 
 /// Flows of one device returned when the request names no `limit`.

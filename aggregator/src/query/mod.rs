@@ -25,7 +25,7 @@ use views::{
     ClusterView, DeviceView, FlowsView, HealthView, InventoryView, MemberView,
     ReplicatedFlowTotals, SensorsView, TotalsView,
 };
-use wardline_common::kb::KnowledgeBase;
+use wardline_intel::KnowledgeBase;
 use wardline_common::MacAddr;
 
 pub use flows::{DEFAULT_DEVICE_FLOWS_LIMIT, MAX_DEVICE_FLOWS_LIMIT};

@@ -7,7 +7,7 @@ use crate::state::{DeviceRecord, SensorRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use wardline_common::kb::{Classification, FlowContext};
+use wardline_intel::{Classification, FlowContext};
 use wardline_common::Field;
 
 /// `GET /healthz`.
@@ -61,7 +61,7 @@ impl DeviceView {
         DeviceView {
             classification,
             mac: record.mac.to_string(),
-            vendor: wardline_common::oui::lookup(&record.mac).map(str::to_string),
+            vendor: wardline_intel::oui::lookup(&record.mac).map(str::to_string),
             hostname: record.hostname().map(str::to_string),
             ips: record.ips.keys().copied().collect(),
             vlans: record.vlans.iter().copied().collect(),

@@ -15,7 +15,7 @@ use wardline_aggregator::query::classify::facts_of;
 use wardline_aggregator::sink::embedded::EmbeddedSink;
 use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
-use wardline_common::kb::{classify_stable, Classification, KnowledgeBase};
+use wardline_intel::{classify_stable, Classification, KnowledgeBase};
 use wardline_common::{
     Batch, DeviceObservation, Event, Evidence, Field, FlowRecord, MacAddr, Proto,
 };

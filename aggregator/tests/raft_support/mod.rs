@@ -11,7 +11,7 @@ use wardline_aggregator::query::QueryService;
 use wardline_aggregator::raft::{network, RaftConfig, RaftNode};
 use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
-use wardline_common::kb::KnowledgeBase;
+use wardline_intel::KnowledgeBase;
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto, SensorStats};
 
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use wardline_common::kb::{classify, Classification, DeviceFacts, KnowledgeBase, PortRef, Transport};
+use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase, PortRef, Transport};
 use wardline_common::{Event, Evidence, MacAddr, Proto};
 use wardline_sensor::capture::file::FileReader;
 use wardline_sensor::generate::{generate, GenerateOptions, GroundTruth, Scenario};

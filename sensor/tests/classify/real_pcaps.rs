@@ -4,7 +4,7 @@
 //! WARDLINE_PCAPS.
 
 use std::collections::BTreeMap;
-use wardline_common::kb::{classify, DeviceFacts, KnowledgeBase};
+use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
 use wardline_common::{Event, MacAddr};
 use wardline_sensor::capture::file::FileReader;
 use wardline_sensor::pipeline::{Pipeline, PipelineConfig};
@@ -69,7 +69,7 @@ fn real_captures_every_device_classified_and_it_never_medical() {
             *classes.entry(c.class.value.clone()).or_default() += 1;
             assert!(!c.class.value.is_empty() && kb.class(&c.class.value).is_some(), "{rel} {}: no class", f.mac);
             let explained = !c.class.evidence.is_empty() || c.vendor.as_ref().is_some_and(|v| !v.evidence.is_empty());
-            if !f.evidence.is_empty() || wardline_common::oui::lookup(&f.mac).is_some() {
+            if !f.evidence.is_empty() || wardline_intel::oui::lookup(&f.mac).is_some() {
                 assert!(explained || c.class.value == "unknown_it", "{rel} {}: evidence but no explanation\n{}", f.mac, c.explain());
             }
             with_evidence += explained as usize;

@@ -34,16 +34,8 @@ impl OsInfo {
     /// Whether support has ended on `today` (YYYY-MM-DD). ISO dates compare as strings,
     /// which keeps this free of a calendar dependency.
     pub fn unsupported_on(&self, today: &str) -> bool {
-        self.end_of_support.as_deref().is_some_and(|eos| eos < today)
+        self.end_of_support
+            .as_deref()
+            .is_some_and(|eos| eos < today)
     }
-}
-
-/// A plausible calendar date written YYYY-MM-DD.
-pub(crate) fn is_iso_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return false;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u32>().ok());
-    matches!((num(0..4), num(5..7), num(8..10)), (Some(y), Some(m), Some(d)) if y >= 1970 && (1..=12).contains(&m) && (1..=31).contains(&d))
 }

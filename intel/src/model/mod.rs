@@ -1,27 +1,30 @@
-//! The medical device knowledge base and its explainable classifier.
+//! The knowledge base's domain model: what Wardline knows about vendors, device classes,
+//! operating systems, product profiles, matching rules, expected communications and operator
+//! overrides, after loading and merging ([`crate::load`] builds it from TOML files).
 //!
-//! Knowledge lives in human-readable TOML files (`common/kb/*.toml`, embedded at build time)
-//! that a site extends or overrides with its own files at start-up, without rebuilding:
-//! vendors (IEEE OUI blocks, medical manufacturers marked), device classes, operating
-//! systems with end-of-support dates, device profiles with their matching rules and
-//! expected communications, generic rules, and operator overrides keyed by MAC.
-//! See docs/knowledge-base.md for the formats and a worked example.
-//!
-//! Both the sensor (locally) and the aggregator (after merging inventories) run the same
-//! [`classify`] over the same [`crate::Evidence`] vocabulary, so they agree.
+//! Nothing here reads files or knows the TOML layout, so the classifier, the flow context and
+//! the risk and policy models to come depend on this module alone.
 
-mod classifier;
-mod flow_context;
-mod loader;
+mod comms;
+mod entries;
+mod knowledge_base;
 mod os;
+mod rules;
 
-pub use classifier::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
-pub use flow_context::{flow_context, FlowContext, FlowSpec};
-pub use loader::{append_override, KbError, KnowledgeBase, OverrideEntry};
+pub use comms::{Comm, PeerRole};
+pub use entries::{Class, Loc, Override, Profile, Vendor};
+pub use knowledge_base::KnowledgeBase;
 pub use os::{OsEntry, OsInfo};
+pub use rules::{MatchKey, Matcher, Rule, RuleTarget};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// Fallback class of a device nothing identifies; every knowledge base must define it.
+pub const UNKNOWN_IT_CLASS: &str = "unknown_it";
+/// Fallback class of a device from a medical manufacturer that no profile matches; every
+/// knowledge base must define it.
+pub const UNKNOWN_MEDICAL_CLASS: &str = "unknown_medical";
 
 /// Broad kind of a device; drives default segmentation zones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,7 +97,7 @@ impl Transport {
             Transport::Any => "any",
         }
     }
-    fn matches(&self, other: Transport) -> bool {
+    pub(crate) fn matches(&self, other: Transport) -> bool {
         *self == Transport::Any || other == Transport::Any || *self == other
     }
 }
@@ -112,14 +115,14 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn reversed(self) -> Direction {
+    pub(crate) fn reversed(self) -> Direction {
         match self {
             Direction::Outbound => Direction::Inbound,
             Direction::Inbound => Direction::Outbound,
             Direction::Any => Direction::Any,
         }
     }
-    fn matches(&self, other: Direction) -> bool {
+    pub(crate) fn matches(&self, other: Direction) -> bool {
         *self == Direction::Any || other == Direction::Any || *self == other
     }
 }

@@ -6,13 +6,11 @@
 //! are consulted from the other side (a PACS that expects stores from modalities makes a
 //! CT's store to it required even if the CT profile forgot to say so).
 
-use super::classifier::Classification;
-use super::loader::{Comm, KnowledgeBase, PeerRole};
-use super::{Direction, FlowTag, Transport};
-use crate::net::MacAddr;
-use crate::wire::FlowRecord;
+use crate::classify::Classification;
+use crate::model::{Comm, Direction, FlowTag, KnowledgeBase, PeerRole, Transport};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use wardline_common::{FlowRecord, MacAddr};
 
 /// The parts of a flow that matter for its clinical context, seen from one device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +44,12 @@ impl FlowSpec {
         } else {
             return None;
         };
-        Some(FlowSpec { transport, port: server_port, direction, peer_external: is_external(&peer_ip) })
+        Some(FlowSpec {
+            transport,
+            port: server_port,
+            direction,
+            peer_external: is_external(&peer_ip),
+        })
     }
 }
 
@@ -56,7 +59,13 @@ pub fn is_external(ip: &IpAddr) -> bool {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             let cgnat = o[0] == 100 && (64..128).contains(&o[1]);
-            !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified() || cgnat)
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || cgnat)
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -102,7 +111,10 @@ fn decided(level: &str, comm: &Comm, from_peer: bool) -> FlowContext {
     let side = if from_peer { "peer's " } else { "" };
     FlowContext {
         tag: comm.tag,
-        reason: format!("{}: {} ({side}{level} expectation {} at {})", comm.tag, comm.reason, comm.id, comm.origin),
+        reason: format!(
+            "{}: {} ({side}{level} expectation {} at {})",
+            comm.tag, comm.reason, comm.id, comm.origin
+        ),
         comm: Some(comm.id.clone()),
         source: comm.source.clone(),
     }
@@ -110,24 +122,44 @@ fn decided(level: &str, comm: &Comm, from_peer: bool) -> FlowContext {
 
 /// Label one flow of `device` with `peer` (the classification of the other end, if it is
 /// a known device).
-pub fn flow_context(kb: &KnowledgeBase, device: &Classification, peer: Option<&Classification>, flow: &FlowSpec) -> FlowContext {
+pub fn flow_context(
+    kb: &KnowledgeBase,
+    device: &Classification,
+    peer: Option<&Classification>,
+    flow: &FlowSpec,
+) -> FlowContext {
     let fits = |c: &Comm, direction: Direction| {
-        c.transport.matches(flow.transport) && c.matches_port(flow.port) && c.direction.matches(direction)
+        c.transport.matches(flow.transport)
+            && c.matches_port(flow.port)
+            && c.direction.matches(direction)
     };
     let mut near_miss: Option<String> = None;
     let mut lists = comm_lists(kb, device);
     lists.push(("global", &kb.comms));
     for (level, comms) in &lists {
         for c in comms.iter().filter(|c| fits(c, flow.direction)) {
-            if c.peers.iter().any(|r| peer_matches(r, peer, flow.peer_external)) {
+            if c.peers
+                .iter()
+                .any(|r| peer_matches(r, peer, flow.peer_external))
+            {
                 return decided(level, c, false);
             }
             if near_miss.is_none() {
                 let roles: Vec<String> = c.peers.iter().map(|r| r.to_string()).collect();
                 let actual = peer.map(|p| p.class.value.clone()).unwrap_or_else(|| {
-                    if flow.peer_external { "an external address".into() } else { "an unclassified peer".into() }
+                    if flow.peer_external {
+                        "an external address".into()
+                    } else {
+                        "an unclassified peer".into()
+                    }
                 });
-                near_miss = Some(format!("{} on {}/{} is expected with {} but the peer is {actual}", c.id, flow.transport.as_str(), flow.port, roles.join(" or ")));
+                near_miss = Some(format!(
+                    "{} on {}/{} is expected with {} but the peer is {actual}",
+                    c.id,
+                    flow.transport.as_str(),
+                    flow.port,
+                    roles.join(" or ")
+                ));
             }
         }
     }
@@ -155,5 +187,10 @@ pub fn flow_context(kb: &KnowledgeBase, device: &Classification, peer: Option<&C
             flow.port
         ),
     };
-    FlowContext { tag: FlowTag::Unknown, reason, comm: None, source: None }
+    FlowContext {
+        tag: FlowTag::Unknown,
+        reason,
+        comm: None,
+        source: None,
+    }
 }

@@ -1,0 +1,44 @@
+//! What Wardline knows about medical devices and what it concludes from evidence.
+//!
+//! Knowledge lives in human-readable TOML files (`intel/kb/*.toml`, embedded at build time)
+//! that a site extends or overrides with its own files at start-up, without rebuilding:
+//! vendors (IEEE OUI blocks, medical manufacturers marked), device classes, operating
+//! systems with end-of-support dates, device profiles with their matching rules and
+//! expected communications, generic rules, and operator overrides keyed by MAC.
+//! See docs/knowledge-base.md for the formats and a worked example.
+//!
+//! Modules, each depending only on those listed before it:
+//! - [`oui`]: the IEEE MAC block registry (who a MAC address was assigned to).
+//! - [`model`]: the domain types — [`KnowledgeBase`], vendors, classes, profiles, rules,
+//!   expected communications, operating systems, overrides. No file format, no I/O.
+//! - [`load`]: the TOML input structs and the loaders that turn the embedded defaults plus a
+//!   site's `--kb-dir` overlay into the model (merge by id, `[[remove]]`, reference checks).
+//! - [`classify`](mod@classify): the explainable classifier ([`classify()`], [`classify_stable`]) over
+//!   [`DeviceFacts`]; it reads the model, never the loaders.
+//! - [`flow_context`](mod@flow_context): labels a flow required, acceptable, risky or unknown
+//!   for the device's clinical function.
+//!
+//! Later capabilities join as modules of this crate on top of `model` and `classify`: the
+//! risk model (`risk`: unsupported operating systems, risky flows and exposure combined into
+//! a per-device score) and the segmentation policy model and its evaluator (`policy`: zones
+//! derived from categories and expected communications, checked against observed flows).
+//! Exporters that render policies for firewalls and NAC systems belong to the aggregator,
+//! which owns the I/O.
+//!
+//! Both the sensor (locally) and the aggregator (after merging inventories) run the same
+//! [`classify()`] over the same [`wardline_common::Evidence`] vocabulary, so they agree.
+
+pub mod classify;
+pub mod flow_context;
+pub mod load;
+pub mod model;
+pub mod oui;
+
+pub use classify::{
+    classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef,
+};
+pub use flow_context::{flow_context, FlowContext, FlowSpec};
+pub use load::KbError;
+pub use model::{
+    Category, Criticality, Direction, FlowTag, KnowledgeBase, OsEntry, OsInfo, Transport,
+};
