@@ -22,8 +22,8 @@
 //! risk model (`risk`: unsupported operating systems, risky flows and exposure combined into
 //! a per-device score) and the segmentation policy model and its evaluator (`policy`: zones
 //! derived from categories and expected communications, checked against observed flows).
-//! Exporters that render policies for firewalls and NAC systems belong to the aggregator,
-//! which owns the I/O.
+//! Exporters that render a compiled policy for firewalls and NAC systems get their own crate
+//! (`export/`, decision 0012); the aggregator serves and pushes what they render.
 //!
 //! Both the sensor (locally) and the aggregator (after merging inventories) run the same
 //! [`classify()`] over the same [`wardline_common::Evidence`] vocabulary, so they agree.
