@@ -13,7 +13,8 @@ use std::net::Ipv4Addr;
 use wardline_common::Field;
 
 /// A line-oriented vendor protocol exchange (badge events, nurse calls, tag reports).
-pub(super) struct AsciiExchange {
+#[derive(Clone, Copy)]
+pub(crate) struct AsciiExchange {
     pub port: u16,
     /// Application label of the flow in the ground truth.
     pub app: &'static str,
@@ -32,21 +33,12 @@ fn schedule_ascii<W: Write>(
     out: &mut Vec<(u64, Activity)>,
 ) {
     if let Some(server) = w.role(w.devices[client].site, role) {
-        let AsciiExchange {
-            port,
-            app,
-            kind,
-            udp,
-        } = exchange;
         out.push((
             at,
             Activity::Ascii {
                 client,
                 server,
-                port,
-                app,
-                kind,
-                udp,
+                exchange,
             },
         ));
     }

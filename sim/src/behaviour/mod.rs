@@ -116,10 +116,7 @@ pub(crate) enum Activity {
     Ascii {
         client: usize,
         server: usize,
-        port: u16,
-        app: &'static str,
-        kind: &'static str,
-        udp: bool,
+        exchange: facilities::AsciiExchange,
     },
     Tls {
         client: usize,
@@ -251,26 +248,15 @@ fn step<W: Write>(w: &mut World<W>, activity: &mut Activity) -> NextRun {
         Activity::Ascii {
             client,
             server,
-            port,
-            app,
-            kind,
-            udp,
-        } => {
-            let exchange = facilities::AsciiExchange {
-                port: *port,
-                app: *app,
-                kind: *kind,
-                udp: *udp,
-            };
-            facilities::ascii_event(w, *client, *server, exchange)
-        }
+            exchange,
+        } => facilities::ascii_event(w, *client, *server, *exchange),
         Activity::Tls {
             client,
             server,
             ext_ip,
             sni,
             profile,
-        } => network::tls(w, *client, *server, *ext_ip, *sni, profile),
+        } => network::tls(w, *client, *server, *ext_ip, sni, profile),
         Activity::Rdp { client, server } => office::rdp(w, *client, *server),
         Activity::Ntp { client, server } => network::ntp(w, *client, *server),
         Activity::Syslog { dev, server } => network::syslog(w, *dev, *server),

@@ -12,12 +12,14 @@ fn sim() -> Command {
 fn binary_writes_the_capture_and_truth_the_library_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let by_cli = dir.path().join("cli.pcap");
-    let status = sim()
+    let run = sim()
         .args(["--scenario", "ward", "--seed", "3", "--scale", "2", "--out"])
         .arg(&by_cli)
-        .status()
+        .output()
         .expect("run wardline-sim");
-    assert!(status.success(), "wardline-sim failed: {status}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "wardline-sim failed: {stderr}");
+    assert!(stderr.starts_with("wrote "), "stderr: {stderr}");
 
     let by_lib = dir.path().join("lib.pcap");
     let mut opts = GenerateOptions::new(Scenario::Ward);
