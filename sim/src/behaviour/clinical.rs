@@ -3,7 +3,7 @@
 //! ventilators, anaesthesia machines, defibrillators, lab analyzers, the EHR's ADT feed and
 //! medication cabinets.
 
-use super::{Activity, BootTime, Hl7Kind, NextRun, SEC};
+use super::{Activity, DeviceSchedule, Hl7Kind, NextRun, TlsPeer, SEC};
 use crate::protocols::{hl7, tls, vendor};
 use crate::topology::eui64;
 use crate::wire::{tcp_transaction, TcpConn};
@@ -13,173 +13,125 @@ use std::net::Ipv4Addr;
 use wardline_common::Field;
 
 /// Activities of the clinical device kinds; other kinds are left alone.
-pub(super) fn schedule<W: Write>(
-    w: &World<W>,
-    dev: usize,
-    boot: BootTime,
-    out: &mut Vec<(u64, Activity)>,
-) {
-    let d = &w.devices[dev];
-    let s = d.site;
-    let role = |r: &str| w.role(s, r);
-    let later = |secs: u64| boot.plus(secs);
-    match d.profile.key {
+pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let dev = plan.dev;
+    let key = plan.device().profile.key;
+    match key {
         "alaris_pcu" => {
-            if let Some(server) = role("pump_server") {
-                out.push((
-                    later(5),
-                    Activity::AlarisCheckin {
-                        pump: dev,
-                        server,
-                        seq: 0,
-                    },
-                ));
+            if let Some(server) = plan.role("pump_server") {
+                let checkin = Activity::AlarisCheckin {
+                    pump: dev,
+                    server,
+                    seq: 0,
+                };
+                plan.after_boot(5, checkin);
             }
         }
-        "philips_intellivue" => schedule_monitor(w, dev, boot, out),
-        "icu_pca" => {
-            // Hospira MedNet runs on the pump server role here; a biomed telnet session is the
-            // documented risky exposure (ICSA-15-125-01B).
-            if let Some(server) = role("pump_server") {
-                out.push((
-                    later(10),
-                    Activity::Tls {
-                        client: dev,
-                        server: Some(server),
-                        ext_ip: Ipv4Addr::UNSPECIFIED,
-                        sni: "mednet.hosp.local",
-                        profile: tls::EMBEDDED_OPENSSL,
-                    },
-                ));
-            }
-            if let Some(ws) = w
-                .devices
-                .iter()
-                .position(|o| o.site == s && o.profile.key == "win7_workstation")
-            {
-                out.push((
-                    later(90),
-                    Activity::Telnet {
-                        client: ws,
-                        server: dev,
-                    },
-                ));
-            }
-        }
+        "philips_intellivue" => schedule_monitor(plan),
+        "icu_pca" => schedule_pca_pump(plan),
         "mindray_telemetry" | "drager_ventilator" | "ge_anesthesia" => {
-            if let Some(gw) = role("hl7_engine") {
-                out.push((
-                    later(20),
-                    Activity::Hl7Oru {
-                        sender: dev,
-                        receiver: gw,
-                        kind: Hl7Kind::MonitorVitals,
-                    },
-                ));
+            if let Some(engine) = plan.role("hl7_engine") {
+                plan.after_boot(20, hl7(dev, engine, Hl7Kind::MonitorVitals));
             }
-            if d.profile.key == "ge_anesthesia" {
-                if let Some(ntp) = role("dc") {
-                    out.push((
-                        later(3),
+            if key == "ge_anesthesia" {
+                if let Some(dc) = plan.role("dc") {
+                    plan.after_boot(
+                        3,
                         Activity::Ntp {
                             client: dev,
-                            server: ntp,
+                            server: dc,
                         },
-                    ));
+                    );
                 }
             }
         }
         "zoll_defib" => {
-            out.push((
-                later(60),
-                Activity::Tls {
-                    client: dev,
-                    server: None,
-                    ext_ip: Ipv4Addr::new(52, 45, 120, 17),
-                    sni: "casereview.zollonline.com",
-                    profile: tls::EMBEDDED_OPENSSL,
-                },
-            ));
+            let case_upload = Activity::Tls {
+                client: dev,
+                peer: TlsPeer::Internet(Ipv4Addr::new(52, 45, 120, 17)),
+                sni: "casereview.zollonline.com",
+                profile: tls::EMBEDDED_OPENSSL,
+            };
+            plan.after_boot(60, case_upload);
         }
         "sysmex_analyzer" | "roche_analyzer" | "abbott_blood_gas" => {
-            if let Some(lis) = role("lis") {
-                out.push((
-                    later(15),
-                    Activity::Hl7Oru {
-                        sender: dev,
-                        receiver: lis,
-                        kind: Hl7Kind::LabResult,
-                    },
-                ));
+            if let Some(lis) = plan.role("lis") {
+                plan.after_boot(15, hl7(dev, lis, Hl7Kind::LabResult));
             }
         }
         "dell_ehr" => {
-            if let Some(engine) = role("hl7_engine") {
-                out.push((
-                    later(30),
-                    Activity::Hl7Oru {
-                        sender: dev,
-                        receiver: engine,
-                        kind: Hl7Kind::Adt,
-                    },
-                ));
+            if let Some(engine) = plan.role("hl7_engine") {
+                plan.after_boot(30, hl7(dev, engine, Hl7Kind::Adt));
             }
         }
         "bd_pyxis" => {
-            if let Some(server) = role("pyxis_server") {
-                out.push((
-                    later(20),
-                    Activity::Tls {
-                        client: dev,
-                        server: Some(server),
-                        ext_ip: Ipv4Addr::UNSPECIFIED,
-                        sni: "pyxis-es.hosp.local",
-                        profile: tls::MODERN_BROWSER,
-                    },
-                ));
+            if let Some(server) = plan.role("pyxis_server") {
+                let sync = Activity::Tls {
+                    client: dev,
+                    peer: TlsPeer::Device(server),
+                    sni: "pyxis-es.hosp.local",
+                    profile: tls::MODERN_BROWSER,
+                };
+                plan.after_boot(20, sync);
             }
         }
         _ => {}
     }
 }
 
+fn hl7(sender: usize, receiver: usize, kind: Hl7Kind) -> Activity {
+    Activity::Hl7Oru {
+        sender,
+        receiver,
+        kind,
+    }
+}
+
 /// A bedside monitor: polled by its central station, which also forwards its vitals.
-fn schedule_monitor<W: Write>(
-    w: &World<W>,
-    dev: usize,
-    boot: BootTime,
-    out: &mut Vec<(u64, Activity)>,
-) {
-    let s = w.devices[dev].site;
-    let Some(central) = w.role(s, "central_station") else {
+fn schedule_monitor<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let monitor = plan.dev;
+    let Some(central) = plan.role("central_station") else {
         return;
     };
-    out.push((
-        boot.plus(8),
-        Activity::IntellivuePoll {
-            central,
-            monitor: dev,
-            poll: 0,
-            associated: false,
-        },
-    ));
-    out.push((
-        boot.plus(20),
-        Activity::Hl7Oru {
-            sender: dev,
-            receiver: central,
-            kind: Hl7Kind::MonitorVitals,
-        },
-    ));
-    if let Some(engine) = w.role(s, "hl7_engine") {
-        out.push((
-            boot.plus(25),
-            Activity::Hl7Oru {
-                sender: central,
-                receiver: engine,
-                kind: Hl7Kind::Gateway { monitor: dev },
-            },
-        ));
+    let poll = Activity::IntellivuePoll {
+        central,
+        monitor,
+        poll: 0,
+        associated: false,
+    };
+    plan.after_boot(8, poll);
+    plan.after_boot(20, hl7(monitor, central, Hl7Kind::MonitorVitals));
+    if let Some(engine) = plan.role("hl7_engine") {
+        plan.after_boot(25, hl7(central, engine, Hl7Kind::Gateway { monitor }));
+    }
+}
+
+/// A PCA pump: Hospira MedNet (on the pump server role here) over TLS, and a biomed telnet
+/// session from the site's first Windows 7 workstation, the documented risky exposure
+/// (ICSA-15-125-01B).
+fn schedule_pca_pump<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let dev = plan.dev;
+    if let Some(server) = plan.role("pump_server") {
+        let mednet = Activity::Tls {
+            client: dev,
+            peer: TlsPeer::Device(server),
+            sni: "mednet.hosp.local",
+            profile: tls::EMBEDDED_OPENSSL,
+        };
+        plan.after_boot(10, mednet);
+    }
+    let site = plan.device().site;
+    let biomed_ws = plan
+        .world
+        .devices
+        .iter()
+        .position(|o| o.site == site && o.profile.key == "win7_workstation");
+    if let Some(ws) = biomed_ws {
+        let telnet = Activity::Telnet {
+            client: ws,
+            server: dev,
+        };
+        plan.after_boot(90, telnet);
     }
 }
 

@@ -2,7 +2,7 @@
 //! building automation (BACnet), door badge readers, nurse call, location tracking and
 //! cameras streaming to the video recorder (RTSP).
 
-use super::{Activity, BootTime, NextRun, DOMAIN, SEC};
+use super::{Activity, DeviceSchedule, NextRun, DOMAIN, SEC};
 use crate::protocols::{bacnet, vendor};
 use crate::wire::frames::L2;
 use crate::wire::{tcp_transaction, TcpConn};
@@ -23,118 +23,98 @@ pub(crate) struct AsciiExchange {
     pub udp: bool,
 }
 
-/// An `Activity::Ascii` from `client` to the site's `role` server, if the site has one.
+/// An `Activity::Ascii` to the site's `role` server, if the site has one, `secs` after boot.
 fn schedule_ascii<W: Write>(
-    w: &World<W>,
-    client: usize,
+    plan: &mut DeviceSchedule<W>,
     role: &str,
-    at: u64,
+    secs: u64,
     exchange: AsciiExchange,
-    out: &mut Vec<(u64, Activity)>,
 ) {
-    if let Some(server) = w.role(w.devices[client].site, role) {
-        out.push((
-            at,
-            Activity::Ascii {
-                client,
-                server,
-                exchange,
-            },
-        ));
+    if let Some(server) = plan.role(role) {
+        let client = plan.dev;
+        let event = Activity::Ascii {
+            client,
+            server,
+            exchange,
+        };
+        plan.after_boot(secs, event);
     }
 }
 
 /// Activities of phones, badges, building and security devices; other kinds are left alone.
-pub(super) fn schedule<W: Write>(
-    w: &World<W>,
-    dev: usize,
-    boot: BootTime,
-    out: &mut Vec<(u64, Activity)>,
-) {
-    let d = &w.devices[dev];
-    let s = d.site;
-    let role = |r: &str| w.role(s, r);
-    let later = |secs: u64| boot.plus(secs);
+pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let dev = plan.dev;
     let ascii = |port, app, kind, udp| AsciiExchange {
         port,
         app,
         kind,
         udp,
     };
-    match d.profile.key {
-        "yealink_phone" => schedule_phone(w, dev, boot, out),
+    match plan.device().profile.key {
+        "yealink_phone" => schedule_phone(plan),
         "vocera_badge" => {
             let e = ascii(5002, "vocera", "VOCERA_KEEPALIVE", true);
-            schedule_ascii(w, dev, "call_manager", later(5), e, out);
+            schedule_ascii(plan, "call_manager", 5, e);
         }
         "jci_hvac" => {
-            if let Some(bms) = role("bms") {
-                out.push((
-                    later(5),
-                    Activity::Bacnet {
-                        bms,
-                        controller: dev,
-                        invoke: 0,
-                    },
-                ));
+            if let Some(bms) = plan.role("bms") {
+                let poll = Activity::Bacnet {
+                    bms,
+                    controller: dev,
+                    invoke: 0,
+                };
+                plan.after_boot(5, poll);
             }
         }
         "stanley_badge" => {
             let e = ascii(3001, "access_control", "BADGE", false);
-            schedule_ascii(w, dev, "access_server", later(7), e, out);
+            schedule_ascii(plan, "access_server", 7, e);
         }
         "axis_camera" => {
-            if let Some(nvr) = role("nvr") {
-                out.push((
-                    later(6),
-                    Activity::Rtsp {
-                        nvr,
-                        camera: dev,
-                        seq: 0,
-                    },
-                ));
+            if let Some(nvr) = plan.role("nvr") {
+                let stream = Activity::Rtsp {
+                    nvr,
+                    camera: dev,
+                    seq: 0,
+                };
+                plan.after_boot(6, stream);
             }
         }
         "rauland_nurse_call" => {
             let e = ascii(5001, "nurse_call", "NURSECALL", false);
-            schedule_ascii(w, dev, "hl7_engine", later(25), e, out);
+            schedule_ascii(plan, "hl7_engine", 25, e);
         }
         "aeroscout_rtls" => {
             let e = ascii(1144, "rtls", "TAGREPORT", true);
-            schedule_ascii(w, dev, "access_server", later(2), e, out);
+            schedule_ascii(plan, "access_server", 2, e);
         }
         _ => {}
     }
 }
 
 /// A phone registers with the call manager; every other phone of the site calls the next.
-fn schedule_phone<W: Write>(
-    w: &World<W>,
-    dev: usize,
-    boot: BootTime,
-    out: &mut Vec<(u64, Activity)>,
-) {
-    let s = w.devices[dev].site;
-    let Some(pbx) = w.role(s, "call_manager") else {
+fn schedule_phone<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let dev = plan.dev;
+    let Some(pbx) = plan.role("call_manager") else {
         return;
     };
-    out.push((boot.plus(3), Activity::Sip { phone: dev, pbx }));
-    let phones: Vec<usize> = w
+    plan.after_boot(3, Activity::Sip { phone: dev, pbx });
+    let site = plan.device().site;
+    let phones: Vec<usize> = plan
+        .world
         .devices
         .iter()
         .enumerate()
-        .filter(|(_, o)| o.site == s && o.profile.key == "yealink_phone")
+        .filter(|(_, o)| o.site == site && o.profile.key == "yealink_phone")
         .map(|(i, _)| i)
         .collect();
     if let Some(pos) = phones.iter().position(|&p| p == dev) {
         if pos % 2 == 0 && pos + 1 < phones.len() {
-            out.push((
-                boot.plus(30),
-                Activity::RtpCall {
-                    a: dev,
-                    b: phones[pos + 1],
-                },
-            ));
+            let call = Activity::RtpCall {
+                a: dev,
+                b: phones[pos + 1],
+            };
+            plan.after_boot(30, call);
         }
     }
 }

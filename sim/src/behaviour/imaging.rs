@@ -1,7 +1,7 @@
 //! Imaging modalities (CT, MR, X-ray, ultrasound): DICOM associations that store studies
 //! to the PACS and query the modality worklist.
 
-use super::{Activity, BootTime, NextRun, SEC};
+use super::{Activity, DeviceSchedule, NextRun, SEC};
 use crate::protocols::dicom;
 use crate::wire::TcpConn;
 use crate::world::World;
@@ -10,33 +10,19 @@ use std::io::Write;
 use wardline_common::Field;
 
 /// Modalities store to the site's PACS and query its worklist server.
-pub(super) fn schedule<W: Write>(
-    w: &World<W>,
-    dev: usize,
-    boot: BootTime,
-    out: &mut Vec<(u64, Activity)>,
-) {
-    let d = &w.devices[dev];
+pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let modality = plan.dev;
     if !matches!(
-        d.profile.key,
+        plan.device().profile.key,
         "ge_ct" | "siemens_mr" | "carestream_xray" | "sonosite_us"
     ) {
         return;
     }
-    if let Some(pacs) = w.role(d.site, "pacs") {
-        out.push((
-            boot.plus(15),
-            Activity::DicomStore {
-                modality: dev,
-                pacs,
-            },
-        ));
+    if let Some(pacs) = plan.role("pacs") {
+        plan.after_boot(15, Activity::DicomStore { modality, pacs });
     }
-    if let Some(mwl) = w.role(d.site, "mwl") {
-        out.push((
-            boot.plus(10),
-            Activity::DicomWorklist { modality: dev, mwl },
-        ));
+    if let Some(mwl) = plan.role("mwl") {
+        plan.after_boot(10, Activity::DicomWorklist { modality, mwl });
     }
 }
 

@@ -22,6 +22,7 @@ mod network;
 mod office;
 
 use crate::protocols::tls;
+use crate::topology::Device;
 use crate::world::World;
 use rand::Rng;
 use std::cmp::Reverse;
@@ -120,8 +121,7 @@ pub(crate) enum Activity {
     },
     Tls {
         client: usize,
-        server: Option<usize>,
-        ext_ip: Ipv4Addr,
+        peer: TlsPeer,
         sni: &'static str,
         profile: tls::ClientProfile,
     },
@@ -143,6 +143,15 @@ pub(crate) enum Activity {
     },
 }
 
+/// The server end of a TLS session.
+#[derive(Clone, Copy)]
+pub(crate) enum TlsPeer {
+    /// A device of the hospital (it gets a listening-port fact).
+    Device(usize),
+    /// A server on the Internet, looked up in DNS by its SNI first.
+    Internet(Ipv4Addr),
+}
+
 #[derive(Clone, Copy)]
 pub(crate) enum Hl7Kind {
     /// A monitor reporting its own vitals (device id = its EUI-64).
@@ -155,14 +164,30 @@ pub(crate) enum Hl7Kind {
     Adt,
 }
 
-/// When a device's activities start: its boot time, staggered by device index.
-#[derive(Clone, Copy)]
-struct BootTime(u64);
+/// The activities being planned for one device.
+struct DeviceSchedule<'a, W: Write> {
+    world: &'a World<W>,
+    dev: usize,
+    /// When the device boots, in seconds from the start; staggered by device index.
+    boot_secs: u64,
+    out: &'a mut Vec<(u64, Activity)>,
+}
 
-impl BootTime {
-    /// `secs` seconds after boot, in microseconds from the start of the simulation.
-    fn plus(self, secs: u64) -> u64 {
-        (self.0 + secs) * SEC
+impl<W: Write> DeviceSchedule<'_, W> {
+    fn device(&self) -> &Device {
+        &self.world.devices[self.dev]
+    }
+    /// The device holding `role` at this device's site.
+    fn role(&self, role: &str) -> Option<usize> {
+        self.world.role(self.device().site, role)
+    }
+    /// First run of `activity` `secs` seconds after the device booted.
+    fn after_boot(&mut self, secs: u64, activity: Activity) {
+        self.out.push(((self.boot_secs + secs) * SEC, activity));
+    }
+    /// First run of `activity` at `at_us` microseconds from the start.
+    fn at(&mut self, at_us: u64, activity: Activity) {
+        self.out.push((at_us, activity));
     }
 }
 
@@ -170,14 +195,20 @@ impl BootTime {
 pub(crate) fn schedule<W: Write>(w: &World<W>) -> Vec<(u64, Activity)> {
     let mut out = Vec::new();
     for dev in 0..w.devices.len() {
-        let boot = BootTime(1 + (dev as u64 % 20));
-        out.push((boot.0 * SEC / 2, Activity::Boot { dev }));
+        let boot_secs = 1 + (dev as u64 % 20);
+        let mut plan = DeviceSchedule {
+            world: w,
+            dev,
+            boot_secs,
+            out: &mut out,
+        };
+        plan.at(boot_secs * SEC / 2, Activity::Boot { dev });
         // Each device kind belongs to exactly one module; the others ignore it.
-        network::schedule(w, dev, boot, &mut out);
-        clinical::schedule(w, dev, boot, &mut out);
-        imaging::schedule(w, dev, boot, &mut out);
-        office::schedule(w, dev, boot, &mut out);
-        facilities::schedule(w, dev, boot, &mut out);
+        network::schedule(&mut plan);
+        clinical::schedule(&mut plan);
+        imaging::schedule(&mut plan);
+        office::schedule(&mut plan);
+        facilities::schedule(&mut plan);
     }
     out
 }
@@ -252,11 +283,10 @@ fn step<W: Write>(w: &mut World<W>, activity: &mut Activity) -> NextRun {
         } => facilities::ascii_event(w, *client, *server, *exchange),
         Activity::Tls {
             client,
-            server,
-            ext_ip,
+            peer,
             sni,
             profile,
-        } => network::tls(w, *client, *server, *ext_ip, sni, profile),
+        } => network::tls(w, *client, *peer, sni, profile),
         Activity::Rdp { client, server } => office::rdp(w, *client, *server),
         Activity::Ntp { client, server } => network::ntp(w, *client, *server),
         Activity::Syslog { dev, server } => network::syslog(w, *dev, *server),

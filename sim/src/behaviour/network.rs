@@ -2,7 +2,7 @@
 //! the core switch's relay, or a gratuitous ARP), LLDP from the core switches, DNS lookups,
 //! TLS sessions, NTP and syslog.
 
-use super::{Activity, BootTime, NextRun, DOMAIN, SEC};
+use super::{Activity, DeviceSchedule, NextRun, TlsPeer, DOMAIN, SEC};
 use crate::protocols::{dhcp, dns, lldp, tls, vendor};
 use crate::wire::frames::{ETHERTYPE_LLDP, L2};
 use crate::wire::{HostId, TcpConn};
@@ -13,26 +13,19 @@ use std::net::Ipv4Addr;
 use wardline_common::Field;
 
 /// Core switches announce themselves on every zone; servers send syslog to the DC.
-pub(super) fn schedule<W: Write>(
-    w: &World<W>,
-    dev: usize,
-    boot: BootTime,
-    out: &mut Vec<(u64, Activity)>,
-) {
-    let d = &w.devices[dev];
-    match d.profile.key {
+pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let dev = plan.dev;
+    match plan.device().profile.key {
         "cisco_router" => {
-            let zones = w.sites[d.site].zones.len();
+            let zones = plan.world.sites[plan.device().site].zones.len();
             for zone in 0..zones {
-                out.push((
-                    SEC / 4 + zone as u64 * 1000,
-                    Activity::Lldp { router: dev, zone },
-                ));
+                let at = SEC / 4 + zone as u64 * 1000;
+                plan.at(at, Activity::Lldp { router: dev, zone });
             }
         }
         "dell_pacs" | "dell_mwl" | "hp_lis" | "dell_nvr" => {
-            if let Some(dc) = w.role(d.site, "dc") {
-                out.push((boot.plus(50), Activity::Syslog { dev, server: dc }));
+            if let Some(dc) = plan.role("dc") {
+                plan.after_boot(50, Activity::Syslog { dev, server: dc });
             }
         }
         _ => {}
@@ -66,27 +59,25 @@ pub(super) fn lldp<W: Write>(w: &mut World<W>, router: usize, zone: usize) -> Ne
     Ok(Some(30 * SEC))
 }
 
-/// A TLS session from `client` to an internal `server`, or to the external `ext_ip` after
-/// a DNS lookup of `sni`.
+/// A TLS session from `client` to `peer`.
 pub(super) fn tls<W: Write>(
     w: &mut World<W>,
     client: usize,
-    server: Option<usize>,
-    ext_ip: Ipv4Addr,
+    peer: TlsPeer,
     sni: &str,
     profile: &tls::ClientProfile,
 ) -> NextRun {
-    let sh = match server {
-        Some(s) => w.host(s),
-        None => {
-            dns_lookup(w, client, sni, Some(ext_ip))?;
-            w.external(ext_ip)
+    let sh = match peer {
+        TlsPeer::Device(s) => w.host(s),
+        TlsPeer::Internet(ip) => {
+            dns_lookup(w, client, sni, Some(ip))?;
+            w.external(ip)
         }
     };
     let ch = w.host(client);
     tls_session(w, ch, sh, sni, profile, 4)?;
     w.ev(client, Field::TlsSni, sni);
-    if let Some(s) = server {
+    if let TlsPeer::Device(s) = peer {
         w.ev(s, Field::ListeningPort, "tcp/443");
     }
     Ok(Some(120 * SEC))

@@ -2,7 +2,7 @@
 //! clients on RDP, and printers (IPP, raw port 9100, SNMP, embedded web server).
 
 use super::network::{dns_lookup, tls_session};
-use super::{Activity, BootTime, NextRun, DOMAIN, SEC};
+use super::{Activity, DeviceSchedule, NextRun, TlsPeer, DOMAIN, SEC};
 use crate::protocols::{http, netbios, smb, snmp, tls, vendor};
 use crate::wire::frames::L2;
 use crate::wire::{tcp_transaction, TcpConn};
@@ -13,81 +13,70 @@ use std::net::Ipv4Addr;
 use wardline_common::Field;
 
 /// Activities of workstations, thin clients and printers; other kinds are left alone.
-pub(super) fn schedule<W: Write>(
-    w: &World<W>,
-    dev: usize,
-    boot: BootTime,
-    out: &mut Vec<(u64, Activity)>,
-) {
-    let d = &w.devices[dev];
-    let s = d.site;
-    let role = |r: &str| w.role(s, r);
-    let later = |secs: u64| boot.plus(secs);
-    // Printers are driven by the first workstation of their zone.
-    let same_zone_ws = || {
-        w.devices.iter().position(|o| {
-            o.site == s
-                && o.zone == d.zone
-                && matches!(o.profile.key, "win7_workstation" | "win10_workstation")
-        })
-    };
-    match d.profile.key {
+pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
+    let dev = plan.dev;
+    match plan.device().profile.key {
         "win7_workstation" | "win10_workstation" => {
-            out.push((later(2), Activity::WinStartup { ws: dev }));
-            out.push((later(40), Activity::WebBrowse { ws: dev }));
-            if let Some(dc) = role("dc") {
-                out.push((
-                    later(60),
+            plan.after_boot(2, Activity::WinStartup { ws: dev });
+            plan.after_boot(40, Activity::WebBrowse { ws: dev });
+            if let Some(dc) = plan.role("dc") {
+                plan.after_boot(
+                    60,
                     Activity::Smb {
                         ws: dev,
                         server: dc,
                     },
-                ));
+                );
             }
-            if let Some(ehr) = role("ehr") {
-                out.push((
-                    later(30),
-                    Activity::Tls {
-                        client: dev,
-                        server: Some(ehr),
-                        ext_ip: Ipv4Addr::UNSPECIFIED,
-                        sni: "ehr.hosp.local",
-                        profile: tls::WINDOWS7_SCHANNEL,
-                    },
-                ));
+            if let Some(ehr) = plan.role("ehr") {
+                let tls = Activity::Tls {
+                    client: dev,
+                    peer: TlsPeer::Device(ehr),
+                    sni: "ehr.hosp.local",
+                    profile: tls::WINDOWS7_SCHANNEL,
+                };
+                plan.after_boot(30, tls);
             }
         }
         "hp_printer" => {
-            if let Some(ws) = same_zone_ws() {
-                out.push((later(30), Activity::PrinterWeb { ws, printer: dev }));
-                out.push((later(45), Activity::PrintIpp { ws, printer: dev }));
-                out.push((
-                    later(12),
-                    Activity::SnmpPoll {
-                        manager: ws,
-                        agent: dev,
-                    },
-                ));
+            if let Some(ws) = first_workstation_of_zone(plan) {
+                plan.after_boot(30, Activity::PrinterWeb { ws, printer: dev });
+                plan.after_boot(45, Activity::PrintIpp { ws, printer: dev });
+                let snmp = Activity::SnmpPoll {
+                    manager: ws,
+                    agent: dev,
+                };
+                plan.after_boot(12, snmp);
             }
         }
         "zebra_label_printer" => {
-            if let Some(ws) = same_zone_ws() {
-                out.push((later(20), Activity::PrintRaw { ws, printer: dev }));
+            if let Some(ws) = first_workstation_of_zone(plan) {
+                plan.after_boot(20, Activity::PrintRaw { ws, printer: dev });
             }
         }
         "hp_thin_client" => {
-            if let Some(server) = role("ehr") {
-                out.push((
-                    later(10),
+            if let Some(server) = plan.role("ehr") {
+                plan.after_boot(
+                    10,
                     Activity::Rdp {
                         client: dev,
                         server,
                     },
-                ));
+                );
             }
         }
         _ => {}
     }
+}
+
+/// Printers are driven by the first workstation of their zone.
+fn first_workstation_of_zone<W: Write>(plan: &DeviceSchedule<W>) -> Option<usize> {
+    let d = plan.device();
+    plan.world.devices.iter().position(|o| {
+        o.site == d.site
+            && o.zone == d.zone
+            && matches!(o.profile.key, "win7_workstation" | "win10_workstation")
+    })
 }
 
 /// Browsing to Bing: DNS lookup, then a TLS session.

@@ -1,7 +1,7 @@
 //! The emitter: a simulated clock, the hosts on the wire and the frames they send. Frames
 //! go straight to the pcap writer; only per-flow counters (the flow ledger) stay in memory.
 
-use super::flows::{Endpoint, FlowLedger, WrittenPacket};
+use super::flows::{FlowLedger, WrittenPacket};
 use super::frames::{self, Ip4, TcpHdr, L2, TCP_SYN};
 use super::host::{Host, HostId};
 use super::pcap::PcapWriter;
@@ -23,6 +23,31 @@ pub struct Leg {
     pub s_ip: Ipv4Addr,
     pub c_ttl: u8,
     pub s_ttl: u8,
+}
+
+impl Leg {
+    /// Layer-2 addressing of a frame sent by the client (`from_client`) or the server.
+    pub fn l2(&self, from_client: bool) -> L2 {
+        let (src, dst) = if from_client {
+            (self.c_mac, self.s_mac)
+        } else {
+            (self.s_mac, self.c_mac)
+        };
+        L2 {
+            src,
+            dst,
+            vlan: self.vlan,
+        }
+    }
+
+    /// Source address, destination address and TTL of a packet in that direction.
+    pub fn ip(&self, from_client: bool) -> (Ipv4Addr, Ipv4Addr, u8) {
+        if from_client {
+            (self.c_ip, self.s_ip, self.c_ttl)
+        } else {
+            (self.s_ip, self.c_ip, self.s_ttl)
+        }
+    }
 }
 
 /// What the capture holds once every frame is written.
@@ -142,27 +167,17 @@ impl<W: Write> Emitter<W> {
         };
         frames::udp(&mut self.buf, &l2, &ip, sport, dport, payload);
         self.write_frame()?;
-        let src = Endpoint {
-            ip: src_ip,
-            port: sport,
-            mac: l2.src,
-        };
-        let dst = Endpoint {
-            ip: dst_ip,
-            port: dport,
-            mac: l2.dst,
-        };
         let packet = WrittenPacket {
             proto: frames::IPPROTO_UDP,
-            vlan: l2.vlan,
-            src,
-            dst,
-            frame_len: self.buf.len() as u64,
+            l2: &l2,
+            src: (src_ip, sport),
+            dst: (dst_ip, dport),
             payload_len: payload.len(),
             app,
             opens_tcp_session: false,
         };
-        self.ledger.record(&packet, self.now_us);
+        self.ledger
+            .record(&packet, self.buf.len() as u64, self.now_us);
         Ok(())
     }
 
@@ -179,24 +194,12 @@ impl<W: Write> Emitter<W> {
         payload: &[u8],
         app: &str,
     ) -> anyhow::Result<()> {
+        let l2 = leg.l2(from_client);
+        let (src, dst, ttl) = leg.ip(from_client);
         if from_client {
-            let l2 = L2 {
-                src: leg.c_mac,
-                dst: leg.s_mac,
-                vlan: leg.vlan,
-            };
-            self.udp_raw(
-                l2, leg.c_ip, leg.s_ip, leg.c_ttl, c, cport, sport, payload, app,
-            )
+            self.udp_raw(l2, src, dst, ttl, c, cport, sport, payload, app)
         } else {
-            let l2 = L2 {
-                src: leg.s_mac,
-                dst: leg.c_mac,
-                vlan: leg.vlan,
-            };
-            self.udp_raw(
-                l2, leg.s_ip, leg.c_ip, leg.s_ttl, s, sport, cport, payload, app,
-            )
+            self.udp_raw(l2, src, dst, ttl, s, sport, cport, payload, app)
         }
     }
 
@@ -272,27 +275,17 @@ impl<W: Write> Emitter<W> {
     ) -> anyhow::Result<()> {
         frames::tcp(&mut self.buf, l2, ip, sport, dport, h, payload);
         self.write_frame()?;
-        let src = Endpoint {
-            ip: ip.src,
-            port: sport,
-            mac: l2.src,
-        };
-        let dst = Endpoint {
-            ip: ip.dst,
-            port: dport,
-            mac: l2.dst,
-        };
         let packet = WrittenPacket {
             proto: frames::IPPROTO_TCP,
-            vlan: l2.vlan,
-            src,
-            dst,
-            frame_len: self.buf.len() as u64,
+            l2,
+            src: (ip.src, sport),
+            dst: (ip.dst, dport),
             payload_len: payload.len(),
             app,
             opens_tcp_session: h.flags == TCP_SYN,
         };
-        self.ledger.record(&packet, self.now_us);
+        self.ledger
+            .record(&packet, self.buf.len() as u64, self.now_us);
         Ok(())
     }
 

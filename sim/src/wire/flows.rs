@@ -1,5 +1,6 @@
 //! Exact per-flow accounting of what the emitter writes: the flows of the ground truth.
 
+use super::frames::L2;
 use crate::truth::TruthFlow;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -14,22 +15,14 @@ struct FlowKey {
     hi: (Ipv4Addr, u16),
 }
 
-/// One endpoint of a written packet: address, port and the MAC seen on the wire.
-#[derive(Clone, Copy)]
-pub(crate) struct Endpoint {
-    pub ip: Ipv4Addr,
-    pub port: u16,
-    pub mac: [u8; 6],
-}
-
 /// What the ledger needs to know about one written IPv4 packet.
 pub(crate) struct WrittenPacket<'a> {
     pub proto: u8,
-    pub vlan: Option<u16>,
-    pub src: Endpoint,
-    pub dst: Endpoint,
-    /// Whole frame length (Ethernet header, tag and padding included).
-    pub frame_len: u64,
+    /// MACs and VLAN as on the wire.
+    pub l2: &'a L2,
+    /// Source and destination (address, port).
+    pub src: (Ipv4Addr, u16),
+    pub dst: (Ipv4Addr, u16),
     /// Transport payload length.
     pub payload_len: usize,
     pub app: &'a str,
@@ -45,12 +38,12 @@ pub(crate) struct FlowLedger {
 }
 
 impl FlowLedger {
-    /// Counts one packet written at `now_us`.
-    pub fn record(&mut self, p: &WrittenPacket, now_us: u64) {
-        let (a, b) = ((p.src.ip, p.src.port), (p.dst.ip, p.dst.port));
+    /// Counts one packet of `frame_len` bytes (whole frame) written at `now_us`.
+    pub fn record(&mut self, p: &WrittenPacket, frame_len: u64, now_us: u64) {
+        let (a, b) = (p.src, p.dst);
         let key = FlowKey {
             proto: p.proto,
-            vlan: p.vlan,
+            vlan: p.l2.vlan,
             lo: a.min(b),
             hi: a.max(b),
         };
@@ -69,11 +62,11 @@ impl FlowLedger {
         }
         if (f.a_ip, f.a_port) == a {
             f.packets_ab += 1;
-            f.bytes_ab += p.frame_len;
+            f.bytes_ab += frame_len;
             f.payload_ab += p.payload_len as u64;
         } else {
             f.packets_ba += 1;
-            f.bytes_ba += p.frame_len;
+            f.bytes_ba += frame_len;
             f.payload_ba += p.payload_len as u64;
         }
     }
@@ -87,13 +80,13 @@ impl FlowLedger {
 fn new_flow(first: &WrittenPacket, now_us: u64) -> TruthFlow {
     TruthFlow {
         ip_proto: first.proto,
-        vlan: first.vlan,
-        a_mac: MacAddr(first.src.mac),
-        b_mac: MacAddr(first.dst.mac),
-        a_ip: first.src.ip,
-        b_ip: first.dst.ip,
-        a_port: first.src.port,
-        b_port: first.dst.port,
+        vlan: first.l2.vlan,
+        a_mac: MacAddr(first.l2.src),
+        b_mac: MacAddr(first.l2.dst),
+        a_ip: first.src.0,
+        b_ip: first.dst.0,
+        a_port: first.src.1,
+        b_port: first.dst.1,
         first_us: now_us,
         last_us: now_us,
         packets_ab: 0,

@@ -2,7 +2,7 @@
 //! with sequence and acknowledgement numbers consistent across the whole session.
 
 use super::emitter::{Emitter, Leg};
-use super::frames::{Ip4, TcpHdr, L2, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
+use super::frames::{Ip4, TcpHdr, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
 use super::host::{HostId, Stack};
 use rand::Rng;
 use std::io::Write;
@@ -103,38 +103,19 @@ impl TcpConn {
         h: &TcpHdr,
         payload: &[u8],
     ) -> anyhow::Result<()> {
-        let leg = &self.leg;
-        let (l2, ip, ports, ip_id_of) = if from_client {
-            let l2 = L2 {
-                src: leg.c_mac,
-                dst: leg.s_mac,
-                vlan: leg.vlan,
-            };
-            (
-                l2,
-                (leg.c_ip, leg.s_ip, leg.c_ttl),
-                (self.cport, self.sport),
-                self.c,
-            )
+        let (src, dst, ttl) = self.leg.ip(from_client);
+        let (ports, ip_id_of) = if from_client {
+            ((self.cport, self.sport), self.c)
         } else {
-            let l2 = L2 {
-                src: leg.s_mac,
-                dst: leg.c_mac,
-                vlan: leg.vlan,
-            };
-            (
-                l2,
-                (leg.s_ip, leg.c_ip, leg.s_ttl),
-                (self.sport, self.cport),
-                self.s,
-            )
+            ((self.sport, self.cport), self.s)
         };
         let ip4 = Ip4 {
-            src: ip.0,
-            dst: ip.1,
-            ttl: ip.2,
+            src,
+            dst,
+            ttl,
             id: em.next_ip_id(ip_id_of),
         };
+        let l2 = self.leg.l2(from_client);
         em.tcp(&l2, &ip4, ports, h, payload, self.app)
     }
 
