@@ -27,3 +27,7 @@ fuzz SECONDS="60":
 # Regenerate the OUI vendor table from Debian's ieee-data.
 oui:
     python3 scripts/gen-oui.py
+
+# Write a synthetic capture and its ground truth (<OUT>.truth.json): ward or hospital.
+sim SCENARIO="ward" SEED="1" OUT="ward.pcap":
+    cargo run -q -p wardline-sim -- --scenario {{SCENARIO}} --seed {{SEED}} --out {{OUT}}

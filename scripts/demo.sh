@@ -16,6 +16,7 @@ cargo build --profile "$profile" --bins -q
 bindir="target/$([[ $profile == dev ]] && echo debug || echo "$profile")"
 agg="$bindir/wardline-aggregator"
 sensor="$bindir/wardline-sensor"
+sim="$bindir/wardline-sim"
 
 out="${WARDLINE_DEMO_DIR:-demo-out}"
 rm -rf "$out"
@@ -26,7 +27,7 @@ quic_port="${WARDLINE_DEMO_QUIC_PORT:-4433}"
 "$agg" admin ca-init --dir "$out/ca" >/dev/null
 "$agg" admin issue-node --ca-dir "$out/ca" --node-id 1 --out-dir "$out/node1" >/dev/null
 "$agg" admin issue-sensor --ca-dir "$out/ca" --sensor-id ward-a-1 --site north-campus --out-dir "$out/sensor" >/dev/null
-"$sensor" generate --scenario ward --seed 1 --out "$out/ward.pcap"
+"$sim" --scenario ward --seed 1 --out "$out/ward.pcap"
 
 "$agg" run --node-id 1 --data-dir "$out/node1/data" --tls-dir "$out/node1" \
   --listen-api "127.0.0.1:$api_port" --listen-quic "127.0.0.1:$quic_port" >"$out/aggregator.log" 2>&1 &

@@ -99,12 +99,13 @@ impl Fleet {
         Ok(out)
     }
 
-    /// Generate a capture with the project's generator; returns its ground truth JSON.
+    /// Generate a capture with the project's generator (`wardline-sim`); returns its ground
+    /// truth JSON.
     pub fn generate(&self, scenario: &str, seed: u64, name: &str) -> Result<(PathBuf, Value)> {
         let out = self.dir.path().join(name);
         run_ok(
-            Command::new(bin("wardline-sensor"))
-                .args(["generate", "--scenario", scenario, "--seed", &seed.to_string(), "--out"])
+            Command::new(bin("wardline-sim"))
+                .args(["--scenario", scenario, "--seed", &seed.to_string(), "--out"])
                 .arg(&out),
         )?;
         let truth_path = PathBuf::from(format!("{}.truth.json", out.display()));

@@ -10,7 +10,6 @@ pub mod devices;
 mod digits;
 pub mod dissect;
 pub mod flow;
-pub mod generate;
 pub mod hugepages;
 mod prefetch;
 pub mod pipeline;

@@ -35,19 +35,6 @@ enum Cmd {
         #[arg(long = "kb-dir")]
         kb_dirs: Vec<PathBuf>,
     },
-    /// Write a deterministic synthetic hospital capture and its ground truth (<out>.truth.json).
-    Generate {
-        /// Scenario: "ward" (small) or "hospital" (two sites).
-        #[arg(long, default_value = "ward")]
-        scenario: String,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Multiplies devices and traffic duration.
-        #[arg(long, default_value_t = 1)]
-        scale: u32,
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 #[derive(Args)]
@@ -141,17 +128,6 @@ fn real_main() -> Result<()> {
             let stdout = std::io::stdout();
             let opts = wardline_sensor::analyze::AnalyzeOptions { json, explain, kb_dirs };
             wardline_sensor::analyze::run_analyze_with(&files, &opts, stdout.lock())?;
-            Ok(())
-        }
-        Cmd::Generate { scenario, seed, scale, out } => {
-            let truth = wardline_sensor::generate::generate_named(&scenario, seed, scale, &out)?;
-            eprintln!(
-                "wrote {} ({} devices, {} packets) and {}",
-                out.display(),
-                truth.devices.len(),
-                truth.packets,
-                wardline_sensor::generate::truth_path(&out).display()
-            );
             Ok(())
         }
     }

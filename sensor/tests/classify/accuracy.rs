@@ -8,7 +8,7 @@ use std::path::Path;
 use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase, PortRef, Transport};
 use wardline_common::{Event, Evidence, MacAddr, Proto};
 use wardline_sensor::capture::file::FileReader;
-use wardline_sensor::generate::{generate, GenerateOptions, GroundTruth, Scenario};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario};
 use wardline_sensor::pipeline::{Pipeline, PipelineConfig};
 
 /// Everything the pipeline reported about each MAC, as classifier input.

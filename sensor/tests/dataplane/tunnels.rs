@@ -11,7 +11,7 @@ use wardline_common::Event;
 use wardline_sensor::capture::file::FileReader;
 use wardline_sensor::capture::{LinkType, RawPacket};
 use wardline_sensor::decode::{decode, Decoded, Net, TunnelKind, L4};
-use wardline_sensor::generate::pcap::PcapWriter;
+use wardline_sim::wire::PcapWriter;
 use wardline_sensor::pipeline::{Pipeline, PipelineConfig};
 
 const SWITCH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x5c];

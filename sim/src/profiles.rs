@@ -5,7 +5,7 @@
 //! DHCP option 60 strings marked "synthetic" are plausible but not taken from a vendor
 //! document; "MSFT 5.0", "udhcp", "yealink" and SonoSite's "MicroMaxx" are documented values.
 
-use super::emit::Stack;
+use crate::wire::Stack;
 
 #[derive(Clone, Copy, Debug)]
 pub struct DhcpStyle {

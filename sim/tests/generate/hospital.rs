@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use wardline_common::Field;
-use wardline_sensor::generate::{generate, GenerateOptions, GroundTruth, Scale, Scenario};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scale, Scenario};
 
 /// One hospital capture shared by the tests of this file (generated once per run).
 fn hospital() -> &'static (PathBuf, GroundTruth) {
@@ -292,7 +292,7 @@ fn scale_multiplies_devices_and_traffic_and_max_packets_caps_output() {
 }
 
 /// Throughput check for benchmarks: run with
-/// `cargo test --release -p wardline-sensor --test generate hospital:: -- --ignored --nocapture`.
+/// `cargo test --release -p wardline-sim --test generate hospital:: -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn generator_writes_over_500k_packets_per_second_in_release() {

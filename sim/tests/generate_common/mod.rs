@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wardline_common::Field;
-use wardline_sensor::generate::{generate, GenerateOptions, GroundTruth, Scenario, TruthDevice};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthDevice};
 
 pub fn ward(seed: u64) -> (tempfile::TempDir, PathBuf, GroundTruth) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -2,7 +2,9 @@
 //! device is and exactly which flows the capture holds, so tests can compare the sensor's
 //! output field by field.
 
+use crate::world::World;
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use wardline_common::{Field, MacAddr};
 
@@ -102,16 +104,53 @@ impl GroundTruth {
     pub fn flows_with_app<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a TruthFlow> + 'a {
         self.flows.iter().filter(move |f| f.app == app)
     }
-    /// Reads a truth file written by [`crate::generate::generate`].
+    /// Reads a truth file written by [`crate::generate`].
     pub fn load(path: &std::path::Path) -> anyhow::Result<GroundTruth> {
         use anyhow::Context;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading ground truth {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| {
             format!(
-                "parsing ground truth {}: not a file written by `wardline-sensor generate`",
+                "parsing ground truth {}: not a file written by `wardline-sim`",
                 path.display()
             )
         })
     }
+}
+
+/// The site names and every device, as the truth file reports them.
+pub(crate) fn devices_of<W: Write>(w: &World<W>) -> (Vec<String>, Vec<TruthDevice>) {
+    let sites = w.sites.iter().map(|s| s.name.clone()).collect();
+    let devices = w
+        .devices
+        .iter()
+        .map(|d| {
+            let p = d.profile;
+            let mac = w.em.hosts[d.host].mac;
+            TruthDevice {
+                mac: MacAddr(mac),
+                ips: d.ips.clone(),
+                hostname: d
+                    .evidence
+                    .iter()
+                    .find(|e| e.field == Field::Hostname)
+                    .map(|e| e.value.clone()),
+                name: d.hostname.clone().unwrap_or_default(),
+                vendor: p.vendor.to_string(),
+                manufacturer: p.manufacturer.to_string(),
+                model: p.model.to_string(),
+                os: p.os.to_string(),
+                profile: p.key.to_string(),
+                class: p.class.to_string(),
+                category: p.category.to_string(),
+                criticality: p.criticality.to_string(),
+                site: w.sites[d.site].name.clone(),
+                zone: d.zone.to_string(),
+                vlan: d.vlan,
+                dhcp: p.dhcp.is_some() && w.role(d.site, "dc").is_some(),
+                evidence: d.evidence.iter().cloned().collect(),
+            }
+        })
+        .collect();
+    (sites, devices)
 }

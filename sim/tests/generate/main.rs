@@ -6,5 +6,6 @@
 #[path = "../generate_common/mod.rs"]
 mod generate_common;
 
+mod cli;
 mod hospital;
 mod ward;

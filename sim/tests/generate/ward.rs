@@ -5,7 +5,7 @@
 use crate::generate_common::*;
 use std::collections::BTreeSet;
 use wardline_common::Field;
-use wardline_sensor::generate::{generate, truth_path, GenerateOptions, GroundTruth, Scenario};
+use wardline_sim::{generate, truth_path, GenerateOptions, GroundTruth, Scenario};
 
 #[test]
 fn same_seed_gives_byte_identical_files_and_another_seed_does_not() {
@@ -110,7 +110,11 @@ fn tshark_finds_no_bad_checksums_malformed_packets_or_tcp_anomalies() {
         ),
         0
     );
-    assert_eq!(tshark_count(&pcap, "frame.time_delta < 0", &[]), 0, "timestamps never go back");
+    assert_eq!(
+        tshark_count(&pcap, "frame.time_delta < 0", &[]),
+        0,
+        "timestamps never go back"
+    );
     // Retransmissions, lost segments, unseen ACKs, out-of-order: any means broken seq/ack.
     assert_eq!(
         tshark_count(

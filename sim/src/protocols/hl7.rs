@@ -113,9 +113,39 @@ pub fn adt_a01(
     m
 }
 
+/// HL7/DICOM style timestamp (UTC, `YYYYMMDDHHMMSS`) from microseconds since the epoch.
+pub fn timestamp(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamp_formats_known_instant() {
+        // 2024-03-12T10:00:00Z
+        assert_eq!(timestamp(1_710_237_600_000_000), "20240312100000");
+        assert_eq!(timestamp(0), "19700101000000");
+    }
 
     #[test]
     fn oru_fields_land_where_hl7_puts_them() {

@@ -1,0 +1,46 @@
+//! `wardline-sim`: writes a deterministic synthetic hospital capture and its ground truth.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "wardline-sim",
+    version,
+    about = "Write a deterministic synthetic hospital capture (pcap) and its ground truth (<out>.truth.json)",
+    long_about = "Write a deterministic synthetic hospital capture (pcap) and, beside it, \
+<out>.truth.json with every device's identity and every flow's exact counters. \
+The same scenario, seed and scale always give byte-identical files.\n\n\
+Example: wardline-sim --scenario hospital --seed 1 --out hospital.pcap"
+)]
+struct Cli {
+    /// Scenario: "ward" (one flat ward segment) or "hospital" (two sites, zones on VLANs).
+    #[arg(long, default_value = "ward")]
+    scenario: String,
+    /// Random seed; the same seed gives the same capture.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Multiplies devices and traffic duration.
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
+    /// Capture file to write; the ground truth goes to <out>.truth.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match wardline_sim::generate_named(&cli.scenario, cli.seed, cli.scale, &cli.out) {
+        Ok(truth) => eprintln!(
+            "wrote {} ({} devices, {} packets) and {}",
+            cli.out.display(),
+            truth.devices.len(),
+            truth.packets,
+            wardline_sim::truth_path(&cli.out).display()
+        ),
+        Err(e) => {
+            eprintln!("wardline-sim: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
