@@ -12,11 +12,7 @@
 //! record and the classifier should weigh them below payload evidence.
 
 use super::*;
-
-pub const ALARIS_PORT: u16 = 3613;
-pub const INTELLIVUE_PORT: u16 = 24105;
-pub const SDC_PORT: u16 = 6464;
-pub const CARESCAPE_PORTS: [u16; 2] = [2000, 7000];
+use crate::protocols::{Protocol, ALARIS, CARESCAPE, INTELLIVUE, SDC};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VendorProtocol {
@@ -102,7 +98,9 @@ fn intellivue_data_export(p: &[u8]) -> bool {
 }
 
 fn tls_or_dtls_record(p: &[u8]) -> bool {
-    p.len() >= 5 && (20..=23).contains(&p[0]) && ((p[1] == 3 && p[2] <= 4) || (p[1] == 0xFE && matches!(p[2], 0xFD | 0xFF)))
+    p.len() >= 5
+        && (20..=23).contains(&p[0])
+        && ((p[1] == 3 && p[2] <= 4) || (p[1] == 0xFE && matches!(p[2], 0xFD | 0xFF)))
 }
 
 fn http_soap(p: &[u8]) -> bool {
@@ -115,37 +113,37 @@ fn http_soap(p: &[u8]) -> bool {
 /// Which vendor protocol a payload is, how it matched and on which port: [`parse`]
 /// without building the record, so `wants` (asked for many payloads) allocates nothing.
 fn classify(ctx: &PacketCtx, payload: &[u8]) -> Option<(VendorProtocol, Match, u16)> {
-    let hit = |protocol, matched, port: u16| (ctx.src_port == port || ctx.dst_port == port).then_some((protocol, matched, port));
-    match ctx.transport {
-        Transport::Tcp | Transport::Udp if ctx.src_port == ALARIS_PORT || ctx.dst_port == ALARIS_PORT => {
-            hit(VendorProtocol::Alaris, Match::PortOnly, ALARIS_PORT)
+    let on = |entry: &Protocol| {
+        if entry.transports.carries(ctx.transport) {
+            entry.port_used(ctx)
+        } else {
+            None
         }
-        Transport::Udp if ctx.src_port == INTELLIVUE_PORT || ctx.dst_port == INTELLIVUE_PORT => {
-            let shape = if intellivue_session_header(payload) {
-                "session-header"
-            } else if intellivue_data_export(payload) {
-                "sppdu-roapdu"
-            } else {
-                return None;
-            };
-            hit(VendorProtocol::IntellivueDataExport, Match::PortAndShape(shape), INTELLIVUE_PORT)
-        }
-        Transport::Tcp | Transport::Udp if ctx.src_port == SDC_PORT || ctx.dst_port == SDC_PORT => {
-            let shape = if tls_or_dtls_record(payload) {
-                "tls-record"
-            } else if ctx.transport == Transport::Tcp && http_soap(payload) {
-                "http-soap"
-            } else {
-                return None;
-            };
-            hit(VendorProtocol::Sdc, Match::PortAndShape(shape), SDC_PORT)
-        }
-        Transport::Udp => {
-            let port = CARESCAPE_PORTS.into_iter().find(|p| ctx.src_port == *p || ctx.dst_port == *p)?;
-            hit(VendorProtocol::Carescape, Match::PortOnly, port)
-        }
-        _ => None,
+    };
+    if let Some(port) = on(&ALARIS) {
+        return Some((VendorProtocol::Alaris, Match::PortOnly, port));
     }
+    if let Some(port) = on(&INTELLIVUE) {
+        let shape = if intellivue_session_header(payload) {
+            "session-header"
+        } else if intellivue_data_export(payload) {
+            "sppdu-roapdu"
+        } else {
+            return None;
+        };
+        return Some((VendorProtocol::IntellivueDataExport, Match::PortAndShape(shape), port));
+    }
+    if let Some(port) = on(&SDC) {
+        let shape = if tls_or_dtls_record(payload) {
+            "tls-record"
+        } else if ctx.transport == Transport::Tcp && http_soap(payload) {
+            "http-soap"
+        } else {
+            return None;
+        };
+        return Some((VendorProtocol::Sdc, Match::PortAndShape(shape), port));
+    }
+    on(&CARESCAPE).map(|port| (VendorProtocol::Carescape, Match::PortOnly, port))
 }
 
 /// Classify a payload; `None` when neither port nor (where required) shape fits.
@@ -197,7 +195,13 @@ impl Dissector for VendorDissector {
             _ => Err(DissectError::new(
                 self.0.proto(),
                 "no_match",
-                format!("ports {}->{} / {} bytes do not match {}", ctx.src_port, ctx.dst_port, payload.len(), self.0.id()),
+                format!(
+                    "ports {}->{} / {} bytes do not match {}",
+                    ctx.src_port,
+                    ctx.dst_port,
+                    payload.len(),
+                    self.0.id()
+                ),
             )),
         }
     }
