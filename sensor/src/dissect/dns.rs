@@ -384,9 +384,9 @@ pub fn is_service_type(name: &str) -> bool {
 
 /// Which of DNS, mDNS or LLMNR a packet is, by its ports.
 pub fn flavor(ctx: &PacketCtx) -> Proto {
-    if ctx.src_port == 5353 || ctx.dst_port == 5353 {
+    if MDNS.claims(ctx) {
         Proto::Mdns
-    } else if ctx.src_port == 5355 || ctx.dst_port == 5355 {
+    } else if LLMNR.claims(ctx) {
         Proto::Llmnr
     } else {
         Proto::Dns
