@@ -25,25 +25,6 @@ use std::net::Ipv4Addr;
 const BOOTP_FIXED: usize = 236;
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
 
-/// The RFC 2131 message types we name.
-pub fn message_type_name(t: u8) -> &'static str {
-    match t {
-        1 => "DISCOVER",
-        2 => "OFFER",
-        3 => "REQUEST",
-        4 => "DECLINE",
-        5 => "ACK",
-        6 => "NAK",
-        7 => "RELEASE",
-        8 => "INFORM",
-        10 => "LEASEQUERY",
-        11 => "LEASEUNASSIGNED",
-        12 => "LEASEUNKNOWN",
-        13 => "LEASEACTIVE",
-        _ => "OTHER",
-    }
-}
-
 /// A parsed DHCPv4 message (only the parts Wardline uses).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DhcpRecord {

@@ -20,7 +20,6 @@ const MAX_RECORDS: usize = 512;
 pub const OP_QUERY: u8 = 0;
 pub const OP_REGISTRATION: u8 = 5;
 pub const OP_RELEASE: u8 = 6;
-pub const OP_WACK: u8 = 7;
 pub const OP_REFRESH: u8 = 8;
 pub const OP_REFRESH_ALT: u8 = 9;
 pub const OP_MULTIHOMED_REGISTRATION: u8 = 15;
