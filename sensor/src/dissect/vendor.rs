@@ -1,12 +1,14 @@
 //! Medical vendor protocols recognised by port AND payload shape where a shape is public,
 //! by port alone where it is not (and the record says which).
 //!
-//! | protocol | transport/port | shape | source |
-//! |---|---|---|---|
-//! | Alaris (BD/CareFusion) device discovery | TCP+UDP 3613 `alaris-disc` | none public: port only | IANA registry (local `/usr/share/wireshark/services`); DOMAIN-NOTES §2 ("Alaris payload format not found") |
-//! | Philips IntelliVue Data Export | UDP 24105 | session header (CN 0x0D, AC 0x0E, RF 0x0C, FN 0x09, DN 0x0A, AB 0x19) + LI length matching the datagram, or SPpdu 0xE100 + ROapdu type 1/2/3/5 | Philips Data Export Interface Programming Guide 4535 642 59271 (PIPG p.29, 42-45, 67), as encoded in xeonfusion/VSCaptureMP and a public scapy implementation |
-//! | IEEE 11073 SDC (MDPWS, SOAP over HTTPS) | TCP/UDP 6464 | TLS/DTLS record header, or HTTP carrying SOAP | IANA `ieee11073-20701`; IEEE 11073-20702 (MDPWS binds DPWS/SOAP over HTTP(S)) |
-//! | GE CARESCAPE gateway | UDP 2000 (time), UDP 7000 (discovery) | none public: port only | pubs.vocera.com CARESCAPE adapter 1.3.0 |
+//! | protocol | shape | source |
+//! |---|---|---|
+//! | Alaris (BD/CareFusion) device discovery | none public: port only | IANA `alaris-disc` (local `/usr/share/wireshark/services`); no public description of the payload was found |
+//! | Philips IntelliVue Data Export | session header (CN 0x0D, AC 0x0E, RF 0x0C, FN 0x09, DN 0x0A, AB 0x19) + LI length matching the datagram, or SPpdu 0xE100 + ROapdu type 1/2/3/5 | Philips Data Export Interface Programming Guide 4535 642 59271 (PIPG p.29, 42-45, 67), as encoded in xeonfusion/VSCaptureMP and a public scapy implementation |
+//! | IEEE 11073 SDC (MDPWS, SOAP over HTTPS) | TLS/DTLS record header, or HTTP carrying SOAP | IANA `ieee11073-20701`; IEEE 11073-20702 (MDPWS binds DPWS/SOAP over HTTP(S)) |
+//! | GE CARESCAPE gateway (time and discovery ports) | none public: port only | pubs.vocera.com CARESCAPE adapter 1.3.0 |
+//!
+//! Transports and ports are the registry's (`crate::protocols`, docs/protocols.md).
 //!
 //! Port-only matches are weak (ports are reused), so they are reported as such in the
 //! record and the classifier should weigh them below payload evidence.
