@@ -134,8 +134,10 @@ fn over_budget_drops_oldest_flow_only_batches_never_devices() {
     }
     let kept = spool.oldest(1000).unwrap();
     assert_eq!(kept.iter().filter(|b| b.devices().count() > 0).count(), 2 + 30);
-    assert!(kept.iter().all(|b| b.devices().count() > 0 || b.flows().count() == 0 || b.seq == mixed3.seq),
-        "every flow-only batch was given up before any device batch");
+    assert!(
+        kept.iter().all(|b| b.devices().count() > 0 || b.flows().count() == 0 || b.seq == mixed3.seq),
+        "every flow-only batch was given up before any device batch"
+    );
     // A new flow-only batch with nothing older to drop is itself dropped and counted.
     let before = spool.dropped_batches().unwrap();
     let f = spool.push(flows(20), "s1", "north").unwrap();
@@ -259,7 +261,8 @@ fn stats_report_every_batch_the_spool_dropped_across_restarts() {
     let before = spool.dropped_batches().unwrap();
     assert!(before >= 3, "the bound was hit: {before} dropped");
     // The stats batch needs room too; what is dropped for it is reported in it.
-    let stats = spool.push(vec![Event::Stats(SensorStats { packets: 9, ..Default::default() })], "s1", "north").unwrap();
+    let stats =
+        spool.push(vec![Event::Stats(SensorStats { packets: 9, ..Default::default() })], "s1", "north").unwrap();
     let dropped = spool.dropped_batches().unwrap();
     assert!(dropped > before, "making room for the stats batch dropped a flow batch");
     assert_eq!(reported_drops(&stats), Some(dropped));
