@@ -512,6 +512,8 @@ enum Select {
     EverySegment,
     /// UDP ports of dissectors dispatched before DNS.
     BeforeDns,
+    /// Every registered port.
+    Any,
 }
 
 impl Select {
@@ -520,6 +522,7 @@ impl Select {
             Select::Stream => matches!(e.dissection, Dissection::Stream),
             Select::EverySegment => matches!(e.dissection, Dissection::EverySegment),
             Select::BeforeDns => e.transports.udp && e.dissector.is_some(),
+            Select::Any => true,
         }
     }
 }
@@ -536,6 +539,9 @@ pub static EVERY_SEGMENT_PORTS: PortSet = PortSet::of(Select::EverySegment);
 /// other port is none of these can go straight to the DNS dissector.
 pub static UDP_PORTS_BEFORE_DNS: PortSet = PortSet::of(Select::BeforeDns);
 
+/// Every port some entry registers: most flow ports are ephemeral and skip the lookup.
+static REGISTERED_PORTS: PortSet = PortSet::of(Select::Any);
+
 /// Should this TCP payload's flow be reassembled? True when the dissector of a
 /// [`Dissection::Stream`] protocol would take it as the start of a stream.
 pub fn wants_stream(ctx: &PacketCtx, payload: &[u8]) -> bool {
@@ -551,6 +557,9 @@ pub fn wants_stream(ctx: &PacketCtx, payload: &[u8]) -> bool {
 /// Application label from registered ports when no dissector recognised the payload.
 pub fn guess_app(ip_proto: u8, port_a: u16, port_b: u16) -> Option<Proto> {
     let by_port = |p: u16| -> Option<Proto> {
+        if !REGISTERED_PORTS.contains(p) {
+            return None;
+        }
         PROTOCOLS.iter().find(|e| e.transports.carries_ip_proto(ip_proto) && e.has_port(p)).map(|e| e.app)
     };
     // The lower port is usually the service; try it first.
@@ -616,6 +625,7 @@ mod tests {
             let before_dns =
                 PROTOCOLS[..dns].iter().any(|e| e.transports.udp && e.dissector.is_some() && e.has_port(p));
             assert_eq!(UDP_PORTS_BEFORE_DNS.contains(p), before_dns, "{p}");
+            assert_eq!(REGISTERED_PORTS.contains(p), any(&|_| true), "{p}");
         }
         assert!(STREAM_PORTS.either(50000, 4242) && !STREAM_PORTS.either(50000, 3613));
     }
