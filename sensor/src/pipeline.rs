@@ -369,7 +369,7 @@ impl Pipeline {
         }
         let syn_only = flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN;
         let wanted = (syn_only && protocols::STREAM_PORTS.either(ctx.src_port, ctx.dst_port))
-            || protocols::wants_stream(ctx, bytes);
+            || dissectors.starts_stream(ctx, bytes);
         if wanted {
             streams.track(flow, (ctx.src_port, ctx.dst_port), ctx.ts_us);
             streams.segment(flow, &seg, &mut deliver);

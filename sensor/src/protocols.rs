@@ -542,18 +542,6 @@ pub static UDP_PORTS_BEFORE_DNS: PortSet = PortSet::of(Select::BeforeDns);
 /// Every port some entry registers: most flow ports are ephemeral and skip the lookup.
 static REGISTERED_PORTS: PortSet = PortSet::of(Select::Any);
 
-/// Should this TCP payload's flow be reassembled? True when the dissector of a
-/// [`Dissection::Stream`] protocol would take it as the start of a stream.
-pub fn wants_stream(ctx: &PacketCtx, payload: &[u8]) -> bool {
-    if ctx.transport != Transport::Tcp || payload.is_empty() {
-        return false;
-    }
-    PROTOCOLS
-        .iter()
-        .filter(|p| p.dissection == Dissection::Stream)
-        .any(|p| p.dissector.is_some_and(|d| d.starts_stream(ctx, payload)))
-}
-
 /// Application label from registered ports when no dissector recognised the payload.
 pub fn guess_app(ip_proto: u8, port_a: u16, port_b: u16) -> Option<Proto> {
     let by_port = |p: u16| -> Option<Proto> {

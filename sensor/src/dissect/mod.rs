@@ -13,6 +13,7 @@
 //! The pipeline calls [`dissect`] for each payload (a UDP datagram, a reassembled TCP
 //! message or a non-IP frame such as LLDP) and counts errors by dissector name.
 
+use crate::protocols::{Dissection, Recognition, PROTOCOLS};
 use std::net::IpAddr;
 use wardline_common::{Field, MacAddr, Proto};
 
@@ -200,6 +201,8 @@ pub struct Dispatch {
     udp: Vec<&'static dyn Dissector>,
     tcp: Vec<&'static dyn Dissector>,
     dns: Option<&'static dyn Dissector>,
+    /// Dissectors of protocols whose TCP flows are reassembled ([`Dissection::Stream`]).
+    stream: Vec<&'static dyn Dissector>,
 }
 
 impl Default for Dispatch {
@@ -212,8 +215,7 @@ impl Dispatch {
     /// Every `wants` starts by testing the transport, so leaving a dissector out of the
     /// lists of transports its registry entry does not carry changes no result.
     pub fn new() -> Dispatch {
-        use crate::protocols::{Recognition, PROTOCOLS};
-        let (mut l2, mut udp, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut l2, mut udp, mut tcp, mut stream) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut dns = None;
         // The DNS shortcut is only exact if every UDP dissector before DNS needs one of its
         // own ports (so cannot claim port 53 traffic by payload sniffing).
@@ -233,8 +235,17 @@ impl Dispatch {
             if entry.transports.tcp {
                 tcp.push(d);
             }
+            if entry.dissection == Dissection::Stream {
+                stream.push(d);
+            }
         }
-        Dispatch { l2, udp, tcp, dns }
+        Dispatch { l2, udp, tcp, dns, stream }
+    }
+
+    /// Should this TCP payload's flow be reassembled? True when the dissector of a
+    /// [`Dissection::Stream`] protocol would take it as the start of a stream.
+    pub fn starts_stream(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
+        ctx.transport == Transport::Tcp && !payload.is_empty() && self.stream.iter().any(|d| d.starts_stream(ctx, payload))
     }
 
     /// Same result as [`dissect`] over the whole registry.
