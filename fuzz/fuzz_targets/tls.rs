@@ -6,9 +6,9 @@ use wardline_sensor::dissect::tls;
 fuzz_target!(|data: &[u8]| {
     if let Ok(rec) = tls::parse(data) {
         for ch in &rec.client_hellos {
-            let _ = (ch.ja3_hash(), ch.ja4(false));
+            let _ = (ch.ja3_hash(), ch.ja4());
         }
         let mut out = Vec::new();
-        tls::findings(&rec, false, &mut out);
+        tls::findings(&rec, &mut out);
     }
 });

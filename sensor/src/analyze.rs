@@ -1,6 +1,6 @@
-//! `wardline-sensor analyze FILE...`: run the pipeline over capture files and report,
-//! per device, every identity attribute with the evidence behind it, then one line per
-//! flow, then counters.
+//! `wardline-sensor analyze FILE...`: run the pipeline over capture files and report one
+//! line per flow, then, per device, every identity attribute with the evidence behind it,
+//! then counters.
 //!
 //! `--json` output is JSON lines, one object per line, each with a `type`:
 //! - `{"type":"device","mac","vendor","ips":[..],"vlans":[..],"first_seen_us","last_seen_us",
@@ -11,8 +11,9 @@
 //! - `{"type":"error","file","message"}` for a capture that could not be read to the end
 //! - `{"type":"stats", ...PipelineStats}` last.
 //!
-//! Flows are written to an unlinked temporary file while the capture is read and copied
-//! out after the devices, so memory stays bounded on captures with millions of flows.
+//! Flow lines are written as the flows end, while the capture is read; device reports follow
+//! the last flow, when their evidence is complete. Nothing is spilled to disk and memory
+//! stays bounded on captures with millions of flows.
 
 use crate::capture::file::FileReader;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};

@@ -227,11 +227,6 @@ impl DeviceTable {
         &mut self.cold[i as usize]
     }
 
-    fn entry(&mut self, mac: MacAddr, ts_us: u64) -> Option<&mut DeviceState> {
-        let i = self.slot(mac, ts_us)?;
-        Some(self.touch(i))
-    }
-
     fn target_slot(&mut self, t: Target, ts_us: u64) -> Option<DeviceSlot> {
         match t {
             Target::Slot(i) => Some(i),
@@ -458,20 +453,6 @@ impl DeviceTable {
         }
     }
 
-    /// Attach dissector findings by MAC only: `Src` → `src_mac`, `Dst` → `dst_mac`.
-    pub fn findings(&mut self, src_mac: MacAddr, dst_mac: MacAddr, ts_us: u64, proto: Proto, findings: &[Finding]) {
-        for f in findings {
-            let mac = match f.side {
-                Side::Src => src_mac,
-                Side::Dst => dst_mac,
-                Side::Mac(m) => m,
-            };
-            if let Some(i) = self.slot(mac, ts_us) {
-                self.finding_at(i, ts_us, proto, f);
-            }
-        }
-    }
-
     fn finding_at(&mut self, i: DeviceSlot, ts_us: u64, proto: Proto, f: &Finding) {
         if matches!(f.field, Field::IpAddress | Field::LldpManagementAddress | Field::CdpManagementAddress) {
             if let Ok(ip) = f.value.parse::<IpAddr>() {
@@ -481,7 +462,8 @@ impl DeviceTable {
         self.evidence_at(i, f.field, &f.value, proto, ts_us);
     }
 
-    /// [`evidence`](Self::evidence) from borrowed parts: repeats (most packets) allocate nothing.
+    /// Record one piece of evidence; repeats of a known (field, value) are not re-sent and
+    /// allocate nothing.
     fn evidence_at(&mut self, i: DeviceSlot, field: Field, value: &str, proto: Proto, ts_us: u64) {
         let max_ev = self.cfg.max_evidence_per_device;
         let d = self.touch(i);
@@ -494,26 +476,6 @@ impl DeviceTable {
         }
         d.evidence_seen.insert_new(field, value);
         d.new_evidence.push(Evidence::new(field, value, proto, ts_us));
-    }
-
-    /// Record one piece of evidence; repeats of a known (field, value) are not re-sent.
-    pub fn evidence(&mut self, mac: MacAddr, ev: Evidence) {
-        let max_ev = self.cfg.max_evidence_per_device;
-        let ts = ev.ts_us;
-        let mut dropped = false;
-        let Some(d) = self.entry(mac, ts) else { return };
-        // Look up without allocating: repeats (the common case) cost no Box<str>.
-        if !d.evidence_seen.contains(ev.field, ev.value.as_str()) {
-            if d.evidence_seen.len() >= max_ev {
-                dropped = true;
-            } else {
-                d.evidence_seen.insert_new(ev.field, ev.value.as_str());
-                d.new_evidence.push(ev);
-            }
-        }
-        if dropped {
-            self.drops.evidence_over_limit += 1;
-        }
     }
 
     /// Devices with new traffic or facts since the last drain, sorted by MAC.
@@ -545,13 +507,6 @@ impl DeviceTable {
         }
         out
     }
-
-    /// Everything known about one device (cumulative), for reports.
-    pub fn snapshot(&self, mac: &MacAddr) -> Option<(Vec<IpAddr>, Vec<u16>, u64, u64, u64, u64)> {
-        let i = self.index.get(&self.hot, mac)? as usize;
-        let (h, d) = (&self.hot[i], &self.cold[i]);
-        Some((d.ips.clone(), d.vlans.clone(), h.first_us, h.last_us, h.packets, h.bytes))
-    }
 }
 
 /// Returns false when the IP was new but the per-device bound is reached.
@@ -570,6 +525,23 @@ fn add_ip(d: &mut DeviceState, ip: IpAddr, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dissect::{PacketCtx, Transport};
+
+    /// A hostname finding about `mac` from a frame it sent with no IP layer.
+    fn hostname(t: &mut DeviceTable, mac: MacAddr, ts_us: u64, name: &str) {
+        let ctx = PacketCtx {
+            ts_us,
+            src_mac: mac,
+            dst_mac: MacAddr::BROADCAST,
+            vlan: None,
+            src_ip: None,
+            dst_ip: None,
+            src_port: 0,
+            dst_port: 0,
+            transport: Transport::L2 { ethertype: 0x88cc },
+        };
+        t.findings_at(&ctx, Proto::Dhcp, &[Finding::src(Field::Hostname, name)]);
+    }
 
     #[test]
     fn evidence_is_sent_once_and_counters_are_deltas() {
@@ -577,7 +549,7 @@ mod tests {
         let m = MacAddr([0, 0x1b, 0x21, 1, 2, 3]);
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         t.packet(m, 10, 100, Some(20), Some(ip));
-        t.evidence(m, Evidence::new(Field::Hostname, "pump-1", Proto::Dhcp, 10));
+        hostname(&mut t, m, 10, "pump-1");
         let o = t.drain_changed();
         assert_eq!(o.len(), 1);
         assert_eq!(o[0].ips, vec![ip]);
@@ -585,7 +557,7 @@ mod tests {
         assert_eq!(o[0].evidence.len(), 1);
         assert_eq!((o[0].packets, o[0].bytes), (1, 100));
         t.packet(m, 20, 50, Some(20), Some(ip));
-        t.evidence(m, Evidence::new(Field::Hostname, "pump-1", Proto::Dhcp, 20));
+        hostname(&mut t, m, 20, "pump-1");
         let o = t.drain_changed();
         assert_eq!(o.len(), 1);
         assert!(o[0].ips.is_empty() && o[0].evidence.is_empty() && o[0].vlans.is_empty());
@@ -598,17 +570,25 @@ mod tests {
 
     #[test]
     fn bounds_hold() {
-        let mut t = DeviceTable::new(DeviceConfig { max_devices: 1, max_ips_per_device: 2, max_evidence_per_device: 1, ..DeviceConfig::default() });
+        let mut t = DeviceTable::new(DeviceConfig {
+            max_devices: 1,
+            max_ips_per_device: 2,
+            max_evidence_per_device: 1,
+            ..DeviceConfig::default()
+        });
         let m = MacAddr([0, 1, 2, 3, 4, 5]);
         // Announced addresses (ARP/DHCP) are bounded per device; sourced ones also mark gateways.
         for i in 1..=5u8 {
             t.ip(m, 1, IpAddr::from([10, 0, 0, i]));
         }
         t.packet(MacAddr([0, 1, 2, 3, 4, 6]), 1, 1, None, None);
-        t.evidence(m, Evidence::new(Field::Hostname, "a", Proto::Dhcp, 1));
-        t.evidence(m, Evidence::new(Field::Hostname, "b", Proto::Dhcp, 1));
+        hostname(&mut t, m, 1, "a");
+        hostname(&mut t, m, 1, "b");
         assert_eq!(t.len(), 1);
-        assert_eq!(t.drops(), &DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1, findings_unattributed: 0 });
+        assert_eq!(
+            t.drops(),
+            &DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1, findings_unattributed: 0 }
+        );
         assert_eq!(t.drain_changed()[0].ips.len(), 2);
     }
 }
@@ -626,7 +606,18 @@ mod local_network_tests {
         let o = t.drain_changed();
         assert_eq!(o[0].ips, vec!["10.20.0.1".parse::<IpAddr>().unwrap()]);
         // An address the device announces itself counts wherever it is.
-        t.findings(gw, MacAddr::BROADCAST, 3, Proto::Lldp, &[Finding::src(Field::LldpManagementAddress, "198.51.100.7")]);
+        let lldp = crate::dissect::PacketCtx {
+            ts_us: 3,
+            src_mac: gw,
+            dst_mac: MacAddr::BROADCAST,
+            vlan: None,
+            src_ip: None,
+            dst_ip: None,
+            src_port: 0,
+            dst_port: 0,
+            transport: crate::dissect::Transport::L2 { ethertype: 0x88cc },
+        };
+        t.findings_at(&lldp, Proto::Lldp, &[Finding::src(Field::LldpManagementAddress, "198.51.100.7")]);
         assert_eq!(t.drain_changed()[0].ips, vec!["198.51.100.7".parse::<IpAddr>().unwrap()]);
     }
 
@@ -675,7 +666,11 @@ mod gateway_tests {
         }
         // CT → PACS through the router: the frame's destination MAC is the router.
         let c = ctx(ct, "10.20.0.9", router, "10.30.0.5");
-        t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "PACS1"), Finding::src(Field::DicomCallingAe, "CT1")]);
+        t.findings_at(
+            &c,
+            Proto::Dicom,
+            &[Finding::dst(Field::DicomCalledAe, "PACS1"), Finding::src(Field::DicomCallingAe, "CT1")],
+        );
         t.port_evidence(router, "10.30.0.5".parse().unwrap(), Field::ListeningPort, "tcp", 104, 6);
         let obs = t.drain_changed();
         let of = |m: MacAddr| obs.iter().find(|o| o.mac == m).unwrap();
@@ -719,7 +714,10 @@ mod resolve_cache_tests {
     }
 
     fn holder(obs: &[DeviceObservation], query: &str) -> Vec<MacAddr> {
-        obs.iter().filter(|o| o.evidence.iter().any(|e| e.field == Field::DnsQuery && e.value == query)).map(|o| o.mac).collect()
+        obs.iter()
+            .filter(|o| o.evidence.iter().any(|e| e.field == Field::DnsQuery && e.value == query))
+            .map(|o| o.mac)
+            .collect()
     }
 
     fn mac(last: u8) -> MacAddr {

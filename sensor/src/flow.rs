@@ -12,6 +12,7 @@
 //! (`WARDLINE_THP=1`, see `hugepages.rs`): they are read at random per packet.
 
 use crate::decode::tcp_flags;
+use crate::protocols::guess_app;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -33,7 +34,12 @@ pub struct FlowConfig {
 
 impl Default for FlowConfig {
     fn default() -> Self {
-        FlowConfig { idle_timeout_us: 60_000_000, active_timeout_us: 300_000_000, max_flows: 1_000_000, close_linger_us: 2_000_000 }
+        FlowConfig {
+            idle_timeout_us: 60_000_000,
+            active_timeout_us: 300_000_000,
+            max_flows: 1_000_000,
+            close_linger_us: 2_000_000,
+        }
     }
 }
 
@@ -110,7 +116,12 @@ pub struct PacketMeta {
 impl PacketMeta {
     /// The flow facts of a decoded IP packet.
     #[inline]
-    pub fn from_decoded(d: &crate::decode::Decoded<'_>, h: &crate::decode::IpHeader, ts_us: u64, wire_len: u64) -> Self {
+    pub fn from_decoded(
+        d: &crate::decode::Decoded<'_>,
+        h: &crate::decode::IpHeader,
+        ts_us: u64,
+        wire_len: u64,
+    ) -> Self {
         let (src_port, dst_port) = d.ports();
         PacketMeta {
             ts_us,
@@ -515,40 +526,6 @@ impl FlowTable {
         self.end_oldest(max);
         std::mem::take(&mut self.pending)
     }
-}
-
-/// Application label from well-known ports when no dissector recognised the payload.
-pub fn guess_app(ip_proto: u8, port_a: u16, port_b: u16) -> Option<Proto> {
-    let by_port = |p: u16| -> Option<Proto> {
-        Some(match (ip_proto, p) {
-            (17, 67 | 68) => Proto::Dhcp,
-            (17, 546 | 547) => Proto::Dhcpv6,
-            (_, 53) => Proto::Dns,
-            (17, 5353) => Proto::Mdns,
-            (17, 5355) => Proto::Llmnr,
-            (17, 1900) => Proto::Ssdp,
-            (17, 137 | 138) => Proto::Netbios,
-            (17, 161 | 162) => Proto::Snmp,
-            (6, 80 | 8080) => Proto::Http,
-            (6, 443 | 8443 | 2762) => Proto::Tls,
-            (6, 22) => Proto::Ssh,
-            (6, 445 | 139) => Proto::Smb,
-            (6, 23) => Proto::Telnet,
-            (6, 21) => Proto::Ftp,
-            (6, 3389) => Proto::Rdp,
-            (6, 5900..=5903) => Proto::Vnc,
-            (6, 104 | 11112) => Proto::Dicom,
-            (6, 2575 | 6661) => Proto::Hl7,
-            (6, 3613) => Proto::Alaris,
-            (17, 24105) => Proto::IntellivueDataExport,
-            (_, 6464) => Proto::Sdc,
-            (17, 2000 | 7000) => Proto::Carescape,
-            _ => return None,
-        })
-    };
-    // The lower port is usually the service; try it first.
-    let (first, second) = if port_a <= port_b { (port_a, port_b) } else { (port_b, port_a) };
-    by_port(first).or_else(|| by_port(second))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::decode::{self, tcp_flags, Decoded, Fragment, IpHeader, Net, TcpHeader
 use crate::devices::{DeviceConfig, DeviceTable};
 use crate::dissect::{self, Dispatch, PacketCtx, Transport};
 use crate::flow::{FlowConfig, FlowRef, FlowTable, PacketMeta};
+use crate::protocols;
 use crate::reassembly::{fragment_of, FragConfig, FragTable, Segment, TcpReassembler, TcpReassemblyConfig};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -134,7 +135,7 @@ impl DissectCounts {
 const STREAM_SWEEP_PACKETS: u64 = 1 << 16;
 
 /// TCP payloads per direction dissected on a flow that is not reassembled (and not on an
-/// [`dissect::every_segment_port`]); later segments are only counted, so a bulk transfer
+/// [`protocols::EVERY_SEGMENT_PORTS`]); later segments are only counted, so a bulk transfer
 /// costs flow accounting and nothing else. Identity (banners, hellos, negotiates) comes in
 /// the first few.
 pub const TCP_PAYLOADS_DISSECTED: u8 = 8;
@@ -261,7 +262,9 @@ impl Pipeline {
             self.stats.ip_fragments_malformed += 1;
             return;
         };
-        let Some(packet) = self.frags.push(d.vlan, h.src, h.dst, ts, &info) else { return };
+        let Some(packet) = self.frags.push(d.vlan, h.src, h.dst, ts, &info) else {
+            return;
+        };
         match decode::decode(LinkType::RawIp, &packet) {
             Ok(mut whole) => {
                 whole.src_mac = d.src_mac;
@@ -307,9 +310,13 @@ impl Pipeline {
     /// p0f-style signature of a SYN (client) or SYN+ACK (server), credited to its sender.
     /// The device table keeps one copy per (device, signature); repeats are not re-sent.
     fn syn_signature(&mut self, frame: &[u8], d: &Decoded<'_>, h: &IpHeader, t: &TcpHeader, ts: u64) {
-        let Some(hdr) = tcp_header_bytes(frame, d, t) else { return };
+        let Some(hdr) = tcp_header_bytes(frame, d, t) else {
+            return;
+        };
         let version = if h.src.is_ipv6() { 6 } else { 4 };
-        let Some(f) = dissect::tcp_syn::finding(h.ttl, version, hdr) else { return };
+        let Some(f) = dissect::tcp_syn::finding(h.ttl, version, hdr) else {
+            return;
+        };
         let ctx = PacketCtx::of(d, ts);
         self.devices.findings_at(&ctx, Proto::TcpSyn, std::slice::from_ref(&f));
     }
@@ -342,7 +349,7 @@ impl Pipeline {
         let Pipeline { flows, devices, dissectors, streams, stats, dissect_counts, .. } = self;
         let seg = Segment { ts_us: ctx.ts_us, seq, flags, payload: bytes };
         let tracked = streams.is_tracked(flow);
-        if !bytes.is_empty() && !dissect::every_segment_port(ctx.src_port, ctx.dst_port) {
+        if !bytes.is_empty() && !protocols::EVERY_SEGMENT_PORTS.either(ctx.src_port, ctx.dst_port) {
             // Past its first payloads an unreassembled flow is bulk: count it, skip the rest.
             // A reassembled TLS flow is bulk once its handshake is surely over; other
             // reassembled protocols (HTTP keep-alive, DICOM, HL7, SMB) carry identity or
@@ -361,7 +368,8 @@ impl Pipeline {
             return;
         }
         let syn_only = flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN;
-        let wanted = (syn_only && dissect::stream_port(ctx.src_port, ctx.dst_port)) || dissect::wants_stream(ctx, bytes);
+        let wanted = (syn_only && protocols::STREAM_PORTS.either(ctx.src_port, ctx.dst_port))
+            || dissectors.starts_stream(ctx, bytes);
         if wanted {
             streams.track(flow, (ctx.src_port, ctx.dst_port), ctx.ts_us);
             streams.segment(flow, &seg, &mut deliver);
@@ -371,7 +379,16 @@ impl Pipeline {
     }
 
     fn dispatch(&mut self, flow: Option<FlowRef>, ctx: &PacketCtx, payload: &[u8]) {
-        dispatch_to(&self.dissectors, &mut self.flows, &mut self.devices, &mut self.stats, &mut self.dissect_counts, flow, ctx, payload);
+        dispatch_to(
+            &self.dissectors,
+            &mut self.flows,
+            &mut self.devices,
+            &mut self.stats,
+            &mut self.dissect_counts,
+            flow,
+            ctx,
+            payload,
+        );
     }
 
     /// Flows that ended by `now_us` (packet time) and devices with news since the last drain.

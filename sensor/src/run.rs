@@ -187,7 +187,9 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     capture_result
 }
 
-fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, batcher: &mut Batcher) -> Result<()> {
+/// Read `sources` in order through one pipeline into `batcher`'s spool: batches every
+/// `batch.interval_secs` of capture time, then the remaining flows, devices and the stats.
+pub fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, batcher: &mut Batcher) -> Result<()> {
     let interval_us = cfg.batch.interval_secs.max(1) * 1_000_000;
     let mut pcfg = PipelineConfig::default();
     pcfg.devices.local_networks = cfg.local_networks()?;
@@ -239,6 +241,7 @@ fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, batche
         bytes: stats.bytes,
         decode_errors: stats.decode_errors_total(),
         flows_evicted: stats.flows_evicted,
+        // Written in by the spool when it stores the batch: it counts what it drops.
         batches_dropped: 0,
     }));
     batcher.emit(events)?;

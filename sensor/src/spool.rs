@@ -8,6 +8,8 @@
 //! - A batch leaves the spool only by `remove` (after an Ack), `dead_letter` (refused for
 //!   good: moved to a separate tree, kept for the operator, never silently lost), or the
 //!   disk-bound policy below (counted and persisted in `dropped_batches`).
+//! - A stored batch's `Stats` events carry that count in `batches_dropped`, written in when
+//!   the batch is stored: every batch given up before it (across restarts) is reported.
 //! - A record that cannot be decoded is moved to the dead-letter tree with the reason and
 //!   logged; it neither panics nor blocks the batches behind it.
 //!
@@ -215,16 +217,32 @@ impl Spool {
         let _guard = self.lock();
         let seq = read_u64(&self.meta, NEXT_SEQ, "next_seq")?.max(1);
         let flow_only = is_flow_only(&events);
-        let batch = Batch { id: Ulid::new(), sensor_id: sensor_id.to_string(), site: site.to_string(), seq, events };
-        let frame = encode_frame(&batch).with_context(|| format!("cannot encode batch {seq}"))?;
-        let size = frame.len() as u64;
-
-        // Make room by giving up the oldest flow-only batches.
-        while self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
-            if !self.drop_oldest_flow_only()? {
-                break;
+        let reports_drops = events.iter().any(|e| matches!(e, Event::Stats(_)));
+        let mut batch = Batch { id: Ulid::new(), sensor_id: sensor_id.to_string(), site: site.to_string(), seq, events };
+        let (frame, size) = loop {
+            if reports_drops {
+                let dropped = self.dropped_batches()?;
+                for e in &mut batch.events {
+                    if let Event::Stats(s) = e {
+                        s.batches_dropped = dropped;
+                    }
+                }
             }
-        }
+            let frame = encode_frame(&batch).with_context(|| format!("cannot encode batch {seq}"))?;
+            let size = frame.len() as u64;
+            // Make room by giving up the oldest flow-only batches.
+            let mut made_room = false;
+            while self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+                if !self.drop_oldest_flow_only()? {
+                    break;
+                }
+                made_room = true;
+            }
+            // Stats must count the drops that made room for them: encode again with the new count.
+            if !(made_room && reports_drops) {
+                break (frame, size);
+            }
+        };
         let over = self.bytes.load(Ordering::Relaxed) + size > self.max_bytes;
         let store = !(over && flow_only);
         let n_events = batch.events.len() as u64;

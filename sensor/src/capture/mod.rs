@@ -2,7 +2,8 @@
 //!
 //! Every source hands the pipeline the same [`RawPacket`]: capture time, link type and the
 //! captured bytes, borrowed from the reader's buffer so the hot path copies nothing.
-//! [`for_each_packet`] is the one packet loop the pipeline and `analyze` use.
+//! [`for_each_packet`] is the packet loop of the sensor run (files and live capture);
+//! `analyze` reads its files with [`file::FileReader`] directly, one file after another.
 
 pub mod file;
 mod mapped;

@@ -19,29 +19,11 @@
 //! address assigned to the client (`yiaddr`).
 
 use super::*;
+use crate::protocols::DHCP;
 use std::net::Ipv4Addr;
 
 const BOOTP_FIXED: usize = 236;
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
-
-/// The RFC 2131 message types we name.
-pub fn message_type_name(t: u8) -> &'static str {
-    match t {
-        1 => "DISCOVER",
-        2 => "OFFER",
-        3 => "REQUEST",
-        4 => "DECLINE",
-        5 => "ACK",
-        6 => "NAK",
-        7 => "RELEASE",
-        8 => "INFORM",
-        10 => "LEASEQUERY",
-        11 => "LEASEUNASSIGNED",
-        12 => "LEASEUNKNOWN",
-        13 => "LEASEACTIVE",
-        _ => "OTHER",
-    }
-}
 
 /// A parsed DHCPv4 message (only the parts Wardline uses).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,9 +63,7 @@ impl DhcpRecord {
     }
 
     pub fn param_list_string(&self) -> Option<String> {
-        self.param_request_list
-            .as_ref()
-            .map(|l| l.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","))
+        self.param_request_list.as_ref().map(|l| l.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","))
     }
 }
 
@@ -108,7 +88,10 @@ fn walk_options<'a>(area: &'a [u8], where_: &str, out: &mut Vec<(u8, &'a [u8])>)
             255 => return Ok(()),
             _ => {
                 let Some(&len) = area.get(p + 1) else {
-                    return Err(DissectError::truncated(Proto::Dhcp, format!("option {code} in {where_} has no length byte")));
+                    return Err(DissectError::truncated(
+                        Proto::Dhcp,
+                        format!("option {code} in {where_} has no length byte"),
+                    ));
                 };
                 let start = p + 2;
                 let end = start + len as usize;
@@ -205,7 +188,8 @@ pub fn parse(payload: &[u8]) -> Result<DhcpRecord, DissectError> {
     }
     rec.message_type = option_value(&opts, 53).and_then(|v| v.first().copied());
     rec.hostname = option_value(&opts, 12).map(|v| text(&v));
-    rec.requested_ip = option_value(&opts, 50).and_then(|v| Some(Ipv4Addr::from(<[u8; 4]>::try_from(v.get(..4)?).ok()?)));
+    rec.requested_ip =
+        option_value(&opts, 50).and_then(|v| Some(Ipv4Addr::from(<[u8; 4]>::try_from(v.get(..4)?).ok()?)));
     rec.param_request_list = option_value(&opts, 55);
     rec.max_msg_size = option_value(&opts, 57).and_then(|v| Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?)));
     rec.vendor_class = option_value(&opts, 60).map(|v| text(&v));
@@ -295,8 +279,8 @@ impl Dissector for DhcpDissector {
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
         ctx.transport == Transport::Udp
-            && matches!(ctx.src_port, 67 | 68)
-            && matches!(ctx.dst_port, 67 | 68)
+            && DHCP.has_port(ctx.src_port)
+            && DHCP.has_port(ctx.dst_port)
             && !payload.is_empty()
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {

@@ -9,6 +9,7 @@
 //! header, since its content is encrypted.
 
 use super::*;
+use crate::protocols::{DICOM, DICOM_TLS};
 
 /// PDU header: type (1), reserved (1), length (4, big endian, excludes the header).
 const PDU_HEADER_LEN: usize = 6;
@@ -22,23 +23,29 @@ const MAX_SYNTAXES: usize = 256;
 /// Bound on the PDUs examined in one payload so a payload of tiny PDUs costs little.
 const MAX_PDUS_PER_PAYLOAD: usize = 256;
 
-/// The registered DICOM ports (IANA `acr-nema` 104, 11112, 2761) and the usual PACS extras.
-pub const DICOM_PORTS: [u16; 4] = [104, 11112, 2761, 4242];
-/// DICOM over TLS (IANA `dicom-tls`).
-pub const DICOM_TLS_PORT: u16 = 2762;
-
 /// One DICOM upper-layer PDU.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DicomPdu {
     AssociateRq(Association),
     AssociateAc(Association),
-    AssociateRj { result: u8, source: u8, reason: u8 },
+    AssociateRj {
+        result: u8,
+        source: u8,
+        reason: u8,
+    },
     /// P-DATA-TF: only the volume. `truncated` is set when the PDU ran past the payload
     /// (PDVs counted up to there; `pdv_bytes` sums the declared PDV lengths).
-    PData { pdv_count: u32, pdv_bytes: u64, truncated: bool },
+    PData {
+        pdv_count: u32,
+        pdv_bytes: u64,
+        truncated: bool,
+    },
     ReleaseRq,
     ReleaseRp,
-    Abort { source: u8, reason: u8 },
+    Abort {
+        source: u8,
+        reason: u8,
+    },
 }
 
 /// The negotiable parts of an A-ASSOCIATE-RQ or -AC.
@@ -84,16 +91,16 @@ pub fn pdu_len(prefix: &[u8]) -> Option<usize> {
 /// Cheap shape test: a PDU type, a zero reserved byte, and a body length that fits the PDU
 /// type (fixed-size PDUs must have their exact length; associations need their fixed part).
 pub fn looks_like_pdu(payload: &[u8]) -> bool {
-    let Some(total) = pdu_len(payload) else { return false };
+    let Some(total) = pdu_len(payload) else {
+        return false;
+    };
     if payload[1] != 0 {
         return false;
     }
     let body = total - PDU_HEADER_LEN;
     match payload[0] {
         1 | 2 => {
-            body >= ASSOC_FIXED_LEN
-                && payload.len() >= 8
-                && u16::from_be_bytes([payload[6], payload[7]]) & 0x0001 == 1
+            body >= ASSOC_FIXED_LEN && payload.len() >= 8 && u16::from_be_bytes([payload[6], payload[7]]) & 0x0001 == 1
         }
         3 | 5 | 6 | 7 => body == 4,
         4 => body >= 6,
@@ -130,7 +137,10 @@ pub fn parse(payload: &[u8]) -> Result<DicomRecord, DissectError> {
 /// Parse one PDU at the start of `buf`; returns it and the bytes it used.
 pub fn parse_pdu(buf: &[u8]) -> Result<(DicomPdu, usize), DissectError> {
     let total = pdu_len(buf).ok_or_else(|| {
-        err("bad_pdu_type", format!("first byte {:#04x} is not a DICOM PDU type (1..=7)", buf.first().copied().unwrap_or(0)))
+        err(
+            "bad_pdu_type",
+            format!("first byte {:#04x} is not a DICOM PDU type (1..=7)", buf.first().copied().unwrap_or(0)),
+        )
     })?;
     let pdu_type = buf[0];
     if pdu_type == 4 {
@@ -198,10 +208,7 @@ fn parse_pdata(buf: &[u8], total: usize) -> (DicomPdu, usize) {
 
 fn ae_title(raw: &[u8]) -> String {
     // ISO 646 with space padding; anything else is shown escaped rather than trusted.
-    let text: String = raw
-        .iter()
-        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '\u{FFFD}' })
-        .collect();
+    let text: String = raw.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '\u{FFFD}' }).collect();
     text.trim_matches(|c| c == ' ' || c == '\u{FFFD}').to_string()
 }
 
@@ -217,13 +224,19 @@ fn uid(raw: &[u8]) -> String {
 
 /// Iterate (item type, item body) over a run of items with a 1-byte type, 1 reserved byte
 /// and a 2-byte length. Stops with an error at an item that overruns its container.
-fn items<'a>(mut buf: &'a [u8], container: &'static str) -> impl Iterator<Item = Result<(u8, &'a [u8]), DissectError>> + 'a {
+fn items<'a>(
+    mut buf: &'a [u8],
+    container: &'static str,
+) -> impl Iterator<Item = Result<(u8, &'a [u8]), DissectError>> + 'a {
     std::iter::from_fn(move || {
         if buf.is_empty() {
             return None;
         }
         if buf.len() < 4 {
-            let e = err("bad_item", format!("{} trailing bytes in {container} are too short for an item header", buf.len()));
+            let e = err(
+                "bad_item",
+                format!("{} trailing bytes in {container} are too short for an item header", buf.len()),
+            );
             buf = &[];
             return Some(Err(e));
         }
@@ -287,7 +300,9 @@ fn parse_association(body: &[u8], is_request: bool) -> Result<Association, Disse
                 for sub in items(item, "user information") {
                     let (sub_kind, sub) = sub?;
                     match sub_kind {
-                        0x51 if sub.len() == 4 => a.max_pdu_len = Some(u32::from_be_bytes([sub[0], sub[1], sub[2], sub[3]])),
+                        0x51 if sub.len() == 4 => {
+                            a.max_pdu_len = Some(u32::from_be_bytes([sub[0], sub[1], sub[2], sub[3]]))
+                        }
                         0x52 => a.impl_class_uid = Some(uid(sub)),
                         0x55 => a.impl_version = Some(ae_title(sub)),
                         _ => {}
@@ -357,8 +372,7 @@ impl Dissector for DicomDissector {
         if ctx.transport != Transport::Tcp || !looks_like_pdu(payload) {
             return false;
         }
-        let on_port = DICOM_PORTS.contains(&ctx.src_port) || DICOM_PORTS.contains(&ctx.dst_port);
-        on_port || matches!(payload[0], 1 | 2)
+        DICOM.claims(ctx) || matches!(payload[0], 1 | 2)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         let rec = parse(payload)?;
@@ -381,17 +395,18 @@ impl Dissector for DicomTlsDissector {
         Proto::Dicom
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        ctx.transport == Transport::Tcp
-            && (ctx.src_port == DICOM_TLS_PORT || ctx.dst_port == DICOM_TLS_PORT)
-            && is_tls_record(payload)
+        ctx.transport == Transport::Tcp && DICOM_TLS.claims(ctx) && is_tls_record(payload)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         if !is_tls_record(payload) {
             return Err(err("not_tls", "payload on the DICOM TLS port does not start with a TLS record header"));
         }
         // The end on 2762 is the DICOM TLS service; the other end is its client.
-        let side = if ctx.src_port == DICOM_TLS_PORT { Side::Src } else { Side::Dst };
-        out.push(Finding { side, field: Field::DicomTls, value: format!("tcp/{DICOM_TLS_PORT}") });
+        let Some(port) = DICOM_TLS.port_used(ctx) else {
+            return Err(err("off_port", "payload is on no DICOM TLS port"));
+        };
+        let side = if ctx.src_port == port { Side::Src } else { Side::Dst };
+        out.push(Finding { side, field: Field::DicomTls, value: format!("tcp/{port}") });
         // This dissector runs before the generic TLS one, so collect the ClientHello/ServerHello
         // identity (SNI, JA3, JA4, certificate) too; a non-handshake record simply adds nothing.
         let _ = super::tls::TlsDissector.dissect(ctx, payload, out);

@@ -13,6 +13,7 @@
 
 use super::text::{be16, be32, display};
 use super::*;
+use crate::protocols::{DNS, LLMNR, MDNS};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 const PROTO: Proto = Proto::Dns;
@@ -39,11 +40,18 @@ pub enum RData {
     Aaaa(Ipv6Addr),
     Ptr(String),
     Cname(String),
-    Srv { priority: u16, weight: u16, port: u16, target: String },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
     /// Each character-string of the TXT record, as display text.
     Txt(Vec<String>),
     /// Any other type: only its length is kept.
-    Other { len: usize },
+    Other {
+        len: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,9 +108,9 @@ fn walk_labels<'m>(msg: &'m [u8], off: usize, mut label_fn: impl FnMut(&'m [u8])
     let mut jumps = 0usize;
     let mut total = 0usize;
     loop {
-        let len = *msg
-            .get(pos)
-            .ok_or_else(|| DissectError::truncated(PROTO, format!("name at offset {off} runs past the end ({} bytes)", msg.len())))?;
+        let len = *msg.get(pos).ok_or_else(|| {
+            DissectError::truncated(PROTO, format!("name at offset {off} runs past the end ({} bytes)", msg.len()))
+        })?;
         match len & 0xc0 {
             0x00 => {
                 if len == 0 {
@@ -120,9 +128,9 @@ fn walk_labels<'m>(msg: &'m [u8], off: usize, mut label_fn: impl FnMut(&'m [u8])
                 pos = start + len as usize;
             }
             0xc0 => {
-                let lo = *msg
-                    .get(pos + 1)
-                    .ok_or_else(|| DissectError::truncated(PROTO, format!("compression pointer at offset {pos} cut short")))?;
+                let lo = *msg.get(pos + 1).ok_or_else(|| {
+                    DissectError::truncated(PROTO, format!("compression pointer at offset {pos} cut short"))
+                })?;
                 let target = (((len & 0x3f) as usize) << 8) | lo as usize;
                 jumps += 1;
                 // Backwards-only pointers make loops impossible; the jump cap bounds work.
@@ -243,8 +251,10 @@ fn parse_with(payload: &[u8], keep: bool) -> Result<DnsRecord, DissectError> {
     let mut pos = 12;
     for _ in 0..counts[0] {
         let (name, next) = name_at(payload, pos, keep)?;
-        let qtype = be16(payload, next).ok_or_else(|| DissectError::truncated(PROTO, format!("question type at offset {next}")))?;
-        let qclass = be16(payload, next + 2).ok_or_else(|| DissectError::truncated(PROTO, format!("question class at offset {}", next + 2)))?;
+        let qtype = be16(payload, next)
+            .ok_or_else(|| DissectError::truncated(PROTO, format!("question type at offset {next}")))?;
+        let qclass = be16(payload, next + 2)
+            .ok_or_else(|| DissectError::truncated(PROTO, format!("question class at offset {}", next + 2)))?;
         if keep {
             rec.questions.push(DnsQuestion { name, qtype, qclass: qclass & 0x7fff });
         }
@@ -281,7 +291,9 @@ pub fn salvage_questions(payload: &[u8]) -> Vec<DnsQuestion> {
     let qd = be16(payload, 4).unwrap_or(0) as usize;
     let mut pos = 12;
     for _ in 0..qd.min(64) {
-        let Ok((name, next)) = read_name(payload, pos) else { break };
+        let Ok((name, next)) = read_name(payload, pos) else {
+            break;
+        };
         let (Some(qtype), Some(qclass)) = (be16(payload, next), be16(payload, next + 2)) else {
             out.push(DnsQuestion { name, qtype: 0, qclass: 0 });
             break;
@@ -300,24 +312,28 @@ pub fn parse_tcp(payload: &[u8]) -> Result<DnsRecord, DissectError> {
 /// The message inside a DNS-over-TCP payload (after its two-byte length prefix).
 fn tcp_body(payload: &[u8]) -> Result<&[u8], DissectError> {
     let len = be16(payload, 0).ok_or_else(|| DissectError::truncated(PROTO, "TCP length prefix missing"))? as usize;
-    payload
-        .get(2..2 + len)
-        .ok_or_else(|| DissectError::truncated(PROTO, format!("TCP message says {len} bytes, {} present", payload.len().saturating_sub(2))))
+    payload.get(2..2 + len).ok_or_else(|| {
+        DissectError::truncated(
+            PROTO,
+            format!("TCP message says {len} bytes, {} present", payload.len().saturating_sub(2)),
+        )
+    })
 }
 
 /// One resource record at `off`; with `keep` false its names and strings are checked but
 /// not built.
 fn read_rr(msg: &[u8], off: usize, section: Section, keep: bool) -> Result<(DnsRr, usize), DissectError> {
     let (name, p) = name_at(msg, off, keep)?;
-    let hdr = msg.get(p..p + 10).ok_or_else(|| DissectError::truncated(PROTO, format!("record header at offset {p}")))?;
+    let hdr =
+        msg.get(p..p + 10).ok_or_else(|| DissectError::truncated(PROTO, format!("record header at offset {p}")))?;
     let rtype = u16::from_be_bytes([hdr[0], hdr[1]]);
     let class = u16::from_be_bytes([hdr[2], hdr[3]]) & 0x7fff;
     let ttl = be32(hdr, 4).unwrap_or(0);
     let rdlen = u16::from_be_bytes([hdr[8], hdr[9]]) as usize;
     let start = p + 10;
-    let rd = msg
-        .get(start..start + rdlen)
-        .ok_or_else(|| DissectError::truncated(PROTO, format!("rdata of {rdlen} bytes at offset {start} runs past the end")))?;
+    let rd = msg.get(start..start + rdlen).ok_or_else(|| {
+        DissectError::truncated(PROTO, format!("rdata of {rdlen} bytes at offset {start} runs past the end"))
+    })?;
     let rdata = match rtype {
         TYPE_A if rdlen == 4 => RData::A(Ipv4Addr::new(rd[0], rd[1], rd[2], rd[3])),
         TYPE_AAAA if rdlen == 16 => {
@@ -339,9 +355,9 @@ fn read_rr(msg: &[u8], off: usize, section: Section, keep: bool) -> Result<(DnsR
             let mut i = 0;
             while i < rd.len() && kept < MAX_TXT_STRINGS {
                 let l = rd[i] as usize;
-                let s = rd
-                    .get(i + 1..i + 1 + l)
-                    .ok_or_else(|| DissectError::truncated(PROTO, format!("TXT string of {l} bytes at offset {}", start + i)))?;
+                let s = rd.get(i + 1..i + 1 + l).ok_or_else(|| {
+                    DissectError::truncated(PROTO, format!("TXT string of {l} bytes at offset {}", start + i))
+                })?;
                 if !s.is_empty() {
                     kept += 1;
                     if keep {
@@ -368,9 +384,9 @@ pub fn is_service_type(name: &str) -> bool {
 
 /// Which of DNS, mDNS or LLMNR a packet is, by its ports.
 pub fn flavor(ctx: &PacketCtx) -> Proto {
-    if ctx.src_port == 5353 || ctx.dst_port == 5353 {
+    if MDNS.claims(ctx) {
         Proto::Mdns
-    } else if ctx.src_port == 5355 || ctx.dst_port == 5355 {
+    } else if LLMNR.claims(ctx) {
         Proto::Llmnr
     } else {
         Proto::Dns
@@ -502,7 +518,7 @@ impl Dissector for DnsDissector {
         Proto::Dns
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        matches!(ctx.transport, Transport::Udp | Transport::Tcp) && (ctx.src_port == 53 || ctx.dst_port == 53) && payload.len() >= 12
+        matches!(ctx.transport, Transport::Udp | Transport::Tcp) && DNS.claims(ctx) && payload.len() >= 12
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         dissect_any(ctx, payload, out)
@@ -514,7 +530,7 @@ impl Dissector for MdnsDissector {
         Proto::Mdns
     }
     fn wants(&self, ctx: &PacketCtx, _payload: &[u8]) -> bool {
-        ctx.transport == Transport::Udp && (ctx.src_port == 5353 || ctx.dst_port == 5353)
+        ctx.transport == Transport::Udp && MDNS.claims(ctx)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         dissect_any(ctx, payload, out)
@@ -526,7 +542,7 @@ impl Dissector for LlmnrDissector {
         Proto::Llmnr
     }
     fn wants(&self, ctx: &PacketCtx, _payload: &[u8]) -> bool {
-        ctx.transport == Transport::Udp && (ctx.src_port == 5355 || ctx.dst_port == 5355)
+        ctx.transport == Transport::Udp && LLMNR.claims(ctx)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         dissect_any(ctx, payload, out)
@@ -569,7 +585,9 @@ mod tests {
     #[test]
     fn validate_agrees_with_parse() {
         let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 6, 0, 0, 0, 1];
-        m.extend_from_slice(&[7, b'p', b'r', b'i', b'n', b't', b'e', b'r', 5, b'l', b'o', b'c', b'a', b'l', 0, 0, 1, 0, 1]);
+        m.extend_from_slice(&[
+            7, b'p', b'r', b'i', b'n', b't', b'e', b'r', 5, b'l', b'o', b'c', b'a', b'l', 0, 0, 1, 0, 1,
+        ]);
         // A, AAAA, PTR, CNAME, SRV, TXT (with an empty string), then an OPT-like other type.
         m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 9]);
         m.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);

@@ -2,8 +2,8 @@
 //! cleartext. Command arguments (user names, passwords) are never kept.
 
 use super::*;
+use crate::protocols::FTP;
 
-pub const FTP_PORT: u16 = 21;
 const MAX_LINES: usize = 64;
 const MAX_BANNER_CHARS: usize = 256;
 
@@ -46,7 +46,10 @@ pub fn parse(payload: &[u8], from_server: bool) -> Result<FtpRecord, DissectErro
         }
         if from_server {
             // "220 text" or "220-text" (first line of a multi-line reply); continuation lines have no code.
-            if raw.len() >= 3 && raw[..3].iter().all(u8::is_ascii_digit) && matches!(raw.get(3), None | Some(b' ') | Some(b'-')) {
+            if raw.len() >= 3
+                && raw[..3].iter().all(u8::is_ascii_digit)
+                && matches!(raw.get(3), None | Some(b' ') | Some(b'-'))
+            {
                 let code = raw[..3].iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
                 let text = (code == 220).then(|| clip(&String::from_utf8_lossy(raw.get(4..).unwrap_or(&[]))));
                 rec.lines.push(FtpLine::Reply { code, text });
@@ -60,7 +63,11 @@ pub fn parse(payload: &[u8], from_server: bool) -> Result<FtpRecord, DissectErro
         }
     }
     if rec.lines.is_empty() {
-        return Err(DissectError::new(Proto::Ftp, "not_ftp", format!("no FTP {} line in {} bytes", if from_server { "reply" } else { "command" }, payload.len())));
+        return Err(DissectError::new(
+            Proto::Ftp,
+            "not_ftp",
+            format!("no FTP {} line in {} bytes", if from_server { "reply" } else { "command" }, payload.len()),
+        ));
     }
     Ok(rec)
 }
@@ -84,12 +91,10 @@ impl Dissector for FtpDissector {
         Proto::Ftp
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        ctx.transport == Transport::Tcp
-            && !payload.is_empty()
-            && (ctx.src_port == FTP_PORT || ctx.dst_port == FTP_PORT)
+        ctx.transport == Transport::Tcp && !payload.is_empty() && FTP.claims(ctx)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
-        let rec = parse(payload, ctx.src_port == FTP_PORT)?;
+        let rec = parse(payload, FTP.has_port(ctx.src_port))?;
         findings(&rec, ctx, out);
         Ok(())
     }

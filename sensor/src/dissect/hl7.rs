@@ -18,9 +18,6 @@ const MAX_SEGMENTS: usize = 10_000;
 const MAX_DEVICE_IDS: usize = 64;
 const MAX_VALUE_LEN: usize = 256;
 
-/// HL7 registered port (IANA `hl7`); MLLP also runs on many site-chosen ports.
-pub const HL7_PORT: u16 = 2575;
-
 /// Segments that carry patient, visit, guarantor or insurance data (HL7 v2.x chapters 3 and 6).
 /// Only their count leaves the dissector.
 pub const PHI_SEGMENTS: [&str; 13] =
@@ -203,8 +200,7 @@ fn parse_message(body: &[u8], framing: Framing) -> Result<Hl7Message, DissectErr
                 continue;
             }
             for rep in raw.split(|&b| b == encoding.repetition) {
-                let joined: Vec<u8> =
-                    rep.iter().map(|&b| if b == encoding.component { b'^' } else { b }).collect();
+                let joined: Vec<u8> = rep.iter().map(|&b| if b == encoding.component { b'^' } else { b }).collect();
                 let id = text(&joined);
                 if !id.trim_matches('^').is_empty() {
                     push_device(&mut msg.device_ids, id);
@@ -265,6 +261,10 @@ impl Dissector for Hl7Dissector {
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
         ctx.transport == Transport::Tcp && looks_like_hl7(payload)
+    }
+    /// Only MLLP-framed HL7 (starting with the 0x0b block byte) is reassembled.
+    fn starts_stream(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
+        payload.first() == Some(&0x0b) && self.wants(ctx, payload)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         let rec = parse(payload)?;

@@ -12,6 +12,7 @@
 use super::dns::read_labels;
 use super::text::be16;
 use super::*;
+use crate::protocols::NETBIOS_NAME;
 
 const PROTO: Proto = Proto::Netbios;
 const MAX_RECORDS: usize = 512;
@@ -19,7 +20,6 @@ const MAX_RECORDS: usize = 512;
 pub const OP_QUERY: u8 = 0;
 pub const OP_REGISTRATION: u8 = 5;
 pub const OP_RELEASE: u8 = 6;
-pub const OP_WACK: u8 = 7;
 pub const OP_REFRESH: u8 = 8;
 pub const OP_REFRESH_ALT: u8 = 9;
 pub const OP_MULTIHOMED_REGISTRATION: u8 = 15;
@@ -124,8 +124,11 @@ pub fn parse(payload: &[u8]) -> Result<NbnsRecord, DissectError> {
     }
     for _ in 0..counts[1] + counts[2] + counts[3] {
         let (name, p) = read_nb_name(payload, pos)?;
-        let rtype = be16(payload, p).ok_or_else(|| DissectError::truncated(PROTO, format!("record type at offset {p}")))?;
-        let rdlen = be16(payload, p + 8).ok_or_else(|| DissectError::truncated(PROTO, format!("record length at offset {}", p + 8)))? as usize;
+        let rtype =
+            be16(payload, p).ok_or_else(|| DissectError::truncated(PROTO, format!("record type at offset {p}")))?;
+        let rdlen = be16(payload, p + 8)
+            .ok_or_else(|| DissectError::truncated(PROTO, format!("record length at offset {}", p + 8)))?
+            as usize;
         let rd = payload
             .get(p + 10..p + 10 + rdlen)
             .ok_or_else(|| DissectError::truncated(PROTO, format!("rdata of {rdlen} bytes at offset {}", p + 10)))?;
@@ -133,7 +136,11 @@ pub fn parse(payload: &[u8]) -> Result<NbnsRecord, DissectError> {
             // NODE_NAME_ARRAY: count, then 18 bytes per name (15 name, suffix, 2 flags).
             let n = *rd.first().unwrap_or(&0) as usize;
             for entry in rd.get(1..).unwrap_or(&[]).chunks_exact(18).take(n) {
-                rec.node_status_names.push(NbName { name: name_text(&entry[..15]), suffix: entry[15], scope: String::new() });
+                rec.node_status_names.push(NbName {
+                    name: name_text(&entry[..15]),
+                    suffix: entry[15],
+                    scope: String::new(),
+                });
             }
         }
         rec.record_names.push((name, rtype));
@@ -144,10 +151,8 @@ pub fn parse(payload: &[u8]) -> Result<NbnsRecord, DissectError> {
 
 pub fn findings(rec: &NbnsRecord, out: &mut Vec<Finding>) {
     let mut names: Vec<String> = Vec::new();
-    let registering = matches!(
-        rec.opcode,
-        OP_REGISTRATION | OP_RELEASE | OP_REFRESH | OP_REFRESH_ALT | OP_MULTIHOMED_REGISTRATION
-    );
+    let registering =
+        matches!(rec.opcode, OP_REGISTRATION | OP_RELEASE | OP_REFRESH | OP_REFRESH_ALT | OP_MULTIHOMED_REGISTRATION);
     if !rec.is_response && registering {
         // Registration requests carry the name twice (question and additional record).
         names.extend(rec.questions.iter().map(NbName::display));
@@ -169,7 +174,7 @@ impl Dissector for NetbiosDissector {
         Proto::Netbios
     }
     fn wants(&self, ctx: &PacketCtx, _payload: &[u8]) -> bool {
-        ctx.transport == Transport::Udp && (ctx.src_port == 137 || ctx.dst_port == 137)
+        ctx.transport == Transport::Udp && NETBIOS_NAME.claims(ctx)
     }
     fn dissect(&self, _ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         findings(&parse(payload)?, out);

@@ -3,8 +3,8 @@
 //! The cookie carries a user name, so only its presence is recorded.
 
 use super::*;
+use crate::protocols::RDP;
 
-pub const RDP_PORT: u16 = 3389;
 const X224_CR: u8 = 0xE0;
 const X224_CC: u8 = 0xD0;
 const COOKIE: &[u8] = b"Cookie: mstshash=";
@@ -40,7 +40,10 @@ pub fn looks_like_x224_connect(payload: &[u8]) -> bool {
 
 pub fn parse(payload: &[u8]) -> Result<RdpRecord, DissectError> {
     if payload.len() < 11 {
-        return Err(DissectError::truncated(Proto::Rdp, format!("{} bytes, TPKT + X.224 connect needs 11", payload.len())));
+        return Err(DissectError::truncated(
+            Proto::Rdp,
+            format!("{} bytes, TPKT + X.224 connect needs 11", payload.len()),
+        ));
     }
     if payload[0] != 3 || payload[1] != 0 {
         return Err(err("bad_tpkt", format!("TPKT version {} reserved {} (want 3, 0)", payload[0], payload[1])));
@@ -56,7 +59,8 @@ pub fn parse(payload: &[u8]) -> Result<RdpRecord, DissectError> {
     let neg = |want_type: u8| -> Option<u32> {
         let at = var.len().checked_sub(8)?;
         let n = &var[at..];
-        (n[0] == want_type && u16::from_le_bytes([n[2], n[3]]) == 8).then(|| u32::from_le_bytes([n[4], n[5], n[6], n[7]]))
+        (n[0] == want_type && u16::from_le_bytes([n[2], n[3]]) == 8)
+            .then(|| u32::from_le_bytes([n[4], n[5], n[6], n[7]]))
     };
     match code {
         X224_CR => Ok(RdpRecord::ConnectionRequest {
@@ -91,7 +95,7 @@ impl Dissector for RdpDissector {
             return false;
         }
         // Off port 3389 only with the RDP-specific cookie, since TPKT/X.224 also carries S7comm, ICCP, ...
-        ctx.src_port == RDP_PORT || ctx.dst_port == RDP_PORT || payload.windows(COOKIE.len()).any(|w| w == COOKIE)
+        RDP.claims(ctx) || payload.windows(COOKIE.len()).any(|w| w == COOKIE)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         let rec = parse(payload)?;

@@ -15,8 +15,6 @@ const MAX_STRING_CHARS: usize = 256;
 const SMB1_HEADER_LEN: usize = 32;
 const SMB2_HEADER_LEN: usize = 64;
 
-pub const SMB_PORTS: [u16; 2] = [445, 139];
-
 /// SMB1 Flags2 bit: strings are UTF-16LE.
 const FLAGS2_UNICODE: u16 = 0x8000;
 /// SMB1 Flags bit: this is a reply.
@@ -89,7 +87,10 @@ pub fn parse(payload: &[u8]) -> Result<SmbRecord, DissectError> {
         let first = rec.messages.is_empty();
         if rest[0] != 0x00 {
             if first {
-                return Err(err("bad_netbios", format!("NetBIOS session type {:#04x} is not a session message", rest[0])));
+                return Err(err(
+                    "bad_netbios",
+                    format!("NetBIOS session type {:#04x} is not a session message", rest[0]),
+                ));
             }
             break;
         }
@@ -108,7 +109,10 @@ pub fn parse(payload: &[u8]) -> Result<SmbRecord, DissectError> {
         rest = &rest[4 + len..];
     }
     if rec.messages.is_empty() {
-        return Err(DissectError::truncated(Proto::Smb, format!("{} bytes, no complete NetBIOS header", payload.len())));
+        return Err(DissectError::truncated(
+            Proto::Smb,
+            format!("{} bytes, no complete NetBIOS header", payload.len()),
+        ));
     }
     Ok(rec)
 }
@@ -133,12 +137,22 @@ fn u32le(b: &[u8], at: usize) -> Option<u32> {
 
 fn parse_smb1(msg: &[u8]) -> Result<Smb1Message, DissectError> {
     if msg.len() < SMB1_HEADER_LEN + 1 {
-        return Err(DissectError::truncated(Proto::Smb, format!("SMB1 message of {} bytes, header needs 33", msg.len())));
+        return Err(DissectError::truncated(
+            Proto::Smb,
+            format!("SMB1 message of {} bytes, header needs 33", msg.len()),
+        ));
     }
     let command = msg[4];
     let is_reply = msg[9] & FLAGS_REPLY != 0;
     let unicode = u16le(msg, 10).unwrap_or(0) & FLAGS2_UNICODE != 0;
-    let mut m = Smb1Message { command, is_reply, dialects: Vec::new(), dialect_index: None, native_os: None, native_lanman: None };
+    let mut m = Smb1Message {
+        command,
+        is_reply,
+        dialects: Vec::new(),
+        dialect_index: None,
+        native_os: None,
+        native_lanman: None,
+    };
     let word_count = msg[SMB1_HEADER_LEN] as usize;
     let words_at = SMB1_HEADER_LEN + 1;
     let byte_count_at = words_at + 2 * word_count;
@@ -203,10 +217,7 @@ fn parse_smb1(msg: &[u8]) -> Result<Smb1Message, DissectError> {
 }
 
 fn oem_string(raw: &[u8]) -> String {
-    raw.iter()
-        .take(MAX_STRING_CHARS)
-        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '\u{FFFD}' })
-        .collect()
+    raw.iter().take(MAX_STRING_CHARS).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '\u{FFFD}' }).collect()
 }
 
 /// A NUL-terminated UTF-16LE string and the bytes it used (terminator included if present).
@@ -228,7 +239,10 @@ fn utf16_string(raw: &[u8]) -> (String, usize) {
 
 fn parse_smb2(msg: &[u8]) -> Result<Smb2Message, DissectError> {
     if msg.len() < SMB2_HEADER_LEN {
-        return Err(DissectError::truncated(Proto::Smb, format!("SMB2 message of {} bytes, header needs 64", msg.len())));
+        return Err(DissectError::truncated(
+            Proto::Smb,
+            format!("SMB2 message of {} bytes, header needs 64", msg.len()),
+        ));
     }
     let command = u16le(msg, 12).unwrap_or(0xFFFF);
     let is_response = u32le(msg, 16).unwrap_or(0) & SMB2_FLAGS_RESPONSE != 0;

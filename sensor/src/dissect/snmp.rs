@@ -15,6 +15,7 @@
 use super::ber::{self, Reader};
 use super::text::display;
 use super::*;
+use crate::protocols::SNMP;
 
 const PROTO: Proto = Proto::Snmp;
 pub const SYS_DESCR: &str = "1.3.6.1.2.1.1.1.0";
@@ -91,7 +92,10 @@ pub enum Value {
     Oid(String),
     Null,
     /// Any other type: its identifier octet and contents length.
-    Other { ident: u8, len: usize },
+    Other {
+        ident: u8,
+        len: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +153,15 @@ pub fn parse(payload: &[u8]) -> Result<SnmpRecord, DissectError> {
         0 | 1 => {
             let community = Community::classify(r.expect(ber::OCTET_STRING, "community").map_err(bad)?.body);
             let (pdu_type, varbinds) = parse_pdu(&mut r)?;
-            Ok(SnmpRecord { version, community: Some(community), pdu_type, varbinds, engine_id: None, user: None, reportable: false })
+            Ok(SnmpRecord {
+                version,
+                community: Some(community),
+                pdu_type,
+                varbinds,
+                engine_id: None,
+                user: None,
+                reportable: false,
+            })
         }
         3 => parse_v3(&mut r),
         v => Err(DissectError::new(PROTO, "bad_version", format!("SNMP version field {v} (expected 0, 1 or 3)"))),
@@ -169,7 +181,8 @@ fn parse_v3(r: &mut Reader) -> Result<SnmpRecord, DissectError> {
         // USM parameters are themselves a BER SEQUENCE inside the OCTET STRING.
         let usm = Reader::new(sec.body).expect(ber::SEQUENCE, "UsmSecurityParameters").map_err(bad)?;
         let mut u = Reader::new(usm.body);
-        engine_id = Some(super::text::hex_bounded(u.expect(ber::OCTET_STRING, "msgAuthoritativeEngineID").map_err(bad)?.body));
+        engine_id =
+            Some(super::text::hex_bounded(u.expect(ber::OCTET_STRING, "msgAuthoritativeEngineID").map_err(bad)?.body));
         u.expect(ber::INTEGER, "msgAuthoritativeEngineBoots").map_err(bad)?;
         u.expect(ber::INTEGER, "msgAuthoritativeEngineTime").map_err(bad)?;
         user = Some(display(u.expect(ber::OCTET_STRING, "msgUserName").map_err(bad)?.body));
@@ -188,8 +201,9 @@ fn parse_v3(r: &mut Reader) -> Result<SnmpRecord, DissectError> {
 
 fn parse_pdu(r: &mut Reader) -> Result<(PduType, Vec<VarBind>), DissectError> {
     let pdu = r.read().map_err(bad)?;
-    let pdu_type = PduType::from_ident(pdu.ident)
-        .ok_or_else(|| DissectError::new(PROTO, "bad_pdu", format!("PDU tag 0x{:02x} is not an SNMP PDU", pdu.ident)))?;
+    let pdu_type = PduType::from_ident(pdu.ident).ok_or_else(|| {
+        DissectError::new(PROTO, "bad_pdu", format!("PDU tag 0x{:02x} is not an SNMP PDU", pdu.ident))
+    })?;
     let mut p = Reader::new(pdu.body);
     if pdu_type == PduType::TrapV1 {
         p.expect(ber::OID, "enterprise").map_err(bad)?;
@@ -207,17 +221,25 @@ fn parse_pdu(r: &mut Reader) -> Result<(PduType, Vec<VarBind>), DissectError> {
     let mut varbinds = Vec::new();
     while !l.is_empty() {
         if varbinds.len() >= MAX_VARBINDS {
-            return Err(DissectError::new(PROTO, "too_many_varbinds", format!("more than {MAX_VARBINDS} variable bindings")));
+            return Err(DissectError::new(
+                PROTO,
+                "too_many_varbinds",
+                format!("more than {MAX_VARBINDS} variable bindings"),
+            ));
         }
         let vb = l.expect(ber::SEQUENCE, "VarBind").map_err(bad)?;
         let mut v = Reader::new(vb.body);
         let oid = ber::oid(v.expect(ber::OID, "VarBind name").map_err(bad)?.body).map_err(bad)?;
         let val = v.read().map_err(bad)?;
         let value = match val.ident {
-            ber::INTEGER => ber::integer(val.body).map(Value::Integer).unwrap_or(Value::Other { ident: val.ident, len: val.body.len() }),
+            ber::INTEGER => ber::integer(val.body)
+                .map(Value::Integer)
+                .unwrap_or(Value::Other { ident: val.ident, len: val.body.len() }),
             // Keep at most what a display string can use; sysDescr is 255 by definition.
             ber::OCTET_STRING => Value::OctetString(val.body[..val.body.len().min(4096)].to_vec()),
-            ber::OID => ber::oid(val.body).map(Value::Oid).unwrap_or(Value::Other { ident: val.ident, len: val.body.len() }),
+            ber::OID => {
+                ber::oid(val.body).map(Value::Oid).unwrap_or(Value::Other { ident: val.ident, len: val.body.len() })
+            }
             ber::NULL => Value::Null,
             other => Value::Other { ident: other, len: val.body.len() },
         };
@@ -240,10 +262,18 @@ pub fn findings(rec: &SnmpRecord, out: &mut Vec<Finding>) {
     }
     let agent_sent = rec.pdu_type.from_agent() || (rec.pdu_type == PduType::Encrypted && !rec.reportable);
     if let Some(e) = rec.engine_id.as_ref().filter(|e| !e.is_empty()) {
-        out.push(if agent_sent { Finding::src(Field::SnmpV3EngineId, e.clone()) } else { Finding::dst(Field::SnmpV3EngineId, e.clone()) });
+        out.push(if agent_sent {
+            Finding::src(Field::SnmpV3EngineId, e.clone())
+        } else {
+            Finding::dst(Field::SnmpV3EngineId, e.clone())
+        });
     }
     if let Some(u) = rec.user.as_ref().filter(|u| !u.is_empty()) {
-        out.push(if agent_sent { Finding::dst(Field::SnmpV3User, u.clone()) } else { Finding::src(Field::SnmpV3User, u.clone()) });
+        out.push(if agent_sent {
+            Finding::dst(Field::SnmpV3User, u.clone())
+        } else {
+            Finding::src(Field::SnmpV3User, u.clone())
+        });
     }
 }
 
@@ -254,9 +284,7 @@ impl Dissector for SnmpDissector {
         Proto::Snmp
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        ctx.transport == Transport::Udp
-            && [161, 162].iter().any(|p| ctx.src_port == *p || ctx.dst_port == *p)
-            && payload.first() == Some(&ber::SEQUENCE)
+        ctx.transport == Transport::Udp && SNMP.claims(ctx) && payload.first() == Some(&ber::SEQUENCE)
     }
     fn dissect(&self, _ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         findings(&parse(payload)?, out);

@@ -8,6 +8,7 @@
 
 use super::http::{parse_with, HttpRecord, StartLine};
 use super::*;
+use crate::protocols::SSDP;
 
 const PROTO: Proto = Proto::Ssdp;
 
@@ -88,7 +89,7 @@ impl Dissector for SsdpDissector {
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
         ctx.transport == Transport::Udp
-            && ((ctx.src_port == 1900 || ctx.dst_port == 1900) && super::http::looks_like_http(payload) || looks_like_ssdp(payload))
+            && (SSDP.claims(ctx) && super::http::looks_like_http(payload) || looks_like_ssdp(payload))
     }
     fn dissect(&self, _ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         findings(&parse(payload)?, out);

@@ -6,8 +6,8 @@
 //! it is what the user types (user names, passwords).
 
 use super::*;
+use crate::protocols::TELNET;
 
-pub const TELNET_PORT: u16 = 23;
 const IAC: u8 = 255;
 const SB: u8 = 250;
 const SE: u8 = 240;
@@ -145,12 +145,10 @@ impl Dissector for TelnetDissector {
         Proto::Telnet
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        ctx.transport == Transport::Tcp
-            && !payload.is_empty()
-            && (ctx.src_port == TELNET_PORT || ctx.dst_port == TELNET_PORT)
+        ctx.transport == Transport::Tcp && !payload.is_empty() && TELNET.claims(ctx)
     }
     fn dissect(&self, ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
-        let rec = parse(payload, ctx.src_port == TELNET_PORT)?;
+        let rec = parse(payload, TELNET.has_port(ctx.src_port))?;
         findings(&rec, ctx, out);
         Ok(())
     }

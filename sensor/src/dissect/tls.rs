@@ -111,7 +111,10 @@ pub fn parse(payload: &[u8]) -> Result<TlsRecord, DissectError> {
         let ct = payload[pos];
         if !(20..=24).contains(&ct) || payload[pos + 1] != 3 {
             if records == 0 {
-                return Err(err("not_tls", format!("no TLS record header at the start (bytes {})", hex::encode(&payload[..5]))));
+                return Err(err(
+                    "not_tls",
+                    format!("no TLS record header at the start (bytes {})", hex::encode(&payload[..5])),
+                ));
             }
             break;
         }
@@ -127,7 +130,10 @@ pub fn parse(payload: &[u8]) -> Result<TlsRecord, DissectError> {
             22 if after_ccs => {
                 let rec = &payload[pos + 5..end];
                 let hs_len = rec.get(1..4).map(|b| ((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize);
-                if rec.first() == Some(&1) && hs_len == Some(len.saturating_sub(4)) && hs.len() + rec.len() <= MAX_HANDSHAKE_BYTES {
+                if rec.first() == Some(&1)
+                    && hs_len == Some(len.saturating_sub(4))
+                    && hs.len() + rec.len() <= MAX_HANDSHAKE_BYTES
+                {
                     hs.extend_from_slice(rec);
                 } else {
                     break;
@@ -178,10 +184,12 @@ struct Cur<'a> {
 
 impl<'a> Cur<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DissectError> {
-        let s = self
-            .b
-            .get(self.p..self.p + n)
-            .ok_or_else(|| DissectError::truncated(PROTO, format!("{what}: need {n} bytes at offset {}, have {}", self.p, self.b.len().saturating_sub(self.p))))?;
+        let s = self.b.get(self.p..self.p + n).ok_or_else(|| {
+            DissectError::truncated(
+                PROTO,
+                format!("{what}: need {n} bytes at offset {}, have {}", self.p, self.b.len().saturating_sub(self.p)),
+            )
+        })?;
         self.p += n;
         Ok(s)
     }
@@ -379,13 +387,14 @@ impl ClientHello {
         hex::encode(Md5::digest(self.ja3_string().as_bytes()))
     }
 
-    /// JA4 fingerprint (a_b_c). `quic` selects the `q` transport prefix.
-    pub fn ja4(&self, quic: bool) -> String {
+    /// JA4 fingerprint (a_b_c) with the `t` (TCP) transport prefix: the sensor parses
+    /// ClientHellos from TCP streams only (QUIC Initials are encrypted and not decoded).
+    pub fn ja4(&self) -> String {
         let version = ja4_version(self.max_version());
         let mut ciphers: Vec<u16> = self.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
         let exts: Vec<u16> = self.extensions.iter().copied().filter(|v| !is_grease(*v)).collect();
         let mut out = String::with_capacity(36);
-        out.push(if quic { 'q' } else { 't' });
+        out.push('t');
         out.push_str(version);
         out.push(if self.sni.is_some() { 'd' } else { 'i' });
         push_2digits(&mut out, ciphers.len());
@@ -439,8 +448,7 @@ fn push_sha12(out: &mut String, s: &str) {
     out.push_str(&hex::encode(&d.as_ref()[..6]));
 }
 
-
-pub fn findings(rec: &TlsRecord, quic: bool, out: &mut Vec<Finding>) {
+pub fn findings(rec: &TlsRecord, out: &mut Vec<Finding>) {
     for ch in &rec.client_hellos {
         if let Some(sni) = ch.sni.as_ref().filter(|s| !s.is_empty()) {
             out.push(Finding::src(Field::TlsSni, sni.clone()));
@@ -450,7 +458,7 @@ pub fn findings(rec: &TlsRecord, quic: bool, out: &mut Vec<Finding>) {
             out.push(Finding::src(Field::TlsAlpn, ch.alpn.iter().map(|a| alpn_text(a)).collect::<Vec<_>>().join(",")));
         }
         out.push(Finding::src(Field::Ja3, ch.ja3_hash()));
-        out.push(Finding::src(Field::Ja4, ch.ja4(quic)));
+        out.push(Finding::src(Field::Ja4, ch.ja4()));
     }
     for sh in &rec.server_hellos {
         out.push(Finding::src(Field::TlsServerVersion, version_name(sh.version())));
@@ -475,7 +483,7 @@ impl Dissector for TlsDissector {
         ctx.transport == Transport::Tcp && looks_like_tls(payload)
     }
     fn dissect(&self, _ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
-        findings(&parse(payload)?, false, out);
+        findings(&parse(payload)?, out);
         Ok(())
     }
 }
@@ -507,7 +515,7 @@ mod tests {
         )
     }
 
-    fn ja4_fmt(ch: &ClientHello, quic: bool) -> String {
+    fn ja4_fmt(ch: &ClientHello) -> String {
         let sha12 = |s: &str| hex::encode(&ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref()[..6]);
         let version = ja4_version(ch.max_version());
         let ciphers: Vec<u16> = ch.ciphers.iter().copied().filter(|v| !is_grease(*v)).collect();
@@ -525,8 +533,7 @@ mod tests {
             }
         };
         let a = format!(
-            "{}{}{}{:02}{:02}{}",
-            if quic { 'q' } else { 't' },
+            "t{}{}{:02}{:02}{}",
             version,
             if ch.sni.is_some() { 'd' } else { 'i' },
             ciphers.len().min(99),
@@ -563,11 +570,10 @@ mod tests {
             supported_versions in proptest::collection::vec(proptest::prop_oneof![0x0300u16..0x0305, 0xfefcu16..0xff00, proptest::prelude::any::<u16>()], 0..4),
             alpn in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..6), 0..3),
             sni in proptest::option::of("[a-z.]{0,12}"),
-            quic in proptest::prelude::any::<bool>(),
         ) {
             let ch = ClientHello { legacy_version, ciphers, extensions, sni, alpn, supported_versions, groups, point_formats, sig_algs };
             proptest::prop_assert_eq!(ch.ja3_string(), ja3_string_fmt(&ch));
-            proptest::prop_assert_eq!(ch.ja4(quic), ja4_fmt(&ch, quic));
+            proptest::prop_assert_eq!(ch.ja4(), ja4_fmt(&ch));
         }
     }
 

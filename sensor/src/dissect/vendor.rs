@@ -1,22 +1,20 @@
 //! Medical vendor protocols recognised by port AND payload shape where a shape is public,
 //! by port alone where it is not (and the record says which).
 //!
-//! | protocol | transport/port | shape | source |
-//! |---|---|---|---|
-//! | Alaris (BD/CareFusion) device discovery | TCP+UDP 3613 `alaris-disc` | none public: port only | IANA registry (local `/usr/share/wireshark/services`); DOMAIN-NOTES §2 ("Alaris payload format not found") |
-//! | Philips IntelliVue Data Export | UDP 24105 | session header (CN 0x0D, AC 0x0E, RF 0x0C, FN 0x09, DN 0x0A, AB 0x19) + LI length matching the datagram, or SPpdu 0xE100 + ROapdu type 1/2/3/5 | Philips Data Export Interface Programming Guide 4535 642 59271 (PIPG p.29, 42-45, 67), as encoded in xeonfusion/VSCaptureMP and a public scapy implementation |
-//! | IEEE 11073 SDC (MDPWS, SOAP over HTTPS) | TCP/UDP 6464 | TLS/DTLS record header, or HTTP carrying SOAP | IANA `ieee11073-20701`; IEEE 11073-20702 (MDPWS binds DPWS/SOAP over HTTP(S)) |
-//! | GE CARESCAPE gateway | UDP 2000 (time), UDP 7000 (discovery) | none public: port only | pubs.vocera.com CARESCAPE adapter 1.3.0 |
+//! | protocol | shape | source |
+//! |---|---|---|
+//! | Alaris (BD/CareFusion) device discovery | none public: port only | IANA `alaris-disc` (local `/usr/share/wireshark/services`); no public description of the payload was found |
+//! | Philips IntelliVue Data Export | session header (CN 0x0D, AC 0x0E, RF 0x0C, FN 0x09, DN 0x0A, AB 0x19) + LI length matching the datagram, or SPpdu 0xE100 + ROapdu type 1/2/3/5 | Philips Data Export Interface Programming Guide 4535 642 59271 (PIPG p.29, 42-45, 67), as encoded in xeonfusion/VSCaptureMP and a public scapy implementation |
+//! | IEEE 11073 SDC (MDPWS, SOAP over HTTPS) | TLS/DTLS record header, or HTTP carrying SOAP | IANA `ieee11073-20701`; IEEE 11073-20702 (MDPWS binds DPWS/SOAP over HTTP(S)) |
+//! | GE CARESCAPE gateway (time and discovery ports) | none public: port only | pubs.vocera.com CARESCAPE adapter 1.3.0 |
+//!
+//! Transports and ports are the registry's (`crate::protocols`, docs/protocols.md).
 //!
 //! Port-only matches are weak (ports are reused), so they are reported as such in the
 //! record and the classifier should weigh them below payload evidence.
 
 use super::*;
-
-pub const ALARIS_PORT: u16 = 3613;
-pub const INTELLIVUE_PORT: u16 = 24105;
-pub const SDC_PORT: u16 = 6464;
-pub const CARESCAPE_PORTS: [u16; 2] = [2000, 7000];
+use crate::protocols::{Protocol, ALARIS, CARESCAPE, INTELLIVUE, SDC};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VendorProtocol {
@@ -102,7 +100,9 @@ fn intellivue_data_export(p: &[u8]) -> bool {
 }
 
 fn tls_or_dtls_record(p: &[u8]) -> bool {
-    p.len() >= 5 && (20..=23).contains(&p[0]) && ((p[1] == 3 && p[2] <= 4) || (p[1] == 0xFE && matches!(p[2], 0xFD | 0xFF)))
+    p.len() >= 5
+        && (20..=23).contains(&p[0])
+        && ((p[1] == 3 && p[2] <= 4) || (p[1] == 0xFE && matches!(p[2], 0xFD | 0xFF)))
 }
 
 fn http_soap(p: &[u8]) -> bool {
@@ -115,37 +115,37 @@ fn http_soap(p: &[u8]) -> bool {
 /// Which vendor protocol a payload is, how it matched and on which port: [`parse`]
 /// without building the record, so `wants` (asked for many payloads) allocates nothing.
 fn classify(ctx: &PacketCtx, payload: &[u8]) -> Option<(VendorProtocol, Match, u16)> {
-    let hit = |protocol, matched, port: u16| (ctx.src_port == port || ctx.dst_port == port).then_some((protocol, matched, port));
-    match ctx.transport {
-        Transport::Tcp | Transport::Udp if ctx.src_port == ALARIS_PORT || ctx.dst_port == ALARIS_PORT => {
-            hit(VendorProtocol::Alaris, Match::PortOnly, ALARIS_PORT)
+    let on = |entry: &Protocol| {
+        if entry.transports.carries(ctx.transport) {
+            entry.port_used(ctx)
+        } else {
+            None
         }
-        Transport::Udp if ctx.src_port == INTELLIVUE_PORT || ctx.dst_port == INTELLIVUE_PORT => {
-            let shape = if intellivue_session_header(payload) {
-                "session-header"
-            } else if intellivue_data_export(payload) {
-                "sppdu-roapdu"
-            } else {
-                return None;
-            };
-            hit(VendorProtocol::IntellivueDataExport, Match::PortAndShape(shape), INTELLIVUE_PORT)
-        }
-        Transport::Tcp | Transport::Udp if ctx.src_port == SDC_PORT || ctx.dst_port == SDC_PORT => {
-            let shape = if tls_or_dtls_record(payload) {
-                "tls-record"
-            } else if ctx.transport == Transport::Tcp && http_soap(payload) {
-                "http-soap"
-            } else {
-                return None;
-            };
-            hit(VendorProtocol::Sdc, Match::PortAndShape(shape), SDC_PORT)
-        }
-        Transport::Udp => {
-            let port = CARESCAPE_PORTS.into_iter().find(|p| ctx.src_port == *p || ctx.dst_port == *p)?;
-            hit(VendorProtocol::Carescape, Match::PortOnly, port)
-        }
-        _ => None,
+    };
+    if let Some(port) = on(&ALARIS) {
+        return Some((VendorProtocol::Alaris, Match::PortOnly, port));
     }
+    if let Some(port) = on(&INTELLIVUE) {
+        let shape = if intellivue_session_header(payload) {
+            "session-header"
+        } else if intellivue_data_export(payload) {
+            "sppdu-roapdu"
+        } else {
+            return None;
+        };
+        return Some((VendorProtocol::IntellivueDataExport, Match::PortAndShape(shape), port));
+    }
+    if let Some(port) = on(&SDC) {
+        let shape = if tls_or_dtls_record(payload) {
+            "tls-record"
+        } else if ctx.transport == Transport::Tcp && http_soap(payload) {
+            "http-soap"
+        } else {
+            return None;
+        };
+        return Some((VendorProtocol::Sdc, Match::PortAndShape(shape), port));
+    }
+    on(&CARESCAPE).map(|port| (VendorProtocol::Carescape, Match::PortOnly, port))
 }
 
 /// Classify a payload; `None` when neither port nor (where required) shape fits.
@@ -197,7 +197,13 @@ impl Dissector for VendorDissector {
             _ => Err(DissectError::new(
                 self.0.proto(),
                 "no_match",
-                format!("ports {}->{} / {} bytes do not match {}", ctx.src_port, ctx.dst_port, payload.len(), self.0.id()),
+                format!(
+                    "ports {}->{} / {} bytes do not match {}",
+                    ctx.src_port,
+                    ctx.dst_port,
+                    payload.len(),
+                    self.0.id()
+                ),
             )),
         }
     }

@@ -3,9 +3,6 @@
 
 use super::*;
 
-/// The usual VNC display ports 5900..=5906.
-pub const VNC_PORTS: std::ops::RangeInclusive<u16> = 5900..=5906;
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VncRecord {
     /// "003.008", "003.003", "003.889" (Apple), ...

@@ -51,16 +51,15 @@ pub struct Limits {
     pub head_prefix: usize,
 }
 
-/// NetBIOS session service (139) and direct SMB (445).
-pub const NETBIOS_PORTS: [u16; 2] = [139, 445];
-
 const MLLP_START: u8 = 0x0b;
 const MLLP_END: [u8; 2] = [0x1c, 0x0d];
 const DICOM_PDATA: u8 = 4;
 
 /// Pick the framing from a direction's first bytes (and whether it is on an SMB port).
 pub fn detect(bytes: &[u8], netbios_port: bool) -> Kind {
-    let Some(&first) = bytes.first() else { return Kind::Unknown };
+    let Some(&first) = bytes.first() else {
+        return Kind::Unknown;
+    };
     if first == MLLP_START {
         return Kind::Mllp;
     }
@@ -124,7 +123,9 @@ fn frame_http(buf: &[u8]) -> Framed {
         let short_prefix = buf.len() < 8 && buf.iter().all(|b| b.is_ascii_uppercase() || *b == b'/');
         return if short_prefix { Framed::Need } else { Framed::NotAMessage };
     }
-    let Some(i) = find(buf, b"\r\n\r\n") else { return Framed::Need };
+    let Some(i) = find(buf, b"\r\n\r\n") else {
+        return Framed::Need;
+    };
     let head = &buf[..i + 4];
     Framed::Message { len: head.len().saturating_add(http_body_len(head)), deliver: head.len() }
 }
@@ -141,7 +142,9 @@ fn http_body_len(head: &[u8]) -> usize {
         }
     }
     for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         if line[..colon].eq_ignore_ascii_case(b"content-length") {
             let v = std::str::from_utf8(&line[colon + 1..]).unwrap_or("").trim();
             return v.parse::<usize>().unwrap_or(0);
@@ -222,7 +225,9 @@ fn frame_tls(buf: &[u8], lim: Limits) -> Framed {
 }
 
 fn frame_netbios(buf: &[u8], lim: Limits) -> Framed {
-    let Some(&ty) = buf.first() else { return Framed::Need };
+    let Some(&ty) = buf.first() else {
+        return Framed::Need;
+    };
     if !matches!(ty, 0x00 | 0x81..=0x85) {
         return Framed::NotAMessage;
     }

@@ -13,7 +13,7 @@
 //! generation) starts a fresh stream, and streams idle past the flow idle timeout are
 //! dropped by [`TcpReassembler::expire`].
 
-use super::framing::{Framer, Limits, NETBIOS_PORTS};
+use super::framing::{Framer, Limits};
 use crate::decode::tcp_flags;
 use crate::flow::FlowRef;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -313,14 +313,21 @@ impl TcpReassembler {
         }
     }
 
-    /// Start tracking a flow; `ports` are the flow's two ports (for the SMB framing hint).
+    /// Start tracking a flow; `ports` are the flow's two ports (a flow on an SMB port,
+    /// NetBIOS session 139 or direct SMB 445, is framed by NetBIOS session headers).
     pub fn track(&mut self, flow: FlowRef, ports: (u16, u16), ts_us: u64) {
         if self.is_tracked(flow) {
             return;
         }
         self.drop_stream(flow.idx, false);
-        let nb = NETBIOS_PORTS.contains(&ports.0) || NETBIOS_PORTS.contains(&ports.1);
-        let s = Stream { gen: flow.gen, halves: [Half::new(nb), Half::new(nb)], last_us: ts_us, tick: 0, charged: STREAM_OVERHEAD };
+        let nb = crate::protocols::SMB.has_port(ports.0) || crate::protocols::SMB.has_port(ports.1);
+        let s = Stream {
+            gen: flow.gen,
+            halves: [Half::new(nb), Half::new(nb)],
+            last_us: ts_us,
+            tick: 0,
+            charged: STREAM_OVERHEAD,
+        };
         self.total += STREAM_OVERHEAD;
         self.streams.insert(flow.idx, s);
         self.touch(flow.idx);
@@ -331,7 +338,9 @@ impl TcpReassembler {
     /// to `out`. Returns false, doing nothing, if the flow is not tracked.
     pub fn segment(&mut self, flow: FlowRef, seg: &Segment<'_>, out: &mut dyn FnMut(&[u8])) -> bool {
         let cfg = &self.cfg;
-        let Some(s) = self.streams.get_mut(&flow.idx).filter(|s| s.gen == flow.gen) else { return false };
+        let Some(s) = self.streams.get_mut(&flow.idx).filter(|s| s.gen == flow.gen) else {
+            return false;
+        };
         s.last_us = s.last_us.max(seg.ts_us);
         let half = &mut s.halves[flow.dir as usize];
         half.segment(seg, cfg, &mut self.stats, out);
@@ -374,7 +383,9 @@ impl TcpReassembler {
     /// Drop least recently active streams until within budget, the current one last.
     fn enforce_budget(&mut self, current: u32) {
         while self.total > self.cfg.max_total_bytes {
-            let Some((t, idx)) = self.lru.pop_front() else { break };
+            let Some((t, idx)) = self.lru.pop_front() else {
+                break;
+            };
             let live = self.streams.get(&idx).is_some_and(|s| s.tick == t);
             if !live {
                 continue;

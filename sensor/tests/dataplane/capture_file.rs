@@ -7,7 +7,10 @@ use std::path::Path;
 use wardline_sensor::capture::file::FileReader;
 use wardline_sensor::capture::{for_each_packet, CaptureError, LinkType, Source};
 
-fn read_all(path: &Path) -> (Vec<(u64, usize, u32, LinkType)>, Option<CaptureError>) {
+/// What the tests compare of each packet: timestamp, captured length, original length, link type.
+type PacketSummary = (u64, usize, u32, LinkType);
+
+fn read_all(path: &Path) -> (Vec<PacketSummary>, Option<CaptureError>) {
     let mut out = Vec::new();
     let mut r = match FileReader::open(path) {
         Ok(r) => r,

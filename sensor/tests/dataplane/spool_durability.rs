@@ -134,8 +134,10 @@ fn over_budget_drops_oldest_flow_only_batches_never_devices() {
     }
     let kept = spool.oldest(1000).unwrap();
     assert_eq!(kept.iter().filter(|b| b.devices().count() > 0).count(), 2 + 30);
-    assert!(kept.iter().all(|b| b.devices().count() > 0 || b.flows().count() == 0 || b.seq == mixed3.seq),
-        "every flow-only batch was given up before any device batch");
+    assert!(
+        kept.iter().all(|b| b.devices().count() > 0 || b.flows().count() == 0 || b.seq == mixed3.seq),
+        "every flow-only batch was given up before any device batch"
+    );
     // A new flow-only batch with nothing older to drop is itself dropped and counted.
     let before = spool.dropped_batches().unwrap();
     let f = spool.push(flows(20), "s1", "north").unwrap();
@@ -232,4 +234,86 @@ fn pushed_batches_survive_abort() {
     let seqs: Vec<u64> = spool.oldest(100).unwrap().iter().map(|b| b.seq).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "every pushed batch is on disk");
     assert_eq!(spool.push(vec![device(99)], "s1", "north").unwrap().seq, 21);
+}
+
+fn reported_drops(batch: &wardline_common::Batch) -> Option<u64> {
+    batch.events.iter().find_map(|e| match e {
+        Event::Stats(s) => Some(s.batches_dropped),
+        _ => None,
+    })
+}
+
+#[test]
+fn stats_report_every_batch_the_spool_dropped_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe_dir = tempfile::tempdir().unwrap();
+    let probe = Spool::open(probe_dir.path(), 1 << 30).unwrap();
+    probe.push(flows(20), "s1", "north").unwrap();
+    let flow_batch = probe.bytes();
+    drop(probe);
+    // Room for exactly two flow batches: six pushes overflow it, and the spool is full
+    // when the stats come.
+    let max = flow_batch * 2;
+    let spool = Spool::open(dir.path(), max).unwrap();
+    for _ in 0..6 {
+        spool.push(flows(20), "s1", "north").unwrap();
+    }
+    let before = spool.dropped_batches().unwrap();
+    assert!(before >= 3, "the bound was hit: {before} dropped");
+    // The stats batch needs room too; what is dropped for it is reported in it.
+    let stats =
+        spool.push(vec![Event::Stats(SensorStats { packets: 9, ..Default::default() })], "s1", "north").unwrap();
+    let dropped = spool.dropped_batches().unwrap();
+    assert!(dropped > before, "making room for the stats batch dropped a flow batch");
+    assert_eq!(reported_drops(&stats), Some(dropped));
+    let stored = spool.oldest(100).unwrap().into_iter().find(|b| b.seq == stats.seq).expect("stats batch kept");
+    assert_eq!(reported_drops(&stored), Some(dropped), "the stored frame carries the count");
+    drop(spool);
+
+    // A restart does not reset the count the next stats report.
+    let spool = Spool::open(dir.path(), max).unwrap();
+    let again = spool.push(vec![Event::Stats(SensorStats::default())], "s1", "north").unwrap();
+    assert_eq!(reported_drops(&again), Some(spool.dropped_batches().unwrap()));
+    assert!(reported_drops(&again).unwrap() >= dropped);
+}
+
+#[test]
+fn the_sensor_run_loop_sends_the_spool_drop_count() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use wardline_sensor::capture::Source;
+    use wardline_sensor::config::SensorConfig;
+    use wardline_sensor::run::{capture_all, Batcher};
+
+    let capture = crate::corpus::pcap("mixed/bro.org.pcap");
+    let dir = tempfile::tempdir().unwrap();
+    // One flow per batch, every second of capture time, and a spool bound of a few KB:
+    // flow batches are dropped while the capture is read.
+    let cfg: SensorConfig = toml::from_str(&format!(
+        r#"
+        sensor_id = "s1"
+        site = "north"
+        spool_dir = "{}"
+        spool_max_bytes = 2048
+        [uplink]
+        server = "127.0.0.1:4433"
+        [tls]
+        cert = "unused.pem"
+        key = "unused.key"
+        ca = "unused-ca.pem"
+        [batch]
+        max_events = 1
+        interval_secs = 1
+        "#,
+        dir.path().display()
+    ))
+    .unwrap();
+    let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).unwrap());
+    let mut batcher = Batcher::new(spool.clone(), &cfg, None).unwrap();
+    capture_all(&cfg, &[Source::File(capture)], &AtomicBool::new(false), &mut batcher).unwrap();
+    let batches = spool.oldest(100_000).unwrap();
+    let last = batches.last().expect("the stats batch is stored");
+    let reported = reported_drops(last).expect("the last batch carries the stats");
+    assert!(reported > 0, "the capture overflowed a 2 KB spool");
+    assert_eq!(reported, spool.dropped_batches().unwrap());
 }

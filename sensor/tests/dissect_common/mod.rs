@@ -75,7 +75,10 @@ pub fn load(path: &Path) -> Capture {
     let mut datagrams = Vec::new();
     type Key = (Option<IpAddr>, u16, Option<IpAddr>, u16);
     let mut order: Vec<Key> = Vec::new();
-    let mut segs: HashMap<Key, (PacketCtx, Option<u32>, Vec<(u32, Vec<u8>)>)> = HashMap::new();
+    /// A direction's context, its initial sequence number if the SYN was seen, and its
+    /// (sequence number, payload) segments.
+    type Segments = (PacketCtx, Option<u32>, Vec<(u32, Vec<u8>)>);
+    let mut segs: HashMap<Key, Segments> = HashMap::new();
     for f in read_frames(path) {
         let Some(p) = decode(&f) else { continue };
         if p.ctx.transport != Transport::Tcp {

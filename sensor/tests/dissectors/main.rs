@@ -22,6 +22,7 @@ mod http;
 mod lldp;
 mod netbios;
 mod rdp;
+mod registry;
 mod smb;
 mod snmp;
 mod ssdp;

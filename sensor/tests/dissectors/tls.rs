@@ -38,7 +38,7 @@ fn ja4_hand_computed_for_tls12_capture() {
     let cap = load(&pcap("tls/tls12.pcap"));
     let s = cap.streams.iter().find(|s| tls::looks_like_tls(&s.data)).unwrap();
     let ch = tls::parse(&s.data).unwrap().client_hellos.remove(0);
-    let ja4 = ch.ja4(false);
+    let ja4 = ch.ja4();
     let ciphers: Vec<u16> = ch.ciphers.iter().copied().filter(|c| !tls::is_grease(*c)).collect();
     let exts: Vec<u16> = ch.extensions.iter().copied().filter(|c| !tls::is_grease(*c)).collect();
     let a = format!("t{}d{:02}{:02}", match ch.max_version() { 0x0304 => "13", 0x0303 => "12", _ => "??" }, ciphers.len(), exts.len());
@@ -72,7 +72,7 @@ fn non_alphanumeric_alpn_uses_hex_in_ja4() {
     let s = cap.streams.iter().find(|s| tls::looks_like_tls(&s.data)).unwrap();
     let ch = tls::parse(&s.data).unwrap().client_hellos.remove(0);
     let alpn = ch.alpn.first().expect("alpn").clone();
-    let ja4a = ch.ja4(false).split('_').next().unwrap().to_string();
+    let ja4a = ch.ja4().split('_').next().unwrap().to_string();
     let tail = &ja4a[ja4a.len() - 2..];
     if !(alpn[0].is_ascii_alphanumeric() && alpn[alpn.len() - 1].is_ascii_alphanumeric()) {
         let h = hex::encode(&alpn);
