@@ -10,7 +10,7 @@
 use crate::config::TlsPaths;
 use crate::spool::Spool;
 use anyhow::{Context, Result};
-use rand::Rng;
+use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -94,8 +94,17 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let base = self.current;
         self.current = (self.current * 2).min(self.max);
-        let jitter = rand::thread_rng().gen_range(0.8..1.2);
-        base.mul_f64(jitter).min(self.max)
+        base.mul_f64(jitter_factor()).min(self.max)
+    }
+}
+
+/// A factor in [0.8, 1.2). ring's system RNG (already linked for TLS) keeps a general-purpose
+/// RNG crate out of the sensor; if the OS RNG fails, no jitter is better than no reconnect.
+fn jitter_factor() -> f64 {
+    let mut b = [0u8; 2];
+    match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => 0.8 + 0.4 * f64::from(u16::from_le_bytes(b)) / 65536.0,
+        Err(_) => 1.0,
     }
 }
 
@@ -313,5 +322,26 @@ fn explain_connection_error(e: &quinn::ConnectionError, cfg: &UplinkConfig) -> S
         ),
         quinn::ConnectionError::ApplicationClosed(close) => format!("the aggregator closed the connection ({close})"),
         _ => format!("connection failed: {raw}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter_and_never_exceeds_max() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut expected = Duration::from_millis(100);
+        for _ in 0..12 {
+            let wait = b.next();
+            assert!(wait >= expected.mul_f64(0.8) && wait <= expected.mul_f64(1.2).min(b.max), "{wait:?} for {expected:?}");
+            expected = (expected * 2).min(b.max);
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(120));
+        let factors: Vec<f64> = (0..64).map(|_| jitter_factor()).collect();
+        assert!(factors.iter().all(|f| (0.8..1.2).contains(f)));
+        assert!(factors.iter().any(|f| (f - factors[0]).abs() > 1e-9), "jitter must vary");
     }
 }

@@ -8,9 +8,9 @@
 //! - The capture streams to disk; memory holds only devices and per-flow counters, so
 //!   captures of millions of packets are cheap (`Scale`).
 //!
-//! Scenarios: `ward` (issue 2: one flat, untagged ward segment) and `hospital` (issue 4:
-//! several sites, each with datacenter, ward, ICU, radiology, lab, pharmacy, admin, voice
-//! and building zones on their own 802.1Q VLANs behind a core switch).
+//! Scenarios: `ward` (one flat, untagged ward segment) and `hospital` (several sites, each
+//! with datacenter, ward, ICU, radiology, lab, pharmacy, admin, voice and building zones on
+//! their own 802.1Q VLANs behind a core switch).
 //!
 //! Layout, from the wire up:
 //! - [`wire`]: Ethernet/IP/TCP/UDP frames, the pcap writer, the emitter (simulated clock,

@@ -47,7 +47,7 @@ impl Category {
     }
 }
 
-/// Patient-safety tier, after Cisco's medical NAC taxonomy (DOMAIN-NOTES §2): what happens
+/// Patient-safety tier, after Cisco's medical NAC taxonomy (kb-sources §signals): what happens
 /// to a patient if the device stops or misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -73,7 +73,7 @@ fn builtin_knowledge_is_valid_and_rich() {
         kb.profile("philips_intellivue_mx").map(|p| p.criticality),
         Some(Criticality::LifeSustaining)
     );
-    // OS end-of-support dates from DOMAIN-NOTES.
+    // OS end-of-support dates from kb-sources.
     assert_eq!(
         kb.os("windows_xp")
             .and_then(|o| o.info.end_of_support.clone())

@@ -14,7 +14,7 @@ fn ma_l_blocks_from_ieee_data() {
         lookup(&mac("00:00:0c:01:02:03")),
         Some("Cisco Systems, Inc")
     );
-    // DOMAIN-NOTES: the GE B40 monitor's EUI-64 starts 08:00:19 = General Electric.
+    // kb-sources: the GE B40 monitor's EUI-64 starts 08:00:19 = General Electric.
     assert_eq!(
         lookup(&mac("08:00:19:aa:bb:cc")),
         Some("GENERAL ELECTRIC CORPORATION")

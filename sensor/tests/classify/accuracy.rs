@@ -1,4 +1,4 @@
-//! Knowledge-base classification accuracy on a generated hospital (issue 4): the sensor
+//! Knowledge-base classification accuracy on a generated hospital: the sensor
 //! pipeline reads the capture, every device is classified with the builtin knowledge base,
 //! and class/category are compared with the generator's ground truth. Prints a per-class
 //! table; fails below 95 % class accuracy or 99 % category accuracy.

@@ -1,4 +1,4 @@
-//! Knowledge-base classification on the real captures in ../shared/pcaps (issue 4): every
+//! Knowledge-base classification on the real captures in ../shared/pcaps: every
 //! device gets a class and a category, and no device outside the medical captures (dicom/,
 //! hl7/) comes out medical or life-sustaining. Override the capture folder with
 //! WARDLINE_PCAPS.

@@ -1,4 +1,4 @@
-//! The whole-hospital scenario (issue 4): many device profiles across two sites on 802.1Q
+//! The whole-hospital scenario: many device profiles across two sites on 802.1Q
 //! zones, every frame valid for tshark, every flow counted exactly, and scale controls.
 
 use crate::generate_common::*;
