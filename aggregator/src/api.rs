@@ -5,8 +5,7 @@
 //! 404 (no such device or route) or 503 (the flow store is down; retry later).
 
 use crate::query::views::{
-    ClusterView, DeviceFlowsView, DeviceView, FlowsView, HealthView, InventoryView, SensorsView,
-    TotalsView,
+    ClusterView, DeviceFlowsView, DeviceView, FlowsView, HealthView, InventoryView, SensorsView, TotalsView,
 };
 use crate::query::{QueryError, QueryService};
 use crate::sink::FlowQuery;
@@ -51,13 +50,7 @@ impl IntoResponse for QueryError {
             QueryError::NotFound(_) => StatusCode::NOT_FOUND,
             QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { error: self.to_string() })).into_response()
     }
 }
 
@@ -66,15 +59,12 @@ async fn unknown_route() -> QueryError {
 }
 
 fn parse_mac(text: &str) -> Result<MacAddr, QueryError> {
-    text.parse()
-        .map_err(|e: wardline_common::net::MacParseError| QueryError::Invalid(e.to_string()))
+    text.parse().map_err(|e: wardline_common::net::MacParseError| QueryError::Invalid(e.to_string()))
 }
 
 /// Query-string parameters, refusing unknown ones with the list of accepted names.
 fn params<T>(parsed: Result<Query<T>, QueryRejection>, accepted: &str) -> Result<T, QueryError> {
-    parsed
-        .map(|Query(p)| p)
-        .map_err(|e| QueryError::Invalid(format!("{e}; accepted parameters: {accepted}")))
+    parsed.map(|Query(p)| p).map_err(|e| QueryError::Invalid(format!("{e}; accepted parameters: {accepted}")))
 }
 
 async fn health(State(query): Service) -> Json<HealthView> {
@@ -114,18 +104,9 @@ struct FlowParams {
     limit: Option<u32>,
 }
 
-async fn flows(
-    State(query): Service,
-    parsed: Result<Query<FlowParams>, QueryRejection>,
-) -> ApiResult<FlowsView> {
+async fn flows(State(query): Service, parsed: Result<Query<FlowParams>, QueryRejection>) -> ApiResult<FlowsView> {
     let p = params(parsed, "mac, ip, sensor, app, limit")?;
-    let filters = FlowQuery {
-        mac: p.mac,
-        ip: p.ip,
-        sensor_id: p.sensor,
-        app: p.app,
-        limit: p.limit,
-    };
+    let filters = FlowQuery { mac: p.mac, ip: p.ip, sensor_id: p.sensor, app: p.app, limit: p.limit };
     Ok(Json(query.flows(&filters).await?))
 }
 

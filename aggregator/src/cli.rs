@@ -4,28 +4,22 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value> {
-    let resp = client.get(url).send().await.with_context(|| {
-        format!("cannot reach the aggregator API at {url} — is `wardline-aggregator run` up?")
-    })?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
+    let resp = client
+        .get(url)
+        .send()
         .await
-        .with_context(|| format!("{url} did not answer JSON"))?;
+        .with_context(|| format!("cannot reach the aggregator API at {url} — is `wardline-aggregator run` up?"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.with_context(|| format!("{url} did not answer JSON"))?;
     if !status.is_success() {
-        bail!(
-            "{url} answered {status}: {}",
-            body["error"].as_str().unwrap_or("no detail")
-        );
+        bail!("{url} answered {status}: {}", body["error"].as_str().unwrap_or("no detail"));
     }
     Ok(body)
 }
 
 pub async fn print_inventory(api: &str, json: bool, wait_leader: bool) -> Result<()> {
     let api = api.trim_end_matches('/');
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()?;
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
     if wait_leader {
         let h = get_json(&client, &format!("{api}/healthz")).await?;
         if h["leader"].is_null() {
@@ -45,14 +39,8 @@ pub async fn print_inventory(api: &str, json: bool, wait_leader: bool) -> Result
     );
     for d in devices {
         let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
-        let ips: Vec<String> = d["ips"]
-            .as_array()
-            .map(|a| a.iter().map(s).collect())
-            .unwrap_or_default();
-        let class = d["classification"]["class"]["value"]
-            .as_str()
-            .unwrap_or("-")
-            .to_string();
+        let ips: Vec<String> = d["ips"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+        let class = d["classification"]["class"]["value"].as_str().unwrap_or("-").to_string();
         println!(
             "{:<17}  {:<28}  {:<22}  {:<18}  {:<20}  {}",
             s(&d["mac"]),

@@ -56,8 +56,8 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read aggregator config {}", path.display()))?;
-        let cfg: NodeConfig = toml::from_str(&text)
-            .with_context(|| format!("invalid aggregator config {}", path.display()))?;
+        let cfg: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("invalid aggregator config {}", path.display()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -66,9 +66,7 @@ impl NodeConfig {
         if self.node_id == 0 {
             bail!("node_id must be greater than 0 (Raft reserves no id, but 0 is easy to leave by mistake)");
         }
-        self.tls
-            .check_exist("wardline-aggregator admin issue-node")
-            .map_err(anyhow::Error::msg)?;
+        self.tls.check_exist("wardline-aggregator admin issue-node").map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.clickhouse_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");
@@ -78,9 +76,7 @@ impl NodeConfig {
     }
 
     pub fn advertised_api(&self) -> String {
-        self.advertise_api
-            .clone()
-            .unwrap_or_else(|| self.listen_api.to_string())
+        self.advertise_api.clone().unwrap_or_else(|| self.listen_api.to_string())
     }
 }
 

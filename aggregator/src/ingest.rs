@@ -25,11 +25,7 @@ use wardline_common::wire::{self, Batch, BatchReply, FrameError};
 
 /// Decides what happens to one authenticated, identity-checked batch.
 pub trait BatchHandler: Send + Sync + 'static {
-    fn handle(
-        &self,
-        identity: SensorIdentity,
-        batch: Batch,
-    ) -> impl Future<Output = BatchReply> + Send;
+    fn handle(&self, identity: SensorIdentity, batch: Batch) -> impl Future<Output = BatchReply> + Send;
 }
 
 /// QUIC application error codes used when closing connections and stopping streams.
@@ -170,23 +166,14 @@ impl<H: BatchHandler> IngestServer<H> {
         stats: Arc<IngestStats>,
         limits: IngestLimits,
     ) -> Result<Self> {
-        let server_config =
-            crate::tls::quic_server_config(tls).context("cannot configure ingest TLS")?;
-        let endpoint = quinn::Endpoint::server(server_config, addr).with_context(|| {
-            format!("cannot listen for sensors on UDP {addr} — is another node using the port?")
-        })?;
-        Ok(IngestServer {
-            endpoint,
-            handler,
-            stats,
-            limits,
-        })
+        let server_config = crate::tls::quic_server_config(tls).context("cannot configure ingest TLS")?;
+        let endpoint = quinn::Endpoint::server(server_config, addr)
+            .with_context(|| format!("cannot listen for sensors on UDP {addr} — is another node using the port?"))?;
+        Ok(IngestServer { endpoint, handler, stats, limits })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.endpoint
-            .local_addr()
-            .context("cannot read the ingest socket address")
+        self.endpoint.local_addr().context("cannot read the ingest socket address")
     }
 
     pub fn stats(&self) -> Arc<IngestStats> {
@@ -196,12 +183,7 @@ impl<H: BatchHandler> IngestServer<H> {
     /// Accept sensors until `shutdown` resolves, then let in-flight batches finish (up to
     /// `shutdown_grace`) and close every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let IngestServer {
-            endpoint,
-            handler,
-            stats,
-            limits,
-        } = self;
+        let IngestServer { endpoint, handler, stats, limits } = self;
         let local = endpoint.local_addr().ok();
         info!(addr = ?local, "ingest listening for sensors (QUIC, mutual TLS)");
         let limits = Arc::new(limits);
@@ -242,10 +224,8 @@ impl<H: BatchHandler> IngestServer<H> {
         let all = limits.max_inflight_batches.max(1) as u32;
         let _ = tokio::time::timeout(grace, batch_slots.acquire_many(all)).await;
         endpoint.close(codes::SHUTDOWN.into(), b"aggregator node shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         Ok(())
@@ -260,9 +240,7 @@ pub async fn serve<H: BatchHandler>(
     stats: Arc<IngestStats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    IngestServer::bind(addr, tls, handler, stats, IngestLimits::default())?
-        .run(shutdown)
-        .await
+    IngestServer::bind(addr, tls, handler, stats, IngestLimits::default())?.run(shutdown).await
 }
 
 async fn handle_connection<H: BatchHandler>(
@@ -281,10 +259,7 @@ async fn handle_connection<H: BatchHandler>(
         Ok(c) => c,
         Err(e) => {
             inc(&stats.connections_refused);
-            warn!(
-                "refused sensor connection from {remote}: {}",
-                explain_handshake_error(&e)
-            );
+            warn!("refused sensor connection from {remote}: {}", explain_handshake_error(&e));
             return;
         }
     };
@@ -339,9 +314,7 @@ fn peer_sensor_identity(connection: &quinn::Connection) -> Result<SensorIdentity
         .context("the TLS session holds no peer certificate")?
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .map_err(|_| anyhow::anyhow!("unexpected peer identity type"))?;
-    let leaf = certs
-        .first()
-        .context("the peer presented an empty certificate chain")?;
+    let leaf = certs.first().context("the peer presented an empty certificate chain")?;
     pki::sensor_identity(leaf.as_ref())
 }
 
@@ -361,9 +334,7 @@ pub fn explain_handshake_error(e: &quinn::ConnectionError) -> String {
         format!("client certificate is not allowed for client authentication ({raw}) — {fix_issue}")
     } else if raw.contains("BadSignature") || raw.contains("BadEncoding") {
         format!("client certificate is damaged or forged ({raw}) — {fix_issue}")
-    } else if raw.contains("doesn't support any known protocol")
-        || raw.contains("NoApplicationProtocol")
-    {
+    } else if raw.contains("doesn't support any known protocol") || raw.contains("NoApplicationProtocol") {
         format!(
             "the peer does not speak {} (ALPN mismatch: not a Wardline sensor, or an incompatible version)",
             String::from_utf8_lossy(wire::ALPN_UPLINK)
@@ -384,12 +355,7 @@ async fn handle_stream<H: BatchHandler>(
     limits: &IngestLimits,
 ) {
     let stream = recv.id();
-    let frame = match tokio::time::timeout(
-        limits.frame_read_timeout,
-        recv.read_to_end(limits.max_frame_bytes),
-    )
-    .await
-    {
+    let frame = match tokio::time::timeout(limits.frame_read_timeout, recv.read_to_end(limits.max_frame_bytes)).await {
         Err(_) => {
             inc(&stats.frames_timed_out);
             warn!(sensor = %identity.sensor_id, ?stream, "sensor did not finish sending a batch within {:?}; dropping the stream (it will retry)", limits.frame_read_timeout);
@@ -407,11 +373,7 @@ async fn handle_stream<H: BatchHandler>(
             warn!(sensor = %identity.sensor_id, site = %identity.site, "rejected a batch: {reason}");
             // Tell the sender to stop transmitting the rest; the reply explains why.
             let _ = recv.stop(codes::FRAME_TOO_LARGE.into());
-            let reply = BatchReply::Rejected {
-                batch_id: Ulid::nil(),
-                seq: 0,
-                reason,
-            };
+            let reply = BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason };
             stats.count_reply(&reply);
             write_reply(&mut send, &reply, identity).await;
             return;
@@ -433,11 +395,7 @@ async fn handle_stream<H: BatchHandler>(
                     batch.sensor_id, batch.site, identity.sensor_id, identity.site
                 );
                 warn!(sensor = %identity.sensor_id, seq = batch.seq, "rejected a batch: {reason}");
-                BatchReply::Rejected {
-                    batch_id: batch.id,
-                    seq: batch.seq,
-                    reason,
-                }
+                BatchReply::Rejected { batch_id: batch.id, seq: batch.seq, reason }
             } else {
                 let (id, seq) = (batch.id, batch.seq);
                 let reply = handler.handle(identity.clone(), batch).await;
@@ -450,21 +408,13 @@ async fn handle_stream<H: BatchHandler>(
         Err(e @ FrameError::Version(_)) => {
             inc(&stats.frames_rejected);
             warn!(sensor = %identity.sensor_id, "cannot read a batch: {e}");
-            BatchReply::RetryLater {
-                batch_id: Ulid::nil(),
-                seq: 0,
-                reason: e.to_string(),
-            }
+            BatchReply::RetryLater { batch_id: Ulid::nil(), seq: 0, reason: e.to_string() }
         }
         Err(e) => {
             inc(&stats.frames_rejected);
             let reason = format!("undecodable batch frame of {} bytes: {e}", frame.len());
             error!(sensor = %identity.sensor_id, site = %identity.site, "rejected a batch: {reason}");
-            BatchReply::Rejected {
-                batch_id: Ulid::nil(),
-                seq: 0,
-                reason,
-            }
+            BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason }
         }
     };
     stats.count_reply(&reply);

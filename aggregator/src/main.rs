@@ -8,11 +8,7 @@ use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
 #[derive(Parser)]
-#[command(
-    name = "wardline-aggregator",
-    version,
-    about = "Wardline aggregator cluster node and fleet administration"
-)]
+#[command(name = "wardline-aggregator", version, about = "Wardline aggregator cluster node and fleet administration")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -107,16 +103,11 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
     let mut cfg = match &a.config {
         Some(p) => NodeConfig::load(p)?,
         None => {
-            let tls_dir = a
-                .tls_dir
-                .clone()
-                .context("give --config FILE or at least --node-id, --data-dir and --tls-dir")?;
+            let tls_dir =
+                a.tls_dir.clone().context("give --config FILE or at least --node-id, --data-dir and --tls-dir")?;
             NodeConfig {
                 node_id: a.node_id.unwrap_or(1),
-                data_dir: a
-                    .data_dir
-                    .clone()
-                    .context("--data-dir is required without --config")?,
+                data_dir: a.data_dir.clone().context("--data-dir is required without --config")?,
                 listen_quic: "0.0.0.0:4433".parse()?,
                 listen_api: "127.0.0.1:8080".parse()?,
                 advertise_api: None,
@@ -181,50 +172,23 @@ fn real_main() -> Result<()> {
                 node::serve(node).await
             })
         }
-        Cmd::Inventory {
-            api,
-            json,
-            wait_leader,
-        } => {
+        Cmd::Inventory { api, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            rt.block_on(wardline_aggregator::cli::print_inventory(
-                &api,
-                json,
-                wait_leader,
-            ))
+            rt.block_on(wardline_aggregator::cli::print_inventory(&api, json, wait_leader))
         }
         Cmd::Admin(AdminCmd::CaInit { dir, name }) => {
             pki::init_ca(&dir, &name)?;
-            println!(
-                "fleet CA written to {} (keep ca.key offline)",
-                dir.display()
-            );
+            println!("fleet CA written to {} (keep ca.key offline)", dir.display());
             Ok(())
         }
-        Cmd::Admin(AdminCmd::IssueSensor {
-            ca_dir,
-            sensor_id,
-            site,
-            out_dir,
-        }) => {
+        Cmd::Admin(AdminCmd::IssueSensor { ca_dir, sensor_id, site, out_dir }) => {
             let p = pki::issue_sensor(&ca_dir, &sensor_id, &site, &out_dir)?;
-            println!(
-                "sensor certificate for {sensor_id} at site {site} written to {}",
-                p.display()
-            );
+            println!("sensor certificate for {sensor_id} at site {site} written to {}", p.display());
             Ok(())
         }
-        Cmd::Admin(AdminCmd::IssueNode {
-            ca_dir,
-            node_id,
-            hosts,
-            out_dir,
-        }) => {
+        Cmd::Admin(AdminCmd::IssueNode { ca_dir, node_id, hosts, out_dir }) => {
             let p = pki::issue_node(&ca_dir, node_id, &hosts, &out_dir)?;
-            println!(
-                "node certificate for node {node_id} written to {}",
-                p.display()
-            );
+            println!("node certificate for node {node_id} written to {}", p.display());
             Ok(())
         }
     }

@@ -20,9 +20,9 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use tracing::{info, warn};
 use wardline_common::fault::{crash_point, CrashPoint};
-use wardline_intel::KnowledgeBase;
 use wardline_common::wire::BatchReply;
 use wardline_common::Batch;
+use wardline_intel::KnowledgeBase;
 
 /// Everything a running node holds; shared by ingest and the API.
 pub struct Node {
@@ -37,23 +37,14 @@ pub struct Node {
 
 impl Node {
     pub async fn open(config: NodeConfig) -> Result<Arc<Node>> {
-        let kb = Arc::new(
-            KnowledgeBase::load(&config.kb_dirs).context("cannot load the knowledge base")?,
-        );
+        let kb = Arc::new(KnowledgeBase::load(&config.kb_dirs).context("cannot load the knowledge base")?);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-        let raft = RaftNode::open(
-            config.node_id,
-            &config.data_dir,
-            config.advertised_api(),
-            RaftConfig::default(),
-        )
-        .await
-        .context("cannot start the Raft node")?;
+        let raft = RaftNode::open(config.node_id, &config.data_dir, config.advertised_api(), RaftConfig::default())
+            .await
+            .context("cannot start the Raft node")?;
         if config.bootstrap {
-            raft.initialize_single_if_new()
-                .await
-                .context("cannot initialise a one-node cluster")?;
+            raft.initialize_single_if_new().await.context("cannot initialise a one-node cluster")?;
         }
         let sink = open_sink(
             config.clickhouse_url.as_deref(),
@@ -63,47 +54,21 @@ impl Node {
         .await
         .context("cannot open the flow sink")?;
         let ingest_stats = Arc::new(IngestStats::default());
-        let query = Arc::new(QueryService::new(
-            raft.clone(),
-            sink.clone(),
-            kb,
-            ingest_stats.clone(),
-        ));
-        Ok(Arc::new(Node {
-            config,
-            raft,
-            sink,
-            ingest_stats,
-            query,
-        }))
+        let query = Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()));
+        Ok(Arc::new(Node { config, raft, sink, ingest_stats, query }))
     }
 
     /// Apply one batch with the effects in the documented order.
     pub async fn accept_batch(&self, batch: Batch) -> BatchReply {
         let (id, seq) = (batch.id, batch.seq);
-        let already = self
-            .raft
-            .read_state(|s| s.is_applied(&batch.sensor_id, seq, &batch.id))
-            .await;
+        let already = self.raft.read_state(|s| s.is_applied(&batch.sensor_id, seq, &batch.id)).await;
         if already {
-            return BatchReply::Ack {
-                batch_id: id,
-                seq,
-                duplicate: true,
-            };
+            return BatchReply::Ack { batch_id: id, seq, duplicate: true };
         }
         let flows: Vec<_> = batch.flows().cloned().collect();
-        if let Err(e) = self
-            .sink
-            .write_batch(id, &batch.sensor_id, &batch.site, &flows)
-            .await
-        {
+        if let Err(e) = self.sink.write_batch(id, &batch.sensor_id, &batch.site, &flows).await {
             warn!(sensor = %batch.sensor_id, seq, "flow sink write failed, sensor will retry: {e}");
-            return BatchReply::RetryLater {
-                batch_id: id,
-                seq,
-                reason: format!("flow store unavailable: {e}"),
-            };
+            return BatchReply::RetryLater { batch_id: id, seq, reason: format!("flow store unavailable: {e}") };
         }
         crash_point(CrashPoint::AggregatorAfterSink, seq);
         // Raft carries device deltas and counts, not per-flow detail.
@@ -111,11 +76,7 @@ impl Node {
         match self.raft.propose(Command::ApplyBatch(summary)).await {
             Ok(resp) => {
                 crash_point(CrashPoint::AggregatorAfterCommit, seq);
-                BatchReply::Ack {
-                    batch_id: id,
-                    seq,
-                    duplicate: !resp.applied,
-                }
+                BatchReply::Ack { batch_id: id, seq, duplicate: !resp.applied }
             }
             Err(ProposeError::NotLeader { leader_addr, .. }) => BatchReply::RetryLater {
                 batch_id: id,
@@ -127,11 +88,7 @@ impl Node {
             },
             Err(e) => {
                 warn!(sensor = %batch.sensor_id, seq, "raft proposal failed, sensor will retry: {e}");
-                BatchReply::RetryLater {
-                    batch_id: id,
-                    seq,
-                    reason: format!("cluster could not commit: {e}"),
-                }
+                BatchReply::RetryLater { batch_id: id, seq, reason: format!("cluster could not commit: {e}") }
             }
         }
     }

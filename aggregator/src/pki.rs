@@ -11,8 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -38,13 +37,9 @@ impl std::fmt::Display for SensorIdentity {
 /// Sensor ids and sites: `[A-Za-z0-9._-]{1,64}`. They end up in a URN (':' separated),
 /// file names, log lines and ClickHouse rows, so anything else is refused up front.
 pub fn validate_id(what: &str, value: &str) -> Result<()> {
-    let ok_chars = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let ok_chars = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if value.is_empty() || value.len() > 64 || !ok_chars {
-        bail!(
-            "invalid {what} {value:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"
-        );
+        bail!("invalid {what} {value:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'");
     }
     Ok(())
 }
@@ -66,26 +61,17 @@ pub fn init_ca(dir: &Path, name: &str) -> Result<()> {
     if name.trim().is_empty() {
         bail!("the CA name must not be empty");
     }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create CA folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create CA folder {}", dir.display()))?;
     let key = KeyPair::generate().context("cannot generate the CA key")?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, name);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "Wardline fleet");
+    params.distinguished_name.push(DnType::OrganizationName, "Wardline fleet");
     // Path length 0: the fleet CA signs leaf certificates only.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     set_validity(&mut params, 25);
-    let cert = params
-        .self_signed(&key)
-        .context("cannot self-sign the CA certificate")?;
+    let cert = params.self_signed(&key).context("cannot self-sign the CA certificate")?;
     // Key first, exclusively: a crash in between leaves no usable-looking half CA.
     write_private(&key_path, &key.serialize_pem(), true)?;
     write_public(&cert_path, &cert.pem())?;
@@ -103,33 +89,28 @@ fn load_ca(ca_dir: &Path) -> Result<LoadedCa> {
     let cert_path = ca_dir.join("ca.pem");
     let key_path = ca_dir.join("ca.key");
     let pem = std::fs::read_to_string(&cert_path).with_context(|| {
-        format!("cannot read the fleet CA certificate {} — create it with `wardline-aggregator admin ca-init`", cert_path.display())
+        format!(
+            "cannot read the fleet CA certificate {} — create it with `wardline-aggregator admin ca-init`",
+            cert_path.display()
+        )
     })?;
     let key_pem = std::fs::read_to_string(&key_path)
         .with_context(|| format!("cannot read the fleet CA key {}", key_path.display()))?;
-    let key = KeyPair::from_pem(&key_pem)
-        .with_context(|| format!("{} is not a PEM private key", key_path.display()))?;
+    let key =
+        KeyPair::from_pem(&key_pem).with_context(|| format!("{} is not a PEM private key", key_path.display()))?;
     let params = CertificateParams::from_ca_cert_pem(&pem)
         .with_context(|| format!("{} is not a PEM CA certificate", cert_path.display()))?;
     // Re-signing the parsed params yields an issuer with the original subject and key id,
     // which is all rcgen needs to sign leaves that chain to the original ca.pem.
     let cert = params.self_signed(&key).with_context(|| {
-        format!(
-            "the key {} does not match the CA certificate {}",
-            key_path.display(),
-            cert_path.display()
-        )
+        format!("the key {} does not match the CA certificate {}", key_path.display(), cert_path.display())
     })?;
     // A key that does not belong to the certificate would sign leaves nobody can verify.
     let ca_der = pem_der(&pem, &cert_path)?;
     let (_, parsed) = x509_parser::parse_x509_certificate(&ca_der)
         .map_err(|e| anyhow::anyhow!("cannot parse {}: {e}", cert_path.display()))?;
     if parsed.public_key().raw != key.public_key_der().as_slice() {
-        bail!(
-            "the key {} does not belong to the CA certificate {}",
-            key_path.display(),
-            cert_path.display()
-        );
+        bail!("the key {} does not belong to the CA certificate {}", key_path.display(), cert_path.display());
     }
     Ok(LoadedCa { cert, key, pem })
 }
@@ -152,53 +133,30 @@ pub fn issue_sensor(ca_dir: &Path, sensor_id: &str, site: &str, out_dir: &Path) 
     let key = KeyPair::generate().context("cannot generate the sensor key")?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, sensor_id);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, site);
+    params.distinguished_name.push(DnType::CommonName, sensor_id);
+    params.distinguished_name.push(DnType::OrganizationalUnitName, site);
     params.subject_alt_names = vec![SanType::URI(
-        format!("{SENSOR_URN_PREFIX}{site}:{sensor_id}")
-            .try_into()
-            .context("sensor URN is not ASCII")?,
+        format!("{SENSOR_URN_PREFIX}{site}:{sensor_id}").try_into().context("sensor URN is not ASCII")?,
     )];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // Client only: a stolen sensor key cannot impersonate an aggregator node.
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, 5);
-    let cert = params
-        .signed_by(&key, &ca.cert, &ca.key)
-        .context("cannot sign the sensor certificate")?;
-    write_leaf(
-        out_dir,
-        "sensor",
-        &cert.pem(),
-        &key.serialize_pem(),
-        &ca.pem,
-    )
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).context("cannot sign the sensor certificate")?;
+    write_leaf(out_dir, "sensor", &cert.pem(), &key.serialize_pem(), &ca.pem)
 }
 
 /// Issue an aggregator node certificate (server and client auth, for ingest and for
 /// node-to-node traffic); writes node.pem, node.key and ca.pem and returns node.pem's path.
 /// "localhost", 127.0.0.1 and ::1 are always included so loopback setups work.
-pub fn issue_node(
-    ca_dir: &Path,
-    node_id: u64,
-    hosts: &[String],
-    out_dir: &Path,
-) -> Result<PathBuf> {
+pub fn issue_node(ca_dir: &Path, node_id: u64, hosts: &[String], out_dir: &Path) -> Result<PathBuf> {
     let ca = load_ca(ca_dir)?;
     let key = KeyPair::generate().context("cannot generate the node key")?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("wardline-node-{node_id}"));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, "aggregator");
+    params.distinguished_name.push(DnType::CommonName, format!("wardline-node-{node_id}"));
+    params.distinguished_name.push(DnType::OrganizationalUnitName, "aggregator");
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     for h in hosts {
         let h = h.trim();
@@ -216,7 +174,9 @@ pub fn issue_node(
             Err(_) => {
                 let valid = n.len() <= 253
                     && n.split('.').all(|l| {
-                        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
                     });
                 if !valid {
                     bail!("invalid host {n:?} for the node certificate: give a DNS name or an IP address");
@@ -225,22 +185,13 @@ pub fn issue_node(
             }
         });
     }
-    sans.push(SanType::URI(
-        format!("{NODE_URN_PREFIX}{node_id}")
-            .try_into()
-            .context("node URN is not ASCII")?,
-    ));
+    sans.push(SanType::URI(format!("{NODE_URN_PREFIX}{node_id}").try_into().context("node URN is not ASCII")?));
     params.subject_alt_names = sans;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, 5);
-    let cert = params
-        .signed_by(&key, &ca.cert, &ca.key)
-        .context("cannot sign the node certificate")?;
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).context("cannot sign the node certificate")?;
     write_leaf(out_dir, "node", &cert.pem(), &key.serialize_pem(), &ca.pem)
 }
 
@@ -266,15 +217,12 @@ pub fn sensor_identity(cert_der: &[u8]) -> Result<SensorIdentity> {
     let rest = found.with_context(|| {
         format!("certificate has no `{SENSOR_URN_PREFIX}<site>:<sensor_id>` URI, so it is not a sensor certificate")
     })?;
-    let (site, sensor_id) = rest.split_once(':').with_context(|| {
-        format!("sensor URI {SENSOR_URN_PREFIX}{rest} lacks the `<site>:<sensor_id>` part")
-    })?;
+    let (site, sensor_id) = rest
+        .split_once(':')
+        .with_context(|| format!("sensor URI {SENSOR_URN_PREFIX}{rest} lacks the `<site>:<sensor_id>` part"))?;
     validate_id("sensor id in certificate", sensor_id)?;
     validate_id("site in certificate", site)?;
-    Ok(SensorIdentity {
-        sensor_id: sensor_id.to_string(),
-        site: site.to_string(),
-    })
+    Ok(SensorIdentity { sensor_id: sensor_id.to_string(), site: site.to_string() })
 }
 
 /// The node id a node certificate names, from its SAN URI.
@@ -288,24 +236,15 @@ pub fn node_identity(cert_der: &[u8]) -> Result<u64> {
     for name in &san.value.general_names {
         if let x509_parser::extensions::GeneralName::URI(uri) = name {
             if let Some(rest) = uri.strip_prefix(NODE_URN_PREFIX) {
-                return rest
-                    .parse()
-                    .with_context(|| format!("node URI {uri} does not end in a number"));
+                return rest.parse().with_context(|| format!("node URI {uri} does not end in a number"));
             }
         }
     }
     bail!("certificate has no `{NODE_URN_PREFIX}<id>` URI, so it is not a node certificate")
 }
 
-fn write_leaf(
-    out_dir: &Path,
-    stem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-    ca_pem: &str,
-) -> Result<PathBuf> {
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+fn write_leaf(out_dir: &Path, stem: &str, cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let cert_path = out_dir.join(format!("{stem}.pem"));
     write_private(&out_dir.join(format!("{stem}.key")), key_pem, false)?;
     write_public(&cert_path, cert_pem)?;
@@ -331,9 +270,7 @@ fn write_private(path: &Path, text: &str, exclusive: bool) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    let mut f = opts.open(path).with_context(|| format!("cannot create key file {}", path.display()))?;
     // An existing file keeps its old mode on open; tighten it explicitly.
     #[cfg(unix)]
     {
@@ -341,20 +278,15 @@ fn write_private(path: &Path, text: &str, exclusive: bool) -> Result<()> {
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict permissions of {}", path.display()))?;
     }
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write key file {}", path.display()))?;
-    f.sync_all()
-        .with_context(|| format!("cannot sync key file {}", path.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("cannot write key file {}", path.display()))?;
+    f.sync_all().with_context(|| format!("cannot sync key file {}", path.display()))?;
     Ok(())
 }
 
 /// Validity from January 1st of last year (tolerates clock skew between hosts) for
 /// `years` years.
 fn set_validity(params: &mut CertificateParams, years: i32) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // Average Gregorian year; off by at most a day around New Year, which the one-year
     // back-dating absorbs.
     let year = 1970 + (secs / 31_556_952) as i32;

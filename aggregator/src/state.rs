@@ -70,12 +70,9 @@ impl BatchSummary {
                 Event::Device(d) => summary.devices.push(d.clone()),
                 Event::Flow(f) => {
                     summary.flow_count += 1;
-                    summary.flow_packets = summary
-                        .flow_packets
-                        .saturating_add(f.packets_ab.saturating_add(f.packets_ba));
-                    summary.flow_bytes = summary
-                        .flow_bytes
-                        .saturating_add(f.bytes_ab.saturating_add(f.bytes_ba));
+                    summary.flow_packets =
+                        summary.flow_packets.saturating_add(f.packets_ab.saturating_add(f.packets_ba));
+                    summary.flow_bytes = summary.flow_bytes.saturating_add(f.bytes_ab.saturating_add(f.bytes_ba));
                 }
                 Event::Stats(s) => summary.stats = Some(s.clone()),
             }
@@ -153,9 +150,7 @@ impl DeviceRecord {
 
     /// The most recently seen value of `field`.
     pub fn latest(&self, field: Field) -> Option<&str> {
-        self.entries(field)
-            .max_by_key(|(_, rec)| rec.last_ts_us)
-            .map(|(value, _)| value)
+        self.entries(field).max_by_key(|(_, rec)| rec.last_ts_us).map(|(value, _)| value)
     }
 
     /// Every distinct value seen for `field`, in sorted order.
@@ -201,13 +196,7 @@ impl DeviceRecord {
                     self.ips_dropped = self.ips_dropped.saturating_add(1);
                 }
                 None => {
-                    self.ips.insert(
-                        *ip,
-                        IpSeen {
-                            first_seen_us: obs.first_seen_us,
-                            last_seen_us: obs.last_seen_us,
-                        },
-                    );
+                    self.ips.insert(*ip, IpSeen { first_seen_us: obs.first_seen_us, last_seen_us: obs.last_seen_us });
                     new_ips.push(*ip);
                 }
             }
@@ -231,12 +220,7 @@ impl DeviceRecord {
                 None => {
                     self.evidence.insert(
                         key,
-                        EvidenceRecord {
-                            proto: ev.proto,
-                            first_ts_us: ev.ts_us,
-                            last_ts_us: ev.ts_us,
-                            count: 1,
-                        },
+                        EvidenceRecord { proto: ev.proto, first_ts_us: ev.ts_us, last_ts_us: ev.ts_us, count: 1 },
                     );
                 }
             }
@@ -297,16 +281,8 @@ struct ReplicatedParts {
 
 impl From<ReplicatedParts> for ClusterState {
     fn from(parts: ReplicatedParts) -> Self {
-        let addresses = parts
-            .devices
-            .values()
-            .flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac)))
-            .collect();
-        ClusterState {
-            devices: parts.devices,
-            sensors: parts.sensors,
-            addresses,
-        }
+        let addresses = parts.devices.values().flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac))).collect();
+        ClusterState { devices: parts.devices, sensors: parts.sensors, addresses }
     }
 }
 
@@ -327,11 +303,8 @@ impl ClusterState {
     /// The device seen using `ip`. When several were (a router's MAC fronting the address,
     /// a lease handed on), the lowest MAC, so every node picks the same one.
     pub fn device_with_ip(&self, ip: &IpAddr) -> Option<&Arc<DeviceRecord>> {
-        let (_, mac) = self
-            .addresses
-            .range((*ip, MacAddr::default())..)
-            .next()
-            .filter(|(owner_ip, _)| owner_ip == ip)?;
+        let (_, mac) =
+            self.addresses.range((*ip, MacAddr::default())..).next().filter(|(owner_ip, _)| owner_ip == ip)?;
         self.devices.get(mac)
     }
 
@@ -373,22 +346,19 @@ impl ClusterState {
         if self.is_duplicate(batch) {
             return ApplyResponse { applied: false };
         }
-        let sensor = self
-            .sensors
-            .entry(batch.sensor_id.clone())
-            .or_insert_with(|| SensorRecord {
-                site: batch.site.clone(),
-                last_seq: 0,
-                last_batch_id: batch.batch_id,
-                recent_batch_ids: VecDeque::new(),
-                batches_applied: 0,
-                seq_gaps: 0,
-                seqs_skipped: 0,
-                flows: 0,
-                flow_packets: 0,
-                flow_bytes: 0,
-                stats: SensorStats::default(),
-            });
+        let sensor = self.sensors.entry(batch.sensor_id.clone()).or_insert_with(|| SensorRecord {
+            site: batch.site.clone(),
+            last_seq: 0,
+            last_batch_id: batch.batch_id,
+            recent_batch_ids: VecDeque::new(),
+            batches_applied: 0,
+            seq_gaps: 0,
+            seqs_skipped: 0,
+            flows: 0,
+            flow_packets: 0,
+            flow_bytes: 0,
+            stats: SensorStats::default(),
+        });
         // Not a duplicate, so seq > last_seq here.
         let skipped = batch.seq.saturating_sub(sensor.last_seq).saturating_sub(1);
         if skipped > 0 {
@@ -411,13 +381,9 @@ impl ClusterState {
         }
 
         for obs in &batch.devices {
-            let record = self
-                .devices
-                .entry(obs.mac)
-                .or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
+            let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
             let new_ips = Arc::make_mut(record).merge(obs, &batch.sensor_id, &batch.site);
-            self.addresses
-                .extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
+            self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
         }
         ApplyResponse { applied: true }
     }
@@ -430,21 +396,13 @@ mod devices_as_list {
     use std::sync::Arc;
     use wardline_common::MacAddr;
 
-    pub fn serialize<S: Serializer>(
-        map: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(map: &BTreeMap<MacAddr, Arc<DeviceRecord>>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.values().map(|rec| &**rec))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<MacAddr, Arc<DeviceRecord>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<MacAddr, Arc<DeviceRecord>>, D::Error> {
         let list = Vec::<DeviceRecord>::deserialize(d)?;
-        Ok(list
-            .into_iter()
-            .map(|rec| (rec.mac, Arc::new(rec)))
-            .collect())
+        Ok(list.into_iter().map(|rec| (rec.mac, Arc::new(rec))).collect())
     }
 }
 
@@ -474,10 +432,7 @@ mod evidence_as_list {
         count: u64,
     }
 
-    pub fn serialize<S: Serializer>(
-        map: &BTreeMap<(Field, String), EvidenceRecord>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(map: &BTreeMap<(Field, String), EvidenceRecord>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.iter().map(|((field, value), rec)| Entry {
             field: *field,
             value,
@@ -488,9 +443,7 @@ mod evidence_as_list {
         }))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<(Field, String), EvidenceRecord>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<(Field, String), EvidenceRecord>, D::Error> {
         let list = Vec::<OwnedEntry>::deserialize(d)?;
         Ok(list
             .into_iter()
@@ -532,10 +485,7 @@ mod tests {
 
     fn batch(sensor: &str, seq: u64, devices: Vec<DeviceObservation>) -> BatchSummary {
         BatchSummary {
-            batch_id: Ulid::from_parts(
-                1_700_000_000_000 + seq,
-                u128::from(seq) + sensor.len() as u128 * 1000,
-            ),
+            batch_id: Ulid::from_parts(1_700_000_000_000 + seq, u128::from(seq) + sensor.len() as u128 * 1000),
             sensor_id: sensor.into(),
             site: "north".into(),
             seq,
@@ -543,10 +493,7 @@ mod tests {
             flow_count: 3,
             flow_packets: 30,
             flow_bytes: 3000,
-            stats: Some(SensorStats {
-                packets: seq * 100,
-                ..Default::default()
-            }),
+            stats: Some(SensorStats { packets: seq * 100, ..Default::default() }),
         }
     }
 
@@ -558,19 +505,8 @@ mod tests {
     fn merges_observations_from_two_sensors() {
         let mut st = ClusterState::new();
         let hn = |v: &str, ts| Evidence::new(Field::Hostname, v, Proto::Dhcp, ts);
-        assert!(apply(
-            &mut st,
-            &batch(
-                "s1",
-                1,
-                vec![obs(mac(1), "10.0.0.5", 100, vec![hn("PUMP-01", 100)])]
-            )
-        ));
-        let mut b2 = batch(
-            "s2",
-            1,
-            vec![obs(mac(1), "10.0.0.6", 50, vec![hn("PUMP-01B", 500)])],
-        );
+        assert!(apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![hn("PUMP-01", 100)])])));
+        let mut b2 = batch("s2", 1, vec![obs(mac(1), "10.0.0.6", 50, vec![hn("PUMP-01B", 500)])]);
         b2.site = "south".into();
         assert!(apply(&mut st, &b2));
 
@@ -593,14 +529,8 @@ mod tests {
     fn repeated_evidence_is_counted_not_duplicated() {
         let mut st = ClusterState::new();
         let vc = |ts| Evidence::new(Field::DhcpVendorClass, "MSFT 5.0", Proto::Dhcp, ts);
-        apply(
-            &mut st,
-            &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![vc(100)])]),
-        );
-        apply(
-            &mut st,
-            &batch("s1", 2, vec![obs(mac(1), "10.0.0.5", 200, vec![vc(250)])]),
-        );
+        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![vc(100)])]));
+        apply(&mut st, &batch("s1", 2, vec![obs(mac(1), "10.0.0.5", 200, vec![vc(250)])]));
         let dev = &st.devices[&mac(1)];
         assert_eq!(dev.evidence.len(), 1);
         let rec = &dev.evidence[&(Field::DhcpVendorClass, "MSFT 5.0".to_string())];
@@ -638,10 +568,7 @@ mod tests {
         assert!(apply(&mut st, &batch("s1", 6, vec![])));
         assert!(apply(&mut st, &batch("s1", 9, vec![])));
         let s = &st.sensors["s1"];
-        assert_eq!(
-            (s.seq_gaps, s.seqs_skipped, s.last_seq, s.batches_applied),
-            (2, 5, 9, 4)
-        );
+        assert_eq!((s.seq_gaps, s.seqs_skipped, s.last_seq, s.batches_applied), (2, 5, 9, 4));
         // A batch filling a gap arrives late: the watermark already passed it.
         assert!(!apply(&mut st, &batch("s1", 3, vec![])));
         assert_eq!(st.sensors["s1"].stats.packets, 900);
@@ -672,43 +599,18 @@ mod tests {
     fn devices_are_found_by_address_and_readers_keep_their_copy() {
         let mut st = ClusterState::new();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        apply(
-            &mut st,
-            &batch(
-                "s1",
-                1,
-                vec![
-                    obs(mac(2), "10.0.0.7", 1, vec![]),
-                    obs(mac(1), "10.0.0.5", 1, vec![]),
-                ],
-            ),
-        );
-        assert_eq!(
-            st.device_with_ip(&ip("10.0.0.7")).map(|d| d.mac),
-            Some(mac(2))
-        );
+        apply(&mut st, &batch("s1", 1, vec![obs(mac(2), "10.0.0.7", 1, vec![]), obs(mac(1), "10.0.0.5", 1, vec![])]));
+        assert_eq!(st.device_with_ip(&ip("10.0.0.7")).map(|d| d.mac), Some(mac(2)));
         let held = Arc::clone(st.device(&mac(1)).unwrap());
         // The lease of .7 is handed to mac(1): both used it, the lower MAC answers.
-        apply(
-            &mut st,
-            &batch("s1", 2, vec![obs(mac(1), "10.0.0.7", 5, vec![])]),
-        );
-        assert_eq!(
-            st.device_with_ip(&ip("10.0.0.7")).map(|d| d.mac),
-            Some(mac(1))
-        );
-        assert_eq!(
-            st.device_with_ip(&ip("10.0.0.5")).map(|d| d.mac),
-            Some(mac(1))
-        );
+        apply(&mut st, &batch("s1", 2, vec![obs(mac(1), "10.0.0.7", 5, vec![])]));
+        assert_eq!(st.device_with_ip(&ip("10.0.0.7")).map(|d| d.mac), Some(mac(1)));
+        assert_eq!(st.device_with_ip(&ip("10.0.0.5")).map(|d| d.mac), Some(mac(1)));
         assert!(st.device_with_ip(&ip("10.0.0.6")).is_none());
         assert!(st.device_with_ip(&ip("0.0.0.0")).is_none());
         // A reader's copy is not changed under it; the state moved on.
         assert_eq!((held.packets, held.ips.len()), (2, 1));
-        assert_eq!(
-            st.device(&mac(1)).map(|d| (d.packets, d.ips.len())),
-            Some((4, 2))
-        );
+        assert_eq!(st.device(&mac(1)).map(|d| (d.packets, d.ips.len())), Some((4, 2)));
     }
 
     #[test]
@@ -751,10 +653,7 @@ mod tests {
                 Event::Flow(flow.clone()),
                 Event::Device(obs(mac(1), "10.0.0.1", 1, vec![])),
                 Event::Flow(flow),
-                Event::Stats(SensorStats {
-                    packets: 7,
-                    ..Default::default()
-                }),
+                Event::Stats(SensorStats { packets: 7, ..Default::default() }),
             ],
         };
         let s = BatchSummary::from_batch(&wire);
@@ -768,10 +667,7 @@ mod tests {
     fn serializes_to_json_and_bincode() {
         let mut st = ClusterState::new();
         let ev = Evidence::new(Field::Hostname, "CT-1", Proto::Dhcp, 5);
-        apply(
-            &mut st,
-            &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 1, vec![ev])]),
-        );
+        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 1, vec![ev])]));
         let json = serde_json::to_string(&st).expect("JSON map keys are strings");
         let back: ClusterState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, st);
@@ -785,22 +681,11 @@ mod tests {
     /// pool of MACs and evidence values so merges collide.
     fn arb_commands() -> impl Strategy<Value = Vec<Command>> {
         let ev = (0usize..4, 0u8..4, 0u64..1000).prop_map(|(f, v, ts)| {
-            let field = [
-                Field::Hostname,
-                Field::DhcpVendorClass,
-                Field::DnsQuery,
-                Field::HttpUserAgent,
-            ][f];
+            let field = [Field::Hostname, Field::DhcpVendorClass, Field::DnsQuery, Field::HttpUserAgent][f];
             Evidence::new(field, format!("v{v}"), Proto::Dhcp, ts)
         });
-        let device = (
-            0u8..5,
-            0u8..4,
-            0u64..1000,
-            0u64..50,
-            proptest::collection::vec(ev, 0..4),
-        )
-            .prop_map(|(m, ip, ts, pkts, evidence)| DeviceObservation {
+        let device = (0u8..5, 0u8..4, 0u64..1000, 0u64..50, proptest::collection::vec(ev, 0..4)).prop_map(
+            |(m, ip, ts, pkts, evidence)| DeviceObservation {
                 mac: mac(m),
                 ips: vec![IpAddr::from([10, 0, 0, ip])],
                 vlans: vec![u16::from(m % 2) + 10],
@@ -809,13 +694,9 @@ mod tests {
                 packets: pkts,
                 bytes: pkts * 60,
                 evidence,
-            });
-        let step = (
-            0usize..3,
-            1u64..4,
-            proptest::collection::vec(device, 0..3),
-            0u64..5,
+            },
         );
+        let step = (0usize..3, 1u64..4, proptest::collection::vec(device, 0..3), 0u64..5);
         proptest::collection::vec(step, 1..40).prop_map(|steps| {
             let sensors = ["s1", "s2", "s3"];
             let mut next_seq = [0u64; 3];
@@ -833,10 +714,7 @@ mod tests {
                         flow_count: flows,
                         flow_packets: flows * 10,
                         flow_bytes: flows * 1000,
-                        stats: (flows % 2 == 0).then(|| SensorStats {
-                            packets: seq,
-                            ..Default::default()
-                        }),
+                        stats: (flows % 2 == 0).then(|| SensorStats { packets: seq, ..Default::default() }),
                     })
                 })
                 .collect()

@@ -29,12 +29,7 @@ pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
     let roots = Arc::new(load_roots(&tls.ca)?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
-        .with_context(|| {
-            format!(
-                "cannot build a client verifier from the fleet CA {}",
-                tls.ca.display()
-            )
-        })?;
+        .with_context(|| format!("cannot build a client verifier from the fleet CA {}", tls.ca.display()))?;
     let certs = load_certs(&tls.cert)?;
     let key = load_key(&tls.key)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -43,11 +38,7 @@ pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .with_context(|| {
-            format!(
-                "node certificate {} and key {} do not form a usable pair",
-                tls.cert.display(),
-                tls.key.display()
-            )
+            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
         })?;
     cfg.alpn_protocols = vec![ALPN_UPLINK.to_vec()];
     Ok(cfg)
@@ -55,11 +46,7 @@ pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
 
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(
-        IDLE_TIMEOUT
-            .try_into()
-            .expect("30 s fits a QUIC idle timeout"),
-    ));
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s fits a QUIC idle timeout")));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
     // Sensors only use bidirectional streams (batch → reply).

@@ -37,10 +37,7 @@ fn server_command() -> Result<(PathBuf, Vec<&'static str>)> {
         if path.is_file() {
             return Ok((path, vec![]));
         }
-        bail!(
-            "{BINARY_ENV}={} does not name a file; unset it or {INSTALL_HINT}",
-            path.display()
-        );
+        bail!("{BINARY_ENV}={} does not name a file; unset it or {INSTALL_HINT}", path.display());
     }
     // Debian's package ships a dedicated binary; upstream packages ship one multi-call
     // `clickhouse` binary that takes `server` as its first argument.
@@ -154,10 +151,7 @@ impl ClickHouseServer {
                 .with_context(|| format!("creating {}/{sub}", dir.path().display()))?;
         }
         let [http_port, tcp_port, interserver_port] = free_ports::<3>()?;
-        fs::write(
-            dir.path().join("config.xml"),
-            config_xml(dir.path(), http_port, tcp_port, interserver_port),
-        )?;
+        fs::write(dir.path().join("config.xml"), config_xml(dir.path(), http_port, tcp_port, interserver_port))?;
         fs::write(dir.path().join("users.xml"), USERS_XML)?;
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -192,10 +186,7 @@ impl ClickHouseServer {
         let stderr = fs::File::create(self.dir.path().join("log/stderr.log"))?;
         let mut cmd = Command::new(&program);
         cmd.args(&pre_args)
-            .arg(format!(
-                "--config-file={}",
-                self.dir.path().join("config.xml").display()
-            ))
+            .arg(format!("--config-file={}", self.dir.path().join("config.xml").display()))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -212,9 +203,7 @@ impl ClickHouseServer {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}: {INSTALL_HINT}", program.display()))?;
+        let child = cmd.spawn().with_context(|| format!("starting {}: {INSTALL_HINT}", program.display()))?;
         self.child = Some(child);
         self.wait_ready()
     }
@@ -226,10 +215,7 @@ impl ClickHouseServer {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     self.child = None;
-                    bail!(
-                        "clickhouse-server exited during start-up ({status}); log tail:\n{}",
-                        self.log_tail(40)
-                    );
+                    bail!("clickhouse-server exited during start-up ({status}); log tail:\n{}", self.log_tail(40));
                 }
             }
             if let Ok(resp) = self.http.get(&ping).timeout(Duration::from_secs(2)).send() {
@@ -240,10 +226,7 @@ impl ClickHouseServer {
             if Instant::now() >= deadline {
                 let tail = self.log_tail(40);
                 self.kill();
-                bail!(
-                    "clickhouse-server did not answer {ping} within {}s; log tail:\n{tail}",
-                    START_TIMEOUT.as_secs()
-                );
+                bail!("clickhouse-server did not answer {ping} within {}s; log tail:\n{tail}", START_TIMEOUT.as_secs());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -317,34 +300,18 @@ mod tests {
     fn starts_answers_and_survives_kill9_restart() {
         let mut ch = ClickHouseServer::start().expect("start ClickHouse");
         assert_eq!(ch.query("SELECT 1 + 1").unwrap().trim(), "2");
-        ch.query("CREATE TABLE default.t (x UInt32) ENGINE = MergeTree() ORDER BY x")
-            .unwrap();
+        ch.query("CREATE TABLE default.t (x UInt32) ENGINE = MergeTree() ORDER BY x").unwrap();
         ch.query("INSERT INTO default.t VALUES (7)").unwrap();
         let pid = ch.pid().unwrap();
         ch.stop_kill9();
-        assert!(
-            ch.query("SELECT 1").is_err(),
-            "server still answers after kill -9"
-        );
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "killed server left a process"
-        );
+        assert!(ch.query("SELECT 1").is_err(), "server still answers after kill -9");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed server left a process");
         ch.restart().unwrap();
-        assert_eq!(
-            ch.query("SELECT sum(x) FROM default.t").unwrap().trim(),
-            "7"
-        );
-        let err = ch
-            .query("SELECT * FROM no_such_table")
-            .unwrap_err()
-            .to_string();
+        assert_eq!(ch.query("SELECT sum(x) FROM default.t").unwrap().trim(), "7");
+        let err = ch.query("SELECT * FROM no_such_table").unwrap_err().to_string();
         assert!(err.contains("no_such_table"), "{err}");
         let pid = ch.pid().unwrap();
         drop(ch);
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "dropped server left a process"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "dropped server left a process");
     }
 }

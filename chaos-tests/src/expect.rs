@@ -54,10 +54,7 @@ pub const CLICKHOUSE_FLOWS_SQL: &str = "SELECT ip_proto, a_ip, a_port, b_ip, b_p
     GROUP BY ip_proto, a_ip, a_port, b_ip, b_port FORMAT TabSeparated";
 
 /// Every difference between two flow maps, for a readable failure.
-pub fn flow_differences(
-    expected: &BTreeMap<FlowKey, (u64, u64)>,
-    got: &BTreeMap<FlowKey, (u64, u64)>,
-) -> Vec<String> {
+pub fn flow_differences(expected: &BTreeMap<FlowKey, (u64, u64)>, got: &BTreeMap<FlowKey, (u64, u64)>) -> Vec<String> {
     let mut diffs = Vec::new();
     for (k, v) in expected {
         match got.get(k) {

@@ -1,5 +1,5 @@
 //! Test harness for multi-process tests.
 
 pub mod clickhouse;
-pub mod procs;
 pub mod expect;
+pub mod procs;

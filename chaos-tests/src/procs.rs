@@ -63,7 +63,9 @@ pub struct Fleet {
 impl Fleet {
     pub fn new() -> Result<Fleet> {
         let dir = tempfile::tempdir()?;
-        run_ok(Command::new(bin("wardline-aggregator")).args(["admin", "ca-init", "--dir"]).arg(dir.path().join("ca")))?;
+        run_ok(
+            Command::new(bin("wardline-aggregator")).args(["admin", "ca-init", "--dir"]).arg(dir.path().join("ca")),
+        )?;
         Ok(Fleet { dir })
     }
 

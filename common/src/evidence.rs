@@ -181,10 +181,7 @@ pub enum Field {
 impl Field {
     pub fn as_str(&self) -> String {
         // serde's snake_case name is the stable, documented spelling.
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
     }
 }
 

@@ -137,8 +137,7 @@ fn bincode_config() -> impl bincode::config::Config {
 /// Encode a value as a versioned frame.
 pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![WIRE_VERSION];
-    let body = bincode::serde::encode_to_vec(value, bincode_config())
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    let body = bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| FrameError::Encode(e.to_string()))?;
     out.extend_from_slice(&body);
     if out.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(out.len(), MAX_FRAME_BYTES));
@@ -155,8 +154,8 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Fra
     if version != WIRE_VERSION {
         return Err(FrameError::Version(version));
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, bincode_config())
-        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, bincode_config()).map_err(|e| FrameError::Decode(e.to_string()))?;
     if used != body.len() {
         return Err(FrameError::Trailing(body.len() - used));
     }

@@ -8,7 +8,12 @@ use wardline_sensor::flow::{Dir, FlowRef};
 use wardline_sensor::reassembly::{Segment, TcpReassembler, TcpReassemblyConfig};
 
 fuzz_target!(|data: &[u8]| {
-    let cfg = TcpReassemblyConfig { max_buffered_per_dir: 4096, max_total_bytes: 16 * 1024, idle_timeout_us: 1000, head_prefix: 256 };
+    let cfg = TcpReassemblyConfig {
+        max_buffered_per_dir: 4096,
+        max_total_bytes: 16 * 1024,
+        idle_timeout_us: 1000,
+        head_prefix: 256,
+    };
     let budget = cfg.max_total_bytes;
     let mut r = TcpReassembler::new(cfg);
     // Ports from the first byte pick the NetBIOS framing hint or not.
@@ -30,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let seq = u16::from_be_bytes([hdr[2], hdr[3]]) as u32;
         let mut delivered = 0usize;
-        r.segment(f, &Segment { ts_us: ts, seq: seq.wrapping_mul(3), flags: hdr[1], payload }, &mut |m: &[u8]| delivered += m.len());
+        r.segment(f, &Segment { ts_us: ts, seq: seq.wrapping_mul(3), flags: hdr[1], payload }, &mut |m: &[u8]| {
+            delivered += m.len()
+        });
         assert!(r.charged_bytes() <= budget.max(4096 * 2 + 1024 * 4), "budget exceeded: {}", r.charged_bytes());
         if hdr[1] == 0xff {
             r.expire(ts + 2000);

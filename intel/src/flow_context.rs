@@ -44,12 +44,7 @@ impl FlowSpec {
         } else {
             return None;
         };
-        Some(FlowSpec {
-            transport,
-            port: server_port,
-            direction,
-            peer_external: is_external(&peer_ip),
-        })
+        Some(FlowSpec { transport, port: server_port, direction, peer_external: is_external(&peer_ip) })
     }
 }
 
@@ -111,10 +106,7 @@ fn decided(level: &str, comm: &Comm, from_peer: bool) -> FlowContext {
     let side = if from_peer { "peer's " } else { "" };
     FlowContext {
         tag: comm.tag,
-        reason: format!(
-            "{}: {} ({side}{level} expectation {} at {})",
-            comm.tag, comm.reason, comm.id, comm.origin
-        ),
+        reason: format!("{}: {} ({side}{level} expectation {} at {})", comm.tag, comm.reason, comm.id, comm.origin),
         comm: Some(comm.id.clone()),
         source: comm.source.clone(),
     }
@@ -129,19 +121,14 @@ pub fn flow_context(
     flow: &FlowSpec,
 ) -> FlowContext {
     let fits = |c: &Comm, direction: Direction| {
-        c.transport.matches(flow.transport)
-            && c.matches_port(flow.port)
-            && c.direction.matches(direction)
+        c.transport.matches(flow.transport) && c.matches_port(flow.port) && c.direction.matches(direction)
     };
     let mut near_miss: Option<String> = None;
     let mut lists = comm_lists(kb, device);
     lists.push(("global", &kb.comms));
     for (level, comms) in &lists {
         for c in comms.iter().filter(|c| fits(c, flow.direction)) {
-            if c.peers
-                .iter()
-                .any(|r| peer_matches(r, peer, flow.peer_external))
-            {
+            if c.peers.iter().any(|r| peer_matches(r, peer, flow.peer_external)) {
                 return decided(level, c, false);
             }
             if near_miss.is_none() {
@@ -187,10 +174,5 @@ pub fn flow_context(
             flow.port
         ),
     };
-    FlowContext {
-        tag: FlowTag::Unknown,
-        reason,
-        comm: None,
-        source: None,
-    }
+    FlowContext { tag: FlowTag::Unknown, reason, comm: None, source: None }
 }

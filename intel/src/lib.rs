@@ -34,11 +34,7 @@ pub mod load;
 pub mod model;
 pub mod oui;
 
-pub use classify::{
-    classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef,
-};
+pub use classify::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
 pub use flow_context::{flow_context, FlowContext, FlowSpec};
 pub use load::KbError;
-pub use model::{
-    Category, Criticality, Direction, FlowTag, KnowledgeBase, OsEntry, OsInfo, Transport,
-};
+pub use model::{Category, Criticality, Direction, FlowTag, KnowledgeBase, OsEntry, OsInfo, Transport};

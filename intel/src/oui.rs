@@ -28,11 +28,7 @@ fn tables() -> &'static Tables {
 /// Parse the generated table. Lines that do not fit the format are skipped rather than
 /// panicking: the file is generated, and a damaged line must not take the sensor down.
 fn parse_table(text: &'static str) -> Tables {
-    let mut t = Tables {
-        mal: Vec::new(),
-        mam: Vec::new(),
-        mas: Vec::new(),
-    };
+    let mut t = Tables { mal: Vec::new(), mam: Vec::new(), mas: Vec::new() };
     for line in text.lines() {
         if line.starts_with('#') {
             continue;
@@ -58,10 +54,7 @@ fn parse_table(text: &'static str) -> Tables {
 }
 
 fn search(table: &[(u64, &'static str)], key: u64) -> Option<&'static str> {
-    table
-        .binary_search_by_key(&key, |e| e.0)
-        .ok()
-        .map(|i| table[i].1)
+    table.binary_search_by_key(&key, |e| e.0).ok().map(|i| table[i].1)
 }
 
 /// The IEEE organisation name registered for this MAC's block, or `None` for group
@@ -74,9 +67,7 @@ pub fn lookup(mac: &MacAddr) -> Option<&'static str> {
     let b = mac.0;
     let bits48 = b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64);
     let t = tables();
-    search(&t.mas, bits48 >> 12)
-        .or_else(|| search(&t.mam, bits48 >> 20))
-        .or_else(|| search(&t.mal, bits48 >> 24))
+    search(&t.mas, bits48 >> 12).or_else(|| search(&t.mam, bits48 >> 20)).or_else(|| search(&t.mal, bits48 >> 24))
 }
 
 /// The MA-L organisation for a bare 24-bit OUI, e.g. the first three bytes of an IEEE
@@ -106,18 +97,9 @@ mod tests {
 
     #[test]
     fn known_blocks() {
-        assert_eq!(
-            lookup(&mac("00:00:0c:12:34:56")),
-            Some("Cisco Systems, Inc")
-        );
-        assert_eq!(
-            lookup(&mac("08:00:19:aa:bb:cc")),
-            Some("GENERAL ELECTRIC CORPORATION")
-        );
-        assert!(
-            lookup(&mac("02:00:0c:12:34:56")).is_none(),
-            "locally administered"
-        );
+        assert_eq!(lookup(&mac("00:00:0c:12:34:56")), Some("Cisco Systems, Inc"));
+        assert_eq!(lookup(&mac("08:00:19:aa:bb:cc")), Some("GENERAL ELECTRIC CORPORATION"));
+        assert!(lookup(&mac("02:00:0c:12:34:56")).is_none(), "locally administered");
         assert!(lookup(&mac("01:00:5e:00:00:01")).is_none(), "multicast");
     }
 }

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
 use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
+use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
 
 /// Files larger than this get a progress bar on stderr.
 const PROGRESS_MIN_BYTES: u64 = 50 * 1024 * 1024;
@@ -169,8 +169,16 @@ fn push_flow_line(out: &mut Vec<u8>, f: &FlowRecord) {
         }
     }
     fn push_flags(out: &mut Vec<u8>, f: u8) {
-        const NAMES: [(u8, u8); 8] =
-            [(0x02, b'S'), (0x10, b'A'), (0x08, b'P'), (0x01, b'F'), (0x04, b'R'), (0x20, b'U'), (0x40, b'E'), (0x80, b'C')];
+        const NAMES: [(u8, u8); 8] = [
+            (0x02, b'S'),
+            (0x10, b'A'),
+            (0x08, b'P'),
+            (0x01, b'F'),
+            (0x04, b'R'),
+            (0x20, b'U'),
+            (0x40, b'E'),
+            (0x80, b'C'),
+        ];
         if f == 0 {
             out.push(b'-');
         }
@@ -364,8 +372,10 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
         let bar = (size > PROGRESS_MIN_BYTES).then(|| {
             let pb = indicatif::ProgressBar::new(size);
             pb.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             pb.set_message(path.display().to_string());
             pb
@@ -480,7 +490,10 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
     // Errors and counters.
     for (path, e) in &errors {
         if json {
-            serde_json::to_writer(&mut out, &json!({"type": "error", "file": path.display().to_string(), "message": format!("{e:#}")}))?;
+            serde_json::to_writer(
+                &mut out,
+                &json!({"type": "error", "file": path.display().to_string(), "message": format!("{e:#}")}),
+            )?;
             writeln!(out)?;
         } else {
             writeln!(out, "error: {e:#}")?;

@@ -98,16 +98,15 @@ impl SensorConfig {
     pub fn local_networks(&self) -> Result<Vec<crate::devices::IpNet>> {
         match &self.local_networks {
             None => Ok(crate::devices::default_local_networks()),
-            Some(list) => list
-                .iter()
-                .map(|n| n.parse().map_err(|e: String| anyhow::anyhow!("local_networks: {e}")))
-                .collect(),
+            Some(list) => {
+                list.iter().map(|n| n.parse().map_err(|e: String| anyhow::anyhow!("local_networks: {e}"))).collect()
+            }
         }
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read sensor config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read sensor config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid sensor config {}", path.display()))
     }
 
@@ -143,8 +142,10 @@ mod tests {
 
     #[test]
     fn local_networks_parse_or_explain() {
-        let base = "sensor_id='a'\nsite='b'\nspool_dir='/s'\n[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
-        let cfg: SensorConfig = toml::from_str(&format!("local_networks=['10.0.0.0/8','2001:db8::/32']\n{base}")).unwrap();
+        let base =
+            "sensor_id='a'\nsite='b'\nspool_dir='/s'\n[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
+        let cfg: SensorConfig =
+            toml::from_str(&format!("local_networks=['10.0.0.0/8','2001:db8::/32']\n{base}")).unwrap();
         assert_eq!(cfg.local_networks().unwrap().len(), 2);
         let bad: SensorConfig = toml::from_str(&format!("local_networks=['10.0.0.0']\n{base}")).unwrap();
         assert!(bad.local_networks().unwrap_err().to_string().contains("10.0.0.0"));

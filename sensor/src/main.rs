@@ -12,7 +12,11 @@ use wardline_sensor::config::{BatchSection, CaptureSection, SensorConfig, TlsPat
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "wardline-sensor", version, about = "Wardline passive sensor: capture, fingerprint, ship to the aggregator")]
+#[command(
+    name = "wardline-sensor",
+    version,
+    about = "Wardline passive sensor: capture, fingerprint, ship to the aggregator"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -88,17 +92,31 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
             local_networks: None,
         },
     };
-    if let Some(v) = &a.sensor_id { cfg.sensor_id = v.clone(); }
-    if let Some(v) = &a.site { cfg.site = v.clone(); }
-    if let Some(v) = &a.spool_dir { cfg.spool_dir = v.clone(); }
-    if let Some(v) = &a.server { cfg.uplink.server = v.clone(); }
-    if let Some(v) = &a.server_name { cfg.uplink.server_name = v.clone(); }
-    if let Some(d) = &a.tls_dir { cfg.tls = TlsPaths::in_dir(d, "sensor"); }
+    if let Some(v) = &a.sensor_id {
+        cfg.sensor_id = v.clone();
+    }
+    if let Some(v) = &a.site {
+        cfg.site = v.clone();
+    }
+    if let Some(v) = &a.spool_dir {
+        cfg.spool_dir = v.clone();
+    }
+    if let Some(v) = &a.server {
+        cfg.uplink.server = v.clone();
+    }
+    if let Some(v) = &a.server_name {
+        cfg.uplink.server_name = v.clone();
+    }
+    if let Some(d) = &a.tls_dir {
+        cfg.tls = TlsPaths::in_dir(d, "sensor");
+    }
     if let Some(i) = &a.interface {
         cfg.capture.interface = Some(i.clone());
         cfg.capture.files.clear();
     }
-    if a.bpf.is_some() { cfg.capture.bpf = a.bpf.clone(); }
+    if a.bpf.is_some() {
+        cfg.capture.bpf = a.bpf.clone();
+    }
     if !a.pcap.is_empty() {
         cfg.capture.files = a.pcap.clone();
         cfg.capture.interface = None;

@@ -85,9 +85,11 @@ fn sort_events(events: &mut [Event]) {
         use std::cmp::Ordering as O;
         match (a, b) {
             (Event::Device(x), Event::Device(y)) => x.mac.cmp(&y.mac),
-            (Event::Flow(x), Event::Flow(y)) => (x.first_seen_us, x.a_ip, x.a_port, x.b_ip, x.b_port, x.ip_proto, x.vlan)
-                .cmp(&(y.first_seen_us, y.a_ip, y.a_port, y.b_ip, y.b_port, y.ip_proto, y.vlan))
-                .then(x.last_seen_us.cmp(&y.last_seen_us)),
+            (Event::Flow(x), Event::Flow(y)) => {
+                (x.first_seen_us, x.a_ip, x.a_port, x.b_ip, x.b_port, x.ip_proto, x.vlan)
+                    .cmp(&(y.first_seen_us, y.a_ip, y.a_port, y.b_ip, y.b_port, y.ip_proto, y.vlan))
+                    .then(x.last_seen_us.cmp(&y.last_seen_us))
+            }
             (Event::Device(_), _) => O::Less,
             (_, Event::Device(_)) => O::Greater,
             (Event::Flow(_), Event::Stats(_)) => O::Less,
@@ -136,7 +138,13 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
         .with_context(|| format!("cannot resolve aggregator address {}", cfg.uplink.server))?
         .next()
         .with_context(|| format!("aggregator address {} resolves to nothing", cfg.uplink.server))?;
-    let uplink_cfg = UplinkConfig::new(server, cfg.uplink.server_name.clone(), cfg.tls.cert.clone(), cfg.tls.key.clone(), cfg.tls.ca.clone());
+    let uplink_cfg = UplinkConfig::new(
+        server,
+        cfg.uplink.server_name.clone(),
+        cfg.tls.cert.clone(),
+        cfg.tls.key.clone(),
+        cfg.tls.ca.clone(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let (up_stop_tx, up_stop_rx) = tokio::sync::watch::channel(false);
     let uplink_task = {

@@ -101,17 +101,14 @@ fn key_seq(key: &[u8]) -> Option<u64> {
 fn read_u64(tree: &sled::Tree, key: &[u8], what: &str) -> Result<u64> {
     match tree.get(key).with_context(|| format!("cannot read {what} from the spool"))? {
         None => Ok(0),
-        Some(v) => key_seq(&v).with_context(|| {
-            format!("spool metadata {what} is corrupt ({} bytes instead of 8)", v.len())
-        }),
+        Some(v) => {
+            key_seq(&v).with_context(|| format!("spool metadata {what} is corrupt ({} bytes instead of 8)", v.len()))
+        }
     }
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Droppable under the disk bound: nothing but flow records.
@@ -160,11 +157,7 @@ impl Spool {
         }
         // Defensive: the counter must exceed every stored seq even if meta was lost.
         let next = read_u64(&meta, NEXT_SEQ, "next_seq")?.max(1);
-        let last_stored = batches
-            .last()
-            .context("cannot read the spool")?
-            .and_then(|(k, _)| key_seq(&k))
-            .unwrap_or(0);
+        let last_stored = batches.last().context("cannot read the spool")?.and_then(|(k, _)| key_seq(&k)).unwrap_or(0);
         if last_stored >= next {
             warn!(last_stored, next, "spool sequence counter behind stored batches; moving it forward");
             meta.insert(NEXT_SEQ, &seq_key(last_stored + 1)).context("cannot repair the spool counter")?;
@@ -218,7 +211,8 @@ impl Spool {
         let seq = read_u64(&self.meta, NEXT_SEQ, "next_seq")?.max(1);
         let flow_only = is_flow_only(&events);
         let reports_drops = events.iter().any(|e| matches!(e, Event::Stats(_)));
-        let mut batch = Batch { id: Ulid::new(), sensor_id: sensor_id.to_string(), site: site.to_string(), seq, events };
+        let mut batch =
+            Batch { id: Ulid::new(), sensor_id: sensor_id.to_string(), site: site.to_string(), seq, events };
         let (frame, size) = loop {
             if reports_drops {
                 let dropped = self.dropped_batches()?;
@@ -293,11 +287,8 @@ impl Spool {
             return Ok(false);
         };
         let value = self.batches.get(&key).context("cannot read the spool")?;
-        let events = value
-            .as_ref()
-            .and_then(|v| decode_frame::<Batch>(v).ok())
-            .map(|b| b.events.len() as u64)
-            .unwrap_or(0);
+        let events =
+            value.as_ref().and_then(|v| decode_frame::<Batch>(v).ok()).map(|b| b.events.len() as u64).unwrap_or(0);
         let trees = (&self.batches, &self.flow_only, &self.meta);
         trees
             .transaction(|(b, f, m)| -> TxResult<()> {
@@ -317,8 +308,7 @@ impl Spool {
             self.bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
             warn!(
                 seq = key_seq(&key).unwrap_or(0),
-                events,
-                "spool full: dropped the oldest flow-only batch (counted in dropped_batches)"
+                events, "spool full: dropped the oldest flow-only batch (counted in dropped_batches)"
             );
         }
         Ok(true)

@@ -68,12 +68,20 @@ pub struct UplinkStats {
 }
 
 /// Ship batches until `shutdown` resolves; waits for new batches when the spool is empty.
-pub async fn run_uplink(spool: Arc<Spool>, cfg: UplinkConfig, shutdown: impl Future<Output = ()>) -> Result<UplinkStats> {
+pub async fn run_uplink(
+    spool: Arc<Spool>,
+    cfg: UplinkConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<UplinkStats> {
     run(spool, cfg, false, shutdown).await
 }
 
 /// Ship batches until the spool is empty (or `shutdown` resolves), then return.
-pub async fn drain_once(spool: Arc<Spool>, cfg: UplinkConfig, shutdown: impl Future<Output = ()>) -> Result<UplinkStats> {
+pub async fn drain_once(
+    spool: Arc<Spool>,
+    cfg: UplinkConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<UplinkStats> {
     run(spool, cfg, true, shutdown).await
 }
 
@@ -115,13 +123,15 @@ enum SendError {
     Other(String),
 }
 
-async fn run(spool: Arc<Spool>, cfg: UplinkConfig, until_empty: bool, shutdown: impl Future<Output = ()>) -> Result<UplinkStats> {
+async fn run(
+    spool: Arc<Spool>,
+    cfg: UplinkConfig,
+    until_empty: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<UplinkStats> {
     let client_config = crate::tls::quic_client_config(&cfg.tls).context("cannot set up uplink TLS")?;
-    let bind: SocketAddr = if cfg.server_addr.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
+    let bind: SocketAddr =
+        if cfg.server_addr.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], 0)) } else { SocketAddr::from(([0u16; 8], 0)) };
     let mut endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket for the uplink")?;
     endpoint.set_default_client_config(client_config);
 
@@ -224,7 +234,10 @@ async fn run(spool: Arc<Spool>, cfg: UplinkConfig, until_empty: bool, shutdown: 
             Ok(other) => {
                 // A reply for another batch means the peer is confused; do not act on it.
                 stats.send_failures += 1;
-                warn!(seq = batch.seq, "aggregator replied about a different batch ({other:?}); reconnecting and re-sending");
+                warn!(
+                    seq = batch.seq,
+                    "aggregator replied about a different batch ({other:?}); reconnecting and re-sending"
+                );
                 if let Some(c) = connection.take() {
                     c.close(0u32.into(), b"reply for a different batch");
                 }
@@ -241,7 +254,10 @@ async fn run(spool: Arc<Spool>, cfg: UplinkConfig, until_empty: bool, shutdown: 
                     SendError::Other(m) => m,
                 };
                 let wait = backoff.next();
-                warn!(seq = batch.seq, "sending a batch failed: {msg}; the batch stays spooled, retrying in {wait:.1?}");
+                warn!(
+                    seq = batch.seq,
+                    "sending a batch failed: {msg}; the batch stays spooled, retrying in {wait:.1?}"
+                );
                 if let Some(c) = connection.take() {
                     c.close(0u32.into(), b"sensor reconnecting");
                 }
@@ -274,7 +290,11 @@ async fn connect(endpoint: &quinn::Endpoint, cfg: &UplinkConfig) -> std::result:
     }
 }
 
-async fn send_batch(conn: &quinn::Connection, batch: &Batch, reply_timeout: Duration) -> std::result::Result<BatchReply, SendError> {
+async fn send_batch(
+    conn: &quinn::Connection,
+    batch: &Batch,
+    reply_timeout: Duration,
+) -> std::result::Result<BatchReply, SendError> {
     let frame = encode_frame(batch).map_err(|e| SendError::Other(format!("cannot encode batch {}: {e}", batch.seq)))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(SendError::Connection)?;
     match send.write_all(&frame).await {
@@ -288,7 +308,9 @@ async fn send_batch(conn: &quinn::Connection, batch: &Batch, reply_timeout: Dura
     }
     let bytes = match tokio::time::timeout(reply_timeout, recv.read_to_end(MAX_REPLY_BYTES)).await {
         Err(_) => return Err(SendError::Other(format!("no reply to batch {} within {reply_timeout:?}", batch.seq))),
-        Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)))) => return Err(SendError::Connection(e)),
+        Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)))) => {
+            return Err(SendError::Connection(e))
+        }
         Ok(Err(e)) => return Err(SendError::Other(format!("cannot read the reply to batch {}: {e}", batch.seq))),
         Ok(Ok(b)) => b,
     };
@@ -335,7 +357,10 @@ mod tests {
         let mut expected = Duration::from_millis(100);
         for _ in 0..12 {
             let wait = b.next();
-            assert!(wait >= expected.mul_f64(0.8) && wait <= expected.mul_f64(1.2).min(b.max), "{wait:?} for {expected:?}");
+            assert!(
+                wait >= expected.mul_f64(0.8) && wait <= expected.mul_f64(1.2).min(b.max),
+                "{wait:?} for {expected:?}"
+            );
             expected = (expected * 2).min(b.max);
         }
         b.reset();

@@ -50,8 +50,7 @@ pub fn truth_path(out: &Path) -> PathBuf {
 /// Writes the capture to `out` and the ground truth to [`truth_path`]`(out)`.
 pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTruth> {
     opts.validate()?;
-    let file =
-        File::create(out).with_context(|| format!("creating capture file {}", out.display()))?;
+    let file = File::create(out).with_context(|| format!("creating capture file {}", out.display()))?;
     let writer = wire::PcapWriter::new(BufWriter::with_capacity(1 << 20, file))
         .with_context(|| format!("writing pcap header to {}", out.display()))?;
     let rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
@@ -59,19 +58,10 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
     let mut world = topology::build(opts, emitter);
     let activities = behaviour::schedule(&world);
     let end = opts.start_time_us + u64::from(opts.scale.minutes) * 60_000_000;
-    behaviour::run(
-        &mut world,
-        activities,
-        opts.start_time_us,
-        end,
-        opts.max_packets,
-    )
-    .with_context(|| format!("writing capture {}", out.display()))?;
+    behaviour::run(&mut world, activities, opts.start_time_us, end, opts.max_packets)
+        .with_context(|| format!("writing capture {}", out.display()))?;
     let (sites, devices) = truth::devices_of(&world);
-    let capture = world
-        .em
-        .finish()
-        .with_context(|| format!("flushing capture {}", out.display()))?;
+    let capture = world.em.finish().with_context(|| format!("flushing capture {}", out.display()))?;
     let truth = GroundTruth {
         scenario: opts.scenario.to_string(),
         seed: opts.seed,
@@ -91,12 +81,7 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
 
 /// CLI convenience: scenario by name, default options otherwise, `scale` as a factor that
 /// multiplies device counts and duration.
-pub fn generate_named(
-    scenario: &str,
-    seed: u64,
-    scale: u32,
-    out: &Path,
-) -> anyhow::Result<GroundTruth> {
+pub fn generate_named(scenario: &str, seed: u64, scale: u32, out: &Path) -> anyhow::Result<GroundTruth> {
     let sc: Scenario = scenario.parse()?;
     let mut opts = GenerateOptions::new(sc);
     opts.seed = seed;

@@ -18,10 +18,7 @@ impl FromStr for Scenario {
         match s {
             "ward" => Ok(Scenario::Ward),
             "hospital" => Ok(Scenario::Hospital),
-            other => anyhow::bail!(
-                "unknown scenario {other:?}: expected one of {}",
-                SCENARIOS.join(", ")
-            ),
+            other => anyhow::bail!("unknown scenario {other:?}: expected one of {}", SCENARIOS.join(", ")),
         }
     }
 }
@@ -49,10 +46,7 @@ impl Scale {
     /// `factor` multiplies both device counts and duration (factor 1 = the default size).
     pub fn factor(scenario: Scenario, factor: u32) -> Scale {
         let f = factor.max(1);
-        Scale {
-            device_multiplier: f,
-            minutes: Self::default_minutes(scenario) * f,
-        }
+        Scale { device_multiplier: f, minutes: Self::default_minutes(scenario) * f }
     }
     pub fn default_minutes(scenario: Scenario) -> u32 {
         match scenario {
@@ -95,11 +89,7 @@ impl GenerateOptions {
     /// Refuses sizes the address plans cannot hold.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.scale.minutes > 0, "scale.minutes must be at least 1");
-        anyhow::ensure!(
-            self.sites > 0 && self.sites <= 64,
-            "sites must be between 1 and 64, got {}",
-            self.sites
-        );
+        anyhow::ensure!(self.sites > 0 && self.sites <= 64, "sites must be between 1 and 64, got {}", self.sites);
         anyhow::ensure!(
             self.scale.device_multiplier <= 200,
             "device multiplier {} is too large: zone address plans hold about 200x the default devices",

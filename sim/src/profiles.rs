@@ -228,10 +228,7 @@ pub static PROFILES: &[Profile] = &[
         "IntelliVue MX450",
         "embedded (IntelliVue)",
         "MX450-",
-        embedded(
-            "Philips IntelliVue MX450",
-            &[1, 3, 6, 12, 15, 28, 42, 51, 58, 59]
-        ), /* synthetic */
+        embedded("Philips IntelliVue MX450", &[1, 3, 6, 12, 15, 28, 42, 51, 58, 59]), /* synthetic */
         Stack::VXWORKS
     ),
     profile!(
@@ -703,8 +700,5 @@ pub static PROFILES: &[Profile] = &[
 ];
 
 pub fn profile(key: &str) -> &'static Profile {
-    PROFILES
-        .iter()
-        .find(|p| p.key == key)
-        .unwrap_or_else(|| panic!("generator bug: no profile {key}"))
+    PROFILES.iter().find(|p| p.key == key).unwrap_or_else(|| panic!("generator bug: no profile {key}"))
 }

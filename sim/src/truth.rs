@@ -107,14 +107,9 @@ impl GroundTruth {
     /// Reads a truth file written by [`crate::generate`].
     pub fn load(path: &std::path::Path) -> anyhow::Result<GroundTruth> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading ground truth {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| {
-            format!(
-                "parsing ground truth {}: not a file written by `wardline-sim`",
-                path.display()
-            )
-        })
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading ground truth {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("parsing ground truth {}: not a file written by `wardline-sim`", path.display()))
     }
 }
 
@@ -130,11 +125,7 @@ pub(crate) fn devices_of<W: Write>(w: &World<W>) -> (Vec<String>, Vec<TruthDevic
             TruthDevice {
                 mac: MacAddr(mac),
                 ips: d.ips.clone(),
-                hostname: d
-                    .evidence
-                    .iter()
-                    .find(|e| e.field == Field::Hostname)
-                    .map(|e| e.value.clone()),
+                hostname: d.evidence.iter().find(|e| e.field == Field::Hostname).map(|e| e.value.clone()),
                 name: d.hostname.clone().unwrap_or_default(),
                 vendor: p.vendor.to_string(),
                 manufacturer: p.manufacturer.to_string(),

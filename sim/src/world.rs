@@ -22,10 +22,7 @@ pub(crate) struct World<W: Write> {
 impl<W: Write> World<W> {
     /// Records an identity fact the capture now carries about `dev`.
     pub fn ev(&mut self, dev: usize, field: Field, value: impl Into<String>) {
-        self.devices[dev].evidence.insert(TruthEvidence {
-            field,
-            value: value.into(),
-        });
+        self.devices[dev].evidence.insert(TruthEvidence { field, value: value.into() });
     }
     pub fn next(&mut self) -> u32 {
         self.counter += 1;
@@ -47,19 +44,11 @@ impl<W: Write> World<W> {
             return *h;
         }
         let o = ip.octets();
-        let h = self.em.add_host(Host::new(
-            [0x02, 0, o[0], o[1], o[2], o[3]],
-            ip,
-            None,
-            Stack::LINUX,
-        ));
+        let h = self.em.add_host(Host::new([0x02, 0, o[0], o[1], o[2], o[3]], ip, None, Stack::LINUX));
         self.externals.insert(ip, h);
         h
     }
     pub fn hostname(&self, dev: usize) -> String {
-        self.devices[dev]
-            .hostname
-            .clone()
-            .unwrap_or_else(|| self.ip(dev).to_string())
+        self.devices[dev].hostname.clone().unwrap_or_else(|| self.ip(dev).to_string())
     }
 }

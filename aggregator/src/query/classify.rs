@@ -3,8 +3,8 @@
 //! (decision 0011). No per-node memory of earlier answers takes part.
 
 use crate::state::DeviceRecord;
-use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase};
 use wardline_common::Evidence;
+use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase};
 
 /// What the knowledge base makes of everything the cluster merged about one device.
 pub fn classify_record(kb: &KnowledgeBase, record: &DeviceRecord) -> Classification {
@@ -17,9 +17,7 @@ pub fn facts_of(record: &DeviceRecord) -> DeviceFacts {
     let evidence = record
         .evidence
         .iter()
-        .map(|((field, value), seen)| {
-            Evidence::new(*field, value.clone(), seen.proto, seen.last_ts_us)
-        })
+        .map(|((field, value), seen)| Evidence::new(*field, value.clone(), seen.proto, seen.last_ts_us))
         .collect();
     DeviceFacts::from_evidence(record.mac, evidence)
 }

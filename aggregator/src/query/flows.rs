@@ -9,8 +9,8 @@ use crate::state::DeviceRecord;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use wardline_intel::{flow_context, Classification, FlowSpec};
 use wardline_common::{FlowRecord, MacAddr};
+use wardline_intel::{flow_context, Classification, FlowSpec};
 
 /// Flows of one device returned when the request names no `limit`.
 pub const DEFAULT_DEVICE_FLOWS_LIMIT: u32 = 100;
@@ -20,11 +20,7 @@ pub const MAX_DEVICE_FLOWS_LIMIT: u32 = 1_000;
 
 impl QueryService {
     /// The newest flows of device `mac`, each with its peer and clinical context.
-    pub async fn device_flows(
-        &self,
-        mac: MacAddr,
-        limit: Option<u32>,
-    ) -> Result<DeviceFlowsView, QueryError> {
+    pub async fn device_flows(&self, mac: MacAddr, limit: Option<u32>) -> Result<DeviceFlowsView, QueryError> {
         let limit = limit.unwrap_or(DEFAULT_DEVICE_FLOWS_LIMIT);
         if !(1..=MAX_DEVICE_FLOWS_LIMIT).contains(&limit) {
             return Err(QueryError::Invalid(format!(
@@ -35,10 +31,8 @@ impl QueryService {
         }
         let device = self.record(mac).await?;
         let rows = self.rows_of(&device, limit).await?;
-        let records: Vec<Option<FlowRecord>> = rows
-            .iter()
-            .map(|row| row.to_record().map(|rec| place_device(rec, &device)))
-            .collect();
+        let records: Vec<Option<FlowRecord>> =
+            rows.iter().map(|row| row.to_record().map(|rec| place_device(rec, &device))).collect();
         let peers = self.peers_of(&device, &records).await;
 
         let class = classify_record(&self.kb, &device);
@@ -49,12 +43,9 @@ impl QueryService {
             .zip(records)
             .zip(peers)
             .map(|((flow, record), peer)| {
-                let peer_class = peer.as_ref().map(|p| {
-                    peer_classes
-                        .entry(p.mac)
-                        .or_insert_with(|| classify_record(&self.kb, p))
-                        .clone()
-                });
+                let peer_class = peer
+                    .as_ref()
+                    .map(|p| peer_classes.entry(p.mac).or_insert_with(|| classify_record(&self.kb, p)).clone());
                 let context = record
                     .as_ref()
                     .and_then(|rec| FlowSpec::from_record(rec, &device.mac))
@@ -67,22 +58,13 @@ impl QueryService {
                 }
             })
             .collect();
-        Ok(DeviceFlowsView {
-            class: class.class.value,
-            count: flows.len(),
-            flows,
-            mac: mac.to_string(),
-        })
+        Ok(DeviceFlowsView { class: class.class.value, count: flows.len(), flows, mac: mac.to_string() })
     }
 
     /// The device's newest `limit` rows. Flows name it by MAC on its own segment and only by
     /// address when routed, so its MAC and each of its addresses are asked for.
     async fn rows_of(&self, device: &DeviceRecord, limit: u32) -> Result<Vec<FlowRow>, QueryError> {
-        let by_mac = FlowQuery {
-            mac: Some(device.mac.to_string()),
-            limit: Some(limit),
-            ..Default::default()
-        };
+        let by_mac = FlowQuery { mac: Some(device.mac.to_string()), limit: Some(limit), ..Default::default() };
         let by_ip = device.ips.keys().map(|ip| FlowQuery {
             ip: Some(ip.to_string()),
             limit: Some(limit),
@@ -98,9 +80,7 @@ impl QueryService {
             }
         }
         // Newest last packet first; the row key breaks ties so every node lists the same order.
-        rows.sort_by(|a, b| {
-            (b.last_seen_us, &b.batch_id, b.idx).cmp(&(a.last_seen_us, &a.batch_id, a.idx))
-        });
+        rows.sort_by(|a, b| (b.last_seen_us, &b.batch_id, b.idx).cmp(&(a.last_seen_us, &a.batch_id, a.idx)));
         rows.truncate(limit as usize);
         Ok(rows)
     }
@@ -108,23 +88,13 @@ impl QueryService {
     /// The known device at the far end of each flow: by address first (a routed peer is
     /// behind the router's MAC), then by MAC. Index lookups under one short hold of the
     /// state lock.
-    async fn peers_of(
-        &self,
-        device: &DeviceRecord,
-        records: &[Option<FlowRecord>],
-    ) -> Vec<Option<Arc<DeviceRecord>>> {
-        let ends: Vec<Option<(IpAddr, MacAddr)>> = records
-            .iter()
-            .map(|r| r.as_ref().map(|rec| far_end(rec, device)))
-            .collect();
+    async fn peers_of(&self, device: &DeviceRecord, records: &[Option<FlowRecord>]) -> Vec<Option<Arc<DeviceRecord>>> {
+        let ends: Vec<Option<(IpAddr, MacAddr)>> =
+            records.iter().map(|r| r.as_ref().map(|rec| far_end(rec, device))).collect();
         self.raft
             .read_state(|s| {
                 ends.iter()
-                    .map(|end| {
-                        end.and_then(|(ip, mac)| {
-                            s.device_with_ip(&ip).or_else(|| s.device(&mac)).cloned()
-                        })
-                    })
+                    .map(|end| end.and_then(|(ip, mac)| s.device_with_ip(&ip).or_else(|| s.device(&mac)).cloned()))
                     .collect()
             })
             .await
@@ -186,28 +156,16 @@ mod tests {
     #[test]
     fn a_routed_device_is_placed_by_address_and_the_peer_is_the_other_end() {
         let mut device = DeviceRecord::new(mac(1));
-        device.ips.insert(
-            "10.20.0.5".parse().unwrap(),
-            IpSeen {
-                first_seen_us: 1,
-                last_seen_us: 2,
-            },
-        );
+        device.ips.insert("10.20.0.5".parse().unwrap(), IpSeen { first_seen_us: 1, last_seen_us: 2 });
         let router = mac(0xfe);
         // Seen on the server's segment: the device's side carries the router's MAC.
         let routed = place_device(flow(router, "10.20.0.5", mac(9), "10.30.0.9"), &device);
         assert_eq!(routed.a_mac, mac(1));
-        assert_eq!(
-            far_end(&routed, &device),
-            ("10.30.0.9".parse().unwrap(), mac(9))
-        );
+        assert_eq!(far_end(&routed, &device), ("10.30.0.9".parse().unwrap(), mac(9)));
         // The device answered: it is the b side.
         let inbound = place_device(flow(mac(9), "10.30.0.9", router, "10.20.0.5"), &device);
         assert_eq!((inbound.a_mac, inbound.b_mac), (mac(9), mac(1)));
-        assert_eq!(
-            far_end(&inbound, &device),
-            ("10.30.0.9".parse().unwrap(), mac(9))
-        );
+        assert_eq!(far_end(&inbound, &device), ("10.30.0.9".parse().unwrap(), mac(9)));
         // Neither address is the device's: nothing moves.
         let other = flow(router, "10.20.0.6", mac(9), "10.30.0.9");
         assert_eq!(place_device(other.clone(), &device), other);

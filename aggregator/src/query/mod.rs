@@ -22,11 +22,11 @@ use crate::state::DeviceRecord;
 use classify::classify_record;
 use std::sync::Arc;
 use views::{
-    ClusterView, DeviceView, FlowsView, HealthView, InventoryView, MemberView,
-    ReplicatedFlowTotals, SensorsView, TotalsView,
+    ClusterView, DeviceView, FlowsView, HealthView, InventoryView, MemberView, ReplicatedFlowTotals, SensorsView,
+    TotalsView,
 };
-use wardline_intel::KnowledgeBase;
 use wardline_common::MacAddr;
+use wardline_intel::KnowledgeBase;
 
 pub use flows::{DEFAULT_DEVICE_FLOWS_LIMIT, MAX_DEVICE_FLOWS_LIMIT};
 
@@ -71,25 +71,14 @@ impl QueryService {
         kb: Arc<KnowledgeBase>,
         ingest_stats: Arc<IngestStats>,
     ) -> Self {
-        QueryService {
-            raft,
-            sink,
-            kb,
-            ingest_stats,
-        }
+        QueryService { raft, sink, kb, ingest_stats }
     }
 
     /// Every device, classified.
     pub async fn inventory(&self) -> InventoryView {
-        let records: Vec<Arc<DeviceRecord>> = self
-            .raft
-            .read_state(|s| s.devices().values().cloned().collect())
-            .await;
+        let records: Vec<Arc<DeviceRecord>> = self.raft.read_state(|s| s.devices().values().cloned().collect()).await;
         let devices: Vec<DeviceView> = records.iter().map(|r| self.device_view(r)).collect();
-        InventoryView {
-            count: devices.len(),
-            devices,
-        }
+        InventoryView { count: devices.len(), devices }
     }
 
     /// One device, classified.
@@ -101,10 +90,7 @@ impl QueryService {
     /// Flows matching `query` (filters checked by the sink), newest first.
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowsView, QueryError> {
         let flows = self.sink.query_flows(query).await?;
-        Ok(FlowsView {
-            count: flows.len(),
-            flows,
-        })
+        Ok(FlowsView { count: flows.len(), flows })
     }
 
     /// The flow store's totals next to the counters replicated through Raft.
@@ -113,15 +99,11 @@ impl QueryService {
         let replicated = self
             .raft
             .read_state(|s| {
-                s.sensors()
-                    .values()
-                    .fold(ReplicatedFlowTotals::default(), |t, r| {
-                        ReplicatedFlowTotals {
-                            flows: t.flows.saturating_add(r.flows),
-                            packets: t.packets.saturating_add(r.flow_packets),
-                            bytes: t.bytes.saturating_add(r.flow_bytes),
-                        }
-                    })
+                s.sensors().values().fold(ReplicatedFlowTotals::default(), |t, r| ReplicatedFlowTotals {
+                    flows: t.flows.saturating_add(r.flows),
+                    packets: t.packets.saturating_add(r.flow_packets),
+                    bytes: t.bytes.saturating_add(r.flow_bytes),
+                })
             })
             .await;
         Ok(TotalsView { replicated, store })
@@ -131,18 +113,11 @@ impl QueryService {
     pub async fn sensors(&self) -> SensorsView {
         // Sensors number in the tens to hundreds: copying the map is a short hold.
         let sensors = self.raft.read_state(|s| s.sensors().clone()).await;
-        SensorsView {
-            ingest: self.ingest_stats.snapshot(),
-            sensors,
-        }
+        SensorsView { ingest: self.ingest_stats.snapshot(), sensors }
     }
 
     pub fn health(&self) -> HealthView {
-        HealthView {
-            leader: self.raft.metrics().current_leader,
-            node_id: self.raft.node_id(),
-            status: "ok",
-        }
+        HealthView { leader: self.raft.metrics().current_leader, node_id: self.raft.node_id(), status: "ok" }
     }
 
     /// This node's view of Raft: role, term, leader, applied index, members.
@@ -156,11 +131,7 @@ impl QueryService {
             last_applied: m.last_applied.map(|l| l.index),
             membership: membership
                 .nodes()
-                .map(|(id, node)| MemberView {
-                    addr: node.addr.clone(),
-                    id: *id,
-                    voter: voters.contains(id),
-                })
+                .map(|(id, node)| MemberView { addr: node.addr.clone(), id: *id, voter: voters.contains(id) })
                 .collect(),
             node_id: self.raft.node_id(),
             state: format!("{:?}", m.state),

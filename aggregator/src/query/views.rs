@@ -7,8 +7,8 @@ use crate::state::{DeviceRecord, SensorRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use wardline_intel::{Classification, FlowContext};
 use wardline_common::Field;
+use wardline_intel::{Classification, FlowContext};
 
 /// `GET /healthz`.
 #[derive(Clone, Debug, Serialize)]
@@ -71,10 +71,7 @@ impl DeviceView {
             last_seen_us: record.last_seen_us,
             packets: record.packets,
             bytes: record.bytes,
-            dhcp_vendor_class: record
-                .values(Field::DhcpVendorClass)
-                .last()
-                .map(|s| s.to_string()),
+            dhcp_vendor_class: record.values(Field::DhcpVendorClass).last().map(|s| s.to_string()),
             evidence: record
                 .evidence
                 .iter()

@@ -37,40 +37,26 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        Ok(LogStore {
-            db: db.clone(),
-            log: db.open_tree(TREE_LOG)?,
-            meta: db.open_tree(TREE_META)?,
-        })
+        Ok(LogStore { db: db.clone(), log: db.open_tree(TREE_LOG)?, meta: db.open_tree(TREE_META)? })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
         let what = String::from_utf8_lossy(key).into_owned();
-        match self
-            .meta
-            .get(key)
-            .map_err(|e| format!("cannot read raft_meta/{what}: {e}"))?
-        {
+        match self.meta.get(key).map_err(|e| format!("cannot read raft_meta/{what}: {e}"))? {
             None => Ok(None),
-            Some(bytes) => codec::decode(&bytes)
-                .map(Some)
-                .map_err(|e| format!("corrupt raft_meta/{what}: {e}")),
+            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| format!("corrupt raft_meta/{what}: {e}")),
         }
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), String> {
         let what = String::from_utf8_lossy(key).into_owned();
-        let bytes =
-            codec::encode(value).map_err(|e| format!("cannot encode raft_meta/{what}: {e}"))?;
-        self.meta
-            .insert(key, bytes)
-            .map_err(|e| format!("cannot write raft_meta/{what}: {e}"))?;
+        let bytes = codec::encode(value).map_err(|e| format!("cannot encode raft_meta/{what}: {e}"))?;
+        self.meta.insert(key, bytes).map_err(|e| format!("cannot write raft_meta/{what}: {e}"))?;
         Ok(())
     }
 
     fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry<TypeConfig>, String> {
-        codec::decode(value)
-            .map_err(|e| format!("corrupt raft_log entry at key {}: {e}", hex::encode(key)))
+        codec::decode(value).map_err(|e| format!("corrupt raft_log entry at key {}: {e}", hex::encode(key)))
     }
 }
 
@@ -85,9 +71,7 @@ pub(crate) async fn flush(db: &sled::Db) -> std::io::Result<()> {
     match tokio::task::spawn_blocking(move || db.flush()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(std::io::Error::other(format!("sled flush failed: {e}"))),
-        Err(e) => Err(std::io::Error::other(format!(
-            "sled flush task failed: {e}"
-        ))),
+        Err(e) => Err(std::io::Error::other(format!("sled flush task failed: {e}"))),
     }
 }
 
@@ -108,8 +92,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in self.log.range(index_key(start)..) {
             let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let entry =
-                Self::decode_entry(&key, &value).map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
+            let entry = Self::decode_entry(&key, &value).map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
             if !range.contains(&entry.log_id.index) {
                 break;
             }
@@ -123,21 +106,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self
-            .read_meta(KEY_LAST_PURGED)
-            .map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.read_meta(KEY_LAST_PURGED).map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
         let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
             None => None,
             Some((key, value)) => {
-                let entry = Self::decode_entry(&key, &value)
-                    .map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
+                let entry = Self::decode_entry(&key, &value).map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
                 Some(*entry.get_log_id())
             }
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
-        })
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -145,39 +123,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(KEY_VOTE, vote)
-            .map_err(|e| StorageIOError::write_vote(&Msg(e)))?;
-        flush(&self.db)
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.write_meta(KEY_VOTE, vote).map_err(|e| StorageIOError::write_vote(&Msg(e)))?;
+        flush(&self.db).await.map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.read_meta(KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&Msg(e)).into())
+        self.read_meta(KEY_VOTE).map_err(|e| StorageIOError::read_vote(&Msg(e)).into())
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(KEY_COMMITTED, &committed)
-            .map_err(|e| StorageIOError::write(&Msg(e)).into())
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        self.write_meta(KEY_COMMITTED, &committed).map_err(|e| StorageIOError::write(&Msg(e)).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        let committed: Option<Option<LogId<NodeId>>> = self
-            .read_meta(KEY_COMMITTED)
-            .map_err(|e| StorageIOError::read(&Msg(e)))?;
+        let committed: Option<Option<LogId<NodeId>>> =
+            self.read_meta(KEY_COMMITTED).map_err(|e| StorageIOError::read(&Msg(e)))?;
         Ok(committed.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -189,9 +154,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &Msg(e.to_string())))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
         // An acknowledgement must mean durable: report completion only after the flush.
         let flushed = flush(&self.db).await;
         callback.log_io_completed(flushed);
@@ -204,28 +167,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
             batch.remove(key);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        flush(&self.db)
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        flush(&self.db).await.map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Record the purge point first: if we crash midway, the log still reads as
         // "everything up to last_purged is gone", never as a hole.
-        self.write_meta(KEY_LAST_PURGED, &log_id)
-            .map_err(|e| StorageIOError::write_logs(&Msg(e)))?;
+        self.write_meta(KEY_LAST_PURGED, &log_id).map_err(|e| StorageIOError::write_logs(&Msg(e)))?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
             batch.remove(key);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 }

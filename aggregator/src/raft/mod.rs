@@ -61,8 +61,7 @@ pub mod codec {
     }
 
     pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-        bincode::serde::encode_to_vec(value, config())
-            .map_err(|e| CodecError(format!("bincode encode: {e}")))
+        bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(format!("bincode encode: {e}")))
     }
 
     /// Decode a whole buffer; trailing bytes are an error (they mean a format mismatch).
@@ -70,10 +69,7 @@ pub mod codec {
         let (value, used) = bincode::serde::decode_from_slice(bytes, config())
             .map_err(|e| CodecError(format!("bincode decode of {} bytes: {e}", bytes.len())))?;
         if used != bytes.len() {
-            return Err(CodecError(format!(
-                "{} trailing bytes after a {used}-byte value",
-                bytes.len() - used
-            )));
+            return Err(CodecError(format!("{} trailing bytes after a {used}-byte value", bytes.len() - used)));
         }
         Ok(value)
     }
@@ -136,10 +132,7 @@ impl RaftConfig {
 pub enum ProposeError {
     /// Only the leader accepts writes; retry there (or later, while an election runs).
     #[error("this node is not the Raft leader (leader: {})", describe_leader(*.leader_id, .leader_addr.as_deref()))]
-    NotLeader {
-        leader_id: Option<u64>,
-        leader_addr: Option<String>,
-    },
+    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
     /// The Raft node stopped (shut down, or a storage failure); it accepts nothing more.
     #[error("the Raft node has stopped: {0}")]
     Fatal(String),
@@ -159,13 +152,10 @@ fn describe_leader(id: Option<u64>, addr: Option<&str>) -> String {
 impl From<RaftError<u64, ClientWriteError<u64, BasicNode>>> for ProposeError {
     fn from(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Self {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
-                leader_id: f.leader_id,
-                leader_addr: f.leader_node.map(|n| n.addr),
-            },
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                ProposeError::Rejected(e.to_string())
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                ProposeError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) }
             }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ProposeError::Rejected(e.to_string()),
             RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
         }
     }
@@ -193,35 +183,19 @@ impl RaftNode {
         config: RaftConfig,
     ) -> anyhow::Result<Arc<RaftNode>> {
         let raft_config = Arc::new(config.to_openraft()?);
-        std::fs::create_dir_all(data_dir).with_context(|| {
-            format!(
-                "cannot create the Raft data directory {}",
-                data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the Raft data directory {}", data_dir.display()))?;
         let db = open_sled(&data_dir.join("raft.sled")).await?;
         claim_node_id(&db, node_id, data_dir)?;
 
         let log = log_store::LogStore::open(&db).context("cannot open the Raft log trees")?;
         let sm = StateMachineStore::open(&db)?;
         let sm_data = sm.data();
-        let network =
-            network::HttpNetworkFactory::new().context("cannot build the Raft HTTP client")?;
+        let network = network::HttpNetworkFactory::new().context("cannot build the Raft HTTP client")?;
         let raft = openraft::Raft::new(node_id, raft_config, network, log, sm)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot start Raft node {node_id} from {}",
-                    data_dir.display()
-                )
-            })?;
-        Ok(Arc::new(RaftNode {
-            id: node_id,
-            api_addr,
-            raft,
-            sm: sm_data,
-            db,
-        }))
+            .with_context(|| format!("cannot start Raft node {node_id} from {}", data_dir.display()))?;
+        Ok(Arc::new(RaftNode { id: node_id, api_addr, raft, sm: sm_data, db }))
     }
 
     pub fn node_id(&self) -> u64 {
@@ -241,12 +215,7 @@ impl RaftNode {
     /// Make this node a one-member cluster if it has never been part of one (no log, no
     /// vote). Returns whether it initialized now; a restarted node returns `false`.
     pub async fn initialize_single_if_new(&self) -> anyhow::Result<bool> {
-        if self
-            .raft
-            .is_initialized()
-            .await
-            .context("the Raft node stopped")?
-        {
+        if self.raft.is_initialized().await.context("the Raft node stopped")? {
             return Ok(false);
         }
         let members = BTreeMap::from([(self.id, BasicNode::new(&self.api_addr))]);
@@ -254,10 +223,7 @@ impl RaftNode {
             Ok(()) => Ok(true),
             // Lost a race with a vote or log from a peer: already part of a cluster.
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
-            Err(e) => Err(anyhow::anyhow!(
-                "cannot initialize a one-member cluster on node {}: {e}",
-                self.id
-            )),
+            Err(e) => Err(anyhow::anyhow!("cannot initialize a one-member cluster on node {}: {e}", self.id)),
         }
     }
 
@@ -321,28 +287,15 @@ impl RaftNode {
 
     /// Add a non-voting member that receives the log. With `blocking`, returns once it
     /// has caught up. Must be called on the leader.
-    pub async fn add_learner(
-        &self,
-        id: u64,
-        api_addr: String,
-        blocking: bool,
-    ) -> Result<(), ProposeError> {
-        self.raft
-            .add_learner(id, BasicNode::new(api_addr), blocking)
-            .await?;
+    pub async fn add_learner(&self, id: u64, api_addr: String, blocking: bool) -> Result<(), ProposeError> {
+        self.raft.add_learner(id, BasicNode::new(api_addr), blocking).await?;
         Ok(())
     }
 
     /// Make `voters` the voting members (they must already be learners or voters). With
     /// `retain`, removed voters stay as learners. Must be called on the leader.
-    pub async fn change_membership(
-        &self,
-        voters: BTreeSet<u64>,
-        retain: bool,
-    ) -> Result<(), ProposeError> {
-        self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), retain)
-            .await?;
+    pub async fn change_membership(&self, voters: BTreeSet<u64>, retain: bool) -> Result<(), ProposeError> {
+        self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), retain).await?;
         Ok(())
     }
 
@@ -366,16 +319,15 @@ async fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
             Ok(db) => return Ok(db),
             // sled reports a held lock as an `Other` I/O error with this text.
             Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
+                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => {
                 return Err(anyhow::anyhow!(
-                "cannot open the Raft store {}: {e} (is another aggregator using this data_dir?)",
-                path.display()
-            ))
+                    "cannot open the Raft store {}: {e} (is another aggregator using this data_dir?)",
+                    path.display()
+                ))
             }
         }
     }
@@ -431,18 +383,9 @@ mod tests {
 
     #[test]
     fn propose_error_names_the_leader() {
-        let e = ProposeError::NotLeader {
-            leader_id: Some(2),
-            leader_addr: Some("10.0.0.2:8080".into()),
-        };
-        assert_eq!(
-            e.to_string(),
-            "this node is not the Raft leader (leader: node 2 at 10.0.0.2:8080)"
-        );
-        let e = ProposeError::NotLeader {
-            leader_id: None,
-            leader_addr: None,
-        };
+        let e = ProposeError::NotLeader { leader_id: Some(2), leader_addr: Some("10.0.0.2:8080".into()) };
+        assert_eq!(e.to_string(), "this node is not the Raft leader (leader: node 2 at 10.0.0.2:8080)");
+        let e = ProposeError::NotLeader { leader_id: None, leader_addr: None };
         assert!(e.to_string().contains("election"));
     }
 }

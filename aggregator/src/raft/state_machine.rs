@@ -17,9 +17,7 @@ use super::log_store::{flush, Msg};
 use super::{codec, TypeConfig};
 use crate::state::{ApplyResponse, ClusterState};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership,
-};
+use openraft::{BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,34 +91,25 @@ impl StateMachineStore {
     async fn persist_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
         let sig = Some(stored.meta.signature());
         let _guard = self.snapshot_write.lock().await;
-        let current = read_stored_snapshot(&self.tree)
-            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &Msg(e)))?;
+        let current =
+            read_stored_snapshot(&self.tree).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &Msg(e)))?;
         if let Some(current) = current {
             if current.meta.last_log_id > stored.meta.last_log_id {
                 return Ok(());
             }
         }
-        let bytes = codec::encode(stored)
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &Msg(e.to_string())))?;
-        self.tree
-            .insert(KEY_SNAPSHOT, bytes)
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        flush(&self.db)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        let bytes =
+            codec::encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &Msg(e.to_string())))?;
+        self.tree.insert(KEY_SNAPSHOT, bytes).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        flush(&self.db).await.map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
         Ok(())
     }
 }
 
 fn read_stored_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, String> {
-    match tree
-        .get(KEY_SNAPSHOT)
-        .map_err(|e| format!("cannot read the stored Raft snapshot: {e}"))?
-    {
+    match tree.get(KEY_SNAPSHOT).map_err(|e| format!("cannot read the stored Raft snapshot: {e}"))? {
         None => Ok(None),
-        Some(bytes) => codec::decode(&bytes)
-            .map(Some)
-            .map_err(|e| format!("the stored Raft snapshot is corrupt: {e}")),
+        Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| format!("the stored Raft snapshot is corrupt: {e}")),
     }
 }
 
@@ -135,21 +124,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 Some(id) => format!("{}-{}-{}", id.leader_id, id.index, n),
                 None => format!("empty-{n}"),
             };
-            let meta = SnapshotMeta {
-                last_log_id: sm.last_applied,
-                last_membership: sm.last_membership.clone(),
-                snapshot_id,
-            };
+            let meta =
+                SnapshotMeta { last_log_id: sm.last_applied, last_membership: sm.last_membership.clone(), snapshot_id };
             (meta, sm.state.clone())
         };
-        let data = codec::encode(&state)
-            .map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
+        let data = codec::encode(&state).map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
         let stored = StoredSnapshot { meta, data };
         self.persist_snapshot(&stored).await?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
@@ -158,8 +140,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
-    {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
         let sm = self.data.read().await;
         Ok((sm.last_applied, sm.last_membership.clone()))
     }
@@ -189,9 +170,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -204,17 +183,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let state: ClusterState = codec::decode(&data).map_err(|e| {
             StorageIOError::read_snapshot(
                 Some(meta.signature()),
-                &Msg(format!(
-                    "snapshot {} from the leader cannot be decoded: {e}",
-                    meta.snapshot_id
-                )),
+                &Msg(format!("snapshot {} from the leader cannot be decoded: {e}", meta.snapshot_id)),
             )
         })?;
         // Durable first, then visible: a crash in between reloads the new snapshot.
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         self.persist_snapshot(&stored).await?;
         let mut sm = self.data.write().await;
         sm.state = state;
@@ -223,14 +196,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let stored = read_stored_snapshot(&self.tree)
-            .map_err(|e| StorageIOError::read_snapshot(None, &Msg(e)))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let stored = read_stored_snapshot(&self.tree).map_err(|e| StorageIOError::read_snapshot(None, &Msg(e)))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }

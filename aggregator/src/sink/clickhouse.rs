@@ -40,10 +40,7 @@ pub fn schema_statements(database: &str) -> Vec<String> {
         .filter(|stmt| !stmt.is_empty())
         .map(|stmt| {
             stmt.replace("EXISTS wardline.", &format!("EXISTS {database}."))
-                .replace(
-                    "DATABASE IF NOT EXISTS wardline",
-                    &format!("DATABASE IF NOT EXISTS {database}"),
-                )
+                .replace("DATABASE IF NOT EXISTS wardline", &format!("DATABASE IF NOT EXISTS {database}"))
         })
         .collect()
 }
@@ -69,9 +66,7 @@ pub struct ClickHouseSink {
 fn check_database_name(database: &str) -> Result<(), SinkError> {
     // Interpolated into DDL, so only plain identifiers are accepted.
     let mut chars = database.chars();
-    let ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
@@ -115,16 +110,8 @@ impl ClickHouseSink {
                 "ClickHouse URL {url:?} must start with http:// (its HTTP interface, port 8123 by default)"
             )));
         }
-        let client = clickhouse::Client::default()
-            .with_url(url.clone())
-            .with_database(database)
-            .with_validation(false);
-        Ok(ClickHouseSink {
-            client,
-            url,
-            database: database.to_string(),
-            timeout: DEFAULT_TIMEOUT,
-        })
+        let client = clickhouse::Client::default().with_url(url.clone()).with_database(database).with_validation(false);
+        Ok(ClickHouseSink { client, url, database: database.to_string(), timeout: DEFAULT_TIMEOUT })
     }
 
     /// Bound every server call by `timeout` instead of [`DEFAULT_TIMEOUT`].
@@ -146,9 +133,7 @@ impl ClickHouseSink {
         let statements = schema_statements(&self.database);
         // The database may not exist yet, and a client naming it would be refused, so the
         // DDL goes through a client without a default database.
-        let bare = clickhouse::Client::default()
-            .with_url(self.url.clone())
-            .with_validation(false);
+        let bare = clickhouse::Client::default().with_url(self.url.clone()).with_validation(false);
         for sql in statements {
             let op = if sql.starts_with("CREATE DATABASE") {
                 format!("creating database {}", self.database)
@@ -192,15 +177,10 @@ impl ClickHouseSink {
     fn map_error(&self, operation: &str, e: clickhouse::error::Error) -> SinkError {
         let detail = error_chain(&e);
         match e {
-            clickhouse::error::Error::Network(_) => SinkError::Unreachable {
-                url: self.url.clone(),
-                detail: format!("{operation}: {detail}"),
-            },
-            _ => SinkError::ClickHouse {
-                url: self.url.clone(),
-                operation: operation.to_string(),
-                detail,
-            },
+            clickhouse::error::Error::Network(_) => {
+                SinkError::Unreachable { url: self.url.clone(), detail: format!("{operation}: {detail}") }
+            }
+            _ => SinkError::ClickHouse { url: self.url.clone(), operation: operation.to_string(), detail },
         }
     }
 
@@ -228,10 +208,7 @@ impl ClickHouseSink {
             return Ok(());
         }
         let n = u32::try_from(flows.len()).map_err(|_| {
-            SinkError::Config(format!(
-                "batch {batch_id} has {} flows, more than a batch may carry",
-                flows.len()
-            ))
+            SinkError::Config(format!("batch {batch_id} has {} flows, more than a batch may carry", flows.len()))
         })?;
         let batch = batch_id.to_string();
         // A re-sent batch that is already complete is skipped, so retries do not even create
@@ -273,10 +250,7 @@ impl ClickHouseSink {
             binds.push(app.clone());
         }
         // Ties broken by the row key so the order is stable across calls.
-        sql.push_str(&format!(
-            " ORDER BY first_seen_us DESC, batch_id DESC, idx DESC LIMIT {}",
-            q.limit
-        ));
+        sql.push_str(&format!(" ORDER BY first_seen_us DESC, batch_id DESC, idx DESC LIMIT {}", q.limit));
         let query = || {
             let mut query = self.client.query(&sql);
             for b in &binds {
@@ -298,11 +272,7 @@ impl ClickHouseSink {
                 .fetch_one::<TotalsRow>()
         };
         let t = self.run("computing flow totals", query).await?;
-        Ok(FlowTotals {
-            rows: t.rows,
-            packets: t.packets,
-            bytes: t.bytes,
-        })
+        Ok(FlowTotals { rows: t.rows, packets: t.packets, bytes: t.bytes })
     }
 }
 
@@ -326,10 +296,7 @@ impl FlowSink for ClickHouseSink {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "ClickHouse at {} (table {}.{FLOWS_TABLE})",
-            self.url, self.database
-        )
+        format!("ClickHouse at {} (table {}.{FLOWS_TABLE})", self.url, self.database)
     }
 }
 
@@ -342,14 +309,10 @@ mod tests {
         assert!(ClickHouseSink::new("http://127.0.0.1:8123", "wardline").is_ok());
         assert!(ClickHouseSink::new("http://127.0.0.1:8123", "_w2").is_ok());
         for bad in ["", "1db", "a-b", "x; DROP TABLE y", "a.b"] {
-            let err = ClickHouseSink::new("http://127.0.0.1:8123", bad)
-                .err()
-                .expect(bad);
+            let err = ClickHouseSink::new("http://127.0.0.1:8123", bad).err().expect(bad);
             assert!(matches!(err, SinkError::Config(_)), "{bad}: {err}");
         }
-        let err = ClickHouseSink::new("127.0.0.1:8123", "wardline")
-            .err()
-            .unwrap();
+        let err = ClickHouseSink::new("127.0.0.1:8123", "wardline").err().unwrap();
         assert!(err.to_string().contains("http://"), "{err}");
     }
 }

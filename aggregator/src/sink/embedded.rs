@@ -42,16 +42,9 @@ impl EmbeddedSink {
             detail: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| err("creating the directory", &e))?;
-        let db = sled::open(dir)
-            .map_err(|e| err("opening (is another aggregator using this directory?)", &e))?;
-        let flows = db
-            .open_tree(TREE)
-            .map_err(|e| err("opening the flows tree", &e))?;
-        Ok(EmbeddedSink {
-            db,
-            flows,
-            dir: dir.to_path_buf(),
-        })
+        let db = sled::open(dir).map_err(|e| err("opening (is another aggregator using this directory?)", &e))?;
+        let flows = db.open_tree(TREE).map_err(|e| err("opening the flows tree", &e))?;
+        Ok(EmbeddedSink { db, flows, dir: dir.to_path_buf() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,12 +69,8 @@ impl EmbeddedSink {
         if flows.is_empty() {
             return Ok(());
         }
-        let n = u32::try_from(flows.len()).map_err(|_| {
-            self.error(
-                format!("writing batch {batch_id}"),
-                "more than u32::MAX flows",
-            )
-        })?;
+        let n = u32::try_from(flows.len())
+            .map_err(|_| self.error(format!("writing batch {batch_id}"), "more than u32::MAX flows"))?;
         let mut batch = sled::Batch::default();
         for (idx, f) in (0..n).zip(flows) {
             let row = FlowRow::from_record(batch_id, idx, sensor_id, site, f);
@@ -90,9 +79,7 @@ impl EmbeddedSink {
             batch.insert(&row_key(batch_id, idx)[..], value);
         }
         // One sled batch: the rows of a batch appear all together or not at all.
-        self.flows
-            .apply_batch(batch)
-            .map_err(|e| self.error(format!("writing batch {batch_id}"), e))?;
+        self.flows.apply_batch(batch).map_err(|e| self.error(format!("writing batch {batch_id}"), e))?;
         // Durable before returning: the caller acks the sensor next.
         // Blocking flush on the blocking pool: sled 0.34's flush_async can hang
         // (spacejam/sled#1308), the same reason the Raft store avoids it.
@@ -108,16 +95,14 @@ impl EmbeddedSink {
     fn scan(&self) -> impl Iterator<Item = Result<FlowRow, SinkError>> + '_ {
         self.flows.iter().map(move |item| {
             let (key, value) = item.map_err(|e| self.error("reading flows", e))?;
-            bincode::serde::decode_from_slice::<FlowRow, _>(&value, bincode_config())
-                .map(|(row, _)| row)
-                .map_err(|e| {
-                    let operation = format!(
-                        "decoding stored flow {} (a store from an incompatible Wardline version? \
+            bincode::serde::decode_from_slice::<FlowRow, _>(&value, bincode_config()).map(|(row, _)| row).map_err(|e| {
+                let operation = format!(
+                    "decoding stored flow {} (a store from an incompatible Wardline version? \
                          move the directory aside to start an empty one)",
-                        hex::encode(&key)
-                    );
-                    self.error(operation, e)
-                })
+                    hex::encode(&key)
+                );
+                self.error(operation, e)
+            })
         })
     }
 
@@ -131,9 +116,7 @@ impl EmbeddedSink {
             }
         }
         // Same order as the ClickHouse sink: newest first, ties by row key.
-        rows.sort_by(|a, b| {
-            (b.first_seen_us, &b.batch_id, b.idx).cmp(&(a.first_seen_us, &a.batch_id, a.idx))
-        });
+        rows.sort_by(|a, b| (b.first_seen_us, &b.batch_id, b.idx).cmp(&(a.first_seen_us, &a.batch_id, a.idx)));
         rows.truncate(q.limit as usize);
         Ok(rows)
     }

@@ -85,20 +85,14 @@ impl FlowQuery {
     pub(crate) fn normalize(&self) -> Result<NormalizedQuery, SinkError> {
         let mac = match self.mac.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
-            Some(s) => Some(
-                s.parse::<MacAddr>()
-                    .map_err(|e| SinkError::InvalidQuery(e.to_string()))?
-                    .to_string(),
-            ),
+            Some(s) => Some(s.parse::<MacAddr>().map_err(|e| SinkError::InvalidQuery(e.to_string()))?.to_string()),
         };
         let ip = match self.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(
                 s.parse::<IpAddr>()
                     .map_err(|_| {
-                        SinkError::InvalidQuery(format!(
-                            "invalid IP address {s:?}: expected e.g. 10.1.2.3 or fe80::1"
-                        ))
+                        SinkError::InvalidQuery(format!("invalid IP address {s:?}: expected e.g. 10.1.2.3 or fe80::1"))
                     })?
                     .to_string(),
             ),
@@ -111,26 +105,15 @@ impl FlowQuery {
             )));
         }
         let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        Ok(NormalizedQuery {
-            mac,
-            ip,
-            sensor_id: non_empty(&self.sensor_id),
-            app: non_empty(&self.app),
-            limit,
-        })
+        Ok(NormalizedQuery { mac, ip, sensor_id: non_empty(&self.sensor_id), app: non_empty(&self.app), limit })
     }
 }
 
 impl NormalizedQuery {
     /// Whether a row passes every filter (the embedded store filters in memory).
     pub fn matches(&self, r: &FlowRow) -> bool {
-        self.mac
-            .as_ref()
-            .is_none_or(|m| r.a_mac == *m || r.b_mac == *m)
-            && self
-                .ip
-                .as_ref()
-                .is_none_or(|ip| r.a_ip == *ip || r.b_ip == *ip)
+        self.mac.as_ref().is_none_or(|m| r.a_mac == *m || r.b_mac == *m)
+            && self.ip.as_ref().is_none_or(|ip| r.a_ip == *ip || r.b_ip == *ip)
             && self.sensor_id.as_ref().is_none_or(|s| r.sensor_id == *s)
             && self.app.as_ref().is_none_or(|a| r.app == *a)
     }
@@ -151,23 +134,11 @@ pub enum SinkError {
     #[error("ClickHouse at {url}: {detail} — is clickhouse-server running and reachable at that address?")]
     Unreachable { url: String, detail: String },
     #[error("ClickHouse at {url}: {operation} failed: {detail}")]
-    ClickHouse {
-        url: String,
-        operation: String,
-        detail: String,
-    },
+    ClickHouse { url: String, operation: String, detail: String },
     #[error("ClickHouse at {url}: {operation} gave no answer within {seconds}s — is the server overloaded or hung?")]
-    Timeout {
-        url: String,
-        operation: String,
-        seconds: u64,
-    },
+    Timeout { url: String, operation: String, seconds: u64 },
     #[error("embedded flow store at {dir}: {operation} failed: {detail}")]
-    Embedded {
-        dir: String,
-        operation: String,
-        detail: String,
-    },
+    Embedded { dir: String, operation: String, detail: String },
     #[error("invalid flow query: {0}")]
     InvalidQuery(String),
     #[error("invalid sink configuration: {0}")]
@@ -219,36 +190,15 @@ mod tests {
         assert_eq!(n.sensor_id, None);
         assert_eq!(n.limit, DEFAULT_QUERY_LIMIT);
 
-        let bad_mac = FlowQuery {
-            mac: Some("00:1a".into()),
-            ..Default::default()
-        };
-        assert!(
-            matches!(bad_mac.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("00:1a"))
-        );
-        let bad_ip = FlowQuery {
-            ip: Some("10.0.0.300".into()),
-            ..Default::default()
-        };
-        assert!(
-            matches!(bad_ip.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("10.0.0.300"))
-        );
-        let big = FlowQuery {
-            limit: Some(MAX_QUERY_LIMIT + 1),
-            ..Default::default()
-        };
+        let bad_mac = FlowQuery { mac: Some("00:1a".into()), ..Default::default() };
+        assert!(matches!(bad_mac.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("00:1a")));
+        let bad_ip = FlowQuery { ip: Some("10.0.0.300".into()), ..Default::default() };
+        assert!(matches!(bad_ip.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("10.0.0.300")));
+        let big = FlowQuery { limit: Some(MAX_QUERY_LIMIT + 1), ..Default::default() };
         assert!(matches!(big.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("10000")));
-        let zero = FlowQuery {
-            limit: Some(0),
-            ..Default::default()
-        };
-        assert!(
-            matches!(zero.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("limit 0"))
-        );
-        let max = FlowQuery {
-            limit: Some(MAX_QUERY_LIMIT),
-            ..Default::default()
-        };
+        let zero = FlowQuery { limit: Some(0), ..Default::default() };
+        assert!(matches!(zero.normalize(), Err(SinkError::InvalidQuery(m)) if m.contains("limit 0")));
+        let max = FlowQuery { limit: Some(MAX_QUERY_LIMIT), ..Default::default() };
         assert_eq!(max.normalize().unwrap().limit, MAX_QUERY_LIMIT);
     }
 }

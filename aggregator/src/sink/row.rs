@@ -52,13 +52,7 @@ pub struct FlowRow {
 
 impl FlowRow {
     /// The row a wire flow record becomes as flow `idx` of batch `batch_id`.
-    pub fn from_record(
-        batch_id: Ulid,
-        idx: u32,
-        sensor_id: &str,
-        site: &str,
-        f: &FlowRecord,
-    ) -> Self {
+    pub fn from_record(batch_id: Ulid, idx: u32, sensor_id: &str, site: &str, f: &FlowRecord) -> Self {
         // Sensor clocks are untrusted input: clamp instead of overflowing the narrow columns.
         let day = u16::try_from(f.first_seen_us / MICROS_PER_DAY).unwrap_or(u16::MAX);
         let first_seen = u32::try_from(f.first_seen_us / MICROS_PER_SECOND).unwrap_or(u32::MAX);
@@ -138,11 +132,7 @@ mod vlan_zero_is_untagged {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
-        let vlan = if d.is_human_readable() {
-            Option::<u16>::deserialize(d)?
-        } else {
-            Some(u16::deserialize(d)?)
-        };
+        let vlan = if d.is_human_readable() { Option::<u16>::deserialize(d)? } else { Some(u16::deserialize(d)?) };
         Ok(vlan.filter(|v| *v != 0))
     }
 }
@@ -177,22 +167,10 @@ mod tests {
 
     #[test]
     fn narrow_time_columns_clamp_instead_of_overflowing() {
-        let r = FlowRow::from_record(
-            Ulid::nil(),
-            0,
-            "s",
-            "x",
-            &record(1_700_000_000_123_456, Some(20)),
-        );
+        let r = FlowRow::from_record(Ulid::nil(), 0, "s", "x", &record(1_700_000_000_123_456, Some(20)));
         assert_eq!(r.first_seen, 1_700_000_000);
         assert_eq!(r.day, 19_675); // 2023-11-14
-        let r = FlowRow::from_record(
-            Ulid::nil(),
-            0,
-            "s",
-            "x",
-            &record(u64::MAX - 1_000_000, None),
-        );
+        let r = FlowRow::from_record(Ulid::nil(), 0, "s", "x", &record(u64::MAX - 1_000_000, None));
         assert_eq!((r.day, r.first_seen), (u16::MAX, u32::MAX));
     }
 
@@ -217,12 +195,8 @@ mod tests {
         for vlan in [None, Some(0)] {
             let row = FlowRow::from_record(Ulid::nil(), 0, "s", "x", &record(1, vlan));
             assert_eq!(row.vlan, None);
-            assert_eq!(
-                serde_json::to_value(&row).unwrap()["vlan"],
-                serde_json::Value::Null
-            );
-            let back: FlowRow =
-                serde_json::from_value(serde_json::to_value(&row).unwrap()).unwrap();
+            assert_eq!(serde_json::to_value(&row).unwrap()["vlan"], serde_json::Value::Null);
+            let back: FlowRow = serde_json::from_value(serde_json::to_value(&row).unwrap()).unwrap();
             assert_eq!(back, row);
             let bytes = bincode::serde::encode_to_vec(&row, bincode::config::standard()).unwrap();
             let (back, _): (FlowRow, usize) =

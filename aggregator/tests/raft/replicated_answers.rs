@@ -15,10 +15,8 @@ use wardline_aggregator::query::classify::facts_of;
 use wardline_aggregator::sink::embedded::EmbeddedSink;
 use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
+use wardline_common::{Batch, DeviceObservation, Event, Evidence, Field, FlowRecord, MacAddr, Proto};
 use wardline_intel::{classify_stable, Classification, KnowledgeBase};
-use wardline_common::{
-    Batch, DeviceObservation, Event, Evidence, Field, FlowRecord, MacAddr, Proto,
-};
 
 const ENGINE: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x40, 0x00, 0x10]);
 const PUMP_SERVER: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x40, 0x00, 0x20]);
@@ -33,20 +31,13 @@ fn ip(text: &str) -> IpAddr {
 fn device(mac: MacAddr, addr: &str, evidence: &[(Field, &str)], ts: u64) -> Event {
     Event::Device(DeviceObservation {
         mac,
-        ips: if addr.is_empty() {
-            vec![]
-        } else {
-            vec![ip(addr)]
-        },
+        ips: if addr.is_empty() { vec![] } else { vec![ip(addr)] },
         vlans: vec![40],
         first_seen_us: ts,
         last_seen_us: ts + 1_000,
         packets: 10,
         bytes: 1_500,
-        evidence: evidence
-            .iter()
-            .map(|(f, v)| Evidence::new(*f, *v, Proto::Dhcp, ts))
-            .collect(),
+        evidence: evidence.iter().map(|(f, v)| Evidence::new(*f, *v, Proto::Dhcp, ts)).collect(),
     })
 }
 
@@ -90,40 +81,17 @@ fn first_batch() -> Batch {
     batch(
         1,
         vec![
-            device(
-                ENGINE,
-                "10.40.0.10",
-                &[(Field::DhcpVendorClass, "MSFT 5.0")],
-                T0_US,
-            ),
+            device(ENGINE, "10.40.0.10", &[(Field::DhcpVendorClass, "MSFT 5.0")], T0_US),
             device(
                 PUMP_SERVER,
                 "10.40.0.20",
-                &[
-                    (Field::ListeningPort, "tcp/3613"),
-                    (Field::Hostname, "ALARIS-SM-01"),
-                ],
+                &[(Field::ListeningPort, "tcp/3613"), (Field::Hostname, "ALARIS-SM-01")],
                 T0_US,
             ),
-            device(
-                PUMP,
-                "10.50.0.30",
-                &[(Field::DhcpVendorClass, "CareFusion Alaris PCU 8015")],
-                T0_US,
-            ),
+            device(PUMP, "10.50.0.30", &[(Field::DhcpVendorClass, "CareFusion Alaris PCU 8015")], T0_US),
             device(ROUTER, "", &[], T0_US),
-            flow(
-                (PUMP_SERVER, "10.40.0.20", 40_001),
-                (ENGINE, "10.40.0.10", 2575),
-                "hl7",
-                T0_US + 1_000_000,
-            ),
-            flow(
-                (ROUTER, "10.50.0.30", 40_002),
-                (PUMP_SERVER, "10.40.0.20", 3613),
-                "alaris",
-                T0_US + 2_000_000,
-            ),
+            flow((PUMP_SERVER, "10.40.0.20", 40_001), (ENGINE, "10.40.0.10", 2575), "hl7", T0_US + 1_000_000),
+            flow((ROUTER, "10.50.0.30", 40_002), (PUMP_SERVER, "10.40.0.20", 3613), "alaris", T0_US + 2_000_000),
         ],
     )
 }
@@ -133,18 +101,8 @@ fn second_batch() -> Batch {
     batch(
         2,
         vec![
-            device(
-                ENGINE,
-                "10.40.0.10",
-                &[(Field::ListeningPort, "tcp/2575")],
-                T0_US + 60_000_000,
-            ),
-            flow(
-                (PUMP_SERVER, "10.40.0.20", 40_003),
-                (ENGINE, "10.40.0.10", 2575),
-                "hl7",
-                T0_US + 61_000_000,
-            ),
+            device(ENGINE, "10.40.0.10", &[(Field::ListeningPort, "tcp/2575")], T0_US + 60_000_000),
+            flow((PUMP_SERVER, "10.40.0.20", 40_003), (ENGINE, "10.40.0.10", 2575), "hl7", T0_US + 61_000_000),
         ],
     )
 }
@@ -152,26 +110,13 @@ fn second_batch() -> Batch {
 /// The steps `Node::accept_batch` takes: flows into the (shared) store, summary through Raft.
 async fn ingest(leader: &ServedNode, sink: &dyn FlowSink, b: &Batch) -> u64 {
     let flows: Vec<FlowRecord> = b.flows().cloned().collect();
-    sink.write_batch(b.id, &b.sensor_id, &b.site, &flows)
-        .await
-        .unwrap();
-    assert!(
-        leader
-            .node
-            .propose(Command::ApplyBatch(BatchSummary::from_batch(b)))
-            .await
-            .unwrap()
-            .applied
-    );
+    sink.write_batch(b.id, &b.sensor_id, &b.site, &flows).await.unwrap();
+    assert!(leader.node.propose(Command::ApplyBatch(BatchSummary::from_batch(b))).await.unwrap().applied);
     leader.node.applied_index().await.unwrap()
 }
 
 async fn get(client: &reqwest::Client, node: &ServedNode, path: &str) -> (u16, Vec<u8>) {
-    let resp = client
-        .get(format!("http://{}{path}", node.addr))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(format!("http://{}{path}", node.addr)).send().await.unwrap();
     (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
 }
 
@@ -189,10 +134,7 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     assert!(n1.node.initialize_single_if_new().await.unwrap());
     n1.node.wait_for_leader(WAIT).await.unwrap();
     n1.node.add_learner(2, n2.addr.clone(), true).await.unwrap();
-    n1.node
-        .change_membership(BTreeSet::from([1, 2]), false)
-        .await
-        .unwrap();
+    n1.node.change_membership(BTreeSet::from([1, 2]), false).await.unwrap();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let engine = format!("/api/v1/devices/{ENGINE}");
 
@@ -201,8 +143,7 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     // Only node 1 is asked now; a per-node hysteresis cache would remember "workstation".
     let (status, before) = get(&client, &n1, &engine).await;
     assert_eq!(status, 200);
-    let before: Classification =
-        serde_json::from_value(json(&before)["classification"].clone()).unwrap();
+    let before: Classification = serde_json::from_value(json(&before)["classification"].clone()).unwrap();
     assert_eq!(before.class.value, "workstation");
     assert_eq!(get(&client, &n1, &format!("{engine}/flows")).await.0, 200);
 
@@ -234,22 +175,10 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     // Both answer the class the merged evidence gives; the hysteresis node 1 used to keep
     // would have stayed with "workstation".
     let now = json(&get(&client, &n2, &engine).await.1);
-    assert_eq!(
-        now["classification"]["class"]["value"],
-        "hl7_interface_engine"
-    );
+    assert_eq!(now["classification"]["class"]["value"], "hl7_interface_engine");
     let kb = KnowledgeBase::builtin().unwrap();
-    let record = n1
-        .node
-        .read_state(|s| s.device(&ENGINE).cloned())
-        .await
-        .unwrap();
-    assert_eq!(
-        classify_stable(&kb, Some(&before), &facts_of(&record))
-            .class
-            .value,
-        "workstation"
-    );
+    let record = n1.node.read_state(|s| s.device(&ENGINE).cloned()).await.unwrap();
+    assert_eq!(classify_stable(&kb, Some(&before), &facts_of(&record)).class.value, "workstation");
 
     // The HL7 feed is judged against the engine's new class, and the routed pump flow names
     // the pump (found by address), not the router whose MAC the frames carried.
@@ -260,21 +189,8 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
         assert_eq!(f["peer_class"], "pump_server");
         assert_eq!(f["context"]["tag"], "required", "{f}");
     }
-    let server_flows = json(
-        &get(
-            &client,
-            &n1,
-            &format!("/api/v1/devices/{PUMP_SERVER}/flows"),
-        )
-        .await
-        .1,
-    );
-    let pump_flow = server_flows["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["flow"]["app"] == "alaris")
-        .unwrap();
+    let server_flows = json(&get(&client, &n1, &format!("/api/v1/devices/{PUMP_SERVER}/flows")).await.1);
+    let pump_flow = server_flows["flows"].as_array().unwrap().iter().find(|f| f["flow"]["app"] == "alaris").unwrap();
     assert_eq!(pump_flow["peer_mac"], PUMP.to_string());
     assert_eq!(pump_flow["peer_class"], "infusion_pump");
     let totals = json(&get(&client, &n2, "/api/v1/flows/totals").await.1);

@@ -10,13 +10,8 @@ async fn propose_dedup_and_restart_keeps_state() {
     let dir = tempfile::tempdir().unwrap();
     let addr = "127.0.0.1:1".to_string(); // a one-member cluster never dials itself
 
-    let node = RaftNode::open(1, dir.path(), addr.clone(), RaftConfig::default())
-        .await
-        .unwrap();
-    assert!(
-        node.initialize_single_if_new().await.unwrap(),
-        "a fresh node initializes"
-    );
+    let node = RaftNode::open(1, dir.path(), addr.clone(), RaftConfig::default()).await.unwrap();
+    assert!(node.initialize_single_if_new().await.unwrap(), "a fresh node initializes");
     assert_eq!(node.wait_for_leader(WAIT).await.unwrap(), 1);
 
     for seq in 1..=3 {
@@ -31,28 +26,17 @@ async fn propose_dedup_and_restart_keeps_state() {
 
     let before: ClusterState = node.read_state(|s| s.clone()).await;
     let dev = &before.devices()[&mac(1)];
-    assert_eq!(
-        dev.packets, 30,
-        "three applied batches of 10 packets, duplicates not counted"
-    );
+    assert_eq!(dev.packets, 30, "three applied batches of 10 packets, duplicates not counted");
     assert_eq!(dev.hostname(), Some("PUMP-01"));
     let sensor = &before.sensors()["bldg-a"];
-    assert_eq!(
-        (sensor.last_seq, sensor.batches_applied, sensor.seq_gaps),
-        (7, 4, 1)
-    );
+    assert_eq!((sensor.last_seq, sensor.batches_applied, sensor.seq_gaps), (7, 4, 1));
     assert_eq!(sensor.flows, 8);
 
     node.shutdown().await;
     drop(node);
 
-    let node = RaftNode::open(1, dir.path(), addr.clone(), RaftConfig::default())
-        .await
-        .unwrap();
-    assert!(
-        !node.initialize_single_if_new().await.unwrap(),
-        "a restarted node must not re-initialize"
-    );
+    let node = RaftNode::open(1, dir.path(), addr.clone(), RaftConfig::default()).await.unwrap();
+    assert!(!node.initialize_single_if_new().await.unwrap(), "a restarted node must not re-initialize");
     assert_eq!(node.wait_for_leader(WAIT).await.unwrap(), 1);
     // Everything committed before the restart is applied again by the time a new
     // proposal applies (the log is replayed in order).
@@ -62,13 +46,7 @@ async fn propose_dedup_and_restart_keeps_state() {
     assert!(node.propose(batch("bldg-a", 8, 1)).await.unwrap().applied);
     assert_eq!(node.read_state(|s| s.watermark("bldg-a")).await, 8);
     let m = node.metrics();
-    assert_eq!(
-        m.membership_config
-            .membership()
-            .voter_ids()
-            .collect::<Vec<_>>(),
-        vec![1]
-    );
+    assert_eq!(m.membership_config.membership().voter_ids().collect::<Vec<_>>(), vec![1]);
     node.shutdown().await;
 }
 
@@ -78,25 +56,15 @@ async fn restart_from_snapshot_and_purged_log_rebuilds_the_same_state() {
     let addr = "127.0.0.1:1".to_string();
     // Snapshot every 4 entries and keep no log behind it: after a restart the state must
     // come from the stored snapshot plus the replayed tail.
-    let node = RaftNode::open(1, dir.path(), addr.clone(), config(4))
-        .await
-        .unwrap();
+    let node = RaftNode::open(1, dir.path(), addr.clone(), config(4)).await.unwrap();
     node.initialize_single_if_new().await.unwrap();
     node.wait_for_leader(WAIT).await.unwrap();
     for seq in 1..=13 {
-        assert!(
-            node.propose(batch("bldg-b", seq, (seq % 3) as u8))
-                .await
-                .unwrap()
-                .applied
-        );
+        assert!(node.propose(batch("bldg-b", seq, (seq % 3) as u8)).await.unwrap().applied);
     }
     node.raft()
         .wait(Some(WAIT))
-        .metrics(
-            |m| m.purged.is_some() && m.snapshot.is_some(),
-            "a snapshot and a purged log",
-        )
+        .metrics(|m| m.purged.is_some() && m.snapshot.is_some(), "a snapshot and a purged log")
         .await
         .expect("snapshot and purge happen");
     let before = node.read_state(|s| s.clone()).await;
@@ -104,9 +72,7 @@ async fn restart_from_snapshot_and_purged_log_rebuilds_the_same_state() {
     node.shutdown().await;
     drop(node);
 
-    let node = RaftNode::open(1, dir.path(), addr, config(4))
-        .await
-        .unwrap();
+    let node = RaftNode::open(1, dir.path(), addr, config(4)).await.unwrap();
     assert!(!node.initialize_single_if_new().await.unwrap());
     node.wait_for_leader(WAIT).await.unwrap();
     node.wait_for_applied(last_index, WAIT).await.unwrap();
@@ -119,13 +85,10 @@ async fn restart_from_snapshot_and_purged_log_rebuilds_the_same_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_belongs_to_one_node_id() {
     let dir = tempfile::tempdir().unwrap();
-    let node = RaftNode::open(1, dir.path(), "127.0.0.1:1".into(), RaftConfig::default())
-        .await
-        .unwrap();
+    let node = RaftNode::open(1, dir.path(), "127.0.0.1:1".into(), RaftConfig::default()).await.unwrap();
     node.shutdown().await;
     drop(node);
-    let err = match RaftNode::open(2, dir.path(), "127.0.0.1:1".into(), RaftConfig::default()).await
-    {
+    let err = match RaftNode::open(2, dir.path(), "127.0.0.1:1".into(), RaftConfig::default()).await {
         Ok(_) => panic!("reusing node 1's directory as node 2 must fail"),
         Err(e) => format!("{e:#}"),
     };
@@ -135,11 +98,7 @@ async fn a_data_directory_belongs_to_one_node_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_timing_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = RaftConfig {
-        heartbeat_interval_ms: 900,
-        election_timeout_min_ms: 500,
-        ..RaftConfig::default()
-    };
+    let cfg = RaftConfig { heartbeat_interval_ms: 900, election_timeout_min_ms: 500, ..RaftConfig::default() };
     let err = match RaftNode::open(1, dir.path(), "127.0.0.1:1".into(), cfg).await {
         Ok(_) => panic!("heartbeat above the election timeout must be refused"),
         Err(e) => format!("{e:#}"),

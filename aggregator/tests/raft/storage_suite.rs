@@ -11,9 +11,7 @@ use wardline_aggregator::raft::TypeConfig;
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::open(dir.path().join("raft.sled")).expect("open sled");
         let log = LogStore::open(&db).expect("log trees");

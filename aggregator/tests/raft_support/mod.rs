@@ -11,8 +11,8 @@ use wardline_aggregator::query::QueryService;
 use wardline_aggregator::raft::{network, RaftConfig, RaftNode};
 use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
-use wardline_intel::KnowledgeBase;
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto, SensorStats};
+use wardline_intel::KnowledgeBase;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -24,10 +24,7 @@ pub fn mac(last: u8) -> MacAddr {
 /// hostname and one packet count.
 pub fn batch(sensor: &str, seq: u64, device: u8) -> Command {
     Command::ApplyBatch(BatchSummary {
-        batch_id: Ulid::from_parts(
-            1_700_000_000_000 + seq,
-            u128::from(seq) | (u128::from(sensor.len() as u64) << 64),
-        ),
+        batch_id: Ulid::from_parts(1_700_000_000_000 + seq, u128::from(seq) | (u128::from(sensor.len() as u64) << 64)),
         sensor_id: sensor.to_string(),
         site: "ward-3".into(),
         seq,
@@ -39,31 +36,19 @@ pub fn batch(sensor: &str, seq: u64, device: u8) -> Command {
             last_seen_us: seq * 1_000 + 500,
             packets: 10,
             bytes: 1_000,
-            evidence: vec![Evidence::new(
-                Field::Hostname,
-                format!("PUMP-{device:02}"),
-                Proto::Dhcp,
-                seq * 1_000,
-            )],
+            evidence: vec![Evidence::new(Field::Hostname, format!("PUMP-{device:02}"), Proto::Dhcp, seq * 1_000)],
         }],
         flow_count: 2,
         flow_packets: 20,
         flow_bytes: 2_000,
-        stats: Some(SensorStats {
-            packets: seq * 100,
-            ..Default::default()
-        }),
+        stats: Some(SensorStats { packets: seq * 100, ..Default::default() }),
     })
 }
 
 /// Test timing: the defaults, except snapshots every `snapshot_every` entries with no
 /// log kept behind them, so snapshot building, purging and installing all happen.
 pub fn config(snapshot_every: u64) -> RaftConfig {
-    RaftConfig {
-        snapshot_every,
-        logs_kept_after_snapshot: 0,
-        ..RaftConfig::default()
-    }
+    RaftConfig { snapshot_every, logs_kept_after_snapshot: 0, ..RaftConfig::default() }
 }
 
 /// A node serving its Raft RPC router (and, if started with one, the HTTP API) over
@@ -101,13 +86,9 @@ impl ServedNode {
         cfg: RaftConfig,
         app: impl FnOnce(Arc<RaftNode>) -> axum::Router,
     ) -> ServedNode {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr").to_string();
-        let node = RaftNode::open(id, dir, addr.clone(), cfg)
-            .await
-            .expect("open raft node");
+        let node = RaftNode::open(id, dir, addr.clone(), cfg).await.expect("open raft node");
         let app = app(node.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -25,15 +25,9 @@ pub fn flows(n: usize, salt: u8) -> Vec<FlowRecord> {
             } else if i % 5 == 0 {
                 format!("fd00::{salt:x}:{i:x}").parse().unwrap()
             } else {
-                format!("10.{salt}.{}.{}", (i >> 8) as u8, i as u8)
-                    .parse()
-                    .unwrap()
+                format!("10.{salt}.{}.{}", (i >> 8) as u8, i as u8).parse().unwrap()
             };
-            let b_ip = if a_ip.is_ipv4() {
-                "10.0.9.9".parse().unwrap()
-            } else {
-                "fd00::9:9".parse().unwrap()
-            };
+            let b_ip = if a_ip.is_ipv4() { "10.0.9.9".parse().unwrap() } else { "fd00::9:9".parse().unwrap() };
             FlowRecord {
                 ip_proto: 6,
                 vlan: if i % 2 == 0 { Some(20) } else { None },
@@ -60,7 +54,5 @@ pub fn flows(n: usize, salt: u8) -> Vec<FlowRecord> {
 
 /// (packets, bytes) over `flows`, both directions.
 pub fn sums(flows: &[FlowRecord]) -> (u64, u64) {
-    flows.iter().fold((0, 0), |(p, b), f| {
-        (p + f.packets_ab + f.packets_ba, b + f.bytes_ab + f.bytes_ba)
-    })
+    flows.iter().fold((0, 0), |(p, b), f| (p + f.packets_ab + f.packets_ba, b + f.bytes_ab + f.bytes_ba))
 }

@@ -19,32 +19,19 @@ fn sensor_certificate_roundtrips_its_identity() {
     for f in ["sensor.pem", "sensor.key", "ca.pem"] {
         assert!(out.join(f).is_file(), "{f} written");
     }
-    assert_eq!(
-        std::fs::read(out.join("ca.pem")).unwrap(),
-        std::fs::read(ca.join("ca.pem")).unwrap()
-    );
+    assert_eq!(std::fs::read(out.join("ca.pem")).unwrap(), std::fs::read(ca.join("ca.pem")).unwrap());
     let cert = der(&pem);
     let id = pki::sensor_identity(&cert).unwrap();
-    assert_eq!(
-        id,
-        SensorIdentity {
-            sensor_id: "bldg-a.icu_1".into(),
-            site: "north-campus".into()
-        }
-    );
+    assert_eq!(id, SensorIdentity { sensor_id: "bldg-a.icu_1".into(), site: "north-campus".into() });
 
     // Subject names it for humans too, and it is signed by the CA.
     let (_, x) = x509_parser::parse_x509_certificate(&cert).unwrap();
     let subject = x.subject().to_string();
-    assert!(
-        subject.contains("CN=bldg-a.icu_1") && subject.contains("OU=north-campus"),
-        "{subject}"
-    );
+    assert!(subject.contains("CN=bldg-a.icu_1") && subject.contains("OU=north-campus"), "{subject}");
     let ca_der = der(&ca.join("ca.pem"));
     let (_, cax) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
     assert_eq!(x.issuer(), cax.subject());
-    x.verify_signature(Some(cax.public_key()))
-        .expect("signed by the fleet CA key");
+    x.verify_signature(Some(cax.public_key())).expect("signed by the fleet CA key");
     assert!(cax.is_ca());
     // A sensor certificate is no node certificate.
     assert!(pki::node_identity(&cert).is_err());
@@ -56,25 +43,13 @@ fn node_certificate_names_hosts_and_node_id() {
     let ca = dir.path().join("ca");
     pki::init_ca(&ca, "fleet").unwrap();
     let out = dir.path().join("n");
-    let pem = pki::issue_node(
-        &ca,
-        3,
-        &[
-            "agg3.hospital.example".into(),
-            "10.20.0.3".into(),
-            "localhost".into(),
-        ],
-        &out,
-    )
-    .unwrap();
+    let pem = pki::issue_node(&ca, 3, &["agg3.hospital.example".into(), "10.20.0.3".into(), "localhost".into()], &out)
+        .unwrap();
     assert_eq!(pem, out.join("node.pem"));
     assert!(out.join("node.key").is_file() && out.join("ca.pem").is_file());
     let cert = der(&pem);
     assert_eq!(pki::node_identity(&cert).unwrap(), 3);
-    assert!(
-        pki::sensor_identity(&cert).is_err(),
-        "a node certificate names no sensor"
-    );
+    assert!(pki::sensor_identity(&cert).is_err(), "a node certificate names no sensor");
     let (_, x) = x509_parser::parse_x509_certificate(&cert).unwrap();
     let san = x.subject_alternative_name().unwrap().unwrap();
     use x509_parser::extensions::GeneralName;
@@ -87,10 +62,7 @@ fn node_certificate_names_hosts_and_node_id() {
                 format!("ip:{}", std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]))
             }
             GeneralName::IPAddress(b) if b.len() == 16 => {
-                format!(
-                    "ip:{}",
-                    std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())
-                )
+                format!("ip:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap()))
             }
             other => format!("other:{other}"),
         });
@@ -103,10 +75,7 @@ fn node_certificate_names_hosts_and_node_id() {
         "ip:10.20.0.3",
         "uri:urn:wardline:node:3",
     ] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
     assert_eq!(names.len(), 6, "no duplicate SANs: {names:?}");
     assert!(pki::issue_node(&ca, 4, &["bad host!".into()], &dir.path().join("n4")).is_err());
@@ -129,13 +98,9 @@ fn bad_ids_are_refused() {
         ("sé", "n"),
     ] {
         let out = dir.path().join("bad");
-        let err = pki::issue_sensor(&ca, id, site, &out)
-            .expect_err(&format!("{id:?}/{site:?} must be refused"));
+        let err = pki::issue_sensor(&ca, id, site, &out).expect_err(&format!("{id:?}/{site:?} must be refused"));
         assert!(err.to_string().contains("invalid"), "{err}");
-        assert!(
-            !out.join("sensor.pem").exists(),
-            "nothing written for {id:?}"
-        );
+        assert!(!out.join("sensor.pem").exists(), "nothing written for {id:?}");
     }
     assert!(pki::issue_sensor(&ca, &"x".repeat(64), "n", &dir.path().join("ok")).is_ok());
 }
@@ -159,8 +124,7 @@ fn ca_is_never_overwritten_and_keys_are_private() {
         }
     }
     // Issuing from a folder with no CA names the missing file and the fix.
-    let err =
-        pki::issue_sensor(&dir.path().join("nope"), "s1", "n", &dir.path().join("x")).unwrap_err();
+    let err = pki::issue_sensor(&dir.path().join("nope"), "s1", "n", &dir.path().join("x")).unwrap_err();
     assert!(format!("{err:#}").contains("ca-init"), "{err:#}");
 }
 

@@ -22,10 +22,7 @@ struct Recorder {
 
 impl Recorder {
     fn acking() -> Arc<Self> {
-        Arc::new(Recorder {
-            seen: Mutex::new(Vec::new()),
-            retry_later: false,
-        })
+        Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: false })
     }
     fn seen(&self) -> Vec<(SensorIdentity, Batch)> {
         self.seen.lock().unwrap().clone()
@@ -37,17 +34,9 @@ impl BatchHandler for Recorder {
         let (batch_id, seq) = (batch.id, batch.seq);
         self.seen.lock().unwrap().push((identity, batch));
         if self.retry_later {
-            BatchReply::RetryLater {
-                batch_id,
-                seq,
-                reason: "test: cluster has no leader".into(),
-            }
+            BatchReply::RetryLater { batch_id, seq, reason: "test: cluster has no leader".into() }
         } else {
-            BatchReply::Ack {
-                batch_id,
-                seq,
-                duplicate: false,
-            }
+            BatchReply::Ack { batch_id, seq, duplicate: false }
         }
     }
 }
@@ -86,36 +75,21 @@ struct Server {
 impl Server {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.task).await.unwrap().unwrap().unwrap();
     }
 }
 
 fn start_server<H: BatchHandler>(fleet: &Fleet, handler: Arc<H>, limits: IngestLimits) -> Server {
     let stats = Arc::new(IngestStats::default());
-    let server = IngestServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &fleet.node_tls(),
-        handler,
-        stats.clone(),
-        limits,
-    )
-    .unwrap();
+    let server =
+        IngestServer::bind("127.0.0.1:0".parse().unwrap(), &fleet.node_tls(), handler, stats.clone(), limits).unwrap();
     let addr = server.local_addr().unwrap();
     assert_ne!(addr.port(), 0);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = rx.await;
     }));
-    Server {
-        addr,
-        stats,
-        stop: Some(tx),
-        task,
-    }
+    Server { addr, stats, stop: Some(tx), task }
 }
 
 fn uplink_cfg(addr: SocketAddr, sensor_dir: &Path) -> UplinkConfig {
@@ -221,20 +195,12 @@ async fn batches_are_delivered_in_order_and_removed_after_ack() {
     let spool = open_spool(&fleet, "spool");
     let mut pushed = Vec::new();
     for i in 0..5u8 {
-        pushed.push(
-            spool
-                .push(vec![device(i), flow(i as u32)], "bldg-a-1", "north")
-                .unwrap(),
-        );
+        pushed.push(spool.push(vec![device(i), flow(i as u32)], "bldg-a-1", "north").unwrap());
     }
 
     let stats = tokio::time::timeout(
         Duration::from_secs(30),
-        uplink::drain_once(
-            spool.clone(),
-            uplink_cfg(server.addr, &sensor),
-            std::future::pending(),
-        ),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
     )
     .await
     .expect("drain finishes")
@@ -244,19 +210,9 @@ async fn batches_are_delivered_in_order_and_removed_after_ack() {
     assert_eq!(stats.rejected, 0);
     assert_eq!(spool.len(), 0, "acked batches leave the spool");
     let seen = handler.seen();
-    assert_eq!(
-        seen.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
-        pushed,
-        "same batches, in seq order"
-    );
+    assert_eq!(seen.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(), pushed, "same batches, in seq order");
     for (identity, _) in &seen {
-        assert_eq!(
-            identity,
-            &SensorIdentity {
-                sensor_id: "bldg-a-1".into(),
-                site: "north".into()
-            }
-        );
+        assert_eq!(identity, &SensorIdentity { sensor_id: "bldg-a-1".into(), site: "north".into() });
     }
     let s = server.stats.snapshot();
     assert_eq!(s.connections_accepted, 1);
@@ -268,10 +224,7 @@ async fn batches_are_delivered_in_order_and_removed_after_ack() {
 #[tokio::test]
 async fn retry_later_keeps_the_batch_and_never_skips_ahead() {
     let fleet = Fleet::new();
-    let handler = Arc::new(Recorder {
-        seen: Mutex::new(Vec::new()),
-        retry_later: true,
-    });
+    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true });
     let server = start_server(&fleet, handler.clone(), IngestLimits::default());
     let sensor = fleet.sensor("ca", "s1", "north");
     let spool = open_spool(&fleet, "spool");
@@ -279,23 +232,16 @@ async fn retry_later_keeps_the_batch_and_never_skips_ahead() {
     spool.push(vec![device(2)], "s1", "north").unwrap();
 
     let h = handler.clone();
-    let stats = uplink::run_uplink(
-        spool.clone(),
-        uplink_cfg(server.addr, &sensor),
-        async move {
-            wait_until("the batch was retried", || h.seen().len() >= 3).await;
-        },
-    )
+    let stats = uplink::run_uplink(spool.clone(), uplink_cfg(server.addr, &sensor), async move {
+        wait_until("the batch was retried", || h.seen().len() >= 3).await;
+    })
     .await
     .unwrap();
 
     assert!(stats.retry_later >= 3);
     assert_eq!(stats.acked, 0);
     assert_eq!(spool.len(), 2, "nothing leaves the spool without an ack");
-    assert!(
-        handler.seen().iter().all(|(_, b)| b.seq == 1),
-        "seq 2 is never sent before seq 1 is acked"
-    );
+    assert!(handler.seen().iter().all(|(_, b)| b.seq == 1), "seq 2 is never sent before seq 1 is acked");
     server.stop().await;
 }
 
@@ -316,18 +262,12 @@ async fn sensor_from_another_ca_is_refused_with_a_clear_log_line() {
 
     let stats_handle = server.stats.clone();
     let stats = uplink::run_uplink(spool.clone(), uplink_cfg(server.addr, &rogue), async move {
-        wait_until("the server refused the sensor twice", || {
-            stats_handle.snapshot().connections_refused >= 2
-        })
-        .await;
+        wait_until("the server refused the sensor twice", || stats_handle.snapshot().connections_refused >= 2).await;
     })
     .await
     .unwrap();
 
-    assert!(
-        handler.seen().is_empty(),
-        "no batch from an unknown CA reaches the handler"
-    );
+    assert!(handler.seen().is_empty(), "no batch from an unknown CA reaches the handler");
     let s = server.stats.snapshot();
     assert!(s.connections_refused >= 2);
     assert_eq!(s.connections_accepted, 0);
@@ -342,10 +282,7 @@ async fn sensor_from_another_ca_is_refused_with_a_clear_log_line() {
             && text.contains("wardline-aggregator admin issue-sensor"),
         "operator-facing refusal line missing from logs:\n{text}"
     );
-    assert!(
-        text.contains("refused this sensor's TLS handshake"),
-        "sensor side explains too:\n{text}"
-    );
+    assert!(text.contains("refused this sensor's TLS handshake"), "sensor side explains too:\n{text}");
     server.stop().await;
 }
 
@@ -361,13 +298,11 @@ async fn client_without_certificate_is_refused() {
     for c in wardline_aggregator::tls::load_certs(&fleet.path().join("ca/ca.pem")).unwrap() {
         roots.add(c).unwrap();
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     tls.alpn_protocols = vec![wardline_common::wire::ALPN_UPLINK.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -384,10 +319,7 @@ async fn client_without_certificate_is_refused() {
         assert!(r.is_err(), "a certificate-less client must not get a reply");
     }
     let stats = server.stats.clone();
-    wait_until("the refusal is counted", || {
-        stats.snapshot().connections_refused >= 1
-    })
-    .await;
+    wait_until("the refusal is counted", || stats.snapshot().connections_refused >= 1).await;
     assert!(handler.seen().is_empty());
     assert_eq!(server.stats.snapshot().connections_accepted, 0);
     let text = logs.text();
@@ -408,11 +340,7 @@ async fn batch_claiming_another_sensor_is_rejected_and_dead_lettered() {
 
     let stats = tokio::time::timeout(
         Duration::from_secs(30),
-        uplink::drain_once(
-            spool.clone(),
-            uplink_cfg(server.addr, &sensor),
-            std::future::pending(),
-        ),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
     )
     .await
     .unwrap()
@@ -421,16 +349,9 @@ async fn batch_claiming_another_sensor_is_rejected_and_dead_lettered() {
     assert_eq!((stats.rejected, stats.acked), (2, 1));
     assert_eq!(spool.len(), 0);
     let dead = spool.dead_letters().unwrap();
-    assert_eq!(
-        dead.iter().map(|d| d.seq).collect::<Vec<_>>(),
-        vec![Some(forged.seq), Some(other_site.seq)]
-    );
+    assert_eq!(dead.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![Some(forged.seq), Some(other_site.seq)]);
     assert_eq!(dead[0].batch_id, Some(forged.id));
-    assert!(
-        dead[0].reason.contains("\"s2\"") && dead[0].reason.contains("certificate names"),
-        "{}",
-        dead[0].reason
-    );
+    assert!(dead[0].reason.contains("\"s2\"") && dead[0].reason.contains("certificate names"), "{}", dead[0].reason);
     let seen = handler.seen();
     assert_eq!(seen.len(), 1, "only the honest batch reaches the handler");
     assert_eq!(seen[0].1, honest);
@@ -444,26 +365,17 @@ async fn batch_claiming_another_sensor_is_rejected_and_dead_lettered() {
 async fn oversized_frame_is_rejected_and_the_server_keeps_serving() {
     let fleet = Fleet::new();
     let handler = Recorder::acking();
-    let limits = IngestLimits {
-        max_frame_bytes: 64 * 1024,
-        ..IngestLimits::default()
-    };
+    let limits = IngestLimits { max_frame_bytes: 64 * 1024, ..IngestLimits::default() };
     let server = start_server(&fleet, handler.clone(), limits);
     let sensor = fleet.sensor("ca", "s1", "north");
     let spool = open_spool(&fleet, "spool");
     // Several hundred KiB: far over the 64 KiB limit of this server.
-    let big = spool
-        .push((0..5000).map(flow).collect(), "s1", "north")
-        .unwrap();
+    let big = spool.push((0..5000).map(flow).collect(), "s1", "north").unwrap();
     let small = spool.push(vec![device(1)], "s1", "north").unwrap();
 
     let stats = tokio::time::timeout(
         Duration::from_secs(60),
-        uplink::drain_once(
-            spool.clone(),
-            uplink_cfg(server.addr, &sensor),
-            std::future::pending(),
-        ),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
     )
     .await
     .unwrap()
@@ -473,11 +385,7 @@ async fn oversized_frame_is_rejected_and_the_server_keeps_serving() {
     let dead = spool.dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].seq, Some(big.seq));
-    assert!(
-        dead[0].reason.contains("exceeds the 65536-byte limit"),
-        "{}",
-        dead[0].reason
-    );
+    assert!(dead[0].reason.contains("exceeds the 65536-byte limit"), "{}", dead[0].reason);
     let seen = handler.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].1, small, "the next batch still gets through");
@@ -501,32 +409,20 @@ async fn several_sensors_at_once() {
         }
         let cfg = uplink_cfg(server.addr, &dir);
         runs.push(tokio::spawn(async move {
-            let st = uplink::drain_once(spool.clone(), cfg, std::future::pending())
-                .await
-                .unwrap();
+            let st = uplink::drain_once(spool.clone(), cfg, std::future::pending()).await.unwrap();
             (st, spool.len())
         }));
     }
     for r in runs {
-        let (st, left) = tokio::time::timeout(Duration::from_secs(60), r)
-            .await
-            .unwrap()
-            .unwrap();
+        let (st, left) = tokio::time::timeout(Duration::from_secs(60), r).await.unwrap().unwrap();
         assert_eq!((st.acked, left), (10, 0));
     }
     let seen = handler.seen();
     assert_eq!(seen.len(), 40);
     for i in 0..4 {
-        let seqs: Vec<u64> = seen
-            .iter()
-            .filter(|(id, _)| id.sensor_id == format!("s{i}"))
-            .map(|(_, b)| b.seq)
-            .collect();
-        assert_eq!(
-            seqs,
-            (1..=10).collect::<Vec<_>>(),
-            "per-sensor order kept for s{i}"
-        );
+        let seqs: Vec<u64> =
+            seen.iter().filter(|(id, _)| id.sensor_id == format!("s{i}")).map(|(_, b)| b.seq).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "per-sensor order kept for s{i}");
     }
     assert_eq!(server.stats.snapshot().connections_accepted, 4);
     server.stop().await;

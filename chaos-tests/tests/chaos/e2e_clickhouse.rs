@@ -58,8 +58,11 @@ fn ward_capture_reaches_inventory_and_clickhouse_exactly() {
         .filter(|f| f["flow"]["b_port"] == 3613 || f["flow"]["a_port"] == 3613)
         .map(|f| f["context"]["tag"].as_str().unwrap_or("none"))
         .collect();
-    assert!(!tags.is_empty() && tags.iter().all(|t| *t == "required"), "pump flow context: {tags:?}
-{flows}");
+    assert!(
+        !tags.is_empty() && tags.iter().all(|t| *t == "required"),
+        "pump flow context: {tags:?}
+{flows}"
+    );
 
     // The API's totals agree with ClickHouse and with the replicated counters.
     let totals = agg.get("/api/v1/flows/totals").unwrap();
@@ -79,7 +82,14 @@ fn sensor_from_another_ca_is_refused_with_a_clear_log_line() {
     let tls_dir = rogue.issue_sensor("ward-a-1", "north").unwrap();
     let cfg = Sensor::write_config(
         &rogue,
-        &SensorSpec { sensor_id: "ward-a-1", site: "north", tls_dir, server: agg.quic_addr(), pcaps: vec![pcap], max_events: 100 },
+        &SensorSpec {
+            sensor_id: "ward-a-1",
+            site: "north",
+            tls_dir,
+            server: agg.quic_addr(),
+            pcaps: vec![pcap],
+            max_events: 100,
+        },
     )
     .unwrap();
     let mut sensor = Sensor::start(&cfg, &rogue.path().join("sensor.log"), &[]).unwrap();

@@ -25,7 +25,14 @@ fn setup(seed: u64) -> Setup {
     // Small batches so the capture makes many of them.
     let config = Sensor::write_config(
         &fleet,
-        &SensorSpec { sensor_id: "ward-a-1", site: "north", tls_dir, server: agg.quic_addr(), pcaps: vec![pcap], max_events: 5 },
+        &SensorSpec {
+            sensor_id: "ward-a-1",
+            site: "north",
+            tls_dir,
+            server: agg.quic_addr(),
+            pcaps: vec![pcap],
+            max_events: 5,
+        },
     )
     .unwrap();
     Setup { ch, fleet, agg, truth, config }

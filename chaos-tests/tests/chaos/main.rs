@@ -3,7 +3,6 @@
 //! One test binary per area keeps link time and disk use down; each module below
 //! was its own binary before.
 
-
 mod e2e_clickhouse;
 mod kb_override;
 mod kill9;

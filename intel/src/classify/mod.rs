@@ -30,16 +30,10 @@ pub struct PortRef {
 
 impl PortRef {
     pub fn tcp(port: u16) -> PortRef {
-        PortRef {
-            transport: Transport::Tcp,
-            port,
-        }
+        PortRef { transport: Transport::Tcp, port }
     }
     pub fn udp(port: u16) -> PortRef {
-        PortRef {
-            transport: Transport::Udp,
-            port,
-        }
+        PortRef { transport: Transport::Udp, port }
     }
 }
 
@@ -59,10 +53,7 @@ impl FromStr for PortRef {
             "udp" => Transport::Udp,
             _ => return Err(bad()),
         };
-        Ok(PortRef {
-            transport,
-            port: port.parse().map_err(|_| bad())?,
-        })
+        Ok(PortRef { transport, port: port.parse().map_err(|_| bad())? })
     }
 }
 
@@ -79,10 +70,7 @@ pub struct DeviceFacts {
 
 impl DeviceFacts {
     pub fn new(mac: MacAddr) -> DeviceFacts {
-        DeviceFacts {
-            mac,
-            ..Default::default()
-        }
+        DeviceFacts { mac, ..Default::default() }
     }
 
     /// Facts from a device's evidence list, reading ports out of `listening_port` and
@@ -103,10 +91,8 @@ impl DeviceFacts {
         f.listening.dedup();
         f.connects_to.sort();
         f.connects_to.dedup();
-        f.evidence = evidence
-            .into_iter()
-            .filter(|e| !matches!(e.field, Field::ListeningPort | Field::ConnectsTo))
-            .collect();
+        f.evidence =
+            evidence.into_iter().filter(|e| !matches!(e.field, Field::ListeningPort | Field::ConnectsTo)).collect();
         f
     }
 }
@@ -162,11 +148,7 @@ impl Classification {
         let mut attr = |name: &str, value: &str, a_conf: f64, ev: &[Because]| {
             let _ = writeln!(out, "  {name}: {value} (confidence {a_conf:.2})");
             for b in ev {
-                let _ = writeln!(
-                    out,
-                    "    {} = {:?} via rule {} (weight {:.2})",
-                    b.field, b.value, b.rule, b.weight
-                );
+                let _ = writeln!(out, "    {} = {:?} via rule {} (weight {:.2})", b.field, b.value, b.rule, b.weight);
             }
         };
         if let Some(a) = &self.vendor {
@@ -175,33 +157,14 @@ impl Classification {
         if let Some(a) = &self.model {
             attr("model", &a.value, a.confidence, &a.evidence);
         }
-        attr(
-            "class",
-            &self.class.value,
-            self.class.confidence,
-            &self.class.evidence,
-        );
-        attr(
-            "category",
-            self.category.value.as_str(),
-            self.category.confidence,
-            &self.category.evidence,
-        );
-        attr(
-            "criticality",
-            self.criticality.value.as_str(),
-            self.criticality.confidence,
-            &self.criticality.evidence,
-        );
+        attr("class", &self.class.value, self.class.confidence, &self.class.evidence);
+        attr("category", self.category.value.as_str(), self.category.confidence, &self.category.evidence);
+        attr("criticality", self.criticality.value.as_str(), self.criticality.confidence, &self.criticality.evidence);
         if let Some(a) = &self.clinical_function {
             attr("clinical function", &a.value, a.confidence, &[]);
         }
         if let Some(a) = &self.os {
-            let name = self
-                .os_info
-                .as_ref()
-                .map(|o| o.name.as_str())
-                .unwrap_or(&a.value);
+            let name = self.os_info.as_ref().map(|o| o.name.as_str()).unwrap_or(&a.value);
             attr("os", name, a.confidence, &a.evidence);
         }
         out
@@ -216,11 +179,7 @@ pub fn classify(kb: &KnowledgeBase, facts: &DeviceFacts) -> Classification {
 /// Classify a device that already had a classification: the previous class and profile are
 /// kept unless the new best beats them by [`HYSTERESIS_MARGIN`] (or they lost all support).
 /// An operator override in the knowledge base always wins.
-pub fn classify_stable(
-    kb: &KnowledgeBase,
-    prev: Option<&Classification>,
-    facts: &DeviceFacts,
-) -> Classification {
+pub fn classify_stable(kb: &KnowledgeBase, prev: Option<&Classification>, facts: &DeviceFacts) -> Classification {
     // A previous result that came from an override says nothing about the evidence.
     let prev = prev.filter(|p| p.overridden.is_none() && p.mac == facts.mac);
     let items = score::facts_to_items(kb, facts);

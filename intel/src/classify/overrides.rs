@@ -9,35 +9,17 @@ pub(super) fn apply_override(kb: &KnowledgeBase, c: &mut Classification, ov: &Ov
     let why = vec![Because {
         field: "override".into(),
         value: ov.note.clone().unwrap_or_else(|| {
-            format!(
-                "operator override{}",
-                ov.by
-                    .as_ref()
-                    .map(|b| format!(" by {b}"))
-                    .unwrap_or_default()
-            )
+            format!("operator override{}", ov.by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default())
         }),
         rule: format!("override@{origin}"),
         weight: 1.0,
     }];
-    let sure = |v: String| Attribute {
-        value: v,
-        confidence: 1.0,
-        evidence: why.clone(),
-    };
+    let sure = |v: String| Attribute { value: v, confidence: 1.0, evidence: why.clone() };
     let set_class = |c: &mut Classification, id: &str| {
         c.class = sure(id.to_string());
         if let Some(cd) = kb.class(id) {
-            c.category = Attribute {
-                value: cd.category,
-                confidence: 1.0,
-                evidence: why.clone(),
-            };
-            c.criticality = Attribute {
-                value: cd.criticality,
-                confidence: 1.0,
-                evidence: why.clone(),
-            };
+            c.category = Attribute { value: cd.category, confidence: 1.0, evidence: why.clone() };
+            c.criticality = Attribute { value: cd.criticality, confidence: 1.0, evidence: why.clone() };
             c.clinical_function = cd.clinical_function.clone().map(sure);
         }
     };
@@ -45,21 +27,9 @@ pub(super) fn apply_override(kb: &KnowledgeBase, c: &mut Classification, ov: &Ov
         set_class(c, &p.class);
         c.profile = Some(sure(p.id.clone()));
         c.model = Some(sure(p.model_family.clone()));
-        c.vendor = Some(sure(
-            kb.vendor(&p.vendor)
-                .map(|v| v.name.clone())
-                .unwrap_or_else(|| p.vendor.clone()),
-        ));
-        c.category = Attribute {
-            value: p.category,
-            confidence: 1.0,
-            evidence: why.clone(),
-        };
-        c.criticality = Attribute {
-            value: p.criticality,
-            confidence: 1.0,
-            evidence: why.clone(),
-        };
+        c.vendor = Some(sure(kb.vendor(&p.vendor).map(|v| v.name.clone()).unwrap_or_else(|| p.vendor.clone())));
+        c.category = Attribute { value: p.category, confidence: 1.0, evidence: why.clone() };
+        c.criticality = Attribute { value: p.criticality, confidence: 1.0, evidence: why.clone() };
         if let Some(f) = &p.clinical_function {
             c.clinical_function = Some(sure(f.clone()));
         }
@@ -70,11 +40,7 @@ pub(super) fn apply_override(kb: &KnowledgeBase, c: &mut Classification, ov: &Ov
     if let Some(class) = &ov.class {
         set_class(c, class);
         // A profile of another class no longer describes the device.
-        if c.profile
-            .as_ref()
-            .and_then(|p| kb.profile(&p.value))
-            .is_some_and(|p| &p.class != class)
-        {
+        if c.profile.as_ref().and_then(|p| kb.profile(&p.value)).is_some_and(|p| &p.class != class) {
             c.profile = None;
             c.model = None;
         }
@@ -86,18 +52,10 @@ pub(super) fn apply_override(kb: &KnowledgeBase, c: &mut Classification, ov: &Ov
         c.model = Some(sure(m.clone()));
     }
     if let Some(cat) = ov.category {
-        c.category = Attribute {
-            value: cat,
-            confidence: 1.0,
-            evidence: why.clone(),
-        };
+        c.category = Attribute { value: cat, confidence: 1.0, evidence: why.clone() };
     }
     if let Some(crit) = ov.criticality {
-        c.criticality = Attribute {
-            value: crit,
-            confidence: 1.0,
-            evidence: why.clone(),
-        };
+        c.criticality = Attribute { value: crit, confidence: 1.0, evidence: why.clone() };
     }
     if let Some(f) = &ov.clinical_function {
         c.clinical_function = Some(sure(f.clone()));
@@ -105,9 +63,6 @@ pub(super) fn apply_override(kb: &KnowledgeBase, c: &mut Classification, ov: &Ov
     if let Some(os) = &ov.os {
         c.os = Some(sure(os.clone()));
     }
-    c.os_info =
-        c.os.as_ref()
-            .and_then(|o| kb.os(&o.value))
-            .map(|e| e.info.clone());
+    c.os_info = c.os.as_ref().and_then(|o| kb.os(&o.value)).map(|e| e.info.clone());
     c.overridden = Some(origin);
 }

@@ -3,8 +3,8 @@
 
 use super::{Attribute, Because, Classification, DeviceFacts, HYSTERESIS_MARGIN};
 use crate::model::{
-    Category, Criticality, KnowledgeBase, MatchKey, OsInfo, Profile, Rule, Vendor,
-    UNKNOWN_IT_CLASS, UNKNOWN_MEDICAL_CLASS,
+    Category, Criticality, KnowledgeBase, MatchKey, OsInfo, Profile, Rule, Vendor, UNKNOWN_IT_CLASS,
+    UNKNOWN_MEDICAL_CLASS,
 };
 use std::collections::BTreeMap;
 use wardline_common::Field;
@@ -38,18 +38,8 @@ pub(super) fn facts_to_items(kb: &KnowledgeBase, facts: &DeviceFacts) -> Vec<Ite
             }
         }
     }
-    items.extend(
-        facts
-            .listening
-            .iter()
-            .map(|p| (MatchKey::Field(Field::ListeningPort), p.to_string())),
-    );
-    items.extend(
-        facts
-            .connects_to
-            .iter()
-            .map(|p| (MatchKey::ConnectsTo, p.to_string())),
-    );
+    items.extend(facts.listening.iter().map(|p| (MatchKey::Field(Field::ListeningPort), p.to_string())));
+    items.extend(facts.connects_to.iter().map(|p| (MatchKey::ConnectsTo, p.to_string())));
     if let Some(v) = kb.vendor_for_mac(&facts.mac) {
         items.push((MatchKey::MacVendor, v.id.clone()));
     }
@@ -80,19 +70,11 @@ fn eui64_oui(v: &str) -> Option<[u8; 3]> {
 /// looked-up names is not walked once per rule.
 fn rule_match<'a>(rule: &Rule, items: &'a [Item]) -> Option<&'a Item> {
     let start = items.partition_point(|(k, _)| *k < rule.key);
-    items[start..]
-        .iter()
-        .take_while(|(k, _)| *k == rule.key)
-        .find(|(_, v)| rule.matcher.is_match(v))
+    items[start..].iter().take_while(|(k, _)| *k == rule.key).find(|(_, v)| rule.matcher.is_match(v))
 }
 
 fn because(rule: &Rule, item: &Item) -> Because {
-    Because {
-        field: rule.key.name(),
-        value: item.1.clone(),
-        rule: rule.id.clone(),
-        weight: rule.weight,
-    }
+    Because { field: rule.key.name(), value: item.1.clone(), rule: rule.id.clone(), weight: rule.weight }
 }
 
 fn noisy_or(ev: &[Because]) -> f64 {
@@ -143,12 +125,9 @@ pub(super) fn score(
     let chosen_class = choose_class(&classes, prev);
 
     let mac_vendor: Option<&Vendor> = kb.vendor_for_mac(&facts.mac);
-    let device_id_vendor: Option<&Vendor> = items
-        .iter()
-        .find(|(k, _)| *k == MatchKey::DeviceIdVendor)
-        .and_then(|(_, id)| kb.vendor(id));
-    let medical_vendor =
-        mac_vendor.is_some_and(|v| v.medical) || device_id_vendor.is_some_and(|v| v.medical);
+    let device_id_vendor: Option<&Vendor> =
+        items.iter().find(|(k, _)| *k == MatchKey::DeviceIdVendor).and_then(|(_, id)| kb.vendor(id));
+    let medical_vendor = mac_vendor.is_some_and(|v| v.medical) || device_id_vendor.is_some_and(|v| v.medical);
 
     let (class_id, class_conf, class_ev, best_profile) = match chosen_class {
         Some(c) => (c.id.clone(), c.score, c.evidence.clone(), c.best_profile),
@@ -158,26 +137,17 @@ pub(super) fn score(
     // Keep the class evidence aligned with the profile actually chosen.
     let class_ev = match (chosen_profile, best_profile) {
         (Some(cp), Some(bp)) if cp.profile.id != bp.profile.id => {
-            let mut ev: Vec<Because> = class_ev
-                .into_iter()
-                .filter(|b| !bp.evidence.contains(b))
-                .collect();
+            let mut ev: Vec<Because> = class_ev.into_iter().filter(|b| !bp.evidence.contains(b)).collect();
             ev.extend(cp.evidence.iter().cloned());
             ev
         }
         _ => class_ev,
     };
-    let class_conf = if chosen_class.is_some() {
-        noisy_or(&class_ev)
-    } else {
-        class_conf
-    };
+    let class_conf = if chosen_class.is_some() { noisy_or(&class_ev) } else { class_conf };
     let class_def = kb.class(&class_id);
 
-    let category_value = chosen_profile
-        .map(|p| p.profile.category)
-        .or(class_def.map(|c| c.category))
-        .unwrap_or(Category::It);
+    let category_value =
+        chosen_profile.map(|p| p.profile.category).or(class_def.map(|c| c.category)).unwrap_or(Category::It);
     // Category is at least as sure as any eligible class of that category.
     let category_conf = classes
         .iter()
@@ -192,14 +162,7 @@ pub(super) fn score(
         .and_then(|p| p.profile.clinical_function.clone())
         .or_else(|| class_def.and_then(|c| c.clinical_function.clone()));
 
-    let vendor = vendor_attribute(
-        kb,
-        facts,
-        items,
-        &mut votes.vendor,
-        [mac_vendor, device_id_vendor],
-        chosen_profile,
-    );
+    let vendor = vendor_attribute(kb, facts, items, &mut votes.vendor, [mac_vendor, device_id_vendor], chosen_profile);
     let (os, os_info) = os_attribute(kb, &mut votes.os, chosen_profile);
 
     let profile_attr = chosen_profile.map(|p| Attribute {
@@ -218,26 +181,10 @@ pub(super) fn score(
         profile: profile_attr,
         vendor,
         model,
-        class: Attribute {
-            value: class_id,
-            confidence: class_conf,
-            evidence: class_ev.clone(),
-        },
-        category: Attribute {
-            value: category_value,
-            confidence: round(category_conf),
-            evidence: class_ev.clone(),
-        },
-        criticality: Attribute {
-            value: criticality_value,
-            confidence: class_conf,
-            evidence: class_ev,
-        },
-        clinical_function: clinical.map(|f| Attribute {
-            value: f,
-            confidence: class_conf,
-            evidence: Vec::new(),
-        }),
+        class: Attribute { value: class_id, confidence: class_conf, evidence: class_ev.clone() },
+        category: Attribute { value: category_value, confidence: round(category_conf), evidence: class_ev.clone() },
+        criticality: Attribute { value: criticality_value, confidence: class_conf, evidence: class_ev },
+        clinical_function: clinical.map(|f| Attribute { value: f, confidence: class_conf, evidence: Vec::new() }),
         os,
         os_info,
         medical_vendor,
@@ -249,17 +196,9 @@ pub(super) fn score(
 fn score_profiles<'k>(kb: &'k KnowledgeBase, items: &[Item]) -> Vec<ProfileScore<'k>> {
     let mut profiles: Vec<ProfileScore> = Vec::new();
     for p in kb.profiles.values() {
-        let ev: Vec<Because> = p
-            .rules
-            .iter()
-            .filter_map(|r| rule_match(r, items).map(|i| because(r, i)))
-            .collect();
+        let ev: Vec<Because> = p.rules.iter().filter_map(|r| rule_match(r, items).map(|i| because(r, i))).collect();
         if !ev.is_empty() {
-            profiles.push(ProfileScore {
-                profile: p,
-                score: noisy_or(&ev),
-                evidence: ev,
-            });
+            profiles.push(ProfileScore { profile: p, score: noisy_or(&ev), evidence: ev });
         }
     }
     profiles
@@ -300,9 +239,8 @@ fn score_classes<'a>(
     let mut classes: Vec<ClassScore> = Vec::new();
     for id in class_ids {
         let Some(class) = kb.class(id) else { continue };
-        let best_profile = best_of(profiles.iter().filter(|p| p.profile.class == id), |p| {
-            (p.score, p.profile.id.as_str())
-        });
+        let best_profile =
+            best_of(profiles.iter().filter(|p| p.profile.class == id), |p| (p.score, p.profile.id.as_str()));
         let mut ev = class_votes.get(id).cloned().unwrap_or_default();
         if let Some(bp) = best_profile {
             ev.extend(bp.evidence.iter().cloned());
@@ -319,28 +257,17 @@ fn score_classes<'a>(
 }
 
 fn eligible(c: &ClassScore) -> bool {
-    let min = if c.category == Category::Medical {
-        MIN_MEDICAL_CLASS_SCORE
-    } else {
-        MIN_CLASS_SCORE
-    };
+    let min = if c.category == Category::Medical { MIN_MEDICAL_CLASS_SCORE } else { MIN_CLASS_SCORE };
     c.score >= min
 }
 
 /// The best eligible class, unless the previous class is still eligible and within
 /// [`HYSTERESIS_MARGIN`] of it.
-fn choose_class<'c, 'a>(
-    classes: &'c [ClassScore<'a>],
-    prev: Option<&Classification>,
-) -> Option<&'c ClassScore<'a>> {
-    let best = best_of(classes.iter().filter(|c| eligible(c)), |c| {
-        (c.score, c.id.as_str())
-    });
+fn choose_class<'c, 'a>(classes: &'c [ClassScore<'a>], prev: Option<&Classification>) -> Option<&'c ClassScore<'a>> {
+    let best = best_of(classes.iter().filter(|c| eligible(c)), |c| (c.score, c.id.as_str()));
     match (best, prev) {
         (Some(best), Some(prev)) if best.id != prev.class.value => {
-            let keep = classes
-                .iter()
-                .find(|c| c.id == prev.class.value && eligible(c));
+            let keep = classes.iter().find(|c| c.id == prev.class.value && eligible(c));
             match keep {
                 Some(k) if best.score < k.score + HYSTERESIS_MARGIN => Some(k),
                 _ => Some(best),
@@ -357,15 +284,11 @@ fn fallback_class<'a>(
     mac_vendor: Option<&Vendor>,
     device_id_vendor: Option<&Vendor>,
 ) -> ClassPick<'a> {
-    let weak = best_of(
-        classes
-            .iter()
-            .filter(|c| c.category != Category::Medical && c.score >= MIN_FALLBACK_SCORE),
-        |c| (c.score, c.id.as_str()),
-    );
-    let medical = device_id_vendor
-        .filter(|v| v.medical)
-        .or(mac_vendor.filter(|v| v.medical));
+    let weak =
+        best_of(classes.iter().filter(|c| c.category != Category::Medical && c.score >= MIN_FALLBACK_SCORE), |c| {
+            (c.score, c.id.as_str())
+        });
+    let medical = device_id_vendor.filter(|v| v.medical).or(mac_vendor.filter(|v| v.medical));
     match (weak, medical) {
         (_, Some(v)) => {
             let ev = vec![Because {
@@ -374,12 +297,7 @@ fn fallback_class<'a>(
                 rule: format!("oui:{}", v.id),
                 weight: v.oui_weight,
             }];
-            (
-                UNKNOWN_MEDICAL_CLASS.to_string(),
-                round(v.oui_weight * 0.5),
-                ev,
-                None,
-            )
+            (UNKNOWN_MEDICAL_CLASS.to_string(), round(v.oui_weight * 0.5), ev, None)
         }
         (Some(w), None) => (w.id.clone(), w.score, w.evidence.clone(), None),
         (None, None) => (UNKNOWN_IT_CLASS.to_string(), 0.1, Vec::new(), None),
@@ -392,11 +310,7 @@ fn choose_profile<'p, 'a>(
     class_id: &str,
     prev: Option<&Classification>,
 ) -> Option<&'p ProfileScore<'a>> {
-    let candidates = || {
-        profiles
-            .iter()
-            .filter(|p| p.profile.class == class_id && p.score >= MIN_PROFILE_SCORE)
-    };
+    let candidates = || profiles.iter().filter(|p| p.profile.class == class_id && p.score >= MIN_PROFILE_SCORE);
     let best = best_of(candidates(), |p| (p.score, p.profile.id.as_str()));
     match (best, prev.and_then(|p| p.profile.as_ref())) {
         (Some(best), Some(pp)) if best.profile.id != pp.value => {
@@ -420,9 +334,7 @@ fn vendor_attribute(
     chosen_profile: Option<&ProfileScore>,
 ) -> Option<Attribute<String>> {
     if let Some(v) = mac_vendor {
-        let org = crate::oui::lookup(&facts.mac)
-            .unwrap_or(&v.name)
-            .to_string();
+        let org = crate::oui::lookup(&facts.mac).unwrap_or(&v.name).to_string();
         vendor_votes.entry(v.id.clone()).or_default().push(Because {
             field: "mac_vendor".into(),
             value: org,
@@ -444,27 +356,17 @@ fn vendor_attribute(
         });
     }
     if let Some(p) = chosen_profile {
-        vendor_votes
-            .entry(p.profile.vendor.clone())
-            .or_default()
-            .push(Because {
-                field: "profile".into(),
-                value: p.profile.id.clone(),
-                rule: p.profile.id.clone(),
-                weight: p.score,
-            });
+        vendor_votes.entry(p.profile.vendor.clone()).or_default().push(Because {
+            field: "profile".into(),
+            value: p.profile.id.clone(),
+            rule: p.profile.id.clone(),
+            weight: p.score,
+        });
     }
-    best_of(
-        vendor_votes
-            .iter()
-            .filter_map(|(id, ev)| kb.vendor(id).map(|v| (v, ev))),
-        |(v, ev)| (noisy_or(ev), v.id.as_str()),
-    )
-    .map(|(v, ev)| Attribute {
-        value: v.name.clone(),
-        confidence: noisy_or(ev),
-        evidence: ev.clone(),
+    best_of(vendor_votes.iter().filter_map(|(id, ev)| kb.vendor(id).map(|v| (v, ev))), |(v, ev)| {
+        (noisy_or(ev), v.id.as_str())
     })
+    .map(|(v, ev)| Attribute { value: v.name.clone(), confidence: noisy_or(ev), evidence: ev.clone() })
     .or_else(|| {
         crate::oui::lookup(&facts.mac).map(|org| Attribute {
             value: org.to_string(),
@@ -495,19 +397,9 @@ fn os_attribute(
             });
         }
     }
-    let os = best_of(
-        os_votes.iter().filter(|(id, _)| kb.os(id).is_some()),
-        |(id, ev)| (noisy_or(ev), id.as_str()),
-    )
-    .map(|(id, ev)| Attribute {
-        value: id.clone(),
-        confidence: noisy_or(ev),
-        evidence: ev.clone(),
-    });
-    let os_info = os
-        .as_ref()
-        .and_then(|o| kb.os(&o.value))
-        .map(|e| e.info.clone());
+    let os = best_of(os_votes.iter().filter(|(id, _)| kb.os(id).is_some()), |(id, ev)| (noisy_or(ev), id.as_str()))
+        .map(|(id, ev)| Attribute { value: id.clone(), confidence: noisy_or(ev), evidence: ev.clone() });
+    let os_info = os.as_ref().and_then(|o| kb.os(&o.value)).map(|e| e.info.clone());
     (os, os_info)
 }
 

@@ -2,13 +2,11 @@
 //! `[[remove]]` deletes them, and references between entries are collected while merging
 //! and checked once every file is in (a site file may refer to a builtin entry).
 
-use super::schema::{
-    KbFile, RawClass, RawComm, RawOs, RawOverride, RawProfile, RawRemove, RawRule, RawVendor,
-};
+use super::schema::{KbFile, RawClass, RawComm, RawOs, RawOverride, RawProfile, RawRemove, RawRule, RawVendor};
 use super::KbError;
 use crate::model::{
-    Category, Class, Comm, Criticality, KnowledgeBase, Loc, Matcher, OsEntry, OsInfo, Override,
-    PeerRole, Profile, Rule, RuleTarget, Vendor, UNKNOWN_IT_CLASS, UNKNOWN_MEDICAL_CLASS,
+    Category, Class, Comm, Criticality, KnowledgeBase, Loc, Matcher, OsEntry, OsInfo, Override, PeerRole, Profile,
+    Rule, RuleTarget, Vendor, UNKNOWN_IT_CLASS, UNKNOWN_MEDICAL_CLASS,
 };
 use std::collections::HashMap;
 use std::ops::Range;
@@ -53,10 +51,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn loc(&self, span: Range<usize>) -> Loc {
-        Loc {
-            file: self.file.clone(),
-            line: line_of(self.text, span.start),
-        }
+        Loc { file: self.file.clone(), line: line_of(self.text, span.start) }
     }
     fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> KbError {
         KbError {
@@ -79,20 +74,12 @@ impl Ctx<'_> {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// The key on a line such as `weight = "high"`, or the table header on `[[profile.rule]]`.
 fn key_on_line(text: &str, line: usize) -> String {
-    let l = text
-        .lines()
-        .nth(line.saturating_sub(1))
-        .unwrap_or("")
-        .trim();
+    let l = text.lines().nth(line.saturating_sub(1)).unwrap_or("").trim();
     if let Some((k, _)) = l.split_once('=') {
         return k.trim().to_string();
     }
@@ -113,23 +100,11 @@ impl Merger {
     /// Parse one file and merge its entries, in the order removals, classes, vendors,
     /// operating systems, rules, profiles, global communications, overrides.
     pub(super) fn merge_file(&mut self, name: &str, text: &str) -> Result<(), KbError> {
-        let ctx = Ctx {
-            file: Arc::from(name),
-            text,
-        };
+        let ctx = Ctx { file: Arc::from(name), text };
         let parsed: KbFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            let key = if line > 0 {
-                key_on_line(text, line)
-            } else {
-                String::new()
-            };
-            KbError {
-                file: name.to_string(),
-                line,
-                key,
-                message: e.message().trim().to_string(),
-            }
+            let key = if line > 0 { key_on_line(text, line) } else { String::new() };
+            KbError { file: name.to_string(), line, key, message: e.message().trim().to_string() }
         })?;
         self.remove(&ctx, parsed.remove)?;
         self.merge_classes(&ctx, parsed.class)?;
@@ -169,10 +144,8 @@ impl Merger {
                 kb.comms.retain(|c| &c.id != id);
             }
             if let Some(mac) = &r.override_mac {
-                let m: MacAddr = mac
-                    .get_ref()
-                    .parse()
-                    .map_err(|e: MacParseError| ctx.err(mac.span(), "override", e.to_string()))?;
+                let m: MacAddr =
+                    mac.get_ref().parse().map_err(|e: MacParseError| ctx.err(mac.span(), "override", e.to_string()))?;
                 kb.overrides.remove(&m);
             }
         }
@@ -203,16 +176,9 @@ impl Merger {
             let id = v.id.get_ref().clone();
             let mut ouis = Vec::new();
             for o in &v.ouis {
-                let hex: String = o
-                    .get_ref()
-                    .chars()
-                    .filter(|c| c.is_ascii_hexdigit())
-                    .collect::<String>()
-                    .to_ascii_uppercase();
-                let seps_ok = o
-                    .get_ref()
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'));
+                let hex: String =
+                    o.get_ref().chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_uppercase();
+                let seps_ok = o.get_ref().chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'));
                 if !seps_ok || !matches!(hex.len(), 6 | 7 | 9) {
                     return Err(ctx.err(o.span(), "ouis", format!("{:?} is not an OUI prefix: give 6 (MA-L), 7 (MA-M) or 9 (MA-S) hex digits, e.g. \"00:B0:94\"", o.get_ref())));
                 }
@@ -264,11 +230,7 @@ impl Merger {
     fn merge_rules(&mut self, ctx: &Ctx<'_>, rules: Vec<RawRule>) -> Result<(), KbError> {
         for r in rules {
             let Some(id) = r.id.clone() else {
-                return Err(ctx.err(
-                    r.field.span(),
-                    "id",
-                    "a [[rule]] needs an id so sites can override it",
-                ));
+                return Err(ctx.err(r.field.span(), "id", "a [[rule]] needs an id so sites can override it"));
             };
             let rule = compile_rule(ctx, id.clone(), r, true, &mut self.pending)?;
             self.kb.rules.insert(id, rule);
@@ -279,10 +241,8 @@ impl Merger {
     fn merge_profiles(&mut self, ctx: &Ctx<'_>, profiles: Vec<RawProfile>) -> Result<(), KbError> {
         for p in profiles {
             let id = p.id.get_ref().clone();
-            self.pending
-                .push(ctx.reference(RefKind::Vendor, &p.vendor, "vendor"));
-            self.pending
-                .push(ctx.reference(RefKind::Class, &p.class, "class"));
+            self.pending.push(ctx.reference(RefKind::Vendor, &p.vendor, "vendor"));
+            self.pending.push(ctx.reference(RefKind::Class, &p.class, "class"));
             if let Some(os) = &p.os {
                 self.pending.push(ctx.reference(RefKind::Os, os, "os"));
             }
@@ -314,27 +274,18 @@ impl Merger {
                 sources: p.sources,
                 origin: ctx.loc(p.id.span()),
             };
-            self.inherits
-                .insert(id.clone(), (p.category.is_none(), p.criticality.is_none()));
+            self.inherits.insert(id.clone(), (p.category.is_none(), p.criticality.is_none()));
             self.kb.profiles.insert(id, profile);
         }
         Ok(())
     }
 
-    fn merge_overrides(
-        &mut self,
-        ctx: &Ctx<'_>,
-        overrides: Vec<RawOverride>,
-    ) -> Result<(), KbError> {
+    fn merge_overrides(&mut self, ctx: &Ctx<'_>, overrides: Vec<RawOverride>) -> Result<(), KbError> {
         for o in overrides {
-            let mac: MacAddr = o
-                .mac
-                .get_ref()
-                .parse()
-                .map_err(|e: MacParseError| ctx.err(o.mac.span(), "mac", e.to_string()))?;
+            let mac: MacAddr =
+                o.mac.get_ref().parse().map_err(|e: MacParseError| ctx.err(o.mac.span(), "mac", e.to_string()))?;
             if let Some(p) = &o.profile {
-                self.pending
-                    .push(ctx.reference(RefKind::Profile, p, "profile"));
+                self.pending.push(ctx.reference(RefKind::Profile, p, "profile"));
             }
             if let Some(c) = &o.class {
                 self.pending.push(ctx.reference(RefKind::Class, c, "class"));
@@ -388,7 +339,10 @@ impl Merger {
                     file: r.file.clone(),
                     line: r.line,
                     key: r.key.to_string(),
-                    message: format!("unknown {what} id {:?}; define it in a [[{what}]] entry or fix the spelling", r.id),
+                    message: format!(
+                        "unknown {what} id {:?}; define it in a [[{what}]] entry or fix the spelling",
+                        r.id
+                    ),
                 });
             }
         }
@@ -406,8 +360,7 @@ impl Merger {
             let Some(class) = kb.classes.get(&profile.class) else {
                 continue;
             };
-            let (inherit_category, inherit_criticality) =
-                self.inherits.get(&profile.id).copied().unwrap_or_default();
+            let (inherit_category, inherit_criticality) = self.inherits.get(&profile.id).copied().unwrap_or_default();
             if inherit_category {
                 profile.category = class.category;
             }
@@ -447,22 +400,19 @@ fn compile_rule(
         return Err(ctx.err(
             span,
             "field",
-            format!(
-                "rule {id:?} needs exactly one of exact, prefix, contains, regex (has {})",
-                matchers.len()
-            ),
+            format!("rule {id:?} needs exactly one of exact, prefix, contains, regex (has {})", matchers.len()),
         ));
     }
     let has_target = r.class.is_some() || r.os.is_some() || r.vendor.is_some();
     if generic && !has_target {
+        return Err(ctx.err(span, "class", format!("rule {id:?} votes for nothing: set class, os and/or vendor")));
+    }
+    if !generic && has_target {
         return Err(ctx.err(
             span,
             "class",
-            format!("rule {id:?} votes for nothing: set class, os and/or vendor"),
+            format!("rule {id:?} is inside a profile, which it votes for; class/os/vendor belong on [[rule]] entries"),
         ));
-    }
-    if !generic && has_target {
-        return Err(ctx.err(span, "class", format!("rule {id:?} is inside a profile, which it votes for; class/os/vendor belong on [[rule]] entries")));
     }
     if let Some(c) = &r.class {
         pending.push(ctx.reference(RefKind::Class, c, "class"));
@@ -508,31 +458,19 @@ fn compile_comms(
                         s["category:".len()..].to_string(),
                     ))
                     .map_err(|_| {
-                        ctx.err(
-                            span.clone(),
-                            "peer",
-                            format!("{s:?}: category must be medical, ot, iot or it"),
-                        )
+                        ctx.err(span.clone(), "peer", format!("{s:?}: category must be medical, ot, iot or it"))
                     })?;
                     PeerRole::Category(cat)
                 }
                 s => {
-                    pending.push(ctx.reference(
-                        RefKind::PeerClass,
-                        &Spanned::new(span.clone(), s.to_string()),
-                        "peer",
-                    ));
+                    pending.push(ctx.reference(RefKind::PeerClass, &Spanned::new(span.clone(), s.to_string()), "peer"));
                     PeerRole::Class(s.to_string())
                 }
             };
             peers.push(role);
         }
         if peers.is_empty() {
-            return Err(ctx.err(
-                span,
-                "peer",
-                "list at least one peer role (a class id, \"any\", \"external\", ...)",
-            ));
+            return Err(ctx.err(span, "peer", "list at least one peer role (a class id, \"any\", \"external\", ...)"));
         }
         let mut ports = c.ports;
         ports.extend(c.port);

@@ -23,18 +23,9 @@ const BUILTIN: &[(&str, &str)] = &[
     ("os.toml", include_str!("../../kb/os.toml")),
     ("rules.toml", include_str!("../../kb/rules.toml")),
     ("comms.toml", include_str!("../../kb/comms.toml")),
-    (
-        "profiles-medical.toml",
-        include_str!("../../kb/profiles-medical.toml"),
-    ),
-    (
-        "profiles-imaging.toml",
-        include_str!("../../kb/profiles-imaging.toml"),
-    ),
-    (
-        "profiles-infrastructure.toml",
-        include_str!("../../kb/profiles-infrastructure.toml"),
-    ),
+    ("profiles-medical.toml", include_str!("../../kb/profiles-medical.toml")),
+    ("profiles-imaging.toml", include_str!("../../kb/profiles-imaging.toml")),
+    ("profiles-infrastructure.toml", include_str!("../../kb/profiles-infrastructure.toml")),
 ];
 
 /// A knowledge-base file that cannot be used, located precisely enough to fix it.
@@ -57,25 +48,19 @@ impl KnowledgeBase {
     /// The builtin knowledge, parsed once per process and shared (the builtin files are
     /// tested, so the error case means a broken build).
     pub fn shared_builtin() -> Result<&'static KnowledgeBase, &'static KbError> {
-        static SHARED: std::sync::OnceLock<Result<KnowledgeBase, KbError>> =
-            std::sync::OnceLock::new();
+        static SHARED: std::sync::OnceLock<Result<KnowledgeBase, KbError>> = std::sync::OnceLock::new();
         SHARED.get_or_init(Self::builtin).as_ref()
     }
 
     /// The builtin knowledge, then every `*.toml` file of each directory (sorted by name),
     /// later entries replacing earlier ones with the same id.
     pub fn load(extra_dirs: &[PathBuf]) -> Result<KnowledgeBase, KbError> {
-        let mut sources: Vec<(String, String)> = BUILTIN
-            .iter()
-            .map(|(n, t)| (format!("builtin:{n}"), t.to_string()))
-            .collect();
+        let mut sources: Vec<(String, String)> =
+            BUILTIN.iter().map(|(n, t)| (format!("builtin:{n}"), t.to_string())).collect();
         for dir in extra_dirs {
             sources.extend(read_dir_sources(dir)?);
         }
-        let refs: Vec<(&str, &str)> = sources
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.as_str()))
-            .collect();
+        let refs: Vec<(&str, &str)> = sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
         Self::from_sources(&refs)
     }
 
@@ -90,14 +75,8 @@ impl KnowledgeBase {
 }
 
 fn read_dir_sources(dir: &Path) -> Result<Vec<(String, String)>, KbError> {
-    let whole = |message: String| KbError {
-        file: dir.display().to_string(),
-        line: 0,
-        key: String::new(),
-        message,
-    };
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| whole(format!("cannot read knowledge-base directory: {e}")))?;
+    let whole = |message: String| KbError { file: dir.display().to_string(), line: 0, key: String::new(), message };
+    let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read knowledge-base directory: {e}")))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())

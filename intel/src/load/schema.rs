@@ -18,15 +18,13 @@ impl<'de> Deserialize<'de> for MatchKey {
             "connects_to" => return Ok(MatchKey::ConnectsTo),
             _ => {}
         }
-        serde_json::from_value::<Field>(serde_json::Value::String(s.clone()))
-            .map(MatchKey::Field)
-            .map_err(|_| {
-                de::Error::custom(format!(
-                    "unknown evidence field {s:?}: use a wardline_common::Field name in snake_case \
+        serde_json::from_value::<Field>(serde_json::Value::String(s.clone())).map(MatchKey::Field).map_err(|_| {
+            de::Error::custom(format!(
+                "unknown evidence field {s:?}: use a wardline_common::Field name in snake_case \
                      (hostname, dhcp_vendor_class, dhcp_param_list, dicom_impl_class_uid, hl7_sending_app, \
                      listening_port, os_hint, ...) or one of mac_vendor, mac_org, device_id_vendor, connects_to"
-                ))
-            })
+            ))
+        })
     }
 }
 
@@ -37,9 +35,7 @@ pub(super) struct Pattern(pub(super) Regex);
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Regex::new(&s)
-            .map(Pattern)
-            .map_err(|e| de::Error::custom(format!("invalid regex: {e}")))
+        Regex::new(&s).map(Pattern).map_err(|e| de::Error::custom(format!("invalid regex: {e}")))
     }
 }
 
@@ -53,9 +49,7 @@ impl<'de> Deserialize<'de> for Weight {
         if w > 0.0 && w <= 1.0 {
             Ok(Weight(w))
         } else {
-            Err(de::Error::custom(format!(
-                "weight {w} is outside (0, 1]; 0.3 is weak evidence, 0.9 nearly proof"
-            )))
+            Err(de::Error::custom(format!("weight {w} is outside (0, 1]; 0.3 is weak evidence, 0.9 nearly proof")))
         }
     }
 }

@@ -61,11 +61,7 @@ impl KnowledgeBase {
         }
         let hex: String = mac.0.iter().map(|b| format!("{b:02X}")).collect();
         for len in [9, 7, 6] {
-            if let Some(v) = self
-                .oui_index
-                .get(&hex[..len])
-                .and_then(|id| self.vendors.get(id))
-            {
+            if let Some(v) = self.oui_index.get(&hex[..len]).and_then(|id| self.vendors.get(id)) {
                 return Some(v);
             }
         }
@@ -84,8 +80,6 @@ impl KnowledgeBase {
 
     fn vendor_for_org(&self, org: &str) -> Option<&Vendor> {
         // BTreeMap order makes the choice deterministic when two patterns match.
-        self.vendors
-            .values()
-            .find(|v| v.org_patterns.iter().any(|p| p.is_match(org)))
+        self.vendors.values().find(|v| v.org_patterns.iter().any(|p| p.is_match(org)))
     }
 }

@@ -34,8 +34,6 @@ impl OsInfo {
     /// Whether support has ended on `today` (YYYY-MM-DD). ISO dates compare as strings,
     /// which keeps this free of a calendar dependency.
     pub fn unsupported_on(&self, today: &str) -> bool {
-        self.end_of_support
-            .as_deref()
-            .is_some_and(|eos| eos < today)
+        self.end_of_support.as_deref().is_some_and(|eos| eos < today)
     }
 }

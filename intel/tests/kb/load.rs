@@ -69,51 +69,19 @@ fn builtin_knowledge_is_valid_and_rich() {
     assert_eq!(pump.criticality, Criticality::LifeSustaining);
     assert!(pump.comms.iter().any(|c| c.ports == vec![3613]));
     // Profiles that set their own criticality keep it.
-    assert_eq!(
-        kb.profile("philips_intellivue_mx").map(|p| p.criticality),
-        Some(Criticality::LifeSustaining)
-    );
+    assert_eq!(kb.profile("philips_intellivue_mx").map(|p| p.criticality), Some(Criticality::LifeSustaining));
     // OS end-of-support dates from kb-sources.
-    assert_eq!(
-        kb.os("windows_xp")
-            .and_then(|o| o.info.end_of_support.clone())
-            .as_deref(),
-        Some("2014-04-08")
-    );
-    assert_eq!(
-        kb.os("windows_server_2016")
-            .and_then(|o| o.info.end_of_support.clone())
-            .as_deref(),
-        Some("2027-01-12")
-    );
-    assert!(kb
-        .os("windows_7")
-        .is_some_and(|o| o.unsupported_on("2026-01-01")));
-    assert!(!kb
-        .os("windows_server_2016")
-        .is_some_and(|o| o.unsupported_on("2026-01-01")));
+    assert_eq!(kb.os("windows_xp").and_then(|o| o.info.end_of_support.clone()).as_deref(), Some("2014-04-08"));
+    assert_eq!(kb.os("windows_server_2016").and_then(|o| o.info.end_of_support.clone()).as_deref(), Some("2027-01-12"));
+    assert!(kb.os("windows_7").is_some_and(|o| o.unsupported_on("2026-01-01")));
+    assert!(!kb.os("windows_server_2016").is_some_and(|o| o.unsupported_on("2026-01-01")));
     // Vendor look-up: explicit OUI and organisation pattern.
     let mac = |s: &str| s.parse().expect("mac");
-    assert_eq!(
-        kb.vendor_for_mac(&mac("00:d0:75:01:02:03"))
-            .map(|v| v.id.as_str()),
-        Some("bd")
-    );
-    assert!(kb
-        .vendor_for_mac(&mac("00:d0:75:01:02:03"))
-        .is_some_and(|v| v.medical));
-    assert_eq!(
-        kb.vendor_for_mac(&mac("00:00:0c:01:02:03"))
-            .map(|v| v.id.as_str()),
-        Some("cisco")
-    );
-    assert!(kb
-        .vendor_for_mac(&mac("00:00:0c:01:02:03"))
-        .is_some_and(|v| !v.medical));
-    assert_eq!(
-        kb.vendor_for_oui([0x08, 0x00, 0x19]).map(|v| v.id.as_str()),
-        Some("ge")
-    );
+    assert_eq!(kb.vendor_for_mac(&mac("00:d0:75:01:02:03")).map(|v| v.id.as_str()), Some("bd"));
+    assert!(kb.vendor_for_mac(&mac("00:d0:75:01:02:03")).is_some_and(|v| v.medical));
+    assert_eq!(kb.vendor_for_mac(&mac("00:00:0c:01:02:03")).map(|v| v.id.as_str()), Some("cisco"));
+    assert!(kb.vendor_for_mac(&mac("00:00:0c:01:02:03")).is_some_and(|v| !v.medical));
+    assert_eq!(kb.vendor_for_oui([0x08, 0x00, 0x19]).map(|v| v.id.as_str()), Some("ge"));
 }
 
 #[test]
@@ -150,37 +118,13 @@ profile = "zoll_r_series"
         ("notes.txt", "not toml, ignored"),
     ]);
     let kb = KnowledgeBase::load(&[path]).expect("site KB loads");
-    assert_eq!(
-        kb.class("infusion_pump").map(|c| c.criticality),
-        Some(Criticality::PatientCritical)
-    );
-    assert_eq!(
-        kb.profile("acme_pump").map(|p| p.model_family.as_str()),
-        Some("ACME P2")
-    );
-    assert_eq!(
-        kb.profile("acme_pump").map(|p| p.class.as_str()),
-        Some("pca_pump")
-    );
-    assert!(
-        kb.profile("zoll_r_series").is_none(),
-        "disabled by the site"
-    );
-    assert!(
-        kb.profile("bd_alaris_pcu_8015").is_some(),
-        "builtin entries stay"
-    );
-    assert_eq!(
-        kb.vendor_for_mac(&"ac:de:48:00:11:22".parse().expect("mac"))
-            .map(|v| v.id.as_str()),
-        Some("acme_med")
-    );
-    assert_eq!(
-        kb.files.len(),
-        10,
-        "8 builtin files + 2 site files: {:?}",
-        kb.files
-    );
+    assert_eq!(kb.class("infusion_pump").map(|c| c.criticality), Some(Criticality::PatientCritical));
+    assert_eq!(kb.profile("acme_pump").map(|p| p.model_family.as_str()), Some("ACME P2"));
+    assert_eq!(kb.profile("acme_pump").map(|p| p.class.as_str()), Some("pca_pump"));
+    assert!(kb.profile("zoll_r_series").is_none(), "disabled by the site");
+    assert!(kb.profile("bd_alaris_pcu_8015").is_some(), "builtin entries stay");
+    assert_eq!(kb.vendor_for_mac(&"ac:de:48:00:11:22".parse().expect("mac")).map(|v| v.id.as_str()), Some("acme_med"));
+    assert_eq!(kb.files.len(), 10, "8 builtin files + 2 site files: {:?}", kb.files);
 }
 
 #[test]
@@ -204,7 +148,9 @@ fn bad_values_name_their_key() {
     assert_eq!((e.line, e.key.as_str()), (3, "field"), "{e}");
     assert!(e.message.contains("hostnme"), "{e}");
 
-    let e = load_err("[[rule]]\nid = \"x\"\nfield = \"hostname\"\nregex = \"(unclosed\"\nweight = 0.5\nclass = \"printer\"\n");
+    let e = load_err(
+        "[[rule]]\nid = \"x\"\nfield = \"hostname\"\nregex = \"(unclosed\"\nweight = 0.5\nclass = \"printer\"\n",
+    );
     assert_eq!((e.line, e.key.as_str()), (4, "regex"), "{e}");
     assert!(e.message.contains("regex"), "{e}");
 
@@ -214,9 +160,7 @@ fn bad_values_name_their_key() {
     let e = load_err("[[class]]\nid = \"x\"\nname = \"X\"\ncategory = \"medicall\"\ncriticality = \"non_clinical\"\n");
     assert_eq!((e.line, e.key.as_str()), (4, "category"), "{e}");
 
-    let e = load_err(
-        "[[os]]\nid = \"x\"\nname = \"X\"\nfamily = \"y\"\nend_of_support = \"31/12/2020\"\n",
-    );
+    let e = load_err("[[os]]\nid = \"x\"\nname = \"X\"\nfamily = \"y\"\nend_of_support = \"31/12/2020\"\n");
     assert_eq!((e.line, e.key.as_str()), (5, "end_of_support"), "{e}");
 
     let e = load_err("[[vendor]]\nid = \"v\"\nname = \"V\"\nouis = [\"00:11\"]\n");
@@ -229,10 +173,7 @@ fn dangling_reference_names_file_line_and_key() {
     assert!(e.file.ends_with("site.toml"), "{e}");
     assert_eq!((e.line, e.key.as_str()), (6, "class"), "{e}");
     assert!(e.message.contains("infusion_pumpp"), "{e}");
-    assert!(
-        e.to_string().contains("site.toml, line 6, key `class`"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("site.toml, line 6, key `class`"), "{e}");
 
     let e = load_err("[[override]]\nmac = \"00:11:22:33:44:55\"\nclass = \"nonexistent\"\n");
     assert_eq!((e.line, e.key.as_str()), (3, "class"), "{e}");
@@ -243,8 +184,7 @@ fn dangling_reference_names_file_line_and_key() {
 
 #[test]
 fn missing_directory_is_a_clear_error() {
-    let e =
-        KnowledgeBase::load(&[PathBuf::from("/nonexistent/wardline-kb")]).expect_err("no such dir");
+    let e = KnowledgeBase::load(&[PathBuf::from("/nonexistent/wardline-kb")]).expect_err("no such dir");
     assert!(e.file.contains("/nonexistent/wardline-kb"), "{e}");
     assert!(e.message.contains("cannot read"), "{e}");
 }
@@ -254,8 +194,5 @@ fn shared_builtin_is_parsed_once() {
     let a = KnowledgeBase::shared_builtin().expect("builtin");
     let b = KnowledgeBase::shared_builtin().expect("builtin");
     assert!(std::ptr::eq(a, b));
-    assert_eq!(
-        a.profiles.len(),
-        KnowledgeBase::builtin().expect("builtin").profiles.len()
-    );
+    assert_eq!(a.profiles.len(), KnowledgeBase::builtin().expect("builtin").profiles.len());
 }

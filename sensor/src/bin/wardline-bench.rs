@@ -100,14 +100,17 @@ fn parse_build_args(a: &[String]) -> Result<BuildArgs> {
         match x.as_str() {
             "--out" => b.out = PathBuf::from(val("--out")?),
             "--copies" => b.copies = val("--copies")?.parse().context("--copies must be a number")?,
-            "--shift-ms" => b.shift_us = val("--shift-ms")?.parse::<u64>().context("--shift-ms must be a number")? * 1000,
+            "--shift-ms" => {
+                b.shift_us = val("--shift-ms")?.parse::<u64>().context("--shift-ms must be a number")? * 1000
+            }
             "--max-gap-ms" => {
                 b.max_gap_us = val("--max-gap-ms")?.parse::<u64>().context("--max-gap-ms must be a number")? * 1000
             }
             "--span-s" => b.span_us = val("--span-s")?.parse::<u64>().context("--span-s must be a number")? * 1_000_000,
             "--dns-flows" => b.dns_flows = val("--dns-flows")?.parse().context("--dns-flows must be a number")?,
             "--dns-span-s" => {
-                b.dns_span_us = val("--dns-span-s")?.parse::<u64>().context("--dns-span-s must be a number")? * 1_000_000
+                b.dns_span_us =
+                    val("--dns-span-s")?.parse::<u64>().context("--dns-span-s must be a number")? * 1_000_000
             }
             s if s.starts_with("--") => bail!("unknown option {s}\n{USAGE}"),
             s => b.inputs.push(PathBuf::from(s)),
@@ -121,8 +124,10 @@ fn parse_build_args(a: &[String]) -> Result<BuildArgs> {
 
 fn collect_inputs(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if p.is_dir() {
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(p).with_context(|| format!("cannot list {}", p.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("cannot list {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         entries.sort();
         for e in entries {
             collect_inputs(&e, out)?;
@@ -434,9 +439,8 @@ fn build_capture(a: &[String]) -> Result<()> {
     w.write_all(&1u32.to_le_bytes())?;
 
     // k-way merge of the shifted copies by timestamp: (ts, copy, index in base).
-    let mut heap: BinaryHeap<Reverse<(u64, u32, usize)>> = (0..args.copies)
-        .map(|k| Reverse((base.pkts[0].0 + k as u64 * args.shift_us, k, 0usize)))
-        .collect();
+    let mut heap: BinaryHeap<Reverse<(u64, u32, usize)>> =
+        (0..args.copies).map(|k| Reverse((base.pkts[0].0 + k as u64 * args.shift_us, k, 0usize))).collect();
     let keys: Vec<u32> = (0..args.copies).map(copy_key).collect();
     // The DNS stream is one more merge input, numbered after the copies.
     let dns = DnsLoad { flows: args.dns_flows, span_us: args.dns_span_us };

@@ -194,7 +194,10 @@ impl FileReader {
         r.fill(24)?;
         let head = &r.source.bytes()[r.start..r.end];
         if head.len() < 4 {
-            return Err(CaptureError::Format { path: r.path, detail: format!("file is only {} bytes long", head.len()) });
+            return Err(CaptureError::Format {
+                path: r.path,
+                detail: format!("file is only {} bytes long", head.len()),
+            });
         }
         let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         if magic == PCAPNG_SHB {
@@ -213,9 +216,8 @@ impl FileReader {
             if avail < len {
                 return Err(r.truncated(0, len, avail));
             }
-            let (rem, parser) = PcapNgParser::new(&r.source.bytes()[r.start..r.end]).map_err(|e| CaptureError::Format {
-                path: r.path.clone(),
-                detail: format!("bad pcapng section header: {e}"),
+            let (rem, parser) = PcapNgParser::new(&r.source.bytes()[r.start..r.end]).map_err(|e| {
+                CaptureError::Format { path: r.path.clone(), detail: format!("bad pcapng section header: {e}") }
             })?;
             let used = (r.end - r.start) - rem.len();
             r.start += used;
@@ -306,7 +308,11 @@ impl FileReader {
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => {
-                    return Err(CaptureError::Io { path: self.path.clone(), offset: self.base + self.end as u64, source })
+                    return Err(CaptureError::Io {
+                        path: self.path.clone(),
+                        offset: self.base + self.end as u64,
+                        source,
+                    })
                 }
             }
         }
@@ -458,14 +464,20 @@ impl FileReader {
                         return Err(CaptureError::Corrupt {
                             path: self.path.clone(),
                             offset: off,
-                            detail: format!("captured length {caplen} exceeds the block body ({} bytes)", body.len() - 20),
+                            detail: format!(
+                                "captured length {caplen} exceeds the block body ({} bytes)",
+                                body.len() - 20
+                            ),
                         });
                     }
                     let Some(info) = ifaces.get(iface_id as usize).copied() else {
                         return Err(CaptureError::Corrupt {
                             path: self.path.clone(),
                             offset: off,
-                            detail: format!("packet names interface {iface_id} but only {} are described", ifaces.len()),
+                            detail: format!(
+                                "packet names interface {iface_id} but only {} are described",
+                                ifaces.len()
+                            ),
                         });
                     };
                     let ts_us = ts_to_us(ts, info.unit).saturating_add(info.offset_s.saturating_mul(1_000_000));

@@ -60,7 +60,8 @@ where
         match cap.next_packet() {
             Ok(p) => {
                 let ts = p.header.ts;
-                let ts_us = (ts.tv_sec.max(0) as u64).saturating_mul(1_000_000).saturating_add(ts.tv_usec.max(0) as u64);
+                let ts_us =
+                    (ts.tv_sec.max(0) as u64).saturating_mul(1_000_000).saturating_add(ts.tv_usec.max(0) as u64);
                 summary.packets += 1;
                 summary.bytes_read += p.data.len() as u64;
                 let raw = RawPacket { ts_us, linktype, data: p.data, orig_len: p.header.len };

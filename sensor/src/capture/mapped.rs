@@ -74,12 +74,7 @@ impl MappedFile {
         }
         // Advice only: read ahead harder and drop behind sooner. Ignored if refused.
         let _ = map.advise(memmap2::Advice::Sequential);
-        Some(MappedFile {
-            map,
-            released: 0,
-            release_every: release_every.max(RELEASE_ALIGN),
-            prefetched: 0,
-        })
+        Some(MappedFile { map, released: 0, release_every: release_every.max(RELEASE_ALIGN), prefetched: 0 })
     }
 
     /// 32-bit targets would spend their address space on large captures; other targets

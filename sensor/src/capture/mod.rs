@@ -6,9 +6,9 @@
 //! `analyze` reads its files with [`file::FileReader`] directly, one file after another.
 
 pub mod file;
-mod mapped;
 #[cfg(feature = "live")]
 pub mod live;
+mod mapped;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -94,7 +94,10 @@ impl RawPacket<'_> {
 pub enum Source {
     File(PathBuf),
     /// A live interface, opened promiscuous and read-only, with an optional BPF filter.
-    Live { iface: String, bpf: Option<String> },
+    Live {
+        iface: String,
+        bpf: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Source {
@@ -114,7 +117,9 @@ pub enum CaptureError {
     Open { path: String, source: std::io::Error },
     #[error("capture {path}: read failed at byte offset {offset}: {source}")]
     Io { path: String, offset: u64, source: std::io::Error },
-    #[error("capture {path}: not a pcap or pcapng file ({detail}); convert it with `editcap -F pcap` or check the path")]
+    #[error(
+        "capture {path}: not a pcap or pcapng file ({detail}); convert it with `editcap -F pcap` or check the path"
+    )]
     Format { path: String, detail: String },
     #[error(
         "capture {path}: record at byte offset {offset} is truncated (header says {needed} bytes, {remain} remain) \
@@ -139,7 +144,11 @@ pub struct CaptureSummary {
 
 /// Run `on_packet` for every packet of `source`, in capture order, until the source ends,
 /// the callback returns `ControlFlow::Break`, or `stop` becomes true (live capture).
-pub fn for_each_packet<F>(source: &Source, stop: Option<&AtomicBool>, mut on_packet: F) -> Result<CaptureSummary, CaptureError>
+pub fn for_each_packet<F>(
+    source: &Source,
+    stop: Option<&AtomicBool>,
+    mut on_packet: F,
+) -> Result<CaptureSummary, CaptureError>
 where
     F: FnMut(&RawPacket<'_>) -> ControlFlow<()>,
 {

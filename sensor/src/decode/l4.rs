@@ -15,7 +15,13 @@ pub mod tcp_flags {
 }
 
 /// `body` ends where the IP packet ends (padding removed); `off` is the transport header.
-pub(super) fn decode_l4<'a>(proto: u8, v6: bool, body: &'a [u8], off: usize, d: &mut Decoded<'a>) -> Result<(), DecodeError> {
+pub(super) fn decode_l4<'a>(
+    proto: u8,
+    v6: bool,
+    body: &'a [u8],
+    off: usize,
+    d: &mut Decoded<'a>,
+) -> Result<(), DecodeError> {
     let b = Bytes { data: body };
     let n = body.len();
     match proto {

@@ -69,7 +69,11 @@ pub(super) fn decode_link(lt: LinkType, frame: &[u8], d: &mut Decoded<'_>) -> Re
 
 /// An Ethernet header at `off` (the frame's start, or inside a GRE/ERSPAN tunnel).
 /// Returns (ethertype, offset of the network header, usable end of the frame).
-pub(super) fn decode_ethernet(frame: &[u8], off: usize, d: &mut Decoded<'_>) -> Result<(u16, usize, usize), DecodeError> {
+pub(super) fn decode_ethernet(
+    frame: &[u8],
+    off: usize,
+    d: &mut Decoded<'_>,
+) -> Result<(u16, usize, usize), DecodeError> {
     let b = Bytes { data: frame };
     let n = frame.len();
     let dst = b.mac(off).ok_or(err("ethernet_truncated", off, n))?;

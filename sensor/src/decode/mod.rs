@@ -74,9 +74,18 @@ pub struct IpHeader {
 pub enum L4 {
     None,
     Tcp(TcpHeader),
-    Udp { src_port: u16, dst_port: u16 },
-    Icmp { icmp_type: u8, code: u8 },
-    Icmpv6 { icmp_type: u8, code: u8 },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
+    Icmpv6 {
+        icmp_type: u8,
+        code: u8,
+    },
     /// Another IP protocol (GRE, ESP, SCTP, ...), not decoded further.
     Other,
 }
@@ -205,7 +214,12 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 const MAX_VLAN_TAGS: usize = 4;
 
 /// Continue decoding at `off` in `frame` given the ethertype that announced it.
-pub(crate) fn decode_ethertype<'a>(mut ethertype: u16, frame: &'a [u8], mut off: usize, d: &mut Decoded<'a>) -> Result<(), DecodeError> {
+pub(crate) fn decode_ethertype<'a>(
+    mut ethertype: u16,
+    frame: &'a [u8],
+    mut off: usize,
+    d: &mut Decoded<'a>,
+) -> Result<(), DecodeError> {
     let b = Bytes { data: frame };
     let mut tags = 0;
     // `matches!` rather than `VLAN_ETHERTYPES.contains`: a compare chain, not a slice call, per frame.

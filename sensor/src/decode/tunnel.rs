@@ -7,7 +7,7 @@
 //! [`Tunnel`] keeps what the outer layers said. Nesting is bounded so a hostile frame of
 //! tunnels inside tunnels cannot recurse deeply.
 
-use super::{decode_ethertype, err, link, Bytes, DecodeError, Decoded, L4, Net};
+use super::{decode_ethertype, err, link, Bytes, DecodeError, Decoded, Net, L4};
 use std::net::IpAddr;
 
 pub(super) const IPPROTO_GRE: u8 = 47;

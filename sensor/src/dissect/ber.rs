@@ -63,15 +63,17 @@ impl<'a> Reader<'a> {
             if n == 0 || n > 4 {
                 return Err(format!("unsupported length form 0x{l0:02x} at offset {}", self.pos - 1));
             }
-            let bytes = self.buf.get(self.pos..self.pos + n).ok_or_else(|| format!("length at offset {} cut short", self.pos))?;
+            let bytes = self
+                .buf
+                .get(self.pos..self.pos + n)
+                .ok_or_else(|| format!("length at offset {} cut short", self.pos))?;
             self.pos += n;
             bytes.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize)
         };
         let end = self.pos.checked_add(len).ok_or("length overflows")?;
-        let body = self
-            .buf
-            .get(self.pos..end)
-            .ok_or_else(|| format!("element at offset {start} says {len} bytes, only {} remain", self.buf.len() - self.pos))?;
+        let body = self.buf.get(self.pos..end).ok_or_else(|| {
+            format!("element at offset {start} says {len} bytes, only {} remain", self.buf.len() - self.pos)
+        })?;
         self.pos = end;
         Ok(Tlv { ident, tag, body })
     }
@@ -114,7 +116,13 @@ pub fn oid(body: &[u8]) -> Result<String, String> {
         in_arc = b & 0x80 != 0;
         if !in_arc {
             if arcs.is_empty() {
-                let (first, second) = if v < 40 { (0, v) } else if v < 80 { (1, v - 40) } else { (2, v - 80) };
+                let (first, second) = if v < 40 {
+                    (0, v)
+                } else if v < 80 {
+                    (1, v - 40)
+                } else {
+                    (2, v - 80)
+                };
                 arcs.push(first);
                 arcs.push(second);
             } else {

@@ -30,8 +30,18 @@ pub struct CdpRecord {
     pub management_addresses: Vec<String>,
 }
 
-const CAP_NAMES: [&str; 10] =
-    ["router", "transparent-bridge", "source-route-bridge", "switch", "host", "igmp", "repeater", "phone", "remote", "cvta"];
+const CAP_NAMES: [&str; 10] = [
+    "router",
+    "transparent-bridge",
+    "source-route-bridge",
+    "switch",
+    "host",
+    "igmp",
+    "repeater",
+    "phone",
+    "remote",
+    "cvta",
+];
 
 fn err(kind: &'static str, detail: impl Into<String>) -> DissectError {
     DissectError::new(PROTO, kind, detail)
@@ -72,7 +82,10 @@ fn addresses(body: &[u8]) -> Vec<String> {
 pub fn parse(payload: &[u8]) -> Result<CdpRecord, DissectError> {
     let pdu = if payload.starts_with(&[0xaa, 0xaa, 0x03]) {
         if !is_cdp_snap(payload) {
-            return Err(err("not_cdp", format!("SNAP header {} is not CDP (00000c/2000)", hex::encode(payload.get(..8).unwrap_or(payload)))));
+            return Err(err(
+                "not_cdp",
+                format!("SNAP header {} is not CDP (00000c/2000)", hex::encode(payload.get(..8).unwrap_or(payload))),
+            ));
         }
         &payload[8..]
     } else {
@@ -99,9 +112,12 @@ pub fn parse(payload: &[u8]) -> Result<CdpRecord, DissectError> {
         if len < 4 {
             return Err(err("bad_length", format!("TLV type 0x{ty:04x} at offset {pos} has length {len} < 4")));
         }
-        let body = pdu
-            .get(pos + 4..pos + len)
-            .ok_or_else(|| DissectError::truncated(PROTO, format!("TLV type 0x{ty:04x} says {len} bytes at offset {pos}, PDU is {}", pdu.len())))?;
+        let body = pdu.get(pos + 4..pos + len).ok_or_else(|| {
+            DissectError::truncated(
+                PROTO,
+                format!("TLV type 0x{ty:04x} says {len} bytes at offset {pos}, PDU is {}", pdu.len()),
+            )
+        })?;
         pos += len;
         match ty {
             0x01 => rec.device_id = Some(display(body)),
@@ -109,7 +125,8 @@ pub fn parse(payload: &[u8]) -> Result<CdpRecord, DissectError> {
             0x03 => rec.port_id = Some(display(body)),
             0x04 => {
                 let bits = be32(body, 0).unwrap_or(0);
-                rec.capabilities = CAP_NAMES.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| *n).collect();
+                rec.capabilities =
+                    CAP_NAMES.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| *n).collect();
             }
             0x05 => rec.software_version = Some(display(body)),
             0x06 => rec.platform = Some(display(body)),
@@ -148,7 +165,8 @@ impl Dissector for CdpDissector {
         Proto::Cdp
     }
     fn wants(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        matches!(ctx.transport, Transport::L2 { .. }) && (is_cdp_snap(payload) || ctx.dst_mac == MULTICAST && !payload.starts_with(&[0xaa, 0xaa]))
+        matches!(ctx.transport, Transport::L2 { .. })
+            && (is_cdp_snap(payload) || ctx.dst_mac == MULTICAST && !payload.starts_with(&[0xaa, 0xaa]))
     }
     fn dissect(&self, _ctx: &PacketCtx, payload: &[u8], out: &mut Vec<Finding>) -> Result<(), DissectError> {
         findings(&parse(payload)?, out);

@@ -18,8 +18,28 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 256;
 
 pub const METHODS: &[&str] = &[
-    "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PATCH", "PROPFIND", "PROPPATCH", "MKCOL", "COPY",
-    "MOVE", "LOCK", "UNLOCK", "SUBSCRIBE", "UNSUBSCRIBE", "NOTIFY", "M-SEARCH", "REPORT", "SEARCH",
+    "GET",
+    "POST",
+    "HEAD",
+    "PUT",
+    "DELETE",
+    "OPTIONS",
+    "TRACE",
+    "CONNECT",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "NOTIFY",
+    "M-SEARCH",
+    "REPORT",
+    "SEARCH",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +86,10 @@ pub fn looks_like_http(payload: &[u8]) -> bool {
         return true;
     }
     METHODS.iter().any(|m| {
-        m.as_bytes()[0] == first && payload.len() > m.len() && payload.starts_with(m.as_bytes()) && payload[m.len()] == b' '
+        m.as_bytes()[0] == first
+            && payload.len() > m.len()
+            && payload.starts_with(m.as_bytes())
+            && payload[m.len()] == b' '
     })
 }
 
@@ -78,12 +101,15 @@ pub fn parse(payload: &[u8]) -> Result<HttpRecord, DissectError> {
 pub(crate) fn parse_with(payload: &[u8], proto: Proto) -> Result<HttpRecord, DissectError> {
     let window = &payload[..payload.len().min(MAX_HEAD_BYTES)];
     let mut lines = Lines { buf: window, pos: 0 };
-    let first = lines
-        .next()
-        .ok_or_else(|| DissectError::truncated(proto, "no complete start line"))?;
-    let first = std::str::from_utf8(first).map_err(|_| DissectError::new(proto, "not_text", "start line is not UTF-8"))?;
+    let first = lines.next().ok_or_else(|| DissectError::truncated(proto, "no complete start line"))?;
+    let first =
+        std::str::from_utf8(first).map_err(|_| DissectError::new(proto, "not_text", "start line is not UTF-8"))?;
     let start = parse_start(first).ok_or_else(|| {
-        DissectError::new(proto, "bad_start_line", format!("not an HTTP/1.x start line: {:?}", display(first.as_bytes())))
+        DissectError::new(
+            proto,
+            "bad_start_line",
+            format!("not an HTTP/1.x start line: {:?}", display(first.as_bytes())),
+        )
     })?;
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut head_len = None;
@@ -114,7 +140,11 @@ pub(crate) fn parse_with(payload: &[u8], proto: Proto) -> Result<HttpRecord, Dis
         }
     }
     if head_len.is_none() && payload.len() > MAX_HEAD_BYTES {
-        return Err(DissectError::new(proto, "head_too_large", format!("no end of headers within {MAX_HEAD_BYTES} bytes")));
+        return Err(DissectError::new(
+            proto,
+            "head_too_large",
+            format!("no end of headers within {MAX_HEAD_BYTES} bytes"),
+        ));
     }
     Ok(HttpRecord { start, headers, head_len })
 }
@@ -279,7 +309,8 @@ mod tests {
 
     #[test]
     fn basic_auth_flagged_without_credential() {
-        let req = b"GET / HTTP/1.1\r\nHost: pump.local\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\nUser-Agent: x/1\r\n\r\n";
+        let req =
+            b"GET / HTTP/1.1\r\nHost: pump.local\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\nUser-Agent: x/1\r\n\r\n";
         let rec = parse(req).unwrap();
         let mut out = Vec::new();
         findings(&rec, &mut out);

@@ -29,9 +29,8 @@ pub struct LldpRecord {
     pub port_vlan: Option<u16>,
 }
 
-const CAP_NAMES: [&str; 11] = [
-    "other", "repeater", "bridge", "wlan-ap", "router", "telephone", "docsis", "station", "c-vlan", "s-vlan", "tpmr",
-];
+const CAP_NAMES: [&str; 11] =
+    ["other", "repeater", "bridge", "wlan-ap", "router", "telephone", "docsis", "station", "c-vlan", "s-vlan", "tpmr"];
 
 fn caps(bits: u16) -> Vec<&'static str> {
     CAP_NAMES.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| *n).collect()
@@ -83,9 +82,12 @@ pub fn parse(payload: &[u8]) -> Result<LldpRecord, DissectError> {
         };
         let ty = (hdr >> 9) as u8;
         let len = (hdr & 0x1ff) as usize;
-        let body = payload
-            .get(pos + 2..pos + 2 + len)
-            .ok_or_else(|| DissectError::truncated(PROTO, format!("TLV type {ty} says {len} bytes at offset {pos}, frame ends at {}", payload.len())))?;
+        let body = payload.get(pos + 2..pos + 2 + len).ok_or_else(|| {
+            DissectError::truncated(
+                PROTO,
+                format!("TLV type {ty} says {len} bytes at offset {pos}, frame ends at {}", payload.len()),
+            )
+        })?;
         pos += 2 + len;
         let sub = body.first().copied().unwrap_or(0);
         let rest = body.get(1..).unwrap_or(&[]);
@@ -98,7 +100,8 @@ pub fn parse(payload: &[u8]) -> Result<LldpRecord, DissectError> {
             5 => rec.system_name = Some(display(body)),
             6 => rec.system_description = Some(display(body)),
             7 => {
-                let have = be16(body, 0).ok_or_else(|| DissectError::truncated(PROTO, "capabilities TLV shorter than 4 bytes"))?;
+                let have = be16(body, 0)
+                    .ok_or_else(|| DissectError::truncated(PROTO, "capabilities TLV shorter than 4 bytes"))?;
                 let enabled = be16(body, 2).unwrap_or(0);
                 rec.capabilities = caps(have);
                 rec.enabled_capabilities = caps(enabled);
@@ -113,10 +116,9 @@ pub fn parse(payload: &[u8]) -> Result<LldpRecord, DissectError> {
                     }
                 }
             }
-            127
-                if body.len() >= 6 && body[..3] == [0x00, 0x80, 0xc2] && body[3] == 1 => {
-                    rec.port_vlan = be16(body, 4);
-                }
+            127 if body.len() >= 6 && body[..3] == [0x00, 0x80, 0xc2] && body[3] == 1 => {
+                rec.port_vlan = be16(body, 4);
+            }
             _ => {}
         }
     }

@@ -245,7 +245,9 @@ impl Dispatch {
     /// Should this TCP payload's flow be reassembled? True when the dissector of a
     /// [`Dissection::Stream`] protocol would take it as the start of a stream.
     pub fn starts_stream(&self, ctx: &PacketCtx, payload: &[u8]) -> bool {
-        ctx.transport == Transport::Tcp && !payload.is_empty() && self.stream.iter().any(|d| d.starts_stream(ctx, payload))
+        ctx.transport == Transport::Tcp
+            && !payload.is_empty()
+            && self.stream.iter().any(|d| d.starts_stream(ctx, payload))
     }
 
     /// Same result as [`dissect`] over the whole registry.

@@ -24,10 +24,9 @@ pub fn parse(payload: &[u8]) -> Result<SshRecord, DissectError> {
         return Err(DissectError::new(PROTO, "not_banner", "payload does not start with \"SSH-\""));
     }
     let window = &payload[..payload.len().min(MAX_BANNER)];
-    let end = window
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| DissectError::truncated(PROTO, format!("no line end within {MAX_BANNER} bytes of the banner")))?;
+    let end = window.iter().position(|&b| b == b'\n').ok_or_else(|| {
+        DissectError::truncated(PROTO, format!("no line end within {MAX_BANNER} bytes of the banner"))
+    })?;
     let line = &window[..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let banner = display(line);

@@ -232,7 +232,7 @@ mod in_place_tests {
         let ack = u32::from_be_bytes([tcp_header[8], tcp_header[9], tcp_header[10], tcp_header[11]]);
         let window = u16::from_be_bytes([tcp_header[14], tcp_header[15]]);
         let urg_ptr = u16::from_be_bytes([tcp_header[18], tcp_header[19]]);
-    
+
         let mut layout: Vec<String> = Vec::new();
         let mut quirks: Vec<&'static str> = Vec::new();
         let mut mss: Option<u16> = None;
@@ -310,7 +310,7 @@ mod in_place_tests {
             }
             i += len;
         }
-    
+
         if flags & (ECE | CWR) != 0 {
             quirks.push("ecn");
         }
@@ -333,7 +333,7 @@ mod in_place_tests {
             quirks.push("pushf+");
         }
         quirks.dedup();
-    
+
         // Window as a multiple of MSS or of MTU (MSS + IP + TCP headers) when it is one, as p0f writes it.
         let ip_tcp_headers: u32 = if ip_version == 4 { 40 } else { 60 };
         let wsize = match mss.map(u32::from).filter(|&m| m > 0) {

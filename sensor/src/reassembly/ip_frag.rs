@@ -113,7 +113,9 @@ pub fn fragment_of<'a>(frame: &'a [u8], d: &Decoded<'a>) -> Option<FragInfo<'a>>
             let hi = s.checked_sub(48)?;
             let lo = hi.saturating_sub(MAX_V6_UNFRAGMENTABLE);
             let o = (lo..=hi).rev().find(|&o| {
-                frame[o] >> 4 == 6 && frame.get(o + 8..o + 24) == Some(&src[..]) && frame.get(o + 24..o + 40) == Some(&dst[..])
+                frame[o] >> 4 == 6
+                    && frame.get(o + 8..o + 24) == Some(&src[..])
+                    && frame.get(o + 24..o + 40) == Some(&dst[..])
             })?;
             let plen = u16::from_be_bytes([frame[o + 4], frame[o + 5]]) as usize;
             let end = if plen == 0 { frame.len() } else { (o + 40 + plen).min(frame.len()) };
@@ -316,7 +318,14 @@ impl FragTable {
     }
 
     /// Add one fragment; returns the rebuilt IP packet when this completes a datagram.
-    pub fn push(&mut self, vlan: Option<u16>, src: IpAddr, dst: IpAddr, ts_us: u64, f: &FragInfo<'_>) -> Option<Vec<u8>> {
+    pub fn push(
+        &mut self,
+        vlan: Option<u16>,
+        src: IpAddr,
+        dst: IpAddr,
+        ts_us: u64,
+        f: &FragInfo<'_>,
+    ) -> Option<Vec<u8>> {
         self.expire(ts_us);
         let end = f.offset as u64 + f.data.len() as u64;
         if end > MAX_PAYLOAD as u64 || (f.more && !f.data.len().is_multiple_of(8)) {
@@ -325,8 +334,17 @@ impl FragTable {
         }
         let key = FragKey { vlan, src, dst, id: f.id, proto: if f.v6 { 0 } else { f.proto } };
         if !self.map.contains_key(&key) {
-            while (self.map.len() >= self.cfg.max_datagrams || self.bytes + f.data.len() > self.cfg.max_bytes) && self.evict_oldest() {}
-            let d = Datagram { created_us: ts_us, header: None, proto: f.proto, data: Vec::new(), held: Vec::new(), total: None };
+            while (self.map.len() >= self.cfg.max_datagrams || self.bytes + f.data.len() > self.cfg.max_bytes)
+                && self.evict_oldest()
+            {}
+            let d = Datagram {
+                created_us: ts_us,
+                header: None,
+                proto: f.proto,
+                data: Vec::new(),
+                held: Vec::new(),
+                total: None,
+            };
             self.bytes += d.cost();
             self.map.insert(key, d);
             self.order.push_back((ts_us, key));

@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase, PortRef, Transport};
 use wardline_common::{Event, Evidence, MacAddr, Proto};
+use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase, PortRef, Transport};
 use wardline_sensor::capture::file::FileReader;
-use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario};
 use wardline_sensor::pipeline::{Pipeline, PipelineConfig};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario};
 
 /// Everything the pipeline reported about each MAC, as classifier input.
 fn facts_from_capture(path: &Path) -> BTreeMap<MacAddr, DeviceFacts> {
@@ -56,8 +56,11 @@ fn facts_from_capture(path: &Path) -> BTreeMap<MacAddr, DeviceFacts> {
     for e in &events {
         if let Event::Flow(fl) = e {
             let Some(t) = Transport::from_ip_proto(fl.ip_proto) else { continue };
-            let (client_ip, server_ip, port) =
-                if fl.a_port < 1024 && fl.b_port >= 1024 { (fl.b_ip, fl.a_ip, fl.a_port) } else { (fl.a_ip, fl.b_ip, fl.b_port) };
+            let (client_ip, server_ip, port) = if fl.a_port < 1024 && fl.b_port >= 1024 {
+                (fl.b_ip, fl.a_ip, fl.a_port)
+            } else {
+                (fl.a_ip, fl.b_ip, fl.b_port)
+            };
             let p = PortRef { transport: t, port };
             if let Some(f) = by_ip.get(&client_ip).and_then(|m| facts.get_mut(m)) {
                 f.connects_to.push(p);
@@ -97,22 +100,46 @@ fn score(label: &str, truth: &GroundTruth, facts_of: impl Fn(&MacAddr) -> Device
         if !class_ok || !cat_ok {
             misses.push(format!(
                 "{} {} ({}): expected {}/{}, got {}/{} ({:.2})",
-                dev.mac, dev.profile, dev.model, dev.class, dev.category, c.class.value, c.category.value, c.class.confidence
+                dev.mac,
+                dev.profile,
+                dev.model,
+                dev.class,
+                dev.category,
+                c.class.value,
+                c.category.value,
+                c.class.confidence
             ));
         }
         // Nothing that is not medical may come out medical or life-sustaining.
         if dev.category != "medical" {
-            assert_ne!(c.category.value.as_str(), "medical", "{label}: {} ({}) labelled medical\n{}", dev.mac, dev.profile, c.explain());
+            assert_ne!(
+                c.category.value.as_str(),
+                "medical",
+                "{label}: {} ({}) labelled medical\n{}",
+                dev.mac,
+                dev.profile,
+                c.explain()
+            );
             assert_ne!(c.criticality.value.as_str(), "life_sustaining", "{label}: {} ({})", dev.mac, dev.profile);
         }
         // Every class except the last-resort one is explained by evidence.
-        assert!(c.class.value == "unknown_it" || !c.class.evidence.is_empty(), "{label}: {}: class without evidence", dev.mac);
+        assert!(
+            c.class.value == "unknown_it" || !c.class.evidence.is_empty(),
+            "{label}: {}: class without evidence",
+            dev.mac
+        );
     }
     let (n, class_ok, cat_ok) = per_class.values().fold((0, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
     println!("== {label}: {n} devices, {} generator profiles, {} classes", profiles.len(), per_class.len());
     println!("{:<22} {:>7} {:>9} {:>11}", "class", "devices", "class %", "category %");
     for (class, (d, c, k)) in &per_class {
-        println!("{:<22} {:>7} {:>8.1}% {:>10.1}%", class, d, 100.0 * *c as f64 / *d as f64, 100.0 * *k as f64 / *d as f64);
+        println!(
+            "{:<22} {:>7} {:>8.1}% {:>10.1}%",
+            class,
+            d,
+            100.0 * *c as f64 / *d as f64,
+            100.0 * *k as f64 / *d as f64
+        );
     }
     let class_acc = class_ok as f64 / n.max(1) as f64;
     let cat_acc = cat_ok as f64 / n.max(1) as f64;
@@ -165,7 +192,8 @@ fn kb_accuracy_on_ground_truth_evidence() {
             }
         }
     }
-    let result = score("ground-truth evidence", &truth, |m| facts.get(m).cloned().unwrap_or_else(|| DeviceFacts::new(*m)));
+    let result =
+        score("ground-truth evidence", &truth, |m| facts.get(m).cloned().unwrap_or_else(|| DeviceFacts::new(*m)));
     check("ground-truth evidence", result);
 }
 

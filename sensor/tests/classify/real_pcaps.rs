@@ -4,8 +4,8 @@
 //! WARDLINE_PCAPS.
 
 use std::collections::BTreeMap;
-use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
 use wardline_common::{Event, MacAddr};
+use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
 use wardline_sensor::capture::file::FileReader;
 use wardline_sensor::pipeline::{Pipeline, PipelineConfig};
 
@@ -53,8 +53,9 @@ const KNOWN_MEDICAL: &[(&str, &str)] = &[
 #[test]
 fn real_captures_every_device_classified_and_it_never_medical() {
     let dir = pcaps_dir();
-    let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv"))
-        .unwrap_or_else(|e| panic!("cannot read {}/MANIFEST.tsv ({e}); set WARDLINE_PCAPS to the shared pcaps folder", dir.display()));
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap_or_else(|e| {
+        panic!("cannot read {}/MANIFEST.tsv ({e}); set WARDLINE_PCAPS to the shared pcaps folder", dir.display())
+    });
     let kb = KnowledgeBase::builtin().expect("builtin KB");
     let (mut devices, mut with_evidence, mut files) = (0usize, 0usize, 0usize);
     let mut classes: BTreeMap<String, usize> = BTreeMap::new();
@@ -70,14 +71,31 @@ fn real_captures_every_device_classified_and_it_never_medical() {
             assert!(!c.class.value.is_empty() && kb.class(&c.class.value).is_some(), "{rel} {}: no class", f.mac);
             let explained = !c.class.evidence.is_empty() || c.vendor.as_ref().is_some_and(|v| !v.evidence.is_empty());
             if !f.evidence.is_empty() || wardline_intel::oui::lookup(&f.mac).is_some() {
-                assert!(explained || c.class.value == "unknown_it", "{rel} {}: evidence but no explanation\n{}", f.mac, c.explain());
+                assert!(
+                    explained || c.class.value == "unknown_it",
+                    "{rel} {}: evidence but no explanation\n{}",
+                    f.mac,
+                    c.explain()
+                );
             }
             with_evidence += explained as usize;
             let known_medical = KNOWN_MEDICAL.iter().any(|(file, mac)| *file == rel && *mac == f.mac.to_string());
             if known_medical {
-                assert_eq!(c.category.value.as_str(), "medical", "{rel} {}: medical device missed\n{}", f.mac, c.explain());
+                assert_eq!(
+                    c.category.value.as_str(),
+                    "medical",
+                    "{rel} {}: medical device missed\n{}",
+                    f.mac,
+                    c.explain()
+                );
             } else if !medical_capture {
-                assert_ne!(c.category.value.as_str(), "medical", "{rel} {}: IT/IoT device labelled medical\n{}", f.mac, c.explain());
+                assert_ne!(
+                    c.category.value.as_str(),
+                    "medical",
+                    "{rel} {}: IT/IoT device labelled medical\n{}",
+                    f.mac,
+                    c.explain()
+                );
                 assert_ne!(c.criticality.value.as_str(), "life_sustaining", "{rel} {}", f.mac);
             }
         }

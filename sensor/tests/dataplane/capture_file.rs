@@ -51,7 +51,11 @@ fn pcapng_timestamps_are_microseconds() {
     let p = pcap("dhcp/dhcp_inlease_renewal.pcapng");
     let (pkts, err) = read_all(&p);
     assert!(err.is_none());
-    let o = std::process::Command::new("tshark").args(["-r"]).arg(&p).args(["-T", "fields", "-e", "frame.time_epoch"]).output();
+    let o = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&p)
+        .args(["-T", "fields", "-e", "frame.time_epoch"])
+        .output();
     if let Ok(o) = o {
         let want: Vec<u64> = String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -437,18 +441,17 @@ fn damaged_real() -> impl Strategy<Value = Vec<u8>> {
         ["dhcp/Dhcp3.pcap", "dhcp/dhcp_nolease_initialization.pcapng", "discovery/lldp.pcap", "http/http.pcapng"];
     let originals: Vec<Vec<u8>> = sources.iter().map(|s| std::fs::read(pcap(s)).unwrap()).collect();
     let edits = prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6);
-    (0..originals.len(), edits, any::<prop::sample::Index>())
-        .prop_map(move |(which, edits, cut)| {
-            let mut v = originals[which].clone();
-            for (at, byte) in edits {
-                // Half the edits hit the first 64 bytes, where the headers and lengths are.
-                let i = if byte & 1 == 0 { at.index(v.len().min(64)) } else { at.index(v.len()) };
-                v[i] = byte;
-            }
-            let keep = v.len() - cut.index(v.len() / 2 + 1).min(v.len());
-            v.truncate(if cut.index(3) == 0 { keep } else { v.len() });
-            v
-        })
+    (0..originals.len(), edits, any::<prop::sample::Index>()).prop_map(move |(which, edits, cut)| {
+        let mut v = originals[which].clone();
+        for (at, byte) in edits {
+            // Half the edits hit the first 64 bytes, where the headers and lengths are.
+            let i = if byte & 1 == 0 { at.index(v.len().min(64)) } else { at.index(v.len()) };
+            v[i] = byte;
+        }
+        let keep = v.len() - cut.index(v.len() / 2 + 1).min(v.len());
+        v.truncate(if cut.index(3) == 0 { keep } else { v.len() });
+        v
+    })
 }
 
 fn any_capture_bytes() -> impl Strategy<Value = Vec<u8>> {

@@ -90,7 +90,8 @@ fn hostile_frames_are_counted_never_fatal() {
     pl.process(&RawPacket { ts_us: 1, linktype: LinkType::Ethernet, data: &garbage, orig_len: 65_536 });
     pl.process(&RawPacket { ts_us: 2, linktype: LinkType::RawIp, data: &garbage, orig_len: 65_536 });
     pl.process(&RawPacket { ts_us: 3, linktype: LinkType::Ethernet, data: &[0u8; 5], orig_len: 5 });
-    let mut dhcp = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 255, 255, 255, 255, 0, 68, 0, 67, 0, 0, 0, 0];
+    let mut dhcp =
+        vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 255, 255, 255, 255, 0, 68, 0, 67, 0, 0, 0, 0];
     dhcp.extend_from_slice(&garbage[..1200]);
     let total = dhcp.len() as u16;
     dhcp[2..4].copy_from_slice(&total.to_be_bytes());
@@ -143,5 +144,8 @@ fn analyze_json_lines_and_truncated_file_report() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("packets=88"), "{text}");
     let msg = format!("{err:#}");
-    assert!(msg.contains("ward.pcap: record at byte offset 29960 is truncated (header says 777 bytes, 24 remain)"), "{msg}");
+    assert!(
+        msg.contains("ward.pcap: record at byte offset 29960 is truncated (header says 777 bytes, 24 remain)"),
+        "{msg}"
+    );
 }

@@ -11,8 +11,8 @@ use wardline_common::Event;
 use wardline_sensor::capture::file::FileReader;
 use wardline_sensor::capture::{LinkType, RawPacket};
 use wardline_sensor::decode::{decode, Decoded, Net, TunnelKind, L4};
-use wardline_sim::wire::PcapWriter;
 use wardline_sensor::pipeline::{Pipeline, PipelineConfig};
+use wardline_sim::wire::PcapWriter;
 
 const SWITCH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x5c];
 const COLLECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc0];
@@ -24,10 +24,17 @@ const COLLECTOR_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 
 #[derive(Clone, Copy, Debug)]
 enum Wrap {
     ErspanI,
-    ErspanII { session: u16 },
-    ErspanIII { session: u16, subheader: bool },
+    ErspanII {
+        session: u16,
+    },
+    ErspanIII {
+        session: u16,
+        subheader: bool,
+    },
     /// Transparent Ethernet bridging over GRE with a key, outer IPv6.
-    GreTebV6 { key: u32 },
+    GreTebV6 {
+        key: u32,
+    },
     /// Bare IP over GRE with checksum and sequence; the inner Ethernet header is dropped.
     GreIp,
 }
@@ -157,7 +164,9 @@ fn each_tunnel_decodes_as_the_packet_inside() {
             match (w, t.kind) {
                 (Wrap::ErspanI, TunnelKind::Erspan { version: 1, .. }) => {}
                 (Wrap::ErspanII { session }, TunnelKind::Erspan { version: 2, session: s }) => assert_eq!(s, session),
-                (Wrap::ErspanIII { session, .. }, TunnelKind::Erspan { version: 3, session: s }) => assert_eq!(s, session),
+                (Wrap::ErspanIII { session, .. }, TunnelKind::Erspan { version: 3, session: s }) => {
+                    assert_eq!(s, session)
+                }
                 (Wrap::GreTebV6 { .. } | Wrap::GreIp, TunnelKind::Gre) => {}
                 other => panic!("{w:?}: tunnel kind {other:?}"),
             }
@@ -188,11 +197,19 @@ fn run(frames: &[(u64, Vec<u8>)]) -> (Vec<Event>, u64, u64) {
 #[test]
 fn erspan_copy_gives_the_same_devices_and_flows() {
     let plain = frames("mixed/many-protocols.pcap");
-    let mirrored: Vec<_> = plain.iter().enumerate().map(|(i, (ts, f))| (*ts, wrap(f, Wrap::ErspanII { session: 7 }, i as u32).unwrap())).collect();
+    let mirrored: Vec<_> = plain
+        .iter()
+        .enumerate()
+        .map(|(i, (ts, f))| (*ts, wrap(f, Wrap::ErspanII { session: 7 }, i as u32).unwrap()))
+        .collect();
     let (a, a_errors, a_tunnelled) = run(&plain);
     let (b, b_errors, b_tunnelled) = run(&mirrored);
     assert_eq!(a_errors, b_errors);
-    assert_eq!((a_tunnelled, b_tunnelled), (0, mirrored.len() as u64 - a_errors), "every decodable frame came through the tunnel");
+    assert_eq!(
+        (a_tunnelled, b_tunnelled),
+        (0, mirrored.len() as u64 - a_errors),
+        "every decodable frame came through the tunnel"
+    );
     let flows = a.iter().filter(|e| matches!(e, Event::Flow(_))).count();
     let devices = a.iter().filter(|e| matches!(e, Event::Device(_))).count();
     assert!(flows > 100 && devices >= 5, "{flows} flows, {devices} devices");
@@ -202,13 +219,20 @@ fn erspan_copy_gives_the_same_devices_and_flows() {
 
 #[test]
 fn gre_ip_tunnel_gives_the_same_flows() {
-    let plain: Vec<_> = frames("mixed/many-protocols.pcap").into_iter().filter(|(_, f)| matches!(f.get(12..14), Some([0x08, 0x00] | [0x86, 0xdd]))).collect();
-    let tunnelled: Vec<_> = plain.iter().enumerate().map(|(i, (ts, f))| (*ts, wrap(f, Wrap::GreIp, i as u32).unwrap())).collect();
+    let plain: Vec<_> = frames("mixed/many-protocols.pcap")
+        .into_iter()
+        .filter(|(_, f)| matches!(f.get(12..14), Some([0x08, 0x00] | [0x86, 0xdd])))
+        .collect();
+    let tunnelled: Vec<_> =
+        plain.iter().enumerate().map(|(i, (ts, f))| (*ts, wrap(f, Wrap::GreIp, i as u32).unwrap())).collect();
     let key = |events: &[Event]| -> BTreeMap<String, (u64, u64)> {
         events
             .iter()
             .filter_map(|e| match e {
-                Event::Flow(f) => Some((format!("{}:{}-{}:{}/{}", f.a_ip, f.a_port, f.b_ip, f.b_port, f.ip_proto), (f.packets_ab, f.packets_ba))),
+                Event::Flow(f) => Some((
+                    format!("{}:{}-{}:{}/{}", f.a_ip, f.a_port, f.b_ip, f.b_port, f.ip_proto),
+                    (f.packets_ab, f.packets_ba),
+                )),
                 _ => None,
             })
             .collect()
@@ -253,7 +277,18 @@ fn inner_addresses_and_ports_match_tshark() {
         let out = std::process::Command::new("tshark")
             .args(["-r", path.to_str().unwrap(), "-T", "fields", "-E", "occurrence=l", "-E", "separator=|"])
             .args(["-e", "ip.src", "-e", "ip.dst", "-e", "ipv6.src", "-e", "ipv6.dst"])
-            .args(["-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "udp.srcport", "-e", "udp.dstport", "-e", "frame.protocols"])
+            .args([
+                "-e",
+                "tcp.srcport",
+                "-e",
+                "tcp.dstport",
+                "-e",
+                "udp.srcport",
+                "-e",
+                "udp.dstport",
+                "-e",
+                "frame.protocols",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
@@ -273,14 +308,25 @@ fn inner_addresses_and_ports_match_tshark() {
             // The innermost IP header is the last of ip/ipv6 in the protocol stack.
             let v6_last = protocols.rfind(":ipv6").unwrap_or(0) > protocols.rfind(":ip:").unwrap_or(0);
             let (src, dst) = if v6_last { (c[2], c[3]) } else { (c[0], c[1]) };
-            let (sp, dp) = if protocols.contains(":tcp") { (c[4], c[5]) } else if protocols.contains(":udp") { (c[6], c[7]) } else { ("", "") };
+            let (sp, dp) = if protocols.contains(":tcp") {
+                (c[4], c[5])
+            } else if protocols.contains(":udp") {
+                (c[6], c[7])
+            } else {
+                ("", "")
+            };
             let theirs = (src.to_string(), dst.to_string(), sp.to_string(), dp.to_string());
             if &theirs != mine {
                 disagreements.push(format!("frame {}: tshark {theirs:?} wardline {mine:?} ({protocols})", i + 1));
             }
             compared += 1;
         }
-        assert!(disagreements.is_empty(), "{w:?}: {} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
+        assert!(
+            disagreements.is_empty(),
+            "{w:?}: {} disagreements:\n{}",
+            disagreements.len(),
+            disagreements.join("\n")
+        );
         assert!(compared > 3000, "{w:?}: only {compared} frames compared");
     }
 }

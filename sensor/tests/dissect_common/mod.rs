@@ -12,7 +12,6 @@ use wardline_sensor::dissect::{PacketCtx, Transport};
 #[allow(unused_imports)]
 pub use crate::corpus::{all_pcaps, pcap, pcaps_dir};
 
-
 pub struct Frame {
     pub ts_us: u64,
     pub linktype: u32,
@@ -131,7 +130,8 @@ pub fn run_dissector(
     let cap = load(path);
     let mut found = Vec::new();
     let mut errors = Vec::new();
-    let inputs = cap.datagrams.iter().map(|p| (&p.ctx, &p.payload[..])).chain(cap.streams.iter().map(|s| (&s.ctx, &s.data[..])));
+    let inputs =
+        cap.datagrams.iter().map(|p| (&p.ctx, &p.payload[..])).chain(cap.streams.iter().map(|s| (&s.ctx, &s.data[..])));
     for (ctx, payload) in inputs {
         if !d.wants(ctx, payload) {
             continue;

@@ -13,7 +13,6 @@ use wardline_sensor::dissect::{PacketCtx, Transport};
 #[allow(unused_imports)]
 pub use crate::corpus::{pcap, pcaps_dir, pcaps_in};
 
-
 #[derive(Clone, Debug)]
 pub struct Packet {
     /// 1-based frame number, as tshark counts.
@@ -131,7 +130,9 @@ pub fn messages(pkts: &[Packet], framing: impl Fn(&[u8]) -> Frame) -> Vec<Messag
             }
             continue;
         }
-        let s = streams.entry((p.src_ip, p.src_port, p.dst_ip, p.dst_port)).or_insert(Stream { next_seq: None, buf: Vec::new() });
+        let s = streams
+            .entry((p.src_ip, p.src_port, p.dst_ip, p.dst_port))
+            .or_insert(Stream { next_seq: None, buf: Vec::new() });
         let syn = p.tcp_flags & 0x02 != 0;
         let data_seq = if syn { p.tcp_seq.wrapping_add(1) } else { p.tcp_seq };
         if syn && p.payload.is_empty() {
@@ -200,7 +201,11 @@ pub fn smb_framing(b: &[u8]) -> Frame {
         return Frame::NotAtBoundary;
     }
     let n = 4 + ((((b[1] & 1) as usize) << 16) | u16::from_be_bytes([b[2], b[3]]) as usize);
-    if n <= b.len() { Frame::Complete(n) } else { Frame::NeedMore }
+    if n <= b.len() {
+        Frame::Complete(n)
+    } else {
+        Frame::NeedMore
+    }
 }
 
 pub fn hl7_framing(b: &[u8]) -> Frame {
@@ -218,7 +223,11 @@ pub fn hl7_framing(b: &[u8]) -> Frame {
 
 /// One message per TCP segment / datagram (no reassembly).
 pub fn per_packet(b: &[u8]) -> Frame {
-    if b.is_empty() { Frame::NeedMore } else { Frame::Complete(b.len()) }
+    if b.is_empty() {
+        Frame::NeedMore
+    } else {
+        Frame::Complete(b.len())
+    }
 }
 
 use std::collections::BTreeSet;

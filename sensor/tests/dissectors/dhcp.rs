@@ -80,11 +80,18 @@ fn fields_match_tshark_on_every_dhcp_capture() {
                 rec.max_msg_size.map(|v| v.to_string()).unwrap_or_default(),
                 rec.requested_ip.map(|v| v.to_string()).unwrap_or_default(),
             ];
-            for (i, name) in ["hostname", "vendor_class", "param_list", "max_msg_size", "requested_ip"].iter().enumerate() {
+            for (i, name) in
+                ["hostname", "vendor_class", "param_list", "max_msg_size", "requested_ip"].iter().enumerate()
+            {
                 let theirs = f.get(i + 1).copied().unwrap_or("");
                 compared += 1;
                 if mine[i] != theirs {
-                    disagreements.push(format!("{} frame {frame} {name}: wardline {:?} tshark {:?}", p.display(), mine[i], theirs));
+                    disagreements.push(format!(
+                        "{} frame {frame} {name}: wardline {:?} tshark {:?}",
+                        p.display(),
+                        mine[i],
+                        theirs
+                    ));
                 }
             }
         }

@@ -12,7 +12,12 @@ fn dicom_messages(rel: &str) -> Vec<Message> {
     messages(&read_packets(&pcap(rel)), dicom_framing)
 }
 
-fn has(facts: &std::collections::BTreeSet<(std::net::IpAddr, Field, String)>, who: &str, field: Field, value: &str) -> bool {
+fn has(
+    facts: &std::collections::BTreeSet<(std::net::IpAddr, Field, String)>,
+    who: &str,
+    field: Field,
+    value: &str,
+) -> bool {
     facts.contains(&(ip(who), field, value.to_string()))
 }
 

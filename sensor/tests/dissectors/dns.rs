@@ -8,7 +8,11 @@ use wardline_sensor::dissect::{dns, Side};
 fn mdns_printer_announces_host_services_and_txt() {
     let (found, errors) = run_dissector(&pcap("discovery/lab-mdns-avahi-printer.pcap"), &dns::MdnsDissector);
     assert!(errors.is_empty(), "{errors:?}");
-    let printer: Vec<_> = found.iter().filter(|(c, f)| f.side == Side::Src && c.src_ip.map(|i| i.to_string()) == Some("10.77.0.90".into())).map(|(_, f)| f.clone()).collect();
+    let printer: Vec<_> = found
+        .iter()
+        .filter(|(c, f)| f.side == Side::Src && c.src_ip.map(|i| i.to_string()) == Some("10.77.0.90".into()))
+        .map(|(_, f)| f.clone())
+        .collect();
     let has = |field: Field, v: &str| printer.iter().any(|f| f.field == field && f.value == v);
     assert!(has(Field::MdnsName, "LXK-MS621-ICU3.local"), "{printer:?}");
     assert!(has(Field::MdnsService, "_ipp._tcp.local"));

@@ -17,7 +17,8 @@ fn banner_and_login_flag_without_values() {
     assert!(f.contains(&(server, Field::FtpBanner, "(vsFTPd 3.0.3)".into())), "{f:#?}");
     assert!(f.contains(&(server, Field::CleartextLogin, "ftp".into())));
     assert!(f.contains(&(ip("10.77.0.102"), Field::CleartextLogin, "ftp".into())));
-    let rendered = format!("{f:?}{:?}", msgs.iter().map(|m| ftp::parse(&m.bytes, m.last.src_port == 21)).collect::<Vec<_>>());
+    let rendered =
+        format!("{f:?}{:?}", msgs.iter().map(|m| ftp::parse(&m.bytes, m.last.src_port == 21)).collect::<Vec<_>>());
     for secret in ["biomed", "Ecg#Upload2024"] {
         assert!(!rendered.contains(secret), "{secret} leaked: {rendered}");
     }

@@ -29,7 +29,9 @@ fn oru_vitals_routing_device_ids_and_phi_count() {
     assert!(has("10.77.0.70", Field::Hl7DeviceId, "0009FBFFFE6A1C00"));
     assert!(has("10.77.0.70", Field::Hl7DeviceId, "0009FBFFFE6A1C01^MX450_BED12^0009FBFFFE6A1C01^EUI-64"));
     assert!(has("10.77.0.71", Field::Hl7SendingApp, "CARESCAPE_GW"));
-    assert!(f.iter().any(|(a, fl, v)| *a == ip("10.77.0.71") && *fl == Field::Hl7DeviceId && v.starts_with("444B5DFFFE0B6503^B650_BED03")));
+    assert!(f.iter().any(|(a, fl, v)| *a == ip("10.77.0.71")
+        && *fl == Field::Hl7DeviceId
+        && v.starts_with("444B5DFFFE0B6503^B650_BED03")));
     // PID + PV1 in each ORU.
     assert!(has("10.77.0.70", Field::Hl7PhiSegments, "2"));
     // The EMR's ACK names itself as sender.
@@ -46,9 +48,17 @@ fn eui64_oui_is_the_first_24_bits() {
 #[test]
 fn adt_orm_rde_over_one_connection() {
     let f = hl7_facts("hl7/lab-hl7-adt-orm-rde.pcap");
-    let types: Vec<&str> = f.iter().filter(|(a, fl, _)| *a == ip("10.77.0.60") && *fl == Field::Hl7MessageType).map(|(_, _, v)| v.as_str()).collect();
+    let types: Vec<&str> = f
+        .iter()
+        .filter(|(a, fl, _)| *a == ip("10.77.0.60") && *fl == Field::Hl7MessageType)
+        .map(|(_, _, v)| v.as_str())
+        .collect();
     assert_eq!(types, vec!["ADT^A01", "ORM^O01", "RDE^O11"]);
-    let apps: Vec<&str> = f.iter().filter(|(a, fl, _)| *a == ip("10.77.0.60") && *fl == Field::Hl7SendingApp).map(|(_, _, v)| v.as_str()).collect();
+    let apps: Vec<&str> = f
+        .iter()
+        .filter(|(a, fl, _)| *a == ip("10.77.0.60") && *fl == Field::Hl7SendingApp)
+        .map(|(_, _, v)| v.as_str())
+        .collect();
     assert_eq!(apps, vec!["CPOE_ORDERS", "HIS_ADT", "PHARMACY_RX"]);
 }
 
@@ -78,15 +88,32 @@ fn no_phi_value_ever_appears_in_findings() {
             records.push_str(&format!("{:?}", hl7::parse(&m.bytes).unwrap()));
         }
     }
-    let payloads = String::from_utf8_lossy(&msgs.iter().flat_map(|m| m.bytes.clone()).collect::<Vec<u8>>()).into_owned();
-    let phi = ["MOUSE", "MICKEY", "MINNIE", "135769", "19281118", "Main St", "Lake Buena Vista", "939-5555", "ohtoodles", "999999999", "Penicillin", "Cat dander"];
+    let payloads =
+        String::from_utf8_lossy(&msgs.iter().flat_map(|m| m.bytes.clone()).collect::<Vec<u8>>()).into_owned();
+    let phi = [
+        "MOUSE",
+        "MICKEY",
+        "MINNIE",
+        "135769",
+        "19281118",
+        "Main St",
+        "Lake Buena Vista",
+        "939-5555",
+        "ohtoodles",
+        "999999999",
+        "Penicillin",
+        "Cat dander",
+    ];
     let rendered = format!("{all:?}");
     for p in phi {
         assert!(payloads.contains(p), "the capture really carries {p}");
         assert!(!rendered.contains(p), "PHI {p} leaked into findings: {rendered}");
         assert!(!records.contains(p), "PHI {p} leaked into the typed record: {records}");
     }
-    assert!(all.iter().any(|f| f.field == Field::Hl7PhiSegments && f.value == "5"), "PID, NK1, PV1 and two AL1 counted: {all:?}");
+    assert!(
+        all.iter().any(|f| f.field == Field::Hl7PhiSegments && f.value == "5"),
+        "PID, NK1, PV1 and two AL1 counted: {all:?}"
+    );
     assert!(all.iter().any(|f| f.field == Field::Hl7SendingApp && f.value == "SENDING_APPLICATION"));
 }
 

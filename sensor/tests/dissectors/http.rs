@@ -32,7 +32,9 @@ fn basic_auth_is_flagged_never_stored() {
 #[test]
 fn user_agent_split_over_two_segments_is_reassembled() {
     let (found, _) = run_dissector(&pcap("http/http_ua_splitted_in_two_pkts.pcapng"), &http::HttpDissector);
-    assert!(values(&found, Field::HttpUserAgent).iter().any(|u| u.starts_with("Mozilla/5.0 (Linux; Android 6.0.1; SM-T805")));
+    assert!(values(&found, Field::HttpUserAgent)
+        .iter()
+        .any(|u| u.starts_with("Mozilla/5.0 (Linux; Android 6.0.1; SM-T805")));
 }
 
 proptest! {

@@ -18,7 +18,11 @@ fn cisco_switch_lldp() {
 #[test]
 fn smc_switch_lldp_fields() {
     let cap = load(&pcap("discovery/lldp.pcap"));
-    let p = cap.datagrams.iter().find(|p| p.ctx.transport == wardline_sensor::dissect::Transport::L2 { ethertype: 0x88cc }).unwrap();
+    let p = cap
+        .datagrams
+        .iter()
+        .find(|p| p.ctx.transport == wardline_sensor::dissect::Transport::L2 { ethertype: 0x88cc })
+        .unwrap();
     let r = lldp::parse(&p.payload).unwrap();
     assert_eq!(r.system_name.as_deref(), Some("SMCGS8P-Smart"));
     assert!(r.system_description.as_deref().unwrap_or("").contains("SMCGS8P-Smart"));

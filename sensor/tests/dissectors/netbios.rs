@@ -9,7 +9,11 @@ fn registrations_and_answers_name_the_sender() {
     let (found, errors) = run_dissector(&pcap("discovery/netbios.pcap"), &netbios::NetbiosDissector);
     assert!(errors.is_empty(), "{errors:?}");
     let of = |ip: &str| -> Vec<String> {
-        found.iter().filter(|(c, f)| f.field == Field::NetbiosName && c.src_ip.map(|i| i.to_string()).as_deref() == Some(ip)).map(|(_, f)| f.value.clone()).collect()
+        found
+            .iter()
+            .filter(|(c, f)| f.field == Field::NetbiosName && c.src_ip.map(|i| i.to_string()).as_deref() == Some(ip))
+            .map(|(_, f)| f.value.clone())
+            .collect()
     };
     // 10.0.4.24 answers a node-status query with its own name table.
     let gunnar = of("10.0.4.24");
@@ -31,7 +35,11 @@ fn decoded_names_match_tshark_nbns_name() {
             ours.extend(r.questions.iter().chain(r.record_names.iter().map(|(n, _)| n)).map(|n| n.display()));
         }
     }
-    let out = std::process::Command::new("tshark").args(["-n", "-r"]).arg(pcap("discovery/netbios.pcap")).args(["-T", "fields", "-e", "nbns.name"]).output();
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(pcap("discovery/netbios.pcap"))
+        .args(["-T", "fields", "-e", "nbns.name"])
+        .output();
     let Ok(out) = out else { return };
     let theirs: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()

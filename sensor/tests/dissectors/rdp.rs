@@ -38,8 +38,14 @@ fn connection_request_records_presence_not_user() {
 #[test]
 fn connection_confirm_selected_protocol() {
     // [MS-RDPBCGR] 4.1.2: 03 00 00 13 0e d0 00 00 12 34 00 02 00 08 00 00 00 00 00
-    let p = [0x03, 0x00, 0x00, 0x13, 0x0e, 0xd0, 0x00, 0x00, 0x12, 0x34, 0x00, 0x02, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00];
-    assert_eq!(rdp::parse(&p).unwrap(), RdpRecord::ConnectionConfirm { selected_protocol: Some(0), failure_code: None });
+    let p = [
+        0x03, 0x00, 0x00, 0x13, 0x0e, 0xd0, 0x00, 0x00, 0x12, 0x34, 0x00, 0x02, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00,
+        0x00,
+    ];
+    assert_eq!(
+        rdp::parse(&p).unwrap(),
+        RdpRecord::ConnectionConfirm { selected_protocol: Some(0), failure_code: None }
+    );
     // S7comm also uses TPKT/COTP: a CR on port 102 without the cookie is not RDP.
     let mut s7 = p;
     s7[5] = 0xE0;

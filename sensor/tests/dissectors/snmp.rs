@@ -9,9 +9,18 @@ fn v2c_agent_reports_sysdescr_and_object_id() {
     let (found, errors) = run_dissector(&pcap("discovery/lab-snmp-v2c-sysdescr.pcap"), &snmp::SnmpDissector);
     assert!(errors.is_empty(), "{errors:?}");
     let agent = |field: Field| -> Vec<String> {
-        found.iter().filter(|(c, f)| f.field == field && f.side == Side::Src && c.src_ip.map(|i| i.to_string()).as_deref() == Some("10.77.0.92")).map(|(_, f)| f.value.clone()).collect()
+        found
+            .iter()
+            .filter(|(c, f)| {
+                f.field == field
+                    && f.side == Side::Src
+                    && c.src_ip.map(|i| i.to_string()).as_deref() == Some("10.77.0.92")
+            })
+            .map(|(_, f)| f.value.clone())
+            .collect()
     };
-    assert!(agent(Field::SnmpSysDescr).contains(&"APC Smart-UPS 1500 LAB network management card (net-snmp agent)".to_string()));
+    assert!(agent(Field::SnmpSysDescr)
+        .contains(&"APC Smart-UPS 1500 LAB network management card (net-snmp agent)".to_string()));
     assert!(agent(Field::SnmpSysObjectId).contains(&"1.3.6.1.4.1.318.1.3.27".to_string()));
     assert_eq!(values(&found, Field::SnmpCommunityInUse), vec!["public (default)".to_string()]);
     // The manager's requests (null values) never produce sysDescr evidence.
@@ -31,7 +40,10 @@ fn non_default_community_is_reduced_to_its_length() {
     // v1 GetRequest, community "hospital-ro" (11 bytes), one varbind sysDescr = NULL.
     let mut msg = vec![0x30, 0x00, 0x02, 0x01, 0x00, 0x04, 11];
     msg.extend_from_slice(b"hospital-ro");
-    msg.extend_from_slice(&[0xa0, 0x19, 0x02, 0x01, 0x01, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x0e, 0x30, 0x0c, 0x06, 0x08, 0x2b, 6, 1, 2, 1, 1, 1, 0, 0x05, 0x00]);
+    msg.extend_from_slice(&[
+        0xa0, 0x19, 0x02, 0x01, 0x01, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x0e, 0x30, 0x0c, 0x06, 0x08, 0x2b, 6,
+        1, 2, 1, 1, 1, 0, 0x05, 0x00,
+    ]);
     msg[1] = (msg.len() - 2) as u8;
     let rec = snmp::parse(&msg).unwrap();
     let mut out = Vec::new();

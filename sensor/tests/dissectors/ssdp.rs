@@ -8,7 +8,10 @@ use wardline_sensor::dissect::{ssdp, Dissector};
 fn tomato_router_server_header() {
     let (found, errors) = run_dissector(&pcap("discovery/ssdp.pcap"), &ssdp::SsdpDissector);
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(values(&found, Field::SsdpServer), vec!["UPnP/Tomato 1.28.7500 MIPSR2Toastman-RT K26 USB Ext UPnP/1.0 MiniUPnPd/1.6".to_string()]);
+    assert_eq!(
+        values(&found, Field::SsdpServer),
+        vec!["UPnP/Tomato 1.28.7500 MIPSR2Toastman-RT K26 USB Ext UPnP/1.0 MiniUPnPd/1.6".to_string()]
+    );
     assert!(!values(&found, Field::SsdpUsn).is_empty());
     assert!(values(&found, Field::SsdpLocation).iter().all(|l| l.starts_with("http://")));
 }

@@ -32,7 +32,10 @@ fn banner_and_cleartext_login_without_credentials() {
     }
     let all = format!("{every:?}{records}");
     for secret in ["admin", "Baxter123!"] {
-        assert!(msgs.iter().any(|m| m.bytes.windows(secret.len()).any(|w| w == secret.as_bytes())), "capture carries {secret}");
+        assert!(
+            msgs.iter().any(|m| m.bytes.windows(secret.len()).any(|w| w == secret.as_bytes())),
+            "capture carries {secret}"
+        );
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
 }

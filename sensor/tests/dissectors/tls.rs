@@ -41,7 +41,16 @@ fn ja4_hand_computed_for_tls12_capture() {
     let ja4 = ch.ja4();
     let ciphers: Vec<u16> = ch.ciphers.iter().copied().filter(|c| !tls::is_grease(*c)).collect();
     let exts: Vec<u16> = ch.extensions.iter().copied().filter(|c| !tls::is_grease(*c)).collect();
-    let a = format!("t{}d{:02}{:02}", match ch.max_version() { 0x0304 => "13", 0x0303 => "12", _ => "??" }, ciphers.len(), exts.len());
+    let a = format!(
+        "t{}d{:02}{:02}",
+        match ch.max_version() {
+            0x0304 => "13",
+            0x0303 => "12",
+            _ => "??",
+        },
+        ciphers.len(),
+        exts.len()
+    );
     assert!(ja4.starts_with(&a), "{ja4} vs {a}");
     let mut sorted = ciphers.clone();
     sorted.sort();

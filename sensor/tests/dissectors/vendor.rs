@@ -24,7 +24,9 @@ fn intellivue_needs_port_and_shape() {
     assert!(vendor::parse(&ctx(Transport::Udp, 40000, 24106), &assoc).is_none());
     let mut out = Vec::new();
     VendorDissector(VendorProtocol::IntellivueDataExport).dissect(&c, &assoc, &mut out).unwrap();
-    assert!(out.iter().any(|f| f.side == Side::Dst && f.field == Field::VendorProtocol && f.value == "philips-intellivue-data-export"));
+    assert!(out.iter().any(|f| f.side == Side::Dst
+        && f.field == Field::VendorProtocol
+        && f.value == "philips-intellivue-data-export"));
     assert!(out.iter().any(|f| f.side == Side::Dst && f.field == Field::ListeningPort && f.value == "udp/24105"));
 }
 
@@ -40,16 +42,23 @@ fn sdc_needs_tls_or_soap_on_6464() {
 #[test]
 fn port_only_protocols_say_so() {
     let a = vendor::parse(&ctx(Transport::Tcp, 3613, 50000), b"\x01\x02").unwrap();
-    assert_eq!((a.protocol, a.matched, a.service_sides.clone()), (VendorProtocol::Alaris, Match::PortOnly, vec![Side::Src]));
+    assert_eq!(
+        (a.protocol, a.matched, a.service_sides.clone()),
+        (VendorProtocol::Alaris, Match::PortOnly, vec![Side::Src])
+    );
     let g = vendor::parse(&ctx(Transport::Udp, 7000, 7000), b"x").unwrap();
     assert_eq!((g.protocol, g.service_sides.len()), (VendorProtocol::Carescape, 2));
-    assert!(vendor::parse(&ctx(Transport::Tcp, 2000, 50000), b"x").is_none(), "CARESCAPE ports are UDP; TCP 2000 is Cisco SCCP");
+    assert!(
+        vendor::parse(&ctx(Transport::Tcp, 2000, 50000), b"x").is_none(),
+        "CARESCAPE ports are UDP; TCP 2000 is Cisco SCCP"
+    );
 }
 
 #[test]
 fn registry_dispatches_medical_payloads_by_shape_before_port_matches() {
     let reg = registry();
-    let pick = |c: &wardline_sensor::dissect::PacketCtx, p: &[u8]| reg.iter().find(|d| d.wants(c, p)).map(|d| d.proto());
+    let pick =
+        |c: &wardline_sensor::dissect::PacketCtx, p: &[u8]| reg.iter().find(|d| d.wants(c, p)).map(|d| d.proto());
     use wardline_common::Proto;
     // HL7 on the Alaris port is still HL7 (payload beats port).
     assert_eq!(pick(&ctx(Transport::Tcp, 50000, 3613), b"\x0bMSH|^~\\&|A|B|C|D"), Some(Proto::Hl7));

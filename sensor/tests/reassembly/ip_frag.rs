@@ -40,7 +40,8 @@ fn fragmented_udp_in_order_is_reassembled_and_dissected() {
     assert_eq!(stats.dissected.get("dns"), Some(&1));
     assert_eq!(stats.dissect_errors_total(), 0);
     // One flow, one packet: the datagram, counted when it completed (as tshark does).
-    let flows: Vec<_> = events.iter().filter_map(|e| if let wardline_common::Event::Flow(f) = e { Some(f) } else { None }).collect();
+    let flows: Vec<_> =
+        events.iter().filter_map(|e| if let wardline_common::Event::Flow(f) = e { Some(f) } else { None }).collect();
     assert_eq!(flows.len(), 1);
     assert_eq!((flows[0].a_port, flows[0].b_port, flows[0].packets_ab), (40000, 53, 1));
 }
@@ -74,13 +75,21 @@ fn overlapping_fragment_keeps_the_first_copy() {
 
 #[test]
 fn incomplete_datagrams_time_out_and_memory_is_bounded() {
-    let cfg = PipelineConfig { ip_frag: FragConfig { timeout_us: 1_000_000, max_datagrams: 64, max_bytes: 64 * 1024 }, ..Default::default() };
+    let cfg = PipelineConfig {
+        ip_frag: FragConfig { timeout_us: 1_000_000, max_datagrams: 64, max_bytes: 64 * 1024 },
+        ..Default::default()
+    };
     let mut pl = Pipeline::new(cfg);
     // 1000 datagrams each missing their last fragment.
     for id in 0..1000u16 {
         let frags = udp_v4_fragments(SRC, DST, 40000, 53, id, &dns_query(NAME), 16);
         for f in &frags[..frags.len() - 1] {
-            pl.process(&RawPacket { ts_us: 1_000 + id as u64, linktype: LinkType::Ethernet, data: f, orig_len: f.len() as u32 });
+            pl.process(&RawPacket {
+                ts_us: 1_000 + id as u64,
+                linktype: LinkType::Ethernet,
+                data: f,
+                orig_len: f.len() as u32,
+            });
         }
     }
     let st = pl.stats();
@@ -127,7 +136,8 @@ fn corpus_fragmented_dns_matches_tshark() {
         return;
     };
     // tshark's reassembled datagrams: completing frame, its length, UDP ports.
-    let done = tshark_lines(rel, "ip.fragment.count", &["frame.number", "frame.len", "udp.srcport", "udp.dstport"]).unwrap();
+    let done =
+        tshark_lines(rel, "ip.fragment.count", &["frame.number", "frame.len", "udp.srcport", "udp.dstport"]).unwrap();
     assert!(!done.is_empty(), "the capture has fragmented datagrams");
     let wanted: std::collections::BTreeSet<u64> = frag_frames.iter().filter_map(|l| l[0].parse().ok()).collect();
     // Only the fragments go in, so every count below is about them.
@@ -145,11 +155,17 @@ fn corpus_fragmented_dns_matches_tshark() {
     assert_eq!(stats.ip_fragments, wanted.len() as u64);
     assert_eq!(stats.ip_datagrams_reassembled, done.len() as u64, "{stats:?}");
     assert_eq!(stats.ip_fragment_overlaps + stats.ip_fragments_malformed + stats.ip_fragments_expired, 0, "{stats:?}");
-    assert_eq!(stats.dissected.get("dns"), Some(&(done.len() as u64)), "each datagram is one whole DNS message: {stats:?}");
+    assert_eq!(
+        stats.dissected.get("dns"),
+        Some(&(done.len() as u64)),
+        "each datagram is one whole DNS message: {stats:?}"
+    );
     assert_eq!(stats.dissect_errors_total(), 0, "{stats:?}");
     // Flow accounting agrees with tshark's: the completing frame carries the datagram.
-    let flows: Vec<_> = events.iter().filter_map(|e| if let wardline_common::Event::Flow(f) = e { Some(f) } else { None }).collect();
-    let ours: (u64, u64) = flows.iter().fold((0, 0), |(p, b), f| (p + f.packets_ab + f.packets_ba, b + f.bytes_ab + f.bytes_ba));
+    let flows: Vec<_> =
+        events.iter().filter_map(|e| if let wardline_common::Event::Flow(f) = e { Some(f) } else { None }).collect();
+    let ours: (u64, u64) =
+        flows.iter().fold((0, 0), |(p, b), f| (p + f.packets_ab + f.packets_ba, b + f.bytes_ab + f.bytes_ba));
     let theirs: u64 = done.iter().map(|l| l[1].parse::<u64>().unwrap()).sum();
     assert_eq!(ours, (done.len() as u64, theirs));
     for l in &done {

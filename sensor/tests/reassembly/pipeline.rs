@@ -29,9 +29,12 @@ fn run_pcap(rel: &str) -> (Vec<Event>, PipelineStats) {
     let mut pl = Pipeline::new(PipelineConfig::default());
     for_each_packet(&Source::File(pcap(rel)), None, |p| {
         match (p.linktype, relink_loopback(p)) {
-            (LinkType::Null, Some(frame)) => {
-                pl.process(&RawPacket { ts_us: p.ts_us, linktype: LinkType::Ethernet, data: &frame, orig_len: frame.len() as u32 })
-            }
+            (LinkType::Null, Some(frame)) => pl.process(&RawPacket {
+                ts_us: p.ts_us,
+                linktype: LinkType::Ethernet,
+                data: &frame,
+                orig_len: frame.len() as u32,
+            }),
             _ => pl.process(p),
         }
         std::ops::ControlFlow::Continue(())
@@ -43,7 +46,13 @@ fn run_pcap(rel: &str) -> (Vec<Event>, PipelineStats) {
 fn all_evidence(events: &[Event]) -> Vec<(Field, String)> {
     events
         .iter()
-        .filter_map(|e| if let Event::Device(d) = e { Some(d.evidence.iter().map(|e| (e.field, e.value.clone()))) } else { None })
+        .filter_map(|e| {
+            if let Event::Device(d) = e {
+                Some(d.evidence.iter().map(|e| (e.field, e.value.clone())))
+            } else {
+                None
+            }
+        })
         .flatten()
         .collect()
 }

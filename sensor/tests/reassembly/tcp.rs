@@ -89,7 +89,13 @@ fn overlap_spanning_two_held_pieces_fills_only_the_hole() {
     let got = feed(
         &mut r,
         f,
-        &[(0, SYN, vec![]), (5, ACK, vec![b'x'; 3]), (11, ACK, vec![b'y'; 3]), (3, ACK, vec![b'z'; 12]), (1, ACK, vec![b'w'; 2])],
+        &[
+            (0, SYN, vec![]),
+            (5, ACK, vec![b'x'; 3]),
+            (11, ACK, vec![b'y'; 3]),
+            (3, ACK, vec![b'z'; 12]),
+            (1, ACK, vec![b'w'; 2]),
+        ],
     );
     // offsets 0..2 w, 2..4 z, 4..7 x, 7..10 z, 10..13 y, 13..14 z
     assert_eq!(got, b"wwzzxxxzzzyyyz".to_vec());
@@ -119,7 +125,11 @@ fn a_gap_is_skipped_once_the_buffer_bound_is_reached() {
 fn mid_stream_pickup_starts_at_the_first_segment_seen() {
     let (mut r, f) = tracked(TcpReassemblyConfig::default());
     let data = text(90, 5);
-    let got = feed(&mut r, f, &[(5000, ACK, data[..30].to_vec()), (5060, ACK, data[60..].to_vec()), (5030, ACK, data[30..60].to_vec())]);
+    let got = feed(
+        &mut r,
+        f,
+        &[(5000, ACK, data[..30].to_vec()), (5060, ACK, data[60..].to_vec()), (5030, ACK, data[30..60].to_vec())],
+    );
     assert_eq!(got, data);
 }
 
@@ -131,7 +141,11 @@ fn sequence_numbers_wrap() {
     let got = feed(
         &mut r,
         f,
-        &[(isn, SYN, vec![]), (isn.wrapping_add(33), ACK, data[32..].to_vec()), (isn.wrapping_add(1), ACK, data[..32].to_vec())],
+        &[
+            (isn, SYN, vec![]),
+            (isn.wrapping_add(33), ACK, data[32..].to_vec()),
+            (isn.wrapping_add(1), ACK, data[..32].to_vec()),
+        ],
     );
     assert_eq!(got, data);
 }
@@ -146,10 +160,18 @@ fn fin_delivers_an_incomplete_message_and_rst_drops_the_stream() {
         r.segment(f, &Segment { ts_us: 0, seq, flags, payload: &p }, &mut |m: &[u8]| got.push(m.to_vec()));
     }
     assert!(got.is_empty(), "incomplete MLLP message is held");
-    r.segment(f, &Segment { ts_us: 1, seq: 1 + msg.len() as u32, flags: FIN | ACK, payload: &[] }, &mut |m: &[u8]| got.push(m.to_vec()));
+    r.segment(
+        f,
+        &Segment { ts_us: 1, seq: 1 + msg.len() as u32, flags: FIN | ACK, payload: &[] },
+        &mut |m: &[u8]| got.push(m.to_vec()),
+    );
     assert_eq!(got, vec![msg]);
     let back = FlowRef { dir: Dir::BtoA, ..f };
-    r.segment(back, &Segment { ts_us: 2, seq: 7, flags: wardline_sensor::decode::tcp_flags::RST, payload: &[] }, &mut |_: &[u8]| {});
+    r.segment(
+        back,
+        &Segment { ts_us: 2, seq: 7, flags: wardline_sensor::decode::tcp_flags::RST, payload: &[] },
+        &mut |_: &[u8]| {},
+    );
     assert!(!r.is_tracked(f), "RST ends the stream");
     assert_eq!(r.charged_bytes(), 0);
 }
@@ -161,7 +183,8 @@ fn a_reused_flow_slot_starts_a_fresh_stream() {
     let newer = FlowRef { gen: 1, ..f };
     assert!(!r.is_tracked(newer));
     let mut got = Vec::new();
-    assert!(!r.segment(newer, &Segment { ts_us: 9, seq: 1, flags: ACK, payload: b"x" }, &mut |m: &[u8]| got.extend_from_slice(m)));
+    assert!(!r.segment(newer, &Segment { ts_us: 9, seq: 1, flags: ACK, payload: b"x" }, &mut |m: &[u8]| got
+        .extend_from_slice(m)));
     r.track(newer, (1, 2), 9);
     assert_eq!(r.len(), 1, "the stale stream was replaced");
 }
@@ -182,7 +205,9 @@ fn memory_stays_bounded_under_a_flood_of_streams_with_huge_gaps() {
         // Every segment sits behind its own hole, a megabyte in.
         for i in 0..50u32 {
             let seq = 1_000_000 + i * 3000;
-            r.segment(f, &Segment { ts_us: s as u64, seq, flags: ACK, payload: &payload }, &mut |m: &[u8]| delivered += m.len());
+            r.segment(f, &Segment { ts_us: s as u64, seq, flags: ACK, payload: &payload }, &mut |m: &[u8]| {
+                delivered += m.len()
+            });
         }
         peak = peak.max(r.charged_bytes());
     }

@@ -72,7 +72,15 @@ impl Conn {
 }
 
 /// IPv4 fragments of one UDP datagram, cut every `chunk` bytes (a multiple of 8).
-pub fn udp_v4_fragments(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, id: u16, payload: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+pub fn udp_v4_fragments(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sp: u16,
+    dp: u16,
+    id: u16,
+    payload: &[u8],
+    chunk: usize,
+) -> Vec<Vec<u8>> {
     let mut udp = Vec::new();
     udp.extend_from_slice(&sp.to_be_bytes());
     udp.extend_from_slice(&dp.to_be_bytes());
@@ -95,7 +103,15 @@ pub fn udp_v4_fragments(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, id: u16, p
 }
 
 /// IPv6 fragments (Fragment header right after the fixed header) of one UDP datagram.
-pub fn udp_v6_fragments(src: [u8; 16], dst: [u8; 16], sp: u16, dp: u16, id: u32, payload: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+pub fn udp_v6_fragments(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sp: u16,
+    dp: u16,
+    id: u32,
+    payload: &[u8],
+    chunk: usize,
+) -> Vec<Vec<u8>> {
     let mut udp = Vec::new();
     udp.extend_from_slice(&sp.to_be_bytes());
     udp.extend_from_slice(&dp.to_be_bytes());
@@ -127,7 +143,12 @@ pub fn udp_v6_fragments(src: [u8; 16], dst: [u8; 16], sp: u16, dp: u16, id: u32,
 pub fn run_frames(pl: Pipeline, frames: &[Vec<u8>]) -> (Vec<Event>, PipelineStats) {
     let mut pl = pl;
     for (i, f) in frames.iter().enumerate() {
-        pl.process(&RawPacket { ts_us: 1_700_000_000_000_000 + i as u64 * 1000, linktype: LinkType::Ethernet, data: f, orig_len: f.len() as u32 });
+        pl.process(&RawPacket {
+            ts_us: 1_700_000_000_000_000 + i as u64 * 1000,
+            linktype: LinkType::Ethernet,
+            data: f,
+            orig_len: f.len() as u32,
+        });
     }
     pl.finish()
 }

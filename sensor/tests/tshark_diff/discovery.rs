@@ -36,7 +36,8 @@ const FIELDS: &[&str] = &[
 const SYSDESCR: &str = "snmp.sysDescr";
 const AGG: u8 = 0x1f;
 /// Leading tshark columns before FIELDS.
-const META: &[&str] = &["quic.version", "snmp.name", "frame.protocols", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport"];
+const META: &[&str] =
+    &["quic.version", "snmp.name", "frame.protocols", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport"];
 
 /// Encapsulations the test's small frame reader does not unwrap (GTP, IP-in-IP, GRE,
 /// VXLAN) and STARTTLS upgrades (TLS that does not start the TCP stream): values tshark
@@ -78,7 +79,11 @@ fn unescape(v: &[u8], octal: bool) -> String {
                 continue;
             }
             if !octal && v.get(i + 1) == Some(&b'x') {
-                if let Some(b) = v.get(i + 2..i + 4).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                if let Some(b) = v
+                    .get(i + 2..i + 4)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     out.push(b);
                     i += 4;
                     continue;
@@ -132,12 +137,16 @@ fn tshark_sets(path: &Path) -> (Sets, Scope) {
             if quic && field.starts_with("tls.") {
                 continue;
             }
-            if field.starts_with("tls.") && ports.is_some_and(|(a, b)| UPGRADE_PORTS.contains(&a) || UPGRADE_PORTS.contains(&b)) {
+            if field.starts_with("tls.")
+                && ports.is_some_and(|(a, b)| UPGRADE_PORTS.contains(&a) || UPGRADE_PORTS.contains(&b))
+            {
                 continue;
             }
             // Wardline dispatches DNS by its ports (53, 5353, 5355); tshark also follows
             // conversations to other ports.
-            if *field == "dns.qry.name" && !ports.is_some_and(|(a, b)| [a, b].iter().any(|p| [53, 5353, 5355].contains(p))) {
+            if *field == "dns.qry.name"
+                && !ports.is_some_and(|(a, b)| [a, b].iter().any(|p| [53, 5353, 5355].contains(p)))
+            {
                 continue;
             }
             for v in c.split(|&b| b == AGG) {
@@ -152,7 +161,12 @@ fn tshark_sets(path: &Path) -> (Sets, Scope) {
     }
     if saw_snmp {
         // Varbind lines in verbose output look like `1.3.6.1.2.1.1.1.0: "text"`.
-        let out = Command::new("tshark").args(["-n", "-r"]).arg(path).args(["-O", "snmp", "-V"]).output().expect("run tshark -V");
+        let out = Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(path)
+            .args(["-O", "snmp", "-V"])
+            .output()
+            .expect("run tshark -V");
         let needle = format!("{}: \"", snmp::SYS_DESCR);
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let t = line.trim_start();
@@ -175,7 +189,10 @@ struct ErrorTally(BTreeMap<String, (usize, String)>);
 
 impl ErrorTally {
     fn count(&mut self, file: &Path, e: &wardline_sensor::dissect::DissectError) {
-        let entry = self.0.entry(format!("{}/{}", e.proto, e.kind)).or_insert_with(|| (0, format!("{}: {}", file.display(), e.detail)));
+        let entry = self
+            .0
+            .entry(format!("{}/{}", e.proto, e.kind))
+            .or_insert_with(|| (0, format!("{}: {}", file.display(), e.detail)));
         entry.0 += 1;
     }
 }
@@ -222,7 +239,10 @@ fn wardline_found(file: &Path, cap: &Capture, errors: &mut ErrorTally) -> Found 
                         _ => "dns",
                     };
                     match dns::parse(&p.payload) {
-                        Ok(r) => r.questions.into_iter().for_each(|q| found.push(("dns.qry.name", dns_name(&q.name), flow(proto)))),
+                        Ok(r) => r
+                            .questions
+                            .into_iter()
+                            .for_each(|q| found.push(("dns.qry.name", dns_name(&q.name), flow(proto)))),
                         Err(e) => {
                             errors.count(file, &e);
                             salvaged(&p.payload, &mut found);
@@ -278,9 +298,13 @@ fn wardline_found(file: &Path, cap: &Capture, errors: &mut ErrorTally) -> Found 
                 match r {
                     Ok(r) => {
                         if r.is_request() {
-                            r.header("user-agent").into_iter().for_each(|v| found.push(("http.user_agent", v.to_string(), flow("http"))));
+                            r.header("user-agent")
+                                .into_iter()
+                                .for_each(|v| found.push(("http.user_agent", v.to_string(), flow("http"))));
                         } else {
-                            r.header("server").into_iter().for_each(|v| found.push(("http.server", v.to_string(), flow("http"))));
+                            r.header("server")
+                                .into_iter()
+                                .for_each(|v| found.push(("http.server", v.to_string(), flow("http"))));
                         }
                     }
                     Err(e) => errors.count(file, &e),
@@ -291,7 +315,10 @@ fn wardline_found(file: &Path, cap: &Capture, errors: &mut ErrorTally) -> Found 
             while pos + 2 <= d.len() {
                 let len = u16::from_be_bytes([d[pos], d[pos + 1]]) as usize;
                 match dns::parse_tcp(&d[pos..]) {
-                    Ok(r) => r.questions.into_iter().for_each(|q| found.push(("dns.qry.name", dns_name(&q.name), flow("dns")))),
+                    Ok(r) => r
+                        .questions
+                        .into_iter()
+                        .for_each(|q| found.push(("dns.qry.name", dns_name(&q.name), flow("dns")))),
                     Err(e) => {
                         errors.count(file, &e);
                         salvaged(d.get(pos + 2..).unwrap_or(&[]), &mut found);
@@ -322,12 +349,17 @@ fn discovery_fields_match_tshark() {
         let found = wardline_found(f, &load(f), &mut errors);
         for field in FIELDS.iter().chain([&SYSDESCR]) {
             let ts = t.get(field).cloned().unwrap_or_default();
-            let ws: BTreeSet<String> = found.iter().filter(|(fl, _, _)| fl == field).map(|(_, v, _)| v.clone()).collect();
+            let ws: BTreeSet<String> =
+                found.iter().filter(|(fl, _, _)| fl == field).map(|(_, v, _)| v.clone()).collect();
             agreed += ts.intersection(&ws).count();
             for v in ts.difference(&ws) {
-                let salvaged = *field == "dns.qry.name" && found.iter().any(|(fl, val, _)| *fl == SALVAGED_DNS && val == v);
+                let salvaged =
+                    *field == "dns.qry.name" && found.iter().any(|(fl, val, _)| *fl == SALVAGED_DNS && val == v);
                 if salvaged {
-                    beyond_tshark.push(format!("{}: {field}: tshark shows {v:?} from a message Wardline rejects as malformed", f.display()));
+                    beyond_tshark.push(format!(
+                        "{}: {field}: tshark shows {v:?} from a message Wardline rejects as malformed",
+                        f.display()
+                    ));
                     continue;
                 }
                 disagreements.push(format!("{}: {field}: tshark only: {v:?}", f.display()));
@@ -336,14 +368,18 @@ fn discovery_fields_match_tshark() {
                 // tshark picks dissectors by port; Wardline by payload. A value from a flow
                 // tshark did not dissect as that protocol at all is extra coverage, not a
                 // disagreement (listed for information).
-                let in_scope = found.iter().filter(|(fl, val, _)| fl == field && val == v).any(|(_, _, flow)| match flow {
-                    None => true,
-                    Some((proto, a, b)) => scope.contains(&(proto.to_string(), *a, *b)),
-                });
+                let in_scope =
+                    found.iter().filter(|(fl, val, _)| fl == field && val == v).any(|(_, _, flow)| match flow {
+                        None => true,
+                        Some((proto, a, b)) => scope.contains(&(proto.to_string(), *a, *b)),
+                    });
                 if in_scope {
                     disagreements.push(format!("{}: {field}: wardline only: {v:?}", f.display()));
                 } else {
-                    beyond_tshark.push(format!("{}: {field}: wardline found {v:?} on a flow tshark did not dissect as this protocol", f.display()));
+                    beyond_tshark.push(format!(
+                        "{}: {field}: wardline found {v:?} on a flow tshark did not dissect as this protocol",
+                        f.display()
+                    ));
                 }
             }
         }

@@ -38,7 +38,8 @@ use wardline_sensor::dissect::Dissector;
 type Sets = BTreeMap<&'static str, BTreeSet<String>>;
 
 /// Ports tshark must decode as DICOM / HL7 beyond its defaults (from MANIFEST.tsv notes).
-const DECODE_AS: [&str; 4] = ["tcp.port==11112,dicom", "tcp.port==4242,dicom", "tcp.port==6661,hl7", "tcp.port==2575,hl7"];
+const DECODE_AS: [&str; 4] =
+    ["tcp.port==11112,dicom", "tcp.port==4242,dicom", "tcp.port==6661,hl7", "tcp.port==2575,hl7"];
 
 fn tshark(file: &Path, extra: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
@@ -105,7 +106,14 @@ fn dicom_matches_tshark() {
         let cols = tshark_fields(
             &file,
             "dicom",
-            &["dicom.assoc.ae.called", "dicom.assoc.ae.calling", "dicom.actx", "dicom.pctx.abss.syntax", "dicom.userinfo.uid", "dicom.userinfo.version"],
+            &[
+                "dicom.assoc.ae.called",
+                "dicom.assoc.ae.calling",
+                "dicom.actx",
+                "dicom.pctx.abss.syntax",
+                "dicom.userinfo.uid",
+                "dicom.userinfo.version",
+            ],
         );
         let mut theirs = Sets::new();
         theirs.insert("called_ae", cols[0].iter().map(|v| v.trim().to_string()).collect());
@@ -133,11 +141,21 @@ fn dicom_matches_tshark() {
     for d in &disagreements {
         println!("DISAGREE {d}");
     }
-    assert!(disagreements.is_empty(), "{} disagreements with tshark:\n{}", disagreements.len(), disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements with tshark:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
 }
 
 fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&#x0d;", "\r").replace("&amp;", "&")
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#x0d;", "\r")
+        .replace("&amp;", "&")
 }
 
 fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
@@ -189,20 +207,38 @@ fn hl7_matches_tshark() {
         let msgs = messages(&read_packets(&file), hl7_framing);
         let tmsgs = tshark_hl7_messages(&file);
         if tmsgs.is_empty() {
-            let unframed = msgs.iter().filter_map(|m| hl7::parse(&m.bytes).ok()).flat_map(|r| r.messages).all(|m| m.framing == hl7::Framing::Unframed);
+            let unframed = msgs
+                .iter()
+                .filter_map(|m| hl7::parse(&m.bytes).ok())
+                .flat_map(|r| r.messages)
+                .all(|m| m.framing == hl7::Framing::Unframed);
             assert!(unframed, "tshark decoded no HL7 in {} although it is MLLP framed", file.display());
-            println!("skip {}: unframed HL7 in SYN packets, which tshark's MLLP dissector does not decode", file.display());
+            println!(
+                "skip {}: unframed HL7 in SYN packets, which tshark's MLLP dissector does not decode",
+                file.display()
+            );
             continue;
         }
         let mut theirs = Sets::new();
-        for key in ["sending_app", "sending_facility", "receiving_app", "receiving_facility", "message_type", "version", "device_id", "phi_segments"] {
+        for key in [
+            "sending_app",
+            "sending_facility",
+            "receiving_app",
+            "receiving_facility",
+            "message_type",
+            "version",
+            "device_id",
+            "phi_segments",
+        ] {
             theirs.insert(key, BTreeSet::new());
         }
         for m in &tmsgs {
             let Some(msh) = m.first().filter(|s| s.name == "MSH") else { continue };
             let comp_sep = msh.fields.get(&2).and_then(|e| e.chars().next()).unwrap_or('^');
             let rep_sep = msh.fields.get(&2).and_then(|e| e.chars().nth(1)).unwrap_or('~');
-            let comp = |v: &str, i: usize| v.split(rep_sep).next().unwrap_or("").split(comp_sep).nth(i).unwrap_or("").trim().to_string();
+            let comp = |v: &str, i: usize| {
+                v.split(rep_sep).next().unwrap_or("").split(comp_sep).nth(i).unwrap_or("").trim().to_string()
+            };
             let mut put = |key: &'static str, v: String| {
                 if !v.is_empty() {
                     theirs.get_mut(key).unwrap().insert(v);
@@ -264,7 +300,12 @@ fn hl7_matches_tshark() {
     for d in &disagreements {
         println!("DISAGREE {d}");
     }
-    assert!(disagreements.is_empty(), "{} disagreements with tshark:\n{}", disagreements.len(), disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements with tshark:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
 }
 
 /// Wardline's PHI counts as tshark can see them: tshark 4.0 drops a message's last segment
@@ -295,7 +336,8 @@ fn tshark_visible_phi_counts(msgs: &[Message]) -> BTreeSet<String> {
 fn smb_matches_tshark() {
     let mut disagreements = Vec::new();
     for file in pcaps_in("smb") {
-        let cols = tshark_fields(&file, "smb or smb2", &["smb.dialect", "smb2.dialect", "smb.native_os", "smb.native_lanman"]);
+        let cols =
+            tshark_fields(&file, "smb or smb2", &["smb.dialect", "smb2.dialect", "smb.native_os", "smb.native_lanman"]);
         let mut theirs = Sets::new();
         theirs.insert("dialect", cols[0].union(&cols[1]).cloned().collect());
         theirs.insert("native_os", cols[2].clone());
@@ -304,12 +346,21 @@ fn smb_matches_tshark() {
         let o = ours(
             &SmbDissector,
             &msgs,
-            &[("dialect", Field::SmbDialect), ("native_os", Field::SmbNativeOs), ("native_lanman", Field::SmbNativeLanman)],
+            &[
+                ("dialect", Field::SmbDialect),
+                ("native_os", Field::SmbNativeOs),
+                ("native_lanman", Field::SmbNativeLanman),
+            ],
         );
         compare(&file, &theirs, &o, &mut disagreements);
     }
     for d in &disagreements {
         println!("DISAGREE {d}");
     }
-    assert!(disagreements.is_empty(), "{} disagreements with tshark:\n{}", disagreements.len(), disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements with tshark:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
 }

@@ -19,11 +19,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
     match key {
         "alaris_pcu" => {
             if let Some(server) = plan.role("pump_server") {
-                let checkin = Activity::AlarisCheckin {
-                    pump: dev,
-                    server,
-                    seq: 0,
-                };
+                let checkin = Activity::AlarisCheckin { pump: dev, server, seq: 0 };
                 plan.after_boot(5, checkin);
             }
         }
@@ -35,13 +31,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
             }
             if key == "ge_anesthesia" {
                 if let Some(dc) = plan.role("dc") {
-                    plan.after_boot(
-                        3,
-                        Activity::Ntp {
-                            client: dev,
-                            server: dc,
-                        },
-                    );
+                    plan.after_boot(3, Activity::Ntp { client: dev, server: dc });
                 }
             }
         }
@@ -80,11 +70,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
 }
 
 fn hl7(sender: usize, receiver: usize, kind: Hl7Kind) -> Activity {
-    Activity::Hl7Oru {
-        sender,
-        receiver,
-        kind,
-    }
+    Activity::Hl7Oru { sender, receiver, kind }
 }
 
 /// A bedside monitor: polled by its central station, which also forwards its vitals.
@@ -93,12 +79,7 @@ fn schedule_monitor<W: Write>(plan: &mut DeviceSchedule<W>) {
     let Some(central) = plan.role("central_station") else {
         return;
     };
-    let poll = Activity::IntellivuePoll {
-        central,
-        monitor,
-        poll: 0,
-        associated: false,
-    };
+    let poll = Activity::IntellivuePoll { central, monitor, poll: 0, associated: false };
     plan.after_boot(8, poll);
     plan.after_boot(20, hl7(monitor, central, Hl7Kind::MonitorVitals));
     if let Some(engine) = plan.role("hl7_engine") {
@@ -121,37 +102,18 @@ fn schedule_pca_pump<W: Write>(plan: &mut DeviceSchedule<W>) {
         plan.after_boot(10, mednet);
     }
     let site = plan.device().site;
-    let biomed_ws = plan
-        .world
-        .devices
-        .iter()
-        .position(|o| o.site == site && o.profile.key == "win7_workstation");
+    let biomed_ws = plan.world.devices.iter().position(|o| o.site == site && o.profile.key == "win7_workstation");
     if let Some(ws) = biomed_ws {
-        let telnet = Activity::Telnet {
-            client: ws,
-            server: dev,
-        };
+        let telnet = Activity::Telnet { client: ws, server: dev };
         plan.after_boot(90, telnet);
     }
 }
 
 /// An Alaris pump's status check-in with its systems manager; `seq` counts check-ins.
-pub(super) fn alaris_checkin<W: Write>(
-    w: &mut World<W>,
-    pump: usize,
-    server: usize,
-    seq: &mut u32,
-) -> NextRun {
+pub(super) fn alaris_checkin<W: Write>(w: &mut World<W>, pump: usize, server: usize, seq: &mut u32) -> NextRun {
     *seq += 1;
     let d = &w.devices[pump];
-    let status = vendor::alaris_status(
-        *seq,
-        &d.serial,
-        "8015",
-        "9.33.1.4",
-        "DL-2024-03",
-        *seq % 3 != 0,
-    );
+    let status = vendor::alaris_status(*seq, &d.serial, "8015", "9.33.1.4", "DL-2024-03", *seq % 3 != 0);
     let (ch, sh) = (w.host(pump), w.host(server));
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 3613, "alaris")?;
     conn.request(&mut w.em, &status, &vendor::alaris_ack(*seq))?;
@@ -187,22 +149,13 @@ pub(super) fn intellivue_poll<W: Write>(
     let hr = 60 + u32::from(*poll % 30);
     let spo2 = 94 + u32::from(*poll % 5);
     let req = vendor::intellivue_poll_request(*poll, *poll);
-    let res = vendor::intellivue_poll_result(
-        *poll,
-        *poll,
-        &[(0x4182, hr), (0x4bb8, spo2), (0x4a05, 120)],
-    );
+    let res = vendor::intellivue_poll_result(*poll, *poll, &[(0x4182, hr), (0x4bb8, spo2), (0x4a05, 120)]);
     w.em.udp_exchange(c, m, 24105, 24105, &req, Some(&res), "intellivue")?;
     Ok(Some(SEC))
 }
 
 /// One HL7 message of `kind`, repeated at the kind's period.
-pub(super) fn hl7_message<W: Write>(
-    w: &mut World<W>,
-    sender: usize,
-    receiver: usize,
-    kind: Hl7Kind,
-) -> NextRun {
+pub(super) fn hl7_message<W: Write>(w: &mut World<W>, sender: usize, receiver: usize, kind: Hl7Kind) -> NextRun {
     hl7_exchange(w, sender, receiver, kind)?;
     let period = match kind {
         Hl7Kind::MonitorVitals => 60,
@@ -230,11 +183,7 @@ pub(super) fn pca_telnet<W: Write>(w: &mut World<W>, client: usize, server: usiz
 /// HL7 naming of a device in MSH-3/4.
 fn hl7_party<W: Write>(w: &World<W>, dev: usize) -> hl7::Hl7Party {
     let d = &w.devices[dev];
-    let facility = format!(
-        "{}^{}",
-        d.zone.to_uppercase(),
-        w.sites[d.site].name.to_uppercase()
-    );
+    let facility = format!("{}^{}", d.zone.to_uppercase(), w.sites[d.site].name.to_uppercase());
     let application = match d.profile.key {
         "philips_intellivue" => format!("MX450^{}^EUI-64", eui64(w.em.hosts[d.host].mac)),
         "philips_piic" => "PIIC_IX^Philips".into(),
@@ -248,19 +197,11 @@ fn hl7_party<W: Write>(w: &World<W>, dev: usize) -> hl7::Hl7Party {
         "dell_ehr" => "EHR".into(),
         _ => "HL7ENGINE".into(),
     };
-    hl7::Hl7Party {
-        application,
-        facility,
-    }
+    hl7::Hl7Party { application, facility }
 }
 
 /// One HL7 message over MLLP from `sender` to `receiver`, acknowledged.
-fn hl7_exchange<W: Write>(
-    w: &mut World<W>,
-    sender: usize,
-    receiver: usize,
-    kind: Hl7Kind,
-) -> anyhow::Result<()> {
+fn hl7_exchange<W: Write>(w: &mut World<W>, sender: usize, receiver: usize, kind: Hl7Kind) -> anyhow::Result<()> {
     let n = w.next();
     let ts = hl7::timestamp(w.em.now_us);
     let from = hl7_party(w, sender);
@@ -272,16 +213,8 @@ fn hl7_exchange<W: Write>(
     };
     let subject_mac = w.em.hosts[w.host(subject)].mac;
     let model = w.devices[subject].profile.model;
-    let device_id = format!(
-        "{}^{}^EUI-64",
-        eui64(subject_mac),
-        model.split_whitespace().last().unwrap_or(model)
-    );
-    let location = format!(
-        "{}^{}^A",
-        w.devices[subject].zone.to_uppercase(),
-        300 + subject % 50
-    );
+    let device_id = format!("{}^{}^EUI-64", eui64(subject_mac), model.split_whitespace().last().unwrap_or(model));
+    let location = format!("{}^{}^A", w.devices[subject].zone.to_uppercase(), 300 + subject % 50);
     let (msg, version, trigger) = match kind {
         Hl7Kind::MonitorVitals | Hl7Kind::Gateway { .. } => {
             let obs = vital_signs(n);
@@ -304,78 +237,27 @@ fn hl7_exchange<W: Write>(
         Hl7Kind::LabResult => {
             let obs = lab_results(n);
             (
-                hl7::oru_r01(
-                    &from,
-                    &to,
-                    &ts,
-                    &control,
-                    "2.5.1",
-                    &format!("PID{:06}", n),
-                    "LAB^1^A",
-                    &device_id,
-                    &obs,
-                ),
+                hl7::oru_r01(&from, &to, &ts, &control, "2.5.1", &format!("PID{:06}", n), "LAB^1^A", &device_id, &obs),
                 "2.5.1",
                 "R01",
             )
         }
-        Hl7Kind::Adt => (
-            hl7::adt_a01(
-                &from,
-                &to,
-                &ts,
-                &control,
-                &format!("PID{:06}", n),
-                "WARD^312^A",
-            ),
-            "2.5.1",
-            "A01",
-        ),
+        Hl7Kind::Adt => {
+            (hl7::adt_a01(&from, &to, &ts, &control, &format!("PID{:06}", n), "WARD^312^A"), "2.5.1", "A01")
+        }
     };
-    let ack = hl7::ack(
-        &to,
-        &from,
-        &ts,
-        trigger,
-        &control,
-        &format!("ACK{n:08}"),
-        version,
-    );
+    let ack = hl7::ack(&to, &from, &ts, trigger, &control, &format!("ACK{n:08}"), version);
     let (ch, sh) = (w.host(sender), w.host(receiver));
-    tcp_transaction(
-        &mut w.em,
-        ch,
-        sh,
-        2575,
-        "hl7",
-        &hl7::mllp(&msg),
-        &hl7::mllp(&ack),
-    )?;
+    tcp_transaction(&mut w.em, ch, sh, 2575, "hl7", &hl7::mllp(&msg), &hl7::mllp(&ack))?;
     let app0 = from.application.split('^').next().unwrap_or("").to_string();
     w.ev(sender, Field::Hl7SendingApp, app0);
-    w.ev(
-        sender,
-        Field::Hl7SendingFacility,
-        from.facility.split('^').next().unwrap_or("").to_string(),
-    );
-    w.ev(
-        sender,
-        Field::Hl7MessageType,
-        msg.split('|').nth(8).unwrap_or("").to_string(),
-    );
+    w.ev(sender, Field::Hl7SendingFacility, from.facility.split('^').next().unwrap_or("").to_string());
+    w.ev(sender, Field::Hl7MessageType, msg.split('|').nth(8).unwrap_or("").to_string());
     w.ev(sender, Field::Hl7Version, version);
     if !matches!(kind, Hl7Kind::Adt) {
-        w.ev(
-            subject,
-            Field::Hl7DeviceId,
-            device_id.split('^').next().unwrap_or("").to_string(),
-        );
+        w.ev(subject, Field::Hl7DeviceId, device_id.split('^').next().unwrap_or("").to_string());
     }
-    w.ev(
-        receiver,
-        Field::Hl7ReceivingApp,
-        to.application.split('^').next().unwrap_or("").to_string(),
-    );
+    w.ev(receiver, Field::Hl7ReceivingApp, to.application.split('^').next().unwrap_or("").to_string());
     w.ev(receiver, Field::ListeningPort, "tcp/2575");
     Ok(())
 }
@@ -399,15 +281,7 @@ fn vital_signs(n: u32) -> [hl7::Observation; 2] {
 /// Hemoglobin and leukocytes, varying with the message number `n`.
 fn lab_results(n: u32) -> [hl7::Observation; 2] {
     [
-        hl7::Observation {
-            code: "718-7^Hemoglobin^LN",
-            value: format!("{}.{}", 11 + n % 5, n % 10),
-            units: "g/dL",
-        },
-        hl7::Observation {
-            code: "6690-2^Leukocytes^LN",
-            value: format!("{}.{}", 4 + n % 7, n % 10),
-            units: "10*3/uL",
-        },
+        hl7::Observation { code: "718-7^Hemoglobin^LN", value: format!("{}.{}", 11 + n % 5, n % 10), units: "g/dL" },
+        hl7::Observation { code: "6690-2^Leukocytes^LN", value: format!("{}.{}", 4 + n % 7, n % 10), units: "10*3/uL" },
     ]
 }

@@ -24,19 +24,10 @@ pub(crate) struct AsciiExchange {
 }
 
 /// An `Activity::Ascii` to the site's `role` server, if the site has one, `secs` after boot.
-fn schedule_ascii<W: Write>(
-    plan: &mut DeviceSchedule<W>,
-    role: &str,
-    secs: u64,
-    exchange: AsciiExchange,
-) {
+fn schedule_ascii<W: Write>(plan: &mut DeviceSchedule<W>, role: &str, secs: u64, exchange: AsciiExchange) {
     if let Some(server) = plan.role(role) {
         let client = plan.dev;
-        let event = Activity::Ascii {
-            client,
-            server,
-            exchange,
-        };
+        let event = Activity::Ascii { client, server, exchange };
         plan.after_boot(secs, event);
     }
 }
@@ -44,12 +35,7 @@ fn schedule_ascii<W: Write>(
 /// Activities of phones, badges, building and security devices; other kinds are left alone.
 pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
     let dev = plan.dev;
-    let ascii = |port, app, kind, udp| AsciiExchange {
-        port,
-        app,
-        kind,
-        udp,
-    };
+    let ascii = |port, app, kind, udp| AsciiExchange { port, app, kind, udp };
     match plan.device().profile.key {
         "yealink_phone" => schedule_phone(plan),
         "vocera_badge" => {
@@ -58,11 +44,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
         }
         "jci_hvac" => {
             if let Some(bms) = plan.role("bms") {
-                let poll = Activity::Bacnet {
-                    bms,
-                    controller: dev,
-                    invoke: 0,
-                };
+                let poll = Activity::Bacnet { bms, controller: dev, invoke: 0 };
                 plan.after_boot(5, poll);
             }
         }
@@ -72,11 +54,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
         }
         "axis_camera" => {
             if let Some(nvr) = plan.role("nvr") {
-                let stream = Activity::Rtsp {
-                    nvr,
-                    camera: dev,
-                    seq: 0,
-                };
+                let stream = Activity::Rtsp { nvr, camera: dev, seq: 0 };
                 plan.after_boot(6, stream);
             }
         }
@@ -110,10 +88,7 @@ fn schedule_phone<W: Write>(plan: &mut DeviceSchedule<W>) {
         .collect();
     if let Some(pos) = phones.iter().position(|&p| p == dev) {
         if pos % 2 == 0 && pos + 1 < phones.len() {
-            let call = Activity::RtpCall {
-                a: dev,
-                b: phones[pos + 1],
-            };
+            let call = Activity::RtpCall { a: dev, b: phones[pos + 1] };
             plan.after_boot(30, call);
         }
     }
@@ -143,27 +118,9 @@ pub(super) fn rtp_call<W: Write>(w: &mut World<W>, a: usize, b: usize) -> NextRu
     let base: u16 = w.em.rng.gen_range(0..30000);
     for i in 0..500u16 {
         let ts = u32::from(i) * 160;
-        w.em.udp(
-            &leg,
-            ah,
-            bh,
-            true,
-            16384,
-            16386,
-            &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_a, 0xff),
-            "rtp",
-        )?;
+        w.em.udp(&leg, ah, bh, true, 16384, 16386, &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_a, 0xff), "rtp")?;
         w.em.gap(100, 400);
-        w.em.udp(
-            &leg,
-            ah,
-            bh,
-            false,
-            16384,
-            16386,
-            &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_b, 0x7f),
-            "rtp",
-        )?;
+        w.em.udp(&leg, ah, bh, false, 16384, 16386, &vendor::rtp_pcmu(base.wrapping_add(i), ts, ssrc_b, 0x7f), "rtp")?;
         w.em.gap(2000, 3000);
     }
     Ok(Some(240 * SEC))
@@ -171,69 +128,30 @@ pub(super) fn rtp_call<W: Write>(w: &mut World<W>, a: usize, b: usize) -> NextRu
 
 /// The building management system reads a controller's temperature; the first run
 /// discovers it (Who-Is broadcast, I-Am back). `invoke` is the BACnet invoke id.
-pub(super) fn bacnet_poll<W: Write>(
-    w: &mut World<W>,
-    bms: usize,
-    controller: usize,
-    invoke: &mut u8,
-) -> NextRun {
+pub(super) fn bacnet_poll<W: Write>(w: &mut World<W>, bms: usize, controller: usize, invoke: &mut u8) -> NextRun {
     let (bh, ch) = (w.host(bms), w.host(controller));
     if *invoke == 0 {
         let h = &w.em.hosts[bh];
         let bcast = Ipv4Addr::new(h.ip.octets()[0], h.ip.octets()[1], 255, 255);
-        let l2 = L2 {
-            src: h.mac,
-            dst: [0xff; 6],
-            vlan: h.vlan,
-        };
+        let l2 = L2 { src: h.mac, dst: [0xff; 6], vlan: h.vlan };
         let (ip, ttl) = (h.ip, h.stack.ttl);
-        w.em.udp_raw(
-            l2,
-            ip,
-            bcast,
-            ttl,
-            bh,
-            47808,
-            47808,
-            &bacnet::who_is(),
-            "bacnet",
-        )?;
+        w.em.udp_raw(l2, ip, bcast, ttl, bh, 47808, 47808, &bacnet::who_is(), "bacnet")?;
         w.em.gap(2000, 9000);
         let inst = 1000 + controller as u32;
         w.em.udp_exchange(ch, bh, 47808, 47808, &bacnet::i_am(inst, 5), None, "bacnet")?;
-        w.ev(
-            controller,
-            Field::VendorProtocol,
-            "bacnet/udp 47808 vendor-id 5",
-        );
+        w.ev(controller, Field::VendorProtocol, "bacnet/udp 47808 vendor-id 5");
     }
     *invoke = invoke.wrapping_add(1).max(1);
     let temp = 21.0 + f32::from(*invoke % 10) / 10.0;
-    let req = bacnet::read_property(
-        *invoke,
-        bacnet::OBJECT_ANALOG_INPUT,
-        1,
-        bacnet::PROP_PRESENT_VALUE,
-    );
-    let resp = bacnet::read_property_ack(
-        *invoke,
-        bacnet::OBJECT_ANALOG_INPUT,
-        1,
-        bacnet::PROP_PRESENT_VALUE,
-        temp,
-    );
+    let req = bacnet::read_property(*invoke, bacnet::OBJECT_ANALOG_INPUT, 1, bacnet::PROP_PRESENT_VALUE);
+    let resp = bacnet::read_property_ack(*invoke, bacnet::OBJECT_ANALOG_INPUT, 1, bacnet::PROP_PRESENT_VALUE, temp);
     w.em.udp_exchange(bh, ch, 47808, 47808, &req, Some(&resp), "bacnet")?;
     Ok(Some(10 * SEC))
 }
 
 /// The video recorder pulls two seconds of a camera's stream over RTSP, RTP interleaved
 /// in the TCP session. `seq` continues the RTP sequence numbers across runs.
-pub(super) fn rtsp_stream<W: Write>(
-    w: &mut World<W>,
-    nvr: usize,
-    camera: usize,
-    seq: &mut u16,
-) -> NextRun {
+pub(super) fn rtsp_stream<W: Write>(w: &mut World<W>, nvr: usize, camera: usize, seq: &mut u16) -> NextRun {
     let (nh, ch) = (w.host(nvr), w.host(camera));
     let url = format!("rtsp://{}/axis-media/media.amp", w.ip(camera));
     let ua = "Milestone XProtect RTSP client";
@@ -242,14 +160,10 @@ pub(super) fn rtsp_stream<W: Write>(
     conn.request(
         &mut w.em,
         &vendor::rtsp_request("OPTIONS", &url, 1, ua, ""),
-        &vendor::rtsp_response(
-            1,
-            server,
-            "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n",
-            "",
-        ),
+        &vendor::rtsp_response(1, server, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n", ""),
     )?;
-    let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+    let sdp =
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
     conn.request(
         &mut w.em,
         &vendor::rtsp_request("DESCRIBE", &url, 2, ua, "Accept: application/sdp\r\n"),
@@ -280,11 +194,7 @@ pub(super) fn rtsp_stream<W: Write>(
     let ssrc = 0x1234_0000 | camera as u32;
     for f in 0..50u32 {
         *seq = seq.wrapping_add(1);
-        let len = if f % 25 == 0 {
-            1400
-        } else {
-            700 + (f as usize * 13) % 600
-        };
+        let len = if f % 25 == 0 { 1400 } else { 700 + (f as usize * 13) % 600 };
         let pkt = vendor::rtsp_interleaved_video(0, *seq, f * 3600, ssrc, len);
         conn.send(&mut w.em, false, &pkt)?;
         w.em.gap(30_000, 40_000);
@@ -306,12 +216,7 @@ pub(super) fn ascii_event<W: Write>(
     server: usize,
     exchange: AsciiExchange,
 ) -> NextRun {
-    let AsciiExchange {
-        port,
-        app,
-        kind,
-        udp,
-    } = exchange;
+    let AsciiExchange { port, app, kind, udp } = exchange;
     let msg = ascii_fields(w, kind, client);
     let (chh, shh) = (w.host(client), w.host(server));
     if udp {
@@ -319,11 +224,7 @@ pub(super) fn ascii_event<W: Write>(
     } else {
         tcp_transaction(&mut w.em, chh, shh, port, app, &msg, b"ACK\r\n")?;
     }
-    w.ev(
-        client,
-        Field::VendorProtocol,
-        format!("{app}/{} {port}", if udp { "udp" } else { "tcp" }),
-    );
+    w.ev(client, Field::VendorProtocol, format!("{app}/{} {port}", if udp { "udp" } else { "tcp" }));
     Ok(Some(match kind {
         "TAGREPORT" => 5 * SEC,
         "VOCERA_KEEPALIVE" => 20 * SEC,
@@ -339,28 +240,15 @@ fn ascii_fields<W: Write>(w: &mut World<W>, kind: &str, dev: usize) -> Vec<u8> {
     match kind {
         "BADGE" => vendor::ascii_event(
             "DOOR_EVENT",
-            &[
-                ("reader", serial),
-                ("card", format!("{:08}", n * 37 % 99_999_999)),
-                ("result", "GRANTED".into()),
-            ],
+            &[("reader", serial), ("card", format!("{:08}", n * 37 % 99_999_999)), ("result", "GRANTED".into())],
         ),
         "NURSECALL" => vendor::ascii_event(
             "CALL",
-            &[
-                ("station", serial),
-                ("room", room.to_string()),
-                ("bed", "A".into()),
-                ("priority", "NORMAL".into()),
-            ],
+            &[("station", serial), ("room", room.to_string()), ("bed", "A".into()), ("priority", "NORMAL".into())],
         ),
         "TAGREPORT" => vendor::ascii_event(
             "TAG",
-            &[
-                ("receiver", serial),
-                ("tag", format!("000CCC{:06X}", n)),
-                ("rssi", format!("-{}", 40 + n % 50)),
-            ],
+            &[("receiver", serial), ("tag", format!("000CCC{:06X}", n)), ("rssi", format!("-{}", 40 + n % 50))],
         ),
         _ => vendor::ascii_event(kind, &[("id", serial), ("seq", n.to_string())]),
     }

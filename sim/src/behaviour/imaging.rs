@@ -12,10 +12,7 @@ use wardline_common::Field;
 /// Modalities store to the site's PACS and query its worklist server.
 pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
     let modality = plan.dev;
-    if !matches!(
-        plan.device().profile.key,
-        "ge_ct" | "siemens_mr" | "carestream_xray" | "sonosite_us"
-    ) {
+    if !matches!(plan.device().profile.key, "ge_ct" | "siemens_mr" | "carestream_xray" | "sonosite_us") {
         return;
     }
     if let Some(pacs) = plan.role("pacs") {
@@ -28,27 +25,12 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
 
 /// A modality's DICOM identity: AE, implementation UID/version, SOP class, modality code and
 /// the Manufacturer (0008,0070) string its data sets carry.
-fn modality_identity(
-    key: &str,
-    dev: usize,
-) -> (dicom::AeIdentity, &'static str, &'static str, &'static str) {
+fn modality_identity(key: &str, dev: usize) -> (dicom::AeIdentity, &'static str, &'static str, &'static str) {
     let (ae, uid, ver, sop, modality, manufacturer) = match key {
-        "ge_ct" => (
-            "CT_REV01",
-            "1.2.840.113619.6.374",
-            "REVOLUTION_CT_1",
-            dicom::CT_IMAGE_STORAGE,
-            "CT",
-            "GE MEDICAL SYSTEMS",
-        ),
-        "siemens_mr" => (
-            "MR_AERA01",
-            "1.3.12.2.1107.5.2",
-            "MR_VE11C",
-            dicom::MR_IMAGE_STORAGE,
-            "MR",
-            "SIEMENS",
-        ),
+        "ge_ct" => {
+            ("CT_REV01", "1.2.840.113619.6.374", "REVOLUTION_CT_1", dicom::CT_IMAGE_STORAGE, "CT", "GE MEDICAL SYSTEMS")
+        }
+        "siemens_mr" => ("MR_AERA01", "1.3.12.2.1107.5.2", "MR_VE11C", dicom::MR_IMAGE_STORAGE, "MR", "SIEMENS"),
         "carestream_xray" => (
             "DRX_EVO01",
             "1.2.276.0.7230010.3.0.3.6.2",
@@ -57,27 +39,11 @@ fn modality_identity(
             "DX",
             "Carestream Health",
         ),
-        _ => (
-            "SONOSITE",
-            "1.2.276.0.7230010.3.0.3.6.0",
-            "OFFIS_DCMTK_360",
-            dicom::US_IMAGE_STORAGE,
-            "US",
-            "SonoSite",
-        ),
+        _ => ("SONOSITE", "1.2.276.0.7230010.3.0.3.6.0", "OFFIS_DCMTK_360", dicom::US_IMAGE_STORAGE, "US", "SonoSite"),
     };
-    let ae_title = if key == "sonosite_us" {
-        format!("US{dev:04}")
-    } else {
-        ae.to_string()
-    };
+    let ae_title = if key == "sonosite_us" { format!("US{dev:04}") } else { ae.to_string() };
     (
-        dicom::AeIdentity {
-            ae_title,
-            impl_class_uid: uid.into(),
-            impl_version: ver.into(),
-            max_pdu: 16384,
-        },
+        dicom::AeIdentity { ae_title, impl_class_uid: uid.into(), impl_version: ver.into(), max_pdu: 16384 },
         sop,
         modality,
         manufacturer,
@@ -118,11 +84,7 @@ fn record_dicom<W: Write>(
     sop: &str,
 ) {
     w.ev(modality, Field::DicomCallingAe, me.ae_title.clone());
-    w.ev(
-        modality,
-        Field::DicomImplClassUid,
-        me.impl_class_uid.clone(),
-    );
+    w.ev(modality, Field::DicomImplClassUid, me.impl_class_uid.clone());
     w.ev(modality, Field::DicomImplVersion, me.impl_version.clone());
     w.ev(modality, Field::DicomAbstractSyntax, sop);
     w.ev(pacs, Field::DicomCalledAe, peer.ae_title.clone());
@@ -133,8 +95,7 @@ fn record_dicom<W: Write>(
 
 /// A modality stores a study of 2 to 4 images to the PACS (C-STORE), every two minutes.
 pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) -> NextRun {
-    let (me, sop, mod_code, manufacturer) =
-        modality_identity(w.devices[modality].profile.key, modality);
+    let (me, sop, mod_code, manufacturer) = modality_identity(w.devices[modality].profile.key, modality);
     let peer = pacs_identity();
     let study_no = w.next();
     let root = me.impl_class_uid.clone();
@@ -154,11 +115,7 @@ pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) ->
     let (ch, sh) = (w.host(modality), w.host(pacs));
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 104, "dicom")?;
     let rq = dicom::associate_rq(&peer.ae_title, &me, &contexts);
-    let ac = dicom::associate_ac(
-        &peer,
-        &me.ae_title,
-        &[(1, dicom::EXPLICIT_VR_LE), (3, dicom::IMPLICIT_VR_LE)],
-    );
+    let ac = dicom::associate_ac(&peer, &me.ae_title, &[(1, dicom::EXPLICIT_VR_LE), (3, dicom::IMPLICIT_VR_LE)]);
     conn.request(&mut w.em, &rq, &ac)?;
     let images = w.em.rng.gen_range(2..=4u16);
     let model = w.devices[modality].profile.model;
@@ -167,13 +124,8 @@ pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) ->
         let instance = format!("{study_uid}.{img}");
         let px_len = w.em.rng.gen_range(3000..=12_000usize) & !1;
         let seed: u8 = w.em.rng.gen();
-        let pixels: Vec<u8> = (0..px_len)
-            .map(|i| {
-                (i as u8)
-                    .wrapping_mul(seed | 1)
-                    .wrapping_add((i >> 7) as u8)
-            })
-            .collect();
+        let pixels: Vec<u8> =
+            (0..px_len).map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add((i >> 7) as u8)).collect();
         let ds = dicom::image_dataset(
             sop,
             &instance,
@@ -190,12 +142,7 @@ pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) ->
         pdus.extend(dicom::p_data(1, false, &ds, peer.max_pdu));
         send_pdus(w, &mut conn, true, &pdus)?;
         w.em.gap(2000, 15_000);
-        let rsp = dicom::p_data(
-            1,
-            true,
-            &dicom::c_store_rsp(sop, &instance, img),
-            me.max_pdu,
-        );
+        let rsp = dicom::p_data(1, true, &dicom::c_store_rsp(sop, &instance, img), me.max_pdu);
         send_pdus(w, &mut conn, false, &rsp)?;
     }
     conn.request(&mut w.em, &dicom::release_rq(), &dicom::release_rp())?;
@@ -228,40 +175,20 @@ pub(super) fn worklist<W: Write>(w: &mut World<W>, modality: usize, mwl: usize) 
         &dicom::associate_ac(&peer, &me.ae_title, &[(1, dicom::EXPLICIT_VR_LE)]),
     )?;
     let mut pdus = dicom::p_data(1, true, &dicom::c_find_rq(dicom::MWL_FIND, 1), peer.max_pdu);
-    pdus.extend(dicom::p_data(
-        1,
-        false,
-        &dicom::mwl_query(mod_code, &me.ae_title),
-        peer.max_pdu,
-    ));
+    pdus.extend(dicom::p_data(1, false, &dicom::mwl_query(mod_code, &me.ae_title), peer.max_pdu));
     send_pdus(w, &mut conn, true, &pdus)?;
     let n = w.next();
     let mut rsp = Vec::new();
     for k in 0..2 {
-        rsp.extend(dicom::p_data(
-            1,
-            true,
-            &dicom::c_find_rsp(dicom::MWL_FIND, 1, true),
-            me.max_pdu,
-        ));
+        rsp.extend(dicom::p_data(1, true, &dicom::c_find_rsp(dicom::MWL_FIND, 1, true), me.max_pdu));
         rsp.extend(dicom::p_data(
             1,
             false,
-            &dicom::mwl_result(
-                mod_code,
-                &me.ae_title,
-                &format!("ACC{n:05}{k}"),
-                &format!("PID{n:06}"),
-            ),
+            &dicom::mwl_result(mod_code, &me.ae_title, &format!("ACC{n:05}{k}"), &format!("PID{n:06}")),
             me.max_pdu,
         ));
     }
-    rsp.extend(dicom::p_data(
-        1,
-        true,
-        &dicom::c_find_rsp(dicom::MWL_FIND, 1, false),
-        me.max_pdu,
-    ));
+    rsp.extend(dicom::p_data(1, true, &dicom::c_find_rsp(dicom::MWL_FIND, 1, false), me.max_pdu));
     send_pdus(w, &mut conn, false, &rsp)?;
     conn.request(&mut w.em, &dicom::release_rq(), &dicom::release_rp())?;
     conn.close(&mut w.em, true)?;

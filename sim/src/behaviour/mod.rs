@@ -39,108 +39,30 @@ type NextRun = anyhow::Result<Option<u64>>;
 
 /// One scheduled behaviour: a small state machine; each run emits one complete exchange.
 pub(crate) enum Activity {
-    Boot {
-        dev: usize,
-    },
-    Lldp {
-        router: usize,
-        zone: usize,
-    },
-    AlarisCheckin {
-        pump: usize,
-        server: usize,
-        seq: u32,
-    },
-    IntellivuePoll {
-        central: usize,
-        monitor: usize,
-        poll: u16,
-        associated: bool,
-    },
-    Hl7Oru {
-        sender: usize,
-        receiver: usize,
-        kind: Hl7Kind,
-    },
-    DicomStore {
-        modality: usize,
-        pacs: usize,
-    },
-    DicomWorklist {
-        modality: usize,
-        mwl: usize,
-    },
-    WinStartup {
-        ws: usize,
-    },
-    WebBrowse {
-        ws: usize,
-    },
-    Smb {
-        ws: usize,
-        server: usize,
-    },
-    PrintIpp {
-        ws: usize,
-        printer: usize,
-    },
-    PrintRaw {
-        ws: usize,
-        printer: usize,
-    },
-    SnmpPoll {
-        manager: usize,
-        agent: usize,
-    },
-    PrinterWeb {
-        ws: usize,
-        printer: usize,
-    },
-    Sip {
-        phone: usize,
-        pbx: usize,
-    },
-    RtpCall {
-        a: usize,
-        b: usize,
-    },
-    Bacnet {
-        bms: usize,
-        controller: usize,
-        invoke: u8,
-    },
-    Rtsp {
-        nvr: usize,
-        camera: usize,
-        seq: u16,
-    },
-    Ascii {
-        client: usize,
-        server: usize,
-        exchange: facilities::AsciiExchange,
-    },
-    Tls {
-        client: usize,
-        peer: TlsPeer,
-        sni: &'static str,
-        profile: tls::ClientProfile,
-    },
-    Rdp {
-        client: usize,
-        server: usize,
-    },
-    Ntp {
-        client: usize,
-        server: usize,
-    },
-    Syslog {
-        dev: usize,
-        server: usize,
-    },
-    Telnet {
-        client: usize,
-        server: usize,
-    },
+    Boot { dev: usize },
+    Lldp { router: usize, zone: usize },
+    AlarisCheckin { pump: usize, server: usize, seq: u32 },
+    IntellivuePoll { central: usize, monitor: usize, poll: u16, associated: bool },
+    Hl7Oru { sender: usize, receiver: usize, kind: Hl7Kind },
+    DicomStore { modality: usize, pacs: usize },
+    DicomWorklist { modality: usize, mwl: usize },
+    WinStartup { ws: usize },
+    WebBrowse { ws: usize },
+    Smb { ws: usize, server: usize },
+    PrintIpp { ws: usize, printer: usize },
+    PrintRaw { ws: usize, printer: usize },
+    SnmpPoll { manager: usize, agent: usize },
+    PrinterWeb { ws: usize, printer: usize },
+    Sip { phone: usize, pbx: usize },
+    RtpCall { a: usize, b: usize },
+    Bacnet { bms: usize, controller: usize, invoke: u8 },
+    Rtsp { nvr: usize, camera: usize, seq: u16 },
+    Ascii { client: usize, server: usize, exchange: facilities::AsciiExchange },
+    Tls { client: usize, peer: TlsPeer, sni: &'static str, profile: tls::ClientProfile },
+    Rdp { client: usize, server: usize },
+    Ntp { client: usize, server: usize },
+    Syslog { dev: usize, server: usize },
+    Telnet { client: usize, server: usize },
 }
 
 /// The server end of a TLS session.
@@ -196,12 +118,7 @@ pub(crate) fn schedule<W: Write>(w: &World<W>) -> Vec<(u64, Activity)> {
     let mut out = Vec::new();
     for dev in 0..w.devices.len() {
         let boot_secs = 1 + (dev as u64 % 20);
-        let mut plan = DeviceSchedule {
-            world: w,
-            dev,
-            boot_secs,
-            out: &mut out,
-        };
+        let mut plan = DeviceSchedule { world: w, dev, boot_secs, out: &mut out };
         plan.at(boot_secs * SEC / 2, Activity::Boot { dev });
         // Each device kind belongs to exactly one module; the others ignore it.
         network::schedule(&mut plan);
@@ -245,20 +162,11 @@ fn step<W: Write>(w: &mut World<W>, activity: &mut Activity) -> NextRun {
     match activity {
         Activity::Boot { dev } => network::boot(w, *dev).map(|()| None),
         Activity::Lldp { router, zone } => network::lldp(w, *router, *zone),
-        Activity::AlarisCheckin { pump, server, seq } => {
-            clinical::alaris_checkin(w, *pump, *server, seq)
+        Activity::AlarisCheckin { pump, server, seq } => clinical::alaris_checkin(w, *pump, *server, seq),
+        Activity::IntellivuePoll { central, monitor, poll, associated } => {
+            clinical::intellivue_poll(w, *central, *monitor, poll, associated)
         }
-        Activity::IntellivuePoll {
-            central,
-            monitor,
-            poll,
-            associated,
-        } => clinical::intellivue_poll(w, *central, *monitor, poll, associated),
-        Activity::Hl7Oru {
-            sender,
-            receiver,
-            kind,
-        } => clinical::hl7_message(w, *sender, *receiver, *kind),
+        Activity::Hl7Oru { sender, receiver, kind } => clinical::hl7_message(w, *sender, *receiver, *kind),
         Activity::DicomStore { modality, pacs } => imaging::store(w, *modality, *pacs),
         Activity::DicomWorklist { modality, mwl } => imaging::worklist(w, *modality, *mwl),
         Activity::WinStartup { ws } => office::windows_startup(w, *ws).map(|()| None),
@@ -270,23 +178,10 @@ fn step<W: Write>(w: &mut World<W>, activity: &mut Activity) -> NextRun {
         Activity::PrinterWeb { ws, printer } => office::printer_web(w, *ws, *printer),
         Activity::Sip { phone, pbx } => facilities::sip_register(w, *phone, *pbx),
         Activity::RtpCall { a, b } => facilities::rtp_call(w, *a, *b),
-        Activity::Bacnet {
-            bms,
-            controller,
-            invoke,
-        } => facilities::bacnet_poll(w, *bms, *controller, invoke),
+        Activity::Bacnet { bms, controller, invoke } => facilities::bacnet_poll(w, *bms, *controller, invoke),
         Activity::Rtsp { nvr, camera, seq } => facilities::rtsp_stream(w, *nvr, *camera, seq),
-        Activity::Ascii {
-            client,
-            server,
-            exchange,
-        } => facilities::ascii_event(w, *client, *server, *exchange),
-        Activity::Tls {
-            client,
-            peer,
-            sni,
-            profile,
-        } => network::tls(w, *client, *peer, sni, profile),
+        Activity::Ascii { client, server, exchange } => facilities::ascii_event(w, *client, *server, *exchange),
+        Activity::Tls { client, peer, sni, profile } => network::tls(w, *client, *peer, sni, profile),
         Activity::Rdp { client, server } => office::rdp(w, *client, *server),
         Activity::Ntp { client, server } => network::ntp(w, *client, *server),
         Activity::Syslog { dev, server } => network::syslog(w, *dev, *server),

@@ -39,20 +39,9 @@ pub(super) fn lldp<W: Write>(w: &mut World<W>, router: usize, zone: usize) -> Ne
     let h = &w.em.hosts[rh];
     let (mac, vlan, ip) = (h.mac, h.vlan, h.ip);
     let name = w.hostname(router);
-    let descr =
-        "Cisco IOS Software [Bengaluru], Catalyst L3 Switch Software (CAT9K_IOSXE), Version 17.6.4";
-    let body = lldp::frame_body(
-        mac,
-        &format!("Gi1/0/{}", zone + 1),
-        &name,
-        descr,
-        ip.octets(),
-    );
-    let l2 = L2 {
-        src: mac,
-        dst: lldp::LLDP_MULTICAST,
-        vlan,
-    };
+    let descr = "Cisco IOS Software [Bengaluru], Catalyst L3 Switch Software (CAT9K_IOSXE), Version 17.6.4";
+    let body = lldp::frame_body(mac, &format!("Gi1/0/{}", zone + 1), &name, descr, ip.octets());
+    let l2 = L2 { src: mac, dst: lldp::LLDP_MULTICAST, vlan };
     w.em.raw(l2, ETHERTYPE_LLDP, &body)?;
     w.ev(router, Field::LldpSystemName, name);
     w.ev(router, Field::LldpSystemDescription, descr);
@@ -86,27 +75,13 @@ pub(super) fn tls<W: Write>(
 pub(super) fn ntp<W: Write>(w: &mut World<W>, client: usize, server: usize) -> NextRun {
     let (ch, sh) = (w.host(client), w.host(server));
     let now = w.em.now_us;
-    w.em.udp_exchange(
-        ch,
-        sh,
-        123,
-        123,
-        &vendor::ntp(true, now),
-        Some(&vendor::ntp(false, now + 800)),
-        "ntp",
-    )?;
+    w.em.udp_exchange(ch, sh, 123, 123, &vendor::ntp(true, now), Some(&vendor::ntp(false, now + 800)), "ntp")?;
     Ok(Some(64 * SEC))
 }
 
 pub(super) fn syslog<W: Write>(w: &mut World<W>, dev: usize, server: usize) -> NextRun {
     let host = w.hostname(dev);
-    let msg = vendor::syslog(
-        134,
-        "Mar 12 10:00:00",
-        &host,
-        "storescp",
-        "association accepted",
-    );
+    let msg = vendor::syslog(134, "Mar 12 10:00:00", &host, "storescp", "association accepted");
     let (dh, sh) = (w.host(dev), w.host(server));
     w.em.udp_exchange(dh, sh, 514, 514, &msg, None, "syslog")?;
     Ok(Some(60 * SEC))
@@ -124,16 +99,8 @@ pub(super) fn tls_session<W: Write>(
     let mut random = [0u8; 32];
     w.em.rng.fill(&mut random);
     let mut conn = TcpConn::open(&mut w.em, c, s, 443, "tls")?;
-    conn.request(
-        &mut w.em,
-        &tls::client_hello(p, sni, random),
-        &tls::server_hello(p.ciphers[0].max(0xc02f), random),
-    )?;
-    conn.request(
-        &mut w.em,
-        &tls::change_cipher_and_finished(0x3c),
-        &tls::change_cipher_and_finished(0x77),
-    )?;
+    conn.request(&mut w.em, &tls::client_hello(p, sni, random), &tls::server_hello(p.ciphers[0].max(0xc02f), random))?;
+    conn.request(&mut w.em, &tls::change_cipher_and_finished(0x3c), &tls::change_cipher_and_finished(0x77))?;
     for i in 0..exchanges {
         conn.request(
             &mut w.em,
@@ -157,15 +124,7 @@ pub(super) fn dns_lookup<W: Write>(
     let id: u16 = w.em.rng.gen();
     let (c, s) = (w.host(dev), w.host(dc));
     let port = w.em.ephemeral_port(c);
-    w.em.udp_exchange(
-        c,
-        s,
-        port,
-        53,
-        &dns::query(id, name),
-        Some(&dns::response(id, name, answer)),
-        "dns",
-    )?;
+    w.em.udp_exchange(c, s, port, 53, &dns::query(id, name), Some(&dns::response(id, name, answer)), "dns")?;
     w.ev(dev, Field::DnsQuery, name);
     Ok(())
 }
@@ -187,8 +146,7 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
     let (ch, sh) = (d.host, w.host(server));
     let host = w.em.hosts[ch].clone();
     let server_host = w.em.hosts[sh].clone();
-    let relayed =
-        host.vlan != server_host.vlan || host.ip.octets()[..2] != server_host.ip.octets()[..2];
+    let relayed = host.vlan != server_host.vlan || host.ip.octets()[..2] != server_host.ip.octets()[..2];
     let gw = host.gateway.map(|g| w.em.hosts[g].clone());
     let (reply_mac, reply_ip, reply_ttl, reply_id_host) = match (&gw, relayed) {
         (Some(g), true) => (g.mac, g.ip, g.stack.ttl, host.gateway.unwrap_or(sh)),
@@ -201,11 +159,7 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
         vendor_class: style.vendor_class.map(str::to_string),
         param_list: style.params.to_vec(),
         client_id: style.client_id,
-        fqdn: if style.fqdn {
-            hostname.as_ref().map(|h| format!("{h}.{DOMAIN}"))
-        } else {
-            None
-        },
+        fqdn: if style.fqdn { hostname.as_ref().map(|h| format!("{h}.{DOMAIN}")) } else { None },
         max_msg_size: style.max_size,
         broadcast: style.broadcast,
     };
@@ -218,28 +172,12 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
         dns: server_host.ip,
         domain: DOMAIN.into(),
         lease_secs: 86_400,
-        giaddr: if relayed {
-            Ipv4Addr::new(o[0], o[1], 0, 1)
-        } else {
-            Ipv4Addr::UNSPECIFIED
-        },
+        giaddr: if relayed { Ipv4Addr::new(o[0], o[1], 0, 1) } else { Ipv4Addr::UNSPECIFIED },
     };
     let xid: u32 = w.em.rng.gen();
-    let bcast_l2 = L2 {
-        src: host.mac,
-        dst: [0xff; 6],
-        vlan: host.vlan,
-    };
-    let reply_dst = if style.broadcast {
-        ([0xff; 6], Ipv4Addr::BROADCAST)
-    } else {
-        (host.mac, host.ip)
-    };
-    let reply_l2 = L2 {
-        src: reply_mac,
-        dst: reply_dst.0,
-        vlan: host.vlan,
-    };
+    let bcast_l2 = L2 { src: host.mac, dst: [0xff; 6], vlan: host.vlan };
+    let reply_dst = if style.broadcast { ([0xff; 6], Ipv4Addr::BROADCAST) } else { (host.mac, host.ip) };
+    let reply_l2 = L2 { src: reply_mac, dst: reply_dst.0, vlan: host.vlan };
     let (src0, bcast) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST);
     let msgs = [
         dhcp::client_message(&id, dhcp::DISCOVER, xid, 0, None),
@@ -252,17 +190,7 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
             w.em.udp_raw(bcast_l2, src0, bcast, host.stack.ttl, ch, 68, 67, m, "dhcp")?;
             w.em.gap(1000, 20_000);
         } else {
-            w.em.udp_raw(
-                reply_l2,
-                reply_ip,
-                reply_dst.1,
-                reply_ttl,
-                reply_id_host,
-                67,
-                68,
-                m,
-                "dhcp",
-            )?;
+            w.em.udp_raw(reply_l2, reply_ip, reply_dst.1, reply_ttl, reply_id_host, 67, 68, m, "dhcp")?;
             w.em.gap(500, 3000);
         }
     }
@@ -275,11 +203,7 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
     let params: Vec<String> = style.params.iter().map(|p| p.to_string()).collect();
     w.ev(dev, Field::DhcpParamList, params.join(","));
     if style.client_id {
-        w.ev(
-            dev,
-            Field::DhcpClientId,
-            format!("01{}", hex::encode(host.mac)),
-        );
+        w.ev(dev, Field::DhcpClientId, format!("01{}", hex::encode(host.mac)));
     }
     if let Some(f) = &id.fqdn {
         w.ev(dev, Field::DhcpFqdn, f.clone());

@@ -20,13 +20,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
             plan.after_boot(2, Activity::WinStartup { ws: dev });
             plan.after_boot(40, Activity::WebBrowse { ws: dev });
             if let Some(dc) = plan.role("dc") {
-                plan.after_boot(
-                    60,
-                    Activity::Smb {
-                        ws: dev,
-                        server: dc,
-                    },
-                );
+                plan.after_boot(60, Activity::Smb { ws: dev, server: dc });
             }
             if let Some(ehr) = plan.role("ehr") {
                 let tls = Activity::Tls {
@@ -42,10 +36,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
             if let Some(ws) = first_workstation_of_zone(plan) {
                 plan.after_boot(30, Activity::PrinterWeb { ws, printer: dev });
                 plan.after_boot(45, Activity::PrintIpp { ws, printer: dev });
-                let snmp = Activity::SnmpPoll {
-                    manager: ws,
-                    agent: dev,
-                };
+                let snmp = Activity::SnmpPoll { manager: ws, agent: dev };
                 plan.after_boot(12, snmp);
             }
         }
@@ -56,13 +47,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
         }
         "hp_thin_client" => {
             if let Some(server) = plan.role("ehr") {
-                plan.after_boot(
-                    10,
-                    Activity::Rdp {
-                        client: dev,
-                        server,
-                    },
-                );
+                plan.after_boot(10, Activity::Rdp { client: dev, server });
             }
         }
         _ => {}
@@ -73,9 +58,7 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
 fn first_workstation_of_zone<W: Write>(plan: &DeviceSchedule<W>) -> Option<usize> {
     let d = plan.device();
     plan.world.devices.iter().position(|o| {
-        o.site == d.site
-            && o.zone == d.zone
-            && matches!(o.profile.key, "win7_workstation" | "win10_workstation")
+        o.site == d.site && o.zone == d.zone && matches!(o.profile.key, "win7_workstation" | "win10_workstation")
     })
 }
 
@@ -108,20 +91,11 @@ pub(super) fn print_ipp<W: Write>(w: &mut World<W>, ws: usize, printer: usize) -
     let n = w.next();
     let pip = w.ip(printer);
     let uri = format!("ipp://{pip}/ipp/print");
-    let doc: Vec<u8> = b"\x1b%-12345X@PJL JOB NAME=\"Discharge summary\"\r\n"
-        .iter()
-        .copied()
-        .cycle()
-        .take(6000)
-        .collect();
+    let doc: Vec<u8> =
+        b"\x1b%-12345X@PJL JOB NAME=\"Discharge summary\"\r\n".iter().copied().cycle().take(6000).collect();
     let body = http::ipp_print_job(n, &uri, "nurse", "Discharge summary", &doc);
-    let req = http::post(
-        &format!("{pip}:631"),
-        "/ipp/print",
-        "Microsoft-Windows/6.1 UPnP/1.0",
-        "application/ipp",
-        &body,
-    );
+    let req =
+        http::post(&format!("{pip}:631"), "/ipp/print", "Microsoft-Windows/6.1 UPnP/1.0", "application/ipp", &body);
     let resp = http::response(
         "HP HTTP Server; HP LaserJet M402dn - C5F94A",
         "application/ipp",
@@ -135,8 +109,7 @@ pub(super) fn print_ipp<W: Write>(w: &mut World<W>, ws: usize, printer: usize) -
 
 /// A ZPL specimen label sent to a label printer's raw port 9100.
 pub(super) fn print_raw<W: Write>(w: &mut World<W>, ws: usize, printer: usize) -> NextRun {
-    let zpl =
-        b"^XA^FO50,50^A0N,40,40^FDSPECIMEN 0042 HGB^FS^BY2^FO50,120^BCN,80,Y,N,N^FD0042^FS^XZ\r\n";
+    let zpl = b"^XA^FO50,50^A0N,40,40^FDSPECIMEN 0042 HGB^FS^BY2^FO50,120^BCN,80,Y,N,N^FD0042^FS^XZ\r\n";
     let (c, s) = (w.host(ws), w.host(printer));
     let mut conn = TcpConn::open(&mut w.em, c, s, 9100, "raw_print")?;
     conn.send(&mut w.em, true, zpl)?;
@@ -185,19 +158,11 @@ pub(super) fn rdp<W: Write>(w: &mut World<W>, client: usize, server: usize) -> N
     let user = w.hostname(client).to_lowercase();
     let (ch, sh) = (w.host(client), w.host(server));
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 3389, "rdp")?;
-    conn.request(
-        &mut w.em,
-        &vendor::rdp_connection_request(&user),
-        &vendor::rdp_connection_confirm(),
-    )?;
+    conn.request(&mut w.em, &vendor::rdp_connection_request(&user), &vendor::rdp_connection_confirm())?;
     let cp = tls::WINDOWS7_SCHANNEL;
     let mut random = [0u8; 32];
     w.em.rng.fill(&mut random);
-    conn.request(
-        &mut w.em,
-        &tls::client_hello(&cp, "", random),
-        &tls::server_hello(0xc030, random),
-    )?;
+    conn.request(&mut w.em, &tls::client_hello(&cp, "", random), &tls::server_hello(0xc030, random))?;
     for _ in 0..10 {
         conn.request(
             &mut w.em,
@@ -218,30 +183,12 @@ pub(super) fn windows_startup<W: Write>(w: &mut World<W>, ws: usize) -> anyhow::
     let name = w.hostname(ws);
     let o = h.ip.octets();
     let bcast = Ipv4Addr::new(o[0], o[1], 255, 255);
-    let l2 = L2 {
-        src: h.mac,
-        dst: [0xff; 6],
-        vlan: h.vlan,
-    };
+    let l2 = L2 { src: h.mac, dst: [0xff; 6], vlan: h.vlan };
     // Windows registers <00> (workstation) and <20> (server) and its domain group <00>.
-    for (nm, suffix, group) in [
-        (name.as_str(), 0x00, false),
-        (name.as_str(), 0x20, false),
-        ("HOSP", 0x00, true),
-    ] {
+    for (nm, suffix, group) in [(name.as_str(), 0x00, false), (name.as_str(), 0x20, false), ("HOSP", 0x00, true)] {
         let id: u16 = w.em.rng.gen();
         let msg = netbios::registration(id, nm, suffix, group, h.ip);
-        w.em.udp_raw(
-            l2,
-            h.ip,
-            bcast,
-            h.stack.ttl,
-            w.devices[ws].host,
-            137,
-            137,
-            &msg,
-            "netbios",
-        )?;
+        w.em.udp_raw(l2, h.ip, bcast, h.stack.ttl, w.devices[ws].host, 137, 137, &msg, "netbios")?;
         w.em.gap(700, 1500);
     }
     w.ev(ws, Field::NetbiosName, name.to_uppercase());

@@ -37,13 +37,7 @@ pub fn read_property(invoke_id: u8, kind: u16, instance: u32, property: u8) -> V
 }
 
 /// ComplexACK carrying a REAL present value.
-pub fn read_property_ack(
-    invoke_id: u8,
-    kind: u16,
-    instance: u32,
-    property: u8,
-    value: f32,
-) -> Vec<u8> {
+pub fn read_property_ack(invoke_id: u8, kind: u16, instance: u32, property: u8, value: f32) -> Vec<u8> {
     let mut a = vec![0x01, 0x00, 0x30, invoke_id, 0x0c, 0x0c];
     a.extend_from_slice(&object_id(kind, instance));
     a.extend_from_slice(&[0x19, property, 0x3e, 0x44]);

@@ -88,16 +88,8 @@ pub fn client_message(
     secs: u16,
     offer: Option<(Ipv4Addr, Ipv4Addr)>,
 ) -> Vec<u8> {
-    let mut p = header(
-        1,
-        xid,
-        secs,
-        id.broadcast,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        id.mac,
-    );
+    let mut p =
+        header(1, xid, secs, id.broadcast, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, id.mac);
     opt(&mut p, 53, &[msg_type]);
     if id.client_id {
         let mut v = vec![1u8];
@@ -127,23 +119,8 @@ pub fn client_message(
 }
 
 /// OFFER or ACK for `mac`.
-pub fn server_message(
-    lease: &Lease,
-    msg_type: u8,
-    xid: u32,
-    mac: [u8; 6],
-    broadcast: bool,
-) -> Vec<u8> {
-    let mut p = header(
-        2,
-        xid,
-        0,
-        broadcast,
-        Ipv4Addr::UNSPECIFIED,
-        lease.yiaddr,
-        lease.giaddr,
-        mac,
-    );
+pub fn server_message(lease: &Lease, msg_type: u8, xid: u32, mac: [u8; 6], broadcast: bool) -> Vec<u8> {
+    let mut p = header(2, xid, 0, broadcast, Ipv4Addr::UNSPECIFIED, lease.yiaddr, lease.giaddr, mac);
     opt(&mut p, 53, &[msg_type]);
     opt(&mut p, 54, &lease.server_id.octets());
     opt(&mut p, 51, &lease.lease_secs.to_be_bytes());

@@ -76,11 +76,7 @@ fn assoc_fixed(called: &str, calling: &str) -> Vec<u8> {
 }
 
 /// A-ASSOCIATE-RQ from `calling` to the AE titled `called`.
-pub fn associate_rq(
-    called: &str,
-    calling: &AeIdentity,
-    contexts: &[PresentationContext],
-) -> Vec<u8> {
+pub fn associate_rq(called: &str, calling: &AeIdentity, contexts: &[PresentationContext]) -> Vec<u8> {
     let mut b = assoc_fixed(called, &calling.ae_title);
     for pc in contexts {
         let mut body = vec![pc.id, 0, 0, 0];
@@ -117,11 +113,7 @@ pub fn release_rp() -> Vec<u8> {
 /// the peer's `max_pdu`.
 pub fn p_data(ctx_id: u8, is_command: bool, data: &[u8], max_pdu: u32) -> Vec<Vec<u8>> {
     let frag = (max_pdu as usize).saturating_sub(6).max(1);
-    let chunks: Vec<&[u8]> = if data.is_empty() {
-        vec![data]
-    } else {
-        data.chunks(frag).collect()
-    };
+    let chunks: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(frag).collect() };
     let n = chunks.len();
     chunks
         .into_iter()
@@ -204,11 +196,7 @@ pub fn c_find_rq(sop_class: &str, msg_id: u16) -> Vec<u8> {
 
 /// C-FIND-RSP: `pending` (0xFF00, a data set follows) or final success (0x0000, none).
 pub fn c_find_rsp(sop_class: &str, msg_id: u16, pending: bool) -> Vec<u8> {
-    let (dst, status) = if pending {
-        (0x0000u16, 0xff00u16)
-    } else {
-        (0x0101, 0x0000)
-    };
+    let (dst, status) = if pending { (0x0000u16, 0xff00u16) } else { (0x0101, 0x0000) };
     command(&[
         (0x0002, uid(sop_class)),
         (0x0100, 0x8020u16.to_le_bytes().to_vec()),
@@ -247,8 +235,7 @@ impl DataSet {
         self.0.extend_from_slice(&elem.to_le_bytes());
         self.0.extend_from_slice(vr.as_bytes());
         self.0.extend_from_slice(&[0, 0]);
-        self.0
-            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.0.extend_from_slice(value);
         self
     }
@@ -296,9 +283,7 @@ pub fn image_dataset(
 /// A modality worklist query identifier for `modality` scheduled on `station_ae`.
 pub fn mwl_query(modality: &str, station_ae: &str) -> Vec<u8> {
     let mut sps = DataSet::default();
-    sps.str(0x0008, 0x0060, "CS", modality)
-        .str(0x0040, 0x0001, "AE", station_ae)
-        .str(0x0040, 0x0002, "DA", "");
+    sps.str(0x0008, 0x0060, "CS", modality).str(0x0040, 0x0001, "AE", station_ae).str(0x0040, 0x0002, "DA", "");
     let mut d = DataSet::default();
     d.str(0x0008, 0x0050, "SH", "")
         .str(0x0010, 0x0010, "PN", "")
@@ -309,9 +294,7 @@ pub fn mwl_query(modality: &str, station_ae: &str) -> Vec<u8> {
 
 pub fn mwl_result(modality: &str, station_ae: &str, accession: &str, patient_id: &str) -> Vec<u8> {
     let mut sps = DataSet::default();
-    sps.str(0x0008, 0x0060, "CS", modality)
-        .str(0x0040, 0x0001, "AE", station_ae)
-        .str(0x0040, 0x0002, "DA", "20240312");
+    sps.str(0x0008, 0x0060, "CS", modality).str(0x0040, 0x0001, "AE", station_ae).str(0x0040, 0x0002, "DA", "20240312");
     let mut d = DataSet::default();
     d.str(0x0008, 0x0050, "SH", accession)
         .str(0x0010, 0x0010, "PN", "TEST^SYNTHETIC")
@@ -339,10 +322,7 @@ mod tests {
         };
         let p = associate_rq("PACS", &me, &[pc]);
         assert_eq!(p[0], 0x01);
-        assert_eq!(
-            u32::from_be_bytes([p[2], p[3], p[4], p[5]]) as usize,
-            p.len() - 6
-        );
+        assert_eq!(u32::from_be_bytes([p[2], p[3], p[4], p[5]]) as usize, p.len() - 6);
         assert_eq!(&p[10..26], b"PACS            ");
         assert_eq!(&p[26..42], b"CT01            ");
         assert_eq!(p[74], 0x10);

@@ -24,24 +24,10 @@ pub fn mllp(msg: &str) -> Vec<u8> {
     out
 }
 
-fn msh(
-    from: &Hl7Party,
-    to: &Hl7Party,
-    ts: &str,
-    msg_type: &str,
-    control_id: &str,
-    version: &str,
-) -> String {
+fn msh(from: &Hl7Party, to: &Hl7Party, ts: &str, msg_type: &str, control_id: &str, version: &str) -> String {
     format!(
         "MSH|^~\\&|{}|{}|{}|{}|{}||{}|{}|P|{}|||AL|NE\r",
-        from.application,
-        from.facility,
-        to.application,
-        to.facility,
-        ts,
-        msg_type,
-        control_id,
-        version
+        from.application, from.facility, to.application, to.facility, ts, msg_type, control_id, version
     )
 }
 
@@ -61,21 +47,11 @@ pub fn oru_r01(
     let mut m = msh(from, to, ts, "ORU^R01^ORU_R01", control_id, version);
     m.push_str(&format!("PID|||{patient_id}^^^HOSP^MR||TEST^SYNTHETIC\r"));
     m.push_str(&format!("PV1||I|{location}\r"));
-    m.push_str(&format!(
-        "OBR|1|{control_id}||182777000^monitoring of patient^SCT|||{ts}\r"
-    ));
+    m.push_str(&format!("OBR|1|{control_id}||182777000^monitoring of patient^SCT|||{ts}\r"));
     for (i, o) in obs.iter().enumerate() {
         // OBX-1..18: set id, type, id, sub-id, value, units, range, flags, prob, nature,
         // status, date last normal, access checks, time, producer, observer, method, equipment.
-        m.push_str(&format!(
-            "OBX|{}|NM|{}||{}|{}|||||R|||{}||||{}\r",
-            i + 1,
-            o.code,
-            o.value,
-            o.units,
-            ts,
-            device_id
-        ));
+        m.push_str(&format!("OBX|{}|NM|{}||{}|{}|||||R|||{}||||{}\r", i + 1, o.code, o.value, o.units, ts, device_id));
     }
     m
 }
@@ -96,19 +72,10 @@ pub fn ack(
 }
 
 /// ADT^A01 admit notification (from the EHR to departmental systems).
-pub fn adt_a01(
-    from: &Hl7Party,
-    to: &Hl7Party,
-    ts: &str,
-    control_id: &str,
-    patient_id: &str,
-    location: &str,
-) -> String {
+pub fn adt_a01(from: &Hl7Party, to: &Hl7Party, ts: &str, control_id: &str, patient_id: &str, location: &str) -> String {
     let mut m = msh(from, to, ts, "ADT^A01^ADT_A01", control_id, "2.5.1");
     m.push_str(&format!("EVN|A01|{ts}\r"));
-    m.push_str(&format!(
-        "PID|||{patient_id}^^^HOSP^MR||TEST^SYNTHETIC||19700101|U\r"
-    ));
+    m.push_str(&format!("PID|||{patient_id}^^^HOSP^MR||TEST^SYNTHETIC||19700101|U\r"));
     m.push_str(&format!("PV1||I|{location}\r"));
     m
 }
@@ -128,12 +95,7 @@ pub fn timestamp(us: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -149,14 +111,8 @@ mod tests {
 
     #[test]
     fn oru_fields_land_where_hl7_puts_them() {
-        let a = Hl7Party {
-            application: "MONGW".into(),
-            facility: "WARD".into(),
-        };
-        let b = Hl7Party {
-            application: "ENGINE".into(),
-            facility: "HOSP".into(),
-        };
+        let a = Hl7Party { application: "MONGW".into(), facility: "WARD".into() };
+        let b = Hl7Party { application: "ENGINE".into(), facility: "HOSP".into() };
         let m = oru_r01(
             &a,
             &b,
@@ -178,10 +134,7 @@ mod tests {
         assert_eq!(msh[8], "ORU^R01^ORU_R01"); // MSH-9
         assert_eq!(msh[11], "2.6"); // MSH-12
         let obx = m.split('\r').find(|s| s.starts_with("OBX")).unwrap_or("");
-        assert_eq!(
-            obx.split('|').nth(18),
-            Some("0009FBFFFE000001^MX800^EUI-64")
-        );
+        assert_eq!(obx.split('|').nth(18), Some("0009FBFFFE000001^MX800^EUI-64"));
         let framed = mllp(&m);
         assert_eq!(framed[0], 0x0b);
         assert_eq!(&framed[framed.len() - 2..], &[0x1c, 0x0d]);

@@ -36,13 +36,7 @@ fn ipp_attr(out: &mut Vec<u8>, tag: u8, name: &str, value: &[u8]) {
 }
 
 /// IPP/1.1 Print-Job request with `document` appended.
-pub fn ipp_print_job(
-    request_id: u32,
-    printer_uri: &str,
-    user: &str,
-    job_name: &str,
-    document: &[u8],
-) -> Vec<u8> {
+pub fn ipp_print_job(request_id: u32, printer_uri: &str, user: &str, job_name: &str, document: &[u8]) -> Vec<u8> {
     let mut b = vec![1, 1, 0x00, 0x02];
     b.extend_from_slice(&request_id.to_be_bytes());
     b.push(0x01); // operation-attributes-tag

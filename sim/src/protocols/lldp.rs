@@ -8,13 +8,7 @@ fn tlv(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
 
 pub const LLDP_MULTICAST: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e];
 
-pub fn frame_body(
-    chassis_mac: [u8; 6],
-    port: &str,
-    sys_name: &str,
-    sys_descr: &str,
-    mgmt_ip: [u8; 4],
-) -> Vec<u8> {
+pub fn frame_body(chassis_mac: [u8; 6], port: &str, sys_name: &str, sys_descr: &str, mgmt_ip: [u8; 4]) -> Vec<u8> {
     let mut b = Vec::with_capacity(200);
     let mut chassis = vec![4u8];
     chassis.extend_from_slice(&chassis_mac);

@@ -5,10 +5,7 @@ use std::net::Ipv4Addr;
 /// First-level encoding of a 15-character name plus suffix byte.
 fn encode_name(name: &str, suffix: u8) -> Vec<u8> {
     let mut raw = [b' '; 16];
-    for (o, b) in raw
-        .iter_mut()
-        .zip(name.to_ascii_uppercase().bytes().take(15))
-    {
+    for (o, b) in raw.iter_mut().zip(name.to_ascii_uppercase().bytes().take(15)) {
         *o = b;
     }
     raw[15] = suffix;

@@ -49,13 +49,7 @@ pub enum Value<'a> {
     Oid(&'a str),
 }
 
-fn message(
-    version: u32,
-    community: &str,
-    pdu_tag: u8,
-    request_id: u32,
-    binds: &[(&str, Value)],
-) -> Vec<u8> {
+fn message(version: u32, community: &str, pdu_tag: u8, request_id: u32, binds: &[(&str, Value)]) -> Vec<u8> {
     let mut vbl = Vec::new();
     for (name, val) in binds {
         let mut vb = oid(name);
@@ -87,30 +81,16 @@ pub fn get_system(community: &str, request_id: u32) -> Vec<u8> {
         community,
         0xa0,
         request_id,
-        &[
-            (SYS_DESCR, Value::Null),
-            (SYS_OBJECT_ID, Value::Null),
-            (SYS_NAME, Value::Null),
-        ],
+        &[(SYS_DESCR, Value::Null), (SYS_OBJECT_ID, Value::Null), (SYS_NAME, Value::Null)],
     )
 }
 
-pub fn system_response(
-    community: &str,
-    request_id: u32,
-    descr: &str,
-    object_id: &str,
-    name: &str,
-) -> Vec<u8> {
+pub fn system_response(community: &str, request_id: u32, descr: &str, object_id: &str, name: &str) -> Vec<u8> {
     message(
         0,
         community,
         0xa2,
         request_id,
-        &[
-            (SYS_DESCR, Value::Str(descr)),
-            (SYS_OBJECT_ID, Value::Oid(object_id)),
-            (SYS_NAME, Value::Str(name)),
-        ],
+        &[(SYS_DESCR, Value::Str(descr)), (SYS_OBJECT_ID, Value::Oid(object_id)), (SYS_NAME, Value::Str(name))],
     )
 }

@@ -38,9 +38,7 @@ pub fn alaris_ack(seq: u32) -> Vec<u8> {
 /// Philips IntelliVue Data Export association request (session CN SPDU 0x0D). The session
 /// and presentation parameters are abbreviated; the header byte and port are the real ones.
 pub fn intellivue_assoc_request() -> Vec<u8> {
-    let body: [u8; 14] = [
-        0x05, 0x08, 0x13, 0x01, 0x00, 0x16, 0x01, 0x02, 0x80, 0x00, 0x14, 0x02, 0x00, 0x02,
-    ];
+    let body: [u8; 14] = [0x05, 0x08, 0x13, 0x01, 0x00, 0x16, 0x01, 0x02, 0x80, 0x00, 0x14, 0x02, 0x00, 0x02];
     let mut out = vec![0x0d, body.len() as u8];
     out.extend_from_slice(&body);
     out
@@ -48,9 +46,7 @@ pub fn intellivue_assoc_request() -> Vec<u8> {
 
 /// Association result (session AC SPDU 0x0E).
 pub fn intellivue_assoc_result() -> Vec<u8> {
-    vec![
-        0x0e, 0x0c, 0x05, 0x08, 0x13, 0x01, 0x00, 0x16, 0x01, 0x02, 0x80, 0x00, 0x14, 0x02,
-    ]
+    vec![0x0e, 0x0c, 0x05, 0x08, 0x13, 0x01, 0x00, 0x16, 0x01, 0x02, 0x80, 0x00, 0x14, 0x02]
 }
 
 /// ROSE invoke carrying a Poll MDIB Data request for numerics (Data Export Programming Guide:
@@ -111,15 +107,7 @@ pub fn sip_register(
     .into_bytes()
 }
 
-pub fn sip_ok(
-    user: &str,
-    domain: &str,
-    phone_ip: &str,
-    port: u16,
-    call_id: &str,
-    cseq: u32,
-    server: &str,
-) -> Vec<u8> {
+pub fn sip_ok(user: &str, domain: &str, phone_ip: &str, port: u16, call_id: &str, cseq: u32, server: &str) -> Vec<u8> {
     format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {phone_ip}:{port};branch=z9hG4bK{cseq:08x}{call_id}\r\nFrom: <sip:{user}@{domain}>;tag={call_id}\r\nTo: <sip:{user}@{domain}>;tag=srv{cseq}\r\nCall-ID: {call_id}@{phone_ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{phone_ip}:{port}>;expires=3600\r\nServer: {server}\r\nContent-Length: 0\r\n\r\n"
     )
@@ -139,28 +127,16 @@ pub fn rtp_pcmu(seq: u16, timestamp: u32, ssrc: u32, fill: u8) -> Vec<u8> {
 
 /// RTSP (RFC 2326) request.
 pub fn rtsp_request(method: &str, url: &str, cseq: u32, user_agent: &str, extra: &str) -> Vec<u8> {
-    format!("{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\nUser-Agent: {user_agent}\r\n{extra}\r\n")
-        .into_bytes()
+    format!("{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\nUser-Agent: {user_agent}\r\n{extra}\r\n").into_bytes()
 }
 
 pub fn rtsp_response(cseq: u32, server: &str, extra: &str, body: &str) -> Vec<u8> {
-    let cl = if body.is_empty() {
-        String::new()
-    } else {
-        format!("Content-Length: {}\r\n", body.len())
-    };
-    format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nServer: {server}\r\n{extra}{cl}\r\n{body}")
-        .into_bytes()
+    let cl = if body.is_empty() { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
+    format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nServer: {server}\r\n{extra}{cl}\r\n{body}").into_bytes()
 }
 
 /// RTP over RTSP interleaved framing ('$', channel, length) carrying an H.264 fragment.
-pub fn rtsp_interleaved_video(
-    channel: u8,
-    seq: u16,
-    timestamp: u32,
-    ssrc: u32,
-    len: usize,
-) -> Vec<u8> {
+pub fn rtsp_interleaved_video(channel: u8, seq: u16, timestamp: u32, ssrc: u32, len: usize) -> Vec<u8> {
     let mut rtp = Vec::with_capacity(len + 12);
     rtp.extend_from_slice(&[0x80, 0x60]);
     rtp.extend_from_slice(&seq.to_be_bytes());
@@ -214,10 +190,7 @@ pub fn rdp_connection_request(user: &str) -> Vec<u8> {
 }
 
 pub fn rdp_connection_confirm() -> Vec<u8> {
-    vec![
-        0x03, 0x00, 0x00, 0x13, 0x0e, 0xd0, 0, 0, 0x12, 0x34, 0x00, 0x02, 0x1f, 0x08, 0x00, 0x02,
-        0x00, 0x00, 0x00,
-    ]
+    vec![0x03, 0x00, 0x00, 0x13, 0x0e, 0xd0, 0, 0, 0x12, 0x34, 0x00, 0x02, 0x1f, 0x08, 0x00, 0x02, 0x00, 0x00, 0x00]
 }
 
 /// Synthetic ASCII event line used by nurse call, badge and RTLS controllers.

@@ -84,13 +84,7 @@ impl Counters {
 
 /// Places every device of the scenario and registers its host on the emitter.
 pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W> {
-    let mut w = World {
-        em,
-        devices: Vec::new(),
-        sites: Vec::new(),
-        externals: HashMap::new(),
-        counter: 0,
-    };
+    let mut w = World { em, devices: Vec::new(), sites: Vec::new(), externals: HashMap::new(), counter: 0 };
     let plan: &[ZonePlan] = match opts.scenario {
         Scenario::Ward => WARD_PLAN,
         Scenario::Hospital => HOSPITAL_PLAN,
@@ -116,17 +110,8 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>) -> World<W
 
 /// Site `s`: its core switch, which routes every zone with one interface (same MAC) per
 /// VLAN, and its zones.
-fn add_site<W: Write>(
-    w: &mut World<W>,
-    scenario: Scenario,
-    plan: &[ZonePlan],
-    s: usize,
-    counters: &mut Counters,
-) {
-    let name = SITE_NAMES
-        .get(s)
-        .map(|n| n.to_string())
-        .unwrap_or_else(|| format!("site-{}", s + 1));
+fn add_site<W: Write>(w: &mut World<W>, scenario: Scenario, plan: &[ZonePlan], s: usize, counters: &mut Counters) {
+    let name = SITE_NAMES.get(s).map(|n| n.to_string()).unwrap_or_else(|| format!("site-{}", s + 1));
     let router_p = profile("cisco_router");
     let (_, router_mac) = counters.next_device(router_p);
     let router_dev = w.devices.len();
@@ -141,11 +126,7 @@ fn add_site<W: Write>(
         serial: format!("FOC{:08}", s + 1),
         evidence: BTreeSet::new(),
     });
-    let mut site = Site {
-        name,
-        zones: Vec::new(),
-        roles: HashMap::new(),
-    };
+    let mut site = Site { name, zones: Vec::new(), roles: HashMap::new() };
     for (zi, (zname, vlan, _)) in plan.iter().enumerate() {
         let net = match scenario {
             Scenario::Ward => [10, (20 + s * 20) as u8],
@@ -159,26 +140,13 @@ fn add_site<W: Write>(
             w.devices[router_dev].host = router_host;
         }
         w.devices[router_dev].ips.push(rip);
-        site.zones.push(Zone {
-            name: zname,
-            vlan: *vlan,
-            net,
-            router_host,
-            next_static: 2,
-            next_dhcp: 0,
-        });
+        site.zones.push(Zone { name: zname, vlan: *vlan, net, router_host, next_static: 2, next_dhcp: 0 });
     }
     w.sites.push(site);
 }
 
 /// One device of profile `p` in zone `zi` of site `s`.
-fn add_device<W: Write>(
-    w: &mut World<W>,
-    counters: &mut Counters,
-    p: &'static Profile,
-    s: usize,
-    zi: usize,
-) {
+fn add_device<W: Write>(w: &mut World<W>, counters: &mut Counters, p: &'static Profile, s: usize, zi: usize) {
     let (idx, mac) = counters.next_device(p);
     let zone = &mut w.sites[s].zones[zi];
     let ip = zone.next_address(p.dhcp.is_some());

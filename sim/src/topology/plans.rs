@@ -3,11 +3,7 @@
 
 /// One zone: (name, 802.1Q VLAN or untagged, members); each member is (profile key, how
 /// many per unit of scale, fixed count).
-pub(super) type ZonePlan = (
-    &'static str,
-    Option<u16>,
-    &'static [(&'static str, u32, u32)],
-);
+pub(super) type ZonePlan = (&'static str, Option<u16>, &'static [(&'static str, u32, u32)]);
 
 pub(super) const WARD_PLAN: &[ZonePlan] = &[(
     "ward-3a",
@@ -93,24 +89,8 @@ pub(super) const HOSPITAL_PLAN: &[ZonePlan] = &[
             ("win10_workstation", 0, 1),
         ],
     ),
-    (
-        "pharmacy",
-        Some(60),
-        &[
-            ("bd_pyxis", 2, 0),
-            ("win10_workstation", 0, 1),
-            ("hp_printer", 0, 1),
-        ],
-    ),
-    (
-        "admin",
-        Some(10),
-        &[
-            ("win10_workstation", 3, 0),
-            ("hp_thin_client", 2, 0),
-            ("hp_printer", 0, 1),
-        ],
-    ),
+    ("pharmacy", Some(60), &[("bd_pyxis", 2, 0), ("win10_workstation", 0, 1), ("hp_printer", 0, 1)]),
+    ("admin", Some(10), &[("win10_workstation", 3, 0), ("hp_thin_client", 2, 0), ("hp_printer", 0, 1)]),
     ("voice", Some(80), &[("yealink_phone", 4, 0)]),
     (
         "building",
@@ -125,8 +105,7 @@ pub(super) const HOSPITAL_PLAN: &[ZonePlan] = &[
     ),
 ];
 
-pub(super) const SITE_NAMES: &[&str] =
-    &["main-campus", "east-campus", "north-clinic", "west-clinic"];
+pub(super) const SITE_NAMES: &[&str] = &["main-campus", "east-campus", "north-clinic", "west-clinic"];
 
 /// Roles other devices look up by name within their site.
 pub(super) fn role_of(key: &str) -> Option<&'static str> {

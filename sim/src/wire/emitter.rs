@@ -28,16 +28,8 @@ pub struct Leg {
 impl Leg {
     /// Layer-2 addressing of a frame sent by the client (`from_client`) or the server.
     pub fn l2(&self, from_client: bool) -> L2 {
-        let (src, dst) = if from_client {
-            (self.c_mac, self.s_mac)
-        } else {
-            (self.s_mac, self.c_mac)
-        };
-        L2 {
-            src,
-            dst,
-            vlan: self.vlan,
-        }
+        let (src, dst) = if from_client { (self.c_mac, self.s_mac) } else { (self.s_mac, self.c_mac) };
+        L2 { src, dst, vlan: self.vlan }
     }
 
     /// Source address, destination address and TTL of a packet in that direction.
@@ -110,11 +102,7 @@ impl<W: Write> Emitter<W> {
     pub fn ephemeral_port(&mut self, h: HostId) -> u16 {
         let host = &mut self.hosts[h];
         let p = host.next_port;
-        host.next_port = if p >= 65000 {
-            host.stack.ephemeral_base
-        } else {
-            p + 1
-        };
+        host.next_port = if p >= 65000 { host.stack.ephemeral_base } else { p + 1 };
         p
     }
 
@@ -125,15 +113,7 @@ impl<W: Write> Emitter<W> {
             (false, Some(gw)) => (self.hosts[gw].mac, sh.stack.ttl.saturating_sub(1)),
             _ => (sh.mac, sh.stack.ttl),
         };
-        Leg {
-            vlan: ch.vlan,
-            c_mac: ch.mac,
-            s_mac,
-            c_ip: ch.ip,
-            s_ip: sh.ip,
-            c_ttl: ch.stack.ttl,
-            s_ttl,
-        }
+        Leg { vlan: ch.vlan, c_mac: ch.mac, s_mac, c_ip: ch.ip, s_ip: sh.ip, c_ttl: ch.stack.ttl, s_ttl }
     }
 
     fn write_frame(&mut self) -> anyhow::Result<()> {
@@ -159,12 +139,7 @@ impl<W: Write> Emitter<W> {
         app: &str,
     ) -> anyhow::Result<()> {
         let id = self.next_ip_id(ip_id_of);
-        let ip = Ip4 {
-            src: src_ip,
-            dst: dst_ip,
-            ttl,
-            id,
-        };
+        let ip = Ip4 { src: src_ip, dst: dst_ip, ttl, id };
         frames::udp(&mut self.buf, &l2, &ip, sport, dport, payload);
         self.write_frame()?;
         let packet = WrittenPacket {
@@ -176,8 +151,7 @@ impl<W: Write> Emitter<W> {
             app,
             opens_tcp_session: false,
         };
-        self.ledger
-            .record(&packet, self.buf.len() as u64, self.now_us);
+        self.ledger.record(&packet, self.buf.len() as u64, self.now_us);
         Ok(())
     }
 
@@ -242,18 +216,7 @@ impl<W: Write> Emitter<W> {
     pub fn gratuitous_arp(&mut self, h: HostId) -> anyhow::Result<()> {
         let host = &self.hosts[h];
         let (mac, ip, vlan) = (host.mac, host.ip, host.vlan);
-        self.arp(
-            L2 {
-                src: mac,
-                dst: [0xff; 6],
-                vlan,
-            },
-            1,
-            mac,
-            ip,
-            [0; 6],
-            ip,
-        )?;
+        self.arp(L2 { src: mac, dst: [0xff; 6], vlan }, 1, mac, ip, [0; 6], ip)?;
         self.gap(100, 1000);
         Ok(())
     }
@@ -284,8 +247,7 @@ impl<W: Write> Emitter<W> {
             app,
             opens_tcp_session: h.flags == TCP_SYN,
         };
-        self.ledger
-            .record(&packet, self.buf.len() as u64, self.now_us);
+        self.ledger.record(&packet, self.buf.len() as u64, self.now_us);
         Ok(())
     }
 
@@ -296,14 +258,7 @@ impl<W: Write> Emitter<W> {
         let first_packet_us = self.first_us.unwrap_or(self.now_us);
         let last_packet_us = self.last_us;
         let output = self.writer.finish()?;
-        Ok(CaptureSummary {
-            flows: self.ledger.into_flows(),
-            packets,
-            bytes,
-            first_packet_us,
-            last_packet_us,
-            output,
-        })
+        Ok(CaptureSummary { flows: self.ledger.into_flows(), packets, bytes, first_packet_us, last_packet_us, output })
     }
 }
 

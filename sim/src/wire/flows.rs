@@ -41,12 +41,7 @@ impl FlowLedger {
     /// Counts one packet of `frame_len` bytes (whole frame) written at `now_us`.
     pub fn record(&mut self, p: &WrittenPacket, frame_len: u64, now_us: u64) {
         let (a, b) = (p.src, p.dst);
-        let key = FlowKey {
-            proto: p.proto,
-            vlan: p.l2.vlan,
-            lo: a.min(b),
-            hi: a.max(b),
-        };
+        let key = FlowKey { proto: p.proto, vlan: p.l2.vlan, lo: a.min(b), hi: a.max(b) };
         let idx = match self.index.get(&key) {
             Some(&i) => i,
             None => {

@@ -133,15 +133,7 @@ pub fn udp(buf: &mut Vec<u8>, l2: &L2, ip: &Ip4, sport: u16, dport: u16, payload
 }
 
 /// A complete TCP/IPv4 frame.
-pub fn tcp(
-    buf: &mut Vec<u8>,
-    l2: &L2,
-    ip: &Ip4,
-    sport: u16,
-    dport: u16,
-    h: &TcpHdr,
-    payload: &[u8],
-) {
+pub fn tcp(buf: &mut Vec<u8>, l2: &L2, ip: &Ip4, sport: u16, dport: u16, h: &TcpHdr, payload: &[u8]) {
     debug_assert!(h.options.len() & 3 == 0, "TCP options pad to 32-bit words");
     write_eth(buf, l2, ETHERTYPE_IPV4);
     let hdr_len = 20 + h.options.len();
@@ -164,15 +156,7 @@ pub fn tcp(
 }
 
 /// An ARP request (`op` 1) or reply (`op` 2). A gratuitous ARP has `spa == tpa`.
-pub fn arp(
-    buf: &mut Vec<u8>,
-    l2: &L2,
-    op: u16,
-    sha: [u8; 6],
-    spa: Ipv4Addr,
-    tha: [u8; 6],
-    tpa: Ipv4Addr,
-) {
+pub fn arp(buf: &mut Vec<u8>, l2: &L2, op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) {
     write_eth(buf, l2, ETHERTYPE_ARP);
     buf.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4]);
     buf.extend_from_slice(&op.to_be_bytes());
@@ -197,17 +181,8 @@ mod tests {
     #[test]
     fn ip_header_checksum_verifies_to_zero() {
         let mut buf = Vec::new();
-        let l2 = L2 {
-            src: [0, 1, 2, 3, 4, 5],
-            dst: [0xff; 6],
-            vlan: Some(20),
-        };
-        let ip = Ip4 {
-            src: Ipv4Addr::new(10, 0, 0, 1),
-            dst: Ipv4Addr::new(10, 0, 0, 2),
-            ttl: 64,
-            id: 7,
-        };
+        let l2 = L2 { src: [0, 1, 2, 3, 4, 5], dst: [0xff; 6], vlan: Some(20) };
+        let ip = Ip4 { src: Ipv4Addr::new(10, 0, 0, 1), dst: Ipv4Addr::new(10, 0, 0, 2), ttl: 64, id: 7 };
         udp(&mut buf, &l2, &ip, 1000, 2000, b"hello");
         // 18 bytes of tagged Ethernet, then the IPv4 header: summing it with its checksum gives 0.
         assert_eq!(checksum(&buf[18..38]), 0);
@@ -220,33 +195,10 @@ mod tests {
     #[test]
     fn odd_length_tcp_checksum_verifies() {
         let mut buf = Vec::new();
-        let l2 = L2 {
-            src: [0, 1, 2, 3, 4, 5],
-            dst: [6, 7, 8, 9, 10, 11],
-            vlan: None,
-        };
-        let ip = Ip4 {
-            src: Ipv4Addr::new(192, 168, 1, 1),
-            dst: Ipv4Addr::new(192, 168, 1, 2),
-            ttl: 128,
-            id: 1,
-        };
-        let h = TcpHdr {
-            seq: 1,
-            ack: 2,
-            flags: TCP_ACK | TCP_PSH,
-            window: 8192,
-            options: &[],
-        };
-        tcp(
-            &mut buf,
-            &l2,
-            &ip,
-            49152,
-            445,
-            &h,
-            b"abcdefghijklmnopqrstuvwxyz0",
-        );
+        let l2 = L2 { src: [0, 1, 2, 3, 4, 5], dst: [6, 7, 8, 9, 10, 11], vlan: None };
+        let ip = Ip4 { src: Ipv4Addr::new(192, 168, 1, 1), dst: Ipv4Addr::new(192, 168, 1, 2), ttl: 128, id: 1 };
+        let h = TcpHdr { seq: 1, ack: 2, flags: TCP_ACK | TCP_PSH, window: 8192, options: &[] };
+        tcp(&mut buf, &l2, &ip, 49152, 445, &h, b"abcdefghijklmnopqrstuvwxyz0");
         let seg = &buf[34..];
         assert_eq!(fold(sum16(seg, pseudo_sum(&ip, IPPROTO_TCP, seg.len()))), 0);
     }

@@ -38,24 +38,10 @@ impl Stack {
         ephemeral_base: 32768,
     };
     /// Small embedded TCP stacks (pumps, monitors, controllers): no options beyond MSS.
-    pub const EMBEDDED: Stack = Stack {
-        ttl: 64,
-        syn_window: 4096,
-        window: 4096,
-        mss: 1460,
-        wscale: None,
-        sack: false,
-        ephemeral_base: 1024,
-    };
-    pub const VXWORKS: Stack = Stack {
-        ttl: 255,
-        syn_window: 8192,
-        window: 8192,
-        mss: 1460,
-        wscale: None,
-        sack: false,
-        ephemeral_base: 1025,
-    };
+    pub const EMBEDDED: Stack =
+        Stack { ttl: 64, syn_window: 4096, window: 4096, mss: 1460, wscale: None, sack: false, ephemeral_base: 1024 };
+    pub const VXWORKS: Stack =
+        Stack { ttl: 255, syn_window: 8192, window: 8192, mss: 1460, wscale: None, sack: false, ephemeral_base: 1025 };
 }
 
 /// One network interface on the wire.
@@ -75,14 +61,6 @@ impl Host {
     pub fn new(mac: [u8; 6], ip: Ipv4Addr, vlan: Option<u16>, stack: Stack) -> Host {
         // The starting IP id is derived from the MAC so it is deterministic but varied.
         let ip_id = u16::from_be_bytes([mac[4], mac[5]]);
-        Host {
-            mac,
-            ip,
-            vlan,
-            gateway: None,
-            stack,
-            ip_id,
-            next_port: stack.ephemeral_base,
-        }
+        Host { mac, ip, vlan, gateway: None, stack, ip_id, next_port: stack.ephemeral_base }
     }
 }

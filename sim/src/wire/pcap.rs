@@ -26,11 +26,7 @@ impl<W: Write> PcapWriter<W> {
         h[16..20].copy_from_slice(&SNAPLEN.to_le_bytes());
         h[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
         out.write_all(&h)?;
-        Ok(PcapWriter {
-            out,
-            packets: 0,
-            bytes: 0,
-        })
+        Ok(PcapWriter { out, packets: 0, bytes: 0 })
     }
 
     /// Writes one record (16-byte header + frame), never truncated.

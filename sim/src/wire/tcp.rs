@@ -24,13 +24,7 @@ fn syn_options(st: &Stack) -> Vec<u8> {
 
 /// Header of a segment without TCP options.
 fn plain(seq: u32, ack: u32, flags: u8, window: u16) -> TcpHdr<'static> {
-    TcpHdr {
-        seq,
-        ack,
-        flags,
-        window,
-        options: &[],
-    }
+    TcpHdr { seq, ack, flags, window, options: &[] }
 }
 
 /// A TCP connection with consistent sequence and acknowledgement numbers.
@@ -77,16 +71,11 @@ impl TcpConn {
             app,
             open: true,
         };
-        let syn = TcpHdr {
-            options: &syn_options(&cst),
-            ..plain(cisn, 0, TCP_SYN, cst.syn_window)
-        };
+        let syn = TcpHdr { options: &syn_options(&cst), ..plain(cisn, 0, TCP_SYN, cst.syn_window) };
         conn.segment(em, true, &syn, &[])?;
         em.gap(150, 2500);
-        let syn_ack = TcpHdr {
-            options: &syn_options(&sst),
-            ..plain(sisn, conn.cseq, TCP_SYN | TCP_ACK, sst.syn_window)
-        };
+        let syn_ack =
+            TcpHdr { options: &syn_options(&sst), ..plain(sisn, conn.cseq, TCP_SYN | TCP_ACK, sst.syn_window) };
         conn.segment(em, false, &syn_ack, &[])?;
         em.gap(50, 400);
         let ack = plain(conn.cseq, conn.sseq, TCP_ACK, conn.cwin);
@@ -104,38 +93,22 @@ impl TcpConn {
         payload: &[u8],
     ) -> anyhow::Result<()> {
         let (src, dst, ttl) = self.leg.ip(from_client);
-        let (ports, ip_id_of) = if from_client {
-            ((self.cport, self.sport), self.c)
-        } else {
-            ((self.sport, self.cport), self.s)
-        };
-        let ip4 = Ip4 {
-            src,
-            dst,
-            ttl,
-            id: em.next_ip_id(ip_id_of),
-        };
+        let (ports, ip_id_of) =
+            if from_client { ((self.cport, self.sport), self.c) } else { ((self.sport, self.cport), self.s) };
+        let ip4 = Ip4 { src, dst, ttl, id: em.next_ip_id(ip_id_of) };
         let l2 = self.leg.l2(from_client);
         em.tcp(&l2, &ip4, ports, h, payload, self.app)
     }
 
     /// Sends `data` in MSS-sized segments; the receiver ACKs every second segment and the last.
-    pub fn send<W: Write>(
-        &mut self,
-        em: &mut Emitter<W>,
-        from_client: bool,
-        data: &[u8],
-    ) -> anyhow::Result<()> {
+    pub fn send<W: Write>(&mut self, em: &mut Emitter<W>, from_client: bool, data: &[u8]) -> anyhow::Result<()> {
         let chunks: Vec<&[u8]> = data.chunks(self.cmss.max(1)).collect();
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let last = i + 1 == n;
             let flags = if last { TCP_ACK | TCP_PSH } else { TCP_ACK };
-            let (seq, ack, win) = if from_client {
-                (self.cseq, self.sseq, self.cwin)
-            } else {
-                (self.sseq, self.cseq, self.swin)
-            };
+            let (seq, ack, win) =
+                if from_client { (self.cseq, self.sseq, self.cwin) } else { (self.sseq, self.cseq, self.swin) };
             self.segment(em, from_client, &plain(seq, ack, flags, win), chunk)?;
             let adv = chunk.len() as u32;
             if from_client {
@@ -145,11 +118,8 @@ impl TcpConn {
             }
             em.gap(10, 120);
             if last || i % 2 == 1 {
-                let (seq, ack, win) = if from_client {
-                    (self.sseq, self.cseq, self.swin)
-                } else {
-                    (self.cseq, self.sseq, self.cwin)
-                };
+                let (seq, ack, win) =
+                    if from_client { (self.sseq, self.cseq, self.swin) } else { (self.cseq, self.sseq, self.cwin) };
                 self.segment(em, !from_client, &plain(seq, ack, TCP_ACK, win), &[])?;
                 em.gap(10, 120);
             }
@@ -158,12 +128,7 @@ impl TcpConn {
     }
 
     /// Client sends `req`, server answers `resp` after a think time.
-    pub fn request<W: Write>(
-        &mut self,
-        em: &mut Emitter<W>,
-        req: &[u8],
-        resp: &[u8],
-    ) -> anyhow::Result<()> {
+    pub fn request<W: Write>(&mut self, em: &mut Emitter<W>, req: &[u8], resp: &[u8]) -> anyhow::Result<()> {
         self.send(em, true, req)?;
         em.gap(300, 4000);
         if !resp.is_empty() {
@@ -174,27 +139,15 @@ impl TcpConn {
     }
 
     /// Orderly close: FIN from `client_first` side, FIN from the other, final ACK.
-    pub fn close<W: Write>(
-        &mut self,
-        em: &mut Emitter<W>,
-        client_first: bool,
-    ) -> anyhow::Result<()> {
+    pub fn close<W: Write>(&mut self, em: &mut Emitter<W>, client_first: bool) -> anyhow::Result<()> {
         if !self.open {
             return Ok(());
         }
         let a = client_first;
-        let (s1, a1, w1) = if a {
-            (self.cseq, self.sseq, self.cwin)
-        } else {
-            (self.sseq, self.cseq, self.swin)
-        };
+        let (s1, a1, w1) = if a { (self.cseq, self.sseq, self.cwin) } else { (self.sseq, self.cseq, self.swin) };
         self.segment(em, a, &plain(s1, a1, TCP_FIN | TCP_ACK, w1), &[])?;
         em.gap(100, 800);
-        let (s2, w2) = if a {
-            (self.sseq, self.swin)
-        } else {
-            (self.cseq, self.cwin)
-        };
+        let (s2, w2) = if a { (self.sseq, self.swin) } else { (self.cseq, self.cwin) };
         let fin = plain(s2, s1.wrapping_add(1), TCP_FIN | TCP_ACK, w2);
         self.segment(em, !a, &fin, &[])?;
         em.gap(50, 300);

@@ -29,30 +29,16 @@ fn binary_writes_the_capture_and_truth_the_library_writes() {
 
     let read = |p: &std::path::Path| std::fs::read(p).expect("read");
     assert_eq!(read(&by_cli), read(&by_lib), "pcap differs");
-    assert_eq!(
-        read(&truth_path(&by_cli)),
-        read(&truth_path(&by_lib)),
-        "ground truth differs"
-    );
+    assert_eq!(read(&truth_path(&by_cli)), read(&truth_path(&by_lib)), "ground truth differs");
 }
 
 #[test]
 fn unknown_scenario_is_refused_with_the_accepted_names() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("x.pcap");
-    let result = sim()
-        .args(["--scenario", "clinic", "--out"])
-        .arg(&out)
-        .output()
-        .expect("run wardline-sim");
+    let result = sim().args(["--scenario", "clinic", "--out"]).arg(&out).output().expect("run wardline-sim");
     assert!(!result.status.success());
     let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(
-        stderr.contains("unknown scenario \"clinic\": expected one of ward, hospital"),
-        "stderr: {stderr}"
-    );
-    assert!(
-        !out.exists(),
-        "no capture is written for a refused scenario"
-    );
+    assert!(stderr.contains("unknown scenario \"clinic\": expected one of ward, hospital"), "stderr: {stderr}");
+    assert!(!out.exists(), "no capture is written for a refused scenario");
 }

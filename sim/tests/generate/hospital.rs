@@ -26,11 +26,7 @@ fn hospital() -> &'static (PathBuf, GroundTruth) {
 fn hospital_has_25_profiles_two_sites_and_all_categories() {
     let (_, truth) = hospital();
     let profiles: BTreeSet<&str> = truth.devices.iter().map(|d| d.profile.as_str()).collect();
-    assert!(
-        profiles.len() >= 25,
-        "only {} device profiles: {profiles:?}",
-        profiles.len()
-    );
+    assert!(profiles.len() >= 25, "only {} device profiles: {profiles:?}", profiles.len());
     let classes: BTreeSet<&str> = truth.devices.iter().map(|d| d.class.as_str()).collect();
     for want in [
         "infusion_pump",
@@ -62,35 +58,14 @@ fn hospital_has_25_profiles_two_sites_and_all_categories() {
         "server",
         "network_gear",
     ] {
-        assert!(
-            classes.contains(want),
-            "no {want} in the hospital: {classes:?}"
-        );
+        assert!(classes.contains(want), "no {want} in the hospital: {classes:?}");
     }
     let cats: BTreeSet<&str> = truth.devices.iter().map(|d| d.category.as_str()).collect();
     assert_eq!(cats, ["it", "iot", "medical", "ot"].into_iter().collect());
-    assert_eq!(
-        truth.sites,
-        vec!["main-campus".to_string(), "east-campus".to_string()]
-    );
+    assert_eq!(truth.sites, vec!["main-campus".to_string(), "east-campus".to_string()]);
     for site in &truth.sites {
-        let zones: BTreeSet<&str> = truth
-            .devices
-            .iter()
-            .filter(|d| &d.site == site)
-            .map(|d| d.zone.as_str())
-            .collect();
-        for z in [
-            "datacenter",
-            "ward",
-            "icu",
-            "radiology",
-            "lab",
-            "pharmacy",
-            "admin",
-            "voice",
-            "building",
-        ] {
+        let zones: BTreeSet<&str> = truth.devices.iter().filter(|d| &d.site == site).map(|d| d.zone.as_str()).collect();
+        for z in ["datacenter", "ward", "icu", "radiology", "lab", "pharmacy", "admin", "voice", "building"] {
             assert!(zones.contains(z), "{site} lacks zone {z}");
         }
     }
@@ -106,11 +81,7 @@ fn hospital_has_25_profiles_two_sites_and_all_categories() {
         );
     }
     let macs: BTreeSet<_> = truth.devices.iter().map(|d| d.mac).collect();
-    assert_eq!(
-        macs.len(),
-        truth.devices.len(),
-        "device MACs must be unique across sites"
-    );
+    assert_eq!(macs.len(), truth.devices.len(), "device MACs must be unique across sites");
 }
 
 #[test]
@@ -124,16 +95,9 @@ fn every_device_transmits_with_its_mac_on_its_vlan() {
         seen.entry(r[0].clone()).or_default().insert(r[1].clone());
     }
     for d in &truth.devices {
-        let vlans = seen
-            .get(&d.mac.to_string())
-            .unwrap_or_else(|| panic!("{} ({}) never transmits", d.name, d.mac));
+        let vlans = seen.get(&d.mac.to_string()).unwrap_or_else(|| panic!("{} ({}) never transmits", d.name, d.mac));
         if let Some(v) = d.vlan {
-            assert_eq!(
-                vlans,
-                &[v.to_string()].into_iter().collect(),
-                "{} transmits outside VLAN {v}",
-                d.name
-            );
+            assert_eq!(vlans, &[v.to_string()].into_iter().collect(), "{} transmits outside VLAN {v}", d.name);
         } else {
             assert!(vlans.len() > 1, "the core switch routes several VLANs");
         }
@@ -147,23 +111,19 @@ fn hospital_frames_are_valid_and_flows_are_counted_exactly() {
     }
     let (pcap, truth) = hospital();
     assert_eq!(tshark_count(pcap, "frame", &[]), truth.packets);
-    assert_eq!(tshark_count(pcap, "ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\"", &[]), 0);
     assert_eq!(
         tshark_count(
             pcap,
-            "_ws.malformed || _ws.expert.severity == \"Error\"",
-            &["-d", "tcp.port==2575,hl7"]
-        ),
-        0
-    );
-    assert_eq!(
-        tshark_count(
-            pcap,
-            "tcp.analysis.flags && !tcp.analysis.window_update",
+            "ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\"",
             &[]
         ),
         0
     );
+    assert_eq!(
+        tshark_count(pcap, "_ws.malformed || _ws.expert.severity == \"Error\"", &["-d", "tcp.port==2575,hl7"]),
+        0
+    );
+    assert_eq!(tshark_count(pcap, "tcp.analysis.flags && !tcp.analysis.window_update", &[]), 0);
     for (proto, ip_proto) in [("tcp", 6u8), ("udp", 17u8)] {
         assert_eq!(
             tshark_conversations(pcap, proto),
@@ -179,40 +139,16 @@ fn hospital_protocols_decode_as_their_standards() {
         return;
     }
     let (pcap, truth) = hospital();
-    let by_ip = |ip: &str| {
-        truth
-            .device_by_ip(ip.parse().expect("ip"))
-            .map(|d| d.class.clone())
-            .unwrap_or_default()
-    };
+    let by_ip = |ip: &str| truth.device_by_ip(ip.parse().expect("ip")).map(|d| d.class.clone()).unwrap_or_default();
     // Lab analyzers send HL7 results to the LIS.
-    let lab = tshark_fields(
-        pcap,
-        "hl7.message.type == \"ORU\"",
-        &["ip.src", "ip.dst"],
-        &["-d", "tcp.port==2575,hl7"],
-    );
-    assert!(lab
-        .iter()
-        .any(|r| by_ip(&r[0]) == "lab_analyzer" && by_ip(&r[1]) == "lis"));
+    let lab = tshark_fields(pcap, "hl7.message.type == \"ORU\"", &["ip.src", "ip.dst"], &["-d", "tcp.port==2575,hl7"]);
+    assert!(lab.iter().any(|r| by_ip(&r[0]) == "lab_analyzer" && by_ip(&r[1]) == "lis"));
     // Modalities query the worklist (C-FIND) and store to the PACS.
-    let assoc = tshark_fields(
-        pcap,
-        "dicom.pdu.type == 1",
-        &["ip.src", "ip.dst", "dicom.pctx.abss.syntax"],
-        &[],
-    );
+    let assoc = tshark_fields(pcap, "dicom.pdu.type == 1", &["ip.src", "ip.dst", "dicom.pctx.abss.syntax"], &[]);
     for modality in ["ct", "mr", "xray", "ultrasound"] {
+        assert!(assoc.iter().any(|r| by_ip(&r[0]) == modality && by_ip(&r[1]) == "pacs"), "{modality} → PACS");
         assert!(
-            assoc
-                .iter()
-                .any(|r| by_ip(&r[0]) == modality && by_ip(&r[1]) == "pacs"),
-            "{modality} → PACS"
-        );
-        assert!(
-            assoc
-                .iter()
-                .any(|r| by_ip(&r[0]) == modality && r[2].contains("1.2.840.10008.5.1.4.31")),
+            assoc.iter().any(|r| by_ip(&r[0]) == modality && r[2].contains("1.2.840.10008.5.1.4.31")),
             "{modality} → MWL"
         );
     }
@@ -234,11 +170,7 @@ fn hospital_protocols_decode_as_their_standards() {
     let disc = tshark_fields(
         pcap,
         "dhcp.option.dhcp == 1",
-        &[
-            "dhcp.hw.mac_addr",
-            "dhcp.option.hostname",
-            "dhcp.option.vendor_class_id",
-        ],
+        &["dhcp.hw.mac_addr", "dhcp.option.hostname", "dhcp.option.vendor_class_id"],
         &[],
     );
     for d in truth.devices.iter().filter(|d| d.dhcp) {
@@ -256,39 +188,21 @@ fn scale_multiplies_devices_and_traffic_and_max_packets_caps_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |mult: u32, minutes: u32, max: Option<u64>, name: &str| {
         let mut opts = GenerateOptions::new(Scenario::Hospital);
-        opts.scale = Scale {
-            device_multiplier: mult,
-            minutes,
-        };
+        opts.scale = Scale { device_multiplier: mult, minutes };
         opts.max_packets = max;
         generate(&opts, &dir.path().join(name)).expect("generate")
     };
     let one = run(1, 2, None, "one.pcap");
     let two = run(2, 2, None, "two.pcap");
     let longer = run(1, 4, None, "longer.pcap");
-    assert!(
-        two.devices.len() > one.devices.len() * 3 / 2,
-        "{} vs {} devices",
-        two.devices.len(),
-        one.devices.len()
-    );
+    assert!(two.devices.len() > one.devices.len() * 3 / 2, "{} vs {} devices", two.devices.len(), one.devices.len());
     assert!(two.packets > one.packets * 3 / 2);
     assert!(longer.packets > one.packets * 3 / 2);
     let capped = run(1, 2, Some(5000), "capped.pcap");
     // The cap stops at the end of the exchange that crosses it.
-    assert!(
-        capped.packets >= 5000 && capped.packets < 5000 + 1000,
-        "{} packets",
-        capped.packets
-    );
-    let size = std::fs::metadata(dir.path().join("capped.pcap"))
-        .expect("stat")
-        .len();
-    assert_eq!(
-        size,
-        24 + 16 * capped.packets + capped.bytes,
-        "truth counts match the file"
-    );
+    assert!(capped.packets >= 5000 && capped.packets < 5000 + 1000, "{} packets", capped.packets);
+    let size = std::fs::metadata(dir.path().join("capped.pcap")).expect("stat").len();
+    assert_eq!(size, 24 + 16 * capped.packets + capped.bytes, "truth counts match the file");
 }
 
 /// Throughput check for benchmarks: run with
@@ -298,19 +212,13 @@ fn scale_multiplies_devices_and_traffic_and_max_packets_caps_output() {
 fn generator_writes_over_500k_packets_per_second_in_release() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut opts = GenerateOptions::new(Scenario::Hospital);
-    opts.scale = Scale {
-        device_multiplier: 10,
-        minutes: 10,
-    };
+    opts.scale = Scale { device_multiplier: 10, minutes: 10 };
     opts.max_packets = Some(3_000_000);
     let t0 = std::time::Instant::now();
     let truth = generate(&opts, &dir.path().join("big.pcap")).expect("generate");
     let secs = t0.elapsed().as_secs_f64();
     let pps = truth.packets as f64 / secs;
-    eprintln!(
-        "{} packets, {} bytes in {secs:.2}s = {pps:.0} packets/s",
-        truth.packets, truth.bytes
-    );
+    eprintln!("{} packets, {} bytes in {secs:.2}s = {pps:.0} packets/s", truth.packets, truth.bytes);
     assert!(truth.packets >= 1_000_000);
     assert!(pps > 500_000.0, "{pps:.0} packets/s");
 }

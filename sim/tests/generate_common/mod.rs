@@ -18,25 +18,15 @@ pub fn ward(seed: u64) -> (tempfile::TempDir, PathBuf, GroundTruth) {
 }
 
 pub fn have_tshark() -> bool {
-    let ok = Command::new("tshark")
-        .arg("-v")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("tshark").arg("-v").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         eprintln!("SKIP: tshark not installed (the test command installs it)");
     }
     ok
 }
 
-const CHECKS: &[&str] = &[
-    "-o",
-    "tcp.check_checksum:TRUE",
-    "-o",
-    "udp.check_checksum:TRUE",
-    "-o",
-    "ip.check_checksum:TRUE",
-];
+const CHECKS: &[&str] =
+    &["-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE"];
 
 fn tshark(pcap: &Path, filter: &str, fields: &[&str], extra: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
@@ -56,31 +46,16 @@ fn tshark(pcap: &Path, filter: &str, fields: &[&str], extra: &[&str]) -> String 
         cmd.args(["-e", f]);
     }
     let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed on {filter:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tshark failed on {filter:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn tshark_count(pcap: &Path, filter: &str, extra: &[&str]) -> u64 {
-    tshark(pcap, filter, &["frame.number"], extra)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .count() as u64
+    tshark(pcap, filter, &["frame.number"], extra).lines().filter(|l| !l.is_empty()).count() as u64
 }
 
-pub fn tshark_fields(
-    pcap: &Path,
-    filter: &str,
-    fields: &[&str],
-    extra: &[&str],
-) -> Vec<Vec<String>> {
-    tshark(pcap, filter, fields, extra)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
+pub fn tshark_fields(pcap: &Path, filter: &str, fields: &[&str], extra: &[&str]) -> Vec<Vec<String>> {
+    tshark(pcap, filter, fields, extra).lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
 }
 
 /// Conversation key independent of direction: sorted ((ip, port), (ip, port)).
@@ -100,12 +75,7 @@ pub fn tshark_conversations(pcap: &Path, proto: &str) -> BTreeMap<ConvKey, (u64,
     let dp = format!("{proto}.dstport");
     let mut out = BTreeMap::new();
     // Only the outer header: ICMP errors would quote inner ones (the generator sends none).
-    for r in tshark_fields(
-        pcap,
-        &format!("{proto} && !icmp"),
-        &["ip.src", "ip.dst", &sp, &dp, "frame.len"],
-        &[],
-    ) {
+    for r in tshark_fields(pcap, &format!("{proto} && !icmp"), &["ip.src", "ip.dst", &sp, &dp, "frame.len"], &[]) {
         let port = |s: &str| s.parse::<u16>().expect("port");
         let k = conv_key((r[0].clone(), port(&r[2])), (r[1].clone(), port(&r[3])));
         let e = out.entry(k).or_insert((0, 0));
@@ -119,10 +89,7 @@ pub fn tshark_conversations(pcap: &Path, proto: &str) -> BTreeMap<ConvKey, (u64,
 pub fn truth_conversations(truth: &GroundTruth, ip_proto: u8) -> BTreeMap<ConvKey, (u64, u64)> {
     let mut out = BTreeMap::new();
     for f in truth.flows.iter().filter(|f| f.ip_proto == ip_proto) {
-        let k = conv_key(
-            (f.a_ip.to_string(), f.a_port),
-            (f.b_ip.to_string(), f.b_port),
-        );
+        let k = conv_key((f.a_ip.to_string(), f.a_port), (f.b_ip.to_string(), f.b_port));
         let e = out.entry(k).or_insert((0, 0));
         e.0 += f.packets_ab + f.packets_ba;
         e.1 += f.bytes_ab + f.bytes_ba;
@@ -144,9 +111,5 @@ pub fn oui_registry() -> HashMap<String, String> {
 
 /// The first evidence value of `field` the truth lists for `d` ("" if none).
 pub fn ev(d: &TruthDevice, field: Field) -> String {
-    d.evidence
-        .iter()
-        .find(|e| e.field == field)
-        .map(|e| e.value.clone())
-        .unwrap_or_default()
+    d.evidence.iter().find(|e| e.field == field).map(|e| e.value.clone()).unwrap_or_default()
 }
