@@ -31,3 +31,13 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet clickhouse-server 2>/dev/null; then
   echo "setup: note: a system clickhouse-server is running; tests use their own instance on free ports" >&2
 fi
+
+# The test command checks formatting and lints; both are rustup components that a minimal
+# toolchain may lack.
+for tool in rustfmt clippy; do
+  sub=${tool/rustfmt/fmt}
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    echo "setup: installing the $tool component" >&2
+    rustup component add "$tool" || { echo "setup: cannot install $tool; install it with 'rustup component add $tool'" >&2; exit 1; }
+  fi
+done

@@ -6,6 +6,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export WARDLINE_PCAPS="${WARDLINE_PCAPS:-$(cd .. && pwd)/shared/pcaps}"
+# Style and lints first: they fail in seconds, the tests take minutes.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 # Multi-process tests start the real binaries; build them first so tests find them.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${WARDLINE_TEST_THREADS:-2}"
