@@ -97,15 +97,19 @@ fn checkpoint_is_stored_with_the_batch() {
     assert_eq!(spool.len(), 2);
 }
 
+/// What one batch of 20 flows occupies in a spool, measured in a spool of its own.
+fn one_flow_batch_bytes() -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Spool::open(dir.path(), 1 << 30).unwrap();
+    probe.push(flows(20), "s1", "north").unwrap();
+    probe.bytes()
+}
+
 #[test]
 fn over_budget_drops_oldest_flow_only_batches_never_devices() {
     let dir = tempfile::tempdir().unwrap();
     // Measure one flow-only batch, then size the bound for three and a half of them.
-    let probe_dir = tempfile::tempdir().unwrap();
-    let probe = Spool::open(probe_dir.path(), 1 << 30).unwrap();
-    probe.push(flows(20), "s1", "north").unwrap();
-    let flow_batch = probe.bytes();
-    drop(probe);
+    let flow_batch = one_flow_batch_bytes();
     let max = flow_batch * 3 + flow_batch / 2;
 
     let spool = Spool::open(dir.path(), max).unwrap();
@@ -246,11 +250,7 @@ fn reported_drops(batch: &wardline_common::Batch) -> Option<u64> {
 #[test]
 fn stats_report_every_batch_the_spool_dropped_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let probe_dir = tempfile::tempdir().unwrap();
-    let probe = Spool::open(probe_dir.path(), 1 << 30).unwrap();
-    probe.push(flows(20), "s1", "north").unwrap();
-    let flow_batch = probe.bytes();
-    drop(probe);
+    let flow_batch = one_flow_batch_bytes();
     // Room for exactly two flow batches: six pushes overflow it, and the spool is full
     // when the stats come.
     let max = flow_batch * 2;
