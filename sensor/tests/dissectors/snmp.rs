@@ -86,10 +86,13 @@ fn agent_findings(msg: &[u8]) -> Vec<(Side, Field, String)> {
     out.into_iter().filter(|f| f.field != Field::SnmpCommunityInUse).map(|f| (f.side, f.field, f.value)).collect()
 }
 
+/// (capture, agent IP, the system-group values it reports).
+type AgentCase = (&'static str, &'static str, &'static [(Field, &'static str)]);
+
 /// sysName, sysLocation and sysContact of the responding agent, on three real captures.
 #[test]
 fn system_group_name_location_contact_of_the_agent() {
-    let cases: [(&str, &str, &[(Field, &str)]); 3] = [
+    let cases: [AgentCase; 3] = [
         (
             "discovery/lab-snmp-v2c-sysdescr.pcap",
             "10.77.0.92",

@@ -71,7 +71,7 @@ fn unescape(v: &[u8], octal: bool) -> String {
     let mut i = 0;
     while i < v.len() {
         if v[i] == b'\\' {
-            if octal && i + 3 < v.len() + 0 && v[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            if octal && i + 3 < v.len() && v[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
                 let n = (v[i + 1] - b'0') as u32 * 64 + (v[i + 2] - b'0') as u32 * 8 + (v[i + 3] - b'0') as u32;
                 out.push(n as u8);
                 i += 4;
