@@ -16,7 +16,10 @@
 //! Findings describe the CLIENT: the `chaddr` hardware address when it is an Ethernet
 //! MAC (correct even for requests forwarded by a relay), else the packet's source.
 //! Client messages (BOOTREQUEST) give the identity options; a server ACK gives the
-//! address assigned to the client (`yiaddr`).
+//! address assigned to the client (`yiaddr`). A server's OFFER or ACK that carries a
+//! hostname (12) or client FQDN (81) echoes or assigns the client's name: that is
+//! evidence about the client, so it goes to `chaddr` and never to the sending server
+//! (nor anywhere when `chaddr` is not an Ethernet MAC: the reply names no device).
 
 use super::*;
 use crate::protocols::DHCP;
@@ -218,12 +221,7 @@ pub fn findings(rec: &DhcpRecord, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
         None => Finding::src(field, value),
     };
     if rec.op == 2 {
-        // Server reply: only the address it assigned is about the client.
-        if rec.message_type == Some(5) {
-            if let (Some(mac), Some(ip)) = (client, rec.yiaddr) {
-                out.push(Finding::about(mac, Field::IpAddress, ip.to_string()));
-            }
-        }
+        server_reply_findings(rec, client, out);
         return;
     }
     if let Some(h) = &rec.hostname {
@@ -267,6 +265,26 @@ pub fn findings(rec: &DhcpRecord, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
         // A renewing/informing client states its own address.
         if client.is_some() {
             out.push(mk(Field::IpAddress, ip.to_string()));
+        }
+    }
+}
+
+/// A server reply speaks about the client only: the address it assigned (ACK) and the
+/// client's own name echoed or assigned (OFFER, ACK). Its other options describe the server
+/// or the network, not the client.
+fn server_reply_findings(rec: &DhcpRecord, client: Option<MacAddr>, out: &mut Vec<Finding>) {
+    let Some(mac) = client else { return };
+    if rec.message_type == Some(5) {
+        if let Some(ip) = rec.yiaddr {
+            out.push(Finding::about(mac, Field::IpAddress, ip.to_string()));
+        }
+    }
+    if matches!(rec.message_type, Some(2 | 5)) {
+        if let Some(h) = rec.hostname.as_ref().filter(|h| !h.is_empty()) {
+            out.push(Finding::about(mac, Field::Hostname, h.clone()));
+        }
+        if let Some(f) = rec.fqdn.as_ref().filter(|f| !f.is_empty()) {
+            out.push(Finding::about(mac, Field::DhcpFqdn, f.clone()));
         }
     }
 }

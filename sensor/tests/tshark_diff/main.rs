@@ -14,4 +14,5 @@ mod dissect_medical_support;
 
 mod discovery;
 mod flows;
+mod identity;
 mod medical;
