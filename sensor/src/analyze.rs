@@ -311,6 +311,8 @@ impl<W: Write> Sink<W> {
     fn take(&mut self, e: Event) -> Result<()> {
         match e {
             Event::Device(o) => merge(&mut self.devices, o),
+            // TODO(i9-sensor): IP-keyed hosts and bindings in the report.
+            Event::Host(_) | Event::Binding(_) => {}
             Event::Flow(f) => {
                 if self.json {
                     serde_json::to_writer(&mut self.flows, &flow_json(&f))?;
