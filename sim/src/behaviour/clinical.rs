@@ -113,7 +113,7 @@ fn schedule_pca_pump<W: Write>(plan: &mut DeviceSchedule<W>) {
 pub(super) fn alaris_checkin<W: Write>(w: &mut World<W>, pump: usize, server: usize, seq: &mut u32) -> NextRun {
     *seq += 1;
     let d = &w.devices[pump];
-    let status = vendor::alaris_status(*seq, &d.serial, "8015", "9.33.1.4", "DL-2024-03", *seq % 3 != 0);
+    let status = vendor::alaris_status(*seq, &d.serial, "8015", "9.33.1.4", "DL-2024-03", !(*seq).is_multiple_of(3));
     let (ch, sh) = (w.host(pump), w.host(server));
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 3613, "alaris")?;
     conn.request(&mut w.em, &status, &vendor::alaris_ack(*seq))?;
