@@ -52,6 +52,32 @@ pub struct DhcpRecord {
     pub relay_circuit_id: Option<Vec<u8>>,
     pub relay_remote_id: Option<Vec<u8>>,
     pub overload: Option<u8>,
+    /// Option 51: the lease time in seconds (0xffffffff is infinite).
+    pub lease_secs: Option<u32>,
+}
+
+/// What a DHCPACK binds: the client's MAC (`chaddr`) to the address it was given
+/// (`yiaddr`), for the lease time when the server said (option 51).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckBinding {
+    pub client: MacAddr,
+    pub ip: Ipv4Addr,
+    /// None when the server gave no lease time or an infinite one.
+    pub lease_secs: Option<u32>,
+}
+
+/// The binding a DHCPACK states; None for any other message (an ACK to an INFORM has no
+/// `yiaddr`) or a client hardware address that is not an Ethernet MAC.
+pub fn ack_binding(payload: &[u8]) -> Option<AckBinding> {
+    let rec = parse(payload).ok()?;
+    if rec.op != 2 || rec.message_type != Some(5) {
+        return None;
+    }
+    Some(AckBinding {
+        client: rec.client_mac().filter(|m| m.is_device())?,
+        ip: rec.yiaddr?,
+        lease_secs: rec.lease_secs.filter(|s| *s != u32::MAX),
+    })
 }
 
 impl DhcpRecord {
@@ -196,6 +222,7 @@ pub fn parse(payload: &[u8]) -> Result<DhcpRecord, DissectError> {
     rec.param_request_list = option_value(&opts, 55);
     rec.max_msg_size = option_value(&opts, 57).and_then(|v| Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?)));
     rec.vendor_class = option_value(&opts, 60).map(|v| text(&v));
+    rec.lease_secs = option_value(&opts, 51).and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)));
     rec.client_id = option_value(&opts, 61);
     if let Some(v) = option_value(&opts, 81) {
         if v.len() >= 3 {
