@@ -103,8 +103,8 @@ pub mod hosts;
 mod hot;
 mod mac_index;
 use bindings::BindingLog;
-use hosts::HostTable;
 use evidence_set::EvidenceSet;
+use hosts::HostTable;
 use hot::HotDevice;
 use mac_index::MacIndex;
 
@@ -239,8 +239,7 @@ impl DeviceTable {
     /// Is `ip` a host of the site networks? On a link without MACs a loopback address is
     /// too: such a capture was taken on the machine itself.
     fn is_site_host(&self, ip: &IpAddr, mac_less: bool) -> bool {
-        is_host_ip(ip)
-            && (self.cfg.local_networks.iter().any(|n| n.contains(ip)) || (mac_less && ip.is_loopback()))
+        is_host_ip(ip) && (self.cfg.local_networks.iter().any(|n| n.contains(ip)) || (mac_less && ip.is_loopback()))
     }
 
     /// Account a frame from a host known only by address: `src_mac` is a gateway (or ZERO

@@ -120,7 +120,15 @@ impl HostTable {
     }
 
     /// Record one piece of evidence about the host; a known (field, value) is not re-sent.
-    pub fn evidence(&mut self, key: HostKey, via_mac: Option<MacAddr>, field: Field, value: &str, proto: Proto, ts_us: u64) {
+    pub fn evidence(
+        &mut self,
+        key: HostKey,
+        via_mac: Option<MacAddr>,
+        field: Field,
+        value: &str,
+        proto: Proto,
+        ts_us: u64,
+    ) {
         let Some(i) = self.slot(key, via_mac, ts_us) else { return };
         let max = self.max_evidence;
         let h = &mut self.hosts[i as usize];
