@@ -797,10 +797,14 @@ mod gateway_tests {
         let c = ctx(ct, "10.20.0.9", router, "198.51.100.1");
         t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "INTERNET")]);
         assert_eq!(t.drops().findings_unattributed, 1);
+        // Hosts: the router's fifth and sixth sources (it was a gateway by then) and the
+        // one the finding named.
         let hosts = t.drain_hosts();
-        assert_eq!(hosts.len(), 1);
-        assert_eq!((hosts[0].ip, hosts[0].via_mac), ("10.99.0.1".parse().unwrap(), Some(router)));
-        assert_eq!(hosts[0].evidence[0].value, "FAR");
+        let ips: Vec<String> = hosts.iter().map(|h| h.ip.to_string()).collect();
+        assert_eq!(ips, ["10.40.0.5", "10.40.0.6", "10.99.0.1"]);
+        assert!(hosts.iter().all(|h| h.via_mac == Some(router)));
+        assert_eq!(hosts[2].evidence[0].value, "FAR");
+        assert_eq!(hosts[2].packets, 0);
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl BindingLog {
     pub fn drain(&mut self) -> Vec<AddressBinding> {
         self.sent.clear();
         let mut out = std::mem::take(&mut self.pending);
-        out.sort_by(|x, y| (x.seen_us, x.ip, x.mac, x.vlan, x.source).cmp(&(y.seen_us, y.ip, y.mac, y.vlan, y.source)));
+        out.sort_by_key(|b| (b.seen_us, b.ip, b.mac, b.vlan, b.source));
         out
     }
 }

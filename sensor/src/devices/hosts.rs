@@ -65,6 +65,10 @@ impl HostTable {
         self.hosts.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
     pub fn drops(&self) -> HostDrops {
         self.drops
     }
@@ -217,7 +221,7 @@ mod tests {
             let mut reported_packets: BTreeMap<HostKey, u64> = BTreeMap::new();
             let mut reported_ev: BTreeMap<HostKey, Vec<String>> = BTreeMap::new();
             let (mut refused, mut ev_over) = (0u64, 0u64);
-            let mut drain = |t: &mut HostTable, rp: &mut BTreeMap<HostKey, u64>, re: &mut BTreeMap<HostKey, Vec<String>>| {
+            let drain = |t: &mut HostTable, rp: &mut BTreeMap<HostKey, u64>, re: &mut BTreeMap<HostKey, Vec<String>>| {
                 let obs = t.drain_changed();
                 prop_assert!(obs.windows(2).all(|w| (w[0].ip, w[0].vlan) < (w[1].ip, w[1].vlan)));
                 for o in obs {
