@@ -207,7 +207,28 @@ mod tests {
         IpAddr::from([10, 9, 0, host])
     }
 
+    fn apply(t: &mut HostTable, o: &Op) -> Option<Vec<HostObservation>> {
+        match *o {
+            Op::Packet { host, vlan, len } => t.packet((ip(host), vlan), None, host as u64, len as u64),
+            Op::Evidence { host, vlan, value } => {
+                t.evidence((ip(host), vlan), None, Field::Hostname, &value.to_string(), Proto::Dhcp, value as u64)
+            }
+            Op::Drain => return Some(t.drain_changed()),
+        }
+        None
+    }
+
     proptest! {
+        /// Two tables (each with its own hash seed) fed the same traffic drain the same
+        /// observations in the same order.
+        #[test]
+        fn drains_are_deterministic(ops in proptest::collection::vec(op(), 1..300), max_hosts in 1usize..10) {
+            let (mut a, mut b) = (HostTable::new(max_hosts, 3), HostTable::new(max_hosts, 3));
+            for o in ops.iter().chain([&Op::Drain]) {
+                prop_assert_eq!(apply(&mut a, o), apply(&mut b, o));
+            }
+        }
+
         /// Against a model that keeps everything: the table never holds more hosts or
         /// evidence than its bounds, each drain is sorted with one report per host, every
         /// packet is reported once, and every evidence pair of an admitted host is reported
