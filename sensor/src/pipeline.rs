@@ -439,7 +439,8 @@ impl Pipeline {
         );
     }
 
-    /// Flows that ended by `now_us` (packet time) and devices with news since the last drain.
+    /// Flows that ended by `now_us` (packet time), and devices, hosts known by address and
+    /// bindings with news since the last drain (in that order, flows last).
     pub fn drain_events(&mut self, now_us: u64) -> Vec<Event> {
         self.streams.expire(now_us);
         self.frags.expire(now_us);
@@ -456,8 +457,8 @@ impl Pipeline {
         ev
     }
 
-    /// [`drain_events`](Self::drain_events) handing each event to `sink` (devices first,
-    /// then flows, in the same order) with no intermediate Vec of records.
+    /// [`drain_events`](Self::drain_events) handing each event to `sink` (devices, hosts and
+    /// bindings first, then flows, in the same order) with no intermediate Vec of records.
     pub fn drain_events_with(&mut self, now_us: u64, mut sink: impl FnMut(Event)) {
         self.streams.expire(now_us);
         self.frags.expire(now_us);
@@ -512,7 +513,7 @@ impl Pipeline {
         Ok(self.stats())
     }
 
-    /// End of input: every remaining flow (reason "end") and device change, plus stats.
+    /// End of input: every remaining flow (reason "end"), device, host and binding, plus stats.
     /// Holds every event at once; see [`finish_with`](Self::finish_with) to stream them.
     pub fn finish(self) -> (Vec<Event>, PipelineStats) {
         let mut all = Vec::new();
