@@ -75,6 +75,8 @@ impl BatchSummary {
                     summary.flow_bytes = summary.flow_bytes.saturating_add(f.bytes_ab.saturating_add(f.bytes_ba));
                 }
                 Event::Stats(s) => summary.stats = Some(s.clone()),
+                // TODO(i9-agg): hosts and bindings into the replicated state.
+                Event::Host(_) | Event::Binding(_) => {}
             }
         }
         summary

@@ -176,6 +176,21 @@ pub enum Field {
     ListeningPort,
     /// A service port this device opened connections to as a client ("tcp/104").
     ConnectsTo,
+    // Appended for issue 9 (identity fields still missed): new variants go last so the
+    // numbers of the ones above, used by compact wire encodings, never change.
+    /// SNMP sysName.0 (1.3.6.1.2.1.1.5.0) from an agent's response, report or trap.
+    SnmpSysName,
+    /// SNMP sysLocation.0 (1.3.6.1.2.1.1.6.0): where the agent's operator says it is.
+    SnmpSysLocation,
+    /// SNMP sysContact.0 (1.3.6.1.2.1.1.4.0).
+    SnmpSysContact,
+    /// HL7 MSH-3 components 2 and 3 (universal id ^ universal id type, e.g.
+    /// "0009FBFFFE6A1C00^EUI-64"); just the id when the type is absent.
+    Hl7SendingAppUniversalId,
+    /// HL7 MSH-5 components 2 and 3, as [`Field::Hl7SendingAppUniversalId`].
+    Hl7ReceivingAppUniversalId,
+    /// The whole HL7 MSH-9: message code ^ trigger event ^ message structure ("ACK^A04^ACK").
+    Hl7MessageTypeFull,
 }
 
 impl Field {

@@ -13,7 +13,11 @@ use std::net::IpAddr;
 use ulid::Ulid;
 
 /// Current wire format version. Bump on any incompatible change to these types.
-pub const WIRE_VERSION: u8 = 1;
+/// Version 2 appended `Event::Host` and `Event::Binding`; a version-1 frame is a valid
+/// version-2 body (bincode numbers enum variants in order), so both are accepted.
+pub const WIRE_VERSION: u8 = 2;
+/// Oldest wire version this build still decodes.
+pub const MIN_WIRE_VERSION: u8 = 1;
 /// Largest frame a receiver accepts (a batch is normally far smaller).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// ALPN protocol id of the sensor uplink.
@@ -51,9 +55,15 @@ pub enum Event {
     Device(DeviceObservation),
     Flow(FlowRecord),
     Stats(SensorStats),
+    /// A device the sensor knows only by address (seen through a router, or on a link
+    /// without MAC addresses). Appended in wire version 2.
+    Host(HostObservation),
+    /// A MAC–IP binding the sensor saw announced. Appended in wire version 2.
+    Binding(AddressBinding),
 }
 
-/// What a sensor learned about one device (keyed by MAC) since its last report.
+/// What a sensor learned about one device on its own segment (keyed by its own MAC)
+/// since its last report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceObservation {
     pub mac: MacAddr,
@@ -65,6 +75,51 @@ pub struct DeviceObservation {
     pub packets: u64,
     pub bytes: u64,
     pub evidence: Vec<Evidence>,
+}
+
+/// What a sensor learned about a host it never saw with its own MAC, since its last report:
+/// its frames arrived through a router (`via_mac`), or the link carries no MACs at all
+/// (raw IP, loopback, Linux cooked captures without an address). Keyed by the batch's site,
+/// `ip` and `vlan`; the cluster merges it into a MAC-keyed device through bindings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostObservation {
+    pub ip: IpAddr,
+    /// 802.1Q tag of the segment where the sensor saw it (outermost), if any.
+    pub vlan: Option<u16>,
+    /// The router MAC its frames carried, when the link had MACs.
+    pub via_mac: Option<MacAddr>,
+    /// Packet times, microseconds since the Unix epoch.
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub evidence: Vec<Evidence>,
+}
+
+/// How a sensor learned that an address belongs to a MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BindingSource {
+    /// ARP request or reply sender (IPv4), including gratuitous ARP.
+    Arp,
+    /// DHCPACK from a server (`yiaddr` for `chaddr`), with the lease time when given.
+    DhcpAck,
+    /// IPv6 neighbour advertisement or solicitation with a link-layer address option.
+    Ndp,
+}
+
+/// One sighting of a MAC–IP binding at the sensor's site. The cluster keeps bindings as
+/// time intervals: from `seen_us` until the address is bound to another MAC (or until
+/// `valid_until_us` for a DHCP lease that is not renewed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressBinding {
+    pub mac: MacAddr,
+    pub ip: IpAddr,
+    pub vlan: Option<u16>,
+    pub source: BindingSource,
+    /// Packet time of the sighting, microseconds since the Unix epoch.
+    pub seen_us: u64,
+    /// End of a DHCP lease (`seen_us` + lease time), when the server said.
+    pub valid_until_us: Option<u64>,
 }
 
 /// A bidirectional flow summary. `a` is the side that sent the first packet seen.
@@ -120,7 +175,9 @@ pub enum FrameError {
     Empty,
     #[error("frame of {0} bytes exceeds the {1}-byte limit")]
     TooLarge(usize, usize),
-    #[error("unsupported wire version {0} (this build speaks {WIRE_VERSION}); upgrade the older side")]
+    #[error(
+        "unsupported wire version {0} (this build speaks {MIN_WIRE_VERSION} to {WIRE_VERSION}); upgrade the older side"
+    )]
     Version(u8),
     #[error("undecodable frame body: {0}")]
     Decode(String),
@@ -151,7 +208,7 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Fra
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(bytes.len(), MAX_FRAME_BYTES));
     }
-    if version != WIRE_VERSION {
+    if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&version) {
         return Err(FrameError::Version(version));
     }
     let (value, used) =
@@ -186,6 +243,24 @@ mod tests {
                     evidence: vec![Evidence::new(Field::Hostname, "PUMP-01", Proto::Dhcp, 1)],
                 }),
                 Event::Stats(SensorStats { packets: 10, ..Default::default() }),
+                Event::Host(HostObservation {
+                    ip: "10.9.0.7".parse().unwrap(),
+                    vlan: Some(30),
+                    via_mac: Some(MacAddr([0, 0x11, 0x22, 0x33, 0x44, 0x55])),
+                    first_seen_us: 5,
+                    last_seen_us: 6,
+                    packets: 2,
+                    bytes: 120,
+                    evidence: vec![Evidence::new(Field::SnmpSysName, "ups-3a", Proto::Snmp, 5)],
+                }),
+                Event::Binding(AddressBinding {
+                    mac: MacAddr([0, 0x1a, 0x2b, 3, 4, 5]),
+                    ip: "10.1.2.3".parse().unwrap(),
+                    vlan: Some(20),
+                    source: BindingSource::DhcpAck,
+                    seen_us: 1,
+                    valid_until_us: Some(86_400_000_001),
+                }),
             ],
         }
     }
@@ -197,6 +272,15 @@ mod tests {
         assert_eq!(f[0], WIRE_VERSION);
         let back: Batch = decode_frame(&f).unwrap();
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn version_1_frames_still_decode() {
+        let mut f = encode_frame(&sample()).unwrap();
+        f[0] = 1;
+        assert_eq!(decode_frame::<Batch>(&f).unwrap(), sample());
+        f[0] = WIRE_VERSION + 1;
+        assert!(matches!(decode_frame::<Batch>(&f), Err(FrameError::Version(_))));
     }
 
     #[test]

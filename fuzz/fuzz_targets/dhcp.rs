@@ -21,4 +21,5 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         dhcp::findings(&rec, &ctx, &mut out);
     }
+    let _ = dhcp::ack_binding(data);
 });

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use wardline_common::wire::HostObservation;
 use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
 use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
 
@@ -69,6 +70,39 @@ fn merge(devs: &mut BTreeMap<MacAddr, DeviceReport>, o: DeviceObservation) {
     }
     d.evidence.extend(o.evidence);
 }
+
+/// A host known only by address, merged over the run.
+struct HostReport {
+    via_mac: Option<MacAddr>,
+    first_us: u64,
+    last_us: u64,
+    packets: u64,
+    bytes: u64,
+    evidence: Vec<Evidence>,
+}
+
+type HostKey = (IpAddr, Option<u16>);
+
+fn merge_host(hosts: &mut BTreeMap<HostKey, HostReport>, o: HostObservation) {
+    let h = hosts.entry((o.ip, o.vlan)).or_insert_with(|| HostReport {
+        via_mac: o.via_mac,
+        first_us: o.first_seen_us,
+        last_us: o.last_seen_us,
+        packets: 0,
+        bytes: 0,
+        evidence: Vec::new(),
+    });
+    h.via_mac = h.via_mac.or(o.via_mac);
+    h.first_us = h.first_us.min(o.first_seen_us);
+    h.last_us = h.last_us.max(o.last_seen_us);
+    h.packets += o.packets;
+    h.bytes += o.bytes;
+    h.evidence.extend(o.evidence);
+}
+
+/// The MAC a host's facts are classified under: locally administered, so it names no
+/// vendor (the router's MAC must not lend the host its vendor) and matches no override.
+const HOST_FACTS_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0]);
 
 /// Seconds.micros since the epoch, as tshark's `frame.time_epoch` prints it.
 fn ts(us: u64) -> String {
@@ -302,6 +336,9 @@ fn flow_json(f: &FlowRecord) -> serde_json::Value {
 struct Sink<W: Write> {
     json: bool,
     devices: BTreeMap<MacAddr, DeviceReport>,
+    hosts: BTreeMap<HostKey, HostReport>,
+    /// Binding events received (ARP, DHCPACK, NDP; de-duplicated per interval).
+    bindings: u64,
     flows: W,
     /// Reused buffer for one flow line.
     line: Vec<u8>,
@@ -311,6 +348,8 @@ impl<W: Write> Sink<W> {
     fn take(&mut self, e: Event) -> Result<()> {
         match e {
             Event::Device(o) => merge(&mut self.devices, o),
+            Event::Host(h) => merge_host(&mut self.hosts, h),
+            Event::Binding(_) => self.bindings += 1,
             Event::Flow(f) => {
                 if self.json {
                     serde_json::to_writer(&mut self.flows, &flow_json(&f))?;
@@ -344,6 +383,8 @@ pub struct AnalyzeOptions {
     pub explain: bool,
     /// Site knowledge-base folders loaded after the built-in one.
     pub kb_dirs: Vec<PathBuf>,
+    /// The site's networks (`--local-net`); empty means the defaults (private ranges).
+    pub local_networks: Vec<crate::devices::IpNet>,
 }
 
 pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Write) -> Result<PipelineStats> {
@@ -352,11 +393,16 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
     let mut out = std::io::BufWriter::with_capacity(OUT_BUFFER, out);
     let json = opts.json;
     let kb = KnowledgeBase::load(&opts.kb_dirs).context("cannot load the knowledge base")?;
-    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    let mut pcfg = PipelineConfig::default();
+    if !opts.local_networks.is_empty() {
+        pcfg.devices.local_networks = opts.local_networks.clone();
+    }
+    let mut pipeline = Pipeline::new(pcfg);
     if !json {
         writeln!(out, "flows:")?;
     }
-    let mut sink = Sink { json, devices: BTreeMap::new(), flows: out, line: Vec::new() };
+    let mut sink =
+        Sink { json, devices: BTreeMap::new(), hosts: BTreeMap::new(), bindings: 0, flows: out, line: Vec::new() };
     let mut errors: Vec<(PathBuf, anyhow::Error)> = Vec::new();
     let mut next_drain: Option<u64> = None;
     let mut peak_flows: usize = 0;
@@ -424,68 +470,11 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
     peak_flows = peak_flows.max(pipeline.active_flows());
     // Streamed in slices: materialising every remaining flow at once doubled peak memory.
     let stats = pipeline.finish_each(|e| sink.take(e))?;
-    let Sink { devices, flows: mut out, .. } = sink;
+    let Sink { devices, hosts, bindings, flows: mut out, .. } = sink;
+    debug_assert_eq!(bindings, stats.bindings, "every binding recorded is reported once");
 
-    // Devices.
-    if !json {
-        writeln!(out, "devices ({}):", devices.len())?;
-    }
-    for (mac, d) in &devices {
-        let vendor = vendor_of(mac);
-        let class = classify(&kb, &DeviceFacts::from_evidence(*mac, d.evidence.clone()));
-        if json {
-            let ev: Vec<_> = d
-                .evidence
-                .iter()
-                .map(|e| json!({"field": e.field.as_str(), "value": e.value, "proto": e.proto.as_str(), "ts_us": e.ts_us}))
-                .collect();
-            let line = json!({
-                "type": "device",
-                "mac": mac.to_string(),
-                "vendor": vendor,
-                "ips": d.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-                "vlans": d.vlans,
-                "first_seen_us": d.first_us,
-                "last_seen_us": d.last_us,
-                "packets": d.packets,
-                "bytes": d.bytes,
-                "evidence": ev,
-                "classification": class,
-            });
-            serde_json::to_writer(&mut out, &line)?;
-            writeln!(out)?;
-        } else {
-            let ips: Vec<String> = d.ips.iter().map(|i| i.to_string()).collect();
-            writeln!(
-                out,
-                "  {mac}  vendor={}  ips=[{}]{}  packets={} bytes={} first={} last={}",
-                vendor.unwrap_or("?"),
-                ips.join(", "),
-                if d.vlans.is_empty() { String::new() } else { format!("  vlans={:?}", d.vlans) },
-                d.packets,
-                d.bytes,
-                ts(d.first_us),
-                ts(d.last_us),
-            )?;
-            writeln!(
-                out,
-                "      class={} ({:.2})  category={}  criticality={}{}",
-                class.class.value,
-                class.class.confidence,
-                class.category.value.as_str(),
-                class.criticality.value.as_str(),
-                class.profile.as_ref().map(|p| format!("  profile={}", p.value)).unwrap_or_default(),
-            )?;
-            for e in &d.evidence {
-                writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
-            }
-            if opts.explain {
-                for line in class.explain().lines().skip(1) {
-                    writeln!(out, "    explain:{line}")?;
-                }
-            }
-        }
-    }
+    write_devices(&mut out, &kb, opts, &devices)?;
+    write_hosts(&mut out, &kb, opts, &hosts)?;
 
     // Errors and counters.
     for (path, e) in &errors {
@@ -524,12 +513,162 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
             "  ip_fragments={} non_ip_frames={} tunnelled_frames={}",
             stats.ip_fragments, stats.non_ip_frames, stats.tunnelled_frames
         )?;
+        writeln!(
+            out,
+            "  hosts={} bindings={} findings_unattributed={}",
+            stats.hosts, stats.bindings, stats.findings_unattributed
+        )?;
     }
     out.flush()?;
     if let Some((_, e)) = errors.into_iter().next() {
         return Err(e.context(format!("analysis incomplete ({} packets processed)", stats.packets)));
     }
     Ok(stats)
+}
+
+/// The MAC devices: one line (or JSON object) each with their classification and evidence.
+fn write_devices(
+    out: &mut impl Write,
+    kb: &KnowledgeBase,
+    opts: &AnalyzeOptions,
+    devices: &BTreeMap<MacAddr, DeviceReport>,
+) -> Result<()> {
+    let json = opts.json;
+    if !json {
+        writeln!(out, "devices ({}):", devices.len())?;
+    }
+    for (mac, d) in devices {
+        let vendor = vendor_of(mac);
+        let class = classify(kb, &DeviceFacts::from_evidence(*mac, d.evidence.clone()));
+        if json {
+            let ev: Vec<_> = d
+                .evidence
+                .iter()
+                .map(|e| json!({"field": e.field.as_str(), "value": e.value, "proto": e.proto.as_str(), "ts_us": e.ts_us}))
+                .collect();
+            let line = json!({
+                "type": "device",
+                "mac": mac.to_string(),
+                "vendor": vendor,
+                "ips": d.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                "vlans": d.vlans,
+                "first_seen_us": d.first_us,
+                "last_seen_us": d.last_us,
+                "packets": d.packets,
+                "bytes": d.bytes,
+                "evidence": ev,
+                "classification": class,
+            });
+            let mut line = line;
+            if mac.is_local() {
+                // Only when set: reports of captures without such MACs stay as they were.
+                line["randomized_mac"] = json!(true);
+            }
+            serde_json::to_writer(&mut *out, &line)?;
+            writeln!(out)?;
+        } else {
+            let ips: Vec<String> = d.ips.iter().map(|i| i.to_string()).collect();
+            writeln!(
+                out,
+                "  {mac}  vendor={}  ips=[{}]{}  packets={} bytes={} first={} last={}{}",
+                vendor.unwrap_or("?"),
+                ips.join(", "),
+                if d.vlans.is_empty() { String::new() } else { format!("  vlans={:?}", d.vlans) },
+                d.packets,
+                d.bytes,
+                ts(d.first_us),
+                ts(d.last_us),
+                if mac.is_local() { "  randomized_mac" } else { "" },
+            )?;
+            writeln!(
+                out,
+                "      class={} ({:.2})  category={}  criticality={}{}",
+                class.class.value,
+                class.class.confidence,
+                class.category.value.as_str(),
+                class.criticality.value.as_str(),
+                class.profile.as_ref().map(|p| format!("  profile={}", p.value)).unwrap_or_default(),
+            )?;
+            for e in &d.evidence {
+                writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
+            }
+            if opts.explain {
+                for line in class.explain().lines().skip(1) {
+                    writeln!(out, "    explain:{line}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Devices known only by address, after the MAC devices: keyed by (IP, VLAN), with the
+/// router MAC that carried them or "no L2", classified over their own evidence.
+fn write_hosts(
+    out: &mut impl Write,
+    kb: &KnowledgeBase,
+    opts: &AnalyzeOptions,
+    hosts: &BTreeMap<HostKey, HostReport>,
+) -> Result<()> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    if !opts.json {
+        writeln!(out, "hosts known by address ({}):", hosts.len())?;
+    }
+    for ((ip, vlan), h) in hosts {
+        let class = classify(kb, &DeviceFacts::from_evidence(HOST_FACTS_MAC, h.evidence.clone()));
+        if opts.json {
+            let ev: Vec<_> = h
+                .evidence
+                .iter()
+                .map(|e| json!({"field": e.field.as_str(), "value": e.value, "proto": e.proto.as_str(), "ts_us": e.ts_us}))
+                .collect();
+            let line = json!({
+                "type": "host",
+                "ip": ip.to_string(),
+                "vlan": vlan,
+                "via_mac": h.via_mac.map(|m| m.to_string()),
+                "first_seen_us": h.first_us,
+                "last_seen_us": h.last_us,
+                "packets": h.packets,
+                "bytes": h.bytes,
+                "evidence": ev,
+                "classification": class,
+            });
+            serde_json::to_writer(&mut *out, &line)?;
+            writeln!(out)?;
+            continue;
+        }
+        writeln!(
+            out,
+            "  {ip}{}  via={}  packets={} bytes={} first={} last={}",
+            vlan.map(|v| format!("  vlan={v}")).unwrap_or_default(),
+            h.via_mac.map(|m| format!("router {m}")).unwrap_or_else(|| "no L2".into()),
+            h.packets,
+            h.bytes,
+            ts(h.first_us),
+            ts(h.last_us),
+        )?;
+        writeln!(
+            out,
+            "      class={} ({:.2})  category={}  criticality={}{}",
+            class.class.value,
+            class.class.confidence,
+            class.category.value.as_str(),
+            class.criticality.value.as_str(),
+            class.profile.as_ref().map(|p| format!("  profile={}", p.value)).unwrap_or_default(),
+        )?;
+        for e in &h.evidence {
+            writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
+        }
+        if opts.explain {
+            for line in class.explain().lines().skip(1) {
+                writeln!(out, "    explain:{line}")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

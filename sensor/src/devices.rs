@@ -10,10 +10,15 @@
 //!   keeps the union), so steady traffic never re-sends the same facts;
 //! - `packets`, `bytes`: the DELTA since the previous drain (the receiver adds them);
 //! - `first_seen_us`, `last_seen_us`: absolute packet times.
+//!
+//! Beside it, [`hosts::HostTable`] keeps hosts known only by address (behind a gateway's
+//! MAC, or on a link without MACs) and [`bindings::BindingLog`] the MAC–IP bindings seen
+//! announced; [`DeviceTable::drain_hosts`] and [`DeviceTable::drain_bindings`] report them.
 
 use crate::dissect::{Finding, Side};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use wardline_common::wire::{AddressBinding, HostObservation};
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto};
 
 #[derive(Clone, Debug)]
@@ -29,6 +34,8 @@ pub struct DeviceConfig {
     /// not collect the internet. Addresses a device announces itself (ARP, DHCP, LLDP/CDP
     /// management address) are kept wherever they are.
     pub local_networks: Vec<IpNet>,
+    /// Hosts known only by address tracked at most; beyond it new ones are counted.
+    pub max_hosts: usize,
 }
 
 /// An address prefix such as 10.0.0.0/8.
@@ -85,14 +92,19 @@ impl Default for DeviceConfig {
             max_ips_per_device: 256,
             max_evidence_per_device: 512,
             local_networks: default_local_networks(),
+            max_hosts: 200_000,
         }
     }
 }
 
+mod bindings;
 mod evidence_set;
+pub mod hosts;
 mod hot;
 mod mac_index;
+use bindings::BindingLog;
 use evidence_set::EvidenceSet;
+use hosts::HostTable;
 use hot::HotDevice;
 use mac_index::MacIndex;
 
@@ -124,8 +136,13 @@ pub struct DeviceDrops {
     pub devices_over_limit: u64,
     pub ips_over_limit: u64,
     pub evidence_over_limit: u64,
-    /// Findings about a host seen only behind a gateway's MAC (no device to attach to).
+    /// Findings about an end that names no device at the site: a remote (non-local)
+    /// address behind a gateway, or a non-host address on a MAC-less link.
     pub findings_unattributed: u64,
+    /// Hosts known only by address not tracked because the host table is full.
+    pub hosts_over_limit: u64,
+    /// Bindings not reported because an interval's bound was reached.
+    pub bindings_over_limit: u64,
 }
 
 /// Slot of a device in the table, stable for the table's life (devices are never removed).
@@ -152,6 +169,9 @@ pub struct DeviceTable {
     scratch: String,
     /// Sender of the latest accounted frame, whose cached resolution findings can reuse.
     last_sender: DeviceSlot,
+    /// Hosts known only by (IP, VLAN).
+    hosts: HostTable,
+    bindings: BindingLog,
 }
 
 /// Where a finding lands: a known device, or a MAC not (yet) in the table.
@@ -159,6 +179,9 @@ pub struct DeviceTable {
 enum Target {
     Slot(DeviceSlot),
     Mac(MacAddr),
+    /// A host known only by address (on the finding's VLAN), seen through this router
+    /// MAC or (None) on a link without MACs.
+    Host(IpAddr, Option<MacAddr>),
 }
 
 /// Addresses that never identify one host.
@@ -172,6 +195,8 @@ fn is_host_ip(ip: &IpAddr) -> bool {
 impl DeviceTable {
     pub fn new(cfg: DeviceConfig) -> DeviceTable {
         DeviceTable {
+            hosts: HostTable::new(cfg.max_hosts, cfg.max_evidence_per_device),
+            bindings: BindingLog::new(cfg.max_devices.saturating_mul(4)),
             cfg,
             ip_owner: HashMap::with_hasher(Default::default()),
             index: MacIndex::default(),
@@ -190,8 +215,59 @@ impl DeviceTable {
     pub fn is_empty(&self) -> bool {
         self.hot.is_empty()
     }
-    pub fn drops(&self) -> &DeviceDrops {
-        &self.drops
+    /// What the device, host and binding tables dropped to stay bounded.
+    pub fn drops(&self) -> DeviceDrops {
+        let h = self.hosts.drops();
+        DeviceDrops {
+            evidence_over_limit: self.drops.evidence_over_limit + h.evidence_over_limit,
+            hosts_over_limit: h.hosts_over_limit,
+            bindings_over_limit: self.bindings.dropped(),
+            ..self.drops.clone()
+        }
+    }
+
+    /// Hosts known only by address.
+    pub fn hosts_len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Bindings reported so far.
+    pub fn bindings_recorded(&self) -> u64 {
+        self.bindings.recorded()
+    }
+
+    /// Is `ip` a host of the site networks? On a link without MACs a loopback address is
+    /// too: such a capture was taken on the machine itself.
+    fn is_site_host(&self, ip: &IpAddr, mac_less: bool) -> bool {
+        is_host_ip(ip) && (self.cfg.local_networks.iter().any(|n| n.contains(ip)) || (mac_less && ip.is_loopback()))
+    }
+
+    /// Account a frame from a host known only by address: `src_mac` is a gateway (or ZERO
+    /// on a link without MACs) and no device owns the address.
+    fn host_packet(&mut self, src_mac: MacAddr, ts_us: u64, wire_len: u64, vlan: Option<u16>, ip: IpAddr) {
+        let mac_less = src_mac == MacAddr::ZERO;
+        if self.ip_owner.contains_key(&ip) || !self.is_site_host(&ip, mac_less) {
+            return;
+        }
+        let via = (!mac_less).then_some(src_mac);
+        self.hosts.packet((ip, vlan), via, ts_us, wire_len);
+    }
+
+    /// A MAC–IP binding seen announced (ARP sender, DHCPACK, NDP option), reported once per
+    /// interval. The address is also a fact of the MAC's device.
+    pub fn binding(&mut self, b: AddressBinding) {
+        self.ip(b.mac, b.seen_us, b.ip);
+        self.bindings.record(b);
+    }
+
+    /// Hosts known only by address with news since the last drain, sorted by (IP, VLAN).
+    pub fn drain_hosts(&mut self) -> Vec<HostObservation> {
+        self.hosts.drain_changed()
+    }
+
+    /// Bindings seen since the last drain, in packet-time order.
+    pub fn drain_bindings(&mut self) -> Vec<AddressBinding> {
+        self.bindings.drain()
     }
 
     /// The device's slot, created on first sight; None for non-device MACs and past the bound.
@@ -227,10 +303,12 @@ impl DeviceTable {
         &mut self.cold[i as usize]
     }
 
+    /// The device slot of a MAC target; None for a host known only by address.
     fn target_slot(&mut self, t: Target, ts_us: u64) -> Option<DeviceSlot> {
         match t {
             Target::Slot(i) => Some(i),
             Target::Mac(mac) => self.slot(mac, ts_us),
+            Target::Host(..) => None,
         }
     }
 
@@ -262,6 +340,9 @@ impl DeviceTable {
                 }
                 None => {
                     self.last_sender = NO_DEVICE;
+                    if let (MacAddr::ZERO, Some(ip)) = (src_mac, src_ip) {
+                        self.host_packet(src_mac, ts_us, wire_len, vlan, ip);
+                    }
                     return NO_DEVICE;
                 }
             },
@@ -322,17 +403,28 @@ impl DeviceTable {
             }
             self.disowned(i);
         }
+        if let (true, Some(ip)) = (self.hot[i as usize].is_gateway(), src_ip) {
+            // The router forwards for this host: the host sent the frame.
+            self.host_packet(src_mac, ts_us, wire_len, vlan, ip);
+        }
         i
     }
 
     /// The device an address belongs to: its known owner, else the frame's MAC unless
-    /// that MAC is a gateway (then the evidence is about a host we cannot name by MAC).
+    /// that MAC is a gateway or the link has no MACs: then the host known by its address
+    /// when it is at the site, else nothing (an Internet peer is not a device).
     fn resolve(&self, mac: MacAddr, ip: Option<IpAddr>) -> Option<Target> {
         if let Some(owner) = ip.and_then(|ip| self.ip_owner.get(&ip)) {
             return Some(Target::Slot(*owner));
         }
+        if mac == MacAddr::ZERO {
+            // No L2 on this link: the address is all there is.
+            return ip.filter(|ip| self.is_site_host(ip, true)).map(|ip| Target::Host(ip, None));
+        }
         match self.index.get(&self.hot, &mac) {
-            Some(i) if self.hot[i as usize].is_gateway() => None,
+            Some(i) if self.hot[i as usize].is_gateway() => {
+                ip.filter(|ip| self.is_site_host(ip, false)).map(|ip| Target::Host(ip, Some(mac)))
+            }
             Some(i) => Some(Target::Slot(i)),
             None => Some(Target::Mac(mac)),
         }
@@ -396,6 +488,9 @@ impl DeviceTable {
                 Side::Mac(m) => Some(Target::Mac(m)),
             };
             match target {
+                Some(Target::Host(ip, via)) => {
+                    self.hosts.evidence((ip, ctx.vlan), via, f.field, &f.value, proto, ctx.ts_us)
+                }
                 Some(t) => {
                     // A MAC met for the first time becomes a slot: later findings of this
                     // payload about the same end reuse it.
@@ -415,16 +510,32 @@ impl DeviceTable {
 
     /// Port evidence from the TCP handshake: `ListeningPort` for a SYN+ACK sender,
     /// `ConnectsTo` for a SYN sender.
-    pub fn port_evidence(&mut self, mac: MacAddr, ip: IpAddr, field: Field, transport: &str, port: u16, ts_us: u64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn port_evidence(
+        &mut self,
+        mac: MacAddr,
+        ip: IpAddr,
+        vlan: Option<u16>,
+        field: Field,
+        transport: &str,
+        port: u16,
+        ts_us: u64,
+    ) {
         let Some(t) = self.resolve_sender(mac, Some(ip)) else { return };
-        let Some(i) = self.target_slot(t, ts_us) else { return };
         // Every SYN lands here: format into a reused buffer, allocate only when new.
         let mut value = std::mem::take(&mut self.scratch);
         value.clear();
         value.push_str(transport);
         value.push('/');
         crate::digits::push_decimal(&mut value, port as u64);
-        self.evidence_at(i, field, &value, Proto::Ip, ts_us);
+        match t {
+            Target::Host(ip, via) => self.hosts.evidence((ip, vlan), via, field, &value, Proto::Ip, ts_us),
+            t => {
+                if let Some(i) = self.target_slot(t, ts_us) {
+                    self.evidence_at(i, field, &value, Proto::Ip, ts_us);
+                }
+            }
+        }
         self.scratch = value;
     }
 
@@ -587,7 +698,7 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(
             t.drops(),
-            &DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1, findings_unattributed: 0 }
+            DeviceDrops { devices_over_limit: 1, ips_over_limit: 3, evidence_over_limit: 1, ..DeviceDrops::default() }
         );
         assert_eq!(t.drain_changed()[0].ips.len(), 2);
     }
@@ -671,7 +782,7 @@ mod gateway_tests {
             Proto::Dicom,
             &[Finding::dst(Field::DicomCalledAe, "PACS1"), Finding::src(Field::DicomCallingAe, "CT1")],
         );
-        t.port_evidence(router, "10.30.0.5".parse().unwrap(), Field::ListeningPort, "tcp", 104, 6);
+        t.port_evidence(router, "10.30.0.5".parse().unwrap(), None, Field::ListeningPort, "tcp", 104, 6);
         let obs = t.drain_changed();
         let of = |m: MacAddr| obs.iter().find(|o| o.mac == m).unwrap();
         assert!(of(pacs).evidence.iter().any(|e| e.field == Field::DicomCalledAe && e.value == "PACS1"));
@@ -679,10 +790,49 @@ mod gateway_tests {
         assert!(of(ct).evidence.iter().any(|e| e.field == Field::DicomCallingAe));
         assert!(of(router).evidence.is_empty(), "router got {:?}", of(router).evidence);
         assert!(of(router).ips.len() <= GATEWAY_SOURCE_IPS as usize);
-        // A host known only behind the router gets nothing attached to the router either.
+        // A host known only behind the router gets a record of its own, keyed by address;
+        // an Internet peer behind it gets nothing.
         let c = ctx(ct, "10.20.0.9", router, "10.99.0.1");
         t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "FAR")]);
+        let c = ctx(ct, "10.20.0.9", router, "198.51.100.1");
+        t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "INTERNET")]);
         assert_eq!(t.drops().findings_unattributed, 1);
+        // Hosts: the router's fifth and sixth sources (it was a gateway by then) and the
+        // one the finding named.
+        let hosts = t.drain_hosts();
+        let ips: Vec<String> = hosts.iter().map(|h| h.ip.to_string()).collect();
+        assert_eq!(ips, ["10.40.0.5", "10.40.0.6", "10.99.0.1"]);
+        assert!(hosts.iter().all(|h| h.via_mac == Some(router)));
+        assert_eq!(hosts[2].evidence[0].value, "FAR");
+        assert_eq!(hosts[2].packets, 0);
+    }
+
+    #[test]
+    fn hosts_behind_a_gateway_get_their_own_packets_and_evidence() {
+        let mut t = DeviceTable::new(DeviceConfig::default());
+        let router: MacAddr = "00:1a:a1:00:00:01".parse().unwrap();
+        let pacs: MacAddr = "00:09:5c:00:00:02".parse().unwrap();
+        t.packet(pacs, 1, 60, None, Some("10.30.0.5".parse().unwrap()));
+        // Six hosts behind the router: the router is a gateway from the fifth on, and the
+        // sixth's packets are the host's from then on.
+        for round in 0..2u64 {
+            for i in 1..=6 {
+                t.packet(router, 2 + round, 100, Some(7), Some(format!("10.40.0.{i}").parse().unwrap()));
+            }
+        }
+        for i in 1..=6 {
+            let c = PacketCtx { vlan: Some(7), ..ctx(router, &format!("10.40.0.{i}"), pacs, "10.30.0.5") };
+            t.findings_at(&c, Proto::Dicom, &[Finding::src(Field::DicomCallingAe, format!("MOD{i}"))]);
+        }
+        let hosts = t.drain_hosts();
+        let ips: Vec<String> = hosts.iter().map(|h| h.ip.to_string()).collect();
+        assert_eq!(ips, (1..=6).map(|i| format!("10.40.0.{i}")).collect::<Vec<_>>());
+        assert!(hosts.iter().all(|h| h.vlan == Some(7) && h.via_mac == Some(router)));
+        assert!(hosts.iter().all(|h| h.evidence.len() == 1));
+        // The host's frames after the router became a gateway are the host's.
+        assert_eq!(hosts[5].packets, 2);
+        let obs = t.drain_changed();
+        assert!(obs.iter().find(|o| o.mac == router).unwrap().evidence.is_empty());
     }
 }
 

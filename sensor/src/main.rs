@@ -38,6 +38,11 @@ enum Cmd {
         /// Site knowledge-base folder (profiles, rules, overrides); repeatable.
         #[arg(long = "kb-dir")]
         kb_dirs: Vec<PathBuf>,
+        /// A network of the site, e.g. 10.0.0.0/8 (repeatable; replaces the default private
+        /// ranges). Hosts in these networks seen behind a router or on a link without MACs
+        /// are reported by address.
+        #[arg(long = "local-net", value_name = "CIDR")]
+        local_nets: Vec<wardline_sensor::devices::IpNet>,
     },
 }
 
@@ -141,10 +146,10 @@ fn real_main() -> Result<()> {
             let cfg = build_config(&a)?;
             wardline_sensor::run::run(cfg, wardline_sensor::run::RunOptions { exit_when_drained: a.exit_when_drained })
         }
-        Cmd::Analyze { files, json, explain, kb_dirs } => {
+        Cmd::Analyze { files, json, explain, kb_dirs, local_nets } => {
             anyhow::ensure!(!files.is_empty(), "give at least one capture file to analyze");
             let stdout = std::io::stdout();
-            let opts = wardline_sensor::analyze::AnalyzeOptions { json, explain, kb_dirs };
+            let opts = wardline_sensor::analyze::AnalyzeOptions { json, explain, kb_dirs, local_networks: local_nets };
             wardline_sensor::analyze::run_analyze_with(&files, &opts, stdout.lock())?;
             Ok(())
         }

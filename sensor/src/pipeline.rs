@@ -13,6 +13,7 @@ use crate::reassembly::{fragment_of, FragConfig, FragTable, Segment, TcpReassemb
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use wardline_common::wire::{AddressBinding, BindingSource};
 use wardline_common::{Event, Field, Proto};
 
 #[derive(Clone, Debug, Default)]
@@ -64,6 +65,18 @@ pub struct PipelineStats {
     pub flows_emitted: u64,
     pub flows_evicted: u64,
     pub devices_over_limit: u64,
+    /// Hosts known only by address (behind a router, or on a link without MACs).
+    pub hosts: u64,
+    pub hosts_over_limit: u64,
+    /// MAC–IP bindings reported (ARP, DHCPACK, NDP), after per-interval de-duplication.
+    pub bindings: u64,
+    pub bindings_over_limit: u64,
+    /// NDP solicitations/advertisements that yielded a binding.
+    pub ndp_bindings: u64,
+    /// NDP messages too short to read.
+    pub ndp_malformed: u64,
+    /// Findings about an end that names no device at the site (an Internet peer).
+    pub findings_unattributed: u64,
     pub first_ts_us: u64,
     pub last_ts_us: u64,
 }
@@ -167,7 +180,13 @@ impl Pipeline {
         let mut s = self.stats.clone();
         self.dissect_counts.fold_into(&mut s);
         s.flows_evicted = self.flows.evicted();
-        s.devices_over_limit = self.devices.drops().devices_over_limit;
+        let drops = self.devices.drops();
+        s.devices_over_limit = drops.devices_over_limit;
+        s.hosts = self.devices.hosts_len() as u64;
+        s.hosts_over_limit = drops.hosts_over_limit;
+        s.bindings = self.devices.bindings_recorded();
+        s.bindings_over_limit = drops.bindings_over_limit;
+        s.findings_unattributed = drops.findings_unattributed;
         let t = self.streams.stats();
         s.tcp_out_of_order = t.out_of_order;
         s.tcp_retransmitted_bytes = t.retransmitted_bytes;
@@ -231,7 +250,15 @@ impl Pipeline {
             Net::Arp(a) => {
                 self.stats.non_ip_frames += 1;
                 if !a.sender_ip.is_unspecified() {
-                    self.devices.ip(a.sender_mac, ts, IpAddr::V4(a.sender_ip));
+                    // Requests, replies and gratuitous ARP all state the sender's binding.
+                    self.devices.binding(AddressBinding {
+                        mac: a.sender_mac,
+                        ip: IpAddr::V4(a.sender_ip),
+                        vlan: d.vlan,
+                        source: BindingSource::Arp,
+                        seen_us: ts,
+                        valid_until_us: None,
+                    });
                 }
             }
             Net::Other => {
@@ -294,17 +321,38 @@ impl Pipeline {
         }
         if flags & 0x12 == 0x12 {
             // SYN+ACK: the sender accepts connections on this port.
-            self.devices.port_evidence(d.src_mac, h.src, Field::ListeningPort, "tcp", sp, ts);
+            self.devices.port_evidence(d.src_mac, h.src, d.vlan, Field::ListeningPort, "tcp", sp, ts);
         } else if flags & 0x12 == 0x02 {
             // SYN: the sender is a client of this service.
-            self.devices.port_evidence(d.src_mac, h.src, Field::ConnectsTo, "tcp", dp, ts);
+            self.devices.port_evidence(d.src_mac, h.src, d.vlan, Field::ConnectsTo, "tcp", dp, ts);
         }
         if let L4::Tcp(t) = d.l4 {
             if t.flags & tcp_flags::SYN != 0 {
                 self.syn_signature(frame, d, h, &t, ts);
             }
         }
+        if let L4::Icmpv6 { icmp_type: 135 | 136, .. } = d.l4 {
+            self.neighbor_discovery(d, h, ts);
+        }
         self.transport_payload(fref, d, ts);
+    }
+
+    /// An NDP solicitation or advertisement with a link-layer address option binds an
+    /// IPv6 address to a MAC (the solicitor's source, the advertised target).
+    fn neighbor_discovery(&mut self, d: &Decoded<'_>, h: &IpHeader, ts: u64) {
+        let Some((mac, ip)) = dissect::ndp::binding(d.payload, h.src) else {
+            self.stats.ndp_malformed += u64::from(d.payload.len() < dissect::ndp::MIN_LEN);
+            return;
+        };
+        self.stats.ndp_bindings += 1;
+        self.devices.binding(AddressBinding {
+            mac,
+            ip: IpAddr::V6(ip),
+            vlan: d.vlan,
+            source: BindingSource::Ndp,
+            seen_us: ts,
+            valid_until_us: None,
+        });
     }
 
     /// p0f-style signature of a SYN (client) or SYN+ACK (server), credited to its sender.
@@ -391,27 +439,34 @@ impl Pipeline {
         );
     }
 
-    /// Flows that ended by `now_us` (packet time) and devices with news since the last drain.
+    /// Flows that ended by `now_us` (packet time), and devices, hosts known by address and
+    /// bindings with news since the last drain (in that order, flows last).
     pub fn drain_events(&mut self, now_us: u64) -> Vec<Event> {
         self.streams.expire(now_us);
         self.frags.expire(now_us);
         let devices = self.devices.drain_changed();
+        let hosts = self.devices.drain_hosts();
+        let bindings = self.devices.drain_bindings();
         let flows = self.flows.drain(now_us);
         self.stats.flows_emitted += flows.len() as u64;
-        let mut ev = Vec::with_capacity(devices.len() + flows.len());
+        let mut ev = Vec::with_capacity(devices.len() + hosts.len() + bindings.len() + flows.len());
         ev.extend(devices.into_iter().map(Event::Device));
+        ev.extend(hosts.into_iter().map(Event::Host));
+        ev.extend(bindings.into_iter().map(Event::Binding));
         ev.extend(flows.into_iter().map(Event::Flow));
         ev
     }
 
-    /// [`drain_events`](Self::drain_events) handing each event to `sink` (devices first,
-    /// then flows, in the same order) with no intermediate Vec of records.
+    /// [`drain_events`](Self::drain_events) handing each event to `sink` (devices, hosts and
+    /// bindings first, then flows, in the same order) with no intermediate Vec of records.
     pub fn drain_events_with(&mut self, now_us: u64, mut sink: impl FnMut(Event)) {
         self.streams.expire(now_us);
         self.frags.expire(now_us);
-        for d in self.devices.drain_changed() {
-            sink(Event::Device(d));
-        }
+        self.drain_identity(|e| {
+            sink(e);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {});
         let mut n = 0u64;
         self.flows.drain_with(now_us, |f| {
             n += 1;
@@ -420,12 +475,24 @@ impl Pipeline {
         self.stats.flows_emitted += n;
     }
 
-    /// [`finish_with`](Self::finish_with) handing the events to `sink` one at a time.
-    pub fn finish_each<E>(mut self, mut sink: impl FnMut(Event) -> Result<(), E>) -> Result<PipelineStats, E> {
-        self.streams.clear();
+    /// Devices, hosts and bindings with news since the last drain, in that order.
+    fn drain_identity<E>(&mut self, mut sink: impl FnMut(Event) -> Result<(), E>) -> Result<(), E> {
         for d in self.devices.drain_changed() {
             sink(Event::Device(d))?;
         }
+        for h in self.devices.drain_hosts() {
+            sink(Event::Host(h))?;
+        }
+        for b in self.devices.drain_bindings() {
+            sink(Event::Binding(b))?;
+        }
+        Ok(())
+    }
+
+    /// [`finish_with`](Self::finish_with) handing the events to `sink` one at a time.
+    pub fn finish_each<E>(mut self, mut sink: impl FnMut(Event) -> Result<(), E>) -> Result<PipelineStats, E> {
+        self.streams.clear();
+        self.drain_identity(&mut sink)?;
         let mut failed = None;
         loop {
             let n = self.flows.flush_batch_with(FINISH_BATCH, |f| {
@@ -446,7 +513,7 @@ impl Pipeline {
         Ok(self.stats())
     }
 
-    /// End of input: every remaining flow (reason "end") and device change, plus stats.
+    /// End of input: every remaining flow (reason "end"), device, host and binding, plus stats.
     /// Holds every event at once; see [`finish_with`](Self::finish_with) to stream them.
     pub fn finish(self) -> (Vec<Event>, PipelineStats) {
         let mut all = Vec::new();
@@ -464,9 +531,14 @@ impl Pipeline {
     /// exist at once: peak memory stays at the flow table's. Stops at the sink's first error.
     pub fn finish_with<E>(mut self, mut sink: impl FnMut(Vec<Event>) -> Result<(), E>) -> Result<PipelineStats, E> {
         self.streams.clear();
-        let devices = self.devices.drain_changed();
-        if !devices.is_empty() {
-            sink(devices.into_iter().map(Event::Device).collect())?;
+        let mut identity = Vec::new();
+        self.drain_identity(|e| {
+            identity.push(e);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {});
+        if !identity.is_empty() {
+            sink(identity)?;
         }
         loop {
             let flows = self.flows.flush_batch(FINISH_BATCH);
@@ -503,6 +575,20 @@ fn dispatch_to(
             }
             if !out.findings.is_empty() {
                 devices.findings_at(ctx, app, &out.findings);
+            }
+            if app == Proto::Dhcp {
+                // Parsed again only for the rare server ACK: the dissector's findings carry
+                // no lease time.
+                if let Some(ack) = dissect::dhcp::ack_binding(payload) {
+                    devices.binding(AddressBinding {
+                        mac: ack.client,
+                        ip: IpAddr::V4(ack.ip),
+                        vlan: ctx.vlan,
+                        source: BindingSource::DhcpAck,
+                        seen_us: ctx.ts_us,
+                        valid_until_us: ack.lease_secs.map(|s| ctx.ts_us.saturating_add(u64::from(s) * 1_000_000)),
+                    });
+                }
             }
         }
         Err(e) => {

@@ -79,23 +79,28 @@ impl Batcher {
     }
 }
 
-/// Deterministic order: devices by MAC, flows by start and endpoints, stats last.
+/// Deterministic order: devices by MAC, hosts by address, bindings, flows by start and
+/// endpoints, stats last.
 fn sort_events(events: &mut [Event]) {
-    events.sort_by(|a, b| {
-        use std::cmp::Ordering as O;
-        match (a, b) {
-            (Event::Device(x), Event::Device(y)) => x.mac.cmp(&y.mac),
-            (Event::Flow(x), Event::Flow(y)) => {
-                (x.first_seen_us, x.a_ip, x.a_port, x.b_ip, x.b_port, x.ip_proto, x.vlan)
-                    .cmp(&(y.first_seen_us, y.a_ip, y.a_port, y.b_ip, y.b_port, y.ip_proto, y.vlan))
-                    .then(x.last_seen_us.cmp(&y.last_seen_us))
-            }
-            (Event::Device(_), _) => O::Less,
-            (_, Event::Device(_)) => O::Greater,
-            (Event::Flow(_), Event::Stats(_)) => O::Less,
-            (Event::Stats(_), Event::Flow(_)) => O::Greater,
-            (Event::Stats(_), Event::Stats(_)) => O::Equal,
+    fn rank(e: &Event) -> u8 {
+        match e {
+            Event::Device(_) => 0,
+            Event::Host(_) => 1,
+            Event::Binding(_) => 2,
+            Event::Flow(_) => 3,
+            Event::Stats(_) => 4,
         }
+    }
+    events.sort_by(|a, b| match (a, b) {
+        (Event::Device(x), Event::Device(y)) => x.mac.cmp(&y.mac),
+        (Event::Host(x), Event::Host(y)) => (x.ip, x.vlan).cmp(&(y.ip, y.vlan)),
+        (Event::Binding(x), Event::Binding(y)) => {
+            (x.seen_us, x.ip, x.mac, x.vlan, x.source).cmp(&(y.seen_us, y.ip, y.mac, y.vlan, y.source))
+        }
+        (Event::Flow(x), Event::Flow(y)) => (x.first_seen_us, x.a_ip, x.a_port, x.b_ip, x.b_port, x.ip_proto, x.vlan)
+            .cmp(&(y.first_seen_us, y.a_ip, y.a_port, y.b_ip, y.b_port, y.ip_proto, y.vlan))
+            .then(x.last_seen_us.cmp(&y.last_seen_us)),
+        _ => rank(a).cmp(&rank(b)),
     });
 }
 

@@ -16,7 +16,10 @@
 //! Findings describe the CLIENT: the `chaddr` hardware address when it is an Ethernet
 //! MAC (correct even for requests forwarded by a relay), else the packet's source.
 //! Client messages (BOOTREQUEST) give the identity options; a server ACK gives the
-//! address assigned to the client (`yiaddr`).
+//! address assigned to the client (`yiaddr`). A server's OFFER or ACK that carries a
+//! hostname (12) or client FQDN (81) echoes or assigns the client's name: that is
+//! evidence about the client, so it goes to `chaddr` and never to the sending server
+//! (nor anywhere when `chaddr` is not an Ethernet MAC: the reply names no device).
 
 use super::*;
 use crate::protocols::DHCP;
@@ -49,6 +52,32 @@ pub struct DhcpRecord {
     pub relay_circuit_id: Option<Vec<u8>>,
     pub relay_remote_id: Option<Vec<u8>>,
     pub overload: Option<u8>,
+    /// Option 51: the lease time in seconds (0xffffffff is infinite).
+    pub lease_secs: Option<u32>,
+}
+
+/// What a DHCPACK binds: the client's MAC (`chaddr`) to the address it was given
+/// (`yiaddr`), for the lease time when the server said (option 51).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckBinding {
+    pub client: MacAddr,
+    pub ip: Ipv4Addr,
+    /// None when the server gave no lease time or an infinite one.
+    pub lease_secs: Option<u32>,
+}
+
+/// The binding a DHCPACK states; None for any other message (an ACK to an INFORM has no
+/// `yiaddr`) or a client hardware address that is not an Ethernet MAC.
+pub fn ack_binding(payload: &[u8]) -> Option<AckBinding> {
+    let rec = parse(payload).ok()?;
+    if rec.op != 2 || rec.message_type != Some(5) {
+        return None;
+    }
+    Some(AckBinding {
+        client: rec.client_mac().filter(|m| m.is_device())?,
+        ip: rec.yiaddr?,
+        lease_secs: rec.lease_secs.filter(|s| *s != u32::MAX),
+    })
 }
 
 impl DhcpRecord {
@@ -193,6 +222,7 @@ pub fn parse(payload: &[u8]) -> Result<DhcpRecord, DissectError> {
     rec.param_request_list = option_value(&opts, 55);
     rec.max_msg_size = option_value(&opts, 57).and_then(|v| Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?)));
     rec.vendor_class = option_value(&opts, 60).map(|v| text(&v));
+    rec.lease_secs = option_value(&opts, 51).and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)));
     rec.client_id = option_value(&opts, 61);
     if let Some(v) = option_value(&opts, 81) {
         if v.len() >= 3 {
@@ -218,12 +248,7 @@ pub fn findings(rec: &DhcpRecord, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
         None => Finding::src(field, value),
     };
     if rec.op == 2 {
-        // Server reply: only the address it assigned is about the client.
-        if rec.message_type == Some(5) {
-            if let (Some(mac), Some(ip)) = (client, rec.yiaddr) {
-                out.push(Finding::about(mac, Field::IpAddress, ip.to_string()));
-            }
-        }
+        server_reply_findings(rec, client, out);
         return;
     }
     if let Some(h) = &rec.hostname {
@@ -267,6 +292,26 @@ pub fn findings(rec: &DhcpRecord, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
         // A renewing/informing client states its own address.
         if client.is_some() {
             out.push(mk(Field::IpAddress, ip.to_string()));
+        }
+    }
+}
+
+/// A server reply speaks about the client only: the address it assigned (ACK) and the
+/// client's own name echoed or assigned (OFFER, ACK). Its other options describe the server
+/// or the network, not the client.
+fn server_reply_findings(rec: &DhcpRecord, client: Option<MacAddr>, out: &mut Vec<Finding>) {
+    let Some(mac) = client else { return };
+    if rec.message_type == Some(5) {
+        if let Some(ip) = rec.yiaddr {
+            out.push(Finding::about(mac, Field::IpAddress, ip.to_string()));
+        }
+    }
+    if matches!(rec.message_type, Some(2 | 5)) {
+        if let Some(h) = rec.hostname.as_ref().filter(|h| !h.is_empty()) {
+            out.push(Finding::about(mac, Field::Hostname, h.clone()));
+        }
+        if let Some(f) = rec.fqdn.as_ref().filter(|f| !f.is_empty()) {
+            out.push(Finding::about(mac, Field::DhcpFqdn, f.clone()));
         }
     }
 }

@@ -1,8 +1,9 @@
 //! HL7 v2 over MLLP (0x0B message 0x1C 0x0D), and unframed `MSH|` payloads as some
 //! devices and test tools send them.
 //!
-//! Kept: the MSH routing header (MSH-3..6 component 1, MSH-9 type^trigger, MSH-12 version),
-//! device identifiers (OBX-18 equipment instance, PRT-10 participation device, PRT-16 UDI,
+//! Kept: the MSH routing header (MSH-3..6 component 1, MSH-9 type^trigger and the whole
+//! MSH-9 code^trigger^structure, MSH-12 version), the universal ids of the sending and
+//! receiving applications (MSH-3/MSH-5 components 2^3), device identifiers (OBX-18 equipment instance, PRT-10 participation device, PRT-16 UDI,
 //! and an EUI-64 in MSH-3), and the COUNT of PHI-bearing segments. No other segment content
 //! is ever copied out of the payload: patient segments are recognised by their 3-letter
 //! name only.
@@ -48,8 +49,16 @@ pub struct Hl7Message {
     pub sending_facility: Option<String>,
     pub receiving_app: Option<String>,
     pub receiving_facility: Option<String>,
+    /// MSH-3 universal id and its type (components 2 and 3) joined with `^`
+    /// ("0009FBFFFE6A1C00^EUI-64"); just the id when the type is empty.
+    pub sending_app_universal_id: Option<String>,
+    /// MSH-5 components 2 and 3, as `sending_app_universal_id`.
+    pub receiving_app_universal_id: Option<String>,
     /// MSH-9 message code and trigger event joined with `^` ("ORU^R01"; "ACK" when no trigger).
     pub message_type: Option<String>,
+    /// The whole MSH-9: code ^ trigger ^ message structure ("ACK^A04^ACK"), trailing empty
+    /// components dropped, inner empty ones kept ("ACK^^ACK").
+    pub message_type_full: Option<String>,
     /// MSH-12 version id (component 1).
     pub version: Option<String>,
     /// Device identifiers, each a full field repetition with components joined by `^`.
@@ -163,6 +172,15 @@ fn parse_message(body: &[u8], framing: Framing) -> Result<Hl7Message, DissectErr
         Some(trigger) => format!("{code}^{trigger}"),
         None => code,
     });
+    // Components are re-joined with `^` whatever the message's own separator, so values
+    // compare across senders.
+    let joined = |raw: &[u8], parts: &[usize]| -> Option<String> {
+        let comps: Vec<String> = parts.iter().map(|&i| component(raw, i).unwrap_or_default()).collect();
+        let used = comps.iter().rposition(|c| !c.is_empty())? + 1;
+        Some(comps[..used].join("^"))
+    };
+    // A universal id type without the id names nothing.
+    let universal_id = |raw: &[u8]| component(raw, 1).and_then(|_| joined(raw, &[1, 2]));
     let mut msg = Hl7Message {
         framing,
         encoding,
@@ -170,6 +188,9 @@ fn parse_message(body: &[u8], framing: Framing) -> Result<Hl7Message, DissectErr
         sending_facility: component(msh_n(4), 0),
         receiving_app: component(msh_n(5), 0),
         receiving_facility: component(msh_n(6), 0),
+        sending_app_universal_id: universal_id(msh_n(3)),
+        receiving_app_universal_id: universal_id(msh_n(5)),
+        message_type_full: component(msh_n(9), 0).and_then(|_| joined(msh_n(9), &[0, 1, 2])),
         message_type,
         version: component(msh_n(12), 0),
         device_ids: Vec::new(),
@@ -228,8 +249,9 @@ pub fn eui64_oui(device_id: &str) -> Option<String> {
     Some(format!("{}:{}:{}", &up[0..2], &up[2..4], &up[4..6]))
 }
 
-/// The sender (Src) is the sending application/facility and the source of the device ids
-/// and PHI-bearing segments; the receiver (Dst) is the receiving application/facility.
+/// The sender (Src) is the sending application/facility (and its universal id) and the
+/// source of the device ids and PHI-bearing segments; the receiver (Dst) is the receiving
+/// application/facility (and its universal id).
 pub fn findings(rec: &Hl7Record, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
     for m in &rec.messages {
         let mut put = |side, field, v: &Option<String>| {
@@ -243,6 +265,9 @@ pub fn findings(rec: &Hl7Record, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
         put(Side::Dst, Field::Hl7ReceivingFacility, &m.receiving_facility);
         put(Side::Src, Field::Hl7MessageType, &m.message_type);
         put(Side::Src, Field::Hl7Version, &m.version);
+        put(Side::Src, Field::Hl7SendingAppUniversalId, &m.sending_app_universal_id);
+        put(Side::Dst, Field::Hl7ReceivingAppUniversalId, &m.receiving_app_universal_id);
+        put(Side::Src, Field::Hl7MessageTypeFull, &m.message_type_full);
         for id in &m.device_ids {
             out.push(Finding::src(Field::Hl7DeviceId, id.clone()));
         }

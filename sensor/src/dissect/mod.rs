@@ -148,6 +148,7 @@ pub mod ftp;
 pub mod hl7;
 pub mod http;
 pub mod lldp;
+pub mod ndp;
 pub mod netbios;
 pub mod rdp;
 pub mod smb;

@@ -7,8 +7,11 @@
 //! agent answering with it), so the inventory can say "this infusion-pump gateway answers
 //! to `public`" without ever holding a real secret.
 //!
-//! From responses and traps (sent by the agent, i.e. Src) we take sysDescr
-//! (1.3.6.1.2.1.1.1.0) and sysObjectID (1.3.6.1.2.1.1.2.0). SNMPv3 gives the
+//! From responses, reports and traps (sent by the agent, i.e. Src) we take the MIB-II
+//! system group scalars that identify it: sysDescr (1.3.6.1.2.1.1.1.0), sysObjectID
+//! (1.3.6.1.2.1.1.2.0), sysContact (.4.0), sysName (.5.0) and sysLocation (.6.0). The same
+//! OIDs in a manager's request (a SetRequest writing sysLocation, say) are not evidence:
+//! the agent may refuse the write, and its response says what it holds. SNMPv3 gives the
 //! authoritative engine id (hex) and the user name: the engine id belongs to the agent
 //! (Dst of a request, Src of a response/report/trap); the user to the requester.
 
@@ -20,6 +23,9 @@ use crate::protocols::SNMP;
 const PROTO: Proto = Proto::Snmp;
 pub const SYS_DESCR: &str = "1.3.6.1.2.1.1.1.0";
 pub const SYS_OBJECT_ID: &str = "1.3.6.1.2.1.1.2.0";
+pub const SYS_CONTACT: &str = "1.3.6.1.2.1.1.4.0";
+pub const SYS_NAME: &str = "1.3.6.1.2.1.1.5.0";
+pub const SYS_LOCATION: &str = "1.3.6.1.2.1.1.6.0";
 const MAX_VARBINDS: usize = 1024;
 
 /// What we keep of a community string: never the string itself.
@@ -133,6 +139,15 @@ impl SnmpRecord {
     }
     pub fn sys_object_id(&self) -> Option<String> {
         self.text_of(SYS_OBJECT_ID)
+    }
+    pub fn sys_name(&self) -> Option<String> {
+        self.text_of(SYS_NAME)
+    }
+    pub fn sys_location(&self) -> Option<String> {
+        self.text_of(SYS_LOCATION)
+    }
+    pub fn sys_contact(&self) -> Option<String> {
+        self.text_of(SYS_CONTACT)
     }
 }
 
@@ -258,6 +273,16 @@ pub fn findings(rec: &SnmpRecord, out: &mut Vec<Finding>) {
         }
         if let Some(o) = rec.sys_object_id() {
             out.push(Finding::src(Field::SnmpSysObjectId, o));
+        }
+        // An unset sysName/sysLocation/sysContact is an empty string: nothing to say.
+        for (value, field) in [
+            (rec.sys_name(), Field::SnmpSysName),
+            (rec.sys_location(), Field::SnmpSysLocation),
+            (rec.sys_contact(), Field::SnmpSysContact),
+        ] {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                out.push(Finding::src(field, v));
+            }
         }
     }
     let agent_sent = rec.pdu_type.from_agent() || (rec.pdu_type == PduType::Encrypted && !rec.reportable);

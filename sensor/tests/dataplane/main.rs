@@ -10,6 +10,7 @@ mod dataplane_support;
 
 mod capture_file;
 mod decode_props;
+mod hosts;
 mod lean_dependencies;
 mod pipeline_events;
 mod spool_durability;

@@ -161,3 +161,118 @@ proptest! {
         prop_assert!(rec.messages[0].device_ids.len() <= 64);
     }
 }
+
+#[test]
+fn universal_ids_of_sending_and_receiving_apps() {
+    let f = hl7_facts("hl7/lab-hl7-oru-vitals.pcap");
+    let has = |who: &str, field, v: &str| f.contains(&(ip(who), field, v.to_string()));
+    // IHE PCD gateways name themselves by EUI-64 in MSH-3.2/3.3 ...
+    assert!(has("10.77.0.70", Field::Hl7SendingAppUniversalId, "0009FBFFFE6A1C00^EUI-64"), "{f:#?}");
+    assert!(has("10.77.0.71", Field::Hl7SendingAppUniversalId, "444B5DFFFE0B6500^EUI-64"));
+    // ... and the EMR's ACK names them again in MSH-5, as the receiver.
+    assert!(has("10.77.0.70", Field::Hl7ReceivingAppUniversalId, "0009FBFFFE6A1C00^EUI-64"));
+    assert!(has("10.77.0.71", Field::Hl7ReceivingAppUniversalId, "444B5DFFFE0B6500^EUI-64"));
+    // The EMR's own HD has no universal id: nothing is said about it.
+    assert!(!f.iter().any(|(a, fl, _)| *a == ip("10.77.0.62")
+        && matches!(fl, Field::Hl7SendingAppUniversalId | Field::Hl7ReceivingAppUniversalId)));
+    assert!(has("10.77.0.70", Field::Hl7MessageTypeFull, "ORU^R01^ORU_R01"));
+    assert!(has("10.77.0.62", Field::Hl7MessageTypeFull, "ACK^R01^ACK"));
+}
+
+#[test]
+fn whole_msh9_on_real_captures() {
+    let f = hl7_facts("hl7/lab-hl7-adt-orm-rde.pcap");
+    let full = |who: &str| -> Vec<String> {
+        f.iter()
+            .filter(|(a, fl, _)| *a == ip(who) && *fl == Field::Hl7MessageTypeFull)
+            .map(|(_, _, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(full("10.77.0.60"), vec!["ADT^A01^ADT_A01", "ORM^O01^ORM_O01", "RDE^O11^RDE_O11"]);
+    assert_eq!(full("10.77.0.61"), vec!["ACK^A01^ACK", "ACK^O01^ACK", "ACK^O11^ACK"]);
+    // Two-component MSH-9 (v2.3): the whole field is code^trigger.
+    let f = hl7_facts("hl7/HL7-ORU.pcap");
+    assert!(f.iter().any(|(_, fl, v)| *fl == Field::Hl7MessageTypeFull && v == "ORU^R01"), "{f:#?}");
+}
+
+fn msh(body: &[u8]) -> hl7::Hl7Message {
+    hl7::parse(body).expect("hand-built MSH parses").messages.remove(0)
+}
+
+#[test]
+fn universal_id_and_msh9_with_custom_separators() {
+    // Field '#', component '*', repetition '!', escape '?', subcomponent '%'.
+    let m = msh(b"\x0bMSH#*!?%#PUMP_GW*00A0C8FFFE112233*EUI-64#FAC#EMR*2.16.840.1.113883.3.1*ISO#F2#20240101##RDE*O11*RDE_O11#1#P#2.6\rPID###SECRET\x1c\x0d");
+    assert_eq!(m.sending_app.as_deref(), Some("PUMP_GW"));
+    assert_eq!(m.sending_app_universal_id.as_deref(), Some("00A0C8FFFE112233^EUI-64"));
+    assert_eq!(m.receiving_app_universal_id.as_deref(), Some("2.16.840.1.113883.3.1^ISO"));
+    assert_eq!(m.message_type_full.as_deref(), Some("RDE^O11^RDE_O11"));
+    assert_eq!(m.message_type.as_deref(), Some("RDE^O11"));
+    // The message's own separators only: '^' is data here, not a component separator.
+    let m = msh(b"MSH|*~\\&|A^B*ID^X*DNS|F|R|RF|||ACK^X*A04|1|P|2.5\r");
+    assert_eq!(m.sending_app.as_deref(), Some("A^B"));
+    assert_eq!(m.sending_app_universal_id.as_deref(), Some("ID^X^DNS"));
+    assert_eq!(m.message_type_full.as_deref(), Some("ACK^X^A04"));
+}
+
+#[test]
+fn missing_and_empty_components() {
+    let m = msh(b"MSH|^~\\&|APP|F|RCV^^ISO|RF|||ACK^^ACK|1|P|2.5\r");
+    assert_eq!(m.sending_app_universal_id, None, "no components 2/3");
+    assert_eq!(m.receiving_app_universal_id, None, "a type without an id names nothing");
+    assert_eq!(m.message_type_full.as_deref(), Some("ACK^^ACK"), "inner empty component kept");
+    let m = msh(b"MSH|^~\\&|APP^ID-42|F|^UID^EUI-64~SECOND^X^Y|RF|||ADT^A04^|1|P|2.5\r");
+    assert_eq!(m.sending_app_universal_id.as_deref(), Some("ID-42"), "id without a type");
+    assert_eq!(m.receiving_app.as_deref(), None);
+    assert_eq!(m.receiving_app_universal_id.as_deref(), Some("UID^EUI-64"), "first repetition only");
+    assert_eq!(m.message_type_full.as_deref(), Some("ADT^A04"), "trailing empty component dropped");
+    // Subcomponents are cut at the subcomponent separator; a missing MSH-9 gives nothing.
+    let m = msh(b"MSH|^~\\&|APP^ID&SUB^ISO&X|F|R|RF|||");
+    assert_eq!(m.sending_app_universal_id.as_deref(), Some("ID^ISO"));
+    assert_eq!(m.message_type_full, None);
+    let m = msh(b"MSH|^~\\&|APP|F|R|RF|||^A04^X|1\r");
+    assert_eq!(m.message_type_full, None, "no message code: not a message type");
+}
+
+#[test]
+fn universal_ids_go_to_the_right_ends() {
+    let rec =
+        hl7::parse(b"MSH|^~\\&|GW^EUI1^EUI-64|F|EMR^OID1^ISO|RF|||ORU^R01^ORU_R01|1|P|2.6\rPID|||SECRET\r").unwrap();
+    let mut out = Vec::new();
+    hl7::findings(&rec, &ctx(Transport::Tcp, 40000, 2575), &mut out);
+    let side = |field: Field| out.iter().find(|f| f.field == field).map(|f| (f.side, f.value.clone()));
+    use wardline_sensor::dissect::Side;
+    assert_eq!(side(Field::Hl7SendingAppUniversalId), Some((Side::Src, "EUI1^EUI-64".into())));
+    assert_eq!(side(Field::Hl7ReceivingAppUniversalId), Some((Side::Dst, "OID1^ISO".into())));
+    assert_eq!(side(Field::Hl7MessageTypeFull), Some((Side::Src, "ORU^R01^ORU_R01".into())));
+    assert!(!format!("{out:?}").contains("SECRET"));
+}
+
+proptest! {
+    /// Any separator set and any component texts: the universal id and MSH-9 come back
+    /// joined with '^', whatever the message used.
+    #[test]
+    fn components_rejoined_with_caret(
+        seps in proptest::sample::subsequence(b"|^~\\&#*!?%@$".to_vec(), 5).prop_shuffle(),
+        ns in "[A-Z0-9_]{1,12}", uid in "[A-Z0-9.]{1,20}", typ in "[A-Z0-9-]{0,8}",
+        code in "[A-Z]{3}", trig in "[A-Z0-9]{0,3}", structure in "[A-Z0-9_]{0,7}",
+    ) {
+        let [f, c, r, e, s] = [seps[0] as char, seps[1] as char, seps[2] as char, seps[3] as char, seps[4] as char];
+        let hd = if typ.is_empty() { format!("{ns}{c}{uid}") } else { format!("{ns}{c}{uid}{c}{typ}") };
+        let msg = format!("MSH{f}{c}{r}{e}{s}{f}{hd}{f}FAC{f}R{f}RF{f}{f}{f}{code}{c}{trig}{c}{structure}{f}1{f}P{f}2.6\r");
+        let m = msh(msg.as_bytes());
+        let want_uid = if typ.is_empty() { uid.clone() } else { format!("{uid}^{typ}") };
+        prop_assert_eq!(m.sending_app_universal_id, Some(want_uid));
+        let parts = [code.as_str(), trig.as_str(), structure.as_str()];
+        let used = parts.iter().rposition(|p| !p.is_empty()).unwrap() + 1;
+        prop_assert_eq!(m.message_type_full, Some(parts[..used].join("^")));
+    }
+
+    #[test]
+    fn msh_shaped_garbage_never_panics(fields in proptest::collection::vec("[ -~]{0,40}", 0..14)) {
+        let msg = format!("MSH|^~\\&|{}\r", fields.join("|"));
+        if let Ok(rec) = hl7::parse(msg.as_bytes()) {
+            hl7::findings(&rec, &ctx(Transport::Tcp, 1, 2575), &mut Vec::new());
+        }
+    }
+}

@@ -12,6 +12,8 @@ mod dissect_common;
 #[path = "../dissect_medical_support/mod.rs"]
 mod dissect_medical_support;
 
+mod bindings;
 mod discovery;
 mod flows;
+mod identity;
 mod medical;

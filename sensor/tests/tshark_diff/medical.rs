@@ -12,8 +12,10 @@
 //!   segments one higher (the segment name is its "field 1", so "field 19" of OBX = OBX-18).
 //!   MSH-3..6: Wardline keeps component 1 (HD namespace id), so tshark's field is cut at the
 //!   first component separator. MSH-9: Wardline keeps "code^trigger", i.e. tshark's
-//!   hl7.message.type and hl7.event.type joined by ^ (the message structure component 3 is
-//!   dropped). Device ids: tshark's OBX-18 / PRT-10 / PRT-16 field split into repetitions,
+//!   hl7.message.type and hl7.event.type joined by ^, and the whole field (code ^ trigger ^
+//!   structure) as the full message type. MSH-3/MSH-5 universal ids: components 2 and 3 of
+//!   tshark's field joined by ^ (trailing empty dropped; none without component 2). Values
+//!   are re-joined with ^ whatever the message's component separator. Device ids: tshark's OBX-18 / PRT-10 / PRT-16 field split into repetitions,
 //!   plus component 2 of MSH-3 when component 3 is "EUI-64" (the same rule Wardline applies).
 //!   PHI count: tshark's segments per message whose names are in hl7::PHI_SEGMENTS; tshark
 //!   drops a final segment that has no CR before the MLLP end block, so Wardline's count is
@@ -229,6 +231,9 @@ fn hl7_matches_tshark() {
             "version",
             "device_id",
             "phi_segments",
+            "sending_app_universal_id",
+            "receiving_app_universal_id",
+            "message_type_full",
         ] {
             theirs.insert(key, BTreeSet::new());
         }
@@ -252,6 +257,18 @@ fn hl7_matches_tshark() {
             let (code, trigger) = (comp(&f(9), 0), comp(&f(9), 1));
             put("message_type", if trigger.is_empty() { code } else { format!("{code}^{trigger}") });
             put("version", comp(&f(12), 0));
+            let joined = |v: &str, parts: &[usize]| {
+                let c: Vec<String> = parts.iter().map(|&i| comp(v, i)).collect();
+                let used = c.iter().rposition(|p| !p.is_empty()).map_or(0, |p| p + 1);
+                if c[0].is_empty() {
+                    String::new()
+                } else {
+                    c[..used].join("^")
+                }
+            };
+            put("sending_app_universal_id", joined(&f(3), &[1, 2]));
+            put("receiving_app_universal_id", joined(&f(5), &[1, 2]));
+            put("message_type_full", joined(&f(9), &[0, 1, 2]));
             if comp(&f(3), 2) == "EUI-64" {
                 put("device_id", comp(&f(3), 1));
             }
@@ -291,6 +308,9 @@ fn hl7_matches_tshark() {
                 ("version", Field::Hl7Version),
                 ("device_id", Field::Hl7DeviceId),
                 ("phi_segments", Field::Hl7PhiSegments),
+                ("sending_app_universal_id", Field::Hl7SendingAppUniversalId),
+                ("receiving_app_universal_id", Field::Hl7ReceivingAppUniversalId),
+                ("message_type_full", Field::Hl7MessageTypeFull),
             ],
         );
         let mut o = o;
