@@ -46,7 +46,9 @@ pub(super) fn add_identity_cases<W: Write>(
     let first = add_device(w, counters, ws, clinic, 0);
     let second = add_device(w, counters, ws, clinic, 0);
     let shared_ip = w.devices[first].ips[0];
-    w.em.hosts[w.devices[second].host].ip = shared_ip;
+    let second_host = &mut w.em.hosts[w.devices[second].host];
+    second_host.ip = shared_ip;
+    second_host.set_next_port(second_host.stack.ephemeral_base + 5000);
     w.devices[second].ips = vec![shared_ip];
     w.scripted.push(ScriptedEvent { at_us: at(RELEASE_AT), dev: first, event: DeviceEvent::Release });
     w.devices[first].absent.push((start + at(RELEASE_AT) + 1, u64::MAX));

@@ -101,6 +101,12 @@ impl Host {
 }
 
 impl Host {
+    /// The next ephemeral port this host hands out (a later holder of an address must not
+    /// reuse its predecessor's connections' ports).
+    pub fn set_next_port(&mut self, port: u16) {
+        self.next_port = port;
+    }
+
     /// Counts a frame this host sent at `ts_us` on `capture` with source MAC `src_mac`.
     pub(super) fn note_sent(&mut self, capture: CaptureId, src_mac: [u8; 6], ts_us: u64) {
         let s = &mut self.sightings[capture];
