@@ -1,7 +1,7 @@
 //! Deterministic capture generator: writes a realistic hospital pcap and, beside it,
 //! `<out>.truth.json` with every device's identity and every flow's exact counters.
 //!
-//! - Same options (seed included) → byte-identical pcap and truth file.
+//! - Same options (seed included) → byte-identical pcaps and truth file.
 //! - Frames carry correct IPv4/UDP/TCP checksums, TCP sessions have handshakes, consistent
 //!   sequence numbers and FIN closes; medical payloads follow their standards (DICOM PS3.8
 //!   PDUs, HL7 v2 over MLLP, DHCP options 12/55/60/61/81).
@@ -10,17 +10,52 @@
 //!
 //! Scenarios: `ward` (one flat, untagged ward segment) and `hospital` (several sites, each
 //! with datacenter, ward, ICU, radiology, lab, pharmacy, admin, voice and building zones on
-//! their own 802.1Q VLANs behind a core switch).
+//! their own 802.1Q VLANs behind a core switch, plus a routed clinic).
+//!
+//! # Vantage points and files (hospital)
+//!
+//! The main capture `<out>` is the core sensor (`"core"`): it sees every campus segment
+//! natively and the clinic only on the transit link (VLAN 900) between the clinic's router
+//! and the core switch, so clinic hosts there carry the clinic router's MAC. The clinic's
+//! access-layer sensor (`"access-<site>"`) writes `<out>.access-<site>.pcap`
+//! ([`access_capture_path`]; with the default two campuses
+//! `<out>.access-north-clinic.pcap`): the clinic's ARP, DHCP and devices' own MACs. A
+//! conversation crossing the transit link is written to both captures with the same IP ids.
+//! The ward writes only `<out>`.
+//!
+//! # Identity cases (hospital) and their truth
+//!
+//! The truth file ([`GroundTruth`]) lists every capture ([`TruthCapture`]: file, sensor,
+//! site, sites seen natively and through which router) and every zone's subnet
+//! ([`TruthNetwork`]). Per device ([`TruthDevice`]): `id`, every MAC, every binding
+//! ([`TruthBinding`]: MAC, IP, VLAN, site, zone, from, until, announced by DHCPACK, ARP or
+//! static), per-sensor sightings ([`TruthSighting`]: native and/or routed, first/last) and
+//! history ([`TruthHistoryEvent`]). The cases:
+//! - DHCP churn at the clinic: a workstation sends DHCPRELEASE at 35 % of the run and
+//!   leaves; another workstation is leased the same address at 50 %. Listed in
+//!   `distinct_devices` (never merge; evidence from that address goes to whichever device
+//!   holds the binding at the time: [`GroundTruth::owner_of`]).
+//! - A portable ultrasound is unplugged at the main campus at 40 % and leased a clinic
+//!   address at 45 % (history: `disconnected`, `site_move`, `ip_change`, `vlan_change`).
+//! - The main campus's CT has a second NIC on the datacenter VLAN; both send DICOM with the
+//!   same AE title and implementation class UID. Listed in `same_device` (merge).
+//!
+//! The ward's truth keeps its original format byte for byte: the identity fields are empty
+//! and omitted.
 //!
 //! Layout, from the wire up:
 //! - [`wire`]: Ethernet/IP/TCP/UDP frames, the pcap writer, the emitter (simulated clock,
-//!   hosts, TCP connections) and the per-flow ledger the truth file reports.
+//!   hosts, captures and how each sees a conversation, TCP connections) and the per-flow
+//!   ledger the truth file reports.
 //! - [`protocols`]: payload builders, one module per protocol.
 //! - [`profiles`]: the device catalogue (what each kind of device is and how it looks).
-//! - `topology`: sites, zones, VLANs, addressing and naming of the devices of a scenario.
+//! - `topology`: sites, zones, VLANs, addressing and naming of the devices of a scenario,
+//!   and the hospital's identity cases (`topology/identity.rs`).
 //! - `behaviour`: what each kind of device does on the network, run by a time-ordered
-//!   scheduler.
+//!   scheduler (activities wait while a device is off the network).
 //! - [`truth`]: the ground truth written beside the capture.
+//!
+//! More in `docs/simulator.md`.
 
 mod behaviour;
 pub mod options;

@@ -446,3 +446,97 @@ pub(crate) fn capture_views<W: Write>(w: &World<W>, sensors: &[String]) -> Vec<T
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn device(id: usize) -> TruthDevice {
+        TruthDevice {
+            id: format!("dev-{id:04}"),
+            mac: MacAddr([2, 0, 0, 0, 0, id as u8]),
+            macs: vec![MacAddr([2, 0, 0, 0, 0, id as u8])],
+            bindings: Vec::new(),
+            sightings: Vec::new(),
+            history: Vec::new(),
+            ips: Vec::new(),
+            hostname: None,
+            name: String::new(),
+            vendor: String::new(),
+            manufacturer: String::new(),
+            model: String::new(),
+            os: String::new(),
+            profile: String::new(),
+            class: String::new(),
+            category: String::new(),
+            criticality: String::new(),
+            site: "s".into(),
+            zone: "z".into(),
+            vlan: None,
+            dhcp: true,
+            evidence: Vec::new(),
+        }
+    }
+
+    proptest! {
+        /// One address leased in turn to devices of a small pool, with gaps between leases:
+        /// every change of holder is one never-merge pair with the exact hand-over times,
+        /// and `owner_of` names the holder at any time inside a lease.
+        #[test]
+        fn churn_pairs_and_owners_follow_the_leases(
+            leases in proptest::collection::vec((0usize..3, 1u64..1000, 1u64..1000), 1..8)
+        ) {
+            let ip = Ipv4Addr::new(10, 41, 128, 12);
+            let mut devices: Vec<TruthDevice> = (0..3).map(device).collect();
+            let mut t = 1_000;
+            let mut spans = Vec::new();
+            for (i, (holder, len, gap)) in leases.iter().enumerate() {
+                let (from, until) = (t, t + len);
+                let open = i + 1 == leases.len();
+                let mac = devices[*holder].mac;
+                devices[*holder].bindings.push(TruthBinding {
+                    mac,
+                    ip,
+                    vlan: Some(210),
+                    site: "s".into(),
+                    zone: "z".into(),
+                    from_us: from,
+                    until_us: if open { None } else { Some(until) },
+                    announced_by: "dhcp_ack".into(),
+                });
+                spans.push((*holder, from, until));
+                t = until + gap;
+            }
+            let pairs = distinct_devices(&devices);
+            let handovers: Vec<_> = spans.windows(2).filter(|w| w[0].0 != w[1].0).collect();
+            prop_assert_eq!(pairs.len(), handovers.len());
+            for (p, w) in pairs.iter().zip(handovers) {
+                prop_assert_eq!(&p.devices, &vec![devices[w[0].0].id.clone(), devices[w[1].0].id.clone()]);
+                prop_assert_eq!((p.first_until_us, p.second_from_us), (w[0].2, w[1].1));
+                prop_assert!(p.first_until_us < p.second_from_us);
+            }
+            let truth = GroundTruth {
+                scenario: "hospital".into(),
+                seed: 1,
+                first_packet_us: 0,
+                last_packet_us: 0,
+                packets: 0,
+                bytes: 0,
+                sites: vec!["s".into()],
+                devices,
+                flows: Vec::new(),
+                captures: Vec::new(),
+                networks: Vec::new(),
+                same_device: Vec::new(),
+                distinct_devices: pairs,
+            };
+            for (holder, from, until) in &spans {
+                for at in [*from, (from + until) / 2, until - 1] {
+                    let owner = truth.owner_of("s", ip, at).map(|d| d.id.clone());
+                    prop_assert_eq!(owner, Some(format!("dev-{holder:04}")));
+                }
+            }
+        }
+    }
+}
