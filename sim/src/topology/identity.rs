@@ -34,11 +34,12 @@ pub(super) fn add_identity_cases<W: Write>(
     opts: &GenerateOptions,
     counters: &mut Counters,
     access_capture: CaptureId,
+    clinic_name: String,
 ) {
     let start = opts.start_time_us;
     let run_us = u64::from(opts.scale.minutes) * 60_000_000;
     let at = |per_mille: u64| run_us / 1000 * per_mille;
-    let clinic = add_routed_site(w, opts, counters, access_capture);
+    let clinic = add_routed_site(w, opts, counters, access_capture, clinic_name);
     add_dual_homed_ct(w, counters);
 
     // DHCP churn at the clinic: `first` releases its address, `second` gets it later.
@@ -74,9 +75,10 @@ fn add_routed_site<W: Write>(
     opts: &GenerateOptions,
     counters: &mut Counters,
     access_capture: CaptureId,
+    name: String,
 ) -> usize {
     let s = w.sites.len();
-    add_site(w, Scenario::Hospital, CLINIC_PLAN, s, counters);
+    add_site(w, Scenario::Hospital, CLINIC_PLAN, s, name, counters);
     let router = w.devices.iter().rposition(|d| d.profile.key == "cisco_router").expect("the site's router");
     w.devices[router].hostname = Some(format!("clinic-rtr-{}", s + 1));
     let core = w.sites[0].zones[0].router_host;

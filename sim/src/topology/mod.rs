@@ -181,7 +181,7 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>, access_cap
     let mult = opts.scale.device_multiplier.max(1);
     let mut counters = Counters::default();
     for s in 0..opts.sites.max(1) as usize {
-        add_site(&mut w, opts.scenario, plan, s, &mut counters);
+        add_site(&mut w, opts.scenario, plan, s, site_name(s), &mut counters);
         for (zi, (_, _, members)) in plan.iter().enumerate() {
             for &(key, per_unit, fixed) in members.iter() {
                 if key == "cisco_router" {
@@ -196,7 +196,8 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>, access_cap
     }
     if opts.scenario == Scenario::Hospital {
         let capture = access_captures.first().copied().expect("the hospital has a routed site with its own capture");
-        identity::add_identity_cases(&mut w, opts, &mut counters, capture);
+        let name = routed_site_names(opts).swap_remove(0);
+        identity::add_identity_cases(&mut w, opts, &mut counters, capture, name);
     }
     w
 }
@@ -205,7 +206,12 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>, access_cap
 pub(crate) fn routed_site_names(opts: &GenerateOptions) -> Vec<String> {
     match opts.scenario {
         Scenario::Ward => Vec::new(),
-        Scenario::Hospital => vec![site_name(opts.sites.max(1) as usize)],
+        Scenario::Hospital => {
+            let campuses = opts.sites.max(1) as usize;
+            let taken: Vec<String> = (0..campuses).map(site_name).collect();
+            let clinic = ["north-clinic", "west-clinic"].into_iter().find(|n| !taken.iter().any(|t| t == n));
+            vec![clinic.map(str::to_string).unwrap_or_else(|| format!("site-{}", campuses + 1))]
+        }
     }
 }
 
@@ -215,8 +221,14 @@ fn site_name(s: usize) -> String {
 
 /// Site `s`: its core switch, which routes every zone with one interface (same MAC) per
 /// VLAN, and its zones.
-fn add_site<W: Write>(w: &mut World<W>, scenario: Scenario, plan: &[ZonePlan], s: usize, counters: &mut Counters) {
-    let name = site_name(s);
+fn add_site<W: Write>(
+    w: &mut World<W>,
+    scenario: Scenario,
+    plan: &[ZonePlan],
+    s: usize,
+    name: String,
+    counters: &mut Counters,
+) {
     let router_p = profile("cisco_router");
     let (_, router_mac) = counters.next_device(router_p);
     let router_dev = w.devices.len();

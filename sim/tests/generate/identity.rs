@@ -286,3 +286,21 @@ fn portable_ultrasound_appears_at_the_main_campus_then_at_the_clinic() {
     assert!(!at_clinic.is_empty());
     assert!(at_clinic.iter().all(|r| epoch_us(&r[0]) > left), "at the clinic before it left the main campus");
 }
+
+#[test]
+fn the_routed_site_takes_a_name_no_campus_uses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = dir.path().join("h.pcap");
+    let mut opts = GenerateOptions::new(Scenario::Hospital);
+    opts.sites = 3;
+    opts.scale.minutes = 1;
+    let truth = generate(&opts, &pcap).expect("generate");
+    assert_eq!(truth.sites, ["main-campus", "east-campus", "north-clinic", "west-clinic"]);
+    let access = access(&truth);
+    assert_eq!(
+        (access.sensor.as_str(), access.file.as_str()),
+        ("access-west-clinic", "h.pcap.access-west-clinic.pcap")
+    );
+    assert!(dir.path().join(&access.file).exists());
+    assert_eq!(core(&truth).native_sites, ["main-campus", "east-campus", "north-clinic"]);
+}
