@@ -16,7 +16,11 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
         return;
     }
     if let Some(pacs) = plan.role("pacs") {
-        plan.after_boot(15, Activity::DicomStore { modality, pacs });
+        plan.after_boot(15, Activity::DicomStore { modality, pacs, nic: 0 });
+        // A second NIC (dual-homed modality) stores studies too, with the same AE title.
+        for nic in 1..=plan.device().extra_hosts.len() {
+            plan.after_boot(15 + 20 * nic as u64, Activity::DicomStore { modality, pacs, nic });
+        }
     }
     if let Some(mwl) = plan.role("mwl") {
         plan.after_boot(10, Activity::DicomWorklist { modality, mwl });
@@ -24,15 +28,20 @@ pub(super) fn schedule<W: Write>(plan: &mut DeviceSchedule<W>) {
 }
 
 /// A modality's DICOM identity: AE, implementation UID/version, SOP class, modality code and
-/// the Manufacturer (0008,0070) string its data sets carry.
-fn modality_identity(key: &str, dev: usize) -> (dicom::AeIdentity, &'static str, &'static str, &'static str) {
+/// the Manufacturer (0008,0070) string its data sets carry. AE titles are unique per device
+/// (numbered by site for the one-per-site modalities), as PACS administrators configure them.
+fn modality_identity(
+    key: &str,
+    dev: usize,
+    site: usize,
+) -> (dicom::AeIdentity, &'static str, &'static str, &'static str) {
     let (ae, uid, ver, sop, modality, manufacturer) = match key {
         "ge_ct" => {
-            ("CT_REV01", "1.2.840.113619.6.374", "REVOLUTION_CT_1", dicom::CT_IMAGE_STORAGE, "CT", "GE MEDICAL SYSTEMS")
+            ("CT_REV", "1.2.840.113619.6.374", "REVOLUTION_CT_1", dicom::CT_IMAGE_STORAGE, "CT", "GE MEDICAL SYSTEMS")
         }
-        "siemens_mr" => ("MR_AERA01", "1.3.12.2.1107.5.2", "MR_VE11C", dicom::MR_IMAGE_STORAGE, "MR", "SIEMENS"),
+        "siemens_mr" => ("MR_AERA", "1.3.12.2.1107.5.2", "MR_VE11C", dicom::MR_IMAGE_STORAGE, "MR", "SIEMENS"),
         "carestream_xray" => (
-            "DRX_EVO01",
+            "DRX_EVO",
             "1.2.276.0.7230010.3.0.3.6.2",
             "OFFIS_DCMTK_362",
             dicom::DX_IMAGE_STORAGE,
@@ -41,13 +50,21 @@ fn modality_identity(key: &str, dev: usize) -> (dicom::AeIdentity, &'static str,
         ),
         _ => ("SONOSITE", "1.2.276.0.7230010.3.0.3.6.0", "OFFIS_DCMTK_360", dicom::US_IMAGE_STORAGE, "US", "SonoSite"),
     };
-    let ae_title = if key == "sonosite_us" { format!("US{dev:04}") } else { ae.to_string() };
+    let ae_title = if key == "sonosite_us" { format!("US{dev:04}") } else { format!("{ae}{:02}", site + 1) };
     (
         dicom::AeIdentity { ae_title, impl_class_uid: uid.into(), impl_version: ver.into(), max_pdu: 16384 },
         sop,
         modality,
         manufacturer,
     )
+}
+
+fn identity_of<W: Write>(
+    w: &World<W>,
+    modality: usize,
+) -> (dicom::AeIdentity, &'static str, &'static str, &'static str) {
+    let d = &w.devices[modality];
+    modality_identity(d.profile.key, modality, d.placed.0)
 }
 
 /// The PACS archive's DICOM identity (a DCMTK storescp).
@@ -94,8 +111,8 @@ fn record_dicom<W: Write>(
 }
 
 /// A modality stores a study of 2 to 4 images to the PACS (C-STORE), every two minutes.
-pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) -> NextRun {
-    let (me, sop, mod_code, manufacturer) = modality_identity(w.devices[modality].profile.key, modality);
+pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize, nic: usize) -> NextRun {
+    let (me, sop, mod_code, manufacturer) = identity_of(w, modality);
     let peer = pacs_identity();
     let study_no = w.next();
     let root = me.impl_class_uid.clone();
@@ -112,7 +129,8 @@ pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) ->
             transfer_syntaxes: vec![dicom::IMPLICIT_VR_LE.into()],
         },
     ];
-    let (ch, sh) = (w.host(modality), w.host(pacs));
+    let ch = w.devices[modality].hosts().nth(nic).unwrap_or(w.host(modality));
+    let sh = w.host(pacs);
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 104, "dicom")?;
     let rq = dicom::associate_rq(&peer.ae_title, &me, &contexts);
     let ac = dicom::associate_ac(&peer, &me.ae_title, &[(1, dicom::EXPLICIT_VR_LE), (3, dicom::IMPLICIT_VR_LE)]);
@@ -154,7 +172,7 @@ pub(super) fn store<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) ->
 
 /// A modality queries the modality worklist (C-FIND), every five minutes.
 pub(super) fn worklist<W: Write>(w: &mut World<W>, modality: usize, mwl: usize) -> NextRun {
-    let (me, _, mod_code, _) = modality_identity(w.devices[modality].profile.key, modality);
+    let (me, _, mod_code, _) = identity_of(w, modality);
     let peer = dicom::AeIdentity {
         ae_title: "MWL_SCP".into(),
         impl_class_uid: "1.2.826.0.1.3680043.9.3811.2.0.2".into(),

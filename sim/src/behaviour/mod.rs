@@ -22,7 +22,7 @@ mod network;
 mod office;
 
 use crate::protocols::tls;
-use crate::topology::Device;
+use crate::topology::{Device, DeviceEvent};
 use crate::world::World;
 use rand::Rng;
 use std::cmp::Reverse;
@@ -39,30 +39,150 @@ type NextRun = anyhow::Result<Option<u64>>;
 
 /// One scheduled behaviour: a small state machine; each run emits one complete exchange.
 pub(crate) enum Activity {
-    Boot { dev: usize },
-    Lldp { router: usize, zone: usize },
-    AlarisCheckin { pump: usize, server: usize, seq: u32 },
-    IntellivuePoll { central: usize, monitor: usize, poll: u16, associated: bool },
-    Hl7Oru { sender: usize, receiver: usize, kind: Hl7Kind },
-    DicomStore { modality: usize, pacs: usize },
-    DicomWorklist { modality: usize, mwl: usize },
-    WinStartup { ws: usize },
-    WebBrowse { ws: usize },
-    Smb { ws: usize, server: usize },
-    PrintIpp { ws: usize, printer: usize },
-    PrintRaw { ws: usize, printer: usize },
-    SnmpPoll { manager: usize, agent: usize },
-    PrinterWeb { ws: usize, printer: usize },
-    Sip { phone: usize, pbx: usize },
-    RtpCall { a: usize, b: usize },
-    Bacnet { bms: usize, controller: usize, invoke: u8 },
-    Rtsp { nvr: usize, camera: usize, seq: u16 },
-    Ascii { client: usize, server: usize, exchange: facilities::AsciiExchange },
-    Tls { client: usize, peer: TlsPeer, sni: &'static str, profile: tls::ClientProfile },
-    Rdp { client: usize, server: usize },
-    Ntp { client: usize, server: usize },
-    Syslog { dev: usize, server: usize },
-    Telnet { client: usize, server: usize },
+    Boot {
+        dev: usize,
+    },
+    Lldp {
+        router: usize,
+        zone: usize,
+    },
+    AlarisCheckin {
+        pump: usize,
+        server: usize,
+        seq: u32,
+    },
+    IntellivuePoll {
+        central: usize,
+        monitor: usize,
+        poll: u16,
+        associated: bool,
+    },
+    Hl7Oru {
+        sender: usize,
+        receiver: usize,
+        kind: Hl7Kind,
+    },
+    /// `nic`: which of the modality's interfaces (0 = primary) the association uses.
+    DicomStore {
+        modality: usize,
+        pacs: usize,
+        nic: usize,
+    },
+    DicomWorklist {
+        modality: usize,
+        mwl: usize,
+    },
+    WinStartup {
+        ws: usize,
+    },
+    WebBrowse {
+        ws: usize,
+    },
+    Smb {
+        ws: usize,
+        server: usize,
+    },
+    PrintIpp {
+        ws: usize,
+        printer: usize,
+    },
+    PrintRaw {
+        ws: usize,
+        printer: usize,
+    },
+    SnmpPoll {
+        manager: usize,
+        agent: usize,
+    },
+    PrinterWeb {
+        ws: usize,
+        printer: usize,
+    },
+    Sip {
+        phone: usize,
+        pbx: usize,
+    },
+    RtpCall {
+        a: usize,
+        b: usize,
+    },
+    Bacnet {
+        bms: usize,
+        controller: usize,
+        invoke: u8,
+    },
+    Rtsp {
+        nvr: usize,
+        camera: usize,
+        seq: u16,
+    },
+    Ascii {
+        client: usize,
+        server: usize,
+        exchange: facilities::AsciiExchange,
+    },
+    Tls {
+        client: usize,
+        peer: TlsPeer,
+        sni: &'static str,
+        profile: tls::ClientProfile,
+    },
+    Rdp {
+        client: usize,
+        server: usize,
+    },
+    Ntp {
+        client: usize,
+        server: usize,
+    },
+    Syslog {
+        dev: usize,
+        server: usize,
+    },
+    Telnet {
+        client: usize,
+        server: usize,
+    },
+    /// A scripted change of the device (release, leave, arrive at another site).
+    Scripted {
+        dev: usize,
+        event: DeviceEvent,
+    },
+}
+
+impl Activity {
+    /// The devices an activity involves; it waits while any of them is off the network.
+    fn devices(&self) -> [Option<usize>; 2] {
+        use Activity as A;
+        let (a, b) = match *self {
+            A::Boot { dev } | A::WinStartup { ws: dev } | A::WebBrowse { ws: dev } | A::Syslog { dev, .. } => {
+                (dev, None)
+            }
+            A::Lldp { router, .. } => (router, None),
+            A::AlarisCheckin { pump, server, .. } => (pump, Some(server)),
+            A::IntellivuePoll { central, monitor, .. } => (central, Some(monitor)),
+            A::Hl7Oru { sender, receiver, .. } => (sender, Some(receiver)),
+            A::DicomStore { modality, pacs, .. } => (modality, Some(pacs)),
+            A::DicomWorklist { modality, mwl } => (modality, Some(mwl)),
+            A::Smb { ws, server } => (ws, Some(server)),
+            A::PrintIpp { ws, printer } | A::PrintRaw { ws, printer } | A::PrinterWeb { ws, printer } => {
+                (ws, Some(printer))
+            }
+            A::SnmpPoll { manager, agent } => (manager, Some(agent)),
+            A::Sip { phone, pbx } => (phone, Some(pbx)),
+            A::RtpCall { a, b } => (a, Some(b)),
+            A::Bacnet { bms, controller, .. } => (bms, Some(controller)),
+            A::Rtsp { nvr, camera, .. } => (nvr, Some(camera)),
+            A::Ascii { client, server, .. }
+            | A::Rdp { client, server }
+            | A::Ntp { client, server }
+            | A::Telnet { client, server } => (client, Some(server)),
+            A::Tls { client, peer, .. } => (client, if let TlsPeer::Device(s) = peer { Some(s) } else { None }),
+            // Scripted events are what take devices off and on the network.
+            A::Scripted { .. } => return [None, None],
+        };
+        [Some(a), b]
+    }
 }
 
 /// The server end of a TLS session.
@@ -90,7 +210,8 @@ pub(crate) enum Hl7Kind {
 struct DeviceSchedule<'a, W: Write> {
     world: &'a World<W>,
     dev: usize,
-    /// When the device boots, in seconds from the start; staggered by device index.
+    /// When the device boots, in seconds from the start; staggered by device index (and
+    /// later for a device that joins during the run).
     boot_secs: u64,
     out: &'a mut Vec<(u64, Activity)>,
 }
@@ -117,9 +238,11 @@ impl<W: Write> DeviceSchedule<'_, W> {
 pub(crate) fn schedule<W: Write>(w: &World<W>) -> Vec<(u64, Activity)> {
     let mut out = Vec::new();
     for dev in 0..w.devices.len() {
-        let boot_secs = 1 + (dev as u64 % 20);
+        let joins_at_us = w.devices[dev].joins_at_us;
+        let stagger = 1 + (dev as u64 % 20);
+        let boot_secs = joins_at_us / SEC + stagger;
         let mut plan = DeviceSchedule { world: w, dev, boot_secs, out: &mut out };
-        plan.at(boot_secs * SEC / 2, Activity::Boot { dev });
+        plan.at(joins_at_us + stagger * SEC / 2, Activity::Boot { dev });
         // Each device kind belongs to exactly one module; the others ignore it.
         network::schedule(&mut plan);
         clinical::schedule(&mut plan);
@@ -127,7 +250,16 @@ pub(crate) fn schedule<W: Write>(w: &World<W>) -> Vec<(u64, Activity)> {
         office::schedule(&mut plan);
         facilities::schedule(&mut plan);
     }
+    for e in &w.scripted {
+        out.push((e.at_us, Activity::Scripted { dev: e.dev, event: e.event }));
+    }
     out
+}
+
+/// When an activity due at `t_us` may run, if not now: a later time, or `u64::MAX` for
+/// never (one of its devices has left for good).
+fn deferred_until<W: Write>(w: &World<W>, activity: &Activity, t_us: u64) -> Option<u64> {
+    activity.devices().into_iter().flatten().filter_map(|d| w.devices[d].deferred_until(t_us)).max()
 }
 
 /// Runs every activity in time order until `end_us` (or `max_packets`).
@@ -148,6 +280,12 @@ pub(crate) fn run<W: Write>(
         if t > end_us || max_packets.is_some_and(|m| w.em.packets() >= m) {
             break;
         }
+        if let Some(resume) = deferred_until(w, &slots[i], t) {
+            if resume != u64::MAX {
+                heap.push(Reverse((resume, i)));
+            }
+            continue;
+        }
         w.em.now_us = w.em.now_us.max(t);
         if let Some(next) = step(w, &mut slots[i])? {
             let jitter = w.em.rng.gen_range(0..=next / 10 + 1);
@@ -167,7 +305,7 @@ fn step<W: Write>(w: &mut World<W>, activity: &mut Activity) -> NextRun {
             clinical::intellivue_poll(w, *central, *monitor, poll, associated)
         }
         Activity::Hl7Oru { sender, receiver, kind } => clinical::hl7_message(w, *sender, *receiver, *kind),
-        Activity::DicomStore { modality, pacs } => imaging::store(w, *modality, *pacs),
+        Activity::DicomStore { modality, pacs, nic } => imaging::store(w, *modality, *pacs, *nic),
         Activity::DicomWorklist { modality, mwl } => imaging::worklist(w, *modality, *mwl),
         Activity::WinStartup { ws } => office::windows_startup(w, *ws).map(|()| None),
         Activity::WebBrowse { ws } => office::web_browse(w, *ws),
@@ -186,5 +324,6 @@ fn step<W: Write>(w: &mut World<W>, activity: &mut Activity) -> NextRun {
         Activity::Ntp { client, server } => network::ntp(w, *client, *server),
         Activity::Syslog { dev, server } => network::syslog(w, *dev, *server),
         Activity::Telnet { client, server } => clinical::pca_telnet(w, *client, *server),
+        Activity::Scripted { dev, event } => network::scripted(w, *dev, *event).map(|()| None),
     }
 }

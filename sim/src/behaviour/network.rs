@@ -3,7 +3,9 @@
 //! TLS sessions, NTP and syslog.
 
 use super::{Activity, DeviceSchedule, NextRun, TlsPeer, DOMAIN, SEC};
+use crate::profiles::DhcpStyle;
 use crate::protocols::{dhcp, dns, lldp, tls, vendor};
+use crate::topology::DeviceEvent;
 use crate::wire::frames::{ETHERTYPE_LLDP, L2};
 use crate::wire::{HostId, TcpConn};
 use crate::world::World;
@@ -42,7 +44,7 @@ pub(super) fn lldp<W: Write>(w: &mut World<W>, router: usize, zone: usize) -> Ne
     let descr = "Cisco IOS Software [Bengaluru], Catalyst L3 Switch Software (CAT9K_IOSXE), Version 17.6.4";
     let body = lldp::frame_body(mac, &format!("Gi1/0/{}", zone + 1), &name, descr, ip.octets());
     let l2 = L2 { src: mac, dst: lldp::LLDP_MULTICAST, vlan };
-    w.em.raw(l2, ETHERTYPE_LLDP, &body)?;
+    w.em.raw(rh, l2, ETHERTYPE_LLDP, &body)?;
     w.ev(router, Field::LldpSystemName, name);
     w.ev(router, Field::LldpSystemDescription, descr);
     Ok(Some(30 * SEC))
@@ -129,23 +131,48 @@ pub(super) fn dns_lookup<W: Write>(
     Ok(())
 }
 
-/// DHCP DORA for DHCP clients (relayed by the core switch across VLANs), a gratuitous ARP
-/// for statically addressed devices.
+/// DHCP DORA for DHCP clients (relayed by the core switch across VLANs; served by its own
+/// router at a routed site), a gratuitous ARP for statically addressed devices and for every
+/// further NIC. Each announced address becomes a binding of the ground truth.
 pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()> {
     let d = &w.devices[dev];
-    let Some(style) = d.profile.dhcp else {
-        if d.profile.key == "cisco_router" {
-            return Ok(());
-        }
-        return w.em.gratuitous_arp(d.host);
-    };
-    let site = d.site;
-    let Some(server) = w.role(site, "dc") else {
-        return w.em.gratuitous_arp(d.host);
-    };
-    let (ch, sh) = (d.host, w.host(server));
+    if d.profile.key == "cisco_router" {
+        return Ok(());
+    }
+    let extra: Vec<HostId> = d.extra_hosts.clone();
+    match (d.profile.dhcp, dhcp_server(w, dev)) {
+        (Some(style), Some(server)) => dhcp_dora(w, dev, style, server)?,
+        _ => announce_by_arp(w, dev, w.host(dev))?,
+    }
+    for h in extra {
+        announce_by_arp(w, dev, h)?;
+    }
+    Ok(())
+}
+
+fn announce_by_arp<W: Write>(w: &mut World<W>, dev: usize, h: HostId) -> anyhow::Result<()> {
+    let at = w.em.now_us;
+    w.em.gratuitous_arp(h)?;
+    w.bind(dev, h, "arp", at);
+    Ok(())
+}
+
+/// The DHCP server of `dev`'s segment: the router at a routed site, else the site's DC.
+fn dhcp_server<W: Write>(w: &World<W>, dev: usize) -> Option<HostId> {
+    let d = &w.devices[dev];
+    if w.sites[d.site].is_routed() {
+        return w.em.hosts[d.host].gateway;
+    }
+    w.role(d.site, "dc").map(|dc| w.host(dc))
+}
+
+/// DISCOVER, OFFER, REQUEST, ACK between `dev`'s primary NIC and the server host `sh`.
+fn dhcp_dora<W: Write>(w: &mut World<W>, dev: usize, style: DhcpStyle, sh: HostId) -> anyhow::Result<()> {
+    let d = &w.devices[dev];
+    let ch = d.host;
     let host = w.em.hosts[ch].clone();
     let server_host = w.em.hosts[sh].clone();
+    let dns = w.role(d.site, "dc").map_or(server_host.ip, |dc| w.ip(dc));
     let relayed = host.vlan != server_host.vlan || host.ip.octets()[..2] != server_host.ip.octets()[..2];
     let gw = host.gateway.map(|g| w.em.hosts[g].clone());
     let (reply_mac, reply_ip, reply_ttl, reply_id_host) = match (&gw, relayed) {
@@ -153,23 +180,14 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
         _ => (server_host.mac, server_host.ip, server_host.stack.ttl, sh),
     };
     let hostname = d.hostname.clone();
-    let id = dhcp::ClientIdentity {
-        mac: host.mac,
-        hostname: hostname.clone(),
-        vendor_class: style.vendor_class.map(str::to_string),
-        param_list: style.params.to_vec(),
-        client_id: style.client_id,
-        fqdn: if style.fqdn { hostname.as_ref().map(|h| format!("{h}.{DOMAIN}")) } else { None },
-        max_msg_size: style.max_size,
-        broadcast: style.broadcast,
-    };
+    let id = client_identity(w, dev, style);
     let o = host.ip.octets();
     let lease = dhcp::Lease {
         server_id: server_host.ip,
         yiaddr: host.ip,
         subnet_mask: Ipv4Addr::new(255, 255, 0, 0),
         router: Ipv4Addr::new(o[0], o[1], 0, 1),
-        dns: server_host.ip,
+        dns,
         domain: DOMAIN.into(),
         lease_secs: 86_400,
         giaddr: if relayed { Ipv4Addr::new(o[0], o[1], 0, 1) } else { Ipv4Addr::UNSPECIFIED },
@@ -185,15 +203,18 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
         dhcp::client_message(&id, dhcp::REQUEST, xid, 1, Some((host.ip, server_host.ip))),
         dhcp::server_message(&lease, dhcp::ACK, xid, host.mac, style.broadcast),
     ];
+    let mut ack_us = 0;
     for (i, m) in msgs.iter().enumerate() {
         if i % 2 == 0 {
             w.em.udp_raw(bcast_l2, src0, bcast, host.stack.ttl, ch, 68, 67, m, "dhcp")?;
             w.em.gap(1000, 20_000);
         } else {
+            ack_us = w.em.now_us;
             w.em.udp_raw(reply_l2, reply_ip, reply_dst.1, reply_ttl, reply_id_host, 67, 68, m, "dhcp")?;
             w.em.gap(500, 3000);
         }
     }
+    w.bind(dev, ch, "dhcp_ack", ack_us);
     if let Some(h) = hostname {
         w.ev(dev, Field::Hostname, h);
     }
@@ -208,5 +229,84 @@ pub(super) fn boot<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()>
     if let Some(f) = &id.fqdn {
         w.ev(dev, Field::DhcpFqdn, f.clone());
     }
+    Ok(())
+}
+
+/// What `dev` puts in its DHCP messages.
+fn client_identity<W: Write>(w: &World<W>, dev: usize, style: DhcpStyle) -> dhcp::ClientIdentity {
+    let d = &w.devices[dev];
+    let hostname = d.hostname.clone();
+    dhcp::ClientIdentity {
+        mac: w.em.hosts[d.host].mac,
+        fqdn: if style.fqdn { hostname.as_ref().map(|h| format!("{h}.{DOMAIN}")) } else { None },
+        hostname,
+        vendor_class: style.vendor_class.map(str::to_string),
+        param_list: style.params.to_vec(),
+        client_id: style.client_id,
+        max_msg_size: style.max_size,
+        broadcast: style.broadcast,
+    }
+}
+
+/// A scripted change of `dev` (see `topology::identity`).
+pub(super) fn scripted<W: Write>(w: &mut World<W>, dev: usize, event: DeviceEvent) -> anyhow::Result<()> {
+    match event {
+        DeviceEvent::Release => release(w, dev),
+        DeviceEvent::Leave => {
+            let now = w.em.now_us;
+            w.unbind(dev, now);
+            w.history(dev, now, "disconnected", w.sites[w.devices[dev].site].name.clone(), String::new());
+            Ok(())
+        }
+        DeviceEvent::Arrive { site, zone, ip } => arrive(w, dev, site, zone, ip),
+    }
+}
+
+/// DHCPRELEASE of the device's address; the device then leaves the network.
+fn release<W: Write>(w: &mut World<W>, dev: usize) -> anyhow::Result<()> {
+    let d = &w.devices[dev];
+    let (Some(style), Some(sh)) = (d.profile.dhcp, dhcp_server(w, dev)) else {
+        return Ok(());
+    };
+    let ch = d.host;
+    let id = client_identity(w, dev, style);
+    let xid: u32 = w.em.rng.gen();
+    let (ip, server_ip) = (w.em.hosts[ch].ip, w.em.hosts[sh].ip);
+    let now = w.em.now_us;
+    w.em.udp_exchange(ch, sh, 68, 67, &dhcp::release(&id, xid, ip, server_ip), None, "dhcp")?;
+    w.unbind(dev, now);
+    w.history(dev, now, "address_released", ip.to_string(), String::new());
+    Ok(())
+}
+
+/// The device is plugged in on zone `zone` of `site` and takes `ip` by DHCP there.
+fn arrive<W: Write>(w: &mut World<W>, dev: usize, site: usize, zone: usize, ip: Ipv4Addr) -> anyhow::Result<()> {
+    let (old_site, old_vlan, h) = (w.devices[dev].site, w.devices[dev].vlan, w.devices[dev].host);
+    let old_ip = w.em.hosts[h].ip;
+    let s = &w.sites[site];
+    let z = &s.zones[zone];
+    let (zname, vlan, router_host, capture, wan) = (z.name, z.vlan, z.router_host, s.capture, s.wan);
+    let host = &mut w.em.hosts[h];
+    host.ip = ip;
+    host.vlan = vlan;
+    host.gateway = Some(router_host);
+    host.capture = capture;
+    host.wan = wan;
+    let d = &mut w.devices[dev];
+    d.site = site;
+    d.zone = zname;
+    d.vlan = vlan;
+    d.ips.push(ip);
+    let Some(style) = d.profile.dhcp else {
+        return announce_by_arp(w, dev, h);
+    };
+    let server = dhcp_server(w, dev).unwrap_or(router_host);
+    dhcp_dora(w, dev, style, server)?;
+    let at = w.devices[dev].bindings.last().map_or(w.em.now_us, |b| b.from_us);
+    let vlan_name = |v: Option<u16>| v.map(|v| v.to_string()).unwrap_or_default();
+    let (from_site, to_site) = (w.sites[old_site].name.clone(), w.sites[site].name.clone());
+    w.history(dev, at, "site_move", from_site, to_site);
+    w.history(dev, at, "ip_change", old_ip.to_string(), ip.to_string());
+    w.history(dev, at, "vlan_change", vlan_name(old_vlan), vlan_name(vlan));
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! DHCPv4 (RFC 2131/2132) messages: DISCOVER/OFFER/REQUEST/ACK.
+//! DHCPv4 (RFC 2131/2132) messages: DISCOVER/OFFER/REQUEST/ACK and RELEASE.
 
 use std::net::Ipv4Addr;
 
@@ -6,6 +6,7 @@ pub const DISCOVER: u8 = 1;
 pub const OFFER: u8 = 2;
 pub const REQUEST: u8 = 3;
 pub const ACK: u8 = 5;
+pub const RELEASE: u8 = 7;
 
 /// What a client puts in its messages: the fingerprint signals (options 12, 55, 60, 61, 81).
 #[derive(Clone, Debug)]
@@ -130,5 +131,18 @@ pub fn server_message(lease: &Lease, msg_type: u8, xid: u32, mac: [u8; 6], broad
     opt(&mut p, 3, &lease.router.octets());
     opt(&mut p, 6, &lease.dns.octets());
     opt(&mut p, 15, lease.domain.as_bytes());
+    finish(p)
+}
+
+/// RELEASE of `ciaddr` (unicast to the server that granted it, RFC 2131 §4.4.6).
+pub fn release(id: &ClientIdentity, xid: u32, ciaddr: Ipv4Addr, server: Ipv4Addr) -> Vec<u8> {
+    let mut p = header(1, xid, 0, false, ciaddr, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, id.mac);
+    opt(&mut p, 53, &[RELEASE]);
+    opt(&mut p, 54, &server.octets());
+    if id.client_id {
+        let mut v = vec![1u8];
+        v.extend_from_slice(&id.mac);
+        opt(&mut p, 61, &v);
+    }
     finish(p)
 }

@@ -105,6 +105,11 @@ pub(super) const HOSPITAL_PLAN: &[ZonePlan] = &[
     ),
 ];
 
+/// A small clinic reached through its router: workstations and infusion pumps on one VLAN.
+/// Its router serves DHCP; its other servers are at the main campus.
+pub(super) const CLINIC_PLAN: &[ZonePlan] =
+    &[("clinic", Some(210), &[("win10_workstation", 1, 0), ("alaris_pcu", 1, 0)])];
+
 pub(super) const SITE_NAMES: &[&str] = &["main-campus", "east-campus", "north-clinic", "west-clinic"];
 
 /// Roles other devices look up by name within their site.

@@ -8,7 +8,7 @@ mod host;
 pub mod pcap;
 mod tcp;
 
-pub use emitter::{CaptureSummary, Emitter, Leg};
-pub use host::{Host, HostId, Stack};
+pub use emitter::{CaptureSummary, Emitter, Leg, View, WanLink};
+pub use host::{CaptureId, Host, HostId, Sighting, Stack, MAX_CAPTURES};
 pub use pcap::PcapWriter;
 pub use tcp::{tcp_transaction, TcpConn};

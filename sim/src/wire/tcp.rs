@@ -1,8 +1,8 @@
 //! TCP conversations: handshake, MSS-sized data segments with delayed ACKs, orderly close,
 //! with sequence and acknowledgement numbers consistent across the whole session.
 
-use super::emitter::{Emitter, Leg};
-use super::frames::{Ip4, TcpHdr, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
+use super::emitter::{Emitter, IpPacket, Leg};
+use super::frames::{TcpHdr, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
 use super::host::{HostId, Stack};
 use rand::Rng;
 use std::io::Write;
@@ -92,12 +92,11 @@ impl TcpConn {
         h: &TcpHdr,
         payload: &[u8],
     ) -> anyhow::Result<()> {
-        let (src, dst, ttl) = self.leg.ip(from_client);
-        let (ports, ip_id_of) =
+        let (ports, sender) =
             if from_client { ((self.cport, self.sport), self.c) } else { ((self.sport, self.cport), self.s) };
-        let ip4 = Ip4 { src, dst, ttl, id: em.next_ip_id(ip_id_of) };
-        let l2 = self.leg.l2(from_client);
-        em.tcp(&l2, &ip4, ports, h, payload, self.app)
+        let id = em.next_ip_id(sender);
+        let p = IpPacket { proto: IPPROTO_TCP, ports, tcp: Some(h), payload, app: self.app, sender };
+        em.ip_on_leg(&self.leg, from_client, id, &p)
     }
 
     /// Sends `data` in MSS-sized segments; the receiver ACKs every second segment and the last.

@@ -62,8 +62,8 @@ fn hospital_has_25_profiles_two_sites_and_all_categories() {
     }
     let cats: BTreeSet<&str> = truth.devices.iter().map(|d| d.category.as_str()).collect();
     assert_eq!(cats, ["it", "iot", "medical", "ot"].into_iter().collect());
-    assert_eq!(truth.sites, vec!["main-campus".to_string(), "east-campus".to_string()]);
-    for site in &truth.sites {
+    assert_eq!(truth.sites, ["main-campus", "east-campus", "north-clinic"].map(String::from).to_vec());
+    for site in &truth.captures[0].native_sites {
         let zones: BTreeSet<&str> = truth.devices.iter().filter(|d| &d.site == site).map(|d| d.zone.as_str()).collect();
         for z in ["datacenter", "ward", "icu", "radiology", "lab", "pharmacy", "admin", "voice", "building"] {
             assert!(zones.contains(z), "{site} lacks zone {z}");
@@ -71,35 +71,65 @@ fn hospital_has_25_profiles_two_sites_and_all_categories() {
     }
     let registry = oui_registry();
     for d in &truth.devices {
-        let oui = format!("{:02X}-{:02X}-{:02X}", d.mac.0[0], d.mac.0[1], d.mac.0[2]);
-        assert_eq!(
-            registry.get(&oui),
-            Some(&d.vendor),
-            "{} ({}): vendor must be the IEEE name of {oui}",
-            d.name,
-            d.profile
-        );
+        for mac in &d.macs {
+            let oui = format!("{:02X}-{:02X}-{:02X}", mac.0[0], mac.0[1], mac.0[2]);
+            assert_eq!(
+                registry.get(&oui),
+                Some(&d.vendor),
+                "{} ({}): vendor must be the IEEE name of {oui}",
+                d.name,
+                d.profile
+            );
+        }
     }
-    let macs: BTreeSet<_> = truth.devices.iter().map(|d| d.mac).collect();
-    assert_eq!(macs.len(), truth.devices.len(), "device MACs must be unique across sites");
+    let macs: BTreeSet<_> = truth.devices.iter().flat_map(|d| d.macs.iter()).collect();
+    assert_eq!(macs.len(), truth.devices.iter().map(|d| d.macs.len()).sum::<usize>(), "MACs must be unique");
 }
 
+/// Each capture shows a device's MACs only on the VLANs of its bindings at the sites that
+/// capture sees natively, and every such binding's MAC transmits there.
 #[test]
 fn every_device_transmits_with_its_mac_on_its_vlan() {
     if !have_tshark() {
         return;
     }
     let (pcap, truth) = hospital();
-    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in tshark_fields(pcap, "frame", &["eth.src", "vlan.id"], &[]) {
-        seen.entry(r[0].clone()).or_default().insert(r[1].clone());
-    }
-    for d in &truth.devices {
-        let vlans = seen.get(&d.mac.to_string()).unwrap_or_else(|| panic!("{} ({}) never transmits", d.name, d.mac));
-        if let Some(v) = d.vlan {
-            assert_eq!(vlans, &[v.to_string()].into_iter().collect(), "{} transmits outside VLAN {v}", d.name);
-        } else {
-            assert!(vlans.len() > 1, "the core switch routes several VLANs");
+    for cap in &truth.captures {
+        let file = pcap.with_file_name(&cap.file);
+        let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for r in tshark_fields(&file, "frame", &["eth.src", "vlan.id"], &[]) {
+            seen.entry(r[0].clone()).or_default().insert(r[1].clone());
+        }
+        for d in &truth.devices {
+            let here: Vec<_> = d.bindings.iter().filter(|b| cap.native_sites.contains(&b.site)).collect();
+            for mac in &d.macs {
+                let want: BTreeSet<String> = here
+                    .iter()
+                    .filter(|b| b.mac == *mac && b.announced_by != "static")
+                    .map(|b| b.vlan.map(|v| v.to_string()).unwrap_or_default())
+                    .collect();
+                let got = seen.get(&mac.to_string());
+                if d.class == "network_gear" {
+                    assert!(
+                        here.is_empty() || got.is_some_and(|v| !v.is_empty()),
+                        "{} silent on {}",
+                        d.name,
+                        cap.sensor
+                    );
+                    continue;
+                }
+                if want.is_empty() {
+                    assert!(got.is_none(), "{} ({mac}) appears on {} where it has no binding", d.name, cap.sensor);
+                } else {
+                    assert_eq!(
+                        got,
+                        Some(&want),
+                        "{} ({mac}) on {}: VLANs differ from its bindings",
+                        d.name,
+                        cap.sensor
+                    );
+                }
+            }
         }
     }
 }
@@ -127,9 +157,26 @@ fn hospital_frames_are_valid_and_flows_are_counted_exactly() {
     for (proto, ip_proto) in [("tcp", 6u8), ("udp", 17u8)] {
         assert_eq!(
             tshark_conversations(pcap, proto),
-            truth_conversations(truth, ip_proto),
+            truth_conversations(&truth.flows, ip_proto),
             "{proto} conversations differ from the truth"
         );
+    }
+    // The access-layer captures too, against their own flows.
+    for cap in &truth.captures[1..] {
+        let file = pcap.with_file_name(&cap.file);
+        assert_eq!(tshark_count(&file, "frame", &[]), cap.packets, "{}", cap.file);
+        let size = std::fs::metadata(&file).expect("stat").len();
+        assert_eq!(size, 24 + 16 * cap.packets + cap.bytes, "{}: truth counts match the file", cap.file);
+        assert_eq!(tshark_count(&file, "_ws.malformed || _ws.expert.severity == \"Error\"", &[]), 0);
+        assert_eq!(tshark_count(&file, "tcp.analysis.flags && !tcp.analysis.window_update", &[]), 0);
+        for (proto, ip_proto) in [("tcp", 6u8), ("udp", 17u8)] {
+            assert_eq!(
+                tshark_conversations(&file, proto),
+                truth_conversations(&cap.flows, ip_proto),
+                "{}: {proto} conversations differ from the truth",
+                cap.file
+            );
+        }
     }
 }
 
@@ -166,20 +213,28 @@ fn hospital_protocols_decode_as_their_standards() {
     for (filter, what) in counts {
         assert!(tshark_count(pcap, filter, &[]) > 0, "no {what} ({filter})");
     }
-    // Every DHCP client's identity in the truth is what its DISCOVER carries.
-    let disc = tshark_fields(
-        pcap,
-        "dhcp.option.dhcp == 1",
-        &["dhcp.hw.mac_addr", "dhcp.option.hostname", "dhcp.option.vendor_class_id"],
-        &[],
-    );
-    for d in truth.devices.iter().filter(|d| d.dhcp) {
-        let r = disc
-            .iter()
-            .find(|r| r[0].split(',').next() == Some(d.mac.to_string().as_str()))
-            .unwrap_or_else(|| panic!("no DISCOVER from {}", d.name));
-        assert_eq!(Some(r[1].as_str()), d.hostname.as_deref());
-        assert_eq!(r[2], ev(d, Field::DhcpVendorClass));
+    // Every DHCP client's identity in the truth is what its DISCOVER carries, in the
+    // capture that sees the segment of each of its DHCP bindings.
+    for cap in &truth.captures {
+        let disc = tshark_fields(
+            &pcap.with_file_name(&cap.file),
+            "dhcp.option.dhcp == 1",
+            &["dhcp.hw.mac_addr", "dhcp.option.hostname", "dhcp.option.vendor_class_id"],
+            &[],
+        );
+        for d in truth.devices.iter().filter(|d| d.dhcp) {
+            let leased_here =
+                d.bindings.iter().any(|b| b.announced_by == "dhcp_ack" && cap.native_sites.contains(&b.site));
+            if !leased_here {
+                continue;
+            }
+            let r = disc
+                .iter()
+                .find(|r| r[0].split(',').next() == Some(d.mac.to_string().as_str()))
+                .unwrap_or_else(|| panic!("no DISCOVER from {} on {}", d.name, cap.sensor));
+            assert_eq!(Some(r[1].as_str()), d.hostname.as_deref());
+            assert_eq!(r[2], ev(d, Field::DhcpVendorClass));
+        }
     }
 }
 

@@ -8,4 +8,5 @@ mod generate_common;
 
 mod cli;
 mod hospital;
+mod identity;
 mod ward;

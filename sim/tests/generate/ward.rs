@@ -104,7 +104,7 @@ fn tshark_conversations_match_truth_flow_counters() {
     let (_dir, pcap, truth) = ward(1);
     for (proto, ip_proto) in [("tcp", 6u8), ("udp", 17u8)] {
         let conv = tshark_conversations(&pcap, proto);
-        let want = truth_conversations(&truth, ip_proto);
+        let want = truth_conversations(&truth.flows, ip_proto);
         assert_eq!(conv.len(), want.len(), "{proto}: conversation count");
         for (key, counts) in &want {
             let got = conv.get(key).unwrap_or_else(|| panic!("{proto} conversation {key:?} missing in tshark output"));

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wardline_common::Field;
-use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthDevice};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthDevice, TruthFlow};
 
 pub fn ward(seed: u64) -> (tempfile::TempDir, PathBuf, GroundTruth) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -85,10 +85,10 @@ pub fn tshark_conversations(pcap: &Path, proto: &str) -> BTreeMap<ConvKey, (u64,
     out
 }
 
-/// The truth flows of one IP protocol summed per conversation (VLAN ignored, as tshark's).
-pub fn truth_conversations(truth: &GroundTruth, ip_proto: u8) -> BTreeMap<ConvKey, (u64, u64)> {
+/// Truth flows of one IP protocol summed per conversation (VLAN ignored, as tshark's).
+pub fn truth_conversations(flows: &[TruthFlow], ip_proto: u8) -> BTreeMap<ConvKey, (u64, u64)> {
     let mut out = BTreeMap::new();
-    for f in truth.flows.iter().filter(|f| f.ip_proto == ip_proto) {
+    for f in flows.iter().filter(|f| f.ip_proto == ip_proto) {
         let k = conv_key((f.a_ip.to_string(), f.a_port), (f.b_ip.to_string(), f.b_port));
         let e = out.entry(k).or_insert((0, 0));
         e.0 += f.packets_ab + f.packets_ba;
@@ -112,4 +112,11 @@ pub fn oui_registry() -> HashMap<String, String> {
 /// The first evidence value of `field` the truth lists for `d` ("" if none).
 pub fn ev(d: &TruthDevice, field: Field) -> String {
     d.evidence.iter().find(|e| e.field == field).map(|e| e.value.clone()).unwrap_or_default()
+}
+
+/// A `frame.time_epoch` value ("1710230610.000123000") in microseconds.
+pub fn epoch_us(s: &str) -> u64 {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let micros: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+    secs.parse::<u64>().expect("seconds") * 1_000_000 + micros.parse::<u64>().expect("micros")
 }
