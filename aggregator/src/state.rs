@@ -9,13 +9,35 @@
 //! number and resends until acknowledged. `apply` refuses a batch whose `seq` is at or
 //! below the sensor's watermark, or whose id is among that sensor's recent ids, so a
 //! re-sent batch changes nothing.
+//!
+//! Devices are keyed by MAC (seen on a sensor's own segment) or by (site, IP, VLAN) (seen
+//! only through a router or on a link without MACs, `hosts`). Per (site, IP) a timeline of
+//! owners built from ARP, DHCP and NDP bindings (`bindings`) attributes each piece of an
+//! IP-keyed device to the MAC that owned the address at that piece's time; see
+//! `hosts` and `bindings` and decision 0013.
+
+mod bindings;
+mod hosts;
+pub mod identity;
+
+pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
+pub use hosts::{HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use ulid::Ulid;
+use wardline_common::wire::{AddressBinding, HostObservation};
 use wardline_common::{Batch, DeviceObservation, Event, Field, MacAddr, Proto, SensorStats};
+
+/// Version of the serialized state (snapshots). A snapshot of another format is refused
+/// with a message naming both, instead of being mis-decoded. The value is far above any
+/// device count, which is what the first number of a pre-versioned state was.
+pub const STATE_FORMAT: u32 = 0x574c_0002;
+/// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
+/// `segments_dropped`.
+pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
 
 /// Distinct `(field, value)` evidence entries kept per device; beyond this new facts are
 /// counted in `evidence_dropped` so one chatty or hostile device cannot grow the
@@ -43,6 +65,10 @@ pub struct BatchSummary {
     pub site: String,
     pub seq: u64,
     pub devices: Vec<DeviceObservation>,
+    /// Hosts the sensor knows only by address at its site.
+    pub hosts: Vec<HostObservation>,
+    /// MAC–IP bindings the sensor saw announced.
+    pub bindings: Vec<AddressBinding>,
     pub flow_count: u64,
     pub flow_packets: u64,
     pub flow_bytes: u64,
@@ -60,6 +86,8 @@ impl BatchSummary {
             site: batch.site.clone(),
             seq: batch.seq,
             devices: Vec::new(),
+            hosts: Vec::new(),
+            bindings: Vec::new(),
             flow_count: 0,
             flow_packets: 0,
             flow_bytes: 0,
@@ -75,8 +103,8 @@ impl BatchSummary {
                     summary.flow_bytes = summary.flow_bytes.saturating_add(f.bytes_ab.saturating_add(f.bytes_ba));
                 }
                 Event::Stats(s) => summary.stats = Some(s.clone()),
-                // TODO(i9-agg): hosts and bindings into the replicated state.
-                Event::Host(_) | Event::Binding(_) => {}
+                Event::Host(h) => summary.hosts.push(h.clone()),
+                Event::Binding(b) => summary.bindings.push(b.clone()),
             }
         }
         summary
@@ -108,6 +136,33 @@ pub struct EvidenceRecord {
     pub count: u64,
 }
 
+impl EvidenceRecord {
+    /// Fold another record of the same fact into this one.
+    pub fn absorb(&mut self, other: &EvidenceRecord) {
+        self.count = self.count.saturating_add(other.count);
+        self.first_ts_us = self.first_ts_us.min(other.first_ts_us);
+        if other.last_ts_us >= self.last_ts_us {
+            self.last_ts_us = other.last_ts_us;
+            self.proto = other.proto;
+        }
+    }
+}
+
+/// A sensor and the segment (VLAN, `None` untagged) it saw a device on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SegmentKey {
+    pub sensor: String,
+    pub vlan: Option<u16>,
+}
+
+/// First and last packet time of a device on one sensor's segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSeen {
+    pub site_index: u32,
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+}
+
 /// Everything the cluster knows about one MAC address, merged from every sensor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
@@ -125,6 +180,11 @@ pub struct DeviceRecord {
     #[serde(with = "evidence_as_list")]
     pub evidence: BTreeMap<(Field, String), EvidenceRecord>,
     pub evidence_dropped: u64,
+    /// Where the device was seen on a sensor's own segment (Device events), per sensor
+    /// and VLAN. `SegmentSeen::site_index` indexes `ClusterState::site_names`.
+    #[serde(with = "map_as_list")]
+    pub segments: BTreeMap<SegmentKey, SegmentSeen>,
+    pub segments_dropped: u64,
 }
 
 impl DeviceRecord {
@@ -142,6 +202,8 @@ impl DeviceRecord {
             bytes: 0,
             evidence: BTreeMap::new(),
             evidence_dropped: 0,
+            segments: BTreeMap::new(),
+            segments_dropped: 0,
         }
     }
 
@@ -168,17 +230,67 @@ impl DeviceRecord {
             .map(|((_, value), rec)| (value.as_str(), rec))
     }
 
-    /// Merge one observation; returns the addresses recorded for the first time.
-    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str) -> Vec<IpAddr> {
-        let mut new_ips = Vec::new();
+    /// Note a report from `sensor_id` at `site` covering `first..=last`.
+    fn seen(&mut self, sensor_id: &str, site: &str, first_seen_us: u64, last_seen_us: u64) {
         let first_sighting = self.sensors.is_empty();
-        self.sensors.insert(sensor_id.to_string());
-        self.sites.insert(site.to_string());
-        self.vlans.extend(obs.vlans.iter().copied());
-        if first_sighting || obs.first_seen_us < self.first_seen_us {
-            self.first_seen_us = obs.first_seen_us;
+        if !self.sensors.contains(sensor_id) {
+            self.sensors.insert(sensor_id.to_string());
         }
-        self.last_seen_us = self.last_seen_us.max(obs.last_seen_us);
+        if !self.sites.contains(site) {
+            self.sites.insert(site.to_string());
+        }
+        if first_sighting || first_seen_us < self.first_seen_us {
+            self.first_seen_us = first_seen_us;
+        }
+        self.last_seen_us = self.last_seen_us.max(last_seen_us);
+    }
+
+    /// Record `ip` in use over `first..=last`; returns whether it is new to the device.
+    fn use_ip(&mut self, ip: IpAddr, first_seen_us: u64, last_seen_us: u64) -> bool {
+        let full = self.ips.len() >= MAX_IPS_PER_DEVICE;
+        match self.ips.get_mut(&ip) {
+            Some(seen) => {
+                seen.first_seen_us = seen.first_seen_us.min(first_seen_us);
+                seen.last_seen_us = seen.last_seen_us.max(last_seen_us);
+                false
+            }
+            None if full => {
+                self.ips_dropped = self.ips_dropped.saturating_add(1);
+                false
+            }
+            None => {
+                self.ips.insert(ip, IpSeen { first_seen_us, last_seen_us });
+                true
+            }
+        }
+    }
+
+    fn seen_on_segment(&mut self, key: SegmentKey, site_index: u32, first_seen_us: u64, last_seen_us: u64) {
+        let full = self.segments.len() >= MAX_SEGMENTS_PER_DEVICE;
+        match self.segments.get_mut(&key) {
+            Some(seg) => {
+                seg.first_seen_us = seg.first_seen_us.min(first_seen_us);
+                seg.last_seen_us = seg.last_seen_us.max(last_seen_us);
+                seg.site_index = site_index;
+            }
+            None if full => self.segments_dropped = self.segments_dropped.saturating_add(1),
+            None => {
+                self.segments.insert(key, SegmentSeen { site_index, first_seen_us, last_seen_us });
+            }
+        }
+    }
+
+    /// Merge one observation; returns the addresses recorded for the first time.
+    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str, site_index: u32) -> Vec<IpAddr> {
+        let mut new_ips = Vec::new();
+        self.seen(sensor_id, site, obs.first_seen_us, obs.last_seen_us);
+        self.vlans.extend(obs.vlans.iter().copied());
+        let vlans: Vec<Option<u16>> =
+            if obs.vlans.is_empty() { vec![None] } else { obs.vlans.iter().copied().map(Some).collect() };
+        for vlan in vlans {
+            let key = SegmentKey { sensor: sensor_id.to_string(), vlan };
+            self.seen_on_segment(key, site_index, obs.first_seen_us, obs.last_seen_us);
+        }
         // Observations carry the counts since the sensor's previous report.
         self.packets = self.packets.saturating_add(obs.packets);
         self.bytes = self.bytes.saturating_add(obs.bytes);
@@ -188,19 +300,8 @@ impl DeviceRecord {
             if ip.is_unspecified() {
                 continue;
             }
-            let full = self.ips.len() >= MAX_IPS_PER_DEVICE;
-            match self.ips.get_mut(ip) {
-                Some(seen) => {
-                    seen.first_seen_us = seen.first_seen_us.min(obs.first_seen_us);
-                    seen.last_seen_us = seen.last_seen_us.max(obs.last_seen_us);
-                }
-                None if full => {
-                    self.ips_dropped = self.ips_dropped.saturating_add(1);
-                }
-                None => {
-                    self.ips.insert(*ip, IpSeen { first_seen_us: obs.first_seen_us, last_seen_us: obs.last_seen_us });
-                    new_ips.push(*ip);
-                }
+            if self.use_ip(*ip, obs.first_seen_us, obs.last_seen_us) {
+                new_ips.push(*ip);
             }
         }
 
@@ -252,45 +353,185 @@ pub struct SensorRecord {
     pub flow_bytes: u64,
     /// The sensor's latest self-reported counters.
     pub stats: SensorStats,
+    /// Latest packet time in any device, host or binding the sensor reported: the read
+    /// side's "now" for this sensor when it decides whether a device has disconnected.
+    pub last_packet_us: u64,
+    /// Host observations refused (unspecified, multicast or broadcast address).
+    pub hosts_refused: u64,
+    /// Bindings refused (a MAC that cannot name a device, or an address that cannot be one).
+    pub bindings_refused: u64,
+}
+
+/// A device as the API names it: by MAC, or by (site, IP, VLAN).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeviceId {
+    Mac(MacAddr),
+    Host(HostKey),
+}
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceId::Mac(mac) => mac.fmt(f),
+            DeviceId::Host(key) => key.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceId {
+    type Err = String;
+
+    /// `aa:bb:cc:dd:ee:ff`, `site:ip` or `site:ip@vlan` (the site is everything before the
+    /// first `:`, so a site name must not contain one).
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(mac) = text.parse::<MacAddr>() {
+            return Ok(DeviceId::Mac(mac));
+        }
+        let usage = "a device id is a MAC (00:1a:2b:3c:4d:5e), site:ip (north:10.9.0.5) or site:ip@vlan \
+                     (north:10.9.0.5@40)";
+        let (site, rest) = text.split_once(':').ok_or_else(|| format!("{text:?} is not a device id; {usage}"))?;
+        let (ip_text, vlan) = match rest.rsplit_once('@') {
+            Some((ip, vlan)) => {
+                let vlan = vlan.parse::<u16>().ok().filter(|v| *v < 4096).ok_or_else(|| {
+                    format!("{vlan:?} in {text:?} is not a VLAN id (0..=4095); {usage}")
+                })?;
+                (ip, Some(vlan))
+            }
+            None => (rest, None),
+        };
+        let ip = ip_text.parse::<IpAddr>().map_err(|_| format!("{ip_text:?} in {text:?} is not an IP address; {usage}"))?;
+        if site.is_empty() {
+            return Err(format!("{text:?} names no site; {usage}"));
+        }
+        Ok(DeviceId::Host(HostKey { site: site.to_string(), ip, vlan }))
+    }
 }
 
 /// The whole replicated state. Cloned and serialized for Raft snapshots.
 ///
-/// Device records sit behind `Arc`s and `apply` changes them copy-on-write
+/// Device and host records sit behind `Arc`s and `apply` changes them copy-on-write
 /// (`Arc::make_mut`): a reader copies the `Arc`s it needs under the state lock and does its
 /// work after releasing it, and a record a reader still holds is copied, not mutated.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(from = "ReplicatedParts")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterState {
-    /// Serialized as a list of records (each names its MAC) because JSON map keys must be
-    /// strings.
-    #[serde(serialize_with = "devices_as_list::serialize")]
     devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
     sensors: BTreeMap<String, SensorRecord>,
+    /// IP-keyed devices (hosts seen without their own MAC).
+    hosts: BTreeMap<HostKey, Arc<HostRecord>>,
+    /// Per (site index, address): who owned it when.
+    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
+    /// Every site named by a batch, in first-seen order; indexes are stable.
+    site_names: Vec<String>,
+    /// Derived (rebuilt on load), not serialized:
+    /// site name → index in `site_names`.
+    site_index: BTreeMap<String, u32>,
     /// Every (address, MAC) of `devices[MAC].ips`, so a device is found by address without
-    /// scanning every record. Derived from `devices`: not serialized, rebuilt on load.
-    #[serde(skip)]
+    /// scanning every record.
     addresses: BTreeSet<(IpAddr, MacAddr)>,
+    /// (owner MAC, host) for every host record with a piece attributed to that MAC.
+    attributed: BTreeSet<(MacAddr, HostKey)>,
+    /// Strong identifiers (decision 0013) → the MAC devices holding them.
+    identifiers: BTreeMap<(Field, String), BTreeSet<MacAddr>>,
 }
 
-/// What a serialized `ClusterState` holds; the address index is rebuilt from it.
-#[derive(Deserialize)]
+/// A serialized `ClusterState`; the derived indexes are rebuilt from it.
+#[derive(Serialize, Deserialize)]
 struct ReplicatedParts {
-    #[serde(deserialize_with = "devices_as_list::deserialize")]
+    format: StateFormat,
+    #[serde(with = "arc_values_as_list")]
     devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
     sensors: BTreeMap<String, SensorRecord>,
+    #[serde(with = "arc_values_as_list")]
+    hosts: BTreeMap<HostKey, Arc<HostRecord>>,
+    #[serde(with = "map_as_list")]
+    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
+    site_names: Vec<String>,
 }
 
-impl From<ReplicatedParts> for ClusterState {
-    fn from(parts: ReplicatedParts) -> Self {
-        let addresses = parts.devices.values().flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac))).collect();
-        ClusterState { devices: parts.devices, sensors: parts.sensors, addresses }
+/// The format number at the head of a serialized state; decoding stops at once (with a
+/// message for the operator) when it is not this build's.
+#[derive(Clone, Copy)]
+struct StateFormat;
+
+impl Serialize for StateFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(STATE_FORMAT)
+    }
+}
+
+impl<'de> Deserialize<'de> for StateFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let found = u32::deserialize(d)?;
+        if found == STATE_FORMAT {
+            return Ok(StateFormat);
+        }
+        Err(serde::de::Error::custom(format!(
+            "the replicated state is in format {found:#x}, this build reads format {STATE_FORMAT:#x} \
+             (a snapshot from an older Wardline version, before IP-keyed devices and bindings): \
+             upgrade every node, then let this node take a fresh snapshot from the leader \
+             (empty its data directory and rejoin)"
+        )))
+    }
+}
+
+impl Serialize for ClusterState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Parts<'a> {
+            format: StateFormat,
+            #[serde(serialize_with = "arc_values_as_list::serialize")]
+            devices: &'a BTreeMap<MacAddr, Arc<DeviceRecord>>,
+            sensors: &'a BTreeMap<String, SensorRecord>,
+            #[serde(serialize_with = "arc_values_as_list::serialize")]
+            hosts: &'a BTreeMap<HostKey, Arc<HostRecord>>,
+            #[serde(serialize_with = "map_as_list::serialize")]
+            bindings: &'a BTreeMap<(u32, IpAddr), AddressTimeline>,
+            site_names: &'a Vec<String>,
+        }
+        Parts {
+            format: StateFormat,
+            devices: &self.devices,
+            sensors: &self.sensors,
+            hosts: &self.hosts,
+            bindings: &self.bindings,
+            site_names: &self.site_names,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let parts = ReplicatedParts::deserialize(d)?;
+        let mut state = ClusterState {
+            devices: parts.devices,
+            sensors: parts.sensors,
+            hosts: parts.hosts,
+            bindings: parts.bindings,
+            site_names: parts.site_names,
+            ..Default::default()
+        };
+        state.rebuild_indexes();
+        Ok(state)
     }
 }
 
 impl ClusterState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn rebuild_indexes(&mut self) {
+        self.site_index = self.site_names.iter().enumerate().map(|(i, name)| (name.clone(), i as u32)).collect();
+        self.addresses = self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac))).collect();
+        self.attributed =
+            self.hosts.values().flat_map(|h| h.owners().into_iter().map(|mac| (mac, h.key.clone()))).collect();
+        self.identifiers = BTreeMap::new();
+        for record in self.devices.values() {
+            for id in identity::strong_identifiers(record) {
+                self.identifiers.entry(id).or_default().insert(record.mac);
+            }
+        }
     }
 
     /// Every device, by MAC.
@@ -300,6 +541,46 @@ impl ClusterState {
 
     pub fn device(&self, mac: &MacAddr) -> Option<&Arc<DeviceRecord>> {
         self.devices.get(mac)
+    }
+
+    /// Every IP-keyed host record, by key (including ones wholly attributed to MACs).
+    pub fn hosts(&self) -> &BTreeMap<HostKey, Arc<HostRecord>> {
+        &self.hosts
+    }
+
+    pub fn host(&self, key: &HostKey) -> Option<&Arc<HostRecord>> {
+        self.hosts.get(key)
+    }
+
+    /// The host records with pieces attributed to `mac`.
+    pub fn hosts_attributed_to<'a>(&'a self, mac: &MacAddr) -> impl Iterator<Item = &'a Arc<HostRecord>> + 'a {
+        let mac = *mac;
+        let start = (mac, HostKey { site: String::new(), ip: IpAddr::from([0u8; 4]), vlan: None });
+        self.attributed
+            .range(start..)
+            .take_while(move |(owner, _)| *owner == mac)
+            .filter_map(|(_, key)| self.hosts.get(key))
+    }
+
+    /// The ownership timeline of `ip` at `site`, if any binding was seen.
+    pub fn timeline(&self, site: &str, ip: &IpAddr) -> Option<&AddressTimeline> {
+        let index = *self.site_index.get(site)?;
+        self.bindings.get(&(index, *ip))
+    }
+
+    /// How many (site, address) timelines and spans the state holds.
+    pub fn binding_counts(&self) -> (usize, usize) {
+        (self.bindings.len(), self.bindings.values().map(|t| t.spans.len()).sum())
+    }
+
+    /// The name of site number `index` (as in `SegmentSeen::site_index`).
+    pub fn site_name(&self, index: u32) -> &str {
+        self.site_names.get(index as usize).map_or("", String::as_str)
+    }
+
+    /// The MAC devices holding the strong identifier `id` (decision 0013).
+    pub fn holders_of(&self, id: &(Field, String)) -> Option<&BTreeSet<MacAddr>> {
+        self.identifiers.get(id)
     }
 
     /// The device seen using `ip`. When several were (a router's MAC fronting the address,
@@ -348,6 +629,42 @@ impl ClusterState {
         if self.is_duplicate(batch) {
             return ApplyResponse { applied: false };
         }
+        self.note_sensor(batch);
+        let site_index = self.intern_site(&batch.site);
+        // Bindings first, so the batch's own hosts are attributed with them; then the
+        // hosts the new bindings re-attribute; then devices and hosts.
+        let mut changed = BTreeSet::new();
+        let mut refused = 0u64;
+        for binding in &batch.bindings {
+            match self.apply_binding(binding, batch, site_index) {
+                Some(true) => {
+                    changed.insert(binding.ip);
+                }
+                Some(false) => {}
+                None => refused += 1,
+            }
+        }
+        for ip in changed {
+            self.reattribute(&batch.site, site_index, ip);
+        }
+        for obs in &batch.devices {
+            self.apply_device(obs, batch, site_index);
+        }
+        let mut hosts_refused = 0u64;
+        for obs in &batch.hosts {
+            if !self.apply_host(obs, batch, site_index) {
+                hosts_refused += 1;
+            }
+        }
+        if let Some(sensor) = self.sensors.get_mut(&batch.sensor_id) {
+            sensor.bindings_refused = sensor.bindings_refused.saturating_add(refused);
+            sensor.hosts_refused = sensor.hosts_refused.saturating_add(hosts_refused);
+        }
+        ApplyResponse { applied: true }
+    }
+
+    /// Update the sensor's watermark, recent ids and counters for an applied batch.
+    fn note_sensor(&mut self, batch: &BatchSummary) {
         let sensor = self.sensors.entry(batch.sensor_id.clone()).or_insert_with(|| SensorRecord {
             site: batch.site.clone(),
             last_seq: 0,
@@ -360,6 +677,9 @@ impl ClusterState {
             flow_packets: 0,
             flow_bytes: 0,
             stats: SensorStats::default(),
+            last_packet_us: 0,
+            hosts_refused: 0,
+            bindings_refused: 0,
         });
         // Not a duplicate, so seq > last_seq here.
         let skipped = batch.seq.saturating_sub(sensor.last_seq).saturating_sub(1);
@@ -381,32 +701,183 @@ impl ClusterState {
         if let Some(stats) = &batch.stats {
             sensor.stats = stats.clone();
         }
+        let latest = batch
+            .devices
+            .iter()
+            .map(|d| d.last_seen_us)
+            .chain(batch.hosts.iter().map(|h| h.last_seen_us))
+            .chain(batch.bindings.iter().map(|b| b.seen_us))
+            .max()
+            .unwrap_or(0);
+        sensor.last_packet_us = sensor.last_packet_us.max(latest);
+    }
 
-        for obs in &batch.devices {
-            let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
-            let new_ips = Arc::make_mut(record).merge(obs, &batch.sensor_id, &batch.site);
-            self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
+    fn intern_site(&mut self, site: &str) -> u32 {
+        if let Some(index) = self.site_index.get(site) {
+            return *index;
         }
-        ApplyResponse { applied: true }
+        let index = self.site_names.len() as u32;
+        self.site_names.push(site.to_string());
+        self.site_index.insert(site.to_string(), index);
+        index
+    }
+
+    /// Record a binding on its address's timeline and on the MAC's device. `None` when the
+    /// binding is refused; otherwise whether the timeline's owners changed.
+    fn apply_binding(&mut self, b: &AddressBinding, batch: &BatchSummary, site_index: u32) -> Option<bool> {
+        if !b.mac.is_device() || !is_host_address(&b.ip) {
+            return None;
+        }
+        let changed = self.bindings.entry((site_index, b.ip)).or_default().record(b);
+        let record = self.devices.entry(b.mac).or_insert_with(|| Arc::new(DeviceRecord::new(b.mac)));
+        let record = Arc::make_mut(record);
+        record.seen(&batch.sensor_id, &batch.site, b.seen_us, b.seen_us);
+        if record.use_ip(b.ip, b.seen_us, b.seen_us) {
+            self.addresses.insert((b.ip, b.mac));
+        }
+        Some(changed)
+    }
+
+    /// Re-attribute every host record of `ip` at the site after its timeline changed.
+    fn reattribute(&mut self, site: &str, site_index: u32, ip: IpAddr) {
+        let Some(timeline) = self.bindings.get(&(site_index, ip)) else {
+            return;
+        };
+        let start = HostKey { site: site.to_string(), ip, vlan: None };
+        let keys: Vec<HostKey> =
+            self.hosts.range(start..).map(|(k, _)| k).take_while(|k| k.site == site && k.ip == ip).cloned().collect();
+        for key in keys {
+            let Some(host) = self.hosts.get_mut(&key) else { continue };
+            let before = host.owners();
+            if Arc::make_mut(host).reattribute(timeline) {
+                let after = host.owners();
+                update_attribution(&mut self.attributed, &key, &before, &after);
+            }
+        }
+    }
+
+    fn apply_device(&mut self, obs: &DeviceObservation, batch: &BatchSummary, site_index: u32) {
+        let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
+        let strong = obs.evidence.iter().any(|e| identity::is_strong_field(e.field));
+        let before = if strong { identity::strong_identifiers(record) } else { BTreeSet::new() };
+        let record = Arc::make_mut(record);
+        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index);
+        self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
+        if strong {
+            let after = identity::strong_identifiers(record);
+            for gone in before.difference(&after) {
+                if let Some(holders) = self.identifiers.get_mut(gone) {
+                    holders.remove(&obs.mac);
+                    if holders.is_empty() {
+                        self.identifiers.remove(gone);
+                    }
+                }
+            }
+            for new in after.difference(&before) {
+                self.identifiers.entry(new.clone()).or_default().insert(obs.mac);
+            }
+        }
+    }
+
+    /// Merge a host observation into its IP-keyed record; false when refused.
+    fn apply_host(&mut self, obs: &HostObservation, batch: &BatchSummary, site_index: u32) -> bool {
+        if !is_host_address(&obs.ip) {
+            return false;
+        }
+        let key = HostKey { site: batch.site.clone(), ip: obs.ip, vlan: obs.vlan };
+        let timeline = self.bindings.get(&(site_index, obs.ip));
+        let host = self.hosts.entry(key.clone()).or_insert_with(|| Arc::new(HostRecord::new(key.clone())));
+        let before = host.owners();
+        let host = Arc::make_mut(host);
+        host.merge(obs, &batch.sensor_id, timeline);
+        let after = host.owners();
+        update_attribution(&mut self.attributed, &key, &before, &after);
+        true
     }
 }
 
-mod devices_as_list {
-    use super::DeviceRecord;
-    use serde::{Deserialize, Deserializer, Serializer};
+/// An address that can belong to one host: not unspecified, multicast or broadcast.
+fn is_host_address(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_multicast() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_multicast(),
+    }
+}
+
+fn update_attribution(
+    index: &mut BTreeSet<(MacAddr, HostKey)>,
+    key: &HostKey,
+    before: &BTreeSet<MacAddr>,
+    after: &BTreeSet<MacAddr>,
+) {
+    for gone in before.difference(after) {
+        index.remove(&(*gone, key.clone()));
+    }
+    for new in after.difference(before) {
+        index.insert((*new, key.clone()));
+    }
+}
+
+/// A map of `Arc`ed records serialized as the list of records (each names its own key).
+mod arc_values_as_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use wardline_common::MacAddr;
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<MacAddr, Arc<DeviceRecord>>, s: S) -> Result<S::Ok, S::Error> {
+    /// A record that names its own key.
+    pub trait Keyed {
+        type Key: Ord;
+        fn key(&self) -> Self::Key;
+    }
+
+    impl Keyed for super::DeviceRecord {
+        type Key = wardline_common::MacAddr;
+        fn key(&self) -> Self::Key {
+            self.mac
+        }
+    }
+
+    impl Keyed for super::HostRecord {
+        type Key = super::HostKey;
+        fn key(&self) -> Self::Key {
+            self.key.clone()
+        }
+    }
+
+    pub fn serialize<S: Serializer, K, V: Serialize>(map: &BTreeMap<K, Arc<V>>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.values().map(|rec| &**rec))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<MacAddr, Arc<DeviceRecord>>, D::Error> {
-        let list = Vec::<DeviceRecord>::deserialize(d)?;
-        Ok(list.into_iter().map(|rec| (rec.mac, Arc::new(rec))).collect())
+    pub fn deserialize<'de, D, V>(d: D) -> Result<BTreeMap<V::Key, Arc<V>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de> + Keyed,
+    {
+        let list = Vec::<V>::deserialize(d)?;
+        Ok(list.into_iter().map(|rec| (rec.key(), Arc::new(rec))).collect())
     }
 }
+
+/// Any ordered map serialized as a list of (key, value) pairs: JSON map keys must be
+/// strings, and these keys are tuples or structs.
+mod map_as_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(map: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 
 mod evidence_as_list {
     use super::EvidenceRecord;
@@ -492,6 +963,8 @@ mod tests {
             site: "north".into(),
             seq,
             devices,
+            hosts: vec![],
+            bindings: vec![],
             flow_count: 3,
             flow_packets: 30,
             flow_bytes: 3000,
@@ -713,6 +1186,8 @@ mod tests {
                         site: format!("site{}", s % 2),
                         seq,
                         devices,
+                        hosts: vec![],
+                        bindings: vec![],
                         flow_count: flows,
                         flow_packets: flows * 10,
                         flow_bytes: flows * 1000,
