@@ -392,14 +392,17 @@ impl std::str::FromStr for DeviceId {
         let (site, rest) = text.split_once(':').ok_or_else(|| format!("{text:?} is not a device id; {usage}"))?;
         let (ip_text, vlan) = match rest.rsplit_once('@') {
             Some((ip, vlan)) => {
-                let vlan = vlan.parse::<u16>().ok().filter(|v| *v < 4096).ok_or_else(|| {
-                    format!("{vlan:?} in {text:?} is not a VLAN id (0..=4095); {usage}")
-                })?;
+                let vlan = vlan
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|v| *v < 4096)
+                    .ok_or_else(|| format!("{vlan:?} in {text:?} is not a VLAN id (0..=4095); {usage}"))?;
                 (ip, Some(vlan))
             }
             None => (rest, None),
         };
-        let ip = ip_text.parse::<IpAddr>().map_err(|_| format!("{ip_text:?} in {text:?} is not an IP address; {usage}"))?;
+        let ip =
+            ip_text.parse::<IpAddr>().map_err(|_| format!("{ip_text:?} in {text:?} is not an IP address; {usage}"))?;
         if site.is_empty() {
             return Err(format!("{text:?} names no site; {usage}"));
         }
@@ -878,7 +881,6 @@ mod map_as_list {
     }
 }
 
-
 mod evidence_as_list {
     use super::EvidenceRecord;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -1152,6 +1154,144 @@ mod tests {
         assert_eq!(back, st);
     }
 
+    fn host(ip: &str, ts: u64, evidence: Vec<Evidence>) -> HostObservation {
+        HostObservation {
+            ip: ip.parse().unwrap(),
+            vlan: Some(30),
+            via_mac: Some(MacAddr([0, 0, 0x5e, 0, 1, 1])),
+            first_seen_us: ts,
+            last_seen_us: ts,
+            packets: 4,
+            bytes: 400,
+            evidence,
+        }
+    }
+
+    fn lease(m: MacAddr, ip: &str, ts: u64, lease_us: u64) -> AddressBinding {
+        AddressBinding {
+            mac: m,
+            ip: ip.parse().unwrap(),
+            vlan: Some(30),
+            source: wardline_common::wire::BindingSource::DhcpAck,
+            seen_us: ts,
+            valid_until_us: Some(ts + lease_us),
+        }
+    }
+
+    fn routed(sensor: &str, seq: u64, hosts: Vec<HostObservation>, bindings: Vec<AddressBinding>) -> BatchSummary {
+        BatchSummary { hosts, bindings, ..batch(sensor, seq, vec![]) }
+    }
+
+    /// Evidence values attributed to `mac` through host records.
+    fn routed_values(st: &ClusterState, m: MacAddr) -> Vec<String> {
+        st.hosts_attributed_to(&m)
+            .flat_map(|h| {
+                h.evidence.keys().filter(|(_, _, o)| *o == Some(m)).map(|(_, v, _)| v.clone()).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_host_without_binding_is_keyed_by_site_ip_and_vlan() {
+        let mut st = ClusterState::new();
+        let ae = Evidence::new(Field::DicomCallingAe, "CT_SOUTH", Proto::Dicom, 100);
+        assert!(apply(&mut st, &routed("core", 1, vec![host("10.9.0.5", 100, vec![ae])], vec![])));
+        let key = HostKey { site: "north".into(), ip: "10.9.0.5".parse().unwrap(), vlan: Some(30) };
+        let h = st.host(&key).expect("IP-keyed device");
+        assert!(h.has_unowned());
+        assert!(st.devices().is_empty(), "never attributed to the router's MAC");
+        assert_eq!(key.to_string(), "north:10.9.0.5@30");
+        assert_eq!("north:10.9.0.5@30".parse::<DeviceId>(), Ok(DeviceId::Host(key)));
+        // Broadcast and unspecified addresses are refused and counted.
+        assert!(apply(&mut st, &routed("core", 2, vec![host("255.255.255.255", 1, vec![])], vec![])));
+        assert_eq!(st.sensors["core"].hosts_refused, 1);
+    }
+
+    #[test]
+    fn a_late_binding_moves_the_host_evidence_to_the_mac() {
+        let mut st = ClusterState::new();
+        let hn = Evidence::new(Field::Hl7SendingApp, "PUMP-GW", Proto::Hl7, 500);
+        apply(&mut st, &routed("core", 1, vec![host("10.9.0.5", 500, vec![hn])], vec![]));
+        // The access sensor's DHCP ACK arrives afterwards, from another sensor at the site.
+        apply(&mut st, &routed("access", 1, vec![], vec![lease(mac(7), "10.9.0.5", 400, 3_600_000_000)]));
+        assert_eq!(routed_values(&st, mac(7)), ["PUMP-GW"]);
+        let h = st.hosts().values().next().unwrap();
+        assert!(!h.has_unowned(), "nothing left on the IP-keyed device");
+        assert!(st.devices()[&mac(7)].ips.contains_key(&"10.9.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_lease_handed_on_splits_evidence_and_never_merges_the_owners() {
+        let ev = |v: &str, ts| Evidence::new(Field::DnsQuery, v, Proto::Dns, ts);
+        let hosts = vec![
+            host("10.9.0.5", 1_000, vec![ev("a.example", 1_000)]),
+            host("10.9.0.5", 9_000, vec![ev("b.example", 9_000)]),
+        ];
+        let leases = vec![lease(mac(1), "10.9.0.5", 500, 2_000), lease(mac(2), "10.9.0.5", 8_000, 2_000)];
+        // Bindings before the hosts, after them, and interleaved: one answer.
+        let orders: [Vec<BatchSummary>; 3] = [
+            vec![routed("access", 1, vec![], leases.clone()), routed("core", 1, hosts.clone(), vec![])],
+            vec![routed("core", 1, hosts.clone(), vec![]), routed("access", 1, vec![], leases.clone())],
+            vec![
+                routed("access", 1, vec![], vec![leases[1].clone()]),
+                routed("core", 1, hosts.clone(), vec![]),
+                routed("access", 2, vec![], vec![leases[0].clone()]),
+            ],
+        ];
+        for batches in orders {
+            let mut st = ClusterState::new();
+            for b in &batches {
+                assert!(apply(&mut st, b));
+            }
+            assert_eq!(routed_values(&st, mac(1)), ["a.example"]);
+            assert_eq!(routed_values(&st, mac(2)), ["b.example"]);
+            assert!(st.hosts().values().all(|h| !h.has_unowned()));
+            assert_eq!(st.devices().len(), 2, "two devices, never merged");
+        }
+    }
+
+    #[test]
+    fn segments_record_each_sensor_and_vlan() {
+        let mut st = ClusterState::new();
+        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![])]));
+        let mut moved = obs(mac(1), "10.0.0.5", 900, vec![]);
+        moved.vlans = vec![21];
+        apply(&mut st, &batch("s1", 2, vec![moved]));
+        let segs: Vec<_> = st.devices()[&mac(1)].segments.iter().map(|(k, s)| (k.vlan, s.first_seen_us)).collect();
+        assert_eq!(segs, [(Some(20), 100), (Some(21), 900)]);
+    }
+
+    #[test]
+    fn strong_identifiers_are_indexed_per_holder() {
+        let mut st = ClusterState::new();
+        let eui = |ts| Evidence::new(Field::Hl7SendingAppUniversalId, "0012345678ABCDEF", Proto::Hl7, ts);
+        apply(
+            &mut st,
+            &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 1, vec![eui(1)]), obs(mac(2), "10.0.1.5", 1, vec![eui(2)])]),
+        );
+        let id = (Field::Hl7SendingAppUniversalId, "0012345678ABCDEF".to_string());
+        assert_eq!(st.holders_of(&id).map(|h| h.len()), Some(2));
+        let (links, ambiguous) = identity::links_of(&st, &st.devices()[&mac(1)]);
+        assert_eq!(links.iter().map(|l| l.mac).collect::<Vec<_>>(), [mac(2)]);
+        assert!(ambiguous.is_empty());
+    }
+
+    #[test]
+    fn an_older_state_format_is_refused_with_a_message() {
+        #[derive(Serialize)]
+        struct OldState {
+            devices: Vec<u8>,
+            sensors: BTreeMap<String, u8>,
+        }
+        let old = bincode::serde::encode_to_vec(
+            OldState { devices: vec![1, 2, 3], sensors: BTreeMap::new() },
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let err = bincode::serde::decode_from_slice::<ClusterState, _>(&old, bincode::config::standard()).unwrap_err();
+        assert!(err.to_string().contains("older Wardline version"), "{err}");
+    }
+
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small
     /// pool of MACs and evidence values so merges collide.
     fn arb_commands() -> impl Strategy<Value = Vec<Command>> {
@@ -1171,13 +1311,44 @@ mod tests {
                 evidence,
             },
         );
-        let step = (0usize..3, 1u64..4, proptest::collection::vec(device, 0..3), 0u64..5);
+        let host_ev =
+            (0u8..4, 0u64..1000).prop_map(|(v, ts)| Evidence::new(Field::DnsQuery, format!("h{v}"), Proto::Dns, ts));
+        let host = (0u8..4, 0u64..1000, proptest::collection::vec(host_ev, 0..3)).prop_map(|(ip, ts, evidence)| {
+            HostObservation {
+                ip: IpAddr::from([10, 9, 0, ip]),
+                vlan: Some(30),
+                via_mac: Some(mac(200)),
+                first_seen_us: ts,
+                last_seen_us: ts + 5,
+                packets: 1,
+                bytes: 60,
+                evidence,
+            }
+        });
+        let binding = (0u8..5, 0u8..4, 0u64..1000, proptest::option::of(1u64..500)).prop_map(|(m, ip, ts, lease)| {
+            AddressBinding {
+                mac: mac(m),
+                ip: IpAddr::from([10, 9, 0, ip]),
+                vlan: Some(30),
+                source: wardline_common::wire::BindingSource::Arp,
+                seen_us: ts,
+                valid_until_us: lease.map(|l| ts + l),
+            }
+        });
+        let step = (
+            0usize..3,
+            1u64..4,
+            proptest::collection::vec(device, 0..3),
+            0u64..5,
+            proptest::collection::vec(host, 0..3),
+            proptest::collection::vec(binding, 0..3),
+        );
         proptest::collection::vec(step, 1..40).prop_map(|steps| {
             let sensors = ["s1", "s2", "s3"];
             let mut next_seq = [0u64; 3];
             steps
                 .into_iter()
-                .map(|(s, gap, devices, flows)| {
+                .map(|(s, gap, devices, flows, hosts, bindings)| {
                     next_seq[s] += gap;
                     let seq = next_seq[s];
                     Command::ApplyBatch(BatchSummary {
@@ -1186,8 +1357,8 @@ mod tests {
                         site: format!("site{}", s % 2),
                         seq,
                         devices,
-                        hosts: vec![],
-                        bindings: vec![],
+                        hosts,
+                        bindings,
                         flow_count: flows,
                         flow_packets: flows * 10,
                         flow_bytes: flows * 1000,
@@ -1221,10 +1392,33 @@ mod tests {
             let bytes = bincode::serde::encode_to_vec(&st, bincode::config::standard()).unwrap();
             let (decoded, _): (ClusterState, usize) =
                 bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            // Every derived index (addresses, attribution, identifiers, sites) is rebuilt
+            // on load exactly as apply maintained it.
+            prop_assert_eq!(&decoded, &st);
             for ip in (0..5).map(|i| IpAddr::from([10, 0, 0, i])) {
                 let scanned = st.devices().values().find(|d| d.ips.contains_key(&ip)).map(|d| d.mac);
                 prop_assert_eq!(st.device_with_ip(&ip).map(|d| d.mac), scanned);
                 prop_assert_eq!(decoded.device_with_ip(&ip).map(|d| d.mac), scanned);
+            }
+        }
+
+        /// Every piece of every host record belongs to the owner its address had at the
+        /// piece's time, whatever order hosts and bindings arrived in.
+        #[test]
+        fn host_pieces_belong_to_the_owner_at_their_time(cmds in arb_commands()) {
+            let (st, _) = apply_all(&cmds);
+            for h in st.hosts().values() {
+                let timeline = st.timeline(&h.key.site, &h.key.ip);
+                let owner_at = |ts| timeline.and_then(|t| t.owner_at(ts));
+                for ((_, _, owner), rec) in &h.evidence {
+                    prop_assert_eq!(*owner, owner_at(rec.last_ts_us));
+                }
+                for (k, seen) in &h.sightings {
+                    prop_assert_eq!(k.owner, owner_at(seen.last_seen_us));
+                }
+                for owner in h.owners() {
+                    prop_assert!(st.hosts_attributed_to(&owner).any(|o| o.key == h.key));
+                }
             }
         }
 

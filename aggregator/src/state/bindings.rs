@@ -57,30 +57,40 @@ impl AddressTimeline {
     /// (callers then re-attribute evidence about the address); a refresh of the current
     /// owner that moves no boundary returns false.
     pub fn record(&mut self, b: &AddressBinding) -> bool {
+        // Invariant: every span's last sighting is before the next span's start.
         let at = self.spans.partition_point(|s| s.from_us <= b.seen_us);
-        // The span covering the sighting's time, and the one after it.
         if at > 0 && self.spans[at - 1].mac == b.mac {
             let span = &mut self.spans[at - 1];
             let before = span.owned_until_us();
             span.absorb(b);
             return span.owned_until_us() != before;
         }
-        if at < self.spans.len() && self.spans[at].mac == b.mac {
+        let mut next = at;
+        if at > 0 && self.spans[at - 1].last_seen_us > b.seen_us {
+            // The covering span's owner was seen after this sighting too: split it, so
+            // the order sightings arrive in does not decide who owned the address when.
+            let head = &mut self.spans[at - 1];
+            let tail = BindingSpan { from_us: head.last_seen_us, ..head.clone() };
+            head.last_seen_us = head.from_us;
+            self.spans.insert(at, tail);
+        } else if at < self.spans.len() && self.spans[at].mac == b.mac {
             // The same owner seen earlier than its span started: move the start back.
             let span = &mut self.spans[at];
             span.from_us = b.seen_us;
             span.absorb(b);
-            return true;
+            next = usize::MAX;
         }
-        let span = BindingSpan {
-            mac: b.mac,
-            source: b.source,
-            from_us: b.seen_us,
-            last_seen_us: b.seen_us,
-            lease_until_us: b.valid_until_us,
-        };
-        self.spans.insert(at, span);
-        if self.spans.len() > MAX_SPANS_PER_ADDRESS {
+        if next != usize::MAX {
+            let span = BindingSpan {
+                mac: b.mac,
+                source: b.source,
+                from_us: b.seen_us,
+                last_seen_us: b.seen_us,
+                lease_until_us: b.valid_until_us,
+            };
+            self.spans.insert(next, span);
+        }
+        while self.spans.len() > MAX_SPANS_PER_ADDRESS {
             self.spans.remove(0);
             self.spans_dropped = self.spans_dropped.saturating_add(1);
         }
@@ -150,6 +160,19 @@ mod tests {
     }
 
     #[test]
+    fn arrival_order_does_not_decide_the_owner() {
+        let orders = [[(1, 100), (1, 300), (2, 200)], [(1, 100), (2, 200), (1, 300)], [(2, 200), (1, 300), (1, 100)]];
+        for order in orders {
+            let mut t = AddressTimeline::default();
+            for (m, ts) in order {
+                t.record(&binding(m, ts, None));
+            }
+            let owners: Vec<_> = [100, 250, 300].iter().map(|ts| t.owner_at(*ts)).collect();
+            assert_eq!(owners, [Some(mac(1)), Some(mac(2)), Some(mac(1))], "order {order:?}");
+        }
+    }
+
+    #[test]
     fn the_bound_drops_the_oldest_and_forgets_the_time_before() {
         let mut t = AddressTimeline::default();
         for i in 0..(MAX_SPANS_PER_ADDRESS as u64 + 3) {
@@ -171,7 +194,7 @@ mod tests {
             for (m, ts, lease) in &sightings {
                 t.record(&binding(*m, *ts, *lease));
                 prop_assert!(t.spans.len() <= MAX_SPANS_PER_ADDRESS);
-                prop_assert!(t.spans.windows(2).all(|w| w[0].from_us <= w[1].from_us && w[0].mac != w[1].mac));
+                prop_assert!(t.spans.windows(2).all(|w| w[0].from_us <= w[1].from_us && w[0].last_seen_us <= w[1].from_us && w[0].mac != w[1].mac));
             }
             let (m, ts, _) = sightings.last().unwrap();
             if t.spans_dropped == 0 {

@@ -114,10 +114,8 @@ impl HostRecord {
     /// Recompute every piece's owner against `timeline` (each piece at its latest time).
     /// Returns whether anything moved.
     pub fn reattribute(&mut self, timeline: &AddressTimeline) -> bool {
-        let moved_evidence = self
-            .evidence
-            .iter()
-            .any(|((_, _, owner), rec)| *owner != timeline.owner_at(rec.last_ts_us));
+        let moved_evidence =
+            self.evidence.iter().any(|((_, _, owner), rec)| *owner != timeline.owner_at(rec.last_ts_us));
         let moved_sightings = self.sightings.iter().any(|(k, seen)| k.owner != timeline.owner_at(seen.last_seen_us));
         if moved_evidence {
             for ((field, value, _), rec) in std::mem::take(&mut self.evidence) {

@@ -62,10 +62,7 @@ pub struct IdentityLink {
 
 /// The records linked to `mac` through unambiguous strong identifiers, and the
 /// identifiers it holds that are ambiguous (held by more than `MAX_IDENTITY_GROUP`).
-pub fn links_of(
-    state: &super::ClusterState,
-    record: &DeviceRecord,
-) -> (Vec<IdentityLink>, Vec<(Field, String)>) {
+pub fn links_of(state: &super::ClusterState, record: &DeviceRecord) -> (Vec<IdentityLink>, Vec<(Field, String)>) {
     let mut links = BTreeSet::new();
     let mut ambiguous = Vec::new();
     for id in strong_identifiers(record) {
