@@ -384,11 +384,14 @@ impl std::str::FromStr for DeviceId {
     /// `aa:bb:cc:dd:ee:ff`, `site:ip` or `site:ip@vlan` (the site is everything before the
     /// first `:`, so a site name must not contain one).
     fn from_str(text: &str) -> Result<Self, String> {
-        if let Ok(mac) = text.parse::<MacAddr>() {
-            return Ok(DeviceId::Mac(mac));
-        }
-        let usage = "a device id is a MAC (00:1a:2b:3c:4d:5e), site:ip (north:10.9.0.5) or site:ip@vlan \
-                     (north:10.9.0.5@40)";
+        let mac_error = match text.parse::<MacAddr>() {
+            Ok(mac) => return Ok(DeviceId::Mac(mac)),
+            Err(e) => e,
+        };
+        let usage = format!(
+            "a device id is a MAC (00:1a:2b:3c:4d:5e; as a MAC: {mac_error}), site:ip (north:10.9.0.5) or \
+             site:ip@vlan (north:10.9.0.5@40)"
+        );
         let (site, rest) = text.split_once(':').ok_or_else(|| format!("{text:?} is not a device id; {usage}"))?;
         let (ip_text, vlan) = match rest.rsplit_once('@') {
             Some((ip, vlan)) => {
