@@ -21,7 +21,7 @@ mod hosts;
 pub mod identity;
 
 pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
-pub use hosts::{HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS};
+pub use hosts::{HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

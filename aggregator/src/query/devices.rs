@@ -9,6 +9,7 @@
 use super::views::{HistoryEvent, HistoryKind, HistoryView, HostKeyView, IdentityLinkView, SightingView};
 use crate::state::{
     identity, AddressTimeline, ClusterState, DeviceId, DeviceRecord, EvidenceRecord, HostRecord, IpSeen,
+    ROUTED_RUN_GAP_US,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use wardline_common::{Field, MacAddr};
 
 /// A sighting whose last packet is this long before its sensor's latest reported packet
-/// counts as a disconnection (the sensor is still reporting, the device went quiet).
-pub const DISCONNECTED_AFTER_US: u64 = 15 * 60 * 1_000_000;
+/// counts as a disconnection (the sensor is still reporting, the device went quiet). The
+/// same gap that starts a new run of routed sightings.
+pub const DISCONNECTED_AFTER_US: u64 = ROUTED_RUN_GAP_US;
 /// Events returned by one history answer (newest kept); older ones are counted in `dropped`.
 pub const MAX_HISTORY_EVENTS: usize = 256;
 /// The MAC an IP-keyed device is classified under: a group address, so no vendor, OUI

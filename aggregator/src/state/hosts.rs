@@ -18,9 +18,13 @@ use std::net::IpAddr;
 use wardline_common::wire::HostObservation;
 use wardline_common::{Field, MacAddr};
 
-/// Routed sightings kept per host record (sensor × router × owner); beyond this they are
-/// counted in `sightings_dropped`.
+/// Routed sightings kept per host record (sensor × router × owner × run); beyond this
+/// they are counted in `sightings_dropped`.
 pub const MAX_ROUTED_SIGHTINGS: usize = 32;
+/// A report more than this after a run's last packet starts a new run. Runs are what lets
+/// a late binding give each stretch of sightings to the owner of its own time, and what
+/// the history shows as connections.
+pub const ROUTED_RUN_GAP_US: u64 = 15 * 60 * 1_000_000;
 
 /// The key of an IP-keyed device. Displayed (and parsed by the API) as `site:ip` or
 /// `site:ip@vlan`.
@@ -51,12 +55,14 @@ pub struct RoutedSeen {
     pub bytes: u64,
 }
 
-/// Which sensor saw the host, through which router MAC, attributed to which owner.
+/// Which sensor saw the host, through which router MAC, attributed to which owner, in the
+/// run of sightings that started at `run_start_us`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RoutedKey {
     pub sensor: String,
     pub via_mac: Option<MacAddr>,
     pub owner: Option<MacAddr>,
+    pub run_start_us: u64,
 }
 
 /// Everything sensors reported about one (site, IP, VLAN) without its MAC.
@@ -97,7 +103,23 @@ impl HostRecord {
     /// Merge one observation; each piece goes to the owner at its own time.
     pub fn merge(&mut self, obs: &HostObservation, sensor_id: &str, timeline: Option<&AddressTimeline>) {
         let owner_at = |ts: u64| timeline.and_then(|t| t.owner_at(ts));
-        let key = RoutedKey { sensor: sensor_id.to_string(), via_mac: obs.via_mac, owner: owner_at(obs.last_seen_us) };
+        let mut key = RoutedKey {
+            sensor: sensor_id.to_string(),
+            via_mac: obs.via_mac,
+            owner: owner_at(obs.last_seen_us),
+            run_start_us: obs.first_seen_us,
+        };
+        // Continue the run this report falls in (or right after), if any.
+        let run_of = RoutedKey { run_start_us: obs.first_seen_us, ..key.clone() };
+        let first_of = RoutedKey { run_start_us: 0, ..key.clone() };
+        if let Some((run, _)) = self
+            .sightings
+            .range(first_of..=run_of)
+            .next_back()
+            .filter(|(_, s)| s.last_seen_us.saturating_add(ROUTED_RUN_GAP_US) >= obs.first_seen_us)
+        {
+            key = run.clone();
+        }
         let seen = RoutedSeen {
             first_seen_us: obs.first_seen_us,
             last_seen_us: obs.last_seen_us,
