@@ -19,9 +19,11 @@
 mod bindings;
 mod hosts;
 pub mod identity;
+mod vecmap;
 
 pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
 pub use hosts::{HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US};
+pub use vecmap::{VecMap, VecSet};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -167,23 +169,22 @@ pub struct SegmentSeen {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub mac: MacAddr,
-    pub ips: BTreeMap<IpAddr, IpSeen>,
+    pub ips: VecMap<IpAddr, IpSeen>,
     pub ips_dropped: u64,
-    pub vlans: BTreeSet<u16>,
-    pub sites: BTreeSet<String>,
-    pub sensors: BTreeSet<String>,
+    pub vlans: VecSet<u16>,
+    pub sites: VecSet<String>,
+    pub sensors: VecSet<String>,
     pub first_seen_us: u64,
     pub last_seen_us: u64,
     pub packets: u64,
     pub bytes: u64,
     /// Serialized as a list because JSON map keys must be strings.
     #[serde(with = "evidence_as_list")]
-    pub evidence: BTreeMap<(Field, String), EvidenceRecord>,
+    pub evidence: VecMap<(Field, String), EvidenceRecord>,
     pub evidence_dropped: u64,
     /// Where the device was seen on a sensor's own segment (Device events), per sensor
     /// and VLAN. `SegmentSeen::site_index` indexes `ClusterState::site_names`.
-    #[serde(with = "map_as_list")]
-    pub segments: BTreeMap<SegmentKey, SegmentSeen>,
+    pub segments: VecMap<SegmentKey, SegmentSeen>,
     pub segments_dropped: u64,
 }
 
@@ -191,18 +192,18 @@ impl DeviceRecord {
     pub fn new(mac: MacAddr) -> Self {
         DeviceRecord {
             mac,
-            ips: BTreeMap::new(),
+            ips: VecMap::new(),
             ips_dropped: 0,
-            vlans: BTreeSet::new(),
-            sites: BTreeSet::new(),
-            sensors: BTreeSet::new(),
+            vlans: VecSet::new(),
+            sites: VecSet::new(),
+            sensors: VecSet::new(),
             first_seen_us: 0,
             last_seen_us: 0,
             packets: 0,
             bytes: 0,
-            evidence: BTreeMap::new(),
+            evidence: VecMap::new(),
             evidence_dropped: 0,
-            segments: BTreeMap::new(),
+            segments: VecMap::new(),
             segments_dropped: 0,
         }
     }
@@ -225,7 +226,7 @@ impl DeviceRecord {
     /// Every `(value, record)` for `field`, in sorted value order.
     pub fn entries(&self, field: Field) -> impl Iterator<Item = (&str, &EvidenceRecord)> {
         self.evidence
-            .range((field, String::new())..)
+            .iter_from(&(field, String::new()))
             .take_while(move |((f, _), _)| *f == field)
             .map(|((_, value), rec)| (value.as_str(), rec))
     }
@@ -885,9 +886,8 @@ mod map_as_list {
 }
 
 mod evidence_as_list {
-    use super::EvidenceRecord;
+    use super::{EvidenceRecord, VecMap};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
     use wardline_common::{Field, Proto};
 
     #[derive(Serialize)]
@@ -910,7 +910,7 @@ mod evidence_as_list {
         count: u64,
     }
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<(Field, String), EvidenceRecord>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(map: &VecMap<(Field, String), EvidenceRecord>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.iter().map(|((field, value), rec)| Entry {
             field: *field,
             value,
@@ -921,7 +921,7 @@ mod evidence_as_list {
         }))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<(Field, String), EvidenceRecord>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecMap<(Field, String), EvidenceRecord>, D::Error> {
         let list = Vec::<OwnedEntry>::deserialize(d)?;
         Ok(list
             .into_iter()
@@ -1013,10 +1013,10 @@ mod tests {
         apply(&mut st, &batch("s1", 2, vec![obs(mac(1), "10.0.0.5", 200, vec![vc(250)])]));
         let dev = &st.devices[&mac(1)];
         assert_eq!(dev.evidence.len(), 1);
-        let rec = &dev.evidence[&(Field::DhcpVendorClass, "MSFT 5.0".to_string())];
+        let rec = dev.evidence.get(&(Field::DhcpVendorClass, "MSFT 5.0".to_string())).unwrap();
         assert_eq!((rec.count, rec.first_ts_us, rec.last_ts_us), (2, 100, 250));
         assert_eq!(dev.ips.len(), 1);
-        let seen = dev.ips[&"10.0.0.5".parse::<IpAddr>().unwrap()];
+        let seen = *dev.ips.get(&"10.0.0.5".parse::<IpAddr>().unwrap()).unwrap();
         assert_eq!((seen.first_seen_us, seen.last_seen_us), (100, 210));
     }
 

@@ -132,10 +132,10 @@ impl DeviceSnapshot {
                 record.last_seen_us = record.last_seen_us.max(seen.last_seen_us);
                 record.packets = record.packets.saturating_add(seen.packets);
                 record.bytes = record.bytes.saturating_add(seen.bytes);
-                let ip_seen = record
-                    .ips
-                    .entry(host.key.ip)
-                    .or_insert(IpSeen { first_seen_us: seen.first_seen_us, last_seen_us: seen.last_seen_us });
+                let ip_seen = record.ips.get_or_insert_with(host.key.ip, || IpSeen {
+                    first_seen_us: seen.first_seen_us,
+                    last_seen_us: seen.last_seen_us,
+                });
                 ip_seen.first_seen_us = ip_seen.first_seen_us.min(seen.first_seen_us);
                 ip_seen.last_seen_us = ip_seen.last_seen_us.max(seen.last_seen_us);
             }
