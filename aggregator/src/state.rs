@@ -1280,6 +1280,35 @@ mod tests {
     }
 
     #[test]
+    fn identifiers_held_too_widely_link_nothing_and_dicom_needs_ae_and_uid() {
+        let mut st = ClusterState::new();
+        let engine = |ts| Evidence::new(Field::SnmpV3EngineId, "80001f8880e9630000d61ff449", Proto::Snmp, ts);
+        let devices =
+            (1..=(identity::MAX_IDENTITY_GROUP as u8 + 1)).map(|m| obs(mac(m), "10.0.0.9", 1, vec![engine(1)]));
+        apply(&mut st, &batch("s1", 1, devices.collect()));
+        let (links, ambiguous) = identity::links_of(&st, &st.devices()[&mac(1)]);
+        assert!(links.is_empty(), "a default engine id shared by five records links none");
+        assert_eq!(ambiguous.len(), 1);
+
+        let ae = |ts| Evidence::new(Field::DicomCallingAe, "CT_EAST", Proto::Dicom, ts);
+        let uid = |ts| Evidence::new(Field::DicomImplClassUid, "1.2.840.113619.6.336", Proto::Dicom, ts);
+        let hostname = |ts| Evidence::new(Field::Hostname, "CT-EAST", Proto::Dhcp, ts);
+        apply(&mut st, &batch("s1", 2, vec![obs(mac(20), "10.0.2.1", 1, vec![ae(1), hostname(1)])]));
+        apply(&mut st, &batch("s1", 3, vec![obs(mac(21), "10.0.2.2", 1, vec![ae(1), hostname(1)])]));
+        let (links, _) = identity::links_of(&st, &st.devices()[&mac(20)]);
+        assert!(links.is_empty(), "an AE title alone or a shared hostname is not an identity");
+        apply(
+            &mut st,
+            &batch("s1", 4, vec![obs(mac(20), "10.0.2.1", 2, vec![uid(2)]), obs(mac(21), "10.0.2.2", 2, vec![uid(2)])]),
+        );
+        let (links, _) = identity::links_of(&st, &st.devices()[&mac(20)]);
+        assert_eq!(
+            links.iter().map(|l| (l.mac, l.value.as_str())).collect::<Vec<_>>(),
+            [(mac(21), "CT_EAST|1.2.840.113619.6.336")]
+        );
+    }
+
+    #[test]
     fn an_older_state_format_is_refused_with_a_message() {
         #[derive(Serialize)]
         struct OldState {

@@ -374,3 +374,128 @@ fn merge_evidence(record: &mut DeviceRecord, key: (Field, String), rec: &Evidenc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{BatchSummary, Command, HostKey};
+    use ulid::Ulid;
+    use wardline_common::wire::{AddressBinding, BindingSource, HostObservation};
+    use wardline_common::{DeviceObservation, Evidence, Proto};
+
+    const MIN_US: u64 = 60_000_000;
+    const DEV: MacAddr = MacAddr([0x00, 0x1b, 0x63, 0, 0, 1]);
+
+    fn summary(sensor: &str, site: &str, seq: u64) -> BatchSummary {
+        BatchSummary {
+            batch_id: Ulid::from_parts(seq, u128::from(seq) | (sensor.len() as u128) << 64),
+            sensor_id: sensor.into(),
+            site: site.into(),
+            seq,
+            devices: vec![],
+            hosts: vec![],
+            bindings: vec![],
+            flow_count: 0,
+            flow_packets: 0,
+            flow_bytes: 0,
+            stats: None,
+        }
+    }
+
+    fn seen(mac: MacAddr, vlan: u16, at_us: u64) -> DeviceObservation {
+        DeviceObservation {
+            mac,
+            ips: vec![],
+            vlans: vec![vlan],
+            first_seen_us: at_us,
+            last_seen_us: at_us + 1,
+            packets: 1,
+            bytes: 60,
+            evidence: vec![],
+        }
+    }
+
+    fn apply(state: &mut ClusterState, batch: BatchSummary) {
+        assert!(state.apply(&Command::ApplyBatch(batch)).applied);
+    }
+
+    fn kinds(history: &HistoryView) -> Vec<(u64, HistoryKind)> {
+        history.events.iter().map(|e| (e.at_us / MIN_US, e.kind)).collect()
+    }
+
+    #[test]
+    fn history_shows_vlan_change_site_move_and_disconnection() {
+        let mut st = ClusterState::new();
+        let mut b = summary("ward-1", "north", 1);
+        b.devices = vec![seen(DEV, 20, 0)];
+        apply(&mut st, b);
+        let mut b = summary("ward-1", "north", 2);
+        b.devices = vec![seen(DEV, 21, 30 * MIN_US)];
+        apply(&mut st, b);
+        let mut b = summary("ward-9", "south", 1);
+        b.devices = vec![seen(DEV, 5, 60 * MIN_US)];
+        apply(&mut st, b);
+        // ward-1 keeps reporting (another device) long after DEV went quiet there.
+        let mut b = summary("ward-1", "north", 3);
+        b.devices = vec![seen(MacAddr([0, 0x1b, 0x63, 0, 0, 2]), 20, 90 * MIN_US)];
+        apply(&mut st, b);
+
+        let history = DeviceSnapshot::take(&st, &DeviceId::Mac(DEV), true).unwrap().history();
+        assert_eq!(
+            kinds(&history),
+            [
+                (0, HistoryKind::Connected),
+                (0, HistoryKind::Disconnected),
+                (30, HistoryKind::Connected),
+                (30, HistoryKind::VlanChanged),
+                (30, HistoryKind::Disconnected),
+                (60, HistoryKind::Connected),
+                (60, HistoryKind::SiteMoved),
+            ]
+        );
+        let moved = history.events.iter().find(|e| e.kind == HistoryKind::SiteMoved).unwrap();
+        assert_eq!((moved.from_site.as_deref(), moved.site.as_deref()), (Some("north"), Some("south")));
+        assert_eq!(history.dropped, 0);
+    }
+
+    #[test]
+    fn an_ip_keyed_device_shows_its_unowned_pieces_and_who_the_address_went_to() {
+        let mut st = ClusterState::new();
+        let ip: IpAddr = "10.9.0.5".parse().unwrap();
+        let mut b = summary("core-1", "north", 1);
+        b.hosts = vec![HostObservation {
+            ip,
+            vlan: None,
+            via_mac: None,
+            first_seen_us: 0,
+            last_seen_us: 10,
+            packets: 3,
+            bytes: 180,
+            evidence: vec![Evidence::new(Field::DicomCallingAe, "LOOPBACK_SCU", Proto::Dicom, 5)],
+        }];
+        apply(&mut st, b);
+        // An ARP binding seen two hours after the evidence: the earliest known owner also
+        // owns the time before its first sighting, so the evidence moves to it.
+        let mut b = summary("access-1", "north", 1);
+        b.bindings = vec![AddressBinding {
+            mac: DEV,
+            ip,
+            vlan: None,
+            source: BindingSource::Arp,
+            seen_us: 120 * MIN_US,
+            valid_until_us: None,
+        }];
+        let id = DeviceId::Host(HostKey { site: "north".into(), ip, vlan: None });
+        let before = DeviceSnapshot::take(&st, &id, true).expect("IP-keyed before the binding");
+        assert_eq!(before.merged().values(Field::DicomCallingAe), ["LOOPBACK_SCU"]);
+        assert_eq!(before.merged().mac, NO_MAC);
+        apply(&mut st, b);
+        assert!(DeviceSnapshot::take(&st, &id, true).is_none(), "nothing unowned is left");
+        let dev = DeviceSnapshot::take(&st, &DeviceId::Mac(DEV), true).unwrap();
+        assert_eq!(dev.merged().values(Field::DicomCallingAe), ["LOOPBACK_SCU"]);
+        let routed = dev.sightings();
+        assert_eq!(routed.iter().map(|s| (s.how, s.via_mac.clone())).collect::<Vec<_>>(), [("routed", None)]);
+        let history = dev.history();
+        assert!(history.events.iter().any(|e| e.kind == HistoryKind::IpBound && e.ip == Some(ip)));
+    }
+}
