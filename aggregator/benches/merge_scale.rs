@@ -5,6 +5,9 @@
 //! Full size (release, about a minute and ~2.5 GB):
 //!     cargo bench -p wardline-aggregator --bench merge_scale
 //! Other sizes: WARDLINE_MERGE_DEVICES=200000 WARDLINE_MERGE_BINDINGS=2000000 cargo bench ...
+//! Other churn: WARDLINE_MERGE_OWNERS (MACs each address is leased to in turn, default 4)
+//! and WARDLINE_MERGE_RENEWALS (sightings of each lease, default 1); e.g. OWNERS=1
+//! RENEWALS=10 is one address per device renewed ten times.
 //! Run without `--bench` (as `cargo test --benches` does) it builds a small state only.
 //!
 //! Memory is the VmRSS growth from before the first batch (/proc/self/status), so it
@@ -21,7 +24,6 @@ use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto};
 const T0_US: u64 = 1_767_225_600_000_000;
 const HOUR_US: u64 = 3_600_000_000;
 const SITES: u64 = 10;
-const OWNERS_PER_ADDRESS: u64 = 4;
 const PER_BATCH: u64 = 1_000;
 const BINDINGS_PER_BATCH: u64 = 10_000;
 
@@ -107,7 +109,9 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let devices = env_or("WARDLINE_MERGE_DEVICES", if full { 1_000_000 } else { 20_000 });
     let bindings = env_or("WARDLINE_MERGE_BINDINGS", if full { 10_000_000 } else { 200_000 });
-    let addresses = bindings / OWNERS_PER_ADDRESS;
+    let owners = env_or("WARDLINE_MERGE_OWNERS", 4).max(1);
+    let renewals = env_or("WARDLINE_MERGE_RENEWALS", 1).max(1);
+    let addresses = bindings / (owners * renewals);
     let routed_hosts = (addresses / 25).max(1);
     let mut sensors = Sensors { next_seq: Default::default() };
     let mut state = ClusterState::new();
@@ -132,7 +136,7 @@ fn main() {
             .map(|k| (b / SITES * PER_BATCH + k) * SITES + site)
             .filter(|a| *a < routed_hosts)
             .map(|a| {
-                let ts = T0_US + (a % OWNERS_PER_ADDRESS) * 2 * HOUR_US + 600_000_000;
+                let ts = T0_US + (a % owners) * 2 * HOUR_US + 600_000_000;
                 HostObservation {
                     ip: leased_ip(a),
                     vlan: Some(10),
@@ -150,11 +154,12 @@ fn main() {
     let (n, secs) = run(&mut state, host_batches);
     println!("hosts:    {n} applied in {secs:.2} s = {:.0} hosts/s", n as f64 / secs);
 
-    // 3. DHCP churn: each address leased to four MACs in turn (1 h leases, 2 h apart), from
-    // the access sensors of its site; the hosts above move to their owners as it arrives.
+    // 3. DHCP churn: each address leased to `owners` MACs in turn (1 h leases, 2 h apart),
+    // each lease seen `renewals` times (5 min apart), from the access sensors of its site;
+    // the hosts above move to their owners as it arrives.
     let mut binding_secs = 0.0;
     let mut binding_count = 0;
-    for round in 0..OWNERS_PER_ADDRESS {
+    for (round, renewal) in (0..owners).flat_map(|o| (0..renewals).map(move |r| (o, r))) {
         for site in 0..SITES {
             let site_addresses: Vec<u64> = (site..addresses).step_by(SITES as usize).collect();
             for chunk in site_addresses.chunks(BINDINGS_PER_BATCH as usize) {
@@ -162,9 +167,9 @@ fn main() {
                 batch.bindings = chunk
                     .iter()
                     .map(|a| {
-                        let seen_us = T0_US + round * 2 * HOUR_US;
+                        let seen_us = T0_US + round * 2 * HOUR_US + renewal * 300_000_000;
                         AddressBinding {
-                            mac: mac((a * OWNERS_PER_ADDRESS + round) % devices),
+                            mac: mac((a * owners + round) % devices),
                             ip: leased_ip(*a),
                             vlan: Some(10),
                             source: BindingSource::DhcpAck,
@@ -198,11 +203,12 @@ fn main() {
 
     let (timelines, spans) = state.binding_counts();
     let unowned = state.hosts().values().filter(|h| h.has_unowned()).count();
-    assert_eq!(spans as u64, bindings / OWNERS_PER_ADDRESS * OWNERS_PER_ADDRESS, "every lease is a span");
+    assert_eq!(spans as u64, addresses * owners, "every lease is one span, renewals extend it");
     assert_eq!(unowned, 0, "every routed host was attributed to its owner at its time");
     let per_device = |kib: u64| kib as f64 * 1024.0 / devices as f64;
     println!(
-        "state: {} devices, {} routed hosts, {timelines} addresses with {spans} binding spans",
+        "state: {} devices, {} routed hosts, {timelines} addresses with {spans} binding spans \
+         ({binding_count} bindings: {owners} owners per address, {renewals} sightings per lease)",
         state.devices().len(),
         state.hosts().len()
     );
