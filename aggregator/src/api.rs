@@ -5,10 +5,12 @@
 //! 404 (no such device or route) or 503 (the flow store is down; retry later).
 
 use crate::query::views::{
-    ClusterView, DeviceFlowsView, DeviceView, FlowsView, HealthView, InventoryView, SensorsView, TotalsView,
+    ClusterView, DeviceFlowsView, DeviceView, FlowsView, HealthView, HistoryView, InventoryView, SensorsView,
+    TotalsView,
 };
 use crate::query::{QueryError, QueryService};
 use crate::sink::FlowQuery;
+use crate::state::DeviceId;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -17,15 +19,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use wardline_common::MacAddr;
 
 /// The API routes over `query`. Raft RPC is not part of it (the node merges its router).
 pub fn router(query: Arc<QueryService>) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/api/v1/inventory", get(inventory))
-        .route("/api/v1/devices/{mac}", get(device))
-        .route("/api/v1/devices/{mac}/flows", get(device_flows))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}/flows", get(device_flows))
+        .route("/api/v1/devices/{id}/history", get(device_history))
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/flows/totals", get(flow_totals))
         .route("/api/v1/sensors", get(sensors))
@@ -58,8 +60,9 @@ async fn unknown_route() -> QueryError {
     QueryError::NotFound("no such endpoint; see docs/api.md for the list".into())
 }
 
-fn parse_mac(text: &str) -> Result<MacAddr, QueryError> {
-    text.parse().map_err(|e: wardline_common::net::MacParseError| QueryError::Invalid(e.to_string()))
+/// A device id from the path: a MAC, `site:ip` or `site:ip@vlan`.
+fn parse_id(text: &str) -> Result<DeviceId, QueryError> {
+    text.parse().map_err(QueryError::Invalid)
 }
 
 /// Query-string parameters, refusing unknown ones with the list of accepted names.
@@ -75,8 +78,12 @@ async fn inventory(State(query): Service) -> Json<InventoryView> {
     Json(query.inventory().await)
 }
 
-async fn device(State(query): Service, Path(mac): Path<String>) -> ApiResult<DeviceView> {
-    Ok(Json(query.device(parse_mac(&mac)?).await?))
+async fn device(State(query): Service, Path(id): Path<String>) -> ApiResult<DeviceView> {
+    Ok(Json(query.device(&parse_id(&id)?).await?))
+}
+
+async fn device_history(State(query): Service, Path(id): Path<String>) -> ApiResult<HistoryView> {
+    Ok(Json(query.history(&parse_id(&id)?).await?))
 }
 
 #[derive(Deserialize)]
@@ -87,11 +94,11 @@ struct DeviceFlowParams {
 
 async fn device_flows(
     State(query): Service,
-    Path(mac): Path<String>,
+    Path(id): Path<String>,
     parsed: Result<Query<DeviceFlowParams>, QueryRejection>,
 ) -> ApiResult<DeviceFlowsView> {
     let p = params(parsed, "limit")?;
-    Ok(Json(query.device_flows(parse_mac(&mac)?, p.limit).await?))
+    Ok(Json(query.device_flows(&parse_id(&id)?, p.limit).await?))
 }
 
 #[derive(Deserialize)]

@@ -9,13 +9,37 @@
 //! number and resends until acknowledged. `apply` refuses a batch whose `seq` is at or
 //! below the sensor's watermark, or whose id is among that sensor's recent ids, so a
 //! re-sent batch changes nothing.
+//!
+//! Devices are keyed by MAC (seen on a sensor's own segment) or by (site, IP, VLAN) (seen
+//! only through a router or on a link without MACs, `hosts`). Per (site, IP) a timeline of
+//! owners built from ARP, DHCP and NDP bindings (`bindings`) attributes each piece of an
+//! IP-keyed device to the MAC that owned the address at that piece's time; see
+//! `hosts` and `bindings` and decision 0013.
+
+mod bindings;
+mod hosts;
+pub mod identity;
+mod vecmap;
+
+pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
+pub use hosts::{HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US};
+pub use vecmap::{VecMap, VecSet};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use ulid::Ulid;
+use wardline_common::wire::{AddressBinding, HostObservation};
 use wardline_common::{Batch, DeviceObservation, Event, Field, MacAddr, Proto, SensorStats};
+
+/// Version of the serialized state (snapshots). A snapshot of another format is refused
+/// with a message naming both, instead of being mis-decoded. The value is far above any
+/// device count, which is what the first number of a pre-versioned state was.
+pub const STATE_FORMAT: u32 = 0x574c_0002;
+/// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
+/// `segments_dropped`.
+pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
 
 /// Distinct `(field, value)` evidence entries kept per device; beyond this new facts are
 /// counted in `evidence_dropped` so one chatty or hostile device cannot grow the
@@ -43,6 +67,10 @@ pub struct BatchSummary {
     pub site: String,
     pub seq: u64,
     pub devices: Vec<DeviceObservation>,
+    /// Hosts the sensor knows only by address at its site.
+    pub hosts: Vec<HostObservation>,
+    /// MAC–IP bindings the sensor saw announced.
+    pub bindings: Vec<AddressBinding>,
     pub flow_count: u64,
     pub flow_packets: u64,
     pub flow_bytes: u64,
@@ -60,6 +88,8 @@ impl BatchSummary {
             site: batch.site.clone(),
             seq: batch.seq,
             devices: Vec::new(),
+            hosts: Vec::new(),
+            bindings: Vec::new(),
             flow_count: 0,
             flow_packets: 0,
             flow_bytes: 0,
@@ -75,8 +105,8 @@ impl BatchSummary {
                     summary.flow_bytes = summary.flow_bytes.saturating_add(f.bytes_ab.saturating_add(f.bytes_ba));
                 }
                 Event::Stats(s) => summary.stats = Some(s.clone()),
-                // TODO(i9-agg): hosts and bindings into the replicated state.
-                Event::Host(_) | Event::Binding(_) => {}
+                Event::Host(h) => summary.hosts.push(h.clone()),
+                Event::Binding(b) => summary.bindings.push(b.clone()),
             }
         }
         summary
@@ -108,40 +138,73 @@ pub struct EvidenceRecord {
     pub count: u64,
 }
 
+impl EvidenceRecord {
+    /// Fold another record of the same fact into this one.
+    pub fn absorb(&mut self, other: &EvidenceRecord) {
+        self.count = self.count.saturating_add(other.count);
+        self.first_ts_us = self.first_ts_us.min(other.first_ts_us);
+        if other.last_ts_us >= self.last_ts_us {
+            self.last_ts_us = other.last_ts_us;
+            self.proto = other.proto;
+        }
+    }
+}
+
+/// A sensor and the segment (VLAN, `None` untagged) it saw a device on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SegmentKey {
+    pub sensor: String,
+    pub vlan: Option<u16>,
+}
+
+/// First and last packet time of a device on one sensor's segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSeen {
+    pub site_index: u32,
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+}
+
 /// Everything the cluster knows about one MAC address, merged from every sensor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub mac: MacAddr,
-    pub ips: BTreeMap<IpAddr, IpSeen>,
+    pub ips: VecMap<IpAddr, IpSeen>,
     pub ips_dropped: u64,
-    pub vlans: BTreeSet<u16>,
-    pub sites: BTreeSet<String>,
-    pub sensors: BTreeSet<String>,
+    pub vlans: VecSet<u16>,
+    pub sites: VecSet<String>,
+    pub sensors: VecSet<String>,
     pub first_seen_us: u64,
     pub last_seen_us: u64,
     pub packets: u64,
     pub bytes: u64,
     /// Serialized as a list because JSON map keys must be strings.
     #[serde(with = "evidence_as_list")]
-    pub evidence: BTreeMap<(Field, String), EvidenceRecord>,
+    pub evidence: VecMap<(Field, String), EvidenceRecord>,
     pub evidence_dropped: u64,
+    /// Where the device was seen on a sensor's own segment (Device events), per sensor
+    /// and VLAN. `SegmentSeen::site_index` indexes `ClusterState::site_names`.
+    pub segments: VecMap<SegmentKey, SegmentSeen>,
+    pub segments_dropped: u64,
 }
 
 impl DeviceRecord {
     pub fn new(mac: MacAddr) -> Self {
         DeviceRecord {
             mac,
-            ips: BTreeMap::new(),
+            ips: VecMap::new(),
             ips_dropped: 0,
-            vlans: BTreeSet::new(),
-            sites: BTreeSet::new(),
-            sensors: BTreeSet::new(),
+            vlans: VecSet::new(),
+            sites: VecSet::new(),
+            sensors: VecSet::new(),
             first_seen_us: 0,
             last_seen_us: 0,
             packets: 0,
             bytes: 0,
-            evidence: BTreeMap::new(),
+            evidence: VecMap::new(),
             evidence_dropped: 0,
+            segments: VecMap::new(),
+            segments_dropped: 0,
         }
     }
 
@@ -163,22 +226,72 @@ impl DeviceRecord {
     /// Every `(value, record)` for `field`, in sorted value order.
     pub fn entries(&self, field: Field) -> impl Iterator<Item = (&str, &EvidenceRecord)> {
         self.evidence
-            .range((field, String::new())..)
+            .iter_from(&(field, String::new()))
             .take_while(move |((f, _), _)| *f == field)
             .map(|((_, value), rec)| (value.as_str(), rec))
     }
 
-    /// Merge one observation; returns the addresses recorded for the first time.
-    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str) -> Vec<IpAddr> {
-        let mut new_ips = Vec::new();
+    /// Note a report from `sensor_id` at `site` covering `first..=last`.
+    fn seen(&mut self, sensor_id: &str, site: &str, first_seen_us: u64, last_seen_us: u64) {
         let first_sighting = self.sensors.is_empty();
-        self.sensors.insert(sensor_id.to_string());
-        self.sites.insert(site.to_string());
-        self.vlans.extend(obs.vlans.iter().copied());
-        if first_sighting || obs.first_seen_us < self.first_seen_us {
-            self.first_seen_us = obs.first_seen_us;
+        if !self.sensors.contains(sensor_id) {
+            self.sensors.insert(sensor_id.to_string());
         }
-        self.last_seen_us = self.last_seen_us.max(obs.last_seen_us);
+        if !self.sites.contains(site) {
+            self.sites.insert(site.to_string());
+        }
+        if first_sighting || first_seen_us < self.first_seen_us {
+            self.first_seen_us = first_seen_us;
+        }
+        self.last_seen_us = self.last_seen_us.max(last_seen_us);
+    }
+
+    /// Record `ip` in use over `first..=last`; returns whether it is new to the device.
+    fn use_ip(&mut self, ip: IpAddr, first_seen_us: u64, last_seen_us: u64) -> bool {
+        let full = self.ips.len() >= MAX_IPS_PER_DEVICE;
+        match self.ips.get_mut(&ip) {
+            Some(seen) => {
+                seen.first_seen_us = seen.first_seen_us.min(first_seen_us);
+                seen.last_seen_us = seen.last_seen_us.max(last_seen_us);
+                false
+            }
+            None if full => {
+                self.ips_dropped = self.ips_dropped.saturating_add(1);
+                false
+            }
+            None => {
+                self.ips.insert(ip, IpSeen { first_seen_us, last_seen_us });
+                true
+            }
+        }
+    }
+
+    fn seen_on_segment(&mut self, key: SegmentKey, site_index: u32, first_seen_us: u64, last_seen_us: u64) {
+        let full = self.segments.len() >= MAX_SEGMENTS_PER_DEVICE;
+        match self.segments.get_mut(&key) {
+            Some(seg) => {
+                seg.first_seen_us = seg.first_seen_us.min(first_seen_us);
+                seg.last_seen_us = seg.last_seen_us.max(last_seen_us);
+                seg.site_index = site_index;
+            }
+            None if full => self.segments_dropped = self.segments_dropped.saturating_add(1),
+            None => {
+                self.segments.insert(key, SegmentSeen { site_index, first_seen_us, last_seen_us });
+            }
+        }
+    }
+
+    /// Merge one observation; returns the addresses recorded for the first time.
+    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str, site_index: u32) -> Vec<IpAddr> {
+        let mut new_ips = Vec::new();
+        self.seen(sensor_id, site, obs.first_seen_us, obs.last_seen_us);
+        self.vlans.extend(obs.vlans.iter().copied());
+        let vlans: Vec<Option<u16>> =
+            if obs.vlans.is_empty() { vec![None] } else { obs.vlans.iter().copied().map(Some).collect() };
+        for vlan in vlans {
+            let key = SegmentKey { sensor: sensor_id.to_string(), vlan };
+            self.seen_on_segment(key, site_index, obs.first_seen_us, obs.last_seen_us);
+        }
         // Observations carry the counts since the sensor's previous report.
         self.packets = self.packets.saturating_add(obs.packets);
         self.bytes = self.bytes.saturating_add(obs.bytes);
@@ -188,19 +301,8 @@ impl DeviceRecord {
             if ip.is_unspecified() {
                 continue;
             }
-            let full = self.ips.len() >= MAX_IPS_PER_DEVICE;
-            match self.ips.get_mut(ip) {
-                Some(seen) => {
-                    seen.first_seen_us = seen.first_seen_us.min(obs.first_seen_us);
-                    seen.last_seen_us = seen.last_seen_us.max(obs.last_seen_us);
-                }
-                None if full => {
-                    self.ips_dropped = self.ips_dropped.saturating_add(1);
-                }
-                None => {
-                    self.ips.insert(*ip, IpSeen { first_seen_us: obs.first_seen_us, last_seen_us: obs.last_seen_us });
-                    new_ips.push(*ip);
-                }
+            if self.use_ip(*ip, obs.first_seen_us, obs.last_seen_us) {
+                new_ips.push(*ip);
             }
         }
 
@@ -252,45 +354,191 @@ pub struct SensorRecord {
     pub flow_bytes: u64,
     /// The sensor's latest self-reported counters.
     pub stats: SensorStats,
+    /// Latest packet time in any device, host or binding the sensor reported: the read
+    /// side's "now" for this sensor when it decides whether a device has disconnected.
+    pub last_packet_us: u64,
+    /// Host observations refused (unspecified, multicast or broadcast address).
+    pub hosts_refused: u64,
+    /// Bindings refused (a MAC that cannot name a device, or an address that cannot be one).
+    pub bindings_refused: u64,
+}
+
+/// A device as the API names it: by MAC, or by (site, IP, VLAN).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeviceId {
+    Mac(MacAddr),
+    Host(HostKey),
+}
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceId::Mac(mac) => mac.fmt(f),
+            DeviceId::Host(key) => key.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceId {
+    type Err = String;
+
+    /// `aa:bb:cc:dd:ee:ff`, `site:ip` or `site:ip@vlan` (the site is everything before the
+    /// first `:`, so a site name must not contain one).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mac_error = match text.parse::<MacAddr>() {
+            Ok(mac) => return Ok(DeviceId::Mac(mac)),
+            Err(e) => e,
+        };
+        let usage = format!(
+            "a device id is a MAC (00:1a:2b:3c:4d:5e; as a MAC: {mac_error}), site:ip (north:10.9.0.5) or \
+             site:ip@vlan (north:10.9.0.5@40)"
+        );
+        let (site, rest) = text.split_once(':').ok_or_else(|| format!("{text:?} is not a device id; {usage}"))?;
+        let (ip_text, vlan) = match rest.rsplit_once('@') {
+            Some((ip, vlan)) => {
+                let vlan = vlan
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|v| *v < 4096)
+                    .ok_or_else(|| format!("{vlan:?} in {text:?} is not a VLAN id (0..=4095); {usage}"))?;
+                (ip, Some(vlan))
+            }
+            None => (rest, None),
+        };
+        let ip =
+            ip_text.parse::<IpAddr>().map_err(|_| format!("{ip_text:?} in {text:?} is not an IP address; {usage}"))?;
+        if site.is_empty() {
+            return Err(format!("{text:?} names no site; {usage}"));
+        }
+        Ok(DeviceId::Host(HostKey { site: site.to_string(), ip, vlan }))
+    }
 }
 
 /// The whole replicated state. Cloned and serialized for Raft snapshots.
 ///
-/// Device records sit behind `Arc`s and `apply` changes them copy-on-write
+/// Device and host records sit behind `Arc`s and `apply` changes them copy-on-write
 /// (`Arc::make_mut`): a reader copies the `Arc`s it needs under the state lock and does its
 /// work after releasing it, and a record a reader still holds is copied, not mutated.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(from = "ReplicatedParts")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterState {
-    /// Serialized as a list of records (each names its MAC) because JSON map keys must be
-    /// strings.
-    #[serde(serialize_with = "devices_as_list::serialize")]
     devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
     sensors: BTreeMap<String, SensorRecord>,
+    /// IP-keyed devices (hosts seen without their own MAC).
+    hosts: BTreeMap<HostKey, Arc<HostRecord>>,
+    /// Per (site index, address): who owned it when.
+    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
+    /// Every site named by a batch, in first-seen order; indexes are stable.
+    site_names: Vec<String>,
+    /// Derived (rebuilt on load), not serialized:
+    /// site name → index in `site_names`.
+    site_index: BTreeMap<String, u32>,
     /// Every (address, MAC) of `devices[MAC].ips`, so a device is found by address without
-    /// scanning every record. Derived from `devices`: not serialized, rebuilt on load.
-    #[serde(skip)]
+    /// scanning every record.
     addresses: BTreeSet<(IpAddr, MacAddr)>,
+    /// (owner MAC, host) for every host record with a piece attributed to that MAC.
+    attributed: BTreeSet<(MacAddr, HostKey)>,
+    /// Strong identifiers (decision 0013) → the MAC devices holding them.
+    identifiers: BTreeMap<(Field, String), BTreeSet<MacAddr>>,
 }
 
-/// What a serialized `ClusterState` holds; the address index is rebuilt from it.
-#[derive(Deserialize)]
+/// A serialized `ClusterState`; the derived indexes are rebuilt from it.
+#[derive(Serialize, Deserialize)]
 struct ReplicatedParts {
-    #[serde(deserialize_with = "devices_as_list::deserialize")]
+    format: StateFormat,
+    #[serde(with = "arc_values_as_list")]
     devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
     sensors: BTreeMap<String, SensorRecord>,
+    #[serde(with = "arc_values_as_list")]
+    hosts: BTreeMap<HostKey, Arc<HostRecord>>,
+    #[serde(with = "map_as_list")]
+    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
+    site_names: Vec<String>,
 }
 
-impl From<ReplicatedParts> for ClusterState {
-    fn from(parts: ReplicatedParts) -> Self {
-        let addresses = parts.devices.values().flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac))).collect();
-        ClusterState { devices: parts.devices, sensors: parts.sensors, addresses }
+/// The format number at the head of a serialized state; decoding stops at once (with a
+/// message for the operator) when it is not this build's.
+#[derive(Clone, Copy)]
+struct StateFormat;
+
+impl Serialize for StateFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(STATE_FORMAT)
+    }
+}
+
+impl<'de> Deserialize<'de> for StateFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let found = u32::deserialize(d)?;
+        if found == STATE_FORMAT {
+            return Ok(StateFormat);
+        }
+        Err(serde::de::Error::custom(format!(
+            "the replicated state is in format {found:#x}, this build reads format {STATE_FORMAT:#x} \
+             (a snapshot from an older Wardline version, before IP-keyed devices and bindings): \
+             upgrade every node, then let this node take a fresh snapshot from the leader \
+             (empty its data directory and rejoin)"
+        )))
+    }
+}
+
+impl Serialize for ClusterState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Parts<'a> {
+            format: StateFormat,
+            #[serde(serialize_with = "arc_values_as_list::serialize")]
+            devices: &'a BTreeMap<MacAddr, Arc<DeviceRecord>>,
+            sensors: &'a BTreeMap<String, SensorRecord>,
+            #[serde(serialize_with = "arc_values_as_list::serialize")]
+            hosts: &'a BTreeMap<HostKey, Arc<HostRecord>>,
+            #[serde(serialize_with = "map_as_list::serialize")]
+            bindings: &'a BTreeMap<(u32, IpAddr), AddressTimeline>,
+            site_names: &'a Vec<String>,
+        }
+        Parts {
+            format: StateFormat,
+            devices: &self.devices,
+            sensors: &self.sensors,
+            hosts: &self.hosts,
+            bindings: &self.bindings,
+            site_names: &self.site_names,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let parts = ReplicatedParts::deserialize(d)?;
+        let mut state = ClusterState {
+            devices: parts.devices,
+            sensors: parts.sensors,
+            hosts: parts.hosts,
+            bindings: parts.bindings,
+            site_names: parts.site_names,
+            ..Default::default()
+        };
+        state.rebuild_indexes();
+        Ok(state)
     }
 }
 
 impl ClusterState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn rebuild_indexes(&mut self) {
+        self.site_index = self.site_names.iter().enumerate().map(|(i, name)| (name.clone(), i as u32)).collect();
+        self.addresses = self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac))).collect();
+        self.attributed =
+            self.hosts.values().flat_map(|h| h.owners().into_iter().map(|mac| (mac, h.key.clone()))).collect();
+        self.identifiers = BTreeMap::new();
+        for record in self.devices.values() {
+            for id in identity::strong_identifiers(record) {
+                self.identifiers.entry(id).or_default().insert(record.mac);
+            }
+        }
     }
 
     /// Every device, by MAC.
@@ -300,6 +548,46 @@ impl ClusterState {
 
     pub fn device(&self, mac: &MacAddr) -> Option<&Arc<DeviceRecord>> {
         self.devices.get(mac)
+    }
+
+    /// Every IP-keyed host record, by key (including ones wholly attributed to MACs).
+    pub fn hosts(&self) -> &BTreeMap<HostKey, Arc<HostRecord>> {
+        &self.hosts
+    }
+
+    pub fn host(&self, key: &HostKey) -> Option<&Arc<HostRecord>> {
+        self.hosts.get(key)
+    }
+
+    /// The host records with pieces attributed to `mac`.
+    pub fn hosts_attributed_to<'a>(&'a self, mac: &MacAddr) -> impl Iterator<Item = &'a Arc<HostRecord>> + 'a {
+        let mac = *mac;
+        let start = (mac, HostKey { site: String::new(), ip: IpAddr::from([0u8; 4]), vlan: None });
+        self.attributed
+            .range(start..)
+            .take_while(move |(owner, _)| *owner == mac)
+            .filter_map(|(_, key)| self.hosts.get(key))
+    }
+
+    /// The ownership timeline of `ip` at `site`, if any binding was seen.
+    pub fn timeline(&self, site: &str, ip: &IpAddr) -> Option<&AddressTimeline> {
+        let index = *self.site_index.get(site)?;
+        self.bindings.get(&(index, *ip))
+    }
+
+    /// How many (site, address) timelines and spans the state holds.
+    pub fn binding_counts(&self) -> (usize, usize) {
+        (self.bindings.len(), self.bindings.values().map(|t| t.spans.len()).sum())
+    }
+
+    /// The name of site number `index` (as in `SegmentSeen::site_index`).
+    pub fn site_name(&self, index: u32) -> &str {
+        self.site_names.get(index as usize).map_or("", String::as_str)
+    }
+
+    /// The MAC devices holding the strong identifier `id` (decision 0013).
+    pub fn holders_of(&self, id: &(Field, String)) -> Option<&BTreeSet<MacAddr>> {
+        self.identifiers.get(id)
     }
 
     /// The device seen using `ip`. When several were (a router's MAC fronting the address,
@@ -348,6 +636,42 @@ impl ClusterState {
         if self.is_duplicate(batch) {
             return ApplyResponse { applied: false };
         }
+        self.note_sensor(batch);
+        let site_index = self.intern_site(&batch.site);
+        // Bindings first, so the batch's own hosts are attributed with them; then the
+        // hosts the new bindings re-attribute; then devices and hosts.
+        let mut changed = BTreeSet::new();
+        let mut refused = 0u64;
+        for binding in &batch.bindings {
+            match self.apply_binding(binding, batch, site_index) {
+                Some(true) => {
+                    changed.insert(binding.ip);
+                }
+                Some(false) => {}
+                None => refused += 1,
+            }
+        }
+        for ip in changed {
+            self.reattribute(&batch.site, site_index, ip);
+        }
+        for obs in &batch.devices {
+            self.apply_device(obs, batch, site_index);
+        }
+        let mut hosts_refused = 0u64;
+        for obs in &batch.hosts {
+            if !self.apply_host(obs, batch, site_index) {
+                hosts_refused += 1;
+            }
+        }
+        if let Some(sensor) = self.sensors.get_mut(&batch.sensor_id) {
+            sensor.bindings_refused = sensor.bindings_refused.saturating_add(refused);
+            sensor.hosts_refused = sensor.hosts_refused.saturating_add(hosts_refused);
+        }
+        ApplyResponse { applied: true }
+    }
+
+    /// Update the sensor's watermark, recent ids and counters for an applied batch.
+    fn note_sensor(&mut self, batch: &BatchSummary) {
         let sensor = self.sensors.entry(batch.sensor_id.clone()).or_insert_with(|| SensorRecord {
             site: batch.site.clone(),
             last_seq: 0,
@@ -360,6 +684,9 @@ impl ClusterState {
             flow_packets: 0,
             flow_bytes: 0,
             stats: SensorStats::default(),
+            last_packet_us: 0,
+            hosts_refused: 0,
+            bindings_refused: 0,
         });
         // Not a duplicate, so seq > last_seq here.
         let skipped = batch.seq.saturating_sub(sensor.last_seq).saturating_sub(1);
@@ -381,37 +708,186 @@ impl ClusterState {
         if let Some(stats) = &batch.stats {
             sensor.stats = stats.clone();
         }
+        let latest = batch
+            .devices
+            .iter()
+            .map(|d| d.last_seen_us)
+            .chain(batch.hosts.iter().map(|h| h.last_seen_us))
+            .chain(batch.bindings.iter().map(|b| b.seen_us))
+            .max()
+            .unwrap_or(0);
+        sensor.last_packet_us = sensor.last_packet_us.max(latest);
+    }
 
-        for obs in &batch.devices {
-            let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
-            let new_ips = Arc::make_mut(record).merge(obs, &batch.sensor_id, &batch.site);
-            self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
+    fn intern_site(&mut self, site: &str) -> u32 {
+        if let Some(index) = self.site_index.get(site) {
+            return *index;
         }
-        ApplyResponse { applied: true }
+        let index = self.site_names.len() as u32;
+        self.site_names.push(site.to_string());
+        self.site_index.insert(site.to_string(), index);
+        index
+    }
+
+    /// Record a binding on its address's timeline and on the MAC's device. `None` when the
+    /// binding is refused; otherwise whether the timeline's owners changed.
+    fn apply_binding(&mut self, b: &AddressBinding, batch: &BatchSummary, site_index: u32) -> Option<bool> {
+        if !b.mac.is_device() || !is_host_address(&b.ip) {
+            return None;
+        }
+        let changed = self.bindings.entry((site_index, b.ip)).or_default().record(b);
+        let record = self.devices.entry(b.mac).or_insert_with(|| Arc::new(DeviceRecord::new(b.mac)));
+        let record = Arc::make_mut(record);
+        record.seen(&batch.sensor_id, &batch.site, b.seen_us, b.seen_us);
+        if record.use_ip(b.ip, b.seen_us, b.seen_us) {
+            self.addresses.insert((b.ip, b.mac));
+        }
+        Some(changed)
+    }
+
+    /// Re-attribute every host record of `ip` at the site after its timeline changed.
+    fn reattribute(&mut self, site: &str, site_index: u32, ip: IpAddr) {
+        let Some(timeline) = self.bindings.get(&(site_index, ip)) else {
+            return;
+        };
+        let start = HostKey { site: site.to_string(), ip, vlan: None };
+        let keys: Vec<HostKey> =
+            self.hosts.range(start..).map(|(k, _)| k).take_while(|k| k.site == site && k.ip == ip).cloned().collect();
+        for key in keys {
+            let Some(host) = self.hosts.get_mut(&key) else { continue };
+            let before = host.owners();
+            if Arc::make_mut(host).reattribute(timeline) {
+                let after = host.owners();
+                update_attribution(&mut self.attributed, &key, &before, &after);
+            }
+        }
+    }
+
+    fn apply_device(&mut self, obs: &DeviceObservation, batch: &BatchSummary, site_index: u32) {
+        let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
+        let strong = obs.evidence.iter().any(|e| identity::is_strong_field(e.field));
+        let before = if strong { identity::strong_identifiers(record) } else { BTreeSet::new() };
+        let record = Arc::make_mut(record);
+        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index);
+        self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
+        if strong {
+            let after = identity::strong_identifiers(record);
+            for gone in before.difference(&after) {
+                if let Some(holders) = self.identifiers.get_mut(gone) {
+                    holders.remove(&obs.mac);
+                    if holders.is_empty() {
+                        self.identifiers.remove(gone);
+                    }
+                }
+            }
+            for new in after.difference(&before) {
+                self.identifiers.entry(new.clone()).or_default().insert(obs.mac);
+            }
+        }
+    }
+
+    /// Merge a host observation into its IP-keyed record; false when refused.
+    fn apply_host(&mut self, obs: &HostObservation, batch: &BatchSummary, site_index: u32) -> bool {
+        if !is_host_address(&obs.ip) {
+            return false;
+        }
+        let key = HostKey { site: batch.site.clone(), ip: obs.ip, vlan: obs.vlan };
+        let timeline = self.bindings.get(&(site_index, obs.ip));
+        let host = self.hosts.entry(key.clone()).or_insert_with(|| Arc::new(HostRecord::new(key.clone())));
+        let before = host.owners();
+        let host = Arc::make_mut(host);
+        host.merge(obs, &batch.sensor_id, timeline);
+        let after = host.owners();
+        update_attribution(&mut self.attributed, &key, &before, &after);
+        true
     }
 }
 
-mod devices_as_list {
-    use super::DeviceRecord;
-    use serde::{Deserialize, Deserializer, Serializer};
+/// An address that can belong to one host: not unspecified, multicast or broadcast.
+fn is_host_address(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_multicast() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_multicast(),
+    }
+}
+
+fn update_attribution(
+    index: &mut BTreeSet<(MacAddr, HostKey)>,
+    key: &HostKey,
+    before: &BTreeSet<MacAddr>,
+    after: &BTreeSet<MacAddr>,
+) {
+    for gone in before.difference(after) {
+        index.remove(&(*gone, key.clone()));
+    }
+    for new in after.difference(before) {
+        index.insert((*new, key.clone()));
+    }
+}
+
+/// A map of `Arc`ed records serialized as the list of records (each names its own key).
+mod arc_values_as_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use wardline_common::MacAddr;
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<MacAddr, Arc<DeviceRecord>>, s: S) -> Result<S::Ok, S::Error> {
+    /// A record that names its own key.
+    pub trait Keyed {
+        type Key: Ord;
+        fn key(&self) -> Self::Key;
+    }
+
+    impl Keyed for super::DeviceRecord {
+        type Key = wardline_common::MacAddr;
+        fn key(&self) -> Self::Key {
+            self.mac
+        }
+    }
+
+    impl Keyed for super::HostRecord {
+        type Key = super::HostKey;
+        fn key(&self) -> Self::Key {
+            self.key.clone()
+        }
+    }
+
+    pub fn serialize<S: Serializer, K, V: Serialize>(map: &BTreeMap<K, Arc<V>>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.values().map(|rec| &**rec))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<MacAddr, Arc<DeviceRecord>>, D::Error> {
-        let list = Vec::<DeviceRecord>::deserialize(d)?;
-        Ok(list.into_iter().map(|rec| (rec.mac, Arc::new(rec))).collect())
+    pub fn deserialize<'de, D, V>(d: D) -> Result<BTreeMap<V::Key, Arc<V>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de> + Keyed,
+    {
+        let list = Vec::<V>::deserialize(d)?;
+        Ok(list.into_iter().map(|rec| (rec.key(), Arc::new(rec))).collect())
+    }
+}
+
+/// Any ordered map serialized as a list of (key, value) pairs: JSON map keys must be
+/// strings, and these keys are tuples or structs.
+mod map_as_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(map: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 
 mod evidence_as_list {
-    use super::EvidenceRecord;
+    use super::{EvidenceRecord, VecMap};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
     use wardline_common::{Field, Proto};
 
     #[derive(Serialize)]
@@ -434,7 +910,7 @@ mod evidence_as_list {
         count: u64,
     }
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<(Field, String), EvidenceRecord>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(map: &VecMap<(Field, String), EvidenceRecord>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.iter().map(|((field, value), rec)| Entry {
             field: *field,
             value,
@@ -445,7 +921,7 @@ mod evidence_as_list {
         }))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<(Field, String), EvidenceRecord>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecMap<(Field, String), EvidenceRecord>, D::Error> {
         let list = Vec::<OwnedEntry>::deserialize(d)?;
         Ok(list
             .into_iter()
@@ -492,6 +968,8 @@ mod tests {
             site: "north".into(),
             seq,
             devices,
+            hosts: vec![],
+            bindings: vec![],
             flow_count: 3,
             flow_packets: 30,
             flow_bytes: 3000,
@@ -535,10 +1013,10 @@ mod tests {
         apply(&mut st, &batch("s1", 2, vec![obs(mac(1), "10.0.0.5", 200, vec![vc(250)])]));
         let dev = &st.devices[&mac(1)];
         assert_eq!(dev.evidence.len(), 1);
-        let rec = &dev.evidence[&(Field::DhcpVendorClass, "MSFT 5.0".to_string())];
+        let rec = dev.evidence.get(&(Field::DhcpVendorClass, "MSFT 5.0".to_string())).unwrap();
         assert_eq!((rec.count, rec.first_ts_us, rec.last_ts_us), (2, 100, 250));
         assert_eq!(dev.ips.len(), 1);
-        let seen = dev.ips[&"10.0.0.5".parse::<IpAddr>().unwrap()];
+        let seen = *dev.ips.get(&"10.0.0.5".parse::<IpAddr>().unwrap()).unwrap();
         assert_eq!((seen.first_seen_us, seen.last_seen_us), (100, 210));
     }
 
@@ -679,6 +1157,173 @@ mod tests {
         assert_eq!(back, st);
     }
 
+    fn host(ip: &str, ts: u64, evidence: Vec<Evidence>) -> HostObservation {
+        HostObservation {
+            ip: ip.parse().unwrap(),
+            vlan: Some(30),
+            via_mac: Some(MacAddr([0, 0, 0x5e, 0, 1, 1])),
+            first_seen_us: ts,
+            last_seen_us: ts,
+            packets: 4,
+            bytes: 400,
+            evidence,
+        }
+    }
+
+    fn lease(m: MacAddr, ip: &str, ts: u64, lease_us: u64) -> AddressBinding {
+        AddressBinding {
+            mac: m,
+            ip: ip.parse().unwrap(),
+            vlan: Some(30),
+            source: wardline_common::wire::BindingSource::DhcpAck,
+            seen_us: ts,
+            valid_until_us: Some(ts + lease_us),
+        }
+    }
+
+    fn routed(sensor: &str, seq: u64, hosts: Vec<HostObservation>, bindings: Vec<AddressBinding>) -> BatchSummary {
+        BatchSummary { hosts, bindings, ..batch(sensor, seq, vec![]) }
+    }
+
+    /// Evidence values attributed to `mac` through host records.
+    fn routed_values(st: &ClusterState, m: MacAddr) -> Vec<String> {
+        st.hosts_attributed_to(&m)
+            .flat_map(|h| {
+                h.evidence.keys().filter(|(_, _, o)| *o == Some(m)).map(|(_, v, _)| v.clone()).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_host_without_binding_is_keyed_by_site_ip_and_vlan() {
+        let mut st = ClusterState::new();
+        let ae = Evidence::new(Field::DicomCallingAe, "CT_SOUTH", Proto::Dicom, 100);
+        assert!(apply(&mut st, &routed("core", 1, vec![host("10.9.0.5", 100, vec![ae])], vec![])));
+        let key = HostKey { site: "north".into(), ip: "10.9.0.5".parse().unwrap(), vlan: Some(30) };
+        let h = st.host(&key).expect("IP-keyed device");
+        assert!(h.has_unowned());
+        assert!(st.devices().is_empty(), "never attributed to the router's MAC");
+        assert_eq!(key.to_string(), "north:10.9.0.5@30");
+        assert_eq!("north:10.9.0.5@30".parse::<DeviceId>(), Ok(DeviceId::Host(key)));
+        // Broadcast and unspecified addresses are refused and counted.
+        assert!(apply(&mut st, &routed("core", 2, vec![host("255.255.255.255", 1, vec![])], vec![])));
+        assert_eq!(st.sensors["core"].hosts_refused, 1);
+    }
+
+    #[test]
+    fn a_late_binding_moves_the_host_evidence_to_the_mac() {
+        let mut st = ClusterState::new();
+        let hn = Evidence::new(Field::Hl7SendingApp, "PUMP-GW", Proto::Hl7, 500);
+        apply(&mut st, &routed("core", 1, vec![host("10.9.0.5", 500, vec![hn])], vec![]));
+        // The access sensor's DHCP ACK arrives afterwards, from another sensor at the site.
+        apply(&mut st, &routed("access", 1, vec![], vec![lease(mac(7), "10.9.0.5", 400, 3_600_000_000)]));
+        assert_eq!(routed_values(&st, mac(7)), ["PUMP-GW"]);
+        let h = st.hosts().values().next().unwrap();
+        assert!(!h.has_unowned(), "nothing left on the IP-keyed device");
+        assert!(st.devices()[&mac(7)].ips.contains_key(&"10.9.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_lease_handed_on_splits_evidence_and_never_merges_the_owners() {
+        let ev = |v: &str, ts| Evidence::new(Field::DnsQuery, v, Proto::Dns, ts);
+        let hosts = vec![
+            host("10.9.0.5", 1_000, vec![ev("a.example", 1_000)]),
+            host("10.9.0.5", 9_000, vec![ev("b.example", 9_000)]),
+        ];
+        let leases = vec![lease(mac(1), "10.9.0.5", 500, 2_000), lease(mac(2), "10.9.0.5", 8_000, 2_000)];
+        // Bindings before the hosts, after them, and interleaved: one answer.
+        let orders: [Vec<BatchSummary>; 3] = [
+            vec![routed("access", 1, vec![], leases.clone()), routed("core", 1, hosts.clone(), vec![])],
+            vec![routed("core", 1, hosts.clone(), vec![]), routed("access", 1, vec![], leases.clone())],
+            vec![
+                routed("access", 1, vec![], vec![leases[1].clone()]),
+                routed("core", 1, hosts.clone(), vec![]),
+                routed("access", 2, vec![], vec![leases[0].clone()]),
+            ],
+        ];
+        for batches in orders {
+            let mut st = ClusterState::new();
+            for b in &batches {
+                assert!(apply(&mut st, b));
+            }
+            assert_eq!(routed_values(&st, mac(1)), ["a.example"]);
+            assert_eq!(routed_values(&st, mac(2)), ["b.example"]);
+            assert!(st.hosts().values().all(|h| !h.has_unowned()));
+            assert_eq!(st.devices().len(), 2, "two devices, never merged");
+        }
+    }
+
+    #[test]
+    fn segments_record_each_sensor_and_vlan() {
+        let mut st = ClusterState::new();
+        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![])]));
+        let mut moved = obs(mac(1), "10.0.0.5", 900, vec![]);
+        moved.vlans = vec![21];
+        apply(&mut st, &batch("s1", 2, vec![moved]));
+        let segs: Vec<_> = st.devices()[&mac(1)].segments.iter().map(|(k, s)| (k.vlan, s.first_seen_us)).collect();
+        assert_eq!(segs, [(Some(20), 100), (Some(21), 900)]);
+    }
+
+    #[test]
+    fn strong_identifiers_are_indexed_per_holder() {
+        let mut st = ClusterState::new();
+        let eui = |ts| Evidence::new(Field::Hl7SendingAppUniversalId, "0012345678ABCDEF", Proto::Hl7, ts);
+        apply(
+            &mut st,
+            &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 1, vec![eui(1)]), obs(mac(2), "10.0.1.5", 1, vec![eui(2)])]),
+        );
+        let id = (Field::Hl7SendingAppUniversalId, "0012345678ABCDEF".to_string());
+        assert_eq!(st.holders_of(&id).map(|h| h.len()), Some(2));
+        let (links, ambiguous) = identity::links_of(&st, &st.devices()[&mac(1)]);
+        assert_eq!(links.iter().map(|l| l.mac).collect::<Vec<_>>(), [mac(2)]);
+        assert!(ambiguous.is_empty());
+    }
+
+    #[test]
+    fn identifiers_held_too_widely_link_nothing_and_dicom_needs_ae_and_uid() {
+        let mut st = ClusterState::new();
+        let engine = |ts| Evidence::new(Field::SnmpV3EngineId, "80001f8880e9630000d61ff449", Proto::Snmp, ts);
+        let devices =
+            (1..=(identity::MAX_IDENTITY_GROUP as u8 + 1)).map(|m| obs(mac(m), "10.0.0.9", 1, vec![engine(1)]));
+        apply(&mut st, &batch("s1", 1, devices.collect()));
+        let (links, ambiguous) = identity::links_of(&st, &st.devices()[&mac(1)]);
+        assert!(links.is_empty(), "a default engine id shared by five records links none");
+        assert_eq!(ambiguous.len(), 1);
+
+        let ae = |ts| Evidence::new(Field::DicomCallingAe, "CT_EAST", Proto::Dicom, ts);
+        let uid = |ts| Evidence::new(Field::DicomImplClassUid, "1.2.840.113619.6.336", Proto::Dicom, ts);
+        let hostname = |ts| Evidence::new(Field::Hostname, "CT-EAST", Proto::Dhcp, ts);
+        apply(&mut st, &batch("s1", 2, vec![obs(mac(20), "10.0.2.1", 1, vec![ae(1), hostname(1)])]));
+        apply(&mut st, &batch("s1", 3, vec![obs(mac(21), "10.0.2.2", 1, vec![ae(1), hostname(1)])]));
+        let (links, _) = identity::links_of(&st, &st.devices()[&mac(20)]);
+        assert!(links.is_empty(), "an AE title alone or a shared hostname is not an identity");
+        apply(
+            &mut st,
+            &batch("s1", 4, vec![obs(mac(20), "10.0.2.1", 2, vec![uid(2)]), obs(mac(21), "10.0.2.2", 2, vec![uid(2)])]),
+        );
+        let (links, _) = identity::links_of(&st, &st.devices()[&mac(20)]);
+        assert_eq!(
+            links.iter().map(|l| (l.mac, l.value.as_str())).collect::<Vec<_>>(),
+            [(mac(21), "CT_EAST|1.2.840.113619.6.336")]
+        );
+    }
+
+    #[test]
+    fn an_older_state_format_is_refused_with_a_message() {
+        #[derive(Serialize)]
+        struct OldState {
+            devices: Vec<u8>,
+            sensors: BTreeMap<String, u8>,
+        }
+        let old = bincode::serde::encode_to_vec(
+            OldState { devices: vec![1, 2, 3], sensors: BTreeMap::new() },
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let err = bincode::serde::decode_from_slice::<ClusterState, _>(&old, bincode::config::standard()).unwrap_err();
+        assert!(err.to_string().contains("older Wardline version"), "{err}");
+    }
+
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small
     /// pool of MACs and evidence values so merges collide.
     fn arb_commands() -> impl Strategy<Value = Vec<Command>> {
@@ -698,13 +1343,44 @@ mod tests {
                 evidence,
             },
         );
-        let step = (0usize..3, 1u64..4, proptest::collection::vec(device, 0..3), 0u64..5);
+        let host_ev =
+            (0u8..4, 0u64..1000).prop_map(|(v, ts)| Evidence::new(Field::DnsQuery, format!("h{v}"), Proto::Dns, ts));
+        let host = (0u8..4, 0u64..1000, proptest::collection::vec(host_ev, 0..3)).prop_map(|(ip, ts, evidence)| {
+            HostObservation {
+                ip: IpAddr::from([10, 9, 0, ip]),
+                vlan: Some(30),
+                via_mac: Some(mac(200)),
+                first_seen_us: ts,
+                last_seen_us: ts + 5,
+                packets: 1,
+                bytes: 60,
+                evidence,
+            }
+        });
+        let binding = (0u8..5, 0u8..4, 0u64..1000, proptest::option::of(1u64..500)).prop_map(|(m, ip, ts, lease)| {
+            AddressBinding {
+                mac: mac(m),
+                ip: IpAddr::from([10, 9, 0, ip]),
+                vlan: Some(30),
+                source: wardline_common::wire::BindingSource::Arp,
+                seen_us: ts,
+                valid_until_us: lease.map(|l| ts + l),
+            }
+        });
+        let step = (
+            0usize..3,
+            1u64..4,
+            proptest::collection::vec(device, 0..3),
+            0u64..5,
+            proptest::collection::vec(host, 0..3),
+            proptest::collection::vec(binding, 0..3),
+        );
         proptest::collection::vec(step, 1..40).prop_map(|steps| {
             let sensors = ["s1", "s2", "s3"];
             let mut next_seq = [0u64; 3];
             steps
                 .into_iter()
-                .map(|(s, gap, devices, flows)| {
+                .map(|(s, gap, devices, flows, hosts, bindings)| {
                     next_seq[s] += gap;
                     let seq = next_seq[s];
                     Command::ApplyBatch(BatchSummary {
@@ -713,6 +1389,8 @@ mod tests {
                         site: format!("site{}", s % 2),
                         seq,
                         devices,
+                        hosts,
+                        bindings,
                         flow_count: flows,
                         flow_packets: flows * 10,
                         flow_bytes: flows * 1000,
@@ -746,10 +1424,33 @@ mod tests {
             let bytes = bincode::serde::encode_to_vec(&st, bincode::config::standard()).unwrap();
             let (decoded, _): (ClusterState, usize) =
                 bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            // Every derived index (addresses, attribution, identifiers, sites) is rebuilt
+            // on load exactly as apply maintained it.
+            prop_assert_eq!(&decoded, &st);
             for ip in (0..5).map(|i| IpAddr::from([10, 0, 0, i])) {
                 let scanned = st.devices().values().find(|d| d.ips.contains_key(&ip)).map(|d| d.mac);
                 prop_assert_eq!(st.device_with_ip(&ip).map(|d| d.mac), scanned);
                 prop_assert_eq!(decoded.device_with_ip(&ip).map(|d| d.mac), scanned);
+            }
+        }
+
+        /// Every piece of every host record belongs to the owner its address had at the
+        /// piece's time, whatever order hosts and bindings arrived in.
+        #[test]
+        fn host_pieces_belong_to_the_owner_at_their_time(cmds in arb_commands()) {
+            let (st, _) = apply_all(&cmds);
+            for h in st.hosts().values() {
+                let timeline = st.timeline(&h.key.site, &h.key.ip);
+                let owner_at = |ts| timeline.and_then(|t| t.owner_at(ts));
+                for ((_, _, owner), rec) in &h.evidence {
+                    prop_assert_eq!(*owner, owner_at(rec.last_ts_us));
+                }
+                for (k, seen) in &h.sightings {
+                    prop_assert_eq!(k.owner, owner_at(seen.last_seen_us));
+                }
+                for owner in h.owners() {
+                    prop_assert!(st.hosts_attributed_to(&owner).any(|o| o.key == h.key));
+                }
             }
         }
 

@@ -2,10 +2,11 @@
 //! each it is on, who the peer is, and what the knowledge base says about the flow.
 
 use super::classify::classify_record;
+use super::devices::NO_MAC;
 use super::views::{DeviceFlowsView, FlowInContext};
 use super::{QueryError, QueryService};
 use crate::sink::{FlowQuery, FlowRow};
-use crate::state::DeviceRecord;
+use crate::state::{DeviceId, DeviceRecord};
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,8 +20,8 @@ pub const DEFAULT_DEVICE_FLOWS_LIMIT: u32 = 100;
 pub const MAX_DEVICE_FLOWS_LIMIT: u32 = 1_000;
 
 impl QueryService {
-    /// The newest flows of device `mac`, each with its peer and clinical context.
-    pub async fn device_flows(&self, mac: MacAddr, limit: Option<u32>) -> Result<DeviceFlowsView, QueryError> {
+    /// The newest flows of device `id`, each with its peer and clinical context.
+    pub async fn device_flows(&self, id: &DeviceId, limit: Option<u32>) -> Result<DeviceFlowsView, QueryError> {
         let limit = limit.unwrap_or(DEFAULT_DEVICE_FLOWS_LIMIT);
         if !(1..=MAX_DEVICE_FLOWS_LIMIT).contains(&limit) {
             return Err(QueryError::Invalid(format!(
@@ -29,7 +30,8 @@ impl QueryService {
                  raw rows up to 10000)"
             )));
         }
-        let device = self.record(mac).await?;
+        let snapshot = self.snapshot(id, false).await?;
+        let device = snapshot.merged();
         let rows = self.rows_of(&device, limit).await?;
         let records: Vec<Option<FlowRecord>> =
             rows.iter().map(|row| row.to_record().map(|rec| place_device(rec, &device))).collect();
@@ -58,13 +60,24 @@ impl QueryService {
                 }
             })
             .collect();
-        Ok(DeviceFlowsView { class: class.class.value, count: flows.len(), flows, mac: mac.to_string() })
+        Ok(DeviceFlowsView {
+            class: class.class.value,
+            count: flows.len(),
+            flows,
+            id: id.to_string(),
+            mac: snapshot.mac().map(|m| m.to_string()),
+        })
     }
 
     /// The device's newest `limit` rows. Flows name it by MAC on its own segment and only by
     /// address when routed, so its MAC and each of its addresses are asked for.
     async fn rows_of(&self, device: &DeviceRecord, limit: u32) -> Result<Vec<FlowRow>, QueryError> {
-        let by_mac = FlowQuery { mac: Some(device.mac.to_string()), limit: Some(limit), ..Default::default() };
+        // An IP-keyed device (classified under the group address NO_MAC) has no MAC to ask for.
+        let by_mac = (device.mac != NO_MAC).then(|| FlowQuery {
+            mac: Some(device.mac.to_string()),
+            limit: Some(limit),
+            ..Default::default()
+        });
         let by_ip = device.ips.keys().map(|ip| FlowQuery {
             ip: Some(ip.to_string()),
             limit: Some(limit),
@@ -72,7 +85,7 @@ impl QueryService {
         });
         let mut seen = HashSet::new();
         let mut rows = Vec::new();
-        for query in std::iter::once(by_mac).chain(by_ip) {
+        for query in by_mac.into_iter().chain(by_ip) {
             for row in self.sink.query_flows(&query).await? {
                 if seen.insert((row.batch_id.clone(), row.idx)) {
                     rows.push(row);

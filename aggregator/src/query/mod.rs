@@ -12,20 +12,21 @@
 //! so two nodes that applied the same index answer the same (decision 0011).
 
 pub mod classify;
+pub mod devices;
 mod flows;
 pub mod views;
 
 use crate::ingest::IngestStats;
 use crate::raft::RaftNode;
 use crate::sink::{FlowQuery, FlowSink, SinkError};
-use crate::state::DeviceRecord;
+use crate::state::{DeviceId, DeviceRecord};
 use classify::classify_record;
+use devices::DeviceSnapshot;
 use std::sync::Arc;
 use views::{
-    ClusterView, DeviceView, FlowsView, HealthView, InventoryView, MemberView, ReplicatedFlowTotals, SensorsView,
-    TotalsView,
+    ClusterView, DeviceView, FlowsView, HealthView, HistoryView, InventoryView, MemberView, ReplicatedFlowTotals,
+    SensorsView, TotalsView,
 };
-use wardline_common::MacAddr;
 use wardline_intel::KnowledgeBase;
 
 pub use flows::{DEFAULT_DEVICE_FLOWS_LIMIT, MAX_DEVICE_FLOWS_LIMIT};
@@ -74,17 +75,30 @@ impl QueryService {
         QueryService { raft, sink, kb, ingest_stats }
     }
 
-    /// Every device, classified.
+    /// Every device, classified: MAC devices (with the routed pieces attributed to them),
+    /// then IP-keyed devices with pieces no binding attributes to a MAC.
     pub async fn inventory(&self) -> InventoryView {
-        let records: Vec<Arc<DeviceRecord>> = self.raft.read_state(|s| s.devices().values().cloned().collect()).await;
-        let devices: Vec<DeviceView> = records.iter().map(|r| self.device_view(r)).collect();
+        let snapshots: Vec<DeviceSnapshot> = self
+            .raft
+            .read_state(|s| {
+                let macs = s.devices().keys().map(|m| DeviceId::Mac(*m));
+                let hosts = s.hosts().values().filter(|h| h.has_unowned()).map(|h| DeviceId::Host(h.key.clone()));
+                macs.chain(hosts).filter_map(|id| DeviceSnapshot::take(s, &id, false)).collect()
+            })
+            .await;
+        let devices: Vec<DeviceView> = snapshots.iter().map(|snap| self.device_view(snap)).collect();
         InventoryView { count: devices.len(), devices }
     }
 
     /// One device, classified.
-    pub async fn device(&self, mac: MacAddr) -> Result<DeviceView, QueryError> {
-        let record = self.record(mac).await?;
-        Ok(self.device_view(&record))
+    pub async fn device(&self, id: &DeviceId) -> Result<DeviceView, QueryError> {
+        let snapshot = self.snapshot(id, false).await?;
+        Ok(self.device_view(&snapshot))
+    }
+
+    /// One device's history: connections, disconnections, address, VLAN and site changes.
+    pub async fn history(&self, id: &DeviceId) -> Result<HistoryView, QueryError> {
+        Ok(self.snapshot(id, true).await?.history())
     }
 
     /// Flows matching `query` (filters checked by the sink), newest first.
@@ -138,16 +152,24 @@ impl QueryService {
         }
     }
 
-    /// The record of `mac`, copied out under the state lock.
-    async fn record(&self, mac: MacAddr) -> Result<Arc<DeviceRecord>, QueryError> {
-        self.raft.read_state(|s| s.device(&mac).cloned()).await.ok_or_else(|| {
-            QueryError::NotFound(format!(
-                "no device with MAC {mac} in this node's inventory; GET /api/v1/inventory lists the known MACs"
-            ))
+    /// What an answer about `id` needs, copied out under the state lock.
+    async fn snapshot(&self, id: &DeviceId, with_timelines: bool) -> Result<DeviceSnapshot, QueryError> {
+        self.raft.read_state(|s| DeviceSnapshot::take(s, id, with_timelines)).await.ok_or_else(|| {
+            QueryError::NotFound(match id {
+                DeviceId::Mac(mac) => format!(
+                    "no device with MAC {mac} in this node's inventory; GET /api/v1/inventory lists the known devices"
+                ),
+                DeviceId::Host(key) => format!(
+                    "no IP-keyed device {key} in this node's inventory (its evidence may belong to a MAC device \
+                     through an address binding: try GET /api/v1/devices/{{mac}}); GET /api/v1/inventory lists \
+                     the known devices"
+                ),
+            })
         })
     }
 
-    fn device_view(&self, record: &DeviceRecord) -> DeviceView {
-        DeviceView::new(record, classify_record(&self.kb, record))
+    fn device_view(&self, snapshot: &DeviceSnapshot) -> DeviceView {
+        let record: DeviceRecord = snapshot.merged();
+        DeviceView::new(snapshot, &record, classify_record(&self.kb, &record))
     }
 }

@@ -1,6 +1,7 @@
 //! What the API returns, one type per answer. Field names and nesting are the API's
 //! contract (docs/api.md); the chaos tests read them.
 
+use super::devices::DeviceSnapshot;
 use crate::ingest::IngestStatsSnapshot;
 use crate::sink::{FlowRow, FlowTotals};
 use crate::state::{DeviceRecord, SensorRecord};
@@ -25,10 +26,22 @@ pub struct InventoryView {
     pub devices: Vec<DeviceView>,
 }
 
-/// One device (`GET /api/v1/devices/{mac}`): the merged record plus what is derived from it.
+/// One device (`GET /api/v1/devices/{id}`): the merged record plus what is derived from it.
+/// A MAC device includes the routed pieces attributed to it by address bindings; an
+/// IP-keyed device holds what no binding attributes to a MAC.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceView {
-    pub mac: String,
+    /// The device id the API accepts: the MAC, or `site:ip` / `site:ip@vlan`.
+    pub id: String,
+    /// `mac` or `ip`: what the device is keyed by.
+    pub key: &'static str,
+    /// The MAC (`null` for an IP-keyed device).
+    pub mac: Option<String>,
+    /// Site, address and VLAN of an IP-keyed device.
+    pub host: Option<HostKeyView>,
+    /// The MAC is locally administered (randomized or virtual): it may change, and it
+    /// names no vendor.
+    pub locally_administered: bool,
     /// IEEE registry organisation of the MAC's OUI.
     pub vendor: Option<String>,
     pub hostname: Option<String>,
@@ -36,6 +49,13 @@ pub struct DeviceView {
     pub vlans: Vec<u16>,
     pub sites: Vec<String>,
     pub sensors: Vec<String>,
+    /// Per sensor and segment: how it saw the device and when.
+    pub seen_by: Vec<SightingView>,
+    /// Other MAC records of the same physical device, by an unambiguous strong identifier
+    /// (decision 0013). Linked, never merged.
+    pub same_device_as: Vec<IdentityLinkView>,
+    /// Strong identifiers this device holds that are shared too widely to link anything.
+    pub ambiguous_identifiers: Vec<IdentifierView>,
     pub first_seen_us: u64,
     pub last_seen_us: u64,
     pub packets: u64,
@@ -44,6 +64,117 @@ pub struct DeviceView {
     /// What the knowledge base makes of the evidence, every attribute explained.
     pub classification: Classification,
     pub evidence: Vec<EvidenceView>,
+    /// Distinct evidence entries not kept because a record was full.
+    pub evidence_dropped: u64,
+}
+
+/// The key of an IP-keyed device.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostKeyView {
+    pub site: String,
+    pub ip: IpAddr,
+    pub vlan: Option<u16>,
+}
+
+/// One sensor's sighting of a device on one segment.
+#[derive(Clone, Debug, Serialize)]
+pub struct SightingView {
+    pub sensor: String,
+    pub site: String,
+    /// The sensor's segment (VLAN, `null` untagged) where it saw the device's packets.
+    pub vlan: Option<u16>,
+    /// `segment`: on the sensor's own segment, by its MAC. `routed`: only by address,
+    /// behind a router (`via_mac`) or on a link without MACs.
+    pub how: &'static str,
+    pub via_mac: Option<String>,
+    /// The address a routed sighting was keyed by.
+    pub ip: Option<IpAddr>,
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+}
+
+/// A link to another record of the same physical device.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentityLinkView {
+    pub mac: String,
+    /// The strong identifier both hold.
+    pub field: Field,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentifierView {
+    pub field: Field,
+    pub value: String,
+}
+
+/// `GET /api/v1/devices/{id}/history`.
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryView {
+    pub id: String,
+    pub count: usize,
+    /// Oldest first.
+    pub events: Vec<HistoryEvent>,
+    /// Events not shown: beyond the answer's bound, or never kept because a bound on the
+    /// device's records (segments, addresses, routed sightings, binding spans) was full.
+    pub dropped: u64,
+    /// Which of those bounds dropped something.
+    pub dropped_from: Vec<&'static str>,
+    /// The quiet time after which a sighting counts as a disconnection.
+    pub disconnected_after_us: u64,
+}
+
+/// What happened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryKind {
+    /// First packet of a sighting (sensor, segment).
+    #[default]
+    Connected,
+    /// Last packet of a sighting that went quiet while its sensor kept reporting.
+    Disconnected,
+    /// The device was bound to an address (ARP, DHCP ACK, NDP).
+    IpBound,
+    /// An address the device held was bound to another MAC (`mac`).
+    IpMoved,
+    /// An address seen in use with no binding.
+    IpSeen,
+    /// An IP-keyed device's address was bound to a MAC.
+    BoundToMac,
+    /// Seen on another VLAN of the same site (`from_vlan` → `vlan`).
+    VlanChanged,
+    /// Seen at another site (`from_site` → `site`).
+    SiteMoved,
+}
+
+/// One history event; fields that do not apply to its kind are omitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct HistoryEvent {
+    /// Packet time, µs since the epoch.
+    pub at_us: u64,
+    pub kind: HistoryKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_site: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_vlan: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub how: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// The other MAC (`ip_moved`: the new owner; `bound_to_mac`: the owner).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Binding source: `arp`, `dhcpack` or `ndp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -57,16 +188,29 @@ pub struct EvidenceView {
 }
 
 impl DeviceView {
-    pub fn new(record: &DeviceRecord, classification: Classification) -> Self {
+    /// The view of `snapshot`, whose merged record is `record`.
+    pub fn new(snapshot: &DeviceSnapshot, record: &DeviceRecord, classification: Classification) -> Self {
+        let mac = snapshot.mac();
         DeviceView {
             classification,
-            mac: record.mac.to_string(),
-            vendor: wardline_intel::oui::lookup(&record.mac).map(str::to_string),
+            id: snapshot.id.to_string(),
+            key: if mac.is_some() { "mac" } else { "ip" },
+            mac: mac.map(|m| m.to_string()),
+            host: snapshot.host_key(),
+            locally_administered: mac.is_some_and(|m| m.is_local()),
+            vendor: mac.and_then(|m| wardline_intel::oui::lookup(&m)).map(str::to_string),
             hostname: record.hostname().map(str::to_string),
             ips: record.ips.keys().copied().collect(),
             vlans: record.vlans.iter().copied().collect(),
             sites: record.sites.iter().cloned().collect(),
             sensors: record.sensors.iter().cloned().collect(),
+            seen_by: snapshot.sightings(),
+            same_device_as: snapshot.links(),
+            ambiguous_identifiers: snapshot
+                .ambiguous
+                .iter()
+                .map(|(field, value)| IdentifierView { field: *field, value: value.clone() })
+                .collect(),
             first_seen_us: record.first_seen_us,
             last_seen_us: record.last_seen_us,
             packets: record.packets,
@@ -84,17 +228,21 @@ impl DeviceView {
                     count: seen.count,
                 })
                 .collect(),
+            evidence_dropped: record.evidence_dropped,
         }
     }
 }
 
-/// `GET /api/v1/devices/{mac}/flows`: the device's class and its newest flows in context.
+/// `GET /api/v1/devices/{id}/flows`: the device's class and its newest flows in context.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceFlowsView {
     pub class: String,
     pub count: usize,
     pub flows: Vec<FlowInContext>,
-    pub mac: String,
+    /// The device id (MAC, or `site:ip[@vlan]`).
+    pub id: String,
+    /// `null` for an IP-keyed device.
+    pub mac: Option<String>,
 }
 
 /// One flow of a device with its clinical context: required / acceptable / risky / unknown

@@ -5,6 +5,11 @@
 //! Evidence arrives in an order that per-node hysteresis would have turned into two
 //! answers: a Windows box ("MSFT" DHCP vendor class: workstation) later shows it listens on
 //! HL7's tcp/2575 (an interface engine). Only node 1 is read in between.
+//!
+//! Then a core sensor reports hosts of a remote subnet seen only through the router, and
+//! the access sensor's DHCP bindings for them arrive afterwards: the evidence moves to the
+//! MAC devices on both nodes alike, a lease handed to another MAC splits it, and the
+//! address no binding names stays an IP-keyed device.
 
 use crate::raft_support::{config, ServedNode, WAIT};
 use std::collections::BTreeSet;
@@ -15,6 +20,7 @@ use wardline_aggregator::query::classify::facts_of;
 use wardline_aggregator::sink::embedded::EmbeddedSink;
 use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
+use wardline_common::wire::{AddressBinding, BindingSource, HostObservation};
 use wardline_common::{Batch, DeviceObservation, Event, Evidence, Field, FlowRecord, MacAddr, Proto};
 use wardline_intel::{classify_stable, Classification, KnowledgeBase};
 
@@ -22,6 +28,10 @@ const ENGINE: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x40, 0x00, 0x10]);
 const PUMP_SERVER: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x40, 0x00, 0x20]);
 const PUMP: MacAddr = MacAddr([0x00, 0x0c, 0xc7, 0x50, 0x00, 0x30]);
 const ROUTER: MacAddr = MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x01]);
+const CT: MacAddr = MacAddr([0x00, 0x1b, 0x63, 0x60, 0x00, 0x07]);
+/// Gets the CT's address after the CT's lease ran out.
+const LAPTOP: MacAddr = MacAddr([0x02, 0x5a, 0x11, 0x60, 0x00, 0x08]);
+const HOUR_US: u64 = 3_600_000_000;
 const T0_US: u64 = 1_767_225_600_000_000;
 
 fn ip(text: &str) -> IpAddr {
@@ -65,9 +75,13 @@ fn flow(a: (MacAddr, &str, u16), b: (MacAddr, &str, u16), app: &'static str, ts:
 }
 
 fn batch(seq: u64, events: Vec<Event>) -> Batch {
+    batch_from("ward-b-1", seq, events)
+}
+
+fn batch_from(sensor: &str, seq: u64, events: Vec<Event>) -> Batch {
     Batch {
-        id: Ulid::from_parts(1_767_225_600_000 + seq, u128::from(seq)),
-        sensor_id: "ward-b-1".into(),
+        id: Ulid::from_parts(1_767_225_600_000 + seq, u128::from(seq) | (sensor.len() as u128) << 64),
+        sensor_id: sensor.into(),
         site: "north".into(),
         seq,
         events,
@@ -105,6 +119,64 @@ fn second_batch() -> Batch {
             flow((PUMP_SERVER, "10.40.0.20", 40_003), (ENGINE, "10.40.0.10", 2575), "hl7", T0_US + 61_000_000),
         ],
     )
+}
+
+fn routed_host(addr: &str, evidence: &[(Field, &str)], ts: u64) -> Event {
+    Event::Host(HostObservation {
+        ip: ip(addr),
+        vlan: Some(40),
+        via_mac: Some(ROUTER),
+        first_seen_us: ts,
+        last_seen_us: ts + 1_000,
+        packets: 8,
+        bytes: 2_000,
+        evidence: evidence.iter().map(|(f, v)| Evidence::new(*f, *v, Proto::Dicom, ts)).collect(),
+    })
+}
+
+fn lease(mac: MacAddr, addr: &str, ts: u64) -> Event {
+    Event::Binding(AddressBinding {
+        mac,
+        ip: ip(addr),
+        vlan: Some(60),
+        source: BindingSource::DhcpAck,
+        seen_us: ts,
+        valid_until_us: Some(ts + HOUR_US),
+    })
+}
+
+/// The core sensor sees the remote CT (and an unbound host) only behind the router, first.
+fn core_batches() -> [Batch; 2] {
+    let ct_ev = [(Field::DicomCallingAe, "CT_REMOTE"), (Field::DicomImplClassUid, "1.2.840.113619.6.336")];
+    [
+        batch_from(
+            "core-1",
+            1,
+            vec![
+                routed_host("10.60.0.7", &ct_ev, T0_US + 60_000_000),
+                routed_host("10.60.0.9", &[(Field::Hostname, "UNBOUND")], T0_US),
+            ],
+        ),
+        // Later, after the CT's lease ran out and the laptop got the address.
+        batch_from(
+            "core-1",
+            2,
+            vec![routed_host("10.60.0.7", &[(Field::TlsSni, "update.example")], T0_US + 5 * HOUR_US / 2)],
+        ),
+    ]
+}
+
+/// The access sensor at the remote subnet: the CT on its segment and both leases.
+fn access_batch() -> Batch {
+    let mut ct = device(CT, "", &[], T0_US);
+    if let Event::Device(d) = &mut ct {
+        d.vlans = vec![60];
+    }
+    batch_from("access-1", 1, vec![ct, lease(CT, "10.60.0.7", T0_US), lease(LAPTOP, "10.60.0.7", T0_US + 2 * HOUR_US)])
+}
+
+fn evidence_values(device: &serde_json::Value) -> Vec<String> {
+    device["evidence"].as_array().unwrap().iter().map(|e| e["value"].as_str().unwrap().to_string()).collect()
 }
 
 /// The steps `Node::accept_batch` takes: flows into the (shared) store, summary through Raft.
@@ -147,7 +219,14 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     assert_eq!(before.class.value, "workstation");
     assert_eq!(get(&client, &n1, &format!("{engine}/flows")).await.0, 200);
 
-    let index = ingest(&n1, sink.as_ref(), &second_batch()).await;
+    ingest(&n1, sink.as_ref(), &second_batch()).await;
+    // Routed hosts first, their bindings afterwards (another sensor, a later batch).
+    for b in core_batches() {
+        ingest(&n1, sink.as_ref(), &b).await;
+    }
+    let ip_keyed = "/api/v1/devices/north:10.60.0.9@40";
+    assert_eq!(get(&client, &n1, ip_keyed).await.0, 200, "unbound host is an IP-keyed device");
+    let index = ingest(&n1, sink.as_ref(), &access_batch()).await;
     n2.node.wait_for_applied(index, WAIT).await.unwrap();
 
     let mut paths = vec![
@@ -156,14 +235,21 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
         "/api/v1/flows/totals".to_string(),
         "/api/v1/flows?limit=50".to_string(),
     ];
-    for mac in [ENGINE, PUMP_SERVER, PUMP, ROUTER] {
+    for mac in [ENGINE, PUMP_SERVER, PUMP, ROUTER, CT, LAPTOP] {
         paths.push(format!("/api/v1/devices/{mac}"));
         paths.push(format!("/api/v1/devices/{mac}/flows"));
+        paths.push(format!("/api/v1/devices/{mac}/history"));
+    }
+    for id in [ip_keyed, "/api/v1/devices/north:10.60.0.9"] {
+        paths.push(id.to_string());
+        paths.push(format!("{id}/history"));
+        paths.push(format!("{id}/flows"));
     }
     for path in &paths {
         let (s1, b1) = get(&client, &n1, path).await;
         let (s2, b2) = get(&client, &n2, path).await;
-        assert_eq!((s1, s2), (200, 200), "{path}");
+        let expected = if path.ends_with("north:10.60.0.9") || path.contains("north:10.60.0.9/") { 404 } else { 200 };
+        assert_eq!((s1, s2), (expected, expected), "{path}");
         assert!(
             b1 == b2,
             "{path} differs:\nnode 1: {}\nnode 2: {}",
@@ -196,6 +282,31 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     let totals = json(&get(&client, &n2, "/api/v1/flows/totals").await.1);
     assert_eq!(totals["store"]["rows"], 3);
     assert_eq!(totals["replicated"]["flows"], 3);
+
+    // The CT's routed DICOM identity moved to its MAC record when the binding arrived; the
+    // evidence after the lease was handed on went to the laptop; the two stay apart.
+    let ct = json(&get(&client, &n2, &format!("/api/v1/devices/{CT}")).await.1);
+    assert_eq!(evidence_values(&ct), ["CT_REMOTE", "1.2.840.113619.6.336"]);
+    let routed: Vec<_> = ct["seen_by"].as_array().unwrap().iter().filter(|s| s["how"] == "routed").collect();
+    assert_eq!(routed.len(), 1, "{ct}");
+    assert_eq!(
+        (routed[0]["sensor"].as_str(), routed[0]["via_mac"].as_str()),
+        (Some("core-1"), Some(&*ROUTER.to_string()))
+    );
+    assert!(ct["seen_by"].as_array().unwrap().iter().any(|s| s["how"] == "segment" && s["vlan"] == 60));
+    let laptop = json(&get(&client, &n2, &format!("/api/v1/devices/{LAPTOP}")).await.1);
+    assert_eq!(evidence_values(&laptop), ["update.example"]);
+    assert_eq!(laptop["locally_administered"], true);
+    let history = json(&get(&client, &n1, &format!("/api/v1/devices/{CT}/history")).await.1);
+    let kinds: Vec<_> = history["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"ip_bound") && kinds.contains(&"ip_moved"), "{history}");
+    let moved = history["events"].as_array().unwrap().iter().find(|e| e["kind"] == "ip_moved").unwrap();
+    assert_eq!(moved["mac"], LAPTOP.to_string());
+    // The inventory lists the unbound host with its key, and the bound one not at all.
+    let inventory = json(&get(&client, &n2, "/api/v1/inventory").await.1);
+    let ids: Vec<_> =
+        inventory["devices"].as_array().unwrap().iter().filter(|d| d["key"] == "ip").map(|d| d["id"].clone()).collect();
+    assert_eq!(ids, ["north:10.60.0.9@40"]);
 
     n1.stop().await;
     n2.stop().await;

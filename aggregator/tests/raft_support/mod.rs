@@ -38,6 +38,8 @@ pub fn batch(sensor: &str, seq: u64, device: u8) -> Command {
             bytes: 1_000,
             evidence: vec![Evidence::new(Field::Hostname, format!("PUMP-{device:02}"), Proto::Dhcp, seq * 1_000)],
         }],
+        hosts: vec![],
+        bindings: vec![],
         flow_count: 2,
         flow_packets: 20,
         flow_bytes: 2_000,
