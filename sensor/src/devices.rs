@@ -850,6 +850,46 @@ mod gateway_tests {
     }
 
     #[test]
+    fn a_remote_sites_address_makes_its_sender_a_router_at_once() {
+        let clinic = RemoteSite { site: "north-clinic".into(), networks: vec!["10.41.0.0/16".parse().unwrap()] };
+        let mut t = DeviceTable::new(DeviceConfig { remote_sites: vec![clinic], ..DeviceConfig::default() });
+        let router: MacAddr = "00:1a:a1:2d:00:03".parse().unwrap();
+        let pacs: MacAddr = "00:09:5c:00:00:02".parse().unwrap();
+        t.packet(pacs, 1, 60, Some(20), Some("10.30.0.5".parse().unwrap()));
+        // Campus → clinic before the router ever sent: the finding about the far end names
+        // the clinic host, not the router whose MAC the frame is addressed to.
+        let c = PacketCtx { vlan: Some(900), ..ctx(pacs, "10.30.0.5", router, "10.41.10.7") };
+        t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "CLINIC_US")]);
+        // One source address of the clinic is enough (the count rule needs more than four).
+        t.packet(router, 2, 100, Some(900), Some("10.41.10.8".parse().unwrap()));
+        let c = PacketCtx { vlan: Some(900), ..ctx(router, "10.41.10.8", pacs, "10.30.0.5") };
+        t.findings_at(&c, Proto::Dicom, &[Finding::src(Field::DicomCallingAe, "CLINIC_CR")]);
+        t.port_evidence(router, "10.41.10.8".parse().unwrap(), Some(900), Field::ConnectsTo, "tcp", 104, 3);
+        let obs = t.drain_changed();
+        let r = obs.iter().find(|o| o.mac == router).unwrap();
+        assert!(r.evidence.is_empty() && r.ips.is_empty(), "router got {:?} {:?}", r.evidence, r.ips);
+        let hosts = t.drain_hosts();
+        let summary: Vec<(String, Option<&str>, Option<u16>, u64, usize)> = hosts
+            .iter()
+            .map(|h| (h.ip.to_string(), h.site.as_deref(), h.vlan, h.packets, h.evidence.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("10.41.10.7".into(), Some("north-clinic"), None, 0, 1),
+                ("10.41.10.8".into(), Some("north-clinic"), None, 1, 2),
+            ]
+        );
+        assert!(hosts.iter().all(|h| h.via_mac == Some(router)));
+        // The own site's hosts behind a router keep their VLAN and no site.
+        for i in 1..=6 {
+            t.packet(router, 4, 60, Some(7), Some(format!("10.40.0.{i}").parse().unwrap()));
+        }
+        let own = t.drain_hosts();
+        assert!(!own.is_empty() && own.iter().all(|h| h.site.is_none() && h.vlan == Some(7)));
+    }
+
+    #[test]
     fn hosts_behind_a_gateway_get_their_own_packets_and_evidence() {
         let mut t = DeviceTable::new(DeviceConfig::default());
         let router: MacAddr = "00:1a:a1:00:00:01".parse().unwrap();
