@@ -869,15 +869,15 @@ mod gateway_tests {
         let r = obs.iter().find(|o| o.mac == router).unwrap();
         assert!(r.evidence.is_empty() && r.ips.is_empty(), "router got {:?} {:?}", r.evidence, r.ips);
         let hosts = t.drain_hosts();
-        let summary: Vec<(String, Option<&str>, Option<u16>, u64, usize)> = hosts
+        let summary: Vec<String> = hosts
             .iter()
-            .map(|h| (h.ip.to_string(), h.site.as_deref(), h.vlan, h.packets, h.evidence.len()))
+            .map(|h| format!("{} {:?} {:?} packets={} evidence={}", h.ip, h.site, h.vlan, h.packets, h.evidence.len()))
             .collect();
         assert_eq!(
             summary,
             [
-                ("10.41.10.7".into(), Some("north-clinic"), None, 0, 1),
-                ("10.41.10.8".into(), Some("north-clinic"), None, 1, 2),
+                "10.41.10.7 Some(\"north-clinic\") None packets=0 evidence=1",
+                "10.41.10.8 Some(\"north-clinic\") None packets=1 evidence=2",
             ]
         );
         assert!(hosts.iter().all(|h| h.via_mac == Some(router)));

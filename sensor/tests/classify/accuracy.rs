@@ -33,11 +33,8 @@ pub fn sensor_config(truth: &GroundTruth, capture: &TruthCapture) -> PipelineCon
     };
     let mut cfg = PipelineConfig::default();
     cfg.devices.local_networks = capture.native_sites.iter().flat_map(|s| nets_of(s)).collect();
-    cfg.devices.remote_sites = capture
-        .routed_sites
-        .iter()
-        .map(|r| RemoteSite { site: r.site.clone(), networks: nets_of(&r.site) })
-        .collect();
+    cfg.devices.remote_sites =
+        capture.routed_sites.iter().map(|r| RemoteSite { site: r.site.clone(), networks: nets_of(&r.site) }).collect();
     cfg
 }
 
@@ -141,7 +138,9 @@ impl RunFacts {
         let macs: Vec<MacAddr> = if dev.macs.is_empty() { vec![dev.mac] } else { dev.macs.clone() };
         let mut out = Vec::new();
         for (c, facts) in &self.captures {
-            out.extend(macs.iter().map(|m| Record::Mac(*m)).filter(|r| facts.contains_key(r)).map(|r| (c.sensor.as_str(), r)));
+            out.extend(
+                macs.iter().map(|m| Record::Mac(*m)).filter(|r| facts.contains_key(r)).map(|r| (c.sensor.as_str(), r)),
+            );
             let routed_only = dev.sightings.iter().any(|s| s.sensor == c.sensor && s.routed && !s.native);
             if !routed_only {
                 continue;
