@@ -171,7 +171,7 @@ impl SensorConfig {
             Some(_) => self.local_networks()?,
             None => Vec::new(),
         };
-        check_remote_sites(&explicit_local, &out).map_err(anyhow::Error::msg)?;
+        check_remote_sites(&explicit_local, &out).map_err(|e| anyhow::anyhow!("remote_sites: {e}"))?;
         Ok(out)
     }
 
@@ -265,6 +265,19 @@ mod tests {
         assert!("clinic=10.41.0.0".parse::<RemoteNet>().is_err());
         let local: Vec<IpNet> = vec!["10.41.128.0/17".parse().unwrap()];
         assert!(remote_sites_from_args(&nets, &local).unwrap_err().to_string().contains("--remote-net"));
+    }
+
+    /// The deployment example parses, with its commented remote site switched on.
+    #[test]
+    fn the_deployment_example_parses_with_a_remote_site() {
+        let text = include_str!("../../deploy/config/sensor.toml")
+            .replace("# [[remote_sites]]", "[[remote_sites]]")
+            .replace("# site = \"north-clinic\"", "site = \"north-clinic\"")
+            .replace("# networks = [\"10.41.0.0/16\"]", "networks = [\"10.41.0.0/16\"]");
+        let cfg: SensorConfig = toml::from_str(&text).unwrap();
+        let sites = cfg.remote_sites().unwrap();
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].networks, vec!["10.41.0.0/16".parse::<IpNet>().unwrap()]);
     }
 
     #[test]

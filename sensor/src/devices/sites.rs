@@ -90,15 +90,15 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 pub fn check_remote_sites(local: &[IpNet], remote: &[RemoteSite]) -> Result<(), String> {
     for r in remote {
         if r.site.is_empty() {
-            return Err("remote_sites: an entry has an empty site name".into());
+            return Err("an entry has an empty site name".into());
         }
         if r.networks.is_empty() {
-            return Err(format!("remote_sites: site {:?} lists no networks", r.site));
+            return Err(format!("site {:?} lists no networks", r.site));
         }
         for n in &r.networks {
             if let Some(l) = local.iter().find(|l| overlaps(l, n)) {
                 return Err(format!(
-                    "remote_sites: network {} of site {:?} overlaps local network {}: an address is either on this \
+                    "network {} of site {:?} overlaps local network {}: an address is either on this \
                      sensor's site or behind a router, not both",
                     show(n),
                     r.site,
@@ -115,7 +115,7 @@ pub fn check_remote_sites(local: &[IpNet], remote: &[RemoteSite]) -> Result<(), 
             for n in &a.networks {
                 if let Some(m) = b.networks.iter().find(|m| canonical(**m) == canonical(*n)) {
                     return Err(format!(
-                        "remote_sites: network {} is claimed by both site {:?} and site {:?}",
+                        "network {} is claimed by both site {:?} and site {:?}",
                         show(m),
                         a.site,
                         b.site
