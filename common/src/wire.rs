@@ -79,8 +79,8 @@ pub struct DeviceObservation {
 
 /// What a sensor learned about a host it never saw with its own MAC, since its last report:
 /// its frames arrived through a router (`via_mac`), or the link carries no MACs at all
-/// (raw IP, loopback, Linux cooked captures without an address). Keyed by the batch's site,
-/// `ip` and `vlan`; the cluster merges it into a MAC-keyed device through bindings.
+/// (raw IP, loopback, Linux cooked captures without an address). Keyed by its site (`site`,
+/// else the batch's), `ip` and `vlan`; the cluster merges it into a MAC-keyed device through bindings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostObservation {
     pub ip: IpAddr,
@@ -94,6 +94,10 @@ pub struct HostObservation {
     pub packets: u64,
     pub bytes: u64,
     pub evidence: Vec<Evidence>,
+    /// The site the host belongs to when its address is in a remote site's network (the
+    /// sensor's `remote_sites`), seen here only through a router; `vlan` is then None, the
+    /// VLAN seen being the transit link's. None: the reporting sensor's (batch's) site.
+    pub site: Option<String>,
 }
 
 /// How a sensor learned that an address belongs to a MAC.
@@ -252,6 +256,7 @@ mod tests {
                     packets: 2,
                     bytes: 120,
                     evidence: vec![Evidence::new(Field::SnmpSysName, "ups-3a", Proto::Snmp, 5)],
+                    site: Some("north-clinic".into()),
                 }),
                 Event::Binding(AddressBinding {
                     mac: MacAddr([0, 0x1a, 0x2b, 3, 4, 5]),

@@ -73,6 +73,8 @@ fn merge(devs: &mut BTreeMap<MacAddr, DeviceReport>, o: DeviceObservation) {
 
 /// A host known only by address, merged over the run.
 struct HostReport {
+    /// A remote site's name; None for the analysed capture's own site.
+    site: Option<String>,
     via_mac: Option<MacAddr>,
     first_us: u64,
     last_us: u64,
@@ -81,10 +83,12 @@ struct HostReport {
     evidence: Vec<Evidence>,
 }
 
-type HostKey = (IpAddr, Option<u16>);
+/// (remote site or None, IP, VLAN): the sort puts the own site's hosts first.
+type HostKey = (Option<String>, IpAddr, Option<u16>);
 
 fn merge_host(hosts: &mut BTreeMap<HostKey, HostReport>, o: HostObservation) {
-    let h = hosts.entry((o.ip, o.vlan)).or_insert_with(|| HostReport {
+    let h = hosts.entry((o.site.clone(), o.ip, o.vlan)).or_insert_with(|| HostReport {
+        site: o.site.clone(),
         via_mac: o.via_mac,
         first_us: o.first_seen_us,
         last_us: o.last_seen_us,
@@ -385,6 +389,8 @@ pub struct AnalyzeOptions {
     pub kb_dirs: Vec<PathBuf>,
     /// The site's networks (`--local-net`); empty means the defaults (private ranges).
     pub local_networks: Vec<crate::devices::IpNet>,
+    /// Other sites' networks seen only through a router (`--remote-net SITE=CIDR`).
+    pub remote_sites: Vec<crate::devices::RemoteSite>,
 }
 
 pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Write) -> Result<PipelineStats> {
@@ -397,6 +403,7 @@ pub fn run_analyze_with(files: &[PathBuf], opts: &AnalyzeOptions, out: impl Writ
     if !opts.local_networks.is_empty() {
         pcfg.devices.local_networks = opts.local_networks.clone();
     }
+    pcfg.devices.remote_sites = opts.remote_sites.clone();
     let mut pipeline = Pipeline::new(pcfg);
     if !json {
         writeln!(out, "flows:")?;
@@ -602,7 +609,7 @@ fn write_devices(
     Ok(())
 }
 
-/// Devices known only by address, after the MAC devices: keyed by (IP, VLAN), with the
+/// Devices known only by address, after the MAC devices: keyed by (site, IP, VLAN), with the
 /// router MAC that carried them or "no L2", classified over their own evidence.
 fn write_hosts(
     out: &mut impl Write,
@@ -616,7 +623,7 @@ fn write_hosts(
     if !opts.json {
         writeln!(out, "hosts known by address ({}):", hosts.len())?;
     }
-    for ((ip, vlan), h) in hosts {
+    for ((_, ip, vlan), h) in hosts {
         let class = classify(kb, &DeviceFacts::from_evidence(HOST_FACTS_MAC, h.evidence.clone()));
         if opts.json {
             let ev: Vec<_> = h
@@ -628,6 +635,7 @@ fn write_hosts(
                 "type": "host",
                 "ip": ip.to_string(),
                 "vlan": vlan,
+                "site": h.site,
                 "via_mac": h.via_mac.map(|m| m.to_string()),
                 "first_seen_us": h.first_us,
                 "last_seen_us": h.last_us,
@@ -642,7 +650,8 @@ fn write_hosts(
         }
         writeln!(
             out,
-            "  {ip}{}  via={}  packets={} bytes={} first={} last={}",
+            "  {ip}{}{}  via={}  packets={} bytes={} first={} last={}",
+            h.site.as_ref().map(|s| format!("  site={s}")).unwrap_or_default(),
             vlan.map(|v| format!("  vlan={v}")).unwrap_or_default(),
             h.via_mac.map(|m| format!("router {m}")).unwrap_or_else(|| "no L2".into()),
             h.packets,

@@ -1,9 +1,42 @@
 //! Sensor configuration: a TOML file, every key overridable on the command line.
 
+use crate::devices::sites::check_remote_sites;
+use crate::devices::{IpNet, RemoteSite};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 pub use wardline_common::tls_files::TlsPaths;
+
+/// One `--remote-net SITE=CIDR` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteNet {
+    pub site: String,
+    pub network: IpNet,
+}
+
+impl std::str::FromStr for RemoteNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (site, net) =
+            s.split_once('=').ok_or_else(|| format!("{s:?}: give SITE=CIDR, e.g. north-clinic=10.41.0.0/16"))?;
+        validate_id("site", site).map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(RemoteNet { site: site.to_owned(), network: net.parse()? })
+    }
+}
+
+/// `--remote-net` arguments grouped by site (in first-seen order) and checked against the
+/// `--local-net` networks given (none: the defaults, which remote sites may carve from).
+pub fn remote_sites_from_args(nets: &[RemoteNet], explicit_local: &[IpNet]) -> Result<Vec<RemoteSite>> {
+    let mut out: Vec<RemoteSite> = Vec::new();
+    for n in nets {
+        match out.iter_mut().find(|r| r.site == n.site) {
+            Some(r) => r.networks.push(n.network),
+            None => out.push(RemoteSite { site: n.site.clone(), networks: vec![n.network] }),
+        }
+    }
+    check_remote_sites(explicit_local, &out).map_err(|e| anyhow::anyhow!("--remote-net: {e}"))?;
+    Ok(out)
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +61,19 @@ pub struct SensorConfig {
     /// CGNAT, link-local and IPv6 ULA/link-local. Add a hospital's public blocks here.
     #[serde(default)]
     pub local_networks: Option<Vec<String>>,
+    /// Other sites' networks, which this sensor sees only through their router (a core
+    /// sensor seeing a routed clinic). Their hosts are reported as hosts of that site, never
+    /// as evidence of the router, and a MAC sending from their addresses is a router.
+    #[serde(default)]
+    pub remote_sites: Vec<RemoteSiteSection>,
+}
+
+/// `[[remote_sites]] site = "north-clinic"  networks = ["10.41.0.0/16"]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSiteSection {
+    pub site: String,
+    pub networks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,6 +150,31 @@ impl SensorConfig {
         }
     }
 
+    /// The parsed `remote_sites`, checked against the own site and `local_networks` (when
+    /// configured: the default private ranges may hold remote sites, which then win).
+    pub fn remote_sites(&self) -> Result<Vec<RemoteSite>> {
+        let mut out = Vec::with_capacity(self.remote_sites.len());
+        for (i, r) in self.remote_sites.iter().enumerate() {
+            let entry = format!("remote_sites[{i}] (site {:?})", r.site);
+            validate_id(&format!("{entry}: site"), &r.site)?;
+            if r.site == self.site {
+                bail!("{entry}: this is the sensor's own site; its networks belong in local_networks");
+            }
+            let networks = r
+                .networks
+                .iter()
+                .map(|n| n.parse().map_err(|e: String| anyhow::anyhow!("{entry}: {e}")))
+                .collect::<Result<Vec<_>>>()?;
+            out.push(RemoteSite { site: r.site.clone(), networks });
+        }
+        let explicit_local = match &self.local_networks {
+            Some(_) => self.local_networks()?,
+            None => Vec::new(),
+        };
+        check_remote_sites(&explicit_local, &out).map_err(|e| anyhow::anyhow!("remote_sites: {e}"))?;
+        Ok(out)
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read sensor config {}", path.display()))?;
@@ -120,6 +191,7 @@ impl SensorConfig {
             bail!("capture: nothing to capture — set capture.interface (live) or capture.files (pcap/pcapng)");
         }
         self.local_networks()?;
+        self.remote_sites()?;
         if self.batch.max_events == 0 {
             bail!("batch.max_events must be at least 1");
         }
@@ -151,6 +223,61 @@ mod tests {
         assert!(bad.local_networks().unwrap_err().to_string().contains("10.0.0.0"));
         let none: SensorConfig = toml::from_str(base).unwrap();
         assert!(none.local_networks().unwrap().len() >= 5);
+    }
+
+    #[test]
+    fn remote_sites_parse_or_name_the_entry() {
+        let base =
+            "sensor_id='a'\nsite='campus'\nspool_dir='/s'\n[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
+        let with =
+            |head: &str, sites: &str| -> SensorConfig { toml::from_str(&format!("{head}\n{base}{sites}")).unwrap() };
+        let ok = with(
+            "",
+            "[[remote_sites]]\nsite='north-clinic'\nnetworks=['10.41.0.0/16','fd41::/16']\n[[remote_sites]]\nsite='lab'\nnetworks=['10.42.0.0/16']\n",
+        );
+        let r = ok.remote_sites().unwrap();
+        assert_eq!((r.len(), r[0].networks.len(), r[1].site.as_str()), (2, 2, "lab"));
+        let bad_net = with("", "[[remote_sites]]\nsite='clinic'\nnetworks=['10.41.0.0']\n");
+        let err = bad_net.remote_sites().unwrap_err().to_string();
+        assert!(err.contains("remote_sites[0]") && err.contains("clinic") && err.contains("10.41.0.0"), "{err}");
+        let own = with("", "[[remote_sites]]\nsite='campus'\nnetworks=['10.41.0.0/16']\n");
+        assert!(own.remote_sites().unwrap_err().to_string().contains("own site"));
+        let overlap =
+            with("local_networks=['10.0.0.0/8']", "[[remote_sites]]\nsite='clinic'\nnetworks=['10.41.0.0/16']\n");
+        let err = overlap.remote_sites().unwrap_err().to_string();
+        assert!(err.contains("10.41.0.0/16") && err.contains("10.0.0.0/8"), "{err}");
+        let bad_id = with("", "[[remote_sites]]\nsite='a b'\nnetworks=['10.41.0.0/16']\n");
+        assert!(bad_id.remote_sites().unwrap_err().to_string().contains("remote_sites[0]"));
+    }
+
+    #[test]
+    fn remote_net_arguments_group_by_site() {
+        let nets: Vec<RemoteNet> = ["clinic=10.41.0.0/16", "lab=10.42.0.0/16", "clinic=fd41::/16"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let r = remote_sites_from_args(&nets, &[]).unwrap();
+        assert_eq!(
+            r.iter().map(|r| (r.site.as_str(), r.networks.len())).collect::<Vec<_>>(),
+            [("clinic", 2), ("lab", 1)]
+        );
+        assert!("10.41.0.0/16".parse::<RemoteNet>().unwrap_err().contains("SITE=CIDR"));
+        assert!("clinic=10.41.0.0".parse::<RemoteNet>().is_err());
+        let local: Vec<IpNet> = vec!["10.41.128.0/17".parse().unwrap()];
+        assert!(remote_sites_from_args(&nets, &local).unwrap_err().to_string().contains("--remote-net"));
+    }
+
+    /// The deployment example parses, with its commented remote site switched on.
+    #[test]
+    fn the_deployment_example_parses_with_a_remote_site() {
+        let text = include_str!("../../deploy/config/sensor.toml")
+            .replace("# [[remote_sites]]", "[[remote_sites]]")
+            .replace("# site = \"north-clinic\"", "site = \"north-clinic\"")
+            .replace("# networks = [\"10.41.0.0/16\"]", "networks = [\"10.41.0.0/16\"]");
+        let cfg: SensorConfig = toml::from_str(&text).unwrap();
+        let sites = cfg.remote_sites().unwrap();
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].networks, vec!["10.41.0.0/16".parse::<IpNet>().unwrap()]);
     }
 
     #[test]

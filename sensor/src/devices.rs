@@ -36,6 +36,10 @@ pub struct DeviceConfig {
     pub local_networks: Vec<IpNet>,
     /// Hosts known only by address tracked at most; beyond it new ones are counted.
     pub max_hosts: usize,
+    /// Other sites' networks, seen only through a router: a MAC sending from one of their
+    /// addresses is a router at once, and evidence about the address goes to a host of that
+    /// site. Matched before `local_networks` (longest prefix among remote sites).
+    pub remote_sites: Vec<RemoteSite>,
 }
 
 /// An address prefix such as 10.0.0.0/8.
@@ -93,6 +97,7 @@ impl Default for DeviceConfig {
             max_evidence_per_device: 512,
             local_networks: default_local_networks(),
             max_hosts: 200_000,
+            remote_sites: Vec::new(),
         }
     }
 }
@@ -102,11 +107,14 @@ mod evidence_set;
 pub mod hosts;
 mod hot;
 mod mac_index;
+pub mod sites;
 use bindings::BindingLog;
 use evidence_set::EvidenceSet;
 use hosts::HostTable;
 use hot::HotDevice;
 use mac_index::MacIndex;
+pub use sites::RemoteSite;
+use sites::RemoteSiteMap;
 
 /// The bulk of a device, read only when it learns something; the per-packet part (MAC,
 /// counters, times, settled source and VLAN, flags) is its [`HotDevice`].
@@ -172,6 +180,8 @@ pub struct DeviceTable {
     /// Hosts known only by (IP, VLAN).
     hosts: HostTable,
     bindings: BindingLog,
+    /// `cfg.remote_sites`, ready for matching.
+    remote: RemoteSiteMap,
 }
 
 /// Where a finding lands: a known device, or a MAC not (yet) in the table.
@@ -194,8 +204,10 @@ fn is_host_ip(ip: &IpAddr) -> bool {
 
 impl DeviceTable {
     pub fn new(cfg: DeviceConfig) -> DeviceTable {
+        let remote = RemoteSiteMap::new(&cfg.remote_sites);
         DeviceTable {
-            hosts: HostTable::new(cfg.max_hosts, cfg.max_evidence_per_device),
+            hosts: HostTable::new(cfg.max_hosts, cfg.max_evidence_per_device, remote.clone()),
+            remote,
             bindings: BindingLog::new(cfg.max_devices.saturating_mul(4)),
             cfg,
             ip_owner: HashMap::with_hasher(Default::default()),
@@ -239,7 +251,20 @@ impl DeviceTable {
     /// Is `ip` a host of the site networks? On a link without MACs a loopback address is
     /// too: such a capture was taken on the machine itself.
     fn is_site_host(&self, ip: &IpAddr, mac_less: bool) -> bool {
-        is_host_ip(ip) && (self.cfg.local_networks.iter().any(|n| n.contains(ip)) || (mac_less && ip.is_loopback()))
+        is_host_ip(ip)
+            && (self.cfg.local_networks.iter().any(|n| n.contains(ip))
+                || (mac_less && ip.is_loopback())
+                || self.remote.site_of(ip).is_some())
+    }
+
+    /// The host table's key for `ip` seen on `vlan`. A remote site's host keeps no VLAN:
+    /// the one seen here is the transit link's, not the host's segment at its site.
+    fn host_key(&self, ip: IpAddr, vlan: Option<u16>) -> hosts::HostKey {
+        if self.remote.site_of(&ip).is_some() {
+            (ip, None)
+        } else {
+            (ip, vlan)
+        }
     }
 
     /// Account a frame from a host known only by address: `src_mac` is a gateway (or ZERO
@@ -250,7 +275,8 @@ impl DeviceTable {
             return;
         }
         let via = (!mac_less).then_some(src_mac);
-        self.hosts.packet((ip, vlan), via, ts_us, wire_len);
+        let key = self.host_key(ip, vlan);
+        self.hosts.packet(key, via, ts_us, wire_len);
     }
 
     /// A MAC–IP binding seen announced (ARP sender, DHCPACK, NDP option), reported once per
@@ -353,7 +379,7 @@ impl DeviceTable {
         let mut ip_dropped = false;
         let mut became_gateway = false;
         self.mark_dirty(i);
-        let nets = &self.cfg.local_networks;
+        let (nets, remote) = (&self.cfg.local_networks, &self.remote);
         let h = &mut self.hot[i as usize];
         h.packets += 1;
         h.bytes += wire_len;
@@ -372,7 +398,14 @@ impl DeviceTable {
         // addresses new to the device are counted (and possibly recorded).
         if let Some(ip) = src_ip.filter(|ip| h.settled_src != Some(*ip)) {
             let d = &mut self.cold[i as usize];
-            let settled = if h.is_gateway() || d.ips.contains(&ip) || !nets.iter().any(|n| n.contains(&ip)) {
+            let settled = if h.is_gateway() {
+                true
+            } else if remote.site_of(&ip).is_some() {
+                // A remote site's address is never on this segment: its sender routes.
+                h.set_gateway();
+                became_gateway = true;
+                true
+            } else if d.ips.contains(&ip) || !nets.iter().any(|n| n.contains(&ip)) {
                 true
             } else {
                 d.sourced_ips += 1;
@@ -416,6 +449,11 @@ impl DeviceTable {
     fn resolve(&self, mac: MacAddr, ip: Option<IpAddr>) -> Option<Target> {
         if let Some(owner) = ip.and_then(|ip| self.ip_owner.get(&ip)) {
             return Some(Target::Slot(*owner));
+        }
+        if let Some(ip) = ip.filter(|ip| is_host_ip(ip) && self.remote.site_of(ip).is_some()) {
+            // A remote site's host, whichever MAC carried it (the router, maybe not known
+            // as one yet when the first frame goes towards the host).
+            return Some(Target::Host(ip, (mac != MacAddr::ZERO).then_some(mac)));
         }
         if mac == MacAddr::ZERO {
             // No L2 on this link: the address is all there is.
@@ -489,7 +527,8 @@ impl DeviceTable {
             };
             match target {
                 Some(Target::Host(ip, via)) => {
-                    self.hosts.evidence((ip, ctx.vlan), via, f.field, &f.value, proto, ctx.ts_us)
+                    let key = self.host_key(ip, ctx.vlan);
+                    self.hosts.evidence(key, via, f.field, &f.value, proto, ctx.ts_us)
                 }
                 Some(t) => {
                     // A MAC met for the first time becomes a slot: later findings of this
@@ -529,7 +568,10 @@ impl DeviceTable {
         value.push('/');
         crate::digits::push_decimal(&mut value, port as u64);
         match t {
-            Target::Host(ip, via) => self.hosts.evidence((ip, vlan), via, field, &value, Proto::Ip, ts_us),
+            Target::Host(ip, via) => {
+                let key = self.host_key(ip, vlan);
+                self.hosts.evidence(key, via, field, &value, Proto::Ip, ts_us)
+            }
             t => {
                 if let Some(i) = self.target_slot(t, ts_us) {
                     self.evidence_at(i, field, &value, Proto::Ip, ts_us);
@@ -805,6 +847,46 @@ mod gateway_tests {
         assert!(hosts.iter().all(|h| h.via_mac == Some(router)));
         assert_eq!(hosts[2].evidence[0].value, "FAR");
         assert_eq!(hosts[2].packets, 0);
+    }
+
+    #[test]
+    fn a_remote_sites_address_makes_its_sender_a_router_at_once() {
+        let clinic = RemoteSite { site: "north-clinic".into(), networks: vec!["10.41.0.0/16".parse().unwrap()] };
+        let mut t = DeviceTable::new(DeviceConfig { remote_sites: vec![clinic], ..DeviceConfig::default() });
+        let router: MacAddr = "00:1a:a1:2d:00:03".parse().unwrap();
+        let pacs: MacAddr = "00:09:5c:00:00:02".parse().unwrap();
+        t.packet(pacs, 1, 60, Some(20), Some("10.30.0.5".parse().unwrap()));
+        // Campus → clinic before the router ever sent: the finding about the far end names
+        // the clinic host, not the router whose MAC the frame is addressed to.
+        let c = PacketCtx { vlan: Some(900), ..ctx(pacs, "10.30.0.5", router, "10.41.10.7") };
+        t.findings_at(&c, Proto::Dicom, &[Finding::dst(Field::DicomCalledAe, "CLINIC_US")]);
+        // One source address of the clinic is enough (the count rule needs more than four).
+        t.packet(router, 2, 100, Some(900), Some("10.41.10.8".parse().unwrap()));
+        let c = PacketCtx { vlan: Some(900), ..ctx(router, "10.41.10.8", pacs, "10.30.0.5") };
+        t.findings_at(&c, Proto::Dicom, &[Finding::src(Field::DicomCallingAe, "CLINIC_CR")]);
+        t.port_evidence(router, "10.41.10.8".parse().unwrap(), Some(900), Field::ConnectsTo, "tcp", 104, 3);
+        let obs = t.drain_changed();
+        let r = obs.iter().find(|o| o.mac == router).unwrap();
+        assert!(r.evidence.is_empty() && r.ips.is_empty(), "router got {:?} {:?}", r.evidence, r.ips);
+        let hosts = t.drain_hosts();
+        let summary: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("{} {:?} {:?} packets={} evidence={}", h.ip, h.site, h.vlan, h.packets, h.evidence.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "10.41.10.7 Some(\"north-clinic\") None packets=0 evidence=1",
+                "10.41.10.8 Some(\"north-clinic\") None packets=1 evidence=2",
+            ]
+        );
+        assert!(hosts.iter().all(|h| h.via_mac == Some(router)));
+        // The own site's hosts behind a router keep their VLAN and no site.
+        for i in 1..=6 {
+            t.packet(router, 4, 60, Some(7), Some(format!("10.40.0.{i}").parse().unwrap()));
+        }
+        let own = t.drain_hosts();
+        assert!(!own.is_empty() && own.iter().all(|h| h.site.is_none() && h.vlan == Some(7)));
     }
 
     #[test]

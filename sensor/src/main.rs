@@ -43,6 +43,11 @@ enum Cmd {
         /// are reported by address.
         #[arg(long = "local-net", value_name = "CIDR")]
         local_nets: Vec<wardline_sensor::devices::IpNet>,
+        /// A network of another site seen only through its router, e.g.
+        /// north-clinic=10.41.0.0/16 (repeatable). Its hosts are reported as hosts of that
+        /// site and a MAC sending from it is a router.
+        #[arg(long = "remote-net", value_name = "SITE=CIDR")]
+        remote_nets: Vec<wardline_sensor::config::RemoteNet>,
     },
 }
 
@@ -95,6 +100,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
             capture: CaptureSection::default(),
             batch: BatchSection::default(),
             local_networks: None,
+            remote_sites: Vec::new(),
         },
     };
     if let Some(v) = &a.sensor_id {
@@ -146,10 +152,17 @@ fn real_main() -> Result<()> {
             let cfg = build_config(&a)?;
             wardline_sensor::run::run(cfg, wardline_sensor::run::RunOptions { exit_when_drained: a.exit_when_drained })
         }
-        Cmd::Analyze { files, json, explain, kb_dirs, local_nets } => {
+        Cmd::Analyze { files, json, explain, kb_dirs, local_nets, remote_nets } => {
             anyhow::ensure!(!files.is_empty(), "give at least one capture file to analyze");
             let stdout = std::io::stdout();
-            let opts = wardline_sensor::analyze::AnalyzeOptions { json, explain, kb_dirs, local_networks: local_nets };
+            let remote_sites = wardline_sensor::config::remote_sites_from_args(&remote_nets, &local_nets)?;
+            let opts = wardline_sensor::analyze::AnalyzeOptions {
+                json,
+                explain,
+                kb_dirs,
+                local_networks: local_nets,
+                remote_sites,
+            };
             wardline_sensor::analyze::run_analyze_with(&files, &opts, stdout.lock())?;
             Ok(())
         }

@@ -1,11 +1,14 @@
 //! Hosts the sensor knows only by address: seen behind a gateway's MAC (another VLAN or
 //! site, routed to this segment) or on a link without MACs (raw IP, loopback, Linux
 //! cooked). Keyed by (IP, VLAN); evidence about them lands here instead of on the router.
+//! An address in a remote site's network is a host of that site (the site is a function of
+//! the address, so the key needs no site of its own).
 //!
 //! Drain semantics match the device table's: evidence is what is NEW since the previous
 //! drain, packets and bytes are deltas, times are absolute.
 
 use super::evidence_set::EvidenceSet;
+use super::sites::{RemoteSiteMap, SiteIndex};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use wardline_common::wire::HostObservation;
@@ -17,6 +20,8 @@ pub type HostKey = (IpAddr, Option<u16>);
 #[derive(Debug)]
 struct HostState {
     key: HostKey,
+    /// The remote site the address belongs to; None for the sensor's own site.
+    site: Option<SiteIndex>,
     /// The router MAC its frames carried (first one seen), None on a MAC-less link.
     via_mac: Option<MacAddr>,
     first_us: u64,
@@ -47,11 +52,13 @@ pub struct HostTable {
     hosts: Vec<HostState>,
     dirty: Vec<u32>,
     drops: HostDrops,
+    remote: RemoteSiteMap,
 }
 
 impl HostTable {
-    pub fn new(max_hosts: usize, max_evidence: usize) -> HostTable {
+    pub fn new(max_hosts: usize, max_evidence: usize, remote: RemoteSiteMap) -> HostTable {
         HostTable {
+            remote,
             max_hosts,
             max_evidence,
             index: HashMap::with_hasher(Default::default()),
@@ -85,6 +92,7 @@ impl HostTable {
                 let i = self.hosts.len() as u32;
                 self.hosts.push(HostState {
                     key,
+                    site: self.remote.site_of(&key.0),
                     via_mac,
                     first_us: ts_us,
                     last_us: ts_us,
@@ -175,6 +183,7 @@ impl HostTable {
                 packets,
                 bytes,
                 evidence: std::mem::take(&mut h.new_evidence),
+                site: h.site.map(|i| self.remote.name(i).to_owned()),
             });
         }
         out
@@ -223,9 +232,17 @@ mod tests {
         /// observations in the same order.
         #[test]
         fn drains_are_deterministic(ops in proptest::collection::vec(op(), 1..300), max_hosts in 1usize..10) {
-            let (mut a, mut b) = (HostTable::new(max_hosts, 3), HostTable::new(max_hosts, 3));
+            // Hosts .0-.7 are a remote site's: every report of them names it, no other does.
+            let far = crate::devices::RemoteSite { site: "far".into(), networks: vec!["10.9.0.0/29".parse().unwrap()] };
+            let remote = RemoteSiteMap::new(&[far]);
+            let (mut a, mut b) = (HostTable::new(max_hosts, 3, remote.clone()), HostTable::new(max_hosts, 3, remote));
             for o in ops.iter().chain([&Op::Drain]) {
-                prop_assert_eq!(apply(&mut a, o), apply(&mut b, o));
+                let (x, y) = (apply(&mut a, o), apply(&mut b, o));
+                for h in x.iter().flatten() {
+                    let expected = (h.ip < IpAddr::from([10, 9, 0, 8])).then_some("far");
+                    prop_assert_eq!(h.site.as_deref(), expected);
+                }
+                prop_assert_eq!(x, y);
             }
         }
 
@@ -235,7 +252,7 @@ mod tests {
         /// exactly once (unless past the per-host bound, which is counted).
         #[test]
         fn bounded_deterministic_and_lossless(ops in proptest::collection::vec(op(), 1..300), max_hosts in 1usize..10, max_ev in 1usize..5) {
-            let mut t = HostTable::new(max_hosts, max_ev);
+            let mut t = HostTable::new(max_hosts, max_ev, RemoteSiteMap::default());
             let mut admitted: BTreeSet<HostKey> = BTreeSet::new();
             let mut packets: BTreeMap<HostKey, u64> = BTreeMap::new();
             let mut evidence: BTreeMap<HostKey, BTreeSet<String>> = BTreeMap::new();

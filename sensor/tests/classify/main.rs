@@ -8,3 +8,4 @@ mod corpus;
 
 mod accuracy;
 mod real_pcaps;
+mod routed_site;
