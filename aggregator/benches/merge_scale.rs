@@ -138,6 +138,7 @@ fn main() {
             .map(|a| {
                 let ts = T0_US + (a % owners) * 2 * HOUR_US + 600_000_000;
                 HostObservation {
+                    site: None,
                     ip: leased_ip(a),
                     vlan: Some(10),
                     via_mac: Some(MacAddr([0, 0, 0x5e, 0, 1, site as u8])),

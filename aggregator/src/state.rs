@@ -659,7 +659,17 @@ impl ClusterState {
         }
         let mut hosts_refused = 0u64;
         for obs in &batch.hosts {
-            if !self.apply_host(obs, batch, site_index) {
+            // A host in a remote site's network (the sensor sees it through a router) belongs
+            // to that site, where the site's own sensors report its bindings.
+            let applied = match obs.site.as_deref() {
+                None => self.apply_host(obs, batch, &batch.site, site_index),
+                Some(site) if is_site_name(site) => {
+                    let index = self.intern_site(site);
+                    self.apply_host(obs, batch, site, index)
+                }
+                Some(_) => false,
+            };
+            if !applied {
                 hosts_refused += 1;
             }
         }
@@ -787,11 +797,11 @@ impl ClusterState {
     }
 
     /// Merge a host observation into its IP-keyed record; false when refused.
-    fn apply_host(&mut self, obs: &HostObservation, batch: &BatchSummary, site_index: u32) -> bool {
+    fn apply_host(&mut self, obs: &HostObservation, batch: &BatchSummary, site: &str, site_index: u32) -> bool {
         if !is_host_address(&obs.ip) {
             return false;
         }
-        let key = HostKey { site: batch.site.clone(), ip: obs.ip, vlan: obs.vlan };
+        let key = HostKey { site: site.to_string(), ip: obs.ip, vlan: obs.vlan };
         let timeline = self.bindings.get(&(site_index, obs.ip));
         let host = self.hosts.entry(key.clone()).or_insert_with(|| Arc::new(HostRecord::new(key.clone())));
         let before = host.owners();
@@ -801,6 +811,15 @@ impl ClusterState {
         update_attribution(&mut self.attributed, &key, &before, &after);
         true
     }
+}
+
+/// A site name a sensor may name for a remote host: what a certificate's site may hold
+/// (letters, digits, `.`, `-`, `_`; at most 64 bytes), so a sensor cannot grow the site
+/// table with arbitrary strings.
+fn is_site_name(site: &str) -> bool {
+    !site.is_empty()
+        && site.len() <= 64
+        && site.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// An address that can belong to one host: not unspecified, multicast or broadcast.
@@ -1159,6 +1178,7 @@ mod tests {
 
     fn host(ip: &str, ts: u64, evidence: Vec<Evidence>) -> HostObservation {
         HostObservation {
+            site: None,
             ip: ip.parse().unwrap(),
             vlan: Some(30),
             via_mac: Some(MacAddr([0, 0, 0x5e, 0, 1, 1])),
@@ -1207,6 +1227,31 @@ mod tests {
         assert_eq!("north:10.9.0.5@30".parse::<DeviceId>(), Ok(DeviceId::Host(key)));
         // Broadcast and unspecified addresses are refused and counted.
         assert!(apply(&mut st, &routed("core", 2, vec![host("255.255.255.255", 1, vec![])], vec![])));
+        assert_eq!(st.sensors["core"].hosts_refused, 1);
+    }
+
+    #[test]
+    fn a_remote_sites_host_is_keyed_at_that_site_and_merged_by_its_bindings() {
+        let mut st = ClusterState::new();
+        let ae = Evidence::new(Field::DicomCallingAe, "US_CLINIC", Proto::Dicom, 700);
+        // The campus core sensor ("north") sees the clinic's ultrasound through the router.
+        let remote = HostObservation { site: Some("clinic".into()), vlan: None, ..host("10.41.0.9", 700, vec![ae]) };
+        apply(&mut st, &routed("core", 1, vec![remote.clone()], vec![]));
+        let key = HostKey { site: "clinic".into(), ip: "10.41.0.9".parse().unwrap(), vlan: None };
+        assert!(st.host(&key).expect("keyed at the clinic").has_unowned());
+        // A lease seen by a sensor at the campus says nothing about the clinic's address...
+        apply(&mut st, &routed("core", 2, vec![], vec![lease(mac(3), "10.41.0.9", 600, 3_600_000_000)]));
+        assert!(routed_values(&st, mac(3)).is_empty());
+        // ...the clinic's own access sensor's lease does.
+        let clinic = BatchSummary {
+            site: "clinic".into(),
+            ..routed("access", 1, vec![], vec![lease(mac(4), "10.41.0.9", 600, 3_600_000_000)])
+        };
+        apply(&mut st, &clinic);
+        assert_eq!(routed_values(&st, mac(4)), ["US_CLINIC"]);
+        // A site name no certificate could carry is refused and counted.
+        let bogus = HostObservation { site: Some("x y".into()), ..remote };
+        apply(&mut st, &routed("core", 3, vec![bogus], vec![]));
         assert_eq!(st.sensors["core"].hosts_refused, 1);
     }
 
@@ -1347,6 +1392,7 @@ mod tests {
             (0u8..4, 0u64..1000).prop_map(|(v, ts)| Evidence::new(Field::DnsQuery, format!("h{v}"), Proto::Dns, ts));
         let host = (0u8..4, 0u64..1000, proptest::collection::vec(host_ev, 0..3)).prop_map(|(ip, ts, evidence)| {
             HostObservation {
+                site: None,
                 ip: IpAddr::from([10, 9, 0, ip]),
                 vlan: Some(30),
                 via_mac: Some(mac(200)),

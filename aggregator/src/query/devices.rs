@@ -464,6 +464,7 @@ mod tests {
         let ip: IpAddr = "10.9.0.5".parse().unwrap();
         let mut b = summary("core-1", "north", 1);
         b.hosts = vec![HostObservation {
+            site: None,
             ip,
             vlan: None,
             via_mac: None,

@@ -123,6 +123,7 @@ fn second_batch() -> Batch {
 
 fn routed_host(addr: &str, evidence: &[(Field, &str)], ts: u64) -> Event {
     Event::Host(HostObservation {
+        site: None,
         ip: ip(addr),
         vlan: Some(40),
         via_mac: Some(ROUTER),
