@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use wardline_common::wire::HostObservation;
 use wardline_common::{DeviceObservation, Event, Evidence, FlowRecord, MacAddr};
-use wardline_intel::{classify, DeviceFacts, KnowledgeBase};
+use wardline_intel::{classify, Classification, DeviceFacts, KnowledgeBase};
 
 /// Files larger than this get a progress bar on stderr.
 const PROGRESS_MIN_BYTES: u64 = 50 * 1024 * 1024;
@@ -548,11 +548,7 @@ fn write_devices(
         let vendor = vendor_of(mac);
         let class = classify(kb, &DeviceFacts::from_evidence(*mac, d.evidence.clone()));
         if json {
-            let ev: Vec<_> = d
-                .evidence
-                .iter()
-                .map(|e| json!({"field": e.field.as_str(), "value": e.value, "proto": e.proto.as_str(), "ts_us": e.ts_us}))
-                .collect();
+            let ev = evidence_json(&d.evidence);
             let line = json!({
                 "type": "device",
                 "mac": mac.to_string(),
@@ -587,23 +583,42 @@ fn write_devices(
                 ts(d.last_us),
                 if mac.is_local() { "  randomized_mac" } else { "" },
             )?;
-            writeln!(
-                out,
-                "      class={} ({:.2})  category={}  criticality={}{}",
-                class.class.value,
-                class.class.confidence,
-                class.category.value.as_str(),
-                class.criticality.value.as_str(),
-                class.profile.as_ref().map(|p| format!("  profile={}", p.value)).unwrap_or_default(),
-            )?;
-            for e in &d.evidence {
-                writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
-            }
-            if opts.explain {
-                for line in class.explain().lines().skip(1) {
-                    writeln!(out, "    explain:{line}")?;
-                }
-            }
+            write_class_and_evidence(out, &class, &d.evidence, opts.explain)?;
+        }
+    }
+    Ok(())
+}
+
+/// A device's or host's evidence as JSON objects.
+fn evidence_json(evidence: &[Evidence]) -> Vec<serde_json::Value> {
+    evidence
+        .iter()
+        .map(|e| json!({"field": e.field.as_str(), "value": e.value, "proto": e.proto.as_str(), "ts_us": e.ts_us}))
+        .collect()
+}
+
+/// The text report's classification line, evidence lines and (with --explain) the reasons.
+fn write_class_and_evidence(
+    out: &mut impl Write,
+    class: &Classification,
+    evidence: &[Evidence],
+    explain: bool,
+) -> Result<()> {
+    writeln!(
+        out,
+        "      class={} ({:.2})  category={}  criticality={}{}",
+        class.class.value,
+        class.class.confidence,
+        class.category.value.as_str(),
+        class.criticality.value.as_str(),
+        class.profile.as_ref().map(|p| format!("  profile={}", p.value)).unwrap_or_default(),
+    )?;
+    for e in evidence {
+        writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
+    }
+    if explain {
+        for line in class.explain().lines().skip(1) {
+            writeln!(out, "    explain:{line}")?;
         }
     }
     Ok(())
@@ -626,11 +641,7 @@ fn write_hosts(
     for ((_, ip, vlan), h) in hosts {
         let class = classify(kb, &DeviceFacts::from_evidence(HOST_FACTS_MAC, h.evidence.clone()));
         if opts.json {
-            let ev: Vec<_> = h
-                .evidence
-                .iter()
-                .map(|e| json!({"field": e.field.as_str(), "value": e.value, "proto": e.proto.as_str(), "ts_us": e.ts_us}))
-                .collect();
+            let ev = evidence_json(&h.evidence);
             let line = json!({
                 "type": "host",
                 "ip": ip.to_string(),
@@ -659,23 +670,7 @@ fn write_hosts(
             ts(h.first_us),
             ts(h.last_us),
         )?;
-        writeln!(
-            out,
-            "      class={} ({:.2})  category={}  criticality={}{}",
-            class.class.value,
-            class.class.confidence,
-            class.category.value.as_str(),
-            class.criticality.value.as_str(),
-            class.profile.as_ref().map(|p| format!("  profile={}", p.value)).unwrap_or_default(),
-        )?;
-        for e in &h.evidence {
-            writeln!(out, "      {} = {:?}  ({}, packet time {})", e.field, e.value, e.proto, ts(e.ts_us))?;
-        }
-        if opts.explain {
-            for line in class.explain().lines().skip(1) {
-                writeln!(out, "    explain:{line}")?;
-            }
-        }
+        write_class_and_evidence(out, &class, &h.evidence, opts.explain)?;
     }
     Ok(())
 }
