@@ -22,7 +22,9 @@ pub mod identity;
 mod vecmap;
 
 pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
-pub use hosts::{HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US};
+pub use hosts::{
+    HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US, ROUTED_STRETCH_GAP_US,
+};
 pub use vecmap::{VecMap, VecSet};
 
 use serde::{Deserialize, Serialize};
@@ -281,13 +283,29 @@ impl DeviceRecord {
         }
     }
 
+    /// The VLAN of the segment `sensor_id` reported this device on most recently (the
+    /// latest last packet; the higher VLAN on a tie), if any.
+    fn latest_segment_of(&self, sensor_id: &str) -> Option<Option<u16>> {
+        self.segments
+            .iter()
+            .filter(|(k, _)| k.sensor == sensor_id)
+            .max_by_key(|(k, seen)| (seen.last_seen_us, k.vlan))
+            .map(|(k, _)| k.vlan)
+    }
+
     /// Merge one observation; returns the addresses recorded for the first time.
     fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str, site_index: u32) -> Vec<IpAddr> {
         let mut new_ips = Vec::new();
         self.seen(sensor_id, site, obs.first_seen_us, obs.last_seen_us);
         self.vlans.extend(obs.vlans.iter().copied());
-        let vlans: Vec<Option<u16>> =
-            if obs.vlans.is_empty() { vec![None] } else { obs.vlans.iter().copied().map(Some).collect() };
+        // An observation lists only the VLANs new since the sensor's previous report: no
+        // VLAN means the packets were on a segment already reported (the one reported
+        // last), and untagged only if the sensor never reported one.
+        let vlans: Vec<Option<u16>> = if obs.vlans.is_empty() {
+            vec![self.latest_segment_of(sensor_id).unwrap_or(None)]
+        } else {
+            obs.vlans.iter().copied().map(Some).collect()
+        };
         for vlan in vlans {
             let key = SegmentKey { sensor: sensor_id.to_string(), vlan };
             self.seen_on_segment(key, site_index, obs.first_seen_us, obs.last_seen_us);

@@ -24,7 +24,9 @@ struct HostState {
     site: Option<SiteIndex>,
     /// The router MAC its frames carried (first one seen), None on a MAC-less link.
     via_mac: Option<MacAddr>,
+    /// First packet since the last report (`u64::MAX` right after one).
     first_us: u64,
+    /// Latest packet ever.
     last_us: u64,
     packets: u64,
     bytes: u64,
@@ -174,11 +176,14 @@ impl HostTable {
             let bytes = h.bytes - h.reported_bytes;
             h.reported_packets = h.packets;
             h.reported_bytes = h.bytes;
+            // A report covers its own packets: the next one starts at its first packet, so
+            // the cluster can tell when the address went quiet (and changed hands).
+            let first_seen_us = std::mem::replace(&mut h.first_us, u64::MAX).min(h.last_us);
             out.push(HostObservation {
                 ip: h.key.0,
                 vlan: h.key.1,
                 via_mac: h.via_mac,
-                first_seen_us: h.first_us,
+                first_seen_us,
                 last_seen_us: h.last_us,
                 packets,
                 bytes,
