@@ -41,9 +41,11 @@ pub fn strong_identifiers(record: &DeviceRecord) -> BTreeSet<(Field, String)> {
         }
         for value in record.values(field) {
             // A universal id without its type (`Sysmex`) is free text, often the vendor's
-            // name shared by every unit: only `id^type` (`0009FBFFFE6A1C00^EUI-64`) names one.
+            // name shared by every unit: only `id^type` (`0009FBFFFE6A1C00^EUI-64`) or a
+            // bare EUI-64 names one.
             let typed = field != Field::Hl7SendingAppUniversalId
-                || value.split_once('^').is_some_and(|(id, kind)| !id.is_empty() && !kind.is_empty());
+                || value.split_once('^').is_some_and(|(id, kind)| !id.is_empty() && !kind.is_empty())
+                || (value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()));
             if typed && is_meaningful(value) {
                 ids.insert((field, value.to_string()));
             }
@@ -124,6 +126,8 @@ mod tests {
         assert!(strong_identifiers(&vendor_name).is_empty());
         let eui = record_with(&[(Field::Hl7SendingAppUniversalId, "0009FBFFFE780001^EUI-64")]);
         assert_eq!(strong_identifiers(&eui).len(), 1);
+        let bare_eui = record_with(&[(Field::Hl7SendingAppUniversalId, "0009FBFFFE780001")]);
+        assert_eq!(strong_identifiers(&bare_eui).len(), 1);
     }
 
     #[test]
