@@ -1328,6 +1328,75 @@ mod tests {
     }
 
     #[test]
+    fn a_report_without_new_vlans_stays_on_the_segment_reported_last() {
+        let mut st = ClusterState::new();
+        // Observations list only VLANs new since the sensor's previous report.
+        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![])]));
+        let quiet = DeviceObservation { vlans: vec![], ..obs(mac(1), "10.0.0.5", 500, vec![]) };
+        apply(&mut st, &batch("s1", 2, vec![quiet.clone()]));
+        let moved = DeviceObservation { vlans: vec![21], ..obs(mac(1), "10.0.0.5", 900, vec![]) };
+        apply(&mut st, &batch("s1", 3, vec![moved]));
+        apply(&mut st, &batch("s1", 4, vec![DeviceObservation { first_seen_us: 950, last_seen_us: 990, ..quiet }]));
+        let segs: Vec<_> =
+            st.devices()[&mac(1)].segments.iter().map(|(k, s)| (k.vlan, s.first_seen_us, s.last_seen_us)).collect();
+        assert_eq!(segs, [(Some(20), 100, 510), (Some(21), 900, 990)], "no untagged segment appears");
+    }
+
+    proptest! {
+        /// An address handed from one device to another after a silence: whatever order
+        /// the core's routed reports and the access sensor's leases arrive in, each owner
+        /// gets exactly the stretch of its own time.
+        #[test]
+        fn a_handed_on_address_splits_its_routed_sightings_in_any_arrival_order(
+            first_gaps in proptest::collection::vec(1u64..ROUTED_STRETCH_GAP_US, 1..6),
+            silence in ROUTED_STRETCH_GAP_US + 1..ROUTED_RUN_GAP_US,
+            second_gaps in proptest::collection::vec(1u64..ROUTED_STRETCH_GAP_US, 1..6),
+            lease_a_at in 0usize..12,
+            lease_b_at in 0usize..12,
+        ) {
+            let times = |start: u64, gaps: &[u64]| -> Vec<u64> {
+                gaps.iter().scan(start, |t, g| { *t += g; Some(*t) }).collect()
+            };
+            let a_times = times(1_000_000, &first_gaps);
+            let handover = a_times.last().unwrap() + silence / 2;
+            let b_times = times(a_times.last().unwrap() + silence, &second_gaps);
+            let day = 86_400_000_000;
+            let core: Vec<BatchSummary> = a_times
+                .iter()
+                .chain(&b_times)
+                .enumerate()
+                .map(|(i, t)| routed("core", i as u64 + 1, vec![host("10.9.0.5", *t, vec![])], vec![]))
+                .collect();
+            let leases = [
+                routed("access", 1, vec![], vec![lease(mac(1), "10.9.0.5", 0, day)]),
+                routed("access", 2, vec![], vec![lease(mac(2), "10.9.0.5", handover, day)]),
+            ];
+            let (first, second) = (lease_a_at.min(lease_b_at).min(core.len()), lease_a_at.max(lease_b_at).min(core.len()));
+            let mut interleaved = core.clone();
+            interleaved.insert(second, leases[1].clone());
+            interleaved.insert(first, leases[0].clone());
+            let answer = |batches: &[BatchSummary]| {
+                let mut st = ClusterState::new();
+                for b in batches {
+                    assert!(apply(&mut st, b));
+                }
+                st.hosts().values().next().unwrap().sightings.clone()
+            };
+            let leases_first: Vec<BatchSummary> = leases.iter().chain(&core).cloned().collect();
+            let expected = answer(&leases_first);
+            prop_assert_eq!(&answer(&interleaved), &expected);
+            let spans: Vec<_> = expected.iter().map(|(k, s)| (k.owner, s.first_seen_us, s.last_seen_us)).collect();
+            prop_assert_eq!(
+                spans,
+                vec![
+                    (Some(mac(1)), a_times[0], *a_times.last().unwrap()),
+                    (Some(mac(2)), b_times[0], *b_times.last().unwrap()),
+                ]
+            );
+        }
+    }
+
+    #[test]
     fn strong_identifiers_are_indexed_per_holder() {
         let mut st = ClusterState::new();
         let eui = |ts| Evidence::new(Field::Hl7SendingAppUniversalId, "0012345678ABCDEF", Proto::Hl7, ts);

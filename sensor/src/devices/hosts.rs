@@ -232,6 +232,25 @@ mod tests {
         None
     }
 
+    #[test]
+    fn a_report_covers_its_own_packets() {
+        let mut t = HostTable::new(8, 8, RemoteSiteMap::default());
+        let key = (ip(5), None);
+        t.packet(key, None, 1_000, 60);
+        t.packet(key, None, 2_000, 60);
+        let first = t.drain_changed();
+        assert_eq!((first[0].first_seen_us, first[0].last_seen_us), (1_000, 2_000));
+        // The address went quiet, then was used again (perhaps by another device): the next
+        // report starts at its own first packet, so the cluster sees the silence.
+        t.packet(key, None, 90_000, 60);
+        let second = t.drain_changed();
+        assert_eq!((second[0].first_seen_us, second[0].last_seen_us, second[0].packets), (90_000, 90_000, 1));
+        // Evidence without packets about a host that only receives carries its own time.
+        t.evidence(key, None, Field::Hostname, "h", Proto::Dhcp, 95_000);
+        let third = t.drain_changed();
+        assert_eq!((third[0].first_seen_us, third[0].last_seen_us), (95_000, 95_000));
+    }
+
     proptest! {
         /// Two tables (each with its own hash seed) fed the same traffic drain the same
         /// observations in the same order.
