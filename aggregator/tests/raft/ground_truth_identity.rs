@@ -205,6 +205,7 @@ fn ground_truth_every_device_appears_exactly_once_with_its_evidence() {
     let run = run();
     let (truth, state) = (&run.truth, &run.state);
     let mut problems: Vec<String> = Vec::new();
+    let (mut routed_only, mut identity_values) = (0usize, 0usize);
     for dev in &truth.devices {
         let macs = macs_of(dev);
         let records = records_of(state, dev);
@@ -232,6 +233,7 @@ fn ground_truth_every_device_appears_exactly_once_with_its_evidence() {
             if !routed {
                 problems.push(format!("{}: seen only routed by {}, no routed sighting on its MAC", dev.id, s.sensor));
             }
+            routed_only += 1;
         }
         // No IP-keyed leftover at an address the device held at a site some sensor sees
         // routed: a binding names its owner for the whole run (the earliest span also owns
@@ -250,6 +252,7 @@ fn ground_truth_every_device_appears_exactly_once_with_its_evidence() {
             if !held.contains(&(e.field, e.value.as_str())) {
                 problems.push(format!("{}: {:?} {:?} missing from its records", dev.id, e.field, e.value));
             }
+            identity_values += 1;
         }
     }
     // Exactly once: every MAC record is a truth device's or a router's, and no IP-keyed
@@ -268,11 +271,20 @@ fn ground_truth_every_device_appears_exactly_once_with_its_evidence() {
     }
     let held_addresses: BTreeSet<(String, IpAddr)> =
         truth.devices.iter().flat_map(|d| d.bindings.iter().map(|b| (b.site.clone(), IpAddr::V4(b.ip)))).collect();
+    let leftovers: Vec<String> =
+        state.hosts().iter().filter(|(_, h)| h.has_unowned()).map(|(key, _)| key.to_string()).collect();
     for (key, _) in state.hosts().iter().filter(|(_, h)| h.has_unowned()) {
         if held_addresses.contains(&(key.site.clone(), key.ip)) {
             problems.push(format!("IP-keyed device {key} is at a truth device's address"));
         }
     }
+    println!(
+        "{} truth devices, {} MAC records, {routed_only} routed-only sightings attributed, {identity_values} identity \
+         values found, IP-keyed devices left (no truth device's address): {leftovers:?}",
+        truth.devices.len(),
+        state.devices().len(),
+    );
+    assert!(routed_only >= 4 && identity_values >= 100, "the checks above ran on the routed site and identities");
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
