@@ -22,7 +22,9 @@ pub mod identity;
 mod vecmap;
 
 pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
-pub use hosts::{HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US};
+pub use hosts::{
+    HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US, ROUTED_STRETCH_GAP_US,
+};
 pub use vecmap::{VecMap, VecSet};
 
 use serde::{Deserialize, Serialize};
@@ -281,13 +283,29 @@ impl DeviceRecord {
         }
     }
 
+    /// The VLAN of the segment `sensor_id` reported this device on most recently (the
+    /// latest last packet; the higher VLAN on a tie), if any.
+    fn latest_segment_of(&self, sensor_id: &str) -> Option<Option<u16>> {
+        self.segments
+            .iter()
+            .filter(|(k, _)| k.sensor == sensor_id)
+            .max_by_key(|(k, seen)| (seen.last_seen_us, k.vlan))
+            .map(|(k, _)| k.vlan)
+    }
+
     /// Merge one observation; returns the addresses recorded for the first time.
     fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str, site_index: u32) -> Vec<IpAddr> {
         let mut new_ips = Vec::new();
         self.seen(sensor_id, site, obs.first_seen_us, obs.last_seen_us);
         self.vlans.extend(obs.vlans.iter().copied());
-        let vlans: Vec<Option<u16>> =
-            if obs.vlans.is_empty() { vec![None] } else { obs.vlans.iter().copied().map(Some).collect() };
+        // An observation lists only the VLANs new since the sensor's previous report: no
+        // VLAN means the packets were on a segment already reported (the one reported
+        // last), and untagged only if the sensor never reported one.
+        let vlans: Vec<Option<u16>> = if obs.vlans.is_empty() {
+            vec![self.latest_segment_of(sensor_id).unwrap_or(None)]
+        } else {
+            obs.vlans.iter().copied().map(Some).collect()
+        };
         for vlan in vlans {
             let key = SegmentKey { sensor: sensor_id.to_string(), vlan };
             self.seen_on_segment(key, site_index, obs.first_seen_us, obs.last_seen_us);
@@ -1307,6 +1325,75 @@ mod tests {
         apply(&mut st, &batch("s1", 2, vec![moved]));
         let segs: Vec<_> = st.devices()[&mac(1)].segments.iter().map(|(k, s)| (k.vlan, s.first_seen_us)).collect();
         assert_eq!(segs, [(Some(20), 100), (Some(21), 900)]);
+    }
+
+    #[test]
+    fn a_report_without_new_vlans_stays_on_the_segment_reported_last() {
+        let mut st = ClusterState::new();
+        // Observations list only VLANs new since the sensor's previous report.
+        apply(&mut st, &batch("s1", 1, vec![obs(mac(1), "10.0.0.5", 100, vec![])]));
+        let quiet = DeviceObservation { vlans: vec![], ..obs(mac(1), "10.0.0.5", 500, vec![]) };
+        apply(&mut st, &batch("s1", 2, vec![quiet.clone()]));
+        let moved = DeviceObservation { vlans: vec![21], ..obs(mac(1), "10.0.0.5", 900, vec![]) };
+        apply(&mut st, &batch("s1", 3, vec![moved]));
+        apply(&mut st, &batch("s1", 4, vec![DeviceObservation { first_seen_us: 950, last_seen_us: 990, ..quiet }]));
+        let segs: Vec<_> =
+            st.devices()[&mac(1)].segments.iter().map(|(k, s)| (k.vlan, s.first_seen_us, s.last_seen_us)).collect();
+        assert_eq!(segs, [(Some(20), 100, 510), (Some(21), 900, 990)], "no untagged segment appears");
+    }
+
+    proptest! {
+        /// An address handed from one device to another after a silence: whatever order
+        /// the core's routed reports and the access sensor's leases arrive in, each owner
+        /// gets exactly the stretch of its own time.
+        #[test]
+        fn a_handed_on_address_splits_its_routed_sightings_in_any_arrival_order(
+            first_gaps in proptest::collection::vec(1u64..ROUTED_STRETCH_GAP_US, 1..6),
+            silence in ROUTED_STRETCH_GAP_US + 1..ROUTED_RUN_GAP_US,
+            second_gaps in proptest::collection::vec(1u64..ROUTED_STRETCH_GAP_US, 1..6),
+            lease_a_at in 0usize..12,
+            lease_b_at in 0usize..12,
+        ) {
+            let times = |start: u64, gaps: &[u64]| -> Vec<u64> {
+                gaps.iter().scan(start, |t, g| { *t += g; Some(*t) }).collect()
+            };
+            let a_times = times(1_000_000, &first_gaps);
+            let handover = a_times.last().unwrap() + silence / 2;
+            let b_times = times(a_times.last().unwrap() + silence, &second_gaps);
+            let day = 86_400_000_000;
+            let core: Vec<BatchSummary> = a_times
+                .iter()
+                .chain(&b_times)
+                .enumerate()
+                .map(|(i, t)| routed("core", i as u64 + 1, vec![host("10.9.0.5", *t, vec![])], vec![]))
+                .collect();
+            let leases = [
+                routed("access", 1, vec![], vec![lease(mac(1), "10.9.0.5", 0, day)]),
+                routed("access", 2, vec![], vec![lease(mac(2), "10.9.0.5", handover, day)]),
+            ];
+            let (first, second) = (lease_a_at.min(lease_b_at).min(core.len()), lease_a_at.max(lease_b_at).min(core.len()));
+            let mut interleaved = core.clone();
+            interleaved.insert(second, leases[1].clone());
+            interleaved.insert(first, leases[0].clone());
+            let answer = |batches: &[BatchSummary]| {
+                let mut st = ClusterState::new();
+                for b in batches {
+                    assert!(apply(&mut st, b));
+                }
+                st.hosts().values().next().unwrap().sightings.clone()
+            };
+            let leases_first: Vec<BatchSummary> = leases.iter().chain(&core).cloned().collect();
+            let expected = answer(&leases_first);
+            prop_assert_eq!(&answer(&interleaved), &expected);
+            let spans: Vec<_> = expected.iter().map(|(k, s)| (k.owner, s.first_seen_us, s.last_seen_us)).collect();
+            prop_assert_eq!(
+                spans,
+                vec![
+                    (Some(mac(1)), a_times[0], *a_times.last().unwrap()),
+                    (Some(mac(2)), b_times[0], *b_times.last().unwrap()),
+                ]
+            );
+        }
     }
 
     #[test]

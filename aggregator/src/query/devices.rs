@@ -8,8 +8,8 @@
 
 use super::views::{HistoryEvent, HistoryKind, HistoryView, HostKeyView, IdentityLinkView, SightingView};
 use crate::state::{
-    identity, AddressTimeline, ClusterState, DeviceId, DeviceRecord, EvidenceRecord, HostRecord, IpSeen,
-    ROUTED_RUN_GAP_US,
+    identity, AddressTimeline, ClusterState, DeviceId, DeviceRecord, EvidenceRecord, HostRecord, IpSeen, RoutedKey,
+    RoutedSeen, ROUTED_RUN_GAP_US,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -168,7 +168,7 @@ impl DeviceSnapshot {
             }
         }
         for host in &self.hosts {
-            for (key, seen) in host.sightings.iter().filter(|(k, _)| k.owner == owner) {
+            for (key, seen) in routed_runs(host, owner) {
                 out.push(SightingView {
                     sensor: key.sensor.clone(),
                     site: host.key.site.clone(),
@@ -324,6 +324,32 @@ impl DeviceSnapshot {
         }
         (total, names)
     }
+}
+
+/// A host record's routed stretches attributed to `owner`, joined into runs per sensor and
+/// router MAC: a stretch starting within `ROUTED_RUN_GAP_US` of the previous one's last
+/// packet continues its run. (The state keeps stretches apart so a late binding can give
+/// each to its own owner; decision 0013.)
+fn routed_runs(host: &HostRecord, owner: Option<MacAddr>) -> Vec<(&RoutedKey, RoutedSeen)> {
+    let mut runs: Vec<(&RoutedKey, RoutedSeen)> = Vec::new();
+    // Keys sort by sensor, router MAC, owner, then start: one owner's stretches of one
+    // sensor and router come in start order.
+    for (key, seen) in host.sightings.iter().filter(|(k, _)| k.owner == owner) {
+        match runs.last_mut() {
+            Some((run, acc))
+                if run.sensor == key.sensor
+                    && run.via_mac == key.via_mac
+                    && acc.last_seen_us.saturating_add(ROUTED_RUN_GAP_US) >= seen.first_seen_us =>
+            {
+                acc.first_seen_us = acc.first_seen_us.min(seen.first_seen_us);
+                acc.last_seen_us = acc.last_seen_us.max(seen.last_seen_us);
+                acc.packets = acc.packets.saturating_add(seen.packets);
+                acc.bytes = acc.bytes.saturating_add(seen.bytes);
+            }
+            _ => runs.push((key, *seen)),
+        }
+    }
+    runs
 }
 
 /// VLAN changes and site moves: walking the sightings in first-seen order, each one on a

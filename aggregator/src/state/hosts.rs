@@ -18,12 +18,18 @@ use std::net::IpAddr;
 use wardline_common::wire::HostObservation;
 use wardline_common::{Field, MacAddr};
 
-/// Routed sightings kept per host record (sensor × router × owner × run); beyond this
-/// they are counted in `sightings_dropped`.
+/// Routed sightings kept per host record (sensor × router × owner × stretch); beyond this
+/// a report extends the latest stretch within `ROUTED_RUN_GAP_US`, else it is counted in
+/// `sightings_dropped`.
 pub const MAX_ROUTED_SIGHTINGS: usize = 32;
-/// A report more than this after a run's last packet starts a new run. Runs are what lets
-/// a late binding give each stretch of sightings to the owner of its own time, and what
-/// the history shows as connections.
+/// A report more than this after a stretch's last packet starts a new stretch. Stretches
+/// are what lets a late binding give each part of the sightings to the owner of its own
+/// time: an address handed to another device goes quiet between the release (or lease
+/// end) and the new owner's first packet, so one stretch holds one owner's packets, in
+/// whatever order sightings and bindings arrive.
+pub const ROUTED_STRETCH_GAP_US: u64 = 60 * 1_000_000;
+/// Stretches of one owner, sensor and router less than this apart form one run: what the
+/// history shows as a connection (the read side joins them).
 pub const ROUTED_RUN_GAP_US: u64 = 15 * 60 * 1_000_000;
 
 /// The key of an IP-keyed device. Displayed (and parsed by the API) as `site:ip` or
@@ -56,7 +62,7 @@ pub struct RoutedSeen {
 }
 
 /// Which sensor saw the host, through which router MAC, attributed to which owner, in the
-/// run of sightings that started at `run_start_us`.
+/// stretch of sightings that started at `run_start_us`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RoutedKey {
     pub sensor: String,
@@ -109,14 +115,16 @@ impl HostRecord {
             owner: owner_at(obs.last_seen_us),
             run_start_us: obs.first_seen_us,
         };
-        // Continue the run this report falls in (or right after), if any.
+        // Continue the stretch this report falls in (or right after), if any; in a full
+        // record, the latest stretch of the same run rather than dropping the report.
+        let gap = if self.sightings.len() >= MAX_ROUTED_SIGHTINGS { ROUTED_RUN_GAP_US } else { ROUTED_STRETCH_GAP_US };
         let run_of = RoutedKey { run_start_us: obs.first_seen_us, ..key.clone() };
         let first_of = RoutedKey { run_start_us: 0, ..key.clone() };
         if let Some((run, _)) = self
             .sightings
             .range(first_of..=run_of)
             .next_back()
-            .filter(|(_, s)| s.last_seen_us.saturating_add(ROUTED_RUN_GAP_US) >= obs.first_seen_us)
+            .filter(|(_, s)| s.last_seen_us.saturating_add(gap) >= obs.first_seen_us)
         {
             key = run.clone();
         }

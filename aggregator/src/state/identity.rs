@@ -21,16 +21,32 @@ pub fn is_strong_field(field: Field) -> bool {
 }
 
 /// The strong identifiers a record holds, as (field, value):
-/// - each HL7 sending-application universal id (IHE PCD gateways put their EUI-64 there),
-///   HL7 equipment id and SNMPv3 engine id, as seen;
+/// - each HL7 sending-application universal id with its type (IHE PCD gateways put their
+///   EUI-64 there), HL7 equipment id (unless the record reports several devices' ids: a
+///   gateway relaying them) and SNMPv3 engine id, as seen;
 /// - a DICOM calling AE title together with the implementation class UID, as
 ///   `(DicomCallingAe, "AE|UID")`, when the record has exactly one implementation UID
 ///   (an AE title alone is a configured name, often reused; the UID alone names software).
 pub fn strong_identifiers(record: &DeviceRecord) -> BTreeSet<(Field, String)> {
     let mut ids = BTreeSet::new();
+    // A record reporting several devices' equipment ids is a gateway or central station
+    // relaying their observations (OBX-18 names the device that measured): they are not
+    // its own.
+    let equipment: BTreeSet<&str> =
+        record.values(Field::Hl7DeviceId).into_iter().map(|v| v.split('^').next().unwrap_or(v)).collect();
+    let relays = equipment.len() > 1;
     for field in SINGLE_STRONG_FIELDS {
+        if field == Field::Hl7DeviceId && relays {
+            continue;
+        }
         for value in record.values(field) {
-            if is_meaningful(value) {
+            // A universal id without its type (`Sysmex`) is free text, often the vendor's
+            // name shared by every unit: only `id^type` (`0009FBFFFE6A1C00^EUI-64`) or a
+            // bare EUI-64 names one.
+            let typed = field != Field::Hl7SendingAppUniversalId
+                || value.split_once('^').is_some_and(|(id, kind)| !id.is_empty() && !kind.is_empty())
+                || (value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()));
+            if typed && is_meaningful(value) {
                 ids.insert((field, value.to_string()));
             }
         }
@@ -88,5 +104,45 @@ mod tests {
         assert!(!is_meaningful("00:00:00:00:00:00:00:00"));
         assert!(!is_meaningful("FFFFFFFFFFFFFFFF"));
         assert!(is_meaningful("0012345678ABCDEF"));
+    }
+
+    fn record_with(evidence: &[(Field, &str)]) -> DeviceRecord {
+        let mut record = DeviceRecord::new(MacAddr([0x00, 0x09, 0x5c, 0, 0, 1]));
+        for (field, value) in evidence {
+            let seen = super::super::EvidenceRecord {
+                proto: wardline_common::Proto::Hl7,
+                first_ts_us: 0,
+                last_ts_us: 0,
+                count: 1,
+            };
+            record.evidence.insert((*field, value.to_string()), seen);
+        }
+        record
+    }
+
+    #[test]
+    fn an_untyped_universal_id_is_free_text() {
+        let vendor_name = record_with(&[(Field::Hl7SendingAppUniversalId, "Sysmex")]);
+        assert!(strong_identifiers(&vendor_name).is_empty());
+        let eui = record_with(&[(Field::Hl7SendingAppUniversalId, "0009FBFFFE780001^EUI-64")]);
+        assert_eq!(strong_identifiers(&eui).len(), 1);
+        let bare_eui = record_with(&[(Field::Hl7SendingAppUniversalId, "0009FBFFFE780001")]);
+        assert_eq!(strong_identifiers(&bare_eui).len(), 1);
+    }
+
+    #[test]
+    fn a_relay_of_several_devices_equipment_ids_is_identified_by_none() {
+        // A monitor: its EUI-64 from MSH-3 and from its own OBX-18 name one device.
+        let monitor = record_with(&[
+            (Field::Hl7DeviceId, "0009FBFFFE780001"),
+            (Field::Hl7DeviceId, "0009FBFFFE780001^MX450^EUI-64"),
+        ]);
+        assert_eq!(strong_identifiers(&monitor).len(), 2);
+        // A central station forwarding two monitors' observations.
+        let station = record_with(&[
+            (Field::Hl7DeviceId, "0009FBFFFE780001^MX450^EUI-64"),
+            (Field::Hl7DeviceId, "0009FBFFFE780002^MX450^EUI-64"),
+        ]);
+        assert!(strong_identifiers(&station).is_empty());
     }
 }

@@ -24,7 +24,9 @@ struct HostState {
     site: Option<SiteIndex>,
     /// The router MAC its frames carried (first one seen), None on a MAC-less link.
     via_mac: Option<MacAddr>,
+    /// First packet since the last report (`u64::MAX` right after one).
     first_us: u64,
+    /// Latest packet ever.
     last_us: u64,
     packets: u64,
     bytes: u64,
@@ -174,11 +176,14 @@ impl HostTable {
             let bytes = h.bytes - h.reported_bytes;
             h.reported_packets = h.packets;
             h.reported_bytes = h.bytes;
+            // A report covers its own packets: the next one starts at its first packet, so
+            // the cluster can tell when the address went quiet (and changed hands).
+            let first_seen_us = std::mem::replace(&mut h.first_us, u64::MAX).min(h.last_us);
             out.push(HostObservation {
                 ip: h.key.0,
                 vlan: h.key.1,
                 via_mac: h.via_mac,
-                first_seen_us: h.first_us,
+                first_seen_us,
                 last_seen_us: h.last_us,
                 packets,
                 bytes,
@@ -225,6 +230,25 @@ mod tests {
             Op::Drain => return Some(t.drain_changed()),
         }
         None
+    }
+
+    #[test]
+    fn a_report_covers_its_own_packets() {
+        let mut t = HostTable::new(8, 8, RemoteSiteMap::default());
+        let key = (ip(5), None);
+        t.packet(key, None, 1_000, 60);
+        t.packet(key, None, 2_000, 60);
+        let first = t.drain_changed();
+        assert_eq!((first[0].first_seen_us, first[0].last_seen_us), (1_000, 2_000));
+        // The address went quiet, then was used again (perhaps by another device): the next
+        // report starts at its own first packet, so the cluster sees the silence.
+        t.packet(key, None, 90_000, 60);
+        let second = t.drain_changed();
+        assert_eq!((second[0].first_seen_us, second[0].last_seen_us, second[0].packets), (90_000, 90_000, 1));
+        // Evidence without packets about a host that only receives carries its own time.
+        t.evidence(key, None, Field::Hostname, "h", Proto::Dhcp, 95_000);
+        let third = t.drain_changed();
+        assert_eq!((third[0].first_seen_us, third[0].last_seen_us), (95_000, 95_000));
     }
 
     proptest! {
