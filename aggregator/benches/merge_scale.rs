@@ -58,19 +58,12 @@ impl Sensors {
     fn batch(&mut self, sensor: String, site: String) -> BatchSummary {
         let seq = self.next_seq.entry(sensor.clone()).or_insert(0);
         *seq += 1;
-        BatchSummary {
-            batch_id: Ulid::from_parts(*seq, u128::from(*seq) | (u128::from(sensor.len() as u64) << 64)),
-            sensor_id: sensor,
+        BatchSummary::empty(
+            Ulid::from_parts(*seq, u128::from(*seq) | (u128::from(sensor.len() as u64) << 64)),
+            sensor,
             site,
-            seq: *seq,
-            devices: vec![],
-            hosts: vec![],
-            bindings: vec![],
-            flow_count: 0,
-            flow_packets: 0,
-            flow_bytes: 0,
-            stats: None,
-        }
+            *seq,
+        )
     }
 }
 

@@ -83,12 +83,13 @@ pub struct BatchSummary {
 impl BatchSummary {
     /// Summarize a wire batch: keep device observations, total the flows, keep the latest
     /// stats event.
-    pub fn from_batch(batch: &Batch) -> Self {
-        let mut summary = BatchSummary {
-            batch_id: batch.id,
-            sensor_id: batch.sensor_id.clone(),
-            site: batch.site.clone(),
-            seq: batch.seq,
+    /// A summary of a batch with no events yet.
+    pub fn empty(batch_id: Ulid, sensor_id: String, site: String, seq: u64) -> Self {
+        BatchSummary {
+            batch_id,
+            sensor_id,
+            site,
+            seq,
             devices: Vec::new(),
             hosts: Vec::new(),
             bindings: Vec::new(),
@@ -96,7 +97,11 @@ impl BatchSummary {
             flow_packets: 0,
             flow_bytes: 0,
             stats: None,
-        };
+        }
+    }
+
+    pub fn from_batch(batch: &Batch) -> Self {
+        let mut summary = BatchSummary::empty(batch.id, batch.sensor_id.clone(), batch.site.clone(), batch.seq);
         for event in &batch.events {
             match event {
                 Event::Device(d) => summary.devices.push(d.clone()),

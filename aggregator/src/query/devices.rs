@@ -413,19 +413,12 @@ mod tests {
     const DEV: MacAddr = MacAddr([0x00, 0x1b, 0x63, 0, 0, 1]);
 
     fn summary(sensor: &str, site: &str, seq: u64) -> BatchSummary {
-        BatchSummary {
-            batch_id: Ulid::from_parts(seq, u128::from(seq) | (sensor.len() as u128) << 64),
-            sensor_id: sensor.into(),
-            site: site.into(),
+        BatchSummary::empty(
+            Ulid::from_parts(seq, u128::from(seq) | (sensor.len() as u128) << 64),
+            sensor.into(),
+            site.into(),
             seq,
-            devices: vec![],
-            hosts: vec![],
-            bindings: vec![],
-            flow_count: 0,
-            flow_packets: 0,
-            flow_bytes: 0,
-            stats: None,
-        }
+        )
     }
 
     fn seen(mac: MacAddr, vlan: u16, at_us: u64) -> DeviceObservation {
