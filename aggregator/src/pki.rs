@@ -37,8 +37,7 @@ impl std::fmt::Display for SensorIdentity {
 /// Sensor ids and sites: `[A-Za-z0-9._-]{1,64}`. They end up in a URN (':' separated),
 /// file names, log lines and ClickHouse rows, so anything else is refused up front.
 pub fn validate_id(what: &str, value: &str) -> Result<()> {
-    let ok_chars = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if value.is_empty() || value.len() > 64 || !ok_chars {
+    if !wardline_common::wire::is_valid_id(value) {
         bail!("invalid {what} {value:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'");
     }
     Ok(())

@@ -686,7 +686,9 @@ impl ClusterState {
             // to that site, where the site's own sensors report its bindings.
             let applied = match obs.site.as_deref() {
                 None => self.apply_host(obs, batch, &batch.site, site_index),
-                Some(site) if is_site_name(site) => {
+                // Only a name a certificate could carry, so a sensor cannot grow the site
+                // table with arbitrary strings.
+                Some(site) if wardline_common::wire::is_valid_id(site) => {
                     let index = self.intern_site(site);
                     self.apply_host(obs, batch, site, index)
                 }
@@ -834,15 +836,6 @@ impl ClusterState {
         update_attribution(&mut self.attributed, &key, &before, &after);
         true
     }
-}
-
-/// A site name a sensor may name for a remote host: what a certificate's site may hold
-/// (letters, digits, `.`, `-`, `_`; at most 64 bytes), so a sensor cannot grow the site
-/// table with arbitrary strings.
-fn is_site_name(site: &str) -> bool {
-    !site.is_empty()
-        && site.len() <= 64
-        && site.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// An address that can belong to one host: not unspecified, multicast or broadcast.

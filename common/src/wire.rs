@@ -23,6 +23,14 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// ALPN protocol id of the sensor uplink.
 pub const ALPN_UPLINK: &[u8] = b"wardline-uplink/1";
 
+/// Is `id` a valid sensor id or site name: 1 to 64 characters from A-Z, a-z, 0-9, '.', '_'
+/// and '-'? They end up in certificate URNs (':' separated), file names, log lines and
+/// ClickHouse rows, so the certificate authority, the sensor's configuration and the
+/// cluster all hold them to this one alphabet.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// A unit of delivery: applied at most once by the cluster, identified by `id` and by
 /// the per-sensor monotonically increasing `seq`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

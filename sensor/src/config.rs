@@ -130,10 +130,7 @@ fn default_interval() -> u64 {
 
 /// Ids travel in certificates and ClickHouse keys: keep them to a safe alphabet.
 pub fn validate_id(what: &str, id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !ok {
+    if !wardline_common::wire::is_valid_id(id) {
         bail!("{what} {id:?} must be 1-64 characters of letters, digits, '.', '_' or '-'");
     }
     Ok(())
