@@ -680,9 +680,9 @@ mod tests {
     use super::*;
     use crate::dissect::{PacketCtx, Transport};
 
-    /// A hostname finding about `mac` from a frame it sent with no IP layer.
-    fn hostname(t: &mut DeviceTable, mac: MacAddr, ts_us: u64, name: &str) {
-        let ctx = PacketCtx {
+    /// A broadcast frame `mac` sent with no IP layer (as LLDP is).
+    pub(super) fn l2_frame(mac: MacAddr, ts_us: u64) -> PacketCtx {
+        PacketCtx {
             ts_us,
             src_mac: mac,
             dst_mac: MacAddr::BROADCAST,
@@ -692,8 +692,12 @@ mod tests {
             src_port: 0,
             dst_port: 0,
             transport: Transport::L2 { ethertype: 0x88cc },
-        };
-        t.findings_at(&ctx, Proto::Dhcp, &[Finding::src(Field::Hostname, name)]);
+        }
+    }
+
+    /// A hostname finding about `mac` from a frame it sent with no IP layer.
+    fn hostname(t: &mut DeviceTable, mac: MacAddr, ts_us: u64, name: &str) {
+        t.findings_at(&l2_frame(mac, ts_us), Proto::Dhcp, &[Finding::src(Field::Hostname, name)]);
     }
 
     #[test]
@@ -759,18 +763,11 @@ mod local_network_tests {
         let o = t.drain_changed();
         assert_eq!(o[0].ips, vec!["10.20.0.1".parse::<IpAddr>().unwrap()]);
         // An address the device announces itself counts wherever it is.
-        let lldp = crate::dissect::PacketCtx {
-            ts_us: 3,
-            src_mac: gw,
-            dst_mac: MacAddr::BROADCAST,
-            vlan: None,
-            src_ip: None,
-            dst_ip: None,
-            src_port: 0,
-            dst_port: 0,
-            transport: crate::dissect::Transport::L2 { ethertype: 0x88cc },
-        };
-        t.findings_at(&lldp, Proto::Lldp, &[Finding::src(Field::LldpManagementAddress, "198.51.100.7")]);
+        t.findings_at(
+            &tests::l2_frame(gw, 3),
+            Proto::Lldp,
+            &[Finding::src(Field::LldpManagementAddress, "198.51.100.7")],
+        );
         assert_eq!(t.drain_changed()[0].ips, vec!["198.51.100.7".parse::<IpAddr>().unwrap()]);
     }
 
