@@ -250,6 +250,16 @@ pub fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, ba
         return first_err.map_or(Ok(()), Err);
     }
     let (mut events, stats) = pipeline.finish();
+    if stats.devices_over_limit + stats.hosts_over_limit + stats.bindings_over_limit > 0 {
+        // The tables are bounded; what a bound turned away is only counted, so say so.
+        warn!(
+            devices = stats.devices_over_limit,
+            hosts = stats.hosts_over_limit,
+            bindings = stats.bindings_over_limit,
+            "the device, host or binding table was full: these were counted but not tracked; \
+             raise the limits or narrow local_networks"
+        );
+    }
     events.push(Event::Stats(SensorStats {
         packets: stats.packets,
         bytes: stats.bytes,
