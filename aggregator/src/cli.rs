@@ -17,9 +17,14 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value> {
     Ok(body)
 }
 
-pub async fn print_inventory(api: &str, json: bool, wait_leader: bool) -> Result<()> {
+pub async fn print_inventory(
+    api: &str,
+    auth: &crate::auth::client::ApiAuth,
+    json: bool,
+    wait_leader: bool,
+) -> Result<()> {
     let api = api.trim_end_matches('/');
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+    let client = crate::auth::client::api_client(auth)?;
     if wait_leader {
         let h = get_json(&client, &format!("{api}/healthz")).await?;
         if h["leader"].is_null() {

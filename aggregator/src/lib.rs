@@ -3,6 +3,7 @@
 //! or embedded), the HTTP API, and the fleet PKI admin commands.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;

@@ -4,6 +4,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use wardline_aggregator::auth::client::ApiAuth;
+use wardline_aggregator::auth::Role;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
@@ -23,8 +25,10 @@ enum Cmd {
     Admin(AdminCmd),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        #[arg(long, default_value = "https://127.0.0.1:8080")]
         api: String,
+        #[command(flatten)]
+        auth: ApiAuth,
         #[arg(long)]
         json: bool,
         /// Fail unless the node knows a Raft leader (used by scripts to wait for start-up).
@@ -96,6 +100,64 @@ enum AdminCmd {
         hosts: Vec<String>,
         #[arg(long)]
         out_dir: PathBuf,
+    },
+    /// Issue an operator client certificate (name and role) for the API; needs only the CA
+    /// folder, so it is how the first admin is made.
+    IssueOperator {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// viewer, analyst or admin.
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// API bearer tokens (through the API of a running node; needs an admin credential).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Print the newest audit log entries (JSON; needs an admin credential).
+    Audit {
+        #[arg(long, default_value = "https://127.0.0.1:8080")]
+        api: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; prints it once on stdout (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, analyst or admin.
+        #[arg(long)]
+        role: Role,
+        #[arg(long, default_value = "https://127.0.0.1:8080")]
+        api: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// List live tokens (ids, names, roles; never secrets).
+    List {
+        #[arg(long, default_value = "https://127.0.0.1:8080")]
+        api: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Revoke a token by id or name.
+    Revoke {
+        /// Token id or name.
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "https://127.0.0.1:8080")]
+        api: String,
+        #[command(flatten)]
+        auth: ApiAuth,
     },
 }
 
@@ -172,9 +234,31 @@ fn real_main() -> Result<()> {
                 node::serve(node).await
             })
         }
-        Cmd::Inventory { api, json, wait_leader } => {
+        Cmd::Inventory { api, auth, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            rt.block_on(wardline_aggregator::cli::print_inventory(&api, json, wait_leader))
+            rt.block_on(wardline_aggregator::cli::print_inventory(&api, &auth, json, wait_leader))
+        }
+        Cmd::Admin(AdminCmd::IssueOperator { ca_dir, name, role, out_dir }) => {
+            let p = pki::issue_operator(&ca_dir, &name, role, &out_dir)?;
+            println!("operator certificate for {name} (role {role}) written to {}", p.display());
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::Token(cmd)) => {
+            use wardline_aggregator::auth::client as api;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                match cmd {
+                    TokenCmd::Create { name, role, api: url, auth } => {
+                        api::token_create(&url, &auth, &name, role).await
+                    }
+                    TokenCmd::List { api: url, auth } => api::token_list(&url, &auth).await,
+                    TokenCmd::Revoke { id, api: url, auth } => api::token_revoke(&url, &auth, &id).await,
+                }
+            })
+        }
+        Cmd::Admin(AdminCmd::Audit { api, auth, limit }) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::auth::client::audit(&api, &auth, limit))
         }
         Cmd::Admin(AdminCmd::CaInit { dir, name }) => {
             pki::init_ca(&dir, &name)?;

@@ -120,12 +120,13 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = {
         let mut rx = stop_rx.clone();
+        let (tls, raft) = (node.config.tls.clone(), node.raft.clone());
+        // HTTPS with operator authentication and audit (decision 0015).
         tokio::spawn(async move {
-            axum::serve(api_listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.changed().await;
-                })
-                .await
+            crate::auth::server::serve(api_listener, router, &tls, raft, async move {
+                let _ = rx.changed().await;
+            })
+            .await
         })
     };
     let ingest = {

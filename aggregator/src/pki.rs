@@ -242,6 +242,79 @@ pub fn node_identity(cert_der: &[u8]) -> Result<u64> {
     bail!("certificate has no `{NODE_URN_PREFIX}<id>` URI, so it is not a node certificate")
 }
 
+const OPERATOR_URN_PREFIX: &str = "urn:wardline:operator:";
+
+/// An operator as named by a client certificate (decision 0015).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorIdentity {
+    pub name: String,
+    pub role: crate::auth::Role,
+    /// Certificate serial number, hex (audited, so a certificate can be told from a re-issue).
+    pub serial: String,
+}
+
+/// Issue an operator client certificate carrying `urn:wardline:operator:<role>:<name>`;
+/// writes operator.pem, operator.key and ca.pem into `out_dir` and returns operator.pem's
+/// path. Needs only the CA folder, so it is also how the very first admin comes to exist.
+pub fn issue_operator(ca_dir: &Path, name: &str, role: crate::auth::Role, out_dir: &Path) -> Result<PathBuf> {
+    validate_id("operator name", name)?;
+    let ca = load_ca(ca_dir)?;
+    let key = KeyPair::generate().context("cannot generate the operator key")?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.distinguished_name.push(DnType::OrganizationalUnitName, "operator");
+    params.subject_alt_names = vec![SanType::URI(
+        format!("{OPERATOR_URN_PREFIX}{role}:{name}").try_into().context("operator URN is not ASCII")?,
+    )];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Client only: an operator key cannot pose as a node.
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    // Shorter than machines: people leave, roles change.
+    set_validity(&mut params, 2);
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).context("cannot sign the operator certificate")?;
+    write_leaf(out_dir, "operator", &cert.pem(), &key.serialize_pem(), &ca.pem)
+}
+
+/// The operator a (chain-verified) client certificate names. A sensor or node certificate
+/// is refused with a message saying what it is instead.
+pub fn operator_identity(cert_der: &[u8]) -> Result<OperatorIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| anyhow::anyhow!("cannot parse the client certificate: {e}"))?;
+    let serial = hex::encode(cert.raw_serial());
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| anyhow::anyhow!("malformed subjectAltName extension: {e}"))?
+        .context("the client certificate has no subjectAltName, so it names no operator")?;
+    let mut found = None;
+    for name in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::URI(uri) = name {
+            if let Some(rest) = uri.strip_prefix(OPERATOR_URN_PREFIX) {
+                if found.is_some() {
+                    bail!("the client certificate names more than one operator");
+                }
+                found = Some(rest.to_string());
+            }
+        }
+    }
+    let Some(rest) = found else {
+        if let Ok(s) = sensor_identity(cert_der) {
+            bail!("the client certificate is a sensor certificate (sensor {s}), not an operator certificate");
+        }
+        if let Ok(n) = node_identity(cert_der) {
+            bail!("the client certificate is an aggregator node certificate (node {n}), not an operator certificate");
+        }
+        bail!("the client certificate has no `{OPERATOR_URN_PREFIX}<role>:<name>` URI, so it is not an operator certificate");
+    };
+    let (role, name) = rest
+        .split_once(':')
+        .with_context(|| format!("operator URI {OPERATOR_URN_PREFIX}{rest} lacks the `<role>:<name>` part"))?;
+    let role: crate::auth::Role = role.parse().map_err(anyhow::Error::msg)?;
+    validate_id("operator name in certificate", name)?;
+    Ok(OperatorIdentity { name: name.to_string(), role, serial })
+}
+
 fn write_leaf(out_dir: &Path, stem: &str, cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let cert_path = out_dir.join(format!("{stem}.pem"));

@@ -16,9 +16,11 @@
 //! IP-keyed device to the MAC that owned the address at that piece's time; see
 //! `hosts` and `bindings` and decision 0013.
 
+pub mod audit;
 mod bindings;
 mod hosts;
 pub mod identity;
+pub mod tokens;
 mod vecmap;
 
 pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
@@ -38,7 +40,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, MacAddr, Proto, Se
 /// Version of the serialized state (snapshots). A snapshot of another format is refused
 /// with a message naming both, instead of being mis-decoded. The value is far above any
 /// device count, which is what the first number of a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0002;
+pub const STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
 /// `segments_dropped`.
 pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
@@ -58,6 +60,12 @@ pub const RECENT_BATCH_IDS: usize = 32;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     ApplyBatch(BatchSummary),
+    /// Store an API token (hash only); refused if its name or id is taken (decision 0015).
+    CreateToken(tokens::TokenRecord),
+    /// Revoke an API token by id or name.
+    RevokeToken(String),
+    /// Append to the audit log.
+    Audit(audit::AuditEntry),
 }
 
 /// What the state machine needs from one sensor batch: the device observations in full,
@@ -462,6 +470,8 @@ pub struct ClusterState {
     attributed: BTreeSet<(MacAddr, HostKey)>,
     /// Strong identifiers (decision 0013) → the MAC devices holding them.
     identifiers: BTreeMap<(Field, String), BTreeSet<MacAddr>>,
+    tokens: tokens::TokenStore,
+    audit: audit::AuditLog,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it.
@@ -476,6 +486,8 @@ struct ReplicatedParts {
     #[serde(with = "map_as_list")]
     bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
     site_names: Vec<String>,
+    tokens: tokens::TokenStore,
+    audit: audit::AuditLog,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -517,6 +529,8 @@ impl Serialize for ClusterState {
             #[serde(serialize_with = "map_as_list::serialize")]
             bindings: &'a BTreeMap<(u32, IpAddr), AddressTimeline>,
             site_names: &'a Vec<String>,
+            tokens: &'a tokens::TokenStore,
+            audit: &'a audit::AuditLog,
         }
         Parts {
             format: StateFormat,
@@ -525,6 +539,8 @@ impl Serialize for ClusterState {
             hosts: &self.hosts,
             bindings: &self.bindings,
             site_names: &self.site_names,
+            tokens: &self.tokens,
+            audit: &self.audit,
         }
         .serialize(s)
     }
@@ -539,6 +555,8 @@ impl<'de> Deserialize<'de> for ClusterState {
             hosts: parts.hosts,
             bindings: parts.bindings,
             site_names: parts.site_names,
+            tokens: parts.tokens,
+            audit: parts.audit,
             ..Default::default()
         };
         state.rebuild_indexes();
@@ -652,7 +670,23 @@ impl ClusterState {
     pub fn apply(&mut self, cmd: &Command) -> ApplyResponse {
         match cmd {
             Command::ApplyBatch(batch) => self.apply_batch(batch),
+            Command::CreateToken(t) => ApplyResponse { applied: self.tokens.create(t).is_ok() },
+            Command::RevokeToken(id) => ApplyResponse { applied: self.tokens.revoke(id).is_ok() },
+            Command::Audit(entry) => {
+                self.audit.append(entry);
+                ApplyResponse { applied: true }
+            }
         }
+    }
+
+    /// API tokens (hashes only).
+    pub fn tokens(&self) -> &tokens::TokenStore {
+        &self.tokens
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &audit::AuditLog {
+        &self.audit
     }
 
     fn apply_batch(&mut self, batch: &BatchSummary) -> ApplyResponse {

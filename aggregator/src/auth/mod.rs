@@ -1,0 +1,182 @@
+//! Operator authentication and authorization of the HTTP API (decision 0015).
+//!
+//! Two credentials name an operator and a role:
+//! - a client certificate from the fleet CA carrying `urn:wardline:operator:<role>:<name>`
+//!   (`wardline-aggregator admin issue-operator`; the offline bootstrap path, since it needs
+//!   only the CA folder);
+//! - a bearer token `wlt_<id>_<secret>` created by an admin through the API; the replicated
+//!   state keeps only the SHA-256 of its secret.
+//!
+//! Which role a request needs is [`required_role`]: one table of declared routes, then a
+//! default (GET/HEAD → viewer, anything else → admin) so a route added later is never open
+//! by accident. Every refusal and every successful change is audited through Raft
+//! ([`crate::state::audit`]).
+
+pub mod admin;
+pub mod client;
+pub mod layer;
+pub mod server;
+pub mod token;
+
+use axum::http::Method;
+use serde::{Deserialize, Serialize};
+
+/// What an operator may do. Ordered: a higher role includes every lower one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything except credentials and the audit log.
+    Viewer,
+    /// Viewer plus triage writes (routes that declare `Analyst`).
+    Analyst,
+    /// Everything: tokens, audit log, cluster membership.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Analyst, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may use a route that needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "analyst" => Ok(Role::Analyst),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role {other:?}: use viewer, analyst or admin")),
+        }
+    }
+}
+
+/// How a route is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No credential needed (liveness probes).
+    Open,
+    Needs(Role),
+}
+
+/// Routes whose role differs from the default. First match wins; `None` as method means
+/// any method; a path ending in `/` is a prefix. Add a line here when a route needs
+/// something else than GET/HEAD → viewer, other methods → admin (for example an analyst
+/// triage write).
+pub const DECLARED_ROUTES: &[(Option<Method>, &str, Access)] = &[
+    (Some(Method::GET), "/healthz", Access::Open),
+    (Some(Method::HEAD), "/healthz", Access::Open),
+    // Credentials and the audit trail are an admin's business even to read.
+    (None, "/api/v1/tokens", Access::Needs(Role::Admin)),
+    (None, "/api/v1/tokens/", Access::Needs(Role::Admin)),
+    (None, "/api/v1/audit", Access::Needs(Role::Admin)),
+];
+
+/// What `method path` needs: the first [`DECLARED_ROUTES`] match, else the default rule
+/// (GET/HEAD read → viewer; every other method changes something → admin).
+pub fn required_access(method: &Method, path: &str) -> Access {
+    for (m, route, access) in DECLARED_ROUTES {
+        if m.as_ref().is_some_and(|m| m != method) {
+            continue;
+        }
+        let hit = match route.strip_suffix('/') {
+            Some(prefix) => path.starts_with(route) && path.len() > prefix.len() + 1,
+            None => path == *route,
+        };
+        if hit {
+            return *access;
+        }
+    }
+    if method == Method::GET || method == Method::HEAD {
+        Access::Needs(Role::Viewer)
+    } else {
+        Access::Needs(Role::Admin)
+    }
+}
+
+/// Which kind of credential proved an operator's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Credential {
+    /// A bearer token, by its public id.
+    Token { id: String },
+    /// A client certificate, by its serial number (hex).
+    Certificate { serial: String },
+    /// Nothing usable was presented.
+    None,
+}
+
+/// An authenticated operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    pub credential: Credential,
+}
+
+impl Principal {
+    /// "operator alice (admin, certificate)" — for messages and logs.
+    pub fn describe(&self) -> String {
+        let how = match &self.credential {
+            Credential::Token { id } => format!("token {id}"),
+            Credential::Certificate { .. } => "certificate".to_string(),
+            Credential::None => "no credential".to_string(),
+        };
+        format!("{} ({}, {how})", self.name, self.role)
+    }
+}
+
+/// Milliseconds since the Unix epoch on this (the proposing) node.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rule_and_declared_routes() {
+        let r = |m: Method, p: &str| required_access(&m, p);
+        assert_eq!(r(Method::GET, "/healthz"), Access::Open);
+        assert_eq!(r(Method::POST, "/healthz"), Access::Needs(Role::Admin));
+        assert_eq!(r(Method::GET, "/api/v1/inventory"), Access::Needs(Role::Viewer));
+        assert_eq!(r(Method::HEAD, "/api/v1/inventory"), Access::Needs(Role::Viewer));
+        assert_eq!(r(Method::POST, "/api/v1/cluster/join"), Access::Needs(Role::Admin));
+        assert_eq!(r(Method::PUT, "/api/v1/something-new"), Access::Needs(Role::Admin));
+        assert_eq!(r(Method::GET, "/api/v1/tokens"), Access::Needs(Role::Admin));
+        assert_eq!(r(Method::DELETE, "/api/v1/tokens/abc"), Access::Needs(Role::Admin));
+        assert_eq!(r(Method::GET, "/api/v1/audit"), Access::Needs(Role::Admin));
+        // Not a prefix match on a longer word.
+        assert_eq!(r(Method::GET, "/api/v1/tokensx"), Access::Needs(Role::Viewer));
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin.allows(Role::Analyst));
+        assert!(Role::Analyst.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Analyst));
+        assert!(!Role::Analyst.allows(Role::Admin));
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
+        }
+        assert!("root".parse::<Role>().is_err());
+    }
+}
