@@ -380,4 +380,22 @@ mod tests {
         assert!(validate_id("sensor id", &"x".repeat(64)).is_ok());
         assert!(validate_id("sensor id", "é").is_err());
     }
+
+    #[test]
+    fn operator_certificates_name_operator_and_role_and_others_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "t").unwrap();
+        let der = |p: PathBuf| pem_der(&std::fs::read_to_string(&p).unwrap(), &p).unwrap();
+        let op = der(issue_operator(&ca, "alice", crate::auth::Role::Analyst, &dir.path().join("alice")).unwrap());
+        let id = operator_identity(&op).unwrap();
+        assert_eq!((id.name.as_str(), id.role), ("alice", crate::auth::Role::Analyst));
+        assert!(!id.serial.is_empty());
+        assert!(sensor_identity(&op).is_err() && node_identity(&op).is_err());
+        let sensor = der(issue_sensor(&ca, "s1", "ward", &dir.path().join("s")).unwrap());
+        assert!(operator_identity(&sensor).unwrap_err().to_string().contains("sensor certificate (sensor s1@ward)"));
+        let node = der(issue_node(&ca, 3, &[], &dir.path().join("n")).unwrap());
+        assert!(operator_identity(&node).unwrap_err().to_string().contains("node certificate (node 3)"));
+        assert!(issue_operator(&ca, "a:b", crate::auth::Role::Admin, &dir.path().join("x")).is_err());
+    }
 }

@@ -2,7 +2,7 @@
 //! role the route needs ([`super::required_access`]), answer 401/403 with JSON naming what
 //! is needed, and audit every refusal and every non-read request through Raft.
 
-use super::{required_access, token, Access, Credential, Principal, Role};
+use super::{required_access, token, Access, Credential, CredentialKind, Principal, Role};
 use crate::raft::RaftNode;
 use crate::state::audit::AuditEntry;
 use crate::state::Command;
@@ -86,15 +86,11 @@ async fn authenticate(raft: &RaftNode, headers: &HeaderMap, conn: Option<&ConnIn
         if !token::digests_equal(&presented.secret_sha256(), &record.secret_sha256) {
             return Err(Refusal::Unauthenticated(format!("token {} does not match its stored hash", presented.id)));
         }
-        return Ok(Principal { name: record.name, role: record.role, credential: Credential::Token { id: record.id } });
+        return Ok(Principal { name: record.name, role: record.role, credential: Credential::token(record.id) });
     }
     if let Some(cert) = conn.and_then(|c| c.client_cert.as_ref()) {
         return match crate::pki::operator_identity(cert) {
-            Ok(op) => Ok(Principal {
-                name: op.name,
-                role: op.role,
-                credential: Credential::Certificate { serial: op.serial },
-            }),
+            Ok(op) => Ok(Principal { name: op.name, role: op.role, credential: Credential::certificate(op.serial) }),
             Err(e) => {
                 let who = crate::pki::sensor_identity(cert)
                     .map(|s| format!("sensor {s}"))
@@ -137,7 +133,7 @@ pub async fn authorize(State(auth): State<Arc<AuthState>>, mut req: Request, nex
             return refuse(StatusCode::UNAUTHORIZED, format!("{why} ({method} {path} needs role {needed})"), needed);
         }
         Err(Refusal::NotOperator { who, serial, message }) => {
-            let entry = entry(&auth, &who, None, Credential::Certificate { serial }, &method, &path, &peer);
+            let entry = entry(&auth, &who, None, Credential::certificate(serial), &method, &path, &peer);
             record(&auth, entry, StatusCode::FORBIDDEN, "refused", message.clone()).await;
             return refuse(StatusCode::FORBIDDEN, message, needed);
         }
@@ -169,10 +165,9 @@ pub async fn authorize(State(auth): State<Arc<AuthState>>, mut req: Request, nex
 }
 
 fn describe_credential(p: &Principal) -> String {
-    match &p.credential {
-        Credential::Token { id } => format!("token {id} ({})", p.name),
-        Credential::Certificate { .. } => format!("the operator certificate of {}", p.name),
-        Credential::None => p.name.clone(),
+    match p.credential.kind {
+        CredentialKind::Token => format!("token {} ({})", p.credential.id, p.name),
+        CredentialKind::Certificate => format!("the operator certificate of {}", p.name),
     }
 }
 

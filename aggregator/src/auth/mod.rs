@@ -112,15 +112,30 @@ pub fn required_access(method: &Method, path: &str) -> Access {
 }
 
 /// Which kind of credential proved an operator's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    Token,
+    Certificate,
+}
+
+/// The credential of a request, as audited. (A plain struct, not a tagged enum: the
+/// replicated state is bincode, which cannot decode internally tagged enums.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Credential {
-    /// A bearer token, by its public id.
-    Token { id: String },
-    /// A client certificate, by its serial number (hex).
-    Certificate { serial: String },
-    /// Nothing usable was presented.
-    None,
+pub struct Credential {
+    pub kind: CredentialKind,
+    /// Token id, or certificate serial number (hex).
+    pub id: String,
+}
+
+impl Credential {
+    pub fn token(id: impl Into<String>) -> Self {
+        Credential { kind: CredentialKind::Token, id: id.into() }
+    }
+
+    pub fn certificate(serial: impl Into<String>) -> Self {
+        Credential { kind: CredentialKind::Certificate, id: serial.into() }
+    }
 }
 
 /// An authenticated operator.
@@ -129,18 +144,6 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub credential: Credential,
-}
-
-impl Principal {
-    /// "operator alice (admin, certificate)" — for messages and logs.
-    pub fn describe(&self) -> String {
-        let how = match &self.credential {
-            Credential::Token { id } => format!("token {id}"),
-            Credential::Certificate { .. } => "certificate".to_string(),
-            Credential::None => "no credential".to_string(),
-        };
-        format!("{} ({}, {how})", self.name, self.role)
-    }
 }
 
 /// Milliseconds since the Unix epoch on this (the proposing) node.

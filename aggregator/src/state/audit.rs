@@ -84,3 +84,52 @@ impl AuditLog {
         self.entries.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ClusterState, Command};
+
+    fn entry(i: u64) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            at_ms: 1_700_000_000_000 + i,
+            node_id: 1,
+            who: format!("op-{i}"),
+            role: Some(Role::Admin),
+            credential: Credential::token("0123456789abcdef"),
+            method: "POST".into(),
+            path: "/api/v1/tokens".into(),
+            status: 201,
+            outcome: "ok".into(),
+            detail: "é".repeat(MAX_FIELD_CHARS + 10),
+            peer: "127.0.0.1:5000".into(),
+        }
+    }
+
+    #[test]
+    fn bounded_with_dropped_count_and_newest_first() {
+        let mut state = ClusterState::new();
+        let extra = 7;
+        for i in 1..=(MAX_AUDIT_ENTRIES as u64 + extra) {
+            assert!(state.apply(&Command::Audit(entry(i))).applied);
+        }
+        let log = state.audit();
+        assert_eq!(log.kept(), MAX_AUDIT_ENTRIES);
+        assert_eq!(log.dropped(), extra);
+        assert_eq!(log.recorded(), MAX_AUDIT_ENTRIES as u64 + extra);
+        let newest: Vec<u64> = log.newest(3).map(|e| e.seq).collect();
+        let last = MAX_AUDIT_ENTRIES as u64 + extra;
+        assert_eq!(newest, [last, last - 1, last - 2]);
+        assert_eq!(log.newest(usize::MAX).last().unwrap().seq, extra + 1, "the oldest kept follows the dropped ones");
+        let e = log.newest(1).next().unwrap();
+        assert_eq!(e.who, format!("op-{last}"));
+        assert_eq!(e.detail.chars().count(), MAX_FIELD_CHARS, "long fields are cut on a char boundary");
+
+        // The log survives a snapshot round trip.
+        let bytes = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();
+        let (back, _): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(back.audit(), state.audit());
+    }
+}

@@ -86,3 +86,36 @@ impl TokenStore {
         self.by_id.remove(&id).ok_or(TokenRefusal::Unknown)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, name: &str) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            name: name.into(),
+            role: Role::Viewer,
+            secret_sha256: [7; 32],
+            created_at_ms: 1,
+            created_by: "alice".into(),
+        }
+    }
+
+    #[test]
+    fn names_and_ids_are_unique_and_revoke_works_by_either() {
+        let mut s = TokenStore::default();
+        assert!(s.create(&rec("a1", "grafana")).is_ok());
+        assert_eq!(s.create(&rec("a1", "other")), Err(TokenRefusal::IdTaken));
+        assert_eq!(s.create(&rec("a2", "grafana")), Err(TokenRefusal::NameTaken));
+        assert!(s.create(&rec("a2", "ci")).is_ok());
+        assert_eq!(s.revoke("grafana").unwrap().id, "a1");
+        assert_eq!(s.revoke("a2").unwrap().name, "ci");
+        assert_eq!(s.revoke("a2"), Err(TokenRefusal::Unknown));
+        assert!(s.is_empty());
+        for i in 0..MAX_TOKENS {
+            s.create(&rec(&format!("id{i}"), &format!("n{i}"))).unwrap();
+        }
+        assert_eq!(s.create(&rec("more", "more")), Err(TokenRefusal::Full));
+    }
+}

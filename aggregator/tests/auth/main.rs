@@ -1,0 +1,363 @@
+//! The API's authentication, authorization and audit over real TLS on loopback: operator
+//! certificates of each role, sensor/node certificates refused as operators, a foreign CA
+//! refused at the handshake, bearer tokens (create, use, revoke, hash-only storage), and an
+//! audit log that is identical on both nodes of a two-node Raft cluster.
+
+#[path = "../raft_support/mod.rs"]
+mod raft_support;
+
+use raft_support::{config, ServedNode, WAIT};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wardline_aggregator::auth::client::{api_client, ApiAuth};
+use wardline_aggregator::auth::{token, Role};
+use wardline_aggregator::config::TlsPaths;
+use wardline_aggregator::ingest::IngestStats;
+use wardline_aggregator::query::QueryService;
+use wardline_aggregator::raft::RaftNode;
+use wardline_aggregator::sink::embedded::EmbeddedSink;
+use wardline_aggregator::{api, pki};
+use wardline_intel::KnowledgeBase;
+
+/// A fleet CA with node, sensor and operator certificates, plus a second, foreign CA.
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        pki::init_ca(&p.join("ca"), "test fleet").unwrap();
+        for id in [1, 2] {
+            pki::issue_node(&p.join("ca"), id, &[], &p.join(format!("node{id}"))).unwrap();
+        }
+        pki::issue_sensor(&p.join("ca"), "ward-a-1", "ward-a", &p.join("sensor")).unwrap();
+        for role in Role::ALL {
+            pki::issue_operator(&p.join("ca"), &format!("op-{role}"), role, &p.join(format!("op-{role}"))).unwrap();
+        }
+        pki::init_ca(&p.join("other-ca"), "someone else").unwrap();
+        pki::issue_operator(&p.join("other-ca"), "mallory", Role::Admin, &p.join("mallory")).unwrap();
+        Fleet { dir }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.path("ca/ca.pem")
+    }
+
+    /// A client presenting the operator certificate of `role`.
+    fn operator(&self, role: Role) -> reqwest::Client {
+        api_client(&ApiAuth { token: None, cert_dir: Some(self.path(&format!("op-{role}"))), ca: None }).unwrap()
+    }
+
+    fn token(&self, token: &str) -> reqwest::Client {
+        api_client(&ApiAuth { token: Some(token.into()), cert_dir: None, ca: Some(self.ca()) }).unwrap()
+    }
+
+    /// No credential at all, trusting the fleet CA.
+    fn anonymous(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(self.ca()).unwrap()).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// A client presenting any certificate/key pair from `dir` (sensor, node, foreign operator).
+    fn with_cert(&self, dir: &str, stem: &str) -> reqwest::Client {
+        let d = self.path(dir);
+        let mut pem = std::fs::read(d.join(format!("{stem}.pem"))).unwrap();
+        pem.extend(std::fs::read(d.join(format!("{stem}.key"))).unwrap());
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(self.ca()).unwrap()).unwrap())
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .build()
+            .unwrap()
+    }
+}
+
+/// A Raft node (Raft RPC on plain loopback HTTP as in the other tests) whose API is served
+/// by the production HTTPS server with authentication.
+struct SecureNode {
+    served: ServedNode,
+    api: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl SecureNode {
+    async fn start(fleet: &Fleet, id: u64, data: &Path) -> SecureNode {
+        let served = ServedNode::start(id, &data.join("raft"), config(1000)).await;
+        let raft: Arc<RaftNode> = served.node.clone();
+        let sink = Arc::new(EmbeddedSink::open(&data.join("flows")).unwrap());
+        let kb = Arc::new(KnowledgeBase::builtin().unwrap());
+        let query = QueryService::new(raft.clone(), sink, kb, Arc::new(IngestStats::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let tls = TlsPaths::in_dir(&fleet.path(&format!("node{id}")), "node");
+        let router = api::router(Arc::new(query));
+        let server = tokio::spawn(async move {
+            wardline_aggregator::auth::server::serve(listener, router, &tls, raft, std::future::pending())
+                .await
+                .unwrap()
+        });
+        SecureNode { served, api, server }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    async fn stop(self) {
+        self.server.abort();
+        let _ = self.server.await;
+        self.served.stop().await;
+    }
+}
+
+async fn single(fleet: &Fleet, data: &Path) -> SecureNode {
+    let n = SecureNode::start(fleet, 1, data).await;
+    n.served.node.initialize_single_if_new().await.unwrap();
+    n.served.node.wait_for_leader(WAIT).await.unwrap();
+    n
+}
+
+async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = req.send().await.expect("the request reaches the node");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn create_token(n: &SecureNode, admin: &reqwest::Client, name: &str, role: &str) -> Value {
+    let (status, body) = answer(admin.post(n.url("/api/v1/tokens")).json(&json!({"name": name, "role": role}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_roles_and_refusals() {
+    let fleet = Fleet::new();
+    let data = tempfile::tempdir().unwrap();
+    let n = single(&fleet, data.path()).await;
+    let inv = n.url("/api/v1/inventory");
+
+    // Open: liveness.
+    assert_eq!(answer(fleet.anonymous().get(n.url("/healthz"))).await.0, StatusCode::OK);
+
+    // No credential: 401 naming what to send and the role needed.
+    let (status, body) = answer(fleet.anonymous().get(&inv)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no credential"), "{body}");
+    assert_eq!(body["required_role"], "viewer");
+
+    // Bad tokens: well-formed but unknown, and malformed.
+    let unknown = token::generate().unwrap().text;
+    let (status, body) = answer(fleet.token(&unknown).get(&inv)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown or revoked"), "{body}");
+    let (status, body) = answer(fleet.anonymous().get(&inv).header("Authorization", "Bearer hunter2")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("wlt_"), "{body}");
+
+    // Operator certificates of each role.
+    for role in Role::ALL {
+        let c = fleet.operator(role);
+        assert_eq!(answer(c.get(&inv)).await.0, StatusCode::OK, "{role} reads the inventory");
+        let (status, body) = answer(c.get(n.url("/api/v1/audit"))).await;
+        let expected = if role == Role::Admin { StatusCode::OK } else { StatusCode::FORBIDDEN };
+        assert_eq!(status, expected, "{role} on the audit log: {body}");
+        if role != Role::Admin {
+            let msg = body["error"].as_str().unwrap();
+            assert!(msg.contains("needs role admin") && msg.contains(&format!("has role {role}")), "{body}");
+            assert_eq!(body["required_role"], "admin");
+        }
+    }
+    // Unknown non-GET routes default to admin: an analyst is refused, an admin gets the 404.
+    let (status, body) = answer(fleet.operator(Role::Analyst).post(n.url("/api/v1/cluster/join"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(answer(fleet.operator(Role::Admin).post(n.url("/api/v1/cluster/join"))).await.0, StatusCode::NOT_FOUND);
+
+    // Valid fleet certificates that are not operators: 403 saying what they are.
+    let (status, body) = answer(fleet.with_cert("sensor", "sensor").get(&inv)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("sensor certificate (sensor ward-a-1@ward-a)"), "{body}");
+    let (status, body) = answer(fleet.with_cert("node2", "node").get(&inv)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("node certificate (node 2)"), "{body}");
+
+    // A certificate from another CA never gets past the handshake.
+    let err = fleet.with_cert("mallory", "operator").get(&inv).send().await.expect_err("foreign CA must be refused");
+    assert!(err.is_connect() || err.is_request(), "{err:?}");
+
+    // Refusals by authorization are audited (newest first), the anonymous 401s are not.
+    let (_, audit) = answer(fleet.operator(Role::Admin).get(n.url("/api/v1/audit?limit=1000"))).await;
+    let entries = audit["entries"].as_array().unwrap();
+    let refused: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e["status"] == 403)
+        .map(|e| (e["who"].as_str().unwrap(), e["path"].as_str().unwrap()))
+        .collect();
+    assert!(refused.contains(&("op-viewer", "/api/v1/audit")), "{audit}");
+    assert!(refused.contains(&("op-analyst", "/api/v1/cluster/join")), "{audit}");
+    assert!(refused.contains(&("sensor ward-a-1@ward-a", "/api/v1/inventory")), "{audit}");
+    assert!(refused.contains(&("node 2", "/api/v1/inventory")), "{audit}");
+    assert!(entries.iter().all(|e| e["status"] != 401), "{audit}");
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
+    let admin_404 = entries.iter().find(|e| e["who"] == "op-admin").expect("the admin's POST is audited");
+    assert_eq!(admin_404["outcome"], "failed");
+    assert_eq!(admin_404["credential"]["kind"], "certificate");
+    assert!(admin_404["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{admin_404}");
+    assert_eq!(
+        answer(fleet.operator(Role::Admin).get(n.url("/api/v1/audit?limit=0"))).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_round_trip_and_only_their_hash_is_stored() {
+    let fleet = Fleet::new();
+    let data = tempfile::tempdir().unwrap();
+    let n = single(&fleet, data.path()).await;
+    let admin = fleet.operator(Role::Admin);
+
+    let created = create_token(&n, &admin, "grafana", "viewer").await;
+    let text = created["token"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["role"], "viewer");
+    // The same name twice is a conflict; a bad role or name is a 400.
+    let (status, body) =
+        answer(admin.post(n.url("/api/v1/tokens")).json(&json!({"name": "grafana", "role": "admin"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = answer(admin.post(n.url("/api/v1/tokens")).json(&json!({"name": "x", "role": "root"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) =
+        answer(admin.post(n.url("/api/v1/tokens")).json(&json!({"name": "a b", "role": "viewer"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // The viewer token reads, but may not manage tokens.
+    let viewer = fleet.token(&text);
+    assert_eq!(answer(viewer.get(n.url("/api/v1/inventory"))).await.0, StatusCode::OK);
+    let (status, body) =
+        answer(viewer.post(n.url("/api/v1/tokens")).json(&json!({"name": "x", "role": "admin"}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains(&format!("token {id} (grafana) has role viewer")), "{body}");
+    assert_eq!(answer(viewer.get(n.url("/api/v1/tokens"))).await.0, StatusCode::FORBIDDEN);
+
+    // An admin token made by the certificate admin can itself manage tokens.
+    let admin_token = create_token(&n, &admin, "ci", "admin").await["token"].as_str().unwrap().to_string();
+    let ci = fleet.token(&admin_token);
+    let (status, list) = answer(ci.get(n.url("/api/v1/tokens"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["count"], 2, "{list}");
+    let listed = list["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(listed["created_by"], "op-admin");
+    assert!(!list.to_string().contains(&text[token::TOKEN_PREFIX.len() + token::ID_HEX + 1..]), "{list}");
+
+    // The replicated state holds the SHA-256 of the secret and nothing from which the token follows.
+    let secret = token::parse_token(&text).unwrap();
+    let record = n.served.node.read_state(|s| s.tokens().get(&id).cloned()).await.unwrap();
+    assert_eq!(record.secret_sha256, token::sha256(&secret.secret));
+    let state_bytes =
+        n.served.node.read_state(|s| bincode::serde::encode_to_vec(s, bincode::config::standard())).await.unwrap();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&state_bytes, &record.secret_sha256), "the hash is in the state");
+    assert!(!contains(&state_bytes, &secret.secret), "the raw secret must not be in the state");
+    assert!(!contains(&state_bytes, text.as_bytes()), "the token text must not be in the state");
+
+    // Revoke by name through the admin token; the token is then refused.
+    let (status, body) = answer(ci.delete(n.url("/api/v1/tokens/grafana"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked"], id.as_str());
+    let (status, body) = answer(viewer.get(n.url("/api/v1/inventory"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown or revoked"), "{body}");
+    assert_eq!(answer(ci.delete(n.url("/api/v1/tokens/grafana"))).await.0, StatusCode::NOT_FOUND);
+
+    // Each change is audited with who, credential kind and what changed.
+    let (_, audit) = answer(ci.get(n.url("/api/v1/audit"))).await;
+    let entries = audit["entries"].as_array().unwrap();
+    let revoke = entries.iter().find(|e| e["method"] == "DELETE" && e["status"] == 200).expect("revoke audited");
+    assert_eq!(revoke["who"], "ci");
+    assert_eq!(revoke["role"], "admin");
+    assert_eq!(revoke["credential"]["kind"], "token");
+    assert_eq!(revoke["detail"], format!("revoked token {id} (grafana)"));
+    let create = entries.iter().find(|e| e["detail"] == format!("created token {id} (grafana, role viewer)"));
+    assert_eq!(create.expect("create audited")["who"], "op-admin");
+    assert!(entries.iter().any(|e| e["status"] == 403 && e["who"] == "grafana"), "{audit}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_is_identical_on_both_nodes_of_a_cluster() {
+    let fleet = Fleet::new();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let n1 = single(&fleet, d1.path()).await;
+    let n2 = SecureNode::start(&fleet, 2, d2.path()).await;
+    n1.served.node.add_learner(2, n2.served.addr.clone(), true).await.unwrap();
+    n1.served.node.change_membership(BTreeSet::from([1, 2]), false).await.unwrap();
+
+    let admin = fleet.operator(Role::Admin);
+    let created = create_token(&n1, &admin, "ops-bot", "analyst").await;
+    let analyst = fleet.token(created["token"].as_str().unwrap());
+    assert_eq!(answer(analyst.delete(n1.url("/api/v1/tokens/ops-bot"))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        answer(fleet.with_cert("sensor", "sensor").post(n1.url("/api/v1/tokens"))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(answer(admin.delete(n1.url("/api/v1/tokens/ops-bot"))).await.0, StatusCode::OK);
+
+    // The follower applies the same log: its token store and audit log equal the leader's.
+    let index = n1.served.node.applied_index().await.unwrap();
+    n2.served.node.wait_for_applied(index, WAIT).await.unwrap();
+    let log1 = n1.served.node.read_state(|s| s.audit().clone()).await;
+    let log2 = n2.served.node.read_state(|s| s.audit().clone()).await;
+    assert_eq!(log1, log2);
+    assert_eq!(log1.recorded(), 4, "create, two refusals, revoke: {log1:?}");
+    assert!(n2.served.node.read_state(|s| s.tokens().is_empty()).await);
+
+    // And the follower's API answers the same entries (read from its own state).
+    let (s1, a1) = answer(admin.get(n1.url("/api/v1/audit"))).await;
+    let (s2, a2) = answer(admin.get(n2.url("/api/v1/audit"))).await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(a1["entries"], a2["entries"]);
+    let whats: Vec<(String, u64)> = a2["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                format!(
+                    "{} {} {}",
+                    e["who"].as_str().unwrap(),
+                    e["method"].as_str().unwrap(),
+                    e["path"].as_str().unwrap()
+                ),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        whats,
+        [
+            ("op-admin DELETE /api/v1/tokens/ops-bot".to_string(), 200),
+            ("sensor ward-a-1@ward-a POST /api/v1/tokens".to_string(), 403),
+            ("ops-bot DELETE /api/v1/tokens/ops-bot".to_string(), 403),
+            ("op-admin POST /api/v1/tokens".to_string(), 201),
+        ]
+    );
+    // Node ids and times come from the proposing node, inside the command.
+    assert!(a2["entries"].as_array().unwrap().iter().all(|e| e["node_id"] == 1 && e["at_ms"].as_u64().unwrap() > 0));
+    n2.stop().await;
+    n1.stop().await;
+}
