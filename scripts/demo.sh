@@ -27,6 +27,10 @@ quic_port="${WARDLINE_DEMO_QUIC_PORT:-4433}"
 "$agg" admin ca-init --dir "$out/ca" >/dev/null
 "$agg" admin issue-node --ca-dir "$out/ca" --node-id 1 --out-dir "$out/node1" >/dev/null
 "$agg" admin issue-sensor --ca-dir "$out/ca" --sensor-id ward-a-1 --site north-campus --out-dir "$out/sensor" >/dev/null
+# The API needs a credential: an admin operator certificate from the same CA (docs/api.md).
+"$agg" admin issue-operator --ca-dir "$out/ca" --name demo-admin --role admin --out-dir "$out/operator" >/dev/null
+api="https://127.0.0.1:$api_port"
+auth=(--cert-dir "$out/operator")
 "$sim" --scenario ward --seed 1 --out "$out/ward.pcap"
 
 "$agg" run --node-id 1 --data-dir "$out/node1/data" --tls-dir "$out/node1" \
@@ -34,7 +38,7 @@ quic_port="${WARDLINE_DEMO_QUIC_PORT:-4433}"
 agg_pid=$!
 trap 'kill $agg_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
-  "$agg" inventory --api "http://127.0.0.1:$api_port" --wait-leader >/dev/null 2>&1 && break
+  "$agg" inventory --api "$api" "${auth[@]}" --wait-leader >/dev/null 2>&1 && break
   kill -0 $agg_pid 2>/dev/null || { cat "$out/aggregator.log" >&2; echo "demo: the aggregator exited" >&2; exit 1; }
   sleep 0.2
 done
@@ -43,16 +47,19 @@ done
   --tls-dir "$out/sensor" --server "127.0.0.1:$quic_port" --pcap "$out/ward.pcap" --exit-when-drained
 
 echo
-"$agg" inventory --api "http://127.0.0.1:$api_port"
+"$agg" inventory --api "$api" "${auth[@]}"
 echo
 if ((serve)); then
-  echo "The aggregator is serving the API at http://127.0.0.1:$api_port — try:"
-  echo "  curl http://127.0.0.1:$api_port/api/v1/inventory"
-  echo "  curl 'http://127.0.0.1:$api_port/api/v1/flows?limit=20'"
+  curl_auth="--cacert $out/ca/ca.pem --cert $out/operator/operator.pem --key $out/operator/operator.key"
+  echo "The aggregator is serving the API at $api (HTTPS; operator certificate in $out/operator) — try:"
+  echo "  curl $curl_auth $api/api/v1/inventory"
+  echo "  curl $curl_auth '$api/api/v1/flows?limit=20'"
+  echo "  or make a token: $agg admin token create --name me --role viewer --api $api --cert-dir $out/operator"
   echo "Press Ctrl-C to stop."
   wait $agg_pid
 else
   echo "To browse this over the HTTP API, run: bash scripts/demo.sh --serve"
-  echo "  then: curl http://127.0.0.1:$api_port/api/v1/inventory   (devices, with evidence)"
-  echo "        curl 'http://127.0.0.1:$api_port/api/v1/flows?limit=20'   (flows from the embedded store)"
+  echo "  then (HTTPS with the demo's operator certificate):"
+  echo "    curl --cacert $out/ca/ca.pem --cert $out/operator/operator.pem --key $out/operator/operator.key $api/api/v1/inventory"
+  echo "    ... $api/api/v1/flows?limit=20   (flows from the embedded store)"
 fi

@@ -101,6 +101,22 @@ impl Fleet {
         Ok(out)
     }
 
+    /// Issue an operator certificate (operator.pem/.key/ca.pem) for calling the API;
+    /// returns its folder (what `--cert-dir` takes). Issued once per name.
+    pub fn issue_operator(&self, name: &str, role: &str) -> Result<PathBuf> {
+        let out = self.dir.path().join(format!("operator-{name}"));
+        if !out.join("operator.pem").exists() {
+            run_ok(
+                Command::new(bin("wardline-aggregator"))
+                    .args(["admin", "issue-operator", "--name", name, "--role", role, "--ca-dir"])
+                    .arg(self.ca_dir())
+                    .arg("--out-dir")
+                    .arg(&out),
+            )?;
+        }
+        Ok(out)
+    }
+
     /// Generate a capture with the project's generator (`wardline-sim`); returns its ground
     /// truth JSON.
     pub fn generate(&self, scenario: &str, seed: u64, name: &str) -> Result<(PathBuf, Value)> {
@@ -122,6 +138,8 @@ pub struct Aggregator {
     pub node_id: u64,
     pub tls_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Admin operator certificate the test uses to call the API.
+    pub operator_dir: PathBuf,
     pub api_port: u16,
     pub quic_port: u16,
     pub clickhouse_url: Option<String>,
@@ -141,6 +159,7 @@ impl Aggregator {
             node_id,
             data_dir: tls_dir.join("data"),
             tls_dir,
+            operator_dir: fleet.issue_operator("chaos-admin", "admin")?,
             api_port: free_tcp_port(),
             quic_port: free_udp_port(),
             clickhouse_url,
@@ -182,7 +201,7 @@ impl Aggregator {
     }
 
     pub fn api(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("https://127.0.0.1:{}", self.api_port)
     }
 
     pub fn quic_addr(&self) -> String {
@@ -211,9 +230,8 @@ impl Aggregator {
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {
-        let resp = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?
+        let resp = self
+            .api_client()?
             .get(format!("{}{}", self.api(), path))
             .send()?;
         let status = resp.status();
@@ -222,6 +240,20 @@ impl Aggregator {
             bail!("GET {path} → {status}: {v}");
         }
         Ok(v)
+    }
+
+    /// HTTPS client trusting the fleet CA and presenting the admin operator certificate.
+    pub fn api_client(&self) -> Result<reqwest::blocking::Client> {
+        let mut pem = std::fs::read(self.operator_dir.join("operator.pem"))?;
+        pem.extend(std::fs::read(self.operator_dir.join("operator.key"))?);
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.operator_dir.join("ca.pem"))?)?;
+        Ok(reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .identity(reqwest::Identity::from_pem(&pem)?)
+            .build()?)
     }
 
     /// Kill -9: no chance to flush anything.
