@@ -398,4 +398,13 @@ mod tests {
         assert!(operator_identity(&node).unwrap_err().to_string().contains("node certificate (node 3)"));
         assert!(issue_operator(&ca, "a:b", crate::auth::Role::Admin, &dir.path().join("x")).is_err());
     }
+
+    proptest::proptest! {
+        /// The operator parser sees client certificates (chain-checked, but still bytes from
+        /// the network): garbage is an error, never a panic.
+        #[test]
+        fn operator_identity_of_garbage_is_an_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            proptest::prop_assert!(operator_identity(&bytes).is_err());
+        }
+    }
 }
