@@ -230,10 +230,7 @@ impl Aggregator {
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {
-        let resp = self
-            .api_client()?
-            .get(format!("{}{}", self.api(), path))
-            .send()?;
+        let resp = self.api_client()?.get(format!("{}{}", self.api(), path)).send()?;
         let status = resp.status();
         let v: Value = resp.json()?;
         if !status.is_success() {
