@@ -361,3 +361,87 @@ async fn audit_log_is_identical_on_both_nodes_of_a_cluster() {
     n2.stop().await;
     n1.stop().await;
 }
+
+/// The operator's path end to end with the real binary: an offline admin certificate, a
+/// token created with `admin token create`, `inventory` with the token from the
+/// environment, `token list`, `token revoke`, then the same token refused.
+#[test]
+fn cli_issue_operator_token_create_use_and_revoke() {
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_wardline-aggregator");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(bin).args(args).env_remove("WARDLINE_TOKEN").envs(env.iter().copied()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let (ca, node, alice) = (s(p.join("ca")), s(p.join("node")), s(p.join("alice")));
+    assert!(run(&["admin", "ca-init", "--dir", &ca], &[]).0);
+    assert!(run(&["admin", "issue-node", "--ca-dir", &ca, "--node-id", "1", "--out-dir", &node], &[]).0);
+    let (ok, _, err) = run(
+        &["admin", "issue-operator", "--ca-dir", &ca, "--name", "alice", "--role", "root", "--out-dir", &alice],
+        &[],
+    );
+    assert!(!ok && err.contains("unknown role"), "{err}");
+    assert!(
+        run(
+            &["admin", "issue-operator", "--ca-dir", &ca, "--name", "alice", "--role", "admin", "--out-dir", &alice],
+            &[]
+        )
+        .0
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = format!("https://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args(["run", "--node-id", "1", "--data-dir", &s(p.join("data")), "--tls-dir", &node])
+        .args(["--listen-api", &format!("127.0.0.1:{port}"), "--listen-quic", &format!("127.0.0.1:{quic}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(child);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !run(&["inventory", "--api", &api, "--cert-dir", &alice, "--wait-leader"], &[]).0 {
+        assert!(std::time::Instant::now() < deadline, "the node did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Without a credential the CLI says what to give.
+    let (ok, _, err) = run(&["inventory", "--api", &api, "--ca", &s(p.join("ca/ca.pem"))], &[]);
+    assert!(!ok && err.contains("needs a credential"), "{err}");
+
+    let (ok, token, err) = run(
+        &["admin", "token", "create", "--name", "grafana", "--role", "viewer", "--api", &api, "--cert-dir", &alice],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let token = token.trim().to_string();
+    assert!(token::parse_token(&token).is_ok(), "stdout is exactly the token: {token:?}");
+    let ca_pem = s(p.join("ca/ca.pem"));
+    let env = [("WARDLINE_TOKEN", token.as_str())];
+    let (ok, out, err) = run(&["inventory", "--api", &api, "--ca", &ca_pem, "--json"], &env);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"count\": 0"), "{out}");
+    let (ok, _, err) = run(&["admin", "token", "list", "--api", &api, "--ca", &ca_pem], &env);
+    assert!(!ok && err.contains("403") && err.contains("needs role admin"), "{err}");
+    let (ok, out, _) = run(&["admin", "token", "list", "--api", &api, "--cert-dir", &alice], &[]);
+    assert!(ok && out.contains("grafana") && out.contains("alice"), "{out}");
+    assert!(run(&["admin", "token", "revoke", "--id", "grafana", "--api", &api, "--cert-dir", &alice], &[]).0);
+    let (ok, _, err) = run(&["inventory", "--api", &api, "--ca", &ca_pem], &env);
+    assert!(!ok && err.contains("401") && err.contains("unknown or revoked"), "{err}");
+    let (ok, out, _) = run(&["admin", "audit", "--limit", "5", "--api", &api, "--cert-dir", &alice], &[]);
+    assert!(ok && out.contains("revoked token") && out.contains("\"dropped\": 0"), "{out}");
+}
