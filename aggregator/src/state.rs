@@ -60,7 +60,9 @@ pub enum Command {
     ApplyBatch(BatchSummary),
     /// The first entry of a cluster: its id (a ULID), recorded by the Raft state machine
     /// (`raft::state_machine`); the inventory itself ignores it.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
 }
 
 /// What the state machine needs from one sensor batch: the device observations in full,
