@@ -140,7 +140,7 @@ pub mod codec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Nodes refuse RPC from a cluster with another name.
+    /// Name openraft uses in its logs. Peers check the cluster id (`crate::cluster`), not this.
     pub cluster_name: String,
     pub heartbeat_interval_ms: u64,
     /// A follower that hears no leader for a random time in this range starts an election.
