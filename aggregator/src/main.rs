@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use wardline_aggregator::auth::client::ApiAuth;
 use wardline_aggregator::auth::Role;
+use wardline_aggregator::cli::cluster::ClusterCmd;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
@@ -19,10 +20,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a cluster node: QUIC ingest, Raft, flow sink and HTTP API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fleet administration: certificate authority and certificates.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Cluster lifecycle through a running node's API: init, join, leave, replace, status.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
         #[arg(long, default_value = "https://127.0.0.1:8080")]
@@ -52,6 +56,22 @@ struct RunArgs {
     listen_api: Option<SocketAddr>,
     #[arg(long)]
     advertise_api: Option<String>,
+    /// Raft RPC listener (HTTPS, mutual TLS between nodes); default 127.0.0.1:7443.
+    #[arg(long)]
+    listen_raft: Option<SocketAddr>,
+    /// Address other nodes reach this node's Raft listener by; default --listen-raft.
+    #[arg(long)]
+    advertise_raft: Option<String>,
+    /// Address sensors reach this node's QUIC ingest by; default --listen-quic.
+    #[arg(long)]
+    advertise_quic: Option<String>,
+    /// Refuse to start unless this node's data belongs to this cluster id.
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Initialise a new one-node cluster on first start if this node has no state (a node
+    /// never initialises twice). Without it a fresh node waits for `cluster join`.
+    #[arg(long)]
+    init: bool,
     /// Folder holding node.pem, node.key and ca.pem (as written by `admin issue-node`).
     #[arg(long)]
     tls_dir: Option<PathBuf>,
@@ -60,9 +80,8 @@ struct RunArgs {
     clickhouse_url: Option<String>,
     #[arg(long)]
     clickhouse_database: Option<String>,
-    /// Do not initialise a one-node cluster on first start: the node waits until a cluster's
-    /// leader adds it as a member (no command adds members yet; see docs/api.md, Cluster).
-    #[arg(long)]
+    /// Do not initialise a cluster even if the config file says `bootstrap = true`.
+    #[arg(long, conflicts_with = "init")]
     no_bootstrap: bool,
     /// Site knowledge-base folder (profiles, rules, overrides); repeatable.
     #[arg(long = "kb-dir")]
@@ -173,10 +192,14 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 listen_quic: "0.0.0.0:4433".parse()?,
                 listen_api: "127.0.0.1:8080".parse()?,
                 advertise_api: None,
+                listen_raft: wardline_aggregator::config::default_raft(),
+                advertise_raft: None,
+                advertise_quic: None,
+                cluster_id: None,
                 tls: TlsPaths::in_dir(&tls_dir, "node"),
                 clickhouse_url: None,
                 clickhouse_database: "wardline".into(),
-                bootstrap: true,
+                bootstrap: false,
                 kb_dirs: Vec::new(),
             }
         }
@@ -205,6 +228,21 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
     if let Some(v) = a.clickhouse_database {
         cfg.clickhouse_database = v;
     }
+    if let Some(v) = a.listen_raft {
+        cfg.listen_raft = v;
+    }
+    if let Some(v) = a.advertise_raft {
+        cfg.advertise_raft = Some(v);
+    }
+    if let Some(v) = a.advertise_quic {
+        cfg.advertise_quic = Some(v);
+    }
+    if let Some(v) = a.cluster_id {
+        cfg.cluster_id = Some(v);
+    }
+    if a.init {
+        cfg.bootstrap = true;
+    }
     if a.no_bootstrap {
         cfg.bootstrap = false;
     }
@@ -227,12 +265,16 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(a) => {
-            let cfg = build_config(a)?;
+            let cfg = build_config(*a)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let node = node::Node::open(cfg).await?;
                 node::serve(node).await
             })
+        }
+        Cmd::Cluster(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::cluster::run(c))
         }
         Cmd::Inventory { api, auth, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -66,6 +66,11 @@ pub enum Command {
     RevokeToken(String),
     /// Append to the audit log.
     Audit(audit::AuditEntry),
+    /// The first entry of a cluster: its id (a ULID), recorded by the Raft state machine
+    /// (`raft::state_machine`); the inventory itself ignores it.
+    InitCluster {
+        cluster_id: String,
+    },
 }
 
 /// What the state machine needs from one sensor batch: the device observations in full,
@@ -676,6 +681,7 @@ impl ClusterState {
                 self.audit.append(entry);
                 ApplyResponse { applied: true }
             }
+            Command::InitCluster { .. } => ApplyResponse { applied: true },
         }
     }
 

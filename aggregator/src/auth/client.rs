@@ -28,6 +28,12 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
 /// An HTTPS client for the API that trusts only the fleet CA and presents the operator's
 /// certificate (if `--cert-dir`) or token (if `--token`) on every request.
 pub fn api_client(auth: &ApiAuth) -> Result<reqwest::Client> {
+    api_client_with_timeout(auth, Duration::from_secs(10))
+}
+
+/// [`api_client`] with a request timeout of `timeout` (membership changes wait for a
+/// new node to catch up).
+pub fn api_client_with_timeout(auth: &ApiAuth, timeout: Duration) -> Result<reqwest::Client> {
     let ca_path = match (&auth.ca, &auth.cert_dir) {
         (Some(ca), _) => ca.clone(),
         (None, Some(dir)) => dir.join("ca.pem"),
@@ -45,7 +51,7 @@ pub fn api_client(auth: &ApiAuth) -> Result<reqwest::Client> {
     let ca = reqwest::Certificate::from_pem(&read(&ca_path, "the fleet CA certificate")?)
         .with_context(|| format!("{} is not a PEM certificate", ca_path.display()))?;
     let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
