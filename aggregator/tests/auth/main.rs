@@ -86,7 +86,7 @@ impl Fleet {
     }
 }
 
-/// A Raft node (Raft RPC on plain loopback HTTP as in the other tests) whose API is served
+/// A Raft node (Raft RPC over mutual TLS as in the other tests) whose API is served
 /// by the production HTTPS server with authentication.
 struct SecureNode {
     served: ServedNode,
@@ -304,7 +304,7 @@ async fn audit_log_is_identical_on_both_nodes_of_a_cluster() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let n1 = single(&fleet, d1.path()).await;
     let n2 = SecureNode::start(&fleet, 2, d2.path()).await;
-    n1.served.node.add_learner(2, n2.served.addr.clone(), true).await.unwrap();
+    n1.served.node.add_learner(2, n2.served.member(), true).await.unwrap();
     n1.served.node.change_membership(BTreeSet::from([1, 2]), false).await.unwrap();
 
     let admin = fleet.operator(Role::Admin);
@@ -397,11 +397,13 @@ fn cli_issue_operator_token_create_use_and_revoke() {
     );
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let raft = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let api = format!("https://127.0.0.1:{port}");
     let child = Command::new(bin)
-        .args(["run", "--node-id", "1", "--data-dir", &s(p.join("data")), "--tls-dir", &node])
+        .args(["run", "--init", "--node-id", "1", "--data-dir", &s(p.join("data")), "--tls-dir", &node])
         .args(["--listen-api", &format!("127.0.0.1:{port}"), "--listen-quic", &format!("127.0.0.1:{quic}")])
+        .args(["--listen-raft", &format!("127.0.0.1:{raft}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
