@@ -254,7 +254,8 @@ impl DeviceSnapshot {
         let mut events = Vec::new();
         let with_timeline: BTreeSet<IpAddr> = self.timelines.iter().map(|(_, ip, _)| *ip).collect();
         for (site, ip, timeline) in &self.timelines {
-            for (i, span) in timeline.spans.iter().enumerate() {
+            let spans = timeline.spans();
+            for (i, span) in spans.iter().enumerate() {
                 let event = HistoryEvent {
                     at_us: span.from_us,
                     site: Some(site.clone()),
@@ -265,7 +266,7 @@ impl DeviceSnapshot {
                 match self.mac() {
                     Some(mac) if span.mac == mac => {
                         events.push(HistoryEvent { kind: HistoryKind::IpBound, ..event });
-                        if let Some(next) = timeline.spans.get(i + 1) {
+                        if let Some(next) = spans.get(i + 1) {
                             events.push(HistoryEvent {
                                 at_us: next.from_us,
                                 kind: HistoryKind::IpMoved,
@@ -320,7 +321,7 @@ impl DeviceSnapshot {
             add(h.sightings_dropped, "routed_sightings");
         }
         for (_, _, t) in &self.timelines {
-            add(t.spans_dropped, "binding_spans");
+            add(t.spans_dropped(), "binding_spans");
         }
         (total, names)
     }
