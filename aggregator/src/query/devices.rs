@@ -519,4 +519,44 @@ mod tests {
         let history = dev.history();
         assert!(history.events.iter().any(|e| e.kind == HistoryKind::IpBound && e.ip == Some(ip)));
     }
+
+    /// Disconnection of a device known only by address: its routed run ends when the sensor
+    /// that saw it keeps reporting (other hosts) long after, and a later run is a new
+    /// connection. Constructed batches, so the times are exact.
+    #[test]
+    fn a_routed_host_disconnects_while_its_sensor_keeps_reporting() {
+        let mut st = ClusterState::new();
+        let ip: IpAddr = "10.9.0.7".parse().unwrap();
+        let host = |ip: IpAddr, at_us: u64| HostObservation {
+            site: None,
+            ip,
+            vlan: None,
+            via_mac: Some(MacAddr([0, 0, 0x5e, 0, 1, 1])),
+            first_seen_us: at_us,
+            last_seen_us: at_us + 1,
+            packets: 1,
+            bytes: 60,
+            evidence: vec![],
+        };
+        let id = DeviceId::Host(HostKey { site: "north".into(), ip, vlan: None });
+        let mut b = summary("core-1", "north", 1);
+        b.hosts = vec![host(ip, 0)];
+        apply(&mut st, b);
+        let history = DeviceSnapshot::take(&st, &id, true).unwrap().history();
+        assert_eq!(kinds(&history), [(0, HistoryKind::Connected)], "the sensor saw nothing later yet");
+        // The core sensor keeps reporting another host for 40 minutes; then the host is back.
+        let mut b = summary("core-1", "north", 2);
+        b.hosts = vec![host("10.9.0.8".parse().unwrap(), 40 * MIN_US)];
+        apply(&mut st, b);
+        let mut b = summary("core-1", "north", 3);
+        b.hosts = vec![host(ip, 60 * MIN_US)];
+        apply(&mut st, b);
+        let history = DeviceSnapshot::take(&st, &id, true).unwrap().history();
+        assert_eq!(
+            kinds(&history),
+            [(0, HistoryKind::Connected), (0, HistoryKind::Disconnected), (60, HistoryKind::Connected)]
+        );
+        let gone = history.events.iter().find(|e| e.kind == HistoryKind::Disconnected).unwrap();
+        assert_eq!((gone.at_us, gone.sensor.as_deref()), (1, Some("core-1")));
+    }
 }

@@ -60,7 +60,8 @@ impl AddressIndex {
     }
 
     /// Every MAC seen using `ip`, sorted.
-    pub fn macs(&self, ip: &IpAddr) -> &[MacAddr] {
+    #[cfg(test)]
+    fn macs(&self, ip: &IpAddr) -> &[MacAddr] {
         self.0.get(ip).map_or(&[], Holders::as_slice)
     }
 }
