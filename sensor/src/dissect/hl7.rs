@@ -254,7 +254,7 @@ pub fn eui64_oui(device_id: &str) -> Option<String> {
 /// a device id field by looking at component 1; `None` for any other id.
 pub fn eui64_mac(device_id: &str) -> Option<MacAddr> {
     let first = device_id.split('^').next()?;
-    if first.len() != 16 || !first.is_ascii() {
+    if first.len() != 16 || !first.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut bytes = [0u8; 8];
