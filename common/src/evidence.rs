@@ -195,6 +195,10 @@ pub enum Field {
     /// itself (MSH-3's universal id) nor a device by MAC (a MAC-derived EUI-64): a device
     /// it relays observations for. Never the sender's own identity (decision 0013).
     Hl7RelayedDeviceId,
+    /// A hardware serial number the device reports about itself: SNMP entPhysicalSerialNum
+    /// (1.3.6.1.2.1.47.1.1.1.1.11.<entPhysicalIndex>, ENTITY-MIB) in an agent's response;
+    /// one value per physical entity (chassis, modules, power supplies) that has one.
+    SerialNumber,
 }
 
 impl Field {
