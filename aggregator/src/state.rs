@@ -16,6 +16,7 @@
 //! IP-keyed device to the MAC that owned the address at that piece's time; see
 //! `hosts` and `bindings` and decision 0013.
 
+mod addresses;
 pub mod audit;
 mod bindings;
 mod hosts;
@@ -470,7 +471,7 @@ pub struct ClusterState {
     site_index: BTreeMap<String, u32>,
     /// Every (address, MAC) of `devices[MAC].ips`, so a device is found by address without
     /// scanning every record.
-    addresses: BTreeSet<(IpAddr, MacAddr)>,
+    addresses: addresses::AddressIndex,
     /// (owner MAC, host) for every host record with a piece attributed to that MAC.
     attributed: BTreeSet<(MacAddr, HostKey)>,
     /// Strong identifiers (decision 0013) → the MAC devices holding them.
@@ -623,7 +624,7 @@ impl ClusterState {
 
     /// How many (site, address) timelines and spans the state holds.
     pub fn binding_counts(&self) -> (usize, usize) {
-        (self.bindings.len(), self.bindings.values().map(|t| t.spans.len()).sum())
+        (self.bindings.len(), self.bindings.values().map(|t| t.span_count()).sum())
     }
 
     /// The name of site number `index` (as in `SegmentSeen::site_index`).
@@ -639,9 +640,8 @@ impl ClusterState {
     /// The device seen using `ip`. When several were (a router's MAC fronting the address,
     /// a lease handed on), the lowest MAC, so every node picks the same one.
     pub fn device_with_ip(&self, ip: &IpAddr) -> Option<&Arc<DeviceRecord>> {
-        let (_, mac) =
-            self.addresses.range((*ip, MacAddr::default())..).next().filter(|(owner_ip, _)| owner_ip == ip)?;
-        self.devices.get(mac)
+        let mac = self.addresses.lowest(ip)?;
+        self.devices.get(&mac)
     }
 
     /// Every sensor that had a batch applied, by sensor id.
@@ -815,7 +815,7 @@ impl ClusterState {
         let record = Arc::make_mut(record);
         record.seen(&batch.sensor_id, &batch.site, b.seen_us, b.seen_us);
         if record.use_ip(b.ip, b.seen_us, b.seen_us) {
-            self.addresses.insert((b.ip, b.mac));
+            self.addresses.insert(b.ip, b.mac);
         }
         Some(changed)
     }

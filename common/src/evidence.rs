@@ -191,6 +191,14 @@ pub enum Field {
     Hl7ReceivingAppUniversalId,
     /// The whole HL7 MSH-9: message code ^ trigger event ^ message structure ("ACK^A04^ACK").
     Hl7MessageTypeFull,
+    /// An HL7 equipment id (OBX-18, PRT-10, PRT-16) the sender reported that names neither
+    /// itself (MSH-3's universal id) nor a device by MAC (a MAC-derived EUI-64): a device
+    /// it relays observations for. Never the sender's own identity (decision 0013).
+    Hl7RelayedDeviceId,
+    /// A hardware serial number the device reports about itself: SNMP entPhysicalSerialNum
+    /// (1.3.6.1.2.1.47.1.1.1.1.11.<entPhysicalIndex>, ENTITY-MIB) in an agent's response;
+    /// one value per physical entity (chassis, modules, power supplies) that has one.
+    SerialNumber,
 }
 
 impl Field {

@@ -254,7 +254,8 @@ impl DeviceSnapshot {
         let mut events = Vec::new();
         let with_timeline: BTreeSet<IpAddr> = self.timelines.iter().map(|(_, ip, _)| *ip).collect();
         for (site, ip, timeline) in &self.timelines {
-            for (i, span) in timeline.spans.iter().enumerate() {
+            let spans = timeline.spans();
+            for (i, span) in spans.iter().enumerate() {
                 let event = HistoryEvent {
                     at_us: span.from_us,
                     site: Some(site.clone()),
@@ -265,7 +266,7 @@ impl DeviceSnapshot {
                 match self.mac() {
                     Some(mac) if span.mac == mac => {
                         events.push(HistoryEvent { kind: HistoryKind::IpBound, ..event });
-                        if let Some(next) = timeline.spans.get(i + 1) {
+                        if let Some(next) = spans.get(i + 1) {
                             events.push(HistoryEvent {
                                 at_us: next.from_us,
                                 kind: HistoryKind::IpMoved,
@@ -320,7 +321,7 @@ impl DeviceSnapshot {
             add(h.sightings_dropped, "routed_sightings");
         }
         for (_, _, t) in &self.timelines {
-            add(t.spans_dropped, "binding_spans");
+            add(t.spans_dropped(), "binding_spans");
         }
         (total, names)
     }
@@ -517,5 +518,45 @@ mod tests {
         assert_eq!(routed.iter().map(|s| (s.how, s.via_mac.clone())).collect::<Vec<_>>(), [("routed", None)]);
         let history = dev.history();
         assert!(history.events.iter().any(|e| e.kind == HistoryKind::IpBound && e.ip == Some(ip)));
+    }
+
+    /// Disconnection of a device known only by address: its routed run ends when the sensor
+    /// that saw it keeps reporting (other hosts) long after, and a later run is a new
+    /// connection. Constructed batches, so the times are exact.
+    #[test]
+    fn a_routed_host_disconnects_while_its_sensor_keeps_reporting() {
+        let mut st = ClusterState::new();
+        let ip: IpAddr = "10.9.0.7".parse().unwrap();
+        let host = |ip: IpAddr, at_us: u64| HostObservation {
+            site: None,
+            ip,
+            vlan: None,
+            via_mac: Some(MacAddr([0, 0, 0x5e, 0, 1, 1])),
+            first_seen_us: at_us,
+            last_seen_us: at_us + 1,
+            packets: 1,
+            bytes: 60,
+            evidence: vec![],
+        };
+        let id = DeviceId::Host(HostKey { site: "north".into(), ip, vlan: None });
+        let mut b = summary("core-1", "north", 1);
+        b.hosts = vec![host(ip, 0)];
+        apply(&mut st, b);
+        let history = DeviceSnapshot::take(&st, &id, true).unwrap().history();
+        assert_eq!(kinds(&history), [(0, HistoryKind::Connected)], "the sensor saw nothing later yet");
+        // The core sensor keeps reporting another host for 40 minutes; then the host is back.
+        let mut b = summary("core-1", "north", 2);
+        b.hosts = vec![host("10.9.0.8".parse().unwrap(), 40 * MIN_US)];
+        apply(&mut st, b);
+        let mut b = summary("core-1", "north", 3);
+        b.hosts = vec![host(ip, 60 * MIN_US)];
+        apply(&mut st, b);
+        let history = DeviceSnapshot::take(&st, &id, true).unwrap().history();
+        assert_eq!(
+            kinds(&history),
+            [(0, HistoryKind::Connected), (0, HistoryKind::Disconnected), (60, HistoryKind::Connected)]
+        );
+        let gone = history.events.iter().find(|e| e.kind == HistoryKind::Disconnected).unwrap();
+        assert_eq!((gone.at_us, gone.sensor.as_deref()), (1, Some("core-1")));
     }
 }

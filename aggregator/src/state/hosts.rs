@@ -9,10 +9,10 @@
 //! the new owner. Pieces are kept per owner, so two owners' evidence is never mixed.
 
 use super::bindings::AddressTimeline;
-use super::map_as_list;
+use super::vecmap::VecMap;
 use super::{EvidenceRecord, MAX_EVIDENCE_PER_DEVICE};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 use wardline_common::wire::HostObservation;
@@ -72,26 +72,21 @@ pub struct RoutedKey {
 }
 
 /// Everything sensors reported about one (site, IP, VLAN) without its MAC.
+///
+/// The maps are sorted vectors (serialized as lists of pairs, as before): most host records
+/// hold a few pieces, and a `BTreeMap` allocates room for eleven.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostRecord {
     pub key: HostKey,
-    #[serde(with = "map_as_list")]
-    pub evidence: BTreeMap<(Field, String, Option<MacAddr>), EvidenceRecord>,
+    pub evidence: VecMap<(Field, String, Option<MacAddr>), EvidenceRecord>,
     pub evidence_dropped: u64,
-    #[serde(with = "map_as_list")]
-    pub sightings: BTreeMap<RoutedKey, RoutedSeen>,
+    pub sightings: VecMap<RoutedKey, RoutedSeen>,
     pub sightings_dropped: u64,
 }
 
 impl HostRecord {
     pub fn new(key: HostKey) -> Self {
-        HostRecord {
-            key,
-            evidence: BTreeMap::new(),
-            evidence_dropped: 0,
-            sightings: BTreeMap::new(),
-            sightings_dropped: 0,
-        }
+        HostRecord { key, evidence: VecMap::new(), evidence_dropped: 0, sightings: VecMap::new(), sightings_dropped: 0 }
     }
 
     /// Every MAC some piece of this record is attributed to.
@@ -122,7 +117,7 @@ impl HostRecord {
         let first_of = RoutedKey { run_start_us: 0, ..key.clone() };
         if let Some((run, _)) = self
             .sightings
-            .range(first_of..=run_of)
+            .range_inclusive(&first_of, &run_of)
             .next_back()
             .filter(|(_, s)| s.last_seen_us.saturating_add(gap) >= obs.first_seen_us)
         {

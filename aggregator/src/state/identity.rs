@@ -17,13 +17,15 @@ const SINGLE_STRONG_FIELDS: [Field; 3] = [Field::Hl7SendingAppUniversalId, Field
 
 /// Whether evidence of `field` can change a record's strong identifiers.
 pub fn is_strong_field(field: Field) -> bool {
-    SINGLE_STRONG_FIELDS.contains(&field) || matches!(field, Field::DicomCallingAe | Field::DicomImplClassUid)
+    SINGLE_STRONG_FIELDS.contains(&field)
+        || matches!(field, Field::DicomCallingAe | Field::DicomImplClassUid | Field::SerialNumber)
 }
 
 /// The strong identifiers a record holds, as (field, value):
 /// - each HL7 sending-application universal id with its type (IHE PCD gateways put their
 ///   EUI-64 there), HL7 equipment id (unless the record reports several devices' ids: a
 ///   gateway relaying them) and SNMPv3 engine id, as seen;
+/// - a serial number (`SerialNumber`) when the record reports exactly one;
 /// - a DICOM calling AE title together with the implementation class UID, as
 ///   `(DicomCallingAe, "AE|UID")`, when the record has exactly one implementation UID
 ///   (an AE title alone is a configured name, often reused; the UID alone names software).
@@ -49,6 +51,14 @@ pub fn strong_identifiers(record: &DeviceRecord) -> BTreeSet<(Field, String)> {
             if typed && is_meaningful(value) {
                 ids.insert((field, value.to_string()));
             }
+        }
+    }
+    // A serial number names one device only when the record reports exactly one: a chassis
+    // lists its modules' and power supplies' serials too, and a module moves between
+    // devices, so a record with several has none as identifiers.
+    if let [serial] = record.values(Field::SerialNumber).as_slice() {
+        if is_meaningful(serial) {
+            ids.insert((Field::SerialNumber, serial.to_string()));
         }
     }
     let uids = record.values(Field::DicomImplClassUid);
@@ -128,6 +138,19 @@ mod tests {
         assert_eq!(strong_identifiers(&eui).len(), 1);
         let bare_eui = record_with(&[(Field::Hl7SendingAppUniversalId, "0009FBFFFE780001")]);
         assert_eq!(strong_identifiers(&bare_eui).len(), 1);
+    }
+
+    #[test]
+    fn one_serial_number_identifies_several_do_not() {
+        let one = record_with(&[(Field::SerialNumber, "FOC1234X0AB")]);
+        assert_eq!(
+            strong_identifiers(&one).into_iter().collect::<Vec<_>>(),
+            [(Field::SerialNumber, "FOC1234X0AB".to_string())]
+        );
+        // A chassis with a power supply: module serials move between devices.
+        let chassis = record_with(&[(Field::SerialNumber, "FOC1234X0AB"), (Field::SerialNumber, "PSU-99812")]);
+        assert!(strong_identifiers(&chassis).is_empty());
+        assert!(strong_identifiers(&record_with(&[(Field::SerialNumber, "000000")])).is_empty());
     }
 
     #[test]

@@ -96,10 +96,33 @@ impl<K: Ord, V> VecMap<K, V> {
         self.0.iter().map(|(_, v)| v)
     }
 
+    /// Entries with keys in `from..=to`, in order.
+    pub fn range_inclusive<'a>(&'a self, from: &K, to: &K) -> impl DoubleEndedIterator<Item = (&'a K, &'a V)> + 'a {
+        let start = self.0.partition_point(|(k, _)| k < from);
+        let end = self.0.partition_point(|(k, _)| k <= to).max(start);
+        self.0[start..end].iter().map(|(k, v)| (k, v))
+    }
+
     /// Entries with keys at or after `from`, in order.
     pub fn iter_from<'a>(&'a self, from: &K) -> impl Iterator<Item = (&'a K, &'a V)> + 'a {
         let start = self.0.partition_point(|(k, _)| k < from);
         self.0[start..].iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<K, V> IntoIterator for VecMap<K, V> {
+    type Item = (K, V);
+    type IntoIter = std::vec::IntoIter<(K, V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a, K, V> IntoIterator for &'a VecMap<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&'a (K, V)) -> (&'a K, &'a V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
     }
 }
 
@@ -234,6 +257,9 @@ mod tests {
             prop_assert!(map.iter().map(|(k, v)| (*k, *v)).eq(bmap.iter().map(|(k, v)| (*k, *v))));
             prop_assert!(set.iter().eq(bset.iter()));
             prop_assert!(map.iter_from(&20).map(|(k, _)| *k).eq(bmap.range(20..).map(|(k, _)| *k)));
+            prop_assert!(map.range_inclusive(&10, &30).map(|(k, _)| *k).eq(bmap.range(10..=30).map(|(k, _)| *k)));
+            prop_assert!(map.range_inclusive(&30, &10).next().is_none());
+            prop_assert!((&map).into_iter().map(|(k, _)| *k).eq(bmap.keys().copied()));
             let json = serde_json::to_string(&map).unwrap();
             prop_assert_eq!(serde_json::from_str::<VecMap<u8, u16>>(&json).unwrap(), map);
             let rebuilt: VecMap<u8, u16> = ops.iter().copied().collect();

@@ -294,14 +294,10 @@ fn ground_truth_no_two_devices_merged() {
     no_foreign_identity_evidence(&fields);
 }
 
-/// HL7 equipment ids on their own: see the ignore reason.
+/// HL7 equipment ids on their own: the Philips PIIC central station (dev-0027, dev-0100)
+/// forwards its monitors' ORU^R01; OBX-18 names each monitor by a MAC-derived EUI-64, so the
+/// sensor credits it to the monitor's MAC, not to the station that sent it (decision 0013).
 #[test]
-#[ignore = "sensor attributes OBX-18 equipment ids to the message's sender: the Philips PIIC central \
-            station (dev-0027, dev-0100) forwards its monitors' ORU^R01 to the HL7 engine, so its record \
-            holds each monitor's EUI-64 (truth: the monitors'). Per message a relay and a device reporting \
-            its own id look the same (MSH-3 without EUI-64, OBX-18 with one); needs a dissector/device-table \
-            rule (a sender reporting several equipment ids relays them). Links are already not made from \
-            them (identity.rs)."]
 fn ground_truth_no_two_devices_share_equipment_ids() {
     no_foreign_identity_evidence(&[Field::Hl7DeviceId]);
 }

@@ -249,10 +249,36 @@ pub fn eui64_oui(device_id: &str) -> Option<String> {
     Some(format!("{}:{}:{}", &up[0..2], &up[2..4], &up[4..6]))
 }
 
+/// The MAC an EUI-64 equipment id was derived from (OUI, then `FFFE`, then the NIC's three
+/// bytes, as IEEE 11073 / IHE PCD devices form theirs from their Ethernet address). Accepts
+/// a device id field by looking at component 1; `None` for any other id.
+pub fn eui64_mac(device_id: &str) -> Option<MacAddr> {
+    let first = device_id.split('^').next()?;
+    if first.len() != 16 || !first.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&first[2 * i..2 * i + 2], 16).ok()?;
+    }
+    if bytes[3..5] != [0xff, 0xfe] {
+        return None;
+    }
+    let mac = MacAddr([bytes[0], bytes[1], bytes[2], bytes[5], bytes[6], bytes[7]]);
+    mac.is_device().then_some(mac)
+}
+
 /// The sender (Src) is the sending application/facility (and its universal id) and the
-/// source of the device ids and PHI-bearing segments; the receiver (Dst) is the receiving
-/// application/facility (and its universal id).
-pub fn findings(rec: &Hl7Record, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
+/// source of the PHI-bearing segments; the receiver (Dst) is the receiving application/
+/// facility (and its universal id).
+///
+/// Equipment ids (decision 0013) go to the device they name, not blindly to the sender: a
+/// central station or gateway forwards many devices' observations, and OBX-18 / PRT name
+/// the device that measured. So an id equal to MSH-3's universal id (the sender naming
+/// itself) is the sender's; an EUI-64 derived from a MAC is the device with that MAC
+/// (the sender when it is the frame's source); any other id is reported on the sender
+/// only as one it relays (`Hl7RelayedDeviceId`), never as its own identity.
+pub fn findings(rec: &Hl7Record, ctx: &PacketCtx, out: &mut Vec<Finding>) {
     for m in &rec.messages {
         let mut put = |side, field, v: &Option<String>| {
             if let Some(v) = v {
@@ -268,8 +294,19 @@ pub fn findings(rec: &Hl7Record, _ctx: &PacketCtx, out: &mut Vec<Finding>) {
         put(Side::Src, Field::Hl7SendingAppUniversalId, &m.sending_app_universal_id);
         put(Side::Dst, Field::Hl7ReceivingAppUniversalId, &m.receiving_app_universal_id);
         put(Side::Src, Field::Hl7MessageTypeFull, &m.message_type_full);
+        let own = m.sending_app_universal_id.as_deref().and_then(|u| u.split('^').next());
         for id in &m.device_ids {
-            out.push(Finding::src(Field::Hl7DeviceId, id.clone()));
+            let first = id.split('^').next();
+            let finding = if first == own {
+                Finding::src(Field::Hl7DeviceId, id.clone())
+            } else {
+                match eui64_mac(id) {
+                    Some(mac) if mac == ctx.src_mac => Finding::src(Field::Hl7DeviceId, id.clone()),
+                    Some(mac) => Finding::about(mac, Field::Hl7DeviceId, id.clone()),
+                    None => Finding::src(Field::Hl7RelayedDeviceId, id.clone()),
+                }
+            };
+            out.push(finding);
         }
         if m.phi_segments > 0 {
             out.push(Finding::src(Field::Hl7PhiSegments, m.phi_segments.to_string()));

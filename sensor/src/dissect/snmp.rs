@@ -26,6 +26,8 @@ pub const SYS_OBJECT_ID: &str = "1.3.6.1.2.1.1.2.0";
 pub const SYS_CONTACT: &str = "1.3.6.1.2.1.1.4.0";
 pub const SYS_NAME: &str = "1.3.6.1.2.1.1.5.0";
 pub const SYS_LOCATION: &str = "1.3.6.1.2.1.1.6.0";
+/// entPhysicalSerialNum (ENTITY-MIB): a column, one instance per physical entity.
+pub const ENT_PHYSICAL_SERIAL_NUM: &str = "1.3.6.1.2.1.47.1.1.1.1.11.";
 const MAX_VARBINDS: usize = 1024;
 
 /// What we keep of a community string: never the string itself.
@@ -148,6 +150,18 @@ impl SnmpRecord {
     }
     pub fn sys_contact(&self) -> Option<String> {
         self.text_of(SYS_CONTACT)
+    }
+    /// Every non-empty entPhysicalSerialNum instance, in varbind order.
+    pub fn serial_numbers(&self) -> Vec<String> {
+        self.varbinds
+            .iter()
+            .filter(|v| v.oid.strip_prefix(ENT_PHYSICAL_SERIAL_NUM).is_some_and(|index| !index.is_empty()))
+            .filter_map(|v| match &v.value {
+                Value::OctetString(b) => Some(display(b)),
+                _ => None,
+            })
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 }
 
@@ -283,6 +297,9 @@ pub fn findings(rec: &SnmpRecord, out: &mut Vec<Finding>) {
             if let Some(v) = value.filter(|v| !v.is_empty()) {
                 out.push(Finding::src(field, v));
             }
+        }
+        for serial in rec.serial_numbers() {
+            out.push(Finding::src(Field::SerialNumber, serial));
         }
     }
     let agent_sent = rec.pdu_type.from_agent() || (rec.pdu_type == PduType::Encrypted && !rec.reportable);

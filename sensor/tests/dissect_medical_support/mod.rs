@@ -249,7 +249,13 @@ pub fn facts(d: &dyn Dissector, msgs: &[Message]) -> (BTreeSet<(IpAddr, Field, S
             errors += 1;
         }
         for f in out {
-            let ip = if f.side == Side::Src { m.last.src_ip } else { m.last.dst_ip };
+            // A device named in the payload by its MAC is neither end: listed under the
+            // unspecified address.
+            let ip = match f.side {
+                Side::Src => m.last.src_ip,
+                Side::Dst => m.last.dst_ip,
+                Side::Mac(_) => IpAddr::from([0u8; 4]),
+            };
             set.insert((ip, f.field, f.value));
         }
     }

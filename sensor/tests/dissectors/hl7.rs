@@ -4,9 +4,9 @@
 use crate::dissect_medical_support::*;
 
 use proptest::prelude::*;
-use wardline_common::Field;
+use wardline_common::{Field, MacAddr};
 use wardline_sensor::dissect::hl7::{self, Framing, Hl7Dissector};
-use wardline_sensor::dissect::{Dissector, Finding, Transport};
+use wardline_sensor::dissect::{Dissector, Finding, Side, Transport};
 
 fn hl7_facts(rel: &str) -> std::collections::BTreeSet<(std::net::IpAddr, Field, String)> {
     let msgs = messages(&read_packets(&pcap(rel)), hl7_framing);
@@ -25,17 +25,92 @@ fn oru_vitals_routing_device_ids_and_phi_count() {
     assert!(has("10.77.0.62", Field::Hl7ReceivingFacility, "WLGH_MAIN"));
     assert!(has("10.77.0.70", Field::Hl7MessageType, "ORU^R01"));
     assert!(has("10.77.0.70", Field::Hl7Version, "2.6"));
-    // EUI-64 from MSH-3 and the OBX-18 equipment identifier of the bedside monitor.
+    // The gateway's own EUI-64 from MSH-3; the OBX-18 equipment identifier names the bedside
+    // monitor it relays for, not the gateway (see `relayed_equipment_ids_go_to_the_device_they_name`).
     assert!(has("10.77.0.70", Field::Hl7DeviceId, "0009FBFFFE6A1C00"));
-    assert!(has("10.77.0.70", Field::Hl7DeviceId, "0009FBFFFE6A1C01^MX450_BED12^0009FBFFFE6A1C01^EUI-64"));
+    assert!(!f
+        .iter()
+        .any(|(a, fl, v)| *a == ip("10.77.0.70") && *fl == Field::Hl7DeviceId && v.starts_with("0009FBFFFE6A1C01")));
     assert!(has("10.77.0.71", Field::Hl7SendingApp, "CARESCAPE_GW"));
-    assert!(f.iter().any(|(a, fl, v)| *a == ip("10.77.0.71")
-        && *fl == Field::Hl7DeviceId
-        && v.starts_with("444B5DFFFE0B6503^B650_BED03")));
+    assert!(has("10.77.0.71", Field::Hl7DeviceId, "444B5DFFFE0B6500"));
+    assert!(!f
+        .iter()
+        .any(|(a, fl, v)| *a == ip("10.77.0.71") && *fl == Field::Hl7DeviceId && v.starts_with("444B5DFFFE0B6503")));
     // PID + PV1 in each ORU.
     assert!(has("10.77.0.70", Field::Hl7PhiSegments, "2"));
     // The EMR's ACK names itself as sender.
     assert!(has("10.77.0.62", Field::Hl7MessageType, "ACK^R01"));
+}
+
+/// Central stations forward their monitors' observations: OBX-18 names the monitor, so its
+/// MAC-derived EUI-64 goes to the monitor's MAC, never to the gateway that sent it.
+#[test]
+fn relayed_equipment_ids_go_to_the_device_they_name() {
+    let msgs = messages(&read_packets(&pcap("hl7/lab-hl7-oru-vitals.pcap")), hl7_framing);
+    let mut about_monitors = std::collections::BTreeSet::new();
+    for m in &msgs {
+        let ctx = m.last.ctx();
+        let mut out = Vec::new();
+        if Hl7Dissector.wants(&ctx, &m.bytes) && Hl7Dissector.dissect(&ctx, &m.bytes, &mut out).is_ok() {
+            for f in out.into_iter().filter(|f| f.field == Field::Hl7DeviceId) {
+                if let Side::Mac(mac) = f.side {
+                    about_monitors.insert((mac.to_string(), f.value));
+                }
+            }
+        }
+    }
+    let expected: std::collections::BTreeSet<(String, String)> = [
+        ("00:09:fb:6a:1c:01", "0009FBFFFE6A1C01^MX450_BED12^0009FBFFFE6A1C01^EUI-64"),
+        ("44:4b:5d:0b:65:03", "444B5DFFFE0B6503^B650_BED03^444B5DFFFE0B6503^EUI-64"),
+    ]
+    .into_iter()
+    .map(|(mac, id)| (mac.to_string(), id.to_string()))
+    .collect();
+    assert_eq!(about_monitors, expected);
+}
+
+/// The attribution rule for equipment ids on hand-built messages: the sender's own (equal to
+/// MSH-3's universal id, or derived from the frame's source MAC), another device's by MAC,
+/// or only relayed when it names no MAC.
+#[test]
+fn equipment_ids_are_the_senders_only_when_they_name_it() {
+    let run = |src_mac: [u8; 6], msh3: &str, obx18: &str| {
+        let mut ctx = ctx(Transport::Tcp, 40000, 2575);
+        ctx.src_mac = MacAddr(src_mac);
+        let mut bytes = vec![0x0b];
+        bytes.extend_from_slice(
+            format!("MSH|^~\\&|{msh3}|F|EMR|H|20240101||ORU^R01|1|P|2.6\rOBX|1|NM|X^Y^MDC||1||||||R|||||||{obx18}\r")
+                .as_bytes(),
+        );
+        bytes.extend_from_slice(&[0x1c, 0x0d]);
+        let mut out = Vec::new();
+        Hl7Dissector.dissect(&ctx, &bytes, &mut out).expect("parses");
+        out.into_iter()
+            .filter(|f| matches!(f.field, Field::Hl7DeviceId | Field::Hl7RelayedDeviceId))
+            .map(|f| (f.side, f.field, f.value.split('^').next().unwrap_or("").to_string()))
+            .collect::<Vec<_>>()
+    };
+    let monitor = [0x00, 0x09, 0xfb, 0x00, 0x00, 0x07];
+    let station = [0x00, 0x09, 0xfb, 0x00, 0x00, 0x99];
+    let id = |s: &str| s.to_string();
+    // A monitor sending its own ORU: OBX-18 is derived from the frame's source MAC.
+    assert_eq!(
+        run(monitor, "MON", "0009FBFFFE000007^MX450^EUI-64"),
+        vec![(Side::Src, Field::Hl7DeviceId, id("0009FBFFFE000007"))]
+    );
+    // A central station forwarding the same monitor's ORU: the id goes to the monitor.
+    assert_eq!(
+        run(station, "PIIC", "0009FBFFFE000007^MX450^EUI-64"),
+        vec![(Side::Mac(MacAddr(monitor)), Field::Hl7DeviceId, id("0009FBFFFE000007"))]
+    );
+    // An id that names no MAC is the sender's only when MSH-3's universal id is the same.
+    assert_eq!(run(station, "PUMP^SN4711^L", "SN4711^PUMP"), vec![(Side::Src, Field::Hl7DeviceId, id("SN4711"))]);
+    assert_eq!(run(station, "GW", "SN4711^PUMP"), vec![(Side::Src, Field::Hl7RelayedDeviceId, id("SN4711"))]);
+    // Not MAC-derived (no FFFE in the middle): relayed, not mapped to a MAC.
+    assert_eq!(
+        run(station, "GW", "0009FB0001000007^X^EUI-64"),
+        vec![(Side::Src, Field::Hl7RelayedDeviceId, id("0009FB0001000007"))]
+    );
 }
 
 #[test]

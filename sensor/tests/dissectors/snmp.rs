@@ -93,6 +93,34 @@ fn v2c(pdu_tag: u8, varbinds: &[(u8, &[u8])]) -> Vec<u8> {
     tlv(0x30, &[tlv(0x02, &[1]), tlv(0x04, b"public"), pdu].concat())
 }
 
+/// An agent's entPhysicalSerialNum instances are its serial numbers; a manager's request
+/// for them, an empty value or the column without an instance says nothing.
+#[test]
+fn entity_mib_serial_numbers_from_agents_only() {
+    let serial_oid = |index: &[u8]| tlv(0x06, &[&[0x2b, 6, 1, 2, 1, 47, 1, 1, 1, 1, 11][..], index].concat());
+    let message = |pdu_tag: u8, varbinds: &[(Vec<u8>, &[u8])]| {
+        let list: Vec<u8> =
+            varbinds.iter().flat_map(|(oid, v)| tlv(0x30, &[oid.clone(), tlv(0x04, v)].concat())).collect();
+        let pdu = tlv(pdu_tag, &[tlv(0x02, &[7]), tlv(0x02, &[0]), tlv(0x02, &[0]), tlv(0x30, &list)].concat());
+        tlv(0x30, &[tlv(0x02, &[1]), tlv(0x04, b"public"), pdu].concat())
+    };
+    let varbinds: Vec<(Vec<u8>, &[u8])> = vec![
+        (serial_oid(&[1]), b"FOC1234X0AB"),
+        // Instance 1001 (BER 0x87 0x69): unset.
+        (serial_oid(&[0x87, 0x69]), b""),
+        (serial_oid(&[]), b"column-only"),
+        (serial_oid(&[2]), b"PSU-99812"),
+    ];
+    assert_eq!(
+        agent_findings(&message(0xa2, &varbinds)),
+        vec![
+            (Side::Src, Field::SerialNumber, "FOC1234X0AB".to_string()),
+            (Side::Src, Field::SerialNumber, "PSU-99812".to_string()),
+        ]
+    );
+    assert_eq!(agent_findings(&message(0xa0, &varbinds)), vec![], "a GetRequest names what it asks for");
+}
+
 fn agent_findings(msg: &[u8]) -> Vec<(Side, Field, String)> {
     let mut out = Vec::new();
     snmp::findings(&snmp::parse(msg).expect("hand-built message parses"), &mut out);
