@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod node;
+pub mod outbox;
 pub mod pki;
 pub mod query;
 pub mod raft;
