@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ulid::Ulid;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::node::Node;
-use wardline_aggregator::sink::{FlowRow, FlowSink, FlowTotals};
+use wardline_aggregator::sink::{FlowRow, FlowTotals};
 use wardline_chaos_tests::clickhouse::ClickHouseServer;
 use wardline_common::net::MacAddr;
 use wardline_common::wire::{Batch, BatchReply, DeviceObservation, Event};
@@ -43,9 +43,10 @@ async fn open(cfg: NodeConfig) -> Arc<Node> {
 
 /// Batch `seq` of `sensor`: one device (MAC ..:seq) and `n` flows.
 fn batch(sensor: &str, seq: u64, n: usize) -> Batch {
+    let tag = sensor.bytes().last().unwrap_or(0);
     let device = DeviceObservation {
-        mac: MacAddr([0x02, 0, 0, 0, sensor.len() as u8, seq as u8]),
-        ips: vec![format!("10.9.{}.{}", sensor.len(), seq).parse().unwrap()],
+        mac: MacAddr([0x02, 0, 0, 0, tag, seq as u8]),
+        ips: vec![format!("10.9.{tag}.{seq}").parse().unwrap()],
         vlans: vec![],
         first_seen_us: 1_700_000_000_000_000 + seq,
         last_seen_us: 1_700_000_000_000_000 + seq,
@@ -56,7 +57,7 @@ fn batch(sensor: &str, seq: u64, n: usize) -> Batch {
     let mut events = vec![Event::Device(device)];
     events.extend(flows(n, seq as u8).into_iter().map(Event::Flow));
     Batch {
-        id: Ulid::from_parts(1_700_000_000_000 + seq, u128::from(seq) + 1000 * sensor.len() as u128),
+        id: Ulid::from_parts(1_700_000_000_000 + seq, u128::from(seq) + 1000 * u128::from(tag)),
         sensor_id: sensor.into(),
         site: "north".into(),
         seq,
