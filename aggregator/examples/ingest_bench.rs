@@ -114,7 +114,8 @@ fn main() -> Result<()> {
     // Same sensor, same spool, now pointed at the node.
     let cfg = Sensor::write_config(&fleet, &spec("backlog-1", agg.quic_addr()))?;
     let mut sensor = Sensor::start(&cfg, &log, &[])?;
-    let first = wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
+    let first =
+        wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
     let first_flows = sensor_flows(&agg, "backlog-1");
     let st = sensor.wait(Duration::from_secs(1800))?;
     let done = Instant::now();

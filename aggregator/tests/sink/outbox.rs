@@ -159,7 +159,10 @@ fn clickhouse_outage_and_node_restart_lose_and_duplicate_no_flow() {
     let rt = runtime();
     let node = rt.block_on(open(cfg.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain = rt.block_on(async { node.spawn_outbox_drainer(stop_rx) });
+    let drain = {
+        let _guard = rt.enter();
+        node.spawn_outbox_drainer(stop_rx)
+    };
     ch.stop_kill9();
     rt.block_on(async {
         for b in &first {

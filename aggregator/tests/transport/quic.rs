@@ -529,10 +529,7 @@ async fn a_failed_stream_stops_the_later_ones_of_its_connection() {
     send2.write_all(&wardline_common::wire::encode_frame(&b2).unwrap()).await.unwrap();
     send2.finish().unwrap();
     let r: BatchReply = wardline_common::wire::decode_frame(&recv2.read_to_end(64 * 1024).await.unwrap()).unwrap();
-    assert!(
-        matches!(&r, BatchReply::RetryLater { seq: 2, reason, .. } if reason.contains("earlier batch")),
-        "{r:?}"
-    );
+    assert!(matches!(&r, BatchReply::RetryLater { seq: 2, reason, .. } if reason.contains("earlier batch")), "{r:?}");
     assert!(handler.seen().is_empty());
     conn.close(0u32.into(), b"done");
     server.stop().await;
@@ -556,10 +553,11 @@ async fn sensor_fails_over_past_a_dead_address_and_a_follower() {
     let mut cfg = uplink_cfg(dead, &sensor);
     cfg.connect_timeout = Duration::from_millis(500);
     cfg.fallback_addrs = vec![follower_server.addr, leader_server.addr];
-    let stats = tokio::time::timeout(Duration::from_secs(30), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
-        .await
-        .expect("drain finishes")
-        .unwrap();
+    let stats =
+        tokio::time::timeout(Duration::from_secs(30), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
+            .await
+            .expect("drain finishes")
+            .unwrap();
     assert_eq!(stats.acked, 20, "{stats:?}");
     assert!(stats.connect_failures >= 1 && stats.failovers >= 2, "{stats:?}");
     assert_eq!(spool.len(), 0);
