@@ -1725,6 +1725,29 @@ mod tests {
     }
 
     proptest! {
+        /// A group (cut anywhere, with repeats) leaves the same inventory and watermarks as
+        /// the batches one by one, and answers each batch as the single command would.
+        #[test]
+        fn grouped_apply_equals_one_by_one(cmds in arb_commands(), cut in 0usize..40, repeat in 0usize..40) {
+            let mut with_repeat = cmds.clone();
+            with_repeat.insert(repeat.min(cmds.len()), cmds[cut % cmds.len()].clone());
+            let mut single = ClusterState::new();
+            let answers: Vec<bool> = with_repeat.iter().map(|c| single.apply(c).applied).collect();
+            let batches: Vec<IngestBatch> = with_repeat
+                .iter()
+                .map(|c| match c {
+                    Command::ApplyBatch(b) => IngestBatch { summary: b.clone(), flows: Vec::new() },
+                    other => unreachable!("{other:?}"),
+                })
+                .collect();
+            let (head, tail) = batches.split_at(cut.min(batches.len()));
+            let mut grouped = ClusterState::new();
+            let mut grouped_answers = grouped.apply(&Command::ApplyBatches(head.to_vec())).batches;
+            grouped_answers.extend(grouped.apply(&Command::ApplyBatches(tail.to_vec())).batches);
+            prop_assert_eq!(grouped_answers, answers);
+            prop_assert_eq!(grouped, single);
+        }
+
         #[test]
         fn applying_twice_equals_applying_once(cmds in arb_commands()) {
             let (once, applied_once) = apply_all(&cmds);
