@@ -32,6 +32,20 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool
     }
 }
 
+/// `uplink.max_in_flight` for the sensors (`WARDLINE_BENCH_IN_FLIGHT`, default: the sensor's).
+fn with_in_flight(cfg: &std::path::Path) -> Result<()> {
+    if let Ok(n) = std::env::var("WARDLINE_BENCH_IN_FLIGHT") {
+        let text = std::fs::read_to_string(cfg)?;
+        let text = text.replacen(
+            "server_name = \"localhost\"\n",
+            &format!("server_name = \"localhost\"\nmax_in_flight = {n}\n"),
+            1,
+        );
+        std::fs::write(cfg, text)?;
+    }
+    Ok(())
+}
+
 fn sensor_flows(agg: &Aggregator, sensor: &str) -> u64 {
     agg.get("/api/v1/sensors").ok().and_then(|v| v["sensors"][sensor]["flows"].as_u64()).unwrap_or(0)
 }
@@ -57,6 +71,7 @@ fn main() -> Result<()> {
         max_events: 2000,
     };
     let cfg = Sensor::write_config(&fleet, &spec("live-1", agg.quic_addr()))?;
+    with_in_flight(&cfg)?;
     let t0 = Instant::now();
     let mut sensor = Sensor::start(&cfg, &fleet.path().join("live.log"), &[])?;
     let st = sensor.wait(Duration::from_secs(1800))?;
@@ -111,8 +126,16 @@ fn main() -> Result<()> {
         Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("capture finished"))
     })?;
     sensor.kill9();
-    // Same sensor, same spool, now pointed at the node.
-    let cfg = Sensor::write_config(&fleet, &spec("backlog-1", agg.quic_addr()))?;
+    // Same sensor, same spool, now pointed at the node, reading an empty capture so the
+    // drain does not share the CPU with re-reading the big one.
+    let empty = fleet.path().join("empty.pcap");
+    let mut header = Vec::new();
+    for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65_535, 1] {
+        header.extend_from_slice(&word.to_le_bytes());
+    }
+    std::fs::write(&empty, header)?;
+    let cfg = Sensor::write_config(&fleet, &SensorSpec { pcaps: vec![empty], ..spec("backlog-1", agg.quic_addr()) })?;
+    with_in_flight(&cfg)?;
     let mut sensor = Sensor::start(&cfg, &log, &[])?;
     let first =
         wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
