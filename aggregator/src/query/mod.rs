@@ -149,6 +149,7 @@ impl QueryService {
                 .collect(),
             node_id: self.raft.node_id(),
             state: format!("{:?}", m.state),
+            outbox: self.ingest_stats.outbox.view(),
         }
     }
 
