@@ -294,11 +294,13 @@ async fn handle_connection<H: BatchHandler>(
                         (handler.clone(), stats.clone(), limits.clone(), batch_slots.clone(), identity.clone());
                     let (turn_tx, turn_rx) = oneshot::channel();
                     let order = StreamOrder { previous: std::mem::replace(&mut previous, turn_rx), next: Some(turn_tx) };
+                    // Waiting here is the backpressure: the stream's bytes stay in QUIC
+                    // flow-control windows, not in our memory. Taken in stream order, so a
+                    // stream holding a slot never waits for an earlier one that has none.
+                    let Ok(permit) = batch_slots.acquire_owned().await else { continue };
                     streams.spawn(async move {
-                        // Waiting here is the backpressure: the stream's bytes stay in QUIC
-                        // flow-control windows, not in our memory.
-                        let Ok(_permit) = batch_slots.acquire_owned().await else { return };
                         handle_stream(send, recv, &identity, handler.as_ref(), &stats, &limits, order).await;
+                        drop(permit);
                     });
                 }
                 Err(e) => break e,
