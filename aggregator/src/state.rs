@@ -36,7 +36,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use ulid::Ulid;
 use wardline_common::wire::{AddressBinding, HostObservation};
-use wardline_common::{Batch, DeviceObservation, Event, Field, MacAddr, Proto, SensorStats};
+use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAddr, Proto, SensorStats};
 
 /// Version of the serialized state (snapshots). A snapshot of another format is refused
 /// with a message naming both, instead of being mis-decoded. The value is far above any
@@ -72,6 +72,85 @@ pub enum Command {
     InitCluster {
         cluster_id: String,
     },
+    /// Several batches committed as one entry (group commit, decision 0016), applied in
+    /// order with the same duplicate rule as `ApplyBatch`; each applied batch's flows join
+    /// the replicated flow outbox.
+    ApplyBatches(Vec<IngestBatch>),
+    /// The leader wrote every outbox entry up to and including `through` to the flow sink;
+    /// they leave the outbox on every node, so a new leader resumes after them.
+    FlowsDrained {
+        through: u64,
+    },
+}
+
+/// One batch as group commit proposes it: the summary plus its flow records, which wait in
+/// the replicated outbox until the leader has written them to the flow sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestBatch {
+    pub summary: BatchSummary,
+    pub flows: Vec<FlowRecord>,
+}
+
+/// The flows of one applied batch, waiting in the outbox (decision 0016).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub batch_id: Ulid,
+    /// The batch's sequence number (for logs and fault tests).
+    pub seq: u64,
+    pub sensor_id: String,
+    pub site: String,
+    pub flows: Vec<FlowRecord>,
+}
+
+/// Estimated bytes one flow occupies in the outbox (in memory and in snapshots); the
+/// estimate, not an allocator measurement, so every node computes the same size.
+pub const OUTBOX_BYTES_PER_FLOW: u64 = 160;
+
+impl OutboxEntry {
+    /// Estimated size, deterministic so every node agrees.
+    pub fn estimated_bytes(&self) -> u64 {
+        outbox_bytes_of(&self.flows)
+    }
+}
+
+/// Estimated outbox bytes of `flows` (see [`OUTBOX_BYTES_PER_FLOW`]).
+pub fn outbox_bytes_of(flows: &[FlowRecord]) -> u64 {
+    flows.iter().map(|f| OUTBOX_BYTES_PER_FLOW + f.app.len() as u64 + f.end_reason.len() as u64).sum::<u64>() + 64
+}
+
+/// The replicated outbox of flow rows not yet written to the flow sink. Entries are
+/// numbered in apply order; `FlowsDrained` removes a prefix.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowOutbox {
+    /// Number the next entry gets (starts at 1, so `through: 0` drains nothing).
+    pub next: u64,
+    pub entries: BTreeMap<u64, Arc<OutboxEntry>>,
+    /// Sum of `estimated_bytes` of `entries`.
+    pub bytes: u64,
+    /// Rows in `entries`.
+    pub rows: u64,
+}
+
+impl FlowOutbox {
+    fn push(&mut self, entry: OutboxEntry) {
+        self.next = self.next.max(1);
+        self.bytes = self.bytes.saturating_add(entry.estimated_bytes());
+        self.rows = self.rows.saturating_add(entry.flows.len() as u64);
+        self.entries.insert(self.next, Arc::new(entry));
+        self.next += 1;
+    }
+
+    fn drain_through(&mut self, through: u64) {
+        while let Some(first) = self.entries.first_key_value().map(|(k, _)| *k) {
+            if first > through {
+                break;
+            }
+            if let Some(e) = self.entries.remove(&first) {
+                self.bytes = self.bytes.saturating_sub(e.estimated_bytes());
+                self.rows = self.rows.saturating_sub(e.flows.len() as u64);
+            }
+        }
+    }
 }
 
 /// What the state machine needs from one sensor batch: the device observations in full,
@@ -139,6 +218,16 @@ impl BatchSummary {
 pub struct ApplyResponse {
     /// False when the batch was a duplicate (already applied) and changed nothing.
     pub applied: bool,
+    /// For `ApplyBatches`: whether each batch was applied (false: a duplicate), in order.
+    #[serde(default)]
+    pub batches: Vec<bool>,
+}
+
+impl ApplyResponse {
+    /// The answer of a command that is not a batch group.
+    pub fn done(applied: bool) -> Self {
+        ApplyResponse { applied, batches: Vec::new() }
+    }
 }
 
 /// When an IP address was seen in use by a device (packet time, µs since the epoch).
@@ -478,6 +567,8 @@ pub struct ClusterState {
     identifiers: BTreeMap<(Field, String), BTreeSet<MacAddr>>,
     tokens: tokens::TokenStore,
     audit: audit::AuditLog,
+    /// Flow rows of applied batches not yet in the flow sink (decision 0016).
+    outbox: FlowOutbox,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it.
@@ -494,6 +585,7 @@ struct ReplicatedParts {
     site_names: Vec<String>,
     tokens: tokens::TokenStore,
     audit: audit::AuditLog,
+    outbox: FlowOutbox,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -537,6 +629,7 @@ impl Serialize for ClusterState {
             site_names: &'a Vec<String>,
             tokens: &'a tokens::TokenStore,
             audit: &'a audit::AuditLog,
+            outbox: &'a FlowOutbox,
         }
         Parts {
             format: StateFormat,
@@ -547,6 +640,7 @@ impl Serialize for ClusterState {
             site_names: &self.site_names,
             tokens: &self.tokens,
             audit: &self.audit,
+            outbox: &self.outbox,
         }
         .serialize(s)
     }
@@ -563,6 +657,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             site_names: parts.site_names,
             tokens: parts.tokens,
             audit: parts.audit,
+            outbox: parts.outbox,
             ..Default::default()
         };
         state.rebuild_indexes();
@@ -675,13 +770,21 @@ impl ClusterState {
     pub fn apply(&mut self, cmd: &Command) -> ApplyResponse {
         match cmd {
             Command::ApplyBatch(batch) => self.apply_batch(batch),
-            Command::CreateToken(t) => ApplyResponse { applied: self.tokens.create(t).is_ok() },
-            Command::RevokeToken(id) => ApplyResponse { applied: self.tokens.revoke(id).is_ok() },
+            Command::ApplyBatches(batches) => {
+                let batches: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
+                ApplyResponse { applied: batches.iter().any(|a| *a), batches }
+            }
+            Command::FlowsDrained { through } => {
+                self.outbox.drain_through(*through);
+                ApplyResponse::done(true)
+            }
+            Command::CreateToken(t) => ApplyResponse::done(self.tokens.create(t).is_ok()),
+            Command::RevokeToken(id) => ApplyResponse::done(self.tokens.revoke(id).is_ok()),
             Command::Audit(entry) => {
                 self.audit.append(entry);
-                ApplyResponse { applied: true }
+                ApplyResponse::done(true)
             }
-            Command::InitCluster { .. } => ApplyResponse { applied: true },
+            Command::InitCluster { .. } => ApplyResponse::done(true),
         }
     }
 
@@ -695,9 +798,30 @@ impl ClusterState {
         &self.audit
     }
 
+    /// Apply one batch of a group; its flows join the outbox only when it was applied, so a
+    /// duplicate never adds rows twice.
+    fn apply_ingest_batch(&mut self, batch: &IngestBatch) -> bool {
+        let applied = self.apply_batch(&batch.summary).applied;
+        if applied && !batch.flows.is_empty() {
+            self.outbox.push(OutboxEntry {
+                batch_id: batch.summary.batch_id,
+                seq: batch.summary.seq,
+                sensor_id: batch.summary.sensor_id.clone(),
+                site: batch.summary.site.clone(),
+                flows: batch.flows.clone(),
+            });
+        }
+        applied
+    }
+
+    /// The flow outbox (entries not yet written to the flow sink).
+    pub fn outbox(&self) -> &FlowOutbox {
+        &self.outbox
+    }
+
     fn apply_batch(&mut self, batch: &BatchSummary) -> ApplyResponse {
         if self.is_duplicate(batch) {
-            return ApplyResponse { applied: false };
+            return ApplyResponse { applied: false, batches: Vec::new() };
         }
         self.note_sensor(batch);
         let site_index = self.intern_site(&batch.site);
@@ -742,7 +866,7 @@ impl ClusterState {
             sensor.bindings_refused = sensor.bindings_refused.saturating_add(refused);
             sensor.hosts_refused = sensor.hosts_refused.saturating_add(hosts_refused);
         }
-        ApplyResponse { applied: true }
+        ApplyResponse { applied: true, batches: Vec::new() }
     }
 
     /// Update the sensor's watermark, recent ids and counters for an applied batch.
@@ -1177,6 +1301,75 @@ mod tests {
         assert_eq!(st.sensors["s1"].recent_batch_ids.len(), RECENT_BATCH_IDS);
     }
 
+    fn ingest(sensor: &str, seq: u64, flows: usize) -> IngestBatch {
+        let flow = FlowRecord {
+            ip_proto: 17,
+            vlan: None,
+            a_mac: mac(1),
+            b_mac: mac(2),
+            a_ip: "10.0.0.1".parse().unwrap(),
+            b_ip: "10.0.0.2".parse().unwrap(),
+            a_port: 5000,
+            b_port: 53,
+            first_seen_us: seq,
+            last_seen_us: seq + 1,
+            packets_ab: 1,
+            packets_ba: 1,
+            bytes_ab: 60,
+            bytes_ba: 90,
+            tcp_flags_ab: 0,
+            tcp_flags_ba: 0,
+            app: "dns".into(),
+            end_reason: "idle".into(),
+        };
+        IngestBatch { summary: batch(sensor, seq, vec![]), flows: vec![flow; flows] }
+    }
+
+    #[test]
+    fn grouped_batches_apply_in_order_with_per_batch_duplicate_answers() {
+        let mut st = ClusterState::new();
+        // 2 is re-sent inside the same group; 1 arrives again after 2 (below the watermark).
+        let group = vec![ingest("s1", 1, 2), ingest("s1", 2, 3), ingest("s1", 2, 3), ingest("s2", 1, 0)];
+        let r = st.apply(&Command::ApplyBatches(group));
+        assert_eq!(r.batches, vec![true, true, false, true]);
+        assert_eq!(st.watermark("s1"), 2);
+        assert_eq!(st.watermark("s2"), 1);
+        // Only applied batches with flows enter the outbox, once.
+        assert_eq!(st.outbox().entries.len(), 2);
+        assert_eq!(st.outbox().rows, 5);
+        let r = st.apply(&Command::ApplyBatches(vec![ingest("s1", 1, 2), ingest("s1", 3, 1)]));
+        assert_eq!(r.batches, vec![false, true]);
+        assert_eq!(st.outbox().rows, 6);
+        assert_eq!(st.sensors()["s1"].batches_applied, 3);
+    }
+
+    #[test]
+    fn drained_entries_leave_the_outbox_and_survive_a_snapshot_round_trip() {
+        let mut st = ClusterState::new();
+        st.apply(&Command::ApplyBatches((1..=4).map(|seq| ingest("s1", seq, 2)).collect()));
+        let keys: Vec<u64> = st.outbox().entries.keys().copied().collect();
+        assert_eq!(keys, vec![1, 2, 3, 4]);
+        let full = st.outbox().bytes;
+        st.apply(&Command::FlowsDrained { through: 2 });
+        assert_eq!(st.outbox().entries.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(st.outbox().rows, 4);
+        assert!(st.outbox().bytes < full && st.outbox().bytes > 0);
+        // A stale drain (a former leader's) changes nothing.
+        st.apply(&Command::FlowsDrained { through: 1 });
+        assert_eq!(st.outbox().rows, 4);
+        let bytes = bincode::serde::encode_to_vec(&st, bincode::config::standard()).unwrap();
+        let (back, _): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.outbox().entries[&3].seq, 3);
+        // Numbering continues after a reload, so a drain never covers a new entry.
+        let mut back = back;
+        back.apply(&Command::ApplyBatches(vec![ingest("s1", 5, 1)]));
+        assert_eq!(back.outbox().entries.keys().copied().collect::<Vec<_>>(), vec![3, 4, 5]);
+        back.apply(&Command::FlowsDrained { through: 5 });
+        assert_eq!((back.outbox().rows, back.outbox().bytes), (0, 0));
+    }
+
     #[test]
     fn summary_from_wire_batch_totals_flows() {
         let flow = FlowRecord {
@@ -1579,6 +1772,29 @@ mod tests {
     }
 
     proptest! {
+        /// A group (cut anywhere, with repeats) leaves the same inventory and watermarks as
+        /// the batches one by one, and answers each batch as the single command would.
+        #[test]
+        fn grouped_apply_equals_one_by_one(cmds in arb_commands(), cut in 0usize..40, repeat in 0usize..40) {
+            let mut with_repeat = cmds.clone();
+            with_repeat.insert(repeat.min(cmds.len()), cmds[cut % cmds.len()].clone());
+            let mut single = ClusterState::new();
+            let answers: Vec<bool> = with_repeat.iter().map(|c| single.apply(c).applied).collect();
+            let batches: Vec<IngestBatch> = with_repeat
+                .iter()
+                .map(|c| match c {
+                    Command::ApplyBatch(b) => IngestBatch { summary: b.clone(), flows: Vec::new() },
+                    other => unreachable!("{other:?}"),
+                })
+                .collect();
+            let (head, tail) = batches.split_at(cut.min(batches.len()));
+            let mut grouped = ClusterState::new();
+            let mut grouped_answers = grouped.apply(&Command::ApplyBatches(head.to_vec())).batches;
+            grouped_answers.extend(grouped.apply(&Command::ApplyBatches(tail.to_vec())).batches);
+            prop_assert_eq!(grouped_answers, answers);
+            prop_assert_eq!(grouped, single);
+        }
+
         #[test]
         fn applying_twice_equals_applying_once(cmds in arb_commands()) {
             let (once, applied_once) = apply_all(&cmds);

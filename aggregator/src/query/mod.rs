@@ -120,7 +120,7 @@ impl QueryService {
                 })
             })
             .await;
-        Ok(TotalsView { replicated, store })
+        Ok(TotalsView { replicated, store, outbox: self.ingest_stats.outbox.view() })
     }
 
     /// Replicated sensor records and this node's ingest counters.
@@ -149,6 +149,7 @@ impl QueryService {
                 .collect(),
             node_id: self.raft.node_id(),
             state: format!("{:?}", m.state),
+            outbox: self.ingest_stats.outbox.view(),
         }
     }
 

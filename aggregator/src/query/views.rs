@@ -271,6 +271,8 @@ pub struct TotalsView {
     pub replicated: ReplicatedFlowTotals,
     /// The flow store's deduplicated totals.
     pub store: FlowTotals,
+    /// Flow rows committed but not yet in the flow store (decision 0016).
+    pub outbox: crate::outbox::OutboxView,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -299,6 +301,9 @@ pub struct ClusterView {
     pub node_id: u64,
     /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
     pub state: String,
+    /// The flow outbox as this node last saw it (decision 0016); here too because
+    /// `/api/v1/flows/totals` answers 503 while the flow store is down.
+    pub outbox: crate::outbox::OutboxView,
 }
 
 #[derive(Clone, Debug, Serialize)]
