@@ -246,6 +246,24 @@ impl Aggregator {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Process id of the running node (for the SIGSTOP / SIGCONT nemesis).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// True when the process was started and has exited (crashed or killed).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// Start again after [`kill9`](Self::kill9) over the same data folder.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.spawn()
+    }
 }
 
 impl Drop for Aggregator {

@@ -1,0 +1,419 @@
+//! One chaos run: a cluster, sensors streaming generated captures through fault proxies, a
+//! monitor sampling every node, one nemesis injected and healed, and the checker's verdict.
+//!
+//! Seeds: the run's seed picks the captures, the fault parameters and (for `random`) the
+//! nemeses; it is printed with every result line and `WARDLINE_CHAOS_SEED` replays it.
+
+use crate::checker::{check, LeaderSample, NodeReport, Verdict};
+use crate::clickhouse::ClickHouseServer;
+use crate::disk::SmallDisk;
+use crate::expect::{tsv_flows, CLICKHOUSE_FLOWS_SQL};
+use crate::fault_proxy::{FaultProxy, Faults, Transport};
+use crate::nemesis::Nemesis;
+use crate::procs::{Aggregator, Fleet, Sensor, SensorSpec};
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Replays a run: `WARDLINE_CHAOS_SEED=N`.
+pub const SEED_ENV: &str = "WARDLINE_CHAOS_SEED";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub nemesis: Nemesis,
+    pub seed: u64,
+    /// Cluster size (1 until the cluster lifecycle CLI lands; see docs/chaos.md).
+    pub nodes: usize,
+    /// Sensors, each shipping its own generated ward capture from its own site.
+    pub sensors: usize,
+    /// How long the fault is held.
+    pub fault_for: Duration,
+    /// Flows per batch: small batches make many of them, so the fault lands mid-stream.
+    pub max_events: usize,
+    /// `wardline-sim --scale` of each capture.
+    pub scale: u32,
+    pub clickhouse: bool,
+}
+
+impl RunSpec {
+    /// The CI-sized run of one nemesis: a few seconds of fault.
+    pub fn short(nemesis: Nemesis, seed: u64) -> RunSpec {
+        RunSpec {
+            nemesis,
+            seed,
+            nodes: 1,
+            sensors: 2,
+            fault_for: Duration::from_secs(3),
+            max_events: 3,
+            scale: 1,
+            clickhouse: true,
+        }
+    }
+}
+
+/// The seed from `WARDLINE_CHAOS_SEED`, else a fresh random one.
+pub fn seed_from_env() -> u64 {
+    match std::env::var(SEED_ENV) {
+        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("{SEED_ENV}={s:?} is not a whole number")),
+        Err(_) => rand::random::<u32>() as u64,
+    }
+}
+
+/// Samples every node's Raft view and the sensors' applied watermarks during a run.
+struct Monitor {
+    stop: Arc<AtomicBool>,
+    data: Arc<Mutex<MonitorData>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct MonitorData {
+    samples: Vec<LeaderSample>,
+    /// (when, highest total of applied watermarks any node reported).
+    progress: Vec<(Instant, u64)>,
+}
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(150);
+
+impl Monitor {
+    fn start(apis: Vec<(u64, String)>) -> Monitor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let data = Arc::new(Mutex::new(MonitorData::default()));
+        let (s, d) = (stop.clone(), data.clone());
+        let thread = std::thread::spawn(move || {
+            let http =
+                reqwest::blocking::Client::builder().timeout(Duration::from_millis(700)).build().expect("HTTP client");
+            let get = |url: String| -> Option<Value> { http.get(url).send().ok()?.json().ok() };
+            while !s.load(Ordering::Relaxed) {
+                let mut best = 0;
+                for (id, api) in &apis {
+                    if let Some(c) = get(format!("{api}/api/v1/cluster")) {
+                        if let (Some(term), Some(leader)) = (c["current_term"].as_u64(), c["current_leader"].as_u64()) {
+                            // A node that calls itself leader, and a follower naming one, both
+                            // claim "leader of this term"; Raft allows one per term.
+                            d.lock().unwrap().samples.push(LeaderSample { node_id: *id, term, leader });
+                        }
+                    }
+                    if let Some(v) = get(format!("{api}/api/v1/sensors")) {
+                        let total: u64 = v["sensors"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(_, r)| r["last_seq"].as_u64().unwrap_or(0))
+                            .sum();
+                        best = best.max(total);
+                    }
+                }
+                d.lock().unwrap().progress.push((Instant::now(), best));
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        Monitor { stop, data, thread: Some(thread) }
+    }
+
+    fn applied_now(&self) -> u64 {
+        self.data.lock().unwrap().progress.iter().map(|p| p.1).max().unwrap_or(0)
+    }
+
+    /// Time from `healed_at` to the first sample with more applied than at `healed_at`.
+    fn recovery_after(&self, healed_at: Instant) -> Option<Duration> {
+        let d = self.data.lock().unwrap();
+        let before = d.progress.iter().filter(|p| p.0 <= healed_at).map(|p| p.1).max().unwrap_or(0);
+        d.progress.iter().find(|p| p.0 > healed_at && p.1 > before).map(|p| p.0 - healed_at)
+    }
+
+    fn finish(mut self) -> Vec<LeaderSample> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut self.data.lock().unwrap().samples)
+    }
+}
+
+/// A fault in force, remembered so it can be healed.
+enum Injected {
+    Killed(usize),
+    Paused(u32),
+    Links,
+    ClickHouseDown,
+    DiskFull,
+    Skipped(String),
+}
+
+/// Everything a run owns; dropped (processes killed, mounts removed) at the end.
+struct Rig {
+    fleet: Fleet,
+    ch: Option<ClickHouseServer>,
+    nodes: Vec<Aggregator>,
+    /// One UDP proxy per sensor in front of its node's QUIC listener.
+    sensor_links: Vec<FaultProxy>,
+    disk: Option<SmallDisk>,
+    rng: ChaCha8Rng,
+}
+
+impl Rig {
+    fn leader_index(&self) -> usize {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Ok(c) = n.get("/api/v1/cluster") {
+                if c["state"] == "Leader" {
+                    return i;
+                }
+            }
+        }
+        0
+    }
+
+    fn inject(&mut self, nemesis: Nemesis) -> Result<Vec<Injected>> {
+        Ok(match nemesis {
+            Nemesis::KillLeader => {
+                let i = self.leader_index();
+                self.nodes[i].kill9();
+                vec![Injected::Killed(i)]
+            }
+            Nemesis::PauseLeader => {
+                let i = self.leader_index();
+                let pid = self.nodes[i].pid().context("leader not running")?;
+                signal(pid, libc::SIGSTOP)?;
+                vec![Injected::Paused(pid)]
+            }
+            Nemesis::FlakyLinks => {
+                let f = Faults {
+                    loss: self.rng.gen_range(0.05..=0.30),
+                    delay: Duration::from_millis(self.rng.gen_range(2..=30)),
+                    jitter: Duration::from_millis(self.rng.gen_range(0..=20)),
+                    duplicate: self.rng.gen_range(0.0..=0.2),
+                    reorder: self.rng.gen_range(0.0..=0.2),
+                    partitioned: false,
+                };
+                eprintln!("chaos: flaky links {f:?}");
+                self.sensor_links.iter().for_each(|p| p.handle().set(f.clone()));
+                vec![Injected::Links]
+            }
+            Nemesis::PartitionSensors => {
+                self.sensor_links.iter().for_each(|p| p.handle().partition());
+                vec![Injected::Links]
+            }
+            Nemesis::ClickHouseRestart => match self.ch.as_mut() {
+                Some(ch) => {
+                    ch.stop_kill9();
+                    vec![Injected::ClickHouseDown]
+                }
+                None => vec![Injected::Skipped("run has no ClickHouse".into())],
+            },
+            Nemesis::FullDisk => match self.disk.as_mut() {
+                Some(d) => {
+                    let filled = d.fill()?;
+                    eprintln!("chaos: filled node 1's data folder with {filled} bytes");
+                    vec![Injected::DiskFull]
+                }
+                None => vec![Injected::Skipped("no small disk could be mounted (needs root and tmpfs)".into())],
+            },
+            Nemesis::Random => {
+                let (a, b) = Nemesis::pick_two(&mut self.rng, self.nodes.len());
+                eprintln!("chaos: random combination {a} + {b}");
+                let mut all = self.inject(a)?;
+                all.extend(self.inject(b)?);
+                all
+            }
+            n if n.min_nodes() > self.nodes.len() => {
+                vec![Injected::Skipped(format!("needs {} nodes, the run has {}", n.min_nodes(), self.nodes.len()))]
+            }
+            n => vec![Injected::Skipped(format!("{n} is not wired yet (needs the cluster lifecycle CLI)"))],
+        })
+    }
+
+    fn heal(&mut self, injected: Vec<Injected>) -> Result<()> {
+        for i in injected {
+            match i {
+                Injected::Killed(n) => self.nodes[n].start_again()?,
+                Injected::Paused(pid) => signal(pid, libc::SIGCONT)?,
+                Injected::Links => self.sensor_links.iter().for_each(|p| p.handle().heal()),
+                Injected::ClickHouseDown => self.ch.as_mut().context("ClickHouse")?.restart()?,
+                Injected::DiskFull => self.disk.as_mut().context("disk")?.free()?,
+                Injected::Skipped(_) => {}
+            }
+        }
+        // A node that died of the fault (a full disk, say) is started again: the run then
+        // checks it caught up. Its death is reported.
+        for n in self.nodes.iter_mut() {
+            if n.exited() {
+                eprintln!("chaos: node {} had exited during the fault; starting it again", n.node_id);
+                n.start_again()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
+    // SAFETY: kill(2) with a pid we started and still own.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+        bail!("cannot send signal {sig} to process {pid}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Batches a finished sensor spooled in total (its `capture finished batches=N` log line).
+fn spooled_batches(log: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("capture finished"))?;
+    let rest = &line[line.find("batches=")? + "batches=".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The outcome of a run: the checker's verdict, its printed line, and skipped reasons.
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub line: String,
+    pub skipped: Option<String>,
+}
+
+/// Run one nemesis end to end.
+pub fn run(spec: &RunSpec) -> Result<Outcome> {
+    eprintln!("chaos: {} seed {} (replay: {SEED_ENV}={})", spec.nemesis, spec.seed, spec.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let fleet = Fleet::new()?;
+    let ch = if spec.clickhouse { Some(ClickHouseServer::start().context("start ClickHouse")?) } else { None };
+
+    // Node 1's data folder on a small disk when the nemesis fills it.
+    let disk = if spec.nemesis == Nemesis::FullDisk {
+        match SmallDisk::mount(&fleet.path().join("node1").join("data"), 64) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("chaos: full-disk skipped: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if spec.nodes != 1 {
+        bail!("runs of {} nodes need the cluster lifecycle CLI, not merged yet; use 1", spec.nodes);
+    }
+    let nodes = vec![Aggregator::start(&fleet, 1, ch.as_ref().map(|c| c.http_url.clone()))?];
+
+    // Captures: one ward per sensor, each its own seed and site; the truth is their union.
+    let mut truth = serde_json::json!({"devices": [], "flows": []});
+    let mut sensors = Vec::new();
+    let mut sensor_links = Vec::new();
+    let mut sensor_ids = Vec::new();
+    for s in 0..spec.sensors {
+        let capture_seed = rng.gen_range(1..1_000_000u64);
+        let (pcap, t) = generate(&fleet, capture_seed, spec.scale, &format!("ward{s}.pcap"))?;
+        for key in ["devices", "flows"] {
+            let dst = truth[key].as_array_mut().expect("array");
+            dst.extend(t[key].as_array().cloned().unwrap_or_default());
+        }
+        let id = format!("ward-{s}");
+        let site = format!("site-{s}");
+        let link = FaultProxy::start(Transport::Udp, "127.0.0.1:0".parse()?, nodes[0].quic_addr().parse()?, rng.gen())?;
+        let cfg = Sensor::write_config(
+            &fleet,
+            &SensorSpec {
+                sensor_id: &id,
+                site: &site,
+                tls_dir: fleet.issue_sensor(&id, &site)?,
+                server: link.listen.to_string(),
+                pcaps: vec![pcap],
+                max_events: spec.max_events,
+            },
+        )?;
+        sensor_links.push(link);
+        sensors.push((id.clone(), cfg));
+        sensor_ids.push(id);
+    }
+    let mut rig = Rig { fleet, ch, nodes, sensor_links, disk, rng };
+    let monitor = Monitor::start(rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
+    let mut running = Vec::new();
+    for (id, cfg) in &sensors {
+        running.push(Sensor::start(cfg, &rig.fleet.path().join(format!("{id}.log")), &[])?);
+    }
+
+    // Inject once the cluster has applied a few batches: the fault must land mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while monitor.applied_now() < 3 {
+        if Instant::now() > deadline {
+            bail!("no batch applied within 60 s before the fault:\n{}", rig.nodes[0].log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let injected = rig.inject(spec.nemesis)?;
+    let skipped = injected.iter().find_map(|i| match i {
+        Injected::Skipped(why) => Some(why.clone()),
+        _ => None,
+    });
+    std::thread::sleep(spec.fault_for);
+    // The fault ends when healing starts: a restart's start-up time counts as recovery.
+    let healed_at = Instant::now();
+    rig.heal(injected)?;
+
+    let mut acked = BTreeMap::new();
+    for (s, id) in running.iter_mut().zip(&sensor_ids) {
+        let st = s.wait(Duration::from_secs(300))?;
+        if !st.success() {
+            bail!("sensor {id} failed ({st}):\n{}", s.log_text());
+        }
+        let n = spooled_batches(&s.log_text()).with_context(|| format!("sensor {id} logged no batch count"))?;
+        acked.insert(id.clone(), n);
+    }
+    // Every node catches up before it is read (a follower may lag the leader).
+    let total: u64 = acked.values().sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while monitor.applied_now() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recovery = monitor.recovery_after(healed_at);
+    let samples = monitor.finish();
+    let mut reports = Vec::new();
+    for n in &rig.nodes {
+        reports.push(NodeReport {
+            node_id: n.node_id,
+            sensors: n.get("/api/v1/sensors")?,
+            totals: n.get("/api/v1/flows/totals")?,
+            inventory: n.get("/api/v1/inventory")?,
+        });
+    }
+    let stored = match rig.ch.as_ref() {
+        Some(ch) => Some(tsv_flows(&ch.query(CLICKHOUSE_FLOWS_SQL)?)?),
+        None => None,
+    };
+    let verdict = check(&acked, &reports, &truth, stored.as_ref(), &samples, recovery);
+    let mut line = verdict.line(spec.nemesis.name(), spec.seed);
+    if let Some(why) = &skipped {
+        line = format!("{} seed={} skipped: {why}", spec.nemesis.name(), spec.seed);
+    }
+    Ok(Outcome { verdict, line, skipped })
+}
+
+fn generate(fleet: &Fleet, seed: u64, scale: u32, name: &str) -> Result<(std::path::PathBuf, Value)> {
+    if scale == 1 {
+        return fleet.generate("ward", seed, name);
+    }
+    let out = fleet.path().join(name);
+    crate::procs::run_ok(
+        std::process::Command::new(crate::procs::bin("wardline-sim"))
+            .args(["--scenario", "ward", "--seed", &seed.to_string(), "--scale", &scale.to_string(), "--out"])
+            .arg(&out),
+    )?;
+    let truth = serde_json::from_slice(&std::fs::read(format!("{}.truth.json", out.display()))?)?;
+    Ok((out, truth))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_count_is_read_from_the_sensor_log() {
+        let log = "2026 INFO wardline_sensor::run: reading ward.pcap\n\
+                   2026 INFO wardline_sensor::run: capture finished batches=42 spool_pending=3\n";
+        assert_eq!(spooled_batches(log), Some(42));
+        assert_eq!(spooled_batches("nothing here"), None);
+    }
+}
