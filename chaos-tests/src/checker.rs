@@ -13,9 +13,10 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// How long service may take to come back after a fault ends (next batch applied).
-/// Leader election is ~1-2 s; a sensor's reconnect backoff adds a few seconds.
-pub const RECOVERY_LIMIT: Duration = Duration::from_secs(20);
+/// How long service may take to come back after a fault ends (next batch applied): a
+/// sensor retries with exponential backoff capped at 30 s (sensor `backoff_max`), so after
+/// a long fault its next try can be 30 s away; 5 s more for a restart and an election.
+pub const RECOVERY_LIMIT: Duration = Duration::from_secs(35);
 
 /// One node's answers at the end of a run.
 #[derive(Clone, Debug)]

@@ -130,12 +130,24 @@ pub struct Aggregator {
     pub fault: Option<String>,
     /// Extra `run` arguments for the next start (e.g. `--kb-dir`).
     pub extra_args: Vec<String>,
+    /// Extra environment for every start (e.g. libfaketime for the clock-jump nemesis).
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
     starts: u32,
 }
 
 impl Aggregator {
     pub fn start(fleet: &Fleet, node_id: u64, clickhouse_url: Option<String>) -> Result<Aggregator> {
+        Self::start_with_env(fleet, node_id, clickhouse_url, Vec::new())
+    }
+
+    /// [`start`](Self::start) with extra environment variables for the node process.
+    pub fn start_with_env(
+        fleet: &Fleet,
+        node_id: u64,
+        clickhouse_url: Option<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Result<Aggregator> {
         let tls_dir = fleet.issue_node(node_id)?;
         let mut a = Aggregator {
             node_id,
@@ -147,6 +159,7 @@ impl Aggregator {
             log: fleet.path().join(format!("aggregator{node_id}.log")),
             fault: None,
             extra_args: Vec::new(),
+            extra_env,
             child: None,
             starts: 0,
         };
@@ -173,6 +186,7 @@ impl Aggregator {
             cmd.args(["--clickhouse-url", u]);
         }
         cmd.args(&self.extra_args);
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         match &self.fault {
             Some(f) => cmd.env("WARDLINE_FAULT", f),
             None => cmd.env_remove("WARDLINE_FAULT"),

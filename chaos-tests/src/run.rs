@@ -144,6 +144,7 @@ enum Injected {
     Links,
     ClickHouseDown,
     DiskFull,
+    ClockJumped,
     Skipped(String),
 }
 
@@ -155,7 +156,40 @@ struct Rig {
     /// One UDP proxy per sensor in front of its node's QUIC listener.
     sensor_links: Vec<FaultProxy>,
     disk: Option<SmallDisk>,
+    clock: Option<FakeClock>,
     rng: ChaCha8Rng,
+}
+
+/// libfaketime preloaded into node 1, its offset read from a file (re-read every second).
+struct FakeClock {
+    file: std::path::PathBuf,
+    lib: std::path::PathBuf,
+}
+
+/// Where Debian's libfaketime package puts the multi-threaded library.
+const FAKETIME_LIBS: [&str; 2] =
+    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1"];
+
+impl FakeClock {
+    fn new(dir: &std::path::Path) -> Option<FakeClock> {
+        let lib = FAKETIME_LIBS.iter().map(std::path::PathBuf::from).find(|p| p.exists())?;
+        let file = dir.join("faketime-offset");
+        std::fs::write(&file, "+0\n").ok()?;
+        Some(FakeClock { file, lib })
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LD_PRELOAD".into(), self.lib.display().to_string()),
+            ("FAKETIME_TIMESTAMP_FILE".into(), self.file.display().to_string()),
+            ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+        ]
+    }
+
+    /// Offset the node's clocks (wall and monotonic) by `secs` from real time.
+    fn set(&self, secs: i64) -> Result<()> {
+        std::fs::write(&self.file, format!("{secs:+}\n")).context("writing the faketime offset")
+    }
 }
 
 impl Rig {
@@ -215,6 +249,15 @@ impl Rig {
                 }
                 None => vec![Injected::Skipped("no small disk could be mounted (needs root and tmpfs)".into())],
             },
+            Nemesis::ClockJump => match self.clock.as_ref() {
+                Some(c) => {
+                    let secs = self.rng.gen_range(60..=900);
+                    eprintln!("chaos: node 1's clock jumps {secs} s ahead");
+                    c.set(secs)?;
+                    vec![Injected::ClockJumped]
+                }
+                None => vec![Injected::Skipped("libfaketime not installed (apt-get install faketime)".into())],
+            },
             Nemesis::Random => {
                 let (a, b) = Nemesis::pick_two(&mut self.rng, self.nodes.len());
                 eprintln!("chaos: random combination {a} + {b}");
@@ -229,7 +272,8 @@ impl Rig {
         })
     }
 
-    fn heal(&mut self, injected: Vec<Injected>) -> Result<()> {
+    /// Heal every fault; returns the nodes that had to be restarted, and why.
+    fn heal(&mut self, injected: Vec<Injected>) -> Result<Vec<String>> {
         for i in injected {
             match i {
                 Injected::Killed(n) => self.nodes[n].start_again()?,
@@ -237,18 +281,26 @@ impl Rig {
                 Injected::Links => self.sensor_links.iter().for_each(|p| p.handle().heal()),
                 Injected::ClickHouseDown => self.ch.as_mut().context("ClickHouse")?.restart()?,
                 Injected::DiskFull => self.disk.as_mut().context("disk")?.free()?,
+                // And back: a backward jump is the harder half.
+                Injected::ClockJumped => self.clock.as_ref().context("clock")?.set(0)?,
                 Injected::Skipped(_) => {}
             }
         }
-        // A node that died of the fault (a full disk, say) is started again: the run then
-        // checks it caught up. Its death is reported.
+        // A node that died of the fault, or whose Raft core stopped for good (a storage
+        // error stops it while the process stays up), is restarted as a supervisor would;
+        // the run then checks it caught up, and the result line names it.
+        let mut restarted = Vec::new();
         for n in self.nodes.iter_mut() {
-            if n.exited() {
-                eprintln!("chaos: node {} had exited during the fault; starting it again", n.node_id);
+            let raft_stopped = n.get("/api/v1/cluster").map(|c| c["state"] == "Shutdown").unwrap_or(false);
+            if n.exited() || raft_stopped {
+                let why = if raft_stopped { "its Raft core stopped" } else { "it exited" };
+                eprintln!("chaos: node {} did not survive the fault ({why}); restarting it", n.node_id);
+                n.kill9();
                 n.start_again()?;
+                restarted.push(format!("node {} ({why})", n.node_id));
             }
         }
-        Ok(())
+        Ok(restarted)
     }
 }
 
@@ -270,6 +322,8 @@ fn spooled_batches(log: &str) -> Option<u64> {
 /// The outcome of a run: the checker's verdict, its printed line, and skipped reasons.
 pub struct Outcome {
     pub verdict: Verdict,
+    /// Nodes restarted after the fault because they did not survive it, and why.
+    pub restarted: Vec<String>,
     pub line: String,
     pub skipped: Option<String>,
 }
@@ -296,7 +350,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     if spec.nodes != 1 {
         bail!("runs of {} nodes need the cluster lifecycle CLI, not merged yet; use 1", spec.nodes);
     }
-    let nodes = vec![Aggregator::start(&fleet, 1, ch.as_ref().map(|c| c.http_url.clone()))?];
+    // Node 1 runs under libfaketime when its clock is to jump.
+    let clock = if spec.nemesis == Nemesis::ClockJump { FakeClock::new(fleet.path()) } else { None };
+    let env = clock.as_ref().map(FakeClock::env).unwrap_or_default();
+    let nodes = vec![Aggregator::start_with_env(&fleet, 1, ch.as_ref().map(|c| c.http_url.clone()), env)?];
 
     // Captures: one ward per sensor, each its own seed and site; the truth is their union.
     let mut truth = serde_json::json!({"devices": [], "flows": []});
@@ -328,7 +385,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         sensors.push((id.clone(), cfg));
         sensor_ids.push(id);
     }
-    let mut rig = Rig { fleet, ch, nodes, sensor_links, disk, rng };
+    let mut rig = Rig { fleet, ch, nodes, sensor_links, disk, clock, rng };
     let monitor = Monitor::start(rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
     let mut running = Vec::new();
     for (id, cfg) in &sensors {
@@ -351,7 +408,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     std::thread::sleep(spec.fault_for);
     // The fault ends when healing starts: a restart's start-up time counts as recovery.
     let healed_at = Instant::now();
-    rig.heal(injected)?;
+    let restarted = rig.heal(injected)?;
 
     let mut acked = BTreeMap::new();
     for (s, id) in running.iter_mut().zip(&sensor_ids) {
@@ -385,10 +442,13 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     };
     let verdict = check(&acked, &reports, &truth, stored.as_ref(), &samples, recovery);
     let mut line = verdict.line(spec.nemesis.name(), spec.seed);
+    if !restarted.is_empty() {
+        line.push_str(&format!(" restarted: {}", restarted.join(", ")));
+    }
     if let Some(why) = &skipped {
         line = format!("{} seed={} skipped: {why}", spec.nemesis.name(), spec.seed);
     }
-    Ok(Outcome { verdict, line, skipped })
+    Ok(Outcome { verdict, restarted, line, skipped })
 }
 
 fn generate(fleet: &Fleet, seed: u64, scale: u32, name: &str) -> Result<(std::path::PathBuf, Value)> {

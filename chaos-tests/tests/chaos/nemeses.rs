@@ -66,6 +66,11 @@ fn chaos_full_disk() {
 }
 
 #[test]
+fn chaos_clock_jump() {
+    short(Nemesis::ClockJump);
+}
+
+#[test]
 fn chaos_random_pair() {
     short(Nemesis::Random);
 }
