@@ -183,10 +183,13 @@ impl FakeClock {
             ("LD_PRELOAD".into(), self.lib.display().to_string()),
             ("FAKETIME_TIMESTAMP_FILE".into(), self.file.display().to_string()),
             ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+            // Only the wall clock steps (as an NTP step or a bad RTC does); a monotonic clock
+            // never goes backwards on a real machine, and faking that breaks every timer.
+            ("DONT_FAKE_MONOTONIC".into(), "1".into()),
         ]
     }
 
-    /// Offset the node's clocks (wall and monotonic) by `secs` from real time.
+    /// Offset the node's wall clock by `secs` from real time.
     fn set(&self, secs: i64) -> Result<()> {
         std::fs::write(&self.file, format!("{secs:+}\n")).context("writing the faketime offset")
     }
@@ -251,8 +254,9 @@ impl Rig {
             },
             Nemesis::ClockJump => match self.clock.as_ref() {
                 Some(c) => {
-                    let secs = self.rng.gen_range(60..=900);
-                    eprintln!("chaos: node 1's clock jumps {secs} s ahead");
+                    // Forward or back by 1 to 15 minutes.
+                    let secs = self.rng.gen_range(60..=900) * if self.rng.gen() { 1 } else { -1 };
+                    eprintln!("chaos: node 1's wall clock jumps {secs:+} s");
                     c.set(secs)?;
                     vec![Injected::ClockJumped]
                 }
