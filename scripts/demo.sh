@@ -23,14 +23,17 @@ rm -rf "$out"
 mkdir -p "$out"
 api_port="${WARDLINE_DEMO_API_PORT:-8080}"
 quic_port="${WARDLINE_DEMO_QUIC_PORT:-4433}"
+raft_port="${WARDLINE_DEMO_RAFT_PORT:-7443}"
 
 "$agg" admin ca-init --dir "$out/ca" >/dev/null
 "$agg" admin issue-node --ca-dir "$out/ca" --node-id 1 --out-dir "$out/node1" >/dev/null
 "$agg" admin issue-sensor --ca-dir "$out/ca" --sensor-id ward-a-1 --site north-campus --out-dir "$out/sensor" >/dev/null
 "$sim" --scenario ward --seed 1 --out "$out/ward.pcap"
 
-"$agg" run --node-id 1 --data-dir "$out/node1/data" --tls-dir "$out/node1" \
-  --listen-api "127.0.0.1:$api_port" --listen-quic "127.0.0.1:$quic_port" >"$out/aggregator.log" 2>&1 &
+# --init: a new one-node cluster on first start (a restart resumes it).
+"$agg" run --init --node-id 1 --data-dir "$out/node1/data" --tls-dir "$out/node1" \
+  --listen-api "127.0.0.1:$api_port" --listen-quic "127.0.0.1:$quic_port" --listen-raft "127.0.0.1:$raft_port" \
+  >"$out/aggregator.log" 2>&1 &
 agg_pid=$!
 trap 'kill $agg_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -16,12 +16,25 @@ pub struct NodeConfig {
     /// UDP address the QUIC ingest listens on for sensors.
     #[serde(default = "default_quic")]
     pub listen_quic: SocketAddr,
-    /// TCP address of the HTTP API (also carries Raft RPC between nodes).
+    /// TCP address of the HTTP API.
     #[serde(default = "default_api")]
     pub listen_api: SocketAddr,
     /// Address other nodes use to reach this node's API; defaults to listen_api.
     #[serde(default)]
     pub advertise_api: Option<String>,
+    /// TCP address of Raft RPC between nodes (HTTPS, mutual TLS with node certificates).
+    #[serde(default = "default_raft")]
+    pub listen_raft: SocketAddr,
+    /// Address other nodes use to reach this node's Raft listener; defaults to listen_raft.
+    #[serde(default)]
+    pub advertise_raft: Option<String>,
+    /// Address sensors use to reach this node's QUIC ingest; defaults to listen_quic.
+    #[serde(default)]
+    pub advertise_quic: Option<String>,
+    /// The cluster this node must belong to: a node whose data belongs to another cluster
+    /// refuses to start. Optional (`cluster status` shows the id).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     /// Node certificate, key and the fleet CA (from `wardline-aggregator admin issue-node`).
     pub tls: TlsPaths,
     /// ClickHouse HTTP URL (e.g. http://127.0.0.1:8123). Without it flows go to the embedded store.
@@ -29,9 +42,9 @@ pub struct NodeConfig {
     pub clickhouse_url: Option<String>,
     #[serde(default = "default_db")]
     pub clickhouse_database: String,
-    /// Initialise a one-node cluster on first start (ignored once the node has state).
-    /// Without it the node waits for a leader to add it; no command adds members yet.
-    #[serde(default = "default_true")]
+    /// Initialise a new one-node cluster on first start (`run --init`; ignored once the node
+    /// has state). Without it a fresh node waits until a cluster adds it (`cluster join`).
+    #[serde(default)]
     pub bootstrap: bool,
     /// Site knowledge-base folders (extra profiles, rules, operator overrides), loaded
     /// after the built-in knowledge base; see docs/knowledge-base.md.
@@ -42,14 +55,14 @@ pub struct NodeConfig {
 fn default_quic() -> SocketAddr {
     "0.0.0.0:4433".parse().expect("literal")
 }
+pub fn default_raft() -> SocketAddr {
+    "127.0.0.1:7443".parse().expect("literal")
+}
 fn default_api() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("literal")
 }
 fn default_db() -> String {
     "wardline".into()
-}
-fn default_true() -> bool {
-    true
 }
 
 impl NodeConfig {
@@ -77,6 +90,15 @@ impl NodeConfig {
 
     pub fn advertised_api(&self) -> String {
         self.advertise_api.clone().unwrap_or_else(|| self.listen_api.to_string())
+    }
+
+    /// How peers reach this node (replicated in the cluster membership).
+    pub fn cluster_node(&self) -> crate::raft::ClusterNode {
+        crate::raft::ClusterNode {
+            raft_addr: self.advertise_raft.clone().unwrap_or_else(|| self.listen_raft.to_string()),
+            api_addr: self.advertised_api(),
+            ingest_addr: self.advertise_quic.clone().unwrap_or_else(|| self.listen_quic.to_string()),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
+use wardline_aggregator::cli::cluster::ClusterCmd;
 use wardline_aggregator::{node, pki};
 
 #[derive(Parser)]
@@ -21,6 +22,9 @@ enum Cmd {
     /// Fleet administration: certificate authority and certificates.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Cluster lifecycle through a running node's API: init, join, leave, replace, status.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -48,6 +52,22 @@ struct RunArgs {
     listen_api: Option<SocketAddr>,
     #[arg(long)]
     advertise_api: Option<String>,
+    /// Raft RPC listener (HTTPS, mutual TLS between nodes); default 127.0.0.1:7443.
+    #[arg(long)]
+    listen_raft: Option<SocketAddr>,
+    /// Address other nodes reach this node's Raft listener by; default --listen-raft.
+    #[arg(long)]
+    advertise_raft: Option<String>,
+    /// Address sensors reach this node's QUIC ingest by; default --listen-quic.
+    #[arg(long)]
+    advertise_quic: Option<String>,
+    /// Refuse to start unless this node's data belongs to this cluster id.
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Initialise a new one-node cluster on first start if this node has no state (a node
+    /// never initialises twice). Without it a fresh node waits for `cluster join`.
+    #[arg(long)]
+    init: bool,
     /// Folder holding node.pem, node.key and ca.pem (as written by `admin issue-node`).
     #[arg(long)]
     tls_dir: Option<PathBuf>,
@@ -56,9 +76,8 @@ struct RunArgs {
     clickhouse_url: Option<String>,
     #[arg(long)]
     clickhouse_database: Option<String>,
-    /// Do not initialise a one-node cluster on first start: the node waits until a cluster's
-    /// leader adds it as a member (no command adds members yet; see docs/api.md, Cluster).
-    #[arg(long)]
+    /// Do not initialise a cluster even if the config file says `bootstrap = true`.
+    #[arg(long, conflicts_with = "init")]
     no_bootstrap: bool,
     /// Site knowledge-base folder (profiles, rules, overrides); repeatable.
     #[arg(long = "kb-dir")]
@@ -111,10 +130,14 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 listen_quic: "0.0.0.0:4433".parse()?,
                 listen_api: "127.0.0.1:8080".parse()?,
                 advertise_api: None,
+                listen_raft: wardline_aggregator::config::default_raft(),
+                advertise_raft: None,
+                advertise_quic: None,
+                cluster_id: None,
                 tls: TlsPaths::in_dir(&tls_dir, "node"),
                 clickhouse_url: None,
                 clickhouse_database: "wardline".into(),
-                bootstrap: true,
+                bootstrap: false,
                 kb_dirs: Vec::new(),
             }
         }
@@ -142,6 +165,21 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
     }
     if let Some(v) = a.clickhouse_database {
         cfg.clickhouse_database = v;
+    }
+    if let Some(v) = a.listen_raft {
+        cfg.listen_raft = v;
+    }
+    if let Some(v) = a.advertise_raft {
+        cfg.advertise_raft = Some(v);
+    }
+    if let Some(v) = a.advertise_quic {
+        cfg.advertise_quic = Some(v);
+    }
+    if let Some(v) = a.cluster_id {
+        cfg.cluster_id = Some(v);
+    }
+    if a.init {
+        cfg.bootstrap = true;
     }
     if a.no_bootstrap {
         cfg.bootstrap = false;
@@ -171,6 +209,10 @@ fn real_main() -> Result<()> {
                 let node = node::Node::open(cfg).await?;
                 node::serve(node).await
             })
+        }
+        Cmd::Cluster(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::cluster::run(c))
         }
         Cmd::Inventory { api, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

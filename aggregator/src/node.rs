@@ -40,11 +40,17 @@ impl Node {
         let kb = Arc::new(KnowledgeBase::load(&config.kb_dirs).context("cannot load the knowledge base")?);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-        let raft = RaftNode::open(config.node_id, &config.data_dir, config.advertised_api(), RaftConfig::default())
-            .await
-            .context("cannot start the Raft node")?;
+        let raft =
+            RaftNode::open(config.node_id, &config.data_dir, config.cluster_node(), RaftConfig::default(), &config.tls)
+                .await
+                .context("cannot start the Raft node")?;
+        if let Some(expected) = &config.cluster_id {
+            crate::cluster::check_expected_cluster(&raft, expected, &config.data_dir)?;
+        }
         if config.bootstrap {
-            raft.initialize_single_if_new().await.context("cannot initialise a one-node cluster")?;
+            if let Some(id) = crate::cluster::init_if_new(&raft).await? {
+                info!(cluster = %id, "initialised a new one-node cluster (run --init)");
+            }
         }
         let sink = open_sink(
             config.clickhouse_url.as_deref(),
@@ -110,12 +116,16 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     info!(
         node_id = node.config.node_id,
         api = %node.config.listen_api,
+        raft = %node.config.listen_raft,
         quic = %node.config.listen_quic,
         sink = node.sink.describe(),
         "aggregator node up"
     );
+    let raft_listener = tokio::net::TcpListener::bind(node.config.listen_raft)
+        .await
+        .with_context(|| format!("cannot listen for Raft RPC on {}", node.config.listen_raft))?;
     let router = crate::api::router(node.query.clone())
-        .merge(crate::raft::network::router(node.raft.clone()))
+        .merge(crate::cluster::api::router(node.raft.clone()))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = {
@@ -126,6 +136,20 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
                     let _ = rx.changed().await;
                 })
                 .await
+        })
+    };
+    let raft_rpc = {
+        let mut rx = stop_rx.clone();
+        let raft = node.raft.clone();
+        tokio::spawn(async move {
+            let res = crate::raft::network::serve(raft_listener, raft, async move {
+                let _ = rx.changed().await;
+            })
+            .await;
+            if let Err(e) = &res {
+                tracing::error!("the Raft RPC listener failed: {e:#}");
+            }
+            res
         })
     };
     let ingest = {
@@ -146,6 +170,7 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = ingest.await;
     let _ = api.await;
+    let _ = raft_rpc.await;
     node.raft.shutdown().await;
     Ok(())
 }

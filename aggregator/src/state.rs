@@ -58,6 +58,9 @@ pub const RECENT_BATCH_IDS: usize = 32;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     ApplyBatch(BatchSummary),
+    /// The first entry of a cluster: its id (a ULID), recorded by the Raft state machine
+    /// (`raft::state_machine`); the inventory itself ignores it.
+    InitCluster { cluster_id: String },
 }
 
 /// What the state machine needs from one sensor batch: the device observations in full,
@@ -652,6 +655,7 @@ impl ClusterState {
     pub fn apply(&mut self, cmd: &Command) -> ApplyResponse {
         match cmd {
             Command::ApplyBatch(batch) => self.apply_batch(batch),
+            Command::InitCluster { .. } => ApplyResponse { applied: true },
         }
     }
 

@@ -124,6 +124,7 @@ pub struct Aggregator {
     pub data_dir: PathBuf,
     pub api_port: u16,
     pub quic_port: u16,
+    pub raft_port: u16,
     pub clickhouse_url: Option<String>,
     pub log: PathBuf,
     /// Crash point armed for the next start (`WARDLINE_FAULT`), see wardline_common::fault.
@@ -155,6 +156,7 @@ impl Aggregator {
             tls_dir,
             api_port: free_tcp_port(),
             quic_port: free_udp_port(),
+            raft_port: free_tcp_port(),
             clickhouse_url,
             log: fleet.path().join(format!("aggregator{node_id}.log")),
             fault: None,
@@ -171,13 +173,16 @@ impl Aggregator {
         self.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut cmd = Command::new(bin("wardline-aggregator"));
-        cmd.args(["run", "--node-id", &self.node_id.to_string()])
+        // --init: each node founds its own one-node cluster on first start (what nodes did
+        // before `cluster join` existed); a restart resumes it.
+        cmd.args(["run", "--init", "--node-id", &self.node_id.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--tls-dir")
             .arg(&self.tls_dir)
             .args(["--listen-api", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--listen-quic", &format!("127.0.0.1:{}", self.quic_port)])
+            .args(["--listen-raft", &format!("127.0.0.1:{}", self.raft_port)])
             .env("RUST_LOG", "info,openraft=warn,sled=warn")
             .env_remove("WARDLINE_CLICKHOUSE_URL")
             .stdout(Stdio::null())

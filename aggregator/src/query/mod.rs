@@ -145,7 +145,7 @@ impl QueryService {
             last_applied: m.last_applied.map(|l| l.index),
             membership: membership
                 .nodes()
-                .map(|(id, node)| MemberView { addr: node.addr.clone(), id: *id, voter: voters.contains(id) })
+                .map(|(id, node)| MemberView { addr: node.api_addr.clone(), id: *id, voter: voters.contains(id) })
                 .collect(),
             node_id: self.raft.node_id(),
             state: format!("{:?}", m.state),

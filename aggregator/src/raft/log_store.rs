@@ -55,6 +55,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// Index of the last entry this node knows committed (as openraft last saved it).
+    pub fn committed_index(&self) -> Option<u64> {
+        self.read_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED).ok().flatten().flatten().map(|l| l.index)
+    }
+
     fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry<TypeConfig>, String> {
         codec::decode(value).map_err(|e| format!("corrupt raft_log entry at key {}: {e}", hex::encode(key)))
     }

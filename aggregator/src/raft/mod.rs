@@ -1,24 +1,28 @@
 //! The aggregator's Raft node (openraft 0.9, storage v2): a sled-backed log
 //! (`log_store`), a state machine over `ClusterState` (`state_machine`), and Raft RPC
-//! over HTTP (`network`), wrapped in `RaftNode` for the rest of the aggregator.
+//! over HTTPS with mutual TLS on its own listener (`network`, `peer_auth`, `tls`),
+//! wrapped in `RaftNode` for the rest of the aggregator.
 //!
-//! Nothing here assumes a single node: a one-member cluster is only how a node is
-//! bootstrapped (`initialize_single_if_new`); peers join with `add_learner` and
-//! `change_membership`, and a follower answers proposals with `ProposeError::NotLeader`
-//! naming the leader's API address.
+//! Cluster lifecycle (init, join, leave, replace) lives in `crate::cluster`; this module
+//! offers the primitives: a cluster id kept in `raft_meta` and in the replicated state,
+//! `add_learner` and `change_membership`. A follower answers proposals with
+//! `ProposeError::NotLeader` naming the leader's API address.
 //!
 //! On disk, one sled database per node at `<data_dir>/raft.sled` holds the trees
-//! `raft_log`, `raft_meta` (vote, committed, last purged, owner node id) and `raft_sm`
-//! (latest snapshot).
+//! `raft_log`, `raft_meta` (vote, committed, last purged, owner node id, cluster id) and
+//! `raft_sm` (latest snapshot).
 
 pub mod log_store;
 pub mod network;
+pub mod peer_auth;
 pub mod state_machine;
+pub mod tls;
 
+use crate::config::TlsPaths;
 use crate::state::{ApplyResponse, ClusterState, Command};
 use anyhow::Context;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, ChangeMembers, RaftMetrics, SnapshotPolicy};
+use openraft::{ChangeMembers, RaftMetrics, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use state_machine::{StateMachineData, StateMachineStore};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,13 +32,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
+/// Where a cluster member is reached: Raft RPC (HTTPS, mutual TLS), the HTTP API, and
+/// QUIC ingest for sensors. Replicated in the membership, so every node (and later
+/// sensors and forwarding) can find every other.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub ingest_addr: String,
+}
+
+impl std::fmt::Display for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "raft {} api {} ingest {}", self.raft_addr, self.api_addr, self.ingest_addr)
+    }
+}
+
 openraft::declare_raft_types!(
     /// Openraft type configuration of the aggregator cluster.
     pub TypeConfig:
         D = Command,
         R = ApplyResponse,
         NodeId = u64,
-        Node = BasicNode,
+        Node = ClusterNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
@@ -56,12 +76,37 @@ pub mod codec {
     #[error("{0}")]
     pub struct CodecError(String);
 
+    impl From<String> for CodecError {
+        fn from(s: String) -> Self {
+            CodecError(s)
+        }
+    }
+
     fn config() -> impl bincode::config::Config {
         bincode::config::standard().with_limit::<MAX_BYTES>()
     }
 
     pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
         bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(format!("bincode encode: {e}")))
+    }
+
+    /// Encode without a size limit (snapshots: any state that exists must be savable).
+    pub fn encode_large<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+        bincode::serde::encode_to_vec(value, bincode::config::standard())
+            .map_err(|e| CodecError(format!("bincode encode: {e}")))
+    }
+
+    /// Decode a snapshot without the `MAX_BYTES` limit: its bytes are already in memory
+    /// (from this node's store, or a transfer assembled chunk by chunk from an
+    /// authenticated member), and serde pre-allocates collections only cautiously, so a bad
+    /// length prefix fails on missing bytes instead of allocating.
+    pub fn decode_large<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| CodecError(format!("bincode decode of {} bytes: {e}", bytes.len())))?;
+        if used != bytes.len() {
+            return Err(CodecError(format!("{} trailing bytes after a {used}-byte value", bytes.len() - used)));
+        }
+        Ok(value)
     }
 
     /// Decode a whole buffer; trailing bytes are an error (they mean a format mismatch).
@@ -90,8 +135,10 @@ pub struct RaftConfig {
     /// Log entries kept behind a snapshot, so slightly lagging followers catch up from
     /// the log instead of receiving a whole snapshot.
     pub logs_kept_after_snapshot: u64,
-    /// Time allowed for one whole-snapshot transfer.
+    /// Time allowed for sending one snapshot chunk.
     pub snapshot_timeout_ms: u64,
+    /// Snapshots travel in chunks of at most this many bytes (≤ `network::MAX_SNAPSHOT_CHUNK`).
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for RaftConfig {
@@ -105,6 +152,7 @@ impl Default for RaftConfig {
             snapshot_every: 2000,
             logs_kept_after_snapshot: 500,
             snapshot_timeout_ms: 30_000,
+            snapshot_chunk_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -121,6 +169,11 @@ impl RaftConfig {
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             ..Default::default()
         };
+        anyhow::ensure!(
+            self.snapshot_chunk_bytes > 0 && self.snapshot_chunk_bytes <= network::MAX_SNAPSHOT_CHUNK,
+            "snapshot_chunk_bytes must be between 1 and {} (peers refuse larger chunks)",
+            network::MAX_SNAPSHOT_CHUNK
+        );
         cfg.validate().context(
             "invalid Raft settings: need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
         )
@@ -149,11 +202,11 @@ fn describe_leader(id: Option<u64>, addr: Option<&str>) -> String {
     }
 }
 
-impl From<RaftError<u64, ClientWriteError<u64, BasicNode>>> for ProposeError {
-    fn from(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Self {
+impl From<RaftError<u64, ClientWriteError<u64, ClusterNode>>> for ProposeError {
+    fn from(e: RaftError<u64, ClientWriteError<u64, ClusterNode>>) -> Self {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                ProposeError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) }
+                ProposeError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.api_addr) }
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ProposeError::Rejected(e.to_string()),
             RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
@@ -164,47 +217,96 @@ impl From<RaftError<u64, ClientWriteError<u64, BasicNode>>> for ProposeError {
 /// One aggregator's Raft node: consensus, durable log and the replicated `ClusterState`.
 pub struct RaftNode {
     id: u64,
-    api_addr: String,
+    me: ClusterNode,
     raft: openraft::Raft<TypeConfig>,
     sm: Arc<RwLock<StateMachineData>>,
     db: sled::Db,
+    log: log_store::LogStore,
+    /// The cluster this node belongs to (raft_meta `cluster_id`); None on a fresh node.
+    cluster_id: SharedClusterId,
+    /// Raft RPCs this node refused, by reason.
+    pub refusals: Arc<peer_auth::Refusals>,
+    /// Snapshot chunks this node received and accepted (since start).
+    pub(crate) snapshot_chunks_received: std::sync::atomic::AtomicU64,
+    /// Client TLS settings for Raft RPC (also used by tests and tools that dial peers).
+    pub(crate) tls: TlsPaths,
 }
 
+/// The cluster id, shared with the RPC client (which sends it with every request).
+pub type SharedClusterId = Arc<std::sync::RwLock<Option<String>>>;
+
 const KEY_NODE_ID: &[u8] = b"node_id";
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// Why a node was asked to take on a cluster id it cannot take.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClusterIdMismatch(pub String);
 
 impl RaftNode {
-    /// Open (or create) the node's storage under `data_dir` and start Raft. A node that
-    /// has state resumes it: same log, same vote, and the inventory rebuilt from the last
-    /// snapshot plus the committed log. Call `shutdown` before dropping the last handle.
+    /// Open (or create) the node's storage under `data_dir` and start Raft. `me` is how
+    /// peers reach this node; `tls` holds its node certificate, key and the fleet CA, used
+    /// for Raft RPC in both directions. A node that has state resumes it: same log, same
+    /// vote, same cluster id, and the inventory rebuilt from the last snapshot plus the
+    /// committed log. Call `shutdown` before dropping the last handle.
     pub async fn open(
         node_id: u64,
         data_dir: &Path,
-        api_addr: String,
+        me: ClusterNode,
         config: RaftConfig,
+        tls: &TlsPaths,
     ) -> anyhow::Result<Arc<RaftNode>> {
         let raft_config = Arc::new(config.to_openraft()?);
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the Raft data directory {}", data_dir.display()))?;
         let db = open_sled(&data_dir.join("raft.sled")).await?;
         claim_node_id(&db, node_id, data_dir)?;
+        let cluster_id = read_cluster_id(&db, data_dir)?;
 
         let log = log_store::LogStore::open(&db).context("cannot open the Raft log trees")?;
         let sm = StateMachineStore::open(&db)?;
         let sm_data = sm.data();
-        let network = network::HttpNetworkFactory::new().context("cannot build the Raft HTTP client")?;
-        let raft = openraft::Raft::new(node_id, raft_config, network, log, sm)
+        if let (Some(stored), Some(replicated)) = (&cluster_id, &sm_data.read().await.cluster_id) {
+            anyhow::ensure!(
+                stored == replicated,
+                "data directory {} is inconsistent: raft_meta names cluster {stored} but its replicated state \
+                 belongs to cluster {replicated}; restore the node from a fresh data directory",
+                data_dir.display()
+            );
+        }
+        let refusals = Arc::new(peer_auth::Refusals::default());
+        let cluster_id: SharedClusterId = Arc::new(std::sync::RwLock::new(cluster_id));
+        let network = network::HttpsNetworkFactory::new(tls, config.snapshot_chunk_bytes, cluster_id.clone())
+            .context("cannot build the Raft HTTPS client")?;
+        let raft = openraft::Raft::new(node_id, raft_config, network, log.clone(), sm)
             .await
             .with_context(|| format!("cannot start Raft node {node_id} from {}", data_dir.display()))?;
-        Ok(Arc::new(RaftNode { id: node_id, api_addr, raft, sm: sm_data, db }))
+        Ok(Arc::new(RaftNode {
+            id: node_id,
+            me,
+            raft,
+            sm: sm_data,
+            db,
+            log,
+            cluster_id,
+            refusals,
+            snapshot_chunks_received: Default::default(),
+            tls: tls.clone(),
+        }))
     }
 
     pub fn node_id(&self) -> u64 {
         self.id
     }
 
+    /// The addresses this node advertises to its peers.
+    pub fn me(&self) -> &ClusterNode {
+        &self.me
+    }
+
     /// The HTTP API address this node advertises to its peers.
     pub fn api_addr(&self) -> &str {
-        &self.api_addr
+        &self.me.api_addr
     }
 
     /// The underlying openraft handle (for the RPC server and admin tooling).
@@ -212,19 +314,89 @@ impl RaftNode {
         &self.raft
     }
 
-    /// Make this node a one-member cluster if it has never been part of one (no log, no
-    /// vote). Returns whether it initialized now; a restarted node returns `false`.
-    pub async fn initialize_single_if_new(&self) -> anyhow::Result<bool> {
-        if self.raft.is_initialized().await.context("the Raft node stopped")? {
+    /// The id of the cluster this node belongs to (None: a fresh node, not yet joined).
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The cluster id carried by the replicated state (set by the cluster's first entry).
+    pub async fn replicated_cluster_id(&self) -> Option<String> {
+        self.sm.read().await.cluster_id.clone()
+    }
+
+    /// Take `id` as this node's cluster id, durably, if it has none; a node that already
+    /// has another id refuses. Used at `init` and when a fresh node is first contacted
+    /// by the cluster that adds it.
+    pub fn adopt_cluster_id(&self, id: &str) -> Result<(), ClusterIdMismatch> {
+        let mut current = self.cluster_id.write().unwrap_or_else(|e| e.into_inner());
+        match current.as_deref() {
+            Some(c) if c == id => Ok(()),
+            Some(c) => Err(ClusterIdMismatch(format!("node {} belongs to cluster {c}, not {id}", self.id))),
+            None => {
+                let persist = || -> anyhow::Result<()> {
+                    let meta = self.db.open_tree("raft_meta")?;
+                    meta.insert(KEY_CLUSTER_ID, id.as_bytes())?;
+                    meta.flush()?;
+                    Ok(())
+                };
+                persist().map_err(|e| ClusterIdMismatch(format!("cannot store the cluster id {id}: {e}")))?;
+                *current = Some(id.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// Snapshot chunks received and accepted since start (a transfer of N bytes in chunks
+    /// of C bytes counts ceil(N / C)).
+    pub fn snapshot_chunks_received(&self) -> u64 {
+        self.snapshot_chunks_received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this node has ever been part of a cluster (a log, a vote or a membership).
+    pub async fn is_initialized(&self) -> anyhow::Result<bool> {
+        self.raft.is_initialized().await.context("the Raft node stopped")
+    }
+
+    /// Start a new one-member cluster with id `cluster_id` on this node. Refused (`Ok(false)`)
+    /// if the node has ever been part of a cluster: a node never bootstraps twice.
+    pub async fn initialize_cluster(&self, cluster_id: &str) -> anyhow::Result<bool> {
+        if self.is_initialized().await? {
             return Ok(false);
         }
-        let members = BTreeMap::from([(self.id, BasicNode::new(&self.api_addr))]);
+        self.adopt_cluster_id(cluster_id)?;
+        let members = BTreeMap::from([(self.id, self.me.clone())]);
         match self.raft.initialize(members).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {}
             // Lost a race with a vote or log from a peer: already part of a cluster.
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
-            Err(e) => Err(anyhow::anyhow!("cannot initialize a one-member cluster on node {}: {e}", self.id)),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => return Ok(false),
+            Err(e) => anyhow::bail!("cannot initialize a one-member cluster on node {}: {e}", self.id),
         }
+        self.record_cluster_id().await?;
+        Ok(true)
+    }
+
+    /// Make sure the cluster's first entry (its id) is in the replicated state: proposes
+    /// it if this node leads a cluster whose state lacks it (e.g. after a crash right
+    /// after `initialize`).
+    pub async fn record_cluster_id(&self) -> anyhow::Result<()> {
+        let Some(id) = self.cluster_id() else { return Ok(()) };
+        if self.replicated_cluster_id().await.is_some() {
+            return Ok(());
+        }
+        self.wait_for_leader(Duration::from_secs(10)).await?;
+        if self.metrics().current_leader != Some(self.id) {
+            return Ok(());
+        }
+        self.propose(Command::InitCluster { cluster_id: id })
+            .await
+            .context("cannot record the cluster id in the replicated state")?;
+        Ok(())
+    }
+
+    /// Make this node a one-member cluster with a new id if it has never been part of
+    /// one. Returns whether it initialized now; a restarted node returns `false`.
+    pub async fn initialize_single_if_new(&self) -> anyhow::Result<bool> {
+        self.initialize_cluster(&ulid::Ulid::new().to_string()).await
     }
 
     /// Replicate `cmd` through the cluster and apply it; returns the state machine's answer
@@ -251,9 +423,25 @@ impl RaftNode {
         self.sm.read().await.last_applied.map(|id| id.index)
     }
 
+    /// Index of the last entry this node knows committed.
+    pub fn committed_index(&self) -> Option<u64> {
+        self.log.committed_index()
+    }
+
     /// A copy of the current Raft metrics (role, term, leader, membership, log indexes).
-    pub fn metrics(&self) -> RaftMetrics<u64, BasicNode> {
+    pub fn metrics(&self) -> RaftMetrics<u64, ClusterNode> {
         self.raft.metrics().borrow().clone()
+    }
+
+    /// Whether `id` is a voter or learner of this node's current membership (any
+    /// configuration of a joint one).
+    pub fn is_member(&self, id: u64) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some()
+    }
+
+    /// Whether this node knows no membership at all (fresh, waiting to be added).
+    pub fn has_no_membership(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().nodes().next().is_none()
     }
 
     /// Wait until some node is known as leader; returns its id.
@@ -287,15 +475,22 @@ impl RaftNode {
 
     /// Add a non-voting member that receives the log. With `blocking`, returns once it
     /// has caught up. Must be called on the leader.
-    pub async fn add_learner(&self, id: u64, api_addr: String, blocking: bool) -> Result<(), ProposeError> {
-        self.raft.add_learner(id, BasicNode::new(api_addr), blocking).await?;
+    pub async fn add_learner(&self, id: u64, node: ClusterNode, blocking: bool) -> Result<(), ProposeError> {
+        self.raft.add_learner(id, node, blocking).await?;
         Ok(())
     }
 
-    /// Make `voters` the voting members (they must already be learners or voters). With
-    /// `retain`, removed voters stay as learners. Must be called on the leader.
+    /// Make `voters` the voting members (they must already be learners or voters), through
+    /// joint consensus. With `retain`, removed voters stay as learners. Must be called on
+    /// the leader.
     pub async fn change_membership(&self, voters: BTreeSet<u64>, retain: bool) -> Result<(), ProposeError> {
         self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), retain).await?;
+        Ok(())
+    }
+
+    /// Apply any membership change (e.g. remove a learner). Must be called on the leader.
+    pub async fn change_members(&self, change: ChangeMembers<u64, ClusterNode>) -> Result<(), ProposeError> {
+        self.raft.change_membership(change, false).await?;
         Ok(())
     }
 
@@ -307,6 +502,16 @@ impl RaftNode {
         if let Err(e) = log_store::flush(&self.db).await {
             tracing::warn!(node = self.id, "final flush of the Raft store failed: {e}");
         }
+    }
+}
+
+fn read_cluster_id(db: &sled::Db, data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let meta = db.open_tree("raft_meta")?;
+    match meta.get(KEY_CLUSTER_ID)? {
+        None => Ok(None),
+        Some(v) => String::from_utf8(v.to_vec())
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("corrupt cluster id record in {}", data_dir.display())),
     }
 }
 
@@ -368,7 +573,7 @@ mod tests {
         fn arbitrary_rpc_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes);
             let _ = codec::decode::<VoteRequest<u64>>(&bytes);
-            let _ = codec::decode::<network::SnapshotRequest>(&bytes);
+            let _ = codec::decode::<network::SnapshotChunk>(&bytes);
         }
     }
 

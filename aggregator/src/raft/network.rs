@@ -1,21 +1,29 @@
-//! Raft RPC between aggregator nodes over HTTP.
+//! Raft RPC between aggregator nodes over HTTPS with mutual TLS (decision 0014).
 //!
-//! Each RPC is one POST to `http://{addr}/raft/{append,vote,snapshot}` where `addr` is
-//! the target's `BasicNode::addr` (its HTTP API address). Bodies are bincode 2 (the
-//! project's wire encoding; compact for log entries and whole snapshots) with content
-//! type `application/octet-stream`. The response body is the bincode of openraft's
-//! `Result<Response, Error>`, so a remote Raft error travels back as a value; HTTP error
-//! statuses mean the request itself was bad (undecodable body) and carry a text reason.
+//! Each RPC is one POST to `https://{raft_addr}/raft/{append,vote,snapshot}` on the
+//! target's own Raft listener (`ClusterNode::raft_addr`, config `listen_raft`), carrying
+//! the sender's cluster id in the `x-wardline-cluster` header. Bodies are bincode 2 with
+//! content type `application/octet-stream`. The response body is the bincode of
+//! openraft's `Result<Response, Error>`, so a remote Raft error travels back as a value;
+//! HTTP error statuses mean the request itself was refused (see `peer_auth`) or bad
+//! (undecodable body) and carry a text reason.
 //!
-//! Snapshots go in one request (`full_snapshot`), not openraft's chunked transport.
+//! Snapshots travel in chunks of at most `RaftConfig::snapshot_chunk_bytes`, each one
+//! POST of a `SnapshotChunk`; the receiver appends them in order, checks the assembled
+//! snapshot decodes, and only then hands it to openraft, so no size limit applies to a
+//! whole snapshot and a malformed one is refused without touching storage.
 
-use super::{codec, RaftHandle, TypeConfig};
+use super::{codec, TypeConfig};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use super::peer_auth::{self, PeerInfo, RefusalReason, CLUSTER_HEADER};
+use super::{ClusterNode, RaftNode, SharedClusterId};
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::{self, Next};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Unreachable,
@@ -26,17 +34,26 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::storage::{Snapshot, SnapshotMeta};
-use openraft::{BasicNode, Vote};
+use openraft::Vote;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 type NodeId = u64;
 
-/// Largest Raft RPC body accepted (a whole snapshot travels in one request).
-pub const MAX_RPC_BYTES: usize = codec::MAX_BYTES;
+/// Largest append-entries body accepted (openraft sends at most `max_payload_entries`
+/// entries per request; batch summaries are small).
+pub const MAX_APPEND_BYTES: usize = 64 * 1024 * 1024;
+/// Largest vote body accepted (a vote is a few dozen bytes).
+pub const MAX_VOTE_BYTES: usize = 64 * 1024;
+/// Largest snapshot chunk payload a sender may use.
+pub const MAX_SNAPSHOT_CHUNK: usize = 16 * 1024 * 1024;
+/// Room for a chunk's envelope (vote, snapshot meta with the membership).
+const CHUNK_ENVELOPE_BYTES: usize = 1024 * 1024;
 
 pub const PATH_APPEND: &str = "/raft/append";
 pub const PATH_VOTE: &str = "/raft/vote";
@@ -44,13 +61,19 @@ pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
-/// Body of `/raft/snapshot`: the leader's vote and one complete snapshot.
+/// Body of `/raft/snapshot`: one chunk of a snapshot. Chunks of a snapshot go in order;
+/// `offset` is where `data` starts in the whole snapshot, `done` marks the last chunk.
 #[derive(Serialize, Deserialize)]
-pub struct SnapshotRequest {
+pub struct SnapshotChunk {
     pub vote: Vote<NodeId>,
-    pub meta: SnapshotMeta<NodeId, BasicNode>,
+    pub meta: SnapshotMeta<NodeId, ClusterNode>,
+    pub offset: u64,
     pub data: Vec<u8>,
+    pub done: bool,
 }
+
+/// Reply to a snapshot chunk: `None` until the last chunk, then openraft's answer.
+pub type SnapshotChunkReply = Result<Option<SnapshotResponse<NodeId>>, Fatal<NodeId>>;
 
 /// Why one RPC attempt failed on the client side.
 #[derive(Debug, thiserror::Error)]
@@ -78,51 +101,58 @@ impl RpcFailure {
     }
 }
 
-/// Makes one `HttpNetwork` per replication target; all share one connection pool.
+/// Makes one `HttpsNetwork` per replication target; all share one connection pool.
 #[derive(Clone)]
-pub struct HttpNetworkFactory {
+pub struct HttpsNetworkFactory {
     client: reqwest::Client,
+    chunk_bytes: usize,
+    cluster_id: SharedClusterId,
 }
 
-impl HttpNetworkFactory {
-    pub fn new() -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            // Cluster traffic goes straight to peers, never through a configured proxy.
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(2))
-            .build()?;
-        Ok(HttpNetworkFactory { client })
+impl HttpsNetworkFactory {
+    pub fn new(tls: &crate::config::TlsPaths, chunk_bytes: usize, cluster_id: SharedClusterId) -> anyhow::Result<Self> {
+        Ok(HttpsNetworkFactory { client: super::tls::https_client(tls)?, chunk_bytes, cluster_id })
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
-    type Network = HttpNetwork;
+impl RaftNetworkFactory<TypeConfig> for HttpsNetworkFactory {
+    type Network = HttpsNetwork;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        HttpNetwork { client: self.client.clone(), target, node: node.clone() }
+    async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> Self::Network {
+        HttpsNetwork {
+            client: self.client.clone(),
+            target,
+            node: node.clone(),
+            chunk_bytes: self.chunk_bytes,
+            cluster_id: self.cluster_id.clone(),
+        }
     }
 }
 
 /// The client side of Raft RPC to one peer.
-pub struct HttpNetwork {
+pub struct HttpsNetwork {
     client: reqwest::Client,
     target: NodeId,
-    node: BasicNode,
+    node: ClusterNode,
+    chunk_bytes: usize,
+    cluster_id: SharedClusterId,
 }
 
-impl HttpNetwork {
+impl HttpsNetwork {
     async fn post<Req, Resp>(&self, path: &str, req: &Req, timeout: Duration) -> Result<Resp, RpcFailure>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
     {
         let node = self.target;
-        let url = format!("http://{}{}", self.node.addr, path);
+        let url = format!("https://{}{}", self.node.raft_addr, path);
         let body = codec::encode(req).map_err(|e| RpcFailure::Encode { node, reason: e.to_string() })?;
+        let cluster = self.cluster_id.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
         let resp = self
             .client
             .post(&url)
             .header(header::CONTENT_TYPE, OCTET_STREAM)
+            .header(CLUSTER_HEADER, cluster)
             .timeout(timeout)
             .body(body)
             .send()
@@ -143,7 +173,7 @@ impl HttpNetwork {
         codec::decode(&bytes).map_err(|e| RpcFailure::Decode { node, url, reason: e.to_string() })
     }
 
-    fn rpc_error<E: std::error::Error>(&self, f: RpcFailure) -> RPCError<NodeId, BasicNode, E> {
+    fn rpc_error<E: std::error::Error>(&self, f: RpcFailure) -> RPCError<NodeId, ClusterNode, E> {
         if f.is_unreachable() {
             RPCError::Unreachable(Unreachable::new(&f))
         } else {
@@ -151,17 +181,17 @@ impl HttpNetwork {
         }
     }
 
-    fn remote<E: std::error::Error>(&self, e: E) -> RemoteError<NodeId, BasicNode, E> {
+    fn remote<E: std::error::Error>(&self, e: E) -> RemoteError<NodeId, ClusterNode, E> {
         RemoteError::new_with_node(self.target, self.node.clone(), e)
     }
 }
 
-impl RaftNetwork<TypeConfig> for HttpNetwork {
+impl RaftNetwork<TypeConfig> for HttpsNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>> {
         let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
             self.post(PATH_APPEND, &rpc, option.hard_ttl()).await.map_err(|f| self.rpc_error(f))?;
         res.map_err(|e| RPCError::RemoteError(self.remote(e)))
@@ -171,15 +201,15 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId, InstallSnapshotError>>>
     {
         // Openraft calls this only from the default `full_snapshot`, which we replace with
-        // a single-request transfer; there is no chunked endpoint to call.
+        // our own chunked transfer (`SnapshotChunk`).
         let f = RpcFailure::Status {
             node: self.target,
-            url: format!("http://{}", self.node.addr),
+            url: format!("https://{}", self.node.raft_addr),
             status: 501,
-            body: "chunked snapshot transfer is not supported; snapshots go whole to /raft/snapshot".into(),
+            body: "openraft's chunked transport is not used; snapshots go to /raft/snapshot as SnapshotChunks".into(),
         };
         Err(RPCError::Network(NetworkError::new(&f)))
     }
@@ -188,7 +218,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>> {
         let res: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
             self.post(PATH_VOTE, &rpc, option.hard_ttl()).await.map_err(|f| self.rpc_error(f))?;
         res.map_err(|e| RPCError::RemoteError(self.remote(e)))
@@ -201,30 +231,111 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let req = SnapshotRequest { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
-        let send =
-            self.post::<_, Result<SnapshotResponse<NodeId>, Fatal<NodeId>>>(PATH_SNAPSHOT, &req, option.hard_ttl());
-        let res = tokio::select! {
-            closed = cancel => return Err(StreamingError::Closed(closed)),
-            res = send => res,
-        };
-        match res {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(fatal)) => Err(StreamingError::RemoteError(self.remote(fatal))),
-            Err(f) if f.is_unreachable() => Err(StreamingError::Unreachable(Unreachable::new(&f))),
-            Err(f) => Err(StreamingError::Network(NetworkError::new(&f))),
+        let data = snapshot.snapshot.into_inner();
+        let meta = snapshot.meta;
+        let mut offset = 0usize;
+        tokio::pin!(cancel);
+        loop {
+            let end = (offset + self.chunk_bytes).min(data.len());
+            let done = end == data.len();
+            let chunk =
+                SnapshotChunk { vote, meta: meta.clone(), offset: offset as u64, data: data[offset..end].to_vec(), done };
+            let send = self.post::<_, SnapshotChunkReply>(PATH_SNAPSHOT, &chunk, option.hard_ttl());
+            let res = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                res = send => res,
+            };
+            match res {
+                Ok(Ok(Some(resp))) => return Ok(resp),
+                Ok(Ok(None)) if !done => offset = end,
+                Ok(Ok(None)) => {
+                    let f = RpcFailure::Decode {
+                        node: self.target,
+                        url: format!("https://{}{PATH_SNAPSHOT}", self.node.raft_addr),
+                        reason: "no snapshot response after the last chunk".into(),
+                    };
+                    return Err(StreamingError::Network(NetworkError::new(&f)));
+                }
+                Ok(Err(fatal)) => return Err(StreamingError::RemoteError(self.remote(fatal))),
+                Err(f) if f.is_unreachable() => return Err(StreamingError::Unreachable(Unreachable::new(&f))),
+                Err(f) => return Err(StreamingError::Network(NetworkError::new(&f))),
+            }
         }
     }
 }
 
-/// The server side: the Raft RPC routes, to be merged into the node's HTTP API router.
-pub fn router(node: RaftHandle) -> Router {
+/// A snapshot being received chunk by chunk.
+struct Receiving {
+    snapshot_id: String,
+    from: NodeId,
+    buf: Vec<u8>,
+}
+
+/// What the Raft RPC handlers share.
+#[derive(Clone)]
+struct RpcState {
+    node: Arc<RaftNode>,
+    receiving: Arc<Mutex<Option<Receiving>>>,
+}
+
+/// The verified sender of a request, put in its extensions by `authenticate`.
+#[derive(Clone, Copy)]
+struct Sender(NodeId);
+
+/// The server side: the Raft RPC routes, served by `serve` on the node's Raft listener.
+/// Every request passes `peer_auth::check` first.
+pub fn router(node: Arc<RaftNode>) -> Router {
+    let state = RpcState { node: node.clone(), receiving: Arc::new(Mutex::new(None)) };
     Router::new()
-        .route(PATH_APPEND, post(append))
-        .route(PATH_VOTE, post(vote))
-        .route(PATH_SNAPSHOT, post(snapshot))
-        .layer(DefaultBodyLimit::max(MAX_RPC_BYTES))
-        .with_state(node)
+        .route(PATH_APPEND, post(append).layer(DefaultBodyLimit::max(MAX_APPEND_BYTES)))
+        .route(PATH_VOTE, post(vote).layer(DefaultBodyLimit::max(MAX_VOTE_BYTES)))
+        .route(PATH_SNAPSHOT, post(snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_CHUNK + CHUNK_ENVELOPE_BYTES)))
+        .layer(middleware::from_fn_with_state(node, authenticate))
+        .with_state(state)
+}
+
+/// Serve Raft RPC over HTTPS with mutual TLS on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<RaftNode>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = super::tls::server_config(&node.tls)?;
+    let listener = peer_auth::TlsListener::new(listener, tls, node.refusals.clone())?;
+    let app = router(node).into_make_service_with_connect_info::<PeerInfo>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+async fn authenticate(
+    State(node): State<Arc<RaftNode>>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let cluster = req.headers().get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    match peer_auth::check(&node, &peer, cluster.as_deref()) {
+        Ok(id) => {
+            req.extensions_mut().insert(Sender(id));
+            req.extensions_mut().insert(peer.clone());
+            let resp = next.run(req).await;
+            match resp.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    node.refusals.refuse(&peer.label(), RefusalReason::TooLarge, "request body above the route limit")
+                }
+                StatusCode::BAD_REQUEST => {
+                    node.refusals.refuse(&peer.label(), RefusalReason::Malformed, "undecodable or out-of-order body")
+                }
+                _ => {}
+            }
+            resp
+        }
+        Err(refused) => {
+            node.refusals.refuse(&peer.label(), refused.reason, &refused.message);
+            let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::FORBIDDEN);
+            (status, refused.message).into_response()
+        }
+    }
 }
 
 fn bad_request(what: &str, e: impl std::fmt::Display) -> Response {
@@ -239,27 +350,80 @@ fn reply<T: Serialize>(value: &T) -> Response {
     }
 }
 
-async fn append(State(node): State<RaftHandle>, body: Bytes) -> Response {
+async fn append(State(s): State<RpcState>, body: Bytes) -> Response {
     let req: AppendEntriesRequest<TypeConfig> = match codec::decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_request("append-entries", e),
     };
-    reply(&node.raft().append_entries(req).await)
+    reply(&s.node.raft().append_entries(req).await)
 }
 
-async fn vote(State(node): State<RaftHandle>, body: Bytes) -> Response {
+async fn vote(State(s): State<RpcState>, body: Bytes) -> Response {
     let req: VoteRequest<NodeId> = match codec::decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_request("vote", e),
     };
-    reply(&node.raft().vote(req).await)
+    reply(&s.node.raft().vote(req).await)
 }
 
-async fn snapshot(State(node): State<RaftHandle>, body: Bytes) -> Response {
-    let req: SnapshotRequest = match codec::decode(&body) {
+async fn snapshot(State(s): State<RpcState>, axum::Extension(Sender(from)): axum::Extension<Sender>, body: Bytes) -> Response {
+    let chunk: SnapshotChunk = match codec::decode(&body) {
         Ok(r) => r,
-        Err(e) => return bad_request("snapshot", e),
+        Err(e) => return bad_request("snapshot chunk", e),
     };
-    let snapshot = Snapshot { meta: req.meta, snapshot: Box::new(Cursor::new(req.data)) };
-    reply(&node.raft().install_full_snapshot(req.vote, snapshot).await)
+    let mut receiving = s.receiving.lock().await;
+    if chunk.offset == 0 {
+        // A new transfer (or a retry from the start) replaces any unfinished one.
+        *receiving = Some(Receiving { snapshot_id: chunk.meta.snapshot_id.clone(), from, buf: Vec::new() });
+    }
+    let Some(r) = receiving.as_mut() else {
+        return out_of_order(&chunk, None);
+    };
+    if r.snapshot_id != chunk.meta.snapshot_id || r.from != from || r.buf.len() as u64 != chunk.offset {
+        let expected = (r.snapshot_id.clone(), r.buf.len());
+        *receiving = None;
+        return out_of_order(&chunk, Some(expected));
+    }
+    r.buf.extend_from_slice(&chunk.data);
+    s.node.snapshot_chunks_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !chunk.done {
+        return reply(&(Ok(None) as SnapshotChunkReply));
+    }
+    let Some(Receiving { buf, .. }) = receiving.take() else {
+        return out_of_order(&chunk, None);
+    };
+    drop(receiving);
+    // Check the whole snapshot decodes before openraft sees it: a snapshot that fails in
+    // the state machine would stop this node's Raft with a storage error.
+    let (checked, buf) = tokio::task::spawn_blocking(move || {
+        let checked = super::state_machine::SnapshotPayload::decode(&buf).map(|_| ());
+        (checked, buf)
+    })
+    .await
+    .unwrap_or_else(|e| (Err(codec::CodecError::from(format!("decode task failed: {e}"))), Vec::new()));
+    if let Err(e) = checked {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("malformed snapshot {} from node {from}: {e}", chunk.meta.snapshot_id),
+        )
+            .into_response();
+    }
+    let snapshot = Snapshot { meta: chunk.meta, snapshot: Box::new(Cursor::new(buf)) };
+    let res: SnapshotChunkReply = s.node.raft().install_full_snapshot(chunk.vote, snapshot).await.map(Some);
+    reply(&res)
+}
+
+fn out_of_order(chunk: &SnapshotChunk, expected: Option<(String, usize)>) -> Response {
+    let expected = match expected {
+        Some((id, len)) => format!("the next chunk of snapshot {id} at offset {len}"),
+        None => "a first chunk (offset 0)".into(),
+    };
+    (
+        StatusCode::BAD_REQUEST,
+        format!(
+            "out-of-order snapshot chunk: got snapshot {} at offset {}, expected {expected}; the sender restarts from offset 0",
+            chunk.meta.snapshot_id, chunk.offset
+        ),
+    )
+        .into_response()
 }

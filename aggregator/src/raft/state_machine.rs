@@ -1,8 +1,9 @@
 //! The Raft state machine: applies committed entries to the in-memory `ClusterState`.
 //!
 //! Persistence design (snapshot + replay): the state lives in memory; what is durable is
-//! the latest snapshot (meta + bincode of `ClusterState`, key `snapshot` in sled tree
-//! `raft_sm`, flushed before a build or install returns) and the Raft log. On open the
+//! the latest snapshot (meta under key `snapshot_meta`, the bincode of `SnapshotPayload`
+//! under `snapshot_data`, both in sled tree `raft_sm`, written in one batch and flushed
+//! before a build or install returns) and the Raft log. On open the
 //! state is loaded from that snapshot, and openraft re-applies the committed log entries
 //! after the snapshot's last log id (it persists `committed` via the log store for this).
 //! Applying is deterministic, so the replay rebuilds exactly the state the node had.
@@ -14,10 +15,10 @@
 //! (cheap, and the per-batch cost is the log append only) at the price of a bounded replay.
 
 use super::log_store::{flush, Msg};
-use super::{codec, TypeConfig};
-use crate::state::{ApplyResponse, ClusterState};
+use super::{codec, ClusterNode, TypeConfig};
+use crate::state::{ApplyResponse, ClusterState, Command};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
+use openraft::{Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,21 +28,39 @@ use tokio::sync::{Mutex, RwLock};
 type NodeId = u64;
 
 const TREE_SM: &str = "raft_sm";
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+
+/// What a snapshot carries: the cluster id (from the cluster's first entry) and the state.
+/// Encoded with `codec::encode` and decoded with `codec::decode_large`, which has no size
+/// limit, so any state that can be saved can also be loaded (issue 10).
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotPayload {
+    pub cluster_id: Option<String>,
+    pub state: ClusterState,
+}
+
+impl SnapshotPayload {
+    /// Decode snapshot bytes (from this node's store or a completed transfer).
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotPayload, codec::CodecError> {
+        codec::decode_large(bytes)
+    }
+}
 
 /// What the state machine holds between entries.
 #[derive(Debug, Default)]
 pub struct StateMachineData {
     pub last_applied: Option<LogId<NodeId>>,
-    pub last_membership: StoredMembership<NodeId, BasicNode>,
+    pub last_membership: StoredMembership<NodeId, ClusterNode>,
+    /// The cluster id recorded by the cluster's first entry (None before it is applied).
+    pub cluster_id: Option<String>,
     pub state: ClusterState,
 }
 
 /// A snapshot as stored in sled.
-#[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    /// bincode of `ClusterState`.
+    meta: SnapshotMeta<NodeId, ClusterNode>,
+    /// bincode of `SnapshotPayload`.
     data: Vec<u8>,
 }
 
@@ -63,13 +82,15 @@ impl StateMachineStore {
         let tree = db.open_tree(TREE_SM)?;
         let mut data = StateMachineData::default();
         if let Some(stored) = read_stored_snapshot(&tree).map_err(anyhow::Error::msg)? {
-            data.state = codec::decode(&stored.data).map_err(|e| {
+            let payload = SnapshotPayload::decode(&stored.data).map_err(|e| {
                 anyhow::anyhow!(
                     "the stored Raft snapshot {} cannot be decoded ({e}); the data directory is \
                      corrupt or from an incompatible version: restore it from a peer",
                     stored.meta.snapshot_id
                 )
             })?;
+            data.state = payload.state;
+            data.cluster_id = payload.cluster_id;
             data.last_applied = stored.meta.last_log_id;
             data.last_membership = stored.meta.last_membership;
         }
@@ -98,19 +119,28 @@ impl StateMachineStore {
                 return Ok(());
             }
         }
-        let bytes =
-            codec::encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &Msg(e.to_string())))?;
-        self.tree.insert(KEY_SNAPSHOT, bytes).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let meta = codec::encode(&stored.meta)
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &Msg(e.to_string())))?;
+        // One batch: a crash never leaves the meta of one snapshot beside the data of another.
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_SNAPSHOT_META, meta);
+        batch.insert(KEY_SNAPSHOT_DATA, stored.data.as_slice());
+        self.tree.apply_batch(batch).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         flush(&self.db).await.map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
         Ok(())
     }
 }
 
 fn read_stored_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, String> {
-    match tree.get(KEY_SNAPSHOT).map_err(|e| format!("cannot read the stored Raft snapshot: {e}"))? {
-        None => Ok(None),
-        Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| format!("the stored Raft snapshot is corrupt: {e}")),
-    }
+    let meta = match tree.get(KEY_SNAPSHOT_META).map_err(|e| format!("cannot read the stored Raft snapshot: {e}"))? {
+        None => return Ok(None),
+        Some(bytes) => codec::decode(&bytes).map_err(|e| format!("the stored Raft snapshot meta is corrupt: {e}"))?,
+    };
+    let data = tree
+        .get(KEY_SNAPSHOT_DATA)
+        .map_err(|e| format!("cannot read the stored Raft snapshot: {e}"))?
+        .ok_or("the stored Raft snapshot has meta but no data")?;
+    Ok(Some(StoredSnapshot { meta, data: data.to_vec() }))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -126,9 +156,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             let meta =
                 SnapshotMeta { last_log_id: sm.last_applied, last_membership: sm.last_membership.clone(), snapshot_id };
-            (meta, sm.state.clone())
+            (meta, SnapshotPayload { cluster_id: sm.cluster_id.clone(), state: sm.state.clone() })
         };
-        let data = codec::encode(&state).map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
+        let data = codec::encode_large(&state).map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
         let stored = StoredSnapshot { meta, data };
         self.persist_snapshot(&stored).await?;
         Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
@@ -140,7 +170,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, ClusterNode>), StorageError<NodeId>> {
         let sm = self.data.read().await;
         Ok((sm.last_applied, sm.last_membership.clone()))
     }
@@ -156,7 +186,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             sm.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => responses.push(ApplyResponse::default()),
-                EntryPayload::Normal(cmd) => responses.push(sm.state.apply(&cmd)),
+                EntryPayload::Normal(cmd) => {
+                    if let Command::InitCluster { cluster_id } = &cmd {
+                        // Only the first one counts: a cluster id never changes.
+                        if sm.cluster_id.is_none() {
+                            sm.cluster_id = Some(cluster_id.clone());
+                        }
+                    }
+                    responses.push(sm.state.apply(&cmd))
+                }
                 EntryPayload::Membership(m) => {
                     sm.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     responses.push(ApplyResponse::default());
@@ -176,11 +214,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, ClusterNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let state: ClusterState = codec::decode(&data).map_err(|e| {
+        let payload = SnapshotPayload::decode(&data).map_err(|e| {
             StorageIOError::read_snapshot(
                 Some(meta.signature()),
                 &Msg(format!("snapshot {} from the leader cannot be decoded: {e}", meta.snapshot_id)),
@@ -190,7 +228,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.persist_snapshot(&stored).await?;
         let mut sm = self.data.write().await;
-        sm.state = state;
+        sm.state = payload.state;
+        sm.cluster_id = payload.cluster_id;
         sm.last_applied = meta.last_log_id;
         sm.last_membership = meta.last_membership.clone();
         Ok(())

@@ -13,3 +13,4 @@ mod ground_truth_identity;
 mod replicated_answers;
 mod single_node;
 mod storage_suite;
+mod transport_auth;

@@ -206,7 +206,7 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     let n2 = ServedNode::start_with_api(2, dirs[1].path(), config(100), sink.clone()).await;
     assert!(n1.node.initialize_single_if_new().await.unwrap());
     n1.node.wait_for_leader(WAIT).await.unwrap();
-    n1.node.add_learner(2, n2.addr.clone(), true).await.unwrap();
+    n1.node.add_learner(2, n2.member(), true).await.unwrap();
     n1.node.change_membership(BTreeSet::from([1, 2]), false).await.unwrap();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let engine = format!("/api/v1/devices/{ENGINE}");

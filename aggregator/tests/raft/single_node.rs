@@ -1,16 +1,15 @@
 //! One aggregator Raft node: proposals apply, duplicates do not, and a restart over the
 //! same data directory keeps the inventory and watermarks without re-initializing.
 
-use crate::raft_support::{batch, config, mac, WAIT};
-use wardline_aggregator::raft::{RaftConfig, RaftNode};
+use crate::raft_support::{batch, config, mac, open_unserved, WAIT};
+use wardline_aggregator::raft::RaftConfig;
 use wardline_aggregator::state::ClusterState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propose_dedup_and_restart_keeps_state() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = "127.0.0.1:1".to_string(); // a one-member cluster never dials itself
 
-    let node = RaftNode::open(1, dir.path(), addr.clone(), RaftConfig::default()).await.unwrap();
+    let node = open_unserved(1, dir.path(), RaftConfig::default()).await.unwrap();
     assert!(node.initialize_single_if_new().await.unwrap(), "a fresh node initializes");
     assert_eq!(node.wait_for_leader(WAIT).await.unwrap(), 1);
 
@@ -35,7 +34,7 @@ async fn propose_dedup_and_restart_keeps_state() {
     node.shutdown().await;
     drop(node);
 
-    let node = RaftNode::open(1, dir.path(), addr.clone(), RaftConfig::default()).await.unwrap();
+    let node = open_unserved(1, dir.path(), RaftConfig::default()).await.unwrap();
     assert!(!node.initialize_single_if_new().await.unwrap(), "a restarted node must not re-initialize");
     assert_eq!(node.wait_for_leader(WAIT).await.unwrap(), 1);
     // Everything committed before the restart is applied again by the time a new
@@ -53,10 +52,9 @@ async fn propose_dedup_and_restart_keeps_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_from_snapshot_and_purged_log_rebuilds_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = "127.0.0.1:1".to_string();
     // Snapshot every 4 entries and keep no log behind it: after a restart the state must
     // come from the stored snapshot plus the replayed tail.
-    let node = RaftNode::open(1, dir.path(), addr.clone(), config(4)).await.unwrap();
+    let node = open_unserved(1, dir.path(), config(4)).await.unwrap();
     node.initialize_single_if_new().await.unwrap();
     node.wait_for_leader(WAIT).await.unwrap();
     for seq in 1..=13 {
@@ -72,7 +70,7 @@ async fn restart_from_snapshot_and_purged_log_rebuilds_the_same_state() {
     node.shutdown().await;
     drop(node);
 
-    let node = RaftNode::open(1, dir.path(), addr, config(4)).await.unwrap();
+    let node = open_unserved(1, dir.path(), config(4)).await.unwrap();
     assert!(!node.initialize_single_if_new().await.unwrap());
     node.wait_for_leader(WAIT).await.unwrap();
     node.wait_for_applied(last_index, WAIT).await.unwrap();
@@ -85,10 +83,10 @@ async fn restart_from_snapshot_and_purged_log_rebuilds_the_same_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_belongs_to_one_node_id() {
     let dir = tempfile::tempdir().unwrap();
-    let node = RaftNode::open(1, dir.path(), "127.0.0.1:1".into(), RaftConfig::default()).await.unwrap();
+    let node = open_unserved(1, dir.path(), RaftConfig::default()).await.unwrap();
     node.shutdown().await;
     drop(node);
-    let err = match RaftNode::open(2, dir.path(), "127.0.0.1:1".into(), RaftConfig::default()).await {
+    let err = match open_unserved(2, dir.path(), RaftConfig::default()).await {
         Ok(_) => panic!("reusing node 1's directory as node 2 must fail"),
         Err(e) => format!("{e:#}"),
     };
@@ -99,7 +97,7 @@ async fn a_data_directory_belongs_to_one_node_id() {
 async fn invalid_timing_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = RaftConfig { heartbeat_interval_ms: 900, election_timeout_min_ms: 500, ..RaftConfig::default() };
-    let err = match RaftNode::open(1, dir.path(), "127.0.0.1:1".into(), cfg).await {
+    let err = match open_unserved(1, dir.path(), cfg).await {
         Ok(_) => panic!("heartbeat above the election timeout must be refused"),
         Err(e) => format!("{e:#}"),
     };

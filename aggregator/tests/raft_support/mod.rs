@@ -1,14 +1,17 @@
-//! Helpers shared by the Raft integration tests: batch builders, node configs and
-//! loopback HTTP serving of the Raft RPC router.
+//! Helpers shared by the Raft integration tests: batch builders, node configs, a fleet
+//! CA with node certificates, and nodes serving Raft RPC over loopback HTTPS with mutual
+//! TLS (and the HTTP API, with the cluster routes, over loopback HTTP).
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use wardline_aggregator::config::TlsPaths;
 use ulid::Ulid;
 use wardline_aggregator::api;
 use wardline_aggregator::ingest::IngestStats;
 use wardline_aggregator::query::QueryService;
-use wardline_aggregator::raft::{network, RaftConfig, RaftNode};
+use wardline_aggregator::raft::{network, ClusterNode, RaftConfig, RaftNode};
 use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto, SensorStats};
@@ -53,55 +56,136 @@ pub fn config(snapshot_every: u64) -> RaftConfig {
     RaftConfig { snapshot_every, logs_kept_after_snapshot: 0, ..RaftConfig::default() }
 }
 
-/// A node serving its Raft RPC router (and, if started with one, the HTTP API) over
-/// loopback HTTP.
+/// A fleet CA shared by the tests of this binary (`which` names it: "fleet", "other").
+pub fn ca_dir(which: &'static str) -> &'static Path {
+    static FLEET: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static OTHER: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let cell = if which == "fleet" { &FLEET } else { &OTHER };
+    let dir = cell.get_or_init(|| {
+        let d = tempfile::tempdir().expect("tempdir");
+        wardline_aggregator::pki::init_ca(&d.path().join("ca"), &format!("test {which} CA")).expect("CA");
+        d
+    });
+    Box::leak(dir.path().join("ca").into_boxed_path())
+}
+
+/// Issue a node certificate for `id` from the fleet CA into `dir/tls`.
+pub fn node_tls(id: u64, dir: &Path) -> TlsPaths {
+    node_tls_from("fleet", id, &dir.join("tls"))
+}
+
+/// Issue a node certificate for `id` from CA `which` into `out`.
+pub fn node_tls_from(which: &'static str, id: u64, out: &Path) -> TlsPaths {
+    wardline_aggregator::pki::issue_node(ca_dir(which), id, &[], out).expect("issue node certificate");
+    TlsPaths::in_dir(out, "node")
+}
+
+/// Addresses of a node that never serves (one-member clusters never dial themselves).
+pub fn unserved() -> ClusterNode {
+    ClusterNode { raft_addr: "127.0.0.1:1".into(), api_addr: "127.0.0.1:1".into(), ingest_addr: "127.0.0.1:1".into() }
+}
+
+/// Open a Raft node with a fresh node certificate and addresses that are never served.
+pub async fn open_unserved(id: u64, dir: &Path, cfg: RaftConfig) -> anyhow::Result<Arc<RaftNode>> {
+    RaftNode::open(id, dir, unserved(), cfg, &node_tls(id, dir)).await
+}
+
+/// A node serving Raft RPC over loopback HTTPS (mutual TLS) and its API, with the
+/// cluster routes (and, if started with a sink, the query routes), over loopback HTTP.
 pub struct ServedNode {
     pub node: Arc<RaftNode>,
+    /// The API address (host:port).
     pub addr: String,
-    server: tokio::task::JoinHandle<()>,
+    pub raft_addr: String,
+    pub dir: PathBuf,
+    servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ServedNode {
-    pub async fn start(id: u64, dir: &std::path::Path, cfg: RaftConfig) -> ServedNode {
-        Self::serve(id, dir, cfg, network::router).await
+    pub async fn start(id: u64, dir: &Path, cfg: RaftConfig) -> ServedNode {
+        Self::serve(id, dir, cfg, None, None).await
     }
 
-    /// A node that also serves the HTTP API, reading flows from `sink` and classifying with
-    /// the built-in knowledge base, on the same listener as `wardline-aggregator run` does.
-    pub async fn start_with_api(
-        id: u64,
-        dir: &std::path::Path,
-        cfg: RaftConfig,
-        sink: Arc<dyn FlowSink>,
-    ) -> ServedNode {
-        let kb = Arc::new(KnowledgeBase::builtin().expect("the built-in knowledge base loads"));
-        Self::serve(id, dir, cfg, move |node: Arc<RaftNode>| {
-            let query = QueryService::new(node.clone(), sink, kb, Arc::new(IngestStats::default()));
-            api::router(Arc::new(query)).merge(network::router(node))
-        })
-        .await
+    /// A node that also serves the query API, reading flows from `sink` and classifying
+    /// with the built-in knowledge base, as `wardline-aggregator run` does.
+    pub async fn start_with_api(id: u64, dir: &Path, cfg: RaftConfig, sink: Arc<dyn FlowSink>) -> ServedNode {
+        Self::serve(id, dir, cfg, Some(sink), None).await
+    }
+
+    /// Start again over the same data directory and Raft address (after `stop`).
+    pub async fn restart(id: u64, dir: &Path, cfg: RaftConfig, raft_addr: &str) -> ServedNode {
+        Self::serve(id, dir, cfg, None, Some(raft_addr)).await
     }
 
     async fn serve(
         id: u64,
-        dir: &std::path::Path,
+        dir: &Path,
         cfg: RaftConfig,
-        app: impl FnOnce(Arc<RaftNode>) -> axum::Router,
+        sink: Option<Arc<dyn FlowSink>>,
+        raft_addr: Option<&str>,
     ) -> ServedNode {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr").to_string();
-        let node = RaftNode::open(id, dir, addr.clone(), cfg).await.expect("open raft node");
-        let app = app(node.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = api_listener.local_addr().expect("local addr").to_string();
+        let raft_listener = bind_retrying(raft_addr.unwrap_or("127.0.0.1:0")).await;
+        let raft_addr = raft_listener.local_addr().expect("local addr").to_string();
+        let me = ClusterNode { raft_addr: raft_addr.clone(), api_addr: addr.clone(), ingest_addr: "127.0.0.1:1".into() };
+        let node = RaftNode::open(id, dir, me, cfg, &node_tls(id, dir)).await.expect("open raft node");
+        let mut app = wardline_aggregator::cluster::api::router(node.clone());
+        if let Some(sink) = sink {
+            let kb = Arc::new(KnowledgeBase::builtin().expect("the built-in knowledge base loads"));
+            let query = QueryService::new(node.clone(), sink, kb, Arc::new(IngestStats::default()));
+            app = app.merge(api::router(Arc::new(query)));
+        }
+        let api_server = tokio::spawn(async move {
+            let _ = axum::serve(api_listener, app).await;
         });
-        ServedNode { node, addr, server }
+        let raft_node = node.clone();
+        let raft_server = tokio::spawn(async move {
+            network::serve(raft_listener, raft_node, std::future::pending()).await.expect("serve Raft RPC");
+        });
+        ServedNode { node, addr, raft_addr, dir: dir.to_path_buf(), servers: vec![api_server, raft_server] }
     }
 
-    /// Stop Raft and the HTTP server (the node then looks dead to its peers).
+    /// How peers reach this node.
+    pub fn member(&self) -> ClusterNode {
+        self.node.me().clone()
+    }
+
+    /// The JSON body of `cluster join` for this node.
+    pub fn join_request(&self) -> serde_json::Value {
+        let m = self.member();
+        serde_json::json!({"node_id": self.node.node_id(), "raft_addr": m.raft_addr, "api_addr": m.api_addr,
+                           "ingest_addr": m.ingest_addr})
+    }
+
+    /// Stop Raft and both servers (the node then looks dead to its peers).
     pub async fn stop(self) {
         self.node.shutdown().await;
-        self.server.abort();
-        let _ = self.server.await;
+        for s in self.servers {
+            s.abort();
+            let _ = s.await;
+        }
     }
+}
+
+async fn bind_retrying(addr: &str) -> tokio::net::TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+/// POST JSON to a node's API; returns (status, body).
+pub async fn post_api(node: &ServedNode, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = client.post(format!("http://{}{path}", node.addr)).json(body).send().await.expect("API reachable");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON answer"))
 }

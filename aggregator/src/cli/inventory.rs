@@ -1,32 +1,19 @@
-//! Operator commands that talk to a running node over its HTTP API.
+//! `wardline-aggregator inventory`: print a running node's inventory.
 
-use anyhow::{bail, Context, Result};
+use super::{client, get_json, READ_TIMEOUT};
+use anyhow::{bail, Result};
 use serde_json::Value;
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value> {
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the aggregator API at {url} — is `wardline-aggregator run` up?"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.with_context(|| format!("{url} did not answer JSON"))?;
-    if !status.is_success() {
-        bail!("{url} answered {status}: {}", body["error"].as_str().unwrap_or("no detail"));
-    }
-    Ok(body)
-}
 
 pub async fn print_inventory(api: &str, json: bool, wait_leader: bool) -> Result<()> {
     let api = api.trim_end_matches('/');
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+    let client = client(READ_TIMEOUT)?;
     if wait_leader {
-        let h = get_json(&client, &format!("{api}/healthz")).await?;
+        let h = get_json(&client, api, "/healthz").await?;
         if h["leader"].is_null() {
             bail!("node {} has no Raft leader yet", h["node_id"]);
         }
     }
-    let inv = get_json(&client, &format!("{api}/api/v1/inventory")).await?;
+    let inv = get_json(&client, api, "/api/v1/inventory").await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&inv)?);
         return Ok(());
@@ -51,7 +38,7 @@ pub async fn print_inventory(api: &str, json: bool, wait_leader: bool) -> Result
             s(&d["dhcp_vendor_class"]),
         );
     }
-    let totals = get_json(&client, &format!("{api}/api/v1/flows/totals")).await?;
+    let totals = get_json(&client, api, "/api/v1/flows/totals").await?;
     println!(
         "Flows stored: {} ({} packets, {} bytes)",
         totals["store"]["rows"], totals["store"]["packets"], totals["store"]["bytes"]

@@ -1,0 +1,180 @@
+//! `wardline-aggregator cluster ...`: cluster lifecycle through a running node's API.
+//!
+//! Membership changes must run on the leader; sent to a follower they come back with the
+//! leader's API address, and the command retries there once.
+
+use super::{client, get_json, post_json, ApiError, READ_TIMEOUT};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Time allowed for join/replace: the new node must catch up first.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(330);
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Create a new one-node cluster on a running node that has no state yet (prints the
+    /// new cluster id). `run --init` does the same at start-up.
+    Init {
+        /// API of the node to initialise.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+    },
+    /// Add a running node (started without --init) to the cluster: it joins as a learner,
+    /// catches up, then becomes a voter.
+    Join {
+        /// API of any cluster member (a follower redirects to the leader).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[command(flatten)]
+        node: NewNode,
+    },
+    /// Remove a node (voter or learner) from the cluster.
+    Leave {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long)]
+        node_id: u64,
+    },
+    /// Replace voter --old by a new running node --new: the new node catches up (from a
+    /// snapshot if needed), then one membership change swaps them.
+    Replace {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// The node to remove.
+        #[arg(long)]
+        old: u64,
+        /// The node that takes its place.
+        #[arg(long = "new")]
+        new_id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        api_addr: String,
+        #[arg(long)]
+        ingest_addr: String,
+    },
+    /// Show cluster id, members, leader, term, indexes and refused Raft RPCs.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The node being added, as its peers reach it.
+#[derive(Args, Debug)]
+pub struct NewNode {
+    /// Node id of the new node (as in its node certificate).
+    #[arg(long)]
+    pub node_id: u64,
+    /// Its Raft address host:port (its `listen_raft` / `advertise_raft`).
+    #[arg(long)]
+    pub raft_addr: String,
+    /// Its API address host:port.
+    #[arg(long)]
+    pub api_addr: String,
+    /// Its QUIC ingest address host:port.
+    #[arg(long)]
+    pub ingest_addr: String,
+}
+
+pub async fn run(cmd: ClusterCmd) -> Result<()> {
+    match cmd {
+        ClusterCmd::Init { api } => {
+            let v = post_json(&client(READ_TIMEOUT)?, &api, "/api/v1/cluster/init", &json!({})).await?;
+            println!("initialised cluster {} on node {}", v["cluster_id"].as_str().unwrap_or("?"), v["node_id"]);
+            Ok(())
+        }
+        ClusterCmd::Join { api, node } => {
+            let body = json!({"node_id": node.node_id, "raft_addr": node.raft_addr, "api_addr": node.api_addr,
+                              "ingest_addr": node.ingest_addr});
+            let v = on_leader(&api, "/api/v1/cluster/join", &body).await?;
+            println!("node {} joined as a voter", node.node_id);
+            print_status(&v);
+            Ok(())
+        }
+        ClusterCmd::Leave { api, node_id } => {
+            let v = on_leader(&api, "/api/v1/cluster/leave", &json!({ "node_id": node_id })).await?;
+            println!("node {node_id} removed");
+            print_status(&v);
+            Ok(())
+        }
+        ClusterCmd::Replace { api, old, new_id, raft_addr, api_addr, ingest_addr } => {
+            let body = json!({"old": old, "new": {"node_id": new_id, "raft_addr": raft_addr, "api_addr": api_addr,
+                              "ingest_addr": ingest_addr}});
+            let v = on_leader(&api, "/api/v1/cluster/replace", &body).await?;
+            println!("node {old} replaced by node {new_id}");
+            print_status(&v);
+            Ok(())
+        }
+        ClusterCmd::Status { api, json } => {
+            let v = get_json(&client(READ_TIMEOUT)?, &api, "/api/v1/cluster/status").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// POST a membership change; if the node is a follower, retry once at the leader it names.
+async fn on_leader(api: &str, path: &str, body: &Value) -> Result<Value> {
+    let client = client(CHANGE_TIMEOUT)?;
+    match post_json(&client, api, path, body).await {
+        Err(e) => {
+            let leader = e
+                .downcast_ref::<ApiError>()
+                .filter(|a| a.status == 421)
+                .and_then(|a| a.body["leader_api_addr"].as_str().map(str::to_string));
+            match leader {
+                Some(addr) => {
+                    let leader_api = format!("{}://{addr}", api.split("://").next().unwrap_or("http"));
+                    eprintln!("{api} is not the leader; sending to the leader at {leader_api}");
+                    post_json(&client, &leader_api, path, body).await.context("the leader refused the change")
+                }
+                None => Err(e),
+            }
+        }
+        ok => ok,
+    }
+}
+
+fn print_status(v: &Value) {
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("Cluster {}", s(&v["cluster_id"]));
+    println!(
+        "This node: {} ({})  leader: {}  term: {}  log: {}  committed: {}  applied: {}",
+        s(&v["node_id"]),
+        s(&v["state"]),
+        s(&v["leader_id"]),
+        s(&v["current_term"]),
+        s(&v["last_log_index"]),
+        s(&v["committed_index"]),
+        s(&v["applied_index"])
+    );
+    println!("{:<6}  {:<8}  {:<22}  {:<22}  INGEST", "NODE", "ROLE", "RAFT", "API");
+    for m in v["members"].as_array().into_iter().flatten() {
+        println!(
+            "{:<6}  {:<8}  {:<22}  {:<22}  {}",
+            s(&m["id"]),
+            s(&m["role"]),
+            s(&m["raft_addr"]),
+            s(&m["api_addr"]),
+            s(&m["ingest_addr"])
+        );
+    }
+    if let Some(r) = v["refused_rpcs"].as_object() {
+        let parts: Vec<String> = r.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("Refused Raft RPCs: {}", parts.join(", "));
+    }
+}

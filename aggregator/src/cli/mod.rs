@@ -1,0 +1,64 @@
+//! Operator commands that talk to a running node over its HTTP API. Every request is
+//! built by `request` (one place to add authentication to), sent by `send`.
+
+pub mod cluster;
+pub mod inventory;
+
+pub use inventory::print_inventory;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Timeout of ordinary reads.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP client of operator commands.
+pub fn client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(timeout).build().context("cannot build the HTTP client")
+}
+
+/// Start a request to `{api}{path}`: the one place every CLI request is built.
+pub fn request(client: &reqwest::Client, method: reqwest::Method, api: &str, path: &str) -> reqwest::RequestBuilder {
+    client.request(method, format!("{}{path}", api.trim_end_matches('/')))
+}
+
+/// A non-2xx answer of the API, with its JSON body.
+#[derive(Debug, thiserror::Error)]
+#[error("{url} answered {status}: {message}")]
+pub struct ApiError {
+    pub url: String,
+    pub status: u16,
+    pub message: String,
+    pub body: Value,
+}
+
+/// Send a request and return the JSON body of a 2xx answer; any other answer is an
+/// `ApiError` (inside the anyhow error) carrying the API's `error` text.
+pub async fn send(req: reqwest::RequestBuilder) -> Result<Value> {
+    let (client, req) = req.build_split();
+    let req = req.context("cannot build the HTTP request")?;
+    let url = req.url().to_string();
+    let resp = client
+        .execute(req)
+        .await
+        .with_context(|| format!("cannot reach the aggregator API at {url} — is `wardline-aggregator run` up?"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.with_context(|| format!("{url} did not answer JSON"))?;
+    if !status.is_success() {
+        let message = body["error"].as_str().unwrap_or("no detail").to_string();
+        return Err(ApiError { url, status: status.as_u16(), message, body }.into());
+    }
+    Ok(body)
+}
+
+/// GET `{api}{path}` as JSON.
+pub async fn get_json(client: &reqwest::Client, api: &str, path: &str) -> Result<Value> {
+    send(request(client, reqwest::Method::GET, api, path)).await
+}
+
+/// POST `body` as JSON to `{api}{path}`; returns the JSON answer.
+pub async fn post_json(client: &reqwest::Client, api: &str, path: &str, body: &Value) -> Result<Value> {
+    send(request(client, reqwest::Method::POST, api, path).json(body)).await
+}
+

@@ -1,0 +1,57 @@
+//! rustls settings of Raft RPC: TLS 1.3 both ways with the node certificate, and only
+//! the fleet CA trusted. The server requires a client certificate; which certificates
+//! may actually talk Raft (a node of this cluster, not a sensor) is `peer_auth`'s job,
+//! after the handshake.
+
+use crate::config::TlsPaths;
+use crate::tls::{load_certs, load_key, load_roots, provider};
+use anyhow::{Context, Result};
+use rustls::server::WebPkiClientVerifier;
+use std::sync::Arc;
+
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Server side: node certificate, client certificate required and chained to the fleet CA.
+pub fn server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
+    let provider = provider();
+    let roots = Arc::new(load_roots(&tls.ca)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .with_context(|| format!("cannot build a client verifier from the fleet CA {}", tls.ca.display()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("ring provider lacks TLS 1.3")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
+        .with_context(|| {
+            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
+        })?;
+    cfg.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(cfg)
+}
+
+/// Client side: trusts only the fleet CA and presents the node certificate.
+pub fn client_config(tls: &TlsPaths) -> Result<rustls::ClientConfig> {
+    let roots = load_roots(&tls.ca)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("ring provider lacks TLS 1.3")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
+        .with_context(|| {
+            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
+        })?;
+    cfg.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(cfg)
+}
+
+/// An HTTPS client for Raft RPC presenting the certificate in `tls`.
+pub fn https_client(tls: &TlsPaths) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(tls)?)
+        // Cluster traffic goes straight to peers, never through a configured proxy.
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .context("cannot build the Raft HTTPS client")
+}
