@@ -50,10 +50,18 @@ pub struct NodeConfig {
     /// after the built-in knowledge base; see docs/knowledge-base.md.
     #[serde(default)]
     pub kb_dirs: Vec<PathBuf>,
+    /// Bound of the flow outbox in (estimated) bytes: flow rows committed through Raft but
+    /// not yet in the flow store. When full, sensors are told to retry later (decision 0016).
+    #[serde(default = "default_outbox_max_bytes")]
+    pub outbox_max_bytes: u64,
+}
+
+fn default_outbox_max_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_quic() -> SocketAddr {
-    "0.0.0.0:4433".parse().expect("literal")
+    "127.0.0.1:4433".parse().expect("literal")
 }
 pub fn default_raft() -> SocketAddr {
     "127.0.0.1:7443".parse().expect("literal")

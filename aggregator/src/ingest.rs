@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 use ulid::Ulid;
@@ -85,6 +85,8 @@ pub struct IngestStats {
     frames_rejected: AtomicU64,
     frames_oversized: AtomicU64,
     frames_timed_out: AtomicU64,
+    /// The flow outbox as this node sees it (decision 0016).
+    pub outbox: Arc<crate::outbox::OutboxStatus>,
 }
 
 /// A point-in-time copy of [`IngestStats`].
@@ -279,17 +281,24 @@ async fn handle_connection<H: BatchHandler>(
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
     info!(sensor = %identity.sensor_id, site = %identity.site, %remote, "sensor connected");
     let mut streams = JoinSet::new();
+    // Streams are accepted in the order the sensor opened them (its seq order); each is
+    // handed to the handler only after the one before it, so a sensor's batches in flight
+    // on several streams are proposed in seq order however their bytes arrive.
+    let (first_tx, mut previous) = oneshot::channel();
+    let _ = first_tx.send(true);
     let end = loop {
         tokio::select! {
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let (handler, stats, limits, batch_slots, identity) =
                         (handler.clone(), stats.clone(), limits.clone(), batch_slots.clone(), identity.clone());
+                    let (turn_tx, turn_rx) = oneshot::channel();
+                    let order = StreamOrder { previous: std::mem::replace(&mut previous, turn_rx), next: Some(turn_tx) };
                     streams.spawn(async move {
                         // Waiting here is the backpressure: the stream's bytes stay in QUIC
                         // flow-control windows, not in our memory.
                         let Ok(_permit) = batch_slots.acquire_owned().await else { return };
-                        handle_stream(send, recv, &identity, handler.as_ref(), &stats, &limits).await;
+                        handle_stream(send, recv, &identity, handler.as_ref(), &stats, &limits, order).await;
                     });
                 }
                 Err(e) => break e,
@@ -346,6 +355,22 @@ pub fn explain_handshake_error(e: &quinn::ConnectionError) -> String {
     }
 }
 
+/// A stream's place in its connection's order: `previous` resolves once the stream before
+/// it was handed on (true) or failed in a way that must stop later batches (false, or
+/// dropped); `next` tells the stream after this one the same. Dropping it unsent says false.
+struct StreamOrder {
+    previous: oneshot::Receiver<bool>,
+    next: Option<oneshot::Sender<bool>>,
+}
+
+impl StreamOrder {
+    fn pass(&mut self, ok: bool) {
+        if let Some(tx) = self.next.take() {
+            let _ = tx.send(ok);
+        }
+    }
+}
+
 async fn handle_stream<H: BatchHandler>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -353,6 +378,7 @@ async fn handle_stream<H: BatchHandler>(
     handler: &H,
     stats: &IngestStats,
     limits: &IngestLimits,
+    mut order: StreamOrder,
 ) {
     let stream = recv.id();
     let frame = match tokio::time::timeout(limits.frame_read_timeout, recv.read_to_end(limits.max_frame_bytes)).await {
@@ -374,6 +400,9 @@ async fn handle_stream<H: BatchHandler>(
             // Tell the sender to stop transmitting the rest; the reply explains why.
             let _ = recv.stop(codes::FRAME_TOO_LARGE.into());
             let reply = BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason };
+            // Rejected for good: the sensor dead-letters it, so later batches may proceed.
+            let _ = (&mut order.previous).await;
+            order.pass(true);
             stats.count_reply(&reply);
             write_reply(&mut send, &reply, identity).await;
             return;
@@ -395,10 +424,26 @@ async fn handle_stream<H: BatchHandler>(
                     batch.sensor_id, batch.site, identity.sensor_id, identity.site
                 );
                 warn!(sensor = %identity.sensor_id, seq = batch.seq, "rejected a batch: {reason}");
+                let _ = (&mut order.previous).await;
+                order.pass(true);
                 BatchReply::Rejected { batch_id: batch.id, seq: batch.seq, reason }
             } else {
                 let (id, seq) = (batch.id, batch.seq);
-                let reply = handler.handle(identity.clone(), batch).await;
+                if !(&mut order.previous).await.unwrap_or(false) {
+                    // Applying this one would move the watermark past the missing batch.
+                    order.pass(false);
+                    let reply = BatchReply::RetryLater {
+                        batch_id: id,
+                        seq,
+                        reason: "an earlier batch on this connection did not arrive; re-send from it".into(),
+                    };
+                    stats.count_reply(&reply);
+                    write_reply(&mut send, &reply, identity).await;
+                    return;
+                }
+                let pending = handler.handle(identity.clone(), batch);
+                order.pass(true);
+                let reply = pending.await;
                 debug!(sensor = %identity.sensor_id, seq, %id, ?reply, "batch handled");
                 reply
             }
@@ -412,6 +457,9 @@ async fn handle_stream<H: BatchHandler>(
         }
         Err(e) => {
             inc(&stats.frames_rejected);
+            // Rejected for good below: the sensor dead-letters it.
+            let _ = (&mut order.previous).await;
+            order.pass(true);
             let reason = format!("undecodable batch frame of {} bytes: {e}", frame.len());
             error!(sensor = %identity.sensor_id, site = %identity.site, "rejected a batch: {reason}");
             BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod ingest;
 pub mod node;
+pub mod outbox;
 pub mod pki;
 pub mod query;
 pub mod raft;

@@ -127,7 +127,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
             NodeConfig {
                 node_id: a.node_id.unwrap_or(1),
                 data_dir: a.data_dir.clone().context("--data-dir is required without --config")?,
-                listen_quic: "0.0.0.0:4433".parse()?,
+                listen_quic: "127.0.0.1:4433".parse()?,
                 listen_api: "127.0.0.1:8080".parse()?,
                 advertise_api: None,
                 listen_raft: wardline_aggregator::config::default_raft(),
@@ -139,6 +139,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 clickhouse_database: "wardline".into(),
                 bootstrap: false,
                 kb_dirs: Vec::new(),
+                outbox_max_bytes: 256 * 1024 * 1024,
             }
         }
     };

@@ -1,24 +1,26 @@
-//! One aggregator node: wires QUIC ingest → flow sink → Raft, and serves the HTTP API.
+//! One aggregator node: wires QUIC ingest → group commit through Raft → flow outbox →
+//! flow sink, and serves the HTTP API.
 //!
-//! Order of a batch's effects (why: an ack must mean durable, and a re-sent batch must not
-//! double count):
+//! Order of a batch's effects (decision 0016; why: an ack must mean durable, and a re-sent
+//! batch must not double count):
 //! 1. already applied (seq ≤ the sensor's replicated watermark)? → ack as duplicate;
-//! 2. write its flows to the sink, keyed by (batch id, index) so a repeat collapses;
-//! 3. propose the batch summary (device deltas, counts, watermark) through Raft;
-//! 4. ack only after the Raft entry is committed and applied.
-//!
-//! A crash between 2 and 3 makes the sensor re-send; step 2 then rewrites the same keys.
-
+//! 2. propose it, grouped with the batches that arrived meanwhile, as one Raft entry that
+//!    carries the summaries (device deltas, counts, watermark) and the flow records;
+//! 3. ack once the entry is committed and applied: the flows are then in the replicated
+//!    outbox on a quorum;
+//! 4. independently, the leader drains the outbox into the flow sink in large inserts,
+//!    keyed by (batch id, index) so a repeated tail collapses.
 use crate::config::NodeConfig;
 use crate::ingest::{self, BatchHandler, IngestStats};
+use crate::outbox::group_commit::GroupCommitter;
+use crate::outbox::{OutboxConfig, OutboxDrainer};
 use crate::pki::SensorIdentity;
 use crate::query::QueryService;
-use crate::raft::{ProposeError, RaftConfig, RaftNode};
+use crate::raft::{RaftConfig, RaftNode};
 use crate::sink::{open_sink, FlowSink};
-use crate::state::{BatchSummary, Command};
 use anyhow::{Context, Result};
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::info;
 use wardline_common::fault::{crash_point, CrashPoint};
 use wardline_common::wire::BatchReply;
 use wardline_common::Batch;
@@ -33,6 +35,8 @@ pub struct Node {
     /// The read side the API serves from (classifies with the built-in knowledge base plus
     /// the site's folders).
     pub query: Arc<QueryService>,
+    /// Proposes concurrently arriving batches as one Raft entry.
+    pub committer: GroupCommitter,
 }
 
 impl Node {
@@ -61,50 +65,35 @@ impl Node {
         .context("cannot open the flow sink")?;
         let ingest_stats = Arc::new(IngestStats::default());
         let query = Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()));
-        Ok(Arc::new(Node { config, raft, sink, ingest_stats, query }))
+        let committer = GroupCommitter::start(raft.clone(), config.outbox_max_bytes);
+        Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer }))
     }
 
-    /// Apply one batch with the effects in the documented order.
-    pub async fn accept_batch(&self, batch: Batch) -> BatchReply {
-        let (id, seq) = (batch.id, batch.seq);
-        let already = self.raft.read_state(|s| s.is_applied(&batch.sensor_id, seq, &batch.id)).await;
-        if already {
-            return BatchReply::Ack { batch_id: id, seq, duplicate: true };
-        }
-        let flows: Vec<_> = batch.flows().cloned().collect();
-        if let Err(e) = self.sink.write_batch(id, &batch.sensor_id, &batch.site, &flows).await {
-            warn!(sensor = %batch.sensor_id, seq, "flow sink write failed, sensor will retry: {e}");
-            return BatchReply::RetryLater { batch_id: id, seq, reason: format!("flow store unavailable: {e}") };
-        }
-        crash_point(CrashPoint::AggregatorAfterSink, seq);
-        // Raft carries device deltas and counts, not per-flow detail.
-        let summary = BatchSummary::from_batch(&batch);
-        match self.raft.propose(Command::ApplyBatch(summary)).await {
-            Ok(resp) => {
+    /// Apply one batch with the effects in the documented order. The batch is queued when
+    /// this is called (not when the future is first polled), so calls made in a sensor's seq
+    /// order are proposed in that order.
+    pub fn accept_batch(&self, batch: Batch) -> impl std::future::Future<Output = BatchReply> + Send + 'static {
+        let seq = batch.seq;
+        let reply = self.committer.submit(batch);
+        async move {
+            let reply = reply.await;
+            if matches!(reply, BatchReply::Ack { duplicate: false, .. }) {
                 crash_point(CrashPoint::AggregatorAfterCommit, seq);
-                BatchReply::Ack { batch_id: id, seq, duplicate: !resp.applied }
             }
-            Err(ProposeError::NotLeader { leader_addr, .. }) => BatchReply::RetryLater {
-                batch_id: id,
-                seq,
-                reason: format!(
-                    "this node is not the Raft leader (leader: {})",
-                    leader_addr.unwrap_or_else(|| "unknown, election in progress".into())
-                ),
-            },
-            Err(e) => {
-                warn!(sensor = %batch.sensor_id, seq, "raft proposal failed, sensor will retry: {e}");
-                BatchReply::RetryLater { batch_id: id, seq, reason: format!("cluster could not commit: {e}") }
-            }
+            reply
         }
+    }
+
+    fn outbox_config(&self) -> OutboxConfig {
+        OutboxConfig { max_bytes: self.config.outbox_max_bytes, ..OutboxConfig::default() }
     }
 }
 
 struct IngestHandler(Arc<Node>);
 
 impl BatchHandler for IngestHandler {
-    async fn handle(&self, _identity: SensorIdentity, batch: Batch) -> BatchReply {
-        self.0.accept_batch(batch).await
+    fn handle(&self, _identity: SensorIdentity, batch: Batch) -> impl std::future::Future<Output = BatchReply> + Send {
+        self.0.accept_batch(batch)
     }
 }
 
@@ -128,6 +117,13 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .merge(crate::cluster::api::router(node.raft.clone()))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drainer = OutboxDrainer::new(
+        node.raft.clone(),
+        node.sink.clone(),
+        node.outbox_config(),
+        node.ingest_stats.outbox.clone(),
+    );
+    let drain = tokio::spawn(drainer.run(stop_rx.clone()));
     let api = {
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
@@ -171,6 +167,7 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     let _ = ingest.await;
     let _ = api.await;
     let _ = raft_rpc.await;
+    let _ = drain.await;
     node.raft.shutdown().await;
     Ok(())
 }

@@ -33,12 +33,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use ulid::Ulid;
 use wardline_common::wire::{AddressBinding, HostObservation};
-use wardline_common::{Batch, DeviceObservation, Event, Field, MacAddr, Proto, SensorStats};
+use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAddr, Proto, SensorStats};
 
 /// Version of the serialized state (snapshots). A snapshot of another format is refused
 /// with a message naming both, instead of being mis-decoded. The value is far above any
 /// device count, which is what the first number of a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0002;
+pub const STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
 /// `segments_dropped`.
 pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
@@ -61,6 +61,83 @@ pub enum Command {
     /// The first entry of a cluster: its id (a ULID), recorded by the Raft state machine
     /// (`raft::state_machine`); the inventory itself ignores it.
     InitCluster { cluster_id: String },
+    /// Several batches committed as one entry (group commit, decision 0016), applied in
+    /// order with the same duplicate rule as `ApplyBatch`; each applied batch's flows join
+    /// the replicated flow outbox.
+    ApplyBatches(Vec<IngestBatch>),
+    /// The leader wrote every outbox entry up to and including `through` to the flow sink;
+    /// they leave the outbox on every node, so a new leader resumes after them.
+    FlowsDrained {
+        through: u64,
+    },
+}
+
+/// One batch as group commit proposes it: the summary plus its flow records, which wait in
+/// the replicated outbox until the leader has written them to the flow sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestBatch {
+    pub summary: BatchSummary,
+    pub flows: Vec<FlowRecord>,
+}
+
+/// The flows of one applied batch, waiting in the outbox (decision 0016).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub batch_id: Ulid,
+    pub sensor_id: String,
+    pub site: String,
+    pub flows: Vec<FlowRecord>,
+}
+
+/// Estimated bytes one flow occupies in the outbox (in memory and in snapshots); the
+/// estimate, not an allocator measurement, so every node computes the same size.
+pub const OUTBOX_BYTES_PER_FLOW: u64 = 160;
+
+impl OutboxEntry {
+    /// Estimated size, deterministic so every node agrees.
+    pub fn estimated_bytes(&self) -> u64 {
+        outbox_bytes_of(&self.flows)
+    }
+}
+
+/// Estimated outbox bytes of `flows` (see [`OUTBOX_BYTES_PER_FLOW`]).
+pub fn outbox_bytes_of(flows: &[FlowRecord]) -> u64 {
+    flows.iter().map(|f| OUTBOX_BYTES_PER_FLOW + f.app.len() as u64 + f.end_reason.len() as u64).sum::<u64>() + 64
+}
+
+/// The replicated outbox of flow rows not yet written to the flow sink. Entries are
+/// numbered in apply order; `FlowsDrained` removes a prefix.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowOutbox {
+    /// Number the next entry gets (starts at 1, so `through: 0` drains nothing).
+    pub next: u64,
+    pub entries: BTreeMap<u64, Arc<OutboxEntry>>,
+    /// Sum of `estimated_bytes` of `entries`.
+    pub bytes: u64,
+    /// Rows in `entries`.
+    pub rows: u64,
+}
+
+impl FlowOutbox {
+    fn push(&mut self, entry: OutboxEntry) {
+        self.next = self.next.max(1);
+        self.bytes = self.bytes.saturating_add(entry.estimated_bytes());
+        self.rows = self.rows.saturating_add(entry.flows.len() as u64);
+        self.entries.insert(self.next, Arc::new(entry));
+        self.next += 1;
+    }
+
+    fn drain_through(&mut self, through: u64) {
+        while let Some(first) = self.entries.first_key_value().map(|(k, _)| *k) {
+            if first > through {
+                break;
+            }
+            if let Some(e) = self.entries.remove(&first) {
+                self.bytes = self.bytes.saturating_sub(e.estimated_bytes());
+                self.rows = self.rows.saturating_sub(e.flows.len() as u64);
+            }
+        }
+    }
 }
 
 /// What the state machine needs from one sensor batch: the device observations in full,
@@ -128,6 +205,9 @@ impl BatchSummary {
 pub struct ApplyResponse {
     /// False when the batch was a duplicate (already applied) and changed nothing.
     pub applied: bool,
+    /// For `ApplyBatches`: whether each batch was applied (false: a duplicate), in order.
+    #[serde(default)]
+    pub batches: Vec<bool>,
 }
 
 /// When an IP address was seen in use by a device (packet time, µs since the epoch).
@@ -465,6 +545,8 @@ pub struct ClusterState {
     attributed: BTreeSet<(MacAddr, HostKey)>,
     /// Strong identifiers (decision 0013) → the MAC devices holding them.
     identifiers: BTreeMap<(Field, String), BTreeSet<MacAddr>>,
+    /// Flow rows of applied batches not yet in the flow sink (decision 0016).
+    outbox: FlowOutbox,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it.
@@ -479,6 +561,7 @@ struct ReplicatedParts {
     #[serde(with = "map_as_list")]
     bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
     site_names: Vec<String>,
+    outbox: FlowOutbox,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -520,6 +603,7 @@ impl Serialize for ClusterState {
             #[serde(serialize_with = "map_as_list::serialize")]
             bindings: &'a BTreeMap<(u32, IpAddr), AddressTimeline>,
             site_names: &'a Vec<String>,
+            outbox: &'a FlowOutbox,
         }
         Parts {
             format: StateFormat,
@@ -528,6 +612,7 @@ impl Serialize for ClusterState {
             hosts: &self.hosts,
             bindings: &self.bindings,
             site_names: &self.site_names,
+            outbox: &self.outbox,
         }
         .serialize(s)
     }
@@ -542,6 +627,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             hosts: parts.hosts,
             bindings: parts.bindings,
             site_names: parts.site_names,
+            outbox: parts.outbox,
             ..Default::default()
         };
         state.rebuild_indexes();
@@ -655,13 +741,41 @@ impl ClusterState {
     pub fn apply(&mut self, cmd: &Command) -> ApplyResponse {
         match cmd {
             Command::ApplyBatch(batch) => self.apply_batch(batch),
-            Command::InitCluster { .. } => ApplyResponse { applied: true },
+            Command::InitCluster { .. } => ApplyResponse { applied: true, batches: Vec::new() },
+            Command::ApplyBatches(batches) => {
+                let batches: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
+                ApplyResponse { applied: batches.iter().any(|a| *a), batches }
+            }
+            Command::FlowsDrained { through } => {
+                self.outbox.drain_through(*through);
+                ApplyResponse { applied: true, batches: Vec::new() }
+            }
         }
+    }
+
+    /// Apply one batch of a group; its flows join the outbox only when it was applied, so a
+    /// duplicate never adds rows twice.
+    fn apply_ingest_batch(&mut self, batch: &IngestBatch) -> bool {
+        let applied = self.apply_batch(&batch.summary).applied;
+        if applied && !batch.flows.is_empty() {
+            self.outbox.push(OutboxEntry {
+                batch_id: batch.summary.batch_id,
+                sensor_id: batch.summary.sensor_id.clone(),
+                site: batch.summary.site.clone(),
+                flows: batch.flows.clone(),
+            });
+        }
+        applied
+    }
+
+    /// The flow outbox (entries not yet written to the flow sink).
+    pub fn outbox(&self) -> &FlowOutbox {
+        &self.outbox
     }
 
     fn apply_batch(&mut self, batch: &BatchSummary) -> ApplyResponse {
         if self.is_duplicate(batch) {
-            return ApplyResponse { applied: false };
+            return ApplyResponse { applied: false, batches: Vec::new() };
         }
         self.note_sensor(batch);
         let site_index = self.intern_site(&batch.site);
@@ -706,7 +820,7 @@ impl ClusterState {
             sensor.bindings_refused = sensor.bindings_refused.saturating_add(refused);
             sensor.hosts_refused = sensor.hosts_refused.saturating_add(hosts_refused);
         }
-        ApplyResponse { applied: true }
+        ApplyResponse { applied: true, batches: Vec::new() }
     }
 
     /// Update the sensor's watermark, recent ids and counters for an applied batch.

@@ -181,6 +181,10 @@ pub enum BatchReply {
     RetryLater { batch_id: Ulid, seq: u64, reason: String },
 }
 
+/// How a `RetryLater` reason starts when the node is not the Raft leader; a sensor seeing
+/// it moves on to its next configured aggregator address.
+pub const RETRY_NOT_LEADER: &str = "this node is not the Raft leader";
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("empty frame: the peer closed the stream before sending anything")]

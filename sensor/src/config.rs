@@ -84,6 +84,18 @@ pub struct UplinkSection {
     /// Name in the aggregator's node certificate.
     #[serde(default = "default_server_name")]
     pub server_name: String,
+    /// The cluster's other aggregator nodes (host:port), tried in order after `server` when
+    /// a node cannot be reached or is not the Raft leader. Their certificates must carry
+    /// `server_name` too.
+    #[serde(default)]
+    pub fallback_servers: Vec<String>,
+    /// Batches outstanding at once, each on its own QUIC stream.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_max_in_flight() -> usize {
+    crate::uplink::DEFAULT_MAX_IN_FLIGHT
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

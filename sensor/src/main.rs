@@ -95,6 +95,8 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
             uplink: UplinkSection {
                 server: a.server.clone().context("--server is required without --config")?,
                 server_name: "localhost".into(),
+                fallback_servers: Vec::new(),
+                max_in_flight: wardline_sensor::uplink::DEFAULT_MAX_IN_FLIGHT,
             },
             tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?, "sensor"),
             capture: CaptureSection::default(),
@@ -113,7 +115,13 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
         cfg.spool_dir = v.clone();
     }
     if let Some(v) = &a.server {
-        cfg.uplink.server = v.clone();
+        // `--server a:4433,b:4433,c:4433`: the first, then the others as fallbacks.
+        let mut list = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+        cfg.uplink.server = list.next().unwrap_or_default();
+        let rest: Vec<String> = list.collect();
+        if !rest.is_empty() {
+            cfg.uplink.fallback_servers = rest;
+        }
     }
     if let Some(v) = &a.server_name {
         cfg.uplink.server_name = v.clone();

@@ -138,18 +138,23 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
         format!("cannot open the spool at {} — is another sensor using it?", cfg.spool_dir.display())
     })?);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let server = rt
-        .block_on(tokio::net::lookup_host(&cfg.uplink.server))
-        .with_context(|| format!("cannot resolve aggregator address {}", cfg.uplink.server))?
-        .next()
-        .with_context(|| format!("aggregator address {} resolves to nothing", cfg.uplink.server))?;
-    let uplink_cfg = UplinkConfig::new(
+    let resolve = |name: &str| -> Result<std::net::SocketAddr> {
+        rt.block_on(tokio::net::lookup_host(name))
+            .with_context(|| format!("cannot resolve aggregator address {name}"))?
+            .next()
+            .with_context(|| format!("aggregator address {name} resolves to nothing"))
+    };
+    let server = resolve(&cfg.uplink.server)?;
+    let fallback_addrs = cfg.uplink.fallback_servers.iter().map(|s| resolve(s)).collect::<Result<Vec<_>>>()?;
+    let mut uplink_cfg = UplinkConfig::new(
         server,
         cfg.uplink.server_name.clone(),
         cfg.tls.cert.clone(),
         cfg.tls.key.clone(),
         cfg.tls.ca.clone(),
     );
+    uplink_cfg.fallback_addrs = fallback_addrs;
+    uplink_cfg.max_in_flight = cfg.uplink.max_in_flight.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let (up_stop_tx, up_stop_rx) = tokio::sync::watch::channel(false);
     let uplink_task = {

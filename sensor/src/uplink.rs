@@ -1,24 +1,32 @@
 //! Ships spooled batches to the aggregator over QUIC with mutual TLS.
 //!
-//! One batch at a time, oldest first, strictly in seq order, one bidirectional stream per
-//! batch (write the frame, finish, read one reply frame). A batch leaves the spool only
-//! on an Ack (`Spool::remove`) or a Rejected reply (`Spool::dead_letter`, kept for the
-//! operator); RetryLater and any transport failure keep it and retry after a capped
-//! exponential backoff. A crash anywhere in between re-sends the batch, which the
-//! aggregator recognises by (sensor, seq, ULID) and acks as a duplicate.
+//! Oldest first, strictly in seq order, one bidirectional stream per batch (write the
+//! frame, finish, read one reply frame), with up to `max_in_flight` batches outstanding on
+//! separate streams of one connection. Streams are opened in seq order and the aggregator
+//! hands a connection's batches on in stream order (decision 0016). A batch leaves the
+//! spool only on an Ack (`Spool::remove`) or a Rejected reply (`Spool::dead_letter`, kept
+//! for the operator); after RetryLater or a transport failure no new batch is sent, the
+//! replies of those in flight are collected, and sending restarts from the oldest spooled
+//! batch after a capped exponential backoff. A crash anywhere in between re-sends the
+//! batch, which the aggregator recognises by (sensor, seq, ULID) and acks as a duplicate.
+//!
+//! Several aggregator addresses may be configured: on a connection failure or a
+//! "not the Raft leader" reply the sensor moves on to the next one, and backs off only after
+//! trying them all.
 
 use crate::config::TlsPaths;
 use crate::spool::Spool;
 use anyhow::{Context, Result};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
-use wardline_common::wire::{decode_frame, encode_frame, Batch, BatchReply};
+use wardline_common::wire::{decode_frame, encode_frame, Batch, BatchReply, RETRY_NOT_LEADER};
 
 /// Largest reply frame accepted from the aggregator.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -36,7 +44,14 @@ pub struct UplinkConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the reply to one batch (the cluster commits before it acks).
     pub reply_timeout: Duration,
+    /// Further aggregator nodes, tried in order after `server_addr` (same server name).
+    pub fallback_addrs: Vec<SocketAddr>,
+    /// Batches outstanding at once, each on its own stream.
+    pub max_in_flight: usize,
 }
+
+/// Default number of batches outstanding at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
 impl UplinkConfig {
     pub fn new(server_addr: SocketAddr, server_name: String, cert: PathBuf, key: PathBuf, ca: PathBuf) -> Self {
@@ -48,7 +63,14 @@ impl UplinkConfig {
             backoff_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(60),
+            fallback_addrs: Vec::new(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// Every configured aggregator address, in the order they are tried.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.server_addr).chain(self.fallback_addrs.iter().copied()).collect()
     }
 }
 
@@ -65,6 +87,8 @@ pub struct UplinkStats {
     pub retry_later: u64,
     /// Sends that failed in transport (connection lost, timeout) and will be retried.
     pub send_failures: u64,
+    /// Moves to the next configured aggregator address (connection failed, not the leader).
+    pub failovers: u64,
 }
 
 /// Ship batches until `shutdown` resolves; waits for new batches when the spool is empty.
@@ -123,6 +147,12 @@ enum SendError {
     Other(String),
 }
 
+/// A batch on its way: its reply arrives through `reply`.
+struct InFlight {
+    batch: Batch,
+    reply: tokio::task::JoinHandle<std::result::Result<BatchReply, SendError>>,
+}
+
 async fn run(
     spool: Arc<Spool>,
     cfg: UplinkConfig,
@@ -130,6 +160,7 @@ async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<UplinkStats> {
     let client_config = crate::tls::quic_client_config(&cfg.tls).context("cannot set up uplink TLS")?;
+    let addrs = cfg.addresses();
     let bind: SocketAddr =
         if cfg.server_addr.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], 0)) } else { SocketAddr::from(([0u16; 8], 0)) };
     let mut endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket for the uplink")?;
@@ -139,44 +170,51 @@ async fn run(
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     let mut connection: Option<quinn::Connection> = None;
     let mut announced = false;
+    // Index into `addrs` of the node in use, and how many were tried since one answered.
+    let mut current = 0usize;
+    let mut tried = 0usize;
+    let window = cfg.max_in_flight.max(1);
     tokio::pin!(shutdown);
 
     'outer: loop {
-        let batch = match spool.oldest(1)?.into_iter().next() {
-            Some(b) => b,
-            None if until_empty => break,
-            None => {
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = spool.wait_for_push() => {}
-                    // Safety net: never rely on the notification alone.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
+        if spool.is_empty() {
+            if until_empty {
+                break;
             }
-        };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = spool.wait_for_push() => {}
+                // Safety net: never rely on the notification alone.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let server = addrs[current % addrs.len()];
 
         let conn = match connection.as_ref().filter(|c| c.close_reason().is_none()) {
             Some(c) => c.clone(),
             None => {
                 let attempt = tokio::select! {
                     _ = &mut shutdown => break 'outer,
-                    r = connect(&endpoint, &cfg) => r,
+                    r = connect(&endpoint, &cfg, server) => r,
                 };
                 match attempt {
                     Ok(c) => {
                         stats.connections += 1;
                         // With TLS 1.3 the server may still refuse our certificate after
                         // this point, so "connected" is announced on the first reply.
-                        debug!(server = %cfg.server_addr, "QUIC handshake done");
+                        debug!(%server, "QUIC handshake done");
                         announced = false;
                         connection = Some(c.clone());
                         c
                     }
                     Err(msg) => {
                         stats.connect_failures += 1;
-                        let wait = backoff.next();
-                        warn!("cannot connect to the aggregator at {}: {msg}; retrying in {wait:.1?}", cfg.server_addr);
+                        let wait = next_address(&addrs, &mut current, &mut tried, &mut backoff, &mut stats);
+                        warn!(
+                            "cannot connect to the aggregator at {server}: {msg}; trying {} in {wait:.1?}",
+                            addrs[current]
+                        );
                         tokio::select! {
                             _ = &mut shutdown => break 'outer,
                             _ = tokio::time::sleep(wait) => {}
@@ -187,85 +225,135 @@ async fn run(
             }
         };
 
-        stats.batches_sent += 1;
-        let result = tokio::select! {
-            // Interrupting here is safe: the batch is still spooled and will be re-sent.
-            _ = &mut shutdown => break 'outer,
-            r = send_batch(&conn, &batch, cfg.reply_timeout) => r,
-        };
-        if result.is_ok() && !announced {
-            announced = true;
-            info!(server = %cfg.server_addr, "connected to the aggregator");
-        }
-        match result {
-            Ok(BatchReply::Ack { batch_id, seq, duplicate }) if batch_id == batch.id && seq == batch.seq => {
-                wardline_common::fault::crash_point(wardline_common::fault::CrashPoint::SensorAfterAck, seq);
-                spool.remove(seq).with_context(|| format!("cannot remove acknowledged batch {seq} from the spool"))?;
-                stats.acked += 1;
-                if duplicate {
-                    stats.duplicates += 1;
-                    debug!(seq, "aggregator already had this batch (acked as duplicate)");
+        // One round: fill the window from the oldest spooled batch on, collect replies in
+        // order, refill while all goes well; stop sending at the first failure.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut queued: VecDeque<Batch> = VecDeque::new();
+        let mut last_sent = 0u64;
+        let mut failure: Option<Failure> = None;
+        // Set when the spool had nothing beyond what is in flight; the next round looks again.
+        let mut exhausted = false;
+        loop {
+            while failure.is_none() && in_flight.len() < window && !exhausted {
+                if queued.is_empty() {
+                    queued =
+                        spool.oldest(in_flight.len() + window)?.into_iter().filter(|b| b.seq > last_sent).collect();
+                    exhausted = queued.is_empty();
                 }
-                backoff.reset();
-            }
-            Ok(BatchReply::Rejected { batch_id, seq: _, reason }) if batch_id == batch.id || batch_id.is_nil() => {
-                stats.rejected += 1;
-                error!(
-                    seq = batch.seq,
-                    batch = %batch.id,
-                    "the aggregator refused this batch for good: {reason} — moved to the spool's dead-letter tree in {} \
-                     (kept for inspection, not re-sent)",
-                    spool.dir().display()
-                );
-                spool
-                    .dead_letter(batch.seq, &reason)
-                    .with_context(|| format!("cannot dead-letter batch {}", batch.seq))?;
-                backoff.reset();
-            }
-            Ok(BatchReply::RetryLater { reason, .. }) => {
-                stats.retry_later += 1;
-                let wait = backoff.next();
-                info!(seq = batch.seq, "aggregator asked to retry later ({reason}); retrying in {wait:.1?}");
-                tokio::select! {
+                let Some(batch) = queued.pop_front() else { break };
+                // Opening in seq order gives the streams ascending ids: the aggregator's order.
+                let opened = tokio::select! {
                     _ = &mut shutdown => break 'outer,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            Ok(other) => {
-                // A reply for another batch means the peer is confused; do not act on it.
-                stats.send_failures += 1;
-                warn!(
-                    seq = batch.seq,
-                    "aggregator replied about a different batch ({other:?}); reconnecting and re-sending"
-                );
-                if let Some(c) = connection.take() {
-                    c.close(0u32.into(), b"reply for a different batch");
-                }
-                let wait = backoff.next();
-                tokio::select! {
-                    _ = &mut shutdown => break 'outer,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            Err(e) => {
-                stats.send_failures += 1;
-                let msg = match e {
-                    SendError::Connection(e) => explain_connection_error(&e, &cfg),
-                    SendError::Other(m) => m,
+                    r = conn.open_bi() => r,
                 };
+                match opened {
+                    Ok((send, recv)) => {
+                        stats.batches_sent += 1;
+                        last_sent = batch.seq;
+                        let (b, timeout) = (batch.clone(), cfg.reply_timeout);
+                        let reply = tokio::spawn(async move { exchange(send, recv, &b, timeout).await });
+                        in_flight.push_back(InFlight { batch, reply });
+                    }
+                    Err(e) => failure = Some(Failure::Transport(explain_connection_error(&e, &cfg), batch.seq)),
+                }
+            }
+            let Some(InFlight { batch, reply }) = in_flight.pop_front() else { break };
+            let result = tokio::select! {
+                // Interrupting here is safe: the batches are still spooled and will be re-sent.
+                _ = &mut shutdown => break 'outer,
+                r = reply => r.unwrap_or_else(|e| Err(SendError::Other(format!("send task failed: {e}")))),
+            };
+            if result.is_ok() && !announced {
+                announced = true;
+                tried = 0;
+                info!(%server, "connected to the aggregator");
+            }
+            match result {
+                Ok(BatchReply::Ack { batch_id, seq, duplicate }) if batch_id == batch.id && seq == batch.seq => {
+                    wardline_common::fault::crash_point(wardline_common::fault::CrashPoint::SensorAfterAck, seq);
+                    spool
+                        .remove(seq)
+                        .with_context(|| format!("cannot remove acknowledged batch {seq} from the spool"))?;
+                    stats.acked += 1;
+                    if duplicate {
+                        stats.duplicates += 1;
+                        debug!(seq, "aggregator already had this batch (acked as duplicate)");
+                    }
+                    if failure.is_none() {
+                        backoff.reset();
+                    }
+                }
+                Ok(BatchReply::Rejected { batch_id, seq: _, reason }) if batch_id == batch.id || batch_id.is_nil() => {
+                    stats.rejected += 1;
+                    error!(
+                        seq = batch.seq,
+                        batch = %batch.id,
+                        "the aggregator refused this batch for good: {reason} — moved to the spool's dead-letter tree in {} \
+                         (kept for inspection, not re-sent)",
+                        spool.dir().display()
+                    );
+                    spool
+                        .dead_letter(batch.seq, &reason)
+                        .with_context(|| format!("cannot dead-letter batch {}", batch.seq))?;
+                }
+                Ok(BatchReply::RetryLater { reason, .. }) => {
+                    stats.retry_later += 1;
+                    if failure.is_none() {
+                        failure = Some(if reason.starts_with(RETRY_NOT_LEADER) {
+                            Failure::NotLeader(reason, batch.seq)
+                        } else {
+                            Failure::RetryLater(reason, batch.seq)
+                        });
+                    }
+                }
+                Ok(other) => {
+                    // A reply for another batch means the peer is confused; do not act on it.
+                    stats.send_failures += 1;
+                    let msg = format!("aggregator replied about a different batch ({other:?})");
+                    failure.get_or_insert(Failure::Transport(msg, batch.seq));
+                }
+                Err(e) => {
+                    stats.send_failures += 1;
+                    let msg = match e {
+                        SendError::Connection(e) => explain_connection_error(&e, &cfg),
+                        SendError::Other(m) => m,
+                    };
+                    failure.get_or_insert(Failure::Transport(msg, batch.seq));
+                }
+            }
+        }
+
+        let Some(failure) = failure else { continue };
+        let wait = match &failure {
+            Failure::RetryLater(reason, seq) => {
                 let wait = backoff.next();
-                warn!(
-                    seq = batch.seq,
-                    "sending a batch failed: {msg}; the batch stays spooled, retrying in {wait:.1?}"
-                );
+                info!(seq, "aggregator asked to retry later ({reason}); retrying in {wait:.1?}");
+                wait
+            }
+            Failure::NotLeader(reason, seq) => {
+                if let Some(c) = connection.take() {
+                    c.close(0u32.into(), b"moving to the leader");
+                }
+                let wait = next_address(&addrs, &mut current, &mut tried, &mut backoff, &mut stats);
+                info!(seq, "{server} is not the leader ({reason}); trying {} in {wait:.1?}", addrs[current]);
+                wait
+            }
+            Failure::Transport(msg, seq) => {
                 if let Some(c) = connection.take() {
                     c.close(0u32.into(), b"sensor reconnecting");
                 }
-                tokio::select! {
-                    _ = &mut shutdown => break 'outer,
-                    _ = tokio::time::sleep(wait) => {}
-                }
+                let wait = next_address(&addrs, &mut current, &mut tried, &mut backoff, &mut stats);
+                warn!(
+                    seq,
+                    "sending to the aggregator at {server} failed: {msg}; the batch stays spooled, trying {} in {wait:.1?}",
+                    addrs[current]
+                );
+                wait
             }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break 'outer,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 
@@ -276,9 +364,42 @@ async fn run(
     Ok(stats)
 }
 
-async fn connect(endpoint: &quinn::Endpoint, cfg: &UplinkConfig) -> std::result::Result<quinn::Connection, String> {
+/// Why a round stopped sending (reason, seq of the batch it concerned).
+enum Failure {
+    RetryLater(String, u64),
+    NotLeader(String, u64),
+    Transport(String, u64),
+}
+
+/// Move to the next address; wait briefly while untried addresses remain, and back off
+/// once every one was tried since the last that answered.
+fn next_address(
+    addrs: &[SocketAddr],
+    current: &mut usize,
+    tried: &mut usize,
+    backoff: &mut Backoff,
+    stats: &mut UplinkStats,
+) -> Duration {
+    *tried += 1;
+    if addrs.len() > 1 {
+        *current = (*current + 1) % addrs.len();
+        stats.failovers += 1;
+    }
+    if *tried < addrs.len() {
+        Duration::from_millis(50)
+    } else {
+        *tried = 0;
+        backoff.next()
+    }
+}
+
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    cfg: &UplinkConfig,
+    server: SocketAddr,
+) -> std::result::Result<quinn::Connection, String> {
     let connecting = endpoint
-        .connect(cfg.server_addr, &cfg.server_name)
+        .connect(server, &cfg.server_name)
         .map_err(|e| format!("cannot start a connection ({e}); check uplink.server and uplink.server_name"))?;
     match tokio::time::timeout(cfg.connect_timeout, connecting).await {
         Err(_) => Err(format!(
@@ -290,13 +411,13 @@ async fn connect(endpoint: &quinn::Endpoint, cfg: &UplinkConfig) -> std::result:
     }
 }
 
-async fn send_batch(
-    conn: &quinn::Connection,
+async fn exchange(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
     batch: &Batch,
     reply_timeout: Duration,
 ) -> std::result::Result<BatchReply, SendError> {
     let frame = encode_frame(batch).map_err(|e| SendError::Other(format!("cannot encode batch {}: {e}", batch.seq)))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(SendError::Connection)?;
     match send.write_all(&frame).await {
         Ok(()) => {
             let _ = send.finish();

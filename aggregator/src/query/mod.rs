@@ -120,7 +120,7 @@ impl QueryService {
                 })
             })
             .await;
-        Ok(TotalsView { replicated, store })
+        Ok(TotalsView { replicated, store, outbox: self.ingest_stats.outbox.view() })
     }
 
     /// Replicated sensor records and this node's ingest counters.

@@ -271,6 +271,8 @@ pub struct TotalsView {
     pub replicated: ReplicatedFlowTotals,
     /// The flow store's deduplicated totals.
     pub store: FlowTotals,
+    /// Flow rows committed but not yet in the flow store (decision 0016).
+    pub outbox: crate::outbox::OutboxView,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

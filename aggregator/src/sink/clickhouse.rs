@@ -229,6 +229,23 @@ impl ClickHouseSink {
         self.run(&op, write_all).await
     }
 
+    /// One INSERT of many rows. No "already stored?" check: a repeated tail after a leader
+    /// change adds parts that `ReplacingMergeTree` collapses, and every read uses `FINAL`.
+    async fn insert_rows(&self, rows: &[FlowRow]) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let op = format!("inserting {} flow rows from the outbox", rows.len());
+        let write_all = || async {
+            let mut insert = self.client.insert::<FlowRow>(FLOWS_TABLE).await?;
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        };
+        self.run(&op, write_all).await
+    }
+
     async fn fetch_flows(&self, q: &FlowQuery) -> Result<Vec<FlowRow>, SinkError> {
         let q = q.normalize()?;
         let mut sql = String::from("SELECT ?fields FROM flows FINAL WHERE 1 = 1");
@@ -285,6 +302,10 @@ impl FlowSink for ClickHouseSink {
         flows: &'a [FlowRecord],
     ) -> SinkFuture<'a, ()> {
         Box::pin(self.write_rows(batch_id, sensor_id, site, flows))
+    }
+
+    fn write_rows<'a>(&'a self, rows: &'a [FlowRow]) -> SinkFuture<'a, ()> {
+        Box::pin(self.insert_rows(rows))
     }
 
     fn query_flows<'a>(&'a self, q: &'a FlowQuery) -> SinkFuture<'a, Vec<FlowRow>> {

@@ -91,6 +91,29 @@ impl EmbeddedSink {
         Ok(())
     }
 
+    async fn store_rows(&self, rows: &[FlowRow]) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for row in rows {
+            let batch_id: Ulid = row
+                .batch_id
+                .parse()
+                .map_err(|e| self.error(format!("writing a row of batch {:?}", row.batch_id), e))?;
+            let value = bincode::serde::encode_to_vec(row, bincode_config())
+                .map_err(|e| self.error(format!("encoding flow {} of batch {batch_id}", row.idx), e))?;
+            batch.insert(&row_key(batch_id, row.idx)[..], value);
+        }
+        self.flows.apply_batch(batch).map_err(|e| self.error(format!("writing {} outbox rows", rows.len()), e))?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| self.error("flushing outbox rows to disk", e))?
+            .map_err(|e| self.error("flushing outbox rows to disk", e))?;
+        Ok(())
+    }
+
     /// Every stored row, decoded. A value that does not decode is an error naming its key.
     fn scan(&self) -> impl Iterator<Item = Result<FlowRow, SinkError>> + '_ {
         self.flows.iter().map(move |item| {
@@ -142,6 +165,10 @@ impl FlowSink for EmbeddedSink {
         flows: &'a [FlowRecord],
     ) -> SinkFuture<'a, ()> {
         Box::pin(self.write_rows(batch_id, sensor_id, site, flows))
+    }
+
+    fn write_rows<'a>(&'a self, rows: &'a [FlowRow]) -> SinkFuture<'a, ()> {
+        Box::pin(self.store_rows(rows))
     }
 
     fn query_flows<'a>(&'a self, q: &'a FlowQuery) -> SinkFuture<'a, Vec<FlowRow>> {

@@ -45,6 +45,11 @@ pub trait FlowSink: Send + Sync {
         flows: &'a [FlowRecord],
     ) -> SinkFuture<'a, ()>;
 
+    /// Store already-built rows in one large write (the outbox drain, decision 0016).
+    /// Idempotent by row key (sensor, batch id, index) like `write_batch`; resolves once
+    /// the rows are durable.
+    fn write_rows<'a>(&'a self, rows: &'a [FlowRow]) -> SinkFuture<'a, ()>;
+
     /// Flows matching every given filter, newest (`first_seen_us`) first.
     fn query_flows<'a>(&'a self, q: &'a FlowQuery) -> SinkFuture<'a, Vec<FlowRow>>;
 
