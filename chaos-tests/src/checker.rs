@@ -130,9 +130,17 @@ pub fn check(
             let gaps = rec["seq_gaps"].as_u64().unwrap_or(0);
             node_applied += applied;
             if last < want {
-                v.lost = v.lost.max(want - last);
                 v.problems
                     .push(format!("node {}: sensor {sensor} acked {want} batches, watermark only {last}", n.node_id));
+            }
+            if applied < want {
+                v.lost = v.lost.max(want - applied);
+                if last >= want {
+                    v.problems.push(format!(
+                        "node {}: sensor {sensor} acked {want} batches, only {applied} applied (the watermark passed the rest)",
+                        n.node_id
+                    ));
+                }
             }
             if applied > last {
                 v.duplicated = v.duplicated.max(applied - last);
@@ -244,6 +252,14 @@ mod tests {
         assert_eq!((v.lost, v.duplicated, v.applied), (1, 1, 3));
         assert!(v.problems.iter().any(|p| p.contains("node 2") && p.contains("watermark only 3")), "{:?}", v.problems);
         assert!(v.problems.iter().any(|p| p.contains("node 3") && p.contains("applied twice")), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn batches_passed_by_the_watermark_count_as_lost() {
+        // Seq 4 applied before 3: the watermark says 4, yet batch 3 was never applied.
+        let v = check(&acked(4), &[node(1, 4, 3, 5)], &truth(), None, &[], None);
+        assert_eq!(v.lost, 1);
+        assert!(v.problems.iter().any(|p| p.contains("only 3 applied")), "{:?}", v.problems);
     }
 
     #[test]

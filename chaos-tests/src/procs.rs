@@ -133,6 +133,9 @@ pub struct Aggregator {
     pub extra_args: Vec<String>,
     /// Extra environment for every start (e.g. libfaketime for the clock-jump nemesis).
     pub extra_env: Vec<(String, String)>,
+    /// Started without `--init`: the node waits for `cluster join`, so its first start waits
+    /// only for its API, not for a leader.
+    pub joiner: bool,
     child: Option<Child>,
     starts: u32,
 }
@@ -149,8 +152,21 @@ impl Aggregator {
         clickhouse_url: Option<String>,
         extra_env: Vec<(String, String)>,
     ) -> Result<Aggregator> {
+        let mut a = Self::prepare(fleet, node_id, clickhouse_url, extra_env)?;
+        a.spawn()?;
+        Ok(a)
+    }
+
+    /// Certificates, ports and folders of a node, not started yet: set `joiner`,
+    /// `extra_args` (e.g. `--advertise-raft` through a fault proxy), then [`launch`](Self::launch).
+    pub fn prepare(
+        fleet: &Fleet,
+        node_id: u64,
+        clickhouse_url: Option<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Result<Aggregator> {
         let tls_dir = fleet.issue_node(node_id)?;
-        let mut a = Aggregator {
+        Ok(Aggregator {
             node_id,
             data_dir: tls_dir.join("data"),
             tls_dir,
@@ -162,11 +178,15 @@ impl Aggregator {
             fault: None,
             extra_args: Vec::new(),
             extra_env,
+            joiner: false,
             child: None,
             starts: 0,
-        };
-        a.spawn()?;
-        Ok(a)
+        })
+    }
+
+    /// Start a [`prepare`](Self::prepare)d node.
+    pub fn launch(&mut self) -> Result<()> {
+        self.spawn()
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -175,7 +195,7 @@ impl Aggregator {
         let mut cmd = Command::new(bin("wardline-aggregator"));
         // --init: each node founds its own one-node cluster on first start (what nodes did
         // before `cluster join` existed); a restart resumes it.
-        cmd.args(["run", "--init", "--node-id", &self.node_id.to_string()])
+        cmd.args(["run", "--node-id", &self.node_id.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--tls-dir")
@@ -190,6 +210,9 @@ impl Aggregator {
         if let Some(u) = &self.clickhouse_url {
             cmd.args(["--clickhouse-url", u]);
         }
+        if !self.joiner {
+            cmd.arg("--init");
+        }
         cmd.args(&self.extra_args);
         cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         match &self.fault {
@@ -197,7 +220,25 @@ impl Aggregator {
             None => cmd.env_remove("WARDLINE_FAULT"),
         };
         self.child = Some(cmd.spawn().context("cannot start wardline-aggregator")?);
+        if self.joiner && self.starts == 1 {
+            return self.wait_api(Duration::from_secs(60));
+        }
         self.wait_ready(Duration::from_secs(60))
+    }
+
+    /// Wait until the node's API answers (it may not know a leader yet).
+    pub fn wait_api(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.get("/healthz").is_err() {
+            if self.exited() {
+                bail!("aggregator exited during start-up:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("aggregator API not up after {timeout:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     pub fn api(&self) -> String {

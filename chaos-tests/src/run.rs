@@ -28,7 +28,7 @@ pub const SEED_ENV: &str = "WARDLINE_CHAOS_SEED";
 pub struct RunSpec {
     pub nemesis: Nemesis,
     pub seed: u64,
-    /// Cluster size (1 until the cluster lifecycle CLI lands; see docs/chaos.md).
+    /// Cluster size: node 1 initialises, the others join (`wardline-aggregator cluster join`).
     pub nodes: usize,
     /// Sensors, each shipping its own generated ward capture from its own site.
     pub sensors: usize,
@@ -47,7 +47,7 @@ impl RunSpec {
         RunSpec {
             nemesis,
             seed,
-            nodes: 1,
+            nodes: 3,
             sensors: 2,
             fault_for: Duration::from_secs(3),
             max_events: 3,
@@ -153,8 +153,11 @@ struct Rig {
     fleet: Fleet,
     ch: Option<ClickHouseServer>,
     nodes: Vec<Aggregator>,
-    /// One UDP proxy per sensor in front of its node's QUIC listener.
+    /// UDP proxies in front of the nodes' QUIC listeners, one per (sensor, node).
     sensor_links: Vec<FaultProxy>,
+    /// TCP proxies in front of each node's Raft listener (peers reach a node through its
+    /// proxy: the address it advertises), for flaky Raft links.
+    raft_links: Vec<FaultProxy>,
     disk: Option<SmallDisk>,
     clock: Option<FakeClock>,
     rng: ChaCha8Rng,
@@ -211,6 +214,14 @@ impl Rig {
         Ok(match nemesis {
             Nemesis::KillLeader => {
                 let i = self.leader_index();
+                eprintln!("chaos: killing leader node {}", self.nodes[i].node_id);
+                self.nodes[i].kill9();
+                vec![Injected::Killed(i)]
+            }
+            Nemesis::KillFollower if self.nodes.len() > 1 => {
+                let leader = self.leader_index();
+                let i = (leader + 1 + self.rng.gen_range(0..self.nodes.len() - 1)) % self.nodes.len();
+                eprintln!("chaos: killing follower node {}", self.nodes[i].node_id);
                 self.nodes[i].kill9();
                 vec![Injected::Killed(i)]
             }
@@ -231,6 +242,10 @@ impl Rig {
                 };
                 eprintln!("chaos: flaky links {f:?}");
                 self.sensor_links.iter().for_each(|p| p.handle().set(f.clone()));
+                // Raft links get the same delays and loss (as TCP stalls); duplicates and
+                // reordering do not exist inside a TCP stream.
+                let tcp = Faults { duplicate: 0.0, reorder: 0.0, ..f.clone() };
+                self.raft_links.iter().for_each(|p| p.handle().set(tcp.clone()));
                 vec![Injected::Links]
             }
             Nemesis::PartitionSensors => {
@@ -282,7 +297,7 @@ impl Rig {
             match i {
                 Injected::Killed(n) => self.nodes[n].start_again()?,
                 Injected::Paused(pid) => signal(pid, libc::SIGCONT)?,
-                Injected::Links => self.sensor_links.iter().for_each(|p| p.handle().heal()),
+                Injected::Links => self.sensor_links.iter().chain(&self.raft_links).for_each(|p| p.handle().heal()),
                 Injected::ClickHouseDown => self.ch.as_mut().context("ClickHouse")?.restart()?,
                 Injected::DiskFull => self.disk.as_mut().context("disk")?.free()?,
                 // And back: a backward jump is the harder half.
@@ -351,13 +366,9 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     } else {
         None
     };
-    if spec.nodes != 1 {
-        bail!("runs of {} nodes need the cluster lifecycle CLI, not merged yet; use 1", spec.nodes);
-    }
     // Node 1 runs under libfaketime when its clock is to jump.
     let clock = if spec.nemesis == Nemesis::ClockJump { FakeClock::new(fleet.path()) } else { None };
-    let env = clock.as_ref().map(FakeClock::env).unwrap_or_default();
-    let nodes = vec![Aggregator::start_with_env(&fleet, 1, ch.as_ref().map(|c| c.http_url.clone()), env)?];
+    let (nodes, raft_links) = start_cluster(&fleet, spec.nodes, ch.as_ref(), clock.as_ref(), &mut rng)?;
 
     // Captures: one ward per sensor, each its own seed and site; the truth is their union.
     let mut truth = serde_json::json!({"devices": [], "flows": []});
@@ -373,23 +384,43 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         }
         let id = format!("ward-{s}");
         let site = format!("site-{s}");
-        let link = FaultProxy::start(Transport::Udp, "127.0.0.1:0".parse()?, nodes[0].quic_addr().parse()?, rng.gen())?;
+        // One proxy per node this sensor may reach; the first node is its preferred one.
+        let mut links = Vec::new();
+        for k in 0..nodes.len() {
+            let node = &nodes[(s + k) % nodes.len()];
+            links.push(FaultProxy::start(
+                Transport::Udp,
+                "127.0.0.1:0".parse()?,
+                node.quic_addr().parse()?,
+                rng.gen(),
+            )?);
+        }
         let cfg = Sensor::write_config(
             &fleet,
             &SensorSpec {
                 sensor_id: &id,
                 site: &site,
                 tls_dir: fleet.issue_sensor(&id, &site)?,
-                server: link.listen.to_string(),
+                server: links[0].listen.to_string(),
                 pcaps: vec![pcap],
                 max_events: spec.max_events,
             },
         )?;
-        sensor_links.push(link);
+        if links.len() > 1 {
+            // The other nodes, tried after `server` (sensor failover over an address list).
+            let others: Vec<String> = links[1..].iter().map(|l| format!("{:?}", l.listen.to_string())).collect();
+            let text = std::fs::read_to_string(&cfg)?.replacen(
+                "[uplink]\n",
+                &format!("[uplink]\nfallback_servers = [{}]\n", others.join(", ")),
+                1,
+            );
+            std::fs::write(&cfg, text)?;
+        }
+        sensor_links.extend(links);
         sensors.push((id.clone(), cfg));
         sensor_ids.push(id);
     }
-    let mut rig = Rig { fleet, ch, nodes, sensor_links, disk, clock, rng };
+    let mut rig = Rig { fleet, ch, nodes, sensor_links, raft_links, disk, clock, rng };
     let monitor = Monitor::start(rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
     let mut running = Vec::new();
     for (id, cfg) in &sensors {
@@ -423,11 +454,24 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         let n = spooled_batches(&s.log_text()).with_context(|| format!("sensor {id} logged no batch count"))?;
         acked.insert(id.clone(), n);
     }
-    // Every node catches up before it is read (a follower may lag the leader).
+    // Every node catches up before it is read (a follower may lag the leader), and the
+    // flow outbox drains to ClickHouse (its rows are written after the ack).
     let total: u64 = acked.values().sum();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while monitor.applied_now() < total && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+    for n in &rig.nodes {
+        loop {
+            let applied: u64 = n
+                .get("/api/v1/sensors")
+                .ok()
+                .and_then(|v| v["sensors"].as_object().map(|m| m.values().filter_map(|r| r["last_seq"].as_u64()).sum()))
+                .unwrap_or(0);
+            let t = n.get("/api/v1/flows/totals").unwrap_or_default();
+            let drained = t["store"]["packets"] == t["replicated"]["packets"];
+            if (applied >= total && drained) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     let recovery = monitor.recovery_after(healed_at);
     let samples = monitor.finish();
@@ -453,6 +497,46 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         line = format!("{} seed={} skipped: {why}", spec.nemesis.name(), spec.seed);
     }
     Ok(Outcome { verdict, restarted, line, skipped })
+}
+
+/// Start `count` nodes: node 1 initialises the cluster, the others join it through the
+/// `cluster join` CLI. Each node's Raft listener sits behind a TCP fault proxy that peers
+/// reach it by. Returns the nodes and those proxies.
+fn start_cluster(
+    fleet: &Fleet,
+    count: usize,
+    ch: Option<&ClickHouseServer>,
+    clock: Option<&FakeClock>,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<Aggregator>, Vec<FaultProxy>)> {
+    let mut nodes: Vec<Aggregator> = Vec::new();
+    let mut proxies = Vec::new();
+    for id in 1..=count as u64 {
+        let env = if id == 1 { clock.map(FakeClock::env).unwrap_or_default() } else { Vec::new() };
+        let mut node = Aggregator::prepare(fleet, id, ch.map(|c| c.http_url.clone()), env)?;
+        let proxy = FaultProxy::start(
+            Transport::Tcp,
+            "127.0.0.1:0".parse()?,
+            format!("127.0.0.1:{}", node.raft_port).parse()?,
+            rng.gen(),
+        )?;
+        node.extra_args = vec!["--advertise-raft".into(), proxy.listen.to_string()];
+        node.joiner = id > 1;
+        node.launch()?;
+        if id > 1 {
+            crate::procs::run_ok(
+                std::process::Command::new(crate::procs::bin("wardline-aggregator"))
+                    .args(["cluster", "join", "--api", &nodes[0].api(), "--node-id", &id.to_string()])
+                    .args(["--raft-addr", &proxy.listen.to_string()])
+                    .args(["--api-addr", &format!("127.0.0.1:{}", node.api_port)])
+                    .args(["--ingest-addr", &node.quic_addr()]),
+            )
+            .with_context(|| format!("node {id} could not join the cluster"))?;
+        }
+        nodes.push(node);
+        proxies.push(proxy);
+    }
+    Ok((nodes, proxies))
 }
 
 fn generate(fleet: &Fleet, seed: u64, scale: u32, name: &str) -> Result<(std::path::PathBuf, Value)> {
