@@ -42,7 +42,7 @@ for n in 1 2 3; do
 done
 for s in 1 2; do
   "$agg" admin issue-sensor --ca-dir "$out/ca" --sensor-id "ward-$s" --site "site-$s" --out-dir "$out/sensor$s" >/dev/null
-  "$sim" --scenario ward --seed "$s" --out "$out/ward$s.pcap" >/dev/null
+  "$sim" --scenario ward --seed "$s" --scale 3 --out "$out/ward$s.pcap" >/dev/null
 done
 
 declare -A node_pid
@@ -78,12 +78,29 @@ done
 "$agg" cluster status --api "$(api 1)"
 
 servers="127.0.0.1:$(quic_port 1),127.0.0.1:$(quic_port 2),127.0.0.1:$(quic_port 3)"
-echo "== two sensors ship their captures to $servers"
+echo "== two sensors ship their captures; each knows all three nodes ($servers)"
 spids=()
 for s in 1 2; do
-  "$sensor" run --sensor-id "ward-$s" --site "site-$s" --spool-dir "$out/sensor$s/spool" \
-    --tls-dir "$out/sensor$s" --server "$servers" --pcap "$out/ward$s.pcap" --exit-when-drained \
-    >"$out/sensor$s.log" 2>&1 &
+  # Small batches (4 flows) so the capture makes many of them and the kill lands mid-stream.
+  cat >"$out/sensor$s.toml" <<TOML
+sensor_id = "ward-$s"
+site = "site-$s"
+spool_dir = "$out/sensor$s/spool"
+[uplink]
+server = "127.0.0.1:$(quic_port 1)"
+fallback_servers = ["127.0.0.1:$(quic_port 2)", "127.0.0.1:$(quic_port 3)"]
+server_name = "localhost"
+[tls]
+cert = "$out/sensor$s/sensor.pem"
+key = "$out/sensor$s/sensor.key"
+ca = "$out/sensor$s/ca.pem"
+[capture]
+files = ["$out/ward$s.pcap"]
+[batch]
+max_events = 4
+interval_secs = 5
+TOML
+  "$sensor" run --config "$out/sensor$s.toml" --exit-when-drained >"$out/sensor$s.log" 2>&1 &
   spids+=($!)
   pids+=($!)
 done
@@ -92,13 +109,15 @@ done
 applied() { curl -sf "$(api "$1")/api/v1/sensors" | python3 -c 'import json,sys; print(sum(r["batches_applied"] for r in json.load(sys.stdin)["sensors"].values()))' 2>/dev/null || echo 0; }
 leader() { curl -sf "$(api "$1")/api/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin)["current_leader"] or "")' 2>/dev/null || true; }
 for _ in $(seq 1 300); do
-  (($(applied 1) >= 5)) && break
-  sleep 0.1
+  (($(applied 1) >= 20)) && break
+  sleep 0.05
 done
 victim=$(leader 1)
 [[ -z "$victim" ]] && victim=1
-echo "== kill -9 of the leader, node $victim, after $(applied "$victim") batches"
+at=$(applied "$victim")
 kill -9 "${node_pid[$victim]}"
+wait "${node_pid[$victim]}" 2>/dev/null || true
+echo "== kill -9 of the leader, node $victim, after $at batches"
 t0=$(date +%s.%N)
 survivor=$((victim % 3 + 1))
 for _ in $(seq 1 200); do
@@ -125,13 +144,16 @@ for n in 1 2 3; do
 done
 python3 - "$out/ward1.pcap.truth.json" "$out/ward2.pcap.truth.json" <<'PY'
 import json, sys
-devices = packets = bytes_ = 0
+macs = set()
+packets = bytes_ = 0
 for p in sys.argv[1:]:
     t = json.load(open(p))
-    devices += len(t["devices"])
+    # The generator reuses its MAC plan, so both wards' devices share MACs: one device each.
+    macs.update(d["mac"] for d in t["devices"])
     for f in t["flows"]:
         packets += f["packets_ab"] + f["packets_ba"]
         bytes_ += f["bytes_ab"] + f["bytes_ba"]
+devices = len(macs)
 print(f"{'truth':<6} {devices:<9} {'':<8} {'':<10} {packets:<12} {bytes_:<14}")
 PY
 echo

@@ -85,7 +85,10 @@ impl Nemesis {
     pub fn combinable(nodes: usize) -> Vec<Nemesis> {
         Nemesis::ALL
             .into_iter()
-            .filter(|n| !matches!(n, Nemesis::Random | Nemesis::ClockJump | Nemesis::FullDisk))
+            // Each of these changes how the cluster is built or who is in it.
+            .filter(|n| {
+                !matches!(n, Nemesis::Random | Nemesis::ClockJump | Nemesis::FullDisk | Nemesis::MembershipChange)
+            })
             .filter(|n| n.min_nodes() <= nodes)
             .collect()
     }

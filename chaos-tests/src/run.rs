@@ -145,6 +145,8 @@ enum Injected {
     ClickHouseDown,
     DiskFull,
     ClockJumped,
+    /// A membership change: nothing to heal.
+    Replaced,
     Skipped(String),
 }
 
@@ -225,6 +227,40 @@ impl Rig {
                 self.nodes[i].kill9();
                 vec![Injected::Killed(i)]
             }
+            Nemesis::MembershipChange if self.nodes.len() >= 3 => {
+                // Replace a follower by a fresh node while the sensors stream.
+                let leader = self.leader_index();
+                let old = (leader + 1) % self.nodes.len();
+                let old_id = self.nodes[old].node_id;
+                let new_id = self.nodes.iter().map(|n| n.node_id).max().unwrap_or(0) + 1;
+                let mut node =
+                    Aggregator::prepare(&self.fleet, new_id, self.ch.as_ref().map(|c| c.http_url.clone()), vec![])?;
+                let proxy = FaultProxy::start(
+                    Transport::Tcp,
+                    "127.0.0.1:0".parse()?,
+                    format!("127.0.0.1:{}", node.raft_port).parse()?,
+                    self.rng.gen(),
+                )?;
+                node.extra_args = vec!["--advertise-raft".into(), proxy.listen.to_string()];
+                node.joiner = true;
+                node.launch()?;
+                eprintln!("chaos: replacing node {old_id} by node {new_id}");
+                crate::procs::run_ok(
+                    std::process::Command::new(crate::procs::bin("wardline-aggregator"))
+                        .args(["cluster", "replace", "--api", &self.nodes[leader].api()])
+                        .args(["--old", &old_id.to_string(), "--new", &new_id.to_string()])
+                        .args(["--raft-addr", &proxy.listen.to_string()])
+                        .args(["--api-addr", &format!("127.0.0.1:{}", node.api_port)])
+                        .args(["--ingest-addr", &node.quic_addr()]),
+                )
+                .with_context(|| format!("replacing node {old_id} by node {new_id}"))?;
+                // The removed node leaves the run: it is no longer checked.
+                let mut gone = self.nodes.remove(old);
+                gone.kill9();
+                self.nodes.push(node);
+                self.raft_links.push(proxy);
+                vec![Injected::Replaced]
+            }
             Nemesis::PauseLeader => {
                 let i = self.leader_index();
                 let pid = self.nodes[i].pid().context("leader not running")?;
@@ -302,7 +338,7 @@ impl Rig {
                 Injected::DiskFull => self.disk.as_mut().context("disk")?.free()?,
                 // And back: a backward jump is the harder half.
                 Injected::ClockJumped => self.clock.as_ref().context("clock")?.set(0)?,
-                Injected::Skipped(_) => {}
+                Injected::Skipped(_) | Injected::Replaced => {}
             }
         }
         // A node that died of the fault, or whose Raft core stopped for good (a storage

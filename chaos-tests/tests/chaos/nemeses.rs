@@ -41,6 +41,16 @@ fn chaos_kill_leader() {
 }
 
 #[test]
+fn chaos_kill_follower() {
+    short(Nemesis::KillFollower);
+}
+
+#[test]
+fn chaos_membership_change() {
+    short(Nemesis::MembershipChange);
+}
+
+#[test]
 fn chaos_pause_leader() {
     short(Nemesis::PauseLeader);
 }
