@@ -81,6 +81,11 @@ impl Nemesis {
         }
     }
 
+    /// Whether the run puts each node in its own network namespace (partitions cut links).
+    pub fn needs_netns(self) -> bool {
+        matches!(self, Nemesis::PartitionLeader | Nemesis::IsolateMinority | Nemesis::Random)
+    }
+
     /// The nemeses a Random run combines from, on a cluster of `nodes`.
     pub fn combinable(nodes: usize) -> Vec<Nemesis> {
         Nemesis::ALL

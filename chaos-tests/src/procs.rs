@@ -136,6 +136,8 @@ pub struct Aggregator {
     /// Started without `--init`: the node waits for `cluster join`, so its first start waits
     /// only for its API, not for a leader.
     pub joiner: bool,
+    /// Network namespace to run the node in (`ip netns exec`), for partition nemeses.
+    pub netns: Option<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -179,6 +181,7 @@ impl Aggregator {
             extra_args: Vec::new(),
             extra_env,
             joiner: false,
+            netns: None,
             child: None,
             starts: 0,
         })
@@ -192,7 +195,15 @@ impl Aggregator {
     fn spawn(&mut self) -> Result<()> {
         self.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(bin("wardline-aggregator"));
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the node, so the child's pid is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("wardline-aggregator"));
+                c
+            }
+            None => Command::new(bin("wardline-aggregator")),
+        };
         // --init: each node founds its own one-node cluster on first start (what nodes did
         // before `cluster join` existed); a restart resumes it.
         cmd.args(["run", "--node-id", &self.node_id.to_string()])

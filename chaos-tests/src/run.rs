@@ -10,12 +10,15 @@ use crate::disk::SmallDisk;
 use crate::expect::{tsv_flows, CLICKHOUSE_FLOWS_SQL};
 use crate::fault_proxy::{FaultProxy, Faults, Transport};
 use crate::nemesis::Nemesis;
+use crate::netns::{in_namespace, NetLab, BRIDGE_ADDR};
 use crate::procs::{Aggregator, Fleet, Sensor, SensorSpec};
 use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,6 +148,8 @@ enum Injected {
     ClickHouseDown,
     DiskFull,
     ClockJumped,
+    /// Nodes whose namespace link is down.
+    Isolated(Vec<usize>),
     /// A membership change: nothing to heal.
     Replaced,
     Skipped(String),
@@ -160,8 +165,13 @@ struct Rig {
     /// TCP proxies in front of each node's Raft listener (peers reach a node through its
     /// proxy: the address it advertises), for flaky Raft links.
     raft_links: Vec<FaultProxy>,
+    /// Proxies that only carry traffic into and out of namespaces.
+    #[allow(dead_code)]
+    plumbing: Vec<FaultProxy>,
     disk: Option<SmallDisk>,
     clock: Option<FakeClock>,
+    /// Dropped after the nodes (fields drop in order), so no node outlives its namespace.
+    lab: Option<NetLab>,
     rng: ChaCha8Rng,
 }
 
@@ -261,6 +271,22 @@ impl Rig {
                 self.raft_links.push(proxy);
                 vec![Injected::Replaced]
             }
+            Nemesis::PartitionLeader if self.lab.is_some() => {
+                let i = self.leader_index();
+                eprintln!("chaos: partitioning leader node {} from the majority", self.nodes[i].node_id);
+                self.lab.as_ref().expect("lab").isolate(self.nodes[i].node_id as usize)?;
+                vec![Injected::Isolated(vec![self.nodes[i].node_id as usize])]
+            }
+            Nemesis::IsolateMinority if self.lab.is_some() => {
+                let mut ids: Vec<usize> = self.nodes.iter().map(|n| n.node_id as usize).collect();
+                ids.shuffle(&mut self.rng);
+                ids.truncate((self.nodes.len() - 1) / 2);
+                eprintln!("chaos: isolating minority nodes {ids:?}");
+                for &id in &ids {
+                    self.lab.as_ref().expect("lab").isolate(id)?;
+                }
+                vec![Injected::Isolated(ids)]
+            }
             Nemesis::PauseLeader => {
                 let i = self.leader_index();
                 let pid = self.nodes[i].pid().context("leader not running")?;
@@ -338,6 +364,11 @@ impl Rig {
                 Injected::DiskFull => self.disk.as_mut().context("disk")?.free()?,
                 // And back: a backward jump is the harder half.
                 Injected::ClockJumped => self.clock.as_ref().context("clock")?.set(0)?,
+                Injected::Isolated(ids) => {
+                    for id in ids {
+                        self.lab.as_ref().context("lab")?.heal(id)?;
+                    }
+                }
                 Injected::Skipped(_) | Injected::Replaced => {}
             }
         }
@@ -404,7 +435,14 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     };
     // Node 1 runs under libfaketime when its clock is to jump.
     let clock = if spec.nemesis == Nemesis::ClockJump { FakeClock::new(fleet.path()) } else { None };
-    let (nodes, raft_links) = start_cluster(&fleet, spec.nodes, ch.as_ref(), clock.as_ref(), &mut rng)?;
+    // Partitions need each node in its own network namespace (decision 0017).
+    let lab = if spec.nemesis.needs_netns() {
+        Some(NetLab::create(spec.nodes).context("creating network namespaces")?)
+    } else {
+        None
+    };
+    let (nodes, raft_links, plumbing) =
+        start_cluster(&fleet, spec.nodes, ch.as_ref(), clock.as_ref(), lab.as_ref(), &mut rng)?;
 
     // Captures: one ward per sensor, each its own seed and site; the truth is their union.
     let mut truth = serde_json::json!({"devices": [], "flows": []});
@@ -456,7 +494,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         sensors.push((id.clone(), cfg));
         sensor_ids.push(id);
     }
-    let mut rig = Rig { fleet, ch, nodes, sensor_links, raft_links, disk, clock, rng };
+    let mut rig = Rig { fleet, ch, nodes, sensor_links, raft_links, plumbing, disk, clock, lab, rng };
     let monitor = Monitor::start(rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
     let mut running = Vec::new();
     for (id, cfg) in &sensors {
@@ -543,36 +581,99 @@ fn start_cluster(
     count: usize,
     ch: Option<&ClickHouseServer>,
     clock: Option<&FakeClock>,
+    lab: Option<&NetLab>,
     rng: &mut ChaCha8Rng,
-) -> Result<(Vec<Aggregator>, Vec<FaultProxy>)> {
+) -> Result<(Vec<Aggregator>, Vec<FaultProxy>, Vec<FaultProxy>)> {
     let mut nodes: Vec<Aggregator> = Vec::new();
-    let mut proxies = Vec::new();
+    let mut raft_links = Vec::new();
+    let mut plumbing = Vec::new();
+    if let (Some(_), Some(ch)) = (lab, ch) {
+        // Nodes in namespaces reach ClickHouse through the bridge.
+        let at = SocketAddr::new(BRIDGE_ADDR.into(), ch.http_port);
+        plumbing.push(FaultProxy::start(Transport::Tcp, at, loopback(ch.http_port), rng.gen())?);
+    }
     for id in 1..=count as u64 {
         let env = if id == 1 { clock.map(FakeClock::env).unwrap_or_default() } else { Vec::new() };
         let mut node = Aggregator::prepare(fleet, id, ch.map(|c| c.http_url.clone()), env)?;
-        let proxy = FaultProxy::start(
-            Transport::Tcp,
-            "127.0.0.1:0".parse()?,
-            format!("127.0.0.1:{}", node.raft_port).parse()?,
-            rng.gen(),
-        )?;
-        node.extra_args = vec!["--advertise-raft".into(), proxy.listen.to_string()];
+        let raft_addr = match lab {
+            None => {
+                let proxy = FaultProxy::start(Transport::Tcp, loopback(0), loopback(node.raft_port), rng.gen())?;
+                let addr = proxy.listen;
+                raft_links.push(proxy);
+                addr
+            }
+            Some(lab) => {
+                let (addr, raft, mut more) = netns_plumbing(fleet, lab, &node, ch, rng)?;
+                node.netns = Some(lab.ns_name(id as usize));
+                raft_links.push(raft);
+                plumbing.append(&mut more);
+                addr
+            }
+        };
+        node.extra_args = vec!["--advertise-raft".into(), raft_addr.to_string()];
         node.joiner = id > 1;
         node.launch()?;
         if id > 1 {
             crate::procs::run_ok(
                 std::process::Command::new(crate::procs::bin("wardline-aggregator"))
                     .args(["cluster", "join", "--api", &nodes[0].api(), "--node-id", &id.to_string()])
-                    .args(["--raft-addr", &proxy.listen.to_string()])
+                    .args(["--raft-addr", &raft_addr.to_string()])
                     .args(["--api-addr", &format!("127.0.0.1:{}", node.api_port)])
                     .args(["--ingest-addr", &node.quic_addr()]),
             )
             .with_context(|| format!("node {id} could not join the cluster"))?;
         }
         nodes.push(node);
-        proxies.push(proxy);
     }
-    Ok((nodes, proxies))
+    Ok((nodes, raft_links, plumbing))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port)
+}
+
+/// A node in namespace N listens on its own loopback; proxies make it look as if it were on
+/// the test's loopback (API, QUIC: 127.0.0.1 → 198.18.0.N → the node), give it a Raft
+/// address on the bridge (198.18.0.N:raft, the fault link peers use), and bring ClickHouse
+/// into the namespace. A partition (its link down) cuts all of these at once.
+/// Returns the Raft address, the Raft fault proxy and the other proxies.
+fn netns_plumbing(
+    fleet: &Fleet,
+    lab: &NetLab,
+    node: &Aggregator,
+    ch: Option<&ClickHouseServer>,
+    rng: &mut ChaCha8Rng,
+) -> Result<(SocketAddr, FaultProxy, Vec<FaultProxy>)> {
+    let i = node.node_id as usize;
+    let ip = NetLab::addr(i);
+    let at = move |port| SocketAddr::new(ip.into(), port);
+    // Its certificate also names its bridge address, which peers dial.
+    crate::procs::run_ok(
+        std::process::Command::new(crate::procs::bin("wardline-aggregator"))
+            .args(["admin", "issue-node", "--node-id", &i.to_string(), "--host", &ip.to_string(), "--ca-dir"])
+            .arg(fleet.ca_dir())
+            .arg("--out-dir")
+            .arg(&node.tls_dir),
+    )?;
+    let mut plumbing = vec![
+        FaultProxy::start(Transport::Tcp, loopback(node.api_port), at(node.api_port), rng.gen())?,
+        FaultProxy::start(Transport::Udp, loopback(node.quic_port), at(node.quic_port), rng.gen())?,
+    ];
+    let (api, quic, raft, ch_port) = (node.api_port, node.quic_port, node.raft_port, ch.map(|c| c.http_port));
+    let seeds: [u64; 4] = rng.gen();
+    let (inner, raft_proxy) = in_namespace(&lab.ns_name(i), move || -> Result<(Vec<FaultProxy>, FaultProxy)> {
+        let mut v = vec![
+            FaultProxy::start(Transport::Tcp, at(api), loopback(api), seeds[0])?,
+            FaultProxy::start(Transport::Udp, at(quic), loopback(quic), seeds[1])?,
+        ];
+        if let Some(p) = ch_port {
+            v.push(FaultProxy::start(Transport::Tcp, loopback(p), SocketAddr::new(BRIDGE_ADDR.into(), p), seeds[2])?);
+        }
+        let raft = FaultProxy::start(Transport::Tcp, at(raft), loopback(raft), seeds[3])?;
+        Ok((v, raft))
+    })??;
+    plumbing.extend(inner);
+    Ok((at(raft), raft_proxy, plumbing))
 }
 
 fn generate(fleet: &Fleet, seed: u64, scale: u32, name: &str) -> Result<(std::path::PathBuf, Value)> {

@@ -122,7 +122,15 @@ fn open_client(
     upstream: SocketAddr,
     link: Arc<Link>,
 ) -> std::io::Result<Arc<Target>> {
-    let bind: SocketAddr = if upstream.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().expect("literal");
+    // A socket bound to loopback cannot send to another address (a namespace's bridge).
+    let bind: SocketAddr = match (upstream.is_ipv4(), upstream.ip().is_loopback()) {
+        (true, true) => "127.0.0.1:0",
+        (true, false) => "0.0.0.0:0",
+        (false, true) => "[::1]:0",
+        (false, false) => "[::]:0",
+    }
+    .parse()
+    .expect("literal");
     let up = Arc::new(UdpSocket::bind(bind)?);
     up.connect(upstream)?;
     up.set_read_timeout(Some(POLL))?;

@@ -51,6 +51,16 @@ fn chaos_membership_change() {
 }
 
 #[test]
+fn chaos_partition_leader() {
+    short(Nemesis::PartitionLeader);
+}
+
+#[test]
+fn chaos_isolate_minority() {
+    short(Nemesis::IsolateMinority);
+}
+
+#[test]
 fn chaos_pause_leader() {
     short(Nemesis::PauseLeader);
 }
