@@ -437,7 +437,15 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     let clock = if spec.nemesis == Nemesis::ClockJump { FakeClock::new(fleet.path()) } else { None };
     // Partitions need each node in its own network namespace (decision 0017).
     let lab = if spec.nemesis.needs_netns() {
-        Some(NetLab::create(spec.nodes).context("creating network namespaces")?)
+        match NetLab::create(spec.nodes) {
+            Ok(lab) => Some(lab),
+            // Namespaces need root (CI and the chaos machines are root).
+            Err(e) => {
+                let why = format!("cannot create network namespaces: {e:#}");
+                let line = format!("{} seed={} skipped: {why}", spec.nemesis.name(), spec.seed);
+                return Ok(Outcome { verdict: Verdict::default(), restarted: vec![], line, skipped: Some(why) });
+            }
+        }
     } else {
         None
     };

@@ -97,6 +97,7 @@ fn chaos_random_pair() {
 
 /// `just chaos`: every nemesis for WARDLINE_CHAOS_FAULT_SECS (default 60) of fault, one
 /// line each; `just chaos-long` repeats random combinations for WARDLINE_CHAOS_ROUNDS.
+/// WARDLINE_CHAOS_NEMESIS runs one nemesis only, WARDLINE_CHAOS_NODES sets the cluster size.
 #[test]
 #[ignore = "minutes long; run by `just chaos` / `just chaos-long`"]
 fn full_suite() {
@@ -113,6 +114,9 @@ fn full_suite() {
     for (nemesis, seed) in plan {
         let mut spec = RunSpec::short(nemesis, seed);
         spec.fault_for = Duration::from_secs(fault_secs);
+        if let Some(n) = std::env::var("WARDLINE_CHAOS_NODES").ok().and_then(|s| s.parse().ok()) {
+            spec.nodes = n;
+        }
         // A bigger capture so the sensors still stream when a long fault ends.
         spec.scale = (fault_secs / 20).clamp(1, 4) as u32;
         match run(&spec) {
