@@ -1,14 +1,12 @@
 //! Network namespaces for partition nemeses: each node in its own namespace with an address
-//! in 198.18.0.0/24 (the benchmarking range, never routed), all joined by a bridge in the
-//! test's namespace (198.18.0.254). Taking a node's link down cuts it off in both
-//! directions; bringing it up heals. Everything is removed on drop. Needs root (`ip`).
+//! in 198.18.K.0/24 (the benchmarking range, never routed; K differs per lab so runs side by
+//! side do not share a subnet), all joined by a bridge in the test's namespace (198.18.K.254).
+//! Taking a node's link down cuts it off in both directions; bringing it up heals.
+//! Everything is removed on drop. Needs root (`ip`).
 
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
 use std::process::Command;
-
-/// Address of the bridge, the test's own side (sensors and monitors reach nodes from here).
-pub const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip").args(args).output().context("running ip(8) (install iproute2)")?;
@@ -22,21 +20,23 @@ pub struct NetLab {
     tag: String,
     bridge: String,
     count: usize,
+    /// The K of 198.18.K.0/24.
+    subnet: u8,
 }
 
 impl NetLab {
-    /// Create `count` namespaces (node 1 at 198.18.0.1, …) joined by a fresh bridge.
+    /// Create `count` namespaces (node 1 at 198.18.K.1, …) joined by a fresh bridge.
     pub fn create(count: usize) -> Result<NetLab> {
         assert!((1..=200).contains(&count));
         // Interface names are at most 15 bytes; the pid and a counter keep labs apart.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let tag =
-            format!("wc{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("wc{}x{n}", std::process::id() % 100_000);
         let bridge = format!("{tag}b");
         // From here on, drop removes whatever was created.
-        let lab = NetLab { tag, bridge, count: 0 };
+        let lab = NetLab { tag, bridge, count: 0, subnet: (n % 250) as u8 };
         ip(&["link", "add", &lab.bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{BRIDGE_ADDR}/24"), "dev", &lab.bridge])?;
+        ip(&["addr", "add", &format!("{}/24", lab.bridge_addr()), "dev", &lab.bridge])?;
         ip(&["link", "set", &lab.bridge, "up"])?;
         let mut lab = lab;
         for i in 1..=count {
@@ -48,7 +48,7 @@ impl NetLab {
             ip(&["link", "set", &inner, "netns", &ns])?;
             ip(&["link", "set", &host, "master", &lab.bridge])?;
             ip(&["link", "set", &host, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", NetLab::addr(i)), "dev", &inner])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", lab.addr(i)), "dev", &inner])?;
             ip(&["-n", &ns, "link", "set", &inner, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
@@ -59,8 +59,14 @@ impl NetLab {
         format!("{}-{node}", self.tag)
     }
 
-    pub fn addr(node: usize) -> Ipv4Addr {
-        Ipv4Addr::new(198, 18, 0, node as u8)
+    /// Node `node`'s address (198.18.K.node).
+    pub fn addr(&self, node: usize) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.subnet, node as u8)
+    }
+
+    /// The bridge's address, the test's own side (sensors and monitors reach nodes from here).
+    pub fn bridge_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.subnet, 254)
     }
 
     /// Cut node `node` off from every other node and from the test (both directions).
@@ -118,7 +124,8 @@ mod tests {
         }
         let lab = NetLab::create(2).unwrap();
         let ns = lab.ns_name(1);
-        let listener = in_namespace(&ns, || TcpListener::bind((NetLab::addr(1), 0)).unwrap()).unwrap();
+        let at = lab.addr(1);
+        let listener = in_namespace(&ns, move || TcpListener::bind((at, 0)).unwrap()).unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         std::thread::spawn(move || for _ in listener.incoming() {});
         let reach = || TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok();

@@ -10,7 +10,7 @@ use crate::disk::SmallDisk;
 use crate::expect::{tsv_flows, CLICKHOUSE_FLOWS_SQL};
 use crate::fault_proxy::{FaultProxy, Faults, Transport};
 use crate::nemesis::Nemesis;
-use crate::netns::{in_namespace, NetLab, BRIDGE_ADDR};
+use crate::netns::{in_namespace, NetLab};
 use crate::procs::{Aggregator, Fleet, Sensor, SensorSpec};
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -595,9 +595,9 @@ fn start_cluster(
     let mut nodes: Vec<Aggregator> = Vec::new();
     let mut raft_links = Vec::new();
     let mut plumbing = Vec::new();
-    if let (Some(_), Some(ch)) = (lab, ch) {
+    if let (Some(lab), Some(ch)) = (lab, ch) {
         // Nodes in namespaces reach ClickHouse through the bridge.
-        let at = SocketAddr::new(BRIDGE_ADDR.into(), ch.http_port);
+        let at = SocketAddr::new(lab.bridge_addr().into(), ch.http_port);
         plumbing.push(FaultProxy::start(Transport::Tcp, at, loopback(ch.http_port), rng.gen())?);
     }
     for id in 1..=count as u64 {
@@ -641,8 +641,8 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 /// A node in namespace N listens on its own loopback; proxies make it look as if it were on
-/// the test's loopback (API, QUIC: 127.0.0.1 → 198.18.0.N → the node), give it a Raft
-/// address on the bridge (198.18.0.N:raft, the fault link peers use), and bring ClickHouse
+/// the test's loopback (API, QUIC: 127.0.0.1 → 198.18.K.N → the node), give it a Raft
+/// address on the bridge (198.18.K.N:raft, the fault link peers use), and bring ClickHouse
 /// into the namespace. A partition (its link down) cuts all of these at once.
 /// Returns the Raft address, the Raft fault proxy and the other proxies.
 fn netns_plumbing(
@@ -653,7 +653,8 @@ fn netns_plumbing(
     rng: &mut ChaCha8Rng,
 ) -> Result<(SocketAddr, FaultProxy, Vec<FaultProxy>)> {
     let i = node.node_id as usize;
-    let ip = NetLab::addr(i);
+    let ip = lab.addr(i);
+    let bridge = lab.bridge_addr();
     let at = move |port| SocketAddr::new(ip.into(), port);
     // Its certificate also names its bridge address, which peers dial.
     crate::procs::run_ok(
@@ -675,7 +676,7 @@ fn netns_plumbing(
             FaultProxy::start(Transport::Udp, at(quic), loopback(quic), seeds[1])?,
         ];
         if let Some(p) = ch_port {
-            v.push(FaultProxy::start(Transport::Tcp, loopback(p), SocketAddr::new(BRIDGE_ADDR.into(), p), seeds[2])?);
+            v.push(FaultProxy::start(Transport::Tcp, loopback(p), SocketAddr::new(bridge.into(), p), seeds[2])?);
         }
         let raft = FaultProxy::start(Transport::Tcp, at(raft), loopback(raft), seeds[3])?;
         Ok((v, raft))
