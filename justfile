@@ -27,11 +27,11 @@ chaos FAULT_SECS="60" SEED="":
       cargo test -q -p wardline-chaos-tests --test chaos full_suite -- --ignored --nocapture --test-threads=1 >target/chaos-run.log 2>&1
     st=$?; echo; cat "$report" 2>/dev/null; echo "(full log: target/chaos-run.log)"; exit $st
 
-# One nemesis with one seed (replay a failed line): just chaos-one NEMESIS=flaky-links SEED=1234
+# One nemesis with one seed (replay a result line): just chaos-one flaky-links 1234
 chaos-one NEMESIS SEED FAULT_SECS="60":
     cargo build --workspace --bins && WARDLINE_CHAOS_NEMESIS={{NEMESIS}} WARDLINE_CHAOS_SEED={{SEED}} WARDLINE_CHAOS_FAULT_SECS={{FAULT_SECS}} cargo test -p wardline-chaos-tests --test chaos full_suite -- --ignored --nocapture --test-threads=1
 
-# Randomized mode: ROUNDS runs of random nemesis pairs, seeds SEED, SEED+1, ...
+# Randomized mode: ROUNDS runs of random nemesis pairs, seeds SEED, SEED+1, ... (just chaos-long 1 20)
 chaos-long SEED="1" ROUNDS="20" FAULT_SECS="30":
     cargo build --workspace --bins && WARDLINE_CHAOS_SEED={{SEED}} WARDLINE_CHAOS_ROUNDS={{ROUNDS}} WARDLINE_CHAOS_FAULT_SECS={{FAULT_SECS}} cargo test -p wardline-chaos-tests --test chaos full_suite -- --ignored --nocapture --test-threads=1
 
