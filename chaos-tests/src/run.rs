@@ -85,14 +85,14 @@ struct MonitorData {
 const SAMPLE_EVERY: Duration = Duration::from_millis(150);
 
 impl Monitor {
-    fn start(apis: Vec<(u64, String)>) -> Monitor {
+    fn start(http: reqwest::blocking::Client, apis: Vec<(u64, String)>) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let data = Arc::new(Mutex::new(MonitorData::default()));
         let (s, d) = (stop.clone(), data.clone());
         let thread = std::thread::spawn(move || {
-            let http =
-                reqwest::blocking::Client::builder().timeout(Duration::from_millis(700)).build().expect("HTTP client");
-            let get = |url: String| -> Option<Value> { http.get(url).send().ok()?.json().ok() };
+            let get = |url: String| -> Option<Value> {
+                http.get(url).timeout(Duration::from_millis(700)).send().ok()?.json().ok()
+            };
             while !s.load(Ordering::Relaxed) {
                 let mut best = 0;
                 for (id, api) in &apis {
@@ -138,6 +138,13 @@ impl Monitor {
         }
         std::mem::take(&mut self.data.lock().unwrap().samples)
     }
+}
+
+/// The client the monitor samples every node's API with (the same credentials as
+/// `Aggregator::get`: plain HTTP today; once the API needs operator authentication, the
+/// procs harness's authenticated client).
+fn monitor_client() -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder().build()?)
 }
 
 /// A fault in force, remembered so it can be healed.
@@ -503,7 +510,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         sensor_ids.push(id);
     }
     let mut rig = Rig { fleet, ch, nodes, sensor_links, raft_links, plumbing, disk, clock, lab, rng };
-    let monitor = Monitor::start(rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
+    let monitor = Monitor::start(monitor_client()?, rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
     let mut running = Vec::new();
     for (id, cfg) in &sensors {
         running.push(Sensor::start(cfg, &rig.fleet.path().join(format!("{id}.log")), &[])?);
