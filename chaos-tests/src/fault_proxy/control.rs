@@ -103,3 +103,45 @@ pub fn serve_control(path: &Path, handles: Vec<FaultHandle>) -> std::io::Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault_proxy::{FaultProxy, Transport};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn control_socket_is_owner_only_and_applies_commands() {
+        let proxy =
+            FaultProxy::start(Transport::Tcp, "127.0.0.1:0".parse().unwrap(), "127.0.0.1:9".parse().unwrap(), 1)
+                .unwrap();
+        let handle = proxy.handle();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let p = path.clone();
+        let h = handle.clone();
+        std::thread::spawn(move || serve_control(&p, vec![h]));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let conn = loop {
+            match UnixStream::connect(&path) {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "control socket never came up: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "control socket must be owner-only");
+        let mut out = conn.try_clone().unwrap();
+        let mut answers = BufReader::new(conn).lines();
+        writeln!(out, "partition").unwrap();
+        assert_eq!(answers.next().unwrap().unwrap(), "ok partition");
+        assert!(handle.faults().partitioned);
+        writeln!(out, "reorder -1").unwrap();
+        assert!(answers.next().unwrap().unwrap().starts_with("error"));
+        writeln!(out, "heal").unwrap();
+        assert_eq!(answers.next().unwrap().unwrap(), "ok heal");
+        assert!(!handle.faults().partitioned);
+    }
+}
