@@ -123,4 +123,13 @@ mod tests {
         let cfg: NodeConfig = toml::from_str(zero).unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("node_id"));
     }
+
+    #[test]
+    fn a_node_does_not_found_a_cluster_unless_told_and_raft_listens_on_loopback() {
+        let text = "node_id = 2\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
+        let cfg: NodeConfig = toml::from_str(text).unwrap();
+        assert!(!cfg.bootstrap);
+        assert!(cfg.listen_raft.ip().is_loopback());
+        assert_eq!(cfg.cluster_node().raft_addr, cfg.listen_raft.to_string());
+    }
 }

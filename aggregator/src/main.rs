@@ -4,8 +4,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::cli::cluster::ClusterCmd;
+use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
 #[derive(Parser)]
@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a cluster node: QUIC ingest, Raft, flow sink and HTTP API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fleet administration: certificate authority and certificates.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -204,7 +204,7 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(a) => {
-            let cfg = build_config(a)?;
+            let cfg = build_config(*a)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let node = node::Node::open(cfg).await?;

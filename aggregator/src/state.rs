@@ -60,7 +60,9 @@ pub enum Command {
     ApplyBatch(BatchSummary),
     /// The first entry of a cluster: its id (a ULID), recorded by the Raft state machine
     /// (`raft::state_machine`); the inventory itself ignores it.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     /// Several batches committed as one entry (group commit, decision 0016), applied in
     /// order with the same duplicate rule as `ApplyBatch`; each applied batch's flows join
     /// the replicated flow outbox.

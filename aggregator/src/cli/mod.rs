@@ -61,4 +61,3 @@ pub async fn get_json(client: &reqwest::Client, api: &str, path: &str) -> Result
 pub async fn post_json(client: &reqwest::Client, api: &str, path: &str, body: &Value) -> Result<Value> {
     send(request(client, reqwest::Method::POST, api, path).json(body)).await
 }
-

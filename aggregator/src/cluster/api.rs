@@ -58,8 +58,12 @@ impl IntoResponse for ClusterError {
                 Json(serde_json::json!({ "error": msg, "leader_id": leader_id, "leader_api_addr": leader_api })),
             )
                 .into_response(),
-            ClusterError::BadRequest(_) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": msg }))).into_response(),
-            ClusterError::Conflict(_) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": msg }))).into_response(),
+            ClusterError::BadRequest(_) => {
+                (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": msg }))).into_response()
+            }
+            ClusterError::Conflict(_) => {
+                (StatusCode::CONFLICT, Json(serde_json::json!({ "error": msg }))).into_response()
+            }
             ClusterError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": msg }))).into_response()
             }

@@ -103,7 +103,8 @@ impl JoinRequest {
         if self.node_id == 0 {
             return Err(ClusterError::BadRequest("node_id must be greater than 0".into()));
         }
-        for (what, v) in [("raft_addr", &self.raft_addr), ("api_addr", &self.api_addr), ("ingest_addr", &self.ingest_addr)]
+        for (what, v) in
+            [("raft_addr", &self.raft_addr), ("api_addr", &self.api_addr), ("ingest_addr", &self.ingest_addr)]
         {
             if v.trim().is_empty() || !v.contains(':') {
                 return Err(ClusterError::BadRequest(format!(
@@ -125,10 +126,8 @@ pub async fn status(node: &RaftNode) -> ClusterStatus {
     let m = node.metrics();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let members: Vec<MemberStatus> = membership
-        .nodes()
-        .map(|(id, n)| member_status(*id, n, voters.contains(id)))
-        .collect();
+    let members: Vec<MemberStatus> =
+        membership.nodes().map(|(id, n)| member_status(*id, n, voters.contains(id))).collect();
     let leader = m.current_leader.and_then(|l| members.iter().find(|s| s.id == l).cloned());
     ClusterStatus {
         cluster_id: node.cluster_id(),
@@ -214,9 +213,8 @@ fn require_leader(node: &RaftNode) -> Result<(), ClusterError> {
     if m.current_leader == Some(node.node_id()) {
         return Ok(());
     }
-    let leader_api = m
-        .current_leader
-        .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.api_addr.clone()));
+    let leader_api =
+        m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.api_addr.clone()));
     Err(ClusterError::NotLeader { node: node.node_id(), leader_id: m.current_leader, leader_api })
 }
 
@@ -275,7 +273,9 @@ pub async fn leave(node: &RaftNode, id: u64) -> Result<ClusterStatus, ClusterErr
     let m = node.metrics();
     let membership = m.membership_config.membership();
     if membership.get_node(&id).is_none() {
-        return Err(ClusterError::BadRequest(format!("node {id} is not a member of this cluster (see `cluster status`)")));
+        return Err(ClusterError::BadRequest(format!(
+            "node {id} is not a member of this cluster (see `cluster status`)"
+        )));
     }
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let change = if voters.contains(&id) {
@@ -306,7 +306,9 @@ pub async fn replace(node: &RaftNode, old: u64, new: &JoinRequest) -> Result<Clu
     let membership = m.membership_config.membership();
     let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
     if !voters.contains(&old) {
-        return Err(ClusterError::BadRequest(format!("node {old} is not a voter of this cluster (see `cluster status`)")));
+        return Err(ClusterError::BadRequest(format!(
+            "node {old} is not a voter of this cluster (see `cluster status`)"
+        )));
     }
     if voters.contains(&new.node_id) {
         return Err(ClusterError::Conflict(format!("node {} is already a voter", new.node_id)));

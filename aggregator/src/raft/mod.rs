@@ -96,12 +96,28 @@ pub mod codec {
             .map_err(|e| CodecError(format!("bincode encode: {e}")))
     }
 
-    /// Decode a snapshot without the `MAX_BYTES` limit: its bytes are already in memory
-    /// (from this node's store, or a transfer assembled chunk by chunk from an
-    /// authenticated member), and serde pre-allocates collections only cautiously, so a bad
-    /// length prefix fails on missing bytes instead of allocating.
+    /// Decode a snapshot, whatever its size. Its bytes are already in memory (this node's
+    /// store, or a transfer assembled chunk by chunk from an authenticated member); the
+    /// decoder's allocation limit grows with them (32 × the input, at least `MAX_BYTES`),
+    /// so a legitimate state of any size loads while a corrupt length prefix still cannot
+    /// make the decoder allocate far more than the input could describe.
     pub fn decode_large<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        const GIB: usize = 1024 * 1024 * 1024;
+        let needed = bytes.len().saturating_mul(32);
+        if needed <= MAX_BYTES {
+            return decode_with(bytes, config());
+        }
+        if needed <= 4 * GIB {
+            return decode_with(bytes, bincode::config::standard().with_limit::<{ 4 * GIB }>());
+        }
+        if needed <= 64 * GIB {
+            return decode_with(bytes, bincode::config::standard().with_limit::<{ 64 * GIB }>());
+        }
+        decode_with(bytes, bincode::config::standard())
+    }
+
+    fn decode_with<T: DeserializeOwned>(bytes: &[u8], config: impl bincode::config::Config) -> Result<T, CodecError> {
+        let (value, used) = bincode::serde::decode_from_slice(bytes, config)
             .map_err(|e| CodecError(format!("bincode decode of {} bytes: {e}", bytes.len())))?;
         if used != bytes.len() {
             return Err(CodecError(format!("{} trailing bytes after a {used}-byte value", bytes.len() - used)));
@@ -124,7 +140,7 @@ pub mod codec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Nodes refuse RPC from a cluster with another name.
+    /// Name openraft uses in its logs. Peers check the cluster id (`crate::cluster`), not this.
     pub cluster_name: String,
     pub heartbeat_interval_ms: u64,
     /// A follower that hears no leader for a random time in this range starts an election.
@@ -574,6 +590,7 @@ mod tests {
             let _ = codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes);
             let _ = codec::decode::<VoteRequest<u64>>(&bytes);
             let _ = codec::decode::<network::SnapshotChunk>(&bytes);
+            let _ = state_machine::SnapshotPayload::decode(&bytes);
         }
     }
 

@@ -13,17 +13,17 @@
 //! snapshot decodes, and only then hands it to openraft, so no size limit applies to a
 //! whole snapshot and a malformed one is refused without touching storage.
 
+use super::peer_auth::{self, PeerInfo, RefusalReason, CLUSTER_HEADER};
 use super::{codec, TypeConfig};
+use super::{ClusterNode, RaftNode, SharedClusterId};
 use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use super::peer_auth::{self, PeerInfo, RefusalReason, CLUSTER_HEADER};
-use super::{ClusterNode, RaftNode, SharedClusterId};
-use axum::extract::{ConnectInfo, Request};
-use axum::middleware::{self, Next};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Unreachable,
@@ -238,8 +238,13 @@ impl RaftNetwork<TypeConfig> for HttpsNetwork {
         loop {
             let end = (offset + self.chunk_bytes).min(data.len());
             let done = end == data.len();
-            let chunk =
-                SnapshotChunk { vote, meta: meta.clone(), offset: offset as u64, data: data[offset..end].to_vec(), done };
+            let chunk = SnapshotChunk {
+                vote,
+                meta: meta.clone(),
+                offset: offset as u64,
+                data: data[offset..end].to_vec(),
+                done,
+            };
             let send = self.post::<_, SnapshotChunkReply>(PATH_SNAPSHOT, &chunk, option.hard_ttl());
             let res = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
@@ -366,7 +371,11 @@ async fn vote(State(s): State<RpcState>, body: Bytes) -> Response {
     reply(&s.node.raft().vote(req).await)
 }
 
-async fn snapshot(State(s): State<RpcState>, axum::Extension(Sender(from)): axum::Extension<Sender>, body: Bytes) -> Response {
+async fn snapshot(
+    State(s): State<RpcState>,
+    axum::Extension(Sender(from)): axum::Extension<Sender>,
+    body: Bytes,
+) -> Response {
     let chunk: SnapshotChunk = match codec::decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_request("snapshot chunk", e),

@@ -178,14 +178,12 @@ pub fn check(node: &RaftNode, peer: &PeerInfo, cluster: Option<&str>) -> Result<
         }
         _ => {}
     }
-    if node.is_member(id) {
-        // A member while our own id is unknown cannot happen (joining adopts it first);
-        // adopting here keeps it that way even for a node restored from an old copy.
-        node.adopt_cluster_id(cluster).map_err(|e| wrong_cluster(e.0))?;
-        return Ok(id);
-    }
-    if node.has_no_membership() {
-        node.adopt_cluster_id(cluster).map_err(|e| wrong_cluster(e.0))?;
+    // A fresh node (no membership) takes the caller's cluster id. So does a member that
+    // lacks one (a data directory from before cluster ids), so it is never left without.
+    if node.is_member(id) || node.has_no_membership() {
+        if node.cluster_id().is_none() {
+            node.adopt_cluster_id(cluster).map_err(|e| wrong_cluster(e.0))?;
+        }
         return Ok(id);
     }
     Err(Refused {

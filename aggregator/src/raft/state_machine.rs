@@ -158,7 +158,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 SnapshotMeta { last_log_id: sm.last_applied, last_membership: sm.last_membership.clone(), snapshot_id };
             (meta, SnapshotPayload { cluster_id: sm.cluster_id.clone(), state: sm.state.clone() })
         };
-        let data = codec::encode_large(&state).map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
+        let data =
+            codec::encode_large(&state).map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
         let stored = StoredSnapshot { meta, data };
         self.persist_snapshot(&stored).await?;
         Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })

@@ -89,14 +89,8 @@ async fn three_nodes_init_join_snapshot_redirect_and_fail_over() {
     // Every member's status names the same cluster, members and leader.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for n in [&n1, &n2, &n3] {
-        let s: serde_json::Value = client
-            .get(format!("http://{}/api/v1/cluster/status", n.addr))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: serde_json::Value =
+            client.get(format!("http://{}/api/v1/cluster/status", n.addr)).send().await.unwrap().json().await.unwrap();
         assert_eq!(s["cluster_id"], serde_json::json!(cluster_id));
         assert_eq!(s["leader_id"], 1);
         assert_eq!(s["members"].as_array().unwrap().len(), 3);
@@ -149,12 +143,7 @@ async fn leave_and_replace_keep_the_cluster_and_the_new_node_catches_up_from_a_s
     for seq in 1..=8 {
         assert!(n1.node.propose(batch("bldg-e", seq, seq as u8)).await.unwrap().applied);
     }
-    n1.node
-        .raft()
-        .wait(Some(WAIT))
-        .metrics(|m| m.purged.is_some(), "leader purged its log")
-        .await
-        .unwrap();
+    n1.node.raft().wait(Some(WAIT)).metrics(|m| m.purged.is_some(), "leader purged its log").await.unwrap();
 
     // Node 2 is replaced by node 4, which can only catch up from a snapshot.
     let req = serde_json::json!({"old": 2, "new": n4.join_request()});

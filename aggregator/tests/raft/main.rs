@@ -10,6 +10,7 @@ mod raft_support;
 mod api_errors;
 mod cluster;
 mod ground_truth_identity;
+mod processes;
 mod replicated_answers;
 mod single_node;
 mod storage_suite;

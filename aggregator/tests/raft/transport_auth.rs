@@ -69,8 +69,7 @@ async fn refused_peers_are_counted_and_never_reach_raft() {
     wait_counts(&n.node, |c| c.tls_handshake >= 1).await;
 
     // A sensor certificate from the fleet CA: TLS passes, Raft does not.
-    wardline_aggregator::pki::issue_sensor(ca_dir("fleet"), "bldg-a-1", "north", &certs.path().join("sensor"))
-        .unwrap();
+    wardline_aggregator::pki::issue_sensor(ca_dir("fleet"), "bldg-a-1", "north", &certs.path().join("sensor")).unwrap();
     let sensor = TlsPaths::in_dir(&certs.path().join("sensor"), "sensor");
     let (status, text) = post_raft(&n, &sensor, "/raft/vote", Some(&cluster), vote_body(1)).await.unwrap();
     assert_eq!(status, 403, "{text}");
@@ -83,9 +82,8 @@ async fn refused_peers_are_counted_and_never_reach_raft() {
     assert!(text.contains("not a member"), "{text}");
 
     // A member certificate naming another cluster, or none.
-    let (status, text) = post_raft(&n, &member, "/raft/vote", Some("01HOTHERCLUSTER0000000000"), vote_body(1))
-        .await
-        .unwrap();
+    let (status, text) =
+        post_raft(&n, &member, "/raft/vote", Some("01HOTHERCLUSTER0000000000"), vote_body(1)).await.unwrap();
     assert_eq!(status, 403, "{text}");
     assert!(text.contains(&cluster) && text.contains("01HOTHERCLUSTER"), "{text}");
     let (status, _) = post_raft(&n, &member, "/raft/vote", None, vote_body(1)).await.unwrap();

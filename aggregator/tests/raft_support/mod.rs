@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use wardline_aggregator::config::TlsPaths;
 use ulid::Ulid;
 use wardline_aggregator::api;
+use wardline_aggregator::config::TlsPaths;
 use wardline_aggregator::ingest::IngestStats;
 use wardline_aggregator::query::QueryService;
 use wardline_aggregator::raft::{network, ClusterNode, RaftConfig, RaftNode};
@@ -128,7 +128,8 @@ impl ServedNode {
         let addr = api_listener.local_addr().expect("local addr").to_string();
         let raft_listener = bind_retrying(raft_addr.unwrap_or("127.0.0.1:0")).await;
         let raft_addr = raft_listener.local_addr().expect("local addr").to_string();
-        let me = ClusterNode { raft_addr: raft_addr.clone(), api_addr: addr.clone(), ingest_addr: "127.0.0.1:1".into() };
+        let me =
+            ClusterNode { raft_addr: raft_addr.clone(), api_addr: addr.clone(), ingest_addr: "127.0.0.1:1".into() };
         let node = RaftNode::open(id, dir, me, cfg, &node_tls(id, dir)).await.expect("open raft node");
         let mut app = wardline_aggregator::cluster::api::router(node.clone());
         if let Some(sink) = sink {
