@@ -84,8 +84,13 @@ impl Node {
         }
     }
 
-    fn outbox_config(&self) -> OutboxConfig {
-        OutboxConfig { max_bytes: self.config.outbox_max_bytes, ..OutboxConfig::default() }
+    /// Start draining the flow outbox into the sink (only while this node leads) until
+    /// `stop` turns true.
+    pub fn spawn_outbox_drainer(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let config = OutboxConfig { max_bytes: self.config.outbox_max_bytes, ..OutboxConfig::default() };
+        let drainer =
+            OutboxDrainer::new(self.raft.clone(), self.sink.clone(), config, self.ingest_stats.outbox.clone());
+        tokio::spawn(drainer.run(stop))
     }
 }
 
@@ -117,13 +122,7 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .merge(crate::cluster::api::router(node.raft.clone()))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drainer = OutboxDrainer::new(
-        node.raft.clone(),
-        node.sink.clone(),
-        node.outbox_config(),
-        node.ingest_stats.outbox.clone(),
-    );
-    let drain = tokio::spawn(drainer.run(stop_rx.clone()));
+    let drain = node.spawn_outbox_drainer(stop_rx.clone());
     let api = {
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {

@@ -86,6 +86,8 @@ pub struct IngestBatch {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub batch_id: Ulid,
+    /// The batch's sequence number (for logs and fault tests).
+    pub seq: u64,
     pub sensor_id: String,
     pub site: String,
     pub flows: Vec<FlowRecord>,
@@ -762,6 +764,7 @@ impl ClusterState {
         if applied && !batch.flows.is_empty() {
             self.outbox.push(OutboxEntry {
                 batch_id: batch.summary.batch_id,
+                seq: batch.summary.seq,
                 sensor_id: batch.summary.sensor_id.clone(),
                 site: batch.summary.site.clone(),
                 flows: batch.flows.clone(),
@@ -1257,6 +1260,75 @@ mod tests {
         assert_eq!(st.sensors["s1"].recent_batch_ids.len(), RECENT_BATCH_IDS);
     }
 
+    fn ingest(sensor: &str, seq: u64, flows: usize) -> IngestBatch {
+        let flow = FlowRecord {
+            ip_proto: 17,
+            vlan: None,
+            a_mac: mac(1),
+            b_mac: mac(2),
+            a_ip: "10.0.0.1".parse().unwrap(),
+            b_ip: "10.0.0.2".parse().unwrap(),
+            a_port: 5000,
+            b_port: 53,
+            first_seen_us: seq,
+            last_seen_us: seq + 1,
+            packets_ab: 1,
+            packets_ba: 1,
+            bytes_ab: 60,
+            bytes_ba: 90,
+            tcp_flags_ab: 0,
+            tcp_flags_ba: 0,
+            app: "dns".into(),
+            end_reason: "idle".into(),
+        };
+        IngestBatch { summary: batch(sensor, seq, vec![]), flows: vec![flow; flows] }
+    }
+
+    #[test]
+    fn grouped_batches_apply_in_order_with_per_batch_duplicate_answers() {
+        let mut st = ClusterState::new();
+        // 2 is re-sent inside the same group; 1 arrives again after 2 (below the watermark).
+        let group = vec![ingest("s1", 1, 2), ingest("s1", 2, 3), ingest("s1", 2, 3), ingest("s2", 1, 0)];
+        let r = st.apply(&Command::ApplyBatches(group));
+        assert_eq!(r.batches, vec![true, true, false, true]);
+        assert_eq!(st.watermark("s1"), 2);
+        assert_eq!(st.watermark("s2"), 1);
+        // Only applied batches with flows enter the outbox, once.
+        assert_eq!(st.outbox().entries.len(), 2);
+        assert_eq!(st.outbox().rows, 5);
+        let r = st.apply(&Command::ApplyBatches(vec![ingest("s1", 1, 2), ingest("s1", 3, 1)]));
+        assert_eq!(r.batches, vec![false, true]);
+        assert_eq!(st.outbox().rows, 6);
+        assert_eq!(st.sensors()["s1"].batches_applied, 3);
+    }
+
+    #[test]
+    fn drained_entries_leave_the_outbox_and_survive_a_snapshot_round_trip() {
+        let mut st = ClusterState::new();
+        st.apply(&Command::ApplyBatches((1..=4).map(|seq| ingest("s1", seq, 2)).collect()));
+        let keys: Vec<u64> = st.outbox().entries.keys().copied().collect();
+        assert_eq!(keys, vec![1, 2, 3, 4]);
+        let full = st.outbox().bytes;
+        st.apply(&Command::FlowsDrained { through: 2 });
+        assert_eq!(st.outbox().entries.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(st.outbox().rows, 4);
+        assert!(st.outbox().bytes < full && st.outbox().bytes > 0);
+        // A stale drain (a former leader's) changes nothing.
+        st.apply(&Command::FlowsDrained { through: 1 });
+        assert_eq!(st.outbox().rows, 4);
+        let bytes = bincode::serde::encode_to_vec(&st, bincode::config::standard()).unwrap();
+        let (back, _): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.outbox().entries[&3].seq, 3);
+        // Numbering continues after a reload, so a drain never covers a new entry.
+        let mut back = back;
+        back.apply(&Command::ApplyBatches(vec![ingest("s1", 5, 1)]));
+        assert_eq!(back.outbox().entries.keys().copied().collect::<Vec<_>>(), vec![3, 4, 5]);
+        back.apply(&Command::FlowsDrained { through: 5 });
+        assert_eq!((back.outbox().rows, back.outbox().bytes), (0, 0));
+    }
+
     #[test]
     fn summary_from_wire_batch_totals_flows() {
         let flow = FlowRecord {
@@ -1659,6 +1731,29 @@ mod tests {
     }
 
     proptest! {
+        /// A group (cut anywhere, with repeats) leaves the same inventory and watermarks as
+        /// the batches one by one, and answers each batch as the single command would.
+        #[test]
+        fn grouped_apply_equals_one_by_one(cmds in arb_commands(), cut in 0usize..40, repeat in 0usize..40) {
+            let mut with_repeat = cmds.clone();
+            with_repeat.insert(repeat.min(cmds.len()), cmds[cut % cmds.len()].clone());
+            let mut single = ClusterState::new();
+            let answers: Vec<bool> = with_repeat.iter().map(|c| single.apply(c).applied).collect();
+            let batches: Vec<IngestBatch> = with_repeat
+                .iter()
+                .map(|c| match c {
+                    Command::ApplyBatch(b) => IngestBatch { summary: b.clone(), flows: Vec::new() },
+                    other => unreachable!("{other:?}"),
+                })
+                .collect();
+            let (head, tail) = batches.split_at(cut.min(batches.len()));
+            let mut grouped = ClusterState::new();
+            let mut grouped_answers = grouped.apply(&Command::ApplyBatches(head.to_vec())).batches;
+            grouped_answers.extend(grouped.apply(&Command::ApplyBatches(tail.to_vec())).batches);
+            prop_assert_eq!(grouped_answers, answers);
+            prop_assert_eq!(grouped, single);
+        }
+
         #[test]
         fn applying_twice_equals_applying_once(cmds in arb_commands()) {
             let (once, applied_once) = apply_all(&cmds);

@@ -7,7 +7,8 @@
 //! failed) would leave a hole if a later batch of the same sensor were applied (the
 //! watermark would pass it, and its re-send would be acked as a duplicate and lost), so
 //! after a refusal the sensor's later batches are refused too until the refused one (or an
-//! earlier one) comes back, or [`REFUSAL_HOLD`] passes (the sensor no longer has it: it
+//! earlier one) comes back, the replicated watermark passes it (applied through another
+//! node), or [`REFUSAL_HOLD`] passes (the sensor no longer has it: it
 //! only moves past a batch when it was acked or dead-lettered).
 
 use crate::raft::{ProposeError, RaftNode};
@@ -103,20 +104,28 @@ async fn commit_group(
     refused: &mut HashMap<String, Refusal>,
     group: Vec<Pending>,
 ) {
-    let (outbox_bytes, applied): (u64, Vec<bool>) = raft
+    let (outbox_bytes, checks): (u64, Vec<(bool, u64)>) = raft
         .read_state(|s| {
-            let dup = group
+            let checks = group
                 .iter()
-                .map(|p| s.is_applied(&p.batch.summary.sensor_id, p.batch.summary.seq, &p.batch.summary.batch_id))
+                .map(|p| {
+                    let b = &p.batch.summary;
+                    (s.is_applied(&b.sensor_id, b.seq, &b.batch_id), s.watermark(&b.sensor_id))
+                })
                 .collect();
-            (s.outbox().bytes, dup)
+            (s.outbox().bytes, checks)
         })
         .await;
     refused.retain(|_, r| r.at.elapsed() < REFUSAL_HOLD);
     let mut added = 0u64;
     let mut proposal: Vec<Pending> = Vec::new();
-    for (p, already) in group.into_iter().zip(applied) {
+    for (p, (already, watermark)) in group.into_iter().zip(checks) {
         let s = &p.batch.summary;
+        // The refused batch was applied since (through another node while this one was a
+        // follower): nothing is missing any more.
+        if refused.get(&s.sensor_id).is_some_and(|r| watermark >= r.seq) {
+            refused.remove(&s.sensor_id);
+        }
         if already {
             if refused.get(&s.sensor_id).is_some_and(|r| s.seq <= r.seq) {
                 refused.remove(&s.sensor_id);

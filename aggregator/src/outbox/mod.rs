@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+use wardline_common::fault::{crash_point, CrashPoint};
 
 /// Outbox bounds and drain pacing.
 #[derive(Clone, Debug)]
@@ -182,6 +183,9 @@ impl OutboxDrainer {
                 );
                 self.status.update(|v| v.last_error = Some(e.to_string()));
                 continue;
+            }
+            for (_, e) in &taken {
+                crash_point(CrashPoint::AggregatorAfterSink, e.seq);
             }
             if failures > 0 {
                 info!("flow outbox drains again into {}", self.sink.describe());

@@ -8,3 +8,4 @@ mod sink_support;
 
 mod clickhouse;
 mod embedded;
+mod outbox;

@@ -18,11 +18,16 @@ use wardline_sensor::uplink::{self, UplinkConfig};
 struct Recorder {
     seen: Mutex<Vec<(SensorIdentity, Batch)>>,
     retry_later: bool,
+    /// Answer like a Raft follower (RetryLater naming the leader).
+    not_leader: bool,
 }
 
 impl Recorder {
     fn acking() -> Arc<Self> {
-        Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: false })
+        Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: false, not_leader: false })
+    }
+    fn follower() -> Arc<Self> {
+        Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: false, not_leader: true })
     }
     fn seen(&self) -> Vec<(SensorIdentity, Batch)> {
         self.seen.lock().unwrap().clone()
@@ -33,7 +38,10 @@ impl BatchHandler for Recorder {
     async fn handle(&self, identity: SensorIdentity, batch: Batch) -> BatchReply {
         let (batch_id, seq) = (batch.id, batch.seq);
         self.seen.lock().unwrap().push((identity, batch));
-        if self.retry_later {
+        if self.not_leader {
+            let reason = format!("{} (leader: 127.0.0.1:9)", wardline_common::wire::RETRY_NOT_LEADER);
+            BatchReply::RetryLater { batch_id, seq, reason }
+        } else if self.retry_later {
             BatchReply::RetryLater { batch_id, seq, reason: "test: cluster has no leader".into() }
         } else {
             BatchReply::Ack { batch_id, seq, duplicate: false }
@@ -224,7 +232,7 @@ async fn batches_are_delivered_in_order_and_removed_after_ack() {
 #[tokio::test]
 async fn retry_later_keeps_the_batch_and_never_skips_ahead() {
     let fleet = Fleet::new();
-    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true });
+    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true, not_leader: false });
     let server = start_server(&fleet, handler.clone(), IngestLimits::default());
     let sensor = fleet.sensor("ca", "s1", "north");
     let spool = open_spool(&fleet, "spool");
@@ -241,6 +249,33 @@ async fn retry_later_keeps_the_batch_and_never_skips_ahead() {
     assert!(stats.retry_later >= 3);
     assert_eq!(stats.acked, 0);
     assert_eq!(spool.len(), 2, "nothing leaves the spool without an ack");
+    // Several batches are in flight, but every round restarts from seq 1 and hands seq 2
+    // on only right after seq 1: nothing is applied past a batch that was not accepted.
+    let seqs: Vec<u64> = handler.seen().iter().map(|(_, b)| b.seq).collect();
+    assert_eq!(seqs[0], 1, "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[1] == 1 || w[1] == w[0] + 1), "skipped ahead: {seqs:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_one_batch_in_flight_retry_later_never_sends_the_next_one() {
+    let fleet = Fleet::new();
+    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true, not_leader: false });
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    spool.push(vec![device(1)], "s1", "north").unwrap();
+    spool.push(vec![device(2)], "s1", "north").unwrap();
+    let mut cfg = uplink_cfg(server.addr, &sensor);
+    cfg.max_in_flight = 1;
+    let h = handler.clone();
+    let stats = uplink::run_uplink(spool.clone(), cfg, async move {
+        wait_until("the batch was retried", || h.seen().len() >= 3).await;
+    })
+    .await
+    .unwrap();
+    assert!(stats.retry_later >= 3);
+    assert_eq!(spool.len(), 2);
     assert!(handler.seen().iter().all(|(_, b)| b.seq == 1), "seq 2 is never sent before seq 1 is acked");
     server.stop().await;
 }
@@ -426,4 +461,109 @@ async fn several_sensors_at_once() {
     }
     assert_eq!(server.stats.snapshot().connections_accepted, 4);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connections_streams_are_handled_in_open_order_even_when_a_later_one_arrives_first() {
+    let fleet = Fleet::new();
+    let handler = Recorder::acking();
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "bldg-a-1", "north");
+    let spool = open_spool(&fleet, "spool");
+    let b1 = spool.push(vec![device(1), flow(1)], "bldg-a-1", "north").unwrap();
+    let b2 = spool.push(vec![device(2), flow(2)], "bldg-a-1", "north").unwrap();
+
+    let tls = wardline_sensor::config::TlsPaths {
+        cert: sensor.join("sensor.pem"),
+        key: sensor.join("sensor.key"),
+        ca: sensor.join("ca.pem"),
+    };
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(wardline_sensor::tls::quic_client_config(&tls).unwrap());
+    let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
+    // Stream 1 is opened first (lower id) but its bytes are sent after stream 2's.
+    let (mut send1, mut recv1) = conn.open_bi().await.unwrap();
+    let (mut send2, mut recv2) = conn.open_bi().await.unwrap();
+    send2.write_all(&wardline_common::wire::encode_frame(&b2).unwrap()).await.unwrap();
+    send2.finish().unwrap();
+    let reply2 = tokio::spawn(async move { recv2.read_to_end(64 * 1024).await.unwrap() });
+    // Give the server time to read batch 2 completely before batch 1 exists.
+    wait_until("batch 2 arrived", || server.stats.snapshot().batches_received == 1).await;
+    assert!(handler.seen().is_empty(), "batch 2 was handled before batch 1 arrived");
+    send1.write_all(&wardline_common::wire::encode_frame(&b1).unwrap()).await.unwrap();
+    send1.finish().unwrap();
+    let reply1 = recv1.read_to_end(64 * 1024).await.unwrap();
+    let reply2 = reply2.await.unwrap();
+    for (bytes, b) in [(reply1, &b1), (reply2, &b2)] {
+        let r: BatchReply = wardline_common::wire::decode_frame(&bytes).unwrap();
+        assert_eq!(r, BatchReply::Ack { batch_id: b.id, seq: b.seq, duplicate: false });
+    }
+    let order: Vec<u64> = handler.seen().iter().map(|(_, b)| b.seq).collect();
+    assert_eq!(order, vec![1, 2], "handled out of stream order");
+    conn.close(0u32.into(), b"done");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_stream_stops_the_later_ones_of_its_connection() {
+    let fleet = Fleet::new();
+    let handler = Recorder::acking();
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "bldg-a-1", "north");
+    let spool = open_spool(&fleet, "spool");
+    let _b1 = spool.push(vec![device(1)], "bldg-a-1", "north").unwrap();
+    let b2 = spool.push(vec![device(2)], "bldg-a-1", "north").unwrap();
+    let tls = wardline_sensor::config::TlsPaths {
+        cert: sensor.join("sensor.pem"),
+        key: sensor.join("sensor.key"),
+        ca: sensor.join("ca.pem"),
+    };
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(wardline_sensor::tls::quic_client_config(&tls).unwrap());
+    let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
+    let (mut send1, _recv1) = conn.open_bi().await.unwrap();
+    let (mut send2, mut recv2) = conn.open_bi().await.unwrap();
+    // Batch 1 is abandoned half-way; batch 2 must not be applied past it.
+    send1.write_all(b"WL").await.unwrap();
+    send1.reset(0u32.into()).unwrap();
+    send2.write_all(&wardline_common::wire::encode_frame(&b2).unwrap()).await.unwrap();
+    send2.finish().unwrap();
+    let r: BatchReply = wardline_common::wire::decode_frame(&recv2.read_to_end(64 * 1024).await.unwrap()).unwrap();
+    assert!(matches!(&r, BatchReply::RetryLater { seq: 2, reason, .. } if reason.contains("earlier batch")), "{r:?}");
+    assert!(handler.seen().is_empty());
+    conn.close(0u32.into(), b"done");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sensor_fails_over_past_a_dead_address_and_a_follower() {
+    let fleet = Fleet::new();
+    let follower = Recorder::follower();
+    let leader = Recorder::acking();
+    let follower_server = start_server(&fleet, follower.clone(), IngestLimits::default());
+    let leader_server = start_server(&fleet, leader.clone(), IngestLimits::default());
+    // Nothing listens here: the port was bound and released.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let sensor = fleet.sensor("ca", "bldg-a-1", "north");
+    let spool = open_spool(&fleet, "spool");
+    let mut pushed = Vec::new();
+    for i in 0..20u8 {
+        pushed.push(spool.push(vec![device(i), flow(i as u32)], "bldg-a-1", "north").unwrap());
+    }
+    let mut cfg = uplink_cfg(dead, &sensor);
+    cfg.connect_timeout = Duration::from_millis(500);
+    cfg.fallback_addrs = vec![follower_server.addr, leader_server.addr];
+    let stats =
+        tokio::time::timeout(Duration::from_secs(30), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
+            .await
+            .expect("drain finishes")
+            .unwrap();
+    assert_eq!(stats.acked, 20, "{stats:?}");
+    assert!(stats.connect_failures >= 1 && stats.failovers >= 2, "{stats:?}");
+    assert_eq!(spool.len(), 0);
+    assert!(!follower.seen().is_empty(), "the follower was tried");
+    let delivered: Vec<Batch> = leader.seen().into_iter().map(|(_, b)| b).collect();
+    assert_eq!(delivered, pushed, "each batch once, in seq order, at the leader");
+    follower_server.stop().await;
+    leader_server.stop().await;
 }

@@ -33,6 +33,8 @@ fn ward_capture_reaches_inventory_and_clickhouse_exactly() {
     let diffs = inventory_differences(&truth, &inv);
     assert!(diffs.is_empty(), "inventory differs from ground truth:\n{}", diffs.join("\n"));
 
+    // Acked flows sit in the replicated outbox until the leader's next insert (decision 0016).
+    wait_outbox_drained(&agg, Duration::from_secs(60));
     let expected = truth_flows(&truth);
     assert!(!expected.is_empty(), "ground truth has no flows");
     let stored = tsv_flows(&ch.query(CLICKHOUSE_FLOWS_SQL).unwrap()).unwrap();
@@ -71,6 +73,61 @@ fn ward_capture_reaches_inventory_and_clickhouse_exactly() {
     assert_eq!(totals["replicated"]["packets"].as_u64(), Some(packets), "{totals}");
     let sensors = agg.get("/api/v1/sensors").unwrap();
     assert!(sensors["sensors"]["ward-a-1"]["last_seq"].as_u64().unwrap_or(0) > 1, "{sensors}");
+}
+
+/// Wait until the node's flow outbox is empty (every acked flow is in the flow store).
+fn wait_outbox_drained(agg: &Aggregator, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let totals = agg.get("/api/v1/flows/totals").ok();
+        if totals.as_ref().and_then(|t| t["outbox"]["rows"].as_u64()) == Some(0) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "outbox not drained: {totals:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn clickhouse_killed_mid_run_keeps_inventory_moving_and_flows_land_exactly_once() {
+    let mut ch = ClickHouseServer::start().expect("start ClickHouse");
+    let fleet = Fleet::new().unwrap();
+    let (pcap, truth) = fleet.generate("ward", 11, "ward.pcap").unwrap();
+    let mut agg = Aggregator::start(&fleet, 1, Some(ch.http_url.clone())).unwrap();
+    let tls_dir = fleet.issue_sensor("ward-a-1", "north").unwrap();
+    let cfg = Sensor::write_config(
+        &fleet,
+        &SensorSpec {
+            sensor_id: "ward-a-1",
+            site: "north",
+            tls_dir,
+            server: agg.quic_addr(),
+            pcaps: vec![pcap],
+            max_events: 25,
+        },
+    )
+    .unwrap();
+    ch.stop_kill9();
+    // With ClickHouse down the whole capture is still acked and the inventory complete.
+    let mut sensor = Sensor::start(&cfg, &fleet.path().join("sensor.log"), &[]).unwrap();
+    let status = sensor.wait(Duration::from_secs(180)).unwrap();
+    assert!(status.success(), "sensor failed:\n{}", sensor.log_text());
+    let inv = agg.get("/api/v1/inventory").unwrap();
+    let diffs = inventory_differences(&truth, &inv);
+    assert!(diffs.is_empty(), "inventory differs while ClickHouse is down:\n{}", diffs.join("\n"));
+    // The node is killed with the flows still in its outbox, then ClickHouse comes back.
+    agg.kill9();
+    ch.restart().unwrap();
+    agg.restart().unwrap();
+    wait_outbox_drained(&agg, Duration::from_secs(60));
+    let expected = truth_flows(&truth);
+    let stored = tsv_flows(&ch.query(CLICKHOUSE_FLOWS_SQL).unwrap()).unwrap();
+    let diffs = flow_differences(&expected, &stored);
+    assert!(diffs.is_empty(), "ClickHouse flows differ after the outage:\n{}", diffs.join("\n"));
+    let totals = agg.get("/api/v1/flows/totals").unwrap();
+    let packets: u64 = expected.values().map(|v| v.0).sum();
+    assert_eq!(totals["store"]["packets"].as_u64(), Some(packets), "{totals}");
+    assert_eq!(totals["replicated"]["packets"].as_u64(), Some(packets), "{totals}");
 }
 
 #[test]

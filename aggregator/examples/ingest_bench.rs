@@ -1,0 +1,135 @@
+//! Cluster ingest benchmark (docs/benchmarks.md, "Cluster ingest"); run by
+//! `scripts/bench-ingest.sh`, which builds the release binaries and the capture first.
+//!
+//!   cargo run --release -p wardline-aggregator --example ingest_bench -- CAPTURE.pcap
+//!
+//! Starts a real ClickHouse server and one aggregator node on loopback and measures:
+//! 1. live: a sensor reads the capture and ships it; time from sensor start until every
+//!    flow is in ClickHouse (outbox drained);
+//! 2. direct: the same rows (read back from ClickHouse) inserted with the `clickhouse`
+//!    crate into a fresh table, 100,000 rows per insert;
+//! 3. backlog: a second sensor spools the whole capture while no node is reachable, then
+//!    drains its spool into the node; flows acked per second.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use wardline_aggregator::sink::clickhouse::schema_statements;
+use wardline_aggregator::sink::FlowRow;
+use wardline_chaos_tests::clickhouse::ClickHouseServer;
+use wardline_chaos_tests::procs::{free_udp_port, Aggregator, Fleet, Sensor, SensorSpec};
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done()? {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sensor_flows(agg: &Aggregator, sensor: &str) -> u64 {
+    agg.get("/api/v1/sensors").ok().and_then(|v| v["sensors"][sensor]["flows"].as_u64()).unwrap_or(0)
+}
+
+fn outbox_rows(agg: &Aggregator) -> Option<u64> {
+    agg.get("/api/v1/flows/totals").ok().and_then(|v| v["outbox"]["rows"].as_u64())
+}
+
+fn main() -> Result<()> {
+    let pcap = PathBuf::from(std::env::args().nth(1).context("usage: ingest_bench CAPTURE.pcap")?);
+    let pcap = pcap.canonicalize().with_context(|| format!("no capture at {}", pcap.display()))?;
+    let ch = ClickHouseServer::start()?;
+    let fleet = Fleet::new()?;
+    let agg = Aggregator::start(&fleet, 1, Some(ch.http_url.clone()))?;
+
+    // 1. Live capture through one node into ClickHouse.
+    let spec = |id: &'static str, server: String| SensorSpec {
+        sensor_id: id,
+        site: "north",
+        tls_dir: fleet.issue_sensor(id, "north").expect("issue sensor"),
+        server,
+        pcaps: vec![pcap.clone()],
+        max_events: 2000,
+    };
+    let cfg = Sensor::write_config(&fleet, &spec("live-1", agg.quic_addr()))?;
+    let t0 = Instant::now();
+    let mut sensor = Sensor::start(&cfg, &fleet.path().join("live.log"), &[])?;
+    let st = sensor.wait(Duration::from_secs(1800))?;
+    if !st.success() {
+        bail!("sensor failed:\n{}", sensor.log_text());
+    }
+    let acked_at = t0.elapsed();
+    let t1 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
+    let live_secs = (t1 - t0).as_secs_f64();
+    let flows = sensor_flows(&agg, "live-1");
+    let stored: u64 = ch.query("SELECT count() FROM wardline.flows FINAL")?.trim().parse()?;
+    if stored != flows {
+        bail!("ClickHouse holds {stored} distinct rows, the cluster acked {flows} flows");
+    }
+    println!(
+        "live: {flows} flows in {live_secs:.2} s = {:.0} flows/s into ClickHouse (sensor done and acked at {:.2} s)",
+        flows as f64 / live_secs,
+        acked_at.as_secs_f64()
+    );
+
+    // 2. The same rows straight into ClickHouse with the clickhouse crate.
+    let rt = tokio::runtime::Runtime::new()?;
+    let direct_secs = rt.block_on(async {
+        let client = clickhouse::Client::default().with_url(ch.http_url.clone()).with_validation(false);
+        let rows: Vec<FlowRow> = client.query("SELECT ?fields FROM wardline.flows FINAL").fetch_all().await?;
+        for sql in schema_statements("wardline_direct") {
+            client.query(&sql).execute().await?;
+        }
+        let client = client.with_database("wardline_direct");
+        let t = Instant::now();
+        for chunk in rows.chunks(100_000) {
+            let mut insert = client.insert::<FlowRow>("flows").await?;
+            for r in chunk {
+                insert.write(r).await?;
+            }
+            insert.end().await?;
+        }
+        anyhow::Ok(t.elapsed().as_secs_f64())
+    })?;
+    println!(
+        "direct: {flows} rows in {direct_secs:.2} s = {:.0} rows/s; cluster path = {:.1} % of direct",
+        flows as f64 / direct_secs,
+        100.0 * direct_secs / live_secs
+    );
+
+    // 3. A spooled backlog: capture while no node is reachable, then drain.
+    let dead = format!("127.0.0.1:{}", free_udp_port());
+    let cfg = Sensor::write_config(&fleet, &spec("backlog-1", dead))?;
+    let log = fleet.path().join("backlog.log");
+    let mut sensor = Sensor::start(&cfg, &log, &[])?;
+    wait_for("the backlog sensor to spool the capture", Duration::from_secs(1800), || {
+        Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("capture finished"))
+    })?;
+    sensor.kill9();
+    // Same sensor, same spool, now pointed at the node.
+    let cfg = Sensor::write_config(&fleet, &spec("backlog-1", agg.quic_addr()))?;
+    let mut sensor = Sensor::start(&cfg, &log, &[])?;
+    let first =
+        wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
+    let first_flows = sensor_flows(&agg, "backlog-1");
+    let st = sensor.wait(Duration::from_secs(1800))?;
+    let done = Instant::now();
+    if !st.success() {
+        bail!("backlog sensor failed:\n{}", sensor.log_text());
+    }
+    let total = sensor_flows(&agg, "backlog-1");
+    let secs = (done - first).as_secs_f64();
+    println!(
+        "backlog: {} flows acked in {secs:.2} s = {:.0} flows/s (one sensor's spool into one node)",
+        total - first_flows,
+        (total - first_flows) as f64 / secs
+    );
+    let t2 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
+    println!("backlog: outbox drained {:.2} s after the last ack", (t2 - done).as_secs_f64());
+    Ok(())
+}
