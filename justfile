@@ -12,9 +12,32 @@ demo-serve:
 test:
     bash scripts/test.sh
 
-# Multi-process fault tests only (kill -9 of sensor and aggregator, foreign certificates).
-chaos:
+# Multi-process fault tests only (kill -9 of sensor and aggregator, foreign certificates, short chaos runs).
+chaos-tests:
     cargo build --workspace --bins && cargo test -p wardline-chaos-tests -- --test-threads=1
+
+# Chaos suite: every nemesis with FAULT_SECS of fault, one result line each (docs/chaos.md).
+chaos FAULT_SECS="60" SEED="":
+    #!/usr/bin/env bash
+    set -uo pipefail
+    cargo build --workspace --bins || exit 1
+    report="$PWD/target/chaos-report.txt"; rm -f "$report"
+    [[ -n "{{SEED}}" ]] && export WARDLINE_CHAOS_SEED="{{SEED}}"
+    WARDLINE_CHAOS_REPORT="$report" WARDLINE_CHAOS_FAULT_SECS="{{FAULT_SECS}}" \
+      cargo test -q -p wardline-chaos-tests --test chaos full_suite -- --ignored --nocapture --test-threads=1 >target/chaos-run.log 2>&1
+    st=$?; echo; cat "$report" 2>/dev/null; echo "(full log: target/chaos-run.log)"; exit $st
+
+# One nemesis with one seed (replay a result line): just chaos-one flaky-links 1234
+chaos-one NEMESIS SEED FAULT_SECS="60":
+    cargo build --workspace --bins && WARDLINE_CHAOS_NEMESIS={{NEMESIS}} WARDLINE_CHAOS_SEED={{SEED}} WARDLINE_CHAOS_FAULT_SECS={{FAULT_SECS}} cargo test -p wardline-chaos-tests --test chaos full_suite -- --ignored --nocapture --test-threads=1
+
+# Randomized mode: ROUNDS runs of random nemesis pairs, seeds SEED, SEED+1, ... (just chaos-long 1 20)
+chaos-long SEED="1" ROUNDS="20" FAULT_SECS="30":
+    cargo build --workspace --bins && WARDLINE_CHAOS_SEED={{SEED}} WARDLINE_CHAOS_ROUNDS={{ROUNDS}} WARDLINE_CHAOS_FAULT_SECS={{FAULT_SECS}} cargo test -p wardline-chaos-tests --test chaos full_suite -- --ignored --nocapture --test-threads=1
+
+# Three nodes and two sensors on loopback; kills the leader midway; prints each node's inventory and flow totals.
+cluster-demo:
+    bash scripts/cluster-demo.sh
 
 # Sensor throughput and memory against tshark, ndpiReader, p0f and softflowd (docs/benchmarks.md).
 bench:

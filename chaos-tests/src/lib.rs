@@ -1,5 +1,11 @@
 //! Test harness for multi-process tests.
 
+pub mod checker;
 pub mod clickhouse;
+pub mod disk;
 pub mod expect;
+pub mod fault_proxy;
+pub mod nemesis;
+pub mod netns;
 pub mod procs;
+pub mod run;

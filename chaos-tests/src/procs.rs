@@ -149,14 +149,44 @@ pub struct Aggregator {
     pub fault: Option<String>,
     /// Extra `run` arguments for the next start (e.g. `--kb-dir`).
     pub extra_args: Vec<String>,
+    /// Extra environment for every start (e.g. libfaketime for the clock-jump nemesis).
+    pub extra_env: Vec<(String, String)>,
+    /// Started without `--init`: the node waits for `cluster join`, so its first start waits
+    /// only for its API, not for a leader.
+    pub joiner: bool,
+    /// Network namespace to run the node in (`ip netns exec`), for partition nemeses.
+    pub netns: Option<String>,
     child: Option<Child>,
     starts: u32,
 }
 
 impl Aggregator {
     pub fn start(fleet: &Fleet, node_id: u64, clickhouse_url: Option<String>) -> Result<Aggregator> {
+        Self::start_with_env(fleet, node_id, clickhouse_url, Vec::new())
+    }
+
+    /// [`start`](Self::start) with extra environment variables for the node process.
+    pub fn start_with_env(
+        fleet: &Fleet,
+        node_id: u64,
+        clickhouse_url: Option<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Result<Aggregator> {
+        let mut a = Self::prepare(fleet, node_id, clickhouse_url, extra_env)?;
+        a.spawn()?;
+        Ok(a)
+    }
+
+    /// Certificates, ports and folders of a node, not started yet: set `joiner`,
+    /// `extra_args` (e.g. `--advertise-raft` through a fault proxy), then [`launch`](Self::launch).
+    pub fn prepare(
+        fleet: &Fleet,
+        node_id: u64,
+        clickhouse_url: Option<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Result<Aggregator> {
         let tls_dir = fleet.issue_node(node_id)?;
-        let mut a = Aggregator {
+        Ok(Aggregator {
             node_id,
             data_dir: tls_dir.join("data"),
             tls_dir,
@@ -168,20 +198,34 @@ impl Aggregator {
             log: fleet.path().join(format!("aggregator{node_id}.log")),
             fault: None,
             extra_args: Vec::new(),
+            extra_env,
+            joiner: false,
+            netns: None,
             child: None,
             starts: 0,
-        };
-        a.spawn()?;
-        Ok(a)
+        })
+    }
+
+    /// Start a [`prepare`](Self::prepare)d node.
+    pub fn launch(&mut self) -> Result<()> {
+        self.spawn()
     }
 
     fn spawn(&mut self) -> Result<()> {
         self.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(bin("wardline-aggregator"));
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the node, so the child's pid is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("wardline-aggregator"));
+                c
+            }
+            None => Command::new(bin("wardline-aggregator")),
+        };
         // --init: each node founds its own one-node cluster on first start (what nodes did
         // before `cluster join` existed); a restart resumes it.
-        cmd.args(["run", "--init", "--node-id", &self.node_id.to_string()])
+        cmd.args(["run", "--node-id", &self.node_id.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--tls-dir")
@@ -196,13 +240,35 @@ impl Aggregator {
         if let Some(u) = &self.clickhouse_url {
             cmd.args(["--clickhouse-url", u]);
         }
+        if !self.joiner {
+            cmd.arg("--init");
+        }
         cmd.args(&self.extra_args);
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         match &self.fault {
             Some(f) => cmd.env("WARDLINE_FAULT", f),
             None => cmd.env_remove("WARDLINE_FAULT"),
         };
         self.child = Some(cmd.spawn().context("cannot start wardline-aggregator")?);
+        if self.joiner && self.starts == 1 {
+            return self.wait_api(Duration::from_secs(60));
+        }
         self.wait_ready(Duration::from_secs(60))
+    }
+
+    /// Wait until the node's API answers (it may not know a leader yet).
+    pub fn wait_api(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.get("/healthz").is_err() {
+            if self.exited() {
+                bail!("aggregator exited during start-up:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("aggregator API not up after {timeout:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     pub fn api(&self) -> String {
@@ -279,6 +345,24 @@ impl Aggregator {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Process id of the running node (for the SIGSTOP / SIGCONT nemesis).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// True when the process was started and has exited (crashed or killed).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// Start again after [`kill9`](Self::kill9) over the same data folder.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.spawn()
     }
 }
 

@@ -6,3 +6,4 @@
 mod e2e_clickhouse;
 mod kb_override;
 mod kill9;
+mod nemeses;
