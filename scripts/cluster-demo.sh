@@ -30,7 +30,7 @@ base="${WARDLINE_DEMO_PORT_BASE:-18000}"
 api_port() { echo $((base + 80 + $1)); }
 raft_port() { echo $((base - 1000 + 80 + $1)); }
 quic_port() { echo $((base - 4000 + 80 + $1)); }
-api() { echo "http://127.0.0.1:$(api_port "$1")"; }
+api() { echo "https://127.0.0.1:$(api_port "$1")"; }
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -40,6 +40,10 @@ trap cleanup EXIT
 for n in 1 2 3; do
   "$agg" admin issue-node --ca-dir "$out/ca" --node-id "$n" --out-dir "$out/node$n" >/dev/null
 done
+# The API is HTTPS with operator authentication: the demo acts as an admin operator.
+"$agg" admin issue-operator --ca-dir "$out/ca" --name demo-admin --role admin --out-dir "$out/operator" >/dev/null
+export WARDLINE_CERT_DIR="$out/operator"
+curl_api() { curl -sf --cacert "$out/ca/ca.pem" --cert "$out/operator/operator.pem" --key "$out/operator/operator.key" "$@"; }
 for s in 1 2; do
   "$agg" admin issue-sensor --ca-dir "$out/ca" --sensor-id "ward-$s" --site "site-$s" --out-dir "$out/sensor$s" >/dev/null
   "$sim" --scenario ward --seed "$s" --scale 3 --out "$out/ward$s.pcap" >/dev/null
@@ -57,7 +61,7 @@ start_node() { # start_node N [--init]
 }
 wait_api() { # wait_api N: until the node answers /healthz
   for _ in $(seq 1 150); do
-    curl -sf "$(api "$1")/healthz" >/dev/null 2>&1 && return 0
+    curl_api "$(api "$1")/healthz" >/dev/null 2>&1 && return 0
     kill -0 "${node_pid[$1]}" 2>/dev/null || { cat "$out/node$1.log" >&2; echo "cluster-demo: node $1 exited" >&2; exit 1; }
     sleep 0.2
   done
@@ -106,8 +110,8 @@ TOML
 done
 
 # Midway: once the cluster has applied some batches, kill -9 the leader.
-applied() { curl -sf "$(api "$1")/api/v1/sensors" | python3 -c 'import json,sys; print(sum(r["batches_applied"] for r in json.load(sys.stdin)["sensors"].values()))' 2>/dev/null || echo 0; }
-leader() { curl -sf "$(api "$1")/api/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin)["current_leader"] or "")' 2>/dev/null || true; }
+applied() { curl_api "$(api "$1")/api/v1/sensors" | python3 -c 'import json,sys; print(sum(r["batches_applied"] for r in json.load(sys.stdin)["sensors"].values()))' 2>/dev/null || echo 0; }
+leader() { curl_api "$(api "$1")/api/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin)["current_leader"] or "")' 2>/dev/null || true; }
 for _ in $(seq 1 300); do
   (($(applied 1) >= 20)) && break
   sleep 0.05
@@ -137,8 +141,8 @@ sleep 3
 echo
 printf '%-6s %-9s %-8s %-10s %-12s %-14s\n' node devices batches flows packets bytes
 for n in 1 2 3; do
-  inv=$(curl -sf "$(api "$n")/api/v1/inventory" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
-  tot=$(curl -sf "$(api "$n")/api/v1/flows/totals" | python3 -c 'import json,sys; r=json.load(sys.stdin)["replicated"]; print(r["flows"], r["packets"], r["bytes"])')
+  inv=$(curl_api "$(api "$n")/api/v1/inventory" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
+  tot=$(curl_api "$(api "$n")/api/v1/flows/totals" | python3 -c 'import json,sys; r=json.load(sys.stdin)["replicated"]; print(r["flows"], r["packets"], r["bytes"])')
   read -r flows packets bytes <<<"$tot"
   printf '%-6s %-9s %-8s %-10s %-12s %-14s\n' "$n" "$inv" "$(applied "$n")" "$flows" "$packets" "$bytes"
 done
@@ -157,4 +161,4 @@ devices = len(macs)
 print(f"{'truth':<6} {devices:<9} {'':<8} {'':<10} {packets:<12} {bytes_:<14}")
 PY
 echo
-echo "Logs and data: $out/ (node*.log, sensor*.log). Cluster: $agg cluster status --api $(api 1)"
+echo "Logs and data: $out/ (node*.log, sensor*.log). Cluster: $agg cluster status --api $(api 1) --cert-dir $out/operator"

@@ -310,6 +310,22 @@ impl Aggregator {
         Ok(v)
     }
 
+    /// Wait until the node's flow outbox is empty: every acked flow is in the flow store
+    /// (decision 0016: acks come before the drain).
+    pub fn wait_outbox_drained(&self, within: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let totals = self.get("/api/v1/flows/totals").ok();
+            if totals.as_ref().and_then(|t| t["outbox"]["rows"].as_u64()) == Some(0) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("the flow outbox did not drain within {within:?}: {totals:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// HTTPS client trusting the fleet CA and presenting the admin operator certificate.
     pub fn api_client(&self) -> Result<reqwest::blocking::Client> {
         let mut pem = std::fs::read(self.operator_dir.join("operator.pem"))?;

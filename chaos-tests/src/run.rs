@@ -140,13 +140,6 @@ impl Monitor {
     }
 }
 
-/// The client the monitor samples every node's API with (the same credentials as
-/// `Aggregator::get`: plain HTTP today; once the API needs operator authentication, the
-/// procs harness's authenticated client).
-fn monitor_client() -> Result<reqwest::blocking::Client> {
-    Ok(reqwest::blocking::Client::builder().build()?)
-}
-
 /// A fault in force, remembered so it can be healed.
 enum Injected {
     Killed(usize),
@@ -265,6 +258,7 @@ impl Rig {
                 crate::procs::run_ok(
                     std::process::Command::new(crate::procs::bin("wardline-aggregator"))
                         .args(["cluster", "replace", "--api", &self.nodes[leader].api()])
+                        .env("WARDLINE_CERT_DIR", &self.nodes[leader].operator_dir)
                         .args(["--old", &old_id.to_string(), "--new", &new_id.to_string()])
                         .args(["--raft-addr", &proxy.listen.to_string()])
                         .args(["--api-addr", &format!("127.0.0.1:{}", node.api_port)])
@@ -510,7 +504,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         sensor_ids.push(id);
     }
     let mut rig = Rig { fleet, ch, nodes, sensor_links, raft_links, plumbing, disk, clock, lab, rng };
-    let monitor = Monitor::start(monitor_client()?, rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
+    let monitor = Monitor::start(rig.nodes[0].api_client()?, rig.nodes.iter().map(|n| (n.node_id, n.api())).collect());
     let mut running = Vec::new();
     for (id, cfg) in &sensors {
         running.push(Sensor::start(cfg, &rig.fleet.path().join(format!("{id}.log")), &[])?);
@@ -632,6 +626,7 @@ fn start_cluster(
             crate::procs::run_ok(
                 std::process::Command::new(crate::procs::bin("wardline-aggregator"))
                     .args(["cluster", "join", "--api", &nodes[0].api(), "--node-id", &id.to_string()])
+                    .env("WARDLINE_CERT_DIR", &nodes[0].operator_dir)
                     .args(["--raft-addr", &raft_addr.to_string()])
                     .args(["--api-addr", &format!("127.0.0.1:{}", node.api_port)])
                     .args(["--ingest-addr", &node.quic_addr()]),

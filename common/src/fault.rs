@@ -10,7 +10,10 @@ use std::sync::OnceLock;
 pub enum CrashPoint {
     /// Sensor: the aggregator acknowledged the batch, the spool still holds it.
     SensorAfterAck,
-    /// Aggregator: flows written to the sink, batch not yet proposed to Raft.
+    /// Aggregator: the outbox drainer wrote a batch's flows to the flow sink, the drain is
+    /// not yet committed to Raft (decision 0016). Fires for the first drained batch at or
+    /// after the configured seq ([`crash_point_at_or_after`]): batches without flows never
+    /// reach the outbox, so an exact seq might never come.
     AggregatorAfterSink,
     /// Aggregator: batch committed and applied, ack not yet sent.
     AggregatorAfterCommit,
@@ -40,6 +43,17 @@ pub fn crash_point(point: CrashPoint, seq: u64) {
     if let Some((p, s)) = configured() {
         if p == point.name() && *s == seq {
             eprintln!("WARDLINE_FAULT: aborting at {} for batch seq {seq}", point.name());
+            std::process::abort();
+        }
+    }
+}
+
+/// Abort the process if the configured crash point is `point` at a batch seq ≤ `seq`:
+/// for points that see only some batches (the outbox drainer sees those with flows).
+pub fn crash_point_at_or_after(point: CrashPoint, seq: u64) {
+    if let Some((p, s)) = configured() {
+        if p == point.name() && seq >= *s {
+            eprintln!("WARDLINE_FAULT: aborting at {} for batch seq {seq} (armed at {s})", point.name());
             std::process::abort();
         }
     }

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
-use wardline_common::fault::{crash_point, CrashPoint};
+use wardline_common::fault::{crash_point_at_or_after, CrashPoint};
 
 /// Outbox bounds and drain pacing.
 #[derive(Clone, Debug)]
@@ -184,8 +184,8 @@ impl OutboxDrainer {
                 self.status.update(|v| v.last_error = Some(e.to_string()));
                 continue;
             }
-            for (_, e) in &taken {
-                crash_point(CrashPoint::AggregatorAfterSink, e.seq);
+            if let Some(seq) = taken.iter().map(|(_, e)| e.seq).max() {
+                crash_point_at_or_after(CrashPoint::AggregatorAfterSink, seq);
             }
             if failures > 0 {
                 info!("flow outbox drains again into {}", self.sink.describe());

@@ -34,7 +34,7 @@ fn ward_capture_reaches_inventory_and_clickhouse_exactly() {
     assert!(diffs.is_empty(), "inventory differs from ground truth:\n{}", diffs.join("\n"));
 
     // Acked flows sit in the replicated outbox until the leader's next insert (decision 0016).
-    wait_outbox_drained(&agg, Duration::from_secs(60));
+    agg.wait_outbox_drained(Duration::from_secs(60)).unwrap();
     let expected = truth_flows(&truth);
     assert!(!expected.is_empty(), "ground truth has no flows");
     let stored = tsv_flows(&ch.query(CLICKHOUSE_FLOWS_SQL).unwrap()).unwrap();
@@ -76,18 +76,6 @@ fn ward_capture_reaches_inventory_and_clickhouse_exactly() {
 }
 
 /// Wait until the node's flow outbox is empty (every acked flow is in the flow store).
-fn wait_outbox_drained(agg: &Aggregator, within: Duration) {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let totals = agg.get("/api/v1/flows/totals").ok();
-        if totals.as_ref().and_then(|t| t["outbox"]["rows"].as_u64()) == Some(0) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "outbox not drained: {totals:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn clickhouse_killed_mid_run_keeps_inventory_moving_and_flows_land_exactly_once() {
     let mut ch = ClickHouseServer::start().expect("start ClickHouse");
@@ -119,7 +107,7 @@ fn clickhouse_killed_mid_run_keeps_inventory_moving_and_flows_land_exactly_once(
     agg.kill9();
     ch.restart().unwrap();
     agg.restart().unwrap();
-    wait_outbox_drained(&agg, Duration::from_secs(60));
+    agg.wait_outbox_drained(Duration::from_secs(60)).unwrap();
     let expected = truth_flows(&truth);
     let stored = tsv_flows(&ch.query(CLICKHOUSE_FLOWS_SQL).unwrap()).unwrap();
     let diffs = flow_differences(&expected, &stored);

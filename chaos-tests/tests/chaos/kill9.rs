@@ -39,6 +39,7 @@ fn setup(seed: u64) -> Setup {
 }
 
 fn assert_exact(s: &Setup) {
+    s.agg.wait_outbox_drained(Duration::from_secs(60)).unwrap();
     let inv = s.agg.get("/api/v1/inventory").unwrap();
     let diffs = inventory_differences(&s.truth, &inv);
     assert!(diffs.is_empty(), "inventory differs:\n{}", diffs.join("\n"));
@@ -67,7 +68,8 @@ fn sensor_killed_after_ack_before_spool_delete_resends_without_double_count() {
     let st = run_sensor_to_end(&s, "sensor1.log", &[("WARDLINE_FAULT", "sensor-after-ack:3")]);
     assert!(!st.success(), "the crash point must have fired");
     let seq = s.agg.get("/api/v1/sensors").unwrap()["sensors"]["ward-a-1"]["last_seq"].as_u64().unwrap();
-    assert_eq!(seq, 3, "batch 3 was committed by the cluster before the sensor died");
+    // Several batches are in flight, so later ones may have been committed too.
+    assert!(seq >= 3, "batch 3 was committed by the cluster before the sensor died (watermark {seq})");
     run_sensor_to_end(&s, "sensor2.log", &[]);
     assert_exact(&s);
 }
@@ -104,7 +106,9 @@ fn aggregator_crash_at(seed: u64, crash_point: &str) {
 
 #[test]
 fn aggregator_killed_after_sink_write_before_commit_does_not_double_count() {
-    // Dies after writing batch 4's flows to ClickHouse, before proposing it to Raft.
+    // The outbox drainer dies after writing the flows of batch 4 (or the first later batch
+    // with flows) to ClickHouse, before the drain is committed to Raft: the next leader
+    // writes them again and ClickHouse collapses the repeat.
     aggregator_crash_at(13, "aggregator-after-sink:4");
 }
 
