@@ -5,6 +5,7 @@
 //! - `POST /api/v1/cluster/join`     `{"node_id", "raft_addr", "api_addr", "ingest_addr"}`
 //! - `POST /api/v1/cluster/leave`    `{"node_id"}`
 //! - `POST /api/v1/cluster/replace`  `{"old", "new": {"node_id", "raft_addr", "api_addr", "ingest_addr"}}`
+//! - `GET  /api/v1/cluster/backup`   (admin) this node's applied state as a backup file
 //!
 //! Errors are `{"error": "..."}`; a follower answers 421 with `leader_id` and
 //! `leader_api_addr` so the caller can retry at the leader.
@@ -46,6 +47,7 @@ pub fn router(node: Arc<RaftNode>) -> Router {
         .route("/api/v1/cluster/join", post(join))
         .route("/api/v1/cluster/leave", post(leave))
         .route("/api/v1/cluster/replace", post(replace))
+        .route("/api/v1/cluster/backup", get(backup))
         .with_state(node)
 }
 
@@ -104,4 +106,21 @@ async fn replace(
 ) -> Result<Json<ClusterStatus>, ClusterError> {
     let req = body(req)?;
     Ok(Json(super::replace(&node, req.old, &req.new).await?))
+}
+
+/// The applied state of this node as a backup file (`super::backup`).
+async fn backup(State(node): State<Arc<RaftNode>>) -> Result<Response, ClusterError> {
+    let bytes = super::backup::capture(&node)
+        .await
+        .map_err(|e| ClusterError::Unavailable(format!("cannot build the backup: {e:#}")))?;
+    let name = format!("wardline-node{}-{}.wlbackup", node.node_id(), crate::auth::now_ms());
+    tracing::info!(node = node.node_id(), bytes = bytes.len(), "serving an online backup");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        bytes,
+    )
+        .into_response())
 }
