@@ -41,7 +41,9 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let restore = match &config.restore {
-            Some(file) => Some(crate::cluster::backup::prepare_restore(&config.data_dir, file)?),
+            Some(file) => {
+                Some(crate::cluster::backup::prepare_restore(&config.data_dir, file, config.cluster_id.as_deref())?)
+            }
             None => None,
         };
         let raft =

@@ -357,7 +357,9 @@ pub struct Restore {
 /// Before the Raft node opens: verify the backup and seed an EMPTY data directory with
 /// its state (durably, as the stored snapshot). A data directory already restored from
 /// the same file resumes; any other non-empty one is refused.
-pub fn prepare_restore(data_dir: &Path, file: &Path) -> Result<Restore> {
+/// `expected_cluster` is the node's configured `cluster_id`: a restore founds a NEW
+/// cluster, so a configured id is refused before anything is written.
+pub fn prepare_restore(data_dir: &Path, file: &Path, expected_cluster: Option<&str>) -> Result<Restore> {
     let backup = read_file(file)?;
     let store = data_dir.join("raft.sled");
     let mut restore =
@@ -376,6 +378,12 @@ pub fn prepare_restore(data_dir: &Path, file: &Path) -> Result<Restore> {
              data_dir (move this one aside if you may still need it)",
             data_dir.display(),
             done.map(|d| format!(" restored from another backup (SHA-256 {d})")).unwrap_or_default()
+        );
+    }
+    if let Some(id) = expected_cluster {
+        anyhow::bail!(
+            "--restore founds a NEW cluster with a new id, but this node is configured for cluster {id} (cluster_id \
+             / --cluster-id): remove that setting for the restore, then set the new id it prints"
         );
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;

@@ -23,7 +23,7 @@ async fn state(n: &ServedNode) -> ClusterState {
 /// Found a new cluster from `file` on node `id` in the empty `dir`, as `run --init
 /// --restore` does; returns the node and the new cluster id.
 async fn restore(id: u64, dir: &Path, file: &Path, snapshot_every: u64) -> (ServedNode, String) {
-    let r = backup::prepare_restore(dir, file).expect("restore accepted");
+    let r = backup::prepare_restore(dir, file, None).expect("restore accepted");
     assert!(!r.resumed);
     let n = ServedNode::start(id, dir, config(snapshot_every)).await;
     let cluster_id = cluster::init(&n.node).await.expect("new cluster");
@@ -217,7 +217,7 @@ async fn corrupt_or_misplaced_backups_are_refused() {
         let file = root.join(name);
         std::fs::write(&file, content).unwrap();
         let data = root.join(format!("data-{name}"));
-        let err = format!("{:#}", backup::prepare_restore(&data, &file).unwrap_err());
+        let err = format!("{:#}", backup::prepare_restore(&data, &file, None).unwrap_err());
         assert!(err.contains(&file.display().to_string()) && err.contains(why), "{err}");
         assert!(!data.join("raft.sled").exists(), "nothing is seeded from a refused file");
     }
@@ -226,12 +226,16 @@ async fn corrupt_or_misplaced_backups_are_refused() {
     backup::write_file(&good, &bytes).unwrap();
     let n = ServedNode::start(5, dirs[1].path(), config(5)).await;
     n.stop().await;
-    let err = format!("{:#}", backup::prepare_restore(dirs[1].path(), &good).unwrap_err());
+    let err = format!("{:#}", backup::prepare_restore(dirs[1].path(), &good, None).unwrap_err());
     assert!(err.contains("needs an empty data directory"), "{err}");
-    // A restore that was already seeded resumes instead.
+    // A restore founds a new cluster: a configured (old) cluster id is refused.
     let data = root.join("restored");
-    assert!(!backup::prepare_restore(&data, &good).unwrap().resumed);
-    assert!(backup::prepare_restore(&data, &good).unwrap().resumed);
+    let err = format!("{:#}", backup::prepare_restore(&data, &good, Some("01HSOURCE")).unwrap_err());
+    assert!(err.contains("NEW cluster") && err.contains("01HSOURCE"), "{err}");
+    assert!(!data.join("raft.sled").exists());
+    // A restore that was already seeded resumes instead.
+    assert!(!backup::prepare_restore(&data, &good, None).unwrap().resumed);
+    assert!(backup::prepare_restore(&data, &good, None).unwrap().resumed);
 }
 
 fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
