@@ -108,8 +108,37 @@ async fn replace(
     Ok(Json(super::replace(&node, req.old, &req.new).await?))
 }
 
-/// The applied state of this node as a backup file (`super::backup`).
-async fn backup(State(node): State<Arc<RaftNode>>) -> Result<Response, ClusterError> {
+/// The applied state of this node as a backup file (`super::backup`). The download is
+/// audited first (it carries token hashes and the audit log), so the backup records it.
+async fn backup(
+    State(node): State<Arc<RaftNode>>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    conn: Option<axum::Extension<crate::auth::layer::ConnInfo>>,
+) -> Result<Response, ClusterError> {
+    if let Some(axum::Extension(p)) = principal {
+        let entry = crate::state::audit::AuditEntry {
+            seq: 0,
+            at_ms: crate::auth::now_ms(),
+            node_id: node.node_id(),
+            who: p.name.clone(),
+            role: Some(p.role),
+            credential: p.credential.clone(),
+            method: "GET".into(),
+            path: "/api/v1/cluster/backup".into(),
+            status: 200,
+            outcome: "ok".into(),
+            detail: format!("online backup of node {}", node.node_id()),
+            peer: conn.map_or_else(|| "unknown".into(), |axum::Extension(c)| c.peer.to_string()),
+        };
+        // Best effort, like the auth layer's audit: a follower cannot commit it, and a
+        // leader that lost its quorum (when a backup matters most) must not block it.
+        let audit = node.propose(crate::state::Command::Audit(entry));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), audit).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(who = %p.name, "cannot commit the audit entry of a backup download: {e}"),
+            Err(_) => tracing::warn!(who = %p.name, "the audit entry of a backup download was not committed in 3 s"),
+        }
+    }
     let bytes = super::backup::capture(&node)
         .await
         .map_err(|e| ClusterError::Unavailable(format!("cannot build the backup: {e:#}")))?;

@@ -207,6 +207,9 @@ fn backup_commands_and_restore_as_a_new_cluster() {
     assert_ne!(s["cluster_id"].as_str().unwrap(), old_cluster);
     let tokens = ok(cli(&["admin", "token", "list", "--api", &n5.api()]));
     assert!(tokens.contains("grafana"), "{tokens}");
+    // The download was audited before the state was captured, so the backup records it.
+    let audit = ok(cli(&["admin", "audit", "--limit", "20", "--api", &n5.api()]));
+    assert!(audit.contains("/api/v1/cluster/backup") && audit.contains("test-admin"), "{audit}");
 }
 
 #[test]
