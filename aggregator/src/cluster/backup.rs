@@ -414,8 +414,18 @@ pub fn describe_restore(r: &Restore, new_cluster: &str) -> String {
 /// state from the snapshot (the log alone does not contain it).
 pub async fn finish_restore(node: &RaftNode) -> Result<()> {
     const WAIT: Duration = Duration::from_secs(60);
-    let applied = node.applied_index().await.context("the restored node has applied nothing")?;
     let raft = node.raft();
+    // After a restart mid-restore the log may still be replaying: wait until it is applied.
+    node.wait_for_leader(WAIT).await?;
+    let m = raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.last_applied.is_some() && m.last_applied.map(|l| l.index) >= m.last_log_index,
+            "the restored node applied its log",
+        )
+        .await
+        .context("the restored node did not apply its own log")?;
+    let applied = m.last_applied.map_or(0, |l| l.index);
     if node.metrics().snapshot.is_none_or(|s| s.index < applied) {
         raft.trigger().snapshot().await.context("cannot trigger a snapshot")?;
         raft.wait(Some(WAIT))

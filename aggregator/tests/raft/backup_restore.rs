@@ -198,21 +198,7 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_the_survivor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_misplaced_backups_are_refused() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let bytes = backup::encode(
-        &backup::BackupHeader {
-            format_version: backup::FORMAT_VERSION,
-            cluster_id: Some("01HSOURCE".into()),
-            node_id: 1,
-            last_applied: None,
-            created_ms: 1,
-            source: "online".into(),
-            uncommitted_entries: 0,
-            state_bytes: 0,
-            wardline_version: "test".into(),
-        },
-        &ClusterState::default(),
-    )
-    .unwrap();
+    let bytes = get_sample_bytes();
     let root = dirs[0].path();
     let cases: [(&str, Vec<u8>, &str); 3] = [
         ("flipped.wlbackup", flip(&bytes, bytes.len() - 40), "checksum mismatch"),
@@ -254,4 +240,54 @@ fn version(bytes: &[u8], v: u32) -> Vec<u8> {
     let mut b = bytes.to_vec();
     b[8..12].copy_from_slice(&v.to_be_bytes());
     b
+}
+
+/// A restore interrupted after the new cluster's first entries but before its snapshot
+/// (a crash) resumes: the seeded state reloads, and the snapshot is built on restart, as
+/// `Node::open` does for `run --init --restore` over an already seeded data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_interrupted_before_its_snapshot_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = ClusterState::default();
+    for seq in 1..=3 {
+        assert!(source.apply(&batch("lab-1", seq, seq as u8)).applied);
+    }
+    let file = dir.path().join("b.wlbackup");
+    let mut h = backup::decode(&get_sample_bytes()).unwrap().header;
+    h.cluster_id = Some("01HOLD".into());
+    backup::write_file(&file, &backup::encode(&h, &source).unwrap()).unwrap();
+    let data = dir.path().join("data");
+
+    assert!(!backup::prepare_restore(&data, &file, None).unwrap().resumed);
+    let n = crate::raft_support::open_unserved(7, &data, config(10_000)).await.unwrap();
+    let id = cluster::init(&n).await.unwrap();
+    n.shutdown().await;
+    drop(n);
+
+    assert!(backup::prepare_restore(&data, &file, None).unwrap().resumed);
+    let n = crate::raft_support::open_unserved(7, &data, config(10_000)).await.unwrap();
+    assert!(n.metrics().snapshot.is_none(), "no snapshot of the restored state was built before the crash");
+    backup::finish_restore(&n).await.unwrap();
+    assert!(n.metrics().purged.is_some());
+    assert_eq!(n.read_state(|s| s.clone()).await, source);
+    assert_eq!(n.cluster_id().as_deref(), Some(id.as_str()));
+    n.shutdown().await;
+}
+
+fn get_sample_bytes() -> Vec<u8> {
+    backup::encode(
+        &backup::BackupHeader {
+            format_version: backup::FORMAT_VERSION,
+            cluster_id: None,
+            node_id: 1,
+            last_applied: None,
+            created_ms: 1,
+            source: "online".into(),
+            uncommitted_entries: 0,
+            state_bytes: 0,
+            wardline_version: "test".into(),
+        },
+        &ClusterState::default(),
+    )
+    .unwrap()
 }
