@@ -143,8 +143,10 @@ enum AdminCmd {
     /// Back up a STOPPED node's state from its data dir (stored snapshot + log after it).
     /// For a running node use `cluster backup`.
     Backup {
+        /// The stopped node's data_dir (holds raft.sled).
         #[arg(long)]
         data_dir: PathBuf,
+        /// Backup file to write.
         #[arg(long)]
         out: PathBuf,
         /// Also apply log entries this node appended but did not know committed (salvage
