@@ -333,11 +333,18 @@ pub async fn offline(data_dir: &Path, include_uncommitted: bool) -> Result<(Vec<
 /// Open the store of a node that should be stopped; waits up to 2 s for a node that is
 /// just stopping (in this process or another) to release its lock.
 async fn open_stopped(path: &Path) -> sled::Result<sled::Db> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || open_stopped_blocking(&path))
+        .await
+        .unwrap_or_else(|e| Err(sled::Error::Io(std::io::Error::other(format!("opening the store failed: {e}")))))
+}
+
+fn open_stopped_blocking(path: &Path) -> sled::Result<sled::Db> {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
         match sled::open(path) {
             Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
+                std::thread::sleep(Duration::from_millis(50))
             }
             other => return other,
         }
@@ -365,7 +372,7 @@ pub fn prepare_restore(data_dir: &Path, file: &Path, expected_cluster: Option<&s
     let mut restore =
         Restore { file: file.to_path_buf(), header: backup.header, sha256: backup.sha256, resumed: false };
     if store.exists() {
-        let db = sled::open(&store).map_err(|e| {
+        let db = open_stopped_blocking(&store).map_err(|e| {
             anyhow::anyhow!("cannot open {} ({e}); is another aggregator using this data_dir?", store.display())
         })?;
         let done = StateMachineStore::restored_from(&db)?;
