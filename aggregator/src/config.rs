@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// has state). Without it a fresh node waits until a cluster adds it (`cluster join`).
     #[serde(default)]
     pub bootstrap: bool,
+    /// `run --init --restore FILE`: found a new cluster whose state starts as this backup's
+    /// (an empty data_dir only; see `crate::cluster::backup`). A flag, not a config key.
+    #[serde(skip)]
+    pub restore: Option<PathBuf>,
     /// Site knowledge-base folders (extra profiles, rules, operator overrides), loaded
     /// after the built-in knowledge base; see docs/knowledge-base.md.
     #[serde(default)]

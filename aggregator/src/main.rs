@@ -72,6 +72,10 @@ struct RunArgs {
     /// never initialises twice). Without it a fresh node waits for `cluster join`.
     #[arg(long)]
     init: bool,
+    /// With --init on an EMPTY data dir: found a NEW cluster (new id) whose state starts as
+    /// this backup file's (from `cluster backup` or `admin backup`).
+    #[arg(long, requires = "init")]
+    restore: Option<PathBuf>,
     /// Folder holding node.pem, node.key and ca.pem (as written by `admin issue-node`).
     #[arg(long)]
     tls_dir: Option<PathBuf>,
@@ -136,6 +140,20 @@ enum AdminCmd {
     /// API bearer tokens (through the API of a running node; needs an admin credential).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Back up a STOPPED node's state from its data dir (stored snapshot + log after it).
+    /// For a running node use `cluster backup`.
+    Backup {
+        /// The stopped node's data_dir (holds raft.sled).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Backup file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also apply log entries this node appended but did not know committed (salvage
+        /// after losing a majority; they may never have been committed by the cluster).
+        #[arg(long)]
+        include_uncommitted: bool,
+    },
     /// Print the newest audit log entries (JSON; needs an admin credential).
     Audit {
         #[arg(long, default_value = "https://127.0.0.1:8080")]
@@ -200,6 +218,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 clickhouse_url: None,
                 clickhouse_database: "wardline".into(),
                 bootstrap: false,
+                restore: None,
                 kb_dirs: Vec::new(),
                 outbox_max_bytes: 256 * 1024 * 1024,
             }
@@ -243,6 +262,9 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
     }
     if a.init {
         cfg.bootstrap = true;
+    }
+    if let Some(v) = a.restore {
+        cfg.restore = Some(v);
     }
     if a.no_bootstrap {
         cfg.bootstrap = false;
@@ -302,6 +324,10 @@ fn real_main() -> Result<()> {
         Cmd::Admin(AdminCmd::Audit { api, auth, limit }) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::auth::client::audit(&api, &auth, limit))
+        }
+        Cmd::Admin(AdminCmd::Backup { data_dir, out, include_uncommitted }) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::cluster::offline_backup(&data_dir, &out, include_uncommitted))
         }
         Cmd::Admin(AdminCmd::CaInit { dir, name }) => {
             pki::init_ca(&dir, &name)?;

@@ -44,6 +44,12 @@ impl Node {
         let kb = Arc::new(KnowledgeBase::load(&config.kb_dirs).context("cannot load the knowledge base")?);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let restore = match &config.restore {
+            Some(file) => {
+                Some(crate::cluster::backup::prepare_restore(&config.data_dir, file, config.cluster_id.as_deref())?)
+            }
+            None => None,
+        };
         let raft =
             RaftNode::open(config.node_id, &config.data_dir, config.cluster_node(), RaftConfig::default(), &config.tls)
                 .await
@@ -54,6 +60,15 @@ impl Node {
         if config.bootstrap {
             if let Some(id) = crate::cluster::init_if_new(&raft).await? {
                 info!(cluster = %id, "initialised a new one-node cluster (run --init)");
+                if let Some(r) = &restore {
+                    crate::cluster::backup::finish_restore(&raft).await?;
+                    info!("{}", crate::cluster::backup::describe_restore(r, &id));
+                }
+            } else if let Some(r) = &restore {
+                if raft.metrics().snapshot.is_none() {
+                    crate::cluster::backup::finish_restore(&raft).await?;
+                }
+                info!("data_dir was already restored from {}; resuming", r.file.display());
             }
         }
         let sink = open_sink(

@@ -87,6 +87,8 @@ pub const DECLARED_ROUTES: &[(Option<Method>, &str, Access)] = &[
     (None, "/api/v1/tokens", Access::Needs(Role::Admin)),
     (None, "/api/v1/tokens/", Access::Needs(Role::Admin)),
     (None, "/api/v1/audit", Access::Needs(Role::Admin)),
+    // A backup holds the whole state, token hashes and audit log included.
+    (None, "/api/v1/cluster/backup", Access::Needs(Role::Admin)),
 ];
 
 /// What `method path` needs: the first [`DECLARED_ROUTES`] match, else the default rule

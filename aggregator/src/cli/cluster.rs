@@ -4,9 +4,11 @@
 //! leader's API address, and the command retries there once.
 
 use super::{client, get_json, post_json, ApiAuth, ApiError, READ_TIMEOUT};
+use crate::cluster::backup;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use std::path::Path;
 use std::time::Duration;
 
 /// Time allowed for join/replace: the new node must catch up first.
@@ -62,6 +64,17 @@ pub enum ClusterCmd {
         api_addr: String,
         #[arg(long)]
         ingest_addr: String,
+    },
+    /// Download a backup of a running node's applied state (admin). Restore it with
+    /// `run --init --restore FILE`; a stopped node is backed up with `admin backup`.
+    Backup {
+        #[arg(long, default_value = "https://127.0.0.1:8080")]
+        api: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+        /// File to write (written as FILE.partial, verified, then renamed).
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Show cluster id, members, leader, term, indexes and refused Raft RPCs.
     Status {
@@ -121,6 +134,7 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
             print_status(&v);
             Ok(())
         }
+        ClusterCmd::Backup { api, auth, out } => online_backup(&api, &auth, &out).await,
         ClusterCmd::Status { api, auth, json } => {
             let v = get_json(&client(&auth, READ_TIMEOUT)?, &api, "/api/v1/cluster/status").await?;
             if json {
@@ -131,6 +145,79 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Time allowed to download a backup (a large state is hundreds of MB).
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// `cluster backup`: stream the node's backup to FILE.partial, verify it, rename to FILE.
+async fn online_backup(api: &str, auth: &ApiAuth, out: &Path) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let client = client(auth, BACKUP_TIMEOUT)?;
+    let url = format!("{}/api/v1/cluster/backup", api.trim_end_matches('/'));
+    let mut resp = super::request(&client, reqwest::Method::GET, api, "/api/v1/cluster/backup")
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the aggregator API at {url} — is `wardline-aggregator run` up?"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let message = body["error"].as_str().unwrap_or("no detail").to_string();
+        return Err(ApiError { url, status: status.as_u16(), message, body }.into());
+    }
+    let tmp = backup::tmp_path(out);
+    let mut file = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {}", tmp.display()))?;
+    while let Some(chunk) = resp.chunk().await.with_context(|| format!("the download from {url} broke off"))? {
+        file.write_all(&chunk).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
+    file.sync_all().await.with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(file);
+    // Verify before it takes the final name: a file called FILE is always a whole backup.
+    let b = backup::read_file(&tmp)?;
+    tokio::fs::rename(&tmp, out)
+        .await
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+    println!(
+        "backup of node {} (cluster {}, log index {}) written to {} (SHA-256 {})",
+        b.header.node_id,
+        b.header.cluster_id.as_deref().unwrap_or("-"),
+        b.header.last_applied.map_or_else(|| "-".into(), |l| l.index.to_string()),
+        out.display(),
+        b.sha256
+    );
+    Ok(())
+}
+
+/// `admin backup`: back up a stopped node from its data directory.
+pub async fn offline_backup(data_dir: &Path, out: &Path, include_uncommitted: bool) -> Result<()> {
+    let (bytes, r) = backup::offline(data_dir, include_uncommitted).await?;
+    backup::write_file(out, &bytes)?;
+    let pos = |p: Option<backup::LogPosition>| p.map_or_else(|| "none".into(), |l| l.index.to_string());
+    println!(
+        "node {} of cluster {}: snapshot at log index {}, then {} committed log entries applied",
+        r.node_id,
+        r.cluster_id.as_deref().unwrap_or("-"),
+        pos(r.snapshot),
+        r.committed_entries
+    );
+    if r.uncommitted_entries > 0 {
+        if r.included_uncommitted {
+            println!(
+                "{} entries appended here but not known committed were INCLUDED (--include-uncommitted)",
+                r.uncommitted_entries
+            );
+        } else {
+            println!(
+                "{} entries appended here but not known committed were left out (add --include-uncommitted to \
+                 salvage them after losing a majority)",
+                r.uncommitted_entries
+            );
+        }
+    } else {
+        println!("no entries were only appended locally");
+    }
+    println!("backup (log index {}) written to {}", pos(r.last_applied), out.display());
+    Ok(())
 }
 
 /// POST a membership change; if the node is a follower, retry once at the leader it names.

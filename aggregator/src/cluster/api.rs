@@ -5,6 +5,7 @@
 //! - `POST /api/v1/cluster/join`     `{"node_id", "raft_addr", "api_addr", "ingest_addr"}`
 //! - `POST /api/v1/cluster/leave`    `{"node_id"}`
 //! - `POST /api/v1/cluster/replace`  `{"old", "new": {"node_id", "raft_addr", "api_addr", "ingest_addr"}}`
+//! - `GET  /api/v1/cluster/backup`   (admin) this node's applied state as a backup file
 //!
 //! Errors are `{"error": "..."}`; a follower answers 421 with `leader_id` and
 //! `leader_api_addr` so the caller can retry at the leader.
@@ -46,6 +47,7 @@ pub fn router(node: Arc<RaftNode>) -> Router {
         .route("/api/v1/cluster/join", post(join))
         .route("/api/v1/cluster/leave", post(leave))
         .route("/api/v1/cluster/replace", post(replace))
+        .route("/api/v1/cluster/backup", get(backup))
         .with_state(node)
 }
 
@@ -104,4 +106,50 @@ async fn replace(
 ) -> Result<Json<ClusterStatus>, ClusterError> {
     let req = body(req)?;
     Ok(Json(super::replace(&node, req.old, &req.new).await?))
+}
+
+/// The applied state of this node as a backup file (`super::backup`). The download is
+/// audited first (it carries token hashes and the audit log), so the backup records it.
+async fn backup(
+    State(node): State<Arc<RaftNode>>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    conn: Option<axum::Extension<crate::auth::layer::ConnInfo>>,
+) -> Result<Response, ClusterError> {
+    if let Some(axum::Extension(p)) = principal {
+        let entry = crate::state::audit::AuditEntry {
+            seq: 0,
+            at_ms: crate::auth::now_ms(),
+            node_id: node.node_id(),
+            who: p.name.clone(),
+            role: Some(p.role),
+            credential: p.credential.clone(),
+            method: "GET".into(),
+            path: "/api/v1/cluster/backup".into(),
+            status: 200,
+            outcome: "ok".into(),
+            detail: format!("online backup of node {}", node.node_id()),
+            peer: conn.map_or_else(|| "unknown".into(), |axum::Extension(c)| c.peer.to_string()),
+        };
+        // Best effort, like the auth layer's audit: a follower cannot commit it, and a
+        // leader that lost its quorum (when a backup matters most) must not block it.
+        let audit = node.propose(crate::state::Command::Audit(entry));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), audit).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(who = %p.name, "cannot commit the audit entry of a backup download: {e}"),
+            Err(_) => tracing::warn!(who = %p.name, "the audit entry of a backup download was not committed in 3 s"),
+        }
+    }
+    let bytes = super::backup::capture(&node)
+        .await
+        .map_err(|e| ClusterError::Unavailable(format!("cannot build the backup: {e:#}")))?;
+    let name = format!("wardline-node{}-{}.wlbackup", node.node_id(), crate::auth::now_ms());
+    tracing::info!(node = node.node_id(), bytes = bytes.len(), "serving an online backup");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        bytes,
+    )
+        .into_response())
 }

@@ -9,6 +9,7 @@
 //! `api`, the operator's commands in `crate::cli::cluster`.
 
 pub mod api;
+pub mod backup;
 
 use crate::raft::peer_auth::RefusalCounts;
 use crate::raft::{ClusterNode, ProposeError, RaftNode};

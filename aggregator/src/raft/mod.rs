@@ -434,6 +434,13 @@ impl RaftNode {
         f(&sm.state)
     }
 
+    /// A consistent copy of the applied state with its last log id and replicated cluster
+    /// id (taken under one lock; for backups).
+    pub async fn applied_state_copy(&self) -> (Option<openraft::LogId<u64>>, Option<String>, ClusterState) {
+        let sm = self.sm.read().await;
+        (sm.last_applied, sm.cluster_id.clone(), sm.state.clone())
+    }
+
     /// Index of the last log entry applied to this node's state.
     pub async fn applied_index(&self) -> Option<u64> {
         self.sm.read().await.last_applied.map(|id| id.index)

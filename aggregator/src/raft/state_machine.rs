@@ -30,6 +30,8 @@ type NodeId = u64;
 const TREE_SM: &str = "raft_sm";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// Hex SHA-256 of the backup a restored node was seeded from (`crate::cluster::backup`).
+const KEY_RESTORED_FROM: &[u8] = b"restored_from";
 
 /// What a snapshot carries: the cluster id (from the cluster's first entry) and the state.
 /// Encoded with `codec::encode` and decoded with `codec::decode_large`, which has no size
@@ -101,6 +103,34 @@ impl StateMachineStore {
             snapshot_write: Arc::new(Mutex::new(())),
             snapshots_built: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Restore hook (`run --init --restore`): seed an empty store with `state` as its stored
+    /// snapshot (no log id, no membership), so `open` loads it and the new cluster's first
+    /// entries apply on top of it. Durable before it returns, so a crash before the first
+    /// real snapshot still reloads the restored state.
+    pub fn seed_restored(db: &sled::Db, state: &ClusterState, backup_sha256: &str) -> anyhow::Result<()> {
+        let tree = db.open_tree(TREE_SM)?;
+        anyhow::ensure!(
+            read_stored_snapshot(&tree).map_err(anyhow::Error::msg)?.is_none(),
+            "cannot restore over an existing Raft snapshot: use an empty data directory"
+        );
+        let meta: SnapshotMeta<NodeId, ClusterNode> =
+            SnapshotMeta { snapshot_id: format!("restored-{backup_sha256}"), ..Default::default() };
+        let payload = SnapshotPayload { cluster_id: None, state: state.clone() };
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_SNAPSHOT_META, codec::encode(&meta)?);
+        batch.insert(KEY_SNAPSHOT_DATA, codec::encode_large(&payload)?);
+        batch.insert(KEY_RESTORED_FROM, backup_sha256.as_bytes());
+        tree.apply_batch(batch)?;
+        db.flush()?;
+        Ok(())
+    }
+
+    /// The backup (hex SHA-256) this store was seeded from, if it was restored.
+    pub fn restored_from(db: &sled::Db) -> anyhow::Result<Option<String>> {
+        let tree = db.open_tree(TREE_SM)?;
+        Ok(tree.get(KEY_RESTORED_FROM)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Shared handle to the live data, for reads outside Raft.

@@ -8,6 +8,8 @@
 mod raft_support;
 
 mod api_errors;
+mod backup_processes;
+mod backup_restore;
 mod cluster;
 mod ground_truth_identity;
 mod processes;
