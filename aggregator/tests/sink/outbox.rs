@@ -41,6 +41,7 @@ fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_bytes: u64) -> 
         bootstrap: true,
         kb_dirs: Vec::new(),
         outbox_max_bytes,
+        restore: None,
     }
 }
 
