@@ -70,8 +70,12 @@ fn params<T>(parsed: Result<Query<T>, QueryRejection>, accepted: &str) -> Result
     parsed.map(|Query(p)| p).map_err(|e| QueryError::Invalid(format!("{e}; accepted parameters: {accepted}")))
 }
 
-async fn health(State(query): Service) -> Json<HealthView> {
-    Json(query.health())
+/// 200 while the node works; 503 once its Raft core has stopped, so load balancers and
+/// supervisors see it.
+async fn health(State(query): Service) -> (StatusCode, Json<HealthView>) {
+    let h = query.health();
+    let code = if h.error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(h))
 }
 
 async fn inventory(State(query): Service) -> Json<InventoryView> {

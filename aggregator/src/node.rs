@@ -176,7 +176,20 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
             .await
         })
     };
-    shutdown_signal().await;
+    // A stopped Raft core (a storage error such as a full disk) never restarts inside the
+    // process, and the node would answer every batch "retry later" forever: exit instead,
+    // so the service manager restarts it over its data once the cause is fixed.
+    let raft_failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        fatal = raft_stopped(node.raft.clone()) => Some(fatal),
+    };
+    if let Some(reason) = &raft_failure {
+        tracing::error!(
+            "the Raft core stopped: {reason}; this node exits so its service manager restarts it \
+             (check the data disk of {}: full, read-only or failing?)",
+            node.config.data_dir.display()
+        );
+    }
     info!("shutting down: finishing in-flight batches");
     let _ = stop_tx.send(true);
     let _ = ingest.await;
@@ -184,7 +197,23 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     let _ = raft_rpc.await;
     let _ = drain.await;
     node.raft.shutdown().await;
-    Ok(())
+    match raft_failure {
+        Some(reason) => Err(anyhow::anyhow!("the Raft core stopped: {reason}")),
+        None => Ok(()),
+    }
+}
+
+/// Resolves with the reason once the Raft core has stopped on its own (not by `shutdown`).
+async fn raft_stopped(raft: Arc<RaftNode>) -> String {
+    let mut rx = raft.raft().metrics();
+    loop {
+        if let Err(fatal) = &rx.borrow().running_state {
+            return fatal.to_string();
+        }
+        if rx.changed().await.is_err() {
+            return "the Raft core ended".into();
+        }
+    }
 }
 
 async fn shutdown_signal() {

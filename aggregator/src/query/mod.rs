@@ -130,8 +130,15 @@ impl QueryService {
         SensorsView { ingest: self.ingest_stats.snapshot(), sensors }
     }
 
+    /// Liveness: "ok", or "raft-stopped" with the reason once a storage or internal error
+    /// has stopped the Raft core (the node then exits so its supervisor restarts it).
     pub fn health(&self) -> HealthView {
-        HealthView { leader: self.raft.metrics().current_leader, node_id: self.raft.node_id(), status: "ok" }
+        let m = self.raft.metrics();
+        let (status, error) = match &m.running_state {
+            Ok(()) => ("ok", None),
+            Err(fatal) => ("raft-stopped", Some(fatal.to_string())),
+        };
+        HealthView { leader: m.current_leader, node_id: self.raft.node_id(), status, error }
     }
 
     /// This node's view of Raft: role, term, leader, applied index, members.

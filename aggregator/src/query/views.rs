@@ -17,6 +17,9 @@ pub struct HealthView {
     pub leader: Option<u64>,
     pub node_id: u64,
     pub status: &'static str,
+    /// Why the Raft core stopped (only with status "raft-stopped").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /api/v1/inventory`.
