@@ -9,6 +9,7 @@ use crate::query::views::{
     TotalsView,
 };
 use crate::query::{QueryError, QueryService};
+use crate::raft::ProposeError;
 use crate::sink::FlowQuery;
 use crate::state::DeviceId;
 use axum::extract::rejection::QueryRejection;
@@ -33,7 +34,55 @@ pub fn router(query: Arc<QueryService>) -> Router {
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/cluster", get(cluster))
         .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(query.clone(), read_consistency))
         .with_state(query)
+}
+
+/// Header asking for a linearizable read; without it a read answers from this node's
+/// applied state (identical on every node at the same applied index, possibly behind the
+/// leader on a follower).
+pub const CONSISTENCY_HEADER: &str = "x-wardline-consistency";
+
+/// How long a linearizable read waits for a quorum to confirm the leader.
+const LINEARIZABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// With `x-wardline-consistency: linearizable`, pass the Raft read barrier before the
+/// handler reads the state; a follower answers 421 naming the leader, no quorum 503.
+async fn read_consistency(
+    State(query): Service,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wanted = req.headers().get(CONSISTENCY_HEADER).map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
+    match wanted.as_deref() {
+        None | Some("local") => {}
+        Some("linearizable") => {
+            if let Err(e) = query.raft().ensure_linearizable(LINEARIZABLE_WAIT).await {
+                let msg = e.to_string();
+                return match e {
+                    ProposeError::NotLeader { leader_id, leader_addr } => (
+                        StatusCode::MISDIRECTED_REQUEST,
+                        Json(serde_json::json!({
+                            "error": format!("linearizable reads are served by the leader; {msg}"),
+                            "leader_id": leader_id,
+                            "leader_api_addr": leader_addr,
+                        })),
+                    )
+                        .into_response(),
+                    other => {
+                        QueryError::Unavailable(format!("linearizable read not possible now: {other}")).into_response()
+                    }
+                };
+            }
+        }
+        Some(other) => {
+            return QueryError::Invalid(format!(
+                "{CONSISTENCY_HEADER}: {other:?} is not a read consistency; use \"linearizable\" or \"local\""
+            ))
+            .into_response()
+        }
+    }
+    next.run(req).await
 }
 
 type Service = State<Arc<QueryService>>;

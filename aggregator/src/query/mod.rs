@@ -66,6 +66,11 @@ pub struct QueryService {
 }
 
 impl QueryService {
+    /// The Raft node the reads come from (for read barriers).
+    pub fn raft(&self) -> &RaftNode {
+        &self.raft
+    }
+
     pub fn new(
         raft: Arc<RaftNode>,
         sink: Arc<dyn FlowSink>,

@@ -415,6 +415,27 @@ impl RaftNode {
         self.initialize_cluster(&ulid::Ulid::new().to_string()).await
     }
 
+    /// Read barrier for linearizable reads (read-index): a quorum confirms this node is
+    /// still the leader, then this waits until everything committed before the call is
+    /// applied here. A read of the state after it sees every write acknowledged before it.
+    /// Only the leader can do this; a follower gets `NotLeader` naming the leader.
+    pub async fn ensure_linearizable(&self, timeout: Duration) -> Result<(), ProposeError> {
+        use openraft::error::CheckIsLeaderError;
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ProposeError::Rejected(format!(
+                "no quorum confirmed this node's leadership within {timeout:?} (a partition or an election?)"
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.api_addr) })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
+                Err(ProposeError::Rejected(format!("leadership not confirmed by a quorum: {q}")))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Err(ProposeError::Fatal(f.to_string())),
+        }
+    }
+
     /// Replicate `cmd` through the cluster and apply it; returns the state machine's answer
     /// once the entry is committed (durable on a quorum) and applied here.
     pub async fn propose(&self, cmd: Command) -> Result<ApplyResponse, ProposeError> {

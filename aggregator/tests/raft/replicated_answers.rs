@@ -312,3 +312,49 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     n1.stop().await;
     n2.stop().await;
 }
+
+/// `x-wardline-consistency: linearizable` (read-index): the leader answers after a quorum
+/// confirmed it, with every acknowledged write visible; a follower names the leader (421)
+/// instead of answering from state that may lag; a bad value is a 400; a local read on
+/// the follower still answers from its own state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_go_through_the_leader_and_see_every_acked_write() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let sink: Arc<dyn FlowSink> = Arc::new(EmbeddedSink::open(dirs[2].path()).unwrap());
+    let n1 = ServedNode::start_with_api(1, dirs[0].path(), config(100), sink.clone()).await;
+    let n2 = ServedNode::start_with_api(2, dirs[1].path(), config(100), sink.clone()).await;
+    assert!(n1.node.initialize_single_if_new().await.unwrap());
+    n1.node.wait_for_leader(WAIT).await.unwrap();
+    n1.node.add_learner(2, n2.member(), true).await.unwrap();
+    n1.node.change_membership(BTreeSet::from([1, 2]), false).await.unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let read = |node: &ServedNode, consistency: &'static str| {
+        client
+            .get(format!("http://{}/api/v1/sensors", node.addr))
+            .header(wardline_aggregator::api::CONSISTENCY_HEADER, consistency)
+            .send()
+    };
+
+    ingest(&n1, sink.as_ref(), &first_batch()).await;
+    let resp = read(&n1, "linearizable").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let sensors: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(sensors["sensors"]["ward-b-1"]["last_seq"], 1, "{sensors}");
+
+    let resp = read(&n2, "linearizable").await.unwrap();
+    assert_eq!(resp.status(), 421);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["leader_id"], 1, "{body}");
+    assert_eq!(body["leader_api_addr"], n1.addr.as_str(), "{body}");
+
+    assert_eq!(read(&n2, "local").await.unwrap().status(), 200);
+    let resp = read(&n1, "eventually").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("linearizable"), "{body}");
+
+    // Without its peer the leader cannot confirm it still leads: 503, never a stale answer.
+    n2.stop().await;
+    assert_eq!(read(&n1, "linearizable").await.unwrap().status(), 503);
+    n1.stop().await;
+}
