@@ -21,6 +21,7 @@ pub mod audit;
 mod bindings;
 mod hosts;
 pub mod identity;
+mod ips;
 pub mod tokens;
 mod vecmap;
 
@@ -28,6 +29,7 @@ pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
 pub use hosts::{
     HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US, ROUTED_STRETCH_GAP_US,
 };
+pub use ips::IpTable;
 pub use vecmap::{VecMap, VecSet};
 
 use serde::{Deserialize, Serialize};
@@ -190,7 +192,7 @@ pub struct SegmentSeen {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub mac: MacAddr,
-    pub ips: VecMap<IpAddr, IpSeen>,
+    pub ips: IpTable,
     pub ips_dropped: u64,
     pub vlans: VecSet<u16>,
     pub sites: VecSet<String>,
@@ -213,7 +215,7 @@ impl DeviceRecord {
     pub fn new(mac: MacAddr) -> Self {
         DeviceRecord {
             mac,
-            ips: VecMap::new(),
+            ips: IpTable::new(),
             ips_dropped: 0,
             vlans: VecSet::new(),
             sites: VecSet::new(),
@@ -269,22 +271,10 @@ impl DeviceRecord {
 
     /// Record `ip` in use over `first..=last`; returns whether it is new to the device.
     fn use_ip(&mut self, ip: IpAddr, first_seen_us: u64, last_seen_us: u64) -> bool {
-        let full = self.ips.len() >= MAX_IPS_PER_DEVICE;
-        match self.ips.get_mut(&ip) {
-            Some(seen) => {
-                seen.first_seen_us = seen.first_seen_us.min(first_seen_us);
-                seen.last_seen_us = seen.last_seen_us.max(last_seen_us);
-                false
-            }
-            None if full => {
-                self.ips_dropped = self.ips_dropped.saturating_add(1);
-                false
-            }
-            None => {
-                self.ips.insert(ip, IpSeen { first_seen_us, last_seen_us });
-                true
-            }
-        }
+        self.ips.see(ip, first_seen_us, last_seen_us, MAX_IPS_PER_DEVICE).unwrap_or_else(|| {
+            self.ips_dropped = self.ips_dropped.saturating_add(1);
+            false
+        })
     }
 
     fn seen_on_segment(&mut self, key: SegmentKey, site_index: u32, first_seen_us: u64, last_seen_us: u64) {
@@ -577,7 +567,7 @@ impl ClusterState {
 
     fn rebuild_indexes(&mut self) {
         self.site_index = self.site_names.iter().enumerate().map(|(i, name)| (name.clone(), i as u32)).collect();
-        self.addresses = self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac))).collect();
+        self.addresses = self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (ip, d.mac))).collect();
         self.attributed =
             self.hosts.values().flat_map(|h| h.owners().into_iter().map(|mac| (mac, h.key.clone()))).collect();
         self.identifiers = BTreeMap::new();
@@ -1091,7 +1081,7 @@ mod tests {
         let rec = dev.evidence.get(&(Field::DhcpVendorClass, "MSFT 5.0".to_string())).unwrap();
         assert_eq!((rec.count, rec.first_ts_us, rec.last_ts_us), (2, 100, 250));
         assert_eq!(dev.ips.len(), 1);
-        let seen = *dev.ips.get(&"10.0.0.5".parse::<IpAddr>().unwrap()).unwrap();
+        let seen = dev.ips.get(&"10.0.0.5".parse::<IpAddr>().unwrap()).unwrap();
         assert_eq!((seen.first_seen_us, seen.last_seen_us), (100, 210));
     }
 

@@ -98,7 +98,7 @@ fn source_of(code: u8) -> BindingSource {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -108,7 +108,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Read a varint at `*at`; the encoding is only ever written by `encode`, so a short or
 /// overlong one cannot occur (it reads as what it holds, never panics).
-fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
+pub(super) fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
     let mut v = 0u64;
     let mut shift = 0;
     while let Some(&b) = bytes.get(*at) {
