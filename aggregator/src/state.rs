@@ -452,16 +452,15 @@ pub struct ClusterState {
     sensors: BTreeMap<String, SensorRecord>,
     /// IP-keyed devices (hosts seen without their own MAC).
     hosts: BTreeMap<HostKey, Arc<HostRecord>>,
-    /// Per (site index, address): who owned it when.
-    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
     /// Every site named by a batch, in first-seen order; indexes are stable.
     site_names: Vec<String>,
     /// Derived (rebuilt on load), not serialized:
     /// site name → index in `site_names`.
     site_index: BTreeMap<String, u32>,
-    /// Every (address, MAC) of `devices[MAC].ips`, so a device is found by address without
-    /// scanning every record.
-    addresses: addresses::AddressIndex,
+    /// Per address: every MAC of `devices[MAC].ips` using it (derived, so a device is found
+    /// by address without scanning every record) and per site index who owned it when
+    /// (replicated, serialized as `bindings`).
+    addresses: addresses::Addresses,
     /// (owner MAC, host) for every host record with a piece attributed to that MAC.
     attributed: BTreeSet<(MacAddr, HostKey)>,
     /// Strong identifiers (decision 0013) → the MAC devices holding them.
@@ -522,8 +521,7 @@ impl Serialize for ClusterState {
             sensors: &'a BTreeMap<String, SensorRecord>,
             #[serde(serialize_with = "arc_values_as_list::serialize")]
             hosts: &'a BTreeMap<HostKey, Arc<HostRecord>>,
-            #[serde(serialize_with = "map_as_list::serialize")]
-            bindings: &'a BTreeMap<(u32, IpAddr), AddressTimeline>,
+            bindings: BindingsList<'a>,
             site_names: &'a Vec<String>,
             tokens: &'a tokens::TokenStore,
             audit: &'a audit::AuditLog,
@@ -533,7 +531,7 @@ impl Serialize for ClusterState {
             devices: &self.devices,
             sensors: &self.sensors,
             hosts: &self.hosts,
-            bindings: &self.bindings,
+            bindings: BindingsList(&self.addresses),
             site_names: &self.site_names,
             tokens: &self.tokens,
             audit: &self.audit,
@@ -549,12 +547,14 @@ impl<'de> Deserialize<'de> for ClusterState {
             devices: parts.devices,
             sensors: parts.sensors,
             hosts: parts.hosts,
-            bindings: parts.bindings,
             site_names: parts.site_names,
             tokens: parts.tokens,
             audit: parts.audit,
             ..Default::default()
         };
+        for ((site, ip), timeline) in parts.bindings {
+            state.addresses.set_timeline(site, ip, timeline);
+        }
         state.rebuild_indexes();
         Ok(state)
     }
@@ -567,7 +567,7 @@ impl ClusterState {
 
     fn rebuild_indexes(&mut self) {
         self.site_index = self.site_names.iter().enumerate().map(|(i, name)| (name.clone(), i as u32)).collect();
-        self.addresses = self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (ip, d.mac))).collect();
+        self.addresses.extend(self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (ip, d.mac))));
         self.attributed =
             self.hosts.values().flat_map(|h| h.owners().into_iter().map(|mac| (mac, h.key.clone()))).collect();
         self.identifiers = BTreeMap::new();
@@ -607,14 +607,18 @@ impl ClusterState {
     }
 
     /// The ownership timeline of `ip` at `site`, if any binding was seen.
-    pub fn timeline(&self, site: &str, ip: &IpAddr) -> Option<&AddressTimeline> {
+    pub fn timeline(&self, site: &str, ip: &IpAddr) -> Option<AddressTimeline> {
         let index = *self.site_index.get(site)?;
-        self.bindings.get(&(index, *ip))
+        self.addresses.timeline(index, ip)
     }
 
     /// How many (site, address) timelines and spans the state holds.
     pub fn binding_counts(&self) -> (usize, usize) {
-        (self.bindings.len(), self.bindings.values().map(|t| t.span_count()).sum())
+        let mut counts = (0, 0);
+        for (_, timeline) in self.addresses.bindings() {
+            counts = (counts.0 + 1, counts.1 + timeline.span_count());
+        }
+        counts
     }
 
     /// The name of site number `index` (as in `SegmentSeen::site_index`).
@@ -800,7 +804,7 @@ impl ClusterState {
         if !b.mac.is_device() || !is_host_address(&b.ip) {
             return None;
         }
-        let changed = self.bindings.entry((site_index, b.ip)).or_default().record(b);
+        let changed = self.addresses.record(site_index, b);
         let record = self.devices.entry(b.mac).or_insert_with(|| Arc::new(DeviceRecord::new(b.mac)));
         let record = Arc::make_mut(record);
         record.seen(&batch.sensor_id, &batch.site, b.seen_us, b.seen_us);
@@ -812,7 +816,7 @@ impl ClusterState {
 
     /// Re-attribute every host record of `ip` at the site after its timeline changed.
     fn reattribute(&mut self, site: &str, site_index: u32, ip: IpAddr) {
-        let Some(timeline) = self.bindings.get(&(site_index, ip)) else {
+        let Some(timeline) = self.addresses.timeline(site_index, &ip) else {
             return;
         };
         let start = HostKey { site: site.to_string(), ip, vlan: None };
@@ -821,7 +825,7 @@ impl ClusterState {
         for key in keys {
             let Some(host) = self.hosts.get_mut(&key) else { continue };
             let before = host.owners();
-            if Arc::make_mut(host).reattribute(timeline) {
+            if Arc::make_mut(host).reattribute(&timeline) {
                 let after = host.owners();
                 update_attribution(&mut self.attributed, &key, &before, &after);
             }
@@ -857,11 +861,11 @@ impl ClusterState {
             return false;
         }
         let key = HostKey { site: site.to_string(), ip: obs.ip, vlan: obs.vlan };
-        let timeline = self.bindings.get(&(site_index, obs.ip));
+        let timeline = self.addresses.timeline(site_index, &obs.ip);
         let host = self.hosts.entry(key.clone()).or_insert_with(|| Arc::new(HostRecord::new(key.clone())));
         let before = host.owners();
         let host = Arc::make_mut(host);
-        host.merge(obs, &batch.sensor_id, timeline);
+        host.merge(obs, &batch.sensor_id, timeline.as_ref());
         let after = host.owners();
         update_attribution(&mut self.attributed, &key, &before, &after);
         true
@@ -947,6 +951,22 @@ mod map_as_list {
         V: Deserialize<'de>,
     {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// The replicated timelines, serialized as the `((site index, address), timeline)` list a
+/// map of them gives (listed by address, then site; loading accepts any order).
+struct BindingsList<'a>(&'a addresses::Addresses);
+
+impl Serialize for BindingsList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        // bincode needs the length up front.
+        let mut seq = s.serialize_seq(Some(self.0.timeline_count()))?;
+        for entry in self.0.bindings() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
     }
 }
 
@@ -1602,7 +1622,7 @@ mod tests {
             let (st, _) = apply_all(&cmds);
             for h in st.hosts().values() {
                 let timeline = st.timeline(&h.key.site, &h.key.ip);
-                let owner_at = |ts| timeline.and_then(|t| t.owner_at(ts));
+                let owner_at = |ts| timeline.as_ref().and_then(|t| t.owner_at(ts));
                 for ((_, _, owner), rec) in &h.evidence {
                     prop_assert_eq!(*owner, owner_at(rec.last_ts_us));
                 }

@@ -168,6 +168,16 @@ impl AddressTimeline {
         AddressTimeline { encoded: out.into_boxed_slice() }
     }
 
+    /// A timeline from the bytes `encoded()` gave.
+    pub(super) fn from_encoded(encoded: &[u8]) -> Self {
+        AddressTimeline { encoded: encoded.into() }
+    }
+
+    /// The canonical encoding (empty for an empty timeline).
+    pub(super) fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
     fn iter(&self) -> Spans<'_> {
         let mut at = 0;
         get_varint(&self.encoded, &mut at);
