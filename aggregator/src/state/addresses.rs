@@ -11,7 +11,7 @@
 //! timelines are replicated and serialized as the `((site, address), timeline)` list they
 //! always were (`Addresses::bindings`).
 
-use super::bindings::{get_varint, put_varint, AddressTimeline};
+use super::bindings::{exact_box, get_varint, put_varint, AddressTimeline};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use wardline_common::wire::AddressBinding;
@@ -106,7 +106,7 @@ impl Entry {
             put_varint(&mut out, timeline.encoded().len() as u64);
             out.extend_from_slice(timeline.encoded());
         }
-        Entry::Packed(out.into_boxed_slice())
+        Entry::Packed(exact_box(&out))
     }
 
     fn lowest(&self) -> Option<MacAddr> {
@@ -184,20 +184,38 @@ impl Addresses {
     /// returns whether who owned the address at some instant changed
     /// (`AddressTimeline::record`).
     pub fn record(&mut self, site: u32, b: &AddressBinding) -> bool {
-        self.update(b.ip, |parts| {
-            let at = match parts.timelines.binary_search_by_key(&site, |(s, _)| *s) {
-                Ok(at) => at,
-                Err(at) => {
-                    parts.timelines.insert(at, (site, AddressTimeline::default()));
-                    at
-                }
-            };
-            parts.timelines[at].1.record(b)
-        })
+        let held = self.0.get(&b.ip).and_then(|entry| entry.timelines().find(|(s, _)| *s == site));
+        let mut timeline =
+            held.map_or_else(AddressTimeline::default, |(_, encoded)| AddressTimeline::from_encoded(encoded));
+        let changed = timeline.record(b);
+        // A renewal that moves nothing leaves the encoding as it was: skip rebuilding the entry.
+        if held.is_none_or(|(_, encoded)| encoded != timeline.encoded()) {
+            self.set_timeline(site, b.ip, timeline);
+        }
+        changed
     }
 
     /// Set the timeline of `ip` at site number `site` (loading a snapshot).
     pub fn set_timeline(&mut self, site: u32, ip: IpAddr, timeline: AddressTimeline) {
+        // Replacing a timeline the entry already holds (the usual sighting): splice its
+        // bytes in place of the old ones, without decoding the entry.
+        if let Some(Entry::Packed(bytes)) = self.0.get_mut(&ip) {
+            let mut reader = Reader::skip_holders(bytes);
+            let mut start = reader.at;
+            while let Some((held_site, _)) = reader.timeline() {
+                if held_site == site {
+                    let mut out = Vec::with_capacity(bytes.len() + timeline.encoded().len());
+                    out.extend_from_slice(&bytes[..start]);
+                    put_varint(&mut out, u64::from(site));
+                    put_varint(&mut out, timeline.encoded().len() as u64);
+                    out.extend_from_slice(timeline.encoded());
+                    out.extend_from_slice(&bytes[reader.at..]);
+                    *bytes = exact_box(&out);
+                    return;
+                }
+                start = reader.at;
+            }
+        }
         self.update(ip, |parts| match parts.timelines.binary_search_by_key(&site, |(s, _)| *s) {
             Ok(at) => parts.timelines[at].1 = timeline,
             Err(at) => parts.timelines.insert(at, (site, timeline)),

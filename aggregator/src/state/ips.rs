@@ -7,7 +7,7 @@
 //! table is serialized as the `(address, seen)` list a sorted map gives, so snapshots do
 //! not depend on it.
 
-use super::bindings::{get_varint, put_varint};
+use super::bindings::{exact_box, get_varint, put_varint};
 use super::IpSeen;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -95,7 +95,7 @@ impl IpTable {
             put_varint(&mut out, seen.last_seen_us.wrapping_sub(seen.first_seen_us));
             prev_first_us = seen.first_seen_us;
         }
-        IpTable { encoded: out.into_boxed_slice() }
+        IpTable { encoded: exact_box(&out) }
     }
 
     pub fn len(&self) -> usize {
