@@ -1281,6 +1281,29 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_lists_bindings_by_address_then_site_and_loads_any_order() {
+        let mut st = ClusterState::new();
+        let leases = vec![lease(mac(1), "10.9.0.6", 100, 1_000), lease(mac(2), "10.9.0.5", 100, 1_000)];
+        assert!(apply(&mut st, &routed("access-n", 1, vec![], leases.clone())));
+        assert!(apply(&mut st, &BatchSummary { site: "south".into(), ..routed("access-s", 1, vec![], leases) }));
+        let mut json = serde_json::to_value(&st).unwrap();
+        let listed: Vec<(u64, String)> = json["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b[0][0].as_u64().unwrap(), b[0][1].as_str().unwrap().to_string()))
+            .collect();
+        let expected = [(0, "10.9.0.5"), (1, "10.9.0.5"), (0, "10.9.0.6"), (1, "10.9.0.6")];
+        assert_eq!(listed, expected.map(|(site, ip)| (site, ip.to_string())));
+        // Older snapshots listed them by site, then address: the same state loads.
+        json["bindings"].as_array_mut().unwrap().reverse();
+        let back: ClusterState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.timeline("south", &"10.9.0.6".parse().unwrap()).unwrap().owner_at(200), Some(mac(1)));
+        assert_eq!(back.binding_counts(), (4, 4));
+    }
+
+    #[test]
     fn a_host_without_binding_is_keyed_by_site_ip_and_vlan() {
         let mut st = ClusterState::new();
         let ae = Evidence::new(Field::DicomCallingAe, "CT_SOUTH", Proto::Dicom, 100);
