@@ -2,7 +2,7 @@
 //! bindings (2.5M addresses, each leased to four MACs in turn) plus 100k routed hosts, and
 //! measures the apply rate of each phase and the resident memory per device.
 //!
-//! Full size (release, about a minute and ~2.5 GB):
+//! Full size (release, about a minute and ~1.8 GB):
 //!     cargo bench -p wardline-aggregator --bench merge_scale
 //! Other sizes: WARDLINE_MERGE_DEVICES=200000 WARDLINE_MERGE_BINDINGS=2000000 cargo bench ...
 //! Other churn: WARDLINE_MERGE_OWNERS (MACs each address is leased to in turn, default 4)

@@ -21,6 +21,7 @@ pub mod audit;
 mod bindings;
 mod hosts;
 pub mod identity;
+mod ips;
 pub mod tokens;
 mod vecmap;
 
@@ -28,6 +29,7 @@ pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
 pub use hosts::{
     HostKey, HostRecord, RoutedKey, RoutedSeen, MAX_ROUTED_SIGHTINGS, ROUTED_RUN_GAP_US, ROUTED_STRETCH_GAP_US,
 };
+pub use ips::IpTable;
 pub use vecmap::{VecMap, VecSet};
 
 use serde::{Deserialize, Serialize};
@@ -279,7 +281,7 @@ pub struct SegmentSeen {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub mac: MacAddr,
-    pub ips: VecMap<IpAddr, IpSeen>,
+    pub ips: IpTable,
     pub ips_dropped: u64,
     pub vlans: VecSet<u16>,
     pub sites: VecSet<String>,
@@ -302,7 +304,7 @@ impl DeviceRecord {
     pub fn new(mac: MacAddr) -> Self {
         DeviceRecord {
             mac,
-            ips: VecMap::new(),
+            ips: IpTable::new(),
             ips_dropped: 0,
             vlans: VecSet::new(),
             sites: VecSet::new(),
@@ -358,22 +360,10 @@ impl DeviceRecord {
 
     /// Record `ip` in use over `first..=last`; returns whether it is new to the device.
     fn use_ip(&mut self, ip: IpAddr, first_seen_us: u64, last_seen_us: u64) -> bool {
-        let full = self.ips.len() >= MAX_IPS_PER_DEVICE;
-        match self.ips.get_mut(&ip) {
-            Some(seen) => {
-                seen.first_seen_us = seen.first_seen_us.min(first_seen_us);
-                seen.last_seen_us = seen.last_seen_us.max(last_seen_us);
-                false
-            }
-            None if full => {
-                self.ips_dropped = self.ips_dropped.saturating_add(1);
-                false
-            }
-            None => {
-                self.ips.insert(ip, IpSeen { first_seen_us, last_seen_us });
-                true
-            }
-        }
+        self.ips.see(ip, first_seen_us, last_seen_us, MAX_IPS_PER_DEVICE).unwrap_or_else(|| {
+            self.ips_dropped = self.ips_dropped.saturating_add(1);
+            false
+        })
     }
 
     fn seen_on_segment(&mut self, key: SegmentKey, site_index: u32, first_seen_us: u64, last_seen_us: u64) {
@@ -551,16 +541,15 @@ pub struct ClusterState {
     sensors: BTreeMap<String, SensorRecord>,
     /// IP-keyed devices (hosts seen without their own MAC).
     hosts: BTreeMap<HostKey, Arc<HostRecord>>,
-    /// Per (site index, address): who owned it when.
-    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
     /// Every site named by a batch, in first-seen order; indexes are stable.
     site_names: Vec<String>,
     /// Derived (rebuilt on load), not serialized:
     /// site name → index in `site_names`.
     site_index: BTreeMap<String, u32>,
-    /// Every (address, MAC) of `devices[MAC].ips`, so a device is found by address without
-    /// scanning every record.
-    addresses: addresses::AddressIndex,
+    /// Per address: every MAC of `devices[MAC].ips` using it (derived, so a device is found
+    /// by address without scanning every record) and per site index who owned it when
+    /// (replicated, serialized as `bindings`).
+    addresses: addresses::Addresses,
     /// (owner MAC, host) for every host record with a piece attributed to that MAC.
     attributed: BTreeSet<(MacAddr, HostKey)>,
     /// Strong identifiers (decision 0013) → the MAC devices holding them.
@@ -624,8 +613,7 @@ impl Serialize for ClusterState {
             sensors: &'a BTreeMap<String, SensorRecord>,
             #[serde(serialize_with = "arc_values_as_list::serialize")]
             hosts: &'a BTreeMap<HostKey, Arc<HostRecord>>,
-            #[serde(serialize_with = "map_as_list::serialize")]
-            bindings: &'a BTreeMap<(u32, IpAddr), AddressTimeline>,
+            bindings: BindingsList<'a>,
             site_names: &'a Vec<String>,
             tokens: &'a tokens::TokenStore,
             audit: &'a audit::AuditLog,
@@ -636,7 +624,7 @@ impl Serialize for ClusterState {
             devices: &self.devices,
             sensors: &self.sensors,
             hosts: &self.hosts,
-            bindings: &self.bindings,
+            bindings: BindingsList(&self.addresses),
             site_names: &self.site_names,
             tokens: &self.tokens,
             audit: &self.audit,
@@ -653,13 +641,15 @@ impl<'de> Deserialize<'de> for ClusterState {
             devices: parts.devices,
             sensors: parts.sensors,
             hosts: parts.hosts,
-            bindings: parts.bindings,
             site_names: parts.site_names,
             tokens: parts.tokens,
             audit: parts.audit,
             outbox: parts.outbox,
             ..Default::default()
         };
+        for ((site, ip), timeline) in parts.bindings {
+            state.addresses.set_timeline(site, ip, timeline);
+        }
         state.rebuild_indexes();
         Ok(state)
     }
@@ -672,7 +662,7 @@ impl ClusterState {
 
     fn rebuild_indexes(&mut self) {
         self.site_index = self.site_names.iter().enumerate().map(|(i, name)| (name.clone(), i as u32)).collect();
-        self.addresses = self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (*ip, d.mac))).collect();
+        self.addresses.extend(self.devices.values().flat_map(|d| d.ips.keys().map(|ip| (ip, d.mac))));
         self.attributed =
             self.hosts.values().flat_map(|h| h.owners().into_iter().map(|mac| (mac, h.key.clone()))).collect();
         self.identifiers = BTreeMap::new();
@@ -712,14 +702,18 @@ impl ClusterState {
     }
 
     /// The ownership timeline of `ip` at `site`, if any binding was seen.
-    pub fn timeline(&self, site: &str, ip: &IpAddr) -> Option<&AddressTimeline> {
+    pub fn timeline(&self, site: &str, ip: &IpAddr) -> Option<AddressTimeline> {
         let index = *self.site_index.get(site)?;
-        self.bindings.get(&(index, *ip))
+        self.addresses.timeline(index, ip)
     }
 
     /// How many (site, address) timelines and spans the state holds.
     pub fn binding_counts(&self) -> (usize, usize) {
-        (self.bindings.len(), self.bindings.values().map(|t| t.span_count()).sum())
+        let mut counts = (0, 0);
+        for (_, timeline) in self.addresses.bindings() {
+            counts = (counts.0 + 1, counts.1 + timeline.span_count());
+        }
+        counts
     }
 
     /// The name of site number `index` (as in `SegmentSeen::site_index`).
@@ -934,7 +928,7 @@ impl ClusterState {
         if !b.mac.is_device() || !is_host_address(&b.ip) {
             return None;
         }
-        let changed = self.bindings.entry((site_index, b.ip)).or_default().record(b);
+        let changed = self.addresses.record(site_index, b);
         let record = self.devices.entry(b.mac).or_insert_with(|| Arc::new(DeviceRecord::new(b.mac)));
         let record = Arc::make_mut(record);
         record.seen(&batch.sensor_id, &batch.site, b.seen_us, b.seen_us);
@@ -946,7 +940,7 @@ impl ClusterState {
 
     /// Re-attribute every host record of `ip` at the site after its timeline changed.
     fn reattribute(&mut self, site: &str, site_index: u32, ip: IpAddr) {
-        let Some(timeline) = self.bindings.get(&(site_index, ip)) else {
+        let Some(timeline) = self.addresses.timeline(site_index, &ip) else {
             return;
         };
         let start = HostKey { site: site.to_string(), ip, vlan: None };
@@ -955,7 +949,7 @@ impl ClusterState {
         for key in keys {
             let Some(host) = self.hosts.get_mut(&key) else { continue };
             let before = host.owners();
-            if Arc::make_mut(host).reattribute(timeline) {
+            if Arc::make_mut(host).reattribute(&timeline) {
                 let after = host.owners();
                 update_attribution(&mut self.attributed, &key, &before, &after);
             }
@@ -991,11 +985,11 @@ impl ClusterState {
             return false;
         }
         let key = HostKey { site: site.to_string(), ip: obs.ip, vlan: obs.vlan };
-        let timeline = self.bindings.get(&(site_index, obs.ip));
+        let timeline = self.addresses.timeline(site_index, &obs.ip);
         let host = self.hosts.entry(key.clone()).or_insert_with(|| Arc::new(HostRecord::new(key.clone())));
         let before = host.owners();
         let host = Arc::make_mut(host);
-        host.merge(obs, &batch.sensor_id, timeline);
+        host.merge(obs, &batch.sensor_id, timeline.as_ref());
         let after = host.owners();
         update_attribution(&mut self.attributed, &key, &before, &after);
         true
@@ -1081,6 +1075,22 @@ mod map_as_list {
         V: Deserialize<'de>,
     {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// The replicated timelines, serialized as the `((site index, address), timeline)` list a
+/// map of them gives (listed by address, then site; loading accepts any order).
+struct BindingsList<'a>(&'a addresses::Addresses);
+
+impl Serialize for BindingsList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        // bincode needs the length up front.
+        let mut seq = s.serialize_seq(Some(self.0.timeline_count()))?;
+        for entry in self.0.bindings() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
     }
 }
 
@@ -1215,7 +1225,7 @@ mod tests {
         let rec = dev.evidence.get(&(Field::DhcpVendorClass, "MSFT 5.0".to_string())).unwrap();
         assert_eq!((rec.count, rec.first_ts_us, rec.last_ts_us), (2, 100, 250));
         assert_eq!(dev.ips.len(), 1);
-        let seen = *dev.ips.get(&"10.0.0.5".parse::<IpAddr>().unwrap()).unwrap();
+        let seen = dev.ips.get(&"10.0.0.5".parse::<IpAddr>().unwrap()).unwrap();
         assert_eq!((seen.first_seen_us, seen.last_seen_us), (100, 210));
     }
 
@@ -1461,6 +1471,29 @@ mod tests {
                 h.evidence.keys().filter(|(_, _, o)| *o == Some(m)).map(|(_, v, _)| v.clone()).collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_snapshot_lists_bindings_by_address_then_site_and_loads_any_order() {
+        let mut st = ClusterState::new();
+        let leases = vec![lease(mac(1), "10.9.0.6", 100, 1_000), lease(mac(2), "10.9.0.5", 100, 1_000)];
+        assert!(apply(&mut st, &routed("access-n", 1, vec![], leases.clone())));
+        assert!(apply(&mut st, &BatchSummary { site: "south".into(), ..routed("access-s", 1, vec![], leases) }));
+        let mut json = serde_json::to_value(&st).unwrap();
+        let listed: Vec<(u64, String)> = json["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b[0][0].as_u64().unwrap(), b[0][1].as_str().unwrap().to_string()))
+            .collect();
+        let expected = [(0, "10.9.0.5"), (1, "10.9.0.5"), (0, "10.9.0.6"), (1, "10.9.0.6")];
+        assert_eq!(listed, expected.map(|(site, ip)| (site, ip.to_string())));
+        // Older snapshots listed them by site, then address: the same state loads.
+        json["bindings"].as_array_mut().unwrap().reverse();
+        let back: ClusterState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.timeline("south", &"10.9.0.6".parse().unwrap()).unwrap().owner_at(200), Some(mac(1)));
+        assert_eq!(back.binding_counts(), (4, 4));
     }
 
     #[test]
@@ -1828,7 +1861,7 @@ mod tests {
             let (st, _) = apply_all(&cmds);
             for h in st.hosts().values() {
                 let timeline = st.timeline(&h.key.site, &h.key.ip);
-                let owner_at = |ts| timeline.and_then(|t| t.owner_at(ts));
+                let owner_at = |ts| timeline.as_ref().and_then(|t| t.owner_at(ts));
                 for ((_, _, owner), rec) in &h.evidence {
                     prop_assert_eq!(*owner, owner_at(rec.last_ts_us));
                 }

@@ -8,8 +8,8 @@
 
 use super::views::{HistoryEvent, HistoryKind, HistoryView, HostKeyView, IdentityLinkView, SightingView};
 use crate::state::{
-    identity, AddressTimeline, ClusterState, DeviceId, DeviceRecord, EvidenceRecord, HostRecord, IpSeen, RoutedKey,
-    RoutedSeen, ROUTED_RUN_GAP_US,
+    identity, AddressTimeline, ClusterState, DeviceId, DeviceRecord, EvidenceRecord, HostRecord, RoutedKey, RoutedSeen,
+    ROUTED_RUN_GAP_US,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -71,7 +71,7 @@ impl DeviceSnapshot {
         let mut timelines = Vec::new();
         if with_timelines {
             let addresses: BTreeSet<(String, IpAddr)> = match (&own, id) {
-                (Some(r), _) => r.sites.iter().flat_map(|site| r.ips.keys().map(|ip| (site.clone(), *ip))).collect(),
+                (Some(r), _) => r.sites.iter().flat_map(|site| r.ips.keys().map(|ip| (site.clone(), ip))).collect(),
                 (None, DeviceId::Host(key)) => BTreeSet::from([(key.site.clone(), key.ip)]),
                 (None, DeviceId::Mac(_)) => BTreeSet::new(),
             };
@@ -132,12 +132,7 @@ impl DeviceSnapshot {
                 record.last_seen_us = record.last_seen_us.max(seen.last_seen_us);
                 record.packets = record.packets.saturating_add(seen.packets);
                 record.bytes = record.bytes.saturating_add(seen.bytes);
-                let ip_seen = record.ips.get_or_insert_with(host.key.ip, || IpSeen {
-                    first_seen_us: seen.first_seen_us,
-                    last_seen_us: seen.last_seen_us,
-                });
-                ip_seen.first_seen_us = ip_seen.first_seen_us.min(seen.first_seen_us);
-                ip_seen.last_seen_us = ip_seen.last_seen_us.max(seen.last_seen_us);
+                record.ips.see(host.key.ip, seen.first_seen_us, seen.last_seen_us, usize::MAX);
             }
             if used {
                 record.sites.insert(host.key.site.clone());
@@ -293,7 +288,7 @@ impl DeviceSnapshot {
                 events.push(HistoryEvent {
                     at_us: seen.first_seen_us,
                     kind: HistoryKind::IpSeen,
-                    ip: Some(*ip),
+                    ip: Some(ip),
                     ..HistoryEvent::default()
                 });
             }

@@ -203,7 +203,7 @@ impl DeviceView {
             locally_administered: mac.is_some_and(|m| m.is_local()),
             vendor: mac.and_then(|m| wardline_intel::oui::lookup(&m)).map(str::to_string),
             hostname: record.hostname().map(str::to_string),
-            ips: record.ips.keys().copied().collect(),
+            ips: record.ips.keys().collect(),
             vlans: record.vlans.iter().copied().collect(),
             sites: record.sites.iter().cloned().collect(),
             sensors: record.sensors.iter().cloned().collect(),
