@@ -22,26 +22,48 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// TLS 1.3 server config: node certificate, client certificate required and verified
-/// against the fleet CA only.
-pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
+/// Whether a listener requires client certificates or only verifies those presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// Sensors (QUIC ingest) and nodes (Raft RPC) must present one.
+    Required,
+    /// The API also takes bearer tokens; a certificate, when presented, must still chain
+    /// to the fleet CA.
+    Optional,
+}
+
+/// The one rustls server config of a node's listeners: the node certificate, client
+/// certificates verified against the fleet CA only, the given TLS versions and ALPN id.
+pub fn node_server_config(
+    tls: &TlsPaths,
+    clients: ClientCerts,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig> {
     let provider = provider();
     let roots = Arc::new(load_roots(&tls.ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if clients == ClientCerts::Optional {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier
         .build()
         .with_context(|| format!("cannot build a client verifier from the fleet CA {}", tls.ca.display()))?;
-    let certs = load_certs(&tls.cert)?;
-    let key = load_key(&tls.key)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("ring provider lacks TLS 1.3")?
+        .with_protocol_versions(versions)
+        .context("the ring provider lacks the requested TLS versions")?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
+        .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
         .with_context(|| {
             format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
         })?;
-    cfg.alpn_protocols = vec![ALPN_UPLINK.to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(cfg)
+}
+
+/// TLS 1.3 server config of QUIC ingest: a sensor certificate from the fleet CA required.
+pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
+    node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_UPLINK)
 }
 
 pub fn transport_config() -> quinn::TransportConfig {

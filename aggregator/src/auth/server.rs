@@ -8,12 +8,11 @@
 use super::layer::{authorize, AuthState, ConnInfo};
 use crate::config::TlsPaths;
 use crate::raft::RaftNode;
-use crate::tls::{load_certs, load_key, load_roots, provider};
+use crate::tls::{node_server_config, ClientCerts};
 use anyhow::{Context, Result};
 use axum::extract::Request;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::server::WebPkiClientVerifier;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,22 +27,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// rustls config of the API: node certificate; client certificates optional but, when
 /// presented, chained to the fleet CA.
 pub fn api_tls_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
-    let provider = provider();
-    let roots = Arc::new(load_roots(&tls.ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .with_context(|| format!("cannot build a client verifier from the fleet CA {}", tls.ca.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("ring provider lacks the default TLS versions")?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
-        .with_context(|| {
-            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
-        })?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    // TLS 1.2 too: browsers, Grafana and curl on older systems call the API.
+    node_server_config(tls, ClientCerts::Optional, rustls::DEFAULT_VERSIONS, b"http/1.1")
 }
 
 /// `app` plus the token and audit routes, every route behind the authorization layer.

@@ -4,30 +4,14 @@
 //! after the handshake.
 
 use crate::config::TlsPaths;
-use crate::tls::{load_certs, load_key, load_roots, provider};
+use crate::tls::{load_certs, load_key, load_roots, node_server_config, provider, ClientCerts};
 use anyhow::{Context, Result};
-use rustls::server::WebPkiClientVerifier;
-use std::sync::Arc;
 
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// Server side: node certificate, client certificate required and chained to the fleet CA.
 pub fn server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
-    let provider = provider();
-    let roots = Arc::new(load_roots(&tls.ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .with_context(|| format!("cannot build a client verifier from the fleet CA {}", tls.ca.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("ring provider lacks TLS 1.3")?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
-        .with_context(|| {
-            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
-        })?;
-    cfg.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
-    Ok(cfg)
+    node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_HTTP1)
 }
 
 /// Client side: trusts only the fleet CA and presents the node certificate.

@@ -4,137 +4,11 @@
 //! cluster with the backup's state; a corrupt file refused), and a rolling restart that
 //! gives one node of three a new certificate while the cluster keeps committing.
 
-use crate::raft_support::{ca_dir, WAIT};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use crate::node_process::{cli, free_ports, operator, stderr, Proc, BIN};
+use crate::raft_support::ca_dir;
+use std::process::{Command, Output, Stdio};
 use wardline_aggregator::auth::Role;
 use wardline_aggregator::cluster::backup;
-
-const BIN: &str = env!("CARGO_BIN_EXE_wardline-aggregator");
-
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Proc {
-    id: u64,
-    ports: (u16, u16, u16),
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Proc {
-    fn start(id: u64, root: &Path, extra: &[&str]) -> Proc {
-        Self::start_on(id, root, (free_tcp(), free_tcp(), free_udp()), extra)
-    }
-
-    /// Start node `id` with its files under `root/node{id}` (certificate issued once).
-    fn start_on(id: u64, root: &Path, ports: (u16, u16, u16), extra: &[&str]) -> Proc {
-        let dir = root.join(format!("node{id}"));
-        if !dir.join("node.pem").exists() {
-            wardline_aggregator::pki::issue_node(ca_dir("fleet"), id, &[], &dir).unwrap();
-        }
-        let child = Self::command(id, &dir, ports, extra).stderr(Stdio::null()).spawn().unwrap();
-        Proc { id, ports, dir, child }
-    }
-
-    fn command(id: u64, dir: &Path, (api, raft, quic): (u16, u16, u16), extra: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--node-id", &id.to_string(), "--data-dir"])
-            .arg(dir.join("data"))
-            .arg("--tls-dir")
-            .arg(dir)
-            .args(["--listen-api", &format!("127.0.0.1:{api}")])
-            .args(["--listen-raft", &format!("127.0.0.1:{raft}")])
-            .args(["--listen-quic", &format!("127.0.0.1:{quic}")])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        cmd
-    }
-
-    fn api(&self) -> String {
-        format!("https://127.0.0.1:{}", self.ports.0)
-    }
-
-    fn join_args(&self) -> Vec<String> {
-        let (api, raft, quic) = self.ports;
-        [
-            "cluster",
-            "join",
-            "--node-id",
-            &self.id.to_string(),
-            "--raft-addr",
-            &format!("127.0.0.1:{raft}"),
-            "--api-addr",
-            &format!("127.0.0.1:{api}"),
-            "--ingest-addr",
-            &format!("127.0.0.1:{quic}"),
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-
-    fn wait_status(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let out = cli(&["cluster", "status", "--json", "--api", &self.api()]);
-            if out.status.success() {
-                let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-                if f(&s) {
-                    return s;
-                }
-                assert!(Instant::now() < deadline, "node {}: never {what}: {s}", self.id);
-            } else {
-                assert!(Instant::now() < deadline, "node {} API never answered: {}", self.id, stderr(&out));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stop as an operator would (SIGTERM) and wait for the process to exit.
-    fn terminate(mut self) -> PathBuf {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "node {} exited with {status}", self.id);
-        self.dir.clone()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn operator(role: Role) -> PathBuf {
-    let dir = ca_dir("fleet").parent().unwrap().join(format!("backup-operator-{role}"));
-    wardline_aggregator::pki::issue_operator(ca_dir("fleet"), &format!("test-{role}"), role, &dir).unwrap();
-    dir
-}
-
-fn admin_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| operator(Role::Admin))
-}
-
-/// Run the CLI as an admin operator.
-fn cli(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("WARDLINE_CERT_DIR", admin_dir()).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn ok(o: Output) -> String {
     assert!(o.status.success(), "{}", stderr(&o));
@@ -192,7 +66,7 @@ fn backup_commands_and_restore_as_a_new_cluster() {
     std::fs::write(&corrupt, bytes).unwrap();
     let dir5 = root.path().join("node5");
     wardline_aggregator::pki::issue_node(ca_dir("fleet"), 5, &[], &dir5).unwrap();
-    let refused = Proc::command(5, &dir5, (free_tcp(), free_tcp(), free_udp()), &["--init", "--restore"])
+    let refused = Proc::command(5, &dir5, free_ports(), &["--init", "--restore"])
         .arg(&corrupt)
         .stderr(Stdio::piped())
         .output()

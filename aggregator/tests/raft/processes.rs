@@ -3,131 +3,9 @@
 //! follower, which redirects to the leader), `cluster status`, `cluster leave`, and a node
 //! whose data belongs to another cluster refused at start.
 
-use crate::raft_support::{ca_dir, WAIT};
+use crate::node_process::{cli, free_ports, stderr, Proc};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_wardline-aggregator");
-
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Proc {
-    id: u64,
-    api: u16,
-    raft: u16,
-    quic: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Proc {
-    fn start(id: u64, root: &Path, extra: &[&str]) -> Proc {
-        let dir = root.join(format!("node{id}"));
-        if !dir.join("node.pem").exists() {
-            wardline_aggregator::pki::issue_node(ca_dir("fleet"), id, &[], &dir).unwrap();
-        }
-        let (api, raft, quic) = (free_tcp(), free_tcp(), free_udp());
-        let child = Self::command(id, &dir, api, raft, quic, extra).stderr(Stdio::null()).spawn().unwrap();
-        Proc { id, api, raft, quic, dir, child }
-    }
-
-    fn command(id: u64, dir: &Path, api: u16, raft: u16, quic: u16, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--node-id", &id.to_string(), "--data-dir"])
-            .arg(dir.join("data"))
-            .arg("--tls-dir")
-            .arg(dir)
-            .args(["--listen-api", &format!("127.0.0.1:{api}")])
-            .args(["--listen-raft", &format!("127.0.0.1:{raft}")])
-            .args(["--listen-quic", &format!("127.0.0.1:{quic}")])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        cmd
-    }
-
-    fn api(&self) -> String {
-        format!("https://127.0.0.1:{}", self.api)
-    }
-
-    fn join_args(&self) -> Vec<String> {
-        vec![
-            "--node-id".into(),
-            self.id.to_string(),
-            "--raft-addr".into(),
-            format!("127.0.0.1:{}", self.raft),
-            "--api-addr".into(),
-            format!("127.0.0.1:{}", self.api),
-            "--ingest-addr".into(),
-            format!("127.0.0.1:{}", self.quic),
-        ]
-    }
-
-    /// `cluster status --json` against this node, once its API answers.
-    fn status(&self) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let out = cli(&["cluster", "status", "--json", "--api", &self.api()]);
-            if out.status.success() {
-                return serde_json::from_slice(&out.stdout).unwrap();
-            }
-            assert!(Instant::now() < deadline, "node {} API never answered: {}", self.id, stderr(&out));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Wait until this node's status satisfies `f`.
-    fn wait_status(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let s = self.status();
-            if f(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "node {}: never {what}: {s}", self.id);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Run the CLI as an admin operator (certificate from the fleet CA, decision 0015).
-fn cli(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("WARDLINE_CERT_DIR", operator_dir()).output().unwrap()
-}
-
-fn operator_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = ca_dir("fleet").parent().unwrap().join("operator-admin");
-        wardline_aggregator::pki::issue_operator(
-            ca_dir("fleet"),
-            "test-admin",
-            wardline_aggregator::auth::Role::Admin,
-            &dir,
-        )
-        .unwrap();
-        dir
-    })
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Stdio;
 
 fn voters(s: &Value) -> Vec<u64> {
     s["members"]
@@ -149,18 +27,17 @@ fn operator_commands_form_change_and_guard_a_cluster_of_processes() {
     let cluster_id = s1["cluster_id"].as_str().unwrap().to_string();
     assert!(n2.status()["cluster_id"].is_null(), "a node started without --init waits");
 
-    let mut join2 = vec!["cluster", "join", "--api"];
     let api1 = n1.api();
-    join2.push(&api1);
-    let args2 = n2.join_args();
-    join2.extend(args2.iter().map(String::as_str));
+    let mut args2 = n2.join_args();
+    args2.extend(["--api".to_string(), api1.clone()]);
+    let join2: Vec<&str> = args2.iter().map(String::as_str).collect();
     let out = cli(&join2);
     assert!(out.status.success(), "{}", stderr(&out));
     // Node 3 joins through node 2, a follower, which names the leader.
     let api2 = n2.api();
-    let args3 = n3.join_args();
-    let mut join3 = vec!["cluster", "join", "--api", api2.as_str()];
-    join3.extend(args3.iter().map(String::as_str));
+    let mut args3 = n3.join_args();
+    args3.extend(["--api".to_string(), api2.clone()]);
+    let join3: Vec<&str> = args3.iter().map(String::as_str).collect();
     let out = cli(&join3);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("not the leader"), "{}", stderr(&out));
@@ -182,11 +59,10 @@ fn operator_commands_form_change_and_guard_a_cluster_of_processes() {
     // Node 3's data belongs to this cluster: started for another cluster id, it refuses.
     let dir3 = n3.dir.clone();
     drop(n3);
-    let out =
-        Proc::command(3, &dir3, free_tcp(), free_tcp(), free_udp(), &["--cluster-id", "01HOTHERCLUSTER0000000000"])
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
+    let out = Proc::command(3, &dir3, free_ports(), &["--cluster-id", "01HOTHERCLUSTER0000000000"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains(&format!("belongs to cluster {cluster_id}")), "{err}");
