@@ -406,6 +406,21 @@ pub struct SensorSpec<'a> {
 }
 
 impl Sensor {
+    /// The config of the tests' one ward sensor (`ward-a-1` at site `north`, certificate
+    /// issued now) shipping `pcap` to `agg` in batches of at most `max_events`.
+    pub fn ward_config(fleet: &Fleet, agg: &Aggregator, pcap: PathBuf, max_events: usize) -> Result<PathBuf> {
+        let tls_dir = fleet.issue_sensor("ward-a-1", "north")?;
+        let spec = SensorSpec {
+            sensor_id: "ward-a-1",
+            site: "north",
+            tls_dir,
+            server: agg.quic_addr(),
+            pcaps: vec![pcap],
+            max_events,
+        };
+        Self::write_config(fleet, &spec)
+    }
+
     pub fn write_config(fleet: &Fleet, spec: &SensorSpec<'_>) -> Result<PathBuf> {
         let spool = fleet.path().join(format!("spool-{}", spec.sensor_id));
         let files: Vec<String> = spec.pcaps.iter().map(|p| format!("{:?}", p.display().to_string())).collect();

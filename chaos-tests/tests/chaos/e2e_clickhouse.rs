@@ -12,19 +12,7 @@ fn ward_capture_reaches_inventory_and_clickhouse_exactly() {
     let fleet = Fleet::new().unwrap();
     let (pcap, truth) = fleet.generate("ward", 7, "ward.pcap").unwrap();
     let agg = Aggregator::start(&fleet, 1, Some(ch.http_url.clone())).unwrap();
-    let tls_dir = fleet.issue_sensor("ward-a-1", "north").unwrap();
-    let cfg = Sensor::write_config(
-        &fleet,
-        &SensorSpec {
-            sensor_id: "ward-a-1",
-            site: "north",
-            tls_dir,
-            server: agg.quic_addr(),
-            pcaps: vec![pcap],
-            max_events: 25,
-        },
-    )
-    .unwrap();
+    let cfg = Sensor::ward_config(&fleet, &agg, pcap, 25).unwrap();
     let mut sensor = Sensor::start(&cfg, &fleet.path().join("sensor.log"), &[]).unwrap();
     let status = sensor.wait(Duration::from_secs(180)).unwrap();
     assert!(status.success(), "sensor failed:\n{}", sensor.log_text());
@@ -82,19 +70,7 @@ fn clickhouse_killed_mid_run_keeps_inventory_moving_and_flows_land_exactly_once(
     let fleet = Fleet::new().unwrap();
     let (pcap, truth) = fleet.generate("ward", 11, "ward.pcap").unwrap();
     let mut agg = Aggregator::start(&fleet, 1, Some(ch.http_url.clone())).unwrap();
-    let tls_dir = fleet.issue_sensor("ward-a-1", "north").unwrap();
-    let cfg = Sensor::write_config(
-        &fleet,
-        &SensorSpec {
-            sensor_id: "ward-a-1",
-            site: "north",
-            tls_dir,
-            server: agg.quic_addr(),
-            pcaps: vec![pcap],
-            max_events: 25,
-        },
-    )
-    .unwrap();
+    let cfg = Sensor::ward_config(&fleet, &agg, pcap, 25).unwrap();
     ch.stop_kill9();
     // With ClickHouse down the whole capture is still acked and the inventory complete.
     let mut sensor = Sensor::start(&cfg, &fleet.path().join("sensor.log"), &[]).unwrap();

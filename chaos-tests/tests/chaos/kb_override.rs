@@ -20,19 +20,7 @@ fn site_override_file_changes_class_and_survives_restart() {
     .unwrap();
 
     let mut agg = Aggregator::start(&fleet, 1, None).unwrap();
-    let tls_dir = fleet.issue_sensor("ward-a-1", "north").unwrap();
-    let cfg = Sensor::write_config(
-        &fleet,
-        &SensorSpec {
-            sensor_id: "ward-a-1",
-            site: "north",
-            tls_dir,
-            server: agg.quic_addr(),
-            pcaps: vec![pcap],
-            max_events: 200,
-        },
-    )
-    .unwrap();
+    let cfg = Sensor::ward_config(&fleet, &agg, pcap, 200).unwrap();
     let mut sensor = Sensor::start(&cfg, &fleet.path().join("sensor.log"), &[]).unwrap();
     assert!(sensor.wait(Duration::from_secs(120)).unwrap().success(), "{}", sensor.log_text());
 

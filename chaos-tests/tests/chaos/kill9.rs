@@ -21,20 +21,8 @@ fn setup(seed: u64) -> Setup {
     let fleet = Fleet::new().unwrap();
     let (pcap, truth) = fleet.generate("ward", seed, "ward.pcap").unwrap();
     let agg = Aggregator::start(&fleet, 1, Some(ch.http_url.clone())).unwrap();
-    let tls_dir = fleet.issue_sensor("ward-a-1", "north").unwrap();
     // Small batches so the capture makes many of them.
-    let config = Sensor::write_config(
-        &fleet,
-        &SensorSpec {
-            sensor_id: "ward-a-1",
-            site: "north",
-            tls_dir,
-            server: agg.quic_addr(),
-            pcaps: vec![pcap],
-            max_events: 5,
-        },
-    )
-    .unwrap();
+    let config = Sensor::ward_config(&fleet, &agg, pcap, 5).unwrap();
     Setup { ch, fleet, agg, truth, config }
 }
 
