@@ -53,6 +53,10 @@ pub struct UplinkConfig {
 /// Default number of batches outstanding at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
+/// Concurrent streams an aggregator grants one sensor connection (its
+/// `tls::MAX_STREAMS_PER_CONNECTION`); the window is capped at it.
+pub const MAX_PEER_STREAMS: usize = 16;
+
 impl UplinkConfig {
     pub fn new(server_addr: SocketAddr, server_name: String, cert: PathBuf, key: PathBuf, ca: PathBuf) -> Self {
         UplinkConfig {
@@ -173,7 +177,17 @@ async fn run(
     // Index into `addrs` of the node in use, and how many were tried since one answered.
     let mut current = 0usize;
     let mut tried = 0usize;
-    let window = cfg.max_in_flight.max(1);
+    // The aggregator grants each connection `MAX_PEER_STREAMS` open streams; a wider window
+    // only parks the sender in `open_bi` waiting for stream credit while replies queue up
+    // (measured: 32 in flight drained a backlog 6× slower than 16, docs/benchmarks.md).
+    let window = cfg.max_in_flight.clamp(1, MAX_PEER_STREAMS);
+    if cfg.max_in_flight > MAX_PEER_STREAMS {
+        warn!(
+            max_in_flight = cfg.max_in_flight,
+            "uplink.max_in_flight is above the {MAX_PEER_STREAMS} streams an aggregator grants one connection; \
+             using {MAX_PEER_STREAMS}"
+        );
+    }
     // Acked batches not yet removed from the spool: removed together, with one flush, once
     // no further reply is ready (a crash before that re-sends them as duplicates).
     let mut acked: Vec<u64> = Vec::new();
