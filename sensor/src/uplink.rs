@@ -7,8 +7,9 @@
 //! spool only on an Ack (`Spool::remove_acked`; acks that arrive together share one flush)
 //! or a Rejected reply (`Spool::dead_letter`, kept for the operator); after RetryLater or
 //! a transport failure no new batch is sent, the replies of those in flight are collected,
-//! and sending restarts from the oldest spooled batch after a capped exponential backoff. A crash anywhere in between re-sends the
-//! batch, which the aggregator recognises by (sensor, seq, ULID) and acks as a duplicate.
+//! and sending restarts from the oldest spooled batch after a capped exponential backoff.
+//! A crash anywhere in between re-sends the batch, which the aggregator recognises by
+//! (sensor, seq, ULID) and acks as a duplicate.
 //!
 //! Several aggregator addresses may be configured: on a connection failure or a
 //! "not the Raft leader" reply the sensor moves on to the next one, and backs off only after
