@@ -350,21 +350,39 @@ impl Spool {
 
     /// Delete a batch the aggregator acknowledged. Returns false if it was not stored.
     pub fn remove(&self, seq: u64) -> Result<bool> {
+        Ok(self.remove_acked(&[seq])? == 1)
+    }
+
+    /// Delete batches the aggregator acknowledged, with one flush to disk for all of them
+    /// (the uplink removes the acks that arrived together). Returns how many were stored.
+    ///
+    /// Grouping is safe because removal only has to be durable enough that a crash re-sends
+    /// rather than loses: a batch whose removal had not reached the disk is sent again after
+    /// a restart and the aggregator acks it as a duplicate (decision 0016).
+    pub fn remove_acked(&self, seqs: &[u64]) -> Result<usize> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
         let _guard = self.lock();
-        let key = seq_key(seq);
         let trees = (&self.batches, &self.flow_only);
         let removed = trees
-            .transaction(|(b, f)| -> TxResult<Option<sled::IVec>> {
-                f.remove(&key)?;
-                Ok(b.remove(&key)?)
+            .transaction(|(b, f)| -> TxResult<(u64, u64)> {
+                let (mut n, mut bytes) = (0u64, 0u64);
+                for &seq in seqs {
+                    let key = seq_key(seq);
+                    f.remove(&key)?;
+                    if let Some(v) = b.remove(&key)? {
+                        n += 1;
+                        bytes += v.len() as u64;
+                    }
+                }
+                Ok((n, bytes))
             })
-            .map_err(|e| tx_err(e, "remove an acknowledged batch"))?;
+            .map_err(|e| tx_err(e, "remove acknowledged batches"))?;
         self.flush()?;
-        if let Some(v) = &removed {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            self.bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
-        }
-        Ok(removed.is_some())
+        self.len.fetch_sub(removed.0, Ordering::Relaxed);
+        self.bytes.fetch_sub(removed.1, Ordering::Relaxed);
+        Ok(removed.0 as usize)
     }
 
     /// Move a batch the aggregator refused for good into the dead-letter tree.

@@ -69,6 +69,29 @@ fn seq_is_monotonic_across_reopen_and_removal() {
 }
 
 #[test]
+fn acked_batches_are_removed_together_and_stay_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        for i in 0..5u16 {
+            spool.push(flows(i + 1), "s1", "north").unwrap();
+        }
+        let kept = spool.oldest(10).unwrap()[3..].to_vec();
+        // One unknown seq among them: counted as not stored, the rest still removed.
+        assert_eq!(spool.remove_acked(&[1, 2, 3, 42]).unwrap(), 3);
+        assert_eq!(spool.len(), 2);
+        assert_eq!(spool.oldest(10).unwrap(), kept);
+        assert_eq!(spool.remove_acked(&[]).unwrap(), 0);
+    }
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    let seqs: Vec<u64> = spool.oldest(10).unwrap().iter().map(|b| b.seq).collect();
+    assert_eq!(seqs, vec![4, 5], "the group removal reached the disk");
+    assert!(spool.bytes() > 0);
+    assert_eq!(spool.remove_acked(&[4, 5]).unwrap(), 2);
+    assert_eq!((spool.len(), spool.bytes()), (0, 0));
+}
+
+#[test]
 fn batches_survive_reopen_in_order_with_content() {
     let dir = tempfile::tempdir().unwrap();
     let pushed: Vec<_> = {
