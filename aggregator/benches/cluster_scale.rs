@@ -216,11 +216,13 @@ async fn snapshot_part(devices: u64) {
         size as f64 / 1048576.0 / install
     );
 
-    // Reload: stop the learner and open its data directory again.
+    // Reload: stop both (the leader first: its pooled connections keep the learner's
+    // RPC tasks, and so its store, alive) and open the learner's data directory again.
     let dir2 = n2.dir.clone();
+    n1.stop().await;
     n2.stop().await;
-    // Let the servers' tasks release the sled lock.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the connection tasks end and release the sled lock, outside the timed part.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let tls: TlsPaths = TlsPaths::in_dir(&dir2.join("tls"), "node");
     let me = ClusterNode {
         raft_addr: "127.0.0.1:1".into(),
@@ -238,7 +240,6 @@ async fn snapshot_part(devices: u64) {
         vm_rss_mib() - rss0
     );
     reopened.shutdown().await;
-    n1.stop().await;
 }
 
 /// Propose `ApplyBatches` entries from `proposers` tasks for `secs` seconds on `leader`.
