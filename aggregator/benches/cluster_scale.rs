@@ -236,7 +236,7 @@ async fn snapshot_part(devices: u64) {
     assert_eq!(count, devices, "the reloaded node holds every device");
     assert!(reopened.applied_index().await >= Some(applied));
     println!(
-        "reload:   {reload:.2} s (open sled, read and decode the snapshot); peak VmRSS +{} MiB",
+        "reload:   {reload:.2} s (open sled, read and decode the snapshot); VmRSS now +{} MiB",
         vm_rss_mib() - rss0
     );
     reopened.shutdown().await;
