@@ -43,6 +43,10 @@ cluster-demo:
 bench:
     bash scripts/bench.sh
 
+# Leader kill -9 to the next acked batch, median of ROUNDS kills on release binaries (docs/benchmarks.md).
+bench-failover ROUNDS="20":
+    cargo build --release -p wardline-aggregator -p wardline-sensor -p wardline-sim --bins && WARDLINE_FAILOVER_ROUNDS={{ROUNDS}} cargo test --release -p wardline-chaos-tests --test chaos bench_leader_kill_to_next_ack -- --ignored --nocapture --test-threads=1
+
 # Run every fuzz target for SECONDS each (needs nightly or RUSTC_BOOTSTRAP and cargo-fuzz).
 fuzz SECONDS="60":
     bash scripts/fuzz.sh {{SECONDS}}

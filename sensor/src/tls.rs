@@ -9,10 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use wardline_common::wire::ALPN_UPLINK;
 
-/// Matches the aggregator: a connection silent this long is dead.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Keep-alives keep NAT/firewall state alive while the spool is empty.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A connection silent this long is dead. A killed node sends no close, so this is how
+/// long the sensor keeps waiting on it before it fails over to the next node: short, with
+/// keep-alives four times as often so a live but idle link never reaches it. QUIC uses
+/// the smaller of the two peers' timeouts, so the aggregator's 30 s does not matter here.
+/// (Replies that take long, e.g. a commit under load, are bounded by `reply_timeout`.)
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keep-alives keep the idle timer and NAT/firewall state alive while the spool is empty.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
 pub use wardline_common::tls_files::{load_certs, load_key, load_roots};
 
@@ -39,7 +43,7 @@ pub fn quic_client_config(tls: &TlsPaths) -> Result<quinn::ClientConfig> {
         .context("TLS config has no QUIC-capable cipher suite")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s fits a QUIC idle timeout")));
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("2 s fits a QUIC idle timeout")));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     // The aggregator never opens streams towards a sensor.
     t.max_concurrent_bidi_streams(0u32.into());

@@ -4,6 +4,7 @@
 //! was its own binary before.
 
 mod e2e_clickhouse;
+mod failover;
 mod kb_override;
 mod kill9;
 mod nemeses;
