@@ -211,15 +211,27 @@ impl FakeClock {
 }
 
 impl Rig {
+    /// The running node that leads; right after a fault (e.g. in a random combination the
+    /// leader was just killed) it waits up to 10 s for an election, then falls back to the
+    /// first running node.
     fn leader_index(&self) -> usize {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if let Ok(c) = n.get("/api/v1/cluster") {
-                if c["state"] == "Leader" {
-                    return i;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.pid().is_none() {
+                    continue;
+                }
+                if let Ok(c) = n.get("/api/v1/cluster") {
+                    if c["state"] == "Leader" {
+                        return i;
+                    }
                 }
             }
+            if Instant::now() >= deadline {
+                return self.nodes.iter().position(|n| n.pid().is_some()).unwrap_or(0);
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        0
     }
 
     fn inject(&mut self, nemesis: Nemesis) -> Result<Vec<Injected>> {
