@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use wardline_aggregator::auth::client::ApiAuth;
+use wardline_aggregator::auth::client::ApiTarget;
 use wardline_aggregator::auth::Role;
 use wardline_aggregator::cli::cluster::ClusterCmd;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
@@ -29,10 +29,8 @@ enum Cmd {
     Cluster(ClusterCmd),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
         #[arg(long)]
         json: bool,
         /// Fail unless the node knows a Raft leader (used by scripts to wait for start-up).
@@ -156,10 +154,8 @@ enum AdminCmd {
     },
     /// Print the newest audit log entries (JSON; needs an admin credential).
     Audit {
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -174,27 +170,21 @@ enum TokenCmd {
         /// viewer, analyst or admin.
         #[arg(long)]
         role: Role,
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
     },
     /// List live tokens (ids, names, roles; never secrets).
     List {
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
     },
     /// Revoke a token by id or name.
     Revoke {
         /// Token id or name.
         #[arg(long)]
         id: String,
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
     },
 }
 
@@ -299,7 +289,7 @@ fn real_main() -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::cluster::run(c))
         }
-        Cmd::Inventory { api, auth, json, wait_leader } => {
+        Cmd::Inventory { target: ApiTarget { api, auth }, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::print_inventory(&api, &auth, json, wait_leader))
         }
@@ -313,15 +303,17 @@ fn real_main() -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 match cmd {
-                    TokenCmd::Create { name, role, api: url, auth } => {
+                    TokenCmd::Create { name, role, target: ApiTarget { api: url, auth } } => {
                         api::token_create(&url, &auth, &name, role).await
                     }
-                    TokenCmd::List { api: url, auth } => api::token_list(&url, &auth).await,
-                    TokenCmd::Revoke { id, api: url, auth } => api::token_revoke(&url, &auth, &id).await,
+                    TokenCmd::List { target: ApiTarget { api: url, auth } } => api::token_list(&url, &auth).await,
+                    TokenCmd::Revoke { id, target: ApiTarget { api: url, auth } } => {
+                        api::token_revoke(&url, &auth, &id).await
+                    }
                 }
             })
         }
-        Cmd::Admin(AdminCmd::Audit { api, auth, limit }) => {
+        Cmd::Admin(AdminCmd::Audit { target: ApiTarget { api, auth }, limit }) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::auth::client::audit(&api, &auth, limit))
         }

@@ -21,6 +21,18 @@ pub struct ApiAuth {
     pub ca: Option<PathBuf>,
 }
 
+/// Which node's API a command calls and with which credential (flattened into every
+/// API command, so each has the same `--api` and credential flags).
+#[derive(Args, Clone, Debug)]
+pub struct ApiTarget {
+    /// The node's API URL (for membership changes any member: a follower redirects to the
+    /// leader).
+    #[arg(long, default_value = "https://127.0.0.1:8080")]
+    pub api: String,
+    #[command(flatten)]
+    pub auth: ApiAuth,
+}
+
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }

@@ -3,7 +3,7 @@
 //! Membership changes must run on the leader; sent to a follower they come back with the
 //! leader's API address, and the command retries there once.
 
-use super::{client, get_json, post_json, ApiAuth, ApiError, READ_TIMEOUT};
+use super::{client, get_json, post_json, ApiAuth, ApiError, ApiTarget, READ_TIMEOUT};
 use crate::cluster::backup;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -19,39 +19,29 @@ pub enum ClusterCmd {
     /// Create a new one-node cluster on a running node that has no state yet (prints the
     /// new cluster id). `run --init` does the same at start-up.
     Init {
-        /// API of the node to initialise.
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
     },
     /// Add a running node (started without --init) to the cluster: it joins as a learner,
     /// catches up, then becomes a voter.
     Join {
-        /// API of any cluster member (a follower redirects to the leader).
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
         #[command(flatten)]
         node: NewNode,
     },
     /// Remove a node (voter or learner) from the cluster.
     Leave {
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
         #[arg(long)]
         node_id: u64,
     },
     /// Replace voter --old by a new running node --new: the new node catches up (from a
     /// snapshot if needed), then one membership change swaps them.
     Replace {
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
         /// The node to remove.
         #[arg(long)]
         old: u64,
@@ -68,20 +58,16 @@ pub enum ClusterCmd {
     /// Download a backup of a running node's applied state (admin). Restore it with
     /// `run --init --restore FILE`; a stopped node is backed up with `admin backup`.
     Backup {
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
         /// File to write (written as FILE.partial, verified, then renamed).
         #[arg(long)]
         out: std::path::PathBuf,
     },
     /// Show cluster id, members, leader, term, indexes and refused Raft RPCs.
     Status {
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        api: String,
         #[command(flatten)]
-        auth: ApiAuth,
+        target: ApiTarget,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -107,12 +93,12 @@ pub struct NewNode {
 
 pub async fn run(cmd: ClusterCmd) -> Result<()> {
     match cmd {
-        ClusterCmd::Init { api, auth } => {
+        ClusterCmd::Init { target: ApiTarget { api, auth } } => {
             let v = post_json(&client(&auth, READ_TIMEOUT)?, &api, "/api/v1/cluster/init", &json!({})).await?;
             println!("initialised cluster {} on node {}", v["cluster_id"].as_str().unwrap_or("?"), v["node_id"]);
             Ok(())
         }
-        ClusterCmd::Join { api, auth, node } => {
+        ClusterCmd::Join { target: ApiTarget { api, auth }, node } => {
             let body = json!({"node_id": node.node_id, "raft_addr": node.raft_addr, "api_addr": node.api_addr,
                               "ingest_addr": node.ingest_addr});
             let v = on_leader(&api, &auth, "/api/v1/cluster/join", &body).await?;
@@ -120,13 +106,13 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
             print_status(&v);
             Ok(())
         }
-        ClusterCmd::Leave { api, auth, node_id } => {
+        ClusterCmd::Leave { target: ApiTarget { api, auth }, node_id } => {
             let v = on_leader(&api, &auth, "/api/v1/cluster/leave", &json!({ "node_id": node_id })).await?;
             println!("node {node_id} removed");
             print_status(&v);
             Ok(())
         }
-        ClusterCmd::Replace { api, auth, old, new_id, raft_addr, api_addr, ingest_addr } => {
+        ClusterCmd::Replace { target: ApiTarget { api, auth }, old, new_id, raft_addr, api_addr, ingest_addr } => {
             let body = json!({"old": old, "new": {"node_id": new_id, "raft_addr": raft_addr, "api_addr": api_addr,
                               "ingest_addr": ingest_addr}});
             let v = on_leader(&api, &auth, "/api/v1/cluster/replace", &body).await?;
@@ -134,8 +120,8 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
             print_status(&v);
             Ok(())
         }
-        ClusterCmd::Backup { api, auth, out } => online_backup(&api, &auth, &out).await,
-        ClusterCmd::Status { api, auth, json } => {
+        ClusterCmd::Backup { target: ApiTarget { api, auth }, out } => online_backup(&api, &auth, &out).await,
+        ClusterCmd::Status { target: ApiTarget { api, auth }, json } => {
             let v = get_json(&client(&auth, READ_TIMEOUT)?, &api, "/api/v1/cluster/status").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

@@ -6,7 +6,7 @@ pub mod inventory;
 
 pub use inventory::print_inventory;
 
-pub use crate::auth::client::ApiAuth;
+pub use crate::auth::client::{ApiAuth, ApiTarget};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::time::Duration;
