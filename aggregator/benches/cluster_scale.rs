@@ -19,9 +19,12 @@
 //! size real sensors cut), from many concurrent proposers, with the outbox drained every
 //! 100 entries as the leader's drainer would.
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
 #[path = "../tests/raft_support/mod.rs"]
 mod raft_support;
 
+use bench_support::{env_or, vm_rss_kib, HOUR_US, T0_US};
 use raft_support::ServedNode;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
@@ -37,23 +40,11 @@ use wardline_aggregator::state::{BatchSummary, Command, IngestBatch};
 use wardline_common::wire::{AddressBinding, BindingSource, FlowRecord};
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto};
 
-const T0_US: u64 = 1_767_225_600_000_000;
-const HOUR_US: u64 = 3_600_000_000;
 const DEVICES_PER_ENTRY: u64 = 1_000;
 const WAIT: Duration = Duration::from_secs(600);
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn vm_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1024
+    vm_rss_kib() / 1024
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

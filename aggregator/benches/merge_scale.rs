@@ -17,28 +17,17 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 use ulid::Ulid;
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
+use bench_support::{env_or, vm_rss_kib, HOUR_US, T0_US};
 use wardline_aggregator::state::{BatchSummary, ClusterState, Command};
 use wardline_common::wire::{AddressBinding, BindingSource, HostObservation};
 use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto};
 
-const T0_US: u64 = 1_767_225_600_000_000;
-const HOUR_US: u64 = 3_600_000_000;
 const SITES: u64 = 10;
 const PER_BATCH: u64 = 1_000;
 const BINDINGS_PER_BATCH: u64 = 10_000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn mac(i: u64) -> MacAddr {
     MacAddr([0x00, 0x1b, 0x63, (i >> 16) as u8, (i >> 8) as u8, i as u8])
