@@ -197,10 +197,10 @@ fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
+/// Two voting nodes serving the API, node 1 leading, over one flow store (as nodes sharing
+/// a ClickHouse server have). Keep the folders alive as long as the nodes.
+async fn two_node_cluster() -> (Vec<tempfile::TempDir>, Arc<dyn FlowSink>, ServedNode, ServedNode) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    // One flow store for both nodes, as nodes sharing a ClickHouse server have.
     let sink: Arc<dyn FlowSink> = Arc::new(EmbeddedSink::open(dirs[2].path()).unwrap());
     let n1 = ServedNode::start_with_api(1, dirs[0].path(), config(100), sink.clone()).await;
     let n2 = ServedNode::start_with_api(2, dirs[1].path(), config(100), sink.clone()).await;
@@ -208,6 +208,12 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
     n1.node.wait_for_leader(WAIT).await.unwrap();
     n1.node.add_learner(2, n2.member(), true).await.unwrap();
     n1.node.change_membership(BTreeSet::from([1, 2]), false).await.unwrap();
+    (dirs, sink, n1, n2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
+    let (_dirs, sink, n1, n2) = two_node_cluster().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let engine = format!("/api/v1/devices/{ENGINE}");
 
@@ -319,14 +325,7 @@ async fn two_nodes_answer_the_same_bytes_whatever_they_were_asked_before() {
 /// the follower still answers from its own state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_go_through_the_leader_and_see_every_acked_write() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let sink: Arc<dyn FlowSink> = Arc::new(EmbeddedSink::open(dirs[2].path()).unwrap());
-    let n1 = ServedNode::start_with_api(1, dirs[0].path(), config(100), sink.clone()).await;
-    let n2 = ServedNode::start_with_api(2, dirs[1].path(), config(100), sink.clone()).await;
-    assert!(n1.node.initialize_single_if_new().await.unwrap());
-    n1.node.wait_for_leader(WAIT).await.unwrap();
-    n1.node.add_learner(2, n2.member(), true).await.unwrap();
-    n1.node.change_membership(BTreeSet::from([1, 2]), false).await.unwrap();
+    let (_dirs, sink, n1, n2) = two_node_cluster().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let read = |node: &ServedNode, consistency: &'static str| {
         client
