@@ -229,36 +229,10 @@ async fn batches_are_delivered_in_order_and_removed_after_ack() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn retry_later_keeps_the_batch_and_never_skips_ahead() {
-    let fleet = Fleet::new();
-    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true, not_leader: false });
-    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
-    let sensor = fleet.sensor("ca", "s1", "north");
-    let spool = open_spool(&fleet, "spool");
-    spool.push(vec![device(1)], "s1", "north").unwrap();
-    spool.push(vec![device(2)], "s1", "north").unwrap();
-
-    let h = handler.clone();
-    let stats = uplink::run_uplink(spool.clone(), uplink_cfg(server.addr, &sensor), async move {
-        wait_until("the batch was retried", || h.seen().len() >= 3).await;
-    })
-    .await
-    .unwrap();
-
-    assert!(stats.retry_later >= 3);
-    assert_eq!(stats.acked, 0);
-    assert_eq!(spool.len(), 2, "nothing leaves the spool without an ack");
-    // Several batches are in flight, but every round restarts from seq 1 and hands seq 2
-    // on only right after seq 1: nothing is applied past a batch that was not accepted.
-    let seqs: Vec<u64> = handler.seen().iter().map(|(_, b)| b.seq).collect();
-    assert_eq!(seqs[0], 1, "{seqs:?}");
-    assert!(seqs.windows(2).all(|w| w[1] == 1 || w[1] == w[0] + 1), "skipped ahead: {seqs:?}");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn with_one_batch_in_flight_retry_later_never_sends_the_next_one() {
+/// A node that answers every batch RetryLater, a spool with seq 1 and 2, and an uplink with
+/// `max_in_flight` run until the node has been sent three batches. The fleet (the spool's
+/// folder) is returned to outlive the spool.
+async fn against_retry_later(max_in_flight: Option<usize>) -> (Fleet, Arc<Recorder>, uplink::UplinkStats, Arc<Spool>) {
     let fleet = Fleet::new();
     let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true, not_leader: false });
     let server = start_server(&fleet, handler.clone(), IngestLimits::default());
@@ -267,17 +241,38 @@ async fn with_one_batch_in_flight_retry_later_never_sends_the_next_one() {
     spool.push(vec![device(1)], "s1", "north").unwrap();
     spool.push(vec![device(2)], "s1", "north").unwrap();
     let mut cfg = uplink_cfg(server.addr, &sensor);
-    cfg.max_in_flight = 1;
+    if let Some(n) = max_in_flight {
+        cfg.max_in_flight = n;
+    }
     let h = handler.clone();
     let stats = uplink::run_uplink(spool.clone(), cfg, async move {
         wait_until("the batch was retried", || h.seen().len() >= 3).await;
     })
     .await
     .unwrap();
+    server.stop().await;
+    (fleet, handler, stats, spool)
+}
+
+#[tokio::test]
+async fn retry_later_keeps_the_batch_and_never_skips_ahead() {
+    let (_fleet, handler, stats, spool) = against_retry_later(None).await;
+    assert!(stats.retry_later >= 3);
+    assert_eq!(stats.acked, 0);
+    assert_eq!(spool.len(), 2, "nothing leaves the spool without an ack");
+    // Several batches are in flight, but every round restarts from seq 1 and hands seq 2
+    // on only right after seq 1: nothing is applied past a batch that was not accepted.
+    let seqs: Vec<u64> = handler.seen().iter().map(|(_, b)| b.seq).collect();
+    assert_eq!(seqs[0], 1, "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[1] == 1 || w[1] == w[0] + 1), "skipped ahead: {seqs:?}");
+}
+
+#[tokio::test]
+async fn with_one_batch_in_flight_retry_later_never_sends_the_next_one() {
+    let (_fleet, handler, stats, spool) = against_retry_later(Some(1)).await;
     assert!(stats.retry_later >= 3);
     assert_eq!(spool.len(), 2);
     assert!(handler.seen().iter().all(|(_, b)| b.seq == 1), "seq 2 is never sent before seq 1 is acked");
-    server.stop().await;
 }
 
 #[tokio::test]
