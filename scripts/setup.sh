@@ -2,13 +2,15 @@
 # Installs what Wardline's build and tests need on a Debian machine that has only the Rust
 # toolchain: libpcap-dev (live capture), clickhouse-server (flow store tests), tshark
 # (reference dissector for differential tests), ieee-data (OUI registry), faketime and
-# iproute2 (chaos suite: clock jumps, network namespaces). Idempotent.
+# iproute2 (chaos suite: clock jumps, network namespaces), nftables and iptables (policy
+# exports proven on a real packet filter), rsyslog (SIEM forwarding tests), prometheus
+# (promtool checks metrics and alert rules). Idempotent.
 # WARDLINE_SETUP=minimal installs only what building and the demo need.
 set -euo pipefail
 
 want=(libpcap-dev)
 if [[ "${WARDLINE_SETUP:-full}" != minimal ]]; then
-  want+=(clickhouse-server tshark ieee-data faketime iproute2)
+  want+=(clickhouse-server tshark ieee-data faketime iproute2 nftables iptables rsyslog prometheus)
 fi
 
 missing=()
