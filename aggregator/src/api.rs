@@ -60,7 +60,7 @@ async fn read_consistency(
             if let Err(e) = query.raft().ensure_linearizable(LINEARIZABLE_WAIT).await {
                 let msg = e.to_string();
                 return match e {
-                    ProposeError::NotLeader { leader_id, leader_addr } => (
+                    ProposeError::NotLeader { leader_id, leader_addr, .. } => (
                         StatusCode::MISDIRECTED_REQUEST,
                         Json(serde_json::json!({
                             "error": format!("linearizable reads are served by the leader; {msg}"),

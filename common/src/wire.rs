@@ -182,8 +182,28 @@ pub enum BatchReply {
 }
 
 /// How a `RetryLater` reason starts when the node is not the Raft leader; a sensor seeing
-/// it moves on to its next configured aggregator address.
+/// it moves on to the leader named by [`leader_ingest_hint`], or else to its next
+/// configured aggregator address.
 pub const RETRY_NOT_LEADER: &str = "this node is not the Raft leader";
+
+/// What follows [`RETRY_NOT_LEADER`] when the follower knows the leader's ingest address.
+const LEADER_INGEST: &str = " (leader ingest: ";
+
+/// The `RetryLater` reason a follower gives: names the leader's QUIC ingest address when it
+/// knows it. The hint lives in the reason text so replies stay readable by older sensors
+/// (no wire version change).
+pub fn not_leader_reason(leader_ingest: Option<&str>) -> String {
+    match leader_ingest {
+        Some(addr) => format!("{RETRY_NOT_LEADER}{LEADER_INGEST}{addr})"),
+        None => format!("{RETRY_NOT_LEADER} (leader unknown, an election may be in progress)"),
+    }
+}
+
+/// The leader's ingest address from a follower's `RetryLater` reason, if it names one.
+pub fn leader_ingest_hint(reason: &str) -> Option<std::net::SocketAddr> {
+    let rest = reason.strip_prefix(RETRY_NOT_LEADER)?.strip_prefix(LEADER_INGEST)?;
+    rest.split(')').next()?.trim().parse().ok()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -237,6 +257,23 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Fra
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn leader_hint_round_trips_and_tolerates_other_reasons() {
+        let r = super::not_leader_reason(Some("127.0.0.1:4433"));
+        assert_eq!(super::leader_ingest_hint(&r), Some("127.0.0.1:4433".parse().unwrap()));
+        assert_eq!(super::leader_ingest_hint(&super::not_leader_reason(None)), None);
+        assert_eq!(super::leader_ingest_hint("cluster could not commit: timeout"), None);
+        assert_eq!(
+            super::leader_ingest_hint(&super::not_leader_reason(Some("[::1]:7"))),
+            Some("[::1]:7".parse().unwrap())
+        );
+        assert_eq!(
+            super::leader_ingest_hint(&super::not_leader_reason(Some("node-2:4433"))),
+            None,
+            "names are not dialled"
+        );
+    }
+
     use super::*;
     use crate::evidence::{Field, Proto};
     use proptest::prelude::*;

@@ -359,7 +359,22 @@ async fn run(
                 if let Some(c) = connection.take() {
                     c.close(0u32.into(), b"moving to the leader");
                 }
-                let wait = next_address(&addrs, &mut current, &mut tried, &mut backoff, &mut stats);
+                let wait = match leader_index(&addrs, current, reason) {
+                    Some(leader) => {
+                        // Straight to the leader the follower named; `tried` still counts the hop
+                        // so two nodes naming each other during an election end in a backoff.
+                        current = leader;
+                        stats.failovers += 1;
+                        tried += 1;
+                        if tried < addrs.len() {
+                            Duration::from_millis(50)
+                        } else {
+                            tried = 0;
+                            backoff.next()
+                        }
+                    }
+                    None => next_address(&addrs, &mut current, &mut tried, &mut backoff, &mut stats),
+                };
                 info!(seq, "{server} is not the leader ({reason}); trying {} in {wait:.1?}", addrs[current]);
                 wait
             }
@@ -408,6 +423,24 @@ enum Failure {
     RetryLater(String, u64),
     NotLeader(String, u64),
     Transport(String, u64),
+}
+
+/// The configured address a follower named as the leader, if it is another one of ours. A
+/// leader outside `uplink.server` + `uplink.fallback_servers` is not dialled: the sensor only
+/// talks to the nodes its operator listed.
+fn leader_index(addrs: &[SocketAddr], current: usize, reason: &str) -> Option<usize> {
+    let leader = wardline_common::wire::leader_ingest_hint(reason)?;
+    match addrs.iter().position(|a| *a == leader) {
+        Some(i) if i != current => Some(i),
+        Some(_) => None,
+        None => {
+            warn!(
+                "the cluster's leader takes batches at {leader}, which is not in uplink.server or \
+                 uplink.fallback_servers; add it there so this sensor can reach the leader directly"
+            );
+            None
+        }
+    }
 }
 
 /// Move to the next address; wait briefly while untried addresses remain, and back off

@@ -42,7 +42,7 @@ pub enum ClusterError {
 impl From<ProposeError> for ClusterError {
     fn from(e: ProposeError) -> Self {
         match e {
-            ProposeError::NotLeader { leader_id, leader_addr } => {
+            ProposeError::NotLeader { leader_id, leader_addr, .. } => {
                 ClusterError::NotLeader { node: 0, leader_id, leader_api: leader_addr }
             }
             ProposeError::Rejected(m) => ClusterError::Conflict(format!("the cluster refused the change: {m}")),

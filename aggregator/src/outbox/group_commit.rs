@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
-use wardline_common::wire::{BatchReply, RETRY_NOT_LEADER};
+use wardline_common::wire::{not_leader_reason, BatchReply};
 use wardline_common::Batch;
 
 /// Most batches in one Raft entry.
@@ -178,10 +178,7 @@ async fn commit_group(
         }
         Err(e) => {
             let reason = match &e {
-                ProposeError::NotLeader { leader_addr, .. } => format!(
-                    "{RETRY_NOT_LEADER} (leader: {})",
-                    leader_addr.clone().unwrap_or_else(|| "unknown, election in progress".into())
-                ),
+                ProposeError::NotLeader { leader_ingest, .. } => not_leader_reason(leader_ingest.as_deref()),
                 e => {
                     warn!(batches = n, "raft proposal failed, sensors will retry: {e}");
                     format!("cluster could not commit: {e}")

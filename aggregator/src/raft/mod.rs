@@ -201,13 +201,26 @@ impl RaftConfig {
 pub enum ProposeError {
     /// Only the leader accepts writes; retry there (or later, while an election runs).
     #[error("this node is not the Raft leader (leader: {})", describe_leader(*.leader_id, .leader_addr.as_deref()))]
-    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    NotLeader {
+        leader_id: Option<u64>,
+        /// The leader's API address.
+        leader_addr: Option<String>,
+        /// The leader's QUIC ingest address, for sensors (`wire::not_leader_reason`).
+        leader_ingest: Option<String>,
+    },
     /// The Raft node stopped (shut down, or a storage failure); it accepts nothing more.
     #[error("the Raft node has stopped: {0}")]
     Fatal(String),
     /// The cluster refused the request itself (e.g. an invalid membership change).
     #[error("the cluster refused the request: {0}")]
     Rejected(String),
+}
+
+impl ProposeError {
+    fn not_leader(leader_id: Option<u64>, leader: Option<ClusterNode>) -> ProposeError {
+        let (leader_addr, leader_ingest) = leader.map(|n| (n.api_addr, n.ingest_addr)).unzip();
+        ProposeError::NotLeader { leader_id, leader_addr, leader_ingest }
+    }
 }
 
 fn describe_leader(id: Option<u64>, addr: Option<&str>) -> String {
@@ -222,7 +235,7 @@ impl From<RaftError<u64, ClientWriteError<u64, ClusterNode>>> for ProposeError {
     fn from(e: RaftError<u64, ClientWriteError<u64, ClusterNode>>) -> Self {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                ProposeError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.api_addr) }
+                ProposeError::not_leader(f.leader_id, f.leader_node)
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ProposeError::Rejected(e.to_string()),
             RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
@@ -427,7 +440,7 @@ impl RaftNode {
             ))),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.api_addr) })
+                Err(ProposeError::not_leader(f.leader_id, f.leader_node))
             }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
                 Err(ProposeError::Rejected(format!("leadership not confirmed by a quorum: {q}")))
@@ -633,9 +646,13 @@ mod tests {
 
     #[test]
     fn propose_error_names_the_leader() {
-        let e = ProposeError::NotLeader { leader_id: Some(2), leader_addr: Some("10.0.0.2:8080".into()) };
+        let e = ProposeError::NotLeader {
+            leader_id: Some(2),
+            leader_addr: Some("10.0.0.2:8080".into()),
+            leader_ingest: None,
+        };
         assert_eq!(e.to_string(), "this node is not the Raft leader (leader: node 2 at 10.0.0.2:8080)");
-        let e = ProposeError::NotLeader { leader_id: None, leader_addr: None };
+        let e = ProposeError::NotLeader { leader_id: None, leader_addr: None, leader_ingest: None };
         assert!(e.to_string().contains("election"));
     }
 }

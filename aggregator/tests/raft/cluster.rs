@@ -76,7 +76,7 @@ async fn three_nodes_init_join_snapshot_redirect_and_fail_over() {
 
     // A follower refuses writes and names the leader's API address; so do its cluster routes.
     match n2.node.propose(batch("bldg-c", 9, 1)).await {
-        Err(ProposeError::NotLeader { leader_id, leader_addr }) => {
+        Err(ProposeError::NotLeader { leader_id, leader_addr, .. }) => {
             assert_eq!(leader_id, Some(1));
             assert_eq!(leader_addr.as_deref(), Some(n1.addr.as_str()));
         }

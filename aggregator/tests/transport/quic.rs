@@ -20,14 +20,26 @@ struct Recorder {
     retry_later: bool,
     /// Answer like a Raft follower (RetryLater naming the leader).
     not_leader: bool,
+    /// The leader's ingest address a follower names.
+    leader_hint: Mutex<Option<String>>,
 }
 
 impl Recorder {
     fn acking() -> Arc<Self> {
-        Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: false, not_leader: false })
+        Arc::new(Recorder {
+            seen: Mutex::new(Vec::new()),
+            retry_later: false,
+            not_leader: false,
+            leader_hint: Mutex::new(None),
+        })
     }
     fn follower() -> Arc<Self> {
-        Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: false, not_leader: true })
+        Arc::new(Recorder {
+            seen: Mutex::new(Vec::new()),
+            retry_later: false,
+            not_leader: true,
+            leader_hint: Mutex::new(None),
+        })
     }
     fn seen(&self) -> Vec<(SensorIdentity, Batch)> {
         self.seen.lock().unwrap().clone()
@@ -39,7 +51,7 @@ impl BatchHandler for Recorder {
         let (batch_id, seq) = (batch.id, batch.seq);
         self.seen.lock().unwrap().push((identity, batch));
         if self.not_leader {
-            let reason = format!("{} (leader: 127.0.0.1:9)", wardline_common::wire::RETRY_NOT_LEADER);
+            let reason = wardline_common::wire::not_leader_reason(self.leader_hint.lock().unwrap().as_deref());
             BatchReply::RetryLater { batch_id, seq, reason }
         } else if self.retry_later {
             BatchReply::RetryLater { batch_id, seq, reason: "test: cluster has no leader".into() }
@@ -234,7 +246,12 @@ async fn batches_are_delivered_in_order_and_removed_after_ack() {
 /// folder) is returned to outlive the spool.
 async fn against_retry_later(max_in_flight: Option<usize>) -> (Fleet, Arc<Recorder>, uplink::UplinkStats, Arc<Spool>) {
     let fleet = Fleet::new();
-    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), retry_later: true, not_leader: false });
+    let handler = Arc::new(Recorder {
+        seen: Mutex::new(Vec::new()),
+        retry_later: true,
+        not_leader: false,
+        leader_hint: Mutex::new(None),
+    });
     let server = start_server(&fleet, handler.clone(), IngestLimits::default());
     let sensor = fleet.sensor("ca", "s1", "north");
     let spool = open_spool(&fleet, "spool");
@@ -561,4 +578,38 @@ async fn sensor_fails_over_past_a_dead_address_and_a_follower() {
     assert_eq!(delivered, pushed, "each batch once, in seq order, at the leader");
     follower_server.stop().await;
     leader_server.stop().await;
+}
+
+#[tokio::test]
+async fn sensor_goes_straight_to_the_leader_a_follower_names() {
+    let fleet = Fleet::new();
+    let first = Recorder::follower();
+    let second = Recorder::follower();
+    let leader = Recorder::acking();
+    let first_server = start_server(&fleet, first.clone(), IngestLimits::default());
+    let second_server = start_server(&fleet, second.clone(), IngestLimits::default());
+    let leader_server = start_server(&fleet, leader.clone(), IngestLimits::default());
+    *first.leader_hint.lock().unwrap() = Some(leader_server.addr.to_string());
+    let sensor = fleet.sensor("ca", "bldg-a-1", "north");
+    let spool = open_spool(&fleet, "spool");
+    let mut pushed = Vec::new();
+    for i in 0..5u8 {
+        pushed.push(spool.push(vec![device(i), flow(i as u32)], "bldg-a-1", "north").unwrap());
+    }
+    let mut cfg = uplink_cfg(first_server.addr, &sensor);
+    // The leader is listed last: rotating would try the second follower first.
+    cfg.fallback_addrs = vec![second_server.addr, leader_server.addr];
+    let stats =
+        tokio::time::timeout(Duration::from_secs(30), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
+            .await
+            .expect("drain finishes")
+            .unwrap();
+    assert_eq!(stats.acked, 5, "{stats:?}");
+    assert_eq!(stats.failovers, 1, "one hop, from the follower to the leader it named: {stats:?}");
+    assert!(second.seen().is_empty(), "the follower that was not named is skipped");
+    let delivered: Vec<Batch> = leader.seen().into_iter().map(|(_, b)| b).collect();
+    assert_eq!(delivered, pushed);
+    for s in [first_server, second_server, leader_server] {
+        s.stop().await;
+    }
 }
