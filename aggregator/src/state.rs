@@ -69,6 +69,13 @@ pub enum Command {
     RevokeToken(String),
     /// Append to the audit log.
     Audit(audit::AuditEntry),
+    /// A change and its audit entry in one log entry, so no leader change can separate them:
+    /// the entry is appended with outcome `ok` when the command applied, else `not applied`
+    /// (status 409).
+    Audited {
+        entry: audit::AuditEntry,
+        command: Box<Command>,
+    },
     /// The first entry of a cluster: its id (a ULID), recorded by the Raft state machine
     /// (`raft::state_machine`); the inventory itself ignores it.
     InitCluster {
@@ -779,6 +786,18 @@ impl ClusterState {
                 ApplyResponse::done(true)
             }
             Command::InitCluster { .. } => ApplyResponse::done(true),
+            Command::Audited { entry, command } => {
+                let resp = self.apply(command);
+                let mut entry = entry.clone();
+                if resp.applied {
+                    entry.outcome = "ok".into();
+                } else {
+                    entry.status = 409;
+                    entry.outcome = "not applied".into();
+                }
+                self.audit.append(&entry);
+                resp
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 //! - `DELETE /api/v1/tokens/{id-or-name}` → revoke;
 //! - `GET /api/v1/audit?limit=N` → newest entries first, with kept/dropped counts.
 
-use super::layer::AuditDetail;
+use super::layer::{AuditDetail, AuditedInProposal, PendingAudit};
 use super::{token, Principal, Role};
 use crate::raft::{ProposeError, RaftNode};
 use crate::state::audit::AuditEntry;
@@ -93,6 +93,7 @@ impl From<&TokenRecord> for TokenView {
 async fn create_token(
     State(raft): Raft,
     principal: Option<Extension<Principal>>,
+    pending: Option<Extension<PendingAudit>>,
     body: Result<Json<CreateTokenBody>, JsonRejection>,
 ) -> Result<Response, AdminError> {
     let Json(body) = body.map_err(|e| {
@@ -128,21 +129,49 @@ async fn create_token(
         }
     };
     precheck.map_err(refused)?;
-    let applied = raft.propose(Command::CreateToken(record.clone())).await.map_err(propose_error)?.applied;
-    if !applied {
-        return Err(AdminError(
+    let detail = format!("created token {} ({}, role {})", new.id, record.name, record.role);
+    let command = Command::CreateToken(record.clone());
+    let (applied, audited) = propose_audited(&raft, pending, command, StatusCode::CREATED, &detail).await?;
+    let resp = if applied {
+        (
+            StatusCode::CREATED,
+            Json(CreatedToken { id: new.id.clone(), name: record.name.clone(), role: record.role, token: new.text }),
+        )
+            .into_response()
+    } else {
+        AdminError(
             StatusCode::CONFLICT,
             format!("token {:?} was not created (a concurrent change took its name); try again", record.name),
-        ));
+        )
+        .into_response()
+    };
+    Ok(audit_marks(resp, detail, audited))
+}
+
+/// Propose `command` together with the request's audit entry when there is one (every
+/// changing request through the API has one). Returns (applied, audited in the proposal).
+async fn propose_audited(
+    raft: &RaftNode,
+    pending: Option<Extension<PendingAudit>>,
+    command: Command,
+    status: StatusCode,
+    detail: &str,
+) -> Result<(bool, bool), AdminError> {
+    let (command, audited) = match pending {
+        Some(Extension(p)) => (p.wrap(command, status, detail.to_string()), true),
+        None => (command, false),
+    };
+    let applied = raft.propose(command).await.map_err(propose_error)?.applied;
+    Ok((applied, audited))
+}
+
+/// Tell the audit layer what the request did and whether its entry is already committed.
+fn audit_marks(mut resp: Response, detail: String, audited: bool) -> Response {
+    resp.extensions_mut().insert(AuditDetail(detail));
+    if audited {
+        resp.extensions_mut().insert(AuditedInProposal);
     }
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(CreatedToken { id: new.id.clone(), name: record.name.clone(), role: record.role, token: new.text }),
-    )
-        .into_response();
-    resp.extensions_mut()
-        .insert(AuditDetail(format!("created token {} ({}, role {})", new.id, record.name, record.role)));
-    Ok(resp)
+    resp
 }
 
 async fn list_tokens(State(raft): Raft) -> Json<serde_json::Value> {
@@ -150,7 +179,11 @@ async fn list_tokens(State(raft): Raft) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "count": tokens.len(), "tokens": tokens }))
 }
 
-async fn revoke_token(State(raft): Raft, Path(id): Path<String>) -> Result<Response, AdminError> {
+async fn revoke_token(
+    State(raft): Raft,
+    pending: Option<Extension<PendingAudit>>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
     let known = raft
         .read_state(|s| s.tokens().iter().find(|t| t.id == id || t.name == id).map(|t| (t.id.clone(), t.name.clone())))
         .await;
@@ -160,13 +193,15 @@ async fn revoke_token(State(raft): Raft, Path(id): Path<String>) -> Result<Respo
             format!("no token with id or name {id:?}; list them with GET /api/v1/tokens"),
         ));
     };
-    let applied = raft.propose(Command::RevokeToken(tid.clone())).await.map_err(propose_error)?.applied;
-    if !applied {
-        return Err(AdminError(StatusCode::NOT_FOUND, format!("token {tid} was already revoked")));
-    }
-    let mut resp = Json(serde_json::json!({ "revoked": tid, "name": name })).into_response();
-    resp.extensions_mut().insert(AuditDetail(format!("revoked token {tid} ({name})")));
-    Ok(resp)
+    let detail = format!("revoked token {tid} ({name})");
+    let command = Command::RevokeToken(tid.clone());
+    let (applied, audited) = propose_audited(&raft, pending, command, StatusCode::OK, &detail).await?;
+    let resp = if applied {
+        Json(serde_json::json!({ "revoked": tid, "name": name })).into_response()
+    } else {
+        AdminError(StatusCode::NOT_FOUND, format!("token {tid} was already revoked")).into_response()
+    };
+    Ok(audit_marks(resp, detail, audited))
 }
 
 #[derive(Deserialize)]

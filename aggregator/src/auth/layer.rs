@@ -1,6 +1,8 @@
 //! The authorization layer in front of every API route: find the credential, check the
 //! role the route needs ([`super::required_access`]), answer 401/403 with JSON naming what
-//! is needed, and audit every refusal and every non-read request through Raft.
+//! is needed, and audit every refusal and every non-read request through Raft: a change
+//! commits with its audit entry in one log entry (`PendingAudit`), anything else (refusals,
+//! failures, membership changes) gets an entry of its own after the answer.
 
 use super::{required_access, token, Access, Credential, CredentialKind, Principal, Role};
 use crate::raft::RaftNode;
@@ -30,6 +32,27 @@ pub struct ConnInfo {
 /// response extension.
 #[derive(Clone, Debug)]
 pub struct AuditDetail(pub String);
+
+/// The audit entry of a changing request, drafted before its handler runs (request
+/// extension). A handler that changes state proposes its command wrapped by
+/// [`PendingAudit::wrap`], so change and entry commit together.
+#[derive(Clone, Debug)]
+pub struct PendingAudit(pub AuditEntry);
+
+/// Response extension: the request's audit entry was committed with its change.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditedInProposal;
+
+impl PendingAudit {
+    /// `command` with this request's audit entry (status `status` if it applies, `detail`
+    /// saying what it changes). The handler then marks its response [`AuditedInProposal`].
+    pub fn wrap(&self, command: Command, status: StatusCode, detail: String) -> Command {
+        let mut entry = self.0.clone();
+        entry.status = status.as_u16();
+        entry.detail = detail;
+        Command::Audited { entry, command: Box::new(command) }
+    }
+}
 
 /// Shared by every request: the Raft node (tokens, audit) and counters.
 pub struct AuthState {
@@ -154,7 +177,12 @@ pub async fn authorize(State(auth): State<Arc<AuthState>>, mut req: Request, nex
         entry(&auth, &principal.name, Some(principal.role), principal.credential.clone(), &method, &path, &peer)
     });
     req.extensions_mut().insert(principal);
+    if let Some(entry) = &entry {
+        req.extensions_mut().insert(PendingAudit(entry.clone()));
+    }
     let resp = next.run(req).await;
+    // Committed with the change itself; a failed proposal leaves no mark and is recorded below.
+    let entry = entry.filter(|_| resp.extensions().get::<AuditedInProposal>().is_none());
     if let Some(entry) = entry {
         let status = resp.status();
         let outcome = if status.is_success() { "ok" } else { "failed" };
@@ -202,7 +230,7 @@ async fn record(auth: &AuthState, mut entry: AuditEntry, status: StatusCode, out
     entry.status = status.as_u16();
     entry.outcome = outcome.to_string();
     entry.detail = detail;
-    if let Err(e) = auth.raft.propose(Command::Audit(entry.clone())).await {
+    if let Err(e) = auth.raft.record_audit(entry.clone()).await {
         auth.audit_failures.fetch_add(1, Ordering::Relaxed);
         warn!(
             who = %entry.who, method = %entry.method, path = %entry.path, status = entry.status,

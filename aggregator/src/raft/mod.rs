@@ -259,6 +259,8 @@ pub struct RaftNode {
     pub(crate) snapshot_chunks_received: std::sync::atomic::AtomicU64,
     /// Client TLS settings for Raft RPC (also used by tests and tools that dial peers).
     pub(crate) tls: TlsPaths,
+    /// The Raft RPC client, for what a follower forwards to the leader (audit entries).
+    forward: network::HttpsNetworkFactory,
 }
 
 /// The cluster id, shared with the RPC client (which sends it with every request).
@@ -307,6 +309,7 @@ impl RaftNode {
         let cluster_id: SharedClusterId = Arc::new(std::sync::RwLock::new(cluster_id));
         let network = network::HttpsNetworkFactory::new(tls, config.snapshot_chunk_bytes, cluster_id.clone())
             .context("cannot build the Raft HTTPS client")?;
+        let forward = network.clone();
         let raft = openraft::Raft::new(node_id, raft_config, network, log.clone(), sm)
             .await
             .with_context(|| format!("cannot start Raft node {node_id} from {}", data_dir.display()))?;
@@ -321,6 +324,7 @@ impl RaftNode {
             refusals,
             snapshot_chunks_received: Default::default(),
             tls: tls.clone(),
+            forward,
         }))
     }
 
@@ -454,6 +458,26 @@ impl RaftNode {
     pub async fn propose(&self, cmd: Command) -> Result<ApplyResponse, ProposeError> {
         let resp = self.raft.client_write(cmd).await?;
         Ok(resp.data)
+    }
+
+    /// Append an audit entry, on a follower by forwarding it to the leader over the Raft
+    /// listener (`network::PATH_FORWARD_AUDIT`), so what an operator did (or was refused)
+    /// through any node is in the replicated log.
+    pub async fn record_audit(&self, entry: crate::state::audit::AuditEntry) -> Result<(), String> {
+        match self.propose(Command::Audit(entry.clone())).await {
+            Ok(_) => Ok(()),
+            Err(ProposeError::NotLeader { leader_id: Some(leader), .. }) => {
+                let node = self
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .get_node(&leader)
+                    .cloned()
+                    .ok_or_else(|| format!("the leader, node {leader}, is not in this node's membership"))?;
+                self.forward.forward_audit(leader, node, &entry).await
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Read the state as applied on this node. On a follower it may lag the leader.

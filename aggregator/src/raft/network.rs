@@ -58,6 +58,13 @@ const CHUNK_ENVELOPE_BYTES: usize = 1024 * 1024;
 pub const PATH_APPEND: &str = "/raft/append";
 pub const PATH_VOTE: &str = "/raft/vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
+/// A follower's audit entry for the leader to append (the entry must name the sender as its
+/// node; nothing but audit entries is forwarded).
+pub const PATH_FORWARD_AUDIT: &str = "/raft/forward/audit";
+/// Largest forwarded audit entry (its text fields are cut at 512 characters).
+const MAX_FORWARD_AUDIT_BYTES: usize = 64 * 1024;
+/// How long a follower waits for the leader to commit a forwarded entry.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -112,6 +119,27 @@ pub struct HttpsNetworkFactory {
 impl HttpsNetworkFactory {
     pub fn new(tls: &crate::config::TlsPaths, chunk_bytes: usize, cluster_id: SharedClusterId) -> anyhow::Result<Self> {
         Ok(HttpsNetworkFactory { client: super::tls::https_client(tls)?, chunk_bytes, cluster_id })
+    }
+}
+
+impl HttpsNetworkFactory {
+    /// Send an audit entry to the leader `leader` (`node`) to append; see `PATH_FORWARD_AUDIT`.
+    pub async fn forward_audit(
+        &self,
+        leader: NodeId,
+        node: ClusterNode,
+        entry: &crate::state::audit::AuditEntry,
+    ) -> Result<(), String> {
+        let net = HttpsNetwork {
+            client: self.client.clone(),
+            target: leader,
+            node,
+            chunk_bytes: self.chunk_bytes,
+            cluster_id: self.cluster_id.clone(),
+        };
+        let res: Result<(), String> =
+            net.post(PATH_FORWARD_AUDIT, entry, FORWARD_TIMEOUT).await.map_err(|f| f.to_string())?;
+        res.map_err(|e| format!("the leader, node {leader}, could not append it: {e}"))
     }
 }
 
@@ -295,6 +323,7 @@ pub fn router(node: Arc<RaftNode>) -> Router {
         .route(PATH_APPEND, post(append).layer(DefaultBodyLimit::max(MAX_APPEND_BYTES)))
         .route(PATH_VOTE, post(vote).layer(DefaultBodyLimit::max(MAX_VOTE_BYTES)))
         .route(PATH_SNAPSHOT, post(snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_CHUNK + CHUNK_ENVELOPE_BYTES)))
+        .route(PATH_FORWARD_AUDIT, post(forward_audit).layer(DefaultBodyLimit::max(MAX_FORWARD_AUDIT_BYTES)))
         .layer(middleware::from_fn_with_state(node, authenticate))
         .with_state(state)
 }
@@ -419,6 +448,28 @@ async fn snapshot(
     }
     let snapshot = Snapshot { meta: chunk.meta, snapshot: Box::new(Cursor::new(buf)) };
     let res: SnapshotChunkReply = s.node.raft().install_full_snapshot(chunk.vote, snapshot).await.map(Some);
+    reply(&res)
+}
+
+/// A follower's audit entry: appended by the leader when it names the sending node.
+async fn forward_audit(
+    State(s): State<RpcState>,
+    axum::Extension(Sender(from)): axum::Extension<Sender>,
+    body: Bytes,
+) -> Response {
+    let entry: crate::state::audit::AuditEntry = match codec::decode(&body) {
+        Ok(e) => e,
+        Err(e) => return bad_request("forwarded audit entry", e),
+    };
+    if entry.node_id != from {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("node {from} forwarded an audit entry of node {}; a node forwards only its own", entry.node_id),
+        )
+            .into_response();
+    }
+    let res: Result<(), String> =
+        s.node.propose(crate::state::Command::Audit(entry)).await.map(|_| ()).map_err(|e| e.to_string());
     reply(&res)
 }
 

@@ -108,6 +108,31 @@ mod tests {
     }
 
     #[test]
+    fn a_change_and_its_entry_apply_together_with_the_outcome_of_the_change() {
+        let mut state = ClusterState::new();
+        let token = crate::state::tokens::TokenRecord {
+            id: "a1".into(),
+            name: "grafana".into(),
+            role: Role::Viewer,
+            secret_sha256: [7; 32],
+            created_at_ms: 1,
+            created_by: "op-1".into(),
+        };
+        let audited =
+            |e: AuditEntry| Command::Audited { entry: e, command: Box::new(Command::CreateToken(token.clone())) };
+        assert!(state.apply(&audited(entry(1))).applied);
+        assert_eq!(state.tokens().iter().count(), 1);
+        // The same name again: the change is refused, the attempt is still on record.
+        assert!(!state.apply(&audited(entry(2))).applied);
+        let newest: Vec<(u16, String, String)> =
+            state.audit().newest(2).map(|e| (e.status, e.outcome.clone(), e.who.clone())).collect();
+        assert_eq!(
+            newest,
+            [(409, "not applied".to_string(), "op-2".to_string()), (201, "ok".to_string(), "op-1".to_string())]
+        );
+    }
+
+    #[test]
     fn bounded_with_dropped_count_and_newest_first() {
         let mut state = ClusterState::new();
         let extra = 7;

@@ -292,6 +292,8 @@ async fn tokens_round_trip_and_only_their_hash_is_stored() {
     assert_eq!(revoke["role"], "admin");
     assert_eq!(revoke["credential"]["kind"], "token");
     assert_eq!(revoke["detail"], format!("revoked token {id} (grafana)"));
+    let revoked = format!("revoked token {id} (grafana)");
+    assert_eq!(entries.iter().filter(|e| e["detail"] == revoked).count(), 1, "one entry per change: {audit}");
     let create = entries.iter().find(|e| e["detail"] == format!("created token {id} (grafana, role viewer)"));
     assert_eq!(create.expect("create audited")["who"], "op-admin");
     assert!(entries.iter().any(|e| e["status"] == 403 && e["who"] == "grafana"), "{audit}");
@@ -358,6 +360,17 @@ async fn audit_log_is_identical_on_both_nodes_of_a_cluster() {
     );
     // Node ids and times come from the proposing node, inside the command.
     assert!(a2["entries"].as_array().unwrap().iter().all(|e| e["node_id"] == 1 && e["at_ms"].as_u64().unwrap() > 0));
+
+    // A refusal at the follower reaches the replicated log: the follower forwards its entry
+    // to the leader over the Raft listener.
+    assert_eq!(answer(analyst.get(n2.url("/api/v1/audit"))).await.0, StatusCode::UNAUTHORIZED, "revoked token");
+    let viewer = fleet.operator(Role::Viewer);
+    assert_eq!(answer(viewer.get(n2.url("/api/v1/audit"))).await.0, StatusCode::FORBIDDEN);
+    let index = n1.served.node.applied_index().await.unwrap();
+    n2.served.node.wait_for_applied(index, WAIT).await.unwrap();
+    let newest = n2.served.node.read_state(|s| s.audit().newest(1).next().cloned()).await.unwrap();
+    assert_eq!((newest.who.as_str(), newest.status, newest.node_id), ("op-viewer", 403, 2), "{newest:?}");
+    assert_eq!(n2.served.node.read_state(|s| s.audit().recorded()).await, 5);
     n2.stop().await;
     n1.stop().await;
 }

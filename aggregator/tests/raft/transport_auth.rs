@@ -8,10 +8,12 @@ use openraft::raft::VoteRequest;
 use openraft::storage::SnapshotMeta;
 use openraft::Vote;
 use std::time::{Duration, Instant};
+use wardline_aggregator::auth::Credential;
 use wardline_aggregator::config::TlsPaths;
 use wardline_aggregator::raft::network::SnapshotChunk;
 use wardline_aggregator::raft::peer_auth::{RefusalCounts, CLUSTER_HEADER};
 use wardline_aggregator::raft::{codec, tls, RaftConfig, RaftNode};
+use wardline_aggregator::state::audit::AuditEntry;
 use wardline_aggregator::state::Command;
 use wardline_common::MacAddr;
 
@@ -92,7 +94,7 @@ async fn refused_peers_are_counted_and_never_reach_raft() {
     // Bodies over a route's limit, and bodies that are not what the route takes.
     let (status, _) = post_raft(&n, &member, "/raft/vote", Some(&cluster), vec![0; 128 * 1024]).await.unwrap();
     assert_eq!(status, 413);
-    for path in ["/raft/append", "/raft/vote", "/raft/snapshot"] {
+    for path in ["/raft/append", "/raft/vote", "/raft/snapshot", "/raft/forward/audit"] {
         for body in [vec![], vec![0xff; 64], b"{\"json\": true}".to_vec()] {
             let (status, text) = post_raft(&n, &member, path, Some(&cluster), body).await.unwrap();
             assert_eq!(status, 400, "{path}: {text}");
@@ -115,6 +117,31 @@ async fn refused_peers_are_counted_and_never_reach_raft() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("malformed snapshot"), "{text}");
 
+    // Forwarded audit entries: only a node's own are appended.
+    let audit = |node_id: u64| {
+        codec::encode(&AuditEntry {
+            seq: 0,
+            at_ms: 1,
+            node_id,
+            who: "op-viewer".into(),
+            role: None,
+            credential: Credential::token("0123456789abcdef"),
+            method: "GET".into(),
+            path: "/api/v1/audit".into(),
+            status: 403,
+            outcome: "refused".into(),
+            detail: String::new(),
+            peer: "127.0.0.1:1".into(),
+        })
+        .unwrap()
+    };
+    let (status, text) = post_raft(&n, &member, "/raft/forward/audit", Some(&cluster), audit(7)).await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("only its own"), "{text}");
+    let (status, text) = post_raft(&n, &member, "/raft/forward/audit", Some(&cluster), audit(1)).await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(n.node.read_state(|s| s.audit().recorded()).await, 1, "the node's own entry only");
+
     let counts = wait_counts(&n.node, |c| c.not_member >= 1).await;
     assert_eq!(
         counts,
@@ -123,7 +150,7 @@ async fn refused_peers_are_counted_and_never_reach_raft() {
             not_node_certificate: 1,
             not_member: 1,
             wrong_cluster: 2,
-            malformed: 11,
+            malformed: 15,
             too_large: 1,
         }
     );
