@@ -1,7 +1,7 @@
 //! `wardline-aggregator`: run a cluster node, or administer the fleet PKI.
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use wardline_aggregator::auth::client::ApiTarget;
@@ -36,6 +36,11 @@ enum Cmd {
         /// Fail unless the node knows a Raft leader (used by scripts to wait for start-up).
         #[arg(long)]
         wait_leader: bool,
+    },    /// Write this binary's man pages and bash, zsh and fish completions into a folder
+    /// (OUT_DIR/man/man1, OUT_DIR/completions/SHELL); the Debian packages install them.
+    GenerateDocs {
+        #[arg(long)]
+        out_dir: PathBuf,
     },
 }
 
@@ -284,6 +289,12 @@ fn real_main() -> Result<()> {
                 let node = node::Node::open(cfg).await?;
                 node::serve(node).await
             })
+        }
+        Cmd::GenerateDocs { out_dir } => {
+            let files = wardline_common::cli_docs::generate(Cli::command(), &out_dir)
+                .with_context(|| format!("cannot write man pages and completions into {}", out_dir.display()))?;
+            println!("wrote {} files under {}", files.len(), out_dir.display());
+            Ok(())
         }
         Cmd::Cluster(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

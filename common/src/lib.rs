@@ -3,6 +3,8 @@
 //! lean sensor and the aggregator can depend on it. The knowledge base and classifier that
 //! interpret the evidence are in `wardline-intel`.
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 pub mod evidence;
 pub mod fault;
 #[cfg(feature = "logging")]

@@ -1,7 +1,7 @@
 //! `wardline-sensor`: passive capture and fingerprinting for one building.
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use wardline_sensor::config::{BatchSection, CaptureSection, SensorConfig, TlsPaths, UplinkSection};
 
@@ -48,6 +48,11 @@ enum Cmd {
         /// site and a MAC sending from it is a router.
         #[arg(long = "remote-net", value_name = "SITE=CIDR")]
         remote_nets: Vec<wardline_sensor::config::RemoteNet>,
+    },    /// Write this binary's man pages and bash, zsh and fish completions into a folder
+    /// (OUT_DIR/man/man1, OUT_DIR/completions/SHELL); the Debian packages install them.
+    GenerateDocs {
+        #[arg(long)]
+        out_dir: PathBuf,
     },
 }
 
@@ -159,6 +164,12 @@ fn real_main() -> Result<()> {
         Cmd::Run(a) => {
             let cfg = build_config(&a)?;
             wardline_sensor::run::run(cfg, wardline_sensor::run::RunOptions { exit_when_drained: a.exit_when_drained })
+        }
+        Cmd::GenerateDocs { out_dir } => {
+            let files = wardline_common::cli_docs::generate(Cli::command(), &out_dir)
+                .with_context(|| format!("cannot write man pages and completions into {}", out_dir.display()))?;
+            println!("wrote {} files under {}", files.len(), out_dir.display());
+            Ok(())
         }
         Cmd::Analyze { files, json, explain, kb_dirs, local_nets, remote_nets } => {
             anyhow::ensure!(!files.is_empty(), "give at least one capture file to analyze");
