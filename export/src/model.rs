@@ -427,6 +427,11 @@ impl ResolvedPolicy {
         format!("wardline policy {:?} version {}", self.name, self.version)
     }
 
+    /// The stamp without quotes, for comment fields that reject them.
+    pub fn stamp_plain(&self) -> String {
+        format!("wardline policy {} version {}", self.name, self.version)
+    }
+
     /// Addresses of the members of group `name` that lie in segment `seg` (`None`: in no segment).
     pub fn addresses_in(&self, group: &Group, seg: Option<&Segment>) -> Vec<IpAddr> {
         let mut out: Vec<IpAddr> = group

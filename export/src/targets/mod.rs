@@ -119,3 +119,59 @@ pub(crate) fn rule_label(rule: &Rule) -> String {
         None => format!("rule {}", rule.id),
     }
 }
+
+/// Each MAC with the one group it belongs to. NAC systems give an endpoint one identity
+/// group or role, so a MAC in two groups cannot be expressed there.
+pub(crate) fn group_of_mac<'a>(
+    policy: &'a ResolvedPolicy,
+    target: &'static str,
+) -> Result<
+    std::collections::BTreeMap<wardline_common::MacAddr, (&'a crate::model::Group, &'a crate::model::Member)>,
+    ExportError,
+> {
+    let mut out = std::collections::BTreeMap::new();
+    for g in &policy.groups {
+        for m in &g.members {
+            if let Some((first, _)) = out.insert(m.mac, (g, m)) {
+                return Err(ExportError::unsupported(
+                    target,
+                    format!(
+                        "endpoint {} in two groups ({:?} and {:?}); it takes one group per endpoint",
+                        m.mac, first.name, g.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The default a per-endpoint filter (a downloadable ACL, a role) needs for `group`: the
+/// default of the segment(s) its members are in, or the policy default for members in none.
+/// Members in segments with different defaults cannot share one per-group filter.
+pub(crate) fn group_default(
+    policy: &ResolvedPolicy,
+    group: &crate::model::Group,
+    target: &'static str,
+) -> Result<Action, ExportError> {
+    let mut seen = std::collections::BTreeMap::new();
+    for a in group.addresses() {
+        let (scope, action) = match policy.segment_of(a) {
+            Some(s) => (s.name.clone(), s.default_action),
+            None => ("no segment".to_string(), policy.default_action),
+        };
+        seen.entry(action).or_insert(scope);
+    }
+    match seen.len() {
+        0 => Ok(policy.default_action),
+        1 => Ok(*seen.keys().next().unwrap()),
+        _ => Err(ExportError::unsupported(
+            target,
+            format!(
+                "group {:?}: its members sit in scopes with different defaults ({}); one per-group filter has one default",
+                group.name,
+                seen.iter().map(|(a, s)| format!("{s}: {a:?}")).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
