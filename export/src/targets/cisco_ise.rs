@@ -109,9 +109,12 @@ fn ise_mac(mac: &wardline_common::MacAddr) -> String {
 
 fn dacl_lines(p: &ResolvedPolicy, group: &str) -> Result<Vec<String>, ExportError> {
     let g = p.group(group).expect("validated");
-    // Switches take DACL entries one by one (no remarks); the stamp and rule labels live in
-    // the DACL's description and the companion text file's name.
-    let mut out = vec!["permit tcp any any established".to_string()];
+    // The stamp travels in the DACL itself (a `remark` entry) so a switch's
+    // `show access-lists` names the policy version it enforces.
+    let mut out = vec![
+        format!("remark {}", comment_text(&format!("{} group {}", p.stamp_plain(), g.name), 90)),
+        "permit tcp any any established".to_string(),
+    ];
     // Only address families the group's endpoints use: they send nothing else.
     let own = g.addresses();
     let fam = |a: &IpAddr| own.iter().any(|o| o.is_ipv4() == a.is_ipv4());
