@@ -90,6 +90,8 @@ impl Lab {
             run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
             run("ip", &["-n", &ns, "route", "add", "default", "via", net.gateway])?;
+            // Unprivileged ICMP echo sockets ("ping sockets") for the ICMP probes.
+            run("ip", &["netns", "exec", &ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"])?;
         }
         Ok(lab)
     }
@@ -210,7 +212,8 @@ impl Listeners {
 const PROBE_WAIT: Duration = Duration::from_millis(2500);
 
 /// Send every flow once (TCP: a connection attempt; UDP: three copies of a datagram naming
-/// the flow) and return the flows that arrived. An answer other than success or silence
+/// the flow; ICMP: an echo request, which arrived if its reply came back) and return the
+/// flows that arrived. An answer other than success or silence
 /// (refused, unreachable) is a lab fault and panics with the flow.
 pub fn probe(lab: &Lab, listeners: &Listeners, flows: &[Flow]) -> BTreeSet<Flow> {
     let mut reached = BTreeSet::new();
@@ -244,7 +247,20 @@ pub fn probe(lab: &Lab, listeners: &Listeners, flows: &[Flow]) -> BTreeSet<Flow>
                             s.send_to(&(i as u32).to_be_bytes(), dst).unwrap_or_else(|e| panic!("send {f:?}: {e}"));
                         }
                     }
-                    FlowProtocol::Icmp => panic!("the probe drives tcp and udp only"),
+                    FlowProtocol::Icmp => {
+                        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(SockProto::ICMPV4)).unwrap();
+                        // A fresh echo identifier per probe: an identifier reused from an
+                        // earlier probe could match a conntrack entry that probe left
+                        // behind and pass as an established flow.
+                        s.bind(&SockAddr::from(SocketAddr::new(f.src, next_echo_id()))).unwrap();
+                        s.set_nonblocking(true).unwrap();
+                        // Echo request; the kernel fills in identifier and checksum.
+                        let mut msg = [8u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+                        msg[8..].copy_from_slice(&(i as u32).to_be_bytes());
+                        s.send_to(&msg, &SockAddr::from(SocketAddr::new(f.dst, 0)))
+                            .unwrap_or_else(|e| panic!("send {f:?}: {e}"));
+                        tcp.push((f, s));
+                    }
                 }
             }
             tcp
@@ -257,9 +273,13 @@ pub fn probe(lab: &Lab, listeners: &Listeners, flows: &[Flow]) -> BTreeSet<Flow>
         if left.is_zero() {
             break;
         }
+        // Connections become writable when established; ping sockets readable on a reply.
         let mut fds: Vec<libc::pollfd> = pending
             .iter()
-            .map(|(_, s)| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 })
+            .map(|(f, s)| {
+                let events = if f.protocol == FlowProtocol::Icmp { libc::POLLIN } else { libc::POLLOUT };
+                libc::pollfd { fd: s.as_raw_fd(), events, revents: 0 }
+            })
             .collect();
         // SAFETY: fds points at fds.len() initialised pollfd structs.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis() as i32) };
@@ -269,6 +289,28 @@ pub fn probe(lab: &Lab, listeners: &Listeners, flows: &[Flow]) -> BTreeSet<Flow>
             if fd.revents == 0 {
                 still.push((flow, s));
                 continue;
+            }
+            if flow.protocol == FlowProtocol::Icmp {
+                // Only the echo reply carrying this flow's number counts.
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+                match s.recv(&mut buf) {
+                    Ok(n) => {
+                        // SAFETY: recv initialised the first n bytes.
+                        let b: Vec<u8> = buf[..n].iter().map(|x| unsafe { x.assume_init() }).collect();
+                        let want = (flows.iter().position(|f| *f == flow).unwrap() as u32).to_be_bytes();
+                        assert!(
+                            n == 12 && b[0] == 0 && b[8..12] == want,
+                            "flow {flow:?}: unexpected ICMP answer {b:?} (lab fault)"
+                        );
+                        reached.insert(flow);
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        still.push((flow, s));
+                        continue;
+                    }
+                    Err(e) => panic!("flow {flow:?} was answered with an error, not dropped: {e} (lab fault)"),
+                }
             }
             match s.take_error().unwrap() {
                 None => {
@@ -293,7 +335,15 @@ pub fn probe(lab: &Lab, listeners: &Listeners, flows: &[Flow]) -> BTreeSet<Flow>
     reached
 }
 
-/// Every tcp and udp flow between addresses in different namespaces, to each port.
+fn next_echo_id() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(n < 60_000, "echo identifiers exhausted");
+    (1024 + n) as u16
+}
+
+/// Every tcp and udp flow between addresses in different namespaces, to each port, and an
+/// ICMP echo between each such pair.
 pub fn flow_matrix(lab: &Lab, ports: &[u16]) -> Vec<Flow> {
     let mut flows = Vec::new();
     for (src, sns) in &lab.ns_of {
@@ -306,6 +356,7 @@ pub fn flow_matrix(lab: &Lab, ports: &[u16]) -> Vec<Flow> {
                     flows.push(Flow { src: *src, dst: *dst, protocol, dst_port: port });
                 }
             }
+            flows.push(Flow { src: *src, dst: *dst, protocol: FlowProtocol::Icmp, dst_port: 0 });
         }
     }
     flows
