@@ -10,15 +10,23 @@ fn main() {
         eprintln!("usage: render <policy.json> <output folder>");
         std::process::exit(2);
     };
-    let text = std::fs::read_to_string(input).unwrap_or_else(|e| panic!("reading {input}: {e}"));
-    let policy: ResolvedPolicy = serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {input}: {e}"));
+    let fail = |what: String| -> ! {
+        eprintln!("{what}");
+        std::process::exit(1)
+    };
+    let text = std::fs::read_to_string(input).unwrap_or_else(|e| fail(format!("reading {input}: {e}")));
+    let policy: ResolvedPolicy =
+        serde_json::from_str(&text).unwrap_or_else(|e| fail(format!("{input} is not a ResolvedPolicy: {e}")));
     for exporter in all_exporters() {
         match exporter.render_all(&policy) {
             Ok(files) => {
                 for f in files {
                     let path = PathBuf::from(out).join(exporter.name()).join(&f.path);
-                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                    std::fs::write(&path, &f.bytes).unwrap();
+                    let written =
+                        std::fs::create_dir_all(path.parent().unwrap()).and_then(|_| std::fs::write(&path, &f.bytes));
+                    if let Err(e) = written {
+                        fail(format!("writing {}: {e}", path.display()));
+                    }
                     println!("wrote {}", path.display());
                 }
             }

@@ -2,6 +2,8 @@
 //! `tests/golden/<target>/…`. After an intended change, rewrite them with
 //! `WARDLINE_BLESS=1 cargo test -p wardline-export --test golden` and review the diff.
 
+mod netlab;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use wardline_export::targets::paloalto::userid_update;
@@ -227,6 +229,35 @@ fn a_mac_in_two_groups_is_refused_by_nac_targets() {
             );
         } else {
             r.unwrap_or_else(|e| panic!("{}: {e}", exporter.name()));
+        }
+    }
+}
+
+/// Random policies (awkward names, overlapping groups, every destination kind and
+/// protocol): every target renders them or refuses with a reason, never panics or calls a
+/// valid policy invalid, renders the same bytes twice, and stamps every file.
+#[test]
+fn random_policies_render_or_are_refused_with_a_reason() {
+    for seed in 1..=200u64 {
+        let policy = netlab::random_policy(seed);
+        for exporter in all_exporters() {
+            match exporter.render_all(&policy) {
+                Ok(files) => {
+                    assert_eq!(Ok(files.clone()), exporter.render_all(&policy), "seed {seed} {}", exporter.name());
+                    for f in files {
+                        let text = String::from_utf8(f.bytes).unwrap();
+                        let empty_edl = f.path.starts_with("edl/") && text.is_empty();
+                        assert!(
+                            empty_edl || text.contains(&policy.name),
+                            "seed {seed} {}/{}: no stamp",
+                            exporter.name(),
+                            f.path
+                        );
+                    }
+                }
+                Err(ExportError::Unsupported { .. }) | Err(ExportError::NameClash { .. }) => {}
+                Err(e) => panic!("seed {seed} {}: {e}", exporter.name()),
+            }
         }
     }
 }

@@ -446,3 +446,98 @@ pub fn clinic_nets() -> Vec<Net> {
         Net { key: "out", router_if: "r-out", gateway: "198.19.0.1", prefix: 24, hosts: vec![a("198.19.0.10")] },
     ]
 }
+
+/// A small deterministic generator (xorshift64*), so a failing seed replays exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// A random policy over the lab's hosts and segments: groups with awkward names and
+/// overlapping membership, random defaults, rules with every destination kind, protocol
+/// and port shape the probe can observe.
+pub fn random_policy(seed: u64) -> wardline_export::ResolvedPolicy {
+    use wardline_export::*;
+    let mut rng = Rng::new(seed);
+    let hosts: Vec<std::net::IpAddr> = clinic_nets().iter().flat_map(|n| n.hosts.clone()).collect();
+    let action = |rng: &mut Rng| if rng.chance(50) { Action::Allow } else { Action::Deny };
+    let names = ["ICU pumps", "monitors/ward 3", "imaging-modalities", "Verwaltung PCs", "jump hosts (vendor)"];
+    let mut groups = Vec::new();
+    for (gi, name) in names.iter().enumerate() {
+        let mut members = Vec::new();
+        for (hi, h) in hosts.iter().enumerate() {
+            if rng.chance(30) {
+                members.push(Member {
+                    mac: format!("02:00:00:00:{gi:02x}:{hi:02x}").parse().unwrap(),
+                    addresses: vec![*h],
+                    vlan: None,
+                    site: None,
+                });
+            }
+        }
+        groups.push(Group { name: name.to_string(), description: None, members });
+    }
+    let segment = |name: &str, vlan, interface: &str, net: &str, rng: &mut Rng| Segment {
+        name: name.into(),
+        vlan,
+        interface: interface.into(),
+        subnets: vec![net.parse().unwrap()],
+        default_action: action(rng),
+    };
+    let segments = vec![
+        segment("clinical", 10, "r-clin", "198.18.1.0/24", &mut rng),
+        segment("it", 20, "r-it", "198.18.2.0/24", &mut rng),
+        segment("servers", 30, "r-srv", "198.18.3.0/24", &mut rng),
+    ];
+    let nets = ["198.18.3.0/24", "198.19.0.0/24", "198.18.1.20/32", "198.18.0.0/15"];
+    let mut rules = Vec::new();
+    for i in 0..8 {
+        let destination = match rng.below(3) {
+            0 => Destination::Cidr(nets[rng.below(nets.len())].parse().unwrap()),
+            _ => Destination::Group(names[rng.below(names.len())].to_string()),
+        };
+        let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp, Protocol::Any][rng.below(4)];
+        let mut ports = Vec::new();
+        if matches!(protocol, Protocol::Tcp | Protocol::Udp) {
+            for _ in 0..rng.below(4) {
+                let p = PORTS[rng.below(PORTS.len())];
+                ports.push(if rng.chance(30) {
+                    PortRange { start: p.saturating_sub(5).max(1), end: p + 5 }
+                } else {
+                    PortRange::single(p)
+                });
+            }
+        }
+        rules.push(Rule {
+            id: format!("rand{i}"),
+            source: names[rng.below(names.len())].to_string(),
+            destination,
+            protocol,
+            ports,
+            application: Some(format!("app \"{i}\" ünïcode")),
+        });
+    }
+    ResolvedPolicy {
+        name: format!("random-{seed}"),
+        version: seed,
+        default_action: action(&mut rng),
+        groups,
+        segments,
+        rules,
+    }
+}
