@@ -234,9 +234,9 @@ impl Exporter for FortiOs {
         if p.default_action == Action::Allow {
             defaults.push(("default".into(), "\"any\"".into(), Action::Allow, "sources in no segment".into()));
         }
+        let has_v6 = p.segments.iter().any(|s| s.subnets.iter().any(|n| !n.is_ipv4()))
+            || p.groups.iter().any(|g| g.addresses().iter().any(|a| a.is_ipv6()));
         for (name, srcintf, action, what) in defaults {
-            let has_v6 = p.segments.iter().any(|s| s.subnets.iter().any(|n| !n.is_ipv4()))
-                || p.groups.iter().any(|g| g.addresses().iter().any(|a| a.is_ipv6()));
             writeln!(o, "    edit {id}").unwrap();
             writeln!(o, "        set name \"{}\"", pols.name(&name)?).unwrap();
             writeln!(o, "        set srcintf {srcintf}").unwrap();
