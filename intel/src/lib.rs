@@ -33,8 +33,10 @@ pub mod flow_context;
 pub mod load;
 pub mod model;
 pub mod oui;
+pub mod risk;
 
 pub use classify::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
 pub use flow_context::{flow_context, FlowContext, FlowSpec};
 pub use load::KbError;
 pub use model::{Category, Criticality, Direction, FlowTag, KnowledgeBase, OsEntry, OsInfo, Transport};
+pub use risk::{assess, FlowSummary, RiskInput, RiskScore, VulnConfidence, VulnMatch};
