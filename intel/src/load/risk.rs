@@ -140,6 +140,7 @@ pub(super) fn remove(risk: &mut RiskModel, r: RiskRemovals<'_>) {
     }
     if let Some(id) = r.factor {
         risk.factors.remove(id);
+        risk.removed_factors.insert(id.to_string());
     }
     if let Some(id) = r.indicator {
         risk.indicators.remove(id);
@@ -207,6 +208,7 @@ pub(super) fn merge(risk: &mut RiskModel, file: &str, text: &str, parts: RawRisk
     for f in parts.factors {
         let id = f.id.get_ref().clone();
         let origin = ctx.loc(f.id.span());
+        risk.removed_factors.remove(&id);
         risk.factors.insert(id.clone(), RiskFactor { id, weight: f.weight.0, description: f.description, origin });
     }
     for i in parts.indicators {
@@ -333,8 +335,9 @@ pub(super) fn check(kb: &KnowledgeBase) -> Result<(), KbError> {
     };
     let risk = &kb.risk;
     let known = || risk.factors.keys().cloned().collect::<Vec<_>>().join(", ");
+    let unknown = |f: &str| risk.factor(f).is_none() && !risk.removed_factors.contains(f);
     for i in risk.indicators.values() {
-        if risk.factor(&i.factor).is_none() {
+        if unknown(&i.factor) {
             return Err(at(
                 &i.origin,
                 "factor",
@@ -343,7 +346,7 @@ pub(super) fn check(kb: &KnowledgeBase) -> Result<(), KbError> {
         }
     }
     for s in risk.services.values() {
-        if risk.factor(&s.factor).is_none() {
+        if unknown(&s.factor) {
             return Err(at(
                 &s.origin,
                 "factor",

@@ -8,7 +8,7 @@ use super::rules::Matcher;
 use super::{Category, Criticality, Direction, Transport};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use wardline_common::Field;
 
@@ -216,6 +216,9 @@ pub struct RiskModel {
     pub factors: BTreeMap<String, RiskFactor>,
     pub indicators: BTreeMap<String, RiskIndicator>,
     pub services: BTreeMap<String, RiskService>,
+    /// Factors a site deleted with `[[remove]] risk_factor`: indicators and services naming
+    /// them still load (they count for nothing), so switching a factor off is one entry.
+    pub removed_factors: BTreeSet<String>,
 }
 
 impl RiskModel {
