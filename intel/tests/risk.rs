@@ -443,7 +443,7 @@ fn flow_records_are_summarised_with_their_context() {
         end_reason: "fin".into(),
     };
     let records = [rec(40000, 23), rec(40001, 23)];
-    let flows = summarize_flows(kb, &pump, &records, |_, _| (None, Some(70.0)));
+    let flows = summarize_flows(kb, &pump, &records, |mac, _| *mac == pump.mac, |_, _| (None, Some(70.0)));
     assert_eq!(flows.len(), 1, "{flows:?}");
     let f = &flows[0];
     assert_eq!(

@@ -26,7 +26,7 @@ pub use impact::Impact;
 pub use rollup::{by_category, by_class, by_site, roll_up, DeviceRisk, RiskRollUp, ThresholdCount};
 
 use crate::classify::Classification;
-use crate::flow_context::{flow_context, FlowSpec};
+use crate::flow_context::{flow_context, is_external, FlowSpec};
 use crate::model::{Direction, FlowTag, KnowledgeBase, Transport};
 use exposure::unit;
 use serde::{Deserialize, Serialize};
@@ -262,29 +262,40 @@ impl RiskScore {
 
 /// Summarise a device's flow records into [`FlowSummary`]s, one per (peer address,
 /// transport, service port, direction, application), labelled with the flow context.
-/// `peer` looks up the other end by (MAC, IP): its classification if it is a known device,
-/// and its risk score if it has one. Records the device is not an end of are skipped.
+/// `is_device` says whether a flow end (MAC, IP) is the device: by MAC for a device seen with
+/// its own MAC, by address for a host behind a router or on a link without MACs. `peer` looks
+/// up the other end: its classification if it is a known device, and its risk score if it
+/// has one. Records the device is not exactly one end of, and non-TCP/UDP ones, are skipped.
 pub fn summarize_flows<'p>(
     kb: &KnowledgeBase,
     device: &Classification,
     records: &[FlowRecord],
-    peer: impl Fn(MacAddr, IpAddr) -> (Option<&'p Classification>, Option<f64>),
+    is_device: impl Fn(&MacAddr, &IpAddr) -> bool,
+    peer: impl Fn(&MacAddr, &IpAddr) -> (Option<&'p Classification>, Option<f64>),
 ) -> Vec<FlowSummary> {
     let mut out: BTreeMap<(String, Transport, u16, bool, String), FlowSummary> = BTreeMap::new();
     for r in records {
-        let Some(spec) = FlowSpec::from_record(r, &device.mac) else { continue };
-        let a_is_device = r.a_mac == device.mac && r.b_mac != device.mac;
-        let (peer_mac, peer_ip) = if a_is_device { (r.b_mac, r.b_ip) } else { (r.a_mac, r.a_ip) };
-        let (peer_class, peer_score) = peer(peer_mac, peer_ip);
+        let Some(transport) = Transport::from_ip_proto(r.ip_proto) else { continue };
+        let (a_dev, b_dev) = (is_device(&r.a_mac, &r.a_ip), is_device(&r.b_mac, &r.b_ip));
+        if a_dev == b_dev {
+            continue;
+        }
+        // Same rule as FlowSpec::from_record: `a` sent the first packet seen, unless that
+        // came from a well-known port to an ephemeral one (capture started mid-conversation).
+        let a_is_server = r.a_port < 1024 && r.b_port >= 1024;
+        let server_port = if a_is_server { r.a_port } else { r.b_port };
+        let direction = if a_dev != a_is_server { Direction::Outbound } else { Direction::Inbound };
+        let (peer_mac, peer_ip) = if a_dev { (r.b_mac, r.b_ip) } else { (r.a_mac, r.a_ip) };
+        let spec = FlowSpec { transport, port: server_port, direction, peer_external: is_external(&peer_ip) };
+        let (peer_class, peer_score) = peer(&peer_mac, &peer_ip);
         let ctx = flow_context(kb, device, peer_class, &spec);
-        let key =
-            (peer_ip.to_string(), spec.transport, spec.port, spec.direction == Direction::Inbound, r.app.to_string());
+        let key = (peer_ip.to_string(), transport, server_port, direction == Direction::Inbound, r.app.to_string());
         let e = out.entry(key).or_insert_with(|| FlowSummary {
             peer: peer_ip.to_string(),
-            transport: spec.transport,
+            transport,
             app: r.app.to_string(),
-            server_port: spec.port,
-            direction: spec.direction,
+            server_port,
+            direction,
             peer_external: spec.peer_external,
             peer_score,
             context: Some(ctx.tag),
