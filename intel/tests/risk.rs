@@ -235,6 +235,12 @@ fn each_factor_fires_on_its_own_input_and_raises_the_score() {
         assert!(!f.evidence.is_empty(), "{factor} lists its evidence");
         assert!(s.score > base, "{factor}: {} <= {base}", s.score);
     }
+    // HL7 or DICOM wrapped in TLS on their usual ports is not cleartext.
+    let tls = [
+        flow("10.0.0.3", "tls", 2575, Direction::Outbound, false),
+        flow("10.0.0.4", "tls", 104, Direction::Outbound, false),
+    ];
+    assert!(score(kb, &monitor, &[], &tls, &[]).factor("cleartext_phi").is_none());
     // Half strength for a version-unknown match: 7.5/10 × 0.5.
     let s = score(
         kb,

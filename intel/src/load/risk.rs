@@ -101,6 +101,8 @@ pub(super) struct RawService {
     factor: String,
     #[serde(default)]
     apps: Vec<String>,
+    #[serde(default)]
+    except_apps: Vec<String>,
     protocol: Option<Transport>,
     port: Option<u16>,
     #[serde(default)]
@@ -261,6 +263,7 @@ pub(super) fn merge(risk: &mut RiskModel, file: &str, text: &str, parts: RawRisk
             id: id.clone(),
             factor: s.factor,
             apps: s.apps.into_iter().map(|a| a.to_ascii_lowercase()).collect(),
+            except_apps: s.except_apps.into_iter().map(|a| a.to_ascii_lowercase()).collect(),
             transport: s.protocol.unwrap_or(Transport::Any),
             ports,
             port_range,

@@ -135,6 +135,8 @@ pub struct RiskService {
     pub factor: String,
     /// Flow application labels (`telnet`, `rdp`, ...); a flow matches by label or by port.
     pub apps: Vec<String>,
+    /// Flows with these labels never match, even on the port (`tls` on a cleartext port).
+    pub except_apps: Vec<String>,
     pub transport: Transport,
     pub ports: Vec<u16>,
     pub port_range: Option<(u16, u16)>,

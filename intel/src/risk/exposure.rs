@@ -142,7 +142,7 @@ pub(super) fn collect(model: &RiskModel, input: &RiskInput<'_>) -> Hits {
     for f in input.flows {
         let app = f.app.to_ascii_lowercase();
         for svc in model.services.values() {
-            if !svc.categories.is_empty() && !svc.categories.contains(&category) {
+            if (!svc.categories.is_empty() && !svc.categories.contains(&category)) || svc.except_apps.contains(&app) {
                 continue;
             }
             let by_app = svc.apps.contains(&app);
