@@ -17,6 +17,9 @@
 //!   [`DeviceFacts`]; it reads the model, never the loaders.
 //! - [`flow_context`](mod@flow_context): labels a flow required, acceptable, risky or unknown
 //!   for the device's clinical function.
+//! - [`risk`](mod@risk): the per-device risk score (impact from the clinical function ×
+//!   exposure factors), explained, with roll-ups and a bounded history; weights in
+//!   `kb/risk.toml` (docs/risk.md).
 //!
 //! Later capabilities join as modules of this crate on top of `model` and `classify`: the
 //! risk model (`risk`: unsupported operating systems, risky flows and exposure combined into
