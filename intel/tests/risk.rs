@@ -329,7 +329,6 @@ baseline_exposure = 0.2
 [[risk_factor]]
 id = "exposed_management"
 weight = 0.9
-description = "this hospital treats listening management services as severe"
 
 [[remove]]
 risk_factor = "misuse"
@@ -348,6 +347,11 @@ reason = "site policy: no SSH on clinical devices"
     let after = score(&site, &pump, &evidence, &[], &[]);
     assert!(after.score > before.score, "{}\n{}", before.explain(), after.explain());
     assert_eq!(after.factor("exposed_management").map(|f| f.weight), Some(0.9));
+    assert_eq!(
+        site.risk.factor("exposed_management").map(|f| &f.description),
+        builtin.risk.factor("exposed_management").map(|f| &f.description),
+        "a weight-only override keeps the description"
+    );
     assert!(before.factor("misuse").is_some() && after.factor("misuse").is_none(), "removed by the site");
     // A weight of 0 switches a factor off.
     let (_d2, off) =
@@ -369,6 +373,8 @@ fn bad_risk_entries_name_file_line_and_key() {
     assert!(e.message.contains("no_such_factor") && e.message.contains("exposed_management"), "{e}");
     let e = load("[[risk_factor]]\nid = \"misuse\"\nweight = 1.5\ndescription = \"d\"\n");
     assert_eq!((e.line, e.key.as_str()), (3, "weight"), "{e}");
+    let e = load("[[risk_factor]]\nid = \"brand_new\"\nweight = 0.5\n");
+    assert!(e.key == "description" && e.line == 2, "{e}");
     let e = load("[[risk_impact]]\nid = \"x\"\nclass = \"infusion_pumpp\"\ndata_classes = [\"phi\"]\n");
     assert!(e.key == "class" && e.message.contains("infusion_pumpp"), "{e}");
     let e = load(

@@ -75,7 +75,8 @@ pub(super) struct RawImpact {
 pub(super) struct RawFactor {
     id: Spanned<String>,
     weight: Unit,
-    description: String,
+    /// Optional when replacing a factor: a site changing a weight keeps the description.
+    description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,8 +211,16 @@ pub(super) fn merge(risk: &mut RiskModel, file: &str, text: &str, parts: RawRisk
     for f in parts.factors {
         let id = f.id.get_ref().clone();
         let origin = ctx.loc(f.id.span());
+        let Some(description) = f.description.or_else(|| risk.factors.get(&id).map(|old| old.description.clone()))
+        else {
+            return Err(ctx.err(
+                f.id.span(),
+                "description",
+                format!("risk_factor {id:?} is new: give a description (what exposure it stands for)"),
+            ));
+        };
         risk.removed_factors.remove(&id);
-        risk.factors.insert(id.clone(), RiskFactor { id, weight: f.weight.0, description: f.description, origin });
+        risk.factors.insert(id.clone(), RiskFactor { id, weight: f.weight.0, description, origin });
     }
     for i in parts.indicators {
         let id = i.id.get_ref().clone();
