@@ -120,6 +120,13 @@ fn remote_access_tools_fire_remote_access() {
     assert_fires(&s, rel, "192.168.2.142", "remote_access", "rdp_in_use");
     assert_fires(&s, rel, "172.16.2.185", "remote_access", "rdp_in_use");
     assert_quiet(&s, rel, "172.16.2.185", "exposed_management");
+
+    let rel = "remote-access/rdp_over_tls.pcap";
+    let s = risk_of(rel);
+    // Labelled `tls`: the port and the RDP negotiation give it away.
+    assert_fires(&s, rel, "2c:ea:7f:41:e0:fd", "exposed_management", "tcp/3389");
+    assert_fires(&s, rel, "2c:ea:7f:41:e0:fd", "remote_access", "rdp_in_use");
+    assert_fires(&s, rel, "34:ed:1b:54:c7:81", "remote_access", "rdp_in_use");
 }
 
 #[test]
