@@ -174,7 +174,11 @@ pub fn assess(kb: &KnowledgeBase, input: &RiskInput<'_>) -> RiskScore {
         } else {
             list.iter().map(|h| unit(h.strength)).fold(0.0, f64::max)
         };
-        list.sort_by(|a, b| b.strength.total_cmp(&a.strength).then_with(|| a.detail.cmp(&b.detail)));
+        list.sort_by(|a, b| {
+            b.strength.total_cmp(&a.strength).then_with(|| a.detail.cmp(&b.detail)).then_with(|| a.rule.cmp(&b.rule))
+        });
+        // The same flow summary passed twice is one piece of evidence.
+        list.dedup_by(|a, b| a.detail == b.detail && a.rule == b.rule);
         let more = list.len().saturating_sub(MAX_EVIDENCE_PER_FACTOR);
         list.truncate(MAX_EVIDENCE_PER_FACTOR);
         factors.push(FactorScore {
