@@ -72,7 +72,7 @@ impl Ctx<'_> {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
@@ -118,6 +118,15 @@ impl Merger {
             self.kb.comms.push(c);
         }
         self.merge_overrides(&ctx, parsed.overrides)?;
+        let risk_parts = super::risk::RawRiskParts {
+            settings: parsed.risk,
+            data_classes: parsed.risk_data_class,
+            impacts: parsed.risk_impact,
+            factors: parsed.risk_factor,
+            indicators: parsed.risk_indicator,
+            services: parsed.risk_service,
+        };
+        super::risk::merge(&mut self.kb.risk, name, text, risk_parts)?;
         self.kb.files.push(name.to_string());
         Ok(())
     }
@@ -143,6 +152,15 @@ impl Merger {
             if let Some(id) = &r.comm {
                 kb.comms.retain(|c| &c.id != id);
             }
+            super::risk::remove(
+                &mut kb.risk,
+                super::risk::RiskRemovals {
+                    impact: r.risk_impact.as_deref(),
+                    factor: r.risk_factor.as_deref(),
+                    indicator: r.risk_indicator.as_deref(),
+                    service: r.risk_service.as_deref(),
+                },
+            );
             if let Some(mac) = &r.override_mac {
                 let m: MacAddr =
                     mac.get_ref().parse().map_err(|e: MacParseError| ctx.err(mac.span(), "override", e.to_string()))?;
@@ -372,6 +390,7 @@ impl Merger {
             }
         }
         kb.index_ouis();
+        super::risk::check(kb)?;
         Ok(self.kb)
     }
 }

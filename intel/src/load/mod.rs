@@ -10,6 +10,7 @@
 //! `schema` is the file format; `merge` turns parsed files into one knowledge base.
 
 mod merge;
+mod risk;
 mod schema;
 
 use crate::model::KnowledgeBase;
@@ -26,6 +27,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("profiles-medical.toml", include_str!("../../kb/profiles-medical.toml")),
     ("profiles-imaging.toml", include_str!("../../kb/profiles-imaging.toml")),
     ("profiles-infrastructure.toml", include_str!("../../kb/profiles-infrastructure.toml")),
+    ("risk.toml", include_str!("../../kb/risk.toml")),
 ];
 
 /// A knowledge-base file that cannot be used, located precisely enough to fix it.

@@ -2,6 +2,7 @@
 //! errors (`deny_unknown_fields`), and values that can be checked on their own (weights,
 //! regexes, evidence field names) are checked while parsing, so the error names the line.
 
+use super::risk::{RawDataClass, RawFactor, RawImpact, RawIndicator, RawRiskSettings, RawService};
 use crate::model::{Category, Criticality, Direction, FlowTag, MatchKey, Transport};
 use regex::Regex;
 use serde::{de, Deserialize, Deserializer};
@@ -73,6 +74,18 @@ pub(super) struct KbFile {
     pub(super) overrides: Vec<RawOverride>,
     #[serde(default)]
     pub(super) remove: Vec<RawRemove>,
+    // The risk model's tables (load/risk.rs).
+    pub(super) risk: Option<Spanned<RawRiskSettings>>,
+    #[serde(default)]
+    pub(super) risk_data_class: Vec<RawDataClass>,
+    #[serde(default)]
+    pub(super) risk_impact: Vec<RawImpact>,
+    #[serde(default)]
+    pub(super) risk_factor: Vec<RawFactor>,
+    #[serde(default)]
+    pub(super) risk_indicator: Vec<RawIndicator>,
+    #[serde(default)]
+    pub(super) risk_service: Vec<RawService>,
 }
 
 /// Deletes entries loaded earlier (e.g. a builtin profile a site does not want).
@@ -87,6 +100,10 @@ pub(super) struct RawRemove {
     pub(super) comm: Option<String>,
     #[serde(rename = "override")]
     pub(super) override_mac: Option<Spanned<String>>,
+    pub(super) risk_impact: Option<String>,
+    pub(super) risk_factor: Option<String>,
+    pub(super) risk_indicator: Option<String>,
+    pub(super) risk_service: Option<String>,
 }
 
 #[derive(Deserialize)]

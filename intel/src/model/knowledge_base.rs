@@ -3,6 +3,7 @@
 use super::comms::Comm;
 use super::entries::{Class, Override, Profile, Vendor};
 use super::os::OsEntry;
+use super::risk::RiskModel;
 use super::rules::Rule;
 use std::collections::{BTreeMap, HashMap};
 use wardline_common::MacAddr;
@@ -19,6 +20,8 @@ pub struct KnowledgeBase {
     /// Communications that apply to every device, in load order.
     pub comms: Vec<Comm>,
     pub overrides: BTreeMap<MacAddr, Override>,
+    /// Impact mapping, exposure factors and weights of the risk model (risk.toml).
+    pub risk: RiskModel,
     /// Files read, in order ("builtin:vendors.toml", "/etc/wardline/kb/site.toml").
     pub files: Vec<String>,
     /// Explicit OUI prefix (hex, upper case, 6/7/9 digits) → vendor id.

@@ -9,12 +9,17 @@ mod comms;
 mod entries;
 mod knowledge_base;
 mod os;
+mod risk;
 mod rules;
 
 pub use comms::{Comm, PeerRole};
 pub use entries::{Class, Loc, Override, Profile, Vendor};
 pub use knowledge_base::KnowledgeBase;
 pub use os::{OsEntry, OsInfo};
+pub use risk::{
+    DataClass, DataClassImpact, ImpactAxes, ImpactRule, ImpactSelector, PeerScope, RiskFactor, RiskIndicator,
+    RiskModel, RiskService, RiskSettings,
+};
 pub use rules::{MatchKey, Matcher, Rule, RuleTarget};
 
 use serde::{Deserialize, Serialize};

@@ -124,7 +124,7 @@ profile = "zoll_r_series"
     assert!(kb.profile("zoll_r_series").is_none(), "disabled by the site");
     assert!(kb.profile("bd_alaris_pcu_8015").is_some(), "builtin entries stay");
     assert_eq!(kb.vendor_for_mac(&"ac:de:48:00:11:22".parse().expect("mac")).map(|v| v.id.as_str()), Some("acme_med"));
-    assert_eq!(kb.files.len(), 10, "8 builtin files + 2 site files: {:?}", kb.files);
+    assert_eq!(kb.files.len(), 11, "9 builtin files + 2 site files: {:?}", kb.files);
 }
 
 #[test]
