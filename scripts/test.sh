@@ -15,3 +15,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Multi-process tests start the real binaries; build them first so tests find them.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${WARDLINE_TEST_THREADS:-2}"
+# Debian packages: build them (release) and, as root, install, check and purge them.
+if [[ $(id -u) -eq 0 ]]; then bash scripts/package.sh --verify; else bash scripts/package.sh; fi
