@@ -33,6 +33,7 @@ pub mod flow_context;
 pub mod load;
 pub mod model;
 pub mod oui;
+pub mod policy;
 
 pub use classify::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
 pub use flow_context::{flow_context, FlowContext, FlowSpec};
