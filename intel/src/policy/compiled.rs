@@ -199,6 +199,9 @@ pub struct CompiledPolicy {
     other: PortIndex,
     macs: HashMap<MacAddr, DeviceId>,
     ips: HashMap<IpAddr, DeviceId>,
+    /// Some rule names a network, `external` or `internal`: verdicts depend on addresses,
+    /// not only on group membership.
+    uses_addresses: bool,
 }
 
 const NO_SCOPE: u32 = u32::MAX;
@@ -294,7 +297,21 @@ impl CompiledPolicy {
             other: PortIndex::build(policy, Transport::Any),
             macs,
             ips,
+            uses_addresses: policy
+                .rules
+                .iter()
+                .flat_map(|r| r.from.iter().chain(&r.to))
+                .any(|e| matches!(e, Endpoint::Network(_) | Endpoint::External | Endpoint::Internal)),
         }
+    }
+
+    /// The device's group bitset (crate-internal: devices with equal rows and, unless
+    /// [`Self::uses_addresses`], any addresses get the same verdicts).
+    pub(crate) fn groups_row(&self, d: DeviceId) -> &[u64] {
+        self.row(d).unwrap_or(&[])
+    }
+    pub(crate) fn uses_addresses(&self) -> bool {
+        self.uses_addresses
     }
 
     pub fn device(&self, mac: &MacAddr) -> Option<DeviceId> {

@@ -24,6 +24,8 @@ pub mod expr;
 pub mod groups;
 pub mod model;
 pub mod parse;
+pub mod recommend;
+pub mod safety;
 
 pub use canonical::{diff, Change, PolicyDiff};
 pub use cidr::Cidr;
@@ -33,3 +35,7 @@ pub use expr::{Expr, ExprError};
 pub use groups::{members, membership_diff, Group, GroupChange, Membership};
 pub use model::{Action, Endpoint, Policy, PortRange, Rule, Scope};
 pub use parse::{parse_policy, PolicyError, PolicyErrors};
+pub use recommend::{
+    recommend, Coverage, Justification, LeftOut, ObservedEnd, ObservedFlow, ProposedRule, Recommendation,
+};
+pub use safety::{check as safety_check, SafetyFinding, SafetyReport};

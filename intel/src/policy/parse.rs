@@ -173,7 +173,7 @@ fn valid_name(s: &str) -> bool {
         && s.as_bytes()[0].is_ascii_alphabetic()
 }
 
-fn valid_domain(s: &str) -> bool {
+pub(crate) fn valid_domain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
