@@ -547,11 +547,11 @@ impl Parser {
             Some(Tok::Word(w)) if w == "in" => Op::In,
             _ => return self.err(format!("expected an operator (==, !=, <, <=, >, >=, in) after `{}`", field.name())),
         };
-        self.pos += 1;
         let kind = field.kind();
         if op.ordering() && !matches!(kind, Kind::Number | Kind::Criticality) {
             return self.err(format!("`{}` compares only with == / != / in, not {}", field.name(), op.as_str()));
         }
+        self.pos += 1;
         let mut values = Vec::new();
         if op == Op::In && self.peek() == Some(&Tok::LBracket) {
             self.pos += 1;
