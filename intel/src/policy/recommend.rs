@@ -178,6 +178,29 @@ fn comm_ports(c: &Comm) -> Vec<PortRange> {
     v
 }
 
+type LeftKey = (String, String, Transport, u16, FlowTag, Option<String>);
+
+fn leave(left: &mut BTreeMap<LeftKey, LeftOut>, f: &ObservedFlow, src: String, dst: String, reason: String) {
+    let k = (src.clone(), dst.clone(), f.transport, f.port, f.context, f.comm.clone());
+    let e = left.entry(k).or_insert_with(|| LeftOut {
+        src,
+        dst,
+        transport: f.transport,
+        port: f.port,
+        context: f.context,
+        comm: f.comm.clone(),
+        reason,
+        aggregates: 0,
+        count: 0,
+        first_seen: u64::MAX,
+        last_seen: 0,
+    });
+    e.aggregates += 1;
+    e.count += f.count;
+    e.first_seen = e.first_seen.min(f.first_seen);
+    e.last_seen = e.last_seen.max(f.last_seen);
+}
+
 /// Propose a least-privilege policy named `name`.
 pub fn recommend(
     kb: &KnowledgeBase,
@@ -191,7 +214,7 @@ pub fn recommend(
         ObservedEnd::Address { .. } => None,
     };
     let mut drafts: BTreeMap<Key, Draft> = BTreeMap::new();
-    let mut left: BTreeMap<(String, String, Transport, u16, FlowTag, Option<String>), LeftOut> = BTreeMap::new();
+    let mut left: BTreeMap<LeftKey, LeftOut> = BTreeMap::new();
     let mut skipped = 0u64;
 
     let describe = |e: &ObservedEnd| -> String {
@@ -215,47 +238,14 @@ pub fn recommend(
                 FlowTag::Risky => format!("risky: {}", f.reason),
                 _ => format!("not expected by the knowledge base, review before allowing: {}", f.reason),
             };
-            let k = (describe(&f.src), describe(&f.dst), f.transport, f.port, f.context, f.comm.clone());
-            let e = left.entry(k).or_insert_with(|| LeftOut {
-                src: describe(&f.src),
-                dst: describe(&f.dst),
-                transport: f.transport,
-                port: f.port,
-                context: f.context,
-                comm: f.comm.clone(),
-                reason,
-                aggregates: 0,
-                count: 0,
-                first_seen: u64::MAX,
-                last_seen: 0,
-            });
-            e.aggregates += 1;
-            e.count += f.count;
-            e.first_seen = e.first_seen.min(f.first_seen);
-            e.last_seen = e.last_seen.max(f.last_seen);
+            leave(&mut left, f, describe(&f.src), describe(&f.dst), reason);
             continue;
         }
         // An address source (not in the inventory) opening into the hospital: no class to
         // group it by, so it is left for review rather than allowed from anywhere.
         let Some(src_class) = class_of(&f.src) else {
-            let k = (describe(&f.src), describe(&f.dst), f.transport, f.port, f.context, f.comm.clone());
-            let e = left.entry(k).or_insert_with(|| LeftOut {
-                src: describe(&f.src),
-                dst: describe(&f.dst),
-                transport: f.transport,
-                port: f.port,
-                context: f.context,
-                comm: f.comm.clone(),
-                reason: "opened from an address outside the inventory; allow it by hand with a network".into(),
-                aggregates: 0,
-                count: 0,
-                first_seen: u64::MAX,
-                last_seen: 0,
-            });
-            e.aggregates += 1;
-            e.count += f.count;
-            e.first_seen = e.first_seen.min(f.first_seen);
-            e.last_seen = e.last_seen.max(f.last_seen);
+            let reason = "opened from an address outside the inventory; allow it by hand with a network".to_string();
+            leave(&mut left, f, describe(&f.src), describe(&f.dst), reason);
             continue;
         };
         let dst = match class_of(&f.dst) {
@@ -450,7 +440,8 @@ pub fn recommend(
     Recommendation { policy, rules, left_out, required, acceptable, skipped_unknown_devices: skipped }
 }
 
-/// How much of the observed required and acceptable traffic `policy` allows by a rule.
+/// How much of the observed required and acceptable traffic `policy` allows by a rule
+/// (flows naming a device not in `devices` are left out).
 pub fn coverage(policy: &Policy, devices: &[PolicyDevice], observed: &[ObservedFlow]) -> (Coverage, Coverage) {
     let compiled = CompiledPolicy::compile(policy, devices);
     let mut required = Coverage::default();
@@ -461,6 +452,11 @@ pub fn coverage(policy: &Policy, devices: &[PolicyDevice], observed: &[ObservedF
             FlowTag::Acceptable => &mut acceptable,
             _ => continue,
         };
+        // Flows of devices not in the list are skipped, as the recommendation skips them.
+        let unknown = |e: &ObservedEnd| matches!(e, ObservedEnd::Device(m) if compiled.device(m).is_none());
+        if unknown(&f.src) || unknown(&f.dst) {
+            continue;
+        }
         let end = |e: &ObservedEnd| match e {
             ObservedEnd::Device(m) => {
                 let id = compiled.device(m);

@@ -16,7 +16,11 @@ use super::model::{Action, Policy};
 use crate::model::{Comm, Criticality, Direction, FlowTag, KnowledgeBase, PeerRole, Transport};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::net::IpAddr;
 use wardline_common::MacAddr;
+
+/// A device's group bitset and (when rules name addresses) its addresses.
+type Signature = (Vec<u64>, Vec<IpAddr>);
 
 /// Devices of one class cut off from the peers of one required communication.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +117,7 @@ pub fn check(kb: &KnowledgeBase, policy: &Policy, devices: &[PolicyDevice], comp
     }
     // Devices with the same groups (and, when rules name addresses, the same addresses)
     // get the same verdicts: evaluate one representative of each.
-    let signature = |id: DeviceId| -> (Vec<u64>, Vec<std::net::IpAddr>) {
+    let signature = |id: DeviceId| -> Signature {
         let ips = if compiled.uses_addresses() { devices[id.0 as usize].ips.clone() } else { Vec::new() };
         (compiled.groups_row(id).to_vec(), ips)
     };
@@ -131,7 +135,7 @@ pub fn check(kb: &KnowledgeBase, policy: &Policy, devices: &[PolicyDevice], comp
     let mut findings: BTreeMap<(String, String), SafetyFinding> = BTreeMap::new();
     let mut unchecked: BTreeSet<String> = BTreeSet::new();
     // (device signature, comm id) -> denied reasons (empty: reachable).
-    let mut memo: HashMap<((Vec<u64>, Vec<std::net::IpAddr>), String), Option<BTreeSet<String>>> = HashMap::new();
+    let mut memo: HashMap<(Signature, String), Option<BTreeSet<String>>> = HashMap::new();
 
     for (i, d) in devices.iter().enumerate() {
         if d.criticality != Criticality::LifeSustaining {
@@ -164,7 +168,7 @@ pub fn check(kb: &KnowledgeBase, policy: &Policy, devices: &[PolicyDevice], comp
             }
             let key = (signature(me), c.id.clone());
             let outcome = memo.entry(key).or_insert_with(|| {
-                let mut seen_peer: BTreeSet<(Vec<u64>, Vec<std::net::IpAddr>)> = BTreeSet::new();
+                let mut seen_peer: BTreeSet<Signature> = BTreeSet::new();
                 let mut reasons = BTreeSet::new();
                 for &p in &peers {
                     if !seen_peer.insert(signature(p)) {
