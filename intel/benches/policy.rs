@@ -10,7 +10,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use wardline_common::MacAddr;
 use wardline_intel::policy::{
-    parse_policy, recommend, CompiledPolicy, Flow, FlowEnd, ObservedEnd, ObservedFlow, Policy, PolicyDevice,
+    parse_policy, recommend, safety_check, CompiledPolicy, Flow, FlowEnd, ObservedEnd, ObservedFlow, Policy,
+    PolicyDevice,
 };
 use wardline_intel::{FlowTag, KnowledgeBase, Transport};
 
@@ -251,6 +252,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy_hospital_20k");
     g.sample_size(10);
     g.bench_function("compile", |b| b.iter(|| black_box(CompiledPolicy::compile(&p, &devices))));
+    g.bench_function("safety_check", |b| b.iter(|| black_box(safety_check(&kb, &p, &devices, &compiled))));
     let obs = observed(&devices, 200_000);
     g.bench_function("recommend_200k_aggregates", |b| b.iter(|| black_box(recommend(&kb, &devices, &obs, "bench"))));
     g.finish();

@@ -17,6 +17,8 @@
 //!   [`DeviceFacts`]; it reads the model, never the loaders.
 //! - [`flow_context`](mod@flow_context): labels a flow required, acceptable, risky or unknown
 //!   for the device's clinical function.
+//! - [`policy`]: segmentation — device groups, policy files, the compiled evaluator, the
+//!   life-sustaining safety check and least-privilege recommendations (docs/segmentation.md).
 //!
 //! Later capabilities join as modules of this crate on top of `model` and `classify`: the
 //! risk model (`risk`: unsupported operating systems, risky flows and exposure combined into

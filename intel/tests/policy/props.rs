@@ -223,6 +223,10 @@ proptest! {
     ) {
         let text = policy_text(&groups, &scopes, &rules, default);
         let p = parse_policy("random", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let canon = p.to_canonical();
+        let again = parse_policy("canonical", &canon).unwrap_or_else(|e| panic!("{e}\n{canon}"));
+        prop_assert_eq!(again.to_canonical(), canon.clone());
+        prop_assert!(wardline_intel::policy::diff(&p, &again).is_empty());
         let devs: Vec<PolicyDevice> = devices.iter().enumerate().map(|(i, (class, vlans, tag, ips, vulns))| {
             let mut d = plain(i as u32, &format!("c{class}"));
             d.vlans = vlans.clone();
