@@ -23,6 +23,8 @@ pub struct Group {
     pub exclude: BTreeSet<MacAddr>,
     /// Devices matching this expression are never members.
     pub exclude_match: Option<Expr>,
+    /// Line of the group in the file it was read from (0 when built in code).
+    pub line: usize,
 }
 
 impl Group {
@@ -36,6 +38,7 @@ impl Group {
             members: BTreeSet::new(),
             exclude: BTreeSet::new(),
             exclude_match: None,
+            line: 0,
         })
     }
 

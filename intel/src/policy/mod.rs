@@ -11,10 +11,11 @@
 //! - [`expr`]: the membership expression language (`class == "infusion_pump" and vulnerable`).
 //! - [`groups`]: [`Group`], [`members`], [`Membership`], [`membership_diff`].
 //! - [`model`] and [`parse`](mod@parse): the policy and its TOML format with line-precise errors.
+//! - [`lint`]: group conditions naming ids the knowledge base lacks.
 //! - [`canonical`]: canonical text and the diff between versions.
 //! - [`compiled`]: [`CompiledPolicy::evaluate`] and hit counters.
 //! - [`safety`]: rules that would cut a life-sustaining device off a required peer.
-//! - [`recommend`]: a least-privilege proposal from expected communications and observed flows.
+//! - [`recommend`](mod@recommend): a least-privilege proposal from expected communications and observed flows.
 
 pub mod canonical;
 pub mod cidr;
@@ -22,6 +23,7 @@ pub mod compiled;
 pub mod device;
 pub mod expr;
 pub mod groups;
+pub mod lint;
 pub mod model;
 pub mod parse;
 pub mod recommend;
@@ -33,6 +35,7 @@ pub use compiled::{CompiledPolicy, DecidedBy, DeviceId, Flow, FlowEnd, HitCounts
 pub use device::PolicyDevice;
 pub use expr::{Expr, ExprError};
 pub use groups::{members, membership_diff, Group, GroupChange, Membership};
+pub use lint::kb_warnings;
 pub use model::{Action, Endpoint, Policy, PortRange, Rule, Scope};
 pub use parse::{parse_policy, PolicyError, PolicyErrors};
 pub use recommend::{

@@ -281,8 +281,15 @@ fn validate(cx: &mut Ctx, file: FileIn) -> Option<Policy> {
         if g.matches.is_none() && g.members.is_empty() {
             cx.err(span.clone(), format!("{what} has neither match nor members, so it can never hold a device"));
         }
-        let group =
-            Group { name: name.clone(), description: g.description.clone(), matches, members, exclude, exclude_match };
+        let group = Group {
+            name: name.clone(),
+            description: g.description.clone(),
+            matches,
+            members,
+            exclude,
+            exclude_match,
+            line: cx.line(span.clone()),
+        };
         if groups.insert(name.clone(), group).is_some() {
             cx.err(g.name.span(), format!("group {name:?} is defined twice; group names must be unique"));
         }

@@ -368,6 +368,7 @@ pub fn recommend(
             members: BTreeSet::new(),
             exclude: BTreeSet::new(),
             exclude_match: None,
+            line: 0,
         })
         .collect();
     groups.push(Group {
@@ -381,6 +382,7 @@ pub fn recommend(
         members: BTreeSet::new(),
         exclude: BTreeSet::new(),
         exclude_match: None,
+        line: 0,
     });
     groups.sort_by(|a, b| a.name.cmp(&b.name));
 

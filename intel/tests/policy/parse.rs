@@ -271,3 +271,21 @@ fn diff_lists_what_changed() {
     assert!(diff(&before, &before).is_empty());
     assert_eq!(diff(&before, &before).to_string(), "no changes");
 }
+
+#[test]
+fn groups_naming_ids_the_knowledge_base_lacks_are_warned_about() {
+    let text = EXAMPLE.replace(
+        r#"match = 'class == "pump_server"'"#,
+        r#"match = 'class == "pump_servers" or (vendor == "BD" and not os == "windows_95_medical")'"#,
+    );
+    let p = policy(&text);
+    let w = wardline_intel::policy::kb_warnings(&p, super::support::kb());
+    let shown: Vec<String> = w.iter().map(|e| format!("{}: {}", e.line, e.message)).collect();
+    assert_eq!(w.len(), 2, "{shown:?}");
+    assert!(
+        shown[0].starts_with("10: group \"pump_servers\": class \"pump_servers\" is not in the knowledge base"),
+        "{shown:?}"
+    );
+    assert!(shown[1].contains("os \"windows_95_medical\""), "{shown:?}");
+    assert!(wardline_intel::policy::kb_warnings(&policy(EXAMPLE), super::support::kb()).is_empty());
+}
