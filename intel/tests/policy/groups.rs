@@ -164,3 +164,21 @@ fn canonical_expression_text_round_trips() {
         assert_eq!(Expr::parse(&e.to_string()).expect("canonical parses"), e);
     }
 }
+
+#[test]
+fn device_attributes_come_from_the_classification() {
+    use wardline_common::{Evidence, Field, Proto};
+    use wardline_intel::{classify, DeviceFacts, PortRef};
+    let kb = super::support::kb();
+    let mut f = DeviceFacts::new("00:d0:75:00:00:01".parse().expect("mac"));
+    f.evidence = vec![Evidence::new(Field::Hostname, "ALARIS-8015-1", Proto::Unknown, 0)];
+    f.connects_to = vec![PortRef::tcp(3613)];
+    let c = classify(kb, &f);
+    let d = PolicyDevice::from_classification(&c, "2026-12-07");
+    assert_eq!(d.class, "infusion_pump");
+    assert_eq!(d.profile.as_deref(), Some("bd_alaris_pcu_8015"));
+    assert_eq!(d.criticality, wardline_intel::Criticality::LifeSustaining);
+    let g = Group::matching("life", r#"criticality == "life_sustaining" and profile == "bd_alaris_pcu_8015""#)
+        .expect("expr");
+    assert!(g.contains(&d));
+}

@@ -266,3 +266,49 @@ proptest! {
         let _ = Action::Allow;
     }
 }
+
+fn expr_text() -> impl Strategy<Value = String> {
+    let leaf = prop::sample::select(
+        EXPRS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["kev", "end_of_support", "risk >= 50", "criticality > \"clinical_support\""].map(String::from))
+            .collect::<Vec<_>>(),
+    );
+    leaf.prop_recursive(4, 24, 3, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} and {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) or ({b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} or {b}")),
+            inner.clone().prop_map(|a| format!("not ({a})")),
+            inner.prop_map(|a| format!("  ( {a} )  ")),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any expression built from the grammar parses, its canonical text parses to the same
+    /// expression, and both decide every device alike.
+    #[test]
+    fn expressions_round_trip_through_their_canonical_text(
+        text in expr_text(),
+        devices in prop::collection::vec(device_spec(), 1..8),
+    ) {
+        let e = Expr::parse(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
+        let canon = e.to_string();
+        let again = Expr::parse(&canon).unwrap_or_else(|err| panic!("{canon}: {err}"));
+        prop_assert_eq!(&again, &e);
+        prop_assert_eq!(again.to_string(), canon);
+        for (i, (class, vlans, tag, ips, vulns)) in devices.iter().enumerate() {
+            let mut d = plain(i as u32, &format!("c{class}"));
+            d.vlans = vlans.clone();
+            if *tag < 2 { d.tags.push(format!("t{tag}")); }
+            d.ips = ips.iter().map(|x| IPS[*x as usize % IPS.len()].parse().expect("ip")).collect();
+            d.vulns = *vulns;
+            d.risk = f64::from(*class) * 20.0;
+            prop_assert_eq!(e.matches(&d), again.matches(&d));
+        }
+    }
+}
