@@ -135,8 +135,9 @@ pub struct Recommendation {
     pub left_out: Vec<LeftOut>,
     pub required: Coverage,
     pub acceptable: Coverage,
-    /// Observed flows naming a device not in the list (counted, skipped).
-    pub skipped_unknown_devices: u64,
+    /// Observed flows naming a device not in the list, or neither TCP nor UDP (counted,
+    /// skipped).
+    pub skipped: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -315,7 +316,7 @@ pub fn recommend(
             }
             for role in &c.peers {
                 let PeerRole::Class(peer) = role else { continue };
-                if !present.contains(peer.as_str()) || peer == class {
+                if !present.contains(peer.as_str()) {
                     continue;
                 }
                 let transports: &[Transport] = match c.transport {
@@ -439,7 +440,7 @@ pub fn recommend(
     let mut left_out: Vec<LeftOut> = left.into_values().collect();
     left_out
         .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port))));
-    Recommendation { policy, rules, left_out, required, acceptable, skipped_unknown_devices: skipped }
+    Recommendation { policy, rules, left_out, required, acceptable, skipped }
 }
 
 /// How much of the observed required and acceptable traffic `policy` allows by a rule
@@ -454,9 +455,9 @@ pub fn coverage(policy: &Policy, devices: &[PolicyDevice], observed: &[ObservedF
             FlowTag::Acceptable => &mut acceptable,
             _ => continue,
         };
-        // Flows of devices not in the list are skipped, as the recommendation skips them.
+        // Skipped as the recommendation skips them: devices not in the list, not TCP/UDP.
         let unknown = |e: &ObservedEnd| matches!(e, ObservedEnd::Device(m) if compiled.device(m).is_none());
-        if unknown(&f.src) || unknown(&f.dst) {
+        if unknown(&f.src) || unknown(&f.dst) || f.transport == Transport::Any {
             continue;
         }
         let end = |e: &ObservedEnd| match e {

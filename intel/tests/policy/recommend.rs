@@ -109,7 +109,7 @@ fn proposal_allows_what_is_needed_with_justifications_and_leaves_out_the_risky()
     assert_eq!(r.left_out[0].comm.as_deref(), Some("global.telnet"));
     assert_eq!((r.left_out[1].port, r.left_out[1].context), (40000, FlowTag::Unknown));
     assert!(r.left_out[1].reason.contains("review"));
-    assert_eq!(r.skipped_unknown_devices, 1);
+    assert_eq!(r.skipped, 1);
 
     // Everything required and acceptable that was observed is allowed by a rule.
     assert_eq!((r.required.aggregates, r.required.aggregates_allowed, r.required.count_allowed), (2, 2, 150));
