@@ -20,11 +20,9 @@
 //! - [`risk`](mod@risk): the per-device risk score (impact from the clinical function ×
 //!   exposure factors), explained, with roll-ups and a bounded history; weights in
 //!   `kb/risk.toml` (docs/risk.md).
+//! - [`policy`]: segmentation — device groups, policy files, the compiled evaluator, the
+//!   life-sustaining safety check and least-privilege recommendations (docs/segmentation.md).
 //!
-//! Later capabilities join as modules of this crate on top of `model` and `classify`: the
-//! risk model (`risk`: unsupported operating systems, risky flows and exposure combined into
-//! a per-device score) and the segmentation policy model and its evaluator (`policy`: zones
-//! derived from categories and expected communications, checked against observed flows).
 //! Exporters that render a compiled policy for firewalls and NAC systems get their own crate
 //! (`export/`, decision 0012); the aggregator serves and pushes what they render.
 //!
@@ -36,6 +34,7 @@ pub mod flow_context;
 pub mod load;
 pub mod model;
 pub mod oui;
+pub mod policy;
 pub mod risk;
 
 pub use classify::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
