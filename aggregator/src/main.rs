@@ -207,6 +207,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 tls: TlsPaths::in_dir(&tls_dir, "node"),
                 clickhouse_url: None,
                 clickhouse_database: "wardline".into(),
+                clickhouse_retention_days: None,
                 bootstrap: false,
                 restore: None,
                 kb_dirs: Vec::new(),
