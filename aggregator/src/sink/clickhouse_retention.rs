@@ -40,6 +40,24 @@ struct Today {
     today: u16,
 }
 
+/// The query listing the retention tables' partitions of `database` with their newest day
+/// (table, partition_id, partition, newest_day). `database` must be a checked identifier.
+pub fn partitions_sql(database: &str) -> String {
+    let tables = RETENTION_TABLES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+    format!(
+        "SELECT table, partition_id, any(partition) AS partition, toUInt16(max(max_date)) AS newest_day \
+         FROM system.parts WHERE database = '{database}' AND active AND table IN ({tables}) \
+         GROUP BY table, partition_id ORDER BY table, partition_id"
+    )
+}
+
+/// The statement dropping one partition. By id: the id is plain text for any partition key,
+/// while the partition value would need key-specific quoting.
+pub fn drop_partition_sql(database: &str, table: &str, partition_id: &str) -> String {
+    let id = partition_id.replace(['\'', '\\'], "");
+    format!("ALTER TABLE {database}.{table} DROP PARTITION ID '{id}'")
+}
+
 /// Drop every partition of the retention tables whose rows are all older than `cutoff_day`
 /// (days since the Unix epoch): its newest day is before the cutoff. Returns what was dropped.
 pub async fn drop_partitions_before(
@@ -47,27 +65,14 @@ pub async fn drop_partitions_before(
     cutoff_day: u16,
 ) -> Result<Vec<DroppedPartition>, SinkError> {
     let db = sink.database();
-    let tables = RETENTION_TABLES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
-    // The database name is a checked identifier (ClickHouseSink::new), safe to quote here.
-    let parts: Vec<PartRow> = sink
-        .fetch_raw(
-            "listing partitions for retention",
-            &format!(
-                "SELECT table, partition_id, any(partition) AS partition, toUInt16(max(max_date)) AS newest_day \
-                 FROM system.parts WHERE database = '{db}' AND active AND table IN ({tables}) \
-                 GROUP BY table, partition_id ORDER BY table, partition_id"
-            ),
-        )
-        .await?;
+    let parts: Vec<PartRow> = sink.fetch_raw("listing partitions for retention", &partitions_sql(db)).await?;
     let mut dropped = Vec::new();
     for p in parts.into_iter().filter(|p| p.newest_day < cutoff_day) {
         let op = format!(
             "dropping partition {} of {db}.{} (newest day {}) for retention",
             p.partition, p.table, p.newest_day
         );
-        // By id: the id is plain text for any partition key, the value needs key-specific quoting.
-        let id = p.partition_id.replace('\'', "");
-        sink.execute_raw(&op, &format!("ALTER TABLE {db}.{} DROP PARTITION ID '{id}'", p.table)).await?;
+        sink.execute_raw(&op, &drop_partition_sql(db, &p.table, &p.partition_id)).await?;
         dropped.push(DroppedPartition { table: p.table, partition: p.partition, newest_day: p.newest_day });
     }
     Ok(dropped)

@@ -2,13 +2,16 @@
 //! ClickHouse 18.16 started by the harness.
 
 use crate::sink_support::flows;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use ulid::Ulid;
+use wardline_aggregator::sink::clickhouse::schema_statements;
 use wardline_aggregator::sink::clickhouse::ClickHouseSink;
 use wardline_aggregator::sink::clickhouse_retention::{
-    apply_retention, drop_partitions_before, run_maintenance, MaintenanceConfig,
+    apply_retention, drop_partition_sql, drop_partitions_before, partitions_sql, run_maintenance, MaintenanceConfig,
+    RETENTION_TABLES,
 };
-use wardline_aggregator::sink::clickhouse_rollup::refresh_touched_hours;
+use wardline_aggregator::sink::clickhouse_rollup::{refresh_statements, refresh_touched_hours};
 use wardline_aggregator::sink::{FlowSink, FlowTotals};
 use wardline_chaos_tests::clickhouse::ClickHouseServer;
 use wardline_common::FlowRecord;
@@ -152,4 +155,55 @@ fn maintenance_loop_keeps_rollups_current_without_double_counting() {
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(40), task).await })
         .expect("the loop stops when told")
         .unwrap();
+}
+
+#[test]
+fn retention_sql_runs_on_current_clickhouse_too() {
+    // chDB (a current ClickHouse): the partition listing and DROP PARTITION ID the retention
+    // job issues, over the same schema and rollups.
+    let (sep, oct) = (day(2023, 9, 10), day(2023, 10, 20));
+    let mut statements = schema_statements("wardline");
+    let mut hours = Vec::new();
+    for (i, d) in [sep, sep, oct].iter().enumerate() {
+        let t = u64::from(*d) * 86_400 + 36_000 + i as u64;
+        hours.push((t / 3600 * 3600) as u32);
+        statements.push(format!(
+            "INSERT INTO wardline.flows (batch_id, idx, sensor_id, site, day, first_seen, first_seen_us, \
+             a_mac, b_mac, a_ip, b_ip, bytes_ab, app) VALUES ('b{i}', 0, 's1', 'north', toDate({d}), \
+             toDateTime({t}), {t}000000, '00:1a:2b:00:00:01', '00:50:56:00:09:09', '10.0.0.1', 'fd00::9', 100, 'dicom')"
+        ));
+        statements.push(format!(
+            "INSERT INTO wardline.policy_violations (violation_id, day, detected_at, rule_id) \
+             VALUES ('v{i}', toDate({d}), toDateTime({t}), 'r')"
+        ));
+    }
+    hours.dedup();
+    statements.extend(refresh_statements("wardline", &hours));
+    let sep_ids = [("flows", "202309"), ("flows_hours_touched", "202309"), ("policy_violations", "202309")];
+    for table in RETENTION_TABLES {
+        let id = sep_ids.iter().find(|(t, _)| *t == table).map_or("20230910", |(_, id)| id);
+        statements.push(drop_partition_sql("wardline", table, id));
+    }
+    let queries = BTreeMap::from([
+        ("parts".to_string(), partitions_sql("wardline")),
+        ("flows".to_string(), "SELECT count() FROM wardline.flows FINAL".to_string()),
+    ]);
+    let Some((version, results)) = crate::grafana_panels::run_on_chdb(&statements, &queries) else { return };
+    eprintln!("chDB (ClickHouse {version})");
+    let parts = results["parts"].as_ref().unwrap_or_else(|e| panic!("partition listing on {version}: {e}"));
+    let listed: Vec<Vec<&str>> = parts.lines().map(|l| l.split('\t').collect()).collect();
+    let oct_day = oct.to_string();
+    let want: Vec<Vec<&str>> = [
+        ("device_hourly", "20231020"),
+        ("flows", "202310"),
+        ("flows_hours_touched", "202310"),
+        ("policy_violations", "202310"),
+        ("segment_pair_hourly", "20231020"),
+    ]
+    .iter()
+    .map(|(t, id)| vec![*t, *id, oct_day.as_str()])
+    .collect();
+    let got: Vec<Vec<&str>> = listed.iter().map(|r| vec![r[0], r[1], r[3]]).collect();
+    assert_eq!(got, want, "{parts}");
+    assert_eq!(results["flows"].as_deref().map(str::trim), Ok("1"));
 }

@@ -649,10 +649,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Per query key: the TabSeparated rows, or the engine's error.
-type EngineResults = BTreeMap<String, Result<String, String>>;
+pub(crate) type EngineResults = BTreeMap<String, Result<String, String>>;
 
 /// Run `job` (statements, then named queries) on chDB; `None` when chDB is not installed.
-fn run_on_chdb(statements: &[String], queries: &BTreeMap<String, String>) -> Option<(String, EngineResults)> {
+pub(crate) fn run_on_chdb(
+    statements: &[String],
+    queries: &BTreeMap<String, String>,
+) -> Option<(String, EngineResults)> {
     let script = repo_path("scripts/chdb_check.py");
     let job = serde_json::json!({ "statements": statements, "queries": queries });
     let mut child = Command::new("python3")
