@@ -110,21 +110,23 @@ pub async fn read_watermark(sink: &ClickHouseSink) -> Result<u32, SinkError> {
     Ok(rows.first().map_or(0, |r| r.hour))
 }
 
-/// One pass: recompute every hour touched at or after `since` (Unix seconds), then record
-/// the next watermark. Safe to run on several nodes at once (each recompute is whole).
+/// One pass: recompute every hour touched at or after `since` (Unix seconds; 0 = every
+/// hour with flows), then record the next watermark. Safe to run on several nodes at once (each recompute is whole).
 pub async fn refresh_touched_hours(sink: &ClickHouseSink, since: u32) -> Result<RollupReport, SinkError> {
     let db = sink.database();
     let now: Vec<Now> = sink.fetch_raw("reading the server clock", "SELECT toUInt32(now()) AS now").await?;
     let started = now.first().map_or(0, |n| n.now);
-    let hours: Vec<Hour> = sink
-        .fetch_raw(
-            "listing hours with new flows",
-            &format!(
-                "SELECT DISTINCT toUInt32(hour) AS hour FROM {db}.flows_hours_touched \
-                 WHERE touched_at >= toDateTime({since}) ORDER BY hour"
-            ),
+    // No pass ever completed (a new install, or one upgraded from before the rollups, whose
+    // older rows the touched-hours view never saw): every hour that holds flows.
+    let listing = if since == 0 {
+        format!("SELECT DISTINCT toUInt32(toStartOfHour(first_seen)) AS hour FROM {db}.flows ORDER BY hour")
+    } else {
+        format!(
+            "SELECT DISTINCT toUInt32(hour) AS hour FROM {db}.flows_hours_touched \
+             WHERE touched_at >= toDateTime({since}) ORDER BY hour"
         )
-        .await?;
+    };
+    let hours: Vec<Hour> = sink.fetch_raw("listing hours with new flows", &listing).await?;
     let hours: Vec<u32> = hours.into_iter().map(|h| h.hour).collect();
     for (i, sql) in refresh_statements(db, &hours).iter().enumerate() {
         let table = ROLLUP_TABLES[i % ROLLUP_TABLES.len()];
