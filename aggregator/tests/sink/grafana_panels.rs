@@ -286,6 +286,8 @@ fn provisioning_files_name_the_plugin_the_database_and_the_dashboards() {
         "username:",
         "secureJsonData:",
         "password:",
+        // The plugin type-asserts dialTimeout as a string; a YAML number would break loading.
+        "dialTimeout: \"",
     ] {
         assert!(ds.contains(needle), "datasource provisioning lacks {needle:?}");
     }
