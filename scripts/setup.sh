@@ -35,6 +35,16 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet clickhous
   echo "setup: note: a system clickhouse-server is running; tests use their own instance on free ports" >&2
 fi
 
+# chDB (ClickHouse embedded in Python) runs the Grafana panel SQL on a current ClickHouse
+# release next to Debian's 18.16 (aggregator/tests/sink/grafana_panels.rs). Full setup only;
+# without it that half of the test is skipped with a message.
+if [[ "${WARDLINE_SETUP:-full}" != minimal ]] && command -v python3 >/dev/null 2>&1; then
+  if ! python3 -c "import chdb" >/dev/null 2>&1; then
+    echo "setup: installing chdb (pip)" >&2
+    python3 -m pip install --quiet chdb || echo "setup: cannot install chdb; the current-ClickHouse half of the panel test will be skipped" >&2
+  fi
+fi
+
 # The test command checks formatting and lints; both are rustup components that a minimal
 # toolchain may lack.
 for tool in rustfmt clippy; do

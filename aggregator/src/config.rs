@@ -42,6 +42,10 @@ pub struct NodeConfig {
     pub clickhouse_url: Option<String>,
     #[serde(default = "default_db")]
     pub clickhouse_database: String,
+    /// Days of flows, rollups and violations kept in ClickHouse; older partitions are
+    /// dropped (decision 0023). Unset keeps everything.
+    #[serde(default)]
+    pub clickhouse_retention_days: Option<u32>,
     /// Initialise a new one-node cluster on first start (`run --init`; ignored once the node
     /// has state). Without it a fresh node waits until a cluster adds it (`cluster join`).
     #[serde(default)]
@@ -96,6 +100,9 @@ impl NodeConfig {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");
             }
+        }
+        if self.clickhouse_retention_days == Some(0) {
+            bail!("clickhouse_retention_days = 0 would drop today's flows; give at least 1, or leave it out to keep everything");
         }
         Ok(())
     }

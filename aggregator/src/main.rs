@@ -87,6 +87,9 @@ struct RunArgs {
     clickhouse_url: Option<String>,
     #[arg(long)]
     clickhouse_database: Option<String>,
+    /// Days of data kept in ClickHouse; older partitions are dropped (docs/dashboards.md).
+    #[arg(long)]
+    clickhouse_retention_days: Option<u32>,
     /// Do not initialise a cluster even if the config file says `bootstrap = true`.
     #[arg(long, conflicts_with = "init")]
     no_bootstrap: bool,
@@ -212,6 +215,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 tls: TlsPaths::in_dir(&tls_dir, "node"),
                 clickhouse_url: None,
                 clickhouse_database: "wardline".into(),
+                clickhouse_retention_days: None,
                 bootstrap: false,
                 restore: None,
                 kb_dirs: Vec::new(),
@@ -242,6 +246,9 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
     }
     if let Some(v) = a.clickhouse_database {
         cfg.clickhouse_database = v;
+    }
+    if let Some(v) = a.clickhouse_retention_days {
+        cfg.clickhouse_retention_days = Some(v);
     }
     if let Some(v) = a.listen_raft {
         cfg.listen_raft = v;

@@ -109,6 +109,29 @@ impl Node {
     }
 }
 
+impl Node {
+    /// With ClickHouse configured: refresh the hourly rollups and apply retention every
+    /// minute until `stop` turns true (decision 0023).
+    pub fn spawn_clickhouse_maintenance(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let url = self.config.clickhouse_url.as_deref().map(str::trim).filter(|u| !u.is_empty())?;
+        let sink = match crate::sink::clickhouse::ClickHouseSink::new(url, &self.config.clickhouse_database) {
+            Ok(sink) => sink,
+            Err(e) => {
+                tracing::error!("ClickHouse rollups and retention are off: {e}");
+                return None;
+            }
+        };
+        let config = crate::sink::clickhouse_retention::MaintenanceConfig {
+            retention_days: self.config.clickhouse_retention_days,
+            interval: std::time::Duration::from_secs(60),
+        };
+        Some(tokio::spawn(crate::sink::clickhouse_retention::run_maintenance(sink, config, stop)))
+    }
+}
+
 struct IngestHandler(Arc<Node>);
 
 impl BatchHandler for IngestHandler {
@@ -138,6 +161,7 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = node.spawn_outbox_drainer(stop_rx.clone());
+    let maintenance = node.spawn_clickhouse_maintenance(stop_rx.clone());
     let api = {
         let mut rx = stop_rx.clone();
         let (tls, raft) = (node.config.tls.clone(), node.raft.clone());
@@ -196,6 +220,10 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     let _ = api.await;
     let _ = raft_rpc.await;
     let _ = drain.await;
+    if let Some(m) = maintenance {
+        // Every pass is idempotent, so one cut short is simply redone after restart.
+        m.abort();
+    }
     node.raft.shutdown().await;
     match raft_failure {
         Some(reason) => Err(anyhow::anyhow!("the Raft core stopped: {reason}")),

@@ -39,7 +39,8 @@ pub fn schema_statements(database: &str) -> Vec<String> {
         .map(str::trim)
         .filter(|stmt| !stmt.is_empty())
         .map(|stmt| {
-            stmt.replace("EXISTS wardline.", &format!("EXISTS {database}."))
+            // Every table reference is qualified `wardline.` (views name their source and target too).
+            stmt.replace("wardline.", &format!("{database}."))
                 .replace("DATABASE IF NOT EXISTS wardline", &format!("DATABASE IF NOT EXISTS {database}"))
         })
         .collect()
@@ -138,7 +139,9 @@ impl ClickHouseSink {
             let op = if sql.starts_with("CREATE DATABASE") {
                 format!("creating database {}", self.database)
             } else {
-                format!("creating table {}.{FLOWS_TABLE}", self.database)
+                // "CREATE TABLE IF NOT EXISTS db.name" / "CREATE MATERIALIZED VIEW ...": name the object.
+                let object = sql.split_whitespace().find(|w| w.starts_with(&format!("{}.", self.database)));
+                format!("creating {}", object.unwrap_or(FLOWS_TABLE))
             };
             // query_raw: the DDL contains no bind placeholders.
             self.run(&op, || bare.query_raw(&sql).execute()).await?;
@@ -182,6 +185,21 @@ impl ClickHouseSink {
             }
             _ => SinkError::ClickHouse { url: self.url.clone(), operation: operation.to_string(), detail },
         }
+    }
+
+    /// Run one statement that returns no rows (INSERT … SELECT, ALTER) under the sink's
+    /// timeout and error mapping; for the rollup and retention jobs. `sql` holds no bind
+    /// placeholders.
+    pub(crate) async fn execute_raw(&self, operation: &str, sql: &str) -> Result<(), SinkError> {
+        self.run(operation, || self.client.query_raw(sql).execute()).await
+    }
+
+    /// Run one query and read its rows (RowBinary, so `T` must match the selected columns).
+    pub(crate) async fn fetch_raw<T>(&self, operation: &str, sql: &str) -> Result<Vec<T>, SinkError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.run(operation, || self.client.query_raw(sql).fetch_all::<T>()).await
     }
 
     /// Number of distinct rows already stored for this batch.

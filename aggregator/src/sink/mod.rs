@@ -9,6 +9,8 @@
 //! table) and [`embedded::EmbeddedSink`] (sled on the node, for demos and ClickHouse-less nodes).
 
 pub mod clickhouse;
+pub mod clickhouse_retention;
+pub mod clickhouse_rollup;
 pub mod embedded;
 mod row;
 

@@ -7,5 +7,7 @@
 mod sink_support;
 
 mod clickhouse;
+mod clickhouse_retention;
 mod embedded;
+mod grafana_panels;
 mod outbox;

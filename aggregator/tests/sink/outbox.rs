@@ -38,6 +38,7 @@ fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_bytes: u64) -> 
         tls: TlsPaths::in_dir(&pki, "node"),
         clickhouse_url,
         clickhouse_database: "wardline".into(),
+        clickhouse_retention_days: None,
         bootstrap: true,
         kb_dirs: Vec::new(),
         outbox_max_bytes,
