@@ -138,6 +138,12 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = node.spawn_outbox_drainer(stop_rx.clone());
+    // Alert events to the SIEM, sent by whichever node leads (decision 0024).
+    let siem = node
+        .config
+        .siem
+        .clone()
+        .map(|c| tokio::spawn(crate::siem::Forwarder::new(node.raft.clone(), c).run(stop_rx.clone())));
     let api = {
         let mut rx = stop_rx.clone();
         let (tls, raft) = (node.config.tls.clone(), node.raft.clone());
@@ -196,6 +202,9 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     let _ = api.await;
     let _ = raft_rpc.await;
     let _ = drain.await;
+    if let Some(siem) = siem {
+        let _ = siem.await;
+    }
     node.raft.shutdown().await;
     match raft_failure {
         Some(reason) => Err(anyhow::anyhow!("the Raft core stopped: {reason}")),

@@ -1,0 +1,374 @@
+//! The first anomaly detectors (issue 11 part 3, decision 0024): per-device baselines learned
+//! from the replicated batches, and the occurrences that behaviour outside them produces.
+//!
+//! Everything runs inside `ClusterState::apply` on the batch being applied, so it is
+//! deterministic: time is the capture time carried by the batch (never the wall clock), and
+//! collections are ordered. A device learns for `learning_us` of data time from its first
+//! sighting; nothing it does in that time alerts, it becomes its baseline. A site learns
+//! the same way from its first batch: a device that first appears on a clinical VLAN after
+//! its site finished learning is new on that VLAN.
+//!
+//! | kind | input | target |
+//! |---|---|---|
+//! | `new_peer` | flows (either side) | the peer's IP |
+//! | `new_external_destination` | flows the device started to a global address | the IP |
+//! | `new_protocol` | flows the device started | `tcp/443` (responder's port) |
+//! | `new_listening_service` | `listening_port` evidence | `tcp/3613` |
+//! | `cleartext_credentials` | `cleartext_login`, `http_basic_auth` evidence | `ftp`, `telnet`, `http` |
+//! | `device_moved` | device observations' site | the new site |
+//! | `new_device_on_clinical_vlan` | device observations' VLANs | `vlan 40` |
+//!
+//! A flow side counts as a device only when that MAC's record holds that IP (a router's MAC
+//! carrying a routed host's traffic is not the host). Baselines are bounded per device; a
+//! set that fills up during learning marks the device as too diverse for that detector
+//! (a server talking to hundreds of peers), which then stays quiet for it — counted in
+//! `saturated`, shown by `GET /api/v1/alerts/settings`.
+
+use super::alerts::{AlertKind, Occurrence, Severity};
+use super::{BatchSummary, DeviceRecord, VecSet};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use wardline_common::{Field, FlowRecord, MacAddr};
+
+/// Peers learned per device.
+pub const MAX_BASELINE_PEERS: usize = 64;
+/// Protocols (responder ports) learned per device.
+pub const MAX_BASELINE_PROTOCOLS: usize = 32;
+/// Listening services learned per device.
+pub const MAX_BASELINE_SERVICES: usize = 32;
+/// Sites learned per device.
+pub const MAX_BASELINE_SITES: usize = 8;
+/// Cleartext-credential protocols learned per device.
+pub const MAX_BASELINE_CLEARTEXT: usize = 8;
+/// Default learning period: 7 days of capture time.
+pub const DEFAULT_LEARNING_US: u64 = 7 * 86_400 * 1_000_000;
+
+/// A VLAN whose devices are clinical (at one site, or at every site).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClinicalVlan {
+    pub site: Option<String>,
+    pub vlan: u16,
+}
+
+/// Detector settings, replicated (`Command::SetAnomalyConfig`) so every node decides alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnomalyConfig {
+    /// Learning period of a device and of a site, µs of capture time.
+    pub learning_us: u64,
+    pub clinical_vlans: Vec<ClinicalVlan>,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig { learning_us: DEFAULT_LEARNING_US, clinical_vlans: Vec::new() }
+    }
+}
+
+impl AnomalyConfig {
+    fn is_clinical(&self, site: &str, vlan: u16) -> bool {
+        self.clinical_vlans.iter().any(|c| c.vlan == vlan && c.site.as_deref().is_none_or(|s| s == site))
+    }
+}
+
+/// Which sets of a baseline filled up while learning.
+pub mod saturated {
+    pub const PEERS: u8 = 1;
+    pub const PROTOCOLS: u8 = 2;
+    pub const SERVICES: u8 = 4;
+    pub const SITES: u8 = 8;
+    pub const CLEARTEXT: u8 = 16;
+}
+
+/// What one device did while it learned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceBaseline {
+    /// Earliest capture time the detectors saw for it.
+    pub first_us: u64,
+    pub peers: VecSet<IpAddr>,
+    pub protocols: VecSet<String>,
+    pub services: VecSet<String>,
+    pub sites: VecSet<String>,
+    pub cleartext: VecSet<String>,
+    /// [`saturated`] bits.
+    pub saturated: u8,
+}
+
+/// Counters of the detectors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnomalyCounters {
+    /// Baseline sets that filled up while learning (each device and set once).
+    pub saturated: u64,
+    /// Flow sides not attributed to a device (its MAC's record does not hold its IP).
+    pub flow_sides_unattributed: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baselines {
+    config: AnomalyConfig,
+    devices: BTreeMap<MacAddr, Arc<DeviceBaseline>>,
+    /// Earliest capture time per site.
+    site_first_us: BTreeMap<String, u64>,
+    counters: AnomalyCounters,
+}
+
+/// Whether an address is on the Internet rather than a private, local or special network.
+pub fn is_global(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared address space (CGNAT)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking (tests, chaos)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+/// Learn `item` or report it as new. `None`: known, learned, or the set is saturated.
+fn check<T: Ord + Clone>(set: &mut VecSet<T>, item: &T, cap: usize, learning: bool, flags: &mut u8, bit: u8) -> bool {
+    if set.contains(item) {
+        return false;
+    }
+    if learning {
+        if set.len() < cap {
+            set.insert(item.clone());
+        } else {
+            *flags |= bit;
+        }
+        return false;
+    }
+    *flags & bit == 0
+}
+
+impl Baselines {
+    pub fn config(&self) -> &AnomalyConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: &AnomalyConfig) {
+        self.config = config.clone();
+    }
+
+    pub fn counters(&self) -> &AnomalyCounters {
+        &self.counters
+    }
+
+    pub fn device(&self, mac: &MacAddr) -> Option<&Arc<DeviceBaseline>> {
+        self.devices.get(mac)
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Run the detectors over one applied batch; returns the occurrences in a fixed order.
+    /// `devices` is the inventory after the batch was merged.
+    pub fn detect(
+        &mut self,
+        batch: &BatchSummary,
+        flows: &[FlowRecord],
+        devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
+    ) -> Vec<Occurrence> {
+        let mut out = Vec::new();
+        let learning_us = self.config.learning_us;
+        if let Some(first) = batch.devices.iter().map(|d| d.first_seen_us).min() {
+            let site_first = self.site_first_us.entry(batch.site.clone()).or_insert(first);
+            *site_first = (*site_first).min(first);
+        }
+        let site_learned_at = self.site_first_us.get(&batch.site).map(|f| f.saturating_add(learning_us));
+        for obs in &batch.devices {
+            let ts = obs.first_seen_us;
+            let device = obs.mac.to_string();
+            let occ = |kind, severity, target: String, evidence: String| Occurrence {
+                kind,
+                severity,
+                device: device.clone(),
+                site: batch.site.clone(),
+                target,
+                ts_us: ts,
+                evidence,
+            };
+            let (b, learning) = self.baseline(obs.mac, ts);
+            let before = b.saturated;
+            let new_device = learning && site_learned_at.is_some_and(|at| b.first_us >= at);
+            if new_device {
+                for vlan in &obs.vlans {
+                    if self.config.is_clinical(&batch.site, *vlan) {
+                        out.push(occ(
+                            AlertKind::NewDeviceOnClinicalVlan,
+                            Severity::High,
+                            format!("vlan {vlan}"),
+                            format!("first seen by sensor {} on clinical VLAN {vlan}", batch.sensor_id),
+                        ));
+                    }
+                }
+            }
+            let b = Arc::make_mut(self.devices.get_mut(&obs.mac).expect("created by baseline()"));
+            if check(&mut b.sites, &batch.site, MAX_BASELINE_SITES, learning, &mut b.saturated, saturated::SITES) {
+                let known: Vec<&str> = b.sites.iter().map(String::as_str).collect();
+                out.push(occ(
+                    AlertKind::DeviceMoved,
+                    Severity::Medium,
+                    batch.site.clone(),
+                    format!("seen at site {} by sensor {}; known at {}", batch.site, batch.sensor_id, known.join(", ")),
+                ));
+            }
+            for ev in &obs.evidence {
+                match ev.field {
+                    Field::ListeningPort => {
+                        if check(
+                            &mut b.services,
+                            &ev.value,
+                            MAX_BASELINE_SERVICES,
+                            learning,
+                            &mut b.saturated,
+                            saturated::SERVICES,
+                        ) {
+                            out.push(Occurrence {
+                                ts_us: ev.ts_us,
+                                ..occ(
+                                    AlertKind::NewListeningService,
+                                    Severity::Medium,
+                                    ev.value.clone(),
+                                    format!("accepted a connection on {} ({})", ev.value, ev.proto),
+                                )
+                            });
+                        }
+                    }
+                    Field::CleartextLogin | Field::HttpBasicAuth => {
+                        let proto =
+                            if ev.field == Field::HttpBasicAuth { "http".to_string() } else { ev.value.clone() };
+                        if check(
+                            &mut b.cleartext,
+                            &proto,
+                            MAX_BASELINE_CLEARTEXT,
+                            learning,
+                            &mut b.saturated,
+                            saturated::CLEARTEXT,
+                        ) {
+                            out.push(Occurrence {
+                                ts_us: ev.ts_us,
+                                ..occ(
+                                    AlertKind::CleartextCredentials,
+                                    Severity::High,
+                                    proto.clone(),
+                                    format!("{} credentials sent in cleartext ({} evidence)", proto, ev.field),
+                                )
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.count_saturation(before, obs.mac);
+        }
+        for f in flows {
+            self.detect_flow_side(batch, f, true, devices, &mut out);
+            self.detect_flow_side(batch, f, false, devices, &mut out);
+        }
+        out
+    }
+
+    /// The baseline of `mac` (created at `ts` if new), and whether it is learning at `ts`.
+    fn baseline(&mut self, mac: MacAddr, ts: u64) -> (&DeviceBaseline, bool) {
+        let b =
+            self.devices.entry(mac).or_insert_with(|| Arc::new(DeviceBaseline { first_us: ts, ..Default::default() }));
+        if ts < b.first_us {
+            Arc::make_mut(b).first_us = ts;
+        }
+        let learning = ts < b.first_us.saturating_add(self.config.learning_us);
+        (b, learning)
+    }
+
+    fn count_saturation(&mut self, before: u8, mac: MacAddr) {
+        let after = self.devices.get(&mac).map_or(before, |b| b.saturated);
+        self.counters.saturated = self.counters.saturated.saturating_add(u64::from((after & !before).count_ones()));
+    }
+
+    /// Peers and protocols of one side of a flow (`a`: the side that sent first).
+    fn detect_flow_side(
+        &mut self,
+        batch: &BatchSummary,
+        f: &FlowRecord,
+        a_side: bool,
+        devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
+        out: &mut Vec<Occurrence>,
+    ) {
+        let (mac, ip, peer, peer_port) =
+            if a_side { (f.a_mac, f.a_ip, f.b_ip, f.b_port) } else { (f.b_mac, f.b_ip, f.a_ip, f.a_port) };
+        if !devices.get(&mac).is_some_and(|d| d.ips.contains_key(&ip)) {
+            self.counters.flow_sides_unattributed = self.counters.flow_sides_unattributed.saturating_add(1);
+            return;
+        }
+        let ts = f.first_seen_us;
+        let (_, learning) = self.baseline(mac, ts);
+        let b = Arc::make_mut(self.devices.get_mut(&mac).expect("created by baseline()"));
+        let before = b.saturated;
+        let occ = |kind, severity, target: String, evidence: String| Occurrence {
+            kind,
+            severity,
+            device: mac.to_string(),
+            site: batch.site.clone(),
+            target,
+            ts_us: ts,
+            evidence,
+        };
+        let transport = match f.ip_proto {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            p => format!("ip{p}"),
+        };
+        let service = format!("{transport}/{peer_port}");
+        if check(&mut b.peers, &peer, MAX_BASELINE_PEERS, learning, &mut b.saturated, saturated::PEERS) {
+            let external = a_side && is_global(&peer);
+            let (kind, severity) = if external {
+                (AlertKind::NewExternalDestination, Severity::Medium)
+            } else {
+                (AlertKind::NewPeer, Severity::Low)
+            };
+            let direction = if a_side { "to" } else { "from" };
+            out.push(occ(
+                kind,
+                severity,
+                peer.to_string(),
+                format!("{} flow {direction} {peer} ({service}, app {})", transport, f.app),
+            ));
+        }
+        if a_side
+            && check(
+                &mut b.protocols,
+                &service,
+                MAX_BASELINE_PROTOCOLS,
+                learning,
+                &mut b.saturated,
+                saturated::PROTOCOLS,
+            )
+        {
+            out.push(occ(
+                AlertKind::NewProtocol,
+                Severity::Low,
+                service.clone(),
+                format!("opened {service} (app {}) to {peer}", f.app),
+            ));
+        }
+        self.count_saturation(before, mac);
+    }
+}
