@@ -574,10 +574,12 @@ mod tests {
         s.occur(&occ("new-3", AlertKind::NewPeer, "x", 1));
         assert_eq!(s.alerts().len(), MAX_ALERTS);
         assert_eq!((s.counters().resolved_dropped, s.counters().occurrences_refused), (2, 1));
-        // The dropped alert's key is free: the device alerts again with a fresh id.
+        // The dropped alert's key (id 3 was m2's) is free: the device alerts again with a
+        // fresh id.
         s.triage(&triage(MAX_ALERTS as u64 + 1, AlertAction::Resolved)).unwrap();
-        s.occur(&occ("m3", AlertKind::NewPeer, "x", 9));
-        assert_eq!(s.alerts().values().last().unwrap().device, "m3");
+        s.occur(&occ("m2", AlertKind::NewPeer, "x", 9));
+        let last = s.alerts().values().last().unwrap();
+        assert_eq!((last.id, last.device.as_str()), (MAX_ALERTS as u64 + 3, "m2"));
         // The SIEM queue is bounded too, counting what it pushed out.
         assert_eq!(s.pending_events().len(), MAX_PENDING_EVENTS);
         assert_eq!(s.counters().events_dropped, s.last_event_seq() - MAX_PENDING_EVENTS as u64);

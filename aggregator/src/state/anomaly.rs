@@ -372,3 +372,200 @@ impl Baselines {
         self.count_saturation(before, mac);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::alerts::{Alert, AlertState};
+    use crate::state::{ClusterState, Command, IngestBatch};
+    use std::borrow::Cow;
+    use ulid::Ulid;
+    use wardline_common::{DeviceObservation, Evidence, Proto};
+
+    const HOUR: u64 = 3_600_000_000;
+    const T0: u64 = 1_767_225_600_000_000;
+    const PUMP: MacAddr = MacAddr([0x00, 0x09, 0xfb, 0, 0, 1]);
+    const SERVER: MacAddr = MacAddr([0x00, 0x09, 0xfb, 0, 0, 2]);
+    const ROUTER: MacAddr = MacAddr([0x00, 0x00, 0x5e, 0, 1, 1]);
+
+    struct Feed {
+        state: ClusterState,
+        seq: u64,
+    }
+
+    fn obs(mac: MacAddr, ip: &str, vlan: u16, ts: u64, evidence: &[(Field, &str)]) -> DeviceObservation {
+        DeviceObservation {
+            mac,
+            ips: vec![ip.parse().unwrap()],
+            vlans: vec![vlan],
+            first_seen_us: ts,
+            last_seen_us: ts + 1,
+            packets: 1,
+            bytes: 60,
+            evidence: evidence.iter().map(|(f, v)| Evidence::new(*f, *v, Proto::Telnet, ts)).collect(),
+        }
+    }
+
+    fn flow(a: (MacAddr, &str), b: (MacAddr, &str), port: u16, ts: u64) -> FlowRecord {
+        FlowRecord {
+            ip_proto: 6,
+            vlan: Some(40),
+            a_mac: a.0,
+            b_mac: b.0,
+            a_ip: a.1.parse().unwrap(),
+            b_ip: b.1.parse().unwrap(),
+            a_port: 50_000,
+            b_port: port,
+            first_seen_us: ts,
+            last_seen_us: ts + 10,
+            packets_ab: 3,
+            packets_ba: 3,
+            bytes_ab: 300,
+            bytes_ba: 300,
+            tcp_flags_ab: 0x1b,
+            tcp_flags_ba: 0x1b,
+            app: Cow::Borrowed("unknown"),
+            end_reason: Cow::Borrowed("fin"),
+        }
+    }
+
+    impl Feed {
+        fn new(learning_us: u64, clinical: &[u16]) -> Feed {
+            let mut state = ClusterState::new();
+            let clinical_vlans = clinical.iter().map(|v| ClinicalVlan { site: Some("ward".into()), vlan: *v }).collect();
+            state.apply(&Command::SetAnomalyConfig(AnomalyConfig { learning_us, clinical_vlans }));
+            Feed { state, seq: 0 }
+        }
+
+        fn send(&mut self, site: &str, devices: Vec<DeviceObservation>, flows: Vec<FlowRecord>) {
+            self.seq += 1;
+            let mut summary = BatchSummary::empty(Ulid::from_parts(self.seq, 7), "s1".into(), site.into(), self.seq);
+            summary.devices = devices;
+            let cmd = Command::ApplyBatches(vec![IngestBatch { summary, flows }]);
+            assert!(self.state.apply(&cmd).applied);
+        }
+
+        fn alerts(&self) -> Vec<(AlertKind, String, String)> {
+            self.state.alerts().alerts().values().map(|a| (a.kind, a.device.clone(), a.target.clone())).collect()
+        }
+
+        fn alert(&self, kind: AlertKind) -> Alert {
+            self.state.alerts().alerts().values().find(|a| a.kind == kind).cloned().unwrap()
+        }
+    }
+
+    #[test]
+    fn nothing_alerts_while_learning_and_news_alerts_after_it() {
+        let mut f = Feed::new(24 * HOUR, &[]);
+        let learn = |f: &mut Feed, ts| {
+            f.send(
+                "ward",
+                vec![
+                    obs(PUMP, "10.0.40.5", 40, ts, &[(Field::ListeningPort, "tcp/3613"), (Field::CleartextLogin, "telnet")]),
+                    obs(SERVER, "10.0.40.9", 40, ts, &[]),
+                ],
+                vec![flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 2575, ts)],
+            );
+        };
+        learn(&mut f, T0);
+        // Something new, but still inside the learning day: it joins the baseline.
+        f.send("ward", vec![], vec![flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 443, T0 + 2 * HOUR)]);
+        learn(&mut f, T0 + 23 * HOUR);
+        assert!(f.alerts().is_empty(), "{:?}", f.alerts());
+
+        // After learning: the known behaviour stays quiet, the new one alerts.
+        let later = T0 + 25 * HOUR;
+        learn(&mut f, later);
+        f.send("ward", vec![], vec![flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 443, later)]);
+        assert!(f.alerts().is_empty(), "{:?}", f.alerts());
+        f.send(
+            "ward",
+            vec![obs(PUMP, "10.0.40.5", 40, later, &[(Field::ListeningPort, "tcp/23"), (Field::HttpBasicAuth, "present")])],
+            vec![
+                flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 22, later),
+                flow((PUMP, "10.0.40.5"), (ROUTER, "203.0.113.80"), 443, later),
+                flow((PUMP, "10.0.40.5"), (ROUTER, "93.184.216.34"), 443, later),
+            ],
+        );
+        f.send("clinic", vec![obs(PUMP, "10.0.40.5", 40, later + 1, &[])], vec![]);
+        let pump = PUMP.to_string();
+        let t = |k, target: &str| (k, pump.clone(), target.to_string());
+        assert_eq!(f.alerts(), [
+            t(AlertKind::NewListeningService, "tcp/23"),
+            t(AlertKind::CleartextCredentials, "http"),
+            t(AlertKind::NewProtocol, "tcp/22"),
+            // Documentation addresses are not the Internet; the global one is.
+            t(AlertKind::NewPeer, "203.0.113.80"),
+            t(AlertKind::NewExternalDestination, "93.184.216.34"),
+            t(AlertKind::DeviceMoved, "clinic"),
+        ]);
+        // The responder of a flow is attributed too only if its record holds the address:
+        // the router's MAC carrying Internet traffic is not a device that alerts.
+        assert!(f.state.baselines().counters().flow_sides_unattributed >= 2);
+        let external = f.alert(AlertKind::NewExternalDestination);
+        assert_eq!((external.severity, external.state, external.first_seen_us), (Severity::Medium, AlertState::Open, later));
+        assert!(external.evidence.contains("tcp/443"), "{}", external.evidence);
+        // The same news again is the same alert, counted.
+        f.send("ward", vec![], vec![flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 22, later + 5)]);
+        assert_eq!(f.alert(AlertKind::NewProtocol).count, 2);
+    }
+
+    #[test]
+    fn a_new_device_on_a_clinical_vlan_alerts_once_its_site_has_learned() {
+        let mut f = Feed::new(HOUR, &[40]);
+        f.send("ward", vec![obs(PUMP, "10.0.40.5", 40, T0, &[])], vec![]);
+        f.send("ward", vec![obs(MacAddr([0, 9, 0xfb, 0, 0, 3]), "10.0.40.6", 40, T0 + HOUR / 2, &[])], vec![]);
+        assert!(f.alerts().is_empty(), "devices arriving while the site learns are its baseline");
+        let late = T0 + 2 * HOUR;
+        let newcomer = MacAddr([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        f.send("ward", vec![obs(newcomer, "10.0.40.77", 40, late, &[]), obs(SERVER, "10.0.50.9", 50, late, &[])], vec![]);
+        assert_eq!(f.alerts(), [(AlertKind::NewDeviceOnClinicalVlan, newcomer.to_string(), "vlan 40".to_string())]);
+        assert_eq!(f.alert(AlertKind::NewDeviceOnClinicalVlan).severity, Severity::High);
+    }
+
+    #[test]
+    fn a_baseline_that_fills_up_while_learning_makes_that_detector_quiet_and_is_counted() {
+        let mut f = Feed::new(HOUR, &[]);
+        let mut devices = vec![obs(SERVER, "10.0.40.9", 40, T0, &[])];
+        let mut flows = Vec::new();
+        for i in 0..=MAX_BASELINE_PEERS as u32 {
+            let ip = format!("10.0.41.{}", i + 1);
+            let mac = MacAddr([0, 9, 0xfb, 1, (i >> 8) as u8, i as u8]);
+            devices.push(obs(mac, &ip, 41, T0, &[]));
+            flows.push(flow((mac, &ip), (SERVER, "10.0.40.9"), 2575, T0));
+        }
+        f.send("ward", devices, flows);
+        let server = f.state.baselines().device(&SERVER).unwrap().clone();
+        assert_eq!(server.peers.len(), MAX_BASELINE_PEERS);
+        assert_eq!(server.saturated & saturated::PEERS, saturated::PEERS);
+        assert_eq!(f.state.baselines().counters().saturated, 1);
+        let stranger = MacAddr([0, 9, 0xfb, 2, 0, 1]);
+        f.send(
+            "ward",
+            vec![obs(stranger, "10.0.42.1", 42, T0 + 2 * HOUR, &[])],
+            vec![flow((stranger, "10.0.42.1"), (SERVER, "10.0.40.9"), 2575, T0 + 2 * HOUR)],
+        );
+        assert!(
+            f.alerts().iter().all(|(_, device, _)| *device != SERVER.to_string()),
+            "the saturated server does not alert on a new peer: {:?}",
+            f.alerts()
+        );
+    }
+
+    #[test]
+    fn global_addresses() {
+        for (ip, global) in [
+            ("10.1.2.3", false),
+            ("192.168.1.1", false),
+            ("100.64.0.1", false),
+            ("198.18.0.5", false),
+            ("169.254.1.1", false),
+            ("8.8.8.8", true),
+            ("fd00::1", false),
+            ("fe80::1", false),
+            ("2606:4700::1111", true),
+        ] {
+            assert_eq!(is_global(&ip.parse().unwrap()), global, "{ip}");
+        }
+    }
+}
