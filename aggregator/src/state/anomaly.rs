@@ -432,7 +432,8 @@ mod tests {
     impl Feed {
         fn new(learning_us: u64, clinical: &[u16]) -> Feed {
             let mut state = ClusterState::new();
-            let clinical_vlans = clinical.iter().map(|v| ClinicalVlan { site: Some("ward".into()), vlan: *v }).collect();
+            let clinical_vlans =
+                clinical.iter().map(|v| ClinicalVlan { site: Some("ward".into()), vlan: *v }).collect();
             state.apply(&Command::SetAnomalyConfig(AnomalyConfig { learning_us, clinical_vlans }));
             Feed { state, seq: 0 }
         }
@@ -461,7 +462,13 @@ mod tests {
             f.send(
                 "ward",
                 vec![
-                    obs(PUMP, "10.0.40.5", 40, ts, &[(Field::ListeningPort, "tcp/3613"), (Field::CleartextLogin, "telnet")]),
+                    obs(
+                        PUMP,
+                        "10.0.40.5",
+                        40,
+                        ts,
+                        &[(Field::ListeningPort, "tcp/3613"), (Field::CleartextLogin, "telnet")],
+                    ),
                     obs(SERVER, "10.0.40.9", 40, ts, &[]),
                 ],
                 vec![flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 2575, ts)],
@@ -480,7 +487,13 @@ mod tests {
         assert!(f.alerts().is_empty(), "{:?}", f.alerts());
         f.send(
             "ward",
-            vec![obs(PUMP, "10.0.40.5", 40, later, &[(Field::ListeningPort, "tcp/23"), (Field::HttpBasicAuth, "present")])],
+            vec![obs(
+                PUMP,
+                "10.0.40.5",
+                40,
+                later,
+                &[(Field::ListeningPort, "tcp/23"), (Field::HttpBasicAuth, "present")],
+            )],
             vec![
                 flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 22, later),
                 flow((PUMP, "10.0.40.5"), (ROUTER, "203.0.113.80"), 443, later),
@@ -490,20 +503,26 @@ mod tests {
         f.send("clinic", vec![obs(PUMP, "10.0.40.5", 40, later + 1, &[])], vec![]);
         let pump = PUMP.to_string();
         let t = |k, target: &str| (k, pump.clone(), target.to_string());
-        assert_eq!(f.alerts(), [
-            t(AlertKind::NewListeningService, "tcp/23"),
-            t(AlertKind::CleartextCredentials, "http"),
-            t(AlertKind::NewProtocol, "tcp/22"),
-            // Documentation addresses are not the Internet; the global one is.
-            t(AlertKind::NewPeer, "203.0.113.80"),
-            t(AlertKind::NewExternalDestination, "93.184.216.34"),
-            t(AlertKind::DeviceMoved, "clinic"),
-        ]);
+        assert_eq!(
+            f.alerts(),
+            [
+                t(AlertKind::NewListeningService, "tcp/23"),
+                t(AlertKind::CleartextCredentials, "http"),
+                t(AlertKind::NewProtocol, "tcp/22"),
+                // Documentation addresses are not the Internet; the global one is.
+                t(AlertKind::NewPeer, "203.0.113.80"),
+                t(AlertKind::NewExternalDestination, "93.184.216.34"),
+                t(AlertKind::DeviceMoved, "clinic"),
+            ]
+        );
         // The responder of a flow is attributed too only if its record holds the address:
         // the router's MAC carrying Internet traffic is not a device that alerts.
         assert!(f.state.baselines().counters().flow_sides_unattributed >= 2);
         let external = f.alert(AlertKind::NewExternalDestination);
-        assert_eq!((external.severity, external.state, external.first_seen_us), (Severity::Medium, AlertState::Open, later));
+        assert_eq!(
+            (external.severity, external.state, external.first_seen_us),
+            (Severity::Medium, AlertState::Open, later)
+        );
         assert!(external.evidence.contains("tcp/443"), "{}", external.evidence);
         // The same news again is the same alert, counted.
         f.send("ward", vec![], vec![flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 22, later + 5)]);
@@ -518,7 +537,11 @@ mod tests {
         assert!(f.alerts().is_empty(), "devices arriving while the site learns are its baseline");
         let late = T0 + 2 * HOUR;
         let newcomer = MacAddr([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
-        f.send("ward", vec![obs(newcomer, "10.0.40.77", 40, late, &[]), obs(SERVER, "10.0.50.9", 50, late, &[])], vec![]);
+        f.send(
+            "ward",
+            vec![obs(newcomer, "10.0.40.77", 40, late, &[]), obs(SERVER, "10.0.50.9", 50, late, &[])],
+            vec![],
+        );
         assert_eq!(f.alerts(), [(AlertKind::NewDeviceOnClinicalVlan, newcomer.to_string(), "vlan 40".to_string())]);
         assert_eq!(f.alert(AlertKind::NewDeviceOnClinicalVlan).severity, Severity::High);
     }
