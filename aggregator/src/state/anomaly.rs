@@ -233,7 +233,7 @@ impl Baselines {
             }
             for ev in &obs.evidence {
                 match ev.field {
-                    Field::ListeningPort => {
+                    Field::ListeningPort
                         if check(
                             &mut b.services,
                             &ev.value,
@@ -241,17 +241,17 @@ impl Baselines {
                             learning,
                             &mut b.saturated,
                             saturated::SERVICES,
-                        ) {
-                            out.push(Occurrence {
-                                ts_us: ev.ts_us,
-                                ..occ(
-                                    AlertKind::NewListeningService,
-                                    Severity::Medium,
-                                    ev.value.clone(),
-                                    format!("accepted a connection on {} ({})", ev.value, ev.proto),
-                                )
-                            });
-                        }
+                        ) =>
+                    {
+                        out.push(Occurrence {
+                            ts_us: ev.ts_us,
+                            ..occ(
+                                AlertKind::NewListeningService,
+                                Severity::Medium,
+                                ev.value.clone(),
+                                format!("accepted a connection on {} ({})", ev.value, ev.proto),
+                            )
+                        });
                     }
                     Field::CleartextLogin | Field::HttpBasicAuth => {
                         let proto =
