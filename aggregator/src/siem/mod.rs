@@ -223,3 +223,26 @@ impl Forwarder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::NodeConfig;
+
+    const BASE: &str = "node_id = 1\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
+
+    #[test]
+    fn the_siem_section_has_defaults_and_refuses_mistakes() {
+        let cfg: NodeConfig = toml::from_str(&format!("{BASE}[siem]\naddress = \"127.0.0.1:514\"\n")).unwrap();
+        let siem = cfg.siem.unwrap();
+        assert_eq!((siem.transport, siem.format, siem.facility), (super::Transport::Tcp, super::Payload::Cef, 16));
+        assert!(siem.validate().is_ok());
+        let udp_json = format!("{BASE}[siem]\naddress = \"h:514\"\ntransport = \"udp\"\nformat = \"json\"\n");
+        let siem = toml::from_str::<NodeConfig>(&udp_json).unwrap().siem.unwrap();
+        assert_eq!((siem.transport, siem.format), (super::Transport::Udp, super::Payload::Json));
+        let typo = format!("{BASE}[siem]\naddress = \"h:514\"\nformta = \"json\"\n");
+        assert!(toml::from_str::<NodeConfig>(&typo).unwrap_err().to_string().contains("formta"));
+        let bad = format!("{BASE}[siem]\naddress = \"h:514\"\nfacility = 30\n");
+        assert!(toml::from_str::<NodeConfig>(&bad).unwrap().siem.unwrap().validate().unwrap_err().contains("facility"));
+        assert!(toml::from_str::<NodeConfig>(BASE).unwrap().siem.is_none(), "off unless configured");
+    }
+}

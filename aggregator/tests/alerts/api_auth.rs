@@ -109,6 +109,32 @@ async fn viewers_read_analysts_triage_admins_configure_and_all_is_audited() {
     let (_, now) = answer(op(Role::Viewer).get(url("/api/v1/alerts/settings"))).await;
     assert_eq!(now["learning_secs"], 3600, "{now}");
 
+    // The CLI over the same API, with the same roles.
+    let cli = |role: Role, args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wardline-aggregator"));
+        c.args(args).args(["--api", base.as_str()]).env("WARDLINE_CERT_DIR", p.join(format!("op-{role}")));
+        c.env_remove("WARDLINE_TOKEN").env("RUST_LOG", "warn").output()
+    };
+    let out = cli(Role::Viewer, &["alerts", "list", "--json", "--state", "acknowledged"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((listed["matched"].as_u64(), listed["alerts"][0]["id"].as_u64()), (Some(1), Some(id)), "{listed}");
+    let id_text = id.to_string();
+    let resolve = ["alerts", "resolve", id_text.as_str(), "--note", "patched", "--json"];
+    let out = cli(Role::Viewer, &resolve).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs role analyst"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(Role::Analyst, &resolve).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["state"], "resolved");
+    let out = cli(Role::Viewer, &["alerts", "show", id_text.as_str()]).await.unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("resolved by op-analyst") && shown.contains("patched"), "{shown}");
+
     // The audit log names who did what to which alert, and the refusals.
     let (_, audit) = answer(op(Role::Admin).get(url("/api/v1/audit?limit=100"))).await;
     let entries = audit["entries"].as_array().unwrap();
