@@ -352,3 +352,105 @@ async fn alert_events_reach_rsyslog_as_rfc5424_with_cef_then_json_each_once() {
     assert!(raft.read_state(|s| s.alerts().pending_events().is_empty()).await, "forwarded events leave the queue");
     raft.shutdown().await;
 }
+
+/// Three nodes, each running a forwarder: only the leader sends; after the leader is gone
+/// the new leader sends only the events after the replicated watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_forwards_and_a_new_leader_continues_after_the_watermark() {
+    use crate::raft_support::ServedNode;
+    use std::collections::BTreeSet;
+
+    let rsyslog = Rsyslog::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        nodes.push(ServedNode::start(i as u64 + 1, d.path(), config(1000)).await);
+    }
+    let n1 = nodes[0].node.clone();
+    assert!(n1.initialize_single_if_new().await.unwrap());
+    n1.wait_for_leader(WAIT).await.unwrap();
+    for n in &nodes[1..] {
+        n1.add_learner(n.node.node_id(), n.member(), true).await.unwrap();
+    }
+    n1.change_membership(BTreeSet::from([1, 2, 3]), false).await.unwrap();
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for n in &nodes {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let cfg = SiemConfig {
+            hostname: Some(format!("agg-{}", n.node.node_id())),
+            ..siem(Transport::Tcp, rsyslog.tcp, Payload::Cef)
+        };
+        tasks.push(tokio::spawn(Forwarder::new(n.node.clone(), cfg).run(rx)));
+        stops.push(tx);
+    }
+    for cmd in scenario() {
+        n1.propose(cmd).await.unwrap();
+    }
+    let wait_forwarded = |node: Arc<RaftNode>, lines: usize| {
+        let rsyslog = &rsyslog;
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let (through, last) =
+                    node.read_state(|s| (s.alerts().forwarded_through(), s.alerts().last_event_seq())).await;
+                if through == last && rsyslog.lines().len() >= lines {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "forwarded through {through} of {last}, {} lines",
+                    rsyslog.lines().len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_forwarded(n1.clone(), 6).await;
+    let index = n1.applied_index().await.unwrap();
+    for n in &nodes[1..] {
+        n.node.wait_for_applied(index, WAIT).await.unwrap();
+    }
+
+    // The leader goes away (its forwarder with it, as when the process dies).
+    stops[0].send(true).unwrap();
+    let mut nodes = nodes.into_iter();
+    let old = nodes.next().unwrap();
+    old.stop().await;
+    let rest: Vec<ServedNode> = nodes.collect();
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        if let Some(l) = rest.iter().find(|n| n.node.metrics().current_leader == Some(n.node.node_id())) {
+            break l.node.clone();
+        }
+        assert!(Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let t = Triage {
+        id: 4,
+        action: AlertAction::Suppressed,
+        by: "ana".into(),
+        at_ms: 1_767_315_600_000,
+        note: String::new(),
+    };
+    assert!(leader.propose(Command::AlertTriage(t)).await.unwrap().applied);
+    wait_forwarded(leader.clone(), 7).await;
+
+    let lines = rsyslog.lines();
+    let parsed: Vec<Syslog> = lines.iter().map(|l| parse_5424(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let seqs: Vec<&str> = parsed.iter().map(|m| m.sd["event"].as_str()).collect();
+    assert_eq!(seqs, ["1", "2", "3", "4", "5", "6", "7"], "every event once, in order");
+    assert!(parsed[..6].iter().all(|m| m.procid == "1" && m.hostname == "agg-1"), "only the first leader sent them");
+    assert_eq!(parsed[6].procid, leader.node_id().to_string(), "the new leader sent the new event");
+    assert_eq!(parsed[6].msgid, "alert_suppressed");
+
+    for s in &stops[1..] {
+        s.send(true).unwrap();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    for n in rest {
+        n.stop().await;
+    }
+}
