@@ -575,6 +575,100 @@ mod tests {
         );
     }
 
+    /// Batches of a few devices with listening ports, cleartext logins, sites and flows
+    /// among themselves and to the Internet, over a few learning periods.
+    fn arb_batches() -> impl proptest::strategy::Strategy<Value = Vec<(String, Vec<DeviceObservation>, Vec<FlowRecord>)>>
+    {
+        use proptest::prelude::*;
+        let ev = (0usize..3, 0u16..4).prop_map(|(f, v)| match f {
+            0 => (Field::ListeningPort, format!("tcp/{}", 20 + v)),
+            1 => (Field::CleartextLogin, ["telnet", "ftp", "telnet", "ftp"][v as usize].to_string()),
+            _ => (Field::HttpBasicAuth, "present".to_string()),
+        });
+        let dev = (1u8..5, 0u64..6, proptest::collection::vec(ev, 0..3), 39u16..42);
+        let fl = (1u8..5, 0u8..6, 0u64..6, 0u16..3);
+        let step = (0usize..2, proptest::collection::vec(dev, 0..3), proptest::collection::vec(fl, 0..4));
+        proptest::collection::vec(step, 1..25).prop_map(|steps| {
+            steps
+                .into_iter()
+                .map(|(site, devs, flows)| {
+                    let mac = |m: u8| MacAddr([0, 9, 0xfb, 0, 0, m]);
+                    let ip = |m: u8| format!("10.0.40.{m}");
+                    let devices = devs
+                        .into_iter()
+                        .map(|(m, hours, ev, vlan)| {
+                            let ev: Vec<(Field, &str)> = ev.iter().map(|(f, v)| (*f, v.as_str())).collect();
+                            obs(mac(m), &ip(m), vlan, T0 + hours * HOUR, &ev)
+                        })
+                        .collect();
+                    let flows = flows
+                        .into_iter()
+                        .map(|(a, b, hours, port)| {
+                            let peer = if b >= 5 { (ROUTER, "93.184.216.34".to_string()) } else { (mac(b), ip(b)) };
+                            flow(
+                                (mac(a), &ip(a)),
+                                (peer.0, &peer.1),
+                                [443, 2575, 104][port as usize],
+                                T0 + hours * HOUR,
+                            )
+                        })
+                        .collect();
+                    (["ward", "clinic"][site].to_string(), devices, flows)
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        /// Alerts and baselines are a function of the applied log: grouped or one by one,
+        /// with re-sent batches, and after a snapshot round trip, the same state.
+        #[test]
+        fn alerts_are_deterministic_grouped_resent_and_snapshotted(batches in arb_batches(), cut in 0usize..25) {
+            let config = Command::SetAnomalyConfig(AnomalyConfig {
+                learning_us: 2 * HOUR,
+                clinical_vlans: vec![ClinicalVlan { site: None, vlan: 40 }],
+            });
+            let ingest: Vec<IngestBatch> = batches
+                .iter()
+                .enumerate()
+                .map(|(i, (site, devices, flows))| {
+                    let seq = i as u64 + 1;
+                    let mut summary = BatchSummary::empty(Ulid::from_parts(seq, 9), "s1".into(), site.clone(), seq);
+                    summary.devices = devices.clone();
+                    IngestBatch { summary, flows: flows.clone() }
+                })
+                .collect();
+            let mut single = ClusterState::new();
+            single.apply(&config);
+            for b in &ingest {
+                single.apply(&Command::ApplyBatches(vec![b.clone()]));
+                // Re-sent: changes nothing.
+                single.apply(&Command::ApplyBatches(vec![b.clone()]));
+            }
+            let mut grouped = ClusterState::new();
+            grouped.apply(&config);
+            let (head, tail) = ingest.split_at(cut.min(ingest.len()));
+            grouped.apply(&Command::ApplyBatches(head.to_vec()));
+            grouped.apply(&Command::ApplyBatches(tail.to_vec()));
+            proptest::prop_assert_eq!(grouped.alerts(), single.alerts());
+            proptest::prop_assert_eq!(&grouped, &single);
+            let bytes = bincode::serde::encode_to_vec(&single, bincode::config::standard()).unwrap();
+            let (back, _): (ClusterState, usize) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            proptest::prop_assert_eq!(&back, &single);
+            // Nothing a device does in its first two hours alerts, except being new on a
+            // clinical VLAN at a site that has learned.
+            for a in single.alerts().alerts().values() {
+                let mac: MacAddr = a.device.parse().unwrap();
+                let first = single.baselines().device(&mac).unwrap().first_us;
+                proptest::prop_assert!(
+                    a.kind == AlertKind::NewDeviceOnClinicalVlan || a.first_seen_us >= first + 2 * HOUR,
+                    "{:?} during learning", a
+                );
+            }
+        }
+    }
+
     #[test]
     fn global_addresses() {
         for (ip, global) in [
