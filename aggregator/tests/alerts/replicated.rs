@@ -63,6 +63,17 @@ async fn every_node_holds_the_same_alerts_at_the_same_applied_index() {
     let open: serde_json::Value = serde_json::from_slice(&get(&n2, "/api/v1/alerts?state=open").await.1).unwrap();
     assert_eq!(open["matched"], 5, "six alerts, one acknowledged: {open}");
     assert!(open["alerts"].as_array().unwrap().iter().all(|a| a["state"] == "open"));
+    // Paging: newest first, `matched` counts the whole result.
+    let page: serde_json::Value = serde_json::from_slice(&get(&n2, "/api/v1/alerts?offset=1&limit=2").await.1).unwrap();
+    let ids: Vec<u64> = page["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    assert_eq!((page["matched"].as_u64(), ids), (Some(6), vec![5, 4]), "{page}");
+    for bad in
+        ["/api/v1/alerts?state=closed", "/api/v1/alerts?limit=0", "/api/v1/alerts?colour=red", "/api/v1/alerts/x"]
+    {
+        let (status, body) = get(&n2, bad).await;
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(get(&n2, "/api/v1/alerts/99").await.0, 404);
     n2.stop().await;
     n1.stop().await;
 }
