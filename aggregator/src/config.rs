@@ -62,6 +62,9 @@ pub struct NodeConfig {
     /// not yet in the flow store. When full, sensors are told to retry later (decision 0016).
     #[serde(default = "default_outbox_max_bytes")]
     pub outbox_max_bytes: u64,
+    /// Forward alert events to a SIEM as syslog (`[siem]`; decision 0024). Off without it.
+    #[serde(default)]
+    pub siem: Option<crate::siem::SiemConfig>,
 }
 
 fn default_outbox_max_bytes() -> u64 {
@@ -96,6 +99,9 @@ impl NodeConfig {
             bail!("node_id must be greater than 0 (Raft reserves no id, but 0 is easy to leave by mistake)");
         }
         self.tls.check_exist("wardline-aggregator admin issue-node").map_err(anyhow::Error::msg)?;
+        if let Some(siem) = &self.siem {
+            siem.validate().map_err(anyhow::Error::msg)?;
+        }
         if let Some(url) = &self.clickhouse_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");

@@ -2,6 +2,7 @@
 //! machine holds the merged inventory and per-sensor watermarks, flow sinks (ClickHouse
 //! or embedded), the HTTP API, and the fleet PKI admin commands.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod outbox;
 pub mod pki;
 pub mod query;
 pub mod raft;
+pub mod siem;
 pub mod sink;
 pub mod state;
 pub mod tls;

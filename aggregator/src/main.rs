@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use wardline_aggregator::auth::client::ApiTarget;
 use wardline_aggregator::auth::Role;
+use wardline_aggregator::cli::alerts::AlertsCmd;
 use wardline_aggregator::cli::cluster::ClusterCmd;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
@@ -27,6 +28,9 @@ enum Cmd {
     /// Cluster lifecycle through a running node's API: init, join, leave, replace, status.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Alerts through a running node's API: list, show, ack, resolve, suppress, rules, settings.
+    #[command(subcommand)]
+    Alerts(AlertsCmd),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
         #[command(flatten)]
@@ -220,6 +224,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 restore: None,
                 kb_dirs: Vec::new(),
                 outbox_max_bytes: 256 * 1024 * 1024,
+                siem: None,
             }
         }
     };
@@ -306,6 +311,10 @@ fn real_main() -> Result<()> {
         Cmd::Cluster(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::cluster::run(c))
+        }
+        Cmd::Alerts(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::alerts::run(c))
         }
         Cmd::Inventory { target: ApiTarget { api, auth }, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -162,6 +162,12 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = node.spawn_outbox_drainer(stop_rx.clone());
     let maintenance = node.spawn_clickhouse_maintenance(stop_rx.clone());
+    // Alert events to the SIEM, sent by whichever node leads (decision 0024).
+    let siem = node
+        .config
+        .siem
+        .clone()
+        .map(|c| tokio::spawn(crate::siem::Forwarder::new(node.raft.clone(), c).run(stop_rx.clone())));
     let api = {
         let mut rx = stop_rx.clone();
         let (tls, raft) = (node.config.tls.clone(), node.raft.clone());
@@ -223,6 +229,9 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     if let Some(m) = maintenance {
         // Every pass is idempotent, so one cut short is simply redone after restart.
         m.abort();
+    }
+    if let Some(siem) = siem {
+        let _ = siem.await;
     }
     node.raft.shutdown().await;
     match raft_failure {

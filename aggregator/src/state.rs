@@ -17,6 +17,8 @@
 //! `hosts` and `bindings` and decision 0013.
 
 mod addresses;
+pub mod alerts;
+pub mod anomaly;
 pub mod audit;
 mod bindings;
 mod hosts;
@@ -43,7 +45,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// Version of the serialized state (snapshots). A snapshot of another format is refused
 /// with a message naming both, instead of being mis-decoded. The value is far above any
 /// device count, which is what the first number of a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0003;
+pub const STATE_FORMAT: u32 = 0x574c_0004;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
 /// `segments_dropped`.
 pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
@@ -60,6 +62,10 @@ pub const MAX_IPS_PER_DEVICE: usize = 256;
 pub const RECENT_BATCH_IDS: usize = 32;
 
 /// A command replicated through the Raft log.
+///
+/// Append-only: bincode encodes a variant by its position, so a new command goes at the end
+/// and an existing one never changes its fields; a newer node then reads every entry an
+/// older one wrote (the upgrade rule in docs/operations.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     ApplyBatch(BatchSummary),
@@ -69,13 +75,6 @@ pub enum Command {
     RevokeToken(String),
     /// Append to the audit log.
     Audit(audit::AuditEntry),
-    /// A change and its audit entry in one log entry, so no leader change can separate them:
-    /// the entry is appended with outcome `ok` when the command applied, else `not applied`
-    /// (status 409).
-    Audited {
-        entry: audit::AuditEntry,
-        command: Box<Command>,
-    },
     /// The first entry of a cluster: its id (a ULID), recorded by the Raft state machine
     /// (`raft::state_machine`); the inventory itself ignores it.
     InitCluster {
@@ -89,6 +88,27 @@ pub enum Command {
     /// they leave the outbox on every node, so a new leader resumes after them.
     FlowsDrained {
         through: u64,
+    },
+    /// An operator's triage of one alert (acknowledge, resolve, suppress; decision 0024).
+    AlertTriage(alerts::Triage),
+    /// Add a suppression rule (its id is assigned on apply).
+    AddSuppressionRule(alerts::SuppressionRule),
+    /// Delete a suppression rule by id.
+    RemoveSuppressionRule {
+        id: u64,
+    },
+    /// The leader's SIEM forwarder sent every alert event through `through`.
+    AlertsForwarded {
+        through: u64,
+    },
+    /// Replace the anomaly detectors' settings (learning period, clinical VLANs).
+    SetAnomalyConfig(anomaly::AnomalyConfig),
+    /// A change and its audit entry in one log entry, so no leader change can separate them:
+    /// the entry is appended with outcome `ok` when the command applied, else `not applied`
+    /// (status 409).
+    Audited {
+        entry: audit::AuditEntry,
+        command: Box<Command>,
     },
 }
 
@@ -565,6 +585,10 @@ pub struct ClusterState {
     audit: audit::AuditLog,
     /// Flow rows of applied batches not yet in the flow sink (decision 0016).
     outbox: FlowOutbox,
+    /// Alerts, suppression rules and the SIEM event queue (decision 0024).
+    alerts: alerts::AlertStore,
+    /// The anomaly detectors' settings and per-device baselines.
+    baselines: anomaly::Baselines,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it.
@@ -582,6 +606,8 @@ struct ReplicatedParts {
     tokens: tokens::TokenStore,
     audit: audit::AuditLog,
     outbox: FlowOutbox,
+    alerts: alerts::AlertStore,
+    baselines: anomaly::Baselines,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -625,6 +651,8 @@ impl Serialize for ClusterState {
             tokens: &'a tokens::TokenStore,
             audit: &'a audit::AuditLog,
             outbox: &'a FlowOutbox,
+            alerts: &'a alerts::AlertStore,
+            baselines: &'a anomaly::Baselines,
         }
         Parts {
             format: StateFormat,
@@ -636,6 +664,8 @@ impl Serialize for ClusterState {
             tokens: &self.tokens,
             audit: &self.audit,
             outbox: &self.outbox,
+            alerts: &self.alerts,
+            baselines: &self.baselines,
         }
         .serialize(s)
     }
@@ -652,6 +682,8 @@ impl<'de> Deserialize<'de> for ClusterState {
             tokens: parts.tokens,
             audit: parts.audit,
             outbox: parts.outbox,
+            alerts: parts.alerts,
+            baselines: parts.baselines,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -770,7 +802,7 @@ impl ClusterState {
     /// Apply one command. Deterministic: same state + same command = same result.
     pub fn apply(&mut self, cmd: &Command) -> ApplyResponse {
         match cmd {
-            Command::ApplyBatch(batch) => self.apply_batch(batch),
+            Command::ApplyBatch(batch) => self.apply_batch_with_alerts(batch, &[]),
             Command::ApplyBatches(batches) => {
                 let batches: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
                 ApplyResponse { applied: batches.iter().any(|a| *a), batches }
@@ -798,7 +830,40 @@ impl ClusterState {
                 self.audit.append(&entry);
                 resp
             }
+            Command::AlertTriage(t) => ApplyResponse::done(self.alerts.triage(t).is_ok()),
+            Command::AddSuppressionRule(r) => ApplyResponse::done(self.alerts.add_rule(r).is_ok()),
+            Command::RemoveSuppressionRule { id } => ApplyResponse::done(self.alerts.remove_rule(*id).is_ok()),
+            Command::AlertsForwarded { through } => {
+                self.alerts.forwarded(*through);
+                ApplyResponse::done(true)
+            }
+            Command::SetAnomalyConfig(config) => {
+                self.baselines.set_config(config);
+                ApplyResponse::done(true)
+            }
         }
+    }
+
+    /// Alerts, suppression rules and the SIEM event queue.
+    pub fn alerts(&self) -> &alerts::AlertStore {
+        &self.alerts
+    }
+
+    /// The anomaly detectors' settings and baselines.
+    pub fn baselines(&self) -> &anomaly::Baselines {
+        &self.baselines
+    }
+
+    /// Apply a batch, then run the anomaly detectors over it (only when it was applied, so
+    /// a duplicate raises nothing twice).
+    fn apply_batch_with_alerts(&mut self, batch: &BatchSummary, flows: &[FlowRecord]) -> ApplyResponse {
+        let response = self.apply_batch(batch);
+        if response.applied {
+            for occurrence in self.baselines.detect(batch, flows, &self.devices) {
+                self.alerts.occur(&occurrence);
+            }
+        }
+        response
     }
 
     /// API tokens (hashes only).
@@ -814,7 +879,7 @@ impl ClusterState {
     /// Apply one batch of a group; its flows join the outbox only when it was applied, so a
     /// duplicate never adds rows twice.
     fn apply_ingest_batch(&mut self, batch: &IngestBatch) -> bool {
-        let applied = self.apply_batch(&batch.summary).applied;
+        let applied = self.apply_batch_with_alerts(&batch.summary, &batch.flows).applied;
         if applied && !batch.flows.is_empty() {
             self.outbox.push(OutboxEntry {
                 batch_id: batch.summary.batch_id,

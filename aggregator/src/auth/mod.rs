@@ -89,6 +89,10 @@ pub const DECLARED_ROUTES: &[(Option<Method>, &str, Access)] = &[
     (None, "/api/v1/audit", Access::Needs(Role::Admin)),
     // A backup holds the whole state, token hashes and audit log included.
     (None, "/api/v1/cluster/backup", Access::Needs(Role::Admin)),
+    // Alert triage and suppression rules are analysts' work (decision 0024); the
+    // detectors' settings (PUT /api/v1/alerts/settings) stay with admins by default.
+    (Some(Method::POST), "/api/v1/alerts/", Access::Needs(Role::Analyst)),
+    (Some(Method::DELETE), "/api/v1/alerts/rules/", Access::Needs(Role::Analyst)),
 ];
 
 /// What `method path` needs: the first [`DECLARED_ROUTES`] match, else the default rule

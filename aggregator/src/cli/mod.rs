@@ -1,6 +1,7 @@
 //! Operator commands that talk to a running node over its HTTP API. Every request is
 //! built by `request` (one place to add authentication to), sent by `send`.
 
+pub mod alerts;
 pub mod cluster;
 pub mod inventory;
 

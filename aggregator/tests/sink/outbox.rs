@@ -43,6 +43,7 @@ fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_bytes: u64) -> 
         kb_dirs: Vec::new(),
         outbox_max_bytes,
         restore: None,
+        siem: None,
     }
 }
 

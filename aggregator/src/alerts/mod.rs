@@ -1,0 +1,5 @@
+//! Alerts' HTTP routes (decision 0024). The alerts themselves live in the replicated state
+//! (`crate::state::alerts`, detectors in `crate::state::anomaly`); SIEM forwarding is
+//! `crate::siem`.
+
+pub mod api;

@@ -1,0 +1,316 @@
+//! `wardline-aggregator alerts ...`: list, show and triage alerts, and manage suppression
+//! rules and the detectors' settings, through a running node's API (decision 0024).
+//! Every command prints a table or, with `--json`, the API's JSON.
+
+use super::{client, get_json, post_json, request, send, ApiTarget, READ_TIMEOUT};
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCmd {
+    /// List alerts, newest first.
+    List {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// open, acknowledged, resolved, suppressed (comma-separated).
+        #[arg(long)]
+        state: Option<String>,
+        /// info, low, medium, high, critical (comma-separated).
+        #[arg(long)]
+        severity: Option<String>,
+        /// Alert kinds (comma-separated), e.g. new_peer,device_moved.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Device id (MAC or site:ip).
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one alert with its history.
+    Show {
+        #[command(flatten)]
+        target: ApiTarget,
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge an open alert (analyst).
+    Ack(Triage),
+    /// Resolve an alert (analyst); a new occurrence reopens it.
+    Resolve(Triage),
+    /// Suppress an open or acknowledged alert (analyst): it keeps counting but stays quiet.
+    Suppress(Triage),
+    /// Suppression rules: stop matching occurrences from opening alerts.
+    #[command(subcommand)]
+    Rules(RulesCmd),
+    /// Show the detectors' settings (learning period, clinical VLANs) and counters, or
+    /// change them (admin) with --learning-secs / --clinical-vlan.
+    Settings {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// New learning period in seconds of capture time.
+        #[arg(long)]
+        learning_secs: Option<u64>,
+        /// A clinical VLAN, `VLAN` (every site) or `SITE:VLAN`; repeat for more. Replaces the list.
+        #[arg(long)]
+        clinical_vlan: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Triage {
+    #[command(flatten)]
+    target: ApiTarget,
+    id: u64,
+    /// Why (kept in the alert's history and the audit log).
+    #[arg(long, default_value = "")]
+    note: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCmd {
+    List {
+        #[command(flatten)]
+        target: ApiTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a rule (analyst); give at least one of --kind, --device, --target, --site.
+    Add {
+        #[command(flatten)]
+        target: ApiTarget,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+        /// The alert target to match (peer IP, service such as tcp/23, site, `vlan N`).
+        #[arg(long = "match-target")]
+        match_target: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        reason: String,
+        /// Capture time (µs since the epoch) from which the rule stops matching.
+        #[arg(long)]
+        expires_us: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a rule by id (analyst).
+    Delete {
+        #[command(flatten)]
+        target: ApiTarget,
+        id: u64,
+    },
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(t) => t.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_alert_row(a: &Value) {
+    println!(
+        "{:>6}  {:<13}  {:<8}  {:<28}  {:<17}  {:<24}  {:>6}",
+        s(&a["id"]),
+        s(&a["state"]),
+        s(&a["severity"]),
+        s(&a["kind"]),
+        s(&a["device"]),
+        s(&a["target"]),
+        s(&a["count"])
+    );
+}
+
+fn print_alert(a: &Value) {
+    println!(
+        "alert {} ({}, {}): {} on {} at {}",
+        s(&a["id"]),
+        s(&a["severity"]),
+        s(&a["state"]),
+        s(&a["kind"]),
+        s(&a["device"]),
+        s(&a["site"])
+    );
+    println!("  target:   {}", s(&a["target"]));
+    println!(
+        "  seen:     {} times, first {} µs, last {} µs (capture time)",
+        s(&a["count"]),
+        s(&a["first_seen_us"]),
+        s(&a["last_seen_us"])
+    );
+    println!("  evidence: {}", s(&a["evidence"]));
+    for t in a["history"].as_array().into_iter().flatten() {
+        println!("  {:>13} by {} at {} ms {}", s(&t["action"]), s(&t["by"]), s(&t["at_ms"]), s(&t["note"]));
+    }
+}
+
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> =
+        pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", urlencode(v)))).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// `SITE:VLAN` or `VLAN`.
+fn parse_clinical_vlan(text: &str) -> Result<Value> {
+    let (site, vlan) = match text.rsplit_once(':') {
+        Some((site, vlan)) => (Some(site.to_string()), vlan),
+        None => (None, text),
+    };
+    let vlan: u16 =
+        vlan.parse().ok().filter(|v| *v < 4096).ok_or_else(|| {
+            anyhow::anyhow!("--clinical-vlan {text:?}: give VLAN or SITE:VLAN with a VLAN id 0 to 4095")
+        })?;
+    Ok(json!({ "site": site, "vlan": vlan }))
+}
+
+pub async fn run(cmd: AlertsCmd) -> Result<()> {
+    match cmd {
+        AlertsCmd::List { target, state, severity, kind, device, site, offset, limit, json } => {
+            let q = query_string(&[
+                ("state", state),
+                ("severity", severity),
+                ("kind", kind),
+                ("device", device),
+                ("site", site),
+                ("offset", Some(offset.to_string())),
+                ("limit", Some(limit.to_string())),
+            ]);
+            let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &format!("/api/v1/alerts{q}")).await?;
+            if json {
+                return print_json(&v);
+            }
+            println!("{} of {} alerts match (showing from {})", v["matched"], v["total"], v["offset"]);
+            println!(
+                "{:>6}  {:<13}  {:<8}  {:<28}  {:<17}  {:<24}  {:>6}",
+                "ID", "STATE", "SEVERITY", "KIND", "DEVICE", "TARGET", "COUNT"
+            );
+            for a in v["alerts"].as_array().into_iter().flatten() {
+                print_alert_row(a);
+            }
+            Ok(())
+        }
+        AlertsCmd::Show { target, id, json } => {
+            let v =
+                get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &format!("/api/v1/alerts/{id}")).await?;
+            if json {
+                return print_json(&v);
+            }
+            print_alert(&v);
+            Ok(())
+        }
+        AlertsCmd::Ack(t) => triage(t, "ack").await,
+        AlertsCmd::Resolve(t) => triage(t, "resolve").await,
+        AlertsCmd::Suppress(t) => triage(t, "suppress").await,
+        AlertsCmd::Rules(RulesCmd::List { target, json }) => {
+            let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, "/api/v1/alerts/rules").await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "{:>4}  {:<28}  {:<17}  {:<20}  {:<10}  {:>8}  REASON (AUTHOR)",
+                "ID", "KIND", "DEVICE", "TARGET", "SITE", "MATCHED"
+            );
+            for r in v["rules"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>4}  {:<28}  {:<17}  {:<20}  {:<10}  {:>8}  {} ({})",
+                    s(&r["id"]),
+                    s(&r["kind"]),
+                    s(&r["device"]),
+                    s(&r["target"]),
+                    s(&r["site"]),
+                    s(&r["matched"]),
+                    s(&r["reason"]),
+                    s(&r["author"])
+                );
+            }
+            Ok(())
+        }
+        AlertsCmd::Rules(RulesCmd::Add { target, kind, device, match_target, site, reason, expires_us, json }) => {
+            let body = json!({"kind": kind, "device": device, "target": match_target, "site": site, "reason": reason,
+                              "expires_us": expires_us});
+            let v = post_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, "/api/v1/alerts/rules", &body).await?;
+            if json {
+                return print_json(&v);
+            }
+            println!("added suppression rule {}", s(&v["id"]));
+            Ok(())
+        }
+        AlertsCmd::Rules(RulesCmd::Delete { target, id }) => {
+            let c = client(&target.auth, READ_TIMEOUT)?;
+            send(request(&c, reqwest::Method::DELETE, &target.api, &format!("/api/v1/alerts/rules/{id}"))).await?;
+            println!("deleted suppression rule {id}");
+            Ok(())
+        }
+        AlertsCmd::Settings { target, learning_secs, clinical_vlan, json } => {
+            let c = client(&target.auth, READ_TIMEOUT)?;
+            if learning_secs.is_some() || !clinical_vlan.is_empty() {
+                let current = get_json(&c, &target.api, "/api/v1/alerts/settings").await?;
+                let vlans = if clinical_vlan.is_empty() {
+                    current["clinical_vlans"].clone()
+                } else {
+                    Value::Array(clinical_vlan.iter().map(|t| parse_clinical_vlan(t)).collect::<Result<_>>()?)
+                };
+                let body = json!({"learning_secs": learning_secs.unwrap_or(current["learning_secs"].as_u64().unwrap_or(0)),
+                                  "clinical_vlans": vlans});
+                send(request(&c, reqwest::Method::PUT, &target.api, "/api/v1/alerts/settings").json(&body)).await?;
+            }
+            let v = get_json(&c, &target.api, "/api/v1/alerts/settings").await?;
+            if json {
+                return print_json(&v);
+            }
+            println!("learning period: {} s of capture time", v["learning_secs"]);
+            println!("clinical VLANs:  {}", v["clinical_vlans"]);
+            println!("baselines:       {} devices ({} saturated sets)", v["baselines"], v["counters"]["saturated"]);
+            println!(
+                "SIEM queue:      {} events, forwarded through {}",
+                v["siem_pending"], v["siem_forwarded_through"]
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn triage(t: Triage, action: &str) -> Result<()> {
+    let c = client(&t.target.auth, READ_TIMEOUT)?;
+    let v =
+        post_json(&c, &t.target.api, &format!("/api/v1/alerts/{}/{action}", t.id), &json!({ "note": t.note })).await?;
+    if t.json {
+        return print_json(&v);
+    }
+    println!("alert {} is now {}", t.id, s(&v["state"]));
+    Ok(())
+}
