@@ -58,3 +58,7 @@ oui:
 # Write a synthetic capture and its ground truth (<OUT>.truth.json): ward or hospital.
 sim SCENARIO="ward" SEED="1" OUT="ward.pcap":
     cargo run -q -p wardline-sim -- --scenario {{SCENARIO}} --seed {{SEED}} --out {{OUT}}
+
+# Debian packages for sensor and aggregator into target/debian (add --verify as root to install, check and purge them).
+package *ARGS:
+    bash scripts/package.sh {{ARGS}}

@@ -41,7 +41,13 @@ fi
 if [[ "${WARDLINE_SETUP:-full}" != minimal ]] && command -v python3 >/dev/null 2>&1; then
   if ! python3 -c "import chdb" >/dev/null 2>&1; then
     echo "setup: installing chdb (pip)" >&2
-    python3 -m pip install --quiet chdb || echo "setup: cannot install chdb; the current-ClickHouse half of the panel test will be skipped" >&2
+    # Debian's own python3 may lack pip, and refuses user installs without the flag (PEP 668).
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      $([[ $(id -u) -ne 0 ]] && echo sudo) apt-get install -y -qq --no-install-recommends python3-pip >/dev/null || true
+    fi
+    python3 -m pip install --quiet chdb 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages chdb ||
+      echo "setup: cannot install chdb; the current-ClickHouse half of the panel test will be skipped" >&2
   fi
 fi
 
