@@ -17,6 +17,8 @@
 //!   [`DeviceFacts`]; it reads the model, never the loaders.
 //! - [`flow_context`](mod@flow_context): labels a flow required, acceptable, risky or unknown
 //!   for the device's clinical function.
+//! - [`vuln`]: offline vulnerability feeds (CISA CSAF medical advisories, KEV catalog) and
+//!   matching devices against them (docs/vulnerabilities.md).
 //!
 //! Later capabilities join as modules of this crate on top of `model` and `classify`: the
 //! risk model (`risk`: unsupported operating systems, risky flows and exposure combined into
@@ -33,8 +35,10 @@ pub mod flow_context;
 pub mod load;
 pub mod model;
 pub mod oui;
+pub mod vuln;
 
 pub use classify::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
 pub use flow_context::{flow_context, FlowContext, FlowSpec};
 pub use load::KbError;
 pub use model::{Category, Criticality, Direction, FlowTag, KnowledgeBase, OsEntry, OsInfo, Transport};
+pub use vuln::{Confidence, DeviceQuery, VulnIndex, VulnMatch};

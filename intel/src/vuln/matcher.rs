@@ -1,0 +1,266 @@
+//! Which advisories apply to a device: a compiled index over advisories and the KEV set.
+//!
+//! Rules (docs/vulnerabilities.md):
+//! 1. Vendor: the device's vendor string and the advisory's vendor branch must share a
+//!    canonical key ([`vendor_keys`]).
+//! 2. Product: every distinctive word of the advisory's product name must appear in the
+//!    device's model or OS words ([`ProductPattern`]).
+//! 3. Version: the product's version spec decides [`Confidence`]; versions outside it,
+//!    and products a vulnerability lists as fixed or not affected, give no match.
+//!
+//! The index groups products by canonical vendor, then by one word every matching model
+//! must contain, so a device is compared with a handful of products, not all of them.
+
+use super::csaf::Advisory;
+use super::kev::KevCatalog;
+use super::names::{vendor_keys, words, ProductPattern};
+use super::version::{Version, VersionSpec};
+use std::collections::HashMap;
+
+/// What is known about a device. Any field may be missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceQuery<'a> {
+    /// Manufacturer as any source spells it: IEEE organisation, KB vendor id or name,
+    /// the device's own "BD/CareFusion".
+    pub vendor: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub firmware: Option<&'a str>,
+    pub os: Option<&'a str>,
+}
+
+/// How sure a match is. Ordered from most to least certain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// Vendor and product match, and the device's version is affected (or the advisory
+    /// says every version is).
+    Confirmed,
+    /// Vendor and product match and the device's version is known, but the advisory states
+    /// versions in a form that cannot be compared (dates, model lists, prose). A possible
+    /// match: check the advisory text.
+    VersionUnclear,
+    /// Vendor and product match but the device's version is unknown. A possible match.
+    VersionUnknown,
+}
+
+/// One vulnerability that applies to a device. Plain values, for the risk model and the API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VulnMatch {
+    /// "ICSMA-20-317-01".
+    pub advisory_id: String,
+    /// "CVE-2020-25165"; `None` for advisories without CVE ids.
+    pub cve: Option<String>,
+    /// CVSS v3 vector ("CVSS:3.1/AV:N/...") or v2 when that is all there is.
+    pub cvss_vector: Option<String>,
+    /// CVSS base score, 0.0 to 10.0.
+    pub cvss_score: Option<f64>,
+    /// "CRITICAL", "HIGH", "MEDIUM", "LOW", when the advisory gives it.
+    pub severity: Option<String>,
+    /// The CVE is in CISA's Known Exploited Vulnerabilities catalog.
+    pub kev: bool,
+    /// What the advisory says to do for this product ("vendor_fix: Update to 9.33.2 ...";
+    /// several remediations separated by blank lines). Empty when it says nothing.
+    pub remediation: String,
+    /// The advisory's vendor and product name, e.g. "Becton, Dickinson and Company (BD)
+    /// Alaris PC Unit Model 8015 <= 9.33.1".
+    pub product: String,
+    pub confidence: Confidence,
+}
+
+/// One matchable product of one advisory.
+struct Entry {
+    advisory: usize,
+    product: usize,
+    pattern: ProductPattern,
+}
+
+#[derive(Default)]
+struct VendorProducts {
+    by_anchor: HashMap<String, Vec<usize>>,
+    /// Patterns without a plain word (only families/ranges): checked for every device.
+    unanchored: Vec<usize>,
+}
+
+/// Advisories and the KEV set compiled for fast matching. Build once per feed import.
+pub struct VulnIndex {
+    advisories: Vec<Advisory>,
+    kev: KevCatalog,
+    entries: Vec<Entry>,
+    by_vendor: HashMap<String, VendorProducts>,
+    /// Older revisions replaced by a newer file with the same tracking id.
+    pub superseded: usize,
+    /// Products whose name has nothing distinctive ("Version"); they never match.
+    pub unmatchable_products: usize,
+}
+
+impl VulnIndex {
+    /// Compiles advisories (several revisions of one advisory: the newest wins) and the KEV
+    /// catalog (empty when none is loaded).
+    pub fn build(advisories: Vec<Advisory>, kev: KevCatalog) -> VulnIndex {
+        let mut newest: HashMap<String, Advisory> = HashMap::new();
+        let mut superseded = 0;
+        for a in advisories {
+            match newest.get(&a.id) {
+                Some(old) if !is_newer(&a, old) => superseded += 1,
+                Some(_) => {
+                    superseded += 1;
+                    newest.insert(a.id.clone(), a);
+                }
+                None => {
+                    newest.insert(a.id.clone(), a);
+                }
+            }
+        }
+        let mut advisories: Vec<Advisory> = newest.into_values().collect();
+        advisories.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut idx = VulnIndex {
+            advisories,
+            kev,
+            entries: Vec::new(),
+            by_vendor: HashMap::new(),
+            superseded,
+            unmatchable_products: 0,
+        };
+        for (ai, a) in idx.advisories.iter().enumerate() {
+            for (pi, p) in a.products.iter().enumerate() {
+                let pattern = ProductPattern::new(&p.vendor, &p.product_name);
+                let keys = vendor_keys(&p.vendor);
+                if !pattern.is_matchable() || keys.is_empty() {
+                    idx.unmatchable_products += 1;
+                    continue;
+                }
+                let e = idx.entries.len();
+                for k in keys {
+                    let vp = idx.by_vendor.entry(k).or_default();
+                    match pattern.anchor() {
+                        Some(w) => vp.by_anchor.entry(w.to_string()).or_default().push(e),
+                        None => vp.unanchored.push(e),
+                    }
+                }
+                idx.entries.push(Entry { advisory: ai, product: pi, pattern });
+            }
+        }
+        idx
+    }
+
+    pub fn advisories(&self) -> &[Advisory] {
+        &self.advisories
+    }
+
+    pub fn kev(&self) -> &KevCatalog {
+        &self.kev
+    }
+
+    /// Every vulnerability that applies to the device, one per (advisory, CVE) with the
+    /// most certain confidence, sorted by advisory id then CVE. Empty without a vendor or
+    /// without a model and OS.
+    pub fn match_device(&self, d: &DeviceQuery) -> Vec<VulnMatch> {
+        let Some(vendor) = d.vendor else { return Vec::new() };
+        let mut dev_words = d.model.map(words).unwrap_or_default();
+        if let Some(os) = d.os {
+            dev_words.extend(words(os));
+        }
+        if dev_words.is_empty() {
+            return Vec::new();
+        }
+        let version = d.firmware.and_then(Version::parse);
+        let mut candidates: Vec<usize> = Vec::new();
+        for k in vendor_keys(vendor) {
+            let Some(vp) = self.by_vendor.get(&k) else { continue };
+            for w in &dev_words {
+                if let Some(es) = vp.by_anchor.get(w) {
+                    candidates.extend(es);
+                }
+            }
+            candidates.extend(&vp.unanchored);
+        }
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+
+        // (advisory, vulnerability index) -> best (confidence, product index).
+        let mut best: HashMap<(usize, usize), (Confidence, usize)> = HashMap::new();
+        let mut excluded: Vec<(usize, usize)> = Vec::new();
+        for &e in &candidates {
+            let entry = &self.entries[e];
+            if !entry.pattern.matches(&dev_words) {
+                continue;
+            }
+            let a = &self.advisories[entry.advisory];
+            let p = &a.products[entry.product];
+            let confidence = match (&p.versions, &version) {
+                (VersionSpec::All, _) => Some(Confidence::Confirmed),
+                (_, None) => Some(Confidence::VersionUnknown),
+                (spec, Some(v)) => match spec.contains(v) {
+                    Some(true) => Some(Confidence::Confirmed),
+                    Some(false) => None,
+                    None => Some(Confidence::VersionUnclear),
+                },
+            };
+            for (vi, vuln) in a.vulnerabilities.iter().enumerate() {
+                let id = &p.product_id;
+                if vuln.fixed.contains(id) || vuln.not_affected.contains(id) {
+                    // The device is one of the fixed/not-affected versions: that outranks
+                    // any affected entry it may also fall into.
+                    if confidence == Some(Confidence::Confirmed) && version.is_some() {
+                        excluded.push((entry.advisory, vi));
+                    }
+                    continue;
+                }
+                let Some(c) = confidence else { continue };
+                if !vuln.affected.contains(id) {
+                    continue;
+                }
+                let slot = best.entry((entry.advisory, vi)).or_insert((c, entry.product));
+                if c < slot.0 {
+                    *slot = (c, entry.product);
+                }
+            }
+        }
+        let mut out: Vec<VulnMatch> = best
+            .into_iter()
+            .filter(|(k, _)| !excluded.contains(k))
+            .map(|((ai, vi), (confidence, pi))| self.describe(ai, vi, pi, confidence))
+            .collect();
+        out.sort_by(|a, b| (&a.advisory_id, &a.cve).cmp(&(&b.advisory_id, &b.cve)));
+        out
+    }
+
+    fn describe(&self, ai: usize, vi: usize, pi: usize, confidence: Confidence) -> VulnMatch {
+        let a = &self.advisories[ai];
+        let v = &a.vulnerabilities[vi];
+        let p = &a.products[pi];
+        let score = v.scores.iter().find(|s| s.products.contains(&p.product_id)).or_else(|| v.scores.first());
+        let remediation = v
+            .remediations
+            .iter()
+            .filter(|r| r.product_ids.is_empty() || r.product_ids.contains(&p.product_id))
+            .map(|r| format!("{}: {}", r.category, r.details.trim()))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        VulnMatch {
+            advisory_id: a.id.clone(),
+            cve: v.cve.clone(),
+            cvss_vector: score.map(|s| s.vector.clone()),
+            cvss_score: score.map(|s| s.base_score),
+            severity: score.and_then(|s| s.base_severity.clone()),
+            kev: v.cve.as_deref().is_some_and(|c| self.kev.contains(c)),
+            remediation,
+            product: format!("{} {}", p.vendor, p.full_name).trim().to_string(),
+            confidence,
+        }
+    }
+}
+
+/// Later release date wins; on the same date, the higher tracking version.
+fn is_newer(a: &Advisory, b: &Advisory) -> bool {
+    match a.current_release_date.cmp(&b.current_release_date) {
+        std::cmp::Ordering::Equal => match (Version::parse(&a.version), Version::parse(&b.version)) {
+            (Some(x), Some(y)) => x > y,
+            _ => a.version > b.version,
+        },
+        o => o == std::cmp::Ordering::Greater,
+    }
+}
