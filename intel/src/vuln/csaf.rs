@@ -230,7 +230,7 @@ pub fn parse_advisory(bytes: &[u8], source: &str) -> Result<Advisory, FeedError>
     let mut products = Vec::new();
     let tree = doc.product_tree.unwrap_or_default();
     for b in &tree.branches {
-        walk(b, &mut Path3::default(), &mut products);
+        walk(b, &Path3::default(), &mut products);
     }
     for f in &tree.full_product_names {
         if !products.iter().any(|p: &Product| p.product_id == f.product_id) {
@@ -322,7 +322,7 @@ struct Path3 {
     version: Option<(String, bool)>,
 }
 
-fn walk(b: &CsafBranch, ctx: &mut Path3, out: &mut Vec<Product>) {
+fn walk(b: &CsafBranch, ctx: &Path3, out: &mut Vec<Product>) {
     let mut here = ctx.clone();
     match b.category.as_str() {
         "vendor" => here.vendor = b.name.clone(),
@@ -349,7 +349,7 @@ fn walk(b: &CsafBranch, ctx: &mut Path3, out: &mut Vec<Product>) {
         });
     }
     for c in &b.branches {
-        walk(c, &mut here, out);
+        walk(c, &here, out);
     }
 }
 

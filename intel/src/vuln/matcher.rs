@@ -18,7 +18,7 @@ use super::version::{Version, VersionSpec};
 use std::collections::HashMap;
 
 /// What is known about a device. Any field may be missing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct DeviceQuery<'a> {
     /// Manufacturer as any source spells it: IEEE organisation, KB vendor id or name,
     /// the device's own "BD/CareFusion".
@@ -67,11 +67,21 @@ pub struct VulnMatch {
     pub confidence: Confidence,
 }
 
-/// One matchable product of one advisory.
+/// One matchable product of one advisory, with what each of the advisory's
+/// vulnerabilities says about it (resolved once, at build).
 struct Entry {
     advisory: usize,
     product: usize,
     pattern: ProductPattern,
+    vulns: Vec<(usize, Link)>,
+}
+
+#[derive(Clone, Copy)]
+enum Link {
+    /// Affected: the match, ready but for the confidence, is `templates[i]`.
+    Affected(usize),
+    /// Listed as fixed or not affected.
+    Excluded,
 }
 
 #[derive(Default)]
@@ -86,6 +96,7 @@ pub struct VulnIndex {
     advisories: Vec<Advisory>,
     kev: KevCatalog,
     entries: Vec<Entry>,
+    templates: Vec<VulnMatch>,
     by_vendor: HashMap<String, VendorProducts>,
     /// Older revisions replaced by a newer file with the same tracking id.
     pub superseded: usize,
@@ -117,6 +128,7 @@ impl VulnIndex {
             advisories,
             kev,
             entries: Vec::new(),
+            templates: Vec::new(),
             by_vendor: HashMap::new(),
             superseded,
             unmatchable_products: 0,
@@ -137,7 +149,17 @@ impl VulnIndex {
                         None => vp.unanchored.push(e),
                     }
                 }
-                idx.entries.push(Entry { advisory: ai, product: pi, pattern });
+                let mut vulns = Vec::new();
+                for (vi, v) in a.vulnerabilities.iter().enumerate() {
+                    let id = &p.product_id;
+                    if v.fixed.contains(id) || v.not_affected.contains(id) {
+                        vulns.push((vi, Link::Excluded));
+                    } else if v.affected.contains(id) {
+                        vulns.push((vi, Link::Affected(idx.templates.len())));
+                        idx.templates.push(describe(a, vi, pi, &idx.kev));
+                    }
+                }
+                idx.entries.push(Entry { advisory: ai, product: pi, pattern, vulns });
             }
         }
         idx
@@ -180,16 +202,15 @@ impl VulnIndex {
         candidates.sort_unstable();
         candidates.dedup();
 
-        // (advisory, vulnerability index) -> best (confidence, product index).
-        let mut best: HashMap<(usize, usize), (Confidence, usize)> = HashMap::new();
+        // (advisory, vulnerability) -> most certain (confidence, template); few per device.
+        let mut best: Vec<((usize, usize), Confidence, usize)> = Vec::new();
         let mut excluded: Vec<(usize, usize)> = Vec::new();
         for &e in &candidates {
             let entry = &self.entries[e];
             if !entry.pattern.matches(&dev_words) {
                 continue;
             }
-            let a = &self.advisories[entry.advisory];
-            let p = &a.products[entry.product];
+            let p = &self.advisories[entry.advisory].products[entry.product];
             let confidence = match (&p.versions, &version) {
                 (VersionSpec::All, _) => Some(Confidence::Confirmed),
                 (_, None) => Some(Confidence::VersionUnknown),
@@ -199,58 +220,70 @@ impl VulnIndex {
                     None => Some(Confidence::VersionUnclear),
                 },
             };
-            for (vi, vuln) in a.vulnerabilities.iter().enumerate() {
-                let id = &p.product_id;
-                if vuln.fixed.contains(id) || vuln.not_affected.contains(id) {
+            for &(vi, link) in &entry.vulns {
+                let key = (entry.advisory, vi);
+                match (link, confidence) {
                     // The device is one of the fixed/not-affected versions: that outranks
                     // any affected entry it may also fall into.
-                    if confidence == Some(Confidence::Confirmed) && version.is_some() {
-                        excluded.push((entry.advisory, vi));
-                    }
-                    continue;
-                }
-                let Some(c) = confidence else { continue };
-                if !vuln.affected.contains(id) {
-                    continue;
-                }
-                let slot = best.entry((entry.advisory, vi)).or_insert((c, entry.product));
-                if c < slot.0 {
-                    *slot = (c, entry.product);
+                    (Link::Excluded, Some(Confidence::Confirmed)) if version.is_some() => excluded.push(key),
+                    (Link::Excluded, _) | (Link::Affected(_), None) => {}
+                    (Link::Affected(t), Some(c)) => match best.iter_mut().find(|b| b.0 == key) {
+                        Some(b) if c < b.1 => *b = (key, c, t),
+                        Some(_) => {}
+                        None => best.push((key, c, t)),
+                    },
                 }
             }
         }
         let mut out: Vec<VulnMatch> = best
             .into_iter()
-            .filter(|(k, _)| !excluded.contains(k))
-            .map(|((ai, vi), (confidence, pi))| self.describe(ai, vi, pi, confidence))
+            .filter(|(k, _, _)| !excluded.contains(k))
+            .map(|(_, confidence, t)| VulnMatch { confidence, ..self.templates[t].clone() })
             .collect();
         out.sort_by(|a, b| (&a.advisory_id, &a.cve).cmp(&(&b.advisory_id, &b.cve)));
         out
     }
 
-    fn describe(&self, ai: usize, vi: usize, pi: usize, confidence: Confidence) -> VulnMatch {
-        let a = &self.advisories[ai];
-        let v = &a.vulnerabilities[vi];
-        let p = &a.products[pi];
-        let score = v.scores.iter().find(|s| s.products.contains(&p.product_id)).or_else(|| v.scores.first());
-        let remediation = v
-            .remediations
+    /// [`match_device`](Self::match_device) for a whole inventory: identical devices (same
+    /// vendor, model, firmware, OS — hundreds of one pump model) are matched once.
+    pub fn match_inventory(&self, devices: &[DeviceQuery]) -> Vec<Vec<VulnMatch>> {
+        let mut seen: HashMap<&DeviceQuery, usize> = HashMap::new();
+        let mut distinct: Vec<Vec<VulnMatch>> = Vec::new();
+        let slots: Vec<usize> = devices
             .iter()
-            .filter(|r| r.product_ids.is_empty() || r.product_ids.contains(&p.product_id))
-            .map(|r| format!("{}: {}", r.category, r.details.trim()))
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        VulnMatch {
-            advisory_id: a.id.clone(),
-            cve: v.cve.clone(),
-            cvss_vector: score.map(|s| s.vector.clone()),
-            cvss_score: score.map(|s| s.base_score),
-            severity: score.and_then(|s| s.base_severity.clone()),
-            kev: v.cve.as_deref().is_some_and(|c| self.kev.contains(c)),
-            remediation,
-            product: format!("{} {}", p.vendor, p.full_name).trim().to_string(),
-            confidence,
-        }
+            .map(|d| {
+                *seen.entry(d).or_insert_with(|| {
+                    distinct.push(self.match_device(d));
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        slots.into_iter().map(|i| distinct[i].clone()).collect()
+    }
+}
+
+/// The match for (advisory, vulnerability, product), confidence to be filled in.
+fn describe(a: &Advisory, vi: usize, pi: usize, kev: &KevCatalog) -> VulnMatch {
+    let v = &a.vulnerabilities[vi];
+    let p = &a.products[pi];
+    let score = v.scores.iter().find(|s| s.products.contains(&p.product_id)).or_else(|| v.scores.first());
+    let remediation = v
+        .remediations
+        .iter()
+        .filter(|r| r.product_ids.is_empty() || r.product_ids.contains(&p.product_id))
+        .map(|r| format!("{}: {}", r.category, r.details.trim()))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    VulnMatch {
+        advisory_id: a.id.clone(),
+        cve: v.cve.clone(),
+        cvss_vector: score.map(|s| s.vector.clone()),
+        cvss_score: score.map(|s| s.base_score),
+        severity: score.and_then(|s| s.base_severity.clone()),
+        kev: v.cve.as_deref().is_some_and(|c| kev.contains(c)),
+        remediation,
+        product: format!("{} {}", p.vendor, p.full_name).trim().to_string(),
+        confidence: Confidence::Confirmed,
     }
 }
 

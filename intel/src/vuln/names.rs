@@ -149,18 +149,31 @@ fn vendor_words(s: &str) -> Vec<String> {
     words(s).into_iter().filter(|w| !CORPORATE.contains(&w.as_str())).collect()
 }
 
-/// The canonical key whose alias is a whole-word prefix of `w`.
-fn alias_of(w: &[String]) -> Option<&'static str> {
-    let mut best: Option<(usize, &'static str)> = None;
-    for (key, aliases) in VENDOR_ALIASES {
-        for a in *aliases {
-            let aw: Vec<&str> = a.split(' ').collect();
-            if aw.len() <= w.len() && aw.iter().zip(w).all(|(x, y)| *x == y) && best.is_none_or(|(n, _)| aw.len() > n) {
-                best = Some((aw.len(), key));
+/// The alias table split into words once, by first word, longest alias first.
+fn alias_words() -> &'static std::collections::HashMap<&'static str, Vec<(Vec<&'static str>, &'static str)>> {
+    type Table = std::collections::HashMap<&'static str, Vec<(Vec<&'static str>, &'static str)>>;
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t: Table = Table::new();
+        for (key, aliases) in VENDOR_ALIASES {
+            for a in *aliases {
+                let w: Vec<&str> = a.split(' ').collect();
+                t.entry(w[0]).or_default().push((w, *key));
             }
         }
-    }
-    best.map(|(_, k)| k)
+        // "alaris medical" before "alaris".
+        t.values_mut().for_each(|v| v.sort_by(|a, b| b.0.len().cmp(&a.0.len())));
+        t
+    })
+}
+
+/// The canonical key whose alias is a whole-word prefix of `w` (the longest such alias).
+fn alias_of(w: &[String]) -> Option<&'static str> {
+    alias_words()
+        .get(w.first()?.as_str())?
+        .iter()
+        .find(|(aw, _)| aw.len() <= w.len() && aw.iter().zip(w).all(|(x, y)| *x == y))
+        .map(|(_, k)| *k)
 }
 
 /// Canonical keys of a vendor string (usually one). A name naming several companies
@@ -172,8 +185,12 @@ pub fn vendor_keys(s: &str) -> Vec<String> {
         return Vec::new();
     }
     let whole_alias = alias_of(&whole);
-    let mut keys: Vec<String> = whole_alias.iter().map(|k| k.to_string()).collect();
     let lower = s.to_lowercase();
+    let one_company = !lower.contains([',', '/', '&', '(', ')', ';']) && !lower.contains(" and ");
+    if one_company {
+        return vec![whole_alias.map_or_else(|| whole.join(" "), str::to_string)];
+    }
+    let mut keys: Vec<String> = whole_alias.iter().map(|k| k.to_string()).collect();
     let parts = lower.split(|c: char| matches!(c, ',' | '/' | '&' | '(' | ')' | ';')).flat_map(|p| p.split(" and "));
     for p in parts {
         let w = vendor_words(p);

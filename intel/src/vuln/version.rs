@@ -289,7 +289,11 @@ impl VersionSpec {
                 None => unparsed(),
             };
         }
-        let t = strip_notes(raw);
+        let mut t = strip_notes(raw);
+        // "8.x model 35700BAX2": the model belongs to the product; the version is "8.x".
+        if let Some(at) = t.to_ascii_lowercase().find(" model ") {
+            t.truncate(at);
+        }
         let lower = t.to_ascii_lowercase();
         if matches!(lower.as_str(), "*" | "all" | "all versions" | "any" | "any version" | "all/*") {
             return VersionSpec::All;
@@ -509,6 +513,8 @@ mod tests {
         assert_eq!(contains("<= 1.54 (integrated into GE MobileLink)", "1.50"), Some(true));
         assert_eq!(contains("v9.x (with Wireless Battery Module >= v22D19 | <= v22D28)", "9.2"), Some(true));
         assert_eq!(contains("< 1.8.4 Service Pack 01", "1.8.4"), Some(true));
+        assert_eq!(contains("v8.x model 35700BAX2", "8.2"), Some(true));
+        assert_eq!(contains("v8.x model 35700BAX2", "9.0"), Some(false));
         assert_eq!(contains("<= U61 |<= L81", "L80"), Some(true));
         assert_eq!(contains("All versions", "7"), Some(true));
         assert_eq!(contains("* (end-of-life 2011)", "7"), Some(true));

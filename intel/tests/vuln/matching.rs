@@ -213,3 +213,29 @@ fn kb_vendors_map_to_advisory_vendor_names() {
     }
     assert!(words("Dräger").contains(&"drager".to_string()));
 }
+
+/// The bulk form gives each device exactly what matching it alone gives.
+#[test]
+fn inventory_matching_equals_matching_each_device() {
+    let idx = index();
+    let mut inventory = Vec::new();
+    for round in 0..3 {
+        for p in PROFILES {
+            let firmware = [None, Some("9.19"), Some("9.33.1.4")][round];
+            inventory.push(DeviceQuery {
+                vendor: Some(p.manufacturer),
+                model: Some(p.model),
+                firmware,
+                os: Some(p.os),
+            });
+        }
+    }
+    let bulk = idx.match_inventory(&inventory);
+    assert_eq!(bulk.len(), inventory.len());
+    let mut any = 0;
+    for (d, got) in inventory.iter().zip(&bulk) {
+        assert_eq!(got, &idx.match_device(d), "{d:?}");
+        any += got.len();
+    }
+    assert!(any > 0);
+}
