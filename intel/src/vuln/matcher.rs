@@ -16,6 +16,7 @@ use super::kev::KevCatalog;
 use super::names::{vendor_keys, words, ProductPattern};
 use super::version::{Version, VersionSpec};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What is known about a device. Any field may be missing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -44,26 +45,29 @@ pub enum Confidence {
 }
 
 /// One vulnerability that applies to a device. Plain values, for the risk model and the API.
+/// Text fields are shared (`Arc<str>`, read them as `&str`): a million devices share a few
+/// thousand distinct matches, and cloning kilobytes of remediation text per device would
+/// dominate matching time.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VulnMatch {
     /// "ICSMA-20-317-01".
-    pub advisory_id: String,
+    pub advisory_id: Arc<str>,
     /// "CVE-2020-25165"; `None` for advisories without CVE ids.
-    pub cve: Option<String>,
+    pub cve: Option<Arc<str>>,
     /// CVSS v3 vector ("CVSS:3.1/AV:N/...") or v2 when that is all there is.
-    pub cvss_vector: Option<String>,
+    pub cvss_vector: Option<Arc<str>>,
     /// CVSS base score, 0.0 to 10.0.
     pub cvss_score: Option<f64>,
     /// "CRITICAL", "HIGH", "MEDIUM", "LOW", when the advisory gives it.
-    pub severity: Option<String>,
+    pub severity: Option<Arc<str>>,
     /// The CVE is in CISA's Known Exploited Vulnerabilities catalog.
     pub kev: bool,
     /// What the advisory says to do for this product ("vendor_fix: Update to 9.33.2 ...";
     /// several remediations separated by blank lines). Empty when it says nothing.
-    pub remediation: String,
+    pub remediation: Arc<str>,
     /// The advisory's vendor and product name, e.g. "Becton, Dickinson and Company (BD)
     /// Alaris PC Unit Model 8015 <= 9.33.1".
-    pub product: String,
+    pub product: Arc<str>,
     pub confidence: Confidence,
 }
 
@@ -275,14 +279,14 @@ fn describe(a: &Advisory, vi: usize, pi: usize, kev: &KevCatalog) -> VulnMatch {
         .collect::<Vec<_>>()
         .join("\n\n");
     VulnMatch {
-        advisory_id: a.id.clone(),
-        cve: v.cve.clone(),
-        cvss_vector: score.map(|s| s.vector.clone()),
+        advisory_id: a.id.as_str().into(),
+        cve: v.cve.as_deref().map(Arc::from),
+        cvss_vector: score.map(|s| s.vector.as_str().into()),
         cvss_score: score.map(|s| s.base_score),
-        severity: score.and_then(|s| s.base_severity.clone()),
+        severity: score.and_then(|s| s.base_severity.as_deref().map(Arc::from)),
         kev: v.cve.as_deref().is_some_and(|c| kev.contains(c)),
-        remediation,
-        product: format!("{} {}", p.vendor, p.full_name).trim().to_string(),
+        remediation: remediation.into(),
+        product: format!("{} {}", p.vendor, p.full_name).trim().into(),
         confidence: Confidence::Confirmed,
     }
 }

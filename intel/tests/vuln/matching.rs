@@ -9,7 +9,7 @@ use wardline_intel::{Confidence, DeviceQuery, KnowledgeBase, VulnMatch};
 use wardline_sim::profiles::PROFILES;
 
 fn ids(m: &[VulnMatch]) -> BTreeSet<String> {
-    m.iter().map(|m| m.advisory_id.clone()).collect()
+    m.iter().map(|m| m.advisory_id.to_string()).collect()
 }
 
 /// Which advisories name each generated model, found by reading the advisories' product
@@ -122,7 +122,7 @@ fn match_carries_score_vector_remediation_and_kev_flag_from_the_feeds() {
     });
     let bluekeep = m.iter().find(|m| m.cve.as_deref() == Some("CVE-2019-0708")).expect("BlueKeep");
     let rv = &raw["vulnerabilities"][0];
-    assert_eq!(bluekeep.advisory_id, "ICSMA-20-049-01");
+    assert_eq!(&*bluekeep.advisory_id, "ICSMA-20-049-01");
     assert_eq!(bluekeep.cvss_score, rv["scores"][0]["cvss_v3"]["baseScore"].as_f64());
     assert_eq!(bluekeep.cvss_vector.as_deref(), rv["scores"][0]["cvss_v3"]["vectorString"].as_str());
     assert_eq!(bluekeep.kev, crate::kev().contains("CVE-2019-0708"));
