@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         let idx = VulnIndex::build(vec![a], KevCatalog::default());
         for (vendor, model) in &devices {
             for fw in [None, Some("1.0"), Some("9.33.1")] {
-                let _ = idx.match_device(&DeviceQuery { vendor: Some(vendor), model: Some(model), firmware: fw, os: None });
+                let _ =
+                    idx.match_device(&DeviceQuery { vendor: Some(vendor), model: Some(model), firmware: fw, os: None });
             }
         }
     }

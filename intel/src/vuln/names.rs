@@ -162,7 +162,7 @@ fn alias_words() -> &'static std::collections::HashMap<&'static str, Vec<(Vec<&'
             }
         }
         // "alaris medical" before "alaris".
-        t.values_mut().for_each(|v| v.sort_by(|a, b| b.0.len().cmp(&a.0.len())));
+        t.values_mut().for_each(|v| v.sort_by_key(|a| std::cmp::Reverse(a.0.len())));
         t
     })
 }
@@ -191,7 +191,7 @@ pub fn vendor_keys(s: &str) -> Vec<String> {
         return vec![whole_alias.map_or_else(|| whole.join(" "), str::to_string)];
     }
     let mut keys: Vec<String> = whole_alias.iter().map(|k| k.to_string()).collect();
-    let parts = lower.split(|c: char| matches!(c, ',' | '/' | '&' | '(' | ')' | ';')).flat_map(|p| p.split(" and "));
+    let parts = lower.split([',', '/', '&', '(', ')', ';']).flat_map(|p| p.split(" and "));
     for p in parts {
         let w = vendor_words(p);
         if w.is_empty() || (w.len() == 1 && w[0] == "and") {
