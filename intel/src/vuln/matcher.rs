@@ -4,7 +4,7 @@
 //! 1. Vendor: the device's vendor string and the advisory's vendor branch must share a
 //!    canonical key ([`vendor_keys`]).
 //! 2. Product: every distinctive word of the advisory's product name must appear in the
-//!    device's model or OS words ([`ProductPattern`]).
+//!    device's model words, or all in its OS words ([`ProductPattern`]).
 //! 3. Version: the product's version spec decides [`Confidence`]; versions outside it,
 //!    and products a vulnerability lists as fixed or not affected, give no match.
 //!
@@ -182,18 +182,18 @@ impl VulnIndex {
     /// without a model and OS.
     pub fn match_device(&self, d: &DeviceQuery) -> Vec<VulnMatch> {
         let Some(vendor) = d.vendor else { return Vec::new() };
-        let mut dev_words = d.model.map(words).unwrap_or_default();
-        if let Some(os) = d.os {
-            dev_words.extend(words(os));
-        }
-        if dev_words.is_empty() {
+        // A product must be named entirely by the model or entirely by the OS: mixing them
+        // would let "Windows 7" supply the "7" of a "Vivid 7".
+        let model_words = d.model.map(words).unwrap_or_default();
+        let os_words = d.os.map(words).unwrap_or_default();
+        if model_words.is_empty() && os_words.is_empty() {
             return Vec::new();
         }
         let version = d.firmware.and_then(Version::parse);
         let mut candidates: Vec<usize> = Vec::new();
         for k in vendor_keys(vendor) {
             let Some(vp) = self.by_vendor.get(&k) else { continue };
-            for w in &dev_words {
+            for w in model_words.iter().chain(&os_words) {
                 if let Some(es) = vp.by_anchor.get(w) {
                     candidates.extend(es);
                 }
@@ -211,7 +211,7 @@ impl VulnIndex {
         let mut excluded: Vec<(usize, usize)> = Vec::new();
         for &e in &candidates {
             let entry = &self.entries[e];
-            if !entry.pattern.matches(&dev_words) {
+            if !entry.pattern.matches(&model_words) && !entry.pattern.matches(&os_words) {
                 continue;
             }
             let p = &self.advisories[entry.advisory].products[entry.product];

@@ -8,7 +8,7 @@
 //! normalized name as key, so "Insulet" and "Insulet Corporation" still meet.
 //!
 //! Product names become [`ProductPattern`]s: the distinctive words of the name, every one
-//! of which must appear in the device's model (or OS) for a match. The vendor's own words
+//! of which must appear in the device's model (or all in its OS) for a match. The vendor's own words
 //! and generic words ("patient", "monitor", "system", "series"...) are dropped, and
 //! parenthesised text (abbreviations, part numbers) is optional. "MX400-550" and
 //! "MX400-MX850" are model ranges that accept "MX450"; a bare letter family ("MX") accepts
@@ -110,6 +110,15 @@ const GENERIC_PRODUCT_WORDS: &[&str] = &[
     "based",
     "medical",
     "all",
+    // Kinds of device and connectivity: Wardline only sees networked devices, and a model
+    // string rarely repeats "Wireless Syringe Infusion Pump".
+    "pump",
+    "pumps",
+    "infusion",
+    "syringe",
+    "wireless",
+    "wlan",
+    "wifi",
 ];
 
 /// Lowercase ASCII words: letters folded from common accented forms, everything that is

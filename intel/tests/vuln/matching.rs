@@ -239,3 +239,50 @@ fn inventory_matching_equals_matching_each_device() {
     }
     assert!(any > 0);
 }
+
+/// The KB's device profiles (vendor id, model family, usual OS) that advisories name, found
+/// by reading the advisories; every other profile matches nothing.
+const KB_EXPECTED: &[(&str, &[&str])] = &[
+    ("baxter_sigma_spectrum", &["ICSMA-20-170-04", "ICSMA-22-251-01"]),
+    ("bbraun_spacecom", &["ICSMA-20-296-02"]),
+    ("bd_alaris_pcu_8015", &["ICSMA-17-017-02", "ICSMA-20-170-06", "ICSMA-20-317-01"]),
+    ("bd_alaris_systems_manager", &["ICSMA-20-317-01"]),
+    (
+        "bd_pyxis_medstation",
+        &["ICSMA-18-114-01", "ICSMA-19-248-01", "ICSMA-20-091-01", "ICSMA-22-062-01", "ICSMA-22-151-01"],
+    ),
+    ("ge_aisys_cs2", &["ICSMA-19-190-01"]),
+    // "CARESCAPE Central Station (CSCS)"; "B450", "B650", "B850".
+    ("ge_carescape_central", &["ICSMA-20-023-01"]),
+    ("ge_carescape_monitor", &["ICSMA-20-023-01"]),
+    // "Revolution CT" in the family "Revolution / LightSpeed / Optima CT".
+    ("ge_revolution_ct", &["ICSMA-20-343-01"]),
+    // "IntelliVue Patient Monitors MX (MX400-550)"; the MX400-MX850 range needs a number.
+    ("philips_intellivue_mx", &["ICSMA-18-156-01"]),
+    ("philips_piic_ix", &["ICSMA-18-233-01", "ICSMA-20-254-01", "ICSMA-21-322-02"]),
+    // Smiths Medical (now ICU Medical) "Medfusion 4000 Wireless Syringe Infusion Pump".
+    ("smiths_medfusion_4000", &["ICSMA-17-250-02A"]),
+];
+
+#[test]
+fn kb_profiles_match_exactly_the_advisories_that_name_them() {
+    let kb = KnowledgeBase::builtin().unwrap();
+    for p in kb.profiles.values() {
+        let os = p.os.as_deref().and_then(|o| kb.os(o)).map(|o| o.info.name.clone());
+        let m = index().match_device(&DeviceQuery {
+            vendor: Some(&p.vendor),
+            model: Some(&p.model_family),
+            firmware: None,
+            os: os.as_deref(),
+        });
+        let expected: BTreeSet<String> = KB_EXPECTED
+            .iter()
+            .find(|(k, _)| *k == p.id)
+            .map(|(_, ids)| ids.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(ids(&m), expected, "{}: {} {} ({os:?})", p.id, p.vendor, p.model_family);
+    }
+    for (k, _) in KB_EXPECTED {
+        assert!(kb.profiles.contains_key(*k), "KB profile {k} is gone");
+    }
+}
