@@ -301,3 +301,79 @@ fn is_newer(a: &Advisory, b: &Advisory) -> bool {
         o => o == std::cmp::Ordering::Greater,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vuln::parse_advisory;
+
+    /// Pump 9: every version affected (P1) except 3.2, listed as fixed (P2); Pump 9 Pro's
+    /// versions are prose (P3); P4 (Pump 9 2.x) is known not affected by the second CVE.
+    const ADVISORY: &str = r#"{
+      "document": {"title": "T", "tracking": {"id": "ICSMA-99-002-01", "version": "1", "current_release_date": "2024-01-01"}},
+      "product_tree": {"branches": [{"category": "vendor", "name": "Acme Medical, Inc.", "branches": [
+        {"category": "product_name", "name": "Pump 9", "branches": [
+          {"category": "product_version_range", "name": "vers:all/*", "product": {"name": "Pump 9 all", "product_id": "P1"}},
+          {"category": "product_version", "name": "3.2", "product": {"name": "Pump 9 3.2", "product_id": "P2"}},
+          {"category": "product_version", "name": "2.x", "product": {"name": "Pump 9 2.x", "product_id": "P4"}}]},
+        {"category": "product_name", "name": "Pump 9 Pro", "branches": [
+          {"category": "product_version", "name": "shipped before May 2020", "product": {"name": "Pro", "product_id": "P3"}}]}]}]},
+      "vulnerabilities": [
+        {"cve": "CVE-2024-0001", "scores": [{"products": ["P1", "P3"], "cvss_v3": {"vectorString": "CVSS:3.1/AV:N", "baseScore": 9.8}}],
+         "product_status": {"known_affected": ["P1", "P3"], "fixed": ["P2"]},
+         "remediations": [{"category": "vendor_fix", "details": "Update to 3.2", "product_ids": ["P1"]},
+                          {"category": "mitigation", "details": "Isolate the network"}]},
+        {"cve": "CVE-2024-0002", "product_status": {"known_affected": ["P1"], "known_not_affected": ["P4"]}}]
+    }"#;
+
+    fn idx() -> VulnIndex {
+        VulnIndex::build(vec![parse_advisory(ADVISORY.as_bytes(), "a.json").unwrap()], KevCatalog::default())
+    }
+
+    fn run(model: &str, fw: Option<&str>) -> Vec<(String, Confidence)> {
+        idx()
+            .match_device(&DeviceQuery {
+                vendor: Some("ACME MEDICAL CORP"),
+                model: Some(model),
+                firmware: fw,
+                os: None,
+            })
+            .into_iter()
+            .map(|m| (m.cve.as_deref().unwrap_or("").to_string(), m.confidence))
+            .collect()
+    }
+
+    #[test]
+    fn fixed_and_not_affected_versions_are_excluded() {
+        let c = |s: &str| s.to_string();
+        assert_eq!(
+            run("Pump 9", Some("3.1")),
+            [(c("CVE-2024-0001"), Confidence::Confirmed), (c("CVE-2024-0002"), Confidence::Confirmed)]
+        );
+        assert_eq!(run("Pump 9", Some("3.2")), [(c("CVE-2024-0002"), Confidence::Confirmed)]);
+        assert_eq!(run("Pump 9", Some("2.5")), [(c("CVE-2024-0001"), Confidence::Confirmed)]);
+        // Unknown firmware: "all versions" still holds; nothing can be excluded.
+        assert_eq!(run("Pump 9", None).len(), 2);
+    }
+
+    #[test]
+    fn most_certain_entry_wins_and_remediation_is_per_product() {
+        // "Pump 9 Pro" is also a "Pump 9" (family): P1 (all versions) beats P3 (prose).
+        let m = idx().match_device(&DeviceQuery {
+            vendor: Some("Acme Medical"),
+            model: Some("Pump 9 Pro"),
+            firmware: Some("4.0"),
+            os: None,
+        });
+        let first = m.iter().find(|m| m.cve.as_deref() == Some("CVE-2024-0001")).unwrap();
+        assert_eq!(first.confidence, Confidence::Confirmed);
+        assert_eq!(&*first.remediation, "vendor_fix: Update to 3.2\n\nmitigation: Isolate the network");
+        assert_eq!(first.cvss_score, Some(9.8));
+        assert!(!first.kev);
+        assert_eq!(run("Pump 8", None), []);
+        assert!(idx()
+            .match_device(&DeviceQuery { vendor: Some("Other Pumps Ltd"), model: Some("Pump 9"), ..Default::default() })
+            .is_empty());
+        assert!(idx().match_device(&DeviceQuery { model: Some("Pump 9"), ..Default::default() }).is_empty());
+    }
+}
