@@ -230,7 +230,7 @@ pub fn parse_advisory(bytes: &[u8], source: &str) -> Result<Advisory, FeedError>
     let mut products = Vec::new();
     let tree = doc.product_tree.unwrap_or_default();
     for b in &tree.branches {
-        walk(b, &Path3::default(), &mut products);
+        walk(b, &BranchPath::default(), &mut products);
     }
     for f in &tree.full_product_names {
         if !products.iter().any(|p: &Product| p.product_id == f.product_id) {
@@ -315,27 +315,27 @@ pub fn parse_advisory(bytes: &[u8], source: &str) -> Result<Advisory, FeedError>
     })
 }
 
+/// What the branches above a product said: vendor, product name, version text.
 #[derive(Default, Clone)]
-struct Path3 {
+struct BranchPath {
     vendor: String,
     product_name: String,
-    version: Option<(String, bool)>,
+    version: Option<String>,
 }
 
-fn walk(b: &CsafBranch, ctx: &Path3, out: &mut Vec<Product>) {
+fn walk(b: &CsafBranch, ctx: &BranchPath, out: &mut Vec<Product>) {
     let mut here = ctx.clone();
     match b.category.as_str() {
         "vendor" => here.vendor = b.name.clone(),
         "product_name" | "product_family" if here.product_name.is_empty() => here.product_name = b.name.clone(),
         // A family above the product name ("IntelliVue" > "MX450"): join them.
         "product_name" | "product_family" => here.product_name = format!("{} {}", here.product_name, b.name),
-        "product_version" => here.version = Some((b.name.clone(), false)),
-        "product_version_range" => here.version = Some((b.name.clone(), true)),
+        "product_version" | "product_version_range" => here.version = Some(b.name.clone()),
         _ => {}
     }
     if let Some(p) = &b.product {
         let versions = match &here.version {
-            Some((v, _)) => VersionSpec::parse(v),
+            Some(v) => VersionSpec::parse(v),
             // A product without a version branch: the advisory names no versions, so all.
             None => VersionSpec::All,
         };
