@@ -48,6 +48,12 @@ seed() { # target
   mkdir -p "$dir"
   # Hand-made seeds the corpus lacks (GRE/ERSPAN frames for decode) are always added.
   [[ -d fuzz/seeds/$t ]] && cp -n fuzz/seeds/"$t"/* "$dir/"
+  # Real CISA advisories seed the CSAF parser (read at run time, never copied into the repo).
+  if [[ $t == csaf_advisory ]]; then
+    local feeds=${WARDLINE_VULNFEEDS:-$(cd .. && pwd)/shared/vulnfeeds}
+    [[ -d $feeds/icsma ]] && cp -n "$feeds"/icsma/*.json "$dir/" 2>/dev/null
+    return 0
+  fi
   [[ -d "$PCAPS" ]] || return 0
   [[ -n "$(ls -A "$dir" | grep -v -x -F -f <(ls fuzz/seeds/"$t" 2>/dev/null) 2>/dev/null)" ]] && return 0
   if [[ $t == capture_file ]]; then

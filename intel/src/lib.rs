@@ -22,6 +22,8 @@
 //!   `kb/risk.toml` (docs/risk.md).
 //! - [`policy`]: segmentation — device groups, policy files, the compiled evaluator, the
 //!   life-sustaining safety check and least-privilege recommendations (docs/segmentation.md).
+//! - [`vuln`]: offline vulnerability feeds (CISA CSAF medical advisories, KEV catalog) and
+//!   matching devices against them (docs/vulnerabilities.md).
 //!
 //! Exporters that render a compiled policy for firewalls and NAC systems get their own crate
 //! (`export/`, decision 0012); the aggregator serves and pushes what they render.
@@ -36,9 +38,11 @@ pub mod model;
 pub mod oui;
 pub mod policy;
 pub mod risk;
+pub mod vuln;
 
 pub use classify::{classify, classify_stable, Attribute, Because, Classification, DeviceFacts, PortRef};
 pub use flow_context::{flow_context, FlowContext, FlowSpec};
 pub use load::KbError;
 pub use model::{Category, Criticality, Direction, FlowTag, KnowledgeBase, OsEntry, OsInfo, Transport};
 pub use risk::{assess, FlowSummary, RiskInput, RiskScore, VulnConfidence, VulnMatch};
+pub use vuln::{Confidence, DeviceQuery, VulnIndex};

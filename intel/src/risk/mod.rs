@@ -59,6 +59,25 @@ pub struct VulnMatch {
     pub confidence: VulnConfidence,
 }
 
+impl From<&crate::vuln::VulnMatch> for VulnMatch {
+    /// A feed match as a risk input: the advisory id stands in for a missing CVE, a missing
+    /// score counts as 0, and a version the advisory gives only as prose counts like an
+    /// unknown version (a possible match, weighted half).
+    fn from(m: &crate::vuln::VulnMatch) -> Self {
+        VulnMatch {
+            cve: m.cve.as_deref().unwrap_or(&m.advisory_id).to_string(),
+            cvss_base_score: m.cvss_score.unwrap_or(0.0),
+            known_exploited: m.kev,
+            confidence: match m.confidence {
+                crate::vuln::Confidence::Confirmed => VulnConfidence::Confirmed,
+                crate::vuln::Confidence::VersionUnclear | crate::vuln::Confidence::VersionUnknown => {
+                    VulnConfidence::VersionUnknown
+                }
+            },
+        }
+    }
+}
+
 /// The device's conversations with one peer on one service, summarised.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FlowSummary {
