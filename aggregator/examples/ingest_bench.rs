@@ -10,6 +10,9 @@
 //!    crate into a fresh table, 100,000 rows per insert;
 //! 3. backlog: a second sensor spools the whole capture while no node is reachable, then
 //!    drains its spool into the node; flows acked per second.
+//! 4. cluster: a third sensor's spooled capture drained into a three-node cluster (the
+//!    sensor knows every node) until every row is in ClickHouse; flows per second from the
+//!    first ack to the last row, against `direct` (capture analysis is not in this figure).
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use wardline_aggregator::sink::clickhouse::schema_statements;
 use wardline_aggregator::sink::FlowRow;
 use wardline_chaos_tests::clickhouse::ClickHouseServer;
-use wardline_chaos_tests::procs::{free_udp_port, Aggregator, Fleet, Sensor, SensorSpec};
+use wardline_chaos_tests::procs::{free_udp_port, start_plain_cluster, Aggregator, Fleet, Sensor, SensorSpec};
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<Instant> {
     let deadline = Instant::now() + timeout;
@@ -134,7 +137,7 @@ fn main() -> Result<()> {
         header.extend_from_slice(&word.to_le_bytes());
     }
     std::fs::write(&empty, header)?;
-    let cfg = Sensor::write_config(&fleet, &SensorSpec { pcaps: vec![empty], ..spec("backlog-1", agg.quic_addr()) })?;
+    let cfg = Sensor::write_config(&fleet, &SensorSpec { pcaps: vec![empty.clone()], ..spec("backlog-1", agg.quic_addr()) })?;
     with_in_flight(&cfg)?;
     let mut sensor = Sensor::start(&cfg, &log, &[])?;
     let first =
@@ -154,5 +157,52 @@ fn main() -> Result<()> {
     );
     let t2 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
     println!("backlog: outbox drained {:.2} s after the last ack", (t2 - done).as_secs_f64());
+    drop(agg);
+
+    // 4. A spooled backlog through a three-node cluster into ClickHouse (fresh database, so
+    //    the rows counted are this run's).
+    ch.query("DROP DATABASE IF EXISTS wardline")?;
+    let nodes = start_plain_cluster(&fleet, 3, Some(ch.http_url.clone()))?;
+    let dead = format!("127.0.0.1:{}", free_udp_port());
+    let cfg = Sensor::write_config(&fleet, &spec("cluster-1", dead))?;
+    let log = fleet.path().join("cluster.log");
+    let mut sensor = Sensor::start(&cfg, &log, &[])?;
+    wait_for("the cluster sensor to spool the capture", Duration::from_secs(1800), || {
+        Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("capture finished"))
+    })?;
+    sensor.kill9();
+    let servers: Vec<String> = nodes.iter().map(Aggregator::quic_addr).collect();
+    let empty_spec = SensorSpec { pcaps: vec![empty.clone()], ..spec("cluster-1", servers[0].clone()) };
+    let cfg = Sensor::write_config(&fleet, &empty_spec)?;
+    let others: Vec<String> = servers[1..].iter().map(|s| format!("{s:?}")).collect();
+    let text = std::fs::read_to_string(&cfg)?.replacen(
+        "server_name = \"localhost\"\n",
+        &format!("server_name = \"localhost\"\nfallback_servers = [{}]\n", others.join(", ")),
+        1,
+    );
+    std::fs::write(&cfg, text)?;
+    with_in_flight(&cfg)?;
+    let leader = &nodes[0];
+    let mut sensor = Sensor::start(&cfg, &log, &[])?;
+    let first =
+        wait_for("the first cluster ack", Duration::from_secs(120), || Ok(sensor_flows(leader, "cluster-1") > 0))?;
+    let st = sensor.wait(Duration::from_secs(1800))?;
+    let acked = Instant::now();
+    if !st.success() {
+        bail!("cluster sensor failed:\n{}", sensor.log_text());
+    }
+    let total = sensor_flows(leader, "cluster-1");
+    let stored = wait_for("every row in ClickHouse", Duration::from_secs(600), || {
+        let n: u64 = ch.query("SELECT count() FROM wardline.flows FINAL")?.trim().parse().unwrap_or(0);
+        Ok(n >= total && nodes.iter().all(|n| outbox_rows(n) == Some(0)))
+    })?;
+    let secs = (stored - first).as_secs_f64();
+    println!(
+        "cluster: {total} flows from one sensor's spool through 3 nodes into ClickHouse in {secs:.2} s = {:.0} flows/s \
+         = {:.1} % of direct (last ack at {:.2} s)",
+        total as f64 / secs,
+        100.0 * (total as f64 / secs) / (flows as f64 / direct_secs),
+        (acked - first).as_secs_f64()
+    );
     Ok(())
 }

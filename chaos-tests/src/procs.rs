@@ -389,6 +389,31 @@ impl Drop for Aggregator {
 }
 
 /// One sensor process reading capture files.
+/// `count` nodes on loopback with no fault proxies: node 1 initialises the cluster, the
+/// others join it through the `cluster join` CLI (benchmarks and demos; the chaos suite's
+/// own start puts fault proxies in between).
+pub fn start_plain_cluster(fleet: &Fleet, count: u64, clickhouse_url: Option<String>) -> Result<Vec<Aggregator>> {
+    let mut nodes: Vec<Aggregator> = Vec::new();
+    for id in 1..=count {
+        let mut node = Aggregator::prepare(fleet, id, clickhouse_url.clone(), Vec::new())?;
+        node.joiner = id > 1;
+        node.launch()?;
+        if id > 1 {
+            run_ok(
+                Command::new(bin("wardline-aggregator"))
+                    .args(["cluster", "join", "--api", &nodes[0].api(), "--node-id", &id.to_string()])
+                    .env("WARDLINE_CERT_DIR", &nodes[0].operator_dir)
+                    .args(["--raft-addr", &format!("127.0.0.1:{}", node.raft_port)])
+                    .args(["--api-addr", &format!("127.0.0.1:{}", node.api_port)])
+                    .args(["--ingest-addr", &node.quic_addr()]),
+            )
+            .with_context(|| format!("node {id} could not join the cluster"))?;
+        }
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
 pub struct Sensor {
     pub config: PathBuf,
     pub log: PathBuf,
