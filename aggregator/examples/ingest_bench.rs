@@ -137,7 +137,8 @@ fn main() -> Result<()> {
         header.extend_from_slice(&word.to_le_bytes());
     }
     std::fs::write(&empty, header)?;
-    let cfg = Sensor::write_config(&fleet, &SensorSpec { pcaps: vec![empty.clone()], ..spec("backlog-1", agg.quic_addr()) })?;
+    let cfg =
+        Sensor::write_config(&fleet, &SensorSpec { pcaps: vec![empty.clone()], ..spec("backlog-1", agg.quic_addr()) })?;
     with_in_flight(&cfg)?;
     let mut sensor = Sensor::start(&cfg, &log, &[])?;
     let first =

@@ -42,10 +42,15 @@ use ulid::Ulid;
 use wardline_common::wire::{AddressBinding, HostObservation};
 use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAddr, Proto, SensorStats};
 
-/// Version of the serialized state (snapshots). A snapshot of another format is refused
-/// with a message naming both, instead of being mis-decoded. The value is far above any
-/// device count, which is what the first number of a pre-versioned state was.
+/// Version of the serialized state (snapshots). A snapshot of an older format this build
+/// still reads ([`OLDEST_STATE_FORMAT`]..) is migrated as it loads (the parts it lacks start
+/// empty), so a node of a newer version can join a cluster of an older one and install its
+/// snapshots; any other format is refused with a message naming both, instead of being
+/// mis-decoded. The value is far above any device count, which is what the first number of
+/// a pre-versioned state was.
 pub const STATE_FORMAT: u32 = 0x574c_0004;
+/// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
+pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
 /// `segments_dropped`.
 pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
@@ -591,8 +596,9 @@ pub struct ClusterState {
     baselines: anomaly::Baselines,
 }
 
-/// A serialized `ClusterState`; the derived indexes are rebuilt from it.
-#[derive(Serialize, Deserialize)]
+/// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
+/// added at the end, each with the format that introduced it (see `Deserialize` below).
+#[derive(Serialize)]
 struct ReplicatedParts {
     format: StateFormat,
     #[serde(with = "arc_values_as_list")]
@@ -621,18 +627,78 @@ impl Serialize for StateFormat {
     }
 }
 
-impl<'de> Deserialize<'de> for StateFormat {
+impl<'de> Deserialize<'de> for ReplicatedParts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let found = u32::deserialize(d)?;
-        if found == STATE_FORMAT {
-            return Ok(StateFormat);
+        const FIELDS: &[&str] = &[
+            "format",
+            "devices",
+            "sensors",
+            "hosts",
+            "bindings",
+            "site_names",
+            "tokens",
+            "audit",
+            "outbox",
+            "alerts",
+            "baselines",
+        ];
+        struct PartsVisitor;
+        impl<'de> serde::de::Visitor<'de> for PartsVisitor {
+            type Value = ReplicatedParts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a serialized Wardline cluster state")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ReplicatedParts, A::Error> {
+                use serde::de::Error;
+                let missing = |what: &str| A::Error::custom(format!("truncated cluster state: no {what}"));
+                let format: u32 = seq.next_element()?.ok_or_else(|| missing("format"))?;
+                if !(OLDEST_STATE_FORMAT..=STATE_FORMAT).contains(&format) {
+                    return Err(A::Error::custom(format!(
+                        "the replicated state is in format {format:#x}; this build reads formats \
+                         {OLDEST_STATE_FORMAT:#x} to {STATE_FORMAT:#x}: a snapshot from a newer Wardline \
+                         version (upgrade this node) or from one older than the upgrade rules allow \
+                         (upgrade every node, then empty this node's data directory and rejoin)"
+                    )));
+                }
+                #[derive(Deserialize)]
+                struct Devices(#[serde(with = "arc_values_as_list")] BTreeMap<MacAddr, Arc<DeviceRecord>>);
+                #[derive(Deserialize)]
+                struct Hosts(#[serde(with = "arc_values_as_list")] BTreeMap<HostKey, Arc<HostRecord>>);
+                let devices: Devices = seq.next_element()?.ok_or_else(|| missing("devices"))?;
+                let sensors = seq.next_element()?.ok_or_else(|| missing("sensors"))?;
+                let hosts: Hosts = seq.next_element()?.ok_or_else(|| missing("hosts"))?;
+                #[derive(Deserialize)]
+                struct Bindings(#[serde(with = "map_as_list")] BTreeMap<(u32, IpAddr), AddressTimeline>);
+                let bindings: Bindings = seq.next_element()?.ok_or_else(|| missing("bindings"))?;
+                let site_names = seq.next_element()?.ok_or_else(|| missing("site names"))?;
+                let tokens = seq.next_element()?.ok_or_else(|| missing("tokens"))?;
+                let audit = seq.next_element()?.ok_or_else(|| missing("audit log"))?;
+                let outbox = seq.next_element()?.ok_or_else(|| missing("outbox"))?;
+                // Format 4 added alerts and anomaly baselines; older states start without any.
+                let (alerts, baselines) = if format >= 0x574c_0004 {
+                    (
+                        seq.next_element()?.ok_or_else(|| missing("alerts"))?,
+                        seq.next_element()?.ok_or_else(|| missing("baselines"))?,
+                    )
+                } else {
+                    Default::default()
+                };
+                Ok(ReplicatedParts {
+                    format: StateFormat,
+                    devices: devices.0,
+                    sensors,
+                    hosts: hosts.0,
+                    bindings: bindings.0,
+                    site_names,
+                    tokens,
+                    audit,
+                    outbox,
+                    alerts,
+                    baselines,
+                })
+            }
         }
-        Err(serde::de::Error::custom(format!(
-            "the replicated state is in format {found:#x}, this build reads format {STATE_FORMAT:#x} \
-             (a snapshot from an older Wardline version, before IP-keyed devices and bindings): \
-             upgrade every node, then let this node take a fresh snapshot from the leader \
-             (empty its data directory and rejoin)"
-        )))
+        d.deserialize_struct("ReplicatedParts", FIELDS, PartsVisitor)
     }
 }
 
@@ -1801,7 +1867,60 @@ mod tests {
         )
         .unwrap();
         let err = bincode::serde::decode_from_slice::<ClusterState, _>(&old, bincode::config::standard()).unwrap_err();
-        assert!(err.to_string().contains("older Wardline version"), "{err}");
+        assert!(err.to_string().contains("this build reads formats"), "{err}");
+        // A newer format is refused too.
+        let mut newer = bincode::serde::encode_to_vec(ClusterState::new(), bincode::config::standard()).unwrap();
+        let next = bincode::serde::encode_to_vec(STATE_FORMAT + 1, bincode::config::standard()).unwrap();
+        let current = bincode::serde::encode_to_vec(STATE_FORMAT, bincode::config::standard()).unwrap();
+        assert_eq!(newer[..current.len()], current[..]);
+        newer.splice(..current.len(), next);
+        let err =
+            bincode::serde::decode_from_slice::<ClusterState, _>(&newer, bincode::config::standard()).unwrap_err();
+        assert!(err.to_string().contains("newer Wardline version"), "{err}");
+    }
+
+    /// A snapshot of format 3 (written before alerts and baselines existed) loads with both
+    /// empty and everything else intact: a node of this version installs an older node's
+    /// snapshot when it joins its cluster.
+    #[test]
+    fn a_format_3_snapshot_migrates_with_empty_alerts_and_baselines() {
+        let mut st = ClusterState::new();
+        let ev = Evidence::new(Field::Hostname, "ct-1", Proto::Dhcp, 5);
+        st.apply(&Command::ApplyBatch(batch("s1", 1, vec![obs(mac(1), "10.0.0.1", 5, vec![ev])])));
+        st.apply(&Command::ApplyBatches((2..=4).map(|seq| ingest("s1", seq, 2)).collect()));
+        assert!(!st.devices().is_empty() && !st.outbox().entries.is_empty());
+        #[derive(Serialize)]
+        struct PartsV3<'a> {
+            format: u32,
+            #[serde(serialize_with = "arc_values_as_list::serialize")]
+            devices: &'a BTreeMap<MacAddr, Arc<DeviceRecord>>,
+            sensors: &'a BTreeMap<String, SensorRecord>,
+            #[serde(serialize_with = "arc_values_as_list::serialize")]
+            hosts: &'a BTreeMap<HostKey, Arc<HostRecord>>,
+            bindings: BindingsList<'a>,
+            site_names: &'a Vec<String>,
+            tokens: &'a tokens::TokenStore,
+            audit: &'a audit::AuditLog,
+            outbox: &'a FlowOutbox,
+        }
+        let v3 = PartsV3 {
+            format: OLDEST_STATE_FORMAT,
+            devices: &st.devices,
+            sensors: &st.sensors,
+            hosts: &st.hosts,
+            bindings: BindingsList(&st.addresses),
+            site_names: &st.site_names,
+            tokens: &st.tokens,
+            audit: &st.audit,
+            outbox: &st.outbox,
+        };
+        let bytes = bincode::serde::encode_to_vec(&v3, bincode::config::standard()).unwrap();
+        let (back, used): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(used, bytes.len());
+        let expected = ClusterState { alerts: Default::default(), baselines: Default::default(), ..st.clone() };
+        assert_eq!(back, expected);
+        assert_eq!(back.devices(), st.devices());
     }
 
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small
