@@ -67,7 +67,8 @@ impl Batcher {
         // Inventory and reports first, in batches of their own: the spool sends (and keeps
         // under pressure) them before flow detail (decision 0022). The sort puts flows after
         // devices, hosts and bindings and before stats.
-        let (flows, inventory): (Vec<Event>, Vec<Event>) = events.into_iter().partition(|e| matches!(e, Event::Flow(_)));
+        let (flows, inventory): (Vec<Event>, Vec<Event>) =
+            events.into_iter().partition(|e| matches!(e, Event::Flow(_)));
         for part in [inventory, flows] {
             for chunk in part.chunks(self.max_events) {
                 self.produced += 1;

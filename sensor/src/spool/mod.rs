@@ -287,7 +287,15 @@ impl Spool {
             dead,
             checkpoints,
             max_bytes,
-            inner: Mutex::new(Inner { c, sealed: n_sealed, queued: n_queued, bytes, seals: 0, rollups: 0, evictions: 0 }),
+            inner: Mutex::new(Inner {
+                c,
+                sealed: n_sealed,
+                queued: n_queued,
+                bytes,
+                seals: 0,
+                rollups: 0,
+                evictions: 0,
+            }),
             pushed: tokio::sync::Notify::new(),
         };
         {
@@ -445,7 +453,9 @@ impl Spool {
             let (k, v) = item.context("cannot read the spool's loss entries")?;
             match decode_frame::<SpoolLoss>(&v) {
                 Ok(l) => losses.push(l),
-                Err(e) => warn!("spool loss entry {} is unreadable ({e}); only its totals are reported", hex::encode(&k)),
+                Err(e) => {
+                    warn!("spool loss entry {} is unreadable ({e}); only its totals are reported", hex::encode(&k))
+                }
             }
         }
         let c = &g.c;

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::process::Command;
-use wardline_common::wire::{decode_frame, encode_frame, Batch, SpoolLossKind, SpoolReport};
+use wardline_common::wire::{encode_frame, Batch, SpoolLossKind, SpoolReport};
 use wardline_common::{DeviceObservation, Event, FlowRecord, MacAddr, SensorStats};
 use wardline_sensor::spool::{record, Class, Spool, BATCH_TREE, QUEUED_TREE, SEAL_AHEAD};
 
@@ -52,9 +52,10 @@ fn flows(from: u32, k: u32, pairs: u32, bytes: u64) -> Vec<Event> {
 
 /// Traffic bytes and packets of the flows (detail and summaries) in these batches.
 fn traffic(batches: &[Batch]) -> (u64, u64) {
-    batches.iter().flat_map(|b| b.flows()).fold((0, 0), |(by, p), f| {
-        (by + f.bytes_ab + f.bytes_ba, p + f.packets_ab + f.packets_ba)
-    })
+    batches
+        .iter()
+        .flat_map(|b| b.flows())
+        .fold((0, 0), |(by, p), f| (by + f.bytes_ab + f.bytes_ba, p + f.packets_ab + f.packets_ba))
 }
 
 fn report_of(b: &Batch) -> Option<&SpoolReport> {
@@ -281,13 +282,8 @@ fn corrupt_records_are_quarantined_counted_and_reported() {
 #[test]
 fn records_of_an_older_sensor_are_still_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let legacy = Batch {
-        id: ulid::Ulid::new(),
-        sensor_id: "s1".into(),
-        site: "north".into(),
-        seq: 5,
-        events: vec![device(9)],
-    };
+    let legacy =
+        Batch { id: ulid::Ulid::new(), sensor_id: "s1".into(), site: "north".into(), seq: 5, events: vec![device(9)] };
     {
         let db = sled::open(dir.path()).unwrap();
         db.open_tree(BATCH_TREE).unwrap().insert(5u64.to_be_bytes(), encode_frame(&legacy).unwrap()).unwrap();
@@ -304,9 +300,13 @@ fn classes_follow_content() {
     assert_eq!(Class::of(&[device(1)]), Class::Inventory);
     assert_eq!(Class::of(&flows(0, 3, 1, 1)), Class::FlowDetail);
     assert_eq!(Class::of(&[flow(0, 1, 1), device(1)]), Class::Inventory);
-    let (sum, n) = wardline_sensor::spool::rollup::roll_up(
-        flows(0, 4, 1, 10).iter().filter_map(|e| if let Event::Flow(f) = e { Some(f) } else { None }),
-    );
+    let (sum, n) = wardline_sensor::spool::rollup::roll_up(flows(0, 4, 1, 10).iter().filter_map(|e| {
+        if let Event::Flow(f) = e {
+            Some(f)
+        } else {
+            None
+        }
+    }));
     assert_eq!((sum.len(), n), (1, 4));
     assert_eq!(Class::of(&sum.into_iter().map(Event::Flow).collect::<Vec<_>>()), Class::FlowSummary);
 }
@@ -423,7 +423,8 @@ fn run_child(fault: &str) -> (tempfile::TempDir, String) {
 /// counter is ahead of them, and every flow byte is in the spool, acked, or counted evicted.
 fn check_after_crash(dir: &std::path::Path, stdout: &str) {
     let last_started: u32 = stdout.lines().filter_map(|l| l.strip_prefix("start ")).last().unwrap().parse().unwrap();
-    let acked_bytes: u64 = stdout.lines().filter_map(|l| l.strip_prefix("acked ")).map(|v| v.parse::<u64>().unwrap()).sum();
+    let acked_bytes: u64 =
+        stdout.lines().filter_map(|l| l.strip_prefix("acked ")).map(|v| v.parse::<u64>().unwrap()).sum();
     let spool = Spool::open(dir, 30_000).unwrap();
     let st = spool.stats().unwrap();
     assert_eq!(st.records_quarantined, 0);
@@ -459,3 +460,4 @@ fn kill_at_sequence_assignment_keeps_seqs_unique() {
     let (dir, out) = run_child("spool-after-seal:40");
     check_after_crash(dir.path(), &out);
 }
+mod sigterm;
