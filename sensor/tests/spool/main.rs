@@ -422,7 +422,7 @@ fn run_child(fault: &str) -> (tempfile::TempDir, String) {
 /// After a crash anywhere: every record reads back, seqs are unique and ascending, the
 /// counter is ahead of them, and every flow byte is in the spool, acked, or counted evicted.
 fn check_after_crash(dir: &std::path::Path, stdout: &str) {
-    let last_started: u32 = stdout.lines().filter_map(|l| l.strip_prefix("start ")).last().unwrap().parse().unwrap();
+    let last_started: u32 = stdout.lines().rev().find_map(|l| l.strip_prefix("start ")).unwrap().parse().unwrap();
     let acked_bytes: u64 =
         stdout.lines().filter_map(|l| l.strip_prefix("acked ")).map(|v| v.parse::<u64>().unwrap()).sum();
     let spool = Spool::open(dir, 30_000).unwrap();
