@@ -360,6 +360,34 @@ mod tests {
     }
 
     #[test]
+    fn spool_report_round_trips() {
+        let mut b = sample();
+        b.events.push(Event::SpoolReport(SpoolReport {
+            spool_epoch: Ulid::from_parts(1_700_000_000_000, 7),
+            batches_evicted: 3,
+            events_evicted: 40,
+            flows_evicted: 38,
+            flow_bytes_evicted: 123_456,
+            flows_rolled_up: 900,
+            rollups_created: 12,
+            records_quarantined: 1,
+            losses: vec![SpoolLoss {
+                batch_id: Ulid::from_parts(1_700_000_000_001, 9),
+                seq: Some(17),
+                kind: SpoolLossKind::EvictedFlowDetail,
+                events: 20,
+                flows: 20,
+                flow_bytes: 5000,
+                first_seen_us: 10,
+                last_seen_us: 20,
+            }],
+        }));
+        let f = encode_frame(&b).unwrap();
+        assert_eq!(f[0], 3);
+        assert_eq!(decode_frame::<Batch>(&f).unwrap(), b);
+    }
+
+    #[test]
     fn rejects_bad_version_and_trailing() {
         let mut f = encode_frame(&sample()).unwrap();
         f[0] = 99;

@@ -311,4 +311,14 @@ mod tests {
         let err = toml::from_str::<SensorConfig>(text).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
     }
+
+    #[test]
+    fn spool_bound_prefers_the_spool_section() {
+        let base = "sensor_id='a'\nsite='b'\nspool_dir='/s'\nspool_max_bytes=100\n";
+        let rest = "[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
+        let old: SensorConfig = toml::from_str(&format!("{base}{rest}")).unwrap();
+        assert_eq!(old.spool_bound(), 100);
+        let new: SensorConfig = toml::from_str(&format!("{base}{rest}[spool]\nmax_bytes=5000\n")).unwrap();
+        assert_eq!(new.spool_bound(), 5000);
+    }
 }
