@@ -443,6 +443,7 @@ async fn handle_stream<H: BatchHandler>(
                     write_reply(&mut send, &reply, identity).await;
                     return;
                 }
+                log_spool_report(identity, &batch);
                 let pending = handler.handle(identity.clone(), batch);
                 order.pass(true);
                 let reply = pending.await;
@@ -469,6 +470,27 @@ async fn handle_stream<H: BatchHandler>(
     };
     stats.count_reply(&reply);
     write_reply(&mut send, &reply, identity).await;
+}
+
+/// A sensor's account of what its spool gave up or condensed (decision 0022), for operators.
+fn log_spool_report(identity: &SensorIdentity, batch: &Batch) {
+    for e in &batch.events {
+        if let wire::Event::SpoolReport(r) = e {
+            warn!(
+                sensor = %identity.sensor_id,
+                seq = batch.seq,
+                spool_epoch = %r.spool_epoch,
+                batches_evicted = r.batches_evicted,
+                flows_evicted = r.flows_evicted,
+                flow_bytes_evicted = r.flow_bytes_evicted,
+                flows_rolled_up = r.flows_rolled_up,
+                records_quarantined = r.records_quarantined,
+                new_losses = r.losses.len(),
+                "the sensor's spool gave up or rolled up data while it could not deliver (totals since its spool \
+                 was created); the cluster's flows for that time are incomplete"
+            );
+        }
+    }
 }
 
 async fn write_reply(send: &mut quinn::SendStream, reply: &BatchReply, identity: &SensorIdentity) {

@@ -241,6 +241,9 @@ impl BatchSummary {
                 Event::Stats(s) => summary.stats = Some(s.clone()),
                 Event::Host(h) => summary.hosts.push(h.clone()),
                 Event::Binding(b) => summary.bindings.push(b.clone()),
+                // Not replicated state (yet): ingest logs it; the sensor's Stats event carries
+                // the evicted-batch total in `batches_dropped` (decision 0022).
+                Event::SpoolReport(_) => {}
             }
         }
         summary

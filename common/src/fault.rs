@@ -17,6 +17,12 @@ pub enum CrashPoint {
     AggregatorAfterSink,
     /// Aggregator: batch committed and applied, ack not yet sent.
     AggregatorAfterCommit,
+    /// Sensor spool: the nth (1-based, per process) sequence assignment is written, not flushed.
+    SpoolAfterSeal,
+    /// Sensor spool: the nth roll-up of flow detail into summaries is written, not flushed.
+    SpoolAfterRollup,
+    /// Sensor spool: the nth eviction is written, not flushed.
+    SpoolAfterEvict,
 }
 
 impl CrashPoint {
@@ -25,6 +31,9 @@ impl CrashPoint {
             CrashPoint::SensorAfterAck => "sensor-after-ack",
             CrashPoint::AggregatorAfterSink => "aggregator-after-sink",
             CrashPoint::AggregatorAfterCommit => "aggregator-after-commit",
+            CrashPoint::SpoolAfterSeal => "spool-after-seal",
+            CrashPoint::SpoolAfterRollup => "spool-after-rollup",
+            CrashPoint::SpoolAfterEvict => "spool-after-evict",
         }
     }
 }

@@ -15,7 +15,10 @@ use ulid::Ulid;
 /// Current wire format version. Bump on any incompatible change to these types.
 /// Version 2 appended `Event::Host` and `Event::Binding`; a version-1 frame is a valid
 /// version-2 body (bincode numbers enum variants in order), so both are accepted.
-pub const WIRE_VERSION: u8 = 2;
+/// Version 3 appended `Event::SpoolReport` (decision 0022); version 1 and 2 frames are
+/// valid version-3 bodies. An older node answers a version-3 frame RetryLater (the batch
+/// stays spooled until the node is upgraded).
+pub const WIRE_VERSION: u8 = 3;
 /// Oldest wire version this build still decodes.
 pub const MIN_WIRE_VERSION: u8 = 1;
 /// Largest frame a receiver accepts (a batch is normally far smaller).
@@ -68,6 +71,60 @@ pub enum Event {
     Host(HostObservation),
     /// A MAC–IP binding the sensor saw announced. Appended in wire version 2.
     Binding(AddressBinding),
+    /// What the sensor's spool gave up (evicted, quarantined) or condensed (rolled up), as
+    /// cumulative totals plus the losses not yet acknowledged. Appended in wire version 3.
+    SpoolReport(SpoolReport),
+}
+
+/// The sensor spool's account of what it could not deliver as recorded (decision 0022).
+/// Totals are cumulative since the spool was created (`spool_epoch`): a later report
+/// supersedes an earlier one, so a lost or repeated report never miscounts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolReport {
+    /// Random id (ULID) created with the spool; a wiped or reinstalled sensor has a new one.
+    pub spool_epoch: Ulid,
+    /// Whole batches evicted to stay within the spool's byte bound.
+    pub batches_evicted: u64,
+    /// Events inside them, the flow records among them, and those flows' traffic bytes.
+    pub events_evicted: u64,
+    pub flows_evicted: u64,
+    pub flow_bytes_evicted: u64,
+    /// Flow records condensed into per-(device pair, app, server port, hour) summaries, and
+    /// how many summaries replaced them (their totals are kept, their detail is not).
+    pub flows_rolled_up: u64,
+    pub rollups_created: u64,
+    /// Stored records that failed their checksum or did not decode (set aside on disk).
+    pub records_quarantined: u64,
+    /// The individual losses not yet acknowledged by the cluster, oldest first (bounded).
+    pub losses: Vec<SpoolLoss>,
+}
+
+/// One batch the spool gave up, or one corrupt record it set aside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolLoss {
+    /// Id of the batch (nil for a record too damaged to tell).
+    pub batch_id: Ulid,
+    /// Its sequence number, if it had been given one before it was lost.
+    pub seq: Option<u64>,
+    pub kind: SpoolLossKind,
+    pub events: u64,
+    pub flows: u64,
+    pub flow_bytes: u64,
+    /// Packet-time range of the lost flows (µs since the epoch), 0 when it held none.
+    pub first_seen_us: u64,
+    pub last_seen_us: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpoolLossKind {
+    /// Flow detail given up (its flows were not rolled up).
+    EvictedFlowDetail,
+    /// Flow summaries (roll-ups) given up.
+    EvictedFlowSummaries,
+    /// Inventory or sensor reports given up: the spool held nothing less important.
+    EvictedInventory,
+    /// A stored record failed its checksum or did not decode.
+    Quarantined,
 }
 
 /// What a sensor learned about one device on its own segment (keyed by its own MAC)
@@ -333,8 +390,38 @@ mod tests {
         let mut f = encode_frame(&sample()).unwrap();
         f[0] = 1;
         assert_eq!(decode_frame::<Batch>(&f).unwrap(), sample());
+        f[0] = 2;
+        assert_eq!(decode_frame::<Batch>(&f).unwrap(), sample());
         f[0] = WIRE_VERSION + 1;
         assert!(matches!(decode_frame::<Batch>(&f), Err(FrameError::Version(_))));
+    }
+
+    #[test]
+    fn spool_report_round_trips() {
+        let mut b = sample();
+        b.events.push(Event::SpoolReport(SpoolReport {
+            spool_epoch: Ulid::from_parts(1_700_000_000_000, 7),
+            batches_evicted: 3,
+            events_evicted: 40,
+            flows_evicted: 38,
+            flow_bytes_evicted: 123_456,
+            flows_rolled_up: 900,
+            rollups_created: 12,
+            records_quarantined: 1,
+            losses: vec![SpoolLoss {
+                batch_id: Ulid::from_parts(1_700_000_000_001, 9),
+                seq: Some(17),
+                kind: SpoolLossKind::EvictedFlowDetail,
+                events: 20,
+                flows: 20,
+                flow_bytes: 5000,
+                first_seen_us: 10,
+                last_seen_us: 20,
+            }],
+        }));
+        let f = encode_frame(&b).unwrap();
+        assert_eq!(f[0], 3);
+        assert_eq!(decode_frame::<Batch>(&f).unwrap(), b);
     }
 
     #[test]

@@ -366,7 +366,7 @@ impl<W: Write> Sink<W> {
                     self.flows.write_all(&self.line)?;
                 }
             }
-            Event::Stats(_) => {}
+            Event::Stats(_) | Event::SpoolReport(_) => {}
         }
         Ok(())
     }

@@ -47,9 +47,13 @@ pub struct SensorConfig {
     pub site: String,
     /// Durable spool (sled) of batches not yet acknowledged by the cluster.
     pub spool_dir: PathBuf,
-    /// Disk bound of the spool; past it, flow-only batches are dropped oldest first (counted).
+    /// Byte bound of the spool (older spelling of `spool.max_bytes`, which wins when set).
     #[serde(default = "default_spool_max")]
     pub spool_max_bytes: u64,
+    /// `[spool] max_bytes = ...`: the hard byte bound over everything the spool holds;
+    /// past it flow detail is rolled up, then the lowest class is evicted (decision 0022).
+    #[serde(default)]
+    pub spool: SpoolSection,
     pub uplink: UplinkSection,
     pub tls: TlsPaths,
     #[serde(default)]
@@ -97,6 +101,12 @@ pub struct UplinkSection {
 
 fn default_max_in_flight() -> usize {
     crate::uplink::DEFAULT_MAX_IN_FLIGHT
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSection {
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -150,6 +160,11 @@ pub fn validate_id(what: &str, id: &str) -> Result<()> {
 }
 
 impl SensorConfig {
+    /// The spool's byte bound: `spool.max_bytes`, else `spool_max_bytes`.
+    pub fn spool_bound(&self) -> u64 {
+        self.spool.max_bytes.unwrap_or(self.spool_max_bytes)
+    }
+
     /// The parsed `local_networks`, or the defaults.
     pub fn local_networks(&self) -> Result<Vec<crate::devices::IpNet>> {
         match &self.local_networks {
@@ -295,5 +310,15 @@ mod tests {
         let text = "sensor_id='a'\nsite='b'\nspool_dir='/s'\nbogus=1\n[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
         let err = toml::from_str::<SensorConfig>(text).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn spool_bound_prefers_the_spool_section() {
+        let base = "sensor_id='a'\nsite='b'\nspool_dir='/s'\nspool_max_bytes=100\n";
+        let rest = "[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
+        let old: SensorConfig = toml::from_str(&format!("{base}{rest}")).unwrap();
+        assert_eq!(old.spool_bound(), 100);
+        let new: SensorConfig = toml::from_str(&format!("{base}{rest}[spool]\nmax_bytes=5000\n")).unwrap();
+        assert_eq!(new.spool_bound(), 5000);
     }
 }

@@ -98,6 +98,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
             site: a.site.clone().context("--site is required without --config")?,
             spool_dir: a.spool_dir.clone().context("--spool-dir is required without --config")?,
             spool_max_bytes: 1 << 30,
+            spool: Default::default(),
             uplink: UplinkSection {
                 server: a.server.clone().context("--server is required without --config")?,
                 server_name: "localhost".into(),

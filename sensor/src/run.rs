@@ -64,16 +64,23 @@ impl Batcher {
             return Ok(());
         }
         sort_events(&mut events);
-        for chunk in events.chunks(self.max_events) {
-            self.produced += 1;
-            if self.produced <= self.already {
-                continue;
+        // Inventory and reports first, in batches of their own: the spool sends (and keeps
+        // under pressure) them before flow detail (decision 0022). The sort puts flows after
+        // devices, hosts and bindings and before stats.
+        let (flows, inventory): (Vec<Event>, Vec<Event>) =
+            events.into_iter().partition(|e| matches!(e, Event::Flow(_)));
+        for part in [inventory, flows] {
+            for chunk in part.chunks(self.max_events) {
+                self.produced += 1;
+                if self.produced <= self.already {
+                    continue;
+                }
+                let ckpt = self.checkpoint.as_deref().map(|k| (k, self.produced));
+                self.spool
+                    .push_checkpointed(chunk.to_vec(), &self.sensor_id, &self.site, ckpt)
+                    .context("cannot write a batch to the spool")?;
+                self.spooled += 1;
             }
-            let ckpt = self.checkpoint.as_deref().map(|k| (k, self.produced));
-            self.spool
-                .push_checkpointed(chunk.to_vec(), &self.sensor_id, &self.site, ckpt)
-                .context("cannot write a batch to the spool")?;
-            self.spooled += 1;
         }
         Ok(())
     }
@@ -89,6 +96,7 @@ fn sort_events(events: &mut [Event]) {
             Event::Binding(_) => 2,
             Event::Flow(_) => 3,
             Event::Stats(_) => 4,
+            Event::SpoolReport(_) => 5,
         }
     }
     events.sort_by(|a, b| match (a, b) {
@@ -134,7 +142,7 @@ pub struct RunOptions {
 /// Run the sensor until the capture ends (files) or it is stopped (live).
 pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     cfg.validate()?;
-    let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).with_context(|| {
+    let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_bound()).with_context(|| {
         format!("cannot open the spool at {} — is another sensor using it?", cfg.spool_dir.display())
     })?);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -157,21 +165,16 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     uplink_cfg.max_in_flight = cfg.uplink.max_in_flight.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let (up_stop_tx, up_stop_rx) = tokio::sync::watch::channel(false);
+    let health = Arc::new(uplink::UplinkHealth::default());
     let uplink_task = {
-        let spool = spool.clone();
-        let mut rx = up_stop_rx.clone();
-        rt.spawn(async move {
-            uplink::run_uplink(spool, uplink_cfg, async move {
-                let _ = rx.changed().await;
-            })
-            .await
-        })
+        let (spool, health) = (spool.clone(), health.clone());
+        rt.spawn(uplink::supervise(spool, uplink_cfg, health, up_stop_rx.clone()))
     };
     {
         let stop = stop.clone();
         rt.spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            info!("stopping: finishing the current packet and flushing state to the spool");
+            let signal = wait_for_stop_signal().await;
+            info!("stopping on {signal}: finishing the current packet and writing live flows and devices to the spool");
             stop.store(true, Ordering::Relaxed);
         });
     }
@@ -202,7 +205,32 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     }
     let _ = up_stop_tx.send(true);
     let _ = rt.block_on(uplink_task);
+    info!(uplink = ?health.state(), spool_pending = spool.len(), "sensor stopped");
     capture_result
+}
+
+/// Resolves on SIGINT or SIGTERM (a service manager's stop), naming which.
+async fn wait_for_stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                warn!("cannot install a SIGTERM handler ({e}); only SIGINT stops the sensor gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }
 
 /// Read `sources` in order through one pipeline into `batcher`'s spool: batches every

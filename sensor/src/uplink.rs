@@ -1,6 +1,8 @@
 //! Ships spooled batches to the aggregator over QUIC with mutual TLS.
 //!
-//! Oldest first, strictly in seq order, one bidirectional stream per batch (write the
+//! Batches come from `Spool::next_batches`, which hands them out in seq order and assigns
+//! seqs in priority order (inventory, then flow summaries, then flow detail; decision 0022).
+//! Strictly in seq order, one bidirectional stream per batch (write the
 //! frame, finish, read one reply frame), with up to `max_in_flight` batches outstanding on
 //! separate streams of one connection. Streams are opened in seq order and the aggregator
 //! hands a connection's batches on in stream order (decision 0016). A batch leaves the
@@ -102,7 +104,114 @@ pub async fn run_uplink(
     cfg: UplinkConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<UplinkStats> {
-    run(spool, cfg, false, shutdown).await
+    run(spool, cfg, false, shutdown, &UplinkHealth::default()).await
+}
+
+/// What the uplink is doing now, for logs and status reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UplinkState {
+    Starting,
+    /// A reply arrived from this aggregator address.
+    Connected(String),
+    /// The last attempt failed (why); the next is after a backoff.
+    Retrying(String),
+    /// The uplink task failed (why) and is restarted after a backoff.
+    Restarting(String),
+    Stopped,
+}
+
+/// Shared view of the uplink's state and how often it had to be restarted.
+#[derive(Debug)]
+pub struct UplinkHealth {
+    state: std::sync::Mutex<UplinkState>,
+    restarts: std::sync::atomic::AtomicU64,
+}
+
+impl Default for UplinkHealth {
+    fn default() -> Self {
+        UplinkHealth { state: std::sync::Mutex::new(UplinkState::Starting), restarts: Default::default() }
+    }
+}
+
+impl UplinkHealth {
+    pub fn state(&self) -> UplinkState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn set(&self, state: UplinkState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+    /// Times the uplink ended with an error and was started again.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Run the uplink until `stop` turns true, restarting it after any error (backoff with
+/// jitter), so a failure is logged and retried and never ends shipping silently.
+pub async fn supervise(
+    spool: Arc<Spool>,
+    cfg: UplinkConfig,
+    health: Arc<UplinkHealth>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> UplinkStats {
+    let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
+    let mut total = UplinkStats::default();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let mut rx = stop.clone();
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        // A panic inside is an error too: run it as its own task.
+        let task = tokio::spawn({
+            let (spool, cfg, health) = (spool.clone(), cfg.clone(), health.clone());
+            async move { run(spool, cfg, false, shutdown, &health).await }
+        });
+        let outcome = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the uplink task panicked: {e}")),
+        };
+        match outcome {
+            Ok(stats) => {
+                total.add(&stats);
+                if *stop.borrow() {
+                    break;
+                }
+            }
+            Err(e) => {
+                health.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let wait = backoff.next();
+                error!(
+                    "the uplink failed: {e:#}; batches stay spooled, restarting it in {wait:.1?}                      (restart {} — if this repeats, check the spool disk and the TLS files)",
+                    health.restarts()
+                );
+                health.set(UplinkState::Restarting(format!("{e:#}")));
+                let mut rx = stop.clone();
+                tokio::select! {
+                    _ = rx.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    health.set(UplinkState::Stopped);
+    total
+}
+
+impl UplinkStats {
+    fn add(&mut self, o: &UplinkStats) {
+        self.connections += o.connections;
+        self.connect_failures += o.connect_failures;
+        self.batches_sent += o.batches_sent;
+        self.acked += o.acked;
+        self.duplicates += o.duplicates;
+        self.rejected += o.rejected;
+        self.retry_later += o.retry_later;
+        self.send_failures += o.send_failures;
+        self.failovers += o.failovers;
+    }
 }
 
 /// Ship batches until the spool is empty (or `shutdown` resolves), then return.
@@ -111,7 +220,7 @@ pub async fn drain_once(
     cfg: UplinkConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<UplinkStats> {
-    run(spool, cfg, true, shutdown).await
+    run(spool, cfg, true, shutdown, &UplinkHealth::default()).await
 }
 
 struct Backoff {
@@ -163,6 +272,7 @@ async fn run(
     cfg: UplinkConfig,
     until_empty: bool,
     shutdown: impl Future<Output = ()>,
+    health: &UplinkHealth,
 ) -> Result<UplinkStats> {
     let client_config = crate::tls::quic_client_config(&cfg.tls).context("cannot set up uplink TLS")?;
     let addrs = cfg.addresses();
@@ -228,6 +338,7 @@ async fn run(
                     }
                     Err(msg) => {
                         stats.connect_failures += 1;
+                        health.set(UplinkState::Retrying(format!("cannot connect to {server}: {msg}")));
                         let wait = next_address(&addrs, &mut current, &mut tried, &mut backoff, &mut stats);
                         warn!(
                             "cannot connect to the aggregator at {server}: {msg}; trying {} in {wait:.1?}",
@@ -255,7 +366,7 @@ async fn run(
             while failure.is_none() && in_flight.len() < window && !exhausted {
                 if queued.is_empty() {
                     queued = spool
-                        .oldest(in_flight.len() + acked.len() + window)?
+                        .next_batches(in_flight.len() + acked.len() + window)?
                         .into_iter()
                         .filter(|b| b.seq > last_sent)
                         .collect();
@@ -291,6 +402,7 @@ async fn run(
                 announced = true;
                 tried = 0;
                 info!(%server, "connected to the aggregator");
+                health.set(UplinkState::Connected(server.to_string()));
             }
             match result {
                 Ok(BatchReply::Ack { batch_id, seq, duplicate }) if batch_id == batch.id && seq == batch.seq => {
@@ -349,6 +461,9 @@ async fn run(
         }
 
         let Some(failure) = failure else { continue };
+        health.set(UplinkState::Retrying(match &failure {
+            Failure::RetryLater(r, _) | Failure::NotLeader(r, _) | Failure::Transport(r, _) => format!("{server}: {r}"),
+        }));
         let wait = match &failure {
             Failure::RetryLater(reason, seq) => {
                 let wait = backoff.next();

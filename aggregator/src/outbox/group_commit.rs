@@ -27,6 +27,11 @@ pub const MAX_GROUP_BATCHES: usize = 1024;
 pub const MAX_GROUP_BYTES: u64 = 16 * 1024 * 1024;
 /// How long later batches of a sensor are refused after one of its batches was refused.
 pub const REFUSAL_HOLD: Duration = Duration::from_secs(30);
+/// Largest forward jump of a sensor's sequence accepted in one batch. A sensor skips seqs
+/// only for batches its spool evicted or the cluster refused; a jump beyond this is a bug or
+/// a forgery and is refused, so one batch (seq u64::MAX) cannot put the watermark out of
+/// reach of every later batch (decision 0022).
+pub const MAX_SEQ_JUMP: u64 = 1 << 32;
 
 struct Pending {
     batch: IngestBatch,
@@ -131,6 +136,16 @@ async fn commit_group(
                 refused.remove(&s.sensor_id);
             }
             let _ = p.reply.send(BatchReply::Ack { batch_id: s.batch_id, seq: s.seq, duplicate: true });
+            continue;
+        }
+        if s.seq > watermark.saturating_add(MAX_SEQ_JUMP) {
+            let reason = format!(
+                "sequence jump from {watermark} to {} exceeds {MAX_SEQ_JUMP}: refused so it cannot move this sensor's \
+                 watermark out of reach of its later batches (decision 0022)",
+                s.seq
+            );
+            warn!(sensor = %s.sensor_id, seq = s.seq, watermark, "refused a batch: {reason}");
+            let _ = p.reply.send(BatchReply::Rejected { batch_id: s.batch_id, seq: s.seq, reason });
             continue;
         }
         if let Some(r) = refused.get(&s.sensor_id) {

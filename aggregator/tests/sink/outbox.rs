@@ -228,3 +228,23 @@ fn clickhouse_outage_and_node_restart_lose_and_duplicate_no_flow() {
     let distinct = ch.query("SELECT count() FROM wardline.flows FINAL").unwrap();
     assert_eq!(distinct.trim(), "320");
 }
+
+#[test]
+fn a_huge_sequence_jump_is_refused_and_cannot_blackhole_the_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let node = open(config(dir.path(), None, 1 << 30)).await;
+        assert!(is_ack(&node.accept_batch(batch("s1", 1, 0)).await, false));
+        let mut forged = batch("s1", 2, 0);
+        forged.seq = u64::MAX;
+        let r = node.accept_batch(forged).await;
+        assert!(matches!(&r, BatchReply::Rejected { reason, .. } if reason.contains("sequence jump")), "{r:?}");
+        assert_eq!(node.raft.read_state(|s| s.watermark("s1")).await, 1, "the watermark did not move");
+        // The sensor's next batch is applied, not acked as a duplicate and discarded.
+        assert!(is_ack(&node.accept_batch(batch("s1", 2, 0)).await, false));
+        assert_eq!(node.raft.read_state(|s| s.watermark("s1")).await, 2);
+        // A jump within the bound (batches the sensor's spool evicted) is still accepted.
+        assert!(is_ack(&node.accept_batch(batch("s1", 200, 0)).await, false));
+    });
+}

@@ -562,6 +562,8 @@ async fn sensor_fails_over_past_a_dead_address_and_a_follower() {
     for i in 0..20u8 {
         pushed.push(spool.push(vec![device(i), flow(i as u32)], "bldg-a-1", "north").unwrap());
     }
+    // Behind a backlog a batch gets its seq when it is next to be sent (decision 0022).
+    let pushed = spool.next_batches(usize::MAX).unwrap();
     let mut cfg = uplink_cfg(dead, &sensor);
     cfg.connect_timeout = Duration::from_millis(500);
     cfg.fallback_addrs = vec![follower_server.addr, leader_server.addr];

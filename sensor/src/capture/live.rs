@@ -53,25 +53,47 @@ where
     }
     let linktype = LinkType::from_dlt(cap.get_datalink().0 as u32);
     let mut summary = CaptureSummary::default();
-    loop {
-        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-            return Ok(summary);
-        }
-        match cap.next_packet() {
-            Ok(p) => {
-                let ts = p.header.ts;
-                let ts_us =
-                    (ts.tv_sec.max(0) as u64).saturating_mul(1_000_000).saturating_add(ts.tv_usec.max(0) as u64);
-                summary.packets += 1;
-                summary.bytes_read += p.data.len() as u64;
-                let raw = RawPacket { ts_us, linktype, data: p.data, orig_len: p.header.len };
-                if on_packet(&raw).is_break() {
-                    return Ok(summary);
+    // libpcap 1.10 keeps polling inside pcap_next_ex on a quiet link instead of returning
+    // at the read timeout, so a stop request is delivered by pcap_breakloop (which wakes
+    // its poll) from a watcher thread; it ends with the capture.
+    let breaker = cap.breakloop_handle();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        if let Some(stop) = stop {
+            let (breaker, done) = (&breaker, &done);
+            scope.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if stop.load(Ordering::Relaxed) {
+                        breaker.breakloop();
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-            }
-            Err(pcap::Error::TimeoutExpired) => continue,
-            Err(pcap::Error::NoMorePackets) => return Ok(summary),
-            Err(e) => return Err(live_err(iface, "read failed", e)),
+            });
         }
-    }
+        let result = loop {
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                break Ok(summary);
+            }
+            match cap.next_packet() {
+                Ok(p) => {
+                    let ts = p.header.ts;
+                    let ts_us =
+                        (ts.tv_sec.max(0) as u64).saturating_mul(1_000_000).saturating_add(ts.tv_usec.max(0) as u64);
+                    summary.packets += 1;
+                    summary.bytes_read += p.data.len() as u64;
+                    let raw = RawPacket { ts_us, linktype, data: p.data, orig_len: p.header.len };
+                    if on_packet(&raw).is_break() {
+                        break Ok(summary);
+                    }
+                }
+                Err(pcap::Error::TimeoutExpired) => continue,
+                // Also what pcap_breakloop makes it return.
+                Err(pcap::Error::NoMorePackets) => break Ok(summary),
+                Err(e) => break Err(live_err(iface, "read failed", e)),
+            }
+        };
+        done.store(true, Ordering::Relaxed);
+        result
+    })
 }

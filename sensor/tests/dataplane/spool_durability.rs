@@ -1,9 +1,9 @@
-//! The spool keeps what it promised: durable pushes, a sequence that never goes back,
-//! a disk bound that gives up flow detail before inventory, and corrupt records that are
-//! reported and set aside instead of crashing or blocking the uplink.
+//! The spool keeps what it promised: durable pushes, a sequence that never goes back, and
+//! corrupt records that are reported and set aside instead of crashing or blocking the
+//! uplink. (Byte bound, priorities and roll-up: sensor/tests/spool.)
 
 use std::net::IpAddr;
-use wardline_common::{DeviceObservation, Event, FlowRecord, MacAddr, SensorStats};
+use wardline_common::{DeviceObservation, Event, FlowRecord, MacAddr};
 use wardline_sensor::spool::{Spool, BATCH_TREE};
 
 fn device(n: u8) -> Event {
@@ -120,62 +120,8 @@ fn checkpoint_is_stored_with_the_batch() {
     assert_eq!(spool.len(), 2);
 }
 
-/// What one batch of 20 flows occupies in a spool, measured in a spool of its own.
-fn one_flow_batch_bytes() -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let probe = Spool::open(dir.path(), 1 << 30).unwrap();
-    probe.push(flows(20), "s1", "north").unwrap();
-    probe.bytes()
-}
-
-#[test]
-fn over_budget_drops_oldest_flow_only_batches_never_devices() {
-    let dir = tempfile::tempdir().unwrap();
-    // Measure one flow-only batch, then size the bound for three and a half of them.
-    let flow_batch = one_flow_batch_bytes();
-    let max = flow_batch * 3 + flow_batch / 2;
-
-    let spool = Spool::open(dir.path(), max).unwrap();
-    let d1 = spool.push(vec![device(1)], "s1", "north").unwrap();
-    let f2 = spool.push(flows(20), "s1", "north").unwrap();
-    let mixed3 = spool.push([vec![device(3)], flows(20)].concat(), "s1", "north").unwrap();
-    let f4 = spool.push(flows(20), "s1", "north").unwrap();
-    let stats5 = spool.push(vec![Event::Stats(SensorStats::default())], "s1", "north").unwrap();
-    assert_eq!(spool.dropped_batches().unwrap(), 0);
-    // This one does not fit: the oldest flow-only batch (f2) goes, then f4 if needed.
-    let f6 = spool.push(flows(20), "s1", "north").unwrap();
-    assert!(spool.bytes() <= max, "spool within its bound: {} > {max}", spool.bytes());
-    let kept: Vec<u64> = spool.oldest(100).unwrap().iter().map(|b| b.seq).collect();
-    assert!(!kept.contains(&f2.seq), "oldest flow-only batch dropped first: {kept:?}");
-    for must in [d1.seq, mixed3.seq, stats5.seq, f6.seq] {
-        assert!(kept.contains(&must), "batch {must} must be kept: {kept:?}");
-    }
-    let dropped = spool.dropped_batches().unwrap();
-    assert!(dropped >= 1);
-    assert_eq!(kept.len() as u64 + dropped, 6);
-    assert_eq!(kept.contains(&f4.seq), dropped == 1);
-
-    // Device batches are never dropped, even far past the bound.
-    for i in 0..30u8 {
-        spool.push(vec![device(i); 10], "s1", "north").unwrap();
-    }
-    let kept = spool.oldest(1000).unwrap();
-    assert_eq!(kept.iter().filter(|b| b.devices().count() > 0).count(), 2 + 30);
-    assert!(
-        kept.iter().all(|b| b.devices().count() > 0 || b.flows().count() == 0 || b.seq == mixed3.seq),
-        "every flow-only batch was given up before any device batch"
-    );
-    // A new flow-only batch with nothing older to drop is itself dropped and counted.
-    let before = spool.dropped_batches().unwrap();
-    let f = spool.push(flows(20), "s1", "north").unwrap();
-    assert!(!spool.oldest(1000).unwrap().iter().any(|b| b.seq == f.seq));
-    assert_eq!(spool.dropped_batches().unwrap(), before + 1);
-    drop(spool);
-    // The drop count is persisted.
-    let spool = Spool::open(dir.path(), max).unwrap();
-    assert_eq!(spool.dropped_batches().unwrap(), before + 1);
-    assert!(spool.stats().unwrap().dropped_events >= 40);
-}
+// The byte bound, priorities, roll-up and eviction accounting are tested in
+// sensor/tests/spool (decision 0022).
 
 #[test]
 fn dead_letter_keeps_the_batch_and_reason() {
@@ -193,7 +139,7 @@ fn dead_letter_keeps_the_batch_and_reason() {
     assert_eq!(dead[0].seq, Some(a.seq));
     assert_eq!(dead[0].batch_id, Some(a.id));
     assert_eq!(dead[0].reason, "wrong sensor id");
-    let original: wardline_common::Batch = wardline_common::wire::decode_frame(&dead[0].record).unwrap();
+    let original = wardline_sensor::spool::record::decode(&dead[0].record).unwrap().to_batch();
     assert_eq!(original, a);
 }
 
@@ -260,7 +206,8 @@ fn pushed_batches_survive_abort() {
     let spool = Spool::open(dir.path(), 1 << 30).unwrap();
     let seqs: Vec<u64> = spool.oldest(100).unwrap().iter().map(|b| b.seq).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "every pushed batch is on disk");
-    assert_eq!(spool.push(vec![device(99)], "s1", "north").unwrap().seq, 21);
+    let next = spool.push(vec![device(99)], "s1", "north").unwrap();
+    assert_eq!(spool.oldest(100).unwrap().iter().find(|b| b.id == next.id).map(|b| b.seq), Some(21));
 }
 
 fn reported_drops(batch: &wardline_common::Batch) -> Option<u64> {
@@ -268,36 +215,6 @@ fn reported_drops(batch: &wardline_common::Batch) -> Option<u64> {
         Event::Stats(s) => Some(s.batches_dropped),
         _ => None,
     })
-}
-
-#[test]
-fn stats_report_every_batch_the_spool_dropped_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow_batch = one_flow_batch_bytes();
-    // Room for exactly two flow batches: six pushes overflow it, and the spool is full
-    // when the stats come.
-    let max = flow_batch * 2;
-    let spool = Spool::open(dir.path(), max).unwrap();
-    for _ in 0..6 {
-        spool.push(flows(20), "s1", "north").unwrap();
-    }
-    let before = spool.dropped_batches().unwrap();
-    assert!(before >= 3, "the bound was hit: {before} dropped");
-    // The stats batch needs room too; what is dropped for it is reported in it.
-    let stats =
-        spool.push(vec![Event::Stats(SensorStats { packets: 9, ..Default::default() })], "s1", "north").unwrap();
-    let dropped = spool.dropped_batches().unwrap();
-    assert!(dropped > before, "making room for the stats batch dropped a flow batch");
-    assert_eq!(reported_drops(&stats), Some(dropped));
-    let stored = spool.oldest(100).unwrap().into_iter().find(|b| b.seq == stats.seq).expect("stats batch kept");
-    assert_eq!(reported_drops(&stored), Some(dropped), "the stored frame carries the count");
-    drop(spool);
-
-    // A restart does not reset the count the next stats report.
-    let spool = Spool::open(dir.path(), max).unwrap();
-    let again = spool.push(vec![Event::Stats(SensorStats::default())], "s1", "north").unwrap();
-    assert_eq!(reported_drops(&again), Some(spool.dropped_batches().unwrap()));
-    assert!(reported_drops(&again).unwrap() >= dropped);
 }
 
 #[test]
