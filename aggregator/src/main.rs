@@ -28,6 +28,19 @@ enum Cmd {
     /// Cluster lifecycle through a running node's API: init, join, leave, replace, status.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// One device through a running node's API: show, history, flows (tables, or JSON with --json).
+    #[command(subcommand)]
+    Device(wardline_aggregator::cli::devices::DeviceCmd),
+    /// Stored flows through a running node's API: list (filters) and totals.
+    #[command(subcommand)]
+    Flows(wardline_aggregator::cli::devices::FlowsCmd),
+    /// The sensors a running node knows: watermark, batches, flows, drops, last packet.
+    Sensors {
+        #[command(flatten)]
+        target: ApiTarget,
+        #[arg(long)]
+        json: bool,
+    },
     /// Alerts through a running node's API: list, show, ack, resolve, suppress, rules, settings.
     #[command(subcommand)]
     Alerts(AlertsCmd),
@@ -312,6 +325,18 @@ fn real_main() -> Result<()> {
         Cmd::Cluster(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::cluster::run(c))
+        }
+        Cmd::Device(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::devices::device(c))
+        }
+        Cmd::Flows(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::devices::flows(c))
+        }
+        Cmd::Sensors { target, json } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::devices::sensors(target, json))
         }
         Cmd::Alerts(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod cluster;
+pub mod devices;
 pub mod inventory;
 
 pub use inventory::print_inventory;

@@ -460,3 +460,61 @@ fn cli_issue_operator_token_create_use_and_revoke() {
     let (ok, out, _) = run(&["admin", "audit", "--limit", "5", "--api", &api, "--cert-dir", &alice], &[]);
     assert!(ok && out.contains("revoked token") && out.contains("\"dropped\": 0"), "{out}");
 }
+
+/// The read commands of the CLI (`device show|history|flows`, `flows list|totals`,
+/// `sensors`) against a node holding one device, as a viewer: tables by default, the API's
+/// JSON with `--json`, and a clear error for an unknown device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_read_commands_show_what_the_api_answers() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let n = single(&fleet, dir.path()).await;
+    assert!(n.served.node.propose(raft_support::batch("ward-3-a", 1, 7)).await.unwrap().applied);
+    let viewer = fleet.path("op-viewer").display().to_string();
+    let api = n.api.clone();
+    let run = move |args: Vec<&str>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wardline-aggregator"))
+            .args(&args)
+            .args(["--api", &api, "--cert-dir", &viewer])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mac = raft_support::mac(7).to_string();
+    let results = tokio::task::spawn_blocking(move || {
+        (
+            run(vec!["device", "show", &mac]),
+            run(vec!["device", "show", &mac, "--json"]),
+            run(vec!["device", "history", &mac]),
+            run(vec!["device", "flows", &mac, "--json"]),
+            run(vec!["device", "show", "00:00:00:00:00:99"]),
+            run(vec!["flows", "totals", "--json"]),
+            run(vec!["flows", "list", "--limit", "5"]),
+            run(vec!["sensors"]),
+            run(vec!["sensors", "--json"]),
+        )
+    })
+    .await
+    .unwrap();
+    let (show, show_json, history, flows, unknown, totals, list, sensors, sensors_json) = results;
+    let mac = raft_support::mac(7).to_string();
+    assert!(show.0, "{show:?}");
+    assert!(show.1.contains(&mac) && show.1.contains("PUMP-07") && show.1.contains("10.3.0.7"), "{}", show.1);
+    let v: Value = serde_json::from_str(&show_json.1).unwrap();
+    assert_eq!(v["mac"], mac.as_str());
+    assert!(history.0 && history.1.contains("connected"), "{history:?}");
+    let v: Value = serde_json::from_str(&flows.1).unwrap();
+    assert_eq!(v["count"], 0, "the embedded store holds no flows for this node");
+    assert!(!unknown.0 && unknown.2.contains("404"), "{unknown:?}");
+    let v: Value = serde_json::from_str(&totals.1).unwrap();
+    assert_eq!(v["replicated"]["flows"], 2, "{v}");
+    assert!(list.0 && list.1.starts_with("0 flows"), "{list:?}");
+    assert!(sensors.0 && sensors.1.contains("ward-3-a") && sensors.1.contains("ward-3"), "{sensors:?}");
+    let v: Value = serde_json::from_str(&sensors_json.1).unwrap();
+    assert_eq!(v["sensors"]["ward-3-a"]["last_seq"], 1);
+    n.stop().await;
+}

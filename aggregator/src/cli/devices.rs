@@ -1,0 +1,242 @@
+//! `wardline-aggregator device | flows | sensors`: the read routes of the API from the
+//! command line, a readable table by default and the API's own JSON with `--json`.
+
+use super::{client, get_json, ApiTarget, READ_TIMEOUT};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+/// One device: `show`, `history`, `flows`.
+#[derive(Subcommand)]
+pub enum DeviceCmd {
+    /// The merged record of one device (a MAC, or `site:ip[@vlan]` for a device known by address).
+    Show(DeviceArgs),
+    /// Its connections, disconnections, address, VLAN and site changes.
+    History(DeviceArgs),
+    /// Its newest flows, each labelled required / acceptable / risky / unknown for its clinical function.
+    Flows {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// How many flows (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+pub struct DeviceArgs {
+    #[command(flatten)]
+    pub target: ApiTarget,
+    /// A MAC (any case, `:` or `-`) or an IP-keyed device's id (`site:ip` or `site:ip@vlan`).
+    pub id: String,
+    /// The API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Stored flows: a filtered list, or the totals.
+#[derive(Subcommand)]
+pub enum FlowsCmd {
+    /// Newest flows first; filters combine with AND.
+    List {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// Either end has this MAC.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Either end has this address.
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        sensor: Option<String>,
+        /// Application label (`hl7`, `dicom`, `telnet`, …).
+        #[arg(long)]
+        app: Option<String>,
+        /// How many flows (1 to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flows, packets and bytes: carried through Raft, in the flow store, waiting in the outbox.
+    Totals {
+        #[command(flatten)]
+        target: ApiTarget,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn device(cmd: DeviceCmd) -> Result<()> {
+    let (args, path) = match &cmd {
+        DeviceCmd::Show(a) => (a, format!("/api/v1/devices/{}", a.id)),
+        DeviceCmd::History(a) => (a, format!("/api/v1/devices/{}/history", a.id)),
+        DeviceCmd::Flows { device, limit } => (device, format!("/api/v1/devices/{}/flows?limit={limit}", device.id)),
+    };
+    let api = &args.target.api;
+    let v = get_json(&client(&args.target.auth, READ_TIMEOUT)?, api, &path).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    match cmd {
+        DeviceCmd::Show(_) => print_device(&v),
+        DeviceCmd::History(_) => {
+            println!("{} history: {} events", s(&v["id"]), v["count"]);
+            for e in v["events"].as_array().into_iter().flatten() {
+                let details: Vec<String> = e
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| *k != "at_us" && *k != "kind")
+                    .map(|(k, x)| format!("{k}={}", s(x)))
+                    .collect();
+                println!("{:>20}  {:<16}  {}", s(&e["at_us"]), s(&e["kind"]), details.join(" "));
+            }
+        }
+        DeviceCmd::Flows { .. } => {
+            println!("{} ({}): {} flows", s(&v["id"]), s(&v["class"]), v["count"]);
+            println!(
+                "{:<10}  {:<39}  {:<22}  {:<10}  {:>10}  {:>12}",
+                "CONTEXT", "PEER", "PEER CLASS", "APP", "PACKETS", "BYTES"
+            );
+            for f in v["flows"].as_array().into_iter().flatten() {
+                let flow = &f["flow"];
+                let me_a = flow["a_mac"] == v["mac"];
+                let (peer_ip, port) =
+                    if me_a { (&flow["b_ip"], &flow["b_port"]) } else { (&flow["a_ip"], &flow["a_port"]) };
+                println!(
+                    "{:<10}  {:<39}  {:<22}  {:<10}  {:>10}  {:>12}",
+                    s(&f["context"]["tag"]),
+                    format!("{}:{}", s(peer_ip), s(port)),
+                    s(&f["peer_class"]),
+                    s(&flow["app"]),
+                    packets(flow),
+                    bytes(flow)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn flows(cmd: FlowsCmd) -> Result<()> {
+    match cmd {
+        FlowsCmd::List { target, mac, ip, sensor, app, limit, json } => {
+            let mut query = vec![format!("limit={limit}")];
+            for (k, v) in [("mac", mac), ("ip", ip), ("sensor", sensor), ("app", app)] {
+                if let Some(v) = v {
+                    query.push(format!("{k}={v}"));
+                }
+            }
+            let path = format!("/api/v1/flows?{}", query.join("&"));
+            let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("{} flows", v["count"]);
+            println!("{:<45}  {:<45}  {:<5}  {:<10}  {:>10}  {:>12}", "FROM", "TO", "PROTO", "APP", "PACKETS", "BYTES");
+            for f in v["flows"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<45}  {:<45}  {:<5}  {:<10}  {:>10}  {:>12}",
+                    format!("{}:{}", s(&f["a_ip"]), s(&f["a_port"])),
+                    format!("{}:{}", s(&f["b_ip"]), s(&f["b_port"])),
+                    s(&f["ip_proto"]),
+                    s(&f["app"]),
+                    packets(f),
+                    bytes(f)
+                );
+            }
+        }
+        FlowsCmd::Totals { target, json } => {
+            let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, "/api/v1/flows/totals").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            for (name, part, count) in
+                [("replicated", "replicated", "flows"), ("flow store", "store", "rows"), ("outbox", "outbox", "rows")]
+            {
+                let p = &v[part];
+                println!(
+                    "{name:<11} {:>12} flows  {:>14} packets  {:>16} bytes",
+                    s(&p[count]),
+                    s(&p["packets"]),
+                    s(&p["bytes"])
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
+    let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, "/api/v1/sensors").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}",
+        "SENSOR", "SITE", "LAST SEQ", "BATCHES", "FLOWS", "DROPPED", "LAST PACKET (us)"
+    );
+    for (id, r) in v["sensors"].as_object().into_iter().flatten() {
+        println!(
+            "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}",
+            id,
+            s(&r["site"]),
+            s(&r["last_seq"]),
+            s(&r["batches_applied"]),
+            s(&r["flows"]),
+            s(&r["stats"]["batches_dropped"]),
+            s(&r["last_packet_us"])
+        );
+    }
+    Ok(())
+}
+
+fn print_device(v: &Value) {
+    let attr = |name: &str| {
+        let a = &v["classification"][name];
+        match a["confidence"].as_f64() {
+            Some(c) => format!("{} ({:.0} %)", s(&a["value"]), c * 100.0),
+            None => s(&a["value"]),
+        }
+    };
+    let list = |x: &Value| x.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    for (k, val) in [
+        ("id", s(&v["id"])),
+        ("vendor (OUI)", s(&v["vendor"])),
+        ("class", attr("class")),
+        ("category", attr("category")),
+        ("criticality", attr("criticality")),
+        ("model", attr("model")),
+        ("os", attr("os")),
+        ("hostname", s(&v["hostname"])),
+        ("ips", list(&v["ips"])),
+        ("vlans", list(&v["vlans"])),
+        ("sites", list(&v["sites"])),
+        ("first seen (us)", s(&v["first_seen_us"])),
+        ("last seen (us)", s(&v["last_seen_us"])),
+    ] {
+        println!("{k:<16} {val}");
+    }
+}
+
+/// A JSON value as plain text: strings unquoted, null as `-`.
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(t) => t.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn packets(f: &Value) -> u64 {
+    f["packets_ab"].as_u64().unwrap_or(0) + f["packets_ba"].as_u64().unwrap_or(0)
+}
+
+fn bytes(f: &Value) -> u64 {
+    f["bytes_ab"].as_u64().unwrap_or(0) + f["bytes_ba"].as_u64().unwrap_or(0)
+}
