@@ -24,6 +24,7 @@ mod bindings;
 mod hosts;
 pub mod identity;
 mod ips;
+pub mod policy;
 pub mod tokens;
 mod vecmap;
 
@@ -45,7 +46,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// Version of the serialized state (snapshots). A snapshot of another format is refused
 /// with a message naming both, instead of being mis-decoded. The value is far above any
 /// device count, which is what the first number of a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0004;
+pub const STATE_FORMAT: u32 = 0x574c_0005;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
 /// `segments_dropped`.
 pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
@@ -109,6 +110,22 @@ pub enum Command {
     Audited {
         entry: audit::AuditEntry,
         command: Box<Command>,
+    },
+    /// A new segmentation policy version becomes active (apply or rollback; decision 0025).
+    PolicyVersion(policy::PolicyProposal),
+    /// Fresh group membership for the active policy version.
+    PolicyMembership(policy::MembershipUpdate),
+    /// Add a rule to the policy draft area.
+    PolicyAddDraft(policy::DraftRule),
+    /// Delete a draft rule by id.
+    PolicyRemoveDraft {
+        id: u64,
+    },
+    /// Triage "add to policy": resolve a policy-violation alert and add its draft rule, both
+    /// or neither.
+    PolicyViolationToDraft {
+        triage: alerts::Triage,
+        draft: policy::DraftRule,
     },
 }
 
@@ -589,6 +606,8 @@ pub struct ClusterState {
     alerts: alerts::AlertStore,
     /// The anomaly detectors' settings and per-device baselines.
     baselines: anomaly::Baselines,
+    /// Segmentation policy versions, drafts and monitor-mode counters (decision 0025).
+    policy: policy::PolicyStore,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it.
@@ -608,6 +627,7 @@ struct ReplicatedParts {
     outbox: FlowOutbox,
     alerts: alerts::AlertStore,
     baselines: anomaly::Baselines,
+    policy: policy::PolicyStore,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -653,6 +673,7 @@ impl Serialize for ClusterState {
             outbox: &'a FlowOutbox,
             alerts: &'a alerts::AlertStore,
             baselines: &'a anomaly::Baselines,
+            policy: &'a policy::PolicyStore,
         }
         Parts {
             format: StateFormat,
@@ -666,6 +687,7 @@ impl Serialize for ClusterState {
             outbox: &self.outbox,
             alerts: &self.alerts,
             baselines: &self.baselines,
+            policy: &self.policy,
         }
         .serialize(s)
     }
@@ -684,6 +706,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             outbox: parts.outbox,
             alerts: parts.alerts,
             baselines: parts.baselines,
+            policy: parts.policy,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -841,7 +864,21 @@ impl ClusterState {
                 self.baselines.set_config(config);
                 ApplyResponse::done(true)
             }
+            Command::PolicyVersion(p) => ApplyResponse::done(self.policy.apply_version(p).is_ok()),
+            Command::PolicyMembership(u) => ApplyResponse::done(self.policy.update_membership(u).unwrap_or(false)),
+            Command::PolicyAddDraft(d) => ApplyResponse::done(self.policy.add_draft(d).is_ok()),
+            Command::PolicyRemoveDraft { id } => ApplyResponse::done(self.policy.remove_draft(*id).is_ok()),
+            Command::PolicyViolationToDraft { triage, draft } => {
+                // Check both before changing either, so nothing is half-applied.
+                let ok = self.alerts.check_triage(triage).is_ok() && self.policy.check_draft().is_ok();
+                ApplyResponse::done(ok && self.alerts.triage(triage).is_ok() && self.policy.add_draft(draft).is_ok())
+            }
         }
+    }
+
+    /// Segmentation policy versions, drafts and monitor-mode counters.
+    pub fn policy(&self) -> &policy::PolicyStore {
+        &self.policy
     }
 
     /// Alerts, suppression rules and the SIEM event queue.
@@ -860,6 +897,9 @@ impl ClusterState {
         let response = self.apply_batch(batch);
         if response.applied {
             for occurrence in self.baselines.detect(batch, flows, &self.devices) {
+                self.alerts.occur(&occurrence);
+            }
+            for occurrence in self.policy.evaluate_batch(&batch.site, flows, &self.devices) {
                 self.alerts.occur(&occurrence);
             }
         }
