@@ -8,6 +8,7 @@ use wardline_aggregator::auth::client::ApiTarget;
 use wardline_aggregator::auth::Role;
 use wardline_aggregator::cli::alerts::AlertsCmd;
 use wardline_aggregator::cli::cluster::ClusterCmd;
+use wardline_aggregator::cli::policy::PolicyCmd;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
@@ -31,6 +32,9 @@ enum Cmd {
     /// Alerts through a running node's API: list, show, ack, resolve, suppress, rules, settings.
     #[command(subcommand)]
     Alerts(AlertsCmd),
+    /// Segmentation policy through a running node's API: show, versions, diff, validate, apply, rollback.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
         #[command(flatten)]
@@ -40,7 +44,8 @@ enum Cmd {
         /// Fail unless the node knows a Raft leader (used by scripts to wait for start-up).
         #[arg(long)]
         wait_leader: bool,
-    },    /// Write this binary's man pages and bash, zsh and fish completions into a folder
+    },
+    /// Write this binary's man pages and bash, zsh and fish completions into a folder
     /// (OUT_DIR/man/man1, OUT_DIR/completions/SHELL); the Debian packages install them.
     GenerateDocs {
         #[arg(long)]
@@ -315,6 +320,10 @@ fn real_main() -> Result<()> {
         Cmd::Alerts(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::alerts::run(c))
+        }
+        Cmd::Policy(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::policy::run(c))
         }
         Cmd::Inventory { target: ApiTarget { api, auth }, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -145,7 +145,13 @@ pub struct ActiveView {
     pub drafts: usize,
 }
 
-fn active_view(v: PolicyVersion, membership: &[GroupMembers], at_ms: u64, hits: &PolicyHits, drafts: usize) -> ActiveView {
+fn active_view(
+    v: PolicyVersion,
+    membership: &[GroupMembers],
+    at_ms: u64,
+    hits: &PolicyHits,
+    drafts: usize,
+) -> ActiveView {
     let policy = stored::parse(&v.text).ok();
     let at = |xs: &[u64], i: usize| xs.get(i).copied().unwrap_or(0);
     let groups = membership
@@ -160,8 +166,16 @@ fn active_view(v: PolicyVersion, membership: &[GroupMembers], at_ms: u64, hits: 
         .collect();
     let (rules, scopes) = match &policy {
         Some(p) => (
-            p.rules.iter().enumerate().map(|(i, r)| NamedHits { name: r.name.clone(), hits: at(&hits.rules, i) }).collect(),
-            p.scopes.iter().enumerate().map(|(i, s)| NamedHits { name: s.group.clone(), hits: at(&hits.scopes, i) }).collect(),
+            p.rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| NamedHits { name: r.name.clone(), hits: at(&hits.rules, i) })
+                .collect(),
+            p.scopes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| NamedHits { name: s.group.clone(), hits: at(&hits.scopes, i) })
+                .collect(),
         ),
         None => (Vec::new(), Vec::new()),
     };
@@ -189,7 +203,9 @@ async fn active(State(q): Service) -> Result<Json<ActiveView>, PolicyApiError> {
     q.raft()
         .read_state(|s| {
             let p = s.policy();
-            p.active().cloned().map(|v| active_view(v, p.membership(), p.membership_at_ms(), p.hits(), p.drafts().len()))
+            p.active()
+                .cloned()
+                .map(|v| active_view(v, p.membership(), p.membership_at_ms(), p.hits(), p.drafts().len()))
         })
         .await
         .map(Json)
@@ -273,11 +289,18 @@ struct DiffView {
     changes: Vec<String>,
 }
 
-async fn diff(State(q): Service, params: Result<Query<DiffParams>, QueryRejection>) -> Result<Json<DiffView>, PolicyApiError> {
+async fn diff(
+    State(q): Service,
+    params: Result<Query<DiffParams>, QueryRejection>,
+) -> Result<Json<DiffView>, PolicyApiError> {
     let Query(p) = params.map_err(|e| bad(format!("{e}; accepted parameters: from, to")))?;
     let to_n = match p.to {
         Some(n) => n,
-        None => q.raft().read_state(|s| s.policy().active_version()).await.ok_or_else(|| err(StatusCode::NOT_FOUND, NO_POLICY))?,
+        None => q
+            .raft()
+            .read_state(|s| s.policy().active_version())
+            .await
+            .ok_or_else(|| err(StatusCode::NOT_FOUND, NO_POLICY))?,
     };
     let to = stored_version(&q, to_n).await?;
     let from_n = p.from.or(to.previous);
@@ -350,9 +373,7 @@ struct Checked {
 async fn check(q: &QueryService, text: &str) -> Checked {
     let (base, active_text, records) = q
         .raft()
-        .read_state(|s| {
-            (s.policy().active_version(), s.policy().active().map(|v| v.text.clone()), resolve::records(s))
-        })
+        .read_state(|s| (s.policy().active_version(), s.policy().active().map(|v| v.text.clone()), resolve::records(s)))
         .await;
     let mut view = ValidationView { base, ..Default::default() };
     let policy = match engine::parse_policy("policy", text) {
@@ -366,7 +387,11 @@ async fn check(q: &QueryService, text: &str) -> Checked {
     if canonical.len() > stored::MAX_POLICY_BYTES {
         view.errors.push(LineError {
             line: 0,
-            message: format!("the policy is {} bytes in canonical form, more than the {} accepted", canonical.len(), stored::MAX_POLICY_BYTES),
+            message: format!(
+                "the policy is {} bytes in canonical form, more than the {} accepted",
+                canonical.len(),
+                stored::MAX_POLICY_BYTES
+            ),
         });
     }
     let kb = q.kb();
@@ -388,14 +413,20 @@ async fn check(q: &QueryService, text: &str) -> Checked {
         _ => vec!["first version".to_string()],
     };
     if let Some(g) = membership.iter().find(|m| m.members.len() > stored::MAX_MEMBERS) {
-        view.errors.push(LineError { line: 0, message: format!("group {:?} has more than {} members", g.group, stored::MAX_MEMBERS) });
+        view.errors.push(LineError {
+            line: 0,
+            message: format!("group {:?} has more than {} members", g.group, stored::MAX_MEMBERS),
+        });
     }
     view.valid = view.errors.is_empty() && !view.safety.blocks;
     view.canonical = Some(canonical);
     Checked { view, policy: Some(policy), membership }
 }
 
-async fn validate(State(q): Service, body: Result<Json<ValidateBody>, JsonRejection>) -> Result<Response, PolicyApiError> {
+async fn validate(
+    State(q): Service,
+    body: Result<Json<ValidateBody>, JsonRejection>,
+) -> Result<Response, PolicyApiError> {
     let Json(b) = body.map_err(|e| bad(format!("{e}; expected {{\"text\": \"<policy TOML>\"}}")))?;
     let checked = check(&q, &b.text).await;
     let detail = format!("validated a policy: {}", if checked.view.valid { "valid" } else { "refused" });
@@ -471,7 +502,10 @@ async fn propose_version(
         propose_audited(q, pending, Command::PolicyVersion(proposal), StatusCode::CREATED, &detail).await?;
     if !applied {
         return Ok(marked(
-            err(StatusCode::CONFLICT, "another policy version became active meanwhile; nothing was applied, validate again"),
+            err(
+                StatusCode::CONFLICT,
+                "another policy version became active meanwhile; nothing was applied, validate again",
+            ),
             detail,
             audited,
         ));
@@ -480,7 +514,9 @@ async fn propose_version(
         .raft()
         .read_state(|s| {
             let p = s.policy();
-            p.active().cloned().map(|v| active_view(v, p.membership(), p.membership_at_ms(), p.hits(), p.drafts().len()))
+            p.active()
+                .cloned()
+                .map(|v| active_view(v, p.membership(), p.membership_at_ms(), p.hits(), p.drafts().len()))
         })
         .await;
     Ok(marked((StatusCode::CREATED, Json(view)), detail, audited))
@@ -492,7 +528,8 @@ async fn apply(
     pending: Option<Extension<PendingAudit>>,
     body: Result<Json<ApplyBody>, JsonRejection>,
 ) -> Result<Response, PolicyApiError> {
-    let Json(b) = body.map_err(|e| bad(format!("{e}; expected {{\"text\": \"<policy TOML>\", \"message\": \"why\"}}")))?;
+    let Json(b) =
+        body.map_err(|e| bad(format!("{e}; expected {{\"text\": \"<policy TOML>\", \"message\": \"why\"}}")))?;
     propose_version(&q, &principal, pending, &b.text, b.message, None).await
 }
 
@@ -516,8 +553,7 @@ async fn rollback(
 }
 
 async fn refresh(State(q): Service, pending: Option<Extension<PendingAudit>>) -> Result<Response, PolicyApiError> {
-    let (active, records) =
-        q.raft().read_state(|s| (s.policy().active().cloned(), resolve::records(s))).await;
+    let (active, records) = q.raft().read_state(|s| (s.policy().active().cloned(), resolve::records(s))).await;
     let active = active.ok_or_else(|| err(StatusCode::NOT_FOUND, NO_POLICY))?;
     let policy = stored::parse(&active.text).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let devices = resolve::policy_devices(&records, q.kb(), &resolve::date_of(now_ms()));
@@ -599,15 +635,20 @@ async fn triage(
     let note = body.map(|Json(b)| b.note).unwrap_or_default();
     let alert = q.raft().read_state(move |s| s.alerts().get(id).cloned()).await;
     let alert = alert.filter(|a| a.kind == AlertKind::PolicyViolation).ok_or_else(|| {
-        err(StatusCode::NOT_FOUND, format!("no policy-violation alert {id}; list them with GET /api/v1/alerts?kind=policy_violation"))
+        err(
+            StatusCode::NOT_FOUND,
+            format!("no policy-violation alert {id}; list them with GET /api/v1/alerts?kind=policy_violation"),
+        )
     })?;
     let by = who(&principal);
     let triage = |action, note: String| Triage { id, action, by: by.clone(), at_ms: now_ms(), note };
     let (command, detail) = match action.as_str() {
         "add-to-policy" => {
-            let toml = draft_for(id, &alert.device, &alert.target)
-                .ok_or_else(|| bad(format!("alert {id} has no peer and service a rule could allow ({:?})", alert.target)))?;
-            let draft = DraftRule { id: 0, alert: Some(id), author: by.clone(), at_ms: now_ms(), toml, note: note.clone() };
+            let toml = draft_for(id, &alert.device, &alert.target).ok_or_else(|| {
+                bad(format!("alert {id} has no peer and service a rule could allow ({:?})", alert.target))
+            })?;
+            let draft =
+                DraftRule { id: 0, alert: Some(id), author: by.clone(), at_ms: now_ms(), toml, note: note.clone() };
             let t = triage(AlertAction::Resolved, format!("added to the policy drafts{}", suffix(&note)));
             (Command::PolicyViolationToDraft { triage: t, draft }, format!("policy violation {id}: added a draft rule"))
         }
@@ -634,7 +675,10 @@ async fn triage(
     let (applied, audited) = propose_audited(&q, pending, command, StatusCode::OK, &detail).await?;
     if !applied {
         return Ok(marked(
-            err(StatusCode::CONFLICT, format!("alert {id} is {} and cannot take this action now (or the draft area is full)", alert.state)),
+            err(
+                StatusCode::CONFLICT,
+                format!("alert {id} is {} and cannot take this action now (or the draft area is full)", alert.state),
+            ),
             detail,
             audited,
         ));
