@@ -48,8 +48,7 @@ enum Cmd {
         /// site and a MAC sending from it is a router.
         #[arg(long = "remote-net", value_name = "SITE=CIDR")]
         remote_nets: Vec<wardline_sensor::config::RemoteNet>,
-    },
-    /// Write this binary's man pages and bash, zsh and fish completions into a folder
+    },    /// Write this binary's man pages and bash, zsh and fish completions into a folder
     /// (OUT_DIR/man/man1, OUT_DIR/completions/SHELL); the Debian packages install them.
     GenerateDocs {
         #[arg(long)]
