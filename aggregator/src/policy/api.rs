@@ -9,7 +9,10 @@
 //!   `POST /api/v1/policy/rollback` `{"to": N, "message": "..."}` (admin);
 //! - `POST /api/v1/policy/refresh` (admin): recompute the active version's membership;
 //! - `GET /api/v1/policy/drafts`, `DELETE /api/v1/policy/drafts/{id}` (analyst);
-//! - `POST /api/v1/policy/violations/{alert}/add-to-policy|investigate|ignore` (analyst).
+//! - `POST /api/v1/policy/violations/{alert}/add-to-policy|investigate|ignore` (analyst);
+//! - `GET /api/v1/policy/export/{target}?version=&file=` — the policy rendered by the export
+//!   crate; `GET /api/v1/policy/edl/{group}.txt` — the Palo Alto external dynamic list of a
+//!   group of the active version (a stable URL for the firewall to poll).
 //!
 //! Every change is proposed wrapped with the request's audit entry (one Raft entry).
 
@@ -31,6 +34,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use wardline_export::Exporter;
 use wardline_intel::policy::{self as engine, CompiledPolicy, Policy};
 
 /// The policy routes, merged into `crate::api::router`.
@@ -47,6 +51,8 @@ pub fn routes() -> Router<Arc<QueryService>> {
         .route("/api/v1/policy/drafts", get(drafts))
         .route("/api/v1/policy/drafts/{id}", delete(remove_draft))
         .route("/api/v1/policy/violations/{id}/{action}", post(triage))
+        .route("/api/v1/policy/export/{target}", get(export))
+        .route("/api/v1/policy/edl/{file}", get(edl))
 }
 
 type Service = State<Arc<QueryService>>;
@@ -698,4 +704,77 @@ fn suffix(note: &str) -> String {
     } else {
         format!(": {note}")
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    version: Option<u64>,
+    /// A companion file of the export (`edl/wl-pumps.txt`); default the main output.
+    file: Option<String>,
+}
+
+/// The export input of the active version (its replicated membership) or of version `n`
+/// (membership resolved from the current inventory).
+async fn export_input(q: &QueryService, n: Option<u64>) -> Result<wardline_export::ResolvedPolicy, PolicyApiError> {
+    let (active, membership, records) = q
+        .raft()
+        .read_state(|s| (s.policy().active_version(), s.policy().membership().to_vec(), resolve::records(s)))
+        .await;
+    let n = n.or(active).ok_or_else(|| err(StatusCode::NOT_FOUND, NO_POLICY))?;
+    let v = stored_version(q, n).await?;
+    let policy = stored::parse(&v.text).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let membership = if Some(n) == active {
+        membership
+    } else {
+        resolve::membership(&policy, &resolve::policy_devices(&records, q.kb(), &resolve::date_of(now_ms())))
+    };
+    resolve::to_export(&policy, n, &membership, &records)
+        .map_err(|e| err(StatusCode::CONFLICT, format!("policy version {n} cannot be exported: {e}")))
+}
+
+fn text_file(bytes: Vec<u8>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response()
+}
+
+async fn export(
+    State(q): Service,
+    Path(target): Path<String>,
+    params: Result<Query<ExportParams>, QueryRejection>,
+) -> Result<Response, PolicyApiError> {
+    let Query(p) = params.map_err(|e| bad(format!("{e}; accepted parameters: version, file")))?;
+    // Exporters are not Send: read the state first, then pick and render.
+    let input = export_input(&q, p.version).await?;
+    let exporters = wardline_export::all_exporters();
+    let names: Vec<&str> = exporters.iter().map(|e| e.name()).collect();
+    let exporter = exporters.iter().find(|e| e.name() == target).ok_or_else(|| {
+        err(StatusCode::NOT_FOUND, format!("no export target {target:?}; targets: {}", names.join(", ")))
+    })?;
+    let failed = |e: wardline_export::ExportError| err(StatusCode::CONFLICT, format!("{target} export failed: {e}"));
+    let files = exporter.render_all(&input).map_err(failed)?;
+    let wanted = p.file.unwrap_or_else(|| exporter.file_name().to_string());
+    let listed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    files.into_iter().find(|f| f.path == wanted).map(|f| text_file(f.bytes)).ok_or_else(|| {
+        err(StatusCode::NOT_FOUND, format!("the {target} export has no file {wanted:?}; files: {}", listed.join(", ")))
+    })
+}
+
+async fn edl(State(q): Service, Path(file): Path<String>) -> Result<Response, PolicyApiError> {
+    let group = file.strip_suffix(".txt").ok_or_else(|| {
+        err(StatusCode::NOT_FOUND, format!("{file:?}: EDL URLs end in .txt (/api/v1/policy/edl/<group>.txt)"))
+    })?;
+    let input = export_input(&q, None).await?.canonical().map_err(|e| err(StatusCode::CONFLICT, e.to_string()))?;
+    let Some(index) = input.groups.iter().position(|g| g.name == group) else {
+        let names: Vec<&str> = input.groups.iter().map(|g| g.name.as_str()).collect();
+        return Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no group {group:?} in the active policy; groups: {}", names.join(", ")),
+        ));
+    };
+    let files = wardline_export::targets::paloalto::PaloAlto
+        .render_all(&input)
+        .map_err(|e| err(StatusCode::CONFLICT, format!("paloalto export failed: {e}")))?;
+    // The main file first, then one EDL per group in canonical (name) order.
+    let file = files.into_iter().nth(index + 1).ok_or_else(|| err(StatusCode::INTERNAL_SERVER_ERROR, "EDL missing"))?;
+    Ok(text_file(file.bytes))
 }
