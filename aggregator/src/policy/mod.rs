@@ -4,4 +4,5 @@
 //! proposing node does with its knowledge base.
 
 pub mod api;
+pub mod refresh;
 pub mod resolve;
