@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
+/// How often the running node refreshes membership.
+pub const INTERVAL: Duration = Duration::from_secs(60);
+
 /// Recompute and, when it changed, commit the active version's membership. Returns whether
 /// a change was committed. Leader or not is the caller's concern (a follower's proposal is
 /// refused by Raft).
