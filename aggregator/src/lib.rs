@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod node;
 pub mod outbox;
 pub mod pki;
+pub mod policy;
 pub mod query;
 pub mod raft;
 pub mod siem;

@@ -8,6 +8,7 @@ use wardline_aggregator::auth::client::ApiTarget;
 use wardline_aggregator::auth::Role;
 use wardline_aggregator::cli::alerts::AlertsCmd;
 use wardline_aggregator::cli::cluster::ClusterCmd;
+use wardline_aggregator::cli::policy::PolicyCmd;
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
@@ -44,6 +45,9 @@ enum Cmd {
     /// Alerts through a running node's API: list, show, ack, resolve, suppress, rules, settings.
     #[command(subcommand)]
     Alerts(AlertsCmd),
+    /// Segmentation policy through a running node's API: show, versions, diff, validate, apply, rollback.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
         #[command(flatten)]
@@ -341,6 +345,10 @@ fn real_main() -> Result<()> {
         Cmd::Alerts(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::alerts::run(c))
+        }
+        Cmd::Policy(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::policy::run(c))
         }
         Cmd::Inventory { target: ApiTarget { api, auth }, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

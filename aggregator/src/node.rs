@@ -168,6 +168,9 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .siem
         .clone()
         .map(|c| tokio::spawn(crate::siem::Forwarder::new(node.raft.clone(), c).run(stop_rx.clone())));
+    // The active policy's group membership follows the inventory (decision 0025); the task
+    // ends with the others on `stop_rx`.
+    tokio::spawn(crate::policy::refresh::run(node.query.clone(), crate::policy::refresh::INTERVAL, stop_rx.clone()));
     let api = {
         let mut rx = stop_rx.clone();
         let (tls, raft) = (node.config.tls.clone(), node.raft.clone());

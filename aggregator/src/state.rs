@@ -24,6 +24,7 @@ mod bindings;
 mod hosts;
 pub mod identity;
 mod ips;
+pub mod policy;
 pub mod tokens;
 mod vecmap;
 
@@ -48,7 +49,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0004;
+pub const STATE_FORMAT: u32 = 0x574c_0005;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -114,6 +115,22 @@ pub enum Command {
     Audited {
         entry: audit::AuditEntry,
         command: Box<Command>,
+    },
+    /// A new segmentation policy version becomes active (apply or rollback; decision 0025).
+    PolicyVersion(policy::PolicyProposal),
+    /// Fresh group membership for the active policy version.
+    PolicyMembership(policy::MembershipUpdate),
+    /// Add a rule to the policy draft area.
+    PolicyAddDraft(policy::DraftRule),
+    /// Delete a draft rule by id.
+    PolicyRemoveDraft {
+        id: u64,
+    },
+    /// Triage "add to policy": resolve a policy-violation alert and add its draft rule, both
+    /// or neither.
+    PolicyViolationToDraft {
+        triage: alerts::Triage,
+        draft: policy::DraftRule,
     },
 }
 
@@ -597,6 +614,8 @@ pub struct ClusterState {
     alerts: alerts::AlertStore,
     /// The anomaly detectors' settings and per-device baselines.
     baselines: anomaly::Baselines,
+    /// Segmentation policy versions, drafts and monitor-mode counters (decision 0025).
+    policy: policy::PolicyStore,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -617,6 +636,7 @@ struct ReplicatedParts {
     outbox: FlowOutbox,
     alerts: alerts::AlertStore,
     baselines: anomaly::Baselines,
+    policy: policy::PolicyStore,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -644,6 +664,7 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
             "outbox",
             "alerts",
             "baselines",
+            "policy",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -686,6 +707,12 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
                 } else {
                     Default::default()
                 };
+                // Format 5 added segmentation policy versions; older states have none.
+                let policy = if format >= 0x574c_0005 {
+                    seq.next_element()?.ok_or_else(|| missing("policy"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format: StateFormat,
                     devices: devices.0,
@@ -698,6 +725,7 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
                     outbox,
                     alerts,
                     baselines,
+                    policy,
                 })
             }
         }
@@ -722,6 +750,7 @@ impl Serialize for ClusterState {
             outbox: &'a FlowOutbox,
             alerts: &'a alerts::AlertStore,
             baselines: &'a anomaly::Baselines,
+            policy: &'a policy::PolicyStore,
         }
         Parts {
             format: StateFormat,
@@ -735,6 +764,7 @@ impl Serialize for ClusterState {
             outbox: &self.outbox,
             alerts: &self.alerts,
             baselines: &self.baselines,
+            policy: &self.policy,
         }
         .serialize(s)
     }
@@ -753,6 +783,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             outbox: parts.outbox,
             alerts: parts.alerts,
             baselines: parts.baselines,
+            policy: parts.policy,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -910,7 +941,21 @@ impl ClusterState {
                 self.baselines.set_config(config);
                 ApplyResponse::done(true)
             }
+            Command::PolicyVersion(p) => ApplyResponse::done(self.policy.apply_version(p).is_ok()),
+            Command::PolicyMembership(u) => ApplyResponse::done(self.policy.update_membership(u).unwrap_or(false)),
+            Command::PolicyAddDraft(d) => ApplyResponse::done(self.policy.add_draft(d).is_ok()),
+            Command::PolicyRemoveDraft { id } => ApplyResponse::done(self.policy.remove_draft(*id).is_ok()),
+            Command::PolicyViolationToDraft { triage, draft } => {
+                // Check both before changing either, so nothing is half-applied.
+                let ok = self.alerts.check_triage(triage).is_ok() && self.policy.check_draft().is_ok();
+                ApplyResponse::done(ok && self.alerts.triage(triage).is_ok() && self.policy.add_draft(draft).is_ok())
+            }
         }
+    }
+
+    /// Segmentation policy versions, drafts and monitor-mode counters.
+    pub fn policy(&self) -> &policy::PolicyStore {
+        &self.policy
     }
 
     /// Alerts, suppression rules and the SIEM event queue.
@@ -929,6 +974,9 @@ impl ClusterState {
         let response = self.apply_batch(batch);
         if response.applied {
             for occurrence in self.baselines.detect(batch, flows, &self.devices) {
+                self.alerts.occur(&occurrence);
+            }
+            for occurrence in self.policy.evaluate_batch(&batch.site, flows, &self.devices) {
                 self.alerts.occur(&occurrence);
             }
         }
@@ -1886,7 +1934,7 @@ mod tests {
     /// empty and everything else intact: a node of this version installs an older node's
     /// snapshot when it joins its cluster.
     #[test]
-    fn a_format_3_snapshot_migrates_with_empty_alerts_and_baselines() {
+    fn older_snapshot_formats_migrate_with_the_parts_they_lack_empty() {
         let mut st = ClusterState::new();
         let ev = Evidence::new(Field::Hostname, "ct-1", Proto::Dhcp, 5);
         st.apply(&Command::ApplyBatch(batch("s1", 1, vec![obs(mac(1), "10.0.0.1", 5, vec![ev])])));
@@ -1924,6 +1972,24 @@ mod tests {
         let expected = ClusterState { alerts: Default::default(), baselines: Default::default(), ..st.clone() };
         assert_eq!(back, expected);
         assert_eq!(back.devices(), st.devices());
+
+        // Format 4 (alerts and baselines, no policy yet): its alerts and baselines load too.
+        #[derive(Serialize)]
+        struct PartsV4<'a> {
+            v3: PartsV3<'a>,
+            alerts: &'a alerts::AlertStore,
+            baselines: &'a anomaly::Baselines,
+        }
+        let v4 = PartsV4 {
+            v3: PartsV3 { format: 0x574c_0004, bindings: BindingsList(&st.addresses), ..v3 },
+            alerts: &st.alerts,
+            baselines: &st.baselines,
+        };
+        let bytes = bincode::serde::encode_to_vec(&v4, bincode::config::standard()).unwrap();
+        let (back, used): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(back, ClusterState { policy: Default::default(), ..st.clone() });
     }
 
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small

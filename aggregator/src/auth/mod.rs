@@ -93,6 +93,14 @@ pub const DECLARED_ROUTES: &[(Option<Method>, &str, Access)] = &[
     // detectors' settings (PUT /api/v1/alerts/settings) stay with admins by default.
     (Some(Method::POST), "/api/v1/alerts/", Access::Needs(Role::Analyst)),
     (Some(Method::DELETE), "/api/v1/alerts/rules/", Access::Needs(Role::Analyst)),
+    // Segmentation policy (decision 0025): analysts validate candidates, triage violations
+    // and manage drafts; a new active version (apply, rollback, refresh) is an admin's,
+    // since its exports configure enforcement on clinical networks.
+    (Some(Method::POST), "/api/v1/policy/validate", Access::Needs(Role::Analyst)),
+    (Some(Method::POST), "/api/v1/policy/violations/", Access::Needs(Role::Analyst)),
+    (Some(Method::DELETE), "/api/v1/policy/drafts/", Access::Needs(Role::Analyst)),
+    (Some(Method::POST), "/api/v1/policy/apply", Access::Needs(Role::Admin)),
+    (Some(Method::POST), "/api/v1/policy/rollback", Access::Needs(Role::Admin)),
 ];
 
 /// What `method path` needs: the first [`DECLARED_ROUTES`] match, else the default rule

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod cluster;
 pub mod devices;
 pub mod inventory;
+pub mod policy;
 
 pub use inventory::print_inventory;
 

@@ -71,6 +71,11 @@ impl QueryService {
         &self.raft
     }
 
+    /// This node's knowledge base (policy resolution classifies devices with it).
+    pub fn kb(&self) -> &Arc<KnowledgeBase> {
+        &self.kb
+    }
+
     pub fn new(
         raft: Arc<RaftNode>,
         sink: Arc<dyn FlowSink>,

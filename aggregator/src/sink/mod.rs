@@ -12,6 +12,7 @@ pub mod clickhouse;
 pub mod clickhouse_retention;
 pub mod clickhouse_rollup;
 pub mod embedded;
+pub mod replay;
 mod row;
 
 pub use row::FlowRow;

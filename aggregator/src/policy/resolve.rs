@@ -1,0 +1,173 @@
+//! A policy against the current inventory: each MAC device's policy attributes (its
+//! classification by this node's knowledge base, addresses, VLANs, site), and from them the
+//! group membership a proposal carries into the replicated state.
+//!
+//! Done by the proposing node, outside the state lock: classification needs the knowledge
+//! base, which is node configuration, so the result travels in the command and every node
+//! applies the same membership (see `crate::state::policy`).
+
+use crate::query::classify::classify_record;
+use crate::state::policy::GroupMembers;
+use crate::state::{ClusterState, DeviceRecord};
+use std::sync::Arc;
+use wardline_intel::policy::{Membership, Policy, PolicyDevice};
+use wardline_intel::KnowledgeBase;
+
+/// The records to resolve, copied out under the state lock (cheap `Arc` clones).
+pub fn records(state: &ClusterState) -> Vec<Arc<DeviceRecord>> {
+    state.devices().values().cloned().collect()
+}
+
+/// `YYYY-MM-DD` of a time in ms since the epoch (for end-of-support dates).
+pub fn date_of(ms: u64) -> String {
+    crate::siem::syslog::rfc3339_ms(ms)[..10].to_string()
+}
+
+/// The policy attributes of every device, sorted by MAC. Risk, vulnerabilities and tags
+/// are not known to the aggregator yet and stay zero / empty.
+pub fn policy_devices(records: &[Arc<DeviceRecord>], kb: &KnowledgeBase, today: &str) -> Vec<PolicyDevice> {
+    records
+        .iter()
+        .map(|r| {
+            let mut d = PolicyDevice::from_classification(&classify_record(kb, r), today);
+            d.ips = r.ips.keys().collect();
+            d.vlans = r.vlans.iter().copied().collect();
+            d.site = r.sites.iter().next().cloned();
+            d
+        })
+        .collect()
+}
+
+/// One entry per group of `policy` (sorted by name, as the policy keeps them), members sorted.
+pub fn membership(policy: &Policy, devices: &[PolicyDevice]) -> Vec<GroupMembers> {
+    let mut m = Membership::evaluate(&policy.groups, devices);
+    policy
+        .groups
+        .iter()
+        .map(|g| GroupMembers {
+            group: g.name.clone(),
+            members: m.groups.remove(&g.name).unwrap_or_default().into_iter().collect(),
+        })
+        .collect()
+}
+
+/// The export crate's input for `policy` (version `version`) with `membership`, each member
+/// carrying the addresses, first VLAN and first site the inventory knows for its MAC.
+///
+/// The export model (decision 0021) has allow rules over a source *group* and one default,
+/// so a policy is exported only when that says the same thing: the policy default is deny,
+/// no deny rule precedes an allow rule (later deny rules repeat the default and are left
+/// out), every scope's default is the policy's, and rule sources are groups. `monitor`
+/// counts as allow (monitor lets flows through). Anything else is refused with what to
+/// change, rather than exported with a different meaning.
+pub fn to_export(
+    policy: &Policy,
+    version: u64,
+    membership: &[GroupMembers],
+    records: &[Arc<DeviceRecord>],
+) -> Result<wardline_export::ResolvedPolicy, String> {
+    use wardline_export as x;
+    use wardline_intel::policy::{Action, Endpoint};
+    use wardline_intel::Transport;
+    if policy.default != Action::Deny {
+        return Err(format!(
+            "policy default is {}; exports enforce allow-lists, so set [policy] default = \"deny\"",
+            policy.default
+        ));
+    }
+    if let Some(s) = policy.scopes.iter().find(|s| s.default != Action::Deny) {
+        return Err(format!("scope {:?} has default {}; exports have one default (deny)", s.group, s.default));
+    }
+    let mut rules = Vec::new();
+    let mut seen_deny: Option<&str> = None;
+    for r in &policy.rules {
+        if r.action == Action::Deny {
+            seen_deny.get_or_insert(&r.name);
+            continue;
+        }
+        if let Some(d) = seen_deny {
+            return Err(format!(
+                "deny rule {d:?} comes before allow rule {:?}; exports cannot express that order (move the deny \
+                 rule after the allow rules it should not override, or narrow them)",
+                r.name
+            ));
+        }
+        let protocol = match r.protocol {
+            Transport::Tcp => x::Protocol::Tcp,
+            Transport::Udp => x::Protocol::Udp,
+            Transport::Any => x::Protocol::Any,
+        };
+        let ports: Vec<x::PortRange> = r.ports.iter().map(|p| x::PortRange { start: p.lo, end: p.hi }).collect();
+        for (i, from) in r.from.iter().enumerate() {
+            let Endpoint::Group(source) = from else {
+                return Err(format!("rule {:?} has source {from}; exported rules need a group as source", r.name));
+            };
+            for (j, to) in r.to.iter().enumerate() {
+                let destinations = match to {
+                    Endpoint::Group(g) => vec![x::Destination::Group(g.clone())],
+                    Endpoint::Network(c) => {
+                        let c: x::IpCidr = c.to_string().parse().map_err(|e| format!("rule {:?}: {e}", r.name))?;
+                        vec![x::Destination::Cidr(c)]
+                    }
+                    Endpoint::Domain(d) => vec![x::Destination::Domain(d.clone())],
+                    Endpoint::Any => vec![
+                        x::Destination::Cidr("0.0.0.0/0".parse().expect("valid")),
+                        x::Destination::Cidr("::/0".parse().expect("valid")),
+                    ],
+                    Endpoint::External | Endpoint::Internal => {
+                        return Err(format!(
+                            "rule {:?} names {to}; exports need groups, networks or domains as destinations",
+                            r.name
+                        ))
+                    }
+                };
+                for (k, destination) in destinations.into_iter().enumerate() {
+                    let mut id = r.name.clone();
+                    if r.from.len() > 1 || r.to.len() > 1 || k > 0 {
+                        id = format!("{id} #{}", i * 100 + j * 2 + k + 1);
+                    }
+                    rules.push(x::Rule {
+                        id,
+                        source: source.clone(),
+                        destination,
+                        protocol,
+                        ports: ports.clone(),
+                        application: r.app.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let by_mac: std::collections::BTreeMap<_, _> = records.iter().map(|r| (r.mac, r)).collect();
+    let groups = policy
+        .groups
+        .iter()
+        .map(|g| {
+            let members = membership
+                .iter()
+                .find(|m| m.group == g.name)
+                .map(|m| m.members.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|mac| {
+                    let rec = by_mac.get(mac);
+                    x::Member {
+                        mac: *mac,
+                        addresses: rec.map(|r| r.ips.keys().collect()).unwrap_or_default(),
+                        vlan: rec.and_then(|r| r.vlans.iter().next().copied()),
+                        site: rec.and_then(|r| r.sites.iter().next().cloned()),
+                    }
+                })
+                .collect();
+            x::Group { name: g.name.clone(), description: g.description.clone(), members }
+        })
+        .collect();
+    Ok(x::ResolvedPolicy {
+        name: policy.name.clone(),
+        version,
+        default_action: x::Action::Deny,
+        groups,
+        segments: Vec::new(),
+        rules,
+    })
+}
