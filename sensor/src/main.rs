@@ -48,7 +48,8 @@ enum Cmd {
         /// site and a MAC sending from it is a router.
         #[arg(long = "remote-net", value_name = "SITE=CIDR")]
         remote_nets: Vec<wardline_sensor::config::RemoteNet>,
-    },    /// Write this binary's man pages and bash, zsh and fish completions into a folder
+    },
+    /// Write this binary's man pages and bash, zsh and fish completions into a folder
     /// (OUT_DIR/man/man1, OUT_DIR/completions/SHELL); the Debian packages install them.
     GenerateDocs {
         #[arg(long)]
@@ -108,6 +109,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
             batch: BatchSection::default(),
             local_networks: None,
             remote_sites: Vec::new(),
+            metrics: None,
         },
     };
     if let Some(v) = &a.sensor_id {

@@ -68,10 +68,23 @@ where
                 if on_packet(&raw).is_break() {
                     return Ok(summary);
                 }
+                if summary.packets % 65_536 == 0 {
+                    publish_pcap_stats(&mut cap);
+                }
             }
-            Err(pcap::Error::TimeoutExpired) => continue,
+            Err(pcap::Error::TimeoutExpired) => {
+                publish_pcap_stats(&mut cap);
+                continue;
+            }
             Err(pcap::Error::NoMorePackets) => return Ok(summary),
             Err(e) => return Err(live_err(iface, "read failed", e)),
         }
+    }
+}
+
+/// libpcap's received/dropped counters into the metrics (decision 0026).
+fn publish_pcap_stats(cap: &mut pcap::Capture<pcap::Active>) {
+    if let Ok(s) = cap.stats() {
+        crate::telemetry::publish_pcap(s.received, s.dropped, s.if_dropped);
     }
 }
