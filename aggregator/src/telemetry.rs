@@ -37,8 +37,8 @@ pub const MAX_SENSOR_LABELS: usize = 2048;
 /// The label value of sensors past [`MAX_SENSOR_LABELS`].
 pub const OTHER_SENSORS: &str = "_other";
 
-/// `Content-Type` of the OpenMetrics text format.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the Prometheus text format (see [`prometheus_text`]).
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
@@ -169,7 +169,7 @@ impl Telemetry {
         self.count_sensor(sensor_id, outcome);
     }
 
-    /// The exposition text (OpenMetrics), after refreshing what needs the state lock.
+    /// The exposition text (Prometheus text format), after refreshing what needs the state lock.
     pub async fn render(&self) -> String {
         let open = self
             .raft
@@ -189,8 +189,37 @@ impl Telemetry {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        prometheus_text(&text)
     }
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: counter families are
+/// named with their `_total` suffix, `# UNIT` and `# EOF` go. Every Prometheus version and
+/// `promtool check metrics` read this format; OpenMetrics names a counter family without
+/// the suffix, which the text parser takes for a different metric.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `GET /metrics` (viewer role by the default rule of [`crate::auth::required_access`]).
@@ -199,7 +228,7 @@ pub fn router(telemetry: Arc<Telemetry>) -> Router {
 }
 
 async fn scrape(State(telemetry): State<Arc<Telemetry>>) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], telemetry.render().await).into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, TEXT_FORMAT)], telemetry.render().await).into_response()
 }
 
 /// axum middleware (`from_fn_with_state`) timing every request by route template.

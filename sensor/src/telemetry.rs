@@ -47,8 +47,8 @@ pub fn default_listen() -> SocketAddr {
 
 /// Shortest token accepted: guessing must be hopeless.
 pub const MIN_TOKEN_LEN: usize = 32;
-/// `Content-Type` of the OpenMetrics text format.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the Prometheus text format (see [`prometheus_text`]).
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The pipeline's counters as of its last drain.
 #[derive(Default)]
@@ -182,12 +182,41 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The exposition text (OpenMetrics).
+/// The exposition text (Prometheus text format).
 pub fn render() -> String {
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &METRICS.registry);
-    text
+    prometheus_text(&text)
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: counter families are
+/// named with their `_total` suffix, `# UNIT` and `# EOF` go. Every Prometheus version and
+/// `promtool check metrics` read this format; OpenMetrics names a counter family without
+/// the suffix, which the text parser takes for a different metric.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -403,7 +432,7 @@ fn answer(req: &Request<hyper::body::Incoming>, token: &str) -> Response<Full<By
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(StatusCode::METHOD_NOT_ALLOWED, text, "use GET /metrics\n".into());
     }
-    respond(StatusCode::OK, OPENMETRICS, render())
+    respond(StatusCode::OK, TEXT_FORMAT, render())
 }
 
 /// Bind `[metrics]` and serve it on `rt` until the runtime shuts down; returns the bound
