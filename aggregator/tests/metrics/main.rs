@@ -7,6 +7,7 @@
 #[path = "../raft/node_process.rs"]
 #[allow(dead_code)]
 mod node_process;
+mod rules;
 #[path = "../raft_support/mod.rs"]
 mod raft_support;
 
