@@ -7,9 +7,9 @@
 #[path = "../raft/node_process.rs"]
 #[allow(dead_code)]
 mod node_process;
-mod rules;
 #[path = "../raft_support/mod.rs"]
 mod raft_support;
+mod rules;
 
 use node_process::{operator, Proc};
 use raft_support::ca_dir;
