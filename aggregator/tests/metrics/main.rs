@@ -104,6 +104,31 @@ async fn aggregator_metrics_are_authenticated_valid_and_move_with_ingest() {
     let (status, _) = scrape(&anonymous, &url).await;
     assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
 
+    // A viewer bearer token (Prometheus' `authorization.credentials_file`) works too.
+    let created = node_process::cli(&[
+        "admin",
+        "token",
+        "create",
+        "--name",
+        "prometheus",
+        "--role",
+        "viewer",
+        "--api",
+        &node.api(),
+    ]);
+    assert!(created.status.success(), "{}", node_process::stderr(&created));
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_string();
+    let ca = Some(ca_dir("fleet").join("ca.pem"));
+    let with_token = api_client(&ApiAuth { token: Some(token.clone()), cert_dir: None, ca: ca.clone() }).unwrap();
+    let (status, text) = scrape(&with_token, &url).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{text}");
+    assert!(sample(&text, "wardline_raft_term", &[]).unwrap() >= 1.0);
+    // The same token with another secret is refused.
+    let forged = format!("{}{}", &token[..token.len() - 1], if token.ends_with('0') { '1' } else { '0' });
+    let with_forged = api_client(&ApiAuth { token: Some(forged), cert_dir: None, ca }).unwrap();
+    let (status, _) = scrape(&with_forged, &url).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+
     // A real sensor uplink delivers three batches.
     let sensor_dir = root.path().join("sensor");
     wardline_aggregator::pki::issue_sensor(ca_dir("fleet"), "ward-m-1", "ward-m", &sensor_dir).unwrap();
