@@ -18,4 +18,5 @@ pub mod raft;
 pub mod siem;
 pub mod sink;
 pub mod state;
+pub mod telemetry;
 pub mod tls;

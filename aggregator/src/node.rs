@@ -37,6 +37,8 @@ pub struct Node {
     pub query: Arc<QueryService>,
     /// Proposes concurrently arriving batches as one Raft entry.
     pub committer: GroupCommitter,
+    /// Prometheus metrics served at `GET /metrics` (decision 0026).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Node {
@@ -79,9 +81,11 @@ impl Node {
         .await
         .context("cannot open the flow sink")?;
         let ingest_stats = Arc::new(IngestStats::default());
+        let telemetry = crate::telemetry::Telemetry::new(raft.clone(), ingest_stats.clone(), config.tls.cert.clone());
+        let sink = telemetry.wrap_sink(sink);
         let query = Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()));
         let committer = GroupCommitter::start(raft.clone(), config.outbox_max_bytes);
-        Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer }))
+        Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer, telemetry }))
     }
 
     /// Apply one batch with the effects in the documented order. The batch is queued when
@@ -135,8 +139,15 @@ impl Node {
 struct IngestHandler(Arc<Node>);
 
 impl BatchHandler for IngestHandler {
-    fn handle(&self, _identity: SensorIdentity, batch: Batch) -> impl std::future::Future<Output = BatchReply> + Send {
-        self.0.accept_batch(batch)
+    fn handle(&self, identity: SensorIdentity, batch: Batch) -> impl std::future::Future<Output = BatchReply> + Send {
+        let telemetry = self.0.telemetry.clone();
+        telemetry.batch_received(&identity.sensor_id);
+        let reply = self.0.accept_batch(batch);
+        async move {
+            let reply = reply.await;
+            telemetry.batch_answered(&identity.sensor_id, &reply);
+            reply
+        }
     }
 }
 
@@ -158,6 +169,8 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .with_context(|| format!("cannot listen for Raft RPC on {}", node.config.listen_raft))?;
     let router = crate::api::router(node.query.clone())
         .merge(crate::cluster::api::router(node.raft.clone()))
+        .merge(crate::telemetry::router(node.telemetry.clone()))
+        .layer(axum::middleware::from_fn_with_state(node.telemetry.clone(), crate::telemetry::track_api))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = node.spawn_outbox_drainer(stop_rx.clone());

@@ -70,6 +70,9 @@ pub struct SensorConfig {
     /// as evidence of the router, and a MAC sending from their addresses is a router.
     #[serde(default)]
     pub remote_sites: Vec<RemoteSiteSection>,
+    /// Prometheus `/metrics` listener (decision 0026); none without this section.
+    #[serde(default)]
+    pub metrics: Option<crate::telemetry::MetricsSection>,
 }
 
 /// `[[remote_sites]] site = "north-clinic"  networks = ["10.41.0.0/16"]`

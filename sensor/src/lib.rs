@@ -17,5 +17,6 @@ pub mod protocols;
 pub mod reassembly;
 pub mod run;
 pub mod spool;
+pub mod telemetry;
 pub mod tls;
 pub mod uplink;

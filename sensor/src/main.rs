@@ -110,6 +110,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
             batch: BatchSection::default(),
             local_networks: None,
             remote_sites: Vec::new(),
+            metrics: None,
         },
     };
     if let Some(v) = &a.sensor_id {

@@ -146,6 +146,9 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
         format!("cannot open the spool at {} — is another sensor using it?", cfg.spool_dir.display())
     })?);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if let Some(metrics) = &cfg.metrics {
+        crate::telemetry::start(metrics, spool.clone(), &rt)?;
+    }
     let resolve = |name: &str| -> Result<std::net::SocketAddr> {
         rt.block_on(tokio::net::lookup_host(name))
             .with_context(|| format!("cannot resolve aggregator address {name}"))?
@@ -253,6 +256,7 @@ pub fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, ba
             // conditions depend only on the packets, so a replay cuts the same batches.
             if pkt.ts_us >= due || pipeline.pending_flows() >= MAX_PENDING_FLOWS {
                 next_drain = Some(pkt.ts_us + interval_us);
+                crate::telemetry::publish_pipeline(&pipeline);
                 if let Err(e) = batcher.emit(pipeline.drain_events(pkt.ts_us)) {
                     emit_err = Some(e);
                     return ControlFlow::Break(());
@@ -283,6 +287,7 @@ pub fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, ba
         return first_err.map_or(Ok(()), Err);
     }
     let (mut events, stats) = pipeline.finish();
+    crate::telemetry::publish_final_stats(&stats);
     if stats.devices_over_limit + stats.hosts_over_limit + stats.bindings_over_limit > 0 {
         // The tables are bounded; what a bound turned away is only counted, so say so.
         warn!(

@@ -329,6 +329,7 @@ async fn run(
                 match attempt {
                     Ok(c) => {
                         stats.connections += 1;
+                        crate::telemetry::record_connection(true);
                         // With TLS 1.3 the server may still refuse our certificate after
                         // this point, so "connected" is announced on the first reply.
                         debug!(%server, "QUIC handshake done");
@@ -339,6 +340,7 @@ async fn run(
                     Err(msg) => {
                         stats.connect_failures += 1;
                         health.set(UplinkState::Retrying(format!("cannot connect to {server}: {msg}")));
+                        crate::telemetry::record_connection(false);
                         let wait = next_address(&addrs, &mut current, &mut tried, &mut backoff, &mut stats);
                         warn!(
                             "cannot connect to the aggregator at {server}: {msg}; trying {} in {wait:.1?}",
@@ -381,6 +383,7 @@ async fn run(
                 match opened {
                     Ok((send, recv)) => {
                         stats.batches_sent += 1;
+                        crate::telemetry::record_batch_sent();
                         last_sent = batch.seq;
                         let (b, timeout) = (batch.clone(), cfg.reply_timeout);
                         let reply = tokio::spawn(async move { exchange(send, recv, &b, timeout).await });
@@ -398,6 +401,7 @@ async fn run(
                 _ = &mut shutdown => break 'outer,
                 r = reply => r.unwrap_or_else(|e| Err(SendError::Other(format!("send task failed: {e}")))),
             };
+            crate::telemetry::record_reply(result.as_ref().ok());
             if result.is_ok() && !announced {
                 announced = true;
                 tried = 0;
@@ -605,6 +609,7 @@ async fn exchange(
     reply_timeout: Duration,
 ) -> std::result::Result<BatchReply, SendError> {
     let frame = encode_frame(batch).map_err(|e| SendError::Other(format!("cannot encode batch {}: {e}", batch.seq)))?;
+    let started = std::time::Instant::now();
     match send.write_all(&frame).await {
         Ok(()) => {
             let _ = send.finish();
@@ -622,6 +627,7 @@ async fn exchange(
         Ok(Err(e)) => return Err(SendError::Other(format!("cannot read the reply to batch {}: {e}", batch.seq))),
         Ok(Ok(b)) => b,
     };
+    crate::telemetry::record_exchange(frame.len(), started.elapsed());
     decode_frame::<BatchReply>(&bytes)
         .map_err(|e| SendError::Other(format!("unreadable reply to batch {} ({} bytes): {e}", batch.seq, bytes.len())))
 }

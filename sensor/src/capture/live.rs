@@ -86,14 +86,29 @@ where
                     if on_packet(&raw).is_break() {
                         break Ok(summary);
                     }
+                    if summary.packets % 65_536 == 0 {
+                        publish_pcap_stats(&mut cap);
+                    }
                 }
-                Err(pcap::Error::TimeoutExpired) => continue,
+                Err(pcap::Error::TimeoutExpired) => {
+                    publish_pcap_stats(&mut cap);
+                    continue;
+                }
                 // Also what pcap_breakloop makes it return.
                 Err(pcap::Error::NoMorePackets) => break Ok(summary),
                 Err(e) => break Err(live_err(iface, "read failed", e)),
             }
         };
         done.store(true, Ordering::Relaxed);
+        publish_pcap_stats(&mut cap);
         result
     })
+}
+
+/// libpcap's own counters (received, dropped by the kernel, dropped by the interface) for
+/// the metrics endpoint: drops are counted and reported, never hidden.
+fn publish_pcap_stats(cap: &mut pcap::Capture<pcap::Active>) {
+    if let Ok(s) = cap.stats() {
+        crate::telemetry::publish_pcap(s.received, s.dropped, s.if_dropped);
+    }
 }
