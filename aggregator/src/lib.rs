@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod pki;
 pub mod query;
 pub mod raft;
+pub mod risk;
 pub mod siem;
 pub mod sink;
 pub mod state;

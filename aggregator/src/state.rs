@@ -26,6 +26,7 @@ pub mod identity;
 mod ips;
 pub mod tokens;
 mod vecmap;
+pub mod vulnfeeds;
 
 pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
 pub use hosts::{
@@ -45,7 +46,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// Version of the serialized state (snapshots). A snapshot of another format is refused
 /// with a message naming both, instead of being mis-decoded. The value is far above any
 /// device count, which is what the first number of a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0004;
+pub const STATE_FORMAT: u32 = 0x574c_0005;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
 /// `segments_dropped`.
 pub const MAX_SEGMENTS_PER_DEVICE: usize = 32;
@@ -110,6 +111,9 @@ pub enum Command {
         entry: audit::AuditEntry,
         command: Box<Command>,
     },
+    /// One part of a vulnerability feed import (decision 0027): advisories replace older
+    /// revisions, a KEV catalog replaces the held one.
+    ImportVulnFeed(vulnfeeds::FeedImport),
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -589,6 +593,8 @@ pub struct ClusterState {
     alerts: alerts::AlertStore,
     /// The anomaly detectors' settings and per-device baselines.
     baselines: anomaly::Baselines,
+    /// Imported vulnerability feeds (decision 0027).
+    vulnfeeds: vulnfeeds::VulnFeeds,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it.
@@ -608,6 +614,7 @@ struct ReplicatedParts {
     outbox: FlowOutbox,
     alerts: alerts::AlertStore,
     baselines: anomaly::Baselines,
+    vulnfeeds: vulnfeeds::VulnFeeds,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -653,6 +660,7 @@ impl Serialize for ClusterState {
             outbox: &'a FlowOutbox,
             alerts: &'a alerts::AlertStore,
             baselines: &'a anomaly::Baselines,
+            vulnfeeds: &'a vulnfeeds::VulnFeeds,
         }
         Parts {
             format: StateFormat,
@@ -666,6 +674,7 @@ impl Serialize for ClusterState {
             outbox: &self.outbox,
             alerts: &self.alerts,
             baselines: &self.baselines,
+            vulnfeeds: &self.vulnfeeds,
         }
         .serialize(s)
     }
@@ -684,6 +693,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             outbox: parts.outbox,
             alerts: parts.alerts,
             baselines: parts.baselines,
+            vulnfeeds: parts.vulnfeeds,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -841,7 +851,13 @@ impl ClusterState {
                 self.baselines.set_config(config);
                 ApplyResponse::done(true)
             }
+            Command::ImportVulnFeed(part) => ApplyResponse::done(self.vulnfeeds.apply(part)),
         }
+    }
+
+    /// Imported vulnerability feeds.
+    pub fn vulnfeeds(&self) -> &vulnfeeds::VulnFeeds {
+        &self.vulnfeeds
     }
 
     /// Alerts, suppression rules and the SIEM event queue.

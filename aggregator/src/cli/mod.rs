@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod cluster;
 pub mod inventory;
+pub mod risk;
 
 pub use inventory::print_inventory;
 
