@@ -49,7 +49,8 @@ enum Cmd {
         /// Fail unless the node knows a Raft leader (used by scripts to wait for start-up).
         #[arg(long)]
         wait_leader: bool,
-    },    /// Write this binary's man pages and bash, zsh and fish completions into a folder
+    },
+    /// Write this binary's man pages and bash, zsh and fish completions into a folder
     /// (OUT_DIR/man/man1, OUT_DIR/completions/SHELL); the Debian packages install them.
     GenerateDocs {
         #[arg(long)]

@@ -152,7 +152,8 @@ pub fn import_requests(dir: &Path, kev: Option<&Path>) -> Result<Vec<ImportReque
     for p in json_files(dir, kev)? {
         match read_text(&p) {
             Ok(t) => {
-                if used + t.content.len() > REQUEST_BUDGET_BYTES && !requests.last().is_some_and(|r| r.advisories.is_empty())
+                if used + t.content.len() > REQUEST_BUDGET_BYTES
+                    && !requests.last().is_some_and(|r| r.advisories.is_empty())
                 {
                     requests.push(ImportRequest::default());
                     used = 0;
@@ -220,7 +221,13 @@ pub async fn run_vuln(cmd: VulnCmd) -> Result<()> {
                 None => println!("no KEV catalog imported"),
             }
             for a in v["advisories"].as_array().into_iter().flatten() {
-                println!("  {:<18} rev {:<6} {:<26} {}", s(&a["id"]), s(&a["revision"]), s(&a["release_date"]), s(&a["title"]));
+                println!(
+                    "  {:<18} rev {:<6} {:<26} {}",
+                    s(&a["id"]),
+                    s(&a["revision"]),
+                    s(&a["release_date"]),
+                    s(&a["title"])
+                );
             }
             for i in v["imports"].as_array().into_iter().flatten() {
                 println!(
@@ -241,8 +248,8 @@ pub async fn run_vuln(cmd: VulnCmd) -> Result<()> {
 pub async fn run_risk(cmd: RiskCmd) -> Result<()> {
     match cmd {
         RiskCmd::Top { target, top, json } => {
-            let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &format!("/api/v1/risk?top={top}"))
-                .await?;
+            let v =
+                get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &format!("/api/v1/risk?top={top}")).await?;
             if json {
                 return print_json(&v);
             }

@@ -101,7 +101,11 @@ impl QueryService {
     /// The known device at the far end of each flow: by address first (a routed peer is
     /// behind the router's MAC), then by MAC. Index lookups under one short hold of the
     /// state lock.
-    pub(super) async fn peers_of(&self, device: &DeviceRecord, records: &[Option<FlowRecord>]) -> Vec<Option<Arc<DeviceRecord>>> {
+    pub(super) async fn peers_of(
+        &self,
+        device: &DeviceRecord,
+        records: &[Option<FlowRecord>],
+    ) -> Vec<Option<Arc<DeviceRecord>>> {
         let ends: Vec<Option<(IpAddr, MacAddr)>> =
             records.iter().map(|r| r.as_ref().map(|rec| far_end(rec, device))).collect();
         self.raft

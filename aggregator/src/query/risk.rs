@@ -144,7 +144,13 @@ fn score_rows(kb: &KnowledgeBase, feeds: &CompiledFeeds, snapshots: &[DeviceSnap
             let risk_vulns: Vec<wardline_intel::VulnMatch> = vulns.iter().map(Into::into).collect();
             let score = assess(
                 kb,
-                &RiskInput { classification: class, evidence: &evidence, flows: &[], vulnerabilities: &risk_vulns, as_of },
+                &RiskInput {
+                    classification: class,
+                    evidence: &evidence,
+                    flows: &[],
+                    vulnerabilities: &risk_vulns,
+                    as_of,
+                },
             );
             DeviceRiskRow {
                 id: snap.id.to_string(),
@@ -282,7 +288,8 @@ impl QueryService {
             .await;
         let feeds = self.compiled_feeds().await;
         let kb = self.kb.clone();
-        let mut rows = tokio::task::spawn_blocking(move || score_rows(&kb, &feeds, &snapshots)).await.unwrap_or_default();
+        let mut rows =
+            tokio::task::spawn_blocking(move || score_rows(&kb, &feeds, &snapshots)).await.unwrap_or_default();
         rows.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         rows
     }

@@ -432,7 +432,8 @@ async fn report(State(q): Service, Path(file): Path<String>) -> Result<Response,
         Some(i) => format!("Built from the cluster state at applied log index {i}."),
         None => "Built from an empty cluster state.".to_string(),
     };
-    let body = render(name, format, &ReportInput { devices: &rows, open_alerts: &open_alerts, top: REPORT_TOP, source });
+    let body =
+        render(name, format, &ReportInput { devices: &rows, open_alerts: &open_alerts, top: REPORT_TOP, source });
     let content_type = match format {
         Format::Csv => "text/csv; charset=utf-8",
         Format::Html => "text/html; charset=utf-8",

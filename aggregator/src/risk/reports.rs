@@ -18,7 +18,8 @@ pub enum ReportName {
 }
 
 impl ReportName {
-    pub const ALL: [ReportName; 4] = [ReportName::Inventory, ReportName::Risk, ReportName::Vulnerable, ReportName::Alerts];
+    pub const ALL: [ReportName; 4] =
+        [ReportName::Inventory, ReportName::Risk, ReportName::Vulnerable, ReportName::Alerts];
 
     pub fn as_str(self) -> &'static str {
         match self {

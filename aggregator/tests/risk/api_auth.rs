@@ -31,8 +31,12 @@ async fn viewers_read_risk_and_reports_only_admins_import_and_imports_are_audite
     raft.initialize_single_if_new().await.unwrap();
     raft.wait_for_leader(WAIT).await.unwrap();
     let sink = Arc::new(EmbeddedSink::open(&data.path().join("flows")).unwrap());
-    let query =
-        QueryService::new(raft.clone(), sink, Arc::new(KnowledgeBase::builtin().unwrap()), Arc::new(IngestStats::default()));
+    let query = QueryService::new(
+        raft.clone(),
+        sink,
+        Arc::new(KnowledgeBase::builtin().unwrap()),
+        Arc::new(IngestStats::default()),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let tls = TlsPaths::in_dir(&p.join("node1"), "node");
@@ -85,19 +89,15 @@ async fn viewers_read_risk_and_reports_only_admins_import_and_imports_are_audite
     let top = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && top.contains(&PUMP.to_string()) && top.contains("vulnerability"), "{top}");
     let report = data.path().join("vulnerable.csv");
-    let out = cli(
-        Role::Viewer,
-        args(&["report", "vulnerable", "--format", "csv", "--out", report.to_str().unwrap()]),
-    )
-    .await
-    .unwrap();
+    let out = cli(Role::Viewer, args(&["report", "vulnerable", "--format", "csv", "--out", report.to_str().unwrap()]))
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let csv = std::fs::read_to_string(&report).unwrap();
     assert!(csv.starts_with("id,site,class,product,finding,") && csv.contains("ICSMA-20-317-01"), "{csv}");
 
     let admin = api_client(&ApiAuth { token: None, cert_dir: Some(p.join("op-admin")), ca: None }).unwrap();
-    let audit: Value =
-        admin.get(format!("{base}/api/v1/audit?limit=100")).send().await.unwrap().json().await.unwrap();
+    let audit: Value = admin.get(format!("{base}/api/v1/audit?limit=100")).send().await.unwrap().json().await.unwrap();
     let entries = audit["entries"].as_array().unwrap();
     let on_import = |who: &str, outcome: &str| {
         entries.iter().find(|e| e["who"] == who && e["path"] == "/api/v1/vuln/import" && e["outcome"] == outcome)

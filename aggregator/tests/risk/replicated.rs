@@ -87,7 +87,8 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
         assert!(m["cvss_vector"].as_str().unwrap().starts_with("CVSS:"), "{m}");
         assert!(m["cvss_score"].as_f64().unwrap() > 0.0, "{m}");
     }
-    let factors: BTreeSet<&str> = risk["factors"].as_array().unwrap().iter().map(|f| f["factor"].as_str().unwrap()).collect();
+    let factors: BTreeSet<&str> =
+        risk["factors"].as_array().unwrap().iter().map(|f| f["factor"].as_str().unwrap()).collect();
     assert!(factors.contains("vulnerability"), "{factors:?}");
     let vuln = risk["factors"].as_array().unwrap().iter().find(|f| f["factor"] == "vulnerability").unwrap();
     assert!(vuln["points"].as_f64().unwrap() > 0.0 && !vuln["evidence"].as_array().unwrap().is_empty(), "{vuln}");
@@ -122,8 +123,7 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     // A newer revision of one advisory replaces the held one; a damaged copy of another is
     // refused by name and field while the rest import.
     let copy = tempfile::tempdir().unwrap();
-    let mut newer: Value =
-        serde_json::from_slice(&std::fs::read(icsma.join("icsma-20-317-01.json")).unwrap()).unwrap();
+    let mut newer: Value = serde_json::from_slice(&std::fs::read(icsma.join("icsma-20-317-01.json")).unwrap()).unwrap();
     newer["document"]["tracking"]["version"] = "99".into();
     newer["document"]["tracking"]["current_release_date"] = "2030-01-01T00:00:00Z".into();
     std::fs::write(copy.path().join("icsma-20-317-01-r99.json"), newer.to_string()).unwrap();
