@@ -165,6 +165,29 @@ mod tests {
         assert_eq!(part.errors, p.errors);
     }
 
+    proptest::proptest! {
+        /// Arbitrary file texts (and damaged copies of a real-shaped advisory) never panic,
+        /// and every file is either imported or reported.
+        #[test]
+        fn every_file_is_imported_or_reported(
+            texts in proptest::collection::vec(".{0,200}", 0..6),
+            cut in 0usize..400,
+        ) {
+            let mut advisories: Vec<FileText> =
+                texts.iter().enumerate().map(|(i, t)| FileText { file: format!("f{i}.json"), content: t.clone() }).collect();
+            let cut = cut.min(ADV.len());
+            advisories.push(FileText { file: "cut.json".into(), content: ADV[..cut].to_string() });
+            let n = advisories.len();
+            let p = prepare(ImportRequest { advisories, kev: None, errors: vec![] }, "01J", 1, "op");
+            let imported: usize = p.parts.iter().map(|x| x.advisories.len()).sum();
+            proptest::prop_assert_eq!(imported + p.errors.len(), n);
+            proptest::prop_assert_eq!(imported, p.parsed);
+            for e in &p.errors {
+                proptest::prop_assert!(e.file.ends_with(".json"));
+            }
+        }
+    }
+
     #[test]
     fn big_imports_are_split_into_parts_under_the_budget() {
         // Three texts fit one part: seven make three parts (3, 3, 1).

@@ -77,6 +77,7 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     }
 
     let risk = get_json(&n2, &risk_path).await;
+    eprintln!("{}", risk["explain"].as_str().unwrap_or_default());
     assert_eq!(
         ids(&risk["vulnerabilities"]),
         BTreeSet::from(["ICSMA-17-017-02".to_string(), "ICSMA-20-170-06".into(), "ICSMA-20-317-01".into()]),
