@@ -235,6 +235,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 kb_dirs: Vec::new(),
                 outbox_max_bytes: 256 * 1024 * 1024,
                 siem: None,
+                reports: None,
             }
         }
     };

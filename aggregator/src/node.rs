@@ -168,6 +168,12 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .siem
         .clone()
         .map(|c| tokio::spawn(crate::siem::Forwarder::new(node.raft.clone(), c).run(stop_rx.clone())));
+    // Scheduled reports, written by whichever node leads (decision 0027).
+    let reports = node
+        .config
+        .reports
+        .clone()
+        .map(|r| tokio::spawn(crate::risk::schedule::run(node.query.clone(), r, stop_rx.clone())));
     let api = {
         let mut rx = stop_rx.clone();
         let (tls, raft) = (node.config.tls.clone(), node.raft.clone());
@@ -232,6 +238,9 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     }
     if let Some(siem) = siem {
         let _ = siem.await;
+    }
+    if let Some(reports) = reports {
+        let _ = reports.await;
     }
     node.raft.shutdown().await;
     match raft_failure {

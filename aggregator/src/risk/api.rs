@@ -423,6 +423,17 @@ async fn report(State(q): Service, Path(file): Path<String>) -> Result<Response,
         .ok_or_else(|| bad(format!("{file:?}: ask for NAME.csv or NAME.html (inventory, risk, vulnerable, alerts)")))?;
     let name: ReportName = name.parse().map_err(bad)?;
     let format: Format = ext.parse().map_err(bad)?;
+    let body = report_text(&q, name, format).await;
+    let content_type = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Html => "text/html; charset=utf-8",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Report `name` rendered from this node's applied state (the API route and the scheduled
+/// reports use it).
+pub async fn report_text(q: &QueryService, name: ReportName, format: Format) -> String {
     let rows = q.risk_rows().await;
     let open_alerts: Vec<_> = q
         .raft()
@@ -432,11 +443,5 @@ async fn report(State(q): Service, Path(file): Path<String>) -> Result<Response,
         Some(i) => format!("Built from the cluster state at applied log index {i}."),
         None => "Built from an empty cluster state.".to_string(),
     };
-    let body =
-        render(name, format, &ReportInput { devices: &rows, open_alerts: &open_alerts, top: REPORT_TOP, source });
-    let content_type = match format {
-        Format::Csv => "text/csv; charset=utf-8",
-        Format::Html => "text/html; charset=utf-8",
-    };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    render(name, format, &ReportInput { devices: &rows, open_alerts: &open_alerts, top: REPORT_TOP, source })
 }

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod import;
 pub mod reports;
+pub mod schedule;
 
 use crate::state::vulnfeeds::{FeedAdvisory, FeedFileError, FeedKev};
 use std::sync::{Arc, Mutex};

@@ -9,6 +9,7 @@ mod raft_support;
 
 mod api_auth;
 mod replicated;
+mod schedule;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
