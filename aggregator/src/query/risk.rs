@@ -263,7 +263,11 @@ impl QueryService {
             sites: device.sites.iter().cloned().collect(),
             last_seen_us: device.last_seen_us,
             as_of,
-            explain: score.explain(),
+            // An IP-keyed device is scored under the group address NO_MAC: name it by its id.
+            explain: match snapshot.mac() {
+                Some(_) => score.explain(),
+                None => score.explain().replacen(&NO_MAC.to_string(), &id.to_string(), 1),
+            },
             score: score.score,
             exposure: score.exposure,
             impact: score.impact,
