@@ -1,7 +1,7 @@
 //! `wardline-aggregator vuln|risk|report ...` through a running node's API (decision 0027):
 //! import vulnerability feeds, list them, show device risk and roll-ups, fetch reports.
 
-use super::{client, get_json, post_json, request, ApiTarget, READ_TIMEOUT};
+use super::{client, get_json, post_json, request, ApiError, ApiTarget, READ_TIMEOUT};
 use crate::risk::import::{FileText, ImportRequest};
 use crate::state::vulnfeeds::FeedFileError;
 use anyhow::{bail, Context, Result};
@@ -178,7 +178,22 @@ pub async fn run_vuln(cmd: VulnCmd) -> Result<()> {
             let mut answers = Vec::new();
             for r in &requests {
                 let body = serde_json::to_value(r)?;
-                answers.push(post_json(&c, &target.api, "/api/v1/vuln/import", &body).await?);
+                match post_json(&c, &target.api, "/api/v1/vuln/import", &body).await {
+                    Ok(v) => answers.push(v),
+                    Err(e) if e.downcast_ref::<ApiError>().is_none() => {
+                        // A node refusing the credential answers before reading a body of
+                        // megabytes and closes the connection, which the upload sees as a
+                        // broken pipe: ask again without a body to show the node's answer.
+                        let probe = post_json(&c, &target.api, "/api/v1/vuln/import", &serde_json::json!({})).await;
+                        return match probe {
+                            Err(p) if p.downcast_ref::<ApiError>().is_some_and(|a| matches!(a.status, 401 | 403)) => {
+                                Err(p)
+                            }
+                            _ => Err(e),
+                        };
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if json {
                 return print_json(&Value::Array(answers));
