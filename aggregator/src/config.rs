@@ -65,6 +65,9 @@ pub struct NodeConfig {
     /// Forward alert events to a SIEM as syslog (`[siem]`; decision 0024). Off without it.
     #[serde(default)]
     pub siem: Option<crate::siem::SiemConfig>,
+    /// Reports the leader writes into a folder at intervals (`[reports]`; decision 0027).
+    #[serde(default)]
+    pub reports: Option<crate::risk::schedule::ReportSchedule>,
 }
 
 fn default_outbox_max_bytes() -> u64 {
@@ -101,6 +104,9 @@ impl NodeConfig {
         self.tls.check_exist("wardline-aggregator admin issue-node").map_err(anyhow::Error::msg)?;
         if let Some(siem) = &self.siem {
             siem.validate().map_err(anyhow::Error::msg)?;
+        }
+        if let Some(reports) = &self.reports {
+            reports.validate()?;
         }
         if let Some(url) = &self.clickhouse_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

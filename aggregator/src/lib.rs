@@ -15,6 +15,7 @@ pub mod pki;
 pub mod policy;
 pub mod query;
 pub mod raft;
+pub mod risk;
 pub mod siem;
 pub mod sink;
 pub mod state;

@@ -9,6 +9,7 @@ use wardline_aggregator::auth::Role;
 use wardline_aggregator::cli::alerts::AlertsCmd;
 use wardline_aggregator::cli::cluster::ClusterCmd;
 use wardline_aggregator::cli::policy::PolicyCmd;
+use wardline_aggregator::cli::risk::{ReportArgs, RiskCmd, VulnCmd};
 use wardline_aggregator::config::{NodeConfig, TlsPaths};
 use wardline_aggregator::{node, pki};
 
@@ -48,6 +49,14 @@ enum Cmd {
     /// Segmentation policy through a running node's API: show, versions, diff, validate, apply, rollback.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Vulnerability feeds through a running node's API: import CSAF/KEV files, list them.
+    #[command(subcommand)]
+    Vuln(VulnCmd),
+    /// Device risk through a running node's API: top devices, one device, roll-ups.
+    #[command(subcommand)]
+    Risk(RiskCmd),
+    /// Fetch a report (inventory, risk, vulnerable, alerts) as CSV or HTML.
+    Report(ReportArgs),
     /// Print the inventory of a running node (a table, or the API's JSON with --json).
     Inventory {
         #[command(flatten)]
@@ -243,6 +252,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 kb_dirs: Vec::new(),
                 outbox_max_bytes: 256 * 1024 * 1024,
                 siem: None,
+                reports: None,
             }
         }
     };
@@ -349,6 +359,18 @@ fn real_main() -> Result<()> {
         Cmd::Policy(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::policy::run(c))
+        }
+        Cmd::Vuln(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::risk::run_vuln(c))
+        }
+        Cmd::Risk(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::risk::run_risk(c))
+        }
+        Cmd::Report(a) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::risk::run_report(a))
         }
         Cmd::Inventory { target: ApiTarget { api, auth }, json, wait_leader } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

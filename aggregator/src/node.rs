@@ -184,6 +184,12 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     // The active policy's group membership follows the inventory (decision 0025); the task
     // ends with the others on `stop_rx`.
     tokio::spawn(crate::policy::refresh::run(node.query.clone(), crate::policy::refresh::INTERVAL, stop_rx.clone()));
+    // Scheduled reports, written by whichever node leads (decision 0027).
+    let reports = node
+        .config
+        .reports
+        .clone()
+        .map(|r| tokio::spawn(crate::risk::schedule::run(node.query.clone(), r, stop_rx.clone())));
     let api = {
         let mut rx = stop_rx.clone();
         let (tls, raft) = (node.config.tls.clone(), node.raft.clone());
@@ -248,6 +254,9 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     }
     if let Some(siem) = siem {
         let _ = siem.await;
+    }
+    if let Some(reports) = reports {
+        let _ = reports.await;
     }
     node.raft.shutdown().await;
     match raft_failure {

@@ -27,6 +27,7 @@ mod ips;
 pub mod policy;
 pub mod tokens;
 mod vecmap;
+pub mod vulnfeeds;
 
 pub use bindings::{AddressTimeline, BindingSpan, MAX_SPANS_PER_ADDRESS};
 pub use hosts::{
@@ -49,7 +50,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0005;
+pub const STATE_FORMAT: u32 = 0x574c_0006;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -132,6 +133,9 @@ pub enum Command {
         triage: alerts::Triage,
         draft: policy::DraftRule,
     },
+    /// One part of a vulnerability feed import (decision 0027): advisories replace older
+    /// revisions, a KEV catalog replaces the held one.
+    ImportVulnFeed(vulnfeeds::FeedImport),
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -616,6 +620,8 @@ pub struct ClusterState {
     baselines: anomaly::Baselines,
     /// Segmentation policy versions, drafts and monitor-mode counters (decision 0025).
     policy: policy::PolicyStore,
+    /// Imported vulnerability feeds (decision 0027).
+    vulnfeeds: vulnfeeds::VulnFeeds,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -637,6 +643,7 @@ struct ReplicatedParts {
     alerts: alerts::AlertStore,
     baselines: anomaly::Baselines,
     policy: policy::PolicyStore,
+    vulnfeeds: vulnfeeds::VulnFeeds,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -665,6 +672,7 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
             "alerts",
             "baselines",
             "policy",
+            "vulnfeeds",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -713,6 +721,12 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
                 } else {
                     Default::default()
                 };
+                // Format 6 added imported vulnerability feeds; older states have none.
+                let vulnfeeds = if format >= 0x574c_0006 {
+                    seq.next_element()?.ok_or_else(|| missing("vulnerability feeds"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format: StateFormat,
                     devices: devices.0,
@@ -726,6 +740,7 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
                     alerts,
                     baselines,
                     policy,
+                    vulnfeeds,
                 })
             }
         }
@@ -751,6 +766,7 @@ impl Serialize for ClusterState {
             alerts: &'a alerts::AlertStore,
             baselines: &'a anomaly::Baselines,
             policy: &'a policy::PolicyStore,
+            vulnfeeds: &'a vulnfeeds::VulnFeeds,
         }
         Parts {
             format: StateFormat,
@@ -765,6 +781,7 @@ impl Serialize for ClusterState {
             alerts: &self.alerts,
             baselines: &self.baselines,
             policy: &self.policy,
+            vulnfeeds: &self.vulnfeeds,
         }
         .serialize(s)
     }
@@ -784,6 +801,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             alerts: parts.alerts,
             baselines: parts.baselines,
             policy: parts.policy,
+            vulnfeeds: parts.vulnfeeds,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -950,12 +968,18 @@ impl ClusterState {
                 let ok = self.alerts.check_triage(triage).is_ok() && self.policy.check_draft().is_ok();
                 ApplyResponse::done(ok && self.alerts.triage(triage).is_ok() && self.policy.add_draft(draft).is_ok())
             }
+            Command::ImportVulnFeed(part) => ApplyResponse::done(self.vulnfeeds.apply(part)),
         }
     }
 
     /// Segmentation policy versions, drafts and monitor-mode counters.
     pub fn policy(&self) -> &policy::PolicyStore {
         &self.policy
+    }
+
+    /// Imported vulnerability feeds.
+    pub fn vulnfeeds(&self) -> &vulnfeeds::VulnFeeds {
+        &self.vulnfeeds
     }
 
     /// Alerts, suppression rules and the SIEM event queue.

@@ -71,7 +71,7 @@ impl QueryService {
 
     /// The device's newest `limit` rows. Flows name it by MAC on its own segment and only by
     /// address when routed, so its MAC and each of its addresses are asked for.
-    async fn rows_of(&self, device: &DeviceRecord, limit: u32) -> Result<Vec<FlowRow>, QueryError> {
+    pub(super) async fn rows_of(&self, device: &DeviceRecord, limit: u32) -> Result<Vec<FlowRow>, QueryError> {
         // An IP-keyed device (classified under the group address NO_MAC) has no MAC to ask for.
         let by_mac = (device.mac != NO_MAC).then(|| FlowQuery {
             mac: Some(device.mac.to_string()),
@@ -101,7 +101,11 @@ impl QueryService {
     /// The known device at the far end of each flow: by address first (a routed peer is
     /// behind the router's MAC), then by MAC. Index lookups under one short hold of the
     /// state lock.
-    async fn peers_of(&self, device: &DeviceRecord, records: &[Option<FlowRecord>]) -> Vec<Option<Arc<DeviceRecord>>> {
+    pub(super) async fn peers_of(
+        &self,
+        device: &DeviceRecord,
+        records: &[Option<FlowRecord>],
+    ) -> Vec<Option<Arc<DeviceRecord>>> {
         let ends: Vec<Option<(IpAddr, MacAddr)>> =
             records.iter().map(|r| r.as_ref().map(|rec| far_end(rec, device))).collect();
         self.raft
@@ -116,7 +120,7 @@ impl QueryService {
 
 /// A routed flow carries the router's MAC on the device's side: put the device there by
 /// its address, so the flow's direction is judged from the device.
-fn place_device(mut rec: FlowRecord, device: &DeviceRecord) -> FlowRecord {
+pub(super) fn place_device(mut rec: FlowRecord, device: &DeviceRecord) -> FlowRecord {
     if device.ips.contains_key(&rec.a_ip) {
         rec.a_mac = device.mac;
     } else if device.ips.contains_key(&rec.b_ip) {

@@ -14,6 +14,7 @@
 pub mod classify;
 pub mod devices;
 mod flows;
+pub mod risk;
 pub mod views;
 
 use crate::ingest::IngestStats;
@@ -63,6 +64,8 @@ pub struct QueryService {
     sink: Arc<dyn FlowSink>,
     kb: Arc<KnowledgeBase>,
     ingest_stats: Arc<IngestStats>,
+    /// Compiled vulnerability feeds, per replicated feed version (decision 0027).
+    feeds: crate::risk::FeedCache,
 }
 
 impl QueryService {
@@ -71,7 +74,7 @@ impl QueryService {
         &self.raft
     }
 
-    /// This node's knowledge base (policy resolution classifies devices with it).
+    /// This node's knowledge base (policy resolution and risk scoring classify devices with it).
     pub fn kb(&self) -> &Arc<KnowledgeBase> {
         &self.kb
     }
@@ -82,7 +85,7 @@ impl QueryService {
         kb: Arc<KnowledgeBase>,
         ingest_stats: Arc<IngestStats>,
     ) -> Self {
-        QueryService { raft, sink, kb, ingest_stats }
+        QueryService { raft, sink, kb, ingest_stats, feeds: Default::default() }
     }
 
     /// Every device, classified: MAC devices (with the routed pieces attributed to them),

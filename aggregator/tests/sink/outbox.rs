@@ -44,6 +44,7 @@ fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_bytes: u64) -> 
         outbox_max_bytes,
         restore: None,
         siem: None,
+        reports: None,
     }
 }
 
