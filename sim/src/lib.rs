@@ -69,7 +69,8 @@ mod world;
 pub use options::{GenerateOptions, Scale, Scenario};
 pub use truth::{
     GroundTruth, TruthBinding, TruthCapture, TruthDevice, TruthDistinctDevices, TruthEvidence, TruthFlow,
-    TruthHistoryEvent, TruthNetwork, TruthRoutedSite, TruthSameDevice, TruthSighting,
+    TruthHistoryEvent, TruthNetwork, TruthRisky, TruthRoutedSite, TruthSameDevice, TruthSighting, TruthVulnerable,
+    RISKY_KINDS,
 };
 
 use anyhow::Context;
@@ -132,6 +133,7 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
     let (sites, devices) = truth::devices_of(&world, &sensors);
     let networks = if sensors.is_empty() { Vec::new() } else { truth::networks_of(&world) };
     let views = truth::capture_views(&world, &sensors);
+    let (risky, vulnerable) = topology::risky_truth(&world, &devices);
     let mut summaries = world.em.finish().with_context(|| format!("flushing capture {}", out.display()))?;
     let captures = summaries
         .iter_mut()
@@ -165,6 +167,8 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
         networks,
         same_device,
         distinct_devices,
+        risky,
+        vulnerable,
     };
     let tp = truth_path(out);
     let json = serde_json::to_vec_pretty(&truth)?;
@@ -175,9 +179,15 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
 /// CLI convenience: scenario by name, default options otherwise, `scale` as a factor that
 /// multiplies device counts and duration.
 pub fn generate_named(scenario: &str, seed: u64, scale: u32, out: &Path) -> anyhow::Result<GroundTruth> {
+    generate_variant(scenario, seed, scale, false, out)
+}
+
+/// [`generate_named`], with the labelled risky behaviours when `risky` (hospital only).
+pub fn generate_variant(scenario: &str, seed: u64, scale: u32, risky: bool, out: &Path) -> anyhow::Result<GroundTruth> {
     let sc: Scenario = scenario.parse()?;
     let mut opts = GenerateOptions::new(sc);
     opts.seed = seed;
     opts.scale = Scale::factor(sc, scale);
+    opts.risky = risky;
     generate(&opts, out)
 }
