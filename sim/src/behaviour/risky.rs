@@ -38,7 +38,14 @@ pub(super) fn run<W: Write>(w: &mut World<W>, act: RiskyAct) -> NextRun {
     Ok(None)
 }
 
-fn entry<W: Write>(w: &World<W>, kind: &'static str, dev: usize, peer: Peer, target: &str, detail: String) -> RiskyEntry {
+fn entry<W: Write>(
+    w: &World<W>,
+    kind: &'static str,
+    dev: usize,
+    peer: Peer,
+    target: &str,
+    detail: String,
+) -> RiskyEntry {
     let (peer_dev, peer_ip) = match peer {
         Peer::Device(p) => (Some(p), Some(w.ip(p))),
         Peer::Internet(ip) => (None, Some(ip)),
@@ -79,7 +86,8 @@ fn smb1<W: Write>(w: &mut World<W>, client: usize, server: usize) -> anyhow::Res
     w.ev(server, Field::ListeningPort, "tcp/445");
     w.ev(server, Field::Smb1InUse, "server");
     w.ev(client, Field::Smb1InUse, "client");
-    let detail = format!("{} answers an SMB1 NEGOTIATE (dialect NT LM 0.12) from {}", w.hostname(server), w.hostname(client));
+    let detail =
+        format!("{} answers an SMB1 NEGOTIATE (dialect NT LM 0.12) from {}", w.hostname(server), w.hostname(client));
     Ok(entry(w, "smb1_server", server, Peer::Device(client), "tcp/445", detail))
 }
 
@@ -96,7 +104,8 @@ fn telnet_login<W: Write>(w: &mut World<W>, client: usize, server: usize) -> any
     w.ev(server, Field::ListeningPort, "tcp/23");
     w.ev(server, Field::CleartextLogin, "telnet");
     w.ev(client, Field::CleartextLogin, "telnet");
-    let detail = format!("{} logs in to {} over Telnet (login and password prompts)", w.hostname(client), w.hostname(server));
+    let detail =
+        format!("{} logs in to {} over Telnet (login and password prompts)", w.hostname(client), w.hostname(server));
     Ok(entry(w, "cleartext_credentials", server, Peer::Device(client), "telnet", detail))
 }
 
@@ -132,7 +141,8 @@ fn hl7_leak<W: Write>(w: &mut World<W>, sender: usize, receiver: usize) -> anyho
     let (c, s) = (w.host(sender), w.host(receiver));
     tcp_transaction(&mut w.em, c, s, 2575, "hl7", &hl7::mllp(&msg), &hl7::mllp(&ack))?;
     w.ev(receiver, Field::ListeningPort, "tcp/2575");
-    let detail = format!("ADT^A01 with a PID segment from {} to workstation {}", w.hostname(sender), w.hostname(receiver));
+    let detail =
+        format!("ADT^A01 with a PID segment from {} to workstation {}", w.hostname(sender), w.hostname(receiver));
     Ok(entry(w, "phi_cleartext_unexpected_peer", sender, Peer::Device(receiver), "tcp/2575", detail))
 }
 
@@ -145,4 +155,3 @@ fn spike<W: Write>(w: &mut World<W>, modality: usize, pacs: usize) -> anyhow::Re
     let detail = format!("{SPIKE_STUDIES} DICOM C-STOREs from {} to the PACS within seconds", w.hostname(modality));
     Ok(entry(w, "traffic_spike", modality, Peer::Device(pacs), "tcp/104", detail))
 }
-
