@@ -69,7 +69,7 @@ pub struct TruthRisky {
     /// What the behaviour touches: a service (`tcp/5938`), a login protocol (`telnet`), a
     /// VLAN (`vlan 30`), a site (`north-clinic`).
     pub target: String,
-    /// Timestamp of its first frame (for a move: the DHCPACK at the new site).
+    /// Timestamp of its first frame (for a move: its first frame at the new site).
     pub first_us: u64,
     /// Human description, with the application-level details a test can look for.
     pub detail: String,

@@ -230,6 +230,9 @@ pub(crate) fn risky_truth<W: Write>(w: &World<W>, devices: &[TruthDevice]) -> (V
         let d = &devices[dev];
         if let Some(m) = d.history.iter().find(|h| h.kind == "site_move") {
             let ip = d.bindings.last().map_or(d.ips[0], |b| b.ip);
+            // Its first frame at the new site (the DHCPDISCOVER), on the capture that sees it.
+            let host = &w.em.hosts[w.devices[dev].host];
+            let first_us = host.sightings[host.capture].first_us;
             risky.push(TruthRisky {
                 kind: "device_moved".into(),
                 device: d.id.clone(),
@@ -239,7 +242,7 @@ pub(crate) fn risky_truth<W: Write>(w: &World<W>, devices: &[TruthDevice]) -> (V
                 peer_device: None,
                 peer_mac: None,
                 target: m.to.clone(),
-                first_us: m.at_us,
+                first_us,
                 detail: format!("{} moved from {} to {}", d.name, m.from, m.to),
             });
         }

@@ -145,11 +145,14 @@ fn risky_capture_holds_each_labelled_behaviour() {
     let d = truth.device_by_id(&r.device).unwrap();
     assert_eq!((d.site.as_str(), r.target.as_str()), ("east-campus", "north-clinic"));
     // Native at the east campus on the core before; native at the clinic's access sensor
-    // after, with the address the truth gives, from the DHCPACK on.
+    // from `first_us` on (its DHCPDISCOVER), leased the address the truth gives.
     let before = times(pcap, &format!("eth.src == {}", r.mac));
     assert!(!before.is_empty() && before.iter().all(|t| *t < r.first_us), "seen natively by the core only before");
+    let at_clinic = times(&access, &format!("eth.src == {}", r.mac));
+    assert_eq!(at_clinic.first(), Some(&r.first_us), "its first frame at the clinic is the move");
     let acked = times(&access, &format!("dhcp.option.dhcp == 5 && dhcp.ip.your == {}", r.ip));
-    assert_eq!(acked, vec![r.first_us], "the clinic's DHCPACK is the move");
+    assert_eq!(acked.len(), 1, "the clinic leases it {}", r.ip);
+    assert!(acked[0] > r.first_us);
     assert!(tshark_count(&access, &format!("eth.src == {} && ip.src == {}", r.mac, r.ip), &[]) > 0);
 
     let r = entry(truth, "traffic_spike");
