@@ -83,7 +83,8 @@ fn analyse(dir: &Path, risky: bool) -> Run {
     let truth = generate(&opts, &pcap).expect("generate the hospital");
     let mut out = Vec::new();
     let aopts = AnalyzeOptions { json: true, ..Default::default() };
-    run_analyze_with(&[pcap.clone()], &aopts, &mut out).unwrap_or_else(|e| panic!("analyze {}: {e:#}", pcap.display()));
+    run_analyze_with(std::slice::from_ref(&pcap), &aopts, &mut out)
+        .unwrap_or_else(|e| panic!("analyze {}: {e:#}", pcap.display()));
     let mut flows: Vec<FlowRecord> = Vec::new();
     let mut devices = BTreeMap::new();
     for line in String::from_utf8(out).expect("utf-8 report").lines() {

@@ -43,6 +43,15 @@
 //! The ward's truth keeps its original format byte for byte: the identity fields are empty
 //! and omitted.
 //!
+//! # Risky variant (hospital, [`GenerateOptions::risky`])
+//!
+//! Labelled risky behaviours late in the run (a pump browsing the web, an SMBv1 server, a
+//! Telnet login, TeamViewer on the MRI, HL7 to an unexpected host, a new device on the ICU
+//! VLAN, a site move, a traffic spike), each in [`GroundTruth::risky`] ([`TruthRisky`]), and
+//! a pump reporting vulnerable firmware; [`GroundTruth::vulnerable`] ([`TruthVulnerable`])
+//! lists the advisories expected per device. Without it the output is the clean scenario's,
+//! byte for byte. Details in `topology/risky.rs`.
+//!
 //! Layout, from the wire up:
 //! - [`wire`]: Ethernet/IP/TCP/UDP frames, the pcap writer, the emitter (simulated clock,
 //!   hosts, captures and how each sees a conversation, TCP connections) and the per-flow

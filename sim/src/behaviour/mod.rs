@@ -10,7 +10,8 @@
 //!   and other HL7 senders;
 //! - `imaging`: modalities storing studies to PACS and querying the worklist (DICOM);
 //! - `office`: Windows workstations, thin clients and printers;
-//! - `facilities`: phones, badges, building automation, cameras and location tracking.
+//! - `facilities`: phones, badges, building automation, cameras and location tracking;
+//! - `risky`: the labelled risky exchanges of `--risky` (placed by `topology/risky.rs`).
 //!
 //! Adding a device kind = a profile in `profiles.rs`, a place in a zone plan
 //! (`topology/plans.rs`) and a `match` arm in the `schedule` of the module it belongs to.
