@@ -43,6 +43,15 @@
 //! The ward's truth keeps its original format byte for byte: the identity fields are empty
 //! and omitted.
 //!
+//! # Risky variant (hospital, [`GenerateOptions::risky`])
+//!
+//! Labelled risky behaviours late in the run (a pump browsing the web, an SMBv1 server, a
+//! Telnet login, TeamViewer on the MRI, HL7 to an unexpected host, a new device on the ICU
+//! VLAN, a site move, a traffic spike), each in [`GroundTruth::risky`] ([`TruthRisky`]), and
+//! a pump reporting vulnerable firmware; [`GroundTruth::vulnerable`] ([`TruthVulnerable`])
+//! lists the advisories expected per device. Without it the output is the clean scenario's,
+//! byte for byte. Details in `topology/risky.rs`.
+//!
 //! Layout, from the wire up:
 //! - [`wire`]: Ethernet/IP/TCP/UDP frames, the pcap writer, the emitter (simulated clock,
 //!   hosts, captures and how each sees a conversation, TCP connections) and the per-flow
@@ -69,7 +78,8 @@ mod world;
 pub use options::{GenerateOptions, Scale, Scenario};
 pub use truth::{
     GroundTruth, TruthBinding, TruthCapture, TruthDevice, TruthDistinctDevices, TruthEvidence, TruthFlow,
-    TruthHistoryEvent, TruthNetwork, TruthRoutedSite, TruthSameDevice, TruthSighting,
+    TruthHistoryEvent, TruthNetwork, TruthRisky, TruthRoutedSite, TruthSameDevice, TruthSighting, TruthVulnerable,
+    RISKY_KINDS,
 };
 
 use anyhow::Context;
@@ -132,6 +142,7 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
     let (sites, devices) = truth::devices_of(&world, &sensors);
     let networks = if sensors.is_empty() { Vec::new() } else { truth::networks_of(&world) };
     let views = truth::capture_views(&world, &sensors);
+    let (risky, vulnerable) = topology::risky_truth(&world, &devices);
     let mut summaries = world.em.finish().with_context(|| format!("flushing capture {}", out.display()))?;
     let captures = summaries
         .iter_mut()
@@ -165,6 +176,8 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
         networks,
         same_device,
         distinct_devices,
+        risky,
+        vulnerable,
     };
     let tp = truth_path(out);
     let json = serde_json::to_vec_pretty(&truth)?;
@@ -175,9 +188,15 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> anyhow::Result<GroundTrut
 /// CLI convenience: scenario by name, default options otherwise, `scale` as a factor that
 /// multiplies device counts and duration.
 pub fn generate_named(scenario: &str, seed: u64, scale: u32, out: &Path) -> anyhow::Result<GroundTruth> {
+    generate_variant(scenario, seed, scale, false, out)
+}
+
+/// [`generate_named`], with the labelled risky behaviours when `risky` (hospital only).
+pub fn generate_variant(scenario: &str, seed: u64, scale: u32, risky: bool, out: &Path) -> anyhow::Result<GroundTruth> {
     let sc: Scenario = scenario.parse()?;
     let mut opts = GenerateOptions::new(sc);
     opts.seed = seed;
     opts.scale = Scale::factor(sc, scale);
+    opts.risky = risky;
     generate(&opts, out)
 }

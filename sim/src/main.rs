@@ -33,11 +33,17 @@ struct Cli {
     /// routed site's access capture to <out>.access-<site>.pcap.
     #[arg(long)]
     out: PathBuf,
+    /// Add labelled risky behaviours (a pump browsing the web, SMBv1, a Telnet login,
+    /// TeamViewer on the MRI, HL7 to an unexpected host, a new device on the ICU VLAN, a
+    /// site move, a traffic spike) and a pump with vulnerable firmware, all listed in the
+    /// truth's `risky` and `vulnerable` entries. Hospital only.
+    #[arg(long)]
+    risky: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
-    match wardline_sim::generate_named(&cli.scenario, cli.seed, cli.scale, &cli.out) {
+    match wardline_sim::generate_variant(&cli.scenario, cli.seed, cli.scale, cli.risky, &cli.out) {
         Ok(truth) => {
             eprintln!(
                 "wrote {} ({} devices, {} packets) and {}",

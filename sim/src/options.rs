@@ -67,6 +67,9 @@ pub struct GenerateOptions {
     pub start_time_us: u64,
     /// Stop once this many packets are written (for benchmarks needing an exact size).
     pub max_packets: Option<u64>,
+    /// Add the labelled risky behaviours and a vulnerable-firmware pump (hospital only; see
+    /// `topology/risky.rs`). Off: the output is exactly the clean scenario's.
+    pub risky: bool,
 }
 
 impl GenerateOptions {
@@ -83,6 +86,7 @@ impl GenerateOptions {
             },
             start_time_us: 1_710_230_400_000_000,
             max_packets: None,
+            risky: false,
         }
     }
 
@@ -94,6 +98,11 @@ impl GenerateOptions {
             self.scale.device_multiplier <= 200,
             "device multiplier {} is too large: zone address plans hold about 200x the default devices",
             self.scale.device_multiplier
+        );
+        anyhow::ensure!(
+            !self.risky || self.scenario == Scenario::Hospital,
+            "risky behaviours need the hospital scenario (lab analyzer, MRI, clinical VLANs, several sites); \
+             use --scenario hospital --risky"
         );
         Ok(())
     }

@@ -43,6 +43,64 @@ pub struct GroundTruth {
     /// Devices that shared an address one after the other and must never be merged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub distinct_devices: Vec<TruthDistinctDevices>,
+    /// Risky variant only: every injected risky behaviour, in time order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risky: Vec<TruthRisky>,
+    /// Risky variant only: every device whose model a CISA advisory names, with the
+    /// advisories a matcher should report for its model and reported firmware.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vulnerable: Vec<TruthVulnerable>,
+}
+
+/// One injected risky behaviour (`--risky`). `kind` is one of [`RISKY_KINDS`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TruthRisky {
+    pub kind: String,
+    /// [`TruthDevice::id`] and primary MAC of the device that misbehaves.
+    pub device: String,
+    pub mac: MacAddr,
+    /// Its address when it happened.
+    pub ip: Ipv4Addr,
+    /// The other end, when there is one: its address, and the device id and MAC (as seen
+    /// natively) when it is a hospital device.
+    pub peer_ip: Option<Ipv4Addr>,
+    pub peer_device: Option<String>,
+    pub peer_mac: Option<MacAddr>,
+    /// What the behaviour touches: a service (`tcp/5938`), a login protocol (`telnet`), a
+    /// VLAN (`vlan 30`), a site (`north-clinic`).
+    pub target: String,
+    /// Timestamp of its first frame (for a move: its first frame at the new site).
+    pub first_us: u64,
+    /// Human description, with the application-level details a test can look for.
+    pub detail: String,
+}
+
+/// What `--risky` injects, in the order of the run.
+pub const RISKY_KINDS: &[&str] = &[
+    "web_browsing",
+    "smb1_server",
+    "cleartext_credentials",
+    "remote_access",
+    "phi_cleartext_unexpected_peer",
+    "new_device_on_clinical_vlan",
+    "device_moved",
+    "traffic_spike",
+];
+
+/// A device of a model that CISA medical advisories (ICSMA) name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TruthVulnerable {
+    pub device: String,
+    pub mac: MacAddr,
+    pub profile: String,
+    /// Manufacturer and model as the device describes itself ([`TruthDevice::manufacturer`]).
+    pub manufacturer: String,
+    pub model: String,
+    /// The firmware version the device reports on the wire, when it reports one.
+    pub firmware: Option<String>,
+    /// Advisory ids a matcher should report for manufacturer, model and firmware, sorted;
+    /// empty when the reported firmware is newer than every affected version.
+    pub advisories: Vec<String>,
 }
 
 /// One capture file of the run and the sensor it stands for.
@@ -530,6 +588,8 @@ mod tests {
                 networks: Vec::new(),
                 same_device: Vec::new(),
                 distinct_devices: pairs,
+                risky: Vec::new(),
+                vulnerable: Vec::new(),
             };
             for (holder, from, until) in &spans {
                 for at in [*from, (from + until) / 2, until - 1] {

@@ -1,7 +1,7 @@
 //! The simulated network while it runs: the devices and sites of the topology, and the
 //! emitter (clock, random source, hosts on the wire) their behaviours write through.
 
-use crate::topology::{Device, ScriptedEvent, Site};
+use crate::topology::{Device, RiskyPlan, ScriptedEvent, Site};
 use crate::truth::{TruthBinding, TruthEvidence, TruthHistoryEvent};
 use crate::wire::{Emitter, Host, HostId, Stack};
 use std::collections::HashMap;
@@ -19,6 +19,8 @@ pub(crate) struct World<W: Write> {
     pub counter: u32,
     /// Device changes during the run (releases, moves), scheduled with the activities.
     pub scripted: Vec<ScriptedEvent>,
+    /// The risky variant's behaviours (`--risky`), and what they did so far.
+    pub risky: Option<RiskyPlan>,
 }
 
 impl<W: Write> World<W> {

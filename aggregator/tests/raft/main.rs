@@ -11,6 +11,7 @@ mod api_errors;
 mod backup_processes;
 mod backup_restore;
 mod cluster;
+mod ground_truth_alerts;
 mod ground_truth_identity;
 mod node_process;
 mod processes;

@@ -5,7 +5,7 @@
 
 use super::{Activity, DeviceSchedule, Hl7Kind, NextRun, TlsPeer, SEC};
 use crate::protocols::{hl7, tls, vendor};
-use crate::topology::eui64;
+use crate::topology::{eui64, ALARIS_FIRMWARE};
 use crate::wire::{tcp_transaction, TcpConn};
 use crate::world::World;
 use std::io::Write;
@@ -113,7 +113,8 @@ fn schedule_pca_pump<W: Write>(plan: &mut DeviceSchedule<W>) {
 pub(super) fn alaris_checkin<W: Write>(w: &mut World<W>, pump: usize, server: usize, seq: &mut u32) -> NextRun {
     *seq += 1;
     let d = &w.devices[pump];
-    let status = vendor::alaris_status(*seq, &d.serial, "8015", "9.33.1.4", "DL-2024-03", !(*seq).is_multiple_of(3));
+    let firmware = d.firmware.unwrap_or(ALARIS_FIRMWARE);
+    let status = vendor::alaris_status(*seq, &d.serial, "8015", firmware, "DL-2024-03", !(*seq).is_multiple_of(3));
     let (ch, sh) = (w.host(pump), w.host(server));
     let mut conn = TcpConn::open(&mut w.em, ch, sh, 3613, "alaris")?;
     conn.request(&mut w.em, &status, &vendor::alaris_ack(*seq))?;
@@ -181,7 +182,7 @@ pub(super) fn pca_telnet<W: Write>(w: &mut World<W>, client: usize, server: usiz
 }
 
 /// HL7 naming of a device in MSH-3/4.
-fn hl7_party<W: Write>(w: &World<W>, dev: usize) -> hl7::Hl7Party {
+pub(super) fn hl7_party<W: Write>(w: &World<W>, dev: usize) -> hl7::Hl7Party {
     let d = &w.devices[dev];
     let facility = format!("{}^{}", d.zone.to_uppercase(), w.sites[d.site].name.to_uppercase());
     let application = match d.profile.key {

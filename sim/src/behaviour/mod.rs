@@ -10,7 +10,8 @@
 //!   and other HL7 senders;
 //! - `imaging`: modalities storing studies to PACS and querying the worklist (DICOM);
 //! - `office`: Windows workstations, thin clients and printers;
-//! - `facilities`: phones, badges, building automation, cameras and location tracking.
+//! - `facilities`: phones, badges, building automation, cameras and location tracking;
+//! - `risky`: the labelled risky exchanges of `--risky` (placed by `topology/risky.rs`).
 //!
 //! Adding a device kind = a profile in `profiles.rs`, a place in a zone plan
 //! (`topology/plans.rs`) and a `match` arm in the `schedule` of the module it belongs to.
@@ -20,9 +21,10 @@ mod facilities;
 mod imaging;
 mod network;
 mod office;
+mod risky;
 
 use crate::protocols::tls;
-use crate::topology::{Device, DeviceEvent};
+use crate::topology::{Device, DeviceEvent, RiskyAct};
 use crate::world::World;
 use rand::Rng;
 use std::cmp::Reverse;
@@ -148,6 +150,10 @@ pub(crate) enum Activity {
         dev: usize,
         event: DeviceEvent,
     },
+    /// One injected risky exchange (`--risky`), run once.
+    Risky {
+        act: RiskyAct,
+    },
 }
 
 impl Activity {
@@ -180,6 +186,7 @@ impl Activity {
             A::Tls { client, peer, .. } => (client, if let TlsPeer::Device(s) = peer { Some(s) } else { None }),
             // Scripted events are what take devices off and on the network.
             A::Scripted { .. } => return [None, None],
+            A::Risky { act } => return act.devices(),
         };
         [Some(a), b]
     }
@@ -253,6 +260,9 @@ pub(crate) fn schedule<W: Write>(w: &World<W>) -> Vec<(u64, Activity)> {
     for e in &w.scripted {
         out.push((e.at_us, Activity::Scripted { dev: e.dev, event: e.event }));
     }
+    for (at_us, act) in w.risky.iter().flat_map(|p| &p.acts) {
+        out.push((*at_us, Activity::Risky { act: *act }));
+    }
     out
 }
 
@@ -325,5 +335,6 @@ fn step<W: Write>(w: &mut World<W>, activity: &mut Activity) -> NextRun {
         Activity::Syslog { dev, server } => network::syslog(w, *dev, *server),
         Activity::Telnet { client, server } => clinical::pca_telnet(w, *client, *server),
         Activity::Scripted { dev, event } => network::scripted(w, *dev, *event).map(|()| None),
+        Activity::Risky { act } => risky::run(w, *act),
     }
 }

@@ -5,6 +5,9 @@
 mod identity;
 mod naming;
 mod plans;
+mod risky;
+
+pub(crate) use risky::{risky_truth, RiskyAct, RiskyEntry, RiskyPlan, ALARIS_FIRMWARE};
 
 pub(crate) use naming::eui64;
 
@@ -43,6 +46,8 @@ pub(crate) struct Device {
     /// Absolute time windows [from, until) when the device is off the network: activities
     /// that involve it wait until the window ends (or stop, for `u64::MAX`).
     pub absent: Vec<(u64, u64)>,
+    /// Firmware the device reports instead of its model's usual one (risky variant).
+    pub firmware: Option<&'static str>,
 }
 
 impl Device {
@@ -63,6 +68,7 @@ impl Device {
             history: Vec::new(),
             joins_at_us: 0,
             absent: Vec::new(),
+            firmware: None,
         }
     }
 
@@ -173,6 +179,7 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>, access_cap
         externals: HashMap::new(),
         counter: 0,
         scripted: Vec::new(),
+        risky: None,
     };
     let plan: &[ZonePlan] = match opts.scenario {
         Scenario::Ward => WARD_PLAN,
@@ -198,6 +205,9 @@ pub(crate) fn build<W: Write>(opts: &GenerateOptions, em: Emitter<W>, access_cap
         let capture = access_captures.first().copied().expect("the hospital has a routed site with its own capture");
         let name = routed_site_names(opts).swap_remove(0);
         identity::add_identity_cases(&mut w, opts, &mut counters, capture, name);
+        if opts.risky {
+            risky::add_risky_cases(&mut w, opts, &mut counters);
+        }
     }
     w
 }

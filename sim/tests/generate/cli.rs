@@ -42,3 +42,22 @@ fn unknown_scenario_is_refused_with_the_accepted_names() {
     assert!(stderr.contains("unknown scenario \"clinic\": expected one of ward, hospital"), "stderr: {stderr}");
     assert!(!out.exists(), "no capture is written for a refused scenario");
 }
+
+#[test]
+fn risky_needs_the_hospital_and_writes_its_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("ward.pcap");
+    let result = sim().args(["--scenario", "ward", "--risky", "--out"]).arg(&out).output().expect("run wardline-sim");
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("risky behaviours need the hospital scenario"), "stderr: {stderr}");
+    assert!(!out.exists(), "no capture is written for a refused variant");
+
+    // The flag reaches the generator: the truth lists the behaviours (checked in `risky`).
+    let out = dir.path().join("hospital.pcap");
+    let run = sim().args(["--scenario", "hospital", "--risky", "--out"]).arg(&out).output().expect("run wardline-sim");
+    assert!(run.status.success(), "wardline-sim failed: {}", String::from_utf8_lossy(&run.stderr));
+    let truth = wardline_sim::GroundTruth::load(&truth_path(&out)).expect("truth");
+    assert_eq!(truth.risky.len(), wardline_sim::RISKY_KINDS.len());
+    assert!(truth.vulnerable.iter().any(|v| v.firmware.as_deref() == Some("9.19")));
+}

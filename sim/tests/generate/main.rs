@@ -9,4 +9,5 @@ mod generate_common;
 mod cli;
 mod hospital;
 mod identity;
+mod risky;
 mod ward;

@@ -1,0 +1,226 @@
+//! The anomaly detectors against the simulator's labelled risky behaviours (`wardline-sim
+//! --risky`, issue 11 part 6). The hospital (scale 1, ten minutes) with and without them
+//! (same seed) goes through the real sensor path (pipeline → batcher → spool, configured
+//! from the truth), and every spooled batch, flows included, is applied to one
+//! `ClusterState` (core sensor first, then the clinic's access sensor, as in
+//! `ground_truth_identity`). Learning is set to 55 % of the run in data time: the clean
+//! hospital's own changes (DHCP churn, the ultrasound's move, at 35–50 %) fall inside it,
+//! the injected behaviours (65 % on) after it.
+//!
+//! - The clean run raises no alert at all after learning.
+//! - The risky run raises, for each behaviour a detector covers, the alert that names it,
+//!   on the device the truth labels and with the truth's target; and every alert it raises
+//!   is explained by a labelled behaviour (its device, peer or address).
+//!
+//! Covered: `web_browsing` (new external destination, new protocol tcp/80),
+//! `remote_access` (new external destination, new protocol tcp/5938), `cleartext_credentials`
+//! (new peer / new protocol tcp/23; the `cleartext_credentials` alert itself is blocked, see
+//! the ignored test), `smb1_server` (new peer), `phi_cleartext_unexpected_peer` (only
+//! generically: new peer on the EHR), `device_moved`, `new_device_on_clinical_vlan`.
+//! Not covered by any detector yet (nothing asserted, nothing faked): `traffic_spike` (the
+//! CT's burst uses its usual peer and protocol: no `traffic_spike` detector exists), a
+//! PHI-specific `phi_cleartext_unexpected_peer` alert, and `wrong_segment`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use wardline_aggregator::state::alerts::{Alert, AlertKind};
+use wardline_aggregator::state::anomaly::{AnomalyConfig, ClinicalVlan};
+use wardline_aggregator::state::{BatchSummary, ClusterState, Command, IngestBatch};
+use wardline_common::Batch;
+use wardline_sensor::capture::Source;
+use wardline_sensor::config::SensorConfig;
+use wardline_sensor::run::{capture_all, Batcher};
+use wardline_sensor::spool::Spool;
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthCapture, TruthRisky};
+
+/// The VLANs the test declares clinical (ward, ICU, radiology, lab, clinic) at every site.
+const CLINICAL_VLANS: &[u16] = &[20, 30, 40, 50, 210];
+
+struct Run {
+    truth: GroundTruth,
+    state: ClusterState,
+    learning_us: u64,
+}
+
+/// The sensor behind `capture`, configured from the truth (as in `ground_truth_identity`).
+fn sensor_config(dir: &Path, truth: &GroundTruth, capture: &TruthCapture) -> SensorConfig {
+    let nets_of = |site: &str| -> Vec<String> {
+        truth.networks.iter().filter(|n| n.site == site).map(|n| n.cidr.clone()).collect()
+    };
+    let spool_dir = dir.join(format!("spool-{}", capture.sensor));
+    let local: Vec<String> = capture.native_sites.iter().flat_map(|s| nets_of(s)).collect();
+    let mut text = format!(
+        "sensor_id = {:?}\nsite = {:?}\nspool_dir = {:?}\nlocal_networks = {:?}\n",
+        capture.sensor,
+        capture.site,
+        spool_dir.display().to_string(),
+        local
+    );
+    let remote: BTreeSet<&str> = truth
+        .networks
+        .iter()
+        .map(|n| n.site.as_str())
+        .filter(|s| !capture.native_sites.iter().any(|n| n == s))
+        .collect();
+    for site in remote {
+        text.push_str(&format!("[[remote_sites]]\nsite = {site:?}\nnetworks = {:?}\n", nets_of(site)));
+    }
+    text.push_str(
+        "[uplink]\nserver = \"127.0.0.1:4433\"\n[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nca = \"unused-ca.pem\"\n",
+    );
+    toml::from_str(&text).unwrap_or_else(|e| panic!("sensor config for {}: {e}\n{text}", capture.sensor))
+}
+
+/// Everything the real sensor path spools for one capture, oldest first.
+fn sensor_batches(dir: &Path, truth: &GroundTruth, capture: &TruthCapture) -> Vec<Batch> {
+    let cfg = sensor_config(dir, truth, capture);
+    let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).expect("open spool"));
+    let mut batcher = Batcher::new(spool.clone(), &cfg, None).expect("batcher");
+    let source = Source::File(dir.join(&capture.file));
+    capture_all(&cfg, &[source], &AtomicBool::new(false), &mut batcher).expect("sensor reads its capture");
+    let batches = spool.oldest(usize::MAX).expect("read spool");
+    assert!(!batches.is_empty(), "{}: the sensor spooled nothing", capture.sensor);
+    batches
+}
+
+fn run(risky: bool) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("hospital.pcap");
+    let mut opts = GenerateOptions::new(Scenario::Hospital);
+    opts.seed = 7;
+    opts.risky = risky;
+    let truth = generate(&opts, &out).expect("generate the hospital");
+    let learning_us = (truth.last_packet_us - truth.first_packet_us) * 55 / 100;
+    let mut state = ClusterState::new();
+    let clinical_vlans = CLINICAL_VLANS.iter().map(|v| ClinicalVlan { site: None, vlan: *v }).collect();
+    state.apply(&Command::SetAnomalyConfig(AnomalyConfig { learning_us, clinical_vlans }));
+    for capture in &truth.captures {
+        for b in sensor_batches(dir.path(), &truth, capture) {
+            let ingest = IngestBatch { summary: BatchSummary::from_batch(&b), flows: b.flows().cloned().collect() };
+            assert!(state.apply(&Command::ApplyBatches(vec![ingest])).applied, "batch {} of {}", b.seq, b.sensor_id);
+        }
+    }
+    Run { truth, state, learning_us }
+}
+
+fn risky() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| run(true))
+}
+
+fn clean() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| run(false))
+}
+
+fn entry<'a>(truth: &'a GroundTruth, kind: &str) -> &'a TruthRisky {
+    truth.risky.iter().find(|r| r.kind == kind).unwrap_or_else(|| panic!("no {kind} in the truth: {:#?}", truth.risky))
+}
+
+fn alerts(run: &Run) -> Vec<&Alert> {
+    run.state.alerts().alerts().values().collect()
+}
+
+/// The alert of `kind` on `device` (a MAC) about `target`, failing with every alert raised.
+fn expect_alert<'a>(run: &'a Run, kind: AlertKind, device: String, target: &str, behaviour: &TruthRisky) -> &'a Alert {
+    let all = alerts(run);
+    let found = all.iter().find(|a| a.kind == kind && a.device == device && a.target == target);
+    let a = found.unwrap_or_else(|| {
+        let raised: Vec<String> =
+            all.iter().map(|a| format!("{:?} {} {} {}", a.kind, a.device, a.target, a.evidence)).collect();
+        panic!("{}: no {kind:?} alert on {device} about {target:?}; raised:\n{}", behaviour.kind, raised.join("\n"))
+    });
+    // Raised from the behaviour's own frames: not before it started.
+    assert!(a.first_seen_us >= behaviour.first_us, "{}: {a:#?} predates {}", behaviour.kind, behaviour.first_us);
+    a
+}
+
+#[test]
+fn clean_hospital_raises_no_alert_after_learning() {
+    let run = clean();
+    assert!(run.truth.risky.is_empty());
+    assert!(run.state.baselines().device_count() > run.truth.devices.len() / 2, "the detectors saw the hospital");
+    let raised = alerts(run);
+    assert!(raised.is_empty(), "the clean hospital raised {} alerts: {raised:#?}", raised.len());
+}
+
+#[test]
+fn risky_hospital_raises_an_alert_for_each_covered_behaviour() {
+    let run = risky();
+    let t = &run.truth;
+    // Every behaviour starts after the learning period of every device seen from the start.
+    for r in &t.risky {
+        assert!(r.first_us > t.first_packet_us + run.learning_us + 30_000_000, "{} starts while learning", r.kind);
+    }
+
+    let r = entry(t, "web_browsing");
+    let web = r.peer_ip.expect("web server").to_string();
+    expect_alert(run, AlertKind::NewExternalDestination, r.mac.to_string(), &web, r);
+    expect_alert(run, AlertKind::NewProtocol, r.mac.to_string(), "tcp/80", r);
+
+    let r = entry(t, "remote_access");
+    let teamviewer = r.peer_ip.expect("TeamViewer router").to_string();
+    expect_alert(run, AlertKind::NewExternalDestination, r.mac.to_string(), &teamviewer, r);
+    expect_alert(run, AlertKind::NewProtocol, r.mac.to_string(), "tcp/5938", r);
+
+    // Flow-based detectors see both ends of the Telnet login, the SMB1 exchange and the HL7
+    // leak (the evidence-based alerts on them are in the ignored test below).
+    let r = entry(t, "cleartext_credentials");
+    let client = r.peer_mac.expect("client").to_string();
+    expect_alert(run, AlertKind::NewProtocol, client.clone(), "tcp/23", r);
+    expect_alert(run, AlertKind::NewPeer, client, &r.ip.to_string(), r);
+    expect_alert(run, AlertKind::NewPeer, r.mac.to_string(), &r.peer_ip.expect("client").to_string(), r);
+
+    let r = entry(t, "smb1_server");
+    expect_alert(run, AlertKind::NewPeer, r.mac.to_string(), &r.peer_ip.expect("client").to_string(), r);
+
+    // No PHI-aware detector: the leak shows only as a new peer of the EHR.
+    let r = entry(t, "phi_cleartext_unexpected_peer");
+    expect_alert(run, AlertKind::NewPeer, r.mac.to_string(), &r.peer_ip.expect("receiver").to_string(), r);
+
+    let r = entry(t, "new_device_on_clinical_vlan");
+    expect_alert(run, AlertKind::NewDeviceOnClinicalVlan, r.mac.to_string(), &r.target, r);
+
+    let r = entry(t, "device_moved");
+    expect_alert(run, AlertKind::DeviceMoved, r.mac.to_string(), &r.target, r);
+
+    // traffic_spike: no detector (see the module comment).
+}
+
+#[test]
+fn every_risky_alert_is_explained_by_a_labelled_behaviour() {
+    let run = risky();
+    let t = &run.truth;
+    for a in alerts(run) {
+        let explained = t.risky.iter().any(|r| {
+            let macs = [Some(r.mac), r.peer_mac];
+            let ips: Vec<IpAddr> = [Some(r.ip), r.peer_ip].into_iter().flatten().map(IpAddr::V4).collect();
+            macs.iter().flatten().any(|m| m.to_string() == a.device)
+                || a.target.parse::<IpAddr>().is_ok_and(|ip| ips.contains(&ip))
+        });
+        assert!(explained, "an alert no labelled behaviour explains: {a:#?}\nbehaviours: {:#?}", t.risky);
+    }
+}
+
+/// Evidence-based detectors on devices known since the start. Ignored until
+/// `aggregator/src/state/anomaly.rs` decides "still learning" from the evidence's own time:
+/// it uses the observation's `first_seen_us`, which the sensor reports as the device's first
+/// sighting ever (sensor/src/devices.rs: "absolute packet times"), so every later
+/// observation of a device seen from the start counts as learning and its new
+/// `cleartext_login` / `listening_port` evidence is learned silently.
+#[test]
+#[ignore = "anomaly.rs judges learning by obs.first_seen_us (first sighting ever), not ev.ts_us"]
+fn risky_hospital_raises_evidence_alerts_for_telnet_login_and_new_services() {
+    let run = risky();
+    let t = &run.truth;
+    let r = entry(t, "cleartext_credentials");
+    expect_alert(run, AlertKind::CleartextCredentials, r.mac.to_string(), "telnet", r);
+    expect_alert(run, AlertKind::CleartextCredentials, r.peer_mac.expect("client").to_string(), "telnet", r);
+    let r = entry(t, "smb1_server");
+    expect_alert(run, AlertKind::NewListeningService, r.mac.to_string(), "tcp/445", r);
+    let r = entry(t, "phi_cleartext_unexpected_peer");
+    expect_alert(run, AlertKind::NewListeningService, r.peer_mac.expect("receiver").to_string(), "tcp/2575", r);
+}
