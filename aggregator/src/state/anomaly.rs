@@ -208,6 +208,11 @@ impl Baselines {
             };
             let (b, learning) = self.baseline(obs.mac, ts);
             let before = b.saturated;
+            // A sensor reports a device's first sighting ever in every batch, so each fact is
+            // judged at its own time: a site at the batch's last sighting, evidence at its
+            // timestamp. Otherwise a device seen from the start would learn forever.
+            let learned_at = b.first_us.saturating_add(learning_us);
+            let learning_site = obs.last_seen_us < learned_at;
             let new_device = learning && site_learned_at.is_some_and(|at| b.first_us >= at);
             if new_device {
                 for vlan in &obs.vlans {
@@ -222,7 +227,7 @@ impl Baselines {
                 }
             }
             let b = Arc::make_mut(self.devices.get_mut(&obs.mac).expect("created by baseline()"));
-            if check(&mut b.sites, &batch.site, MAX_BASELINE_SITES, learning, &mut b.saturated, saturated::SITES) {
+            if check(&mut b.sites, &batch.site, MAX_BASELINE_SITES, learning_site, &mut b.saturated, saturated::SITES) {
                 let known: Vec<&str> = b.sites.iter().map(String::as_str).collect();
                 out.push(occ(
                     AlertKind::DeviceMoved,
@@ -232,6 +237,7 @@ impl Baselines {
                 ));
             }
             for ev in &obs.evidence {
+                let learning = ev.ts_us < learned_at;
                 match ev.field {
                     Field::ListeningPort
                         if check(

@@ -205,14 +205,11 @@ fn every_risky_alert_is_explained_by_a_labelled_behaviour() {
     }
 }
 
-/// Evidence-based detectors on devices known since the start. Ignored until
-/// `aggregator/src/state/anomaly.rs` decides "still learning" from the evidence's own time:
-/// it uses the observation's `first_seen_us`, which the sensor reports as the device's first
-/// sighting ever (sensor/src/devices.rs: "absolute packet times"), so every later
-/// observation of a device seen from the start counts as learning and its new
-/// `cleartext_login` / `listening_port` evidence is learned silently.
+/// Evidence-based detectors on devices known since the start: the sensor reports a device's
+/// first sighting ever in every batch, so the detectors judge each piece of evidence at its
+/// own time (`ev.ts_us`) — a Telnet login or a new listening service after the learning
+/// period alerts even on a device seen from the first minute.
 #[test]
-#[ignore = "anomaly.rs judges learning by obs.first_seen_us (first sighting ever), not ev.ts_us"]
 fn risky_hospital_raises_evidence_alerts_for_telnet_login_and_new_services() {
     let run = risky();
     let t = &run.truth;
