@@ -657,6 +657,19 @@ impl Serialize for StateFormat {
     }
 }
 
+/// Refuse a state format this build does not read, naming both.
+fn check_format<E: serde::de::Error>(format: u32) -> Result<(), E> {
+    if (OLDEST_STATE_FORMAT..=STATE_FORMAT).contains(&format) {
+        return Ok(());
+    }
+    Err(E::custom(format!(
+        "the replicated state is in format {format:#x}; this build reads formats \
+         {OLDEST_STATE_FORMAT:#x} to {STATE_FORMAT:#x}: a snapshot from a newer Wardline \
+         version (upgrade this node) or from one older than the upgrade rules allow \
+         (upgrade every node, then empty this node's data directory and rejoin)"
+    )))
+}
+
 impl<'de> Deserialize<'de> for ReplicatedParts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         const FIELDS: &[&str] = &[
@@ -684,14 +697,7 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
                 use serde::de::Error;
                 let missing = |what: &str| A::Error::custom(format!("truncated cluster state: no {what}"));
                 let format: u32 = seq.next_element()?.ok_or_else(|| missing("format"))?;
-                if !(OLDEST_STATE_FORMAT..=STATE_FORMAT).contains(&format) {
-                    return Err(A::Error::custom(format!(
-                        "the replicated state is in format {format:#x}; this build reads formats \
-                         {OLDEST_STATE_FORMAT:#x} to {STATE_FORMAT:#x}: a snapshot from a newer Wardline \
-                         version (upgrade this node) or from one older than the upgrade rules allow \
-                         (upgrade every node, then empty this node's data directory and rejoin)"
-                    )));
-                }
+                check_format::<A::Error>(format)?;
                 #[derive(Deserialize)]
                 struct Devices(#[serde(with = "arc_values_as_list")] BTreeMap<MacAddr, Arc<DeviceRecord>>);
                 #[derive(Deserialize)]
@@ -741,6 +747,49 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
                     baselines,
                     policy,
                     vulnfeeds,
+                })
+            }
+            /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ReplicatedParts, A::Error> {
+                #[derive(Deserialize)]
+                struct ByName {
+                    format: u32,
+                    #[serde(with = "arc_values_as_list")]
+                    devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
+                    sensors: BTreeMap<String, SensorRecord>,
+                    #[serde(with = "arc_values_as_list")]
+                    hosts: BTreeMap<HostKey, Arc<HostRecord>>,
+                    #[serde(with = "map_as_list")]
+                    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
+                    site_names: Vec<String>,
+                    tokens: tokens::TokenStore,
+                    audit: audit::AuditLog,
+                    outbox: FlowOutbox,
+                    #[serde(default)]
+                    alerts: alerts::AlertStore,
+                    #[serde(default)]
+                    baselines: anomaly::Baselines,
+                    #[serde(default)]
+                    policy: policy::PolicyStore,
+                    #[serde(default)]
+                    vulnfeeds: vulnfeeds::VulnFeeds,
+                }
+                let p = ByName::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                check_format::<A::Error>(p.format)?;
+                Ok(ReplicatedParts {
+                    format: StateFormat,
+                    devices: p.devices,
+                    sensors: p.sensors,
+                    hosts: p.hosts,
+                    bindings: p.bindings,
+                    site_names: p.site_names,
+                    tokens: p.tokens,
+                    audit: p.audit,
+                    outbox: p.outbox,
+                    alerts: p.alerts,
+                    baselines: p.baselines,
+                    policy: p.policy,
+                    vulnfeeds: p.vulnfeeds,
                 })
             }
         }

@@ -300,6 +300,21 @@ impl Aggregator {
         }
     }
 
+    /// GET `path` behind Raft's read barrier (`x-wardline-consistency: linearizable`).
+    pub fn get_linearizable(&self, path: &str) -> Result<Value> {
+        let resp = self
+            .api_client()?
+            .get(format!("{}{}", self.api(), path))
+            .header("x-wardline-consistency", "linearizable")
+            .send()?;
+        let status = resp.status();
+        let v: Value = resp.json()?;
+        if !status.is_success() {
+            bail!("GET {path} (linearizable) → {status}: {v}");
+        }
+        Ok(v)
+    }
+
     pub fn get(&self, path: &str) -> Result<Value> {
         let resp = self.api_client()?.get(format!("{}{}", self.api(), path)).send()?;
         let status = resp.status();
@@ -311,11 +326,13 @@ impl Aggregator {
     }
 
     /// Wait until the node's flow outbox is empty: every acked flow is in the flow store
-    /// (decision 0016: acks come before the drain).
+    /// (decision 0016: acks come before the drain). Asked as a linearizable read, so a node
+    /// that has just restarted answers only after it re-applied what was committed (its
+    /// snapshot alone may show an empty outbox).
     pub fn wait_outbox_drained(&self, within: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + within;
         loop {
-            let totals = self.get("/api/v1/flows/totals").ok();
+            let totals = self.get_linearizable("/api/v1/flows/totals").ok();
             if totals.as_ref().and_then(|t| t["outbox"]["rows"].as_u64()) == Some(0) {
                 return Ok(());
             }

@@ -9,6 +9,7 @@ pub mod evidence;
 pub mod fault;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod metrics_text;
 pub mod net;
 pub mod tls_files;
 pub mod wire;

@@ -190,34 +190,7 @@ pub fn render() -> String {
     prometheus_text(&text)
 }
 
-/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: counter families are
-/// named with their `_total` suffix, `# UNIT` and `# EOF` go. Every Prometheus version and
-/// `promtool check metrics` read this format; OpenMetrics names a counter family without
-/// the suffix, which the text parser takes for a different metric.
-pub fn prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match descriptor {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if counters.contains(name) { "_total" } else { "" };
-                out.push_str(&format!("{prefix}{name}{suffix} {tail}"));
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
+pub use wardline_common::metrics_text::prometheus_text;
 
 #[derive(Debug)]
 struct Collected;

@@ -10,11 +10,10 @@ mod api_auth;
 mod replicated;
 mod rsyslog;
 
-use std::borrow::Cow;
 use ulid::Ulid;
 use wardline_aggregator::state::anomaly::{AnomalyConfig, ClinicalVlan};
 use wardline_aggregator::state::{BatchSummary, Command, IngestBatch};
-use wardline_common::{DeviceObservation, Evidence, Field, FlowRecord, MacAddr, Proto};
+use wardline_common::{DeviceObservation, Field, FlowRecord, MacAddr, Proto};
 
 pub const HOUR_US: u64 = 3_600_000_000;
 pub const T0_US: u64 = 1_767_225_600_000_000;
@@ -31,39 +30,11 @@ pub fn settings(learning_us: u64) -> Command {
 }
 
 pub fn device(mac: MacAddr, ip: &str, ts: u64, evidence: &[(Field, &str)]) -> DeviceObservation {
-    DeviceObservation {
-        mac,
-        ips: vec![ip.parse().unwrap()],
-        vlans: vec![40],
-        first_seen_us: ts,
-        last_seen_us: ts + 1_000,
-        packets: 4,
-        bytes: 400,
-        evidence: evidence.iter().map(|(f, v)| Evidence::new(*f, *v, Proto::Telnet, ts)).collect(),
-    }
+    raft_support::device_on_vlan_40(mac, ip, ts, Proto::Telnet, evidence)
 }
 
 pub fn flow(a: (MacAddr, &str), b: (MacAddr, &str), port: u16, ts: u64) -> FlowRecord {
-    FlowRecord {
-        ip_proto: 6,
-        vlan: Some(40),
-        a_mac: a.0,
-        b_mac: b.0,
-        a_ip: a.1.parse().unwrap(),
-        b_ip: b.1.parse().unwrap(),
-        a_port: 49_152,
-        b_port: port,
-        first_seen_us: ts,
-        last_seen_us: ts + 5_000,
-        packets_ab: 5,
-        packets_ba: 4,
-        bytes_ab: 700,
-        bytes_ba: 500,
-        tcp_flags_ab: 0x1b,
-        tcp_flags_ba: 0x1b,
-        app: Cow::Borrowed("unknown"),
-        end_reason: Cow::Borrowed("fin"),
-    }
+    raft_support::tcp_flow_on_vlan_40(a, b, port, ts)
 }
 
 /// One batch from sensor `ward-1` at `site` as group commit proposes it.

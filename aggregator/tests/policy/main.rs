@@ -13,7 +13,6 @@ mod refresh;
 mod replay;
 mod versions;
 
-use std::borrow::Cow;
 use ulid::Ulid;
 use wardline_aggregator::state::policy::{GroupMembers, PolicyProposal};
 use wardline_aggregator::state::{BatchSummary, ClusterState, Command, IngestBatch};
@@ -89,39 +88,11 @@ pub fn proposal(base: Option<u64>, text: &str, message: &str) -> PolicyProposal 
 }
 
 pub fn device(mac: MacAddr, ip: &str, ts: u64) -> DeviceObservation {
-    DeviceObservation {
-        mac,
-        ips: vec![ip.parse().unwrap()],
-        vlans: vec![40],
-        first_seen_us: ts,
-        last_seen_us: ts + 1_000,
-        packets: 4,
-        bytes: 400,
-        evidence: Vec::new(),
-    }
+    raft_support::device_on_vlan_40(mac, ip, ts, wardline_common::Proto::Dhcp, &[])
 }
 
 pub fn flow(a: (MacAddr, &str), b: (MacAddr, &str), port: u16, ts: u64) -> FlowRecord {
-    FlowRecord {
-        ip_proto: 6,
-        vlan: Some(40),
-        a_mac: a.0,
-        b_mac: b.0,
-        a_ip: a.1.parse().unwrap(),
-        b_ip: b.1.parse().unwrap(),
-        a_port: 49_152,
-        b_port: port,
-        first_seen_us: ts,
-        last_seen_us: ts + 5_000,
-        packets_ab: 5,
-        packets_ba: 4,
-        bytes_ab: 700,
-        bytes_ba: 500,
-        tcp_flags_ab: 0x1b,
-        tcp_flags_ba: 0x1b,
-        app: Cow::Borrowed("unknown"),
-        end_reason: Cow::Borrowed("fin"),
-    }
+    raft_support::tcp_flow_on_vlan_40(a, b, port, ts)
 }
 
 /// One batch from sensor `ward-1` at site `ward` as group commit proposes it.

@@ -14,7 +14,7 @@ use wardline_aggregator::query::QueryService;
 use wardline_aggregator::raft::{network, ClusterNode, RaftConfig, RaftNode};
 use wardline_aggregator::sink::FlowSink;
 use wardline_aggregator::state::{BatchSummary, Command};
-use wardline_common::{DeviceObservation, Evidence, Field, MacAddr, Proto, SensorStats};
+use wardline_common::{DeviceObservation, Evidence, Field, FlowRecord, MacAddr, Proto, SensorStats};
 use wardline_intel::KnowledgeBase;
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -189,4 +189,49 @@ pub async fn post_api(node: &ServedNode, path: &str, body: &serde_json::Value) -
     let resp = client.post(format!("http://{}{path}", node.addr)).json(body).send().await.expect("API reachable");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON answer"))
+}
+
+/// A device on VLAN 40 at `ip`, seen for a millisecond from `ts`, with `evidence` learned
+/// over `proto` (the alert, policy and risk tests' device).
+pub fn device_on_vlan_40(
+    mac: MacAddr,
+    ip: &str,
+    ts: u64,
+    proto: Proto,
+    evidence: &[(Field, &str)],
+) -> DeviceObservation {
+    DeviceObservation {
+        mac,
+        ips: vec![ip.parse().unwrap()],
+        vlans: vec![40],
+        first_seen_us: ts,
+        last_seen_us: ts + 1_000,
+        packets: 4,
+        bytes: 400,
+        evidence: evidence.iter().map(|(f, v)| Evidence::new(*f, *v, proto, ts)).collect(),
+    }
+}
+
+/// A finished TCP flow on VLAN 40 from `a` to `b`'s `port`, starting at `ts`.
+pub fn tcp_flow_on_vlan_40(a: (MacAddr, &str), b: (MacAddr, &str), port: u16, ts: u64) -> FlowRecord {
+    FlowRecord {
+        ip_proto: 6,
+        vlan: Some(40),
+        a_mac: a.0,
+        b_mac: b.0,
+        a_ip: a.1.parse().unwrap(),
+        b_ip: b.1.parse().unwrap(),
+        a_port: 49_152,
+        b_port: port,
+        first_seen_us: ts,
+        last_seen_us: ts + 5_000,
+        packets_ab: 5,
+        packets_ba: 4,
+        bytes_ab: 700,
+        bytes_ba: 500,
+        tcp_flags_ab: 0x1b,
+        tcp_flags_ba: 0x1b,
+        app: std::borrow::Cow::Borrowed("unknown"),
+        end_reason: std::borrow::Cow::Borrowed("fin"),
+    }
 }

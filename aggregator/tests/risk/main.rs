@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use ulid::Ulid;
 use wardline_aggregator::state::{BatchSummary, Command, IngestBatch};
-use wardline_common::{DeviceObservation, Evidence, Field, FlowRecord, MacAddr, Proto};
+use wardline_common::{DeviceObservation, Field, FlowRecord, MacAddr, Proto};
 
 /// 2026-01-01T00:00:00Z in µs.
 pub const T0_US: u64 = 1_767_225_600_000_000;
@@ -36,16 +36,7 @@ pub fn kev_file() -> PathBuf {
 }
 
 fn device(mac: MacAddr, ip: &str, ts: u64, evidence: &[(Field, &str)]) -> DeviceObservation {
-    DeviceObservation {
-        mac,
-        ips: vec![ip.parse().unwrap()],
-        vlans: vec![40],
-        first_seen_us: ts,
-        last_seen_us: ts + 1_000,
-        packets: 4,
-        bytes: 400,
-        evidence: evidence.iter().map(|(f, v)| Evidence::new(*f, *v, Proto::Dhcp, ts)).collect(),
-    }
+    raft_support::device_on_vlan_40(mac, ip, ts, Proto::Dhcp, evidence)
 }
 
 /// The pump's telnet session to the server (a risky, cleartext flow).
