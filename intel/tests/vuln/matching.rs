@@ -85,7 +85,7 @@ fn firmware_version_decides_confirmed_possible_or_not_affected() {
     // 9.33.1 is above 9.33 and not listed; only "<= 9.33.1" covers it.
     let v9331 = alaris(Some("v9.33.1"));
     assert_eq!(ids(&v9331), BTreeSet::from(["ICSMA-20-317-01".to_string()]));
-    // The simulator's pumps report firmware 9.33.1.4 (sim/src/behaviour/clinical.rs): newer
+    // The simulator's pumps report firmware 9.33.1.4 (`ALARIS_FIRMWARE` in sim/src/topology/risky.rs): newer
     // than every affected version.
     assert!(alaris(Some("9.33.1.4")).is_empty());
 
