@@ -625,10 +625,12 @@ pub struct ClusterState {
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
-/// added at the end, each with the format that introduced it (see `Deserialize` below).
-#[derive(Serialize)]
+/// added at the end, each with the format that introduced it. The derived decoding reads
+/// parts by name (JSON), where a part a format lacks defaults; bincode reads them in order
+/// through [`VersionedParts`].
+#[derive(Deserialize)]
 struct ReplicatedParts {
-    format: StateFormat,
+    format: u32,
     #[serde(with = "arc_values_as_list")]
     devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
     sensors: BTreeMap<String, SensorRecord>,
@@ -640,9 +642,13 @@ struct ReplicatedParts {
     tokens: tokens::TokenStore,
     audit: audit::AuditLog,
     outbox: FlowOutbox,
+    #[serde(default)]
     alerts: alerts::AlertStore,
+    #[serde(default)]
     baselines: anomaly::Baselines,
+    #[serde(default)]
     policy: policy::PolicyStore,
+    #[serde(default)]
     vulnfeeds: vulnfeeds::VulnFeeds,
 }
 
@@ -670,7 +676,10 @@ fn check_format<E: serde::de::Error>(format: u32) -> Result<(), E> {
     )))
 }
 
-impl<'de> Deserialize<'de> for ReplicatedParts {
+/// [`ReplicatedParts`] of any format this build reads, checked before anything else.
+struct VersionedParts(ReplicatedParts);
+
+impl<'de> Deserialize<'de> for VersionedParts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         const FIELDS: &[&str] = &[
             "format",
@@ -734,7 +743,7 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
                     Default::default()
                 };
                 Ok(ReplicatedParts {
-                    format: StateFormat,
+                    format,
                     devices: devices.0,
                     sensors,
                     hosts: hosts.0,
@@ -751,49 +760,12 @@ impl<'de> Deserialize<'de> for ReplicatedParts {
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ReplicatedParts, A::Error> {
-                #[derive(Deserialize)]
-                struct ByName {
-                    format: u32,
-                    #[serde(with = "arc_values_as_list")]
-                    devices: BTreeMap<MacAddr, Arc<DeviceRecord>>,
-                    sensors: BTreeMap<String, SensorRecord>,
-                    #[serde(with = "arc_values_as_list")]
-                    hosts: BTreeMap<HostKey, Arc<HostRecord>>,
-                    #[serde(with = "map_as_list")]
-                    bindings: BTreeMap<(u32, IpAddr), AddressTimeline>,
-                    site_names: Vec<String>,
-                    tokens: tokens::TokenStore,
-                    audit: audit::AuditLog,
-                    outbox: FlowOutbox,
-                    #[serde(default)]
-                    alerts: alerts::AlertStore,
-                    #[serde(default)]
-                    baselines: anomaly::Baselines,
-                    #[serde(default)]
-                    policy: policy::PolicyStore,
-                    #[serde(default)]
-                    vulnfeeds: vulnfeeds::VulnFeeds,
-                }
-                let p = ByName::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                check_format::<A::Error>(p.format)?;
-                Ok(ReplicatedParts {
-                    format: StateFormat,
-                    devices: p.devices,
-                    sensors: p.sensors,
-                    hosts: p.hosts,
-                    bindings: p.bindings,
-                    site_names: p.site_names,
-                    tokens: p.tokens,
-                    audit: p.audit,
-                    outbox: p.outbox,
-                    alerts: p.alerts,
-                    baselines: p.baselines,
-                    policy: p.policy,
-                    vulnfeeds: p.vulnfeeds,
-                })
+                let parts = ReplicatedParts::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                check_format::<A::Error>(parts.format)?;
+                Ok(parts)
             }
         }
-        d.deserialize_struct("ReplicatedParts", FIELDS, PartsVisitor)
+        d.deserialize_struct("ReplicatedParts", FIELDS, PartsVisitor).map(VersionedParts)
     }
 }
 
@@ -838,7 +810,7 @@ impl Serialize for ClusterState {
 
 impl<'de> Deserialize<'de> for ClusterState {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let parts = ReplicatedParts::deserialize(d)?;
+        let VersionedParts(parts) = VersionedParts::deserialize(d)?;
         let mut state = ClusterState {
             devices: parts.devices,
             sensors: parts.sensors,
@@ -1332,15 +1304,11 @@ mod arc_values_as_list {
     }
 }
 
-/// Any ordered map serialized as a list of (key, value) pairs: JSON map keys must be
-/// strings, and these keys are tuples or structs.
+/// Any ordered map read from a list of (key, value) pairs: JSON map keys must be strings,
+/// and these keys are tuples or structs (written by [`BindingsList`]).
 mod map_as_list {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer};
     use std::collections::BTreeMap;
-
-    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(map: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.iter())
-    }
 
     pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
     where
