@@ -2,7 +2,7 @@
 //! rules and the detectors' settings, through a running node's API (decision 0024).
 //! Every command prints a table or, with `--json`, the API's JSON.
 
-use super::{client, get_json, post_json, request, send, ApiTarget, READ_TIMEOUT};
+use super::{cell, client, get_json, post_json, print_json, request, send, ApiTarget, READ_TIMEOUT};
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -116,52 +116,39 @@ pub enum RulesCmd {
     },
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(t) => t.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
 fn print_alert_row(a: &Value) {
     println!(
         "{:>6}  {:<13}  {:<8}  {:<28}  {:<17}  {:<24}  {:>6}",
-        s(&a["id"]),
-        s(&a["state"]),
-        s(&a["severity"]),
-        s(&a["kind"]),
-        s(&a["device"]),
-        s(&a["target"]),
-        s(&a["count"])
+        cell(&a["id"]),
+        cell(&a["state"]),
+        cell(&a["severity"]),
+        cell(&a["kind"]),
+        cell(&a["device"]),
+        cell(&a["target"]),
+        cell(&a["count"])
     );
 }
 
 fn print_alert(a: &Value) {
     println!(
         "alert {} ({}, {}): {} on {} at {}",
-        s(&a["id"]),
-        s(&a["severity"]),
-        s(&a["state"]),
-        s(&a["kind"]),
-        s(&a["device"]),
-        s(&a["site"])
+        cell(&a["id"]),
+        cell(&a["severity"]),
+        cell(&a["state"]),
+        cell(&a["kind"]),
+        cell(&a["device"]),
+        cell(&a["site"])
     );
-    println!("  target:   {}", s(&a["target"]));
+    println!("  target:   {}", cell(&a["target"]));
     println!(
         "  seen:     {} times, first {} µs, last {} µs (capture time)",
-        s(&a["count"]),
-        s(&a["first_seen_us"]),
-        s(&a["last_seen_us"])
+        cell(&a["count"]),
+        cell(&a["first_seen_us"]),
+        cell(&a["last_seen_us"])
     );
-    println!("  evidence: {}", s(&a["evidence"]));
+    println!("  evidence: {}", cell(&a["evidence"]));
     for t in a["history"].as_array().into_iter().flatten() {
-        println!("  {:>13} by {} at {} ms {}", s(&t["action"]), s(&t["by"]), s(&t["at_ms"]), s(&t["note"]));
+        println!("  {:>13} by {} at {} ms {}", cell(&t["action"]), cell(&t["by"]), cell(&t["at_ms"]), cell(&t["note"]));
     }
 }
 
@@ -247,14 +234,14 @@ pub async fn run(cmd: AlertsCmd) -> Result<()> {
             for r in v["rules"].as_array().into_iter().flatten() {
                 println!(
                     "{:>4}  {:<28}  {:<17}  {:<20}  {:<10}  {:>8}  {} ({})",
-                    s(&r["id"]),
-                    s(&r["kind"]),
-                    s(&r["device"]),
-                    s(&r["target"]),
-                    s(&r["site"]),
-                    s(&r["matched"]),
-                    s(&r["reason"]),
-                    s(&r["author"])
+                    cell(&r["id"]),
+                    cell(&r["kind"]),
+                    cell(&r["device"]),
+                    cell(&r["target"]),
+                    cell(&r["site"]),
+                    cell(&r["matched"]),
+                    cell(&r["reason"]),
+                    cell(&r["author"])
                 );
             }
             Ok(())
@@ -266,7 +253,7 @@ pub async fn run(cmd: AlertsCmd) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            println!("added suppression rule {}", s(&v["id"]));
+            println!("added suppression rule {}", cell(&v["id"]));
             Ok(())
         }
         AlertsCmd::Rules(RulesCmd::Delete { target, id }) => {
@@ -311,6 +298,6 @@ async fn triage(t: Triage, action: &str) -> Result<()> {
     if t.json {
         return print_json(&v);
     }
-    println!("alert {} is now {}", t.id, s(&v["state"]));
+    println!("alert {} is now {}", t.id, cell(&v["state"]));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `wardline-aggregator device | flows | sensors`: the read routes of the API from the
 //! command line, a readable table by default and the API's own JSON with `--json`.
 
-use super::{client, get_json, ApiTarget, READ_TIMEOUT};
+use super::{cell, client, get_json, print_json, ApiTarget, READ_TIMEOUT};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -76,26 +76,25 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
     let api = &args.target.api;
     let v = get_json(&client(&args.target.auth, READ_TIMEOUT)?, api, &path).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return print_json(&v);
     }
     match cmd {
         DeviceCmd::Show(_) => print_device(&v),
         DeviceCmd::History(_) => {
-            println!("{} history: {} events", s(&v["id"]), v["count"]);
+            println!("{} history: {} events", cell(&v["id"]), v["count"]);
             for e in v["events"].as_array().into_iter().flatten() {
                 let details: Vec<String> = e
                     .as_object()
                     .into_iter()
                     .flatten()
                     .filter(|(k, _)| *k != "at_us" && *k != "kind")
-                    .map(|(k, x)| format!("{k}={}", s(x)))
+                    .map(|(k, x)| format!("{k}={}", cell(x)))
                     .collect();
-                println!("{:>20}  {:<16}  {}", s(&e["at_us"]), s(&e["kind"]), details.join(" "));
+                println!("{:>20}  {:<16}  {}", cell(&e["at_us"]), cell(&e["kind"]), details.join(" "));
             }
         }
         DeviceCmd::Flows { .. } => {
-            println!("{} ({}): {} flows", s(&v["id"]), s(&v["class"]), v["count"]);
+            println!("{} ({}): {} flows", cell(&v["id"]), cell(&v["class"]), v["count"]);
             println!(
                 "{:<10}  {:<39}  {:<22}  {:<10}  {:>10}  {:>12}",
                 "CONTEXT", "PEER", "PEER CLASS", "APP", "PACKETS", "BYTES"
@@ -107,10 +106,10 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
                     if me_a { (&flow["b_ip"], &flow["b_port"]) } else { (&flow["a_ip"], &flow["a_port"]) };
                 println!(
                     "{:<10}  {:<39}  {:<22}  {:<10}  {:>10}  {:>12}",
-                    s(&f["context"]["tag"]),
-                    format!("{}:{}", s(peer_ip), s(port)),
-                    s(&f["peer_class"]),
-                    s(&flow["app"]),
+                    cell(&f["context"]["tag"]),
+                    format!("{}:{}", cell(peer_ip), cell(port)),
+                    cell(&f["peer_class"]),
+                    cell(&flow["app"]),
                     packets(flow),
                     bytes(flow)
                 );
@@ -132,18 +131,17 @@ pub async fn flows(cmd: FlowsCmd) -> Result<()> {
             let path = format!("/api/v1/flows?{}", query.join("&"));
             let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &path).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                return print_json(&v);
             }
             println!("{} flows", v["count"]);
             println!("{:<45}  {:<45}  {:<5}  {:<10}  {:>10}  {:>12}", "FROM", "TO", "PROTO", "APP", "PACKETS", "BYTES");
             for f in v["flows"].as_array().into_iter().flatten() {
                 println!(
                     "{:<45}  {:<45}  {:<5}  {:<10}  {:>10}  {:>12}",
-                    format!("{}:{}", s(&f["a_ip"]), s(&f["a_port"])),
-                    format!("{}:{}", s(&f["b_ip"]), s(&f["b_port"])),
-                    s(&f["ip_proto"]),
-                    s(&f["app"]),
+                    format!("{}:{}", cell(&f["a_ip"]), cell(&f["a_port"])),
+                    format!("{}:{}", cell(&f["b_ip"]), cell(&f["b_port"])),
+                    cell(&f["ip_proto"]),
+                    cell(&f["app"]),
                     packets(f),
                     bytes(f)
                 );
@@ -152,8 +150,7 @@ pub async fn flows(cmd: FlowsCmd) -> Result<()> {
         FlowsCmd::Totals { target, json } => {
             let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, "/api/v1/flows/totals").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                return print_json(&v);
             }
             for (name, part, count) in
                 [("replicated", "replicated", "flows"), ("flow store", "store", "rows"), ("outbox", "outbox", "rows")]
@@ -161,9 +158,9 @@ pub async fn flows(cmd: FlowsCmd) -> Result<()> {
                 let p = &v[part];
                 println!(
                     "{name:<11} {:>12} flows  {:>14} packets  {:>16} bytes",
-                    s(&p[count]),
-                    s(&p["packets"]),
-                    s(&p["bytes"])
+                    cell(&p[count]),
+                    cell(&p["packets"]),
+                    cell(&p["bytes"])
                 );
             }
         }
@@ -174,8 +171,7 @@ pub async fn flows(cmd: FlowsCmd) -> Result<()> {
 pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
     let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, "/api/v1/sensors").await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return print_json(&v);
     }
     println!(
         "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}",
@@ -185,12 +181,12 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
         println!(
             "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}",
             id,
-            s(&r["site"]),
-            s(&r["last_seq"]),
-            s(&r["batches_applied"]),
-            s(&r["flows"]),
-            s(&r["stats"]["batches_dropped"]),
-            s(&r["last_packet_us"])
+            cell(&r["site"]),
+            cell(&r["last_seq"]),
+            cell(&r["batches_applied"]),
+            cell(&r["flows"]),
+            cell(&r["stats"]["batches_dropped"]),
+            cell(&r["last_packet_us"])
         );
     }
     Ok(())
@@ -200,36 +196,27 @@ fn print_device(v: &Value) {
     let attr = |name: &str| {
         let a = &v["classification"][name];
         match a["confidence"].as_f64() {
-            Some(c) => format!("{} ({:.0} %)", s(&a["value"]), c * 100.0),
-            None => s(&a["value"]),
+            Some(c) => format!("{} ({:.0} %)", cell(&a["value"]), c * 100.0),
+            None => cell(&a["value"]),
         }
     };
-    let list = |x: &Value| x.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let list = |x: &Value| x.as_array().map(|a| a.iter().map(cell).collect::<Vec<_>>().join(", ")).unwrap_or_default();
     for (k, val) in [
-        ("id", s(&v["id"])),
-        ("vendor (OUI)", s(&v["vendor"])),
+        ("id", cell(&v["id"])),
+        ("vendor (OUI)", cell(&v["vendor"])),
         ("class", attr("class")),
         ("category", attr("category")),
         ("criticality", attr("criticality")),
         ("model", attr("model")),
         ("os", attr("os")),
-        ("hostname", s(&v["hostname"])),
+        ("hostname", cell(&v["hostname"])),
         ("ips", list(&v["ips"])),
         ("vlans", list(&v["vlans"])),
         ("sites", list(&v["sites"])),
-        ("first seen (us)", s(&v["first_seen_us"])),
-        ("last seen (us)", s(&v["last_seen_us"])),
+        ("first seen (us)", cell(&v["first_seen_us"])),
+        ("last seen (us)", cell(&v["last_seen_us"])),
     ] {
         println!("{k:<16} {val}");
-    }
-}
-
-/// A JSON value as plain text: strings unquoted, null as `-`.
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(t) => t.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -58,6 +58,21 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<Value> {
     Ok(body)
 }
 
+/// A JSON value as a table cell: strings unquoted, null as `-`.
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(t) => t.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The API's answer as the `--json` output of a command.
+pub fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 /// GET `{api}{path}` as JSON.
 pub async fn get_json(client: &reqwest::Client, api: &str, path: &str) -> Result<Value> {
     send(request(client, reqwest::Method::GET, api, path)).await

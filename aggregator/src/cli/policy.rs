@@ -2,7 +2,7 @@
 //! segmentation policy through a running node's API (decision 0025). Every command prints
 //! text or, with `--json`, the API's JSON.
 
-use super::{client, get_json, post_json, ApiError, ApiTarget, READ_TIMEOUT};
+use super::{cell, client, get_json, post_json, print_json, ApiError, ApiTarget, READ_TIMEOUT};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -69,73 +69,60 @@ pub enum PolicyCmd {
     },
 }
 
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(t) => t.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 fn read_file(path: &PathBuf) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read the policy file {}", path.display()))
 }
 
 fn print_validation(v: &Value, file: &str) {
     for e in v["errors"].as_array().into_iter().flatten() {
-        println!("{file}:{}: error: {}", s(&e["line"]), s(&e["message"]));
+        println!("{file}:{}: error: {}", cell(&e["line"]), cell(&e["message"]));
     }
     for e in v["warnings"].as_array().into_iter().flatten() {
-        println!("{file}:{}: warning: {}", s(&e["line"]), s(&e["message"]));
+        println!("{file}:{}: warning: {}", cell(&e["line"]), cell(&e["message"]));
     }
     for f in v["safety"]["findings"].as_array().into_iter().flatten() {
-        println!("safety: {}", s(f));
+        println!("safety: {}", cell(f));
     }
     for c in v["changes"].as_array().into_iter().flatten() {
-        println!("{}", s(c));
+        println!("{}", cell(c));
     }
     for g in v["groups"].as_array().into_iter().flatten() {
-        println!("group {}: {} member(s)", s(&g["group"]), s(&g["members"]));
+        println!("group {}: {} member(s)", cell(&g["group"]), cell(&g["members"]));
     }
 }
 
 fn print_version(v: &Value) {
     println!(
         "policy version {} by {} at {} ms: {}",
-        s(&v["version"]),
-        s(&v["author"]),
-        s(&v["at_ms"]),
-        s(&v["message"])
+        cell(&v["version"]),
+        cell(&v["author"]),
+        cell(&v["at_ms"]),
+        cell(&v["message"])
     );
     if let Some(groups) = v["groups"].as_array() {
         for g in groups {
             let members = g["members"].as_array().map_or(0, |m| m.len());
             println!(
                 "  group {}: {members} member(s), flows from {} to {}",
-                s(&g["group"]),
-                s(&g["flows_from"]),
-                s(&g["flows_to"])
+                cell(&g["group"]),
+                cell(&g["flows_from"]),
+                cell(&g["flows_to"])
             );
         }
         let h = &v["hits"];
         println!(
             "  monitor mode: {} flows, {} allowed, {} denied ({} violations), {} monitored",
-            s(&h["flows"]),
-            s(&h["allowed"]),
-            s(&h["denied"]),
-            s(&h["violations"]),
-            s(&h["monitored"])
+            cell(&h["flows"]),
+            cell(&h["allowed"]),
+            cell(&h["denied"]),
+            cell(&h["violations"]),
+            cell(&h["monitored"])
         );
         for r in h["rules"].as_array().into_iter().flatten() {
-            println!("  rule {:?}: {} hit(s)", s(&r["name"]), s(&r["hits"]));
+            println!("  rule {:?}: {} hit(s)", cell(&r["name"]), cell(&r["hits"]));
         }
     }
-    println!("\n{}", s(&v["text"]));
+    println!("\n{}", cell(&v["text"]));
 }
 
 pub async fn run(cmd: PolicyCmd) -> Result<()> {
@@ -158,14 +145,19 @@ pub async fn run(cmd: PolicyCmd) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            println!("active version: {} ({} kept, {} dropped)", s(&v["active"]), s(&v["kept"]), s(&v["dropped"]));
+            println!(
+                "active version: {} ({} kept, {} dropped)",
+                cell(&v["active"]),
+                cell(&v["kept"]),
+                cell(&v["dropped"])
+            );
             for x in v["versions"].as_array().into_iter().flatten() {
                 println!(
                     "{:>5}  {:<16}  {:>14}  {}",
-                    s(&x["version"]),
-                    s(&x["author"]),
-                    s(&x["at_ms"]),
-                    s(&x["message"])
+                    cell(&x["version"]),
+                    cell(&x["author"]),
+                    cell(&x["at_ms"]),
+                    cell(&x["message"])
                 );
             }
         }
@@ -183,9 +175,9 @@ pub async fn run(cmd: PolicyCmd) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            println!("from version {} to version {}:", s(&v["from"]), s(&v["to"]));
+            println!("from version {} to version {}:", cell(&v["from"]), cell(&v["to"]));
             for c in v["changes"].as_array().into_iter().flatten() {
-                println!("{}", s(c));
+                println!("{}", cell(c));
             }
         }
         PolicyCmd::Validate { target, file, json } => {
@@ -219,7 +211,7 @@ pub async fn run(cmd: PolicyCmd) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            println!("{} is active as version {}", file.display(), s(&v["version"]));
+            println!("{} is active as version {}", file.display(), cell(&v["version"]));
         }
         PolicyCmd::Rollback { target, to, message, json } => {
             let c = client(&target.auth, READ_TIMEOUT)?;
@@ -231,7 +223,7 @@ pub async fn run(cmd: PolicyCmd) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            println!("version {to} is active again as version {}", s(&v["version"]));
+            println!("version {to} is active again as version {}", cell(&v["version"]));
         }
     }
     Ok(())

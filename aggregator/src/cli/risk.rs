@@ -1,7 +1,7 @@
 //! `wardline-aggregator vuln|risk|report ...` through a running node's API (decision 0027):
 //! import vulnerability feeds, list them, show device risk and roll-ups, fetch reports.
 
-use super::{client, get_json, post_json, request, ApiError, ApiTarget, READ_TIMEOUT};
+use super::{cell, client, get_json, post_json, print_json, request, ApiError, ApiTarget, READ_TIMEOUT};
 use crate::risk::import::{FileText, ImportRequest};
 use crate::state::vulnfeeds::FeedFileError;
 use anyhow::{bail, Context, Result};
@@ -86,19 +86,6 @@ pub struct ReportArgs {
     /// Write here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(t) => t.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 /// Every `*.json` file below `dir`, sorted by path, except `skip`.
@@ -202,19 +189,19 @@ pub async fn run_vuln(cmd: VulnCmd) -> Result<()> {
                 let rec = &v["record"];
                 println!(
                     "import {}: {} files, {} imported ({} new, {} replaced, {} unchanged{}), {} refused",
-                    s(&v["import_id"]),
-                    s(&v["files"]),
-                    s(&v["imported"]),
-                    s(&rec["added"]),
-                    s(&rec["replaced"]),
-                    s(&rec["unchanged"]),
+                    cell(&v["import_id"]),
+                    cell(&v["files"]),
+                    cell(&v["imported"]),
+                    cell(&rec["added"]),
+                    cell(&rec["replaced"]),
+                    cell(&rec["unchanged"]),
                     if rec["kev_imported"] == Value::Bool(true) { ", KEV catalog" } else { "" },
                     v["errors"].as_array().map_or(0, Vec::len)
                 );
                 for e in v["errors"].as_array().into_iter().flatten() {
                     let pointer = e["pointer"].as_str().unwrap_or("");
                     let at = if pointer.is_empty() { String::new() } else { format!("{pointer}: ") };
-                    println!("  refused {}: {at}{}", s(&e["file"]), s(&e["message"]));
+                    println!("  refused {}: {at}{}", cell(&e["file"]), cell(&e["message"]));
                 }
             }
             Ok(())
@@ -224,34 +211,34 @@ pub async fn run_vuln(cmd: VulnCmd) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            println!("feed version {}: {} advisories", s(&v["version"]), s(&v["advisory_count"]));
+            println!("feed version {}: {} advisories", cell(&v["version"]), cell(&v["advisory_count"]));
             match v["kev"].as_object() {
                 Some(k) => println!(
                     "KEV catalog {} of {} ({} entries, {})",
-                    s(&k["catalog_version"]),
-                    s(&k["date_released"]),
-                    s(&k["entries"]),
-                    s(&k["source"])
+                    cell(&k["catalog_version"]),
+                    cell(&k["date_released"]),
+                    cell(&k["entries"]),
+                    cell(&k["source"])
                 ),
                 None => println!("no KEV catalog imported"),
             }
             for a in v["advisories"].as_array().into_iter().flatten() {
                 println!(
                     "  {:<18} rev {:<6} {:<26} {}",
-                    s(&a["id"]),
-                    s(&a["revision"]),
-                    s(&a["release_date"]),
-                    s(&a["title"])
+                    cell(&a["id"]),
+                    cell(&a["revision"]),
+                    cell(&a["release_date"]),
+                    cell(&a["title"])
                 );
             }
             for i in v["imports"].as_array().into_iter().flatten() {
                 println!(
                     "import {} by {}: {} new, {} replaced, {} unchanged, {} errors",
-                    s(&i["import_id"]),
-                    s(&i["by"]),
-                    s(&i["added"]),
-                    s(&i["replaced"]),
-                    s(&i["unchanged"]),
+                    cell(&i["import_id"]),
+                    cell(&i["by"]),
+                    cell(&i["added"]),
+                    cell(&i["replaced"]),
+                    cell(&i["unchanged"]),
                     i["errors"].as_array().map_or(0, Vec::len)
                 );
             }
@@ -270,13 +257,13 @@ pub async fn run_risk(cmd: RiskCmd) -> Result<()> {
             }
             println!("{:>6}  {:<24}  {:<12}  {:<20}  REASONS", "SCORE", "DEVICE", "SITE", "CLASS");
             for d in v["top"].as_array().into_iter().flatten() {
-                let reasons: Vec<String> = d["reasons"].as_array().into_iter().flatten().map(s).collect();
+                let reasons: Vec<String> = d["reasons"].as_array().into_iter().flatten().map(cell).collect();
                 println!(
                     "{:>6}  {:<24}  {:<12}  {:<20}  {}",
-                    s(&d["score"]),
-                    s(&d["id"]),
-                    s(&d["site"]),
-                    s(&d["class"]),
+                    cell(&d["score"]),
+                    cell(&d["id"]),
+                    cell(&d["site"]),
+                    cell(&d["class"]),
                     reasons.join("; ")
                 );
             }
@@ -288,16 +275,16 @@ pub async fn run_risk(cmd: RiskCmd) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            print!("{}", s(&v["explain"]));
+            print!("{}", cell(&v["explain"]));
             for m in v["vulnerabilities"].as_array().into_iter().flatten() {
                 println!(
                     "  {} {} CVSS {} {}{} ({})",
-                    s(&m["advisory_id"]),
-                    s(&m["cve"]),
-                    s(&m["cvss_score"]),
-                    s(&m["cvss_vector"]),
+                    cell(&m["advisory_id"]),
+                    cell(&m["cve"]),
+                    cell(&m["cvss_score"]),
+                    cell(&m["cvss_vector"]),
                     if m["kev"] == Value::Bool(true) { " KEV" } else { "" },
-                    s(&m["confidence"])
+                    cell(&m["confidence"])
                 );
             }
             Ok(())
@@ -312,11 +299,11 @@ pub async fn run_risk(cmd: RiskCmd) -> Result<()> {
             for g in v["groups"].as_array().into_iter().flatten() {
                 println!(
                     "{:<24}  {:>7}  {:>6}  {:>6}  {}",
-                    s(&g["key"]),
-                    s(&g["devices"]),
-                    s(&g["max"]),
-                    s(&g["mean"]),
-                    s(&g["max_device"])
+                    cell(&g["key"]),
+                    cell(&g["devices"]),
+                    cell(&g["max"]),
+                    cell(&g["mean"]),
+                    cell(&g["max_device"])
                 );
             }
             Ok(())
