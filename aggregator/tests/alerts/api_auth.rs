@@ -2,62 +2,18 @@
 //! reads but cannot triage, an analyst triages and manages suppression rules, only an admin
 //! changes the detectors' settings, and every change and refusal is in the audit log.
 
-use crate::raft_support::{config, ServedNode, WAIT};
+use crate::raft_support::{answer, SecureApiNode};
 use crate::scenario;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::sync::Arc;
-use wardline_aggregator::auth::client::{api_client, ApiAuth};
 use wardline_aggregator::auth::Role;
-use wardline_aggregator::config::TlsPaths;
-use wardline_aggregator::ingest::IngestStats;
-use wardline_aggregator::query::QueryService;
-use wardline_aggregator::sink::embedded::EmbeddedSink;
-use wardline_aggregator::{api, pki};
-use wardline_intel::KnowledgeBase;
-
-async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("the request reaches the node");
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_read_analysts_triage_admins_configure_and_all_is_audited() {
-    let fleet = tempfile::tempdir().unwrap();
-    let p = fleet.path();
-    pki::init_ca(&p.join("ca"), "alerts test fleet").unwrap();
-    pki::issue_node(&p.join("ca"), 1, &[], &p.join("node1")).unwrap();
-    for role in Role::ALL {
-        pki::issue_operator(&p.join("ca"), &format!("op-{role}"), role, &p.join(format!("op-{role}"))).unwrap();
-    }
-    let op = |role: Role| {
-        api_client(&ApiAuth { token: None, cert_dir: Some(p.join(format!("op-{role}"))), ca: None }).unwrap()
-    };
-
-    let data = tempfile::tempdir().unwrap();
-    let served = ServedNode::start(1, &data.path().join("raft"), config(1000)).await;
-    let raft = served.node.clone();
-    raft.initialize_single_if_new().await.unwrap();
-    raft.wait_for_leader(WAIT).await.unwrap();
-    let sink = Arc::new(EmbeddedSink::open(&data.path().join("flows")).unwrap());
-    let query = QueryService::new(
-        raft.clone(),
-        sink,
-        Arc::new(KnowledgeBase::builtin().unwrap()),
-        Arc::new(IngestStats::default()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let url = |path: &str| format!("{base}{path}");
-    let tls = TlsPaths::in_dir(&p.join("node1"), "node");
-    let router = api::router(Arc::new(query));
-    let server_raft = raft.clone();
-    let server = tokio::spawn(async move {
-        wardline_aggregator::auth::server::serve(listener, router, &tls, server_raft, std::future::pending())
-            .await
-            .unwrap()
-    });
+    let node = SecureApiNode::start("alerts test fleet").await;
+    let (raft, base) = (node.raft.clone(), node.base.clone());
+    let op = |role: Role| node.operator(role);
+    let url = |path: &str| node.url(path);
     for cmd in scenario() {
         raft.propose(cmd).await.unwrap();
     }
@@ -112,7 +68,7 @@ async fn viewers_read_analysts_triage_admins_configure_and_all_is_audited() {
     // The CLI over the same API, with the same roles.
     let cli = |role: Role, args: &[&str]| {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wardline-aggregator"));
-        c.args(args).args(["--api", base.as_str()]).env("WARDLINE_CERT_DIR", p.join(format!("op-{role}")));
+        c.args(args).args(["--api", base.as_str()]).env("WARDLINE_CERT_DIR", node.operator_dir(role));
         c.env_remove("WARDLINE_TOKEN").env("RUST_LOG", "warn").output()
     };
     let out = cli(Role::Viewer, &["alerts", "list", "--json", "--state", "acknowledged"]).await.unwrap();
@@ -154,7 +110,5 @@ async fn viewers_read_analysts_triage_admins_configure_and_all_is_audited() {
         .contains("added suppression rule"));
     assert!(find("op-admin", "/api/v1/alerts/settings", "ok").is_some());
 
-    server.abort();
-    let _ = server.await;
-    served.stop().await;
+    node.stop().await;
 }

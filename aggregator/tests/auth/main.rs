@@ -6,7 +6,7 @@
 #[path = "../raft_support/mod.rs"]
 mod raft_support;
 
-use raft_support::{config, ServedNode, WAIT};
+use raft_support::{answer, config, ServedNode, WAIT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -129,12 +129,6 @@ async fn single(fleet: &Fleet, data: &Path) -> SecureNode {
     n.served.node.initialize_single_if_new().await.unwrap();
     n.served.node.wait_for_leader(WAIT).await.unwrap();
     n
-}
-
-async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("the request reaches the node");
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn create_token(n: &SecureNode, admin: &reqwest::Client, name: &str, role: &str) -> Value {

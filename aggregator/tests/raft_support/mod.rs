@@ -235,3 +235,79 @@ pub fn tcp_flow_on_vlan_40(a: (MacAddr, &str), b: (MacAddr, &str), port: u16, ts
         end_reason: std::borrow::Cow::Borrowed("fin"),
     }
 }
+
+/// A one-node cluster behind the production HTTPS API server: a fleet CA, the node's
+/// certificate, an operator certificate for every role (`op-<role>` folders), the embedded
+/// flow store. The alert, policy and risk route tests drive it as operators.
+pub struct SecureApiNode {
+    pub raft: Arc<RaftNode>,
+    /// `https://127.0.0.1:<port>`.
+    pub base: String,
+    /// Node data and scratch files of the test.
+    pub data: tempfile::TempDir,
+    fleet: tempfile::TempDir,
+    served: ServedNode,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl SecureApiNode {
+    pub async fn start(fleet_name: &str) -> SecureApiNode {
+        use wardline_aggregator::auth::Role;
+        use wardline_aggregator::pki;
+        let fleet = tempfile::tempdir().unwrap();
+        let p = fleet.path();
+        pki::init_ca(&p.join("ca"), fleet_name).unwrap();
+        pki::issue_node(&p.join("ca"), 1, &[], &p.join("node1")).unwrap();
+        for role in Role::ALL {
+            pki::issue_operator(&p.join("ca"), &format!("op-{role}"), role, &p.join(format!("op-{role}"))).unwrap();
+        }
+        let data = tempfile::tempdir().unwrap();
+        let served = ServedNode::start(1, &data.path().join("raft"), config(1000)).await;
+        let raft = served.node.clone();
+        raft.initialize_single_if_new().await.unwrap();
+        raft.wait_for_leader(WAIT).await.unwrap();
+        let sink =
+            Arc::new(wardline_aggregator::sink::embedded::EmbeddedSink::open(&data.path().join("flows")).unwrap());
+        let kb = Arc::new(KnowledgeBase::builtin().unwrap());
+        let query = QueryService::new(raft.clone(), sink, kb, Arc::new(IngestStats::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let tls = TlsPaths::in_dir(&p.join("node1"), "node");
+        let router = api::router(Arc::new(query));
+        let server_raft = raft.clone();
+        let server = tokio::spawn(async move {
+            wardline_aggregator::auth::server::serve(listener, router, &tls, server_raft, std::future::pending())
+                .await
+                .unwrap()
+        });
+        SecureApiNode { raft, base, data, fleet, served, server }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The folder of `role`'s operator certificate (for `--cert-dir` / `WARDLINE_CERT_DIR`).
+    pub fn operator_dir(&self, role: wardline_aggregator::auth::Role) -> PathBuf {
+        self.fleet.path().join(format!("op-{role}"))
+    }
+
+    /// An HTTPS client presenting `role`'s operator certificate.
+    pub fn operator(&self, role: wardline_aggregator::auth::Role) -> reqwest::Client {
+        use wardline_aggregator::auth::client::{api_client, ApiAuth};
+        api_client(&ApiAuth { token: None, cert_dir: Some(self.operator_dir(role)), ca: None }).unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.server.abort();
+        let _ = self.server.await;
+        self.served.stop().await;
+    }
+}
+
+/// Send a request; its status and JSON body (null when it has none).
+pub async fn answer(req: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let resp = req.send().await.expect("the request reaches the node");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}

@@ -2,56 +2,20 @@
 //! driven through the CLI: a viewer reads risk, feeds and reports but cannot import; an
 //! admin imports, and the import is in the audit log with what it did.
 
-use crate::raft_support::{config, ServedNode, WAIT};
+use crate::raft_support::SecureApiNode;
 use crate::{feeds_dir, kev_file, pump_batch, PUMP};
 use serde_json::Value;
-use std::sync::Arc;
-use wardline_aggregator::auth::client::{api_client, ApiAuth};
 use wardline_aggregator::auth::Role;
-use wardline_aggregator::config::TlsPaths;
-use wardline_aggregator::ingest::IngestStats;
-use wardline_aggregator::query::QueryService;
-use wardline_aggregator::sink::embedded::EmbeddedSink;
-use wardline_aggregator::{api, pki};
-use wardline_intel::KnowledgeBase;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_read_risk_and_reports_only_admins_import_and_imports_are_audited() {
-    let fleet = tempfile::tempdir().unwrap();
-    let p = fleet.path();
-    pki::init_ca(&p.join("ca"), "risk test fleet").unwrap();
-    pki::issue_node(&p.join("ca"), 1, &[], &p.join("node1")).unwrap();
-    for role in [Role::Viewer, Role::Admin] {
-        pki::issue_operator(&p.join("ca"), &format!("op-{role}"), role, &p.join(format!("op-{role}"))).unwrap();
-    }
-
-    let data = tempfile::tempdir().unwrap();
-    let served = ServedNode::start(1, &data.path().join("raft"), config(1000)).await;
-    let raft = served.node.clone();
-    raft.initialize_single_if_new().await.unwrap();
-    raft.wait_for_leader(WAIT).await.unwrap();
-    let sink = Arc::new(EmbeddedSink::open(&data.path().join("flows")).unwrap());
-    let query = QueryService::new(
-        raft.clone(),
-        sink,
-        Arc::new(KnowledgeBase::builtin().unwrap()),
-        Arc::new(IngestStats::default()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let tls = TlsPaths::in_dir(&p.join("node1"), "node");
-    let router = api::router(Arc::new(query));
-    let server_raft = raft.clone();
-    let server = tokio::spawn(async move {
-        wardline_aggregator::auth::server::serve(listener, router, &tls, server_raft, std::future::pending())
-            .await
-            .unwrap()
-    });
+    let node = SecureApiNode::start("risk test fleet").await;
+    let (raft, base) = (node.raft.clone(), node.base.clone());
     raft.propose(pump_batch()).await.unwrap();
 
     let cli = |role: Role, args: Vec<String>| {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wardline-aggregator"));
-        c.args(args).args(["--api", base.as_str()]).env("WARDLINE_CERT_DIR", p.join(format!("op-{role}")));
+        c.args(args).args(["--api", base.as_str()]).env("WARDLINE_CERT_DIR", node.operator_dir(role));
         c.env_remove("WARDLINE_TOKEN").env("RUST_LOG", "warn").output()
     };
     let import: Vec<String> = [
@@ -71,7 +35,7 @@ async fn viewers_read_risk_and_reports_only_admins_import_and_imports_are_audite
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs role admin"), "{stderr}");
-    let viewer = api_client(&ApiAuth { token: None, cert_dir: Some(p.join("op-viewer")), ca: None }).unwrap();
+    let viewer = node.operator(Role::Viewer);
     let feeds: Value = viewer.get(format!("{base}/api/v1/vuln/feeds")).send().await.unwrap().json().await.unwrap();
     assert_eq!(feeds["advisory_count"], 0, "the refused import changed nothing: {feeds}");
 
@@ -90,7 +54,7 @@ async fn viewers_read_risk_and_reports_only_admins_import_and_imports_are_audite
     let out = cli(Role::Viewer, args(&["risk", "top"])).await.unwrap();
     let top = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && top.contains(&PUMP.to_string()) && top.contains("vulnerability"), "{top}");
-    let report = data.path().join("vulnerable.csv");
+    let report = node.data.path().join("vulnerable.csv");
     let out = cli(Role::Viewer, args(&["report", "vulnerable", "--format", "csv", "--out", report.to_str().unwrap()]))
         .await
         .unwrap();
@@ -98,7 +62,7 @@ async fn viewers_read_risk_and_reports_only_admins_import_and_imports_are_audite
     let csv = std::fs::read_to_string(&report).unwrap();
     assert!(csv.starts_with("id,site,class,product,finding,") && csv.contains("ICSMA-20-317-01"), "{csv}");
 
-    let admin = api_client(&ApiAuth { token: None, cert_dir: Some(p.join("op-admin")), ca: None }).unwrap();
+    let admin = node.operator(Role::Admin);
     let audit: Value = admin.get(format!("{base}/api/v1/audit?limit=100")).send().await.unwrap().json().await.unwrap();
     let entries = audit["entries"].as_array().unwrap();
     let on_import = |who: &str, outcome: &str| {
@@ -109,7 +73,5 @@ async fn viewers_read_risk_and_reports_only_admins_import_and_imports_are_audite
     assert!(done["detail"].as_str().unwrap().contains("and the KEV catalog"), "{done}");
     assert_eq!(on_import("op-viewer", "refused").expect("the refusal is audited")["status"], 403);
 
-    server.abort();
-    let _ = server.await;
-    served.stop().await;
+    node.stop().await;
 }
