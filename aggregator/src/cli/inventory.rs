@@ -44,9 +44,15 @@ pub async fn print_inventory(
         );
     }
     let totals = get_json(&client, api, "/api/v1/flows/totals").await?;
+    // Acks come before the outbox drains into the store (decision 0016), so right after a
+    // sensor finishes the store may not hold everything yet: say both.
     println!(
-        "Flows stored: {} ({} packets, {} bytes)",
-        totals["store"]["rows"], totals["store"]["packets"], totals["store"]["bytes"]
+        "Flows acknowledged: {} ({} packets, {} bytes); in the flow store: {}, waiting in the outbox: {}",
+        totals["replicated"]["flows"],
+        totals["replicated"]["packets"],
+        totals["replicated"]["bytes"],
+        totals["store"]["rows"],
+        totals["outbox"]["rows"]
     );
     Ok(())
 }
