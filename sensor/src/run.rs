@@ -236,6 +236,23 @@ async fn wait_for_stop_signal() -> &'static str {
     }
 }
 
+/// Frames the kernel or the interface dropped before the sensor read them are counted in the
+/// metrics as they happen; at the end of a live capture they are also said in the log.
+fn report_capture_losses(source: &Source, s: &capture::CaptureSummary) {
+    if s.kernel_dropped + s.interface_dropped > 0 {
+        warn!(
+            kernel_dropped = s.kernel_dropped,
+            interface_dropped = s.interface_dropped,
+            received = s.kernel_received,
+            "{source}: frames were dropped before the sensor read them (the host could not keep up): \
+             raise capture buffer or CPU, or narrow the BPF filter"
+        );
+    }
+    if s.reopens > 0 {
+        info!(reopens = s.reopens, "{source}: the interface went down and was reopened during the capture");
+    }
+}
+
 /// Read `sources` in order through one pipeline into `batcher`'s spool: batches every
 /// `batch.interval_secs` of capture time, then the remaining flows, devices and the stats.
 pub fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, batcher: &mut Batcher) -> Result<()> {
@@ -266,6 +283,9 @@ pub fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, ba
         });
         if let Some(e) = emit_err {
             return Err(e);
+        }
+        if let Ok(summary) = &res {
+            report_capture_losses(source, summary);
         }
         if let Err(e) = res {
             // Earlier packets were processed; the rest of the sources still are.

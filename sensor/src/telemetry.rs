@@ -64,6 +64,7 @@ struct PcapView {
     received: u64,
     dropped: u64,
     if_dropped: u64,
+    reopens: u64,
 }
 
 #[derive(Default)]
@@ -131,9 +132,17 @@ pub fn publish_final_stats(stats: &PipelineStats) {
 
 /// libpcap's counters of the live capture (packets received, dropped by the kernel for
 /// lack of buffer space, dropped by the interface).
-pub fn publish_pcap(received: u32, dropped: u32, if_dropped: u32) {
-    *lock(&METRICS.pcap) =
-        Some(PcapView { received: received.into(), dropped: dropped.into(), if_dropped: if_dropped.into() });
+pub fn publish_pcap(received: u64, dropped: u64, if_dropped: u64) {
+    let mut pcap = lock(&METRICS.pcap);
+    let reopens = pcap.map_or(0, |p| p.reopens);
+    *pcap = Some(PcapView { received, dropped, if_dropped, reopens });
+}
+
+/// The capture interface went down or away and capture is being reopened.
+pub fn record_capture_reopen() {
+    let mut pcap = lock(&METRICS.pcap);
+    let view = pcap.get_or_insert_with(PcapView::default);
+    view.reopens += 1;
 }
 
 /// The spool read at every scrape.
@@ -274,6 +283,12 @@ impl prometheus_client::collector::Collector for Collected {
                 "Packets lost before the sensor saw them: kernel (buffer full) or interface",
                 "where",
                 [("kernel", p.dropped), ("interface", p.if_dropped)],
+            )?;
+            counter(
+                enc,
+                "wardline_capture_reopens",
+                "Times the capture interface went down or away and was reopened",
+                p.reopens,
             )?;
         }
         let spool = lock(&m.spool).clone();

@@ -140,6 +140,15 @@ pub struct CaptureSummary {
     pub packets: u64,
     /// Bytes of the capture consumed (file offset reached), for progress reporting.
     pub bytes_read: u64,
+    /// Live capture only, summed over every reopen: frames the kernel delivered to the
+    /// capture socket, frames it dropped because the buffer was full, and frames the
+    /// interface dropped. `packets` = `kernel_received` − `kernel_dropped` when the
+    /// capture ran to the end.
+    pub kernel_received: u64,
+    pub kernel_dropped: u64,
+    pub interface_dropped: u64,
+    /// Live capture only: times the interface went down or away and was reopened.
+    pub reopens: u64,
 }
 
 /// Run `on_packet` for every packet of `source`, in capture order, until the source ends,

@@ -12,6 +12,8 @@ mod capture_file;
 mod decode_props;
 mod hosts;
 mod lean_dependencies;
+#[cfg(feature = "live")]
+mod live_capture;
 mod pipeline_events;
 mod spool_durability;
 mod tunnels;
