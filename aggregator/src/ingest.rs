@@ -26,7 +26,18 @@ use wardline_common::wire::{self, Batch, BatchReply, FrameError};
 /// Decides what happens to one authenticated, identity-checked batch.
 pub trait BatchHandler: Send + Sync + 'static {
     fn handle(&self, identity: SensorIdentity, batch: Batch) -> impl Future<Output = BatchReply> + Send;
+
+    /// Why this sensor certificate (identity and serial, lowercase hex) is refused, if it is
+    /// revoked. Asked at the handshake and every [`REVOCATION_CHECK_INTERVAL`] on a live
+    /// connection.
+    fn revoked(&self, _identity: &SensorIdentity, _serial: &str) -> impl Future<Output = Option<String>> + Send {
+        async { None }
+    }
 }
+
+/// How often a live connection's certificate is checked against the revocation list: a
+/// revoked sensor is cut off within this time.
+pub const REVOCATION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// QUIC application error codes used when closing connections and stopping streams.
 pub mod codes {
@@ -40,6 +51,8 @@ pub mod codes {
     pub const READ_TIMEOUT: u32 = 0x13;
     /// Server shutting down.
     pub const SHUTDOWN: u32 = 0x14;
+    /// The sensor or its certificate is revoked (`admin revoke-sensor`).
+    pub const REVOKED: u32 = 0x15;
 }
 
 /// Bounds applied to untrusted peers.
@@ -265,7 +278,7 @@ async fn handle_connection<H: BatchHandler>(
             return;
         }
     };
-    let identity = match peer_sensor_identity(&connection) {
+    let (identity, serial) = match peer_sensor_identity(&connection) {
         Ok(id) => id,
         Err(e) => {
             inc(&stats.connections_refused);
@@ -277,6 +290,12 @@ async fn handle_connection<H: BatchHandler>(
             return;
         }
     };
+    if let Some(reason) = handler.revoked(&identity, &serial).await {
+        inc(&stats.connections_refused);
+        warn!(sensor = %identity.sensor_id, site = %identity.site, %serial, %remote, "refused a revoked sensor: {reason}");
+        connection.close(codes::REVOKED.into(), format!("sensor certificate revoked: {reason}").as_bytes());
+        return;
+    }
     inc(&stats.connections_accepted);
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
     info!(sensor = %identity.sensor_id, site = %identity.site, %remote, "sensor connected");
@@ -286,8 +305,15 @@ async fn handle_connection<H: BatchHandler>(
     // on several streams are proposed in seq order however their bytes arrive.
     let (first_tx, mut previous) = oneshot::channel();
     let _ = first_tx.send(true);
+    let mut revocation_check = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
     let end = loop {
         tokio::select! {
+            _ = revocation_check.tick() => {
+                if let Some(reason) = handler.revoked(&identity, &serial).await {
+                    warn!(sensor = %identity.sensor_id, site = %identity.site, %serial, %remote, "closing a revoked sensor's connection: {reason}");
+                    connection.close(codes::REVOKED.into(), format!("sensor certificate revoked: {reason}").as_bytes());
+                }
+            }
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let (handler, stats, limits, batch_slots, identity) =
@@ -319,14 +345,15 @@ async fn handle_connection<H: BatchHandler>(
     }
 }
 
-fn peer_sensor_identity(connection: &quinn::Connection) -> Result<SensorIdentity> {
+/// The sensor a connection's client certificate names, and the certificate's serial.
+fn peer_sensor_identity(connection: &quinn::Connection) -> Result<(SensorIdentity, String)> {
     let certs = connection
         .peer_identity()
         .context("the TLS session holds no peer certificate")?
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .map_err(|_| anyhow::anyhow!("unexpected peer identity type"))?;
     let leaf = certs.first().context("the peer presented an empty certificate chain")?;
-    pki::sensor_identity(leaf.as_ref())
+    Ok((pki::sensor_identity(leaf.as_ref())?, pki::certificate_serial(leaf.as_ref())?))
 }
 
 /// Turn a failed handshake into what an operator should know and do.

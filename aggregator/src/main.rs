@@ -198,6 +198,38 @@ enum AdminCmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Revoke a sensor (every certificate) or one certificate of it (--serial): every node
+    /// refuses it at the handshake and closes its live connections within seconds.
+    RevokeSensor {
+        #[arg(long)]
+        sensor_id: String,
+        /// One certificate's serial (hex, as `issue-sensor` prints it); without it, every
+        /// certificate of the sensor is revoked.
+        #[arg(long)]
+        serial: Option<String>,
+        /// Why (kept with the revocation and in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: ApiTarget,
+    },
+    /// List revoked sensors and sensor certificates.
+    Revocations {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// The API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a revocation (the same --sensor-id and --serial it was made with).
+    LiftRevocation {
+        #[arg(long)]
+        sensor_id: String,
+        #[arg(long)]
+        serial: Option<String>,
+        #[command(flatten)]
+        target: ApiTarget,
+    },
 }
 
 #[derive(Subcommand)]
@@ -396,6 +428,18 @@ fn real_main() -> Result<()> {
                 }
             })
         }
+        Cmd::Admin(AdminCmd::RevokeSensor { sensor_id, serial, reason, target }) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::revocations::revoke(&target, &sensor_id, serial.as_deref(), &reason))
+        }
+        Cmd::Admin(AdminCmd::Revocations { target, json }) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::revocations::list(&target, json))
+        }
+        Cmd::Admin(AdminCmd::LiftRevocation { sensor_id, serial, target }) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::revocations::lift(&target, &sensor_id, serial.as_deref()))
+        }
         Cmd::Admin(AdminCmd::Audit { target: ApiTarget { api, auth }, limit }) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::auth::client::audit(&api, &auth, limit))
@@ -411,7 +455,12 @@ fn real_main() -> Result<()> {
         }
         Cmd::Admin(AdminCmd::IssueSensor { ca_dir, sensor_id, site, out_dir }) => {
             let p = pki::issue_sensor(&ca_dir, &sensor_id, &site, &out_dir)?;
-            println!("sensor certificate for {sensor_id} at site {site} written to {}", p.display());
+            let (serial, expiry) = pki::pem_serial_and_expiry(&p)?;
+            println!(
+                "sensor certificate for {sensor_id} at site {site} written to {} (serial {serial}, expires {} UTC)",
+                p.display(),
+                pki::date_of(expiry)
+            );
             Ok(())
         }
         Cmd::Admin(AdminCmd::IssueNode { ca_dir, node_id, hosts, out_dir }) => {

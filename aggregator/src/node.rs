@@ -149,6 +149,23 @@ impl BatchHandler for IngestHandler {
             reply
         }
     }
+
+    fn revoked(
+        &self,
+        identity: &SensorIdentity,
+        serial: &str,
+    ) -> impl std::future::Future<Output = Option<String>> + Send {
+        let (raft, id, serial) = (self.0.raft.clone(), identity.sensor_id.clone(), serial.to_string());
+        async move {
+            raft.read_state(move |s| {
+                s.revocations().check(&id, &serial).map(|r| match &r.serial {
+                    Some(serial) => format!("certificate {serial} revoked by {}: {}", r.revoked_by, r.reason),
+                    None => format!("sensor {} revoked by {}: {}", r.sensor_id, r.revoked_by, r.reason),
+                })
+            })
+            .await
+        }
+    }
 }
 
 /// Run ingest and the API until ctrl-c / SIGTERM.

@@ -357,18 +357,87 @@ fn write_private(path: &Path, text: &str, exclusive: bool) -> Result<()> {
 
 /// Validity from January 1st of last year (tolerates clock skew between hosts) for
 /// `years` years.
+/// Valid from a day ago (clocks of sensors and nodes may lag) for `years` years plus a
+/// random 0–30 days, so certificates issued together do not all expire on the same day:
+/// renewals spread out instead of arriving in one wave.
 fn set_validity(params: &mut CertificateParams, years: i32) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    // Average Gregorian year; off by at most a day around New Year, which the one-year
-    // back-dating absorbs.
-    let year = 1970 + (secs / 31_556_952) as i32;
-    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-    params.not_after = rcgen::date_time_ymd(year + years, 1, 1);
+    let now_days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) / 86_400;
+    let mut jitter = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jitter);
+    let date = |days: u64| {
+        let (y, m, d) = civil_from_days(days as i64);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    params.not_before = date(now_days.saturating_sub(1));
+    params.not_after = date(now_days + years as u64 * 365 + u64::from(jitter[0] % 31));
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m, d)
+}
+
+/// YYYY-MM-DD of a time in seconds since the epoch (UTC), for messages about expiry.
+pub fn date_of(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Serial number of a certificate (lowercase hex), as `admin revoke-sensor --serial` takes it.
+pub fn certificate_serial(cert_der: &[u8]) -> Result<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| anyhow::anyhow!("cannot parse the certificate: {e}"))?;
+    Ok(hex::encode(cert.raw_serial()))
+}
+
+/// Serial and expiry (seconds since the epoch) of the first certificate in a PEM file.
+pub fn pem_serial_and_expiry(path: &Path) -> Result<(String, i64)> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let der = pem_der(&pem, path)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("cannot parse {}: {e}", path.display()))?;
+    Ok((hex::encode(cert.raw_serial()), cert.validity().not_after.timestamp()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_794), (2026, 12, 7));
+    }
+
+    #[test]
+    fn certificates_issued_together_expire_on_spread_days_years_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(&dir.path().join("ca"), "test").unwrap();
+        let mut expiries = std::collections::BTreeSet::new();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        for i in 0..12 {
+            let out = dir.path().join(format!("s{i}"));
+            let pem = issue_sensor(&dir.path().join("ca"), &format!("s{i}"), "site", &out).unwrap();
+            let (serial, expiry) = pem_serial_and_expiry(&pem).unwrap();
+            assert!(!serial.is_empty());
+            let years = (expiry - now) as f64 / (365.0 * 86_400.0);
+            assert!((4.99..5.1).contains(&years), "sensor certificate valid for {years} years");
+            expiries.insert(expiry / 86_400);
+        }
+        assert!(expiries.len() > 1, "12 certificates issued together all expire on one day");
+    }
 
     #[test]
     fn id_validation() {

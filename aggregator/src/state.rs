@@ -25,6 +25,7 @@ mod hosts;
 pub mod identity;
 mod ips;
 pub mod policy;
+pub mod revocations;
 pub mod tokens;
 mod vecmap;
 pub mod vulnfeeds;
@@ -50,7 +51,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0006;
+pub const STATE_FORMAT: u32 = 0x574c_0007;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -136,6 +137,13 @@ pub enum Command {
     /// One part of a vulnerability feed import (decision 0027): advisories replace older
     /// revisions, a KEV catalog replaces the held one.
     ImportVulnFeed(vulnfeeds::FeedImport),
+    /// Revoke a sensor (every certificate) or one of its certificates (issue 13).
+    RevokeSensor(revocations::Revocation),
+    /// Lift a revocation.
+    LiftRevocation {
+        sensor_id: String,
+        serial: Option<String>,
+    },
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -622,6 +630,8 @@ pub struct ClusterState {
     policy: policy::PolicyStore,
     /// Imported vulnerability feeds (decision 0027).
     vulnfeeds: vulnfeeds::VulnFeeds,
+    /// Revoked sensors and sensor certificates.
+    revocations: revocations::Revocations,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -650,6 +660,8 @@ struct ReplicatedParts {
     policy: policy::PolicyStore,
     #[serde(default)]
     vulnfeeds: vulnfeeds::VulnFeeds,
+    #[serde(default)]
+    revocations: revocations::Revocations,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -695,6 +707,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "baselines",
             "policy",
             "vulnfeeds",
+            "revocations",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -742,6 +755,12 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 } else {
                     Default::default()
                 };
+                // Format 7 added sensor revocations; older states have none.
+                let revocations = if format >= 0x574c_0007 {
+                    seq.next_element()?.ok_or_else(|| missing("revocations"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -756,6 +775,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     baselines,
                     policy,
                     vulnfeeds,
+                    revocations,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -788,6 +808,7 @@ impl Serialize for ClusterState {
             baselines: &'a anomaly::Baselines,
             policy: &'a policy::PolicyStore,
             vulnfeeds: &'a vulnfeeds::VulnFeeds,
+            revocations: &'a revocations::Revocations,
         }
         Parts {
             format: StateFormat,
@@ -803,6 +824,7 @@ impl Serialize for ClusterState {
             baselines: &self.baselines,
             policy: &self.policy,
             vulnfeeds: &self.vulnfeeds,
+            revocations: &self.revocations,
         }
         .serialize(s)
     }
@@ -823,6 +845,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             baselines: parts.baselines,
             policy: parts.policy,
             vulnfeeds: parts.vulnfeeds,
+            revocations: parts.revocations,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -990,6 +1013,10 @@ impl ClusterState {
                 ApplyResponse::done(ok && self.alerts.triage(triage).is_ok() && self.policy.add_draft(draft).is_ok())
             }
             Command::ImportVulnFeed(part) => ApplyResponse::done(self.vulnfeeds.apply(part)),
+            Command::RevokeSensor(r) => ApplyResponse::done(self.revocations.revoke(r)),
+            Command::LiftRevocation { sensor_id, serial } => {
+                ApplyResponse::done(self.revocations.lift(sensor_id, serial.as_deref()))
+            }
         }
     }
 
@@ -999,6 +1026,10 @@ impl ClusterState {
     }
 
     /// Imported vulnerability feeds.
+    pub fn revocations(&self) -> &revocations::Revocations {
+        &self.revocations
+    }
+
     pub fn vulnfeeds(&self) -> &vulnfeeds::VulnFeeds {
         &self.vulnfeeds
     }

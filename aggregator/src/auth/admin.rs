@@ -3,12 +3,17 @@
 //! - `POST /api/v1/tokens` `{"name","role"}` → 201 with the token text, shown only here;
 //! - `GET /api/v1/tokens` → the live tokens (never their secrets or hashes);
 //! - `DELETE /api/v1/tokens/{id-or-name}` → revoke;
-//! - `GET /api/v1/audit?limit=N` → newest entries first, with kept/dropped counts.
+//! - `GET /api/v1/audit?limit=N` → newest entries first, with kept/dropped counts;
+//! - `GET /api/v1/revocations` (viewer) → revoked sensors and sensor certificates;
+//! - `POST /api/v1/revocations` `{"sensor_id","serial"?,"reason"}` → 201, the sensor (or that
+//!   one certificate) is refused at the handshake and cut off within seconds on every node;
+//! - `DELETE /api/v1/revocations/{sensor_id}?serial=HEX` → lift it.
 
 use super::layer::{AuditDetail, AuditedInProposal, PendingAudit};
 use super::{token, Principal, Role};
 use crate::raft::{ProposeError, RaftNode};
 use crate::state::audit::AuditEntry;
+use crate::state::revocations::Revocation;
 use crate::state::tokens::{TokenRecord, TokenRefusal};
 use crate::state::Command;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -29,6 +34,8 @@ pub fn router(raft: Arc<RaftNode>) -> Router {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/revocations", get(list_revocations).post(revoke_sensor))
+        .route("/api/v1/revocations/{sensor_id}", delete(lift_revocation))
         .with_state(raft)
 }
 
@@ -243,4 +250,123 @@ async fn audit(
         })
         .await;
     Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    sensor_id: String,
+    /// One certificate's serial (hex); absent revokes every certificate of the sensor.
+    serial: Option<String>,
+    reason: String,
+}
+
+/// Longest reason kept with a revocation.
+const MAX_REASON_CHARS: usize = 500;
+
+fn check_serial(serial: &str) -> Result<String, AdminError> {
+    let s = serial.trim().replace(':', "").to_ascii_lowercase();
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            format!("serial {serial:?} is not a certificate serial number (hex, as `admin issue-sensor` prints it)"),
+        ));
+    }
+    Ok(s)
+}
+
+async fn list_revocations(State(raft): Raft) -> Json<serde_json::Value> {
+    let list: Vec<Revocation> = raft.read_state(|s| s.revocations().iter().cloned().collect()).await;
+    Json(serde_json::json!({ "count": list.len(), "revocations": list }))
+}
+
+async fn revoke_sensor(
+    State(raft): Raft,
+    principal: Option<Extension<Principal>>,
+    pending: Option<Extension<PendingAudit>>,
+    body: Result<Json<RevokeBody>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let Json(body) = body.map_err(|e| {
+        AdminError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; expected {{\"sensor_id\": \"...\", \"serial\": \"hex (optional)\", \"reason\": \"...\"}}"),
+        )
+    })?;
+    crate::pki::validate_id("sensor id", &body.sensor_id)
+        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            format!("give a reason of 1 to {MAX_REASON_CHARS} characters (it is shown to whoever looks at the sensor later)"),
+        ));
+    }
+    let serial = body.serial.as_deref().map(check_serial).transpose()?;
+    let record = Revocation {
+        sensor_id: body.sensor_id.clone(),
+        serial: serial.clone(),
+        reason: reason.to_string(),
+        revoked_by: principal.map_or_else(|| "unknown".to_string(), |Extension(p)| p.name),
+        revoked_at_ms: super::now_ms(),
+    };
+    let what = match &serial {
+        Some(s) => format!("certificate {s} of sensor {}", record.sensor_id),
+        None => format!("sensor {} (every certificate)", record.sensor_id),
+    };
+    let detail = format!("revoked {what}: {reason}");
+    let command = Command::RevokeSensor(record.clone());
+    let (applied, audited) = propose_audited(&raft, pending, command, StatusCode::CREATED, &detail).await?;
+    let resp = if applied {
+        (StatusCode::CREATED, Json(serde_json::json!({ "revoked": record }))).into_response()
+    } else {
+        AdminError(
+            StatusCode::CONFLICT,
+            format!(
+                "{} revocations exist, the most kept; lift old ones first",
+                crate::state::revocations::MAX_REVOCATIONS
+            ),
+        )
+        .into_response()
+    };
+    Ok(audit_marks(resp, detail, audited))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiftParams {
+    serial: Option<String>,
+}
+
+async fn lift_revocation(
+    State(raft): Raft,
+    pending: Option<Extension<PendingAudit>>,
+    Path(sensor_id): Path<String>,
+    params: Result<Query<LiftParams>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(p) =
+        params.map_err(|e| AdminError(StatusCode::BAD_REQUEST, format!("{e}; accepted parameters: serial")))?;
+    let serial = p.serial.as_deref().map(check_serial).transpose()?;
+    let what = match &serial {
+        Some(s) => format!("certificate {s} of sensor {sensor_id}"),
+        None => format!("sensor {sensor_id}"),
+    };
+    let known = {
+        let (id, serial) = (sensor_id.clone(), serial.clone());
+        raft.read_state(move |s| s.revocations().iter().any(|r| r.sensor_id == id && r.serial == serial)).await
+    };
+    if !known {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("{what} is not revoked; list revocations with GET /api/v1/revocations"),
+        ));
+    }
+    let detail = format!("lifted the revocation of {what}");
+    let command = Command::LiftRevocation { sensor_id: sensor_id.clone(), serial: serial.clone() };
+    let (applied, audited) = propose_audited(&raft, pending, command, StatusCode::OK, &detail).await?;
+    let resp = if applied {
+        Json(serde_json::json!({ "lifted": sensor_id, "serial": serial })).into_response()
+    } else {
+        AdminError(StatusCode::NOT_FOUND, format!("{what} was no longer revoked")).into_response()
+    };
+    Ok(audit_marks(resp, detail, audited))
 }

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod devices;
 pub mod inventory;
 pub mod policy;
+pub mod revocations;
 pub mod risk;
 
 pub use inventory::print_inventory;

@@ -5,3 +5,4 @@
 
 mod pki;
 mod quic;
+mod revocation;

@@ -15,7 +15,7 @@ use wardline_sensor::spool::Spool;
 use wardline_sensor::uplink::{self, UplinkConfig};
 
 /// Records every batch it is given and answers with a fixed kind of reply.
-struct Recorder {
+pub(crate) struct Recorder {
     seen: Mutex<Vec<(SensorIdentity, Batch)>>,
     retry_later: bool,
     /// Answer like a Raft follower (RetryLater naming the leader).
@@ -61,45 +61,45 @@ impl BatchHandler for Recorder {
     }
 }
 
-struct Fleet {
+pub(crate) struct Fleet {
     dir: tempfile::TempDir,
 }
 
 impl Fleet {
-    fn new() -> Fleet {
+    pub(crate) fn new() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         pki::init_ca(&dir.path().join("ca"), "test fleet").unwrap();
         pki::issue_node(&dir.path().join("ca"), 1, &[], &dir.path().join("node1")).unwrap();
         Fleet { dir }
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
     fn node_tls(&self) -> TlsPaths {
         TlsPaths::in_dir(&self.path().join("node1"), "node")
     }
-    fn sensor(&self, ca: &str, id: &str, site: &str) -> PathBuf {
+    pub(crate) fn sensor(&self, ca: &str, id: &str, site: &str) -> PathBuf {
         let out = self.path().join(format!("sensor-{ca}-{id}"));
         pki::issue_sensor(&self.path().join(ca), id, site, &out).unwrap();
         out
     }
 }
 
-struct Server {
-    addr: SocketAddr,
-    stats: Arc<IngestStats>,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) stats: Arc<IngestStats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(15), self.task).await.unwrap().unwrap().unwrap();
     }
 }
 
-fn start_server<H: BatchHandler>(fleet: &Fleet, handler: Arc<H>, limits: IngestLimits) -> Server {
+pub(crate) fn start_server<H: BatchHandler>(fleet: &Fleet, handler: Arc<H>, limits: IngestLimits) -> Server {
     let stats = Arc::new(IngestStats::default());
     let server =
         IngestServer::bind("127.0.0.1:0".parse().unwrap(), &fleet.node_tls(), handler, stats.clone(), limits).unwrap();
@@ -112,7 +112,7 @@ fn start_server<H: BatchHandler>(fleet: &Fleet, handler: Arc<H>, limits: IngestL
     Server { addr, stats, stop: Some(tx), task }
 }
 
-fn uplink_cfg(addr: SocketAddr, sensor_dir: &Path) -> UplinkConfig {
+pub(crate) fn uplink_cfg(addr: SocketAddr, sensor_dir: &Path) -> UplinkConfig {
     let mut cfg = UplinkConfig::new(
         addr,
         "localhost".into(),
@@ -126,7 +126,7 @@ fn uplink_cfg(addr: SocketAddr, sensor_dir: &Path) -> UplinkConfig {
     cfg
 }
 
-fn device(n: u8) -> Event {
+pub(crate) fn device(n: u8) -> Event {
     Event::Device(DeviceObservation {
         mac: MacAddr([0x00, 0x1a, 0x2b, 0, 0, n]),
         ips: vec![[10, 0, 0, n].into()],
@@ -162,14 +162,14 @@ fn flow(n: u32) -> Event {
     })
 }
 
-fn open_spool(fleet: &Fleet, name: &str) -> Arc<Spool> {
+pub(crate) fn open_spool(fleet: &Fleet, name: &str) -> Arc<Spool> {
     Arc::new(Spool::open(&fleet.path().join(name), 1 << 30).unwrap())
 }
 
 /// Captures log lines of the current thread (tests run on a current-thread runtime, so the
 /// server's tasks log here too).
 #[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogBuf(Arc<Mutex<Vec<u8>>>);
 
 impl Write for LogBuf {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -182,10 +182,10 @@ impl Write for LogBuf {
 }
 
 impl LogBuf {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
+    pub(crate) fn install(&self) -> tracing::subscriber::DefaultGuard {
         let w = self.clone();
         let sub = tracing_subscriber::fmt()
             .with_writer(move || w.clone())
@@ -196,7 +196,7 @@ impl LogBuf {
     }
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     for _ in 0..200 {
         if cond() {
             return;
