@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod config;

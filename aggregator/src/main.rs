@@ -213,6 +213,18 @@ enum AdminCmd {
         #[command(flatten)]
         target: ApiTarget,
     },
+    /// Import a sneakernet bundle written by `wardline-sensor spool export`: every batch is
+    /// verified against the sensor's certificate and applied exactly once (send it to the
+    /// leader; importing twice or the link coming back later counts nothing twice).
+    ImportBundle {
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        target: ApiTarget,
+        /// The API's JSON report instead of a summary line.
+        #[arg(long)]
+        json: bool,
+    },
     /// List revoked sensors and sensor certificates.
     Revocations {
         #[command(flatten)]
@@ -431,6 +443,10 @@ fn real_main() -> Result<()> {
         Cmd::Admin(AdminCmd::RevokeSensor { sensor_id, serial, reason, target }) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::revocations::revoke(&target, &sensor_id, serial.as_deref(), &reason))
+        }
+        Cmd::Admin(AdminCmd::ImportBundle { file, target, json }) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::bundle::import(&target, &file, json))
         }
         Cmd::Admin(AdminCmd::Revocations { target, json }) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

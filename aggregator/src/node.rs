@@ -186,6 +186,7 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .with_context(|| format!("cannot listen for Raft RPC on {}", node.config.listen_raft))?;
     let router = crate::api::router(node.query.clone())
         .merge(crate::cluster::api::router(node.raft.clone()))
+        .merge(crate::bundle::router(node.clone()))
         .merge(crate::telemetry::router(node.telemetry.clone()))
         .layer(axum::middleware::from_fn_with_state(node.telemetry.clone(), crate::telemetry::track_api))
         .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -3,6 +3,7 @@
 //! lean sensor and the aggregator can depend on it. The knowledge base and classifier that
 //! interpret the evidence are in `wardline-intel`.
 
+pub mod bundle;
 #[cfg(feature = "cli-docs")]
 pub mod cli_docs;
 pub mod evidence;

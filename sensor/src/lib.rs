@@ -3,6 +3,7 @@
 //! modules so each can be tested alone.
 
 pub mod analyze;
+pub mod bundle;
 pub mod capture;
 pub mod config;
 pub mod decode;

@@ -49,11 +49,33 @@ enum Cmd {
         #[arg(long = "remote-net", value_name = "SITE=CIDR")]
         remote_nets: Vec<wardline_sensor::config::RemoteNet>,
     },
+    /// The spool of a stopped sensor: export its batches as a signed bundle for a site with no
+    /// link (an admin imports it with `wardline-aggregator admin import-bundle`).
+    #[command(subcommand)]
+    Spool(SpoolCmd),
     /// Write this binary's man pages and bash, zsh and fish completions into a folder
     /// (OUT_DIR/man/man1, OUT_DIR/completions/SHELL); the Debian packages install them.
     GenerateDocs {
         #[arg(long)]
         out_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCmd {
+    /// Write every spooled batch (from --from-seq on) into one bundle signed with the
+    /// sensor's key. Stop the sensor first. The spool keeps its batches: when the link comes
+    /// back they are acked as duplicates, never counted twice.
+    Export {
+        /// The sensor's config file (spool_dir, sensor_id, site, tls).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Leave out batches below this sequence number (already imported elsewhere).
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
     },
 }
 
@@ -167,6 +189,26 @@ fn real_main() -> Result<()> {
         Cmd::Run(a) => {
             let cfg = build_config(&a)?;
             wardline_sensor::run::run(cfg, wardline_sensor::run::RunOptions { exit_when_drained: a.exit_when_drained })
+        }
+        Cmd::Spool(SpoolCmd::Export { config, out, from_seq }) => {
+            let cfg = SensorConfig::load(&config)?;
+            let s = wardline_sensor::bundle::export(&cfg, &out, from_seq)?;
+            println!(
+                "wrote {}: {} batches (seq {} to {}), {} bytes, signed by sensor {} of site {}{}",
+                out.display(),
+                s.batches,
+                s.first_seq,
+                s.last_seq,
+                s.bytes,
+                cfg.sensor_id,
+                cfg.site,
+                if s.unreadable > 0 {
+                    format!("; {} unreadable spool records left out", s.unreadable)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
         }
         Cmd::GenerateDocs { out_dir } => {
             let files = wardline_common::cli_docs::generate(Cli::command(), &out_dir)

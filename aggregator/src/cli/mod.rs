@@ -2,6 +2,7 @@
 //! built by `request` (one place to add authentication to), sent by `send`.
 
 pub mod alerts;
+pub mod bundle;
 pub mod cluster;
 pub mod devices;
 pub mod inventory;

@@ -732,22 +732,39 @@ impl Spool {
         }
         let mut sealed_any = false;
         while out.len() < n {
-            let Some(item) = self.queued.iter().next() else { break };
+            let Some(batch) = self.seal_next_queued(&mut g)? else { break };
+            sealed_any = true;
+            out.push(batch);
+        }
+        if sealed_any {
+            // Before a sealed batch is sent its seq must be on disk, so a restart re-sends
+            // it under the same seq and id (the aggregator's duplicate check needs both).
+            self.flush()?;
+        }
+        Ok(out)
+    }
+
+    /// Seal the next queued batch (by class, then age): give it the next sequence number and
+    /// move it to the sealed tree. None when nothing is queued. Not flushed: callers flush
+    /// before a sealed batch leaves the spool.
+    fn seal_next_queued(&self, g: &mut MutexGuard<'_, Inner>) -> Result<Option<Batch>> {
+        loop {
+            let Some(item) = self.queued.iter().next() else { return Ok(None) };
             let (key, value) = item.context("cannot read the spool")?;
             let mut rec = match record::decode(&value) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.quarantine(&mut g, T_QUEUED, &key, &value, &e.to_string())?;
+                    self.quarantine(g, T_QUEUED, &key, &value, &e.to_string())?;
                     continue;
                 }
             };
             let saved = g.c.clone();
-            self.seal(&mut g, &mut rec)?;
+            self.seal(g, &mut rec)?;
             let bytes = record::encode(&rec).with_context(|| format!("cannot encode batch {}", rec.seq))?;
             let mut ops = Ops::default();
             ops.del(T_QUEUED, &key);
             ops.put(T_SEALED, &seq_key(rec.seq), bytes.clone());
-            Self::put_state(&g, &mut ops)?;
+            Self::put_state(g, &mut ops)?;
             if let Err(e) = self.commit(ops, "assign a sequence number") {
                 g.c = saved;
                 return Err(e);
@@ -757,15 +774,43 @@ impl Spool {
             g.bytes = g.bytes + bytes.len() as u64 - value.len() as u64;
             g.seals += 1;
             crash_point(CrashPoint::SpoolAfterSeal, g.seals);
-            sealed_any = true;
-            out.push(rec.to_batch());
+            return Ok(Some(rec.to_batch()));
         }
-        if sealed_any {
-            // Before a sealed batch is sent its seq must be on disk, so a restart re-sends
-            // it under the same seq and id (the aggregator's duplicate check needs both).
-            self.flush()?;
+    }
+
+    /// Seal every queued batch (for a bundle export, which needs every batch numbered);
+    /// returns how many were sealed. Flushed before it returns.
+    pub fn seal_all(&self) -> Result<u64> {
+        let mut g = self.lock();
+        let mut n = 0;
+        while self.seal_next_queued(&mut g)?.is_some() {
+            n += 1;
         }
-        Ok(out)
+        drop(g);
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Up to `n` sealed batches with a sequence number ≥ `from`, in seq order, without
+    /// sealing anything or changing the spool (bundle export reads the spool in chunks).
+    /// Corrupt records are skipped and named in the error list.
+    pub fn sealed_from(&self, from: u64, n: usize) -> Result<(Vec<Batch>, Vec<String>)> {
+        let (mut out, mut corrupt) = (Vec::new(), Vec::new());
+        for item in self.sealed.range(seq_key(from)..) {
+            if out.len() >= n {
+                break;
+            }
+            let (key, value) = item.context("cannot read the spool")?;
+            match (key_seq(&key), record::decode(&value)) {
+                (Some(seq), Ok(r)) if r.seq == seq => out.push(r.to_batch()),
+                (seq, r) => corrupt.push(format!(
+                    "record {:?} is unreadable ({})",
+                    seq,
+                    r.err().map_or("its sequence does not match its key".to_string(), |e| e.to_string())
+                )),
+            }
+        }
+        Ok((out, corrupt))
     }
 
     /// Same as [`Spool::next_batches`] (the name the uplink used before priorities).
