@@ -8,6 +8,7 @@ mod raft_support;
 
 mod api;
 mod export;
+mod kernel;
 mod monitor;
 mod refresh;
 mod replay;
