@@ -12,6 +12,7 @@ mod kernel;
 mod monitor;
 mod refresh;
 mod replay;
+mod replay_bench;
 mod versions;
 
 use ulid::Ulid;
