@@ -458,3 +458,47 @@ fn the_kernel_drops_exactly_the_hospital_flows_the_clickhouse_replay_blocks() {
         workflows.len()
     );
 }
+
+/// Runs without root: a rule with protocol `any` and ports (TCP or UDP on those ports) is
+/// exported as one tcp and one udp rule, which every packet-filter target renders, instead
+/// of an `any` rule with ports that the export model refuses.
+#[test]
+fn an_any_rule_with_ports_exports_as_a_tcp_and_a_udp_rule() {
+    let text = crate::canonical(
+        "[policy]\nname = \"x\"\ndefault = \"deny\"\n[[group]]\nname = \"pumps\"\nmembers = [\"00:09:fb:10:00:01\"]\n\
+         [[rule]]\nname = \"rtls and badges\"\nfrom = [\"pumps\"]\nto = [\"10.0.40.9\"]\nprotocol = \"any\"\nports = [1144, 3001]\n",
+    );
+    let mut state = ClusterState::new();
+    assert!(state.apply(&crate::traffic(1, crate::T0_US)).applied);
+    let proposal =
+        crate::PolicyProposal { membership: crate::members()[..1].to_vec(), ..crate::proposal(None, &text, "x") };
+    assert!(state.apply(&Command::PolicyVersion(proposal)).applied);
+    let policy = parse(&state.policy().active().unwrap().text).unwrap();
+    let resolved =
+        resolve::to_export(&policy, 1, state.policy().membership(), &resolve::records(&state)).expect("exportable");
+    let rules: Vec<(&str, wardline_export::Protocol)> =
+        resolved.rules.iter().map(|r| (r.id.as_str(), r.protocol)).collect();
+    assert_eq!(
+        rules,
+        [
+            ("rtls and badges (tcp)", wardline_export::Protocol::Tcp),
+            ("rtls and badges (udp)", wardline_export::Protocol::Udp)
+        ]
+    );
+    let nft = String::from_utf8(Nftables.render(&resolved).expect("renders")).unwrap();
+    assert!(nft.contains("tcp dport { 1144, 3001 }") && nft.contains("udp dport { 1144, 3001 }"), "{nft}");
+    for (i, f) in [(6u8, 3001u16), (17, 1144), (1, 0)].into_iter().enumerate() {
+        let flow = Flow {
+            src: crate::PUMP_IP.parse().unwrap(),
+            dst: "10.0.40.9".parse().unwrap(),
+            protocol: match f.0 {
+                6 => FlowProtocol::Tcp,
+                17 => FlowProtocol::Udp,
+                _ => FlowProtocol::Icmp,
+            },
+            dst_port: f.1,
+        };
+        let want = if i < 2 { wardline_export::Action::Allow } else { wardline_export::Action::Deny };
+        assert_eq!(resolved.verdict(&flow).action, want, "{flow:?}");
+    }
+}
