@@ -43,6 +43,10 @@ cluster-demo:
 bench:
     bash scripts/bench.sh
 
+# Policy replay over ROWS flows stored in a real ClickHouse 18.16, checked against the evaluator (docs/benchmarks.md).
+bench-replay ROWS="100000000":
+    bash scripts/bench-replay.sh {{ROWS}}
+
 # Leader kill -9 to the next acked batch, median of ROUNDS kills on release binaries (docs/benchmarks.md).
 bench-failover ROUNDS="20":
     cargo build --release -p wardline-aggregator -p wardline-sensor -p wardline-sim --bins && WARDLINE_FAILOVER_ROUNDS={{ROUNDS}} cargo test --release -p wardline-chaos-tests --test chaos bench_leader_kill_to_next_ack -- --ignored --nocapture --test-threads=1

@@ -92,10 +92,13 @@ pub fn to_export(
                 r.name
             ));
         }
-        let protocol = match r.protocol {
-            Transport::Tcp => x::Protocol::Tcp,
-            Transport::Udp => x::Protocol::Udp,
-            Transport::Any => x::Protocol::Any,
+        // Export rules carry ports on tcp or udp only; `any` with ports means either of the
+        // two (other protocols never match ports), so it becomes one rule per protocol.
+        let protocols: &[x::Protocol] = match (r.protocol, r.ports.is_empty()) {
+            (Transport::Tcp, _) => &[x::Protocol::Tcp],
+            (Transport::Udp, _) => &[x::Protocol::Udp],
+            (Transport::Any, true) => &[x::Protocol::Any],
+            (Transport::Any, false) => &[x::Protocol::Tcp, x::Protocol::Udp],
         };
         let ports: Vec<x::PortRange> = r.ports.iter().map(|p| x::PortRange { start: p.lo, end: p.hi }).collect();
         for (i, from) in r.from.iter().enumerate() {
@@ -126,14 +129,16 @@ pub fn to_export(
                     if r.from.len() > 1 || r.to.len() > 1 || k > 0 {
                         id = format!("{id} #{}", i * 100 + j * 2 + k + 1);
                     }
-                    rules.push(x::Rule {
-                        id,
-                        source: source.clone(),
-                        destination,
-                        protocol,
-                        ports: ports.clone(),
-                        application: r.app.clone(),
-                    });
+                    for &protocol in protocols {
+                        rules.push(x::Rule {
+                            id: if protocols.len() > 1 { format!("{id} ({})", protocol.as_str()) } else { id.clone() },
+                            source: source.clone(),
+                            destination: destination.clone(),
+                            protocol,
+                            ports: ports.clone(),
+                            application: r.app.clone(),
+                        });
+                    }
                 }
             }
         }

@@ -8,9 +8,11 @@ mod raft_support;
 
 mod api;
 mod export;
+mod kernel;
 mod monitor;
 mod refresh;
 mod replay;
+mod replay_bench;
 mod versions;
 
 use ulid::Ulid;
