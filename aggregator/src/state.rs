@@ -50,7 +50,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0006;
+pub const STATE_FORMAT: u32 = 0x574c_0007;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -622,6 +622,8 @@ pub struct ClusterState {
     policy: policy::PolicyStore,
     /// Imported vulnerability feeds (decision 0027).
     vulnfeeds: vulnfeeds::VulnFeeds,
+    /// Who joined and left the active policy's groups, when and why (decision 0031).
+    group_history: policy::GroupHistory,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -650,6 +652,8 @@ struct ReplicatedParts {
     policy: policy::PolicyStore,
     #[serde(default)]
     vulnfeeds: vulnfeeds::VulnFeeds,
+    #[serde(default)]
+    group_history: policy::GroupHistory,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -695,6 +699,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "baselines",
             "policy",
             "vulnfeeds",
+            "group_history",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -742,6 +747,12 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 } else {
                     Default::default()
                 };
+                // Format 7 added group membership history; older states have none.
+                let group_history = if format >= 0x574c_0007 {
+                    seq.next_element()?.ok_or_else(|| missing("group membership history"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -756,6 +767,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     baselines,
                     policy,
                     vulnfeeds,
+                    group_history,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -788,6 +800,7 @@ impl Serialize for ClusterState {
             baselines: &'a anomaly::Baselines,
             policy: &'a policy::PolicyStore,
             vulnfeeds: &'a vulnfeeds::VulnFeeds,
+            group_history: &'a policy::GroupHistory,
         }
         Parts {
             format: StateFormat,
@@ -803,6 +816,7 @@ impl Serialize for ClusterState {
             baselines: &self.baselines,
             policy: &self.policy,
             vulnfeeds: &self.vulnfeeds,
+            group_history: &self.group_history,
         }
         .serialize(s)
     }
@@ -823,6 +837,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             baselines: parts.baselines,
             policy: parts.policy,
             vulnfeeds: parts.vulnfeeds,
+            group_history: parts.group_history,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -980,8 +995,22 @@ impl ClusterState {
                 self.baselines.set_config(config);
                 ApplyResponse::done(true)
             }
-            Command::PolicyVersion(p) => ApplyResponse::done(self.policy.apply_version(p).is_ok()),
-            Command::PolicyMembership(u) => ApplyResponse::done(self.policy.update_membership(u).unwrap_or(false)),
+            Command::PolicyVersion(p) => {
+                let before = self.policy.membership().to_vec();
+                let applied = self.policy.apply_version(p).is_ok();
+                if applied {
+                    self.group_history.record(&before, &self.policy);
+                }
+                ApplyResponse::done(applied)
+            }
+            Command::PolicyMembership(u) => {
+                let before = self.policy.membership().to_vec();
+                let applied = self.policy.update_membership(u).unwrap_or(false);
+                if applied {
+                    self.group_history.record(&before, &self.policy);
+                }
+                ApplyResponse::done(applied)
+            }
             Command::PolicyAddDraft(d) => ApplyResponse::done(self.policy.add_draft(d).is_ok()),
             Command::PolicyRemoveDraft { id } => ApplyResponse::done(self.policy.remove_draft(*id).is_ok()),
             Command::PolicyViolationToDraft { triage, draft } => {
@@ -996,6 +1025,11 @@ impl ClusterState {
     /// Segmentation policy versions, drafts and monitor-mode counters.
     pub fn policy(&self) -> &policy::PolicyStore {
         &self.policy
+    }
+
+    /// Joins and leaves of the active policy's groups (decision 0031).
+    pub fn group_history(&self) -> &policy::GroupHistory {
+        &self.group_history
     }
 
     /// Imported vulnerability feeds.
