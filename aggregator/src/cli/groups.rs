@@ -92,9 +92,17 @@ pub async fn run(cmd: GroupsCmd) -> Result<()> {
                 return print_json(&v);
             }
             let g = &v["group"];
-            println!("group {} (policy version {}): {} members", cell(&g["name"]), cell(&v["version"]), cell(&g["members"]));
+            println!(
+                "group {} (policy version {}): {} members",
+                cell(&g["name"]),
+                cell(&v["version"]),
+                cell(&g["members"])
+            );
             println!("rule: {}   exclude rule: {}", cell(&g["rule"]), cell(&g["exclude_rule"]));
-            println!("{:<18} {:<8} {:<22} {:<17} {:>6} {:>5}  IPS", "MAC", "WHY", "CLASS", "CRITICALITY", "RISK", "VULNS");
+            println!(
+                "{:<18} {:<8} {:<22} {:<17} {:>6} {:>5}  IPS",
+                "MAC", "WHY", "CLASS", "CRITICALITY", "RISK", "VULNS"
+            );
             for m in v["members"].as_array().into_iter().flatten() {
                 println!(
                     "{:<18} {:<8} {:<22} {:<17} {:>6} {:>5}  {}",

@@ -131,7 +131,10 @@ async fn blast_radius(
     params: Result<Query<BlastParams>, QueryRejection>,
 ) -> Result<Json<BlastView>, BlastApiError> {
     let Query(p) = params.map_err(|e| {
-        bad(format!("bad query: {}; use ?device=ID or ?group=NAME, optionally &candidate=N or &draft=ID", e.body_text()))
+        bad(format!(
+            "bad query: {}; use ?device=ID or ?group=NAME, optionally &candidate=N or &draft=ID",
+            e.body_text()
+        ))
     })?;
     Ok(Json(compute(&q, &p).await?))
 }
@@ -198,10 +201,7 @@ pub async fn compute(q: &QueryService, p: &BlastParams) -> Result<BlastView, Bla
             return Err(not_found(format!("no policy is active, so there is no group {g:?}")));
         };
         let members = inputs.membership.iter().find(|m| m.group == g).ok_or_else(|| {
-            not_found(format!(
-                "policy version {} has no group {g:?}; GET /api/v1/groups lists them",
-                active.version
-            ))
+            not_found(format!("policy version {} has no group {g:?}; GET /api/v1/groups lists them", active.version))
         })?;
         ("group", g, members.members.iter().copied().collect())
     };

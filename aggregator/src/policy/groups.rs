@@ -155,7 +155,9 @@ async fn active_group(q: &QueryService, name: &str) -> Result<(u64, Group, Vec<M
         .read_state(|s| (s.policy().active().cloned(), s.policy().membership().to_vec(), s.policy().membership_at_ms()))
         .await;
     let active = active.ok_or_else(|| {
-        not_found(format!("no policy is active, so there is no group {name:?}; apply one with POST /api/v1/policy/apply"))
+        not_found(format!(
+            "no policy is active, so there is no group {name:?}; apply one with POST /api/v1/policy/apply"
+        ))
     })?;
     let policy = stored::parse(&active.text).map_err(|e| GroupsApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let group = policy.group(name).cloned().ok_or_else(|| {
@@ -203,7 +205,13 @@ async fn show(State(q): State<Arc<QueryService>>, Path(name): Path<String>) -> R
         }
     }
     let count = members.len();
-    Ok(Json(GroupView { version, group: summary(&group, count), membership_at_ms: at_ms, members: members_view, kept_out }))
+    Ok(Json(GroupView {
+        version,
+        group: summary(&group, count),
+        membership_at_ms: at_ms,
+        members: members_view,
+        kept_out,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -227,17 +235,18 @@ async fn history(
     Path(name): Path<String>,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryView>, GroupsApiError> {
-    let Query(params) = params.map_err(|e| {
-        GroupsApiError(StatusCode::BAD_REQUEST, format!("bad query: {}; use ?limit=N", e.body_text()))
-    })?;
+    let Query(params) = params
+        .map_err(|e| GroupsApiError(StatusCode::BAD_REQUEST, format!("bad query: {}; use ?limit=N", e.body_text())))?;
     let limit = params.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
     let (known, kept, dropped, entries) = q
         .raft()
         .read_state(|s| {
-            let in_policy = s.policy().active().and_then(|v| stored::parse(&v.text).ok()).is_some_and(|p| p.group(&name).is_some());
+            let in_policy =
+                s.policy().active().and_then(|v| stored::parse(&v.text).ok()).is_some_and(|p| p.group(&name).is_some());
             let h = s.group_history();
             let kept = h.of_group(&name).count();
-            let entries: Vec<HistoryEntry> = h.entries().rev().filter(|e| e.group == name).take(limit).cloned().collect();
+            let entries: Vec<HistoryEntry> =
+                h.entries().rev().filter(|e| e.group == name).take(limit).cloned().collect();
             (in_policy || kept > 0, kept, h.dropped(), entries)
         })
         .await;

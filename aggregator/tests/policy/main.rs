@@ -7,7 +7,9 @@
 mod raft_support;
 
 mod api;
+mod blast;
 mod export;
+mod history;
 mod monitor;
 mod refresh;
 mod replay;

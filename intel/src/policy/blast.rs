@@ -256,7 +256,14 @@ pub fn reach(input: &BlastInput, regime: Regime) -> Reach {
     out
 }
 
-fn allows(regime: Regime, src_mac: &MacAddr, src: Option<&BlastDevice>, dst: &BlastDevice, proto: u8, port: u16) -> bool {
+fn allows(
+    regime: Regime,
+    src_mac: &MacAddr,
+    src: Option<&BlastDevice>,
+    dst: &BlastDevice,
+    proto: u8,
+    port: u16,
+) -> bool {
     let Regime::Policy(p) = regime else { return true };
     let flow = Flow {
         src: FlowEnd { device: p.device(src_mac), ip: src.and_then(|d| d.ip) },
@@ -304,7 +311,10 @@ pub fn diff(now: &Reach, candidate: &Reach) -> BlastDiff {
 /// source(s); `candidate` is the candidate's name and reach, when there is one.
 pub fn headline(who: &str, now: &Reach, candidate: Option<(&str, &Reach)>) -> String {
     let top = now.by_class.iter().max_by(|a, b| {
-        weight(a.criticality).cmp(&weight(b.criticality)).then_with(|| a.devices.cmp(&b.devices)).then(b.class.cmp(&a.class))
+        weight(a.criticality)
+            .cmp(&weight(b.criticality))
+            .then_with(|| a.devices.cmp(&b.devices))
+            .then(b.class.cmp(&a.class))
     });
     let mut s = match top {
         None => format!("{who} reaches no device now"),
@@ -442,12 +452,15 @@ action = "deny"
         assert_eq!(d.no_longer_reached, vec![mac(2), mac(3), mac(4)]);
         assert!(d.newly_reached.is_empty());
         assert_eq!(d.score_change, -30);
-        assert_eq!(d.by_class[0], ClassDelta {
-            class: "infusion_pump".into(),
-            criticality: Criticality::LifeSustaining,
-            now: 3,
-            candidate: 0
-        });
+        assert_eq!(
+            d.by_class[0],
+            ClassDelta {
+                class: "infusion_pump".into(),
+                criticality: Criticality::LifeSustaining,
+                now: 3,
+                candidate: 0
+            }
+        );
         let h = headline("workstation 02:00:00:00:00:01", &now, Some(("version 7", &cand)));
         assert_eq!(
             h,
@@ -489,7 +502,8 @@ action = "allow"
         assert_eq!(Service::parse("nonsense"), None);
         let devices = ward();
         let sources = BTreeSet::from([mac(99)]);
-        let r = reach(&BlastInput { devices: &devices, observed: &[(mac(99), mac(6))], sources: &sources }, Regime::Open);
+        let r =
+            reach(&BlastInput { devices: &devices, observed: &[(mac(99), mac(6))], sources: &sources }, Regime::Open);
         assert_eq!(r.macs(), BTreeSet::from([mac(6)]), "an observed peer of a device without attributes");
         assert_eq!(headline("x", &Reach::default(), None), "x reaches no device now");
     }
@@ -542,7 +556,8 @@ action = "allow"
             t.push_str(&format!("[[group]]\nname = \"{c}\"\nmatch = 'class == \"{c}\"'\n"));
         }
         // The extra deny goes first: with first-match semantics it only removes allows.
-        let mut all: Vec<(u8, u8, Option<u16>, bool)> = extra_deny.map(|(f, to)| (f, to, None, true)).into_iter().collect();
+        let mut all: Vec<(u8, u8, Option<u16>, bool)> =
+            extra_deny.map(|(f, to)| (f, to, None, true)).into_iter().collect();
         all.extend(rules.iter().map(|(f, to, p, d)| (*f, *to, Some(100 + *p), *d)));
         for (i, (f, to, port, deny)) in all.iter().enumerate() {
             t.push_str(&format!(
