@@ -88,7 +88,9 @@ fn joins_and_leaves_are_recorded_with_why_the_same_on_every_replica_and_after_a_
     let mut a = ClusterState::new();
     let applied = crate::apply_all(&mut a, &commands());
     assert_eq!(applied, [true, true, true, true, false, false, true]);
-    let got: Vec<(u64, u64, &str, MacAddr, C, R, Option<&str>)> = a
+    /// seq, at_ms, group, MAC, change, reason, rule.
+    type Row<'a> = (u64, u64, &'a str, MacAddr, C, R, Option<&'a str>);
+    let got: Vec<Row> = a
         .group_history()
         .entries()
         .map(|e| (e.seq, e.at_ms, e.group.as_str(), e.mac, e.change, e.reason, e.rule.as_deref()))

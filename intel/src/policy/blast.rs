@@ -508,7 +508,11 @@ action = "allow"
         assert_eq!(headline("x", &Reach::default(), None), "x reaches no device now");
     }
 
-    fn arb_case() -> impl Strategy<Value = (Vec<BlastDevice>, Vec<(u8, u8)>, BTreeSet<u8>, Vec<(u8, u8, u16, bool)>)> {
+    /// Devices, observed pairs (by index), sources (by index), rules (from class, to class,
+    /// port, deny?).
+    type Case = (Vec<BlastDevice>, Vec<(u8, u8)>, BTreeSet<u8>, Vec<(u8, u8, u16, bool)>);
+
+    fn arb_case() -> impl Strategy<Value = Case> {
         let classes = ["infusion_pump", "workstation", "pacs", "printer"];
         let crits = [
             Criticality::LifeSustaining,
