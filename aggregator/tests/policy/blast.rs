@@ -19,14 +19,14 @@ use wardline_common::{Field, MacAddr, Proto};
 use wardline_intel::KnowledgeBase;
 
 /// A BD Alaris PC unit 8015 (named by ICSMA-20-317-01) and a second one.
-const PUMP: MacAddr = MacAddr([0x00, 0xd0, 0x75, 0x30, 0x00, 0x01]);
-const PUMP2: MacAddr = MacAddr([0x00, 0xd0, 0x75, 0x30, 0x00, 0x02]);
-const WS: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x30, 0x00, 0x03]);
+pub const PUMP: MacAddr = MacAddr([0x00, 0xd0, 0x75, 0x30, 0x00, 0x01]);
+pub const PUMP2: MacAddr = MacAddr([0x00, 0xd0, 0x75, 0x30, 0x00, 0x02]);
+pub const WS: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x30, 0x00, 0x03]);
 const SERVER: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x30, 0x00, 0x04]);
 
-const VULNERABLE: &str = "vulnerable-infusion-pumps";
+pub const VULNERABLE: &str = "vulnerable-infusion-pumps";
 
-fn policy(deny_workstation_to_pumps: bool) -> String {
+pub fn policy(deny_workstation_to_pumps: bool) -> String {
     let mut t = format!(
         r#"
 [policy]
@@ -66,19 +66,12 @@ fn alaris(mac: MacAddr, ip: &str) -> wardline_common::DeviceObservation {
     )
 }
 
-fn enc(name: &str) -> String {
+pub fn enc(name: &str) -> String {
     wardline_aggregator::cli::groups::path_segment(name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_versions() {
-    let node = SecureApiNode::start("groups test fleet").await;
-    let (raft, base) = (node.raft.clone(), node.base.clone());
-    let viewer = node.operator(Role::Viewer);
-    let admin = node.operator(Role::Admin);
-    let url = |path: &str| node.url(path);
-
-    // Ward 3A: two pumps, a workstation that talks to pump 1 and a server; all on VLAN 40.
+/// Ward 3A: two Alaris pumps, a workstation that talks to pump 1 and a server; all on VLAN 40.
+pub fn ward_batch() -> wardline_aggregator::state::Command {
     let ws = crate::raft_support::device_on_vlan_40(WS, "10.0.40.30", T0_US, Proto::Dhcp, &[]);
     let server = crate::raft_support::device_on_vlan_40(
         SERVER,
@@ -91,8 +84,29 @@ async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_v
         flow((WS, "10.0.40.30"), (PUMP, "10.0.40.31"), 3613, T0_US + 10),
         flow((WS, "10.0.40.30"), (SERVER, "10.0.40.40"), 2575, T0_US + 20),
     ];
-    let cmd = batch(1, vec![alaris(PUMP, "10.0.40.31"), alaris(PUMP2, "10.0.40.32"), ws, server], flows);
-    assert!(raft.propose(cmd).await.unwrap().applied);
+    batch(1, vec![alaris(PUMP, "10.0.40.31"), alaris(PUMP2, "10.0.40.32"), ws, server], flows)
+}
+
+/// An import request holding one real advisory naming the Alaris 8015 (ICSMA-20-317-01).
+pub fn alaris_advisory_import() -> wardline_aggregator::risk::import::ImportRequest {
+    let feeds = tempfile::tempdir().unwrap();
+    let icsma = std::env::var_os("WARDLINE_VULNFEEDS")
+        .map(|d| std::path::PathBuf::from(d).join("icsma"))
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vulnfeeds/icsma"));
+    std::fs::copy(icsma.join("icsma-20-317-01.json"), feeds.path().join("icsma-20-317-01.json"))
+        .unwrap_or_else(|e| panic!("the real feeds are needed at {} ($WARDLINE_VULNFEEDS): {e}", icsma.display()));
+    import_requests(feeds.path(), None).unwrap().remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_versions() {
+    let node = SecureApiNode::start("groups test fleet").await;
+    let (raft, base) = (node.raft.clone(), node.base.clone());
+    let viewer = node.operator(Role::Viewer);
+    let admin = node.operator(Role::Admin);
+    let url = |path: &str| node.url(path);
+
+    assert!(raft.propose(ward_batch()).await.unwrap().applied);
 
     // No policy yet: groups are empty, a group is 404 with what to do, the blast radius is
     // everything observed plus the segment.
@@ -139,13 +153,7 @@ async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_v
 
     // Import one real advisory naming the Alaris 8015; the leader's refresh (what it runs
     // every 60 s) moves both pumps into the vulnerable group without an edit.
-    let feeds = tempfile::tempdir().unwrap();
-    let icsma = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vulnfeeds/icsma");
-    let icsma =
-        std::env::var_os("WARDLINE_VULNFEEDS").map(|d| std::path::PathBuf::from(d).join("icsma")).unwrap_or(icsma);
-    std::fs::copy(icsma.join("icsma-20-317-01.json"), feeds.path().join("icsma-20-317-01.json"))
-        .unwrap_or_else(|e| panic!("the real feeds are needed at {} ($WARDLINE_VULNFEEDS): {e}", icsma.display()));
-    let request = import_requests(feeds.path(), None).unwrap().remove(0);
+    let request = alaris_advisory_import();
     let (status, v) = answer(admin.post(url("/api/v1/vuln/import")).json(&request)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let sink = Arc::new(EmbeddedSink::open(&node.data.path().join("refresh-flows")).unwrap());

@@ -13,6 +13,7 @@ mod history;
 mod monitor;
 mod refresh;
 mod replay;
+mod replicas;
 mod versions;
 
 use ulid::Ulid;
