@@ -238,18 +238,19 @@ async fn history(
     let Query(params) = params
         .map_err(|e| GroupsApiError(StatusCode::BAD_REQUEST, format!("bad query: {}; use ?limit=N", e.body_text())))?;
     let limit = params.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
-    let (known, kept, dropped, entries) = q
+    // Copy out under the state lock; parse after releasing it.
+    let (active_text, kept, dropped, entries) = q
         .raft()
         .read_state(|s| {
-            let in_policy =
-                s.policy().active().and_then(|v| stored::parse(&v.text).ok()).is_some_and(|p| p.group(&name).is_some());
             let h = s.group_history();
             let kept = h.of_group(&name).count();
             let entries: Vec<HistoryEntry> =
                 h.entries().rev().filter(|e| e.group == name).take(limit).cloned().collect();
-            (in_policy || kept > 0, kept, h.dropped(), entries)
+            (s.policy().active().map(|v| v.text.clone()), kept, h.dropped(), entries)
         })
         .await;
+    let in_policy = active_text.and_then(|t| stored::parse(&t).ok()).is_some_and(|p| p.group(&name).is_some());
+    let known = in_policy || kept > 0;
     if !known {
         return Err(not_found(format!(
             "no group {name:?} in the active policy and no history of one; GET /api/v1/groups lists the groups"
