@@ -37,6 +37,10 @@ name = "pumps"
 match = 'class == "infusion_pump"'
 exclude = ["{PUMP2}"]
 [[group]]
+name = "quiet-pumps"
+match = 'class == "infusion_pump"'
+exclude_match = 'vulnerable'
+[[group]]
 name = "{VULNERABLE}"
 match = 'class == "infusion_pump" and vulnerable'
 [[group]]
@@ -142,7 +146,7 @@ async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_v
         .collect();
     assert_eq!(
         counts,
-        [("pumps".into(), 1), (VULNERABLE.into(), 0), ("workstations".into(), 1)],
+        [("pumps".into(), 1), ("quiet-pumps".into(), 2), (VULNERABLE.into(), 0), ("workstations".into(), 1)],
         "no feed yet, so no pump is vulnerable; pump 2 is excluded from pumps: {groups}"
     );
     assert_eq!(groups["groups"][0]["excluded"], json!([PUMP2.to_string()]), "{groups}");
@@ -185,6 +189,19 @@ async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_v
         );
         assert_eq!(e["rule"], r#"class == "infusion_pump" and vulnerable"#, "{h}");
     }
+    // The same refresh took both out of "quiet-pumps" (exclude_match = vulnerable).
+    let (_, q) = answer(viewer.get(url("/api/v1/groups/quiet-pumps"))).await;
+    assert_eq!(q["members"], json!([]), "{q}");
+    assert_eq!(q["kept_out"], json!([{"mac": p1, "why": "exclude_rule"}, {"mac": p2, "why": "exclude_rule"}]), "{q}");
+    let (_, h) = answer(viewer.get(url("/api/v1/groups/quiet-pumps/history"))).await;
+    let newest: Vec<(&str, &str)> = h["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|e| (e["change"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(newest, [("left", "no_longer_matches"), ("left", "no_longer_matches")], "{h}");
     let (_, h) = answer(viewer.get(url("/api/v1/groups/pumps/history?limit=1"))).await;
     assert_eq!(
         (h["kept"].as_u64(), h["entries"][0]["version"].as_u64()),
@@ -195,7 +212,13 @@ async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_v
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
     let (status, v) = answer(viewer.get(url("/api/v1/groups/nope"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("its groups: pumps, vulnerable-infusion-pumps, workstations"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("its groups: pumps, quiet-pumps, vulnerable-infusion-pumps, workstations"),
+        "{v}"
+    );
     let (status, v) = answer(viewer.get(url("/api/v1/groups/pumps/history?limit=x"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
 
@@ -253,7 +276,7 @@ async fn a_pump_joins_vulnerable_pumps_by_itself_and_the_blast_radius_compares_v
     assert!(text.contains(&PUMP.to_string()) && text.contains("joined") && text.contains("matched"), "{text}");
     let out = cli(&["groups", "list", "--json"]).await.unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["groups"][1]["members"], 2, "{v}");
+    assert_eq!(v["groups"][2]["members"], 2, "{v}");
     let out = cli(&["groups", "show", "pumps"]).await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("kept out: ") && text.contains("infusion_pump"), "{text}");
