@@ -49,6 +49,11 @@ enum Cmd {
     /// Segmentation policy through a running node's API: show, versions, diff, validate, apply, rollback.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Groups of the active policy through a running node's API: list, show, history.
+    #[command(subcommand)]
+    Groups(wardline_aggregator::cli::groups::GroupsCmd),
+    /// What a device or group member reaches now and under a candidate policy, by criticality.
+    Blast(wardline_aggregator::cli::blast::BlastArgs),
     /// Vulnerability feeds through a running node's API: import CSAF/KEV files, list them.
     #[command(subcommand)]
     Vuln(VulnCmd),
@@ -403,6 +408,14 @@ fn real_main() -> Result<()> {
         Cmd::Policy(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::policy::run(c))
+        }
+        Cmd::Groups(c) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::groups::run(c))
+        }
+        Cmd::Blast(a) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::blast::run(a))
         }
         Cmd::Vuln(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -51,7 +51,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0007;
+pub const STATE_FORMAT: u32 = 0x574c_0008;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -632,6 +632,8 @@ pub struct ClusterState {
     vulnfeeds: vulnfeeds::VulnFeeds,
     /// Revoked sensors and sensor certificates.
     revocations: revocations::Revocations,
+    /// Who joined and left the active policy's groups, when and why (decision 0031).
+    group_history: policy::GroupHistory,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -662,6 +664,8 @@ struct ReplicatedParts {
     vulnfeeds: vulnfeeds::VulnFeeds,
     #[serde(default)]
     revocations: revocations::Revocations,
+    #[serde(default)]
+    group_history: policy::GroupHistory,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -708,6 +712,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "policy",
             "vulnfeeds",
             "revocations",
+            "group_history",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -761,6 +766,12 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 } else {
                     Default::default()
                 };
+                // Format 8 added group membership history; older states have none.
+                let group_history = if format >= 0x574c_0008 {
+                    seq.next_element()?.ok_or_else(|| missing("group membership history"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -776,6 +787,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     policy,
                     vulnfeeds,
                     revocations,
+                    group_history,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -809,6 +821,7 @@ impl Serialize for ClusterState {
             policy: &'a policy::PolicyStore,
             vulnfeeds: &'a vulnfeeds::VulnFeeds,
             revocations: &'a revocations::Revocations,
+            group_history: &'a policy::GroupHistory,
         }
         Parts {
             format: StateFormat,
@@ -825,6 +838,7 @@ impl Serialize for ClusterState {
             policy: &self.policy,
             vulnfeeds: &self.vulnfeeds,
             revocations: &self.revocations,
+            group_history: &self.group_history,
         }
         .serialize(s)
     }
@@ -846,6 +860,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             policy: parts.policy,
             vulnfeeds: parts.vulnfeeds,
             revocations: parts.revocations,
+            group_history: parts.group_history,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1003,8 +1018,22 @@ impl ClusterState {
                 self.baselines.set_config(config);
                 ApplyResponse::done(true)
             }
-            Command::PolicyVersion(p) => ApplyResponse::done(self.policy.apply_version(p).is_ok()),
-            Command::PolicyMembership(u) => ApplyResponse::done(self.policy.update_membership(u).unwrap_or(false)),
+            Command::PolicyVersion(p) => {
+                let before = self.policy.membership().to_vec();
+                let applied = self.policy.apply_version(p).is_ok();
+                if applied {
+                    self.group_history.record(&before, &self.policy);
+                }
+                ApplyResponse::done(applied)
+            }
+            Command::PolicyMembership(u) => {
+                let before = self.policy.membership().to_vec();
+                let applied = self.policy.update_membership(u).unwrap_or(false);
+                if applied {
+                    self.group_history.record(&before, &self.policy);
+                }
+                ApplyResponse::done(applied)
+            }
             Command::PolicyAddDraft(d) => ApplyResponse::done(self.policy.add_draft(d).is_ok()),
             Command::PolicyRemoveDraft { id } => ApplyResponse::done(self.policy.remove_draft(*id).is_ok()),
             Command::PolicyViolationToDraft { triage, draft } => {
@@ -1023,6 +1052,11 @@ impl ClusterState {
     /// Segmentation policy versions, drafts and monitor-mode counters.
     pub fn policy(&self) -> &policy::PolicyStore {
         &self.policy
+    }
+
+    /// Joins and leaves of the active policy's groups (decision 0031).
+    pub fn group_history(&self) -> &policy::GroupHistory {
+        &self.group_history
     }
 
     /// Imported vulnerability feeds.

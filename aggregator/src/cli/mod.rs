@@ -2,9 +2,11 @@
 //! built by `request` (one place to add authentication to), sent by `send`.
 
 pub mod alerts;
+pub mod blast;
 pub mod bundle;
 pub mod cluster;
 pub mod devices;
+pub mod groups;
 pub mod inventory;
 pub mod policy;
 pub mod revocations;

@@ -403,7 +403,7 @@ async fn check(q: &QueryService, text: &str) -> Checked {
     let kb = q.kb();
     view.warnings =
         engine::kb_warnings(&policy, kb).into_iter().map(|e| LineError { line: e.line, message: e.message }).collect();
-    let devices = resolve::policy_devices(&records, kb, &resolve::date_of(now_ms()));
+    let devices = super::groups::inventory_devices(q, records).await;
     let membership = resolve::membership(&policy, &devices);
     let compiled = CompiledPolicy::compile(&policy, &devices);
     let report = engine::safety_check(kb, &policy, &devices, &compiled);
@@ -562,7 +562,7 @@ async fn refresh(State(q): Service, pending: Option<Extension<PendingAudit>>) ->
     let (active, records) = q.raft().read_state(|s| (s.policy().active().cloned(), resolve::records(s))).await;
     let active = active.ok_or_else(|| err(StatusCode::NOT_FOUND, NO_POLICY))?;
     let policy = stored::parse(&active.text).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let devices = resolve::policy_devices(&records, q.kb(), &resolve::date_of(now_ms()));
+    let devices = super::groups::inventory_devices(&q, records).await;
     let membership = resolve::membership(&policy, &devices);
     let update = MembershipUpdate { version: active.version, membership, at_ms: now_ms() };
     let detail = format!("refreshed the membership of policy version {}", active.version);
@@ -727,7 +727,7 @@ async fn export_input(q: &QueryService, n: Option<u64>) -> Result<wardline_expor
     let membership = if Some(n) == active {
         membership
     } else {
-        resolve::membership(&policy, &resolve::policy_devices(&records, q.kb(), &resolve::date_of(now_ms())))
+        resolve::membership(&policy, &super::groups::inventory_devices(q, records.clone()).await)
     };
     resolve::to_export(&policy, n, &membership, &records)
         .map_err(|e| err(StatusCode::CONFLICT, format!("policy version {n} cannot be exported: {e}")))

@@ -4,5 +4,7 @@
 //! proposing node does with its knowledge base.
 
 pub mod api;
+pub mod blast;
+pub mod groups;
 pub mod refresh;
 pub mod resolve;

@@ -26,7 +26,7 @@ pub async fn refresh_once(query: &QueryService) -> Result<bool, String> {
         .await;
     let Some(active) = active else { return Ok(false) };
     let policy = stored::parse(&active.text)?;
-    let devices = resolve::policy_devices(&records, query.kb(), &resolve::date_of(now_ms()));
+    let devices = super::groups::inventory_devices(query, records).await;
     let membership = resolve::membership(&policy, &devices);
     if membership == current {
         return Ok(false);

@@ -38,6 +38,53 @@ pub fn policy_devices(records: &[Arc<DeviceRecord>], kb: &KnowledgeBase, today: 
         .collect()
 }
 
+/// [`policy_devices`] plus what the risk model knows (decision 0031): the number of matched
+/// vulnerabilities, whether one is known exploited, and the risk score from evidence, OS and
+/// vulnerabilities (no flows, as in the risk roll-up; `as_of` the day of the device's last
+/// packet), so `vulnerable`, `kev`, `vulns` and `risk` conditions hold. A device joins
+/// "vulnerable infusion pumps" on the first refresh after a feed import matches it.
+pub fn policy_devices_with_risk(
+    records: &[Arc<DeviceRecord>],
+    kb: &KnowledgeBase,
+    feeds: &crate::risk::CompiledFeeds,
+    today: &str,
+) -> Vec<PolicyDevice> {
+    use crate::query::risk::device_query;
+    use wardline_intel::risk::RiskInput;
+    let classes: Vec<_> = records.iter().map(|r| classify_record(kb, r)).collect();
+    let queries: Vec<_> = classes.iter().map(device_query).collect();
+    let matches = feeds.index.match_inventory(&queries);
+    records
+        .iter()
+        .zip(classes.iter().zip(matches))
+        .map(|(r, (class, vulns))| {
+            let mut d = PolicyDevice::from_classification(class, today);
+            d.ips = r.ips.keys().collect();
+            d.vlans = r.vlans.iter().copied().collect();
+            d.site = r.sites.iter().next().cloned();
+            d.vulns = u32::try_from(vulns.len()).unwrap_or(u32::MAX);
+            d.kev = vulns.iter().any(|v| v.kev);
+            let evidence: Vec<wardline_common::Evidence> = r
+                .evidence
+                .iter()
+                .map(|((field, value), seen)| {
+                    wardline_common::Evidence::new(*field, value.clone(), seen.proto, seen.last_ts_us)
+                })
+                .collect();
+            let risk_vulns: Vec<wardline_intel::VulnMatch> = vulns.iter().map(Into::into).collect();
+            let input = RiskInput {
+                classification: class,
+                evidence: &evidence,
+                flows: &[],
+                vulnerabilities: &risk_vulns,
+                as_of: crate::risk::day_of_us(r.last_seen_us),
+            };
+            d.risk = wardline_intel::assess(kb, &input).score;
+            d
+        })
+        .collect()
+}
+
 /// One entry per group of `policy` (sorted by name, as the policy keeps them), members sorted.
 pub fn membership(policy: &Policy, devices: &[PolicyDevice]) -> Vec<GroupMembers> {
     let mut m = Membership::evaluate(&policy.groups, devices);

@@ -454,3 +454,156 @@ pub fn compile(policy: &Policy, membership: &[GroupMembers]) -> CompiledPolicy {
     let groups = membership.iter().map(|m| (m.group.clone(), m.members.iter().copied().collect())).collect();
     CompiledPolicy::compile_with(policy, &devices, &engine::Membership { groups })
 }
+
+// ---- membership history (decision 0031) ------------------------------------------------
+
+/// History entries kept at most; older ones go first, counted in [`GroupHistory::dropped`].
+pub const MAX_HISTORY: usize = 20_000;
+
+/// Whether a device joined or left a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipChange {
+    Joined,
+    Left,
+}
+
+/// Why a device joined or left, as far as the replicated state can tell without the
+/// knowledge base: the static lists are in the policy text, device attributes are not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipReason {
+    /// Joined: its attributes match the group's `match` expression.
+    Matched,
+    /// Joined: the group lists its MAC in `members`.
+    Static,
+    /// Left: the group lists its MAC in `exclude`.
+    Excluded,
+    /// Left: its attributes no longer match `match` (or now match `exclude_match`), or its
+    /// MAC was taken off `members`.
+    NoLongerMatches,
+    /// Left: the active version has no group of that name any more.
+    GroupRemoved,
+}
+
+impl MembershipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipReason::Matched => "matched",
+            MembershipReason::Static => "static",
+            MembershipReason::Excluded => "excluded",
+            MembershipReason::NoLongerMatches => "no_longer_matches",
+            MembershipReason::GroupRemoved => "group_removed",
+        }
+    }
+}
+
+/// One join or leave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Numbered from 1 in apply order, identical on every node.
+    pub seq: u64,
+    /// The proposer's clock when the membership was computed (ms since the epoch).
+    pub at_ms: u64,
+    /// The policy version active after the change.
+    pub version: u64,
+    pub group: String,
+    pub mac: MacAddr,
+    pub change: MembershipChange,
+    pub reason: MembershipReason,
+    /// The group's `match` expression in canonical form, when the reason is about it.
+    pub rule: Option<String>,
+}
+
+/// Joins and leaves of the active version's groups, appended by `ClusterState::apply` when a
+/// `PolicyVersion` or `PolicyMembership` command changed the membership, so every node holds
+/// the same history. Bounded: at most [`MAX_HISTORY`] entries, the oldest dropped first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupHistory {
+    entries: std::collections::VecDeque<HistoryEntry>,
+    last_seq: u64,
+    dropped: u64,
+}
+
+impl GroupHistory {
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = &HistoryEntry> {
+        self.entries.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Entries dropped to stay within [`MAX_HISTORY`].
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+    /// The kept entries of one group, oldest first.
+    pub fn of_group<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a HistoryEntry> + 'a {
+        self.entries.iter().filter(move |e| e.group == group)
+    }
+
+    /// Append the joins and leaves from `before` to the store's membership now (after a
+    /// policy command applied). Groups and MACs in sorted order, leaves before joins.
+    pub fn record(&mut self, before: &[GroupMembers], store: &PolicyStore) {
+        let Some(active) = store.active() else { return };
+        // Stored texts parsed when they were applied; a failure here cannot happen, and
+        // would only lose the reasons, so record what is known.
+        let policy = parse(&active.text).ok();
+        let after = store.membership();
+        let (at_ms, version) = (store.membership_at_ms(), active.version);
+        let old: BTreeMap<&str, &[MacAddr]> = before.iter().map(|g| (g.group.as_str(), g.members.as_slice())).collect();
+        let new: BTreeMap<&str, &[MacAddr]> = after.iter().map(|g| (g.group.as_str(), g.members.as_slice())).collect();
+        let names: std::collections::BTreeSet<&str> = old.keys().chain(new.keys()).copied().collect();
+        for name in names {
+            let b = old.get(name).copied().unwrap_or_default();
+            let a = new.get(name).copied().unwrap_or_default();
+            let group = policy.as_ref().and_then(|p| p.group(name));
+            let rule = group.and_then(|g| g.matches.as_ref()).map(|e| e.to_string());
+            for mac in b.iter().filter(|m| a.binary_search(m).is_err()) {
+                let reason = match group {
+                    None => MembershipReason::GroupRemoved,
+                    Some(g) if g.exclude.contains(mac) => MembershipReason::Excluded,
+                    Some(_) => MembershipReason::NoLongerMatches,
+                };
+                let rule = if reason == MembershipReason::NoLongerMatches { rule.clone() } else { None };
+                self.push(at_ms, version, name, *mac, MembershipChange::Left, reason, rule);
+            }
+            for mac in a.iter().filter(|m| b.binary_search(m).is_err()) {
+                let stat = group.is_some_and(|g| g.members.contains(mac));
+                let (reason, rule) =
+                    if stat { (MembershipReason::Static, None) } else { (MembershipReason::Matched, rule.clone()) };
+                self.push(at_ms, version, name, *mac, MembershipChange::Joined, reason, rule);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        at_ms: u64,
+        version: u64,
+        group: &str,
+        mac: MacAddr,
+        change: MembershipChange,
+        reason: MembershipReason,
+        rule: Option<String>,
+    ) {
+        self.last_seq += 1;
+        self.entries.push_back(HistoryEntry {
+            seq: self.last_seq,
+            at_ms,
+            version,
+            group: group.to_string(),
+            mac,
+            change,
+            reason,
+            rule,
+        });
+        while self.entries.len() > MAX_HISTORY {
+            self.entries.pop_front();
+            self.dropped += 1;
+        }
+    }
+}

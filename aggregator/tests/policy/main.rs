@@ -7,12 +7,15 @@
 mod raft_support;
 
 mod api;
+mod blast;
 mod export;
+mod history;
 mod kernel;
 mod monitor;
 mod refresh;
 mod replay;
 mod replay_bench;
+mod replicas;
 mod versions;
 
 use ulid::Ulid;

@@ -9,7 +9,7 @@
 //! unary   := "not" unary | "(" expr ")" | flag | field op value | field "in" (value | list)
 //! flag    := vulnerable | kev | end_of_support
 //! field   := class | category | criticality | profile | vendor | model | site | os | tag
-//!          | vlan | ip | risk | vulns
+//!          | vlan | ip | subnet | risk | vulns     (subnet: another name of ip)
 //! op      := == | != | < | <= | > | >=
 //! value   := "string" | number          list := "[" value ("," value)* [","] "]"
 //! ```
@@ -84,6 +84,8 @@ const FIELDS: &[(&str, FieldName)] = &[
     ("tag", FieldName::Tag),
     ("vlan", FieldName::Vlan),
     ("ip", FieldName::Ip),
+    // `subnet in "10.20.0.0/16"` reads better for networks; the canonical form says `ip`.
+    ("subnet", FieldName::Ip),
     ("risk", FieldName::Risk),
     ("vulns", FieldName::Vulns),
 ];
@@ -620,5 +622,66 @@ fn flatten(xs: Vec<Expr>, or: bool) -> Expr {
         Expr::Or(out)
     } else {
         Expr::And(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wardline_common::MacAddr;
+
+    /// Every attribute issue 12 lists for rule-based membership has a spelling: class,
+    /// category, criticality, vendor, model, site, VLAN, subnet, risk, matched
+    /// vulnerabilities, end-of-support OS and tags.
+    #[test]
+    fn every_listed_attribute_selects_a_device() {
+        let mut d = PolicyDevice::new(
+            MacAddr([0, 9, 0xfb, 0, 0, 1]),
+            "infusion_pump",
+            Category::Medical,
+            Criticality::LifeSustaining,
+        );
+        d.vendor = Some("bd".into());
+        d.model = Some("alaris_8015".into());
+        d.site = Some("north".into());
+        d.vlans = vec![40];
+        d.ips = vec!["10.20.40.5".parse().unwrap()];
+        d.risk = 72.5;
+        d.vulns = 3;
+        d.kev = true;
+        d.end_of_support = true;
+        d.tags = vec!["ward-3a".into()];
+        let holds = [
+            r#"class == "infusion_pump""#,
+            r#"category == "medical""#,
+            r#"criticality >= "patient_critical""#,
+            r#"vendor == "BD""#,
+            r#"model == "alaris_8015""#,
+            r#"site == "north""#,
+            "vlan == 40",
+            r#"subnet in "10.20.0.0/16""#,
+            r#"ip in ["10.21.0.0/16", "10.20.40.0/24"]"#,
+            "risk >= 70",
+            "vulns > 2",
+            "vulnerable and kev",
+            "end_of_support",
+            r#"tag == "ward-3a""#,
+            r#"class == "infusion_pump" and vulnerable"#,
+        ];
+        for text in holds {
+            assert!(Expr::parse(text).unwrap().matches(&d), "{text}");
+        }
+        d.vulns = 0;
+        d.kev = false;
+        assert!(!Expr::parse(r#"class == "infusion_pump" and vulnerable"#).unwrap().matches(&d));
+        assert!(!Expr::parse(r#"subnet in "10.21.0.0/16""#).unwrap().matches(&d));
+    }
+
+    #[test]
+    fn subnet_is_another_name_of_ip_in_canonical_form() {
+        let e = Expr::parse(r#"subnet in "10.20.0.0/16""#).unwrap();
+        assert_eq!(e.to_string(), r#"ip == "10.20.0.0/16""#);
+        assert_eq!(Expr::parse(&e.to_string()).unwrap(), e);
+        assert!(Expr::parse("subnet == 4").unwrap_err().message.contains("quoted string"));
     }
 }

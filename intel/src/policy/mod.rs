@@ -17,6 +17,7 @@
 //! - [`safety`]: rules that would cut a life-sustaining device off a required peer.
 //! - [`recommend`](mod@recommend): a least-privilege proposal from expected communications and observed flows.
 
+pub mod blast;
 pub mod canonical;
 pub mod cidr;
 pub mod compiled;
