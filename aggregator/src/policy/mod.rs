@@ -4,5 +4,7 @@
 //! proposing node does with its knowledge base.
 
 pub mod api;
+pub mod recommend;
 pub mod refresh;
+pub mod replay;
 pub mod resolve;
