@@ -56,13 +56,16 @@ pub fn routes() -> Router<Arc<QueryService>> {
         .route("/api/v1/policy/violations/{id}/{action}", post(triage))
         .route("/api/v1/policy/export/{target}", get(export))
         .route("/api/v1/policy/edl/{file}", get(edl))
-        .route("/api/v1/policy/recommend", post(super::recommend::handler).layer(DefaultBodyLimit::max(MAX_BODY)))
-        .route("/api/v1/policy/replay", post(super::replay::handler).layer(DefaultBodyLimit::max(MAX_BODY)))
+        .route("/api/v1/policy/recommend", post(super::recommend::handler).layer(DefaultBodyLimit::max(READ_BODY)))
+        .route("/api/v1/policy/replay", post(super::replay::handler).layer(DefaultBodyLimit::max(READ_BODY)))
 }
 
 /// Largest request body of recommend and replay: a policy text of the largest size kept,
-/// JSON-escaped, and the other fields. Beyond it: 413.
+/// JSON-escaped, and the other fields. Beyond it: 413 with a message.
 pub const MAX_BODY: usize = 2 * stored::MAX_POLICY_BYTES + 4096;
+/// Bodies up to this size are read before [`MAX_BODY`] is checked, so the client gets the
+/// 413 answer rather than a connection closed while it was still sending.
+const READ_BODY: usize = 8 * MAX_BODY;
 
 type Service = State<Arc<QueryService>>;
 

@@ -8,7 +8,7 @@
 //! proposed text, every rule's justification, the risky and unknown flows left out, coverage
 //! and the validation of the text; it can be stored as a draft.
 
-use super::api::{check, err, propose_audited, who, PolicyApiError, ValidationView};
+use super::api::{check, err, propose_audited, who, PolicyApiError, ValidationView, MAX_BODY};
 use super::resolve;
 use crate::auth::layer::{AuditDetail, PendingAudit};
 use crate::auth::{now_ms, Principal};
@@ -55,6 +55,12 @@ pub fn body<T: Default + serde::de::DeserializeOwned>(
     expected: &str,
 ) -> Result<T, PolicyApiError> {
     let bytes = bytes.map_err(|e| err(e.status(), format!("{e}; expected {expected}")))?;
+    if bytes.len() > MAX_BODY {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {} bytes, more than the {MAX_BODY} accepted", bytes.len()),
+        ));
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -9,6 +9,7 @@ mod raft_support;
 mod api;
 mod export;
 mod monitor;
+mod recommend;
 mod refresh;
 mod replay;
 mod versions;
