@@ -7,6 +7,7 @@
 mod raft_support;
 
 mod api;
+mod cli;
 mod export;
 mod monitor;
 mod recommend;
