@@ -170,7 +170,7 @@ fn replay_error(e: ReplayError) -> PolicyApiError {
 /// The ClickHouse store, or 501 saying why there is none.
 pub fn clickhouse(q: &QueryService) -> Result<ClickHouseSink, PolicyApiError> {
     match q.flow_store() {
-        Some(FlowStore::ClickHouse(sink)) => Ok(sink.clone()),
+        Some(FlowStore::ClickHouse(sink)) => Ok(sink.as_ref().clone()),
         Some(FlowStore::Embedded(s)) => Err(err(
             StatusCode::NOT_IMPLEMENTED,
             format!(

@@ -24,7 +24,8 @@ use std::sync::Arc;
 /// The flow store a node writes to, by kind.
 #[derive(Clone)]
 pub enum FlowStore {
-    ClickHouse(ClickHouseSink),
+    /// Boxed: the client is large next to the embedded store's handles.
+    ClickHouse(Box<ClickHouseSink>),
     Embedded(EmbeddedSink),
 }
 
@@ -33,7 +34,7 @@ impl FlowStore {
     /// database and table if missing), otherwise the embedded store under `embedded_dir`.
     pub async fn open(clickhouse_url: Option<&str>, database: &str, embedded_dir: &Path) -> Result<Self, SinkError> {
         match clickhouse_url.map(str::trim).filter(|u| !u.is_empty()) {
-            Some(url) => Ok(FlowStore::ClickHouse(ClickHouseSink::connect(url, database).await?)),
+            Some(url) => Ok(FlowStore::ClickHouse(Box::new(ClickHouseSink::connect(url, database).await?))),
             None => Ok(FlowStore::Embedded(EmbeddedSink::open(embedded_dir)?)),
         }
     }
@@ -41,7 +42,7 @@ impl FlowStore {
     /// The same store as the ingest path's sink.
     pub fn sink(&self) -> Arc<dyn FlowSink> {
         match self {
-            FlowStore::ClickHouse(s) => Arc::new(s.clone()),
+            FlowStore::ClickHouse(s) => Arc::new(s.as_ref().clone()),
             FlowStore::Embedded(s) => Arc::new(s.clone()),
         }
     }
@@ -167,6 +168,6 @@ pub fn aggregate_rows<'a>(rows: impl Iterator<Item = &'a FlowRow>) -> Vec<Conver
         })
         .collect();
     // The map iterates by key, and the sort is stable: most flows first, ties by key.
-    out.sort_by(|a, b| b.flows.cmp(&a.flows));
+    out.sort_by_key(|c| std::cmp::Reverse(c.flows));
     out
 }

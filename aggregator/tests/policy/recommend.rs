@@ -202,7 +202,7 @@ fn recommend_and_replay_over_a_simulated_hospital_on_clickhouse() {
 async fn recommend_and_replay(ch: &ClickHouseServer) {
     let sink = ClickHouseSink::connect(&ch.http_url, "wardline_recommend").await.expect("ClickHouse sink");
     let store_sink = sink.clone();
-    let node = StoreNode::start(move |_| FlowStore::ClickHouse(store_sink)).await;
+    let node = StoreNode::start(move |_| FlowStore::ClickHouse(Box::new(store_sink))).await;
     let op = |role: Role| node.operator(role);
     let url = |path: &str| node.url(path);
 
@@ -238,7 +238,7 @@ async fn recommend_and_replay(ch: &ClickHouseServer) {
     );
 
     // The GROUP BY on ClickHouse equals the same reduction in memory.
-    let store = FlowStore::ClickHouse(sink.clone());
+    let store = FlowStore::ClickHouse(Box::new(sink.clone()));
     let pushed = conversations(&store, 0, u64::MAX, 200_000).await.unwrap();
     assert!(!pushed.truncated);
     assert_eq!(pushed.rows, aggregate_rows(written.iter()));
