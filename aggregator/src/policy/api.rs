@@ -29,7 +29,8 @@ use crate::state::policy::{
     self as stored, DraftRule, GroupMembers, MembershipUpdate, PolicyHits, PolicyProposal, PolicyVersion,
 };
 use crate::state::Command;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -91,6 +92,25 @@ pub(super) fn err(status: StatusCode, msg: impl Into<String>) -> PolicyApiError 
 
 fn bad(msg: impl Into<String>) -> PolicyApiError {
     err(StatusCode::BAD_REQUEST, msg)
+}
+
+/// A request body of JSON (empty: all defaults); a too-large body keeps its 413.
+pub(super) fn json_body<T: Default + serde::de::DeserializeOwned>(
+    bytes: Result<Bytes, BytesRejection>,
+    expected: &str,
+) -> Result<T, PolicyApiError> {
+    let bytes = bytes.map_err(|e| err(e.status(), format!("{e}; expected {expected}")))?;
+    if bytes.len() > MAX_BODY {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {} bytes, more than the {MAX_BODY} accepted", bytes.len()),
+        ));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("the request body is not valid: {e}; expected {expected}")))
 }
 
 fn propose_error(e: ProposeError) -> PolicyApiError {

@@ -8,7 +8,7 @@
 //! proposed text, every rule's justification, the risky and unknown flows left out, coverage
 //! and the validation of the text; it can be stored as a draft.
 
-use super::api::{check, err, propose_audited, who, PolicyApiError, ValidationView, MAX_BODY};
+use super::api::{check, err, json_body, propose_audited, who, PolicyApiError, ValidationView};
 use super::resolve;
 use crate::auth::layer::{AuditDetail, PendingAudit};
 use crate::auth::{now_ms, Principal};
@@ -47,25 +47,6 @@ pub struct RecommendBody {
     /// Note kept with the draft.
     #[serde(default)]
     pub note: String,
-}
-
-/// A request body of JSON (empty: all defaults); a too-large body keeps its 413.
-pub fn body<T: Default + serde::de::DeserializeOwned>(
-    bytes: Result<Bytes, BytesRejection>,
-    expected: &str,
-) -> Result<T, PolicyApiError> {
-    let bytes = bytes.map_err(|e| err(e.status(), format!("{e}; expected {expected}")))?;
-    if bytes.len() > MAX_BODY {
-        return Err(err(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is {} bytes, more than the {MAX_BODY} accepted", bytes.len()),
-        ));
-    }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("the request body is not valid: {e}; expected {expected}")))
 }
 
 #[derive(Serialize)]
@@ -125,7 +106,8 @@ pub struct RecommendView {
     /// Risky and unknown flows deliberately not allowed, largest first.
     pub left_out: Vec<LeftOut>,
     pub coverage: CoverageMap,
-    /// Observed conversations naming neither TCP nor UDP (or a device not in the list).
+    /// Observed conversations naming neither TCP nor UDP, a device not in the list, or an
+    /// address that does not parse: counted, not used.
     pub skipped: u64,
     pub observed: ObservedView,
     /// The text checked like `POST /api/v1/policy/validate`.
@@ -249,8 +231,9 @@ pub async fn recommend(
     let records = q.raft().read_state(resolve::records).await;
     let kb = q.kb().clone();
     let devices = resolve::policy_devices(&records, &kb, &resolve::date_of(now_ms()));
-    let (observed, _) = observed_flows(&kb, &records, &conversations.rows);
-    let rec = engine::recommend(&kb, &devices, &observed, name);
+    let (observed, unreadable) = observed_flows(&kb, &records, &conversations.rows);
+    let mut rec = engine::recommend(&kb, &devices, &observed, name);
+    rec.skipped += unreadable;
     Ok((rec, conversations, devices))
 }
 
@@ -274,8 +257,10 @@ pub(super) async fn handler(
     pending: Option<Extension<PendingAudit>>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, PolicyApiError> {
-    let b: RecommendBody =
-        body(bytes, "{\"name\"?: \"...\", \"from_us\"?: N, \"to_us\"?: N, \"save_draft\"?: true, \"note\"?: \"...\"}")?;
+    let b: RecommendBody = json_body(
+        bytes,
+        "{\"name\"?: \"...\", \"from_us\"?: N, \"to_us\"?: N, \"save_draft\"?: true, \"note\"?: \"...\"}",
+    )?;
     let name = b.name.unwrap_or_else(|| "recommended".to_string());
     if name.trim().is_empty() || name.len() > 200 {
         return Err(err(StatusCode::BAD_REQUEST, "\"name\" must be 1 to 200 characters"));

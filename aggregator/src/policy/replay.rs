@@ -10,8 +10,7 @@
 //!
 //! A node storing flows in the embedded store answers 501: replay is a ClickHouse query.
 
-use super::api::{err, stored_version, PolicyApiError};
-use super::recommend::body;
+use super::api::{err, json_body, stored_version, PolicyApiError};
 use super::resolve;
 use crate::auth::layer::AuditDetail;
 use crate::auth::now_ms;
@@ -219,7 +218,7 @@ pub(super) async fn handler(
     State(q): State<Arc<QueryService>>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, PolicyApiError> {
-    let b: ReplayBody = body(
+    let b: ReplayBody = json_body(
         bytes,
         "{\"text\"|\"version\"|\"draft\": ..., \"against\"?: N, \"from_us\"?: N, \"to_us\"?: N, \"limit\"?: N}",
     )?;

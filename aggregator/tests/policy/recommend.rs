@@ -374,6 +374,27 @@ async fn recommend_and_replay(ch: &ClickHouseServer) {
     let (_, by_draft) =
         answer(op(Role::Analyst).post(url("/api/v1/policy/replay")).json(&json!({"draft": draft_id}))).await;
     assert_eq!(by_draft["blocked"], replay["blocked"]);
+    // A triage-style fragment allowing the telnet flows is replayed before version 1's rules:
+    // exactly those three flows are no longer blocked.
+    let fragment = format!(
+        "[[group]]\nname = \"draft-telnet-source\"\nmembers = [\"{}\"]\n\n[[rule]]\nname = \"allow telnet\"\n\
+         from = [\"draft-telnet-source\"]\nto = [\"{}\"]\nprotocol = \"tcp\"\nports = [23]\naction = \"allow\"\n",
+        a.mac, b.ips[0]
+    );
+    let d = wardline_aggregator::state::policy::DraftRule {
+        id: 0,
+        alert: None,
+        author: "op-analyst".into(),
+        at_ms: 1,
+        toml: fragment,
+        note: String::new(),
+    };
+    assert!(node.raft.propose(Command::PolicyAddDraft(d)).await.unwrap().applied);
+    let (status, by_fragment) =
+        answer(op(Role::Analyst).post(url("/api/v1/policy/replay")).json(&json!({"draft": draft_id + 1}))).await;
+    assert_eq!(status, StatusCode::OK, "{by_fragment}");
+    assert_eq!(by_fragment["candidate"], format!("draft {}", draft_id + 1));
+    assert_eq!(by_fragment["blocked"]["flows"].as_u64(), Some(blocked - 3), "{by_fragment}");
 
     // Compare with a candidate that allows by default and denies the busiest observed
     // service: each side counts exactly the flows only it blocks.
