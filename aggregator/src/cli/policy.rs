@@ -793,3 +793,30 @@ async fn violations(cmd: ViolationsCmd) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_durations_before_now_or_microseconds() {
+        let now = 10 * 86_400 * 1_000_000;
+        assert_eq!(time_arg("30d", now).unwrap(), 0, "saturates at the epoch");
+        assert_eq!(time_arg("1d", now).unwrap(), now - 86_400 * 1_000_000);
+        assert_eq!(time_arg("12h", now).unwrap(), now - 12 * 3600 * 1_000_000);
+        assert_eq!(time_arg("90m", now).unwrap(), now - 90 * 60 * 1_000_000);
+        assert_eq!(time_arg(" 45s ", now).unwrap(), now - 45 * 1_000_000);
+        assert_eq!(time_arg("1767225600000000", now).unwrap(), 1_767_225_600_000_000);
+        for bad in ["", "d", "5x", "-3d", "3.5h", "ü", "99999999999999999999d"] {
+            let e = time_arg(bad, now).unwrap_err().to_string();
+            assert!(e.contains("30d"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(urlencode("pumps"), "pumps");
+        assert_eq!(urlencode("edl/wl-pumps.txt"), "edl%2Fwl-pumps.txt");
+        assert_eq!(urlencode("a b?&#"), "a%20b%3F%26%23");
+    }
+}
