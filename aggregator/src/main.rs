@@ -46,7 +46,8 @@ enum Cmd {
     /// Alerts through a running node's API: list, show, ack, resolve, suppress, rules, settings.
     #[command(subcommand)]
     Alerts(AlertsCmd),
-    /// Segmentation policy through a running node's API: show, versions, diff, validate, apply, rollback.
+    /// Segmentation policy through a running node's API: show, versions, diff, validate, apply, rollback,
+    /// recommend, replay, drafts, export, edl, refresh, violations.
     #[command(subcommand)]
     Policy(PolicyCmd),
     /// Groups of the active policy through a running node's API: list, show, history.

@@ -17,7 +17,7 @@ use crate::outbox::{OutboxConfig, OutboxDrainer};
 use crate::pki::SensorIdentity;
 use crate::query::QueryService;
 use crate::raft::{RaftConfig, RaftNode};
-use crate::sink::{open_sink, FlowSink};
+use crate::sink::FlowSink;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use tracing::info;
@@ -73,17 +73,19 @@ impl Node {
                 info!("data_dir was already restored from {}; resuming", r.file.display());
             }
         }
-        let sink = open_sink(
+        let store = crate::sink::aggregates::FlowStore::open(
             config.clickhouse_url.as_deref(),
             &config.clickhouse_database,
             &config.data_dir.join("flows.sled"),
         )
         .await
         .context("cannot open the flow sink")?;
+        let sink = store.sink();
         let ingest_stats = Arc::new(IngestStats::default());
         let telemetry = crate::telemetry::Telemetry::new(raft.clone(), ingest_stats.clone(), config.tls.cert.clone());
         let sink = telemetry.wrap_sink(sink);
-        let query = Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()));
+        let query =
+            Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()).with_flow_store(store));
         let committer = GroupCommitter::start(raft.clone(), config.outbox_max_bytes);
         Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer, telemetry }))
     }

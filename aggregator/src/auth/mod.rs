@@ -97,6 +97,10 @@ pub const DECLARED_ROUTES: &[(Option<Method>, &str, Access)] = &[
     // and manage drafts; a new active version (apply, rollback, refresh) is an admin's,
     // since its exports configure enforcement on clinical networks.
     (Some(Method::POST), "/api/v1/policy/validate", Access::Needs(Role::Analyst)),
+    // Recommendation and replay read the flow history and change nothing but the draft
+    // area (decision 0030).
+    (Some(Method::POST), "/api/v1/policy/recommend", Access::Needs(Role::Analyst)),
+    (Some(Method::POST), "/api/v1/policy/replay", Access::Needs(Role::Analyst)),
     (Some(Method::POST), "/api/v1/policy/violations/", Access::Needs(Role::Analyst)),
     (Some(Method::DELETE), "/api/v1/policy/drafts/", Access::Needs(Role::Analyst)),
     (Some(Method::POST), "/api/v1/policy/apply", Access::Needs(Role::Admin)),

@@ -86,3 +86,28 @@ pub async fn get_json(client: &reqwest::Client, api: &str, path: &str) -> Result
 pub async fn post_json(client: &reqwest::Client, api: &str, path: &str, body: &Value) -> Result<Value> {
     send(request(client, reqwest::Method::POST, api, path).json(body)).await
 }
+
+/// DELETE `{api}{path}`; returns the JSON answer.
+pub async fn delete_json(client: &reqwest::Client, api: &str, path: &str) -> Result<Value> {
+    send(request(client, reqwest::Method::DELETE, api, path)).await
+}
+
+/// GET `{api}{path}` as text (exports); a non-2xx answer is an `ApiError` with the API's
+/// `error` text.
+pub async fn get_text(client: &reqwest::Client, api: &str, path: &str) -> Result<String> {
+    let (client, req) = request(client, reqwest::Method::GET, api, path).build_split();
+    let req = req.context("cannot build the HTTP request")?;
+    let url = req.url().to_string();
+    let resp = client
+        .execute(req)
+        .await
+        .with_context(|| format!("cannot reach the aggregator API at {url} — is `wardline-aggregator run` up?"))?;
+    let status = resp.status();
+    let text = resp.text().await.with_context(|| format!("cannot read the answer of {url}"))?;
+    if !status.is_success() {
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = body["error"].as_str().unwrap_or(text.as_str()).to_string();
+        return Err(ApiError { url, status: status.as_u16(), message, body }.into());
+    }
+    Ok(text)
+}

@@ -12,7 +12,10 @@
 //! - `POST /api/v1/policy/violations/{alert}/add-to-policy|investigate|ignore` (analyst);
 //! - `GET /api/v1/policy/export/{target}?version=&file=` — the policy rendered by the export
 //!   crate; `GET /api/v1/policy/edl/{group}.txt` — the Palo Alto external dynamic list of a
-//!   group of the active version (a stable URL for the firewall to poll).
+//!   group of the active version (a stable URL for the firewall to poll);
+//! - `GET /api/v1/policy/drafts/{id}` — one draft;
+//! - `POST /api/v1/policy/recommend` (analyst, `super::recommend`) and
+//!   `POST /api/v1/policy/replay` (analyst, `super::replay`), decision 0030.
 //!
 //! Every change is proposed wrapped with the request's audit entry (one Raft entry).
 
@@ -26,8 +29,9 @@ use crate::state::policy::{
     self as stored, DraftRule, GroupMembers, MembershipUpdate, PolicyHits, PolicyProposal, PolicyVersion,
 };
 use crate::state::Command;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -49,16 +53,32 @@ pub fn routes() -> Router<Arc<QueryService>> {
         .route("/api/v1/policy/rollback", post(rollback))
         .route("/api/v1/policy/refresh", post(refresh))
         .route("/api/v1/policy/drafts", get(drafts))
-        .route("/api/v1/policy/drafts/{id}", delete(remove_draft))
+        .route("/api/v1/policy/drafts/{id}", delete(remove_draft).get(draft))
         .route("/api/v1/policy/violations/{id}/{action}", post(triage))
         .route("/api/v1/policy/export/{target}", get(export))
         .route("/api/v1/policy/edl/{file}", get(edl))
+        .route("/api/v1/policy/recommend", post(super::recommend::handler).layer(DefaultBodyLimit::max(READ_BODY)))
+        .route("/api/v1/policy/replay", post(super::replay::handler).layer(DefaultBodyLimit::max(READ_BODY)))
 }
+
+/// Largest request body of recommend and replay: a policy text of the largest size kept,
+/// JSON-escaped, and the other fields. Beyond it: 413 with a message.
+pub const MAX_BODY: usize = 2 * stored::MAX_POLICY_BYTES + 4096;
+/// Bodies up to this size are read before [`MAX_BODY`] is checked, so the client gets the
+/// 413 answer rather than a connection closed while it was still sending.
+const READ_BODY: usize = 8 * MAX_BODY;
 
 type Service = State<Arc<QueryService>>;
 
 /// An error answer `{"error": "...", ...extra}`.
 pub struct PolicyApiError(StatusCode, serde_json::Value);
+
+impl PolicyApiError {
+    /// An answer with `status` and the JSON `body` (which holds `"error"`).
+    pub fn new(status: StatusCode, body: serde_json::Value) -> Self {
+        PolicyApiError(status, body)
+    }
+}
 
 impl IntoResponse for PolicyApiError {
     fn into_response(self) -> Response {
@@ -66,12 +86,31 @@ impl IntoResponse for PolicyApiError {
     }
 }
 
-fn err(status: StatusCode, msg: impl Into<String>) -> PolicyApiError {
+pub(super) fn err(status: StatusCode, msg: impl Into<String>) -> PolicyApiError {
     PolicyApiError(status, serde_json::json!({ "error": msg.into() }))
 }
 
 fn bad(msg: impl Into<String>) -> PolicyApiError {
     err(StatusCode::BAD_REQUEST, msg)
+}
+
+/// A request body of JSON (empty: all defaults); a too-large body keeps its 413.
+pub(super) fn json_body<T: Default + serde::de::DeserializeOwned>(
+    bytes: Result<Bytes, BytesRejection>,
+    expected: &str,
+) -> Result<T, PolicyApiError> {
+    let bytes = bytes.map_err(|e| err(e.status(), format!("{e}; expected {expected}")))?;
+    if bytes.len() > MAX_BODY {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {} bytes, more than the {MAX_BODY} accepted", bytes.len()),
+        ));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("the request body is not valid: {e}; expected {expected}")))
 }
 
 fn propose_error(e: ProposeError) -> PolicyApiError {
@@ -83,13 +122,13 @@ fn propose_error(e: ProposeError) -> PolicyApiError {
     }
 }
 
-fn who(principal: &Option<Extension<Principal>>) -> String {
+pub(super) fn who(principal: &Option<Extension<Principal>>) -> String {
     principal.as_ref().map_or_else(|| "unknown".to_string(), |Extension(p)| p.name.clone())
 }
 
 /// Propose `command` with the request's audit entry; returns whether it applied, and the
 /// response marked for the audit layer.
-async fn propose_audited(
+pub(super) async fn propose_audited(
     q: &QueryService,
     pending: Option<Extension<PendingAudit>>,
     command: Command,
@@ -104,7 +143,7 @@ async fn propose_audited(
     Ok((applied, audited))
 }
 
-fn marked(resp: impl IntoResponse, detail: String, audited: bool) -> Response {
+pub(super) fn marked(resp: impl IntoResponse, detail: String, audited: bool) -> Response {
     let mut resp = resp.into_response();
     resp.extensions_mut().insert(AuditDetail(detail));
     if audited {
@@ -203,7 +242,7 @@ fn active_view(
     }
 }
 
-const NO_POLICY: &str = "no policy is active yet; apply one with POST /api/v1/policy/apply";
+pub(super) const NO_POLICY: &str = "no policy is active yet; apply one with POST /api/v1/policy/apply";
 
 async fn active(State(q): Service) -> Result<Json<ActiveView>, PolicyApiError> {
     q.raft()
@@ -271,7 +310,7 @@ fn parse_version(text: &str) -> Result<u64, PolicyApiError> {
     text.parse().map_err(|_| bad(format!("{text:?} is not a version number")))
 }
 
-async fn stored_version(q: &QueryService, n: u64) -> Result<PolicyVersion, PolicyApiError> {
+pub(super) async fn stored_version(q: &QueryService, n: u64) -> Result<PolicyVersion, PolicyApiError> {
     q.raft().read_state(move |s| s.policy().version(n).cloned()).await.ok_or_else(|| {
         err(StatusCode::NOT_FOUND, format!("no policy version {n} is kept; list them with GET /api/v1/policy/versions"))
     })
@@ -369,14 +408,14 @@ pub struct ValidationView {
 }
 
 /// Everything the proposer knows about a candidate text; `proposal` when it may be applied.
-struct Checked {
-    view: ValidationView,
+pub(super) struct Checked {
+    pub(super) view: ValidationView,
     policy: Option<Policy>,
     membership: Vec<GroupMembers>,
 }
 
 /// Validate `text` against the active version and the current inventory.
-async fn check(q: &QueryService, text: &str) -> Checked {
+pub(super) async fn check(q: &QueryService, text: &str) -> Checked {
     let (base, active_text, records) = q
         .raft()
         .read_state(|s| (s.policy().active_version(), s.policy().active().map(|v| v.text.clone()), resolve::records(s)))
@@ -574,6 +613,15 @@ async fn refresh(State(q): Service, pending: Option<Extension<PendingAudit>>) ->
 async fn drafts(State(q): Service) -> Json<serde_json::Value> {
     let drafts: Vec<DraftRule> = q.raft().read_state(|s| s.policy().drafts().values().cloned().collect()).await;
     Json(serde_json::json!({ "count": drafts.len(), "drafts": drafts }))
+}
+
+async fn draft(State(q): Service, Path(id): Path<String>) -> Result<Json<DraftRule>, PolicyApiError> {
+    let id: u64 = id.parse().map_err(|_| bad(format!("{id:?} is not a draft id (a number)")))?;
+    q.raft()
+        .read_state(move |s| s.policy().drafts().get(&id).cloned())
+        .await
+        .map(Json)
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no draft {id}; list them with GET /api/v1/policy/drafts")))
 }
 
 async fn remove_draft(

@@ -6,5 +6,7 @@
 pub mod api;
 pub mod blast;
 pub mod groups;
+pub mod recommend;
 pub mod refresh;
+pub mod replay;
 pub mod resolve;

@@ -66,6 +66,9 @@ pub struct QueryService {
     ingest_stats: Arc<IngestStats>,
     /// Compiled vulnerability feeds, per replicated feed version (decision 0027).
     feeds: crate::risk::FeedCache,
+    /// The flow store by kind, for analyses over the whole history (policy recommendation
+    /// and replay, decision 0030); `None` when the node was built without one.
+    store: Option<crate::sink::aggregates::FlowStore>,
 }
 
 impl QueryService {
@@ -85,7 +88,18 @@ impl QueryService {
         kb: Arc<KnowledgeBase>,
         ingest_stats: Arc<IngestStats>,
     ) -> Self {
-        QueryService { raft, sink, kb, ingest_stats, feeds: Default::default() }
+        QueryService { raft, sink, kb, ingest_stats, feeds: Default::default(), store: None }
+    }
+
+    /// The same service with the flow store the policy analyses read (decision 0030).
+    pub fn with_flow_store(mut self, store: crate::sink::aggregates::FlowStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The flow store by kind, if the node has one.
+    pub fn flow_store(&self) -> Option<&crate::sink::aggregates::FlowStore> {
+        self.store.as_ref()
     }
 
     /// Every device, classified: MAC devices (with the routed pieces attributed to them),

@@ -115,7 +115,7 @@ impl EmbeddedSink {
     }
 
     /// Every stored row, decoded. A value that does not decode is an error naming its key.
-    fn scan(&self) -> impl Iterator<Item = Result<FlowRow, SinkError>> + '_ {
+    pub(crate) fn scan(&self) -> impl Iterator<Item = Result<FlowRow, SinkError>> + '_ {
         self.flows.iter().map(move |item| {
             let (key, value) = item.map_err(|e| self.error("reading flows", e))?;
             bincode::serde::decode_from_slice::<FlowRow, _>(&value, bincode_config()).map(|(row, _)| row).map_err(|e| {

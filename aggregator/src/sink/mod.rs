@@ -8,6 +8,7 @@
 //! Two implementations: [`clickhouse::ClickHouseSink`] (production, Grafana reads the same
 //! table) and [`embedded::EmbeddedSink`] (sled on the node, for demos and ClickHouse-less nodes).
 
+pub mod aggregates;
 pub mod clickhouse;
 pub mod clickhouse_retention;
 pub mod clickhouse_rollup;

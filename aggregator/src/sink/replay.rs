@@ -17,7 +17,8 @@ use super::SinkError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use wardline_intel::policy::{Endpoint, Policy, Rule};
+use wardline_common::MacAddr;
+use wardline_intel::policy::{Endpoint, Membership, Policy, PolicyDevice, Rule};
 use wardline_intel::Transport;
 
 /// What a replay needs besides the policy: each group's member addresses, and each known
@@ -26,6 +27,28 @@ use wardline_intel::Transport;
 pub struct ReplayContext {
     pub group_ips: BTreeMap<String, Vec<IpAddr>>,
     pub classes: BTreeMap<IpAddr, String>,
+}
+
+impl ReplayContext {
+    /// The context of `policy` over `devices`: each group's members' addresses (sorted) and
+    /// each device address's class.
+    pub fn from_devices(policy: &Policy, devices: &[PolicyDevice]) -> Self {
+        let membership = Membership::evaluate(&policy.groups, devices);
+        let by_mac: BTreeMap<MacAddr, &PolicyDevice> = devices.iter().map(|d| (d.mac, d)).collect();
+        let group_ips = membership
+            .groups
+            .into_iter()
+            .map(|(group, members)| {
+                let mut ips: Vec<IpAddr> =
+                    members.iter().filter_map(|m| by_mac.get(m)).flat_map(|d| d.ips.iter().copied()).collect();
+                ips.sort();
+                ips.dedup();
+                (group, ips)
+            })
+            .collect();
+        let classes = devices.iter().flat_map(|d| d.ips.iter().map(|ip| (*ip, d.class.clone()))).collect();
+        ReplayContext { group_ips, classes }
+    }
 }
 
 fn quote(s: &str) -> String {
@@ -208,7 +231,19 @@ pub async fn compare(
     from_us: u64,
     to_us: u64,
 ) -> Result<Vec<WorkflowChange>, ReplayError> {
-    let a = action_sql(current, ctx).map_err(ReplayError::Unsupported)?;
+    compare_contexts(sink, (current, ctx), (candidate, ctx), from_us, to_us).await
+}
+
+/// [`compare`] with each policy's own context (its groups' members); the workflow classes
+/// are the candidate context's.
+pub async fn compare_contexts(
+    sink: &ClickHouseSink,
+    (current, current_ctx): (&Policy, &ReplayContext),
+    (candidate, ctx): (&Policy, &ReplayContext),
+    from_us: u64,
+    to_us: u64,
+) -> Result<Vec<WorkflowChange>, ReplayError> {
+    let a = action_sql(current, current_ctx).map_err(ReplayError::Unsupported)?;
     let b = action_sql(candidate, ctx).map_err(ReplayError::Unsupported)?;
     let sql = format!(
         "SELECT src_class, dst_class, app, countIf(a != 'deny' AND b = 'deny') AS newly_blocked, \

@@ -8,10 +8,12 @@ mod raft_support;
 
 mod api;
 mod blast;
+mod cli;
 mod export;
 mod history;
 mod kernel;
 mod monitor;
+mod recommend;
 mod refresh;
 mod replay;
 mod replay_bench;
