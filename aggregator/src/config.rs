@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// dropped (decision 0023). Unset keeps everything.
     #[serde(default)]
     pub clickhouse_retention_days: Option<u32>,
+    /// Write to a ClickHouse cluster (`[clickhouse_cluster]`: name, replica URLs) instead of
+    /// the one server of `clickhouse_url` (decision 0028).
+    #[serde(default)]
+    pub clickhouse_cluster: Option<crate::sink::clickhouse_cluster::ClusterConfig>,
     /// Initialise a new one-node cluster on first start (`run --init`; ignored once the node
     /// has state). Without it a fresh node waits until a cluster adds it (`cluster join`).
     #[serde(default)]
@@ -111,6 +115,12 @@ impl NodeConfig {
         if let Some(url) = &self.clickhouse_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");
+            }
+        }
+        if let Some(cluster) = &self.clickhouse_cluster {
+            cluster.validate().map_err(anyhow::Error::msg)?;
+            if self.clickhouse_url.is_some() {
+                bail!("give either clickhouse_url (one server) or [clickhouse_cluster] (replicas), not both");
             }
         }
         if self.clickhouse_retention_days == Some(0) {

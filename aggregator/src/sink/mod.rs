@@ -9,6 +9,7 @@
 //! table) and [`embedded::EmbeddedSink`] (sled on the node, for demos and ClickHouse-less nodes).
 
 pub mod clickhouse;
+pub mod clickhouse_cluster;
 pub mod clickhouse_retention;
 pub mod clickhouse_rollup;
 pub mod embedded;
