@@ -158,6 +158,32 @@ mod tests {
     }
 
     #[test]
+    fn a_clickhouse_cluster_is_a_table_of_replicas_and_excludes_clickhouse_url() {
+        let base = "node_id = 1\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
+        let text = format!("{base}[clickhouse_cluster]\nname = \"wl\"\nreplicas = [\"http://10.0.0.1:8123\", \"http://10.0.0.2:8123\"]\n");
+        let cfg: NodeConfig = toml::from_str(&text).unwrap();
+        let cluster = cfg.clickhouse_cluster.as_ref().unwrap();
+        assert_eq!((cluster.name.as_str(), cluster.replicas.len()), ("wl", 2));
+        assert_eq!(cluster.replicated_database(&cfg.clickhouse_database), "wardline_local");
+        let both = format!("clickhouse_url = \"http://127.0.0.1:8123\"\n{text}");
+        let mut cfg: NodeConfig = toml::from_str(&both).unwrap();
+        // validate() checks the TLS files first.
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        cfg.tls = TlsPaths { cert: dir.path().join("a"), key: dir.path().join("b"), ca: dir.path().join("c") };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        cfg.clickhouse_url = None;
+        cfg.validate().unwrap();
+        cfg.clickhouse_cluster.as_mut().unwrap().replicas.clear();
+        assert!(cfg.validate().unwrap_err().to_string().contains("clickhouse_cluster.replicas"));
+        let typo = format!("{text}replica = 3\n");
+        assert!(toml::from_str::<NodeConfig>(&typo).unwrap_err().to_string().contains("replica"));
+    }
+
+    #[test]
     fn a_node_does_not_found_a_cluster_unless_told_and_raft_listens_on_loopback() {
         let text = "node_id = 2\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
         let cfg: NodeConfig = toml::from_str(text).unwrap();
