@@ -126,6 +126,18 @@ struct ClusterShape {
     shards: u64,
 }
 
+/// Tries per replica when creating the schema.
+const SCHEMA_ATTEMPTS: u32 = 3;
+
+/// Which replicas [`ClickHouseClusterSink::create_schema`] prepared, and why not the others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchemaReport {
+    /// URLs of the replicas that have every table.
+    pub ready: Vec<String>,
+    /// `"<url>: <error>"` for each replica that could not be prepared.
+    pub failed: Vec<String>,
+}
+
 /// One replica as the sink talks to it.
 struct Replica {
     url: String,
@@ -193,8 +205,13 @@ impl ClickHouseClusterSink {
     /// that answers. Fails when none does, or when a replica's cluster is not as configured.
     pub async fn connect(config: &ClusterConfig, database: &str) -> Result<Self, SinkError> {
         let sink = Self::new(config, database)?;
-        let created = sink.create_schema().await?;
-        info!(replicas = created, "ClickHouse cluster {}: schema ready", sink.inner.cluster);
+        let report = sink.create_schema().await?;
+        info!(
+            ready = report.ready.len(),
+            "ClickHouse cluster {}: schema ready on {}",
+            sink.inner.cluster,
+            report.ready.join(", ")
+        );
         Ok(sink)
     }
 
@@ -204,30 +221,51 @@ impl ClickHouseClusterSink {
     }
 
     /// Create the schema on every replica that answers (a replica that was down gets it on a
-    /// later call: the maintenance task calls this every pass). Returns how many answered;
-    /// an error when none did, or for a wrong cluster definition on any.
-    pub async fn create_schema(&self) -> Result<usize, SinkError> {
+    /// later call: the maintenance task calls this every pass). An error when none answered,
+    /// or for a wrong cluster definition on any.
+    pub async fn create_schema(&self) -> Result<SchemaReport, SinkError> {
         let inner = &self.inner;
         let statements = cluster_schema_statements(&inner.database, &inner.local, &inner.cluster);
-        let mut done = 0;
+        let mut report = SchemaReport::default();
         let mut last_error = None;
         for r in &inner.replicas {
             match self.create_schema_on(r, &statements).await {
-                Ok(()) => done += 1,
+                Ok(()) => report.ready.push(r.url.clone()),
                 Err(e @ SinkError::Config(_)) => return Err(e),
                 Err(e) => {
                     warn!("ClickHouse cluster {}: cannot prepare replica {}: {e}", inner.cluster, r.url);
+                    report.failed.push(format!("{}: {e}", r.url));
                     last_error = Some(e);
                 }
             }
         }
-        match (done, last_error) {
-            (0, Some(e)) => Err(e),
-            _ => Ok(done),
+        match (report.ready.is_empty(), last_error) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(report),
         }
     }
 
+    /// [`create_schema_on_once`](Self::create_schema_on_once), tried again after a short
+    /// pause on a transient error (a server just started, a ZooKeeper session being set up):
+    /// every statement is `IF NOT EXISTS`.
     async fn create_schema_on(&self, r: &Replica, statements: &[String]) -> Result<(), SinkError> {
+        let mut attempt = 1;
+        loop {
+            match self.create_schema_on_once(r, statements).await {
+                Err(e) if e.is_transient() && attempt < SCHEMA_ATTEMPTS => {
+                    warn!(
+                        "ClickHouse cluster {}: preparing replica {} (attempt {attempt}): {e}",
+                        self.inner.cluster, r.url
+                    );
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn create_schema_on_once(&self, r: &Replica, statements: &[String]) -> Result<(), SinkError> {
         let cluster = &self.inner.cluster;
         let shape: Vec<ClusterShape> = r
             .bare

@@ -102,7 +102,9 @@ fn scalar(server: &ClickHouseServer, sql: &str) -> String {
 fn a_block_rewritten_after_a_replica_died_lands_on_the_replica_that_acknowledges_it() {
     let (_zk, mut cluster, config) = start();
     let rt = runtime();
-    let sink = rt.block_on(ClickHouseClusterSink::connect(&config, "wardline")).expect("connect to the cluster");
+    let sink = ClickHouseClusterSink::new(&config, "wardline").unwrap();
+    let report = rt.block_on(sink.create_schema()).expect("create the schema");
+    assert!(report.failed.is_empty() && report.ready.len() == 2, "{report:?}");
     for r in &cluster.replicas {
         let engine = |db: &str, table: &str| {
             scalar(r, &format!("SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{table}'"))
