@@ -152,6 +152,42 @@ fn a_block_rewritten_after_a_replica_died_lands_on_the_replica_that_acknowledges
 }
 
 #[test]
+fn a_replica_killed_while_an_insert_streams_into_it_loses_no_row() {
+    let (_zk, mut cluster, config) = start();
+    let rt = runtime();
+    let sink = ClickHouseClusterSink::new(&config, "wardline").unwrap();
+    let report = rt.block_on(sink.create_schema()).expect("create the schema");
+    assert!(report.failed.is_empty(), "{report:?}");
+    // Large enough that the insert is still streaming when it is seen in system.processes.
+    let batches: Vec<Batch> = (1..=40).map(|seq| batch("s2", seq, 2500)).collect();
+    let expected = expected_flows(&batches);
+    let rows = rows_of(&batches);
+    let writer = {
+        let sink = sink.clone();
+        rt.spawn(async move { sink.write_rows(&rows).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = cluster.replicas[0]
+            .query("SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO `flows`%'")
+            .unwrap_or_default();
+        if running.trim() != "0" && !running.trim().is_empty() {
+            break;
+        }
+        assert!(!writer.is_finished(), "the insert finished before it was seen running; make it larger");
+        assert!(Instant::now() < deadline, "the insert never showed up on replica r1");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.replicas[0].stop_kill9();
+    rt.block_on(writer).unwrap().expect("the insert fails over to replica r2");
+    assert_same_flows(&stored_flows(&cluster.replicas[1]), &expected, "r2 (survivor)");
+    cluster.replicas[0].restart().expect("restart replica r1");
+    for r in &cluster.replicas {
+        wait_for_flows(r, &expected, Duration::from_secs(60));
+    }
+}
+
+#[test]
 fn replica_killed_mid_write_loses_and_duplicates_no_flow() {
     let (_zk, mut cluster, cluster_config) = start();
     let dir = tempfile::tempdir().unwrap();
