@@ -5,9 +5,8 @@
 
 use crate::outbox::{batch, config, expected_totals, is_ack, open, runtime, wait_outbox_empty};
 use std::time::{Duration, Instant};
-use wardline_aggregator::sink::clickhouse_cluster::{ClickHouseClusterSink, ClusterConfig};
-use wardline_aggregator::sink::clickhouse_retention::drop_partitions_before;
-use wardline_aggregator::sink::clickhouse_rollup::refresh_touched_hours;
+use wardline_aggregator::sink::clickhouse_cluster::{run_maintenance, ClickHouseClusterSink, ClusterConfig};
+use wardline_aggregator::sink::clickhouse_retention::{drop_partitions_before, MaintenanceConfig};
 use wardline_aggregator::sink::{FlowRow, FlowSink};
 use wardline_chaos_tests::clickhouse::{ClickHouseCluster, ClickHouseServer};
 use wardline_chaos_tests::zookeeper::ZooKeeperServer;
@@ -239,23 +238,28 @@ fn replica_killed_mid_write_loses_and_duplicates_no_flow() {
         wait_for_flows(r, &expected, Duration::from_secs(60));
     }
 
-    // Rollups and retention run on one live replica's replicated tables; replication carries
-    // their results to the other, and the Distributed tables read them under the usual names.
+    // Rollups and retention run on one live replica's replicated tables (the node's
+    // maintenance task); replication carries their results to the other, and the Distributed
+    // tables read them under the usual names.
     let sink = ClickHouseClusterSink::new(&cluster_config, "wardline").unwrap();
-    rt.block_on(async {
-        let live = sink.live_replica().await.unwrap();
-        let report = refresh_touched_hours(&live, 0).await.unwrap();
-        assert!(!report.hours.is_empty());
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = MaintenanceConfig { retention_days: None, interval: Duration::from_millis(200) };
+    let task = rt.spawn(run_maintenance(sink.clone(), config, stop_rx));
     for r in &cluster.replicas {
-        r.query("SYSTEM SYNC REPLICA wardline_local.segment_pair_hourly").unwrap();
-        assert_eq!(
-            scalar(r, "SELECT sum(flows) FROM wardline.segment_pair_hourly FINAL"),
-            expected.len().to_string(),
-            "rollup on {}",
-            r.http_url
-        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let rolled = scalar(r, "SELECT sum(flows) FROM wardline.segment_pair_hourly FINAL");
+            if rolled == expected.len().to_string() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rollup on {} shows {rolled} flows", r.http_url);
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+    stop_tx.send(true).unwrap();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await })
+        .expect("maintenance stops")
+        .unwrap();
     rt.block_on(async {
         let live = sink.live_replica().await.unwrap();
         let dropped = drop_partitions_before(&live, u16::MAX).await.unwrap();
