@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// dropped (decision 0023). Unset keeps everything.
     #[serde(default)]
     pub clickhouse_retention_days: Option<u32>,
+    /// Write to a ClickHouse cluster (`[clickhouse_cluster]`: name, replica URLs) instead of
+    /// the one server of `clickhouse_url` (decision 0028).
+    #[serde(default)]
+    pub clickhouse_cluster: Option<crate::sink::clickhouse_cluster::ClusterConfig>,
     /// Initialise a new one-node cluster on first start (`run --init`; ignored once the node
     /// has state). Without it a fresh node waits until a cluster adds it (`cluster join`).
     #[serde(default)]
@@ -113,6 +117,12 @@ impl NodeConfig {
                 bail!("clickhouse_url {url:?} must be an http:// or https:// URL of the ClickHouse HTTP interface");
             }
         }
+        if let Some(cluster) = &self.clickhouse_cluster {
+            cluster.validate().map_err(anyhow::Error::msg)?;
+            if self.clickhouse_url.is_some() {
+                bail!("give either clickhouse_url (one server) or [clickhouse_cluster] (replicas), not both");
+            }
+        }
         if self.clickhouse_retention_days == Some(0) {
             bail!("clickhouse_retention_days = 0 would drop today's flows; give at least 1, or leave it out to keep everything");
         }
@@ -145,6 +155,32 @@ mod tests {
         let zero = "node_id = 0\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
         let cfg: NodeConfig = toml::from_str(zero).unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("node_id"));
+    }
+
+    #[test]
+    fn a_clickhouse_cluster_is_a_table_of_replicas_and_excludes_clickhouse_url() {
+        let base = "node_id = 1\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
+        let text = format!("{base}[clickhouse_cluster]\nname = \"wl\"\nreplicas = [\"http://10.0.0.1:8123\", \"http://10.0.0.2:8123\"]\n");
+        let cfg: NodeConfig = toml::from_str(&text).unwrap();
+        let cluster = cfg.clickhouse_cluster.as_ref().unwrap();
+        assert_eq!((cluster.name.as_str(), cluster.replicas.len()), ("wl", 2));
+        assert_eq!(cluster.replicated_database(&cfg.clickhouse_database), "wardline_local");
+        let both = format!("clickhouse_url = \"http://127.0.0.1:8123\"\n{text}");
+        let mut cfg: NodeConfig = toml::from_str(&both).unwrap();
+        // validate() checks the TLS files first.
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        cfg.tls = TlsPaths { cert: dir.path().join("a"), key: dir.path().join("b"), ca: dir.path().join("c") };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        cfg.clickhouse_url = None;
+        cfg.validate().unwrap();
+        cfg.clickhouse_cluster.as_mut().unwrap().replicas.clear();
+        assert!(cfg.validate().unwrap_err().to_string().contains("clickhouse_cluster.replicas"));
+        let typo = format!("{text}replica = 3\n");
+        assert!(toml::from_str::<NodeConfig>(&typo).unwrap_err().to_string().contains("replica"));
     }
 
     #[test]

@@ -303,6 +303,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 outbox_max_bytes: 256 * 1024 * 1024,
                 siem: None,
                 reports: None,
+                clickhouse_cluster: None,
             }
         }
     };

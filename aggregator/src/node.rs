@@ -73,12 +73,19 @@ impl Node {
                 info!("data_dir was already restored from {}; resuming", r.file.display());
             }
         }
-        let store = crate::sink::aggregates::FlowStore::open(
-            config.clickhouse_url.as_deref(),
-            &config.clickhouse_database,
-            &config.data_dir.join("flows.sled"),
-        )
-        .await
+        let store = match &config.clickhouse_cluster {
+            Some(cluster) => {
+                crate::sink::aggregates::FlowStore::open_cluster(cluster, &config.clickhouse_database).await
+            }
+            None => {
+                crate::sink::aggregates::FlowStore::open(
+                    config.clickhouse_url.as_deref(),
+                    &config.clickhouse_database,
+                    &config.data_dir.join("flows.sled"),
+                )
+                .await
+            }
+        }
         .context("cannot open the flow sink")?;
         let sink = store.sink();
         let ingest_stats = Arc::new(IngestStats::default());
@@ -122,6 +129,9 @@ impl Node {
         &self,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Option<tokio::task::JoinHandle<()>> {
+        if let Some(cluster) = &self.config.clickhouse_cluster {
+            return self.spawn_cluster_maintenance(cluster, stop);
+        }
         let url = self.config.clickhouse_url.as_deref().map(str::trim).filter(|u| !u.is_empty())?;
         let sink = match crate::sink::clickhouse::ClickHouseSink::new(url, &self.config.clickhouse_database) {
             Ok(sink) => sink,
@@ -135,6 +145,27 @@ impl Node {
             interval: std::time::Duration::from_secs(60),
         };
         Some(tokio::spawn(crate::sink::clickhouse_retention::run_maintenance(sink, config, stop)))
+    }
+
+    /// The same on a ClickHouse cluster (decision 0028).
+    fn spawn_cluster_maintenance(
+        &self,
+        cluster: &crate::sink::clickhouse_cluster::ClusterConfig,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        use crate::sink::clickhouse_cluster::{run_maintenance, ClickHouseClusterSink};
+        let sink = match ClickHouseClusterSink::new(cluster, &self.config.clickhouse_database) {
+            Ok(sink) => sink,
+            Err(e) => {
+                tracing::error!("ClickHouse rollups and retention are off: {e}");
+                return None;
+            }
+        };
+        let config = crate::sink::clickhouse_retention::MaintenanceConfig {
+            retention_days: self.config.clickhouse_retention_days,
+            interval: std::time::Duration::from_secs(60),
+        };
+        Some(tokio::spawn(run_maintenance(sink, config, stop)))
     }
 }
 

@@ -18,6 +18,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const BINARY_ENV: &str = "WARDLINE_CLICKHOUSE_SERVER";
 const INSTALL_HINT: &str = "install clickhouse-server (apt-get install -y clickhouse-server)";
 
+/// The ports one server listens on (all on 127.0.0.1).
+#[derive(Clone, Copy, Debug)]
+pub struct ServerPorts {
+    pub http: u16,
+    pub tcp: u16,
+    /// Replicas fetch parts from each other here.
+    pub interserver: u16,
+}
+
 pub struct ClickHouseServer {
     /// `http://127.0.0.1:<http_port>`, what the aggregator's `--clickhouse-url` takes.
     pub http_url: String,
@@ -57,7 +66,7 @@ fn server_command() -> Result<(PathBuf, Vec<&'static str>)> {
 /// Reserve `n` distinct free loopback ports. All listeners are held until every port is
 /// known so the kernel cannot hand out the same port twice; a small race with other
 /// processes remains until the server binds them.
-fn free_ports<const N: usize>() -> Result<[u16; N]> {
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
     let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()
@@ -69,7 +78,7 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
     Ok(ports)
 }
 
-fn config_xml(dir: &Path, http: u16, tcp: u16, interserver: u16) -> String {
+fn config_xml(dir: &Path, http: u16, tcp: u16, interserver: u16, extra: &str) -> String {
     let d = dir.display();
     // Caches are kept small: several servers may run side by side on a shared test machine.
     format!(
@@ -101,7 +110,7 @@ fn config_xml(dir: &Path, http: u16, tcp: u16, interserver: u16) -> String {
     <default_database>default</default_database>
     <timezone>UTC</timezone>
     <mlock_executable>false</mlock_executable>
-</yandex>
+{extra}</yandex>
 "#
     )
 }
@@ -142,6 +151,13 @@ const USERS_XML: &str = r#"<?xml version="1.0"?>
 impl ClickHouseServer {
     /// Start a fresh server and wait until it answers `/ping`.
     pub fn start() -> Result<Self> {
+        let [http, tcp, interserver] = free_ports::<3>()?;
+        Self::start_with(ServerPorts { http, tcp, interserver }, "")
+    }
+
+    /// Start a fresh server on the given ports with `extra_config` (XML elements such as
+    /// `<remote_servers>`, `<zookeeper>`, `<macros>`) added to its config.
+    pub fn start_with(ports: ServerPorts, extra_config: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("wardline-clickhouse-")
             .tempdir()
@@ -150,8 +166,11 @@ impl ClickHouseServer {
             fs::create_dir_all(dir.path().join(sub))
                 .with_context(|| format!("creating {}/{sub}", dir.path().display()))?;
         }
-        let [http_port, tcp_port, interserver_port] = free_ports::<3>()?;
-        fs::write(dir.path().join("config.xml"), config_xml(dir.path(), http_port, tcp_port, interserver_port))?;
+        let ServerPorts { http: http_port, tcp: tcp_port, interserver: interserver_port } = ports;
+        fs::write(
+            dir.path().join("config.xml"),
+            config_xml(dir.path(), http_port, tcp_port, interserver_port, extra_config),
+        )?;
         fs::write(dir.path().join("users.xml"), USERS_XML)?;
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -292,9 +311,91 @@ impl Drop for ClickHouseServer {
     }
 }
 
+/// ClickHouse's ZooKeeper session timeout in a test cluster: a killed replica's session
+/// (and its "active" mark, which keeps it from coming back) expires within this time.
+pub const CLUSTER_SESSION_TIMEOUT_MS: u32 = 4_000;
+
+/// Several servers forming one ClickHouse cluster of one shard, every server a replica of
+/// it: `<remote_servers>` names them all, `<zookeeper>` points at `zookeeper`, and each has
+/// the macros `{shard}` = `01` and `{replica}` = `r1`, `r2`, … for replicated table paths.
+pub struct ClickHouseCluster {
+    /// The cluster's name in `<remote_servers>`.
+    pub name: String,
+    pub replicas: Vec<ClickHouseServer>,
+}
+
+/// The XML a cluster member gets in addition to the plain server config.
+pub fn cluster_config_xml(name: &str, tcp_ports: &[u16], zookeeper_port: u16, replica: &str) -> String {
+    let replicas: String = tcp_ports
+        .iter()
+        .map(|p| format!("                <replica><host>127.0.0.1</host><port>{p}</port></replica>\n"))
+        .collect();
+    format!(
+        r#"    <remote_servers>
+        <{name}>
+            <shard>
+                <internal_replication>true</internal_replication>
+{replicas}            </shard>
+        </{name}>
+    </remote_servers>
+    <zookeeper>
+        <node><host>127.0.0.1</host><port>{zookeeper_port}</port></node>
+        <session_timeout_ms>{CLUSTER_SESSION_TIMEOUT_MS}</session_timeout_ms>
+    </zookeeper>
+    <macros>
+        <shard>01</shard>
+        <replica>{replica}</replica>
+    </macros>
+"#
+    )
+}
+
+impl ClickHouseCluster {
+    /// Start `replicas` servers as one shard of cluster `name`, coordinated by `zookeeper`.
+    pub fn start(zookeeper: &crate::zookeeper::ZooKeeperServer, name: &str, replicas: usize) -> Result<Self> {
+        // Every member's config lists every member, so all ports are chosen first.
+        let ports: Vec<ServerPorts> = (0..replicas)
+            .map(|_| free_ports::<3>().map(|[http, tcp, interserver]| ServerPorts { http, tcp, interserver }))
+            .collect::<Result<_>>()?;
+        let tcp: Vec<u16> = ports.iter().map(|p| p.tcp).collect();
+        let mut servers = Vec::new();
+        for (i, p) in ports.iter().enumerate() {
+            let extra = cluster_config_xml(name, &tcp, zookeeper.port, &format!("r{}", i + 1));
+            servers.push(
+                ClickHouseServer::start_with(*p, &extra)
+                    .with_context(|| format!("starting replica r{} of ClickHouse cluster {name}", i + 1))?,
+            );
+        }
+        Ok(ClickHouseCluster { name: name.to_string(), replicas: servers })
+    }
+
+    /// The replicas' HTTP URLs, in order.
+    pub fn urls(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.http_url.clone()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_server_cluster_replicates_through_zookeeper() {
+        let zk = crate::zookeeper::ZooKeeperServer::start().expect("start ZooKeeper");
+        let cluster = ClickHouseCluster::start(&zk, "wl", 2).expect("start the cluster");
+        let [a, b] = &cluster.replicas[..] else { panic!("two replicas") };
+        assert_eq!(a.query("SELECT count() FROM system.clusters WHERE cluster = 'wl'").unwrap().trim(), "2");
+        for r in [a, b] {
+            r.query(
+                "CREATE TABLE default.t (x UInt32) ENGINE = \
+                 ReplicatedMergeTree('/clickhouse/tables/{shard}/default/t', '{replica}') ORDER BY x",
+            )
+            .unwrap();
+        }
+        a.query("INSERT INTO default.t VALUES (7)").unwrap();
+        b.query("SYSTEM SYNC REPLICA default.t").unwrap();
+        assert_eq!(b.query("SELECT sum(x) FROM default.t").unwrap().trim(), "7");
+    }
 
     #[test]
     fn starts_answers_and_survives_kill9_restart() {

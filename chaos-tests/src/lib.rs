@@ -9,3 +9,4 @@ pub mod nemesis;
 pub mod netns;
 pub mod procs;
 pub mod run;
+pub mod zookeeper;

@@ -15,7 +15,6 @@ use super::resolve;
 use crate::auth::layer::AuditDetail;
 use crate::auth::now_ms;
 use crate::query::QueryService;
-use crate::sink::aggregates::FlowStore;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::sink::replay::{self as sql, ReplayContext, ReplayError, WorkflowBlocked, WorkflowChange};
 use axum::body::Bytes;
@@ -166,19 +165,22 @@ fn replay_error(e: ReplayError) -> PolicyApiError {
     }
 }
 
-/// The ClickHouse store, or 501 saying why there is none.
-pub fn clickhouse(q: &QueryService) -> Result<ClickHouseSink, PolicyApiError> {
-    match q.flow_store() {
-        Some(FlowStore::ClickHouse(sink)) => Ok(sink.as_ref().clone()),
-        Some(FlowStore::Embedded(s)) => Err(err(
+/// The ClickHouse store (a server, or a live replica of a cluster), or 501 saying why there
+/// is none.
+pub async fn clickhouse(q: &QueryService) -> Result<ClickHouseSink, PolicyApiError> {
+    let Some(store) = q.flow_store() else {
+        return Err(err(StatusCode::NOT_IMPLEMENTED, "policy replay needs ClickHouse; this node has no flow store"));
+    };
+    match store.clickhouse_reader().await {
+        Some(reader) => reader.map_err(|e| replay_error(ReplayError::Sink(e))),
+        None => Err(err(
             StatusCode::NOT_IMPLEMENTED,
             format!(
                 "policy replay runs as a query in ClickHouse; this node stores flows in the {} — configure \
                  clickhouse_url to replay (recommendation works on either store)",
-                crate::sink::FlowSink::describe(s)
+                store.describe()
             ),
         )),
-        None => Err(err(StatusCode::NOT_IMPLEMENTED, "policy replay needs ClickHouse; this node has no flow store")),
     }
 }
 
@@ -235,7 +237,7 @@ pub(super) async fn handler(
         Some(n) => Some((n, parse_candidate(&format!("version {n}"), &stored_version(&q, n).await?.text)?)),
         None => None,
     };
-    let sink = clickhouse(&q)?;
+    let sink = clickhouse(&q).await?;
     let records = q.raft().read_state(resolve::records).await;
     let devices = resolve::policy_devices(&records, q.kb(), &resolve::date_of(now_ms()));
     let ctx = ReplayContext::from_devices(&policy, &devices);

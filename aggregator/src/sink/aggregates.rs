@@ -14,6 +14,7 @@
 //! need the concrete store.
 
 use super::clickhouse::ClickHouseSink;
+use super::clickhouse_cluster::{ClickHouseClusterSink, ClusterConfig};
 use super::embedded::EmbeddedSink;
 use super::{FlowRow, FlowSink, SinkError};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,8 @@ use std::sync::Arc;
 pub enum FlowStore {
     /// Boxed: the client is large next to the embedded store's handles.
     ClickHouse(Box<ClickHouseSink>),
+    /// A ClickHouse cluster (decision 0028): reads go to a live replica's Distributed tables.
+    Cluster(ClickHouseClusterSink),
     Embedded(EmbeddedSink),
 }
 
@@ -39,10 +42,26 @@ impl FlowStore {
         }
     }
 
+    /// Open a ClickHouse cluster (creating its replicated and Distributed tables if missing).
+    pub async fn open_cluster(config: &ClusterConfig, database: &str) -> Result<Self, SinkError> {
+        Ok(FlowStore::Cluster(ClickHouseClusterSink::connect(config, database).await?))
+    }
+
+    /// A ClickHouse client to query stored flows with: the server, or a live replica of the
+    /// cluster; None for the embedded store.
+    pub async fn clickhouse_reader(&self) -> Option<Result<ClickHouseSink, SinkError>> {
+        match self {
+            FlowStore::ClickHouse(s) => Some(Ok(s.as_ref().clone())),
+            FlowStore::Cluster(c) => Some(c.live_reader().await),
+            FlowStore::Embedded(_) => None,
+        }
+    }
+
     /// The same store as the ingest path's sink.
     pub fn sink(&self) -> Arc<dyn FlowSink> {
         match self {
             FlowStore::ClickHouse(s) => Arc::new(s.as_ref().clone()),
+            FlowStore::Cluster(c) => Arc::new(c.clone()),
             FlowStore::Embedded(s) => Arc::new(s.clone()),
         }
     }
@@ -50,6 +69,7 @@ impl FlowStore {
     pub fn describe(&self) -> String {
         match self {
             FlowStore::ClickHouse(s) => s.describe(),
+            FlowStore::Cluster(c) => c.describe(),
             FlowStore::Embedded(s) => s.describe(),
         }
     }
@@ -103,8 +123,9 @@ pub async fn conversations(
     limit: u32,
 ) -> Result<Conversations, SinkError> {
     let limit = limit.clamp(1, MAX_CONVERSATIONS);
-    let mut rows = match store {
-        FlowStore::ClickHouse(sink) => {
+    let mut rows = match store.clickhouse_reader().await {
+        Some(sink) => {
+            let sink = sink?;
             // Aliases differ from column names: ClickHouse 18.16 reads `min(x) AS x` as a
             // cyclic alias.
             let sql = format!(
@@ -117,7 +138,8 @@ pub async fn conversations(
             );
             sink.fetch_raw("aggregating flows into conversations", &sql).await?
         }
-        FlowStore::Embedded(sink) => {
+        None => {
+            let FlowStore::Embedded(sink) = store else { unreachable!("only the embedded store has no reader") };
             let mut rows = Vec::new();
             for row in sink.scan() {
                 let row = row?;

@@ -121,6 +121,12 @@ impl ClickHouseSink {
         self
     }
 
+    /// Send ClickHouse setting `name` = `value` with every call (e.g. `insert_deduplicate`).
+    pub fn with_setting(mut self, name: &str, value: &str) -> Self {
+        self.client = self.client.with_setting(name, value);
+        self
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

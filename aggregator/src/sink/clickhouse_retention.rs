@@ -106,36 +106,7 @@ pub async fn run_maintenance(
 ) {
     let mut watermark: Option<u32> = None;
     loop {
-        let since = match watermark {
-            Some(w) => Ok(w),
-            None => read_watermark(&sink).await,
-        };
-        match since {
-            Ok(since) => match refresh_touched_hours(&sink, since).await {
-                Ok(report) => {
-                    if !report.hours.is_empty() {
-                        tracing::debug!(hours = report.hours.len(), "recomputed ClickHouse hourly rollups");
-                    }
-                    watermark = Some(report.next_watermark);
-                }
-                Err(e) => tracing::warn!("ClickHouse rollup refresh failed, retrying next pass: {e}"),
-            },
-            Err(e) => tracing::warn!("ClickHouse rollup refresh cannot read its watermark, retrying next pass: {e}"),
-        }
-        if let Some(days) = config.retention_days {
-            match apply_retention(&sink, days).await {
-                Ok(dropped) => {
-                    for d in dropped {
-                        tracing::info!(
-                            table = %d.table,
-                            partition = %d.partition,
-                            "dropped a ClickHouse partition older than clickhouse_retention_days = {days}"
-                        );
-                    }
-                }
-                Err(e) => tracing::warn!("ClickHouse retention failed, retrying next pass: {e}"),
-            }
-        }
+        maintenance_pass(&sink, &mut watermark, &config).await;
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
             changed = stop.changed() => {
@@ -147,6 +118,42 @@ pub async fn run_maintenance(
         }
         if *stop.borrow() {
             return;
+        }
+    }
+}
+
+/// One maintenance pass on `sink`: refresh the rollups from `watermark` (read from the
+/// database when `None`, advanced on success) and apply retention. Errors are logged; the
+/// next pass retries.
+pub(crate) async fn maintenance_pass(sink: &ClickHouseSink, watermark: &mut Option<u32>, config: &MaintenanceConfig) {
+    let since = match *watermark {
+        Some(w) => Ok(w),
+        None => read_watermark(sink).await,
+    };
+    match since {
+        Ok(since) => match refresh_touched_hours(sink, since).await {
+            Ok(report) => {
+                if !report.hours.is_empty() {
+                    tracing::debug!(hours = report.hours.len(), "recomputed ClickHouse hourly rollups");
+                }
+                *watermark = Some(report.next_watermark);
+            }
+            Err(e) => tracing::warn!("ClickHouse rollup refresh failed, retrying next pass: {e}"),
+        },
+        Err(e) => tracing::warn!("ClickHouse rollup refresh cannot read its watermark, retrying next pass: {e}"),
+    }
+    if let Some(days) = config.retention_days {
+        match apply_retention(sink, days).await {
+            Ok(dropped) => {
+                for d in dropped {
+                    tracing::info!(
+                        table = %d.table,
+                        partition = %d.partition,
+                        "dropped a ClickHouse partition older than clickhouse_retention_days = {days}"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("ClickHouse retention failed, retrying next pass: {e}"),
         }
     }
 }

@@ -6,10 +6,13 @@
 //! `ReplacingMergeTree` and every read uses `FINAL`; the embedded store overwrites the key.
 //!
 //! Two implementations: [`clickhouse::ClickHouseSink`] (production, Grafana reads the same
-//! table) and [`embedded::EmbeddedSink`] (sled on the node, for demos and ClickHouse-less nodes).
+//! table) and [`embedded::EmbeddedSink`] (sled on the node, for demos and ClickHouse-less nodes);
+//! [`clickhouse_cluster::ClickHouseClusterSink`] spreads the ClickHouse one over the replicas
+//! of a cluster (decision 0028).
 
 pub mod aggregates;
 pub mod clickhouse;
+pub mod clickhouse_cluster;
 pub mod clickhouse_retention;
 pub mod clickhouse_rollup;
 pub mod embedded;

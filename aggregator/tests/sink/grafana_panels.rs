@@ -6,7 +6,8 @@
 //! flows written through the sink (including re-sent duplicates), after the rollup job.
 //! Every panel's result is checked against values computed from the inserted flows, and the
 //! same schema, data, rollup statements and panels run on a current engine through chDB
-//! (scripts/chdb_check.py), which must give the same rows.
+//! (scripts/chdb_check.py), which must give the same rows. The panels also run on each
+//! replica of a two-replica cluster (decision 0028), through its Distributed tables.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -698,8 +699,8 @@ pub(crate) fn run_on_chdb(
     Some((v["version"].as_str().unwrap_or("?").to_string(), results))
 }
 
-#[test]
-fn every_dashboard_panel_gives_the_expected_result_on_clickhouse_18_16_and_current() {
+/// Every panel's SQL with the macros expanded for the fixed range, by panel key.
+fn expanded_queries() -> BTreeMap<String, String> {
     let queries = dashboard_queries();
     let range = Range { from: FROM, to: TO, interval_s: INTERVAL_S };
     let vars = BTreeMap::from([("device", CT.0)]);
@@ -708,6 +709,72 @@ fn every_dashboard_panel_gives_the_expected_result_on_clickhouse_18_16_and_curre
         .map(|q| (q.key.clone(), expand(&q.sql, &vars, &range).unwrap_or_else(|e| panic!("{}: {e}", q.key))))
         .collect();
     assert_eq!(expanded.len(), queries.len(), "panel titles must be unique within a dashboard");
+    expanded
+}
+
+/// The data set written through `sink`, then the first batch re-sent (physical duplicates).
+async fn write_dataset(sink: &dyn FlowSink, data: &[SentBatch]) {
+    for b in data {
+        sink.write_batch(b.id, b.sensor, b.site, &b.flows).await.unwrap();
+    }
+    let again: Vec<FlowRow> = data[0]
+        .flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FlowRow::from_record(data[0].id, i as u32, "sens-n1", "north", f))
+        .collect();
+    sink.write_rows(&again).await.unwrap();
+}
+
+/// The same panels on a two-replica ClickHouse cluster (decision 0028): data written through
+/// the cluster sink, rollups on one replica, every panel read on each replica through the
+/// Distributed tables that carry the usual names.
+#[test]
+fn every_dashboard_panel_gives_the_expected_result_on_a_clickhouse_cluster() {
+    use wardline_aggregator::sink::clickhouse_cluster::{ClickHouseClusterSink, ClusterConfig};
+    let expanded = expanded_queries();
+    let zk = wardline_chaos_tests::zookeeper::ZooKeeperServer::start().expect("start ZooKeeper");
+    let cluster = wardline_chaos_tests::clickhouse::ClickHouseCluster::start(&zk, "panels", 2).expect("start cluster");
+    let config = ClusterConfig { name: "panels".into(), replicas: cluster.urls(), replicated_database: None };
+    let rt = runtime();
+    let sink = ClickHouseClusterSink::new(&config, "wardline").unwrap();
+    let data = dataset();
+    rt.block_on(async {
+        let report = sink.create_schema().await.expect("schema");
+        assert!(report.failed.is_empty(), "{report:?}");
+        write_dataset(&sink, &data).await;
+    });
+    // The policy engine's writes go to the replicated table, like the flows.
+    for sql in violation_inserts() {
+        cluster.replicas[1].query(&sql.replace("INTO wardline.", "INTO wardline_local.")).unwrap();
+    }
+    rt.block_on(async {
+        let live = sink.live_replica().await.unwrap();
+        refresh_touched_hours(&live, 0).await.expect("rollup refresh");
+    });
+    let in_range = in_range(&data);
+    let mut failures = Vec::new();
+    for r in &cluster.replicas {
+        for table in ["flows", "policy_violations", "device_hourly", "segment_pair_hourly"] {
+            r.query(&format!("SYSTEM SYNC REPLICA wardline_local.{table}")).unwrap();
+        }
+        for (key, sql) in &expanded {
+            match r.query(sql) {
+                Ok(tsv) => {
+                    if let Err(e) = check(key, &parse_tsv(&tsv), &in_range) {
+                        failures.push(format!("{}: {key}: {e}\n  SQL: {sql}", r.http_url));
+                    }
+                }
+                Err(e) => failures.push(format!("{}: {key}: {e}", r.http_url)),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} panel(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_dashboard_panel_gives_the_expected_result_on_clickhouse_18_16_and_current() {
+    let expanded = expanded_queries();
 
     let ch = ClickHouseServer::start().expect("start ClickHouse");
     let version = ch.query("SELECT version()").unwrap();
@@ -715,19 +782,8 @@ fn every_dashboard_panel_gives_the_expected_result_on_clickhouse_18_16_and_curre
     let rt = runtime();
     let sink = rt.block_on(ClickHouseSink::connect(&ch.http_url, "wardline")).expect("connect");
     let data = dataset();
-    rt.block_on(async {
-        for b in &data {
-            sink.write_batch(b.id, b.sensor, b.site, &b.flows).await.unwrap();
-        }
-        // The outbox re-sends the first batch after a leader change: physical duplicates.
-        let again: Vec<FlowRow> = data[0]
-            .flows
-            .iter()
-            .enumerate()
-            .map(|(i, f)| FlowRow::from_record(data[0].id, i as u32, "sens-n1", "north", f))
-            .collect();
-        sink.write_rows(&again).await.unwrap();
-    });
+    // The outbox re-sends the first batch after a leader change: physical duplicates.
+    rt.block_on(write_dataset(&sink, &data));
     let raw: usize = ch.query("SELECT count() FROM wardline.flows").unwrap().trim().parse().unwrap();
     assert_eq!(
         raw,

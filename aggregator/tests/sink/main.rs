@@ -1,4 +1,5 @@
-//! Flow sinks: ClickHouse (a real server on a free port) and the embedded store.
+//! Flow sinks: ClickHouse (a real server on a free port, or a two-replica cluster with
+//! ZooKeeper) and the embedded store.
 //!
 //! One test binary per area keeps link time and disk use down; each module below
 //! was its own binary before.
@@ -7,6 +8,7 @@
 mod sink_support;
 
 mod clickhouse;
+mod clickhouse_cluster;
 mod clickhouse_retention;
 mod embedded;
 mod grafana_panels;

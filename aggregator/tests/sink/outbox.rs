@@ -14,11 +14,11 @@ use wardline_chaos_tests::clickhouse::ClickHouseServer;
 use wardline_common::net::MacAddr;
 use wardline_common::wire::{Batch, BatchReply, DeviceObservation, Event};
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_bytes: u64) -> NodeConfig {
+pub(crate) fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_bytes: u64) -> NodeConfig {
     // Raft's client side loads the node certificate at open, so the node gets a real one.
     let pki = dir.join("pki");
     if !pki.join("node.pem").exists() {
@@ -45,17 +45,18 @@ fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_bytes: u64) -> 
         restore: None,
         siem: None,
         reports: None,
+        clickhouse_cluster: None,
     }
 }
 
-async fn open(cfg: NodeConfig) -> Arc<Node> {
+pub(crate) async fn open(cfg: NodeConfig) -> Arc<Node> {
     let node = Node::open(cfg).await.expect("open node");
     node.raft.wait_for_leader(Duration::from_secs(10)).await.expect("leader");
     node
 }
 
 /// Batch `seq` of `sensor`: one device (MAC ..:seq) and `n` flows.
-fn batch(sensor: &str, seq: u64, n: usize) -> Batch {
+pub(crate) fn batch(sensor: &str, seq: u64, n: usize) -> Batch {
     let tag = sensor.bytes().last().unwrap_or(0);
     let device = DeviceObservation {
         mac: MacAddr([0x02, 0, 0, 0, tag, seq as u8]),
@@ -78,17 +79,17 @@ fn batch(sensor: &str, seq: u64, n: usize) -> Batch {
     }
 }
 
-fn expected_totals(batches: &[Batch]) -> FlowTotals {
+pub(crate) fn expected_totals(batches: &[Batch]) -> FlowTotals {
     let all: Vec<_> = batches.iter().flat_map(|b| b.flows().cloned()).collect();
     let (packets, bytes) = sums(&all);
     FlowTotals { rows: all.len() as u64, packets, bytes }
 }
 
-fn is_ack(r: &BatchReply, duplicate: bool) -> bool {
+pub(crate) fn is_ack(r: &BatchReply, duplicate: bool) -> bool {
     matches!(r, BatchReply::Ack { duplicate: d, .. } if *d == duplicate)
 }
 
-async fn wait_outbox_empty(node: &Node, within: Duration) {
+pub(crate) async fn wait_outbox_empty(node: &Node, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let rows = node.raft.read_state(|s| s.outbox().rows).await;
