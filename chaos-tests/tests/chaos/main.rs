@@ -8,3 +8,4 @@ mod failover;
 mod kb_override;
 mod kill9;
 mod nemeses;
+mod upgrade;
