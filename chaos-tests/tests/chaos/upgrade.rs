@@ -183,31 +183,10 @@ fn rolling_upgrade_from_the_previous_version_loses_and_duplicates_nothing() {
     let fleet = Fleet::new().unwrap();
     let (pcap, truth) = fleet.generate("ward", 29, "ward.pcap").unwrap();
 
-    // Version N: node 1 founds the cluster, nodes 2 and 3 join through N's own CLI.
-    let mut n: Vec<Aggregator> = Vec::new();
-    for id in 1..=3u64 {
-        let mut node = Aggregator::prepare(&fleet, id, Some(ch.http_url.clone()), vec![]).unwrap();
-        node.binary = Some(previous.clone());
-        node.joiner = id > 1;
-        node.launch().unwrap();
-        if id > 1 {
-            run_ok(
-                Command::new(&previous)
-                    .args(["cluster", "join", "--api", &n[0].api(), "--node-id", &id.to_string()])
-                    .env("WARDLINE_CERT_DIR", &n[0].operator_dir)
-                    .args(["--raft-addr", &format!("127.0.0.1:{}", node.raft_port)])
-                    .args(["--api-addr", &format!("127.0.0.1:{}", node.api_port)])
-                    .args(["--ingest-addr", &node.quic_addr()]),
-            )
-            .unwrap_or_else(|e| panic!("node {id} (version N) could not join: {e:#}"));
-        }
-        n.push(node);
-    }
-    for node in &n {
-        assert!(!runs_this_build(node), "node {} should run version N ({})", node.node_id, previous.display());
-    }
-    // Node 4 (N+1) replaces node 2 in step 2; its ports are known now, for the sensor.
-    let mut n4 = Aggregator::prepare(&fleet, 4, Some(ch.http_url.clone()), vec![]).unwrap();
+    // Every node's certificates and ports first: the sensor knows them all.
+    let mut n: Vec<Aggregator> =
+        (1..=4u64).map(|id| Aggregator::prepare(&fleet, id, Some(ch.http_url.clone()), vec![]).unwrap()).collect();
+    let mut n4 = n.pop().unwrap();
     n4.joiner = true;
 
     // One sensor that knows every node, one event per batch, paused at once and then paced
@@ -229,12 +208,61 @@ fn rolling_upgrade_from_the_previous_version_loses_and_duplicates_nothing() {
         1,
     );
     std::fs::write(&cfg, text).unwrap();
+
+    // Version N, node 1 alone: the first batches.
+    n[0].binary = Some(previous.clone());
+    n[0].launch().unwrap();
+    assert!(!runs_this_build(&n[0]), "node 1 should run version N ({})", previous.display());
     let mut sensor = Sensor::start(&cfg, &fleet.path().join("sensor.log"), &[]).unwrap();
     let pid = sensor.pid().unwrap();
-
     signal(pid, libc::SIGSTOP);
     let pacer = Pacer::start(pid);
-    wait_delivery("version N", &mut sensor, &[&n[0], &n[1], &n[2]], 2);
+    wait_delivery("version N, one node", &mut sensor, &[&n[0]], 2);
+    drop(pacer);
+    let before_backup = checkpoint("version N, one node", &[&n[0]]);
+
+    // Node 1 refounds the cluster from N's own backup (`run --init --restore`): the restored
+    // state exists only in a snapshot of state format 5 (the log is purged behind it), so
+    // every node that shows it below either loaded that snapshot from its disk or had it
+    // installed by a leader.
+    let backup = fleet.path().join("n.wlbackup");
+    run_ok(
+        Command::new(&previous)
+            .args(["cluster", "backup", "--api", &n[0].api(), "--out"])
+            .arg(&backup)
+            .env("WARDLINE_CERT_DIR", &n[0].operator_dir),
+    )
+    .unwrap();
+    n[0].kill9();
+    std::fs::rename(&n[0].data_dir, n[0].data_dir.with_extension("before-restore")).unwrap();
+    n[0].extra_args = vec!["--restore".into(), backup.display().to_string()];
+    n[0].start_again().unwrap_or_else(|e| panic!("node 1 (version N) restoring its backup: {e:#}"));
+    n[0].extra_args.clear();
+
+    // Nodes 2 and 3 (N) join through N's own CLI and install the snapshot.
+    for i in 1..3 {
+        n[i].binary = Some(previous.clone());
+        n[i].joiner = true;
+        n[i].launch().unwrap();
+        let id = n[i].node_id.to_string();
+        run_ok(
+            Command::new(&previous)
+                .args(["cluster", "join", "--api", &n[0].api(), "--node-id", &id])
+                .env("WARDLINE_CERT_DIR", &n[0].operator_dir)
+                .args(["--raft-addr", &format!("127.0.0.1:{}", n[i].raft_port)])
+                .args(["--api-addr", &format!("127.0.0.1:{}", n[i].api_port)])
+                .args(["--ingest-addr", &n[i].quic_addr()]),
+        )
+        .unwrap_or_else(|e| panic!("node {id} (version N) could not join: {e:#}"));
+        assert!(!runs_this_build(&n[i]), "node {id} should run version N ({})", previous.display());
+    }
+    assert_eq!(
+        checkpoint("version N, three nodes from the restored snapshot", &[&n[0], &n[1], &n[2]]),
+        before_backup,
+        "the restored cluster holds every batch acked before the backup"
+    );
+    let pacer = Pacer::start(pid);
+    wait_delivery("version N, three nodes", &mut sensor, &[&n[0], &n[1], &n[2]], before_backup);
     drop(pacer);
     let mut mark = checkpoint("all on version N", &[&n[0], &n[1], &n[2]]);
 
