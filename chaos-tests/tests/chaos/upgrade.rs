@@ -352,7 +352,81 @@ fn rolling_upgrade_from_the_previous_version_loses_and_duplicates_nothing() {
     let stored = tsv_flows(&ch.query(CLICKHOUSE_FLOWS_SQL).unwrap()).unwrap();
     let diffs = flow_differences(&truth_flows(&truth), &stored);
     assert!(diffs.is_empty(), "ClickHouse differs from the ground truth after the upgrade:\n{}", diffs.join("\n"));
+    refused_newer_state(&previous, &fleet, lead);
     eprintln!(
         "upgrade: {mark} of {total} batches acked while nodes of version N took part; {packets} packets stored once"
     );
+}
+
+/// Version N facing a snapshot of N+1 (state format 6) refuses it with the message that
+/// names both formats, instead of mis-reading it: (a) an N node asked to join a cluster of
+/// N+1 cannot install the leader's snapshot; (b) N started over an N+1 node's data folder
+/// (a downgrade) does not start. The N+1 state lives in a snapshot because node 5 founds
+/// its cluster from a backup of the upgraded cluster.
+fn refused_newer_state(previous: &std::path::Path, fleet: &Fleet, upgraded_leader: &Aggregator) {
+    const REFUSAL: &str = "this build reads formats 0x574c0003 to 0x574c0005";
+    let backup = fleet.path().join("n-plus-1.wlbackup");
+    run_ok(
+        Command::new(bin("wardline-aggregator"))
+            .args(["cluster", "backup", "--api", &upgraded_leader.api(), "--out"])
+            .arg(&backup)
+            .env("WARDLINE_CERT_DIR", &upgraded_leader.operator_dir),
+    )
+    .unwrap();
+    let mut n5 = Aggregator::prepare(fleet, 5, None, vec![]).unwrap();
+    n5.extra_args = vec!["--restore".into(), backup.display().to_string()];
+    n5.launch().unwrap_or_else(|e| panic!("N+1 node 5 restoring the upgraded cluster's backup: {e:#}"));
+    n5.extra_args.clear();
+
+    // (a) An N node joins the N+1 cluster: the snapshot it is sent is refused.
+    let mut n6 = Aggregator::prepare(fleet, 6, None, vec![]).unwrap();
+    n6.binary = Some(previous.to_path_buf());
+    n6.joiner = true;
+    n6.launch().unwrap();
+    let mut join = Command::new(bin("wardline-aggregator"))
+        .args(["cluster", "join", "--api", &n5.api(), "--node-id", "6"])
+        .env("WARDLINE_CERT_DIR", &n5.operator_dir)
+        .args(["--raft-addr", &format!("127.0.0.1:{}", n6.raft_port)])
+        .args(["--api-addr", &format!("127.0.0.1:{}", n6.api_port)])
+        .args(["--ingest-addr", &n6.quic_addr()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // N answers each attempt with 400 and counts it (`malformed`); the reason, naming both
+    // formats, reaches the N+1 leader's log.
+    let malformed = |node: &Aggregator| node.get("/api/v1/cluster/status").ok()?["refused_rpcs"]["malformed"].as_u64();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(n5.log_text().contains(REFUSAL) && malformed(&n6).unwrap_or(0) > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the N node did not refuse the N+1 snapshot within 60 s:\n{}\nN+1 leader:\n{}",
+            n6.log_text(),
+            n5.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(n5.log_text().contains("newer Wardline version"), "{}", n5.log_text());
+    // The leader backs off between attempts (it used to resend at once, hundreds of times a
+    // second, each logged on both nodes): over 3 s, at most a few attempts.
+    let first = malformed(&n6).unwrap();
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let attempts = malformed(&n6).unwrap() - first;
+    assert!(
+        attempts <= 20,
+        "{attempts} snapshot attempts refused in {:?}: the leader does not back off",
+        window.elapsed()
+    );
+    let _ = join.kill();
+    let _ = join.wait();
+    eprintln!("upgrade: an N node refuses the snapshot of an N+1 leader ({attempts} attempts in 3 s)");
+
+    // (b) Downgrade: N over node 5's data folder (an N+1 snapshot on disk) does not start.
+    n5.kill9();
+    n5.binary = Some(previous.to_path_buf());
+    let err = n5.start_again().expect_err("version N must not start over N+1 state");
+    let err = format!("{err:#}");
+    assert!(err.contains(REFUSAL) && err.contains("newer Wardline version"), "{err}");
+    eprintln!("upgrade: version N refuses to start over N+1 state");
 }
