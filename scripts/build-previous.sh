@@ -5,9 +5,10 @@
 # repository's own target dir so every third-party crate is reused and only the wardline
 # crates compile. The binary is copied to target/previous/wardline-aggregator-<commit>.
 #
-# Run it BEFORE `cargo build --workspace --bins` (scripts/test.sh does): building the old
-# commit uplifts its binary over target/debug/wardline-aggregator, and the current build
-# puts the current one back (cargo re-links every binary it is asked for, fresh or not).
+# The old build uplifts its binary over target/debug/wardline-aggregator; the script puts
+# the current one back. scripts/test.sh runs it before `cargo build --workspace --bins`
+# anyway, so on a cold cache the third-party crates it compiles are the ones that build
+# reuses.
 #
 # Bump PREVIOUS_COMMIT when a release ships: it names the version the current code must
 # upgrade from. Cheap when the binary is already there (nothing is built).
@@ -56,6 +57,8 @@ current="$target/debug/wardline-aggregator"
 kept="$target/previous/current-wardline-aggregator"
 rm -f "$kept"
 [[ -e "$current" ]] && ln "$current" "$kept"
+put_back() { if [[ -e "$kept" ]]; then mv -f "$kept" "$current"; else rm -f "$current"; fi; }
+trap put_back EXIT
 # --workspace: third-party features unified over the whole workspace, exactly as the
 # current `cargo build --workspace --bins` does (with -p wardline-aggregator alone, crates
 # such as hashbrown or reqwest get other features and compile a second time); --bin keeps
@@ -67,5 +70,4 @@ built=$(grep '"executable":"' "$target/previous/build.json" | grep -o '"executab
   tail -1 | cut -d'"' -f4)
 cp "$built" "$out.tmp"
 mv "$out.tmp" "$out"
-if [[ -e "$kept" ]]; then mv -f "$kept" "$current"; else rm -f "$current"; fi
 echo "build-previous: $out built from $PREVIOUS_COMMIT in $((SECONDS - start)) s" >&2

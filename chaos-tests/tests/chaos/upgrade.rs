@@ -1,18 +1,23 @@
 //! Rolling upgrade with real binaries of two versions (docs/operations.md "Upgrades",
 //! decision 0029): a three-node cluster of the previous version N (the aggregator of the
 //! commit pinned in scripts/build-previous.sh, built by that script) takes a sensor's
-//! batches while it is upgraded to this build (N+1) one node at a time:
+//! batches while it is upgraded to this build (N+1) one node at a time.
 //!
-//! 1. node 3 stops and starts again with the N+1 binary over its N data folder;
-//! 2. node 2 (N) is replaced by a fresh N+1 node 4 (`cluster replace`), which catches up
-//!    from N's log while N still leads or votes;
+//! 0. N node 1 takes the first batches, then refounds the cluster from N's own backup
+//!    (`run --init --restore`), so the state lives only in a snapshot of N's state format
+//!    (the log is purged behind it); N nodes 2 and 3 join and install it;
+//! 1. node 3 stops and starts again with the N+1 binary over its N data folder (N's
+//!    snapshot and log from disk);
+//! 2. node 2 (N) is replaced by a fresh N+1 node 4 (`cluster replace`), which installs the
+//!    snapshot from the N leader;
 //! 3. node 1, the founder, stops and starts as N+1 over its data folder.
 //!
 //! The sensor keeps delivering during every step (its watermark must move within the
 //! step); between steps it is paused for a checkpoint: a leader exists, and every node has
 //! the same inventory, replicated flow totals and sensor watermark. At the end, with the
 //! whole capture acknowledged, every node's inventory equals the ground truth and the flow
-//! store (ClickHouse, written by N and N+1 leaders) holds every flow exactly once.
+//! store (ClickHouse, written by N and N+1 leaders) holds every flow exactly once. Last,
+//! what is refused: N offered an N+1 snapshot, and N started over N+1 state.
 
 use serde_json::Value;
 use std::path::PathBuf;
