@@ -10,7 +10,8 @@
 //!    snapshot and log from disk);
 //! 2. node 2 (N) is replaced by a fresh N+1 node 4 (`cluster replace`), which installs the
 //!    snapshot from the N leader;
-//! 3. node 1, the founder, stops and starts as N+1 over its data folder.
+//! 3. node 1 (N, the leader until then) is paused until an N+1 node leads, and follows
+//!    it once resumed; then it stops and starts as N+1 over its data folder.
 //!
 //! The sensor keeps delivering during every step (its watermark must move within the
 //! step); between steps it is paused for a checkpoint: a leader exists, and every node has
@@ -298,6 +299,24 @@ fn rolling_upgrade_from_the_previous_version_loses_and_duplicates_nothing() {
     wait_delivery("step 2, node 2 replaced by node 4", &mut sensor, &[&n[0], &n[2], &n4], mark);
     drop(pacer);
     mark = checkpoint("step 2: node 2 replaced by a fresh N+1 node 4", &[&n[0], &n[2], &n4]);
+
+    // Step 3a: an N+1 leader with an N follower. Node 1 (N, the leader so far) is paused
+    // until one of the N+1 nodes 3 and 4 takes the lead, then resumed: it must follow,
+    // applying what the N+1 leader replicates.
+    let pacer = Pacer::start(pid);
+    let n1_pid = n[0].pid().expect("node 1 runs");
+    signal(n1_pid, libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leader(&[&n[2], &n4]).is_none() {
+        assert!(Instant::now() < deadline, "no N+1 leader within 60 s while node 1 (N) was paused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(n1_pid, libc::SIGCONT);
+    wait_delivery("step 3a, N+1 leader", &mut sensor, &[&n[2], &n4], mark);
+    drop(pacer);
+    mark = checkpoint("step 3a: an N+1 leader, node 1 (N) follows", &[&n[0], &n[2], &n4]);
+    assert_ne!(leader(&[&n[0], &n[2], &n4]), Some(1), "an N+1 node leads");
+    assert!(!runs_this_build(&n[0]), "node 1 still runs version N");
 
     // Step 3: node 1, the founder, stops and starts as N+1 over its data folder.
     let pacer = Pacer::start(pid);
