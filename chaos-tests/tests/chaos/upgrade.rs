@@ -127,7 +127,7 @@ fn checkpoint(step: &str, nodes: &[&Aggregator]) -> u64 {
     }
 }
 
-/// Lets a paused sensor run in short slices (10 ms of every 250 ms) on a thread, so its
+/// Lets a paused sensor run in short slices (10 ms of every 400 ms) on a thread, so its
 /// capture, which it would otherwise send in about two seconds, lasts through a step; when
 /// dropped, it leaves the sensor paused.
 struct Pacer {
@@ -147,7 +147,7 @@ impl Pacer {
                 send(libc::SIGCONT);
                 std::thread::sleep(Duration::from_millis(10));
                 send(libc::SIGSTOP);
-                std::thread::sleep(Duration::from_millis(240));
+                std::thread::sleep(Duration::from_millis(390));
             }
         });
         Pacer { stop, thread: Some(thread) }
