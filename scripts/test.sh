@@ -12,6 +12,9 @@ export WARDLINE_CHAOS_SEED="${WARDLINE_CHAOS_SEED:-7}"
 # Style and lints first: they fail in seconds, the tests take minutes.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The rolling-upgrade test runs the previous version's aggregator too (decision 0029): built
+# from a pinned commit into the same target dir (only the wardline crates compile).
+bash scripts/build-previous.sh
 # Multi-process tests start the real binaries; build them first so tests find them.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${WARDLINE_TEST_THREADS:-2}"

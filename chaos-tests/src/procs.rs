@@ -156,6 +156,9 @@ pub struct Aggregator {
     pub joiner: bool,
     /// Network namespace to run the node in (`ip netns exec`), for partition nemeses.
     pub netns: Option<String>,
+    /// The `wardline-aggregator` executable of the next start; None: this build's
+    /// ([`bin`]). The upgrade test starts nodes of the previous version and swaps it.
+    pub binary: Option<PathBuf>,
     child: Option<Child>,
     starts: u32,
 }
@@ -201,6 +204,7 @@ impl Aggregator {
             extra_env,
             joiner: false,
             netns: None,
+            binary: None,
             child: None,
             starts: 0,
         })
@@ -214,14 +218,15 @@ impl Aggregator {
     fn spawn(&mut self) -> Result<()> {
         self.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let exe = self.binary.clone().unwrap_or_else(|| bin("wardline-aggregator"));
         let mut cmd = match &self.netns {
             // `ip netns exec` execs the node, so the child's pid is the node's.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(bin("wardline-aggregator"));
+                c.args(["netns", "exec", ns]).arg(&exe);
                 c
             }
-            None => Command::new(bin("wardline-aggregator")),
+            None => Command::new(&exe),
         };
         // --init: each node founds its own one-node cluster on first start (what nodes did
         // before `cluster join` existed); a restart resumes it.
@@ -249,7 +254,7 @@ impl Aggregator {
             Some(f) => cmd.env("WARDLINE_FAULT", f),
             None => cmd.env_remove("WARDLINE_FAULT"),
         };
-        self.child = Some(cmd.spawn().context("cannot start wardline-aggregator")?);
+        self.child = Some(cmd.spawn().with_context(|| format!("cannot start {}", exe.display()))?);
         if self.joiner && self.starts == 1 {
             return self.wait_api(Duration::from_secs(60));
         }
@@ -522,8 +527,17 @@ impl Sensor {
         }
     }
 
+    /// Process id of the running sensor (to pause it with SIGSTOP and resume it).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// True when the sensor was started and has exited.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -291,6 +291,11 @@ impl RaftNetwork<TypeConfig> for HttpsNetwork {
                 }
                 Ok(Err(fatal)) => return Err(StreamingError::RemoteError(self.remote(fatal))),
                 Err(f) if f.is_unreachable() => return Err(StreamingError::Unreachable(Unreachable::new(&f))),
+                // The peer refused the snapshot (e.g. a node of an older version that does not
+                // know its state format): it refuses the same snapshot again, so back off
+                // instead of resending at once (the upgrade test saw ~700 attempts a second,
+                // each logged on both nodes).
+                Err(f @ RpcFailure::Status { .. }) => return Err(StreamingError::Unreachable(Unreachable::new(&f))),
                 Err(f) => return Err(StreamingError::Network(NetworkError::new(&f))),
             }
         }
@@ -309,6 +314,8 @@ struct Receiving {
 struct RpcState {
     node: Arc<RaftNode>,
     receiving: Arc<Mutex<Option<Receiving>>>,
+    /// The last snapshot refused for not decoding, so its reason is logged once.
+    refused_snapshot: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The verified sender of a request, put in its extensions by `authenticate`.
@@ -318,7 +325,8 @@ struct Sender(NodeId);
 /// The server side: the Raft RPC routes, served by `serve` on the node's Raft listener.
 /// Every request passes `peer_auth::check` first.
 pub fn router(node: Arc<RaftNode>) -> Router {
-    let state = RpcState { node: node.clone(), receiving: Arc::new(Mutex::new(None)) };
+    let state =
+        RpcState { node: node.clone(), receiving: Arc::new(Mutex::new(None)), refused_snapshot: Arc::default() };
     Router::new()
         .route(PATH_APPEND, post(append).layer(DefaultBodyLimit::max(MAX_APPEND_BYTES)))
         .route(PATH_VOTE, post(vote).layer(DefaultBodyLimit::max(MAX_VOTE_BYTES)))
@@ -440,11 +448,15 @@ async fn snapshot(
     .await
     .unwrap_or_else(|e| (Err(codec::CodecError::from(format!("decode task failed: {e}"))), Vec::new()));
     if let Err(e) = checked {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("malformed snapshot {} from node {from}: {e}", chunk.meta.snapshot_id),
-        )
-            .into_response();
+        let message = format!("malformed snapshot {} from node {from}: {e}", chunk.meta.snapshot_id);
+        // The refusal counter logs only "malformed request"; the reason (e.g. a state format
+        // from a newer version) is what the operator of this node needs, once per snapshot.
+        let mut last = s.refused_snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() != Some(chunk.meta.snapshot_id.as_str()) {
+            tracing::warn!("refused a snapshot: {message}");
+            *last = Some(chunk.meta.snapshot_id.clone());
+        }
+        return (StatusCode::BAD_REQUEST, message).into_response();
     }
     let snapshot = Snapshot { meta: chunk.meta, snapshot: Box::new(Cursor::new(buf)) };
     let res: SnapshotChunkReply = s.node.raft().install_full_snapshot(chunk.vote, snapshot).await.map(Some);

@@ -10,3 +10,4 @@ mod kb_override;
 mod kill9;
 mod nemeses;
 mod revocation;
+mod upgrade;
