@@ -50,7 +50,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0006;
+pub const STATE_FORMAT: u32 = 0x574c_0007;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -136,6 +136,14 @@ pub enum Command {
     /// One part of a vulnerability feed import (decision 0027): advisories replace older
     /// revisions, a KEV catalog replaces the held one.
     ImportVulnFeed(vulnfeeds::FeedImport),
+    /// Replace the second detectors' settings (traffic spikes, segment expectations, PHI
+    /// receivers, sensor silence; decision 0033).
+    SetDetectorConfig(anomaly::detectors::DetectorConfig),
+    /// The leader's periodic tick (its clock, ms): sensors whose watermark has not moved for
+    /// the configured time raise `sensor_silent`, ones that delivered again resolve it.
+    SensorTick {
+        now_ms: u64,
+    },
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -622,6 +630,8 @@ pub struct ClusterState {
     policy: policy::PolicyStore,
     /// Imported vulnerability feeds (decision 0027).
     vulnfeeds: vulnfeeds::VulnFeeds,
+    /// Traffic, segment, PHI and sensor-silence detectors (decision 0033).
+    detectors: anomaly::detectors::Detectors,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -650,6 +660,8 @@ struct ReplicatedParts {
     policy: policy::PolicyStore,
     #[serde(default)]
     vulnfeeds: vulnfeeds::VulnFeeds,
+    #[serde(default)]
+    detectors: anomaly::detectors::Detectors,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -695,6 +707,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "baselines",
             "policy",
             "vulnfeeds",
+            "detectors",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -742,6 +755,13 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 } else {
                     Default::default()
                 };
+                // Format 7 added the second detectors (decision 0033); older states start
+                // with default settings and nothing learned.
+                let detectors = if format >= 0x574c_0007 {
+                    seq.next_element()?.ok_or_else(|| missing("detectors"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -756,6 +776,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     baselines,
                     policy,
                     vulnfeeds,
+                    detectors,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -788,6 +809,7 @@ impl Serialize for ClusterState {
             baselines: &'a anomaly::Baselines,
             policy: &'a policy::PolicyStore,
             vulnfeeds: &'a vulnfeeds::VulnFeeds,
+            detectors: &'a anomaly::detectors::Detectors,
         }
         Parts {
             format: StateFormat,
@@ -803,6 +825,7 @@ impl Serialize for ClusterState {
             baselines: &self.baselines,
             policy: &self.policy,
             vulnfeeds: &self.vulnfeeds,
+            detectors: &self.detectors,
         }
         .serialize(s)
     }
@@ -823,6 +846,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             baselines: parts.baselines,
             policy: parts.policy,
             vulnfeeds: parts.vulnfeeds,
+            detectors: parts.detectors,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -990,6 +1014,14 @@ impl ClusterState {
                 ApplyResponse::done(ok && self.alerts.triage(triage).is_ok() && self.policy.add_draft(draft).is_ok())
             }
             Command::ImportVulnFeed(part) => ApplyResponse::done(self.vulnfeeds.apply(part)),
+            Command::SetDetectorConfig(config) => {
+                self.detectors.set_config(config);
+                ApplyResponse::done(true)
+            }
+            Command::SensorTick { now_ms } => {
+                self.detectors.tick(*now_ms, &self.sensors, &mut self.alerts);
+                ApplyResponse::done(true)
+            }
         }
     }
 
@@ -1001,6 +1033,11 @@ impl ClusterState {
     /// Imported vulnerability feeds.
     pub fn vulnfeeds(&self) -> &vulnfeeds::VulnFeeds {
         &self.vulnfeeds
+    }
+
+    /// The second detectors' settings and state (decision 0033).
+    pub fn detectors(&self) -> &anomaly::detectors::Detectors {
+        &self.detectors
     }
 
     /// Alerts, suppression rules and the SIEM event queue.
@@ -1022,6 +1059,10 @@ impl ClusterState {
                 self.alerts.occur(&occurrence);
             }
             for occurrence in self.policy.evaluate_batch(&batch.site, flows, &self.devices) {
+                self.alerts.occur(&occurrence);
+            }
+            let membership = self.policy.membership();
+            for occurrence in self.detectors.detect(batch, flows, &self.devices, &self.baselines, membership) {
                 self.alerts.occur(&occurrence);
             }
         }

@@ -24,6 +24,8 @@
 //! (a server talking to hundreds of peers), which then stays quiet for it — counted in
 //! `saturated`, shown by `GET /api/v1/alerts/settings`.
 
+pub mod detectors;
+
 use super::alerts::{AlertKind, Occurrence, Severity};
 use super::{BatchSummary, DeviceRecord, VecSet};
 use serde::{Deserialize, Serialize};
