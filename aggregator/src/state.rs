@@ -2051,7 +2051,12 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        let expected = ClusterState { alerts: Default::default(), baselines: Default::default(), ..st.clone() };
+        let expected = ClusterState {
+            alerts: Default::default(),
+            baselines: Default::default(),
+            detectors: Default::default(),
+            ..st.clone()
+        };
         assert_eq!(back, expected);
         assert_eq!(back.devices(), st.devices());
 
@@ -2071,7 +2076,7 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(back, ClusterState { policy: Default::default(), ..st.clone() });
+        assert_eq!(back, ClusterState { policy: Default::default(), detectors: Default::default(), ..st.clone() });
     }
 
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small
