@@ -9,6 +9,7 @@ mod raft_support;
 mod api_auth;
 mod replicated;
 mod rsyslog;
+mod sensor_silence;
 
 use ulid::Ulid;
 use wardline_aggregator::state::anomaly::{AnomalyConfig, ClinicalVlan};
