@@ -4,7 +4,7 @@
 //! import.
 
 use crate::raft_support::{config, post_api, ServedNode, WAIT};
-use crate::{feeds_dir, kev_file, pump_batch, telnet_flow, PUMP, T0_US};
+use crate::{feeds_dir, kev_file, pump_batch, telnet_flow, PUMP, SERVER, T0_US};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -104,6 +104,17 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     let rollup = get_json(&n1, "/api/v1/risk?by=class&top=5").await;
     assert_eq!(rollup["top"][0]["id"], PUMP.to_string(), "the pump is the riskiest device: {rollup:#}");
     assert!(!rollup["top"][0]["reasons"].as_array().unwrap().is_empty());
+
+    // `risky_peer` reads a peer's base score (the roll-up's: no flows, so no feedback
+    // between peers; decision 0033). The pump's is under `peer_score_threshold` (40), so
+    // its telnet peer, the server, gains nothing from it; both nodes answer alike.
+    let pump_base = rollup["top"][0]["score"].as_f64().unwrap();
+    assert!(pump_base <= 40.0 && risk["score"].as_f64().unwrap() > 40.0, "base {pump_base}, final {}", risk["score"]);
+    let server_path = format!("/api/v1/devices/{SERVER}/risk");
+    let (a, b) = (get(&n1, &server_path).await, get(&n2, &server_path).await);
+    assert_eq!(a, b, "{server_path} answers the same bytes on both nodes");
+    let server = get_json(&n1, &server_path).await;
+    assert!(server["factors"].as_array().unwrap().iter().all(|f| f["factor"] != "risky_peer"), "{server:#}");
 
     // Reports: a header row, then the expected rows.
     let csv = String::from_utf8(get(&n1, "/api/v1/reports/vulnerable.csv").await.1).unwrap();
