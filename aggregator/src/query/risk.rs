@@ -258,8 +258,7 @@ impl QueryService {
                 let is_device = |mac: &wardline_common::MacAddr, ip: &IpAddr| {
                     (*mac == device.mac && device.mac != NO_MAC) || device.ips.contains_key(ip)
                 };
-                summaries =
-                    summarize_flows(&self.kb, &class, &records, is_device, |_, ip| {
+                summaries = summarize_flows(&self.kb, &class, &records, is_device, |_, ip| {
                     (peer_classes.get(ip), peer_scores.get(ip).copied())
                 });
                 flow_input.included = true;

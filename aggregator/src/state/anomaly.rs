@@ -703,7 +703,8 @@ mod tests {
     fn a_bucket_far_over_the_learned_maximum_is_a_traffic_spike_once() {
         let mut f = detector_feed(4 * HOUR, spike_config());
         let devices = |ts| vec![obs(PUMP, "10.0.40.5", 40, ts, &[]), obs(SERVER, "10.0.40.9", 40, ts, &[])];
-        let transfer = |ts, bytes| sized(flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 104, ts), bytes, bytes / 1000);
+        let transfer =
+            |ts, bytes| sized(flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 104, ts), bytes, bytes / 1000);
         // Learning: up to 600 kB an hour (two flows in the busiest hour).
         f.send("ward", devices(T0), vec![transfer(T0, 300_000), transfer(T0 + 60, 300_000)]);
         f.send("ward", devices(T0 + 2 * HOUR), vec![transfer(T0 + 2 * HOUR, 200_000)]);
@@ -780,7 +781,10 @@ mod tests {
                 // A workstation: PHI to an unexpected peer.
                 hl7((DESK, "10.0.40.11"), later),
                 // HL7 from a device that never reported PHI segments: a new peer only.
-                FlowRecord { app: Cow::Borrowed("hl7"), ..flow((PUMP, "10.0.40.5"), (DESK, "10.0.40.11"), 2575, later) },
+                FlowRecord {
+                    app: Cow::Borrowed("hl7"),
+                    ..flow((PUMP, "10.0.40.5"), (DESK, "10.0.40.11"), 2575, later)
+                },
             ],
         );
         let phi: Vec<_> = f
