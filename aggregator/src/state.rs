@@ -2077,6 +2077,30 @@ mod tests {
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
         assert_eq!(back, ClusterState { policy: Default::default(), detectors: Default::default(), ..st.clone() });
+
+        // Format 6 (policy and feeds, before the second detectors): all of it loads, and the
+        // detectors start with default settings and nothing learned.
+        #[derive(Serialize)]
+        struct PartsV6<'a> {
+            v4: PartsV4<'a>,
+            policy: &'a policy::PolicyStore,
+            vulnfeeds: &'a vulnfeeds::VulnFeeds,
+        }
+        let v6 = PartsV6 {
+            v4: PartsV4 {
+                v3: PartsV3 { format: 0x574c_0006, bindings: BindingsList(&st.addresses), ..v4.v3 },
+                alerts: &st.alerts,
+                baselines: &st.baselines,
+            },
+            policy: &st.policy,
+            vulnfeeds: &st.vulnfeeds,
+        };
+        assert!(st.detectors().traffic(&mac(1)).is_some(), "the current state has learned traffic");
+        let bytes = bincode::serde::encode_to_vec(&v6, bincode::config::standard()).unwrap();
+        let (back, used): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(back, ClusterState { detectors: Default::default(), ..st.clone() });
     }
 
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small
