@@ -7,6 +7,7 @@
 mod raft_support;
 
 mod api_auth;
+mod detector_settings;
 mod replicated;
 mod rsyslog;
 mod sensor_silence;
