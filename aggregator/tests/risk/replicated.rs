@@ -160,7 +160,15 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     let html = String::from_utf8(get(&n1, "/api/v1/reports/risk.html").await.1).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>") && html.contains(&format!("<td>{PUMP}</td>")), "{html}");
     assert_eq!(get(&n1, "/api/v1/reports/secrets.csv").await.0, 400);
-    assert_eq!(get(&n1, "/api/v1/reports/risk.pdf").await.0, 400);
+    // PDF: the HTML report printed by Debian's headless chromium (needed on this machine:
+    // apt-get install chromium). The page title travels as the PDF's /Title; the body text
+    // is in compressed, font-encoded streams.
+    let (status, pdf) = get(&n1, "/api/v1/reports/risk.pdf").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&pdf));
+    assert!(pdf.starts_with(b"%PDF-"), "{:?}", String::from_utf8_lossy(&pdf[..pdf.len().min(32)]));
+    let pdf_text = String::from_utf8_lossy(&pdf);
+    assert!(pdf_text.contains("/Title (Wardline: Top risks)"), "no title in the PDF");
+    assert_eq!(get(&n1, "/api/v1/reports/secrets.pdf").await.0, 400);
 
     // A newer revision of one advisory replaces the held one; a damaged copy of another is
     // refused by name and field while the rest import.
