@@ -23,6 +23,9 @@
 //! set that fills up during learning marks the device as too diverse for that detector
 //! (a server talking to hundreds of peers), which then stays quiet for it — counted in
 //! `saturated`, shown by `GET /api/v1/alerts/settings`.
+//!
+//! Traffic spikes, wrong segments, PHI to unexpected peers and silent sensors are in
+//! [`detectors`] (decision 0033); they read these baselines (learning period, peers).
 
 pub mod detectors;
 
