@@ -235,6 +235,12 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
     // The active policy's group membership follows the inventory (decision 0025); the task
     // ends with the others on `stop_rx`.
     tokio::spawn(crate::policy::refresh::run(node.query.clone(), crate::policy::refresh::INTERVAL, stop_rx.clone()));
+    // Silent sensors raise and resolve alerts through the leader's tick (decision 0033).
+    tokio::spawn(crate::alerts::sensor_watch::run(
+        node.query.clone(),
+        crate::alerts::sensor_watch::INTERVAL,
+        stop_rx.clone(),
+    ));
     // Scheduled reports, written by whichever node leads (decision 0027).
     let reports = node
         .config

@@ -51,7 +51,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0008;
+pub const STATE_FORMAT: u32 = 0x574c_0009;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -143,6 +143,14 @@ pub enum Command {
     LiftRevocation {
         sensor_id: String,
         serial: Option<String>,
+    },
+    /// Replace the second detectors' settings (traffic spikes, segment expectations, PHI
+    /// receivers, sensor silence; decision 0033).
+    SetDetectorConfig(anomaly::detectors::DetectorConfig),
+    /// The leader's periodic tick (its clock, ms): sensors whose watermark has not moved for
+    /// the configured time raise `sensor_silent`, ones that delivered again resolve it.
+    SensorTick {
+        now_ms: u64,
     },
 }
 
@@ -634,6 +642,8 @@ pub struct ClusterState {
     revocations: revocations::Revocations,
     /// Who joined and left the active policy's groups, when and why (decision 0031).
     group_history: policy::GroupHistory,
+    /// Traffic, segment, PHI and sensor-silence detectors (decision 0033).
+    detectors: anomaly::detectors::Detectors,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -666,6 +676,8 @@ struct ReplicatedParts {
     revocations: revocations::Revocations,
     #[serde(default)]
     group_history: policy::GroupHistory,
+    #[serde(default)]
+    detectors: anomaly::detectors::Detectors,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -713,6 +725,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "vulnfeeds",
             "revocations",
             "group_history",
+            "detectors",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -772,6 +785,13 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 } else {
                     Default::default()
                 };
+                // Format 9 added the second detectors (decision 0033); older states start
+                // with default settings and nothing learned.
+                let detectors = if format >= 0x574c_0009 {
+                    seq.next_element()?.ok_or_else(|| missing("detectors"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -788,6 +808,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     vulnfeeds,
                     revocations,
                     group_history,
+                    detectors,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -822,6 +843,7 @@ impl Serialize for ClusterState {
             vulnfeeds: &'a vulnfeeds::VulnFeeds,
             revocations: &'a revocations::Revocations,
             group_history: &'a policy::GroupHistory,
+            detectors: &'a anomaly::detectors::Detectors,
         }
         Parts {
             format: StateFormat,
@@ -839,6 +861,7 @@ impl Serialize for ClusterState {
             vulnfeeds: &self.vulnfeeds,
             revocations: &self.revocations,
             group_history: &self.group_history,
+            detectors: &self.detectors,
         }
         .serialize(s)
     }
@@ -861,6 +884,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             vulnfeeds: parts.vulnfeeds,
             revocations: parts.revocations,
             group_history: parts.group_history,
+            detectors: parts.detectors,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1046,6 +1070,14 @@ impl ClusterState {
             Command::LiftRevocation { sensor_id, serial } => {
                 ApplyResponse::done(self.revocations.lift(sensor_id, serial.as_deref()))
             }
+            Command::SetDetectorConfig(config) => {
+                self.detectors.set_config(config);
+                ApplyResponse::done(true)
+            }
+            Command::SensorTick { now_ms } => {
+                self.detectors.tick(*now_ms, &self.sensors, &mut self.alerts);
+                ApplyResponse::done(true)
+            }
         }
     }
 
@@ -1068,6 +1100,11 @@ impl ClusterState {
         &self.vulnfeeds
     }
 
+    /// The second detectors' settings and state (decision 0033).
+    pub fn detectors(&self) -> &anomaly::detectors::Detectors {
+        &self.detectors
+    }
+
     /// Alerts, suppression rules and the SIEM event queue.
     pub fn alerts(&self) -> &alerts::AlertStore {
         &self.alerts
@@ -1087,6 +1124,10 @@ impl ClusterState {
                 self.alerts.occur(&occurrence);
             }
             for occurrence in self.policy.evaluate_batch(&batch.site, flows, &self.devices) {
+                self.alerts.occur(&occurrence);
+            }
+            let membership = self.policy.membership();
+            for occurrence in self.detectors.detect(batch, flows, &self.devices, &self.baselines, membership) {
                 self.alerts.occur(&occurrence);
             }
         }
@@ -2075,7 +2116,12 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        let expected = ClusterState { alerts: Default::default(), baselines: Default::default(), ..st.clone() };
+        let expected = ClusterState {
+            alerts: Default::default(),
+            baselines: Default::default(),
+            detectors: Default::default(),
+            ..st.clone()
+        };
         assert_eq!(back, expected);
         assert_eq!(back.devices(), st.devices());
 
@@ -2095,7 +2141,31 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(back, ClusterState { policy: Default::default(), ..st.clone() });
+        assert_eq!(back, ClusterState { policy: Default::default(), detectors: Default::default(), ..st.clone() });
+
+        // Format 6 (policy and feeds, before the second detectors): all of it loads, and the
+        // detectors start with default settings and nothing learned.
+        #[derive(Serialize)]
+        struct PartsV6<'a> {
+            v4: PartsV4<'a>,
+            policy: &'a policy::PolicyStore,
+            vulnfeeds: &'a vulnfeeds::VulnFeeds,
+        }
+        let v6 = PartsV6 {
+            v4: PartsV4 {
+                v3: PartsV3 { format: 0x574c_0006, bindings: BindingsList(&st.addresses), ..v4.v3 },
+                alerts: &st.alerts,
+                baselines: &st.baselines,
+            },
+            policy: &st.policy,
+            vulnfeeds: &st.vulnfeeds,
+        };
+        assert!(st.detectors().traffic(&mac(1)).is_some(), "the current state has learned traffic");
+        let bytes = bincode::serde::encode_to_vec(&v6, bincode::config::standard()).unwrap();
+        let (back, used): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(back, ClusterState { detectors: Default::default(), ..st.clone() });
     }
 
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small

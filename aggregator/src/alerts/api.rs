@@ -5,6 +5,8 @@
 //! - `POST /api/v1/alerts/{id}/ack|resolve|suppress` `{"note": "..."}` (analyst);
 //! - `GET|POST /api/v1/alerts/rules`, `DELETE /api/v1/alerts/rules/{id}` (analyst to change);
 //! - `GET|PUT /api/v1/alerts/settings` (admin to change): learning period, clinical VLANs.
+//! - `GET|PUT /api/v1/alerts/detectors` (admin to change): traffic-spike thresholds, expected
+//!   PHI receivers, segment expectations, sensor silence (decision 0033).
 //!
 //! Changes go through Raft; the authorization layer audits each with the detail set here.
 
@@ -15,6 +17,7 @@ use crate::raft::ProposeError;
 use crate::state::alerts::{
     Alert, AlertAction, AlertCounters, AlertKind, AlertRefusal, AlertState, Severity, SuppressionRule, Triage,
 };
+use crate::state::anomaly::detectors::{DetectorConfig, DetectorCounters, SegmentExpectation};
 use crate::state::anomaly::{AnomalyConfig, AnomalyCounters, ClinicalVlan};
 use crate::state::Command;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -38,6 +41,7 @@ pub fn routes() -> Router<Arc<QueryService>> {
         .route("/api/v1/alerts/rules", get(list_rules).post(add_rule))
         .route("/api/v1/alerts/rules/{id}", delete(remove_rule))
         .route("/api/v1/alerts/settings", get(settings).put(set_settings))
+        .route("/api/v1/alerts/detectors", get(detector_settings).put(set_detector_settings))
         .route("/api/v1/alerts/{id}", get(show))
         .route("/api/v1/alerts/{id}/{action}", post(triage))
 }
@@ -382,4 +386,123 @@ async fn set_settings(
         Json(serde_json::json!({ "learning_secs": b.learning_secs, "clinical_vlans": config.clinical_vlans })),
         detail,
     ))
+}
+
+/// The second detectors' settings in operator units (seconds; absent fields take defaults).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetectorSettings {
+    #[serde(default = "defaults::spike_bucket_secs")]
+    spike_bucket_secs: u64,
+    #[serde(default = "defaults::spike_factor_percent")]
+    spike_factor_percent: u64,
+    #[serde(default = "defaults::spike_min_bytes")]
+    spike_min_bytes: u64,
+    #[serde(default = "defaults::spike_min_packets")]
+    spike_min_packets: u64,
+    #[serde(default = "defaults::spike_min_flows")]
+    spike_min_flows: u64,
+    #[serde(default)]
+    phi_expected_receivers: Vec<std::net::IpAddr>,
+    #[serde(default = "defaults::sensor_silent_after_secs")]
+    sensor_silent_after_secs: u64,
+    #[serde(default)]
+    segment_expectations: Vec<SegmentExpectation>,
+}
+
+mod defaults {
+    use crate::state::anomaly::detectors::*;
+    pub fn spike_bucket_secs() -> u64 {
+        DEFAULT_SPIKE_BUCKET_US / 1_000_000
+    }
+    pub fn spike_factor_percent() -> u64 {
+        DEFAULT_SPIKE_FACTOR_PERCENT
+    }
+    pub fn spike_min_bytes() -> u64 {
+        DEFAULT_SPIKE_MIN_BYTES
+    }
+    pub fn spike_min_packets() -> u64 {
+        DEFAULT_SPIKE_MIN_PACKETS
+    }
+    pub fn spike_min_flows() -> u64 {
+        DEFAULT_SPIKE_MIN_FLOWS
+    }
+    pub fn sensor_silent_after_secs() -> u64 {
+        DEFAULT_SENSOR_SILENT_AFTER_MS / 1000
+    }
+}
+
+impl From<&DetectorConfig> for DetectorSettings {
+    fn from(c: &DetectorConfig) -> Self {
+        DetectorSettings {
+            spike_bucket_secs: c.spike_bucket_us / 1_000_000,
+            spike_factor_percent: c.spike_factor_percent,
+            spike_min_bytes: c.spike_min_bytes,
+            spike_min_packets: c.spike_min_packets,
+            spike_min_flows: c.spike_min_flows,
+            phi_expected_receivers: c.phi_expected_receivers.clone(),
+            sensor_silent_after_secs: c.sensor_silent_after_ms / 1000,
+            segment_expectations: c.segment_expectations.clone(),
+        }
+    }
+}
+
+impl From<DetectorSettings> for DetectorConfig {
+    fn from(s: DetectorSettings) -> Self {
+        DetectorConfig {
+            spike_bucket_us: s.spike_bucket_secs.saturating_mul(1_000_000),
+            spike_factor_percent: s.spike_factor_percent,
+            spike_min_bytes: s.spike_min_bytes,
+            spike_min_packets: s.spike_min_packets,
+            spike_min_flows: s.spike_min_flows,
+            phi_expected_receivers: s.phi_expected_receivers,
+            sensor_silent_after_ms: s.sensor_silent_after_secs.saturating_mul(1000),
+            segment_expectations: s.segment_expectations,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DetectorView {
+    #[serde(flatten)]
+    settings: DetectorSettings,
+    counters: DetectorCounters,
+}
+
+async fn detector_settings(State(q): Service) -> Json<DetectorView> {
+    Json(
+        q.raft()
+            .read_state(|s| {
+                let d = s.detectors();
+                DetectorView { settings: d.config().into(), counters: d.counters().clone() }
+            })
+            .await,
+    )
+}
+
+async fn set_detector_settings(
+    State(q): Service,
+    body: Result<Json<DetectorSettings>, JsonRejection>,
+) -> Result<Response, AlertApiError> {
+    let Json(b) = body.map_err(|e| {
+        bad(format!(
+            "{e}; expected {{\"spike_bucket_secs\": N, \"spike_factor_percent\": N, \"spike_min_bytes\": N, \
+             \"spike_min_packets\": N, \"spike_min_flows\": N, \"phi_expected_receivers\": [\"10.1.2.3\"], \
+             \"sensor_silent_after_secs\": N, \"segment_expectations\": [{{\"group\": \"pumps\", \"site\": \"...\"?, \
+             \"vlans\": [40]}}]}} (each optional)"
+        ))
+    })?;
+    let config = DetectorConfig::from(b);
+    config.check().map_err(bad)?;
+    q.raft().propose(Command::SetDetectorConfig(config.clone())).await.map_err(propose_error)?;
+    let detail = format!(
+        "detector settings: spike {} s buckets over {}%, {} expected PHI receivers, {} segment expectations, \
+         sensor silent after {} s",
+        config.spike_bucket_us / 1_000_000,
+        config.spike_factor_percent,
+        config.phi_expected_receivers.len(),
+        config.segment_expectations.len(),
+        config.sensor_silent_after_ms / 1000
+    );
+    Ok(with_detail(Json(DetectorSettings::from(&config)), detail))
 }

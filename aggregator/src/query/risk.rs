@@ -21,6 +21,9 @@ use wardline_intel::{assess, Classification, DeviceQuery, KnowledgeBase};
 
 /// Newest flow rows of a device read for its risk (summarised per peer and service).
 pub const DEVICE_RISK_FLOW_ROWS: u32 = 1_000;
+/// Peers of one device given a base score for `risky_peer` (the first by address); further
+/// peers count without one.
+pub const RISK_SCORED_PEERS: usize = 64;
 /// Factor reasons listed per device in roll-ups and reports.
 pub const REASONS_PER_DEVICE: usize = 3;
 
@@ -128,6 +131,22 @@ fn os_unsupported(c: &Classification, as_of: IsoDate) -> bool {
     c.os_info.as_ref().and_then(|o| o.end_of_support.as_deref()).is_some_and(|d| d <= as_of.to_string().as_str())
 }
 
+/// A device's base score: evidence and vulnerabilities, no flows (hence no peers), at the
+/// day of its last packet; what `risky_peer` reads for a peer.
+fn base_score(kb: &KnowledgeBase, feeds: &CompiledFeeds, record: &DeviceRecord, class: &Classification) -> f64 {
+    let vulns = feeds.index.match_device(&device_query(class));
+    let risk_vulns: Vec<wardline_intel::VulnMatch> = vulns.iter().map(Into::into).collect();
+    let evidence = evidence_of(record);
+    let input = RiskInput {
+        classification: class,
+        evidence: &evidence,
+        flows: &[],
+        vulnerabilities: &risk_vulns,
+        as_of: day_of_us(record.last_seen_us),
+    };
+    assess(kb, &input).score
+}
+
 /// Score devices from evidence and vulnerabilities (the roll-up path; no flows).
 fn score_rows(kb: &KnowledgeBase, feeds: &CompiledFeeds, snapshots: &[DeviceSnapshot]) -> Vec<DeviceRiskRow> {
     let records: Vec<DeviceRecord> = snapshots.iter().map(DeviceSnapshot::merged).collect();
@@ -216,18 +235,32 @@ impl QueryService {
                     rows.iter().map(|row| row.to_record().map(|rec| place_device(rec, &device))).collect();
                 let peers = self.peers_of(&device, &records).await;
                 let mut peer_classes: BTreeMap<IpAddr, Classification> = BTreeMap::new();
+                let mut peer_records: BTreeMap<IpAddr, &DeviceRecord> = BTreeMap::new();
                 for (rec, peer) in records.iter().zip(&peers) {
                     if let (Some(rec), Some(peer)) = (rec, peer) {
                         let ip = if rec.a_mac == device.mac { rec.b_ip } else { rec.a_ip };
                         peer_classes.entry(ip).or_insert_with(|| classify_record(&self.kb, peer));
+                        peer_records.entry(ip).or_insert(peer);
                     }
                 }
+                // `risky_peer`, one hop: each known peer's base score (evidence and
+                // vulnerabilities, no flows, as in the roll-up), never its final score, so
+                // two devices talking to each other cannot feed each other (decision 0033).
+                let peer_scores: BTreeMap<IpAddr, f64> = peer_records
+                    .iter()
+                    .take(RISK_SCORED_PEERS)
+                    .filter_map(|(ip, peer)| {
+                        let class = peer_classes.get(ip)?;
+                        Some((*ip, base_score(&self.kb, &feeds, peer, class)))
+                    })
+                    .collect();
                 let records: Vec<_> = records.into_iter().flatten().collect();
                 let is_device = |mac: &wardline_common::MacAddr, ip: &IpAddr| {
                     (*mac == device.mac && device.mac != NO_MAC) || device.ips.contains_key(ip)
                 };
-                summaries =
-                    summarize_flows(&self.kb, &class, &records, is_device, |_, ip| (peer_classes.get(ip), None));
+                summaries = summarize_flows(&self.kb, &class, &records, is_device, |_, ip| {
+                    (peer_classes.get(ip), peer_scores.get(ip).copied())
+                });
                 flow_input.included = true;
                 flow_input.rows = rows.len();
                 flow_input.summaries = summaries.len();

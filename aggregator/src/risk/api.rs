@@ -422,6 +422,14 @@ async fn report(State(q): Service, Path(file): Path<String>) -> Result<Response,
         .rsplit_once('.')
         .ok_or_else(|| bad(format!("{file:?}: ask for NAME.csv or NAME.html (inventory, risk, vulnerable, alerts)")))?;
     let name: ReportName = name.parse().map_err(bad)?;
+    if ext == "pdf" {
+        let html = report_text(&q, name, Format::Html).await;
+        let pdf = super::pdf::html_to_pdf(&html).await.map_err(|e| match e {
+            super::pdf::PdfError::NoChromium => RiskApiError(StatusCode::NOT_IMPLEMENTED, e.to_string()),
+            super::pdf::PdfError::Failed(_) => RiskApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
+        return Ok(([(header::CONTENT_TYPE, "application/pdf")], pdf).into_response());
+    }
     let format: Format = ext.parse().map_err(bad)?;
     let body = report_text(&q, name, format).await;
     let content_type = match format {

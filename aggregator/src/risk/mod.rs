@@ -4,7 +4,8 @@
 //! - [`CompiledFeeds`]: the replicated feeds compiled into a `VulnIndex`, cached per feed
 //!   version (the compiled index is a pure function of the replicated text).
 //! - [`api`]: the routes (`/api/v1/vuln/...`, `/api/v1/devices/{id}/risk`, `/api/v1/risk`).
-//! - [`reports`]: inventory, risk, vulnerable-device and alert reports as CSV and HTML.
+//! - [`reports`]: inventory, risk, vulnerable-device and alert reports as CSV and HTML;
+//!   [`pdf`] prints the HTML to PDF with Debian's headless chromium when it is installed.
 //!
 //! The per-device computation lives in `crate::query::risk`, next to classification: risk
 //! is, like classification, a function of the merged device, its flows and the replicated
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod import;
+pub mod pdf;
 pub mod reports;
 pub mod schedule;
 

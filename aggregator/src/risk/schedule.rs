@@ -30,7 +30,7 @@ pub struct ReportSchedule {
 pub struct ScheduledReport {
     /// inventory, risk, vulnerable or alerts.
     pub report: String,
-    /// csv or html.
+    /// csv, html or pdf (the HTML printed by headless chromium, `super::pdf`).
     pub format: String,
     /// Seconds between writes (at least 1).
     pub every_secs: u64,
@@ -41,7 +41,7 @@ impl ReportSchedule {
     pub fn validate(&self) -> Result<()> {
         for r in &self.schedule {
             r.report.parse::<ReportName>().map_err(anyhow::Error::msg).context("[[reports.schedule]] report")?;
-            r.format.parse::<Format>().map_err(anyhow::Error::msg).context("[[reports.schedule]] format")?;
+            output(&r.format).map_err(anyhow::Error::msg).context("[[reports.schedule]] format")?;
             if r.every_secs == 0 {
                 bail!("[[reports.schedule]] {}.{}: every_secs must be at least 1", r.report, r.format);
             }
@@ -50,8 +50,22 @@ impl ReportSchedule {
     }
 }
 
+/// What a scheduled entry writes: a text report, or the HTML one printed to PDF.
+#[derive(Clone, Copy)]
+enum Output {
+    Text(Format),
+    Pdf,
+}
+
+fn output(format: &str) -> Result<Output, String> {
+    match format {
+        "pdf" => Ok(Output::Pdf),
+        other => other.parse().map(Output::Text).map_err(|e| format!("{e} (or pdf)")),
+    }
+}
+
 /// Write `text` to `dir/file` through a temporary file and a rename.
-fn write_whole(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
+fn write_whole(dir: &Path, file: &str, text: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, text)?;
@@ -61,11 +75,11 @@ fn write_whole(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
 /// Run until `stop` turns true: every second, write each report that is due, if this node
 /// leads. A report is due at start-up (on the leader) and then every `every_secs`.
 pub async fn run(query: Arc<QueryService>, schedule: ReportSchedule, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let entries: Vec<(ReportName, Format, Duration)> = schedule
+    let entries: Vec<(ReportName, Output, Duration)> = schedule
         .schedule
         .iter()
         .filter_map(|r| {
-            Some((r.report.parse().ok()?, r.format.parse().ok()?, Duration::from_secs(r.every_secs.max(1))))
+            Some((r.report.parse().ok()?, output(&r.format).ok()?, Duration::from_secs(r.every_secs.max(1))))
         })
         .collect();
     let mut last: Vec<Option<Instant>> = vec![None; entries.len()];
@@ -89,13 +103,21 @@ pub async fn run(query: Arc<QueryService>, schedule: ReportSchedule, mut stop: t
                 continue;
             }
             *last = Some(Instant::now());
-            let text = report_text(&query, *name, *format).await;
-            let ext = match format {
-                Format::Csv => "csv",
-                Format::Html => "html",
+            let (bytes, ext) = match format {
+                Output::Text(f) => {
+                    let ext = if *f == Format::Csv { "csv" } else { "html" };
+                    (report_text(&query, *name, *f).await.into_bytes(), ext)
+                }
+                Output::Pdf => match super::pdf::html_to_pdf(&report_text(&query, *name, Format::Html).await).await {
+                    Ok(pdf) => (pdf, "pdf"),
+                    Err(e) => {
+                        warn!(report = name.as_str(), "cannot write the scheduled PDF report: {e}");
+                        continue;
+                    }
+                },
             };
             let file = format!("{}.{ext}", name.as_str());
-            match write_whole(&schedule.dir, &file, &text) {
+            match write_whole(&schedule.dir, &file, &bytes) {
                 Ok(()) => info!(report = %file, dir = %schedule.dir.display(), "scheduled report written"),
                 Err(e) => warn!(
                     report = %file,
@@ -117,7 +139,7 @@ mod tests {
             toml::from_str("dir = \"/tmp/r\"\n[[schedule]]\nreport = \"risk\"\nformat = \"html\"\nevery_secs = 3600\n")
                 .unwrap();
         ok.validate().unwrap();
-        for bad in [("secrets", "csv", 1), ("risk", "pdf", 1), ("risk", "csv", 0)] {
+        for bad in [("secrets", "csv", 1), ("risk", "docx", 1), ("risk", "csv", 0)] {
             let s = ReportSchedule {
                 dir: "/tmp/r".into(),
                 schedule: vec![ScheduledReport { report: bad.0.into(), format: bad.1.into(), every_secs: bad.2 }],

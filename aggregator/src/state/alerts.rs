@@ -360,6 +360,21 @@ impl AlertStore {
         self.transition(id, AlertAction::Opened, "wardline", at_ms, String::new());
     }
 
+    /// A data-driven resolution (the cause went away, e.g. a silent sensor delivered again):
+    /// the open or acknowledged alert of (device, kind, target) resolves, by `wardline`.
+    /// Returns whether one did.
+    pub fn resolve_data(&mut self, device: &str, kind: AlertKind, target: &str, at_ms: u64, note: &str) -> bool {
+        let key = (device.to_string(), kind, target.to_string());
+        let Some(id) = self.by_key.get(&key).copied() else { return false };
+        let Some(alert) = self.alerts.get_mut(&id) else { return false };
+        if !matches!(alert.state, AlertState::Open | AlertState::Acknowledged) {
+            return false;
+        }
+        alert.state = AlertState::Resolved;
+        self.transition(id, AlertAction::Resolved, "wardline", at_ms, cut(note));
+        true
+    }
+
     /// Whether `triage` would apply, and why not.
     pub fn check_triage(&self, t: &Triage) -> Result<(), AlertRefusal> {
         let alert = self.alerts.get(&t.id).ok_or(AlertRefusal::UnknownAlert)?;

@@ -23,6 +23,11 @@
 //! set that fills up during learning marks the device as too diverse for that detector
 //! (a server talking to hundreds of peers), which then stays quiet for it — counted in
 //! `saturated`, shown by `GET /api/v1/alerts/settings`.
+//!
+//! Traffic spikes, wrong segments, PHI to unexpected peers and silent sensors are in
+//! [`detectors`] (decision 0033); they read these baselines (learning period, peers).
+
+pub mod detectors;
 
 use super::alerts::{AlertKind, Occurrence, Severity};
 use super::{BatchSummary, DeviceRecord, VecSet};
@@ -673,6 +678,213 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn detector_feed(learning_us: u64, config: detectors::DetectorConfig) -> Feed {
+        let mut f = Feed::new(learning_us, &[]);
+        f.state.apply(&Command::SetDetectorConfig(config));
+        f
+    }
+
+    fn sized(mut f: FlowRecord, bytes: u64, packets: u64) -> FlowRecord {
+        (f.bytes_ab, f.bytes_ba, f.packets_ab, f.packets_ba) = (bytes, 0, packets, 0);
+        f
+    }
+
+    fn spike_config() -> detectors::DetectorConfig {
+        detectors::DetectorConfig {
+            spike_bucket_us: HOUR,
+            spike_factor_percent: 400,
+            spike_min_bytes: 1_000_000,
+            spike_min_packets: 1_000,
+            spike_min_flows: 20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_bucket_far_over_the_learned_maximum_is_a_traffic_spike_once() {
+        let mut f = detector_feed(4 * HOUR, spike_config());
+        let devices = |ts| vec![obs(PUMP, "10.0.40.5", 40, ts, &[]), obs(SERVER, "10.0.40.9", 40, ts, &[])];
+        let transfer =
+            |ts, bytes| sized(flow((PUMP, "10.0.40.5"), (SERVER, "10.0.40.9"), 104, ts), bytes, bytes / 1000);
+        // Learning: up to 600 kB an hour (two flows in the busiest hour).
+        f.send("ward", devices(T0), vec![transfer(T0, 300_000), transfer(T0 + 60, 300_000)]);
+        f.send("ward", devices(T0 + 2 * HOUR), vec![transfer(T0 + 2 * HOUR, 200_000)]);
+        // After learning: a normal hour stays quiet, and so does 2 MB (over the floor but
+        // under 4 × 600 kB).
+        let later = T0 + 5 * HOUR;
+        f.send("ward", devices(later), vec![transfer(later, 500_000), transfer(later + 1, 1_500_000)]);
+        assert!(f.alerts().is_empty(), "{:?}", f.alerts());
+        let learned = f.state.detectors().traffic(&PUMP).unwrap().clone();
+        assert_eq!((learned.learned_max.bytes, learned.learned_max.flows, learned.learned_buckets), (600_000, 2, 2));
+        // The next hour: 3 MB in 30 flows — over 4 × on bytes and packets, over the flow
+        // floor and 4 × 2 flows: one alert per device for the bucket, both ends.
+        let spike = T0 + 6 * HOUR;
+        let flows: Vec<FlowRecord> = (0..30).map(|i| transfer(spike + i, 100_000)).collect();
+        f.send("ward", devices(spike), flows);
+        let spikes: Vec<_> =
+            f.alerts().into_iter().filter(|(k, _, _)| *k == AlertKind::TrafficSpike).map(|(_, d, t)| (d, t)).collect();
+        assert_eq!(
+            spikes,
+            [(PUMP.to_string(), "traffic".to_string()), (SERVER.to_string(), "traffic".to_string())],
+            "{:?}",
+            f.alerts()
+        );
+        let a = f.alert(AlertKind::TrafficSpike);
+        assert_eq!(a.count, 1, "one occurrence per bucket: {a:?}");
+        // The 20th flow crossed first (2 MB was still under 4 × 600 kB).
+        assert!(a.evidence.starts_with("20 flows (learned max 2)"), "{}", a.evidence);
+        // More of the same bucket adds nothing; a later spike counts on the same alert.
+        f.send("ward", vec![], vec![transfer(spike + 100, 2_000_000)]);
+        assert_eq!(f.alert(AlertKind::TrafficSpike).count, 1);
+        let again = T0 + 8 * HOUR;
+        f.send("ward", vec![], vec![transfer(again, 5_000_000)]);
+        assert_eq!(f.alert(AlertKind::TrafficSpike).count, 2);
+        // A flow older than every bucket kept is counted late, not added.
+        f.send("ward", vec![], vec![transfer(T0 + HOUR, 50_000_000)]);
+        assert_eq!(f.state.detectors().counters().late_flows, 2, "both ends");
+        assert_eq!(f.alert(AlertKind::TrafficSpike).count, 2);
+    }
+
+    #[test]
+    fn phi_to_a_peer_outside_the_baseline_and_the_expected_receivers_alerts() {
+        const ENGINE: MacAddr = MacAddr([0, 9, 0xfb, 0, 0, 8]);
+        const DESK: MacAddr = MacAddr([0, 9, 0xfb, 0, 0, 9]);
+        let config = detectors::DetectorConfig {
+            phi_expected_receivers: vec!["10.0.40.20".parse().unwrap()],
+            ..Default::default()
+        };
+        let mut f = detector_feed(HOUR, config);
+        let hl7 = |to: (MacAddr, &str), ts| FlowRecord {
+            app: Cow::Borrowed("hl7"),
+            ..flow((SERVER, "10.0.40.9"), to, 2575, ts)
+        };
+        let ehr = |ts| obs(SERVER, "10.0.40.9", 40, ts, &[(Field::Hl7PhiSegments, "2")]);
+        let others = |ts| {
+            vec![
+                obs(ENGINE, "10.0.40.10", 40, ts, &[]),
+                obs(DESK, "10.0.40.11", 40, ts, &[]),
+                obs(PUMP, "10.0.40.5", 40, ts, &[]),
+            ]
+        };
+        let mut devices = others(T0);
+        devices.push(ehr(T0));
+        f.send("ward", devices, vec![hl7((ENGINE, "10.0.40.10"), T0)]);
+        let later = T0 + 2 * HOUR;
+        let mut devices = others(later);
+        devices.push(ehr(later));
+        f.send(
+            "ward",
+            devices,
+            vec![
+                // The learned interface engine and a configured receiver: expected.
+                hl7((ENGINE, "10.0.40.10"), later),
+                hl7((ROUTER, "10.0.40.20"), later),
+                // A workstation: PHI to an unexpected peer.
+                hl7((DESK, "10.0.40.11"), later),
+                // HL7 from a device that never reported PHI segments: a new peer only.
+                FlowRecord {
+                    app: Cow::Borrowed("hl7"),
+                    ..flow((PUMP, "10.0.40.5"), (DESK, "10.0.40.11"), 2575, later)
+                },
+            ],
+        );
+        let phi: Vec<_> = f
+            .alerts()
+            .into_iter()
+            .filter(|(k, _, _)| *k == AlertKind::PhiCleartextUnexpectedPeer)
+            .map(|(_, d, t)| (d, t))
+            .collect();
+        assert_eq!(phi, [(SERVER.to_string(), "10.0.40.11".to_string())], "{:?}", f.alerts());
+        let a = f.alert(AlertKind::PhiCleartextUnexpectedPeer);
+        assert_eq!(a.severity, Severity::High);
+        assert!(a.evidence.contains("hl7 with patient data"), "{}", a.evidence);
+        // A DICOM store of a dataset to a new peer is PHI too; an echo-sized flow is not.
+        let dicom = |to: (MacAddr, &str), bytes| {
+            let mut fl = sized(flow((SERVER, "10.0.40.9"), to, 104, later + 5), bytes, 100);
+            fl.app = Cow::Borrowed("dicom");
+            fl
+        };
+        f.send("ward", vec![], vec![dicom((PUMP, "10.0.40.5"), 2_000), dicom((ENGINE, "10.0.40.10"), 900_000)]);
+        let targets: Vec<String> = f
+            .alerts()
+            .into_iter()
+            .filter(|(k, _, _)| *k == AlertKind::PhiCleartextUnexpectedPeer)
+            .map(|(_, _, t)| t)
+            .collect();
+        assert_eq!(targets, ["10.0.40.11"], "the engine is a learned peer, the echo carries no dataset");
+        f.send("ward", vec![], vec![dicom((DESK, "10.0.40.11"), 900_000)]);
+        assert_eq!(f.alert(AlertKind::PhiCleartextUnexpectedPeer).count, 2, "same sender and receiver: counted");
+    }
+
+    #[test]
+    fn a_group_member_on_a_vlan_its_expectation_does_not_list_is_in_the_wrong_segment() {
+        use crate::state::policy::GroupMembers;
+        let config = detectors::DetectorConfig {
+            segment_expectations: vec![detectors::SegmentExpectation {
+                group: "pumps".into(),
+                site: Some("ward".into()),
+                vlans: vec![40],
+            }],
+            ..Default::default()
+        };
+        let mut d = detectors::Detectors::default();
+        d.set_config(&config);
+        let membership = [GroupMembers { group: "pumps".into(), members: vec![PUMP] }];
+        let mut summary = BatchSummary::empty(Ulid::from_parts(1, 1), "s1".into(), "ward".into(), 1);
+        summary.devices = vec![obs(PUMP, "10.0.60.5", 60, T0, &[]), obs(SERVER, "10.0.60.9", 60, T0, &[])];
+        let devices = BTreeMap::new();
+        let baselines = Baselines::default();
+        let out = d.detect(&summary, &[], &devices, &baselines, &membership);
+        assert_eq!(
+            out.iter().map(|o| (o.kind, o.device.clone(), o.target.clone())).collect::<Vec<_>>(),
+            [(AlertKind::WrongSegment, PUMP.to_string(), "vlan 60".to_string())],
+            "the server is in no group"
+        );
+        summary.devices = vec![obs(PUMP, "10.0.40.5", 40, T0, &[])];
+        assert!(d.detect(&summary, &[], &devices, &baselines, &membership).is_empty(), "its own VLAN");
+        summary.site = "clinic".into();
+        summary.devices = vec![obs(PUMP, "10.0.60.5", 60, T0, &[])];
+        assert!(d.detect(&summary, &[], &devices, &baselines, &membership).is_empty(), "another site's rules");
+    }
+
+    #[test]
+    fn a_sensor_that_stops_delivering_is_silent_at_the_tick_and_resolves_when_it_delivers() {
+        const MIN_MS: u64 = 60_000;
+        let config = detectors::DetectorConfig { sensor_silent_after_ms: 10 * MIN_MS, ..Default::default() };
+        let mut f = detector_feed(HOUR, config);
+        let t0 = 1_800_000_000_000;
+        let tick = |f: &mut Feed, now_ms| {
+            let would = f.state.detectors().tick_would_change(now_ms, f.state.sensors());
+            f.state.apply(&Command::SensorTick { now_ms });
+            would
+        };
+        assert!(!tick(&mut f, t0), "no sensor yet");
+        f.send("ward", vec![obs(PUMP, "10.0.40.5", 40, T0, &[])], vec![]);
+        assert!(tick(&mut f, t0 + MIN_MS), "a new sensor is noted");
+        assert!(!tick(&mut f, t0 + 5 * MIN_MS));
+        f.send("ward", vec![], vec![]);
+        assert!(tick(&mut f, t0 + 6 * MIN_MS), "it delivered: time starts again");
+        assert!(!tick(&mut f, t0 + 15 * MIN_MS) && f.alerts().is_empty(), "nine minutes");
+        // A leader whose clock is behind never moves time back.
+        tick(&mut f, t0);
+        assert!(tick(&mut f, t0 + 16 * MIN_MS), "ten minutes silent");
+        assert_eq!(f.alerts(), [(AlertKind::SensorSilent, "s1".to_string(), "silent".to_string())]);
+        let a = f.alert(AlertKind::SensorSilent);
+        assert_eq!((a.severity, a.state, a.site.as_str()), (Severity::High, AlertState::Open, "ward"));
+        assert!(a.evidence.contains("for 600 s"), "{}", a.evidence);
+        assert!(!tick(&mut f, t0 + 30 * MIN_MS));
+        assert_eq!(f.alert(AlertKind::SensorSilent).count, 1, "one alert while silent");
+        f.send("ward", vec![], vec![]);
+        assert!(tick(&mut f, t0 + 31 * MIN_MS));
+        let a = f.alert(AlertKind::SensorSilent);
+        assert_eq!(a.state, AlertState::Resolved);
+        assert_eq!(a.history.last().map(|t| t.by.as_str()), Some("wardline"));
+        // Silent again: the resolved alert reopens.
+        tick(&mut f, t0 + 45 * MIN_MS);
+        let a = f.alert(AlertKind::SensorSilent);
+        assert_eq!((a.state, a.reopened, a.count), (AlertState::Open, 1, 2));
     }
 
     #[test]

@@ -64,6 +64,12 @@ async fn viewers_read_analysts_triage_admins_configure_and_all_is_audited() {
     assert_eq!(answer(op(Role::Admin).put(url("/api/v1/alerts/settings")).json(&settings)).await.0, StatusCode::OK);
     let (_, now) = answer(op(Role::Viewer).get(url("/api/v1/alerts/settings"))).await;
     assert_eq!(now["learning_secs"], 3600, "{now}");
+    let detectors = json!({"sensor_silent_after_secs": 300});
+    let (status, body) = answer(op(Role::Analyst).put(url("/api/v1/alerts/detectors")).json(&detectors)).await;
+    assert_eq!((status, body["required_role"].as_str()), (StatusCode::FORBIDDEN, Some("admin")), "{body}");
+    assert_eq!(answer(op(Role::Admin).put(url("/api/v1/alerts/detectors")).json(&detectors)).await.0, StatusCode::OK);
+    let (_, now) = answer(op(Role::Viewer).get(url("/api/v1/alerts/detectors"))).await;
+    assert_eq!(now["sensor_silent_after_secs"], 300, "{now}");
 
     // The CLI over the same API, with the same roles.
     let cli = |role: Role, args: &[&str]| {
@@ -109,6 +115,8 @@ async fn viewers_read_analysts_triage_admins_configure_and_all_is_audited() {
         .unwrap()
         .contains("added suppression rule"));
     assert!(find("op-admin", "/api/v1/alerts/settings", "ok").is_some());
+    let audited = find("op-admin", "/api/v1/alerts/detectors", "ok").expect("the detector settings are audited");
+    assert!(audited["detail"].as_str().unwrap().contains("sensor silent after 300 s"), "{audited}");
 
     node.stop().await;
 }

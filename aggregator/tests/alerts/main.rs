@@ -7,8 +7,10 @@
 mod raft_support;
 
 mod api_auth;
+mod detector_settings;
 mod replicated;
 mod rsyslog;
+mod sensor_silence;
 
 use ulid::Ulid;
 use wardline_aggregator::state::anomaly::{AnomalyConfig, ClinicalVlan};

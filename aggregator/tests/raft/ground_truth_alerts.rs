@@ -14,12 +14,13 @@
 //!
 //! Covered: `web_browsing` (new external destination, new protocol tcp/80),
 //! `remote_access` (new external destination, new protocol tcp/5938), `cleartext_credentials`
-//! (new peer / new protocol tcp/23; the `cleartext_credentials` alert itself is blocked, see
-//! the ignored test), `smb1_server` (new peer), `phi_cleartext_unexpected_peer` (only
-//! generically: new peer on the EHR), `device_moved`, `new_device_on_clinical_vlan`.
-//! Not covered by any detector yet (nothing asserted, nothing faked): `traffic_spike` (the
-//! CT's burst uses its usual peer and protocol: no `traffic_spike` detector exists), a
-//! PHI-specific `phi_cleartext_unexpected_peer` alert, and `wrong_segment`.
+//! (new peer / new protocol tcp/23, and `cleartext_credentials` on both ends),
+//! `smb1_server` (new peer, new listening service), `phi_cleartext_unexpected_peer` (the
+//! PHI alert on the EHR naming the workstation, besides its new peer), `device_moved`,
+//! `new_device_on_clinical_vlan`, and `traffic_spike` (the CT's 40 studies to its usual
+//! PACS, in one-minute buckets: [`spike_config`]). The simulator injects no `wrong_segment` (it
+//! needs a policy's groups; its unit test is in `state::anomaly`) and no silent sensor
+//! (driven by the leader's clock, not capture data).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use wardline_aggregator::state::alerts::{Alert, AlertKind};
+use wardline_aggregator::state::anomaly::detectors::DetectorConfig;
 use wardline_aggregator::state::anomaly::{AnomalyConfig, ClinicalVlan};
 use wardline_aggregator::state::{BatchSummary, ClusterState, Command, IngestBatch};
 use wardline_common::Batch;
@@ -38,6 +40,22 @@ use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthCaptur
 
 /// The VLANs the test declares clinical (ward, ICU, radiology, lab, clinic) at every site.
 const CLINICAL_VLANS: &[u16] = &[20, 30, 40, 50, 210];
+
+/// Traffic-spike settings for a ten-minute run: one-minute buckets (a modality stores a
+/// study every two minutes), four times the busiest learned minute, and floors a quiet
+/// device's burst of DHCP, DNS and NTP does not reach. With seed 7 the clean run's busiest
+/// minute after learning is at most 1.43 times a device's learned maximum; the CT's spike
+/// is 30 times (1.15 MB in 41 flows against 38 kB in 2).
+fn spike_config() -> DetectorConfig {
+    DetectorConfig {
+        spike_bucket_us: 60_000_000,
+        spike_factor_percent: 400,
+        spike_min_bytes: 1_000_000,
+        spike_min_packets: 1_000,
+        spike_min_flows: 20,
+        ..DetectorConfig::default()
+    }
+}
 
 struct Run {
     truth: GroundTruth,
@@ -97,6 +115,7 @@ fn run(risky: bool) -> Run {
     let mut state = ClusterState::new();
     let clinical_vlans = CLINICAL_VLANS.iter().map(|v| ClinicalVlan { site: None, vlan: *v }).collect();
     state.apply(&Command::SetAnomalyConfig(AnomalyConfig { learning_us, clinical_vlans }));
+    state.apply(&Command::SetDetectorConfig(spike_config()));
     for capture in &truth.captures {
         for b in sensor_batches(dir.path(), &truth, capture) {
             let ingest = IngestBatch { summary: BatchSummary::from_batch(&b), flows: b.flows().cloned().collect() };
@@ -167,7 +186,7 @@ fn risky_hospital_raises_an_alert_for_each_covered_behaviour() {
     expect_alert(run, AlertKind::NewProtocol, r.mac.to_string(), "tcp/5938", r);
 
     // Flow-based detectors see both ends of the Telnet login, the SMB1 exchange and the HL7
-    // leak (the evidence-based alerts on them are in the ignored test below).
+    // leak (the evidence-based alerts on them are in the evidence test below).
     let r = entry(t, "cleartext_credentials");
     let client = r.peer_mac.expect("client").to_string();
     expect_alert(run, AlertKind::NewProtocol, client.clone(), "tcp/23", r);
@@ -177,9 +196,12 @@ fn risky_hospital_raises_an_alert_for_each_covered_behaviour() {
     let r = entry(t, "smb1_server");
     expect_alert(run, AlertKind::NewPeer, r.mac.to_string(), &r.peer_ip.expect("client").to_string(), r);
 
-    // No PHI-aware detector: the leak shows only as a new peer of the EHR.
+    // The leak: PHI to a peer outside the EHR's baseline, and that peer as a new one.
     let r = entry(t, "phi_cleartext_unexpected_peer");
-    expect_alert(run, AlertKind::NewPeer, r.mac.to_string(), &r.peer_ip.expect("receiver").to_string(), r);
+    let receiver = r.peer_ip.expect("receiver").to_string();
+    let phi = expect_alert(run, AlertKind::PhiCleartextUnexpectedPeer, r.mac.to_string(), &receiver, r);
+    assert!(phi.evidence.contains("hl7 with patient data"), "{}", phi.evidence);
+    expect_alert(run, AlertKind::NewPeer, r.mac.to_string(), &receiver, r);
 
     let r = entry(t, "new_device_on_clinical_vlan");
     expect_alert(run, AlertKind::NewDeviceOnClinicalVlan, r.mac.to_string(), &r.target, r);
@@ -187,7 +209,37 @@ fn risky_hospital_raises_an_alert_for_each_covered_behaviour() {
     let r = entry(t, "device_moved");
     expect_alert(run, AlertKind::DeviceMoved, r.mac.to_string(), &r.target, r);
 
-    // traffic_spike: no detector (see the module comment).
+    // The CT's burst: its usual peer and protocol, many times its busiest learned minute.
+    let r = entry(t, "traffic_spike");
+    let spike = expect_alert(run, AlertKind::TrafficSpike, r.mac.to_string(), "traffic", r);
+    assert!(spike.evidence.contains(&r.peer_ip.expect("PACS").to_string()), "{}", spike.evidence);
+}
+
+/// Every behaviour the truth labels is alerted on its device by the detector named for it
+/// (or, for kinds with no alert of their own, by the ones listed in the module comment).
+#[test]
+fn every_labelled_behaviour_is_alerted_on_its_device() {
+    let run = risky();
+    let t = &run.truth;
+    assert_eq!(
+        t.risky.iter().map(|r| r.kind.as_str()).collect::<BTreeSet<_>>(),
+        wardline_sim::RISKY_KINDS.iter().copied().collect::<BTreeSet<_>>(),
+        "the risky run injects every kind"
+    );
+    for r in &t.risky {
+        let kinds: &[AlertKind] = match r.kind.as_str() {
+            "web_browsing" | "remote_access" => &[AlertKind::NewExternalDestination],
+            "smb1_server" => &[AlertKind::NewListeningService],
+            "cleartext_credentials" => &[AlertKind::CleartextCredentials],
+            "phi_cleartext_unexpected_peer" => &[AlertKind::PhiCleartextUnexpectedPeer],
+            "new_device_on_clinical_vlan" => &[AlertKind::NewDeviceOnClinicalVlan],
+            "device_moved" => &[AlertKind::DeviceMoved],
+            "traffic_spike" => &[AlertKind::TrafficSpike],
+            other => panic!("a labelled behaviour this test does not know: {other}"),
+        };
+        let on_device = alerts(run).into_iter().any(|a| kinds.contains(&a.kind) && a.device == r.mac.to_string());
+        assert!(on_device, "{} on {} raised none of {kinds:?}", r.kind, r.mac);
+    }
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! replaces the older one; a damaged file is reported by name and field while the rest
 //! import.
 
-use crate::raft_support::{config, post_api, ServedNode, WAIT};
-use crate::{feeds_dir, kev_file, pump_batch, telnet_flow, PUMP, T0_US};
+use crate::raft_support::{self, config, post_api, ServedNode, WAIT};
+use crate::{feeds_dir, kev_file, pump_batch, telnet_flow, PUMP, PUMP_IP, SERVER, T0_US};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -105,6 +105,47 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     assert_eq!(rollup["top"][0]["id"], PUMP.to_string(), "the pump is the riskiest device: {rollup:#}");
     assert!(!rollup["top"][0]["reasons"].as_array().unwrap().is_empty());
 
+    // `risky_peer` reads a peer's base score (the roll-up's: evidence and vulnerabilities,
+    // no flows, so no feedback between peers; decision 0033). The pump's is under
+    // `peer_score_threshold` (40) although its final score, with its telnet flow, is over:
+    // its telnet peer, the server, gains nothing from it.
+    let pump_base = rollup["top"][0]["score"].as_f64().unwrap();
+    assert!(pump_base <= 40.0 && risk["score"].as_f64().unwrap() > 40.0, "base {pump_base}, final {}", risk["score"]);
+    let server_path = format!("/api/v1/devices/{SERVER}/risk");
+    let server = get_json(&n1, &server_path).await;
+    assert!(server["factors"].as_array().unwrap().iter().all(|f| f["factor"] != "risky_peer"), "{server:#}");
+    // Then the pump turns out to accept Telnet logins (evidence, so its base score rises
+    // over the threshold): the server's risk gains from its riskier peer, alike on both
+    // nodes, and the pump gains nothing back from the server.
+    let telnet_server = raft_support::device_on_vlan_40(
+        PUMP,
+        PUMP_IP,
+        T0_US + 1,
+        wardline_common::Proto::Telnet,
+        &[(wardline_common::Field::ListeningPort, "tcp/23"), (wardline_common::Field::CleartextLogin, "telnet")],
+    );
+    let mut summary =
+        wardline_aggregator::state::BatchSummary::empty(Ulid::from_parts(2, 42), "ward-1".into(), "ward".into(), 2);
+    summary.devices = vec![telnet_server];
+    let batch = wardline_aggregator::state::IngestBatch { summary, flows: vec![] };
+    let cmd = wardline_aggregator::state::Command::ApplyBatches(vec![batch]);
+    assert!(n1.node.propose(cmd).await.unwrap().applied);
+    let index = n1.node.applied_index().await.unwrap();
+    n2.node.wait_for_applied(index, WAIT).await.unwrap();
+    let rollup = get_json(&n1, "/api/v1/risk?by=class&top=5").await;
+    let pump_base = rollup["top"][0]["score"].as_f64().unwrap();
+    assert!(pump_base > 40.0, "the pump's base score is now over the threshold: {rollup:#}");
+    let (a, b) = (get(&n1, &server_path).await, get(&n2, &server_path).await);
+    assert_eq!(a, b, "{server_path} answers the same bytes on both nodes");
+    let server_after = get_json(&n1, &server_path).await;
+    let factors = server_after["factors"].as_array().unwrap();
+    let peer = factors.iter().find(|f| f["factor"] == "risky_peer").unwrap_or_else(|| panic!("{server_after:#}"));
+    assert!(peer["points"].as_f64().unwrap() > 0.0, "{peer}");
+    assert!(peer["evidence"].to_string().contains(PUMP_IP), "{peer}");
+    assert!(server_after["score"].as_f64() > server["score"].as_f64(), "{server_after:#}");
+    let pump = get_json(&n1, &risk_path).await;
+    assert!(pump["factors"].as_array().unwrap().iter().all(|f| f["factor"] != "risky_peer"), "{pump:#}");
+
     // Reports: a header row, then the expected rows.
     let csv = String::from_utf8(get(&n1, "/api/v1/reports/vulnerable.csv").await.1).unwrap();
     let mut lines = csv.lines();
@@ -119,7 +160,15 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     let html = String::from_utf8(get(&n1, "/api/v1/reports/risk.html").await.1).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>") && html.contains(&format!("<td>{PUMP}</td>")), "{html}");
     assert_eq!(get(&n1, "/api/v1/reports/secrets.csv").await.0, 400);
-    assert_eq!(get(&n1, "/api/v1/reports/risk.pdf").await.0, 400);
+    // PDF: the HTML report printed by Debian's headless chromium (needed on this machine:
+    // apt-get install chromium). The page title travels as the PDF's /Title; the body text
+    // is in compressed, font-encoded streams.
+    let (status, pdf) = get(&n1, "/api/v1/reports/risk.pdf").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&pdf));
+    assert!(pdf.starts_with(b"%PDF-"), "{:?}", String::from_utf8_lossy(&pdf[..pdf.len().min(32)]));
+    let pdf_text = String::from_utf8_lossy(&pdf);
+    assert!(pdf_text.contains("/Title (Wardline: Top risks)"), "no title in the PDF");
+    assert_eq!(get(&n1, "/api/v1/reports/secrets.pdf").await.0, 400);
 
     // A newer revision of one advisory replaces the held one; a damaged copy of another is
     // refused by name and field while the rest import.

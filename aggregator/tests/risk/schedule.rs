@@ -31,6 +31,8 @@ async fn the_leader_writes_scheduled_reports_into_the_folder() {
         schedule: vec![
             ScheduledReport { report: "inventory".into(), format: "csv".into(), every_secs: 3600 },
             ScheduledReport { report: "risk".into(), format: "html".into(), every_secs: 3600 },
+            // Printed by Debian's headless chromium (needed here: apt-get install chromium).
+            ScheduledReport { report: "alerts".into(), format: "pdf".into(), every_secs: 3600 },
         ],
     };
     schedule.validate().unwrap();
@@ -38,7 +40,7 @@ async fn the_leader_writes_scheduled_reports_into_the_folder() {
     let task = tokio::spawn(run(query, schedule, stop_rx));
 
     let deadline = Instant::now() + WAIT;
-    while !(out.join("inventory.csv").exists() && out.join("risk.html").exists()) {
+    while !["inventory.csv", "risk.html", "alerts.pdf"].iter().all(|f| out.join(f).exists()) {
         assert!(Instant::now() < deadline, "the leader wrote no reports into {}", out.display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -47,6 +49,8 @@ async fn the_leader_writes_scheduled_reports_into_the_folder() {
     assert!(csv.contains(&PUMP.to_string()), "{csv}");
     let html = std::fs::read_to_string(out.join("risk.html")).unwrap();
     assert!(html.ends_with("</html>\n") && html.contains(&PUMP.to_string()), "a whole page: {html}");
+    let pdf = std::fs::read(out.join("alerts.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-") && String::from_utf8_lossy(&pdf).contains("/Title (Wardline: Open alerts)"));
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .flatten()
