@@ -5,13 +5,14 @@
 # iproute2 (chaos suite: clock jumps, network namespaces), nftables and iptables (policy
 # exports proven on a real packet filter), rsyslog (SIEM forwarding tests), prometheus
 # (promtool checks metrics and alert rules), zookeeper (coordinates the replicated ClickHouse
-# tables of the cluster sink test). Idempotent.
+# tables of the cluster sink test), chromium (headless: PDF reports from the HTML ones).
+# Idempotent.
 # WARDLINE_SETUP=minimal installs only what building and the demo need.
 set -euo pipefail
 
 want=(libpcap-dev)
 if [[ "${WARDLINE_SETUP:-full}" != minimal ]]; then
-  want+=(clickhouse-server tshark ieee-data faketime iproute2 nftables iptables rsyslog prometheus zookeeper)
+  want+=(clickhouse-server tshark ieee-data faketime iproute2 nftables iptables rsyslog prometheus zookeeper chromium)
 fi
 
 missing=()
