@@ -35,7 +35,9 @@ pub fn router(query: Arc<QueryService>) -> Router {
         .route("/api/v1/cluster", get(cluster))
         .merge(crate::alerts::api::routes())
         .merge(crate::policy::api::routes())
-        .merge(crate::policy::groups::routes().merge(crate::policy::blast::routes()))
+        .merge(
+            crate::policy::groups::routes().merge(crate::policy::blast::routes()).merge(crate::policy::tags::routes()),
+        )
         .merge(crate::risk::api::routes())
         .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(query.clone(), read_consistency))

@@ -26,6 +26,7 @@ pub mod identity;
 mod ips;
 pub mod policy;
 pub mod revocations;
+pub mod tags;
 pub mod tokens;
 mod vecmap;
 pub mod vulnfeeds;
@@ -51,7 +52,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_0009;
+pub const STATE_FORMAT: u32 = 0x574c_000a;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -151,6 +152,11 @@ pub enum Command {
     /// the configured time raise `sensor_silent`, ones that delivered again resolve it.
     SensorTick {
         now_ms: u64,
+    },
+    /// Replace a device's operator tags (an empty list removes them; issue 12).
+    SetDeviceTags {
+        mac: MacAddr,
+        tags: Vec<String>,
     },
 }
 
@@ -644,6 +650,8 @@ pub struct ClusterState {
     group_history: policy::GroupHistory,
     /// Traffic, segment, PHI and sensor-silence detectors (decision 0033).
     detectors: anomaly::detectors::Detectors,
+    /// Operators' tags on devices, for group conditions.
+    device_tags: tags::DeviceTags,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -678,6 +686,8 @@ struct ReplicatedParts {
     group_history: policy::GroupHistory,
     #[serde(default)]
     detectors: anomaly::detectors::Detectors,
+    #[serde(default)]
+    device_tags: tags::DeviceTags,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -726,6 +736,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "revocations",
             "group_history",
             "detectors",
+            "device_tags",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -792,6 +803,12 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 } else {
                     Default::default()
                 };
+                // Format 10 added operators' device tags; older states have none.
+                let device_tags = if format >= 0x574c_000a {
+                    seq.next_element()?.ok_or_else(|| missing("device tags"))?
+                } else {
+                    Default::default()
+                };
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -809,6 +826,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     revocations,
                     group_history,
                     detectors,
+                    device_tags,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -844,6 +862,7 @@ impl Serialize for ClusterState {
             revocations: &'a revocations::Revocations,
             group_history: &'a policy::GroupHistory,
             detectors: &'a anomaly::detectors::Detectors,
+            device_tags: &'a tags::DeviceTags,
         }
         Parts {
             format: StateFormat,
@@ -862,6 +881,7 @@ impl Serialize for ClusterState {
             revocations: &self.revocations,
             group_history: &self.group_history,
             detectors: &self.detectors,
+            device_tags: &self.device_tags,
         }
         .serialize(s)
     }
@@ -885,6 +905,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             revocations: parts.revocations,
             group_history: parts.group_history,
             detectors: parts.detectors,
+            device_tags: parts.device_tags,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1078,6 +1099,7 @@ impl ClusterState {
                 self.detectors.tick(*now_ms, &self.sensors, &mut self.alerts);
                 ApplyResponse::done(true)
             }
+            Command::SetDeviceTags { mac, tags } => ApplyResponse::done(self.device_tags.set(*mac, tags)),
         }
     }
 
@@ -1092,6 +1114,10 @@ impl ClusterState {
     }
 
     /// Imported vulnerability feeds.
+    pub fn device_tags(&self) -> &tags::DeviceTags {
+        &self.device_tags
+    }
+
     pub fn revocations(&self) -> &revocations::Revocations {
         &self.revocations
     }

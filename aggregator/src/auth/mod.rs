@@ -96,6 +96,8 @@ pub const DECLARED_ROUTES: &[(Option<Method>, &str, Access)] = &[
     // Segmentation policy (decision 0025): analysts validate candidates, triage violations
     // and manage drafts; a new active version (apply, rollback, refresh) is an admin's,
     // since its exports configure enforcement on clinical networks.
+    // Tagging devices (the `tag` of group conditions) is an analyst's work.
+    (Some(Method::PUT), "/api/v1/devices/", Access::Needs(Role::Analyst)),
     (Some(Method::POST), "/api/v1/policy/validate", Access::Needs(Role::Analyst)),
     // Recommendation and replay read the flow history and change nothing but the draft
     // area (decision 0030).

@@ -21,6 +21,18 @@ pub enum DeviceCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Its operator tags (group conditions `tag == "…"`); with --set or --clear, replace them
+    /// (analyst). Groups follow on the next membership refresh.
+    Tags {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// A tag to set (repeatable); the device's tags become exactly these.
+        #[arg(long = "set", value_name = "TAG")]
+        set: Vec<String>,
+        /// Remove every tag of the device.
+        #[arg(long, conflicts_with = "set")]
+        clear: bool,
+    },
 }
 
 #[derive(Args)]
@@ -68,7 +80,24 @@ pub enum FlowsCmd {
 }
 
 pub async fn device(cmd: DeviceCmd) -> Result<()> {
+    if let DeviceCmd::Tags { device, set, clear } = &cmd {
+        let c = client(&device.target.auth, READ_TIMEOUT)?;
+        let path = format!("/api/v1/devices/{}/tags", device.id);
+        let v = if set.is_empty() && !clear {
+            get_json(&c, &device.target.api, &path).await?
+        } else {
+            let body = serde_json::json!({ "tags": set });
+            super::send(super::request(&c, reqwest::Method::PUT, &device.target.api, &path).json(&body)).await?
+        };
+        if device.json {
+            return print_json(&v);
+        }
+        let tags: Vec<String> = v["tags"].as_array().into_iter().flatten().map(cell).collect();
+        println!("{}: {}", cell(&v["mac"]), if tags.is_empty() { "no tags".to_string() } else { tags.join(", ") });
+        return Ok(());
+    }
     let (args, path) = match &cmd {
+        DeviceCmd::Tags { .. } => unreachable!("answered above"),
         DeviceCmd::Show(a) => (a, format!("/api/v1/devices/{}", a.id)),
         DeviceCmd::History(a) => (a, format!("/api/v1/devices/{}/history", a.id)),
         DeviceCmd::Flows { device, limit } => (device, format!("/api/v1/devices/{}/flows?limit={limit}", device.id)),
@@ -93,6 +122,7 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
                 println!("{:>20}  {:<16}  {}", cell(&e["at_us"]), cell(&e["kind"]), details.join(" "));
             }
         }
+        DeviceCmd::Tags { .. } => {}
         DeviceCmd::Flows { .. } => {
             println!("{} ({}): {} flows", cell(&v["id"]), cell(&v["class"]), v["count"]);
             println!(

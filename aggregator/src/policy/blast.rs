@@ -75,7 +75,7 @@ pub struct BlastView {
 
 /// The replicated inputs, copied out under the state lock.
 struct Inputs {
-    records: Vec<Arc<crate::state::DeviceRecord>>,
+    records: resolve::Records,
     segments: BTreeMap<MacAddr, Vec<String>>,
     services: BTreeMap<MacAddr, Vec<Service>>,
     observed: Vec<(MacAddr, MacAddr)>,

@@ -11,7 +11,6 @@ use super::resolve;
 use crate::auth::now_ms;
 use crate::query::QueryService;
 use crate::state::policy::{self as stored, HistoryEntry};
-use crate::state::DeviceRecord;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -35,7 +34,7 @@ pub fn routes() -> Router<Arc<QueryService>> {
 
 /// The policy attributes of every device in `records` with risk and vulnerability matches
 /// from the replicated feeds (the input of membership, for apply, refresh and reads).
-pub async fn inventory_devices(q: &QueryService, records: Vec<Arc<DeviceRecord>>) -> Vec<PolicyDevice> {
+pub async fn inventory_devices(q: &QueryService, records: resolve::Records) -> Vec<PolicyDevice> {
     let feeds = q.compiled_feeds().await;
     let kb = q.kb().clone();
     let today = resolve::date_of(now_ms());

@@ -10,3 +10,4 @@ pub mod recommend;
 pub mod refresh;
 pub mod replay;
 pub mod resolve;
+pub mod tags;

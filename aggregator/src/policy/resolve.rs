@@ -13,9 +13,31 @@ use std::sync::Arc;
 use wardline_intel::policy::{Membership, Policy, PolicyDevice};
 use wardline_intel::KnowledgeBase;
 
-/// The records to resolve, copied out under the state lock (cheap `Arc` clones).
-pub fn records(state: &ClusterState) -> Vec<Arc<DeviceRecord>> {
-    state.devices().values().cloned().collect()
+/// The device records to resolve and the operators' tags, copied out under the state lock
+/// (cheap `Arc` clones). Derefs to the records.
+#[derive(Clone, Default)]
+pub struct Records {
+    pub devices: Vec<Arc<DeviceRecord>>,
+    pub tags: Arc<crate::state::tags::DeviceTags>,
+}
+
+impl std::ops::Deref for Records {
+    type Target = [Arc<DeviceRecord>];
+    fn deref(&self) -> &Self::Target {
+        &self.devices
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = &'a Arc<DeviceRecord>;
+    type IntoIter = std::slice::Iter<'a, Arc<DeviceRecord>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.devices.iter()
+    }
+}
+
+pub fn records(state: &ClusterState) -> Records {
+    Records { devices: state.devices().values().cloned().collect(), tags: Arc::new(state.device_tags().clone()) }
 }
 
 /// `YYYY-MM-DD` of a time in ms since the epoch (for end-of-support dates).
@@ -23,19 +45,25 @@ pub fn date_of(ms: u64) -> String {
     crate::siem::syslog::rfc3339_ms(ms)[..10].to_string()
 }
 
-/// The policy attributes of every device, sorted by MAC. Risk, vulnerabilities and tags
-/// are not known to the aggregator yet and stay zero / empty.
-pub fn policy_devices(records: &[Arc<DeviceRecord>], kb: &KnowledgeBase, today: &str) -> Vec<PolicyDevice> {
-    records
-        .iter()
-        .map(|r| {
-            let mut d = PolicyDevice::from_classification(&classify_record(kb, r), today);
-            d.ips = r.ips.keys().collect();
-            d.vlans = r.vlans.iter().copied().collect();
-            d.site = r.sites.iter().next().cloned();
-            d
-        })
-        .collect()
+/// The policy attributes of every device, sorted by MAC, with the operators' tags. Risk and
+/// vulnerabilities stay zero (see [`policy_devices_with_risk`]).
+pub fn policy_devices(records: &Records, kb: &KnowledgeBase, today: &str) -> Vec<PolicyDevice> {
+    records.iter().map(|r| inventory_attributes(r, &classify_record(kb, r), records, today)).collect()
+}
+
+/// What the inventory and the operators say of one device: class, addresses, VLANs, site, tags.
+fn inventory_attributes(
+    r: &DeviceRecord,
+    class: &wardline_intel::Classification,
+    records: &Records,
+    today: &str,
+) -> PolicyDevice {
+    let mut d = PolicyDevice::from_classification(class, today);
+    d.ips = r.ips.keys().collect();
+    d.vlans = r.vlans.iter().copied().collect();
+    d.site = r.sites.iter().next().cloned();
+    d.tags = records.tags.of(&r.mac).map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    d
 }
 
 /// [`policy_devices`] plus what the risk model knows (decision 0031): the number of matched
@@ -44,7 +72,7 @@ pub fn policy_devices(records: &[Arc<DeviceRecord>], kb: &KnowledgeBase, today: 
 /// packet), so `vulnerable`, `kev`, `vulns` and `risk` conditions hold. A device joins
 /// "vulnerable infusion pumps" on the first refresh after a feed import matches it.
 pub fn policy_devices_with_risk(
-    records: &[Arc<DeviceRecord>],
+    records: &Records,
     kb: &KnowledgeBase,
     feeds: &crate::risk::CompiledFeeds,
     today: &str,
@@ -58,10 +86,7 @@ pub fn policy_devices_with_risk(
         .iter()
         .zip(classes.iter().zip(matches))
         .map(|(r, (class, vulns))| {
-            let mut d = PolicyDevice::from_classification(class, today);
-            d.ips = r.ips.keys().collect();
-            d.vlans = r.vlans.iter().copied().collect();
-            d.site = r.sites.iter().next().cloned();
+            let mut d = inventory_attributes(r, class, records, today);
             d.vulns = u32::try_from(vulns.len()).unwrap_or(u32::MAX);
             d.kev = vulns.iter().any(|v| v.kev);
             let evidence: Vec<wardline_common::Evidence> = r

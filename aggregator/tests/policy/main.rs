@@ -18,6 +18,7 @@ mod refresh;
 mod replay;
 mod replay_bench;
 mod replicas;
+mod tags;
 mod versions;
 
 use ulid::Ulid;
