@@ -528,7 +528,7 @@ mod tests {
         let backwards = vec![numbered(3), numbered(4), numbered(2)];
         let e = decode_batches_frame(&encode_frame(&backwards).unwrap()).unwrap_err();
         assert!(matches!(e, FrameError::Order { index: 2, seq: 2, previous: 4 }), "{e}");
-        assert!(e.to_string().contains("seq 2 follows seq 4"), "{e}");
+        assert!(e.to_string().contains("(seq 2) follows seq 4"), "{e}");
         // A repeat is the cluster's to deduplicate, not a malformed frame.
         let repeated = vec![numbered(3), numbered(3)];
         assert_eq!(decode_batches_frame(&encode_frame(&repeated).unwrap()).unwrap().len(), 2);
