@@ -579,6 +579,16 @@ struct FrameStream {
     _permit: OwnedSemaphorePermit,
 }
 
+/// After a frame refused as a whole, the later streams of the connection answer RetryLater:
+/// unlike a refused single batch, which the sensor dead-letters and moves past, a refused
+/// frame's batches are sent again (one per frame), so nothing after them may be applied
+/// first — that would move the watermark past them and their re-send would be acked as a
+/// duplicate and lost. (Waits for its turn so the earlier streams are handed on first.)
+async fn refuse_later_streams(order: &mut StreamOrder) {
+    let _ = (&mut order.previous).await;
+    order.pass(false);
+}
+
 /// The reply to a multi-batch frame refused as a whole: one reply with a nil batch id.
 fn whole_frame(reply: BatchReply) -> Vec<BatchReply> {
     vec![reply]
@@ -607,8 +617,7 @@ async fn handle_multi_stream<H: BatchHandler>(
             };
             warn!(sensor = %identity.sensor_id, site = %identity.site, ?stream, "rejected a frame: {reason}");
             let _ = s.recv.stop(codes::FRAME_TOO_LARGE.into());
-            let _ = (&mut s.order.previous).await;
-            s.order.pass(true);
+            refuse_later_streams(&mut s.order).await;
             break 'replies rejected(reason);
         }
         let frame = match tokio::time::timeout(limits.frame_read_timeout, s.recv.read_to_end(s.declared)).await {
@@ -625,8 +634,7 @@ async fn handle_multi_stream<H: BatchHandler>(
                     format!("the stream carried more than the {} bytes its length prefix declared", s.declared);
                 warn!(sensor = %identity.sensor_id, site = %identity.site, ?stream, "rejected a frame: {reason}");
                 let _ = s.recv.stop(codes::FRAME_TOO_LARGE.into());
-                let _ = (&mut s.order.previous).await;
-                s.order.pass(true);
+                refuse_later_streams(&mut s.order).await;
                 break 'replies rejected(reason);
             }
             Ok(Err(quinn::ReadToEndError::Read(e))) => {
@@ -660,8 +668,7 @@ async fn handle_multi_stream<H: BatchHandler>(
             Err(reason) => {
                 inc(&stats.frames_rejected);
                 error!(sensor = %identity.sensor_id, site = %identity.site, "rejected a frame: {reason}");
-                let _ = (&mut s.order.previous).await;
-                s.order.pass(true);
+                refuse_later_streams(&mut s.order).await;
                 break 'replies rejected(reason);
             }
         };
@@ -686,8 +693,7 @@ async fn handle_multi_stream<H: BatchHandler>(
                 identity.site
             );
             warn!(sensor = %identity.sensor_id, "rejected a frame: {reason}");
-            let _ = (&mut s.order.previous).await;
-            s.order.pass(true);
+            refuse_later_streams(&mut s.order).await;
             break 'replies rejected(reason);
         }
         if !(&mut s.order.previous).await.unwrap_or(false) {

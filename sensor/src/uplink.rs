@@ -434,6 +434,10 @@ async fn run(
         let mut failure: Option<Failure> = None;
         // Set when the spool had nothing beyond what is in flight; the next round looks again.
         let mut exhausted = false;
+        // A version-2 node answers every later stream of a connection RetryLater once it
+        // refused a frame as a whole (its batches come again): the next round needs a new
+        // connection.
+        let mut reconnect = false;
         loop {
             while failure.is_none() && in_flight.len() < window && !exhausted {
                 if queued.is_empty() {
@@ -512,6 +516,7 @@ async fn run(
                          re-sending them one batch per frame"
                     );
                     single_through = single_through.max(last);
+                    reconnect = true;
                     failure.get_or_insert(Failure::Split(reason, first));
                     Vec::new()
                 }
@@ -553,6 +558,7 @@ async fn run(
                     Ok(BatchReply::Rejected { batch_id, seq: _, reason })
                         if batch_id == batch.id || batch_id.is_nil() =>
                     {
+                        reconnect |= multi && batch_id.is_nil();
                         stats.rejected += 1;
                         error!(
                             seq = batch.seq,
@@ -596,6 +602,11 @@ async fn run(
             }
         }
 
+        if reconnect {
+            if let Some(c) = connection.take() {
+                c.close(0u32.into(), b"frame refused, reconnecting");
+            }
+        }
         let Some(failure) = failure else { continue };
         health.set(UplinkState::Retrying(match &failure {
             Failure::RetryLater(r, _) | Failure::NotLeader(r, _) | Failure::Transport(r, _) | Failure::Split(r, _) => {

@@ -859,7 +859,17 @@ async fn malformed_multi_batch_frames_are_refused_with_a_reason_and_counted() {
     let s = server.stats.snapshot();
     assert_eq!((s.frames_rejected, s.frames_oversized, s.batches_rejected), (5, 1, 5), "{s:?}");
 
-    // Refused frames are final: the connection goes on, and a good frame is applied whole.
+    // The refused frames' batches will come again one per frame: nothing after them on this
+    // connection may be applied first.
+    let after = send_raw_v2(&conn, good.len() as u32, &good).await;
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.iter().all(|r| matches!(r, BatchReply::RetryLater { reason, .. } if reason.contains("earlier batch"))),
+        "{after:?}"
+    );
+    conn.close(0u32.into(), b"done");
+    // A new connection: the frame is applied whole.
+    let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
     let replies = send_raw_v2(&conn, good.len() as u32, &good).await;
     let expected: Vec<BatchReply> =
         batches.iter().map(|b| BatchReply::Ack { batch_id: b.id, seq: b.seq, duplicate: false }).collect();
@@ -868,7 +878,7 @@ async fn malformed_multi_batch_frames_are_refused_with_a_reason_and_counted() {
     let again = send_raw_v2(&conn, good.len() as u32, &good).await;
     assert!(again.iter().all(|r| matches!(r, BatchReply::Ack { duplicate: true, .. })), "{again:?}");
     assert_eq!(*handler.applied.lock().unwrap(), vec![1, 2, 3]);
-    assert_eq!(server.stats.snapshot().multi_batch_frames, 2, "only well-formed frames count as received");
+    assert_eq!(server.stats.snapshot().multi_batch_frames, 3, "only well-formed frames count as received");
     conn.close(0u32.into(), b"done");
     server.stop().await;
 }
