@@ -96,7 +96,7 @@ pub struct UplinkSection {
     /// `server_name` too.
     #[serde(default)]
     pub fallback_servers: Vec<String>,
-    /// Batches outstanding at once, each on its own QUIC stream (at most 16 are used: the
+    /// Frames outstanding at once, each on its own QUIC stream (at most 16 are used: the
     /// streams an aggregator grants one connection).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,

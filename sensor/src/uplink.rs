@@ -283,15 +283,13 @@ struct InFlight {
     reply: tokio::task::JoinHandle<std::result::Result<Vec<BatchReply>, SendError>>,
 }
 
+/// A frame's batches and its encoding (or why it could not be encoded).
+type Frame = (Vec<Batch>, std::result::Result<Vec<u8>, String>);
+
 /// The next frame's batches, taken from the front of `queued`, and its encoding (or why it
 /// could not be encoded). `multi`: the connection speaks uplink version 2; batches up to
 /// `single_through` go one per frame (a frame holding them was refused as a whole).
-fn cut_frame(
-    queued: &mut VecDeque<Batch>,
-    multi: bool,
-    max_batches: usize,
-    single_through: u64,
-) -> Option<(Vec<Batch>, std::result::Result<Vec<u8>, String>)> {
+fn cut_frame(queued: &mut VecDeque<Batch>, multi: bool, max_batches: usize, single_through: u64) -> Option<Frame> {
     let first = queued.pop_front()?;
     if !multi {
         let frame = encode_frame(&first).map_err(|e| format!("cannot encode batch {}: {e}", first.seq));
