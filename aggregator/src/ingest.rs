@@ -1,12 +1,16 @@
-//! QUIC ingest: sensors connect with mutual TLS and send one batch per bidirectional
-//! stream; the server answers each with one `BatchReply` frame on the same stream.
+//! QUIC ingest: sensors connect with mutual TLS and send batches on bidirectional streams;
+//! the server answers on the same stream. Uplink version 1 (`wire::ALPN_UPLINK`) carries one
+//! batch per stream and one `BatchReply`; version 2 (`wire::ALPN_UPLINK_V2`, decision 0034)
+//! carries a length-prefixed frame of up to `wire::MAX_FRAME_BATCHES` batches and answers
+//! with one reply per batch. ALPN picks the version per connection.
 //!
 //! Who sent a batch is taken from the client certificate (`pki::sensor_identity`), never
 //! from the batch: a batch whose `sensor_id`/`site` differ from the certificate's is
 //! Rejected. Untrusted input is bounded everywhere: the number of connections, streams per
-//! connection (QUIC stream credit), batches being read or handled at once, the frame
-//! size (read with a hard limit, so an oversized frame costs at most the limit in memory)
-//! and the time a peer may take to send one frame.
+//! connection (QUIC stream credit), the frame bytes being read or handled at once (a
+//! version-2 stream reserves the length it declares, a version-1 stream the whole frame
+//! limit), the frame size (read with a hard limit, so an oversized frame costs at most the
+//! limit in memory) and the time a peer may take to send one frame.
 
 use crate::config::TlsPaths;
 use crate::pki::{self, SensorIdentity};
@@ -17,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 use ulid::Ulid;
@@ -62,9 +66,11 @@ pub struct IngestLimits {
     pub max_frame_bytes: usize,
     /// Concurrent sensor connections; more are refused (the sensor backs off and retries).
     pub max_connections: usize,
-    /// Batches being read or handled at once across all connections; further streams wait.
-    /// Together with `max_frame_bytes` this bounds ingest memory.
-    pub max_inflight_batches: usize,
+    /// Frame bytes being read or handled at once across all connections; further streams
+    /// wait (their bytes stay in QUIC flow-control windows). A version-2 stream reserves the
+    /// length it declares, a version-1 stream `max_frame_bytes`. This bounds ingest memory
+    /// whatever the number of streams or batches per frame.
+    pub max_inflight_bytes: usize,
     /// Time a sensor may take to deliver one whole frame.
     pub frame_read_timeout: Duration,
     /// How long shutdown waits for in-flight batches before closing connections.
@@ -76,7 +82,8 @@ impl Default for IngestLimits {
         IngestLimits {
             max_frame_bytes: wire::MAX_FRAME_BYTES,
             max_connections: 1024,
-            max_inflight_batches: 32,
+            // As much as the earlier bound of 32 version-1 frames of 16 MiB.
+            max_inflight_bytes: 512 * 1024 * 1024,
             frame_read_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -98,6 +105,7 @@ pub struct IngestStats {
     frames_rejected: AtomicU64,
     frames_oversized: AtomicU64,
     frames_timed_out: AtomicU64,
+    multi_batch_frames: AtomicU64,
     /// The flow outbox as this node sees it (decision 0016).
     pub outbox: Arc<crate::outbox::OutboxStatus>,
 }
@@ -125,6 +133,9 @@ pub struct IngestStatsSnapshot {
     pub frames_rejected: u64,
     pub frames_oversized: u64,
     pub frames_timed_out: u64,
+    /// Multi-batch frames (uplink version 2) decoded; `batches_received` counts their batches.
+    #[serde(default)]
+    pub multi_batch_frames: u64,
 }
 
 impl IngestStats {
@@ -143,6 +154,7 @@ impl IngestStats {
             frames_rejected: g(&self.frames_rejected),
             frames_oversized: g(&self.frames_oversized),
             frames_timed_out: g(&self.frames_timed_out),
+            multi_batch_frames: g(&self.multi_batch_frames),
         }
     }
 
@@ -162,6 +174,13 @@ impl IngestStats {
 
 fn inc(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Ingest memory is counted in permits of this many bytes (a semaphore takes u32 counts).
+const PERMIT_BYTES: usize = 1024;
+
+fn permits_for(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX).max(1)
 }
 
 /// A bound ingest endpoint; `local_addr` tells the port when bound to port 0.
@@ -203,7 +222,9 @@ impl<H: BatchHandler> IngestServer<H> {
         info!(addr = ?local, "ingest listening for sensors (QUIC, mutual TLS)");
         let limits = Arc::new(limits);
         let conn_slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        let batch_slots = Arc::new(Semaphore::new(limits.max_inflight_batches.max(1)));
+        // Never smaller than one whole frame, or a frame at the limit could never be read.
+        let budget = permits_for(limits.max_inflight_bytes.max(limits.max_frame_bytes));
+        let batch_slots = Arc::new(Semaphore::new(budget as usize));
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -235,9 +256,8 @@ impl<H: BatchHandler> IngestServer<H> {
         info!("ingest stopping: no new sensor connections; finishing in-flight batches");
         endpoint.set_server_config(None);
         let grace = limits.shutdown_grace;
-        // In-flight batches hold permits; all permits back means nothing is being handled.
-        let all = limits.max_inflight_batches.max(1) as u32;
-        let _ = tokio::time::timeout(grace, batch_slots.acquire_many(all)).await;
+        // In-flight frames hold permits; all permits back means nothing is being handled.
+        let _ = tokio::time::timeout(grace, batch_slots.acquire_many(budget)).await;
         endpoint.close(codes::SHUTDOWN.into(), b"aggregator node shutting down");
         let _ =
             tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} }).await;
@@ -298,7 +318,11 @@ async fn handle_connection<H: BatchHandler>(
     }
     inc(&stats.connections_accepted);
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
-    info!(sensor = %identity.sensor_id, site = %identity.site, %remote, "sensor connected");
+    let multi = negotiated_alpn(&connection).as_deref() == Some(wire::ALPN_UPLINK_V2);
+    info!(
+        sensor = %identity.sensor_id, site = %identity.site, %remote,
+        uplink = if multi { 2 } else { 1 }, "sensor connected"
+    );
     let mut streams = JoinSet::new();
     // Streams are accepted in the order the sensor opened them (its seq order); each is
     // handed to the handler only after the one before it, so a sensor's batches in flight
@@ -315,18 +339,42 @@ async fn handle_connection<H: BatchHandler>(
                 }
             }
             accepted = connection.accept_bi() => match accepted {
-                Ok((send, recv)) => {
+                Ok((mut send, mut recv)) => {
                     let (handler, stats, limits, batch_slots, identity) =
                         (handler.clone(), stats.clone(), limits.clone(), batch_slots.clone(), identity.clone());
                     let (turn_tx, turn_rx) = oneshot::channel();
                     let order = StreamOrder { previous: std::mem::replace(&mut previous, turn_rx), next: Some(turn_tx) };
+                    // A version-2 stream says how long its frame is; a version-1 stream may
+                    // be as long as the limit. (A stalled prefix holds up only this sensor's
+                    // later streams, which wait for this one anyway.)
+                    let declared = if multi {
+                        match read_length_prefix(&mut recv, &identity, &stats, &limits).await {
+                            Some(len) => Some(len),
+                            // Dropping `order` unsent makes the later streams answer RetryLater.
+                            None => {
+                                let _ = send.reset(codes::READ_TIMEOUT.into());
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let reserve = declared.map_or(limits.max_frame_bytes, |len| len.min(limits.max_frame_bytes));
                     // Waiting here is the backpressure: the stream's bytes stay in QUIC
                     // flow-control windows, not in our memory. Taken in stream order, so a
-                    // stream holding a slot never waits for an earlier one that has none.
-                    let Ok(permit) = batch_slots.acquire_owned().await else { continue };
+                    // stream holding permits never waits for an earlier one that has none.
+                    let Ok(permit) = batch_slots.acquire_many_owned(permits_for(reserve)).await else { continue };
                     streams.spawn(async move {
-                        handle_stream(send, recv, &identity, handler.as_ref(), &stats, &limits, order).await;
-                        drop(permit);
+                        match declared {
+                            Some(len) => {
+                                let stream = FrameStream { send, recv, declared: len, order, _permit: permit };
+                                handle_multi_stream(stream, &identity, handler.as_ref(), &stats, &limits).await
+                            }
+                            None => {
+                                handle_stream(send, recv, &identity, handler.as_ref(), &stats, &limits, order).await;
+                                drop(permit);
+                            }
+                        }
                     });
                 }
                 Err(e) => break e,
@@ -342,6 +390,35 @@ async fn handle_connection<H: BatchHandler>(
             info!(sensor = %identity.sensor_id, %remote, "sensor disconnected")
         }
         e => info!(sensor = %identity.sensor_id, %remote, "sensor connection ended: {e}"),
+    }
+}
+
+/// The ALPN id the handshake settled on.
+fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+/// The length a version-2 stream declares for its frame; None (counted, logged) when the
+/// stream ended or stalled before the 4 bytes arrived.
+async fn read_length_prefix(
+    recv: &mut quinn::RecvStream,
+    identity: &SensorIdentity,
+    stats: &IngestStats,
+    limits: &IngestLimits,
+) -> Option<usize> {
+    let mut prefix = [0u8; wire::FRAME_LENGTH_PREFIX];
+    match tokio::time::timeout(limits.frame_read_timeout, recv.read_exact(&mut prefix)).await {
+        Ok(Ok(())) => Some(u32::from_be_bytes(prefix) as usize),
+        Ok(Err(e)) => {
+            debug!(sensor = %identity.sensor_id, stream = ?recv.id(), "stream ended before its frame length: {e}");
+            None
+        }
+        Err(_) => {
+            inc(&stats.frames_timed_out);
+            warn!(sensor = %identity.sensor_id, stream = ?recv.id(), "sensor did not send a frame length within {:?}; dropping the stream (it will retry)", limits.frame_read_timeout);
+            let _ = recv.stop(codes::READ_TIMEOUT.into());
+            None
+        }
     }
 }
 
@@ -520,7 +597,168 @@ fn log_spool_report(identity: &SensorIdentity, batch: &Batch) {
     }
 }
 
-async fn write_reply(send: &mut quinn::SendStream, reply: &BatchReply, identity: &SensorIdentity) {
+/// A version-2 stream whose frame length is known and whose bytes are reserved (`_permit`).
+struct FrameStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    declared: usize,
+    order: StreamOrder,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// After a frame refused as a whole, the later streams of the connection answer RetryLater:
+/// unlike a refused single batch, which the sensor dead-letters and moves past, a refused
+/// frame's batches are sent again (one per frame), so nothing after them may be applied
+/// first — that would move the watermark past them and their re-send would be acked as a
+/// duplicate and lost. (Waits for its turn so the earlier streams are handed on first.)
+async fn refuse_later_streams(order: &mut StreamOrder) {
+    let _ = (&mut order.previous).await;
+    order.pass(false);
+}
+
+/// The reply to a multi-batch frame refused as a whole: one reply with a nil batch id.
+fn whole_frame(reply: BatchReply) -> Vec<BatchReply> {
+    vec![reply]
+}
+
+async fn handle_multi_stream<H: BatchHandler>(
+    mut s: FrameStream,
+    identity: &SensorIdentity,
+    handler: &H,
+    stats: &IngestStats,
+    limits: &IngestLimits,
+) {
+    let stream = s.recv.id();
+    let rejected = |reason: String| whole_frame(BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason });
+    let replies = 'replies: {
+        if s.declared == 0 || s.declared > limits.max_frame_bytes {
+            inc(&stats.frames_rejected);
+            let reason = if s.declared == 0 {
+                "multi-batch frame declares a length of 0 bytes; a frame holds at least one batch".to_string()
+            } else {
+                inc(&stats.frames_oversized);
+                format!(
+                    "multi-batch frame of {} bytes exceeds the {}-byte limit of this node; send fewer batches per frame",
+                    s.declared, limits.max_frame_bytes
+                )
+            };
+            warn!(sensor = %identity.sensor_id, site = %identity.site, ?stream, "rejected a frame: {reason}");
+            let _ = s.recv.stop(codes::FRAME_TOO_LARGE.into());
+            refuse_later_streams(&mut s.order).await;
+            break 'replies rejected(reason);
+        }
+        let frame = match tokio::time::timeout(limits.frame_read_timeout, s.recv.read_to_end(s.declared)).await {
+            Err(_) => {
+                inc(&stats.frames_timed_out);
+                warn!(sensor = %identity.sensor_id, ?stream, "sensor did not finish sending a frame of {} bytes within {:?}; dropping the stream (it will retry)", s.declared, limits.frame_read_timeout);
+                let _ = s.recv.stop(codes::READ_TIMEOUT.into());
+                let _ = s.send.reset(codes::READ_TIMEOUT.into());
+                return;
+            }
+            Ok(Err(quinn::ReadToEndError::TooLong)) => {
+                inc(&stats.frames_rejected);
+                let reason =
+                    format!("the stream carried more than the {} bytes its length prefix declared", s.declared);
+                warn!(sensor = %identity.sensor_id, site = %identity.site, ?stream, "rejected a frame: {reason}");
+                let _ = s.recv.stop(codes::FRAME_TOO_LARGE.into());
+                refuse_later_streams(&mut s.order).await;
+                break 'replies rejected(reason);
+            }
+            Ok(Err(quinn::ReadToEndError::Read(e))) => {
+                debug!(sensor = %identity.sensor_id, ?stream, "stream ended before a whole frame arrived: {e}");
+                return;
+            }
+            Ok(Ok(bytes)) => bytes,
+        };
+        let batches = match wire::decode_batches_frame(&frame) {
+            _ if frame.len() != s.declared => Err(format!(
+                "the stream ended after {} of the {} bytes its length prefix declared",
+                frame.len(),
+                s.declared
+            )),
+            Ok(batches) => Ok(batches),
+            // A newer sensor: its batches stay spooled until this node is upgraded. Later
+            // streams of the connection must not pass them (`order` is dropped unsent).
+            Err(e @ FrameError::Version(_)) => {
+                inc(&stats.frames_rejected);
+                warn!(sensor = %identity.sensor_id, "cannot read a frame: {e}");
+                break 'replies whole_frame(BatchReply::RetryLater {
+                    batch_id: Ulid::nil(),
+                    seq: 0,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => Err(format!("undecodable multi-batch frame of {} bytes: {e}", frame.len())),
+        };
+        let batches = match batches {
+            Ok(b) => b,
+            Err(reason) => {
+                inc(&stats.frames_rejected);
+                error!(sensor = %identity.sensor_id, site = %identity.site, "rejected a frame: {reason}");
+                refuse_later_streams(&mut s.order).await;
+                break 'replies rejected(reason);
+            }
+        };
+        inc(&stats.multi_batch_frames);
+        stats.batches_received.fetch_add(batches.len() as u64, Ordering::Relaxed);
+        let foreign: Vec<&Batch> =
+            batches.iter().filter(|b| b.sensor_id != identity.sensor_id || b.site != identity.site).collect();
+        if let Some(first) = foreign.first() {
+            stats.identity_mismatches.fetch_add(foreign.len() as u64, Ordering::Relaxed);
+            // Refused as a whole: the sensor then sends these batches one per frame, so each
+            // is judged (and dead-lettered) on its own and the honest ones get through.
+            let reason = format!(
+                "{} of the {} batches in this frame claim another sensor or site (batch seq {} claims sensor {:?} at \
+                 site {:?}) but the connection's certificate names sensor {:?} at site {:?}; a sensor may only send its \
+                 own batches — fix sensor_id/site in its config or issue a matching certificate",
+                foreign.len(),
+                batches.len(),
+                first.seq,
+                first.sensor_id,
+                first.site,
+                identity.sensor_id,
+                identity.site
+            );
+            warn!(sensor = %identity.sensor_id, "rejected a frame: {reason}");
+            refuse_later_streams(&mut s.order).await;
+            break 'replies rejected(reason);
+        }
+        if !(&mut s.order.previous).await.unwrap_or(false) {
+            // Applying these would move the watermark past the missing batch.
+            s.order.pass(false);
+            break 'replies batches
+                .iter()
+                .map(|b| BatchReply::RetryLater {
+                    batch_id: b.id,
+                    seq: b.seq,
+                    reason: "an earlier batch on this connection did not arrive; re-send from it".into(),
+                })
+                .collect();
+        }
+        // Queued in frame order before the next stream may queue its own; each batch is
+        // deduplicated by its own (sensor, seq) in group commit.
+        let pending: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                log_spool_report(identity, &batch);
+                handler.handle(identity.clone(), batch)
+            })
+            .collect();
+        s.order.pass(true);
+        let mut replies = Vec::with_capacity(pending.len());
+        for p in pending {
+            replies.push(p.await);
+        }
+        debug!(sensor = %identity.sensor_id, batches = replies.len(), "frame handled");
+        replies
+    };
+    for reply in &replies {
+        stats.count_reply(reply);
+    }
+    write_reply(&mut s.send, &replies, identity).await;
+}
+
+async fn write_reply<T: Serialize>(send: &mut quinn::SendStream, reply: &T, identity: &SensorIdentity) {
     let bytes = match wire::encode_frame(reply) {
         Ok(b) => b,
         Err(e) => {

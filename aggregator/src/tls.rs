@@ -7,13 +7,16 @@ use anyhow::{Context, Result};
 use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 use std::time::Duration;
-use wardline_common::wire::ALPN_UPLINK;
+use wardline_common::wire::{ALPN_UPLINK, ALPN_UPLINK_V2};
 
 /// Without traffic for this long a connection is considered dead (sensor gone, link cut).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keep-alives keep NAT/firewall state and the idle timer alive during quiet periods.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// Concurrent batch streams one sensor may have open (the ingest also bounds work globally).
+/// Concurrent batch streams one sensor may have open. Memory is bounded by the ingest's
+/// byte budget (`IngestLimits::max_inflight_bytes`), not by this count, so a wider window
+/// does not raise the worst case (decision 0034); the sensor's `uplink::MAX_PEER_STREAMS`
+/// must match.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 pub use wardline_common::tls_files::{load_certs, load_key, load_roots};
@@ -62,8 +65,11 @@ pub fn node_server_config(
 }
 
 /// TLS 1.3 server config of QUIC ingest: a sensor certificate from the fleet CA required.
+/// Uplink version 2 (multi-batch frames) is preferred; version 1 serves older sensors.
 pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
-    node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_UPLINK)
+    let mut cfg = node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_UPLINK_V2)?;
+    cfg.alpn_protocols.push(ALPN_UPLINK.to_vec());
+    Ok(cfg)
 }
 
 pub fn transport_config() -> quinn::TransportConfig {

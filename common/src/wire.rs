@@ -23,8 +23,21 @@ pub const WIRE_VERSION: u8 = 3;
 pub const MIN_WIRE_VERSION: u8 = 1;
 /// Largest frame a receiver accepts (a batch is normally far smaller).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
-/// ALPN protocol id of the sensor uplink.
+/// ALPN protocol id of the sensor uplink: one batch per stream ([`Batch`] frame in,
+/// [`BatchReply`] frame out).
 pub const ALPN_UPLINK: &[u8] = b"wardline-uplink/1";
+/// ALPN protocol id of uplink version 2 (decision 0034): each stream carries a 4-byte
+/// big-endian length followed by one multi-batch frame (a `Vec<Batch>` of 1 to
+/// [`MAX_FRAME_BATCHES`] batches of one sensor, seqs never decreasing), and the reply is one
+/// frame holding a `Vec<BatchReply>`, one per batch in frame order — or a single reply with
+/// a nil batch id when the frame as a whole was refused. A sensor offers both ids and the
+/// node picks version 2 when it knows it, so an older node or an older sensor keeps
+/// speaking version 1 on the same port.
+pub const ALPN_UPLINK_V2: &[u8] = b"wardline-uplink/2";
+/// Most batches in one multi-batch frame (the frame is bounded by [`MAX_FRAME_BYTES`] too).
+pub const MAX_FRAME_BATCHES: usize = 256;
+/// Bytes of the length that precedes a multi-batch frame on a version-2 stream.
+pub const FRAME_LENGTH_PREFIX: usize = 4;
 
 /// Is `id` a valid sensor id or site name: 1 to 64 characters from A-Z, a-z, 0-9, '.', '_'
 /// and '-'? They end up in certificate URNs (':' separated), file names, log lines and
@@ -278,6 +291,13 @@ pub enum FrameError {
     Trailing(usize),
     #[error("cannot encode frame: {0}")]
     Encode(String),
+    #[error("multi-batch frame holds {0} batches; 1 to {MAX_FRAME_BATCHES} are allowed")]
+    BatchCount(usize),
+    #[error(
+        "multi-batch frame is out of order: batch {index} (seq {seq}) follows seq {previous}; a frame carries \
+         one sensor's batches in seq order"
+    )]
+    Order { index: usize, seq: u64, previous: u64 },
 }
 
 fn bincode_config() -> impl bincode::config::Config {
@@ -310,6 +330,51 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Fra
         return Err(FrameError::Trailing(body.len() - used));
     }
     Ok(value)
+}
+
+/// The bincode body of one batch as it appears inside a multi-batch frame, so a sender can
+/// size a frame batch by batch and encode each batch once ([`assemble_batches_frame`]).
+pub fn encode_batch_body(batch: &Batch) -> Result<Vec<u8>, FrameError> {
+    bincode::serde::encode_to_vec(batch, bincode_config()).map_err(|e| FrameError::Encode(e.to_string()))
+}
+
+/// The multi-batch frame (`Vec<Batch>`) made of bodies from [`encode_batch_body`]: byte for
+/// byte what `encode_frame(&batches)` gives (a sequence is its varint length and then its
+/// elements), without encoding the batches again.
+pub fn assemble_batches_frame(bodies: &[Vec<u8>]) -> Result<Vec<u8>, FrameError> {
+    if bodies.is_empty() || bodies.len() > MAX_FRAME_BATCHES {
+        return Err(FrameError::BatchCount(bodies.len()));
+    }
+    let count = bincode::serde::encode_to_vec(bodies.len() as u64, bincode_config())
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    let size = 1 + count.len() + bodies.iter().map(Vec::len).sum::<usize>();
+    if size > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(size, MAX_FRAME_BYTES));
+    }
+    let mut out = Vec::with_capacity(size);
+    out.push(WIRE_VERSION);
+    out.extend_from_slice(&count);
+    for body in bodies {
+        out.extend_from_slice(body);
+    }
+    Ok(out)
+}
+
+/// Decode a multi-batch frame (without its length prefix) and check its shape: 1 to
+/// [`MAX_FRAME_BATCHES`] batches whose seqs never decrease. (A repeated seq is let through:
+/// the cluster acks the repeat as a duplicate.) Whose batches they are is the receiver's
+/// check (it knows the peer's certificate). Never panics on arbitrary input.
+pub fn decode_batches_frame(bytes: &[u8]) -> Result<Vec<Batch>, FrameError> {
+    let batches: Vec<Batch> = decode_frame(bytes)?;
+    if batches.is_empty() || batches.len() > MAX_FRAME_BATCHES {
+        return Err(FrameError::BatchCount(batches.len()));
+    }
+    for (index, pair) in batches.windows(2).enumerate() {
+        if pair[1].seq < pair[0].seq {
+            return Err(FrameError::Order { index: index + 1, seq: pair[1].seq, previous: pair[0].seq });
+        }
+    }
+    Ok(batches)
 }
 
 #[cfg(test)]
@@ -435,11 +500,83 @@ mod tests {
         assert!(matches!(decode_frame::<Batch>(&[]), Err(FrameError::Empty)));
     }
 
+    fn numbered(seq: u64) -> Batch {
+        Batch { seq, id: Ulid::from_parts(1_700_000_000_000 + seq, seq.into()), ..sample() }
+    }
+
+    #[test]
+    fn assembled_multi_batch_frame_is_the_encoded_vector() {
+        for n in [1u64, 2, 5, 130] {
+            let batches: Vec<Batch> = (1..=n).map(numbered).collect();
+            let bodies: Vec<Vec<u8>> = batches.iter().map(|b| encode_batch_body(b).unwrap()).collect();
+            let frame = assemble_batches_frame(&bodies).unwrap();
+            assert_eq!(frame, encode_frame(&batches).unwrap(), "{n} batches");
+            assert_eq!(decode_batches_frame(&frame).unwrap(), batches);
+        }
+    }
+
+    #[test]
+    fn multi_batch_frame_shape_is_checked() {
+        assert!(matches!(assemble_batches_frame(&[]), Err(FrameError::BatchCount(0))));
+        let body = encode_batch_body(&numbered(1)).unwrap();
+        let too_many = vec![body; MAX_FRAME_BATCHES + 1];
+        assert!(matches!(assemble_batches_frame(&too_many), Err(FrameError::BatchCount(257))));
+        let empty: Vec<Batch> = Vec::new();
+        assert!(matches!(decode_batches_frame(&encode_frame(&empty).unwrap()), Err(FrameError::BatchCount(0))));
+        let many: Vec<Batch> = (0..=MAX_FRAME_BATCHES as u64).map(numbered).collect();
+        assert!(matches!(decode_batches_frame(&encode_frame(&many).unwrap()), Err(FrameError::BatchCount(257))));
+        let backwards = vec![numbered(3), numbered(4), numbered(2)];
+        let e = decode_batches_frame(&encode_frame(&backwards).unwrap()).unwrap_err();
+        assert!(matches!(e, FrameError::Order { index: 2, seq: 2, previous: 4 }), "{e}");
+        assert!(e.to_string().contains("(seq 2) follows seq 4"), "{e}");
+        // A repeat is the cluster's to deduplicate, not a malformed frame.
+        let repeated = vec![numbered(3), numbered(3)];
+        assert_eq!(decode_batches_frame(&encode_frame(&repeated).unwrap()).unwrap().len(), 2);
+        // A single-batch (version 1 stream) frame is not a multi-batch frame.
+        assert!(decode_batches_frame(&encode_frame(&numbered(1)).unwrap()).is_err());
+    }
+
+    #[test]
+    fn oversized_multi_batch_frame_is_not_assembled() {
+        let mut big = numbered(1);
+        big.site = "x".repeat(MAX_FRAME_BYTES / 2);
+        let body = encode_batch_body(&big).unwrap();
+        let e = assemble_batches_frame(&[body.clone(), body]).unwrap_err();
+        assert!(matches!(e, FrameError::TooLarge(_, MAX_FRAME_BYTES)), "{e}");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_frame::<Batch>(&bytes);
             let _ = decode_frame::<BatchReply>(&bytes);
+            let _ = decode_batches_frame(&bytes);
+            let _ = decode_frame::<Vec<BatchReply>>(&bytes);
+        }
+
+        #[test]
+        fn multi_batch_frames_round_trip_and_truncations_are_errors(
+            seqs in proptest::collection::vec(1u64..1_000, 1..8),
+            cut in 0usize..4096,
+            flip in any::<(usize, u8)>(),
+        ) {
+            let mut seqs = seqs;
+            seqs.sort_unstable();
+            let batches: Vec<Batch> = seqs.iter().map(|&s| numbered(s)).collect();
+            let bodies: Vec<Vec<u8>> = batches.iter().map(|b| encode_batch_body(b).unwrap()).collect();
+            let frame = assemble_batches_frame(&bodies).unwrap();
+            prop_assert_eq!(&decode_batches_frame(&frame).unwrap(), &batches);
+            let cut = cut.min(frame.len() - 1);
+            prop_assert!(decode_batches_frame(&frame[..cut]).is_err());
+            // A flipped byte may still decode (a string changes), but never panics, and what
+            // decodes still has the promised shape.
+            let mut flipped = frame.clone();
+            let at = flip.0 % flipped.len();
+            flipped[at] ^= flip.1 | 1;
+            if let Ok(back) = decode_batches_frame(&flipped) {
+                prop_assert!(!back.is_empty() && back.len() <= MAX_FRAME_BATCHES);
+                prop_assert!(back.windows(2).all(|w| w[0].seq <= w[1].seq));
+            }
         }
 
         #[test]

@@ -96,10 +96,18 @@ pub struct UplinkSection {
     /// `server_name` too.
     #[serde(default)]
     pub fallback_servers: Vec<String>,
-    /// Batches outstanding at once, each on its own QUIC stream (at most 16 are used: the
+    /// Frames outstanding at once, each on its own QUIC stream (at most 16 are used: the
     /// streams an aggregator grants one connection).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Most spooled batches sent together in one frame when the node speaks uplink version
+    /// 2 (decision 0034; 1 to 256); 1 sends one batch per stream (version 1).
+    #[serde(default = "default_max_frame_batches")]
+    pub max_frame_batches: usize,
+}
+
+fn default_max_frame_batches() -> usize {
+    crate::uplink::DEFAULT_FRAME_BATCHES
 }
 
 fn default_max_in_flight() -> usize {

@@ -37,9 +37,17 @@ pub fn rustls_client_config(tls: &TlsPaths) -> Result<rustls::ClientConfig> {
     Ok(cfg)
 }
 
-/// quinn client config of the uplink.
+/// quinn client config of the uplink, offering uplink version 1 only.
 pub fn quic_client_config(tls: &TlsPaths) -> Result<quinn::ClientConfig> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_client_config(tls)?)
+    quic_client_config_offering(tls, &[ALPN_UPLINK])
+}
+
+/// quinn client config of the uplink offering these ALPN ids, most preferred first (the
+/// node picks; decision 0034).
+pub fn quic_client_config_offering(tls: &TlsPaths, alpn: &[&[u8]]) -> Result<quinn::ClientConfig> {
+    let mut rustls = rustls_client_config(tls)?;
+    rustls.alpn_protocols = alpn.iter().map(|id| id.to_vec()).collect();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls)
         .context("TLS config has no QUIC-capable cipher suite")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();

@@ -2,9 +2,13 @@
 //!
 //! Batches come from `Spool::next_batches`, which hands them out in seq order and assigns
 //! seqs in priority order (inventory, then flow summaries, then flow detail; decision 0022).
-//! Strictly in seq order, one bidirectional stream per batch (write the
-//! frame, finish, read one reply frame), with up to `max_in_flight` batches outstanding on
-//! separate streams of one connection. Streams are opened in seq order and the aggregator
+//! Strictly in seq order, one bidirectional stream per frame (write the
+//! frame, finish, read one reply frame), with up to `max_in_flight` frames outstanding on
+//! separate streams of one connection. When the node speaks uplink version 2 (ALPN,
+//! decision 0034) a frame carries up to `max_frame_batches` consecutive spooled batches
+//! (at most `FRAME_TARGET_BYTES`), answered with one reply per batch; with an older node
+//! each frame is one batch. A backlog thus drains in a few large frames, live traffic
+//! still goes out as soon as a batch is spooled. Streams are opened in seq order and the aggregator
 //! hands a connection's batches on in stream order (decision 0016). A batch leaves the
 //! spool only on an Ack (`Spool::remove_acked`; acks that arrive together share one flush)
 //! or a Rejected reply (`Spool::dead_letter`, kept for the operator); after RetryLater or
@@ -29,10 +33,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
-use wardline_common::wire::{decode_frame, encode_frame, Batch, BatchReply, RETRY_NOT_LEADER};
+use wardline_common::wire::{
+    assemble_batches_frame, decode_frame, encode_batch_body, encode_frame, Batch, BatchReply, ALPN_UPLINK,
+    ALPN_UPLINK_V2, MAX_FRAME_BATCHES, RETRY_NOT_LEADER,
+};
 
-/// Largest reply frame accepted from the aggregator.
-pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+/// Largest reply frame accepted from the aggregator (one reply per batch of a frame).
+pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
+/// A multi-batch frame takes no further batch once it holds this many bytes (a single
+/// larger batch still goes alone), so one frame stays quick to send and cheap to reserve.
+pub const FRAME_TARGET_BYTES: usize = 1024 * 1024;
+/// Default most batches per frame (uplink version 2).
+pub const DEFAULT_FRAME_BATCHES: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct UplinkConfig {
@@ -49,8 +61,11 @@ pub struct UplinkConfig {
     pub reply_timeout: Duration,
     /// Further aggregator nodes, tried in order after `server_addr` (same server name).
     pub fallback_addrs: Vec<SocketAddr>,
-    /// Batches outstanding at once, each on its own stream.
+    /// Frames outstanding at once, each on its own stream.
     pub max_in_flight: usize,
+    /// Most batches per frame when the node speaks uplink version 2 (1 to
+    /// `wire::MAX_FRAME_BATCHES`); 1 offers only version 1 (one batch per stream).
+    pub max_frame_batches: usize,
 }
 
 /// Default number of batches outstanding at once.
@@ -72,6 +87,7 @@ impl UplinkConfig {
             reply_timeout: Duration::from_secs(60),
             fallback_addrs: Vec::new(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_frame_batches: DEFAULT_FRAME_BATCHES,
         }
     }
 
@@ -261,10 +277,56 @@ enum SendError {
     Other(String),
 }
 
-/// A batch on its way: its reply arrives through `reply`.
+/// A frame on its way: the replies to its batches arrive through `reply`.
 struct InFlight {
-    batch: Batch,
-    reply: tokio::task::JoinHandle<std::result::Result<BatchReply, SendError>>,
+    batches: Vec<Batch>,
+    reply: tokio::task::JoinHandle<std::result::Result<Vec<BatchReply>, SendError>>,
+}
+
+/// A frame's batches and its encoding (or why it could not be encoded).
+type Frame = (Vec<Batch>, std::result::Result<Vec<u8>, String>);
+
+/// The next frame's batches, taken from the front of `queued`, and its encoding (or why it
+/// could not be encoded). `multi`: the connection speaks uplink version 2; batches up to
+/// `single_through` go one per frame (a frame holding them was refused as a whole).
+fn cut_frame(queued: &mut VecDeque<Batch>, multi: bool, max_batches: usize, single_through: u64) -> Option<Frame> {
+    let first = queued.pop_front()?;
+    if !multi {
+        let frame = encode_frame(&first).map_err(|e| format!("cannot encode batch {}: {e}", first.seq));
+        return Some((vec![first], frame));
+    }
+    let body = match encode_batch_body(&first) {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!("cannot encode batch {}: {e}", first.seq);
+            return Some((vec![first], Err(msg)));
+        }
+    };
+    let alone = first.seq <= single_through;
+    let mut size = body.len();
+    let (mut batches, mut bodies) = (vec![first], vec![body]);
+    while !alone && batches.len() < max_batches {
+        let Some(next) = queued.front() else { break };
+        let Ok(body) = encode_batch_body(next) else { break };
+        if size + body.len() > FRAME_TARGET_BYTES {
+            break;
+        }
+        size += body.len();
+        bodies.push(body);
+        batches.extend(queued.pop_front());
+    }
+    let frame = assemble_batches_frame(&bodies).map_err(|e| {
+        format!("cannot encode a frame of batches {}..={}: {e}", batches[0].seq, batches[batches.len() - 1].seq)
+    });
+    Some((batches, frame))
+}
+
+/// Did the handshake settle on uplink version 2?
+fn speaks_multi_batch(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+        .is_some_and(|p| p == ALPN_UPLINK_V2)
 }
 
 async fn run(
@@ -274,7 +336,9 @@ async fn run(
     shutdown: impl Future<Output = ()>,
     health: &UplinkHealth,
 ) -> Result<UplinkStats> {
-    let client_config = crate::tls::quic_client_config(&cfg.tls).context("cannot set up uplink TLS")?;
+    let frame_batches = cfg.max_frame_batches.clamp(1, MAX_FRAME_BATCHES);
+    let offer: &[&[u8]] = if frame_batches > 1 { &[ALPN_UPLINK_V2, ALPN_UPLINK] } else { &[ALPN_UPLINK] };
+    let client_config = crate::tls::quic_client_config_offering(&cfg.tls, offer).context("cannot set up uplink TLS")?;
     let addrs = cfg.addresses();
     let bind: SocketAddr =
         if cfg.server_addr.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], 0)) } else { SocketAddr::from(([0u16; 8], 0)) };
@@ -302,6 +366,9 @@ async fn run(
     // Acked batches not yet removed from the spool: removed together, with one flush, once
     // no further reply is ready (a crash before that re-sends them as duplicates).
     let mut acked: Vec<u64> = Vec::new();
+    // Batches up to this seq go one per frame: a frame holding them was refused as a whole
+    // (e.g. larger than the node's limit), and alone each is judged on its own.
+    let mut single_through = 0u64;
     tokio::pin!(shutdown);
 
     'outer: loop {
@@ -356,6 +423,7 @@ async fn run(
             }
         };
 
+        let multi = speaks_multi_batch(&conn);
         // One round: fill the window from the oldest spooled batch on, collect replies in
         // order, refill while all goes well; stop sending at the first failure.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -364,17 +432,26 @@ async fn run(
         let mut failure: Option<Failure> = None;
         // Set when the spool had nothing beyond what is in flight; the next round looks again.
         let mut exhausted = false;
+        // A version-2 node answers every later stream of a connection RetryLater once it
+        // refused a frame as a whole (its batches come again): the next round needs a new
+        // connection.
+        let mut reconnect = false;
         loop {
             while failure.is_none() && in_flight.len() < window && !exhausted {
                 if queued.is_empty() {
+                    let outstanding: usize = in_flight.iter().map(|f| f.batches.len()).sum();
+                    let per_frame = if multi { frame_batches } else { 1 };
                     queued = spool
-                        .next_batches(in_flight.len() + acked.len() + window)?
+                        .next_batches(outstanding + acked.len() + window * per_frame)?
                         .into_iter()
                         .filter(|b| b.seq > last_sent)
                         .collect();
                     exhausted = queued.is_empty();
                 }
-                let Some(batch) = queued.pop_front() else { break };
+                let Some((batches, frame)) = cut_frame(&mut queued, multi, frame_batches, single_through) else {
+                    break;
+                };
+                let first_seq = batches[0].seq;
                 // Opening in seq order gives the streams ascending ids: the aggregator's order.
                 let opened = tokio::select! {
                     _ = &mut shutdown => break 'outer,
@@ -382,17 +459,22 @@ async fn run(
                 };
                 match opened {
                     Ok((send, recv)) => {
-                        stats.batches_sent += 1;
-                        crate::telemetry::record_batch_sent();
-                        last_sent = batch.seq;
-                        let (b, timeout) = (batch.clone(), cfg.reply_timeout);
-                        let reply = tokio::spawn(async move { exchange(send, recv, &b, timeout).await });
-                        in_flight.push_back(InFlight { batch, reply });
+                        stats.batches_sent += batches.len() as u64;
+                        for _ in &batches {
+                            crate::telemetry::record_batch_sent();
+                        }
+                        last_sent = batches[batches.len() - 1].seq;
+                        let (timeout, prefixed) = (cfg.reply_timeout, multi);
+                        let reply =
+                            tokio::spawn(
+                                async move { exchange(send, recv, frame, prefixed, first_seq, timeout).await },
+                            );
+                        in_flight.push_back(InFlight { batches, reply });
                     }
-                    Err(e) => failure = Some(Failure::Transport(explain_connection_error(&e, &cfg), batch.seq)),
+                    Err(e) => failure = Some(Failure::Transport(explain_connection_error(&e, &cfg), first_seq)),
                 }
             }
-            let Some(InFlight { batch, reply }) = in_flight.pop_front() else {
+            let Some(InFlight { batches, reply }) = in_flight.pop_front() else {
                 remove_acked(&spool, &mut acked)?;
                 break;
             };
@@ -401,62 +483,116 @@ async fn run(
                 _ = &mut shutdown => break 'outer,
                 r = reply => r.unwrap_or_else(|e| Err(SendError::Other(format!("send task failed: {e}")))),
             };
-            crate::telemetry::record_reply(result.as_ref().ok());
             if result.is_ok() && !announced {
                 announced = true;
                 tried = 0;
                 info!(%server, "connected to the aggregator");
                 health.set(UplinkState::Connected(server.to_string()));
             }
-            match result {
-                Ok(BatchReply::Ack { batch_id, seq, duplicate }) if batch_id == batch.id && seq == batch.seq => {
-                    wardline_common::fault::crash_point(wardline_common::fault::CrashPoint::SensorAfterAck, seq);
-                    acked.push(seq);
-                    stats.acked += 1;
-                    if duplicate {
-                        stats.duplicates += 1;
-                        debug!(seq, "aggregator already had this batch (acked as duplicate)");
-                    }
-                    if failure.is_none() {
-                        backoff.reset();
-                    }
-                }
-                Ok(BatchReply::Rejected { batch_id, seq: _, reason }) if batch_id == batch.id || batch_id.is_nil() => {
-                    stats.rejected += 1;
-                    error!(
-                        seq = batch.seq,
-                        batch = %batch.id,
-                        "the aggregator refused this batch for good: {reason} — moved to the spool's dead-letter tree in {} \
-                         (kept for inspection, not re-sent)",
-                        spool.dir().display()
-                    );
-                    spool
-                        .dead_letter(batch.seq, &reason)
-                        .with_context(|| format!("cannot dead-letter batch {}", batch.seq))?;
-                }
-                Ok(BatchReply::RetryLater { reason, .. }) => {
-                    stats.retry_later += 1;
-                    if failure.is_none() {
-                        failure = Some(if reason.starts_with(RETRY_NOT_LEADER) {
-                            Failure::NotLeader(reason, batch.seq)
-                        } else {
-                            Failure::RetryLater(reason, batch.seq)
-                        });
-                    }
-                }
-                Ok(other) => {
-                    // A reply for another batch means the peer is confused; do not act on it.
-                    stats.send_failures += 1;
-                    let msg = format!("aggregator replied about a different batch ({other:?})");
-                    failure.get_or_insert(Failure::Transport(msg, batch.seq));
-                }
+            let replies = match result {
                 Err(e) => {
+                    crate::telemetry::record_reply(None);
                     stats.send_failures += 1;
                     let msg = match e {
                         SendError::Connection(e) => explain_connection_error(&e, &cfg),
                         SendError::Other(m) => m,
                     };
-                    failure.get_or_insert(Failure::Transport(msg, batch.seq));
+                    failure.get_or_insert(Failure::Transport(msg, batches[0].seq));
+                    Vec::new()
+                }
+                // The frame was refused as a whole (too large for this node, malformed, a
+                // batch of another sensor): its batches are re-sent one per frame so that
+                // each is judged on its own, and at most that one is dead-lettered.
+                Ok(replies)
+                    if batches.len() > 1
+                        && matches!(replies.as_slice(), [BatchReply::Rejected { batch_id, .. }] if batch_id.is_nil()) =>
+                {
+                    let Some(BatchReply::Rejected { reason, .. }) = replies.into_iter().next() else { unreachable!() };
+                    let (first, last) = (batches[0].seq, batches[batches.len() - 1].seq);
+                    warn!(
+                        "the aggregator refused a frame of batches {first}..={last} as a whole: {reason}; \
+                         re-sending them one batch per frame"
+                    );
+                    single_through = single_through.max(last);
+                    reconnect = true;
+                    failure.get_or_insert(Failure::Split(reason, first));
+                    Vec::new()
+                }
+                // A refusal of the whole frame to retry later (e.g. a newer wire version).
+                Ok(replies)
+                    if batches.len() > 1
+                        && matches!(replies.as_slice(), [BatchReply::RetryLater { batch_id, .. }] if batch_id.is_nil()) =>
+                {
+                    batches.iter().map(|_| Ok(replies[0].clone())).collect()
+                }
+                Ok(replies) if replies.len() != batches.len() => {
+                    stats.send_failures += 1;
+                    let msg = format!(
+                        "aggregator sent {} replies to a frame of {} batches; re-sending",
+                        replies.len(),
+                        batches.len()
+                    );
+                    failure.get_or_insert(Failure::Transport(msg, batches[0].seq));
+                    Vec::new()
+                }
+                Ok(replies) => replies.into_iter().map(Ok).collect(),
+            };
+            for (batch, result) in batches.into_iter().zip(replies) {
+                let result: std::result::Result<BatchReply, SendError> = result;
+                crate::telemetry::record_reply(result.as_ref().ok());
+                match result {
+                    Ok(BatchReply::Ack { batch_id, seq, duplicate }) if batch_id == batch.id && seq == batch.seq => {
+                        wardline_common::fault::crash_point(wardline_common::fault::CrashPoint::SensorAfterAck, seq);
+                        acked.push(seq);
+                        stats.acked += 1;
+                        if duplicate {
+                            stats.duplicates += 1;
+                            debug!(seq, "aggregator already had this batch (acked as duplicate)");
+                        }
+                        if failure.is_none() {
+                            backoff.reset();
+                        }
+                    }
+                    Ok(BatchReply::Rejected { batch_id, seq: _, reason })
+                        if batch_id == batch.id || batch_id.is_nil() =>
+                    {
+                        reconnect |= multi && batch_id.is_nil();
+                        stats.rejected += 1;
+                        error!(
+                            seq = batch.seq,
+                            batch = %batch.id,
+                            "the aggregator refused this batch for good: {reason} — moved to the spool's dead-letter tree in {} \
+                             (kept for inspection, not re-sent)",
+                            spool.dir().display()
+                        );
+                        spool
+                            .dead_letter(batch.seq, &reason)
+                            .with_context(|| format!("cannot dead-letter batch {}", batch.seq))?;
+                    }
+                    Ok(BatchReply::RetryLater { reason, .. }) => {
+                        stats.retry_later += 1;
+                        if failure.is_none() {
+                            failure = Some(if reason.starts_with(RETRY_NOT_LEADER) {
+                                Failure::NotLeader(reason, batch.seq)
+                            } else {
+                                Failure::RetryLater(reason, batch.seq)
+                            });
+                        }
+                    }
+                    Ok(other) => {
+                        // A reply for another batch means the peer is confused; do not act on it.
+                        stats.send_failures += 1;
+                        let msg = format!("aggregator replied about a different batch ({other:?})");
+                        failure.get_or_insert(Failure::Transport(msg, batch.seq));
+                    }
+                    Err(e) => {
+                        stats.send_failures += 1;
+                        let msg = match e {
+                            SendError::Connection(e) => explain_connection_error(&e, &cfg),
+                            SendError::Other(m) => m,
+                        };
+                        failure.get_or_insert(Failure::Transport(msg, batch.seq));
+                    }
                 }
             }
             if in_flight.front().is_none_or(|next| !next.reply.is_finished()) {
@@ -464,11 +600,23 @@ async fn run(
             }
         }
 
+        if reconnect {
+            if let Some(c) = connection.take() {
+                c.close(0u32.into(), b"frame refused, reconnecting");
+            }
+        }
         let Some(failure) = failure else { continue };
         health.set(UplinkState::Retrying(match &failure {
-            Failure::RetryLater(r, _) | Failure::NotLeader(r, _) | Failure::Transport(r, _) => format!("{server}: {r}"),
+            Failure::RetryLater(r, _) | Failure::NotLeader(r, _) | Failure::Transport(r, _) | Failure::Split(r, _) => {
+                format!("{server}: {r}")
+            }
         }));
         let wait = match &failure {
+            // Not the node's trouble: send again at once, smaller.
+            Failure::Split(_, seq) => {
+                debug!(seq, "re-sending from batch {seq}, one batch per frame");
+                Duration::ZERO
+            }
             Failure::RetryLater(reason, seq) => {
                 let wait = backoff.next();
                 info!(seq, "aggregator asked to retry later ({reason}); retrying in {wait:.1?}");
@@ -539,6 +687,8 @@ fn remove_acked(spool: &Spool, acked: &mut Vec<u64>) -> Result<()> {
 
 /// Why a round stopped sending (reason, seq of the batch it concerned).
 enum Failure {
+    /// A multi-batch frame was refused as a whole; its batches go again one per frame.
+    Split(String, u64),
     RetryLater(String, u64),
     NotLeader(String, u64),
     Transport(String, u64),
@@ -602,34 +752,49 @@ async fn connect(
     }
 }
 
+/// Send one frame (after its length on a version-2 stream) and read the replies: one per
+/// batch, or one for the whole frame; a version-1 reply is the one batch's.
 async fn exchange(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    batch: &Batch,
+    frame: std::result::Result<Vec<u8>, String>,
+    multi: bool,
+    seq: u64,
     reply_timeout: Duration,
-) -> std::result::Result<BatchReply, SendError> {
-    let frame = encode_frame(batch).map_err(|e| SendError::Other(format!("cannot encode batch {}: {e}", batch.seq)))?;
+) -> std::result::Result<Vec<BatchReply>, SendError> {
+    let frame = frame.map_err(SendError::Other)?;
     let started = std::time::Instant::now();
-    match send.write_all(&frame).await {
+    let written = async {
+        if multi {
+            // The frame is at most wire::MAX_FRAME_BYTES (16 MiB), so its length fits.
+            send.write_all(&(frame.len() as u32).to_be_bytes()).await?;
+        }
+        send.write_all(&frame).await
+    };
+    match written.await {
         Ok(()) => {
             let _ = send.finish();
         }
         // The aggregator stopped reading (e.g. the frame is too large); its reply says why.
-        Err(quinn::WriteError::Stopped(code)) => debug!(seq = batch.seq, %code, "aggregator stopped reading the batch"),
+        Err(quinn::WriteError::Stopped(code)) => debug!(seq, %code, "aggregator stopped reading the frame"),
         Err(quinn::WriteError::ConnectionLost(e)) => return Err(SendError::Connection(e)),
-        Err(e) => return Err(SendError::Other(format!("cannot send batch {}: {e}", batch.seq))),
+        Err(e) => return Err(SendError::Other(format!("cannot send batch {seq}: {e}"))),
     }
     let bytes = match tokio::time::timeout(reply_timeout, recv.read_to_end(MAX_REPLY_BYTES)).await {
-        Err(_) => return Err(SendError::Other(format!("no reply to batch {} within {reply_timeout:?}", batch.seq))),
+        Err(_) => return Err(SendError::Other(format!("no reply to batch {seq} within {reply_timeout:?}"))),
         Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)))) => {
             return Err(SendError::Connection(e))
         }
-        Ok(Err(e)) => return Err(SendError::Other(format!("cannot read the reply to batch {}: {e}", batch.seq))),
+        Ok(Err(e)) => return Err(SendError::Other(format!("cannot read the reply to batch {seq}: {e}"))),
         Ok(Ok(b)) => b,
     };
     crate::telemetry::record_exchange(frame.len(), started.elapsed());
-    decode_frame::<BatchReply>(&bytes)
-        .map_err(|e| SendError::Other(format!("unreadable reply to batch {} ({} bytes): {e}", batch.seq, bytes.len())))
+    let unreadable = |e| SendError::Other(format!("unreadable reply to batch {seq} ({} bytes): {e}", bytes.len()));
+    if multi {
+        decode_frame::<Vec<BatchReply>>(&bytes).map_err(unreadable)
+    } else {
+        decode_frame::<BatchReply>(&bytes).map(|r| vec![r]).map_err(unreadable)
+    }
 }
 
 /// Turn a QUIC/TLS failure into what went wrong and what to do.

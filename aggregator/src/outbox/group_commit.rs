@@ -23,8 +23,10 @@ use wardline_common::Batch;
 
 /// Most batches in one Raft entry.
 pub const MAX_GROUP_BATCHES: usize = 1024;
-/// Most estimated flow bytes in one Raft entry (well under the RPC and codec limits).
-pub const MAX_GROUP_BYTES: u64 = 16 * 1024 * 1024;
+/// Most estimated flow bytes in one Raft entry (well under the RPC and codec limits). Kept at
+/// a few MiB so an AppendEntries of `RaftConfig::max_payload_entries` entries still crosses
+/// within openraft's per-request time (the heartbeat interval) on a busy machine.
+pub const MAX_GROUP_BYTES: u64 = 4 * 1024 * 1024;
 /// How long later batches of a sensor are refused after one of its batches was refused.
 pub const REFUSAL_HOLD: Duration = Duration::from_secs(30);
 /// Largest forward jump of a sensor's sequence accepted in one batch. A sensor skips seqs

@@ -155,6 +155,11 @@ pub struct RaftConfig {
     pub snapshot_timeout_ms: u64,
     /// Snapshots travel in chunks of at most this many bytes (≤ `network::MAX_SNAPSHOT_CHUNK`).
     pub snapshot_chunk_bytes: usize,
+    /// Log entries one AppendEntries request carries at most. openraft gives each request
+    /// only `heartbeat_interval_ms` to complete, and a group-commit entry can hold megabytes
+    /// of flows, so a follower catching up receives a few entries per request rather than
+    /// openraft's default 300 (which timed out again and again and never caught up).
+    pub max_payload_entries: u64,
 }
 
 impl Default for RaftConfig {
@@ -169,6 +174,7 @@ impl Default for RaftConfig {
             logs_kept_after_snapshot: 500,
             snapshot_timeout_ms: 30_000,
             snapshot_chunk_bytes: 4 * 1024 * 1024,
+            max_payload_entries: 4,
         }
     }
 }
@@ -183,6 +189,7 @@ impl RaftConfig {
             install_snapshot_timeout: self.snapshot_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            max_payload_entries: self.max_payload_entries,
             ..Default::default()
         };
         anyhow::ensure!(

@@ -245,6 +245,9 @@ async fn batches_are_delivered_in_order_and_removed_after_ack() {
 /// `max_in_flight` run until the node has been sent three batches. The fleet (the spool's
 /// folder) is returned to outlive the spool.
 async fn against_retry_later(max_in_flight: Option<usize>) -> (Fleet, Arc<Recorder>, uplink::UplinkStats, Arc<Spool>) {
+    // With one frame in flight, frames of one batch (uplink version 1): the window is what
+    // this tests, and a multi-batch frame would carry seq 2 along with seq 1.
+    let frame_batches = if max_in_flight == Some(1) { 1 } else { uplink::DEFAULT_FRAME_BATCHES };
     let fleet = Fleet::new();
     let handler = Arc::new(Recorder {
         seen: Mutex::new(Vec::new()),
@@ -261,6 +264,7 @@ async fn against_retry_later(max_in_flight: Option<usize>) -> (Fleet, Arc<Record
     if let Some(n) = max_in_flight {
         cfg.max_in_flight = n;
     }
+    cfg.max_frame_batches = frame_batches;
     let h = handler.clone();
     let stats = uplink::run_uplink(spool.clone(), cfg, async move {
         wait_until("the batch was retried", || h.seen().len() >= 3).await;
@@ -376,6 +380,18 @@ async fn client_without_certificate_is_refused() {
 
 #[tokio::test]
 async fn batch_claiming_another_sensor_is_rejected_and_dead_lettered() {
+    // One batch per stream: each claim is judged once.
+    claims_of_another_sensor(1, 2, 2).await;
+}
+
+#[tokio::test]
+async fn multi_batch_frame_claiming_another_sensor_is_refused_whole_then_judged_batch_by_batch() {
+    // The frame of three is refused as a whole (2 claims, 1 rejection), then each batch
+    // goes alone: the same 2 dead letters as with one batch per stream, the honest one acked.
+    claims_of_another_sensor(uplink::DEFAULT_FRAME_BATCHES, 4, 3).await;
+}
+
+async fn claims_of_another_sensor(frame_batches: usize, mismatches: u64, rejections: u64) {
     let fleet = Fleet::new();
     let handler = Recorder::acking();
     let server = start_server(&fleet, handler.clone(), IngestLimits::default());
@@ -384,14 +400,14 @@ async fn batch_claiming_another_sensor_is_rejected_and_dead_lettered() {
     let forged = spool.push(vec![device(1)], "s2", "north").unwrap();
     let other_site = spool.push(vec![device(2)], "s1", "south").unwrap();
     let honest = spool.push(vec![device(3)], "s1", "north").unwrap();
+    let mut cfg = uplink_cfg(server.addr, &sensor);
+    cfg.max_frame_batches = frame_batches;
 
-    let stats = tokio::time::timeout(
-        Duration::from_secs(30),
-        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let stats =
+        tokio::time::timeout(Duration::from_secs(30), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
+            .await
+            .unwrap()
+            .unwrap();
 
     assert_eq!((stats.rejected, stats.acked), (2, 1));
     assert_eq!(spool.len(), 0);
@@ -403,8 +419,8 @@ async fn batch_claiming_another_sensor_is_rejected_and_dead_lettered() {
     assert_eq!(seen.len(), 1, "only the honest batch reaches the handler");
     assert_eq!(seen[0].1, honest);
     let s = server.stats.snapshot();
-    assert_eq!(s.identity_mismatches, 2);
-    assert_eq!(s.batches_rejected, 2);
+    assert_eq!(s.identity_mismatches, mismatches);
+    assert_eq!(s.batches_rejected, rejections);
     server.stop().await;
 }
 
@@ -419,14 +435,15 @@ async fn oversized_frame_is_rejected_and_the_server_keeps_serving() {
     // Several hundred KiB: far over the 64 KiB limit of this server.
     let big = spool.push((0..5000).map(flow).collect(), "s1", "north").unwrap();
     let small = spool.push(vec![device(1)], "s1", "north").unwrap();
+    // Uplink version 1 (one batch per stream); version 2: oversized_multi_batch_frame_*.
+    let mut cfg = uplink_cfg(server.addr, &sensor);
+    cfg.max_frame_batches = 1;
 
-    let stats = tokio::time::timeout(
-        Duration::from_secs(60),
-        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let stats =
+        tokio::time::timeout(Duration::from_secs(60), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
+            .await
+            .unwrap()
+            .unwrap();
 
     assert_eq!((stats.rejected, stats.acked), (1, 1));
     let dead = spool.dead_letters().unwrap();
@@ -614,4 +631,254 @@ async fn sensor_goes_straight_to_the_leader_a_follower_names() {
     for s in [first_server, second_server, leader_server] {
         s.stop().await;
     }
+}
+
+// ---- Uplink version 2: multi-batch frames (decision 0034) ----
+
+/// Applies a sensor's batches at most once by (sensor, seq) watermark, as the cluster's
+/// state machine does, decided when `handle` is called (call order is frame order). The
+/// batch with seq `stall_at` is applied but its reply comes only after `stall`, so the
+/// sensor gives up on that frame mid-way and re-sends it on a new connection.
+struct Watermarked {
+    last_seq: Mutex<std::collections::HashMap<String, u64>>,
+    applied: Mutex<Vec<u64>>,
+    duplicates: Mutex<Vec<u64>>,
+    stall_at: Option<u64>,
+    stall: Duration,
+}
+
+impl Watermarked {
+    fn new(stall_at: Option<u64>, stall: Duration) -> Arc<Self> {
+        Arc::new(Watermarked {
+            last_seq: Default::default(),
+            applied: Default::default(),
+            duplicates: Default::default(),
+            stall_at,
+            stall,
+        })
+    }
+}
+
+impl BatchHandler for Watermarked {
+    fn handle(&self, identity: SensorIdentity, batch: Batch) -> impl std::future::Future<Output = BatchReply> + Send {
+        let (batch_id, seq) = (batch.id, batch.seq);
+        let mut marks = self.last_seq.lock().unwrap();
+        let mark = marks.entry(identity.sensor_id).or_insert(0);
+        let duplicate = seq <= *mark;
+        if duplicate {
+            self.duplicates.lock().unwrap().push(seq);
+        } else {
+            *mark = seq;
+            self.applied.lock().unwrap().push(seq);
+        }
+        let stall = if self.stall_at == Some(seq) && !duplicate { self.stall } else { Duration::ZERO };
+        async move {
+            tokio::time::sleep(stall).await;
+            BatchReply::Ack { batch_id, seq, duplicate }
+        }
+    }
+}
+
+fn push_flows(spool: &Spool, batches: u32, flows_each: u32) {
+    for i in 0..batches {
+        let events = (0..flows_each).map(|j| flow(i * flows_each + j)).collect();
+        spool.push(events, "s1", "north").unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_travels_in_multi_batch_frames_each_batch_applied_once_in_order() {
+    let fleet = Fleet::new();
+    let handler = Watermarked::new(None, Duration::ZERO);
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    push_flows(&spool, 300, 26);
+    let stats = tokio::time::timeout(
+        Duration::from_secs(60),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
+    )
+    .await
+    .expect("drain finishes")
+    .unwrap();
+    assert_eq!((stats.acked, stats.duplicates, stats.rejected), (300, 0, 0), "{stats:?}");
+    assert_eq!(spool.len(), 0);
+    assert_eq!(*handler.applied.lock().unwrap(), (1..=300).collect::<Vec<u64>>());
+    let s = server.stats.snapshot();
+    assert_eq!((s.batches_received, s.batches_acked), (300, 300));
+    // 300 batches in frames of at most 64: at least 5 frames, and far fewer than 300.
+    assert!((5..=60).contains(&s.multi_batch_frames), "{s:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sensor_limited_to_uplink_version_1_still_delivers_one_batch_per_stream() {
+    let fleet = Fleet::new();
+    let handler = Watermarked::new(None, Duration::ZERO);
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    push_flows(&spool, 40, 3);
+    let mut cfg = uplink_cfg(server.addr, &sensor);
+    cfg.max_frame_batches = 1;
+    let stats =
+        tokio::time::timeout(Duration::from_secs(60), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stats.acked, 40);
+    assert_eq!(*handler.applied.lock().unwrap(), (1..=40).collect::<Vec<u64>>());
+    let s = server.stats.snapshot();
+    assert_eq!((s.batches_received, s.multi_batch_frames), (40, 0), "version 1 streams only: {s:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_cut_off_mid_way_is_resent_and_nothing_is_applied_twice() {
+    let fleet = Fleet::new();
+    // Seq 70 sits inside the second frame: batches 65..=70 are applied, the reply to that
+    // frame never arrives in time, the sensor reconnects and sends 65.. again.
+    let handler = Watermarked::new(Some(70), Duration::from_secs(3));
+    let server = start_server(&fleet, handler.clone(), IngestLimits::default());
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    push_flows(&spool, 200, 5);
+    let mut cfg = uplink_cfg(server.addr, &sensor);
+    cfg.reply_timeout = Duration::from_millis(700);
+    let stats =
+        tokio::time::timeout(Duration::from_secs(60), uplink::drain_once(spool.clone(), cfg, std::future::pending()))
+            .await
+            .expect("drain finishes")
+            .unwrap();
+    assert_eq!(spool.len(), 0, "every batch acked: {stats:?}");
+    assert!(stats.send_failures >= 1, "the cut-off frame was noticed: {stats:?}");
+    assert!(stats.duplicates >= 6, "batches applied before the cut were acked as duplicates: {stats:?}");
+    assert_eq!(
+        *handler.applied.lock().unwrap(),
+        (1..=200).collect::<Vec<u64>>(),
+        "each batch applied exactly once, in order"
+    );
+    let dups = handler.duplicates.lock().unwrap().clone();
+    assert!(dups.contains(&65) && dups.contains(&70), "{dups:?}");
+    assert!(spool.dead_letters().unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_multi_batch_frame_is_refused_whole_and_its_batches_go_alone() {
+    let fleet = Fleet::new();
+    let handler = Watermarked::new(None, Duration::ZERO);
+    let limits = IngestLimits { max_frame_bytes: 64 * 1024, ..IngestLimits::default() };
+    let server = start_server(&fleet, handler.clone(), limits);
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    // Ten batches of ~10 KiB (under the limit alone, ~100 KiB together) around one of
+    // several hundred KiB.
+    push_flows(&spool, 5, 100);
+    let big = spool.push((0..5000).map(flow).collect(), "s1", "north").unwrap();
+    push_flows(&spool, 5, 100);
+    let stats = tokio::time::timeout(
+        Duration::from_secs(60),
+        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &sensor), std::future::pending()),
+    )
+    .await
+    .expect("drain finishes")
+    .unwrap();
+    assert_eq!((stats.acked, stats.rejected), (10, 1), "{stats:?}");
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "only the batch too large alone is dead-lettered");
+    assert_eq!(dead[0].batch_id, Some(big.id));
+    assert!(dead[0].reason.contains("exceeds the 65536-byte limit"), "{}", dead[0].reason);
+    let applied = handler.applied.lock().unwrap().clone();
+    assert_eq!(applied.len(), 10);
+    assert!(!applied.contains(&big.seq));
+    let s = server.stats.snapshot();
+    // The whole frame, then the big batch alone.
+    assert!(s.frames_oversized >= 2 && s.frames_rejected == s.frames_oversized, "{s:?}");
+    server.stop().await;
+}
+
+/// Sends `frame` with a declared length on a fresh uplink-version-2 stream and returns the
+/// decoded replies.
+async fn send_raw_v2(conn: &quinn::Connection, declared: u32, frame: &[u8]) -> Vec<BatchReply> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&declared.to_be_bytes()).await.unwrap();
+    // The node may stop reading early (frame too large); its reply says why.
+    let _ = send.write_all(frame).await;
+    let _ = send.finish();
+    wardline_common::wire::decode_frame(&recv.read_to_end(1 << 20).await.unwrap()).unwrap()
+}
+
+fn refusal(replies: &[BatchReply]) -> String {
+    match replies {
+        [BatchReply::Rejected { batch_id, reason, .. }] if batch_id.is_nil() => reason.clone(),
+        other => panic!("expected a refusal of the whole frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_multi_batch_frames_are_refused_with_a_reason_and_counted() {
+    use wardline_common::wire::{encode_frame, ALPN_UPLINK_V2};
+    let fleet = Fleet::new();
+    let handler = Watermarked::new(None, Duration::ZERO);
+    let limits = IngestLimits { max_frame_bytes: 64 * 1024, ..IngestLimits::default() };
+    let server = start_server(&fleet, handler.clone(), limits);
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let spool = open_spool(&fleet, "spool");
+    push_flows(&spool, 3, 2);
+    let batches = spool.next_batches(3).unwrap();
+    let tls = wardline_sensor::config::TlsPaths {
+        cert: sensor.join("sensor.pem"),
+        key: sensor.join("sensor.key"),
+        ca: sensor.join("ca.pem"),
+    };
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint
+        .set_default_client_config(wardline_sensor::tls::quic_client_config_offering(&tls, &[ALPN_UPLINK_V2]).unwrap());
+    let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
+
+    let garbage = b"\x03\x05not a batch at all";
+    let r = refusal(&send_raw_v2(&conn, garbage.len() as u32, garbage).await);
+    assert!(r.contains("undecodable multi-batch frame"), "{r}");
+
+    let backwards = encode_frame(&vec![batches[1].clone(), batches[0].clone()]).unwrap();
+    let r = refusal(&send_raw_v2(&conn, backwards.len() as u32, &backwards).await);
+    assert!(r.contains("out of order") && r.contains("(seq 1) follows seq 2"), "{r}");
+
+    let good = encode_frame(&batches).unwrap();
+    let r = refusal(&send_raw_v2(&conn, good.len() as u32 + 10, &good).await);
+    assert!(r.contains(&format!("ended after {} of the {} bytes", good.len(), good.len() + 10)), "{r}");
+
+    let r = refusal(&send_raw_v2(&conn, 16 << 20, &good).await);
+    assert!(r.contains("exceeds the 65536-byte limit"), "{r}");
+
+    let r = refusal(&send_raw_v2(&conn, 0, &[]).await);
+    assert!(r.contains("length of 0 bytes"), "{r}");
+
+    assert!(handler.applied.lock().unwrap().is_empty(), "nothing of a refused frame is applied");
+    let s = server.stats.snapshot();
+    assert_eq!((s.frames_rejected, s.frames_oversized, s.batches_rejected), (5, 1, 5), "{s:?}");
+
+    // The refused frames' batches will come again one per frame: nothing after them on this
+    // connection may be applied first.
+    let after = send_raw_v2(&conn, good.len() as u32, &good).await;
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.iter().all(|r| matches!(r, BatchReply::RetryLater { reason, .. } if reason.contains("earlier batch"))),
+        "{after:?}"
+    );
+    conn.close(0u32.into(), b"done");
+    // A new connection: the frame is applied whole.
+    let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
+    let replies = send_raw_v2(&conn, good.len() as u32, &good).await;
+    let expected: Vec<BatchReply> =
+        batches.iter().map(|b| BatchReply::Ack { batch_id: b.id, seq: b.seq, duplicate: false }).collect();
+    assert_eq!(replies, expected);
+    // The same frame again: every batch acked as a duplicate, none applied twice.
+    let again = send_raw_v2(&conn, good.len() as u32, &good).await;
+    assert!(again.iter().all(|r| matches!(r, BatchReply::Ack { duplicate: true, .. })), "{again:?}");
+    assert_eq!(*handler.applied.lock().unwrap(), vec![1, 2, 3]);
+    assert_eq!(server.stats.snapshot().multi_batch_frames, 3, "only well-formed frames count as received");
+    conn.close(0u32.into(), b"done");
+    server.stop().await;
 }
