@@ -261,11 +261,17 @@ enum TokenCmd {
         role: Role,
         #[command(flatten)]
         target: ApiTarget,
+        /// Print the API's JSON answer (it holds the token) instead of the token alone.
+        #[arg(long)]
+        json: bool,
     },
     /// List live tokens (ids, names, roles; never secrets).
     List {
         #[command(flatten)]
         target: ApiTarget,
+        /// The API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a token by id or name.
     Revoke {
@@ -274,6 +280,9 @@ enum TokenCmd {
         id: String,
         #[command(flatten)]
         target: ApiTarget,
+        /// The API's JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -445,12 +454,14 @@ fn real_main() -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 match cmd {
-                    TokenCmd::Create { name, role, target: ApiTarget { api: url, auth } } => {
-                        api::token_create(&url, &auth, &name, role).await
+                    TokenCmd::Create { name, role, target: ApiTarget { api: url, auth }, json } => {
+                        api::token_create(&url, &auth, &name, role, json).await
                     }
-                    TokenCmd::List { target: ApiTarget { api: url, auth } } => api::token_list(&url, &auth).await,
-                    TokenCmd::Revoke { id, target: ApiTarget { api: url, auth } } => {
-                        api::token_revoke(&url, &auth, &id).await
+                    TokenCmd::List { target: ApiTarget { api: url, auth }, json } => {
+                        api::token_list(&url, &auth, json).await
+                    }
+                    TokenCmd::Revoke { id, target: ApiTarget { api: url, auth }, json } => {
+                        api::token_revoke(&url, &auth, &id, json).await
                     }
                 }
             })

@@ -105,11 +105,15 @@ pub async fn call(req: reqwest::RequestBuilder, what: &str) -> Result<serde_json
 
 /// `admin token create`: prints the token once (stdout, alone on its line, so scripts can
 /// capture it) and what it is on stderr.
-pub async fn token_create(api: &str, auth: &ApiAuth, name: &str, role: super::Role) -> Result<()> {
+pub async fn token_create(api: &str, auth: &ApiAuth, name: &str, role: super::Role, json: bool) -> Result<()> {
     let client = api_client(auth)?;
     let url = format!("{}/api/v1/tokens", api.trim_end_matches('/'));
     let body = serde_json::json!({ "name": name, "role": role });
     let created = call(client.post(&url).json(&body), "creating a token").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&created)?);
+        return Ok(());
+    }
     eprintln!(
         "token {} for {name} (role {role}) created; it is shown only now — store it safely",
         created["id"].as_str().unwrap_or("?")
@@ -118,10 +122,14 @@ pub async fn token_create(api: &str, auth: &ApiAuth, name: &str, role: super::Ro
     Ok(())
 }
 
-pub async fn token_list(api: &str, auth: &ApiAuth) -> Result<()> {
+pub async fn token_list(api: &str, auth: &ApiAuth, json: bool) -> Result<()> {
     let client = api_client(auth)?;
     let url = format!("{}/api/v1/tokens", api.trim_end_matches('/'));
     let list = call(client.get(&url), "listing tokens").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
     println!("{:<16}  {:<24}  {:<8}  {:<16}  CREATED (ms since epoch)", "ID", "NAME", "ROLE", "CREATED BY");
     for t in list["tokens"].as_array().cloned().unwrap_or_default() {
         let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
@@ -137,10 +145,14 @@ pub async fn token_list(api: &str, auth: &ApiAuth) -> Result<()> {
     Ok(())
 }
 
-pub async fn token_revoke(api: &str, auth: &ApiAuth, id_or_name: &str) -> Result<()> {
+pub async fn token_revoke(api: &str, auth: &ApiAuth, id_or_name: &str, json: bool) -> Result<()> {
     let client = api_client(auth)?;
     let url = format!("{}/api/v1/tokens/{id_or_name}", api.trim_end_matches('/'));
     let r = call(client.delete(&url), "revoking a token").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
     println!("revoked token {} ({})", r["revoked"].as_str().unwrap_or("?"), r["name"].as_str().unwrap_or("?"));
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Every command prints a table or, with `--json`, the API's JSON.
 
 use super::{cell, client, get_json, post_json, print_json, request, send, ApiTarget, READ_TIMEOUT};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -62,6 +62,17 @@ pub enum AlertsCmd {
         /// A clinical VLAN, `VLAN` (every site) or `SITE:VLAN`; repeat for more. Replaces the list.
         #[arg(long)]
         clinical_vlan: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the traffic-spike, segment, PHI-receiver and sensor-silence detectors' settings
+    /// (decision 0033), or replace them (admin) with --set FILE: a JSON object of the same
+    /// fields (missing ones take their defaults).
+    Detectors {
+        #[command(flatten)]
+        target: ApiTarget,
+        #[arg(long, value_name = "FILE")]
+        set: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -260,6 +271,24 @@ pub async fn run(cmd: AlertsCmd) -> Result<()> {
             let c = client(&target.auth, READ_TIMEOUT)?;
             send(request(&c, reqwest::Method::DELETE, &target.api, &format!("/api/v1/alerts/rules/{id}"))).await?;
             println!("deleted suppression rule {id}");
+            Ok(())
+        }
+        AlertsCmd::Detectors { target, set, json } => {
+            let c = client(&target.auth, READ_TIMEOUT)?;
+            if let Some(file) = set {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read the detector settings {}", file.display()))?;
+                let body: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON (see GET /api/v1/alerts/detectors)", file.display()))?;
+                send(request(&c, reqwest::Method::PUT, &target.api, "/api/v1/alerts/detectors").json(&body)).await?;
+            }
+            let v = get_json(&c, &target.api, "/api/v1/alerts/detectors").await?;
+            if json {
+                return print_json(&v);
+            }
+            for (k, x) in v.as_object().into_iter().flatten() {
+                println!("{k:<28} {}", if x.is_object() || x.is_array() { x.to_string() } else { cell(x) });
+            }
             Ok(())
         }
         AlertsCmd::Settings { target, learning_secs, clinical_vlan, json } => {

@@ -3,7 +3,7 @@
 //! Membership changes must run on the leader; sent to a follower they come back with the
 //! leader's API address, and the command retries there once.
 
-use super::{client, get_json, post_json, ApiAuth, ApiError, ApiTarget, READ_TIMEOUT};
+use super::{client, get_json, post_json, print_json, ApiAuth, ApiError, ApiTarget, READ_TIMEOUT};
 use crate::cluster::backup;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -21,6 +21,9 @@ pub enum ClusterCmd {
     Init {
         #[command(flatten)]
         target: ApiTarget,
+        /// Print the API's JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Add a running node (started without --init) to the cluster: it joins as a learner,
     /// catches up, then becomes a voter.
@@ -29,6 +32,9 @@ pub enum ClusterCmd {
         target: ApiTarget,
         #[command(flatten)]
         node: NewNode,
+        /// Print the API's JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a node (voter or learner) from the cluster.
     Leave {
@@ -36,6 +42,9 @@ pub enum ClusterCmd {
         target: ApiTarget,
         #[arg(long)]
         node_id: u64,
+        /// Print the API's JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Replace voter --old by a new running node --new: the new node catches up (from a
     /// snapshot if needed), then one membership change swaps them.
@@ -54,6 +63,9 @@ pub enum ClusterCmd {
         api_addr: String,
         #[arg(long)]
         ingest_addr: String,
+        /// Print the API's JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Download a backup of a running node's applied state (admin). Restore it with
     /// `run --init --restore FILE`; a stopped node is backed up with `admin backup`.
@@ -63,6 +75,15 @@ pub enum ClusterCmd {
         /// File to write (written as FILE.partial, verified, then renamed).
         #[arg(long)]
         out: std::path::PathBuf,
+    },
+    /// This node's own view (`GET /api/v1/cluster`): its id, role, term, leader, applied
+    /// index and members, as it sees them (a follower may lag the leader).
+    Node {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// Print the API's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Show cluster id, members, leader, term, indexes and refused Raft RPCs.
     Status {
@@ -93,34 +114,69 @@ pub struct NewNode {
 
 pub async fn run(cmd: ClusterCmd) -> Result<()> {
     match cmd {
-        ClusterCmd::Init { target: ApiTarget { api, auth } } => {
+        ClusterCmd::Init { target: ApiTarget { api, auth }, json } => {
             let v = post_json(&client(&auth, READ_TIMEOUT)?, &api, "/api/v1/cluster/init", &json!({})).await?;
+            if json {
+                return print_json(&v);
+            }
             println!("initialised cluster {} on node {}", v["cluster_id"].as_str().unwrap_or("?"), v["node_id"]);
             Ok(())
         }
-        ClusterCmd::Join { target: ApiTarget { api, auth }, node } => {
+        ClusterCmd::Join { target: ApiTarget { api, auth }, node, json } => {
             let body = json!({"node_id": node.node_id, "raft_addr": node.raft_addr, "api_addr": node.api_addr,
                               "ingest_addr": node.ingest_addr});
             let v = on_leader(&api, &auth, "/api/v1/cluster/join", &body).await?;
+            if json {
+                return print_json(&v);
+            }
             println!("node {} joined as a voter", node.node_id);
             print_status(&v);
             Ok(())
         }
-        ClusterCmd::Leave { target: ApiTarget { api, auth }, node_id } => {
+        ClusterCmd::Leave { target: ApiTarget { api, auth }, node_id, json } => {
             let v = on_leader(&api, &auth, "/api/v1/cluster/leave", &json!({ "node_id": node_id })).await?;
+            if json {
+                return print_json(&v);
+            }
             println!("node {node_id} removed");
             print_status(&v);
             Ok(())
         }
-        ClusterCmd::Replace { target: ApiTarget { api, auth }, old, new_id, raft_addr, api_addr, ingest_addr } => {
+        ClusterCmd::Replace {
+            target: ApiTarget { api, auth },
+            old,
+            new_id,
+            raft_addr,
+            api_addr,
+            ingest_addr,
+            json,
+        } => {
             let body = json!({"old": old, "new": {"node_id": new_id, "raft_addr": raft_addr, "api_addr": api_addr,
                               "ingest_addr": ingest_addr}});
             let v = on_leader(&api, &auth, "/api/v1/cluster/replace", &body).await?;
+            if json {
+                return print_json(&v);
+            }
             println!("node {old} replaced by node {new_id}");
             print_status(&v);
             Ok(())
         }
         ClusterCmd::Backup { target: ApiTarget { api, auth }, out } => online_backup(&api, &auth, &out).await,
+        ClusterCmd::Node { target: ApiTarget { api, auth }, json } => {
+            let v = get_json(&client(&auth, READ_TIMEOUT)?, &api, "/api/v1/cluster").await?;
+            if json {
+                return print_json(&v);
+            }
+            let fields: Vec<String> = v
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, x)| !x.is_object() && !x.is_array())
+                .map(|(k, x)| format!("{k}: {}", super::cell(x)))
+                .collect();
+            println!("{}", fields.join("\n"));
+            Ok(())
+        }
         ClusterCmd::Status { target: ApiTarget { api, auth }, json } => {
             let v = get_json(&client(&auth, READ_TIMEOUT)?, &api, "/api/v1/cluster/status").await?;
             if json {

@@ -80,7 +80,7 @@ pub struct ReportArgs {
     target: ApiTarget,
     /// inventory, risk, vulnerable or alerts.
     name: String,
-    /// csv or html.
+    /// csv, html or pdf (pdf needs chromium on the node).
     #[arg(long, default_value = "csv")]
     format: String,
     /// Write here instead of standard output.

@@ -453,6 +453,28 @@ fn cli_issue_operator_token_create_use_and_revoke() {
     assert!(!ok && err.contains("401") && err.contains("unknown or revoked"), "{err}");
     let (ok, out, _) = run(&["admin", "audit", "--limit", "5", "--api", &api, "--cert-dir", &alice], &[]);
     assert!(ok && out.contains("revoked token") && out.contains("\"dropped\": 0"), "{out}");
+
+    // Every other command of this path also answers the API's JSON with --json.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--api", &api, "--cert-dir", &alice, "--json"]);
+        let (ok, out, err) = run(&all, &[]);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+    };
+    let created = json(&["admin", "token", "create", "--name", "ci", "--role", "analyst"]);
+    assert!(token::parse_token(created["token"].as_str().unwrap()).is_ok(), "{created}");
+    let list = json(&["admin", "token", "list"]);
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(json(&["admin", "token", "revoke", "--id", "ci"])["name"], "ci");
+    let node = json(&["cluster", "node"]);
+    assert!(node.is_object() && node.to_string().contains('1'), "{node}");
+    let (ok, out, err) = run(&["cluster", "node", "--api", &api, "--cert-dir", &alice], &[]);
+    assert!(ok && !out.trim().is_empty(), "{err}");
+    let detectors = json(&["alerts", "detectors"]);
+    assert!(detectors.is_object() && !detectors.as_object().unwrap().is_empty(), "{detectors}");
+    let revocations = json(&["admin", "revocations"]);
+    assert_eq!(revocations["count"], 0, "{revocations}");
 }
 
 /// The read commands of the CLI (`device show|history|flows`, `flows list|totals`,
