@@ -17,10 +17,9 @@
 use crate::raft_support::{answer, config, ServedNode, WAIT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use ulid::Ulid;
 use wardline_aggregator::auth::Role;
@@ -40,11 +39,7 @@ use wardline_chaos_tests::clickhouse::ClickHouseServer;
 use wardline_common::{Batch, FlowRecord, MacAddr};
 use wardline_intel::policy::{parse_policy, Action, CompiledPolicy, DecidedBy, Flow, FlowEnd};
 use wardline_intel::{flow_context, FlowSpec, FlowTag, KnowledgeBase};
-use wardline_sensor::capture::Source;
-use wardline_sensor::config::SensorConfig;
-use wardline_sensor::run::{capture_all, Batcher};
-use wardline_sensor::spool::Spool;
-use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthCapture};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario};
 
 /// A one-node cluster behind the production HTTPS API with operator certificates for every
 /// role, reading flows from `store` (as `wardline-aggregator run` does).
@@ -121,35 +116,6 @@ pub fn json_out(out: &std::process::Output) -> Value {
         .unwrap_or_else(|e| panic!("--json printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// The sensor behind `capture`, configured from the truth (as in `ground_truth_identity`).
-fn sensor_config(dir: &Path, truth: &GroundTruth, capture: &TruthCapture) -> SensorConfig {
-    let nets_of = |site: &str| -> Vec<String> {
-        truth.networks.iter().filter(|n| n.site == site).map(|n| n.cidr.clone()).collect()
-    };
-    let spool_dir = dir.join(format!("spool-{}", capture.sensor));
-    let local: Vec<String> = capture.native_sites.iter().flat_map(|s| nets_of(s)).collect();
-    let mut text = format!(
-        "sensor_id = {:?}\nsite = {:?}\nspool_dir = {:?}\nlocal_networks = {:?}\n",
-        capture.sensor,
-        capture.site,
-        spool_dir.display().to_string(),
-        local
-    );
-    let remote: BTreeSet<&str> = truth
-        .networks
-        .iter()
-        .map(|n| n.site.as_str())
-        .filter(|s| !capture.native_sites.iter().any(|n| n == s))
-        .collect();
-    for site in remote {
-        text.push_str(&format!("[[remote_sites]]\nsite = {site:?}\nnetworks = {:?}\n", nets_of(site)));
-    }
-    text.push_str(
-        "[uplink]\nserver = \"127.0.0.1:4433\"\n[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nca = \"unused-ca.pem\"\n",
-    );
-    toml::from_str(&text).unwrap_or_else(|e| panic!("sensor config for {}: {e}\n{text}", capture.sensor))
-}
-
 /// A simulated hospital (seed 7) through the real sensor path: the truth and every spooled
 /// batch, oldest first per capture.
 fn simulated_hospital(dir: &Path) -> (GroundTruth, Vec<Batch>) {
@@ -158,12 +124,7 @@ fn simulated_hospital(dir: &Path) -> (GroundTruth, Vec<Batch>) {
     let truth = generate(&opts, &dir.join("hospital.pcap")).expect("generate the hospital");
     let mut batches = Vec::new();
     for capture in &truth.captures {
-        let cfg = sensor_config(dir, &truth, capture);
-        let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).expect("open spool"));
-        let mut batcher = Batcher::new(spool.clone(), &cfg, None).expect("batcher");
-        let source = Source::File(dir.join(&capture.file));
-        capture_all(&cfg, &[source], &AtomicBool::new(false), &mut batcher).expect("sensor reads its capture");
-        batches.extend(spool.oldest(usize::MAX).expect("read spool"));
+        batches.extend(crate::raft_support::truth_sensor_batches(dir, &truth, capture));
     }
     assert!(!batches.is_empty(), "the sensor spooled nothing");
     (truth, batches)

@@ -24,19 +24,12 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use wardline_aggregator::state::alerts::{Alert, AlertKind};
 use wardline_aggregator::state::anomaly::detectors::DetectorConfig;
 use wardline_aggregator::state::anomaly::{AnomalyConfig, ClinicalVlan};
 use wardline_aggregator::state::{BatchSummary, ClusterState, Command, IngestBatch};
-use wardline_common::Batch;
-use wardline_sensor::capture::Source;
-use wardline_sensor::config::SensorConfig;
-use wardline_sensor::run::{capture_all, Batcher};
-use wardline_sensor::spool::Spool;
-use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthCapture, TruthRisky};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scenario, TruthRisky};
 
 /// The VLANs the test declares clinical (ward, ICU, radiology, lab, clinic) at every site.
 const CLINICAL_VLANS: &[u16] = &[20, 30, 40, 50, 210];
@@ -63,47 +56,6 @@ struct Run {
     learning_us: u64,
 }
 
-/// The sensor behind `capture`, configured from the truth (as in `ground_truth_identity`).
-fn sensor_config(dir: &Path, truth: &GroundTruth, capture: &TruthCapture) -> SensorConfig {
-    let nets_of = |site: &str| -> Vec<String> {
-        truth.networks.iter().filter(|n| n.site == site).map(|n| n.cidr.clone()).collect()
-    };
-    let spool_dir = dir.join(format!("spool-{}", capture.sensor));
-    let local: Vec<String> = capture.native_sites.iter().flat_map(|s| nets_of(s)).collect();
-    let mut text = format!(
-        "sensor_id = {:?}\nsite = {:?}\nspool_dir = {:?}\nlocal_networks = {:?}\n",
-        capture.sensor,
-        capture.site,
-        spool_dir.display().to_string(),
-        local
-    );
-    let remote: BTreeSet<&str> = truth
-        .networks
-        .iter()
-        .map(|n| n.site.as_str())
-        .filter(|s| !capture.native_sites.iter().any(|n| n == s))
-        .collect();
-    for site in remote {
-        text.push_str(&format!("[[remote_sites]]\nsite = {site:?}\nnetworks = {:?}\n", nets_of(site)));
-    }
-    text.push_str(
-        "[uplink]\nserver = \"127.0.0.1:4433\"\n[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nca = \"unused-ca.pem\"\n",
-    );
-    toml::from_str(&text).unwrap_or_else(|e| panic!("sensor config for {}: {e}\n{text}", capture.sensor))
-}
-
-/// Everything the real sensor path spools for one capture, oldest first.
-fn sensor_batches(dir: &Path, truth: &GroundTruth, capture: &TruthCapture) -> Vec<Batch> {
-    let cfg = sensor_config(dir, truth, capture);
-    let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).expect("open spool"));
-    let mut batcher = Batcher::new(spool.clone(), &cfg, None).expect("batcher");
-    let source = Source::File(dir.join(&capture.file));
-    capture_all(&cfg, &[source], &AtomicBool::new(false), &mut batcher).expect("sensor reads its capture");
-    let batches = spool.oldest(usize::MAX).expect("read spool");
-    assert!(!batches.is_empty(), "{}: the sensor spooled nothing", capture.sensor);
-    batches
-}
-
 fn run(risky: bool) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("hospital.pcap");
@@ -117,7 +69,7 @@ fn run(risky: bool) -> Run {
     state.apply(&Command::SetAnomalyConfig(AnomalyConfig { learning_us, clinical_vlans }));
     state.apply(&Command::SetDetectorConfig(spike_config()));
     for capture in &truth.captures {
-        for b in sensor_batches(dir.path(), &truth, capture) {
+        for b in crate::raft_support::truth_sensor_batches(dir.path(), &truth, capture) {
             let ingest = IngestBatch { summary: BatchSummary::from_batch(&b), flows: b.flows().cloned().collect() };
             assert!(state.apply(&Command::ApplyBatches(vec![ingest])).applied, "batch {} of {}", b.seq, b.sensor_id);
         }

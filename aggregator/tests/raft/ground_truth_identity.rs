@@ -13,20 +13,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use wardline_aggregator::query::classify::classify_record;
 use wardline_aggregator::query::devices::{DeviceSnapshot, DISCONNECTED_AFTER_US};
 use wardline_aggregator::query::views::{DeviceView, HistoryEvent, HistoryKind};
 use wardline_aggregator::state::{BatchSummary, ClusterState, Command, DeviceId, DeviceRecord};
 use wardline_common::{Batch, Field, MacAddr};
 use wardline_intel::KnowledgeBase;
-use wardline_sensor::capture::Source;
-use wardline_sensor::config::SensorConfig;
-use wardline_sensor::run::{capture_all, Batcher};
-use wardline_sensor::spool::Spool;
-use wardline_sim::{generate, GenerateOptions, GroundTruth, Scale, Scenario, TruthCapture, TruthDevice};
+use wardline_sim::{generate, GenerateOptions, GroundTruth, Scale, Scenario, TruthDevice};
 
 /// Fields that identify one device (a name or an id it was given), as opposed to what a
 /// model or a configuration shares. A value of one of these that the truth lists for some
@@ -73,63 +67,14 @@ fn run() -> &'static Run {
         opts.scale = Scale::factor(Scenario::Hospital, 1);
         let truth = generate(&opts, &out).expect("generate the hospital");
         assert!(truth.captures.len() >= 2, "the hospital has a core and an access capture");
-        let batches: Vec<(String, Vec<Batch>)> =
-            truth.captures.iter().map(|c| (c.sensor.clone(), sensor_batches(dir.path(), &truth, c))).collect();
+        let batches: Vec<(String, Vec<Batch>)> = truth
+            .captures
+            .iter()
+            .map(|c| (c.sensor.clone(), crate::raft_support::truth_sensor_batches(dir.path(), &truth, c)))
+            .collect();
         let state = apply_all(batches.iter().flat_map(|(_, b)| b));
         Run { _dir: dir, truth, batches, state }
     })
-}
-
-/// The sensor behind `capture`, configured from the truth: its native sites' networks are
-/// local, every other site's networks are that remote site's.
-fn sensor_config(dir: &Path, truth: &GroundTruth, capture: &TruthCapture) -> SensorConfig {
-    let nets_of = |site: &str| -> Vec<String> {
-        truth.networks.iter().filter(|n| n.site == site).map(|n| n.cidr.clone()).collect()
-    };
-    let spool_dir = dir.join(format!("spool-{}", capture.sensor));
-    let local: Vec<String> = capture.native_sites.iter().flat_map(|s| nets_of(s)).collect();
-    let mut text = format!(
-        "sensor_id = {:?}\nsite = {:?}\nspool_dir = {:?}\nlocal_networks = {:?}\n",
-        capture.sensor,
-        capture.site,
-        spool_dir.display().to_string(),
-        local
-    );
-    // Every other site of the hospital is remote: the routed sites the capture entry names
-    // (their traffic crosses the capture's transit link), and the sites its own routed
-    // site's devices talk to through their router (the clinic's access sensor sees the
-    // campus servers that way).
-    let remote: BTreeSet<&str> = truth
-        .networks
-        .iter()
-        .map(|n| n.site.as_str())
-        .filter(|s| !capture.native_sites.iter().any(|n| n == s))
-        .collect();
-    assert!(
-        capture.routed_sites.iter().all(|r| remote.contains(r.site.as_str())),
-        "{}: a routed site is also native",
-        capture.sensor
-    );
-    for site in remote {
-        text.push_str(&format!("[[remote_sites]]\nsite = {site:?}\nnetworks = {:?}\n", nets_of(site)));
-    }
-    text.push_str(
-        "[uplink]\nserver = \"127.0.0.1:4433\"\n[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nca = \"unused-ca.pem\"\n",
-    );
-    toml::from_str(&text).unwrap_or_else(|e| panic!("sensor config for {}: {e}\n{text}", capture.sensor))
-}
-
-/// Everything the real sensor path spools for one capture, oldest first.
-fn sensor_batches(dir: &Path, truth: &GroundTruth, capture: &TruthCapture) -> Vec<Batch> {
-    let cfg = sensor_config(dir, truth, capture);
-    let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).expect("open spool"));
-    let mut batcher = Batcher::new(spool.clone(), &cfg, None).expect("batcher");
-    let source = Source::File(dir.join(&capture.file));
-    capture_all(&cfg, &[source], &AtomicBool::new(false), &mut batcher).expect("sensor reads its capture");
-    let batches = spool.oldest(usize::MAX).expect("read spool");
-    assert_eq!(batches.len() as u64, batcher.spooled, "{}: every spooled batch is read back", capture.sensor);
-    assert!(!batches.is_empty(), "{}: the sensor spooled nothing", capture.sensor);
-    batches
 }
 
 fn apply_all<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> ClusterState {

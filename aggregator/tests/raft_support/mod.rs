@@ -311,3 +311,67 @@ pub async fn answer(req: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde
     let status = resp.status();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// The sensor behind `capture` of a generated hospital, configured from the truth: its native
+/// sites' networks are local, every other site's networks are that remote site's (shared by
+/// the ground-truth and recommendation tests).
+pub fn truth_sensor_config(
+    dir: &std::path::Path,
+    truth: &wardline_sim::GroundTruth,
+    capture: &wardline_sim::TruthCapture,
+) -> wardline_sensor::config::SensorConfig {
+    let nets_of = |site: &str| -> Vec<String> {
+        truth.networks.iter().filter(|n| n.site == site).map(|n| n.cidr.clone()).collect()
+    };
+    let spool_dir = dir.join(format!("spool-{}", capture.sensor));
+    let local: Vec<String> = capture.native_sites.iter().flat_map(|s| nets_of(s)).collect();
+    let mut text = format!(
+        "sensor_id = {:?}\nsite = {:?}\nspool_dir = {:?}\nlocal_networks = {:?}\n",
+        capture.sensor,
+        capture.site,
+        spool_dir.display().to_string(),
+        local
+    );
+    // Every other site of the hospital is remote: the routed sites the capture entry names
+    // (their traffic crosses the capture's transit link), and the sites its own routed
+    // site's devices talk to through their router (the clinic's access sensor sees the
+    // campus servers that way).
+    let remote: std::collections::BTreeSet<&str> = truth
+        .networks
+        .iter()
+        .map(|n| n.site.as_str())
+        .filter(|s| !capture.native_sites.iter().any(|n| n == s))
+        .collect();
+    assert!(
+        capture.routed_sites.iter().all(|r| remote.contains(r.site.as_str())),
+        "{}: a routed site is also native",
+        capture.sensor
+    );
+    for site in remote {
+        text.push_str(&format!("[[remote_sites]]\nsite = {site:?}\nnetworks = {:?}\n", nets_of(site)));
+    }
+    text.push_str(
+        "[uplink]\nserver = \"127.0.0.1:4433\"\n[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nca = \"unused-ca.pem\"\n",
+    );
+    toml::from_str(&text).unwrap_or_else(|e| panic!("sensor config for {}: {e}\n{text}", capture.sensor))
+}
+
+/// Everything the real sensor path spools for one capture, oldest first.
+pub fn truth_sensor_batches(
+    dir: &std::path::Path,
+    truth: &wardline_sim::GroundTruth,
+    capture: &wardline_sim::TruthCapture,
+) -> Vec<wardline_common::Batch> {
+    let cfg = truth_sensor_config(dir, truth, capture);
+    let spool = std::sync::Arc::new(
+        wardline_sensor::spool::Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).expect("open spool"),
+    );
+    let mut batcher = wardline_sensor::run::Batcher::new(spool.clone(), &cfg, None).expect("batcher");
+    let source = wardline_sensor::capture::Source::File(dir.join(&capture.file));
+    wardline_sensor::run::capture_all(&cfg, &[source], &std::sync::atomic::AtomicBool::new(false), &mut batcher)
+        .expect("sensor reads its capture");
+    let batches = spool.oldest(usize::MAX).expect("read spool");
+    assert_eq!(batches.len() as u64, batcher.spooled, "{}: every spooled batch is read back", capture.sensor);
+    assert!(!batches.is_empty(), "{}: the sensor spooled nothing", capture.sensor);
+    batches
+}
