@@ -9,7 +9,6 @@ use crate::raft::RaftNode;
 use crate::state::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::warn;
 
 /// How often the leader looks.
 pub const INTERVAL: Duration = Duration::from_secs(30);
@@ -25,20 +24,10 @@ pub async fn tick_once(raft: &RaftNode, now_ms: u64) -> Result<bool, String> {
 }
 
 /// Run [`tick_once`] every `every` on whichever node leads, until `stop` turns true.
-pub async fn run(query: Arc<QueryService>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            return;
-        }
-        if query.raft().metrics().current_leader != Some(query.raft().node_id()) {
-            continue;
-        }
-        if let Err(e) = tick_once(query.raft(), now_ms()).await {
-            warn!("cannot propose the sensor-silence tick (retrying in {every:?}): {e}");
-        }
-    }
+pub async fn run(query: Arc<QueryService>, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::raft::every_while_leader(query.raft(), every, "propose the sensor-silence tick", stop, || {
+        let query = query.clone();
+        async move { tick_once(query.raft(), now_ms()).await }
+    })
+    .await
 }

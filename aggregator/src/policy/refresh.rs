@@ -11,7 +11,6 @@ use crate::state::policy::{self as stored, MembershipUpdate};
 use crate::state::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::warn;
 
 /// How often the running node refreshes membership.
 pub const INTERVAL: Duration = Duration::from_secs(60);
@@ -62,20 +61,10 @@ pub async fn refresh_once(query: &QueryService) -> Result<bool, String> {
 
 /// Run [`refresh_once`] every `every` on whichever node leads, until `stop` turns true.
 /// (For `node::serve` to spawn next to the SIEM forwarder.)
-pub async fn run(query: Arc<QueryService>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            return;
-        }
-        if query.raft().metrics().current_leader != Some(query.raft().node_id()) {
-            continue;
-        }
-        if let Err(e) = refresh_once(&query).await {
-            warn!("cannot refresh the policy's group membership (retrying in {every:?}): {e}");
-        }
-    }
+pub async fn run(query: Arc<QueryService>, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::raft::every_while_leader(query.raft(), every, "refresh the policy's group membership", stop, || {
+        let query = query.clone();
+        async move { refresh_once(&query).await }
+    })
+    .await
 }

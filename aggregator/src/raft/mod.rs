@@ -65,6 +65,36 @@ pub type RaftHandle = Arc<RaftNode>;
 
 /// Encoding of everything the Raft layer stores or sends: bincode 2 (serde, standard
 /// config) with a size limit so a corrupt length prefix cannot trigger a huge allocation.
+/// Run `work` every `every` on this node while it leads, until `stop` turns true; a failure
+/// is logged as "cannot {what} (retrying in …)". The periodic duties a leader proposes through
+/// Raft (membership refresh, sensor-silence tick) share this loop, so a new leader carries on.
+pub async fn every_while_leader<F, Fut>(
+    raft: &RaftNode,
+    every: std::time::Duration,
+    what: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut work: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if raft.metrics().current_leader != Some(raft.node_id()) {
+            continue;
+        }
+        if let Err(e) = work().await {
+            tracing::warn!("cannot {what} (retrying in {every:?}): {e}");
+        }
+    }
+}
+
 pub mod codec {
     use serde::de::DeserializeOwned;
     use serde::Serialize;
