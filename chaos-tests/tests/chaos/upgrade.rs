@@ -210,7 +210,9 @@ fn rolling_upgrade_from_the_previous_version_loses_and_duplicates_nothing() {
     let fallbacks = [n[1].quic_addr(), n[2].quic_addr(), n4.quic_addr()].map(|a| format!("{a:?}")).join(", ");
     let text = std::fs::read_to_string(&cfg).unwrap().replacen(
         "[uplink]\n",
-        &format!("[uplink]\nfallback_servers = [{fallbacks}]\n"),
+        // Frames of two batches: uplink version 2 is still spoken with the N+1 nodes (version
+        // 1 with the N ones), and a 10 ms slice cannot ship the whole backlog at once.
+        &format!("[uplink]\nfallback_servers = [{fallbacks}]\nmax_frame_batches = 2\n"),
         1,
     );
     std::fs::write(&cfg, text).unwrap();
