@@ -122,7 +122,9 @@ fn round(c: &mut Cluster, r: usize, pcap: &std::path::Path) -> Round {
     let others: Vec<String> = order[1..].iter().map(|&i| format!("{:?}", c.nodes[i].quic_addr())).collect();
     let text = std::fs::read_to_string(&cfg).unwrap().replacen(
         "[uplink]\n",
-        &format!("[uplink]\nfallback_servers = [{}]\n", others.join(", ")),
+        // One batch per frame (uplink version 1 framing): a multi-batch frame ships this
+        // whole capture in well under a second, before the leader could be killed mid-stream.
+        &format!("[uplink]\nfallback_servers = [{}]\nmax_frame_batches = 1\n", others.join(", ")),
         1,
     );
     std::fs::write(&cfg, text).unwrap();
@@ -146,6 +148,7 @@ fn round(c: &mut Cluster, r: usize, pcap: &std::path::Path) -> Round {
         assert!(sensor.child.try_wait().unwrap().is_none(), "sensor {id} finished before the kill");
         std::thread::sleep(POLL);
     }
+    assert!(sensor.child.try_wait().unwrap().is_none(), "sensor {id} finished before the kill");
     let pid = sensor.child.id();
     signal(pid, libc::SIGSTOP);
     // Let in-flight batches commit, so W below is final for the old leader.
