@@ -48,17 +48,30 @@ impl ZooKeeperServer {
             .tempdir()
             .context("creating a temporary folder for ZooKeeper")?;
         fs::create_dir_all(dir.path().join("data"))?;
-        let [port] = crate::clickhouse::free_ports::<1>()?;
-        let config = format!(
-            "tickTime={TICK_MS}\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
-             clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n\
-             maxClientCnxns=0\n",
-            dir.path().join("data").display()
-        );
-        fs::write(dir.path().join("zoo.cfg"), config)?;
-        let mut server = ZooKeeperServer { port, child: None, dir };
-        server.spawn_and_wait()?;
-        Ok(server)
+        let mut server = ZooKeeperServer { port: 0, child: None, dir };
+        // A free port can be taken by another test's server between choosing it and
+        // ZooKeeper binding it (ZooKeeper then exits at once, its log silent without a
+        // logging backend): choose again, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let [port] = crate::clickhouse::free_ports::<1>()?;
+            server.port = port;
+            let config = format!(
+                "tickTime={TICK_MS}\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
+                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n\
+                 maxClientCnxns=0\n",
+                server.dir.path().join("data").display()
+            );
+            fs::write(server.dir.path().join("zoo.cfg"), config)?;
+            match server.spawn_and_wait() {
+                Ok(()) => return Ok(server),
+                Err(e) if attempt < 3 && server.child.is_none() => {
+                    eprintln!("ZooKeeper did not start on port {port} (attempt {attempt}), trying another port: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `127.0.0.1:<port>`, the address clients connect to.
