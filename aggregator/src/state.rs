@@ -714,6 +714,19 @@ fn check_format<E: serde::de::Error>(format: u32) -> Result<(), E> {
     )))
 }
 
+/// The next part of a serialized state if `format` has it (it was added in `since`), else an
+/// empty one: how a newer build reads an older snapshot.
+fn part_since<'de, A, T>(seq: &mut A, format: u32, since: u32, what: &str) -> Result<T, A::Error>
+where
+    A: serde::de::SeqAccess<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if format < since {
+        return Ok(T::default());
+    }
+    seq.next_element()?.ok_or_else(|| serde::de::Error::custom(format!("truncated cluster state: no {what}")))
+}
+
 /// [`ReplicatedParts`] of any format this build reads, checked before anything else.
 struct VersionedParts(ReplicatedParts);
 
@@ -763,52 +776,17 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 let tokens = seq.next_element()?.ok_or_else(|| missing("tokens"))?;
                 let audit = seq.next_element()?.ok_or_else(|| missing("audit log"))?;
                 let outbox = seq.next_element()?.ok_or_else(|| missing("outbox"))?;
-                // Format 4 added alerts and anomaly baselines; older states start without any.
-                let (alerts, baselines) = if format >= 0x574c_0004 {
-                    (
-                        seq.next_element()?.ok_or_else(|| missing("alerts"))?,
-                        seq.next_element()?.ok_or_else(|| missing("baselines"))?,
-                    )
-                } else {
-                    Default::default()
-                };
-                // Format 5 added segmentation policy versions; older states have none.
-                let policy = if format >= 0x574c_0005 {
-                    seq.next_element()?.ok_or_else(|| missing("policy"))?
-                } else {
-                    Default::default()
-                };
-                // Format 6 added imported vulnerability feeds; older states have none.
-                let vulnfeeds = if format >= 0x574c_0006 {
-                    seq.next_element()?.ok_or_else(|| missing("vulnerability feeds"))?
-                } else {
-                    Default::default()
-                };
-                // Format 7 added sensor revocations; older states have none.
-                let revocations = if format >= 0x574c_0007 {
-                    seq.next_element()?.ok_or_else(|| missing("revocations"))?
-                } else {
-                    Default::default()
-                };
-                // Format 8 added group membership history; older states have none.
-                let group_history = if format >= 0x574c_0008 {
-                    seq.next_element()?.ok_or_else(|| missing("group membership history"))?
-                } else {
-                    Default::default()
-                };
-                // Format 9 added the second detectors (decision 0033); older states start
-                // with default settings and nothing learned.
-                let detectors = if format >= 0x574c_0009 {
-                    seq.next_element()?.ok_or_else(|| missing("detectors"))?
-                } else {
-                    Default::default()
-                };
-                // Format 10 added operators' device tags; older states have none.
-                let device_tags = if format >= 0x574c_000a {
-                    seq.next_element()?.ok_or_else(|| missing("device tags"))?
-                } else {
-                    Default::default()
-                };
+                let alerts = part_since(&mut seq, format, 0x574c_0004, "alerts")?;
+                let baselines = part_since(&mut seq, format, 0x574c_0004, "baselines")?;
+                // Parts added later, each with the format that introduced it; an older state
+                // lacks them and they start empty.
+                let policy = part_since(&mut seq, format, 0x574c_0005, "policy")?;
+                let vulnfeeds = part_since(&mut seq, format, 0x574c_0006, "vulnerability feeds")?;
+                let revocations = part_since(&mut seq, format, 0x574c_0007, "revocations")?;
+                let group_history = part_since(&mut seq, format, 0x574c_0008, "group membership history")?;
+                // The second detectors (decision 0033) start with default settings.
+                let detectors = part_since(&mut seq, format, 0x574c_0009, "detectors")?;
+                let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
