@@ -72,6 +72,158 @@ pub struct NodeConfig {
     /// Reports the leader writes into a folder at intervals (`[reports]`; decision 0027).
     #[serde(default)]
     pub reports: Option<crate::risk::schedule::ReportSchedule>,
+    /// Limits of QUIC ingest, node-wide and per sensor (`[ingest]`; decision 0039).
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `[ingest]`: bounds on what sensors (and anyone reaching the QUIC port) may hold on this
+/// node. Every key is optional; docs/operations.md ("Ingest limits") explains each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Authenticated sensor connections at once (a slot is taken after the handshake).
+    pub max_connections: usize,
+    /// Connections one sensor may hold open at once.
+    pub max_connections_per_sensor: usize,
+    /// Streams (frames in flight) one connection may open: QUIC stream credit.
+    pub max_streams_per_connection: u32,
+    /// Frames of one sensor read or handled at once, over all its connections.
+    pub max_frames_in_flight_per_sensor: usize,
+    /// Sustained frame bytes per second of one sensor; above it reads slow down.
+    pub bytes_per_second_per_sensor: u64,
+    /// Bytes a sensor may send at once above its rate.
+    pub burst_bytes_per_sensor: u64,
+    /// TLS handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Seconds a peer may take to complete the handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a sensor may take to send one frame (ends trickling streams).
+    pub stream_read_timeout_secs: u64,
+    /// QUIC address validation (a Retry round trip before the handshake).
+    pub address_validation: bool,
+    /// Largest frame accepted, at most the wire protocol's 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Frame bytes read or handled at once over all sensors (ingest memory bound).
+    pub max_inflight_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let l = crate::ingest::IngestLimits::default();
+        IngestConfig {
+            max_connections: l.max_connections,
+            max_connections_per_sensor: l.max_connections_per_sensor,
+            max_streams_per_connection: l.max_streams_per_connection,
+            max_frames_in_flight_per_sensor: l.max_frames_in_flight_per_sensor,
+            bytes_per_second_per_sensor: l.bytes_per_second_per_sensor,
+            burst_bytes_per_sensor: l.burst_bytes_per_sensor,
+            max_handshakes: l.max_handshakes,
+            handshake_timeout_secs: l.handshake_timeout.as_secs(),
+            stream_read_timeout_secs: l.frame_read_timeout.as_secs(),
+            address_validation: l.address_validation,
+            max_frame_bytes: l.max_frame_bytes,
+            max_inflight_bytes: l.max_inflight_bytes,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Refuse values that would disable a bound or make ingest unusable, saying what to set.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let range = |key: &str, value: u64, min: u64, max: u64, why: &str| {
+            if value < min || value > max {
+                Err(format!("ingest.{key} = {value} is out of range: give {min}..={max} ({why})"))
+            } else {
+                Ok(())
+            }
+        };
+        let wire_max = wardline_common::wire::MAX_FRAME_BYTES as u64;
+        range("max_connections", self.max_connections as u64, 1, 1_000_000, "authenticated sensor connections")?;
+        range(
+            "max_connections_per_sensor",
+            self.max_connections_per_sensor as u64,
+            1,
+            self.max_connections as u64,
+            "at most ingest.max_connections",
+        )?;
+        range(
+            "max_streams_per_connection",
+            self.max_streams_per_connection as u64,
+            1,
+            1024,
+            "sensors open at most 16; more only costs memory",
+        )?;
+        range(
+            "max_frames_in_flight_per_sensor",
+            self.max_frames_in_flight_per_sensor as u64,
+            1,
+            4096,
+            "frames of one sensor at once",
+        )?;
+        range(
+            "bytes_per_second_per_sensor",
+            self.bytes_per_second_per_sensor,
+            1024,
+            u64::MAX,
+            "at least 1 KiB/s, or a sensor could never catch up",
+        )?;
+        range(
+            "burst_bytes_per_sensor",
+            self.burst_bytes_per_sensor,
+            64 * 1024,
+            u64::MAX,
+            "at least one 64 KiB read",
+        )?;
+        range("max_handshakes", self.max_handshakes as u64, 1, 65_536, "handshakes in progress at once")?;
+        range(
+            "handshake_timeout_secs",
+            self.handshake_timeout_secs,
+            1,
+            300,
+            "a handshake takes a few round trips",
+        )?;
+        range("stream_read_timeout_secs", self.stream_read_timeout_secs, 1, 3600, "time to send one frame")?;
+        range("max_frame_bytes", self.max_frame_bytes as u64, 1024, wire_max, "the wire protocol's frame limit")?;
+        range(
+            "max_inflight_bytes",
+            self.max_inflight_bytes as u64,
+            self.max_frame_bytes as u64,
+            1 << 40,
+            "at least one frame of ingest.max_frame_bytes",
+        )?;
+        // A version-1 stream reserves a whole frame: one sensor's frames in flight must leave
+        // at least half of the byte budget to the others.
+        let one_sensor = self.max_frames_in_flight_per_sensor as u64 * self.max_frame_bytes as u64;
+        if one_sensor > self.max_inflight_bytes as u64 / 2 {
+            return Err(format!(
+                "ingest.max_frames_in_flight_per_sensor ({}) × ingest.max_frame_bytes ({}) = {one_sensor} bytes is more \
+                 than half of ingest.max_inflight_bytes ({}): one sensor could hold the ingest memory of all; lower \
+                 the frames per sensor or raise max_inflight_bytes",
+                self.max_frames_in_flight_per_sensor, self.max_frame_bytes, self.max_inflight_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ingest server's limits.
+    pub fn limits(&self) -> crate::ingest::IngestLimits {
+        crate::ingest::IngestLimits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_connections: self.max_connections,
+            max_inflight_bytes: self.max_inflight_bytes,
+            frame_read_timeout: std::time::Duration::from_secs(self.stream_read_timeout_secs),
+            max_connections_per_sensor: self.max_connections_per_sensor,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_frames_in_flight_per_sensor: self.max_frames_in_flight_per_sensor,
+            bytes_per_second_per_sensor: self.bytes_per_second_per_sensor,
+            burst_bytes_per_sensor: self.burst_bytes_per_sensor,
+            max_handshakes: self.max_handshakes,
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_secs),
+            address_validation: self.address_validation,
+            ..crate::ingest::IngestLimits::default()
+        }
+    }
 }
 
 fn default_outbox_max_bytes() -> u64 {
@@ -123,6 +275,7 @@ impl NodeConfig {
                 bail!("give either clickhouse_url (one server) or [clickhouse_cluster] (replicas), not both");
             }
         }
+        self.ingest.validate().map_err(anyhow::Error::msg)?;
         if self.clickhouse_retention_days == Some(0) {
             bail!("clickhouse_retention_days = 0 would drop today's flows; give at least 1, or leave it out to keep everything");
         }
@@ -181,6 +334,38 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("clickhouse_cluster.replicas"));
         let typo = format!("{text}replica = 3\n");
         assert!(toml::from_str::<NodeConfig>(&typo).unwrap_err().to_string().contains("replica"));
+    }
+
+    #[test]
+    fn ingest_limits_have_documented_defaults_and_bad_values_are_refused_with_the_key() {
+        let base = "node_id = 1\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
+        let cfg: NodeConfig = toml::from_str(base).unwrap();
+        assert_eq!(cfg.ingest, IngestConfig::default());
+        cfg.ingest.validate().expect("the defaults are valid");
+        let l = cfg.ingest.limits();
+        assert!(l.address_validation);
+        assert_eq!((l.max_connections_per_sensor, l.max_streams_per_connection), (8, 16));
+        assert_eq!(l.frame_read_timeout, std::time::Duration::from_secs(60));
+
+        let set = |extra: &str| toml::from_str::<NodeConfig>(&format!("{base}[ingest]\n{extra}\n"));
+        let cfg = set("max_connections_per_sensor = 2\nbytes_per_second_per_sensor = 1048576\naddress_validation = false")
+            .unwrap();
+        cfg.ingest.validate().unwrap();
+        let l = cfg.ingest.limits();
+        assert_eq!((l.max_connections_per_sensor, l.bytes_per_second_per_sensor), (2, 1 << 20));
+        assert!(!l.address_validation);
+        assert!(set("max_conections = 3").unwrap_err().to_string().contains("max_conections"));
+        for (bad, says) in [
+            ("max_connections_per_sensor = 0", "ingest.max_connections_per_sensor = 0 is out of range"),
+            ("max_connections = 4\nmax_connections_per_sensor = 5", "at most ingest.max_connections"),
+            ("bytes_per_second_per_sensor = 10", "ingest.bytes_per_second_per_sensor"),
+            ("handshake_timeout_secs = 0", "ingest.handshake_timeout_secs"),
+            ("max_frame_bytes = 999999999", "the wire protocol's frame limit"),
+            ("max_inflight_bytes = 33554432", "more than half of ingest.max_inflight_bytes"),
+        ] {
+            let err = set(bad).unwrap().ingest.validate().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

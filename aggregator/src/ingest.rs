@@ -11,6 +11,12 @@
 //! version-2 stream reserves the length it declares, a version-1 stream the whole frame
 //! limit), the frame size (read with a hard limit, so an oversized frame costs at most the
 //! limit in memory) and the time a peer may take to send one frame.
+//!
+//! Per-sensor limits (decision 0039, [`limits`]): a sensor's connections, frames in flight
+//! and bytes per second are bounded on their own, so one misbehaving sensor cannot take the
+//! node's capacity from the others. A connection slot is taken only once the handshake has
+//! authenticated the sensor; handshakes are bounded in number and time, and QUIC address
+//! validation (a Retry) comes before any handshake state.
 
 use crate::config::TlsPaths;
 use crate::pki::{self, SensorIdentity};
@@ -26,6 +32,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 use ulid::Ulid;
 use wardline_common::wire::{self, Batch, BatchReply, FrameError};
+
+mod limits;
+use limits::{LogGate, ReadFrameError, SensorConnection, SensorLimiter};
 
 /// Decides what happens to one authenticated, identity-checked batch.
 pub trait BatchHandler: Send + Sync + 'static {
@@ -57,6 +66,8 @@ pub mod codes {
     pub const SHUTDOWN: u32 = 0x14;
     /// The sensor or its certificate is revoked (`admin revoke-sensor`).
     pub const REVOKED: u32 = 0x15;
+    /// The sensor already has `ingest.max_connections_per_sensor` connections to this node.
+    pub const SENSOR_CONNECTION_LIMIT: u32 = 0x16;
 }
 
 /// Bounds applied to untrusted peers.
@@ -64,15 +75,37 @@ pub mod codes {
 pub struct IngestLimits {
     /// Largest batch frame accepted; larger ones are Rejected unread past the limit.
     pub max_frame_bytes: usize,
-    /// Concurrent sensor connections; more are refused (the sensor backs off and retries).
+    /// Concurrent authenticated sensor connections; more are refused (the sensor backs off
+    /// and retries). A slot is taken only after the handshake.
     pub max_connections: usize,
     /// Frame bytes being read or handled at once across all connections; further streams
     /// wait (their bytes stay in QUIC flow-control windows). A version-2 stream reserves the
     /// length it declares, a version-1 stream `max_frame_bytes`. This bounds ingest memory
     /// whatever the number of streams or batches per frame.
     pub max_inflight_bytes: usize,
-    /// Time a sensor may take to deliver one whole frame.
+    /// Time a sensor may take to deliver one whole frame (the per-stream read deadline that
+    /// ends a trickling stream; waits imposed by the rate limit do not count).
     pub frame_read_timeout: Duration,
+    /// Open connections of one sensor; a further one is closed right after its handshake.
+    pub max_connections_per_sensor: usize,
+    /// Concurrent bidirectional streams one connection may open (QUIC stream credit).
+    pub max_streams_per_connection: u32,
+    /// Frames of one sensor (over all its connections) being read or handled at once;
+    /// further streams wait (backpressure), so one sensor holds at most this many shares of
+    /// `max_inflight_bytes`.
+    pub max_frames_in_flight_per_sensor: usize,
+    /// Frame bytes one sensor may send per second (token bucket); above it its streams are
+    /// read more slowly (backpressure: the sensor keeps its batches).
+    pub bytes_per_second_per_sensor: u64,
+    /// Bytes a sensor may send at once above the rate (the bucket's size).
+    pub burst_bytes_per_sensor: u64,
+    /// TLS handshakes in progress at once; further new connections are refused until one
+    /// ends. Established connections are not affected.
+    pub max_handshakes: usize,
+    /// Time a peer may take to complete the handshake; then it is dropped.
+    pub handshake_timeout: Duration,
+    /// Ask every new peer to prove its address with a QUIC Retry before any handshake.
+    pub address_validation: bool,
     /// How long shutdown waits for in-flight batches before closing connections.
     pub shutdown_grace: Duration,
 }
@@ -86,6 +119,15 @@ impl Default for IngestLimits {
             max_inflight_bytes: 512 * 1024 * 1024,
             frame_read_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            max_connections_per_sensor: 8,
+            max_streams_per_connection: crate::tls::MAX_STREAMS_PER_CONNECTION,
+            // One connection's full window: an honest sensor is never held back by it.
+            max_frames_in_flight_per_sensor: 16,
+            bytes_per_second_per_sensor: 32 * 1024 * 1024,
+            burst_bytes_per_sensor: 64 * 1024 * 1024,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(10),
+            address_validation: true,
         }
     }
 }
@@ -108,6 +150,127 @@ pub struct IngestStats {
     multi_batch_frames: AtomicU64,
     /// The flow outbox as this node sees it (decision 0016).
     pub outbox: Arc<crate::outbox::OutboxStatus>,
+    refused: RefusalCounters,
+    address_validation_retries: AtomicU64,
+    /// Per-sensor limit hits, at most [`MAX_LIMITED_SENSORS`] sensors by name.
+    sensors_limited: std::sync::Mutex<std::collections::BTreeMap<String, SensorLimitHits>>,
+}
+
+/// Sensors whose limit hits are kept by name; later ones are summed under
+/// [`crate::telemetry::OTHER_SENSORS`]. Sensor ids come from certificates the fleet CA issued.
+pub const MAX_LIMITED_SENSORS: usize = 2048;
+
+/// Why a connection was refused (each also counts in `connections_refused`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_handshakes` handshakes were already in progress.
+    HandshakeCapacity,
+    /// The peer did not complete the handshake within `handshake_timeout`.
+    HandshakeTimeout,
+    /// The TLS handshake failed (unknown CA, no certificate, expired, wrong ALPN, ...).
+    HandshakeFailed,
+    /// The certificate chained to the fleet CA but names no sensor.
+    NotASensor,
+    /// The sensor or its certificate is revoked.
+    Revoked,
+    /// The node was at `max_connections`.
+    NodeConnections,
+    /// The sensor was at `max_connections_per_sensor`.
+    SensorConnections,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 7] = [
+        Refusal::HandshakeCapacity,
+        Refusal::HandshakeTimeout,
+        Refusal::HandshakeFailed,
+        Refusal::NotASensor,
+        Refusal::Revoked,
+        Refusal::NodeConnections,
+        Refusal::SensorConnections,
+    ];
+
+    /// The `reason` label of `wardline_ingest_connections_refused_by_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::HandshakeCapacity => "handshake_capacity",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::HandshakeFailed => "handshake_failed",
+            Refusal::NotASensor => "not_a_sensor",
+            Refusal::Revoked => "revoked",
+            Refusal::NodeConnections => "node_connections",
+            Refusal::SensorConnections => "sensor_connections",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct RefusalCounters([AtomicU64; Refusal::ALL.len()]);
+
+/// Connections refused, by reason (see [`Refusal`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RefusalsSnapshot {
+    pub handshake_capacity: u64,
+    pub handshake_timeout: u64,
+    pub handshake_failed: u64,
+    pub not_a_sensor: u64,
+    pub revoked: u64,
+    pub node_connections: u64,
+    pub sensor_connections: u64,
+}
+
+impl RefusalsSnapshot {
+    /// The count of one reason.
+    pub fn get(&self, reason: Refusal) -> u64 {
+        match reason {
+            Refusal::HandshakeCapacity => self.handshake_capacity,
+            Refusal::HandshakeTimeout => self.handshake_timeout,
+            Refusal::HandshakeFailed => self.handshake_failed,
+            Refusal::NotASensor => self.not_a_sensor,
+            Refusal::Revoked => self.revoked,
+            Refusal::NodeConnections => self.node_connections,
+            Refusal::SensorConnections => self.sensor_connections,
+        }
+    }
+}
+
+/// How often one sensor ran into its own limits on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SensorLimitHits {
+    /// Connections closed because it had `max_connections_per_sensor` open.
+    pub connections_refused: u64,
+    /// Streams that waited because it had `max_frames_in_flight_per_sensor` frames in flight.
+    pub frames_waited: u64,
+    /// Frames read more slowly because it was over `bytes_per_second_per_sensor`.
+    pub frames_throttled: u64,
+    /// Total time its reads were held back by the rate limit, in milliseconds.
+    pub throttled_ms: u64,
+    /// Streams dropped because a frame was not complete within the read deadline.
+    pub streams_timed_out: u64,
+}
+
+/// Which per-sensor limit a sensor ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SensorLimit {
+    Connections,
+    FramesInFlight,
+    /// Throttled for this long.
+    BytesPerSecond(Duration),
+    StreamReadTimeout,
+}
+
+impl SensorLimit {
+    /// The `limit` label of `wardline_ingest_sensor_limited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorLimit::Connections => "connections",
+            SensorLimit::FramesInFlight => "frames_in_flight",
+            SensorLimit::BytesPerSecond(_) => "bytes_per_second",
+            SensorLimit::StreamReadTimeout => "stream_read_timeout",
+        }
+    }
 }
 
 /// A point-in-time copy of [`IngestStats`].
@@ -136,6 +299,15 @@ pub struct IngestStatsSnapshot {
     /// Multi-batch frames (uplink version 2) decoded; `batches_received` counts their batches.
     #[serde(default)]
     pub multi_batch_frames: u64,
+    /// `connections_refused` by reason (decision 0039).
+    #[serde(default)]
+    pub refused: RefusalsSnapshot,
+    /// QUIC Retry packets sent to make a new peer prove its address.
+    #[serde(default)]
+    pub address_validation_retries: u64,
+    /// Per-sensor limit hits by sensor id (sensors that never hit a limit are absent).
+    #[serde(default)]
+    pub sensors_limited: std::collections::BTreeMap<String, SensorLimitHits>,
 }
 
 impl IngestStats {
@@ -155,6 +327,46 @@ impl IngestStats {
             frames_oversized: g(&self.frames_oversized),
             frames_timed_out: g(&self.frames_timed_out),
             multi_batch_frames: g(&self.multi_batch_frames),
+            refused: {
+                let r = |reason: Refusal| g(&self.refused.0[reason as usize]);
+                RefusalsSnapshot {
+                    handshake_capacity: r(Refusal::HandshakeCapacity),
+                    handshake_timeout: r(Refusal::HandshakeTimeout),
+                    handshake_failed: r(Refusal::HandshakeFailed),
+                    not_a_sensor: r(Refusal::NotASensor),
+                    revoked: r(Refusal::Revoked),
+                    node_connections: r(Refusal::NodeConnections),
+                    sensor_connections: r(Refusal::SensorConnections),
+                }
+            },
+            address_validation_retries: g(&self.address_validation_retries),
+            sensors_limited: self.sensors_limited.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Count a refused connection under its reason and in `connections_refused`.
+    pub fn refuse(&self, reason: Refusal) {
+        inc(&self.connections_refused);
+        inc(&self.refused.0[reason as usize]);
+    }
+
+    /// Count a sensor running into one of its own limits.
+    pub fn sensor_limited(&self, sensor_id: &str, limit: SensorLimit) {
+        let mut all = self.sensors_limited.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if all.contains_key(sensor_id) || all.len() < MAX_LIMITED_SENSORS {
+            sensor_id
+        } else {
+            crate::telemetry::OTHER_SENSORS
+        };
+        let hits = all.entry(key.to_string()).or_default();
+        match limit {
+            SensorLimit::Connections => hits.connections_refused += 1,
+            SensorLimit::FramesInFlight => hits.frames_waited += 1,
+            SensorLimit::BytesPerSecond(waited) => {
+                hits.frames_throttled += 1;
+                hits.throttled_ms += waited.as_millis() as u64;
+            }
+            SensorLimit::StreamReadTimeout => hits.streams_timed_out += 1,
         }
     }
 
@@ -200,7 +412,10 @@ impl<H: BatchHandler> IngestServer<H> {
         stats: Arc<IngestStats>,
         limits: IngestLimits,
     ) -> Result<Self> {
-        let server_config = crate::tls::quic_server_config(tls).context("cannot configure ingest TLS")?;
+        let mut server_config = crate::tls::quic_server_config(tls).context("cannot configure ingest TLS")?;
+        let mut transport = crate::tls::transport_config();
+        transport.max_concurrent_bidi_streams(limits.max_streams_per_connection.max(1).into());
+        server_config.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(server_config, addr)
             .with_context(|| format!("cannot listen for sensors on UDP {addr} — is another node using the port?"))?;
         Ok(IngestServer { endpoint, handler, stats, limits })
@@ -222,6 +437,15 @@ impl<H: BatchHandler> IngestServer<H> {
         info!(addr = ?local, "ingest listening for sensors (QUIC, mutual TLS)");
         let limits = Arc::new(limits);
         let conn_slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        // Unauthenticated peers hold only these, and each for at most `handshake_timeout`.
+        let handshake_slots = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+        let sensors = SensorLimiter::new(limits::PerSensor {
+            connections: limits.max_connections_per_sensor.max(1),
+            frames_in_flight: limits.max_frames_in_flight_per_sensor.max(1),
+            bytes_per_second: limits.bytes_per_second_per_sensor,
+            burst_bytes: limits.burst_bytes_per_sensor,
+        });
+        let handshake_busy_log = LogGate::default();
         // Never smaller than one whole frame, or a frame at the limit could never be read.
         let budget = permits_for(limits.max_inflight_bytes.max(limits.max_frame_bytes));
         let batch_slots = Arc::new(Semaphore::new(budget as usize));
@@ -232,22 +456,37 @@ impl<H: BatchHandler> IngestServer<H> {
                 _ = &mut shutdown => break,
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    let Ok(slot) = conn_slots.clone().try_acquire_owned() else {
-                        warn!(
-                            "refused sensor connection from {}: this node is at its limit of {} connections; \
-                             the sensor will retry — raise the limit or add nodes",
-                            incoming.remote_address(), limits.max_connections
-                        );
-                        inc(&stats.connections_refused);
+                    // A Retry costs no state here; only a peer that can receive at its
+                    // address comes back with the token (then the address counts as validated).
+                    if limits.address_validation && !incoming.remote_address_validated() && incoming.may_retry() {
+                        match incoming.retry() {
+                            Ok(()) => inc(&stats.address_validation_retries),
+                            Err(e) => e.into_incoming().refuse(),
+                        }
+                        continue;
+                    }
+                    let Ok(handshake) = handshake_slots.clone().try_acquire_owned() else {
+                        stats.refuse(Refusal::HandshakeCapacity);
+                        if let Some(held) = handshake_busy_log.due() {
+                            warn!(
+                                "refused a new connection from {}: {} handshakes are already in progress \
+                                 (ingest.max_handshakes; {held} more refused since the last line) — established \
+                                 sensors are not affected; a flood of new connections is under way, or raise the limit",
+                                incoming.remote_address(), limits.max_handshakes
+                            );
+                        }
                         incoming.refuse();
                         continue;
                     };
-                    let (handler, stats, limits, batch_slots) =
-                        (handler.clone(), stats.clone(), limits.clone(), batch_slots.clone());
-                    tasks.spawn(async move {
-                        handle_connection(incoming, handler, stats, limits, batch_slots).await;
-                        drop(slot);
-                    });
+                    let ctx = ConnectionContext {
+                        handler: handler.clone(),
+                        stats: stats.clone(),
+                        limits: limits.clone(),
+                        batch_slots: batch_slots.clone(),
+                        conn_slots: conn_slots.clone(),
+                        sensors: sensors.clone(),
+                    };
+                    tasks.spawn(handle_connection(incoming, handshake, ctx));
                 }
                 // Reap finished connection tasks so the set does not grow without bound.
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -278,22 +517,44 @@ pub async fn serve<H: BatchHandler>(
     IngestServer::bind(addr, tls, handler, stats, IngestLimits::default())?.run(shutdown).await
 }
 
-async fn handle_connection<H: BatchHandler>(
-    incoming: quinn::Incoming,
+/// What a connection's task shares with the node's ingest.
+struct ConnectionContext<H> {
     handler: Arc<H>,
     stats: Arc<IngestStats>,
     limits: Arc<IngestLimits>,
     batch_slots: Arc<Semaphore>,
+    conn_slots: Arc<Semaphore>,
+    sensors: Arc<SensorLimiter>,
+}
+
+async fn handle_connection<H: BatchHandler>(
+    incoming: quinn::Incoming,
+    handshake: OwnedSemaphorePermit,
+    ctx: ConnectionContext<H>,
 ) {
+    let ConnectionContext { handler, stats, limits, batch_slots, conn_slots, sensors } = ctx;
     let remote = incoming.remote_address();
     let connection = match incoming.accept() {
-        Ok(connecting) => connecting.await,
+        // Dropping an unfinished handshake closes it: the peer holds nothing afterwards.
+        Ok(connecting) => match tokio::time::timeout(limits.handshake_timeout, connecting).await {
+            Ok(c) => c,
+            Err(_) => {
+                stats.refuse(Refusal::HandshakeTimeout);
+                debug!(
+                    %remote,
+                    "dropped a connection whose handshake did not complete within {:?} (ingest.handshake_timeout_secs)",
+                    limits.handshake_timeout
+                );
+                return;
+            }
+        },
         Err(e) => Err(e),
     };
+    drop(handshake);
     let connection = match connection {
         Ok(c) => c,
         Err(e) => {
-            inc(&stats.connections_refused);
+            stats.refuse(Refusal::HandshakeFailed);
             warn!("refused sensor connection from {remote}: {}", explain_handshake_error(&e));
             return;
         }
@@ -301,7 +562,7 @@ async fn handle_connection<H: BatchHandler>(
     let (identity, serial) = match peer_sensor_identity(&connection) {
         Ok(id) => id,
         Err(e) => {
-            inc(&stats.connections_refused);
+            stats.refuse(Refusal::NotASensor);
             warn!(
                 "refused sensor connection from {remote}: {e:#} — sensors need a certificate from \
                  `wardline-aggregator admin issue-sensor`"
@@ -311,11 +572,43 @@ async fn handle_connection<H: BatchHandler>(
         }
     };
     if let Some(reason) = handler.revoked(&identity, &serial).await {
-        inc(&stats.connections_refused);
+        stats.refuse(Refusal::Revoked);
         warn!(sensor = %identity.sensor_id, site = %identity.site, %serial, %remote, "refused a revoked sensor: {reason}");
         connection.close(codes::REVOKED.into(), format!("sensor certificate revoked: {reason}").as_bytes());
         return;
     }
+    // Its own limit first, so a sensor over it never takes one of the node's slots.
+    let sensor = match sensors.connect(&identity.sensor_id) {
+        Ok(s) => s,
+        Err(limits::OverConnectionLimit(open)) => {
+            stats.refuse(Refusal::SensorConnections);
+            stats.sensor_limited(&identity.sensor_id, SensorLimit::Connections);
+            warn!(
+                sensor = %identity.sensor_id, site = %identity.site, %remote,
+                "refused a connection of sensor {}: it already has {open} connections to this node \
+                 (ingest.max_connections_per_sensor = {}); other sensors are not affected — a sensor behind a \
+                 flapping link may hold stale connections until they time out, otherwise it is misbehaving",
+                identity.sensor_id, limits.max_connections_per_sensor
+            );
+            connection.close(
+                codes::SENSOR_CONNECTION_LIMIT.into(),
+                b"this sensor is at its connection limit on this node; retry later",
+            );
+            return;
+        }
+    };
+    let Ok(_slot) = conn_slots.try_acquire_owned() else {
+        stats.refuse(Refusal::NodeConnections);
+        warn!(
+            sensor = %identity.sensor_id, %remote,
+            "refused sensor connection: this node is at its limit of {} connections (ingest.max_connections); \
+             the sensor will retry — raise the limit or add nodes",
+            limits.max_connections
+        );
+        connection.close(codes::BUSY.into(), b"aggregator node at its connection limit; retry later");
+        return;
+    };
+    let sensor = Arc::new(sensor);
     inc(&stats.connections_accepted);
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
     let multi = negotiated_alpn(&connection).as_deref() == Some(wire::ALPN_UPLINK_V2);
@@ -340,8 +633,14 @@ async fn handle_connection<H: BatchHandler>(
             }
             accepted = connection.accept_bi() => match accepted {
                 Ok((mut send, mut recv)) => {
-                    let (handler, stats, limits, batch_slots, identity) =
-                        (handler.clone(), stats.clone(), limits.clone(), batch_slots.clone(), identity.clone());
+                    let (handler, stats, limits, batch_slots, identity, sensor) = (
+                        handler.clone(),
+                        stats.clone(),
+                        limits.clone(),
+                        batch_slots.clone(),
+                        identity.clone(),
+                        sensor.clone(),
+                    );
                     let (turn_tx, turn_rx) = oneshot::channel();
                     let order = StreamOrder { previous: std::mem::replace(&mut previous, turn_rx), next: Some(turn_tx) };
                     // A version-2 stream says how long its frame is; a version-1 stream may
@@ -363,18 +662,40 @@ async fn handle_connection<H: BatchHandler>(
                     // Waiting here is the backpressure: the stream's bytes stay in QUIC
                     // flow-control windows, not in our memory. Taken in stream order, so a
                     // stream holding permits never waits for an earlier one that has none.
+                    // The sensor's own frame slot first: a sensor at its limit waits without
+                    // holding any of the node's byte budget.
+                    let frame_slot = match sensor.try_frame_slot() {
+                        Some(slot) => slot,
+                        None => {
+                            stats.sensor_limited(&identity.sensor_id, SensorLimit::FramesInFlight);
+                            if let Some(held) = sensor.frames_log().due() {
+                                info!(
+                                    sensor = %identity.sensor_id, site = %identity.site,
+                                    "sensor {} has {} frames in flight on this node \
+                                     (ingest.max_frames_in_flight_per_sensor); its further streams wait \
+                                     ({held} more waits since the last line) — raise the limit if its uplink \
+                                     window is wider",
+                                    identity.sensor_id, limits.max_frames_in_flight_per_sensor
+                                );
+                            }
+                            let Some(slot) = sensor.frame_slot().await else { continue };
+                            slot
+                        }
+                    };
                     let Ok(permit) = batch_slots.acquire_many_owned(permits_for(reserve)).await else { continue };
                     streams.spawn(async move {
+                        let ctx = StreamContext { identity: &identity, sensor: &sensor, stats: &stats, limits: &limits };
                         match declared {
                             Some(len) => {
                                 let stream = FrameStream { send, recv, declared: len, order, _permit: permit };
-                                handle_multi_stream(stream, &identity, handler.as_ref(), &stats, &limits).await
+                                handle_multi_stream(stream, handler.as_ref(), ctx).await
                             }
                             None => {
-                                handle_stream(send, recv, &identity, handler.as_ref(), &stats, &limits, order).await;
+                                handle_stream(send, recv, handler.as_ref(), ctx, order).await;
                                 drop(permit);
                             }
                         }
+                        drop(frame_slot);
                     });
                 }
                 Err(e) => break e,
@@ -415,7 +736,8 @@ async fn read_length_prefix(
         }
         Err(_) => {
             inc(&stats.frames_timed_out);
-            warn!(sensor = %identity.sensor_id, stream = ?recv.id(), "sensor did not send a frame length within {:?}; dropping the stream (it will retry)", limits.frame_read_timeout);
+            stats.sensor_limited(&identity.sensor_id, SensorLimit::StreamReadTimeout);
+            warn!(sensor = %identity.sensor_id, stream = ?recv.id(), "sensor did not send a frame length within {:?} (ingest.stream_read_timeout_secs); dropping the stream (it will retry)", limits.frame_read_timeout);
             let _ = recv.stop(codes::READ_TIMEOUT.into());
             None
         }
@@ -477,25 +799,72 @@ impl StreamOrder {
     }
 }
 
+/// What a stream's task needs of its connection.
+#[derive(Clone, Copy)]
+struct StreamContext<'a> {
+    identity: &'a SensorIdentity,
+    sensor: &'a SensorConnection,
+    stats: &'a IngestStats,
+    limits: &'a IngestLimits,
+}
+
+/// Read a stream's frame (at most `limit` bytes) paced to the sensor's rate, within the
+/// read deadline; a throttled read is counted and, now and then, logged.
+async fn read_paced(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+    ctx: StreamContext<'_>,
+) -> Result<Vec<u8>, ReadFrameError> {
+    let deadline = ctx.limits.frame_read_timeout;
+    let (bytes, throttled) = limits::read_frame(recv, limit, deadline, ctx.sensor).await?;
+    if !throttled.is_zero() {
+        ctx.stats.sensor_limited(&ctx.identity.sensor_id, SensorLimit::BytesPerSecond(throttled));
+        if let Some(held) = ctx.sensor.throttle_log().due() {
+            warn!(
+                sensor = %ctx.identity.sensor_id, site = %ctx.identity.site,
+                "sensor {} sends more than its ingest.bytes_per_second_per_sensor of {} bytes/s (burst {}); \
+                 its frames are read more slowly (this one held back {:?}, {held} more since the last line) — \
+                 it keeps its batches and delivers them later; raise the limit if this sensor's traffic is legitimate",
+                ctx.identity.sensor_id,
+                ctx.limits.bytes_per_second_per_sensor,
+                ctx.limits.burst_bytes_per_sensor,
+                throttled
+            );
+        }
+    }
+    Ok(bytes)
+}
+
+/// Count and log a stream that did not deliver its frame within the read deadline.
+fn stream_timed_out(ctx: StreamContext<'_>, stream: quinn::StreamId, what: &str) {
+    inc(&ctx.stats.frames_timed_out);
+    ctx.stats.sensor_limited(&ctx.identity.sensor_id, SensorLimit::StreamReadTimeout);
+    warn!(
+        sensor = %ctx.identity.sensor_id, site = %ctx.identity.site, ?stream,
+        "sensor {} did not finish sending {what} within {:?} (ingest.stream_read_timeout_secs); dropping the stream \
+         (the sensor keeps the batch and retries) — raise the timeout for a very slow link, otherwise the sensor \
+         is trickling bytes",
+        ctx.identity.sensor_id, ctx.limits.frame_read_timeout
+    );
+}
+
 async fn handle_stream<H: BatchHandler>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    identity: &SensorIdentity,
     handler: &H,
-    stats: &IngestStats,
-    limits: &IngestLimits,
+    ctx: StreamContext<'_>,
     mut order: StreamOrder,
 ) {
+    let StreamContext { identity, stats, limits, .. } = ctx;
     let stream = recv.id();
-    let frame = match tokio::time::timeout(limits.frame_read_timeout, recv.read_to_end(limits.max_frame_bytes)).await {
-        Err(_) => {
-            inc(&stats.frames_timed_out);
-            warn!(sensor = %identity.sensor_id, ?stream, "sensor did not finish sending a batch within {:?}; dropping the stream (it will retry)", limits.frame_read_timeout);
+    let frame = match read_paced(&mut recv, limits.max_frame_bytes, ctx).await {
+        Err(ReadFrameError::TimedOut) => {
+            stream_timed_out(ctx, stream, "a batch");
             let _ = recv.stop(codes::READ_TIMEOUT.into());
             let _ = send.reset(codes::READ_TIMEOUT.into());
             return;
         }
-        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+        Err(ReadFrameError::TooLong) => {
             inc(&stats.frames_oversized);
             inc(&stats.frames_rejected);
             let reason = format!(
@@ -513,11 +882,11 @@ async fn handle_stream<H: BatchHandler>(
             write_reply(&mut send, &reply, identity).await;
             return;
         }
-        Ok(Err(quinn::ReadToEndError::Read(e))) => {
+        Err(ReadFrameError::Read(e)) => {
             debug!(sensor = %identity.sensor_id, ?stream, "stream ended before a whole batch arrived: {e}");
             return;
         }
-        Ok(Ok(bytes)) => bytes,
+        Ok(bytes) => bytes,
     };
     let reply = match wire::decode_frame::<Batch>(&frame) {
         Ok(batch) => {
@@ -621,13 +990,8 @@ fn whole_frame(reply: BatchReply) -> Vec<BatchReply> {
     vec![reply]
 }
 
-async fn handle_multi_stream<H: BatchHandler>(
-    mut s: FrameStream,
-    identity: &SensorIdentity,
-    handler: &H,
-    stats: &IngestStats,
-    limits: &IngestLimits,
-) {
+async fn handle_multi_stream<H: BatchHandler>(mut s: FrameStream, handler: &H, ctx: StreamContext<'_>) {
+    let StreamContext { identity, stats, limits, .. } = ctx;
     let stream = s.recv.id();
     let rejected = |reason: String| whole_frame(BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason });
     let replies = 'replies: {
@@ -647,15 +1011,14 @@ async fn handle_multi_stream<H: BatchHandler>(
             refuse_later_streams(&mut s.order).await;
             break 'replies rejected(reason);
         }
-        let frame = match tokio::time::timeout(limits.frame_read_timeout, s.recv.read_to_end(s.declared)).await {
-            Err(_) => {
-                inc(&stats.frames_timed_out);
-                warn!(sensor = %identity.sensor_id, ?stream, "sensor did not finish sending a frame of {} bytes within {:?}; dropping the stream (it will retry)", s.declared, limits.frame_read_timeout);
+        let frame = match read_paced(&mut s.recv, s.declared, ctx).await {
+            Err(ReadFrameError::TimedOut) => {
+                stream_timed_out(ctx, stream, &format!("a frame of {} bytes", s.declared));
                 let _ = s.recv.stop(codes::READ_TIMEOUT.into());
                 let _ = s.send.reset(codes::READ_TIMEOUT.into());
                 return;
             }
-            Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            Err(ReadFrameError::TooLong) => {
                 inc(&stats.frames_rejected);
                 let reason =
                     format!("the stream carried more than the {} bytes its length prefix declared", s.declared);
@@ -664,11 +1027,11 @@ async fn handle_multi_stream<H: BatchHandler>(
                 refuse_later_streams(&mut s.order).await;
                 break 'replies rejected(reason);
             }
-            Ok(Err(quinn::ReadToEndError::Read(e))) => {
+            Err(ReadFrameError::Read(e)) => {
                 debug!(sensor = %identity.sensor_id, ?stream, "stream ended before a whole frame arrived: {e}");
                 return;
             }
-            Ok(Ok(bytes)) => bytes,
+            Ok(bytes) => bytes,
         };
         let batches = match wire::decode_batches_frame(&frame) {
             _ if frame.len() != s.declared => Err(format!(

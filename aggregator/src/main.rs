@@ -313,6 +313,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 siem: None,
                 reports: None,
                 clickhouse_cluster: None,
+                ingest: Default::default(),
             }
         }
     };

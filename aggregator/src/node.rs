@@ -278,11 +278,13 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         let tls = node.config.tls.clone();
         let addr = node.config.listen_quic;
         let stats = node.ingest_stats.clone();
+        let limits = node.config.ingest.limits();
         tokio::spawn(async move {
-            ingest::serve(addr, &tls, handler, stats, async move {
-                let _ = rx.changed().await;
-            })
-            .await
+            ingest::IngestServer::bind(addr, &tls, handler, stats, limits)?
+                .run(async move {
+                    let _ = rx.changed().await;
+                })
+                .await
         })
     };
     // A stopped Raft core (a storage error such as a full disk) never restarts inside the

@@ -408,6 +408,46 @@ impl prometheus_client::collector::Collector for Collected {
             "reason",
             &[("undecodable", s.frames_rejected), ("oversized", s.frames_oversized), ("timed_out", s.frames_timed_out)],
         )?;
+        // Ingest limits (decision 0039).
+        let refused: Vec<(&str, u64)> =
+            crate::ingest::Refusal::ALL.iter().map(|r| (r.as_str(), s.refused.get(*r))).collect();
+        counters(
+            enc,
+            "wardline_ingest_connections_refused_by_reason",
+            "QUIC connections refused, by reason (handshake_capacity, handshake_timeout, handshake_failed, \
+             not_a_sensor, revoked, node_connections, sensor_connections)",
+            "reason",
+            &refused,
+        )?;
+        counter(
+            enc,
+            "wardline_ingest_address_validation_retries",
+            "QUIC Retry packets sent so a new peer proves its address before any handshake",
+            s.address_validation_retries,
+        )?;
+        {
+            let mut family = enc.encode_descriptor(
+                "wardline_ingest_sensor_limited",
+                "Times a sensor ran into one of its own ingest limits, by sensor and limit (connections: refused; \
+                 frames_in_flight: a stream waited; bytes_per_second: a frame was read more slowly; \
+                 stream_read_timeout: a trickling stream was dropped)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (sensor, hits) in &s.sensors_limited {
+                for (limit, value) in [
+                    ("connections", hits.connections_refused),
+                    ("frames_in_flight", hits.frames_waited),
+                    ("bytes_per_second", hits.frames_throttled),
+                    ("stream_read_timeout", hits.streams_timed_out),
+                ] {
+                    if value > 0 {
+                        let labels = [("sensor_id", sensor.as_str()), ("limit", limit)];
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
 
         let o = self.ingest.outbox.view();
         gauge(

@@ -46,6 +46,7 @@ pub(crate) fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_byte
         siem: None,
         reports: None,
         clickhouse_cluster: None,
+        ingest: Default::default(),
     }
 }
 
