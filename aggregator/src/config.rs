@@ -168,21 +168,9 @@ impl IngestConfig {
             u64::MAX,
             "at least 1 KiB/s, or a sensor could never catch up",
         )?;
-        range(
-            "burst_bytes_per_sensor",
-            self.burst_bytes_per_sensor,
-            64 * 1024,
-            u64::MAX,
-            "at least one 64 KiB read",
-        )?;
+        range("burst_bytes_per_sensor", self.burst_bytes_per_sensor, 64 * 1024, u64::MAX, "at least one 64 KiB read")?;
         range("max_handshakes", self.max_handshakes as u64, 1, 65_536, "handshakes in progress at once")?;
-        range(
-            "handshake_timeout_secs",
-            self.handshake_timeout_secs,
-            1,
-            300,
-            "a handshake takes a few round trips",
-        )?;
+        range("handshake_timeout_secs", self.handshake_timeout_secs, 1, 300, "a handshake takes a few round trips")?;
         range("stream_read_timeout_secs", self.stream_read_timeout_secs, 1, 3600, "time to send one frame")?;
         range("max_frame_bytes", self.max_frame_bytes as u64, 1024, wire_max, "the wire protocol's frame limit")?;
         range(
@@ -348,8 +336,9 @@ mod tests {
         assert_eq!(l.frame_read_timeout, std::time::Duration::from_secs(60));
 
         let set = |extra: &str| toml::from_str::<NodeConfig>(&format!("{base}[ingest]\n{extra}\n"));
-        let cfg = set("max_connections_per_sensor = 2\nbytes_per_second_per_sensor = 1048576\naddress_validation = false")
-            .unwrap();
+        let cfg =
+            set("max_connections_per_sensor = 2\nbytes_per_second_per_sensor = 1048576\naddress_validation = false")
+                .unwrap();
         cfg.ingest.validate().unwrap();
         let l = cfg.ingest.limits();
         assert_eq!((l.max_connections_per_sensor, l.bytes_per_second_per_sensor), (2, 1 << 20));

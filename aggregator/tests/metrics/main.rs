@@ -162,6 +162,10 @@ async fn aggregator_metrics_are_authenticated_valid_and_move_with_ingest() {
     assert_eq!(sample(&text, "wardline_raft_leader_id", &[]), Some(1.0));
     assert!(sample(&text, "wardline_tls_certificate_expiry_timestamp_seconds", &[]).unwrap() > 1.7e9);
     assert!(sample(&text, "wardline_alerts_open", &[("severity", "high")]).is_some());
+    // Ingest limits (decision 0039): the uplink proved its address with a QUIC Retry first.
+    assert!(sample(&text, "wardline_ingest_address_validation_retries_total", &[]).unwrap_or(0.0) >= 1.0, "{text}");
+    let refused = |reason| sample(&text, "wardline_ingest_connections_refused_by_reason_total", &[("reason", reason)]);
+    assert_eq!(refused("sensor_connections"), Some(0.0), "{text}");
     // The earlier scrapes were timed by route template.
     let scrapes =
         sample(&text, "wardline_api_request_duration_seconds_count", &[("route", "/metrics"), ("status", "200")]);

@@ -71,7 +71,8 @@ fn sensor_endpoint(sensor_dir: &Path) -> quinn::Endpoint {
         ca: sensor_dir.join("ca.pem"),
     };
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(wardline_sensor::tls::quic_client_config_offering(&tls, &[ALPN_UPLINK]).unwrap());
+    endpoint
+        .set_default_client_config(wardline_sensor::tls::quic_client_config_offering(&tls, &[ALPN_UPLINK]).unwrap());
     endpoint
 }
 
@@ -183,7 +184,10 @@ fn anonymous_client(fleet: &Fleet, stall: Option<Duration>) -> quinn::ClientConf
         Some(stall) => {
             let inner =
                 rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(Stalling { inner, stall })).with_no_client_auth()
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Stalling { inner, stall }))
+                .with_no_client_auth()
         }
     };
     tls.alpn_protocols = vec![ALPN_UPLINK.to_vec()];
@@ -292,7 +296,8 @@ async fn a_slowloris_and_a_connection_flood_do_not_stall_a_well_behaved_sensor()
         e
     };
     for _ in 0..10 {
-        if let Ok(Ok(conn)) = tokio::time::timeout(ACK_BOUND, anonymous.connect(server.addr, "localhost").unwrap()).await
+        if let Ok(Ok(conn)) =
+            tokio::time::timeout(ACK_BOUND, anonymous.connect(server.addr, "localhost").unwrap()).await
         {
             // TLS 1.3: the client may think it is in; the node refuses right after.
             let _ = tokio::time::timeout(ACK_BOUND, conn.closed()).await;
