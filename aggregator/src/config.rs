@@ -358,6 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_lists_the_real_ingest_defaults() {
+        let text = include_str!("../../deploy/config/aggregator.toml");
+        let cfg: NodeConfig = toml::from_str(text).unwrap();
+        assert_eq!(cfg.ingest, IngestConfig::default());
+        // Its commented [ingest] block, uncommented, changes nothing.
+        let block: Vec<&str> =
+            text.lines().skip_while(|l| *l != "# [ingest]").map_while(|l| l.strip_prefix("# ")).collect();
+        assert!(block.len() > 10, "{block:?}");
+        let cfg: NodeConfig = toml::from_str(&format!("{text}\n{}\n", block.join("\n"))).unwrap();
+        assert_eq!(cfg.ingest, IngestConfig::default());
+    }
+
+    #[test]
     fn a_node_does_not_found_a_cluster_unless_told_and_raft_listens_on_loopback() {
         let text = "node_id = 2\ndata_dir = \"/tmp/x\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nca=\"c\"\n";
         let cfg: NodeConfig = toml::from_str(text).unwrap();

@@ -664,9 +664,10 @@ async fn handle_connection<H: BatchHandler>(
                     // stream holding permits never waits for an earlier one that has none.
                     // The sensor's own frame slot first: a sensor at its limit waits without
                     // holding any of the node's byte budget.
-                    let frame_slot = match sensor.try_frame_slot() {
-                        Some(slot) => slot,
-                        None => {
+                    let frame_slot = async {
+                        if let Some(slot) = sensor.try_frame_slot() {
+                            return Some(slot);
+                        }
                             stats.sensor_limited(&identity.sensor_id, SensorLimit::FramesInFlight);
                             if let Some(held) = sensor.frames_log().due() {
                                 info!(
@@ -678,11 +679,23 @@ async fn handle_connection<H: BatchHandler>(
                                     identity.sensor_id, limits.max_frames_in_flight_per_sensor
                                 );
                             }
-                            let Some(slot) = sensor.frame_slot().await else { continue };
-                            slot
+                        sensor.frame_slot().await
+                    };
+                    let reserved = async {
+                        let slot = frame_slot.await?;
+                        Some((slot, batch_slots.acquire_many_owned(permits_for(reserve)).await.ok()?))
+                    };
+                    // The loop's revocation check is not polled while this stream waits, so
+                    // a sensor held back by its limits stays revocable here.
+                    let reserved = tokio::select! {
+                        r = reserved => r,
+                        reason = revoked_while_waiting(handler.as_ref(), &identity, &serial) => {
+                            warn!(sensor = %identity.sensor_id, site = %identity.site, %serial, %remote, "closing a revoked sensor's connection: {reason}");
+                            connection.close(codes::REVOKED.into(), format!("sensor certificate revoked: {reason}").as_bytes());
+                            None
                         }
                     };
-                    let Ok(permit) = batch_slots.acquire_many_owned(permits_for(reserve)).await else { continue };
+                    let Some((frame_slot, permit)) = reserved else { continue };
                     streams.spawn(async move {
                         let ctx = StreamContext { identity: &identity, sensor: &sensor, stats: &stats, limits: &limits };
                         match declared {
@@ -711,6 +724,17 @@ async fn handle_connection<H: BatchHandler>(
             info!(sensor = %identity.sensor_id, %remote, "sensor disconnected")
         }
         e => info!(sensor = %identity.sensor_id, %remote, "sensor connection ended: {e}"),
+    }
+}
+
+/// Resolves with the reason once the sensor or its certificate is revoked, checking every
+/// [`REVOCATION_CHECK_INTERVAL`].
+async fn revoked_while_waiting<H: BatchHandler>(handler: &H, identity: &SensorIdentity, serial: &str) -> String {
+    loop {
+        tokio::time::sleep(REVOCATION_CHECK_INTERVAL).await;
+        if let Some(reason) = handler.revoked(identity, serial).await {
+            return reason;
+        }
     }
 }
 
