@@ -20,10 +20,11 @@ use wardline_sensor::uplink;
 /// and the well-behaved sensor's frames wait for the read deadline (30 s in these tests).
 const ACK_BOUND: Duration = Duration::from_secs(10);
 
-/// Acks everything and remembers which sensor sent which seq.
+/// Acks everything and remembers which sensor sent which seq; sensors in `revoked` are.
 #[derive(Default)]
 struct Acking {
     seen: Mutex<Vec<(String, u64)>>,
+    revoked: Mutex<Vec<String>>,
 }
 
 impl Acking {
@@ -36,6 +37,10 @@ impl BatchHandler for Acking {
     async fn handle(&self, identity: SensorIdentity, batch: Batch) -> BatchReply {
         self.seen.lock().unwrap().push((identity.sensor_id, batch.seq));
         BatchReply::Ack { batch_id: batch.id, seq: batch.seq, duplicate: false }
+    }
+
+    async fn revoked(&self, identity: &SensorIdentity, _serial: &str) -> Option<String> {
+        self.revoked.lock().unwrap().contains(&identity.sensor_id).then(|| "test: revoked".to_string())
     }
 }
 
@@ -478,4 +483,38 @@ async fn address_validation_makes_every_new_peer_retry_once_and_can_be_turned_of
         assert_eq!(handler.seqs_of("s1").len(), 3);
         server.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_sensor_whose_stream_waits_for_capacity_is_still_cut_off_when_revoked() {
+    let fleet = Fleet::new();
+    let handler = Arc::new(Acking::default());
+    // The node's byte budget is 4 frames, all of which the hog's trickling streams hold.
+    let limits = IngestLimits { max_inflight_bytes: 4 * 64 * 1024, ..small_limits() };
+    let server = start_server(&fleet, handler.clone(), limits);
+    let trickling = Arc::new(AtomicBool::new(false));
+    let hog = sensor_endpoint(&fleet.sensor("ca", "hog", "north"));
+    let hog_conn = connect(&hog, server.addr).await;
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(trickle(&hog_conn, trickling.clone()).await);
+    }
+    let victim = sensor_endpoint(&fleet.sensor("ca", "victim", "north"));
+    let conn = connect(&victim, server.addr).await;
+    // Its stream waits for the byte budget (the read deadline is 30 s away).
+    let (_waiting, _task) = trickle(&conn, trickling.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handler.revoked.lock().unwrap().push("victim".into());
+    let closed = tokio::time::timeout(ACK_BOUND, conn.closed()).await.expect("the revoked sensor is cut off");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == codes::REVOKED.into()),
+        "{closed:?}"
+    );
+    assert!(hog_conn.close_reason().is_none(), "the other sensor is not affected");
+    trickling.store(true, Ordering::Relaxed);
+    for (_, task) in slow {
+        task.abort();
+    }
+    hog_conn.close(0u32.into(), b"done");
+    server.stop().await;
 }
