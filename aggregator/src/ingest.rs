@@ -446,6 +446,7 @@ impl<H: BatchHandler> IngestServer<H> {
             burst_bytes: limits.burst_bytes_per_sensor,
         });
         let handshake_busy_log = LogGate::default();
+        let handshake_failed_log = Arc::new(LogGate::default());
         // Never smaller than one whole frame, or a frame at the limit could never be read.
         let budget = permits_for(limits.max_inflight_bytes.max(limits.max_frame_bytes));
         let batch_slots = Arc::new(Semaphore::new(budget as usize));
@@ -485,6 +486,7 @@ impl<H: BatchHandler> IngestServer<H> {
                         batch_slots: batch_slots.clone(),
                         conn_slots: conn_slots.clone(),
                         sensors: sensors.clone(),
+                        handshake_failed_log: handshake_failed_log.clone(),
                     };
                     tasks.spawn(handle_connection(incoming, handshake, ctx));
                 }
@@ -525,6 +527,8 @@ struct ConnectionContext<H> {
     batch_slots: Arc<Semaphore>,
     conn_slots: Arc<Semaphore>,
     sensors: Arc<SensorLimiter>,
+    /// Failed handshakes are logged at most every few seconds: a flood would repeat them.
+    handshake_failed_log: Arc<LogGate>,
 }
 
 async fn handle_connection<H: BatchHandler>(
@@ -532,7 +536,7 @@ async fn handle_connection<H: BatchHandler>(
     handshake: OwnedSemaphorePermit,
     ctx: ConnectionContext<H>,
 ) {
-    let ConnectionContext { handler, stats, limits, batch_slots, conn_slots, sensors } = ctx;
+    let ConnectionContext { handler, stats, limits, batch_slots, conn_slots, sensors, handshake_failed_log } = ctx;
     let remote = incoming.remote_address();
     let connection = match incoming.accept() {
         // Dropping an unfinished handshake closes it: the peer holds nothing afterwards.
@@ -555,7 +559,14 @@ async fn handle_connection<H: BatchHandler>(
         Ok(c) => c,
         Err(e) => {
             stats.refuse(Refusal::HandshakeFailed);
-            warn!("refused sensor connection from {remote}: {}", explain_handshake_error(&e));
+            match handshake_failed_log.due() {
+                Some(0) => warn!("refused sensor connection from {remote}: {}", explain_handshake_error(&e)),
+                Some(held) => warn!(
+                    "refused sensor connection from {remote}: {} ({held} more failed handshakes since the last line)",
+                    explain_handshake_error(&e)
+                ),
+                None => debug!("refused sensor connection from {remote}: {}", explain_handshake_error(&e)),
+            }
             return;
         }
     };
