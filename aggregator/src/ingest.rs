@@ -544,11 +544,14 @@ async fn handle_connection<H: BatchHandler>(
             Ok(c) => c,
             Err(_) => {
                 stats.refuse(Refusal::HandshakeTimeout);
-                debug!(
-                    %remote,
-                    "dropped a connection whose handshake did not complete within {:?} (ingest.handshake_timeout_secs)",
-                    limits.handshake_timeout
-                );
+                if let Some(held) = handshake_failed_log.due() {
+                    warn!(
+                        "dropped a connection from {remote} whose handshake did not complete within {:?} \
+                         (ingest.handshake_timeout_secs; {held} more failed handshakes since the last line) — a peer \
+                         that stalls on purpose, or a link so lossy that the timeout needs raising",
+                        limits.handshake_timeout
+                    );
+                }
                 return;
             }
         },
