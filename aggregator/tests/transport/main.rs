@@ -5,4 +5,5 @@
 
 mod pki;
 mod quic;
+mod reload;
 mod revocation;
