@@ -42,6 +42,35 @@ pub fn credentials(tls: &TlsPaths) -> Result<Arc<CredentialStore>> {
     CredentialStore::shared("node", tls).map_err(|e| anyhow::anyhow!("cannot load the node certificate: {e}"))
 }
 
+/// The node certificate in use, as `cluster status` shows it (decision 0040).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertificateSummary {
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Expiry, Unix seconds, and as YYYY-MM-DD (UTC).
+    pub not_after: i64,
+    pub expires: String,
+    /// New files swapped in, and refused, since the node started.
+    pub reloads: u64,
+    pub reload_failures: u64,
+    /// Why the files on disk are not in use, while they are not.
+    pub refused_files: Option<String>,
+}
+
+/// The certificate a listener of this process loaded from `tls`, if any has.
+pub fn certificate_summary(tls: &TlsPaths) -> Option<CertificateSummary> {
+    let store = tls_reload::stores().into_iter().find(|s| s.paths() == tls)?;
+    let s = store.status();
+    Some(CertificateSummary {
+        expires: tls_reload::date_of(s.not_after),
+        serial: s.serial,
+        not_after: s.not_after,
+        reloads: s.reloads,
+        reload_failures: s.reload_failures,
+        refused_files: s.last_error,
+    })
+}
+
 /// The one rustls server config of a node's listeners: the node certificate, client
 /// certificates verified against the fleet CA only, the given TLS versions and ALPN id.
 /// Certificate and CA are those of the credential store at each handshake.
