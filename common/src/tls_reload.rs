@@ -426,17 +426,39 @@ fn show_identity(ids: &[String]) -> String {
 }
 
 /// Check every store of the process each `checks.check_interval()` and on SIGHUP, and warn
-/// about expiry, until `shutdown` resolves.
-pub async fn watch(checks: CertificateChecks, shutdown: impl Future<Output = ()>) {
+/// about expiry, until `shutdown` resolves. The SIGHUP handler is installed when this is
+/// called (inside a tokio runtime), so a SIGHUP sent once the caller went on is never taken
+/// for the default "terminate".
+pub fn watch(checks: CertificateChecks, shutdown: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    let hangup = Hangup::install();
+    watch_loop(checks, hangup, None, shutdown)
+}
+
+/// [`watch`] limited to `only` (tests that share a process with other stores).
+pub fn watch_stores(
+    only: Vec<Arc<CredentialStore>>,
+    checks: CertificateChecks,
+    shutdown: impl Future<Output = ()>,
+) -> impl Future<Output = ()> {
+    let hangup = Hangup::install();
+    watch_loop(checks, hangup, Some(only), shutdown)
+}
+
+async fn watch_loop(
+    checks: CertificateChecks,
+    mut hangup: Hangup,
+    only: Option<Vec<Arc<CredentialStore>>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let watched = || only.clone().unwrap_or_else(stores);
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(checks.check_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut hangup = Hangup::install();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {
-                for store in stores() {
+                for store in watched() {
                     let before = store.disk_fingerprint();
                     if before != Some(*lock(&store.seen)) {
                         tokio::time::sleep(SETTLE).await;
@@ -451,7 +473,7 @@ pub async fn watch(checks: CertificateChecks, shutdown: impl Future<Output = ()>
             }
             _ = hangup.recv() => {
                 info!("SIGHUP: reloading certificates, keys and CA bundles");
-                for store in stores() {
+                for store in watched() {
                     if store.reload(true) == ReloadOutcome::Unchanged {
                         info!(role = store.role, serial = %store.current().serial, "SIGHUP: the {} certificate files are unchanged", store.role);
                     }

@@ -221,6 +221,7 @@ fn spawn_certificate_watch(
     rt: &tokio::runtime::Runtime,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let _runtime = rt.enter();
     rt.spawn(wardline_common::tls_reload::watch(cfg.certificates.clone(), async move {
         let _ = stop.changed().await;
     }));

@@ -87,6 +87,13 @@ async fn a_sensor_keeps_delivering_while_its_certificate_is_rotated_and_reconnec
     let store = CredentialStore::shared("sensor", &sensor_paths(&sensor)).unwrap();
     assert_eq!(store.current().serial, new_serial, "the re-issued certificate is in use for new handshakes");
     assert_eq!(store.status().reloads, 1);
+    // The sensor's /metrics shows the certificate in use and the reload.
+    let metrics = wardline_sensor::telemetry::render();
+    assert!(
+        metrics.contains(&format!("wardline_tls_certificate_info{{role=\"sensor\",serial=\"{new_serial}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wardline_tls_certificate_expiry_seconds{role=\"sensor\"}"), "{metrics}");
     spool.push(vec![device(2)], "s1", "north").unwrap();
     wait_until("batch 2 is acked over the existing connection", || spool.is_empty()).await;
     assert_eq!(*node.handshake_serials.lock().unwrap(), vec![old_serial.clone()], "no reconnection was needed");
@@ -272,4 +279,23 @@ async fn bad_replacements_are_refused_counted_and_the_old_certificate_keeps_work
     let new_serial = reissue_sensor(&fleet, "ca", "s1", "north", &sensor);
     assert_eq!(store.reload(false), ReloadOutcome::Reloaded { old_serial: serial, new_serial });
     server.stop().await;
+}
+
+#[tokio::test]
+async fn the_periodic_check_swaps_in_files_changed_on_disk_without_a_signal() {
+    let fleet = Fleet::new();
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let store = CredentialStore::shared("sensor", &sensor_paths(&sensor)).unwrap();
+    let old_serial = store.current().serial.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let checks = wardline_common::tls_files::CertificateChecks { check_interval_secs: 1, expiry_warning_days: 30 };
+    let watcher = tokio::spawn(wardline_common::tls_reload::watch_stores(vec![store.clone()], checks, async move {
+        let _ = stop_rx.await;
+    }));
+    let new_serial = reissue_sensor(&fleet, "ca", "s1", "north", &sensor);
+    assert_ne!(new_serial, old_serial);
+    wait_until("the periodic check swaps in the re-issued certificate", || store.current().serial == new_serial).await;
+    assert_eq!((store.status().reloads, store.status().reload_failures), (1, 0));
+    let _ = stop_tx.send(());
+    watcher.await.unwrap();
 }
