@@ -249,6 +249,13 @@ impl CredentialStore {
         if let Some(problem) = &chain_problem {
             warn!(role, "{problem}");
         }
+        info!(
+            role,
+            cert = %paths.cert.display(),
+            serial = %creds.serial,
+            expires = %date_of(creds.not_after),
+            "loaded the {role} certificate (replacing its files later takes effect without a restart)"
+        );
         Ok(CredentialStore {
             role,
             paths: paths.clone(),
@@ -673,4 +680,25 @@ pub fn client_config(
         .with_client_cert_resolver(Arc::new(CurrentClientCert(store.clone())));
     cfg.resumption = rustls::client::Resumption::disabled();
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_of_unix_seconds() {
+        assert_eq!(date_of(0), "1970-01-01");
+        assert_eq!(date_of(951_782_400), "2000-02-29");
+        assert_eq!(date_of(1_796_601_599), "2026-12-06");
+        assert_eq!(date_of(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn checks_default_to_thirty_seconds_and_thirty_days_and_never_spin() {
+        let c: CertificateChecks = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, CertificateChecks { check_interval_secs: 30, expiry_warning_days: 30 });
+        let zero = CertificateChecks { check_interval_secs: 0, ..c };
+        assert_eq!(zero.check_interval(), Duration::from_secs(1));
+    }
 }
