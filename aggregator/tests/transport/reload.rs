@@ -299,3 +299,29 @@ async fn the_periodic_check_swaps_in_files_changed_on_disk_without_a_signal() {
     let _ = stop_tx.send(());
     watcher.await.unwrap();
 }
+
+#[tokio::test]
+async fn expiry_within_the_warning_window_is_logged_once_a_day_with_what_to_do() {
+    let logs = crate::quic::LogBuf::default();
+    let _guard = logs.install();
+    let fleet = Fleet::new();
+    let sensor = fleet.sensor("ca", "s1", "north");
+    let store = CredentialStore::shared("sensor", &sensor_paths(&sensor)).unwrap();
+    // Five years ahead is outside 30 days: nothing said.
+    store.check_expiry(30);
+    assert!(!logs.text().contains("certificate expires on"), "{}", logs.text());
+    // Inside a (deliberately wide) window: one warning naming the date, the file and the fix.
+    store.check_expiry(3000);
+    store.check_expiry(3000);
+    let text = logs.text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("certificate expires on")).collect();
+    assert_eq!(warnings.len(), 1, "once a day, not at every check:\n{text}");
+    let expires = wardline_common::tls_reload::date_of(store.current().not_after);
+    assert!(
+        warnings[0].contains(&expires)
+            && warnings[0].contains("sensor.pem")
+            && warnings[0].contains("wardline-aggregator admin issue-sensor"),
+        "{}",
+        warnings[0]
+    );
+}
