@@ -37,6 +37,10 @@ pub struct NodeConfig {
     pub cluster_id: Option<String>,
     /// Node certificate, key and the fleet CA (from `wardline-aggregator admin issue-node`).
     pub tls: TlsPaths,
+    /// `[certificates]`: how often the tls files are checked for a replacement and how early
+    /// expiry is warned about (decision 0040).
+    #[serde(default)]
+    pub certificates: wardline_common::tls_files::CertificateChecks,
     /// ClickHouse HTTP URL (e.g. http://127.0.0.1:8123). Without it flows go to the embedded store.
     #[serde(default)]
     pub clickhouse_url: Option<String>,

@@ -627,7 +627,7 @@ async fn handle_connection<H: BatchHandler>(
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
     let multi = negotiated_alpn(&connection).as_deref() == Some(wire::ALPN_UPLINK_V2);
     info!(
-        sensor = %identity.sensor_id, site = %identity.site, %remote,
+        sensor = %identity.sensor_id, site = %identity.site, %remote, %serial,
         uplink = if multi { 2 } else { 1 }, "sensor connected"
     );
     let mut streams = JoinSet::new();

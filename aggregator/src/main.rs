@@ -303,6 +303,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 advertise_quic: None,
                 cluster_id: None,
                 tls: TlsPaths::in_dir(&tls_dir, "node"),
+                certificates: Default::default(),
                 clickhouse_url: None,
                 clickhouse_database: "wardline".into(),
                 clickhouse_retention_days: None,

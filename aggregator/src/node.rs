@@ -225,6 +225,7 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = node.spawn_outbox_drainer(stop_rx.clone());
+    spawn_certificate_watch(&node, stop_rx.clone());
     let maintenance = node.spawn_clickhouse_maintenance(stop_rx.clone());
     // Alert events to the SIEM, sent by whichever node leads (decision 0024).
     let siem = node
@@ -322,6 +323,14 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         Some(reason) => Err(anyhow::anyhow!("the Raft core stopped: {reason}")),
         None => Ok(()),
     }
+}
+
+/// Reload the node certificate, key and CA bundle when they change on disk or on SIGHUP, and
+/// warn about expiry (decision 0040); ends with the other tasks on `stop`.
+fn spawn_certificate_watch(node: &Node, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(wardline_common::tls_reload::watch(node.config.certificates.clone(), async move {
+        let _ = stop.changed().await;
+    }));
 }
 
 /// Resolves with the reason once the Raft core has stopped on its own (not by `shutdown`).

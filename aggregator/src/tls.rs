@@ -4,9 +4,9 @@
 
 use crate::config::TlsPaths;
 use anyhow::{Context, Result};
-use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 use std::time::Duration;
+use wardline_common::tls_reload::{self, CredentialStore};
 use wardline_common::wire::{ALPN_UPLINK, ALPN_UPLINK_V2};
 
 /// Without traffic for this long a connection is considered dead (sensor gone, link cut).
@@ -35,31 +35,54 @@ pub enum ClientCerts {
     Optional,
 }
 
+/// The process's credential store of the node certificate in `tls`, shared by ingest, the
+/// API and Raft (both ways): replacing the files on disk reaches every new handshake of all
+/// of them (decision 0040).
+pub fn credentials(tls: &TlsPaths) -> Result<Arc<CredentialStore>> {
+    CredentialStore::shared("node", tls).map_err(|e| anyhow::anyhow!("cannot load the node certificate: {e}"))
+}
+
+/// The node certificate in use, as `cluster status` shows it (decision 0040).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertificateSummary {
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Expiry, Unix seconds, and as YYYY-MM-DD (UTC).
+    pub not_after: i64,
+    pub expires: String,
+    /// New files swapped in, and refused, since the node started.
+    pub reloads: u64,
+    pub reload_failures: u64,
+    /// Why the files on disk are not in use, while they are not.
+    pub refused_files: Option<String>,
+}
+
+/// The certificate a listener of this process loaded from `tls`, if any has.
+pub fn certificate_summary(tls: &TlsPaths) -> Option<CertificateSummary> {
+    let store = tls_reload::stores().into_iter().find(|s| s.paths() == tls)?;
+    let s = store.status();
+    Some(CertificateSummary {
+        expires: tls_reload::date_of(s.not_after),
+        serial: s.serial,
+        not_after: s.not_after,
+        reloads: s.reloads,
+        reload_failures: s.reload_failures,
+        refused_files: s.last_error,
+    })
+}
+
 /// The one rustls server config of a node's listeners: the node certificate, client
 /// certificates verified against the fleet CA only, the given TLS versions and ALPN id.
+/// Certificate and CA are those of the credential store at each handshake.
 pub fn node_server_config(
     tls: &TlsPaths,
     clients: ClientCerts,
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig> {
-    let provider = provider();
-    let roots = Arc::new(load_roots(&tls.ca)?);
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
-    if clients == ClientCerts::Optional {
-        verifier = verifier.allow_unauthenticated();
-    }
-    let verifier = verifier
-        .build()
-        .with_context(|| format!("cannot build a client verifier from the fleet CA {}", tls.ca.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .context("the ring provider lacks the requested TLS versions")?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
-        .with_context(|| {
-            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
-        })?;
+    let store = credentials(tls)?;
+    let mut cfg = tls_reload::server_config(&store, clients == ClientCerts::Required, versions)
+        .context("the ring provider lacks the requested TLS versions")?;
     cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(cfg)
 }

@@ -31,6 +31,30 @@ impl TlsPaths {
     }
 }
 
+/// `[certificates]` of a sensor's or node's config: how often the files above are checked
+/// for a replacement and how early an expiry is warned about (decision 0040).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertificateChecks {
+    /// Seconds between checks of the certificate, key and CA files for new content (SIGHUP
+    /// checks at once). At least 1.
+    pub check_interval_secs: u64,
+    /// Warn in the log (once a day) when the certificate in use expires within this many days.
+    pub expiry_warning_days: u32,
+}
+
+impl Default for CertificateChecks {
+    fn default() -> Self {
+        CertificateChecks { check_interval_secs: 30, expiry_warning_days: 30 }
+    }
+}
+
+impl CertificateChecks {
+    pub fn check_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.check_interval_secs.max(1))
+    }
+}
+
 #[cfg(feature = "tls")]
 pub use load::*;
 
@@ -53,13 +77,17 @@ mod load {
         BadCa(String, rustls::Error),
     }
 
-    fn read(path: &Path) -> Result<Vec<u8>, PemError> {
+    pub fn read(path: &Path) -> Result<Vec<u8>, PemError> {
         std::fs::read(path).map_err(|e| PemError::Read(path.display().to_string(), e))
     }
 
     pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-        let bytes = read(path)?;
-        let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+        parse_certs(&read(path)?, path)
+    }
+
+    /// The certificates in `bytes`, read from `path` (named in errors).
+    pub fn parse_certs(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+        let certs = rustls_pemfile::certs(&mut &bytes[..])
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PemError::Parse(path.display().to_string(), e))?;
         if certs.is_empty() {
@@ -69,16 +97,25 @@ mod load {
     }
 
     pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
-        let bytes = read(path)?;
-        rustls_pemfile::private_key(&mut bytes.as_slice())
+        parse_key(&read(path)?, path)
+    }
+
+    /// The private key in `bytes`, read from `path` (named in errors).
+    pub fn parse_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+        rustls_pemfile::private_key(&mut &bytes[..])
             .map_err(|e| PemError::Parse(path.display().to_string(), e))?
             .ok_or_else(|| PemError::NoKey(path.display().to_string()))
     }
 
     /// A root store holding exactly the certificates in `path` (the fleet CA).
     pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, PemError> {
+        parse_roots(&read(path)?, path)
+    }
+
+    /// A root store holding exactly the certificates in `bytes`, read from `path`.
+    pub fn parse_roots(bytes: &[u8], path: &Path) -> Result<rustls::RootCertStore, PemError> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in load_certs(path)? {
+        for cert in parse_certs(bytes, path)? {
             roots.add(cert).map_err(|e| PemError::BadCa(path.display().to_string(), e))?;
         }
         Ok(roots)

@@ -56,6 +56,10 @@ pub struct SensorConfig {
     pub spool: SpoolSection,
     pub uplink: UplinkSection,
     pub tls: TlsPaths,
+    /// `[certificates]`: how often the tls files are checked for a replacement and how early
+    /// expiry is warned about (decision 0040).
+    #[serde(default)]
+    pub certificates: wardline_common::tls_files::CertificateChecks,
     #[serde(default)]
     pub capture: CaptureSection,
     #[serde(default)]

@@ -129,6 +129,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
                 max_frame_batches: wardline_sensor::uplink::DEFAULT_FRAME_BATCHES,
             },
             tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?, "sensor"),
+            certificates: Default::default(),
             capture: CaptureSection::default(),
             batch: BatchSection::default(),
             local_networks: None,

@@ -170,6 +170,7 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let (up_stop_tx, up_stop_rx) = tokio::sync::watch::channel(false);
     let health = Arc::new(uplink::UplinkHealth::default());
+    spawn_certificate_watch(&cfg, &rt, up_stop_rx.clone());
     let uplink_task = {
         let (spool, health) = (spool.clone(), health.clone());
         rt.spawn(uplink::supervise(spool, uplink_cfg, health, up_stop_rx.clone()))
@@ -211,6 +212,19 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     let _ = rt.block_on(uplink_task);
     info!(uplink = ?health.state(), spool_pending = spool.len(), "sensor stopped");
     capture_result
+}
+
+/// Reload the sensor certificate, key and CA bundle when they change on disk or on SIGHUP, and
+/// warn about expiry (decision 0040); ends with the uplink on `stop`.
+fn spawn_certificate_watch(
+    cfg: &SensorConfig,
+    rt: &tokio::runtime::Runtime,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _runtime = rt.enter();
+    rt.spawn(wardline_common::tls_reload::watch(cfg.certificates.clone(), async move {
+        let _ = stop.changed().await;
+    }));
 }
 
 /// Resolves on SIGINT or SIGTERM (a service manager's stop), naming which.

@@ -7,6 +7,7 @@ use crate::config::TlsPaths;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
+use wardline_common::tls_reload::{self, CredentialStore};
 use wardline_common::wire::ALPN_UPLINK;
 
 /// A connection silent this long is dead. A killed node sends no close, so this is how
@@ -20,19 +21,18 @@ pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
 pub use wardline_common::tls_files::{load_certs, load_key, load_roots};
 
-/// TLS 1.3 client config presenting the sensor certificate, trusting the fleet CA only.
+/// The process's credential store of the sensor certificate in `tls`: files replaced on
+/// disk reach every new connection without a restart (decision 0040).
+pub fn credentials(tls: &TlsPaths) -> Result<Arc<CredentialStore>> {
+    CredentialStore::shared("sensor", tls).map_err(|e| anyhow::anyhow!("cannot load the sensor certificate: {e}"))
+}
+
+/// TLS 1.3 client config presenting the sensor certificate, trusting the fleet CA only; both
+/// as of each handshake (the credential store).
 pub fn rustls_client_config(tls: &TlsPaths) -> Result<rustls::ClientConfig> {
-    let roots = load_roots(&tls.ca)?;
-    let certs = load_certs(&tls.cert)?;
-    let key = load_key(&tls.key)?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("ring provider lacks TLS 1.3")?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .with_context(|| {
-            format!("sensor certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
-        })?;
+    let store = credentials(tls)?;
+    let mut cfg =
+        tls_reload::client_config(&store, &[&rustls::version::TLS13]).context("ring provider lacks TLS 1.3")?;
     cfg.alpn_protocols = vec![ALPN_UPLINK.to_vec()];
     Ok(cfg)
 }

@@ -316,4 +316,22 @@ fn print_status(v: &Value) {
         let parts: Vec<String> = r.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("Refused Raft RPCs: {}", parts.join(", "));
     }
+    print_certificate(&v["certificate"]);
+}
+
+/// The node certificate in use and its reloads (decision 0040).
+fn print_certificate(c: &Value) {
+    if c.is_null() {
+        return;
+    }
+    println!(
+        "Node certificate: serial {}  expires {}  reloads {}  refused {}",
+        c["serial"].as_str().unwrap_or("-"),
+        c["expires"].as_str().unwrap_or("-"),
+        c["reloads"],
+        c["reload_failures"]
+    );
+    if let Some(why) = c["refused_files"].as_str() {
+        println!("Certificate files on disk NOT in use: {why}");
+    }
 }

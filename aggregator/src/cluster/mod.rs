@@ -87,6 +87,9 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// Raft RPCs this node refused since it started, by reason.
     pub refused_rpcs: RefusalCounts,
+    /// This node's certificate in use (decision 0040); absent from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<crate::tls::CertificateSummary>,
 }
 
 /// What `join` and `replace` are told about the new node.
@@ -142,6 +145,7 @@ pub async fn status(node: &RaftNode) -> ClusterStatus {
         applied_index: node.applied_index().await,
         members,
         refused_rpcs: node.refusals.counts(),
+        certificate: crate::tls::certificate_summary(&node.tls),
     }
 }
 

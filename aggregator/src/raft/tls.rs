@@ -4,7 +4,7 @@
 //! after the handshake.
 
 use crate::config::TlsPaths;
-use crate::tls::{load_certs, load_key, load_roots, node_server_config, provider, ClientCerts};
+use crate::tls::{credentials, node_server_config, ClientCerts};
 use anyhow::{Context, Result};
 
 const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -14,17 +14,12 @@ pub fn server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
     node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_HTTP1)
 }
 
-/// Client side: trusts only the fleet CA and presents the node certificate.
+/// Client side: trusts only the fleet CA and presents the node certificate, both as of each
+/// new connection (the credential store; decision 0040).
 pub fn client_config(tls: &TlsPaths) -> Result<rustls::ClientConfig> {
-    let roots = load_roots(&tls.ca)?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("ring provider lacks TLS 1.3")?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
-        .with_context(|| {
-            format!("node certificate {} and key {} do not form a usable pair", tls.cert.display(), tls.key.display())
-        })?;
+    let store = credentials(tls)?;
+    let mut cfg = wardline_common::tls_reload::client_config(&store, &[&rustls::version::TLS13])
+        .context("ring provider lacks TLS 1.3")?;
     cfg.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(cfg)
 }

@@ -10,6 +10,7 @@ mod raft_support;
 mod api_errors;
 mod backup_processes;
 mod backup_restore;
+mod cert_reload_processes;
 mod cluster;
 mod ground_truth_alerts;
 mod ground_truth_identity;

@@ -63,6 +63,11 @@ impl Proc {
         cmd
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn api(&self) -> String {
         format!("https://127.0.0.1:{}", self.ports.0)
     }

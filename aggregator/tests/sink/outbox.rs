@@ -36,6 +36,7 @@ pub(crate) fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_byte
         advertise_quic: None,
         cluster_id: None,
         tls: TlsPaths::in_dir(&pki, "node"),
+        certificates: Default::default(),
         clickhouse_url,
         clickhouse_database: "wardline".into(),
         clickhouse_retention_days: None,

@@ -6,4 +6,5 @@
 mod limits;
 mod pki;
 mod quic;
+mod reload;
 mod revocation;

@@ -10,4 +10,5 @@ mod kb_override;
 mod kill9;
 mod nemeses;
 mod revocation;
+mod rotation;
 mod upgrade;
