@@ -232,3 +232,111 @@ pub fn certificate_not_after(der: &[u8]) -> Option<i64> {
 pub fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SensorLabel {
+    sensor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ConditionLabels {
+    sensor: String,
+    condition: String,
+}
+
+type FloatGauge = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
+type Family<L> = prometheus_client::metrics::family::Family<L, FloatGauge>;
+
+/// Per-sensor health gauges (docs/metrics.md), refreshed from the replicated state at every
+/// scrape, so every node exports the same values.
+pub struct HealthGauges {
+    last_seen: Family<SensorLabel>,
+    clock_offset: Family<SensorLabel>,
+    spool_fill: Family<SensorLabel>,
+    capture_dropped: Family<SensorLabel>,
+    uplink_restarts: Family<SensorLabel>,
+    cert_not_after: Family<SensorLabel>,
+    unhealthy: Family<ConditionLabels>,
+}
+
+impl HealthGauges {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let g = HealthGauges {
+            last_seen: Family::default(),
+            clock_offset: Family::default(),
+            spool_fill: Family::default(),
+            capture_dropped: Family::default(),
+            uplink_restarts: Family::default(),
+            cert_not_after: Family::default(),
+            unhealthy: Family::default(),
+        };
+        let mut reg = |name: &str, help: &str, metric: Family<SensorLabel>| registry.register(name, help, metric);
+        reg(
+            "wardline_sensor_last_heartbeat_timestamp_seconds",
+            "When the leader received the sensor's latest recorded heartbeat (Unix time)",
+            g.last_seen.clone(),
+        );
+        reg(
+            "wardline_sensor_clock_offset_seconds",
+            "Aggregator clock minus sensor clock, as the sensor's latest recorded heartbeat measured it",
+            g.clock_offset.clone(),
+        );
+        reg("wardline_sensor_spool_fill_ratio", "Sensor spool bytes over its byte bound", g.spool_fill.clone());
+        reg(
+            "wardline_sensor_capture_dropped_packets",
+            "Frames the sensor's kernel or interface dropped since the sensor started (libpcap ps_drop + ps_ifdrop)",
+            g.capture_dropped.clone(),
+        );
+        reg(
+            "wardline_sensor_uplink_restarts",
+            "Times the sensor's uplink task failed and was restarted since the sensor started",
+            g.uplink_restarts.clone(),
+        );
+        reg(
+            "wardline_sensor_certificate_not_after_timestamp_seconds",
+            "When the sensor's certificate stops being valid (Unix time)",
+            g.cert_not_after.clone(),
+        );
+        registry.register(
+            "wardline_sensor_unhealthy",
+            "1 for each health condition a sensor's latest recorded heartbeat raises (alert sensor_unhealthy)",
+            g.unhealthy.clone(),
+        );
+        g
+    }
+
+    /// Set every gauge from `health` (sensors that left it are dropped).
+    pub fn refresh(&self, health: &crate::state::sensor_health::SensorHealth) {
+        for f in [
+            &self.last_seen,
+            &self.clock_offset,
+            &self.spool_fill,
+            &self.capture_dropped,
+            &self.uplink_restarts,
+            &self.cert_not_after,
+        ] {
+            f.clear();
+        }
+        self.unhealthy.clear();
+        for (id, r) in health.sensors() {
+            let l = SensorLabel { sensor: id.clone() };
+            let h = &r.latest;
+            self.last_seen.get_or_create(&l).set(h.received_ms as f64 / 1e3);
+            if let Some(o) = h.clock_offset_us {
+                self.clock_offset.get_or_create(&l).set(o as f64 / 1e6);
+            }
+            if h.spool_max_bytes > 0 {
+                self.spool_fill.get_or_create(&l).set(h.spool_bytes as f64 / h.spool_max_bytes as f64);
+            }
+            self.capture_dropped.get_or_create(&l).set(h.capture_dropped() as f64);
+            self.uplink_restarts.get_or_create(&l).set(h.uplink_restarts as f64);
+            if let Some(end) = h.cert_not_after_s {
+                self.cert_not_after.get_or_create(&l).set(end as f64);
+            }
+            for c in &r.conditions {
+                let labels = ConditionLabels { sensor: id.clone(), condition: c.as_str().into() };
+                self.unhealthy.get_or_create(&labels).set(1.0);
+            }
+        }
+    }
+}
