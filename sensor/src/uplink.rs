@@ -759,6 +759,7 @@ pub async fn run_heartbeats(
             &source,
             &health,
             &mut unsupported_logged,
+            every,
         )
         .await
         .unwrap_or(every);
@@ -786,6 +787,7 @@ async fn heartbeat_round(
     source: &HeartbeatSource,
     health: &UplinkHealth,
     unsupported_logged: &mut bool,
+    every: Duration,
 ) -> Option<Duration> {
     if connection.as_ref().is_none_or(|c| c.close_reason().is_some()) {
         // Where the uplink delivers is the leader as far as it knows.
@@ -804,13 +806,15 @@ async fn heartbeat_round(
             Err(msg) => {
                 *current = (*current + 1) % addrs.len();
                 if msg.contains("application protocol") || msg.contains("ApplicationProtocol") {
+                    let pause = (every * 10).min(HEARTBEAT_UNSUPPORTED_PAUSE);
                     if !*unsupported_logged {
                         info!(
-                            "the aggregator at {server} does not take heartbeats (a version before them); batches                              are unaffected, heartbeats are tried again in {HEARTBEAT_UNSUPPORTED_PAUSE:?}"
+                            "the aggregator at {server} does not take heartbeats (a version before them); batches \
+                             are unaffected, heartbeats are tried again in {pause:?}"
                         );
                         *unsupported_logged = true;
                     }
-                    return Some(HEARTBEAT_UNSUPPORTED_PAUSE);
+                    return Some(pause);
                 }
                 debug!("cannot open a heartbeat connection to {server}: {msg}");
                 return None;
