@@ -200,7 +200,9 @@ pub fn conditions(previous: Option<&HeartbeatRecord>, next: &HeartbeatRecord) ->
     } else if next.uplink_restarts > 0 {
         raised.insert(Condition::UplinkRestarting);
     }
-    if next.spool_max_bytes > 0 && next.spool_percent() > SPOOL_FULL_PERCENT {
+    if next.spool_max_bytes > 0
+        && u128::from(next.spool_bytes) * 100 > u128::from(next.spool_max_bytes) * u128::from(SPOOL_FULL_PERCENT)
+    {
         raised.insert(Condition::SpoolFull);
     }
     if next.clock_offset_us.is_some_and(|o| o.unsigned_abs() > CLOCK_OFFSET_BOUND_MS.unsigned_abs() * 1000) {
@@ -330,7 +332,7 @@ mod tests {
             spool_max_bytes: 1_000_000,
             uplink_connected: true,
             uplink_state: "connected".into(),
-            cert_not_after_s: Some(((at_ms + 365 * DAY_MS) / 1000) as i64),
+            cert_not_after_s: Some(((T0 + 365 * DAY_MS) / 1000) as i64),
             ..Default::default()
         }
     }
@@ -385,10 +387,10 @@ mod tests {
         steady.received_ms += 30_000;
         assert!(h.worth_recording(&steady), "two conditions go away");
         h.record(&steady, &mut alerts);
-        let state = |t: &str| unhealthy(&alerts).into_iter().find(|(x, _)| x == t).unwrap().1;
-        assert_eq!(state("capture_drops"), AlertState::Resolved);
-        assert_eq!(state("uplink_restarting"), AlertState::Resolved);
-        assert_eq!(state("spool_full"), AlertState::Open);
+        let state = |alerts: &AlertStore, t: &str| unhealthy(alerts).into_iter().find(|(x, _)| x == t).unwrap().1;
+        assert_eq!(state(&alerts, "capture_drops"), AlertState::Resolved);
+        assert_eq!(state(&alerts, "uplink_restarting"), AlertState::Resolved);
+        assert_eq!(state(&alerts, "spool_full"), AlertState::Open);
 
         // Healthy again: every alert resolved, none left open.
         let mut well = healthy(T0 + 90_000);
@@ -403,7 +405,7 @@ mod tests {
         again.received_ms += 30_000;
         again.capture_interface_dropped = 1;
         h.record(&again, &mut alerts);
-        assert_eq!(state("capture_drops"), AlertState::Open);
+        assert_eq!(state(&alerts, "capture_drops"), AlertState::Open);
     }
 
     #[test]
