@@ -74,9 +74,8 @@ impl FeatureGate {
         for (id, node) in members {
             let key = (id, node.raft_addr.clone());
             let known = answers.get(&key).copied();
-            let fresh = known.is_some_and(|(ok, at)| {
-                at.elapsed() < if ok { RECHECK_SUPPORTED } else { RECHECK_UNSUPPORTED }
-            });
+            let fresh =
+                known.is_some_and(|(ok, at)| at.elapsed() < if ok { RECHECK_SUPPORTED } else { RECHECK_UNSUPPORTED });
             let supported = if fresh {
                 known.is_some_and(|(ok, _)| ok)
             } else {

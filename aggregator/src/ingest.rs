@@ -428,7 +428,8 @@ async fn serve_health_connection<H: BatchHandler>(
     handler: Arc<H>,
     limits: Arc<IngestLimits>,
 ) {
-    let cert_not_after_s = peer_certificate_der(&connection).and_then(|der| crate::heartbeat::certificate_not_after(&der));
+    let cert_not_after_s =
+        peer_certificate_der(&connection).and_then(|der| crate::heartbeat::certificate_not_after(&der));
     debug!(sensor = %identity.sensor_id, remote = %connection.remote_address(), "sensor health connection");
     let mut streams = JoinSet::new();
     let mut revocation_check = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
@@ -486,7 +487,10 @@ async fn answer_heartbeat<H: BatchHandler>(
         Ok(Ok(bytes)) => match wire::decode_frame::<wire::SensorHeartbeat>(&bytes) {
             Err(e) => {
                 warn!(sensor = %identity.sensor_id, "cannot read a heartbeat of {} bytes: {e}", bytes.len());
-                crate::heartbeat::Outcome { outcome: format!("not-recorded: undecodable heartbeat: {e}"), leader_ingest: None }
+                crate::heartbeat::Outcome {
+                    outcome: format!("not-recorded: undecodable heartbeat: {e}"),
+                    leader_ingest: None,
+                }
             }
             Ok(hb) if hb.sensor_id != identity.sensor_id || hb.site != identity.site => {
                 let why = format!(

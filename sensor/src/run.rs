@@ -224,7 +224,11 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
 /// What each heartbeat reports (decision 0038): the spool's depth and losses, libpcap's
 /// drop counters, the uplink's state, this build's version and the certificate's end (read
 /// each time, so a renewed certificate shows).
-fn heartbeat_source(cfg: &SensorConfig, spool: Arc<Spool>, health: Arc<uplink::UplinkHealth>) -> uplink::HeartbeatSource {
+fn heartbeat_source(
+    cfg: &SensorConfig,
+    spool: Arc<Spool>,
+    health: Arc<uplink::UplinkHealth>,
+) -> uplink::HeartbeatSource {
     let (sensor_id, site, cert) = (cfg.sensor_id.clone(), cfg.site.clone(), cfg.tls.cert.clone());
     Arc::new(move || {
         let mut hb = wardline_common::wire::SensorHeartbeat {

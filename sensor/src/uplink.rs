@@ -722,8 +722,7 @@ pub async fn run_heartbeats(
     health: Arc<UplinkHealth>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let client_config = match crate::tls::quic_client_config_offering(&cfg.tls, &[wardline_common::wire::ALPN_HEALTH])
-    {
+    let client_config = match crate::tls::quic_client_config_offering(&cfg.tls, &[wardline_common::wire::ALPN_HEALTH]) {
         Ok(c) => c,
         Err(e) => {
             warn!("heartbeats are off: cannot set up their TLS: {e:#}");

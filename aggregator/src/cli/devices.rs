@@ -235,9 +235,11 @@ fn print_sensor_health(health: &Value) {
     );
     for (id, h) in sensors {
         let hb = &h["heartbeat"];
-        let drops = hb["capture_kernel_dropped"].as_u64().unwrap_or(0) + hb["capture_interface_dropped"].as_u64().unwrap_or(0);
+        let drops =
+            hb["capture_kernel_dropped"].as_u64().unwrap_or(0) + hb["capture_interface_dropped"].as_u64().unwrap_or(0);
         let clock = h["clock_offset_ms"].as_f64().map_or("-".to_string(), |o| format!("{o:.1}"));
-        let conditions = h["conditions"].as_array().map(|a| a.iter().map(cell).collect::<Vec<_>>().join(",")).unwrap_or_default();
+        let conditions =
+            h["conditions"].as_array().map(|a| a.iter().map(cell).collect::<Vec<_>>().join(",")).unwrap_or_default();
         println!(
             "{:<20}  {:<9}  {:>24}  {:>11}  {:>5}%  {:>10}  {:>8}  {:<10}  {}",
             id,

@@ -242,10 +242,10 @@ impl SensorHealth {
             self.refused = self.refused.saturating_add(1);
             return false;
         }
-        let entry = self.sensors.entry(next.sensor_id.clone()).or_insert_with(|| SensorHealthRecord {
-            first_ms: next.received_ms,
-            ..Default::default()
-        });
+        let entry = self
+            .sensors
+            .entry(next.sensor_id.clone())
+            .or_insert_with(|| SensorHealthRecord { first_ms: next.received_ms, ..Default::default() });
         let previous = (entry.recorded > 0).then_some(&entry.latest);
         let now = conditions(previous, next);
         let id = &next.sensor_id;

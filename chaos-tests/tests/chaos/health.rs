@@ -47,9 +47,10 @@ fn metrics(agg: &Aggregator) -> String {
 
 #[test]
 fn heartbeats_are_recorded_measure_the_clock_offset_and_raise_and_clear_an_alert() {
-    let lib = FAKETIME_LIBS.iter().find(|p| std::path::Path::new(p).exists()).expect(
-        "libfaketime is not installed (Debian package faketime): the clock offset cannot be set for this test",
-    );
+    let lib = FAKETIME_LIBS
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is not installed (Debian package faketime): the clock offset cannot be set for this test");
     let fleet = Fleet::new().unwrap();
     let agg = Aggregator::start(&fleet, 1, None).unwrap();
     let tls = fleet.issue_sensor(SENSOR, "north").unwrap();
@@ -90,7 +91,10 @@ fn heartbeats_are_recorded_measure_the_clock_offset_and_raise_and_clear_an_alert
     let h = wait_for(
         "a heartbeat with a clock offset near -20 s",
         Duration::from_secs(30),
-        || health(&agg).filter(|h| h["clock_offset_ms"].as_f64().is_some_and(|o| (o + AHEAD_S as f64 * 1e3).abs() < 1500.0)),
+        || {
+            health(&agg)
+                .filter(|h| h["clock_offset_ms"].as_f64().is_some_and(|o| (o + AHEAD_S as f64 * 1e3).abs() < 1500.0))
+        },
         context,
     );
     assert_eq!(h["status"], "unhealthy", "{h}");
@@ -108,7 +112,10 @@ fn heartbeats_are_recorded_measure_the_clock_offset_and_raise_and_clear_an_alert
     assert_eq!(open["state"], "open", "{open}");
     assert_eq!(open["severity"], "medium", "{open}");
     let text = metrics(&agg);
-    assert!(text.contains(&format!("wardline_sensor_unhealthy{{sensor=\"{SENSOR}\",condition=\"clock_offset\"}} 1")), "{text}");
+    assert!(
+        text.contains(&format!("wardline_sensor_unhealthy{{sensor=\"{SENSOR}\",condition=\"clock_offset\"}} 1")),
+        "{text}"
+    );
     let offset_line = text
         .lines()
         .find(|l| l.starts_with(&format!("wardline_sensor_clock_offset_seconds{{sensor=\"{SENSOR}\"}}")))
@@ -273,7 +280,12 @@ fn heartbeats_wait_for_every_node_to_know_them_and_batches_flow_meanwhile() {
     wait_for(
         "the leader refusing to record heartbeats while node 1 runs version N",
         Duration::from_secs(60),
-        || n[lead].log_text().contains("answered but not recorded: node 1 runs a version that does not know").then_some(()),
+        || {
+            n[lead]
+                .log_text()
+                .contains("answered but not recorded: node 1 runs a version that does not know")
+                .then_some(())
+        },
         || context(&n),
     );
     for a in &n {
