@@ -90,7 +90,12 @@ impl FeatureGate {
                         false
                     }
                     Err(e) => match known {
-                        Some((ok, _)) => ok,
+                        // Keep its last answer until the next check, so heartbeats do not
+                        // each wait for a member that is down.
+                        Some((ok, _)) => {
+                            answers.insert(key, (ok, Instant::now()));
+                            ok
+                        }
                         None => {
                             answers.insert(key, (false, Instant::now()));
                             return Err(format!("node {id} could not be asked whether it supports {feature}: {e}"));

@@ -1050,9 +1050,9 @@ mod tests {
         // The node's clock is 10 s ahead; 2 ms each way; the node took 1 ms to answer.
         let s = clock_sample(1_000_000, 11_002_000, 11_003_000, 1_005_000);
         assert_eq!(s, ClockSample { offset_us: 10_000_000, round_trip_us: 4_000 });
-        // Behind, with an asymmetric path: the error is half the asymmetry.
+        // 5 s behind, 1 ms out and 3 ms back: the error is half the asymmetry (1 ms).
         let s = clock_sample(50_000_000, 45_001_000, 45_001_000, 50_004_000);
-        assert_eq!(s.offset_us, -4_998_000);
+        assert_eq!(s.offset_us, -5_001_000);
         assert_eq!(s.round_trip_us, 4_000);
         // Garbage from the peer never panics.
         let _ = clock_sample(0, u64::MAX, 0, u64::MAX);

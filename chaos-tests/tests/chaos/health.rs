@@ -123,6 +123,20 @@ fn heartbeats_are_recorded_measure_the_clock_offset_and_raise_and_clear_an_alert
     let offset: f64 = offset_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((offset + AHEAD_S as f64).abs() < 1.5, "{offset_line}");
 
+    // The operator's view: `wardline-aggregator sensors` shows the sensor's health line.
+    let table = run_ok(
+        std::process::Command::new(bin("wardline-aggregator"))
+            .args(["sensors", "--api", &agg.api()])
+            .env("WARDLINE_CERT_DIR", &agg.operator_dir),
+    )
+    .unwrap();
+    let line =
+        table.lines().find(|l| l.starts_with(SENSOR) && l.contains("unhealthy")).unwrap_or_else(|| panic!("{table}"));
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    let clock_ms: f64 = columns[3].parse().unwrap_or_else(|_| panic!("{line}"));
+    assert!((clock_ms + AHEAD_S as f64 * 1e3).abs() < 1500.0, "{line}");
+    assert_eq!(columns.last(), Some(&"clock_offset"), "{line}");
+
     // The clock is put right in the running sensor: the offset follows, the alert resolves.
     std::fs::write(&clock, "+0\n").unwrap();
     let h = wait_for(
