@@ -804,7 +804,8 @@ async fn heartbeat_round(
             }
             Err(msg) => {
                 *current = (*current + 1) % addrs.len();
-                if msg.contains("application protocol") || msg.contains("ApplicationProtocol") {
+                // rustls' words for the TLS alert no_application_protocol (120).
+                if msg.contains("support any known protocol") || msg.contains("NoApplicationProtocol") {
                     let pause = (every * 10).min(HEARTBEAT_UNSUPPORTED_PAUSE);
                     if !*unsupported_logged {
                         info!(

@@ -327,5 +327,11 @@ fn heartbeats_wait_for_every_node_to_know_them_and_batches_flow_meanwhile() {
     traffic_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     traffic.join().unwrap();
     assert!(!sensor.exited(), "the sensor keeps running:\n{}", sensor_log(&log));
+    // It met the N node first (its `uplink.server`), which refused the health protocol only.
+    assert!(
+        sensor_log(&log).contains("does not take heartbeats (a version before them); batches are unaffected"),
+        "{}",
+        sensor_log(&log)
+    );
     sensor.kill9();
 }
