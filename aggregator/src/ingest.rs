@@ -46,6 +46,24 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn revoked(&self, _identity: &SensorIdentity, _serial: &str) -> impl Future<Output = Option<String>> + Send {
         async { None }
     }
+
+    /// What becomes of one heartbeat on a health connection (decision 0038), whose sender
+    /// was checked against its certificate; `received_us` is this node's clock when it
+    /// arrived, `cert_not_after_s` the end of the connection's certificate.
+    fn heartbeat(
+        &self,
+        _identity: &SensorIdentity,
+        _heartbeat: wire::SensorHeartbeat,
+        _cert_not_after_s: Option<i64>,
+        _received_us: u64,
+    ) -> impl Future<Output = crate::heartbeat::Outcome> + Send {
+        async {
+            crate::heartbeat::Outcome {
+                outcome: "not-recorded: this node does not record heartbeats".into(),
+                leader_ingest: None,
+            }
+        }
+    }
 }
 
 /// How often a live connection's certificate is checked against the revocation list: a
@@ -623,6 +641,10 @@ async fn handle_connection<H: BatchHandler>(
         return;
     };
     let sensor = Arc::new(sensor);
+    if negotiated_alpn(&connection).as_deref() == Some(wire::ALPN_HEALTH) {
+        serve_health_connection(connection, identity, serial, handler, limits).await;
+        return;
+    }
     inc(&stats.connections_accepted);
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
     let multi = negotiated_alpn(&connection).as_deref() == Some(wire::ALPN_UPLINK_V2);
@@ -750,6 +772,109 @@ async fn revoked_while_waiting<H: BatchHandler>(handler: &H, identity: &SensorId
             return reason;
         }
     }
+}
+
+/// Heartbeats a health connection may have in flight at once; more streams are reset.
+const MAX_HEARTBEAT_STREAMS: usize = 4;
+
+/// A sensor's health connection (`wire::ALPN_HEALTH`, decision 0038): each stream carries
+/// one heartbeat and gets one reply with this node's clock. Checked for revocation like a
+/// batch connection; it holds a connection slot while open.
+async fn serve_health_connection<H: BatchHandler>(
+    connection: quinn::Connection,
+    identity: SensorIdentity,
+    serial: String,
+    handler: Arc<H>,
+    limits: Arc<IngestLimits>,
+) {
+    let cert_not_after_s =
+        peer_certificate_der(&connection).and_then(|der| crate::heartbeat::certificate_not_after(&der));
+    debug!(sensor = %identity.sensor_id, remote = %connection.remote_address(), "sensor health connection");
+    let mut streams = JoinSet::new();
+    let mut revocation_check = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
+    let end = loop {
+        tokio::select! {
+            _ = revocation_check.tick() => {
+                if let Some(reason) = handler.revoked(&identity, &serial).await {
+                    connection.close(codes::REVOKED.into(), format!("sensor certificate revoked: {reason}").as_bytes());
+                }
+            }
+            accepted = connection.accept_bi() => match accepted {
+                Ok((mut send, recv)) => {
+                    if streams.len() >= MAX_HEARTBEAT_STREAMS {
+                        let _ = send.reset(codes::BUSY.into());
+                        continue;
+                    }
+                    let (handler, limits, identity) = (handler.clone(), limits.clone(), identity.clone());
+                    streams.spawn(async move {
+                        answer_heartbeat(send, recv, &identity, handler.as_ref(), &limits, cert_not_after_s).await
+                    });
+                }
+                Err(e) => break e,
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    };
+    while streams.join_next().await.is_some() {}
+    debug!(sensor = %identity.sensor_id, "sensor health connection ended: {end}");
+}
+
+/// Read one heartbeat and answer it with this node's clock (also when it is refused, so a
+/// sensor can still measure its clock offset and read why).
+async fn answer_heartbeat<H: BatchHandler>(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    identity: &SensorIdentity,
+    handler: &H,
+    limits: &IngestLimits,
+    cert_not_after_s: Option<i64>,
+) {
+    let read = tokio::time::timeout(limits.frame_read_timeout, recv.read_to_end(wire::MAX_HEARTBEAT_BYTES)).await;
+    let received_us = crate::heartbeat::now_us();
+    let outcome = match read {
+        Err(_) | Ok(Err(quinn::ReadToEndError::Read(_))) => {
+            let _ = send.reset(codes::READ_TIMEOUT.into());
+            return;
+        }
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            let _ = recv.stop(codes::FRAME_TOO_LARGE.into());
+            crate::heartbeat::Outcome {
+                outcome: format!("not-recorded: a heartbeat is at most {} bytes", wire::MAX_HEARTBEAT_BYTES),
+                leader_ingest: None,
+            }
+        }
+        Ok(Ok(bytes)) => match wire::decode_frame::<wire::SensorHeartbeat>(&bytes) {
+            Err(e) => {
+                warn!(sensor = %identity.sensor_id, "cannot read a heartbeat of {} bytes: {e}", bytes.len());
+                crate::heartbeat::Outcome {
+                    outcome: format!("not-recorded: undecodable heartbeat: {e}"),
+                    leader_ingest: None,
+                }
+            }
+            Ok(hb) if hb.sensor_id != identity.sensor_id || hb.site != identity.site => {
+                let why = format!(
+                    "the heartbeat claims sensor {:?} at site {:?} but the certificate names sensor {:?} at site {:?}",
+                    hb.sensor_id, hb.site, identity.sensor_id, identity.site
+                );
+                warn!(sensor = %identity.sensor_id, "refused a heartbeat: {why}");
+                crate::heartbeat::Outcome { outcome: format!("not-recorded: {why}"), leader_ingest: None }
+            }
+            Ok(hb) => handler.heartbeat(identity, hb, cert_not_after_s, received_us).await,
+        },
+    };
+    let reply = wire::HeartbeatReply {
+        received_us,
+        replied_us: crate::heartbeat::now_us(),
+        outcome: outcome.outcome,
+        leader_ingest: outcome.leader_ingest,
+    };
+    write_reply(&mut send, &reply, identity).await;
+}
+
+/// The DER of the certificate the peer presented.
+fn peer_certificate_der(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    let certs = connection.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    certs.first().map(|c| c.as_ref().to_vec())
 }
 
 /// The ALPN id the handshake settled on.

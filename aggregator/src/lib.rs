@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod heartbeat;
 pub mod ingest;
 pub mod node;
 pub mod outbox;

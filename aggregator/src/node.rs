@@ -39,6 +39,8 @@ pub struct Node {
     pub committer: GroupCommitter,
     /// Prometheus metrics served at `GET /metrics` (decision 0026).
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Sensor heartbeats: answered here, recorded by the leader (decision 0038).
+    pub heartbeats: Arc<crate::heartbeat::Heartbeats>,
 }
 
 impl Node {
@@ -94,7 +96,8 @@ impl Node {
         let query =
             Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()).with_flow_store(store));
         let committer = GroupCommitter::start(raft.clone(), config.outbox_max_bytes);
-        Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer, telemetry }))
+        let heartbeats = crate::heartbeat::Heartbeats::new(raft.clone());
+        Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer, telemetry, heartbeats }))
     }
 
     /// Apply one batch with the effects in the documented order. The batch is queued when
@@ -198,6 +201,17 @@ impl BatchHandler for IngestHandler {
             })
             .await
         }
+    }
+
+    fn heartbeat(
+        &self,
+        identity: &SensorIdentity,
+        heartbeat: wardline_common::wire::SensorHeartbeat,
+        cert_not_after_s: Option<i64>,
+        received_us: u64,
+    ) -> impl std::future::Future<Output = crate::heartbeat::Outcome> + Send {
+        let (heartbeats, identity) = (self.0.heartbeats.clone(), identity.clone());
+        async move { heartbeats.receive(&identity, heartbeat, cert_not_after_s, received_us).await }
     }
 }
 

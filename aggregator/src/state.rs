@@ -26,6 +26,7 @@ pub mod identity;
 mod ips;
 pub mod policy;
 pub mod revocations;
+pub mod sensor_health;
 pub mod tags;
 pub mod tokens;
 mod vecmap;
@@ -52,7 +53,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_000a;
+pub const STATE_FORMAT: u32 = 0x574c_000b;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -158,6 +159,10 @@ pub enum Command {
         mac: MacAddr,
         tags: Vec<String>,
     },
+    /// A sensor's heartbeat as the leader received it (decision 0038): its latest health,
+    /// and `sensor_unhealthy` alerts opened or resolved. Proposed only once every member
+    /// runs a version that knows it (`heartbeat::FeatureGate`).
+    SensorHeartbeat(sensor_health::HeartbeatRecord),
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -652,6 +657,8 @@ pub struct ClusterState {
     detectors: anomaly::detectors::Detectors,
     /// Operators' tags on devices, for group conditions.
     device_tags: tags::DeviceTags,
+    /// Every sensor's latest heartbeat and raised health conditions (decision 0038).
+    sensor_health: sensor_health::SensorHealth,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -688,6 +695,8 @@ struct ReplicatedParts {
     detectors: anomaly::detectors::Detectors,
     #[serde(default)]
     device_tags: tags::DeviceTags,
+    #[serde(default)]
+    sensor_health: sensor_health::SensorHealth,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -750,6 +759,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "group_history",
             "detectors",
             "device_tags",
+            "sensor_health",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -787,6 +797,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 // The second detectors (decision 0033) start with default settings.
                 let detectors = part_since(&mut seq, format, 0x574c_0009, "detectors")?;
                 let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
+                let sensor_health = part_since(&mut seq, format, 0x574c_000b, "sensor health")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -805,6 +816,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     group_history,
                     detectors,
                     device_tags,
+                    sensor_health,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -841,6 +853,7 @@ impl Serialize for ClusterState {
             group_history: &'a policy::GroupHistory,
             detectors: &'a anomaly::detectors::Detectors,
             device_tags: &'a tags::DeviceTags,
+            sensor_health: &'a sensor_health::SensorHealth,
         }
         Parts {
             format: StateFormat,
@@ -860,6 +873,7 @@ impl Serialize for ClusterState {
             group_history: &self.group_history,
             detectors: &self.detectors,
             device_tags: &self.device_tags,
+            sensor_health: &self.sensor_health,
         }
         .serialize(s)
     }
@@ -884,6 +898,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             group_history: parts.group_history,
             detectors: parts.detectors,
             device_tags: parts.device_tags,
+            sensor_health: parts.sensor_health,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -970,6 +985,11 @@ impl ClusterState {
     pub fn device_with_ip(&self, ip: &IpAddr) -> Option<&Arc<DeviceRecord>> {
         let mac = self.addresses.lowest(ip)?;
         self.devices.get(&mac)
+    }
+
+    /// Every sensor's latest recorded heartbeat (decision 0038).
+    pub fn sensor_health(&self) -> &sensor_health::SensorHealth {
+        &self.sensor_health
     }
 
     /// Every sensor that had a batch applied, by sensor id.
@@ -1078,6 +1098,9 @@ impl ClusterState {
                 ApplyResponse::done(true)
             }
             Command::SetDeviceTags { mac, tags } => ApplyResponse::done(self.device_tags.set(*mac, tags)),
+            Command::SensorHeartbeat(record) => {
+                ApplyResponse::done(self.sensor_health.record(record, &mut self.alerts))
+            }
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Telemetry {
     sensor_batches: Family<SensorBatchLabels, Counter>,
     labelled_sensors: Mutex<HashSet<String>>,
     alerts_open: Family<SeverityLabels, Gauge>,
+    /// Per-sensor health from heartbeats (decision 0038).
+    sensor_health: crate::heartbeat::HealthGauges,
 }
 
 fn latency_buckets() -> Histogram {
@@ -116,6 +118,7 @@ impl Telemetry {
             "Alerts in state open, by severity (replicated state as applied on this node)",
             alerts_open.clone(),
         );
+        let sensor_health = crate::heartbeat::HealthGauges::register(&mut registry);
         registry.register_collector(Box::new(Collected { raft: raft.clone(), ingest, tls_cert }));
         Arc::new(Telemetry {
             registry,
@@ -126,6 +129,7 @@ impl Telemetry {
             sensor_batches,
             labelled_sensors: Mutex::new(HashSet::new()),
             alerts_open,
+            sensor_health,
         })
     }
 
@@ -186,6 +190,7 @@ impl Telemetry {
         {
             self.alerts_open.get_or_create(&SeverityLabels { severity: severity.as_str() }).set(n);
         }
+        self.raft.read_state(|s| self.sensor_health.refresh(s.sensor_health())).await;
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -92,6 +92,8 @@ pub fn node_server_config(
 pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
     let mut cfg = node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_UPLINK_V2)?;
     cfg.alpn_protocols.push(ALPN_UPLINK.to_vec());
+    // Sensor health connections (decision 0038).
+    cfg.alpn_protocols.push(wardline_common::wire::ALPN_HEALTH.to_vec());
     Ok(cfg)
 }
 

@@ -275,6 +275,69 @@ pub fn leader_ingest_hint(reason: &str) -> Option<std::net::SocketAddr> {
     rest.split(')').next()?.trim().parse().ok()
 }
 
+/// ALPN protocol id of sensor health (decision 0038): a connection of its own, beside the
+/// uplink's, on the same port. Each bidirectional stream carries one [`SensorHeartbeat`]
+/// frame and is answered with one [`HeartbeatReply`] frame. A separate ALPN id keeps an
+/// older node (which does not offer it) from ever seeing a heartbeat on a batch stream: its
+/// handshake refuses the id and the sensor's batches go on as before.
+pub const ALPN_HEALTH: &[u8] = b"wardline-health/1";
+/// Largest heartbeat or heartbeat reply frame.
+pub const MAX_HEARTBEAT_BYTES: usize = 16 * 1024;
+
+/// A sensor's periodic account of its own health (decision 0038): not a batch (no spool, no
+/// sequence), sent every `uplink.heartbeat_interval_secs` and right after connecting. Who
+/// sent it is the connection's certificate; `sensor_id`/`site` must match it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorHeartbeat {
+    pub sensor_id: String,
+    pub site: String,
+    /// The sensor's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// The sensor's clock when it sent this heartbeat, µs since the Unix epoch.
+    pub sent_us: u64,
+    /// Clock offset the sensor measured in its previous exchange (aggregator clock minus
+    /// sensor clock, µs; NTP-style, assuming the round trip is symmetric), and that round
+    /// trip (µs). None before the first exchange of a connection.
+    pub clock_offset_us: Option<i64>,
+    pub round_trip_us: Option<u64>,
+    /// Spool depth now: batches waiting, their bytes, and the spool's byte bound.
+    pub spool_batches: u64,
+    pub spool_bytes: u64,
+    pub spool_max_bytes: u64,
+    /// Spool totals since it was created: batches evicted, flows rolled up, records quarantined.
+    pub spool_batches_evicted: u64,
+    pub spool_flows_rolled_up: u64,
+    pub spool_records_quarantined: u64,
+    /// libpcap's counters of the live capture since the sensor started (`ps_recv`,
+    /// `ps_drop`, `ps_ifdrop`) and how often the interface was reopened; 0 for files.
+    pub capture_received: u64,
+    pub capture_kernel_dropped: u64,
+    pub capture_interface_dropped: u64,
+    pub capture_reopens: u64,
+    /// Whether the uplink's last exchange with an aggregator succeeded, its state in words,
+    /// and how many times the uplink task failed and was restarted since the sensor started.
+    pub uplink_connected: bool,
+    pub uplink_state: String,
+    pub uplink_restarts: u64,
+    /// When the sensor's own certificate stops being valid, seconds since the Unix epoch
+    /// (None if it could not be read).
+    pub cert_not_after_s: Option<i64>,
+}
+
+/// The node's answer to a heartbeat: its clock when the heartbeat arrived and when the reply
+/// left (µs since the Unix epoch), so the sensor computes the offset as
+/// ((received − sent) + (replied − back)) / 2, and whether the cluster records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub received_us: u64,
+    pub replied_us: u64,
+    /// What the node does with the heartbeat: "recorded", "unchanged" (nothing new to
+    /// record yet), "not-leader", "not-recorded: ..." (why). Words, for logs.
+    pub outcome: String,
+    /// When this node is not the leader: the leader's QUIC ingest address, if known.
+    pub leader_ingest: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("empty frame: the peer closed the stream before sending anything")]
@@ -490,6 +553,33 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_and_reply_round_trip() {
+        let hb = SensorHeartbeat {
+            sensor_id: "bldg-a-1".into(),
+            site: "north".into(),
+            version: "0.1.0".into(),
+            sent_us: 1_700_000_000_000_000,
+            clock_offset_us: Some(-2_500_000),
+            round_trip_us: Some(800),
+            spool_batches: 3,
+            spool_bytes: 4096,
+            spool_max_bytes: 1 << 30,
+            capture_kernel_dropped: 12,
+            uplink_connected: true,
+            uplink_state: "connected to 127.0.0.1:4433".into(),
+            cert_not_after_s: Some(1_800_000_000),
+            ..Default::default()
+        };
+        let f = encode_frame(&hb).unwrap();
+        assert!(f.len() < MAX_HEARTBEAT_BYTES);
+        assert_eq!(decode_frame::<SensorHeartbeat>(&f).unwrap(), hb);
+        let reply = HeartbeatReply { received_us: 5, replied_us: 6, outcome: "recorded".into(), leader_ingest: None };
+        assert_eq!(decode_frame::<HeartbeatReply>(&encode_frame(&reply).unwrap()).unwrap(), reply);
+        // A heartbeat is not a batch: a node never mistakes one for the other.
+        assert!(decode_frame::<Batch>(&f).is_err());
+    }
+
+    #[test]
     fn rejects_bad_version_and_trailing() {
         let mut f = encode_frame(&sample()).unwrap();
         f[0] = 99;
@@ -552,6 +642,8 @@ mod tests {
             let _ = decode_frame::<BatchReply>(&bytes);
             let _ = decode_batches_frame(&bytes);
             let _ = decode_frame::<Vec<BatchReply>>(&bytes);
+            let _ = decode_frame::<SensorHeartbeat>(&bytes);
+            let _ = decode_frame::<HeartbeatReply>(&bytes);
         }
 
         #[test]

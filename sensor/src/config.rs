@@ -108,6 +108,14 @@ pub struct UplinkSection {
     /// 2 (decision 0034; 1 to 256); 1 sends one batch per stream (version 1).
     #[serde(default = "default_max_frame_batches")]
     pub max_frame_batches: usize,
+    /// Seconds between health heartbeats (decision 0038; also one right after connecting);
+    /// 0 sends none.
+    #[serde(default = "default_heartbeat_interval_secs")]
+    pub heartbeat_interval_secs: u64,
+}
+
+fn default_heartbeat_interval_secs() -> u64 {
+    crate::uplink::DEFAULT_HEARTBEAT_INTERVAL.as_secs()
 }
 
 fn default_max_frame_batches() -> usize {

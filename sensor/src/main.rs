@@ -127,6 +127,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
                 fallback_servers: Vec::new(),
                 max_in_flight: wardline_sensor::uplink::DEFAULT_MAX_IN_FLIGHT,
                 max_frame_batches: wardline_sensor::uplink::DEFAULT_FRAME_BATCHES,
+                heartbeat_interval_secs: wardline_sensor::uplink::DEFAULT_HEARTBEAT_INTERVAL.as_secs(),
             },
             tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?, "sensor"),
             certificates: Default::default(),

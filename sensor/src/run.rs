@@ -171,6 +171,11 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     let (up_stop_tx, up_stop_rx) = tokio::sync::watch::channel(false);
     let health = Arc::new(uplink::UplinkHealth::default());
     spawn_certificate_watch(&cfg, &rt, up_stop_rx.clone());
+    let heartbeat_task = (cfg.uplink.heartbeat_interval_secs > 0).then(|| {
+        let every = std::time::Duration::from_secs(cfg.uplink.heartbeat_interval_secs);
+        let source = heartbeat_source(&cfg, spool.clone(), health.clone());
+        rt.spawn(uplink::run_heartbeats(uplink_cfg.clone(), every, source, health.clone(), up_stop_rx.clone()))
+    });
     let uplink_task = {
         let (spool, health) = (spool.clone(), health.clone());
         rt.spawn(uplink::supervise(spool, uplink_cfg, health, up_stop_rx.clone()))
@@ -210,6 +215,9 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     }
     let _ = up_stop_tx.send(true);
     let _ = rt.block_on(uplink_task);
+    if let Some(task) = heartbeat_task {
+        let _ = rt.block_on(task);
+    }
     info!(uplink = ?health.state(), spool_pending = spool.len(), "sensor stopped");
     capture_result
 }
@@ -225,6 +233,58 @@ fn spawn_certificate_watch(
     rt.spawn(wardline_common::tls_reload::watch(cfg.certificates.clone(), async move {
         let _ = stop.changed().await;
     }));
+}
+
+/// What each heartbeat reports (decision 0038): the spool's depth and losses, libpcap's
+/// drop counters, the uplink's state, this build's version and the certificate's end (read
+/// each time, so a renewed certificate shows).
+fn heartbeat_source(
+    cfg: &SensorConfig,
+    spool: Arc<Spool>,
+    health: Arc<uplink::UplinkHealth>,
+) -> uplink::HeartbeatSource {
+    let (sensor_id, site, cert) = (cfg.sensor_id.clone(), cfg.site.clone(), cfg.tls.cert.clone());
+    Arc::new(move || {
+        let mut hb = wardline_common::wire::SensorHeartbeat {
+            sensor_id: sensor_id.clone(),
+            site: site.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        match spool.stats() {
+            Ok(s) => {
+                hb.spool_batches = s.pending_batches;
+                hb.spool_bytes = s.pending_bytes;
+                hb.spool_max_bytes = s.max_bytes;
+                hb.spool_batches_evicted = s.dropped_batches;
+                hb.spool_flows_rolled_up = s.flows_rolled_up;
+                hb.spool_records_quarantined = s.records_quarantined;
+            }
+            Err(e) => warn!("heartbeat: cannot read the spool's counters: {e:#}"),
+        }
+        (hb.capture_received, hb.capture_kernel_dropped, hb.capture_interface_dropped, hb.capture_reopens) =
+            crate::telemetry::pcap_counters();
+        let state = health.state();
+        hb.uplink_connected = matches!(state, uplink::UplinkState::Connected(_));
+        hb.uplink_state = match state {
+            uplink::UplinkState::Starting => "starting".into(),
+            uplink::UplinkState::Connected(at) => format!("connected to {at}"),
+            uplink::UplinkState::Retrying(why) => format!("retrying: {why}"),
+            uplink::UplinkState::Restarting(why) => format!("restarting: {why}"),
+            uplink::UplinkState::Stopped => "stopped".into(),
+        };
+        hb.uplink_restarts = health.restarts();
+        hb.cert_not_after_s = certificate_not_after(&cert);
+        hb
+    })
+}
+
+/// When the first certificate in the PEM file `path` stops being valid (s since the epoch).
+fn certificate_not_after(path: &std::path::Path) -> Option<i64> {
+    let pem = std::fs::read(path).ok()?;
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// Resolves on SIGINT or SIGTERM (a service manager's stop), naming which.

@@ -89,6 +89,8 @@ struct Metrics {
     pipeline: Mutex<Option<PipelineView>>,
     pcap: Mutex<Option<PcapView>>,
     spool: Mutex<Option<Arc<Spool>>>,
+    /// Last heartbeat clock sample (offset µs, round trip µs).
+    clock: Mutex<Option<(i64, u64)>>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -108,6 +110,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         pipeline: Mutex::new(None),
         pcap: Mutex::new(None),
         spool: Mutex::new(None),
+        clock: Mutex::new(None),
     }
 });
 
@@ -136,6 +139,18 @@ pub fn publish_pcap(received: u64, dropped: u64, if_dropped: u64) {
     let mut pcap = lock(&METRICS.pcap);
     let reopens = pcap.map_or(0, |p| p.reopens);
     *pcap = Some(PcapView { received, dropped, if_dropped, reopens });
+}
+
+/// libpcap's counters as last published: (received, kernel dropped, interface dropped,
+/// reopens); zeros before a live capture published any (heartbeats, decision 0038).
+pub fn pcap_counters() -> (u64, u64, u64, u64) {
+    lock(&METRICS.pcap).map_or((0, 0, 0, 0), |p| (p.received, p.dropped, p.if_dropped, p.reopens))
+}
+
+/// The clock offset the heartbeats measured last (aggregator minus sensor, µs) and its
+/// round trip, exported as `wardline_clock_offset_seconds` / `_round_trip_seconds`.
+pub fn record_clock(offset_us: i64, round_trip_us: u64) {
+    *lock(&METRICS.clock) = Some((offset_us, round_trip_us));
 }
 
 /// The capture interface went down or away and capture is being reopened.
@@ -329,6 +344,20 @@ impl prometheus_client::collector::Collector for Collected {
                 "wardline_capture_reopens",
                 "Times the capture interface went down or away and was reopened",
                 p.reopens,
+            )?;
+        }
+        if let Some((offset_us, round_trip_us)) = *lock(&m.clock) {
+            gauge(
+                enc,
+                "wardline_clock_offset_seconds",
+                "Aggregator clock minus this sensor's clock, measured by the last heartbeat (NTP-style)",
+                offset_us as f64 / 1e6,
+            )?;
+            gauge(
+                enc,
+                "wardline_clock_round_trip_seconds",
+                "Round trip of the heartbeat that measured the clock offset",
+                round_trip_us as f64 / 1e6,
             )?;
         }
         let spool = lock(&m.spool).clone();

@@ -673,6 +673,222 @@ async fn run(
     Ok(stats)
 }
 
+/// Default time between heartbeats (`uplink.heartbeat_interval_secs`).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the heartbeat task leaves a node alone that refused the health protocol (an
+/// older version): its batches still flow on the uplink's own connection.
+const HEARTBEAT_UNSUPPORTED_PAUSE: Duration = Duration::from_secs(300);
+/// Longest wait for the answer to one heartbeat.
+const HEARTBEAT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a heartbeat holds right now; called for every heartbeat (the clock fields are the
+/// heartbeat task's).
+pub type HeartbeatSource = Arc<dyn Fn() -> wardline_common::wire::SensorHeartbeat + Send + Sync>;
+
+/// The clock offset the heartbeat task measured last (aggregator minus sensor, µs) and the
+/// round trip it was measured over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSample {
+    pub offset_us: i64,
+    pub round_trip_us: u64,
+}
+
+/// NTP's offset and delay from one exchange: sent `t0`, received by the node `t1`, answered
+/// `t2`, answer read `t3` (µs; t0 and t3 on the sensor's clock, t1 and t2 on the node's).
+pub fn clock_sample(t0: u64, t1: u64, t2: u64, t3: u64) -> ClockSample {
+    let (t0, t1, t2, t3) = (t0 as i128, t1 as i128, t2 as i128, t3 as i128);
+    let offset = ((t1 - t0) + (t2 - t3)) / 2;
+    let round_trip = ((t3 - t0) - (t2 - t1)).max(0);
+    ClockSample {
+        offset_us: offset.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        round_trip_us: round_trip.min(u64::MAX as i128) as u64,
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Send a heartbeat every `every` (and right after connecting) on a health connection of
+/// its own (`wire::ALPN_HEALTH`, decision 0038) until `stop` turns true. Separate from the
+/// uplink's connection and task, so nothing here can hold up or fail batch delivery: a node
+/// of an older version refuses the protocol at the handshake, and the task then leaves it
+/// alone for a while. Goes to the node the uplink last reached, else the configured ones in
+/// order, and follows a follower's pointer to the leader (which records heartbeats).
+pub async fn run_heartbeats(
+    cfg: UplinkConfig,
+    every: Duration,
+    source: HeartbeatSource,
+    health: Arc<UplinkHealth>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client_config = match crate::tls::quic_client_config_offering(&cfg.tls, &[wardline_common::wire::ALPN_HEALTH]) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("heartbeats are off: cannot set up their TLS: {e:#}");
+            return;
+        }
+    };
+    let bind: SocketAddr =
+        if cfg.server_addr.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], 0)) } else { SocketAddr::from(([0u16; 8], 0)) };
+    let mut endpoint = match quinn::Endpoint::client(bind) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!("heartbeats are off: cannot open a UDP socket: {e}");
+            return;
+        }
+    };
+    endpoint.set_default_client_config(client_config);
+    let addrs = cfg.addresses();
+    let mut current = 0usize;
+    let mut connection: Option<quinn::Connection> = None;
+    let mut sample: Option<ClockSample> = None;
+    let mut unsupported_logged = false;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wait = heartbeat_round(
+            &endpoint,
+            &cfg,
+            &addrs,
+            &mut current,
+            &mut connection,
+            &mut sample,
+            &source,
+            &health,
+            &mut unsupported_logged,
+            every,
+        )
+        .await
+        .unwrap_or(every);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    if let Some(c) = connection.take() {
+        c.close(0u32.into(), b"sensor stopping");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+/// One heartbeat (two right after connecting: the first measures the clock, the second
+/// carries it). Returns the wait before the next when it is not the usual interval.
+#[allow(clippy::too_many_arguments)]
+async fn heartbeat_round(
+    endpoint: &quinn::Endpoint,
+    cfg: &UplinkConfig,
+    addrs: &[SocketAddr],
+    current: &mut usize,
+    connection: &mut Option<quinn::Connection>,
+    sample: &mut Option<ClockSample>,
+    source: &HeartbeatSource,
+    health: &UplinkHealth,
+    unsupported_logged: &mut bool,
+    every: Duration,
+) -> Option<Duration> {
+    if connection.as_ref().is_none_or(|c| c.close_reason().is_some()) {
+        // Where the uplink delivers is the leader as far as it knows.
+        if let UplinkState::Connected(at) = health.state() {
+            if let Some(i) = addrs.iter().position(|a| a.to_string() == at) {
+                *current = i;
+            }
+        }
+        let server = addrs[*current % addrs.len()];
+        match connect(endpoint, cfg, server).await {
+            Ok(c) => {
+                debug!(%server, "heartbeat connection up");
+                *connection = Some(c);
+                *sample = None;
+            }
+            Err(msg) => {
+                *current = (*current + 1) % addrs.len();
+                // rustls' words for the TLS alert no_application_protocol (120).
+                if msg.contains("support any known protocol") || msg.contains("NoApplicationProtocol") {
+                    let pause = (every * 10).min(HEARTBEAT_UNSUPPORTED_PAUSE);
+                    if !*unsupported_logged {
+                        info!(
+                            "the aggregator at {server} does not take heartbeats (a version before them); batches \
+                             are unaffected, heartbeats are tried again in {pause:?}"
+                        );
+                        *unsupported_logged = true;
+                    }
+                    return Some(pause);
+                }
+                debug!("cannot open a heartbeat connection to {server}: {msg}");
+                return None;
+            }
+        }
+    }
+    let conn = connection.clone()?;
+    for _ in 0..2 {
+        let first = sample.is_none();
+        match send_heartbeat(&conn, source, *sample).await {
+            Ok((reply, measured)) => {
+                *sample = Some(measured);
+                crate::telemetry::record_clock(measured.offset_us, measured.round_trip_us);
+                debug!(
+                    offset_us = measured.offset_us,
+                    round_trip_us = measured.round_trip_us,
+                    outcome = %reply.outcome,
+                    "heartbeat answered"
+                );
+                if reply.outcome == "not-leader" {
+                    // Record where the leader is, if it is one of ours, and go there next.
+                    let leader = reply.leader_ingest.as_deref().and_then(|a| a.parse::<SocketAddr>().ok());
+                    if let Some(i) = leader.and_then(|l| addrs.iter().position(|a| *a == l)) {
+                        *current = i;
+                        conn.close(0u32.into(), b"moving to the leader");
+                        *connection = None;
+                        return Some(Duration::from_millis(50));
+                    }
+                }
+                if !first {
+                    break;
+                }
+            }
+            Err(msg) => {
+                debug!("a heartbeat failed: {msg}; reconnecting for the next");
+                conn.close(0u32.into(), b"heartbeat failed");
+                *connection = None;
+                *current = (*current + 1) % addrs.len();
+                break;
+            }
+        }
+    }
+    None
+}
+
+/// Send one heartbeat on its own stream and read the node's answer.
+async fn send_heartbeat(
+    conn: &quinn::Connection,
+    source: &HeartbeatSource,
+    sample: Option<ClockSample>,
+) -> std::result::Result<(wardline_common::wire::HeartbeatReply, ClockSample), String> {
+    let mut heartbeat = source();
+    heartbeat.clock_offset_us = sample.map(|s| s.offset_us);
+    heartbeat.round_trip_us = sample.map(|s| s.round_trip_us);
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let t0 = now_us();
+        heartbeat.sent_us = t0;
+        let frame = encode_frame(&heartbeat).map_err(|e| e.to_string())?;
+        send.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        let bytes = recv.read_to_end(wardline_common::wire::MAX_HEARTBEAT_BYTES).await.map_err(|e| e.to_string())?;
+        let t3 = now_us();
+        let reply: wardline_common::wire::HeartbeatReply =
+            decode_frame(&bytes).map_err(|e| format!("unreadable heartbeat reply: {e}"))?;
+        let measured = clock_sample(t0, reply.received_us, reply.replied_us, t3);
+        Ok((reply, measured))
+    };
+    match tokio::time::timeout(HEARTBEAT_REPLY_TIMEOUT, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {HEARTBEAT_REPLY_TIMEOUT:?}")),
+    }
+}
+
 /// Remove the acked batches from the spool with one flush.
 fn remove_acked(spool: &Spool, acked: &mut Vec<u64>) -> Result<()> {
     if acked.is_empty() {
@@ -829,6 +1045,20 @@ fn explain_connection_error(e: &quinn::ConnectionError, cfg: &UplinkConfig) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_sample_is_ntps_offset_and_delay() {
+        // The node's clock is 10 s ahead; 2 ms each way; the node took 1 ms to answer.
+        let s = clock_sample(1_000_000, 11_002_000, 11_003_000, 1_005_000);
+        assert_eq!(s, ClockSample { offset_us: 10_000_000, round_trip_us: 4_000 });
+        // 5 s behind, 1 ms out and 3 ms back: the error is half the asymmetry (1 ms).
+        let s = clock_sample(50_000_000, 45_001_000, 45_001_000, 50_004_000);
+        assert_eq!(s.offset_us, -5_001_000);
+        assert_eq!(s.round_trip_us, 4_000);
+        // Garbage from the peer never panics.
+        let _ = clock_sample(0, u64::MAX, 0, u64::MAX);
+        assert_eq!(clock_sample(10, 0, 0, 5).round_trip_us, 0);
+    }
 
     #[test]
     fn backoff_doubles_with_bounded_jitter_and_never_exceeds_max() {

@@ -219,7 +219,40 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
             cell(&r["last_packet_us"])
         );
     }
+    print_sensor_health(&v["health"]);
     Ok(())
+}
+
+/// The `health` part of `GET /api/v1/sensors` (decision 0038), one line per sensor.
+fn print_sensor_health(health: &Value) {
+    let Some(sensors) = health.as_object().filter(|m| !m.is_empty()) else {
+        println!("\nno sensor heartbeats recorded (sensors of an older version, or a node of one in the cluster)");
+        return;
+    };
+    println!(
+        "\n{:<20}  {:<9}  {:>24}  {:>11}  {:>6}  {:>10}  {:>8}  {:<10}  CONDITIONS",
+        "SENSOR", "STATUS", "LAST SEEN (ms)", "CLOCK (ms)", "SPOOL", "CAP DROPS", "RESTARTS", "VERSION"
+    );
+    for (id, h) in sensors {
+        let hb = &h["heartbeat"];
+        let drops =
+            hb["capture_kernel_dropped"].as_u64().unwrap_or(0) + hb["capture_interface_dropped"].as_u64().unwrap_or(0);
+        let clock = h["clock_offset_ms"].as_f64().map_or("-".to_string(), |o| format!("{o:.1}"));
+        let conditions =
+            h["conditions"].as_array().map(|a| a.iter().map(cell).collect::<Vec<_>>().join(",")).unwrap_or_default();
+        println!(
+            "{:<20}  {:<9}  {:>24}  {:>11}  {:>5}%  {:>10}  {:>8}  {:<10}  {}",
+            id,
+            cell(&h["status"]),
+            cell(&h["last_seen_ms"]),
+            clock,
+            cell(&h["spool_percent"]),
+            drops,
+            cell(&hb["uplink_restarts"]),
+            cell(&hb["version"]),
+            if conditions.is_empty() { "-".to_string() } else { conditions }
+        );
+    }
 }
 
 fn print_device(v: &Value) {

@@ -153,8 +153,14 @@ impl QueryService {
     /// Replicated sensor records and this node's ingest counters.
     pub async fn sensors(&self) -> SensorsView {
         // Sensors number in the tens to hundreds: copying the map is a short hold.
-        let sensors = self.raft.read_state(|s| s.sensors().clone()).await;
-        SensorsView { ingest: self.ingest_stats.snapshot(), sensors }
+        let (sensors, health) = self
+            .raft
+            .read_state(|s| {
+                let health = s.sensor_health().sensors().iter().map(|(id, r)| (id.clone(), r.view())).collect();
+                (s.sensors().clone(), health)
+            })
+            .await;
+        SensorsView { ingest: self.ingest_stats.snapshot(), sensors, health }
     }
 
     /// Liveness: "ok", or "raft-stopped" with the reason once a storage or internal error

@@ -292,6 +292,9 @@ pub struct SensorsView {
     pub ingest: IngestStatsSnapshot,
     /// Replicated per-sensor records, by sensor id.
     pub sensors: BTreeMap<String, SensorRecord>,
+    /// Each sensor's latest recorded heartbeat (replicated; decision 0038), by sensor id.
+    /// Sensors that never sent one (older versions) are absent.
+    pub health: BTreeMap<String, crate::state::sensor_health::SensorHealthView>,
 }
 
 /// `GET /api/v1/cluster`: this node's view of Raft.

@@ -60,6 +60,10 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// Features of this build a leader asks its members about (`network::PATH_FEATURES`) before
+/// proposing commands an older node could not decode. `sensor_health`: `Command::SensorHeartbeat`.
+pub const FEATURES: &[&str] = &["sensor_health"];
+
 /// What the Raft RPC router is given: the node whose `Raft` serves the requests.
 pub type RaftHandle = Arc<RaftNode>;
 
@@ -515,6 +519,12 @@ impl RaftNode {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// The features member `id` (`node`) says it supports (`FEATURES` of its build); an
+    /// error when it cannot tell (unreachable, or an older version without the route).
+    pub async fn peer_features(&self, id: u64, node: ClusterNode) -> Result<Vec<String>, String> {
+        self.forward.features(id, node).await
     }
 
     /// Read the state as applied on this node. On a follower it may lag the leader.

@@ -61,6 +61,9 @@ pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 /// A follower's audit entry for the leader to append (the entry must name the sender as its
 /// node; nothing but audit entries is forwarded).
 pub const PATH_FORWARD_AUDIT: &str = "/raft/forward/audit";
+/// What this build supports (`super::FEATURES`), asked by a leader before it proposes a
+/// command an older member could not decode (decision 0038). An older node answers 404.
+pub const PATH_FEATURES: &str = "/raft/features";
 /// Largest forwarded audit entry (its text fields are cut at 512 characters).
 const MAX_FORWARD_AUDIT_BYTES: usize = 64 * 1024;
 /// How long a follower waits for the leader to commit a forwarded entry.
@@ -140,6 +143,21 @@ impl HttpsNetworkFactory {
         let res: Result<(), String> =
             net.post(PATH_FORWARD_AUDIT, entry, FORWARD_TIMEOUT).await.map_err(|f| f.to_string())?;
         res.map_err(|e| format!("the leader, node {leader}, could not append it: {e}"))
+    }
+}
+
+impl HttpsNetworkFactory {
+    /// The features node `target` (`node`) supports; an error when it cannot tell (down, or
+    /// a version without `PATH_FEATURES`: the error then names HTTP 404).
+    pub async fn features(&self, target: NodeId, node: ClusterNode) -> Result<Vec<String>, String> {
+        let net = HttpsNetwork {
+            client: self.client.clone(),
+            target,
+            node,
+            chunk_bytes: self.chunk_bytes,
+            cluster_id: self.cluster_id.clone(),
+        };
+        net.post(PATH_FEATURES, &(), FORWARD_TIMEOUT).await.map_err(|f| f.to_string())
     }
 }
 
@@ -332,6 +350,7 @@ pub fn router(node: Arc<RaftNode>) -> Router {
         .route(PATH_VOTE, post(vote).layer(DefaultBodyLimit::max(MAX_VOTE_BYTES)))
         .route(PATH_SNAPSHOT, post(snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_CHUNK + CHUNK_ENVELOPE_BYTES)))
         .route(PATH_FORWARD_AUDIT, post(forward_audit).layer(DefaultBodyLimit::max(MAX_FORWARD_AUDIT_BYTES)))
+        .route(PATH_FEATURES, post(features).layer(DefaultBodyLimit::max(64)))
         .layer(middleware::from_fn_with_state(node, authenticate))
         .with_state(state)
 }
@@ -483,6 +502,11 @@ async fn forward_audit(
     let res: Result<(), String> =
         s.node.propose(crate::state::Command::Audit(entry)).await.map(|_| ()).map_err(|e| e.to_string());
     reply(&res)
+}
+
+/// This build's features (`super::FEATURES`).
+async fn features() -> Response {
+    reply(&super::FEATURES.iter().map(|f| f.to_string()).collect::<Vec<String>>())
 }
 
 fn out_of_order(chunk: &SnapshotChunk, expected: Option<(String, usize)>) -> Response {

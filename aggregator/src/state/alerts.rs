@@ -46,6 +46,8 @@ pub enum AlertKind {
     CleartextCredentials,
     PolicyViolation,
     SensorSilent,
+    /// A sensor's heartbeat shows a problem (decision 0038; target: the condition).
+    SensorUnhealthy,
 }
 
 /// How bad. Ordered, so `severity >= high` filters work.
