@@ -9,5 +9,6 @@ mod failover;
 mod kb_override;
 mod kill9;
 mod nemeses;
+mod outage;
 mod revocation;
 mod upgrade;
