@@ -16,7 +16,8 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::procs::{bin, run_ok};
+use crate::procs::{bin, run_ok, Fleet, Sensor, SensorSpec};
+use std::collections::BTreeSet;
 
 /// Microseconds in an hour.
 pub const HOUR_US: u64 = 3_600_000_000;
@@ -173,4 +174,70 @@ pub fn hospital_network_config(truth: &Value, capture: &Value) -> String {
         text.push_str(&format!("[[remote_sites]]\nsite = {site:?}\nnetworks = {:?}\n", nets_of(site)));
     }
     text
+}
+
+/// A core sensor config for the hospital capture `pcap`: its networks as the truth
+/// describes, batches of at most `max_events`, an optional spool byte cap.
+pub fn core_config(
+    fleet: &Fleet,
+    truth: &Value,
+    id: &str,
+    server: String,
+    pcap: &Path,
+    max_events: usize,
+    spool_bytes: Option<u64>,
+) -> Result<PathBuf> {
+    let capture = &truth["captures"][0];
+    let site = capture["site"].as_str().context("the truth names no site for the core capture")?;
+    let spec = SensorSpec {
+        sensor_id: id,
+        site,
+        tls_dir: fleet.issue_sensor(id, site)?,
+        server,
+        pcaps: vec![pcap.to_path_buf()],
+        max_events,
+    };
+    let path = Sensor::write_config(fleet, &spec)?;
+    let text = std::fs::read_to_string(&path)?;
+    let networks = hospital_network_config(truth, capture);
+    let (top, tables) =
+        networks.split_once("[[").map(|(t, r)| (t.to_string(), format!("[[{r}"))).unwrap_or((networks, String::new()));
+    let cap = spool_bytes.map(|b| format!("[spool]\nmax_bytes = {b}\n")).unwrap_or_default();
+    let text = text.replacen("[uplink]\n", &format!("{top}{cap}[uplink]\n"), 1) + &tables;
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Ground-truth devices the core sensor sees natively, with the addresses it saw them
+/// use on its own sites (a device that moved to the clinic is seen there only routed).
+pub fn core_truth(truth: &Value) -> Value {
+    let capture = &truth["captures"][0];
+    let sensor = capture["sensor"].clone();
+    let native: Vec<&Value> = capture["native_sites"].as_array().into_iter().flatten().collect();
+    let devices: Vec<Value> = truth["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| {
+            d["sightings"].as_array().into_iter().flatten().any(|s| s["sensor"] == sensor && s["native"] == true)
+        })
+        .map(|d| {
+            let mut d = d.clone();
+            let ips: BTreeSet<String> = d["bindings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| native.contains(&&b["site"]) && b["mac"] == d["mac"])
+                .filter_map(|b| b["ip"].as_str().map(str::to_string))
+                .collect();
+            d["ips"] = Value::from(ips.into_iter().collect::<Vec<_>>());
+            // The IEEE registry spells some vendors with doubled spaces; the sensor's OUI
+            // table collapses them.
+            if let Some(v) = d["vendor"].as_str() {
+                d["vendor"] = Value::from(v.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            d
+        })
+        .collect();
+    serde_json::json!({ "devices": devices })
 }

@@ -6,6 +6,7 @@
 mod bundle;
 mod e2e_clickhouse;
 mod failover;
+mod flapping;
 mod kb_override;
 mod kill9;
 mod nemeses;

@@ -17,24 +17,24 @@
 //! batches the sensor logged as evicted).
 //!
 //! `WARDLINE_OUTAGE_SLICES` (default 6) and `WARDLINE_OUTAGE_SPOOL_BYTES` (default
-//! [`DEFAULT_SPOOL_BYTES`]) size the long run (`just outage-long`, docs/chaos.md).
+//! [`SPOOL_BYTES_PER_SLICE`] per slice) size the long run (`just outage`, docs/chaos.md).
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wardline_chaos_tests::expect::*;
 use wardline_chaos_tests::fault_proxy::{FaultProxy, Transport};
-use wardline_chaos_tests::multiday::{self, Slice, HOUR_US};
+use wardline_chaos_tests::multiday::{self, core_config, core_truth, Slice, HOUR_US};
 use wardline_chaos_tests::procs::*;
 
 /// Packet time the capture spans: the outage.
 const SPAN_US: u64 = 72 * HOUR_US;
 /// Ten-minute slices spread over the span (the last one risky).
 const DEFAULT_SLICES: usize = 6;
-/// The spool cap: above the inventory the capture produces (inventory is evicted last and
-/// must all arrive), well below everything it spools.
-const DEFAULT_SPOOL_BYTES: u64 = 1_000_000;
+/// The spool cap per slice: above the inventory a slice spools (inventory is evicted last
+/// and must all arrive; six slices evicted some of it under 600 kB), far below everything
+/// it spools (about 4 MB a slice).
+const SPOOL_BYTES_PER_SLICE: u64 = 170_000;
 /// Devices learn for the first half of the outage; the risky slice comes after.
 const LEARNING_SECS: u64 = 36 * 3600;
 /// Clinical VLANs of the hospital (ward, ICU, radiology, lab, clinic).
@@ -55,37 +55,6 @@ fn configure_alerts(agg: &Aggregator) {
     let resp =
         agg.api_client().unwrap().put(format!("{}/api/v1/alerts/settings", agg.api())).json(&body).send().unwrap();
     assert!(resp.status().is_success(), "alert settings: {} {}", resp.status(), resp.text().unwrap_or_default());
-}
-
-/// A core sensor config for the hospital capture: its networks as the truth describes,
-/// one batch per drain interval as by default, and an optional spool cap.
-fn core_config(
-    fleet: &Fleet,
-    truth: &Value,
-    id: &str,
-    server: String,
-    pcap: &Path,
-    spool_bytes: Option<u64>,
-) -> PathBuf {
-    let capture = &truth["captures"][0];
-    let site = capture["site"].as_str().expect("core capture's site");
-    let spec = SensorSpec {
-        sensor_id: id,
-        site,
-        tls_dir: fleet.issue_sensor(id, site).unwrap(),
-        server,
-        pcaps: vec![pcap.to_path_buf()],
-        max_events: 2000,
-    };
-    let path = Sensor::write_config(fleet, &spec).unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let networks = multiday::hospital_network_config(truth, capture);
-    let (top, tables) =
-        networks.split_once("[[").map(|(t, r)| (t.to_string(), format!("[[{r}"))).unwrap_or((networks, String::new()));
-    let cap = spool_bytes.map(|b| format!("[spool]\nmax_bytes = {b}\n")).unwrap_or_default();
-    let text = text.replacen("[uplink]\n", &format!("{top}{cap}[uplink]\n"), 1) + &tables;
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn wait_for_log(sensor: &mut Sensor, what: &str, within: Duration) {
@@ -126,40 +95,6 @@ fn inventory_digest(inv: &Value) -> BTreeSet<String> {
             )
         })
         .collect()
-}
-
-/// Ground-truth devices the core sensor sees natively, with the addresses it saw them
-/// use on its own sites (a device that moved to the clinic is seen there only routed).
-fn core_truth(truth: &Value) -> Value {
-    let capture = &truth["captures"][0];
-    let sensor = capture["sensor"].clone();
-    let native: Vec<&Value> = capture["native_sites"].as_array().into_iter().flatten().collect();
-    let devices: Vec<Value> = truth["devices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| {
-            d["sightings"].as_array().into_iter().flatten().any(|s| s["sensor"] == sensor && s["native"] == true)
-        })
-        .map(|d| {
-            let mut d = d.clone();
-            let ips: BTreeSet<String> = d["bindings"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|b| native.contains(&&b["site"]) && b["mac"] == d["mac"])
-                .filter_map(|b| b["ip"].as_str().map(str::to_string))
-                .collect();
-            d["ips"] = Value::from(ips.into_iter().collect::<Vec<_>>());
-            // The IEEE registry spells some vendors with doubled spaces; the sensor's OUI
-            // table collapses them.
-            if let Some(v) = d["vendor"].as_str() {
-                d["vendor"] = Value::from(v.split_whitespace().collect::<Vec<_>>().join(" "));
-            }
-            d
-        })
-        .collect();
-    serde_json::json!({ "devices": devices })
 }
 
 /// (kind, device, target) of every alert.
@@ -277,7 +212,7 @@ fn flows_behind_alert_gone(agg: &Aggregator, (kind, device, target): &&(String, 
 fn a_72_hour_outage_with_a_small_spool_delivers_inventory_alerts_and_counts_every_loss() {
     let seed = seed();
     let slices_n: usize = env_or("WARDLINE_OUTAGE_SLICES", DEFAULT_SLICES).max(2);
-    let spool_bytes: u64 = env_or("WARDLINE_OUTAGE_SPOOL_BYTES", DEFAULT_SPOOL_BYTES);
+    let spool_bytes: u64 = env_or("WARDLINE_OUTAGE_SPOOL_BYTES", SPOOL_BYTES_PER_SLICE * slices_n as u64);
     let started = Instant::now();
     let fleet = Fleet::new().unwrap();
 
@@ -319,8 +254,9 @@ fn a_72_hour_outage_with_a_small_spool_delivers_inventory_alerts_and_counts_ever
     .unwrap();
     link.handle().partition();
 
-    let clean_cfg = core_config(&fleet, &truth, "core-clean", clean_agg.quic_addr(), &pcap, None);
-    let outage_cfg = core_config(&fleet, &truth, "core-outage", link.listen.to_string(), &pcap, Some(spool_bytes));
+    let clean_cfg = core_config(&fleet, &truth, "core-clean", clean_agg.quic_addr(), &pcap, 2000, None).unwrap();
+    let outage_cfg =
+        core_config(&fleet, &truth, "core-outage", link.listen.to_string(), &pcap, 2000, Some(spool_bytes)).unwrap();
     let mut clean_sensor = Sensor::start(&clean_cfg, &fleet.path().join("sensor-clean.log"), &[]).unwrap();
     let mut outage_sensor = Sensor::start(&outage_cfg, &fleet.path().join("sensor-outage.log"), &[]).unwrap();
 
