@@ -8,7 +8,6 @@ pub mod fault_proxy;
 pub mod multiday;
 pub mod nemesis;
 pub mod netns;
-pub mod pace;
 pub mod procs;
 pub mod run;
 pub mod zookeeper;

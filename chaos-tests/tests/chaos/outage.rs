@@ -171,8 +171,8 @@ fn last_spool_report(agg: &Aggregator, sensor: &str) -> BTreeMap<String, u64> {
     let log = agg.log_text();
     let line = log
         .lines()
-        .filter(|l| l.contains("the sensor's spool gave up") && l.contains(&format!("sensor={sensor}")))
-        .last()
+        .rev()
+        .find(|l| l.contains("the sensor's spool gave up") && l.contains(&format!("sensor={sensor}")))
         .unwrap_or_else(|| panic!("aggregator logged no spool report of {sensor}:\n{}", tail(&log)));
     fields(line)
 }
