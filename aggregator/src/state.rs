@@ -26,6 +26,7 @@ pub mod identity;
 mod ips;
 pub mod policy;
 pub mod revocations;
+pub mod spool_losses;
 pub mod tags;
 pub mod tokens;
 mod vecmap;
@@ -52,7 +53,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_000a;
+pub const STATE_FORMAT: u32 = 0x574c_000b;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -158,6 +159,21 @@ pub enum Command {
         mac: MacAddr,
         tags: Vec<String>,
     },
+    /// `ApplyBatches` for a group in which some batches carry their sensor's spool report
+    /// (what the spool gave up; decision 0045): each report is kept when its batch is
+    /// applied. Proposed only for such groups, so a cluster of older nodes receives it only
+    /// from a sensor that lost data (the upgrade rule in docs/operations.md).
+    ApplyReportedBatches {
+        batches: Vec<IngestBatch>,
+        reports: Vec<BatchSpoolReport>,
+    },
+}
+
+/// The spool report batch `index` of an `ApplyReportedBatches` group carried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchSpoolReport {
+    pub index: u32,
+    pub report: wardline_common::wire::SpoolReport,
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -652,6 +668,8 @@ pub struct ClusterState {
     detectors: anomaly::detectors::Detectors,
     /// Operators' tags on devices, for group conditions.
     device_tags: tags::DeviceTags,
+    /// What each sensor's spool gave up (decision 0045).
+    spool_losses: spool_losses::SpoolLosses,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -688,6 +706,8 @@ struct ReplicatedParts {
     detectors: anomaly::detectors::Detectors,
     #[serde(default)]
     device_tags: tags::DeviceTags,
+    #[serde(default)]
+    spool_losses: spool_losses::SpoolLosses,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -750,6 +770,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "group_history",
             "detectors",
             "device_tags",
+            "spool_losses",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -787,6 +808,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 // The second detectors (decision 0033) start with default settings.
                 let detectors = part_since(&mut seq, format, 0x574c_0009, "detectors")?;
                 let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
+                let spool_losses = part_since(&mut seq, format, 0x574c_000b, "spool losses")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -805,6 +827,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     group_history,
                     detectors,
                     device_tags,
+                    spool_losses,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -841,6 +864,7 @@ impl Serialize for ClusterState {
             group_history: &'a policy::GroupHistory,
             detectors: &'a anomaly::detectors::Detectors,
             device_tags: &'a tags::DeviceTags,
+            spool_losses: &'a spool_losses::SpoolLosses,
         }
         Parts {
             format: StateFormat,
@@ -860,6 +884,7 @@ impl Serialize for ClusterState {
             group_history: &self.group_history,
             detectors: &self.detectors,
             device_tags: &self.device_tags,
+            spool_losses: &self.spool_losses,
         }
         .serialize(s)
     }
@@ -884,6 +909,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             group_history: parts.group_history,
             detectors: parts.detectors,
             device_tags: parts.device_tags,
+            spool_losses: parts.spool_losses,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1078,6 +1104,11 @@ impl ClusterState {
                 ApplyResponse::done(true)
             }
             Command::SetDeviceTags { mac, tags } => ApplyResponse::done(self.device_tags.set(*mac, tags)),
+            Command::ApplyReportedBatches { batches, reports } => {
+                let applied: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
+                self.note_spool_reports(batches, &applied, reports);
+                ApplyResponse { applied: applied.iter().any(|a| *a), batches: applied }
+            }
         }
     }
 
@@ -1094,6 +1125,22 @@ impl ClusterState {
     /// Imported vulnerability feeds.
     pub fn device_tags(&self) -> &tags::DeviceTags {
         &self.device_tags
+    }
+
+    /// What each sensor's spool gave up (decision 0045).
+    pub fn spool_losses(&self) -> &spool_losses::SpoolLosses {
+        &self.spool_losses
+    }
+
+    /// Keep the spool reports of the batches of a group that were applied (a duplicate's
+    /// report was kept when it was first applied).
+    fn note_spool_reports(&mut self, batches: &[IngestBatch], applied: &[bool], reports: &[BatchSpoolReport]) {
+        for r in reports {
+            let i = r.index as usize;
+            if let (Some(true), Some(b)) = (applied.get(i), batches.get(i)) {
+                self.spool_losses.note(&b.summary.sensor_id, b.summary.seq, &r.report);
+            }
+        }
     }
 
     pub fn revocations(&self) -> &revocations::Revocations {

@@ -12,7 +12,7 @@
 //! only moves past a batch when it was acked or dead-lettered).
 
 use crate::raft::{ProposeError, RaftNode};
-use crate::state::{outbox_bytes_of, BatchSummary, Command, IngestBatch};
+use crate::state::{outbox_bytes_of, BatchSpoolReport, BatchSummary, Command, IngestBatch};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,8 @@ pub const MAX_SEQ_JUMP: u64 = 1 << 32;
 struct Pending {
     batch: IngestBatch,
     reply: oneshot::Sender<BatchReply>,
+    /// The spool report the batch carried, kept in the state when it is applied (0045).
+    report: Option<wardline_common::wire::SpoolReport>,
 }
 
 /// Submits batches to the group-commit task.
@@ -61,8 +63,12 @@ impl GroupCommitter {
         let (id, seq) = (batch.id, batch.seq);
         let summary = BatchSummary::from_batch(&batch);
         let flows = batch.flows().cloned().collect();
+        let report = batch.events.iter().rev().find_map(|e| match e {
+            wardline_common::wire::Event::SpoolReport(r) => Some(r.clone()),
+            _ => None,
+        });
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, reply }).is_ok();
+        let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, reply, report }).is_ok();
         async move {
             if !sent {
                 return BatchReply::RetryLater { batch_id: id, seq, reason: "aggregator node shutting down".into() };
@@ -180,12 +186,27 @@ async fn commit_group(
     if proposal.is_empty() {
         return;
     }
-    let (batches, replies): (Vec<IngestBatch>, Vec<oneshot::Sender<BatchReply>>) =
-        proposal.into_iter().map(|p| (p.batch, p.reply)).unzip();
+    let mut reports = Vec::new();
+    let (batches, replies): (Vec<IngestBatch>, Vec<oneshot::Sender<BatchReply>>) = proposal
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if let Some(report) = p.report {
+                reports.push(BatchSpoolReport { index: i as u32, report });
+            }
+            (p.batch, p.reply)
+        })
+        .unzip();
     let ids: Vec<(String, ulid::Ulid, u64)> =
         batches.iter().map(|b| (b.summary.sensor_id.clone(), b.summary.batch_id, b.summary.seq)).collect();
     let n = batches.len();
-    match raft.propose(Command::ApplyBatches(batches)).await {
+    // Only a group carrying spool reports needs the newer command (older nodes lack it).
+    let command = if reports.is_empty() {
+        Command::ApplyBatches(batches)
+    } else {
+        Command::ApplyReportedBatches { batches, reports }
+    };
+    match raft.propose(command).await {
         Ok(resp) => {
             debug!(batches = n, "group committed");
             for (i, ((_, batch_id, seq), reply)) in ids.into_iter().zip(replies).enumerate() {
