@@ -11,8 +11,9 @@
 //!
 //! Then B must hold: the same inventory as A (every device, address, vendor, hostname,
 //! class, first and last seen), every ground-truth device the core sees natively, every
-//! alert A raised, every device pair A has flows for, and flow totals that differ from A's by
-//! exactly what the sensor's spool reported evicted (bytes, flow records, net of roll-ups);
+//! alert A raised, every device pair A has flows for (strict, the default; decision 0045), and
+//! flow totals that differ from A's by exactly what the sensor's spool reported evicted
+//! (bytes, flow records, net of roll-ups), read from B's API (`/api/v1/sensors/{id}/losses`);
 //! every batch applied once (watermark = applied + counted skips, skips = the sealed
 //! batches the sensor logged as evicted).
 //!
