@@ -377,6 +377,18 @@ fn a_72_hour_outage_with_a_small_spool_delivers_inventory_alerts_and_counts_ever
     // The sensors view carries the same totals.
     let view = outage_agg.get("/api/v1/sensors").unwrap()["spool_losses"]["core-outage"].clone();
     assert_eq!(view, account["total"], "sensors view vs losses route");
+    // The clean-link sensor lost nothing: zeros, no entry in the view; an unknown one is 404.
+    let (clean_totals, clean_account) = spool_losses(&clean_agg, "core-clean");
+    assert!(clean_totals.values().all(|n| *n == 0), "{clean_account}");
+    assert_eq!(clean_account["losses"].as_array().map(Vec::len), Some(0), "{clean_account}");
+    assert_eq!(clean_agg.get("/api/v1/sensors").unwrap()["spool_losses"], serde_json::json!({}));
+    let unknown = outage_agg
+        .api_client()
+        .unwrap()
+        .get(format!("{}/api/v1/sensors/no-such-sensor/losses", outage_agg.api()))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404, "losses of a sensor the cluster never heard from");
     assert_eq!(
         n(&a_totals, "bytes") - n(&b_totals, "bytes"),
         r("flow_bytes_evicted"),
