@@ -377,6 +377,16 @@ fn a_72_hour_outage_with_a_small_spool_delivers_inventory_alerts_and_counts_ever
     // The sensors view carries the same totals.
     let view = outage_agg.get("/api/v1/sensors").unwrap()["spool_losses"]["core-outage"].clone();
     assert_eq!(view, account["total"], "sensors view vs losses route");
+    // And the metric (for alert rules) says the same.
+    let metrics =
+        outage_agg.api_client().unwrap().get(format!("{}/metrics", outage_agg.api())).send().unwrap().text().unwrap();
+    for (what, key) in
+        [("batches", "batches_evicted"), ("flow_bytes", "flow_bytes_evicted"), ("flows", "flows_evicted")]
+    {
+        let series = format!("wardline_sensor_spool_lost{{sensor_id=\"core-outage\",what=\"{what}\"}} ");
+        let value = metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).map(|v| v.trim().parse::<f64>());
+        assert_eq!(value, Some(Ok(r(key) as f64)), "{series} in /metrics vs the losses route");
+    }
     // The clean-link sensor lost nothing: zeros, no entry in the view; an unknown one is 404.
     let (clean_totals, clean_account) = spool_losses(&clean_agg, "core-clean");
     assert!(clean_totals.values().all(|n| *n == 0), "{clean_account}");
