@@ -416,7 +416,12 @@ fn a_72_hour_outage_with_a_small_spool_delivers_inventory_alerts_and_counts_ever
         n(&a_totals, "flows"),
         r("flows_rolled_up")
     );
-    assert!(n(&b_totals, "packets") < n(&a_totals, "packets"), "evicted flows carried packets");
+    // Packets are not in the report (decision 0045): lower when flows were evicted, else equal.
+    if r("flows_evicted") > 0 {
+        assert!(n(&b_totals, "packets") < n(&a_totals, "packets"), "evicted flows carried packets");
+    } else {
+        assert_eq!(n(&b_totals, "packets"), n(&a_totals, "packets"), "nothing evicted, roll-up keeps every packet");
+    }
 
     // Every batch applied exactly once: the watermark is the batches applied plus the
     // sealed batches the spool evicted (their seqs never arrive), nothing twice.
