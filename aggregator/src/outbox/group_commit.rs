@@ -1,5 +1,6 @@
 //! Group commit: batches arriving while a Raft proposal is in flight are proposed together
-//! as one `Command::ApplyBatches` entry, one proposal at a time.
+//! as one `Command::ApplyBatches` entry, one proposal at a time (`ApplyReportedBatches` when a
+//! batch of the group carries its sensor's spool report, decision 0045).
 //!
 //! Order: batches are proposed in the order they were submitted (ingest submits a
 //! connection's batches in stream order, which is the sensor's seq order), and the state
