@@ -64,8 +64,10 @@ impl GroupCommitter {
         let (id, seq) = (batch.id, batch.seq);
         let summary = BatchSummary::from_batch(&batch);
         let flows = batch.flows().cloned().collect();
+        // Only a report of something lost or condensed is kept: a report of nothing (one that
+        // only names the spool's epoch) must not turn the group into the newer command.
         let report = batch.events.iter().rev().find_map(|e| match e {
-            wardline_common::wire::Event::SpoolReport(r) => Some(r.clone()),
+            wardline_common::wire::Event::SpoolReport(r) if reports_something(r) => Some(r.clone()),
             _ => None,
         });
         let (reply, rx) = oneshot::channel();
@@ -81,6 +83,15 @@ impl GroupCommitter {
             })
         }
     }
+}
+
+/// True when a spool report says the spool evicted, rolled up or quarantined anything.
+fn reports_something(r: &wardline_common::wire::SpoolReport) -> bool {
+    !r.losses.is_empty()
+        || r.batches_evicted > 0
+        || r.flows_rolled_up > 0
+        || r.rollups_created > 0
+        || r.records_quarantined > 0
 }
 
 /// A refused batch of a sensor; its later batches wait for it.
