@@ -35,6 +35,23 @@ chaos-one NEMESIS SEED FAULT_SECS="60":
 chaos-long SEED="1" ROUNDS="20" FAULT_SECS="30":
     cargo build --workspace --bins && WARDLINE_CHAOS_SEED={{SEED}} WARDLINE_CHAOS_ROUNDS={{ROUNDS}} WARDLINE_CHAOS_FAULT_SECS={{FAULT_SECS}} cargo test -p wardline-chaos-tests --test chaos full_suite -- --ignored --nocapture --test-threads=1
 
+# 72-hour outage with a small spool: SLICES ten-minute hospital slices over 72 h of packet time, drained when the aggregator comes up (docs/chaos.md).
+outage SLICES="24" SPOOL_BYTES="" SEED="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -p wardline-aggregator -p wardline-sensor -p wardline-sim --bins
+    if [[ -n "{{SPOOL_BYTES}}" ]]; then export WARDLINE_OUTAGE_SPOOL_BYTES="{{SPOOL_BYTES}}"; fi
+    if [[ -n "{{SEED}}" ]]; then export WARDLINE_CHAOS_SEED="{{SEED}}"; fi
+    WARDLINE_OUTAGE_SLICES="{{SLICES}}" cargo test -p wardline-chaos-tests --test chaos outage:: -- --nocapture --test-threads=1
+
+# Link flapping for SECS seconds: the sensor's link cut every 2-5 s for 1-3 s, drawn from SEED (docs/chaos.md).
+flapping SECS="600" SEED="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -p wardline-aggregator -p wardline-sensor -p wardline-sim --bins
+    if [[ -n "{{SEED}}" ]]; then export WARDLINE_CHAOS_SEED="{{SEED}}"; fi
+    WARDLINE_FLAP_SECS="{{SECS}}" cargo test -p wardline-chaos-tests --test chaos flapping:: -- --nocapture --test-threads=1
+
 # Three nodes and two sensors on loopback; kills the leader midway; prints each node's inventory and flow totals.
 cluster-demo:
     bash scripts/cluster-demo.sh

@@ -32,6 +32,7 @@ pub fn router(query: Arc<QueryService>) -> Router {
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/flows/totals", get(flow_totals))
         .route("/api/v1/sensors", get(sensors))
+        .route("/api/v1/sensors/{id}/losses", get(sensor_losses))
         .route("/api/v1/cluster", get(cluster))
         .merge(crate::alerts::api::routes())
         .merge(crate::policy::api::routes())
@@ -182,6 +183,13 @@ async fn flow_totals(State(query): Service) -> ApiResult<TotalsView> {
 
 async fn sensors(State(query): Service) -> Json<SensorsView> {
     Json(query.sensors().await)
+}
+
+async fn sensor_losses(
+    State(query): Service,
+    Path(id): Path<String>,
+) -> ApiResult<crate::query::views::SensorLossesView> {
+    Ok(Json(query.sensor_losses(&id).await?))
 }
 
 async fn cluster(State(query): Service) -> Json<ClusterView> {

@@ -10,7 +10,7 @@
 //!
 //! Upgrade safety: a node of an older version cannot decode that command, and a Raft entry
 //! it cannot decode would stop it. So the leader proposes it only once every member of the
-//! cluster said it supports `sensor_health` ([`FeatureGate`], asked over the Raft listener:
+//! cluster said it supports `sensor_health` (`RaftNode::cluster_supports`, asked over the Raft listener:
 //! `raft::network::PATH_FEATURES`; an older node answers 404). Until then heartbeats are
 //! answered (clock) but not recorded, and the leader says why once in its log.
 
@@ -18,21 +18,14 @@ use crate::pki::SensorIdentity;
 use crate::raft::RaftNode;
 use crate::state::sensor_health::HeartbeatRecord;
 use crate::state::Command;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use wardline_common::wire::SensorHeartbeat;
 
 /// The feature a member must support before `Command::SensorHeartbeat` is proposed.
-pub const FEATURE: &str = "sensor_health";
-/// How long a member's "supported" answer is trusted before it is asked again (a node
-/// may have been started again with another binary).
-const RECHECK_SUPPORTED: Duration = Duration::from_secs(300);
-/// How long a "not supported" (or "cannot tell") answer holds before asking again.
-const RECHECK_UNSUPPORTED: Duration = Duration::from_secs(30);
-
+pub const FEATURE: &str = crate::raft::FEATURE_SENSOR_HEALTH;
 /// What a node did with one heartbeat, for the reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -48,76 +41,9 @@ impl Outcome {
     }
 }
 
-/// Whether every member of the cluster supports a feature, asked of each and remembered.
-#[derive(Default)]
-pub struct FeatureGate {
-    /// (member id, Raft address) → (supported, when asked).
-    answers: tokio::sync::Mutex<HashMap<(u64, String), (bool, Instant)>>,
-}
-
-impl FeatureGate {
-    /// Ok when every other member supports `feature`; else which one does not (or could not
-    /// be asked: an unreachable member may run an older version, and would stop on an entry
-    /// it cannot decode once it is back; an answer it gave before still holds).
-    pub async fn check(&self, raft: &RaftNode, feature: &str) -> Result<(), String> {
-        let me = raft.node_id();
-        let members: Vec<(u64, crate::raft::ClusterNode)> = raft
-            .metrics()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, node)| (*id, node.clone()))
-            .collect();
-        // One asker at a time: concurrent heartbeats wait for its answers instead of asking too.
-        let mut answers = self.answers.lock().await;
-        for (id, node) in members {
-            let key = (id, node.raft_addr.clone());
-            let known = answers.get(&key).copied();
-            let fresh =
-                known.is_some_and(|(ok, at)| at.elapsed() < if ok { RECHECK_SUPPORTED } else { RECHECK_UNSUPPORTED });
-            let supported = if fresh {
-                known.is_some_and(|(ok, _)| ok)
-            } else {
-                match raft.peer_features(id, node).await {
-                    Ok(features) => {
-                        let ok = features.iter().any(|f| f == feature);
-                        answers.insert(key, (ok, Instant::now()));
-                        ok
-                    }
-                    Err(e) if e.contains("HTTP 404") => {
-                        answers.insert(key, (false, Instant::now()));
-                        false
-                    }
-                    Err(e) => match known {
-                        // Keep its last answer until the next check, so heartbeats do not
-                        // each wait for a member that is down.
-                        Some((ok, _)) => {
-                            answers.insert(key, (ok, Instant::now()));
-                            ok
-                        }
-                        None => {
-                            answers.insert(key, (false, Instant::now()));
-                            return Err(format!("node {id} could not be asked whether it supports {feature}: {e}"));
-                        }
-                    },
-                }
-            };
-            if !supported {
-                return Err(format!(
-                    "node {id} runs a version that does not know {feature} (upgrade it; heartbeats are recorded once \
-                     every node runs this version)"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A node's heartbeat desk.
 pub struct Heartbeats {
     raft: Arc<RaftNode>,
-    gate: FeatureGate,
     /// Sensors with a proposal in flight (at most one each).
     pending: Mutex<HashSet<String>>,
     /// The gate's last refusal was logged (logged again when it opens and closes again).
@@ -130,7 +56,6 @@ impl Heartbeats {
     pub fn new(raft: Arc<RaftNode>) -> Arc<Self> {
         Arc::new(Heartbeats {
             raft,
-            gate: FeatureGate::default(),
             pending: Mutex::new(HashSet::new()),
             gate_logged: AtomicBool::new(false),
             received: AtomicU64::new(0),
@@ -164,7 +89,7 @@ impl Heartbeats {
         if !worth {
             return Outcome::said("unchanged");
         }
-        if let Err(why) = self.gate.check(&self.raft, FEATURE).await {
+        if let Err(why) = self.raft.cluster_supports(FEATURE).await {
             if !self.gate_logged.swap(true, Ordering::Relaxed) {
                 warn!("sensor heartbeats are answered but not recorded: {why}");
             }

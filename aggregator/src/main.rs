@@ -43,6 +43,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What a sensor's spool gave up while it could not deliver: totals and each lost batch.
+    SensorLosses {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// Sensor id.
+        sensor: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Alerts through a running node's API: list, show, ack, resolve, suppress, rules, settings.
     #[command(subcommand)]
     Alerts(AlertsCmd),
@@ -413,6 +422,10 @@ fn real_main() -> Result<()> {
         Cmd::Sensors { target, json } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(wardline_aggregator::cli::devices::sensors(target, json))
+        }
+        Cmd::SensorLosses { target, sensor, json } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(wardline_aggregator::cli::devices::sensor_losses(target, sensor, json))
         }
         Cmd::Alerts(c) => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

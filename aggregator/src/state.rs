@@ -27,6 +27,7 @@ mod ips;
 pub mod policy;
 pub mod revocations;
 pub mod sensor_health;
+pub mod spool_losses;
 pub mod tags;
 pub mod tokens;
 mod vecmap;
@@ -161,8 +162,23 @@ pub enum Command {
     },
     /// A sensor's heartbeat as the leader received it (decision 0038): its latest health,
     /// and `sensor_unhealthy` alerts opened or resolved. Proposed only once every member
-    /// runs a version that knows it (`heartbeat::FeatureGate`).
+    /// runs a version that knows it (`RaftNode::cluster_supports`).
     SensorHeartbeat(sensor_health::HeartbeatRecord),
+    /// `ApplyBatches` for a group in which some batches carry their sensor's spool report
+    /// (what the spool gave up; decision 0045): each report is kept when its batch is
+    /// applied. Proposed only for such groups, and only once every member supports
+    /// `spool_losses` (`RaftNode::cluster_supports`).
+    ApplyReportedBatches {
+        batches: Vec<IngestBatch>,
+        reports: Vec<BatchSpoolReport>,
+    },
+}
+
+/// The spool report batch `index` of an `ApplyReportedBatches` group carried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchSpoolReport {
+    pub index: u32,
+    pub report: wardline_common::wire::SpoolReport,
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -659,6 +675,8 @@ pub struct ClusterState {
     device_tags: tags::DeviceTags,
     /// Every sensor's latest heartbeat and raised health conditions (decision 0038).
     sensor_health: sensor_health::SensorHealth,
+    /// What each sensor's spool gave up (decision 0045).
+    spool_losses: spool_losses::SpoolLosses,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -697,6 +715,7 @@ struct ReplicatedParts {
     device_tags: tags::DeviceTags,
     #[serde(default)]
     sensor_health: sensor_health::SensorHealth,
+    spool_losses: spool_losses::SpoolLosses,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -760,6 +779,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "detectors",
             "device_tags",
             "sensor_health",
+            "spool_losses",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -798,6 +818,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 let detectors = part_since(&mut seq, format, 0x574c_0009, "detectors")?;
                 let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
                 let sensor_health = part_since(&mut seq, format, 0x574c_000b, "sensor health")?;
+                let spool_losses = part_since(&mut seq, format, 0x574c_000b, "spool losses")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -817,6 +838,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     detectors,
                     device_tags,
                     sensor_health,
+                    spool_losses,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -854,6 +876,7 @@ impl Serialize for ClusterState {
             detectors: &'a anomaly::detectors::Detectors,
             device_tags: &'a tags::DeviceTags,
             sensor_health: &'a sensor_health::SensorHealth,
+            spool_losses: &'a spool_losses::SpoolLosses,
         }
         Parts {
             format: StateFormat,
@@ -874,6 +897,7 @@ impl Serialize for ClusterState {
             detectors: &self.detectors,
             device_tags: &self.device_tags,
             sensor_health: &self.sensor_health,
+            spool_losses: &self.spool_losses,
         }
         .serialize(s)
     }
@@ -899,6 +923,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             detectors: parts.detectors,
             device_tags: parts.device_tags,
             sensor_health: parts.sensor_health,
+            spool_losses: parts.spool_losses,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1101,6 +1126,11 @@ impl ClusterState {
             Command::SensorHeartbeat(record) => {
                 ApplyResponse::done(self.sensor_health.record(record, &mut self.alerts))
             }
+            Command::ApplyReportedBatches { batches, reports } => {
+                let applied: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
+                self.note_spool_reports(batches, &applied, reports);
+                ApplyResponse { applied: applied.iter().any(|a| *a), batches: applied }
+            }
         }
     }
 
@@ -1117,6 +1147,22 @@ impl ClusterState {
     /// Imported vulnerability feeds.
     pub fn device_tags(&self) -> &tags::DeviceTags {
         &self.device_tags
+    }
+
+    /// What each sensor's spool gave up (decision 0045).
+    pub fn spool_losses(&self) -> &spool_losses::SpoolLosses {
+        &self.spool_losses
+    }
+
+    /// Keep the spool reports of the batches of a group that were applied (a duplicate's
+    /// report was kept when it was first applied).
+    fn note_spool_reports(&mut self, batches: &[IngestBatch], applied: &[bool], reports: &[BatchSpoolReport]) {
+        for r in reports {
+            let i = r.index as usize;
+            if let (Some(true), Some(b)) = (applied.get(i), batches.get(i)) {
+                self.spool_losses.note(&b.summary.sensor_id, b.summary.seq, &r.report);
+            }
+        }
     }
 
     pub fn revocations(&self) -> &revocations::Revocations {

@@ -76,6 +76,13 @@ pub struct Telemetry {
     alerts_open: Family<SeverityLabels, Gauge>,
     /// Per-sensor health from heartbeats (decision 0038).
     sensor_health: crate::heartbeat::HealthGauges,
+    spool_lost: Family<SpoolLostLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpoolLostLabels {
+    sensor_id: String,
+    what: &'static str,
 }
 
 fn latency_buckets() -> Histogram {
@@ -119,6 +126,14 @@ impl Telemetry {
             alerts_open.clone(),
         );
         let sensor_health = crate::heartbeat::HealthGauges::register(&mut registry);
+        let spool_lost = Family::<SpoolLostLabels, Gauge>::default();
+        registry.register(
+            "wardline_sensor_spool_lost",
+            "What a sensor's spool gave up while it could not deliver, cumulative over its spool epochs \
+             (decision 0045): batches, flows (flow records evicted), flow_bytes (their traffic), flows_rolled_up, \
+             records_quarantined",
+            spool_lost.clone(),
+        );
         registry.register_collector(Box::new(Collected { raft: raft.clone(), ingest, tls_cert }));
         Arc::new(Telemetry {
             registry,
@@ -130,6 +145,7 @@ impl Telemetry {
             labelled_sensors: Mutex::new(HashSet::new()),
             alerts_open,
             sensor_health,
+            spool_lost,
         })
     }
 
@@ -191,6 +207,40 @@ impl Telemetry {
             self.alerts_open.get_or_create(&SeverityLabels { severity: severity.as_str() }).set(n);
         }
         self.raft.read_state(|s| self.sensor_health.refresh(s.sensor_health())).await;
+        let lost: Vec<(String, [(&'static str, u64); 5])> = self
+            .raft
+            .read_state(|s| {
+                s.spool_losses()
+                    .sensors()
+                    .iter()
+                    .map(|(id, a)| {
+                        let t = a.total();
+                        (
+                            id.clone(),
+                            [
+                                ("batches", t.batches_evicted),
+                                ("flows", t.flows_evicted),
+                                ("flow_bytes", t.flow_bytes_evicted),
+                                ("flows_rolled_up", t.flows_rolled_up),
+                                ("records_quarantined", t.records_quarantined),
+                            ],
+                        )
+                    })
+                    .collect()
+            })
+            .await;
+        // Sensors past the label limit share one label: their values are summed.
+        let mut by_label: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
+        for (sensor, values) in lost {
+            let sensor_id = self.sensor_label(&sensor);
+            for (what, n) in values {
+                *by_label.entry((sensor_id.clone(), what)).or_default() += n;
+            }
+        }
+        for ((sensor_id, what), n) in by_label {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.spool_lost.get_or_create(&SpoolLostLabels { sensor_id, what }).set(n);
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

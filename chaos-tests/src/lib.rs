@@ -5,6 +5,7 @@ pub mod clickhouse;
 pub mod disk;
 pub mod expect;
 pub mod fault_proxy;
+pub mod multiday;
 pub mod nemesis;
 pub mod netns;
 pub mod procs;

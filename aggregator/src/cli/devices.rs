@@ -220,6 +220,62 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
         );
     }
     print_sensor_health(&v["health"]);
+    // Decision 0045: data a sensor's spool gave up while it could not deliver.
+    for (id, t) in v["spool_losses"].as_object().into_iter().flatten() {
+        println!(
+            "spool of {id}: {} batches evicted ({} flow records, {} bytes of traffic), {} flows rolled up into {} \
+             summaries, {} records quarantined; `wardline-aggregator sensor-losses {id}` lists them",
+            cell(&t["batches_evicted"]),
+            cell(&t["flows_evicted"]),
+            cell(&t["flow_bytes_evicted"]),
+            cell(&t["flows_rolled_up"]),
+            cell(&t["rollups_created"]),
+            cell(&t["records_quarantined"])
+        );
+    }
+    Ok(())
+}
+
+/// `sensor-losses SENSOR`: what the sensor's spool gave up (decision 0045).
+pub async fn sensor_losses(target: ApiTarget, sensor: String, json: bool) -> Result<()> {
+    let path = format!("/api/v1/sensors/{sensor}/losses");
+    let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &path).await?;
+    if json {
+        return print_json(&v);
+    }
+    let t = &v["total"];
+    println!(
+        "{sensor}: {} batches evicted ({} events, {} flow records, {} bytes of traffic); {} flow records rolled up \
+         into {} summaries; {} records quarantined; {} reports",
+        cell(&t["batches_evicted"]),
+        cell(&t["events_evicted"]),
+        cell(&t["flows_evicted"]),
+        cell(&t["flow_bytes_evicted"]),
+        cell(&t["flows_rolled_up"]),
+        cell(&t["rollups_created"]),
+        cell(&t["records_quarantined"]),
+        cell(&v["reports"])
+    );
+    println!(
+        "{:<28}  {:<22}  {:>8}  {:>8}  {:>14}  {:>18}  {:>18}",
+        "SPOOL EPOCH", "KIND", "SEQ", "FLOWS", "BYTES", "FIRST SEEN (us)", "LAST SEEN (us)"
+    );
+    for l in v["losses"].as_array().into_iter().flatten() {
+        let loss = &l["loss"];
+        println!(
+            "{:<28}  {:<22}  {:>8}  {:>8}  {:>14}  {:>18}  {:>18}",
+            cell(&l["epoch"]),
+            cell(&loss["kind"]),
+            cell(&loss["seq"]),
+            cell(&loss["flows"]),
+            cell(&loss["flow_bytes"]),
+            cell(&loss["first_seen_us"]),
+            cell(&loss["last_seen_us"])
+        );
+    }
+    if v["losses_dropped"].as_u64().unwrap_or(0) > 0 {
+        println!("({} older losses dropped from the list; the totals include them)", cell(&v["losses_dropped"]));
+    }
     Ok(())
 }
 

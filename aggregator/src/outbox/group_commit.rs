@@ -1,5 +1,6 @@
 //! Group commit: batches arriving while a Raft proposal is in flight are proposed together
-//! as one `Command::ApplyBatches` entry, one proposal at a time.
+//! as one `Command::ApplyBatches` entry, one proposal at a time (`ApplyReportedBatches` when a
+//! batch of the group carries its sensor's spool report, decision 0045).
 //!
 //! Order: batches are proposed in the order they were submitted (ingest submits a
 //! connection's batches in stream order, which is the sensor's seq order), and the state
@@ -12,7 +13,7 @@
 //! only moves past a batch when it was acked or dead-lettered).
 
 use crate::raft::{ProposeError, RaftNode};
-use crate::state::{outbox_bytes_of, BatchSummary, Command, IngestBatch};
+use crate::state::{outbox_bytes_of, BatchSpoolReport, BatchSummary, Command, IngestBatch};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub const MAX_SEQ_JUMP: u64 = 1 << 32;
 struct Pending {
     batch: IngestBatch,
     reply: oneshot::Sender<BatchReply>,
+    /// The spool report the batch carried, kept in the state when it is applied (0045).
+    report: Option<wardline_common::wire::SpoolReport>,
 }
 
 /// Submits batches to the group-commit task.
@@ -61,8 +64,14 @@ impl GroupCommitter {
         let (id, seq) = (batch.id, batch.seq);
         let summary = BatchSummary::from_batch(&batch);
         let flows = batch.flows().cloned().collect();
+        // Only a report of something lost or condensed is kept: a report of nothing (one that
+        // only names the spool's epoch) must not turn the group into the newer command.
+        let report = batch.events.iter().rev().find_map(|e| match e {
+            wardline_common::wire::Event::SpoolReport(r) if reports_something(r) => Some(r.clone()),
+            _ => None,
+        });
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, reply }).is_ok();
+        let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, reply, report }).is_ok();
         async move {
             if !sent {
                 return BatchReply::RetryLater { batch_id: id, seq, reason: "aggregator node shutting down".into() };
@@ -74,6 +83,15 @@ impl GroupCommitter {
             })
         }
     }
+}
+
+/// True when a spool report says the spool evicted, rolled up or quarantined anything.
+fn reports_something(r: &wardline_common::wire::SpoolReport) -> bool {
+    !r.losses.is_empty()
+        || r.batches_evicted > 0
+        || r.flows_rolled_up > 0
+        || r.rollups_created > 0
+        || r.records_quarantined > 0
 }
 
 /// A refused batch of a sensor; its later batches wait for it.
@@ -180,12 +198,32 @@ async fn commit_group(
     if proposal.is_empty() {
         return;
     }
-    let (batches, replies): (Vec<IngestBatch>, Vec<oneshot::Sender<BatchReply>>) =
-        proposal.into_iter().map(|p| (p.batch, p.reply)).unzip();
+    let mut reports = Vec::new();
+    let (batches, replies): (Vec<IngestBatch>, Vec<oneshot::Sender<BatchReply>>) = proposal
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if let Some(report) = p.report {
+                reports.push(BatchSpoolReport { index: i as u32, report });
+            }
+            (p.batch, p.reply)
+        })
+        .unzip();
     let ids: Vec<(String, ulid::Ulid, u64)> =
         batches.iter().map(|b| (b.summary.sensor_id.clone(), b.summary.batch_id, b.summary.seq)).collect();
     let n = batches.len();
-    match raft.propose(Command::ApplyBatches(batches)).await {
+    // Only a group carrying spool reports needs the newer command, and only once every member
+    // can decode it (an older node would stop on it). Until then the reports are left out:
+    // their totals are cumulative, so the next report after the upgrade carries them again.
+    let command = if reports.is_empty() {
+        Command::ApplyBatches(batches)
+    } else if let Err(why) = raft.cluster_supports(crate::raft::FEATURE_SPOOL_LOSSES).await {
+        debug!(reports = reports.len(), "spool reports not recorded in the replicated state: {why}");
+        Command::ApplyBatches(batches)
+    } else {
+        Command::ApplyReportedBatches { batches, reports }
+    };
+    match raft.propose(command).await {
         Ok(resp) => {
             debug!(batches = n, "group committed");
             for (i, ((_, batch_id, seq), reply)) in ids.into_iter().zip(replies).enumerate() {

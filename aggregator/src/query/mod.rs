@@ -153,14 +153,29 @@ impl QueryService {
     /// Replicated sensor records and this node's ingest counters.
     pub async fn sensors(&self) -> SensorsView {
         // Sensors number in the tens to hundreds: copying the map is a short hold.
-        let (sensors, health) = self
+        let (sensors, health, spool_losses) = self
             .raft
             .read_state(|s| {
                 let health = s.sensor_health().sensors().iter().map(|(id, r)| (id.clone(), r.view())).collect();
-                (s.sensors().clone(), health)
+                let losses = s.spool_losses().sensors().iter().map(|(id, a)| (id.clone(), a.total())).collect();
+                (s.sensors().clone(), health, losses)
             })
             .await;
-        SensorsView { ingest: self.ingest_stats.snapshot(), sensors, health }
+        SensorsView { ingest: self.ingest_stats.snapshot(), sensors, health, spool_losses }
+    }
+
+    /// What one sensor's spool gave up (decision 0045); empty for a sensor that lost nothing,
+    /// not found for one the cluster never heard from.
+    pub async fn sensor_losses(&self, sensor_id: &str) -> Result<views::SensorLossesView, QueryError> {
+        let (known, account) = self
+            .raft
+            .read_state(|s| (s.sensors().contains_key(sensor_id), s.spool_losses().of(sensor_id).cloned()))
+            .await;
+        if !known && account.is_none() {
+            return Err(QueryError::NotFound(format!("no sensor {sensor_id:?} has delivered a batch to this cluster")));
+        }
+        let account = account.unwrap_or_default();
+        Ok(views::SensorLossesView { sensor_id: sensor_id.to_string(), total: account.total(), account })
     }
 
     /// Liveness: "ok", or "raft-stopped" with the reason once a storage or internal error

@@ -4,6 +4,7 @@
 use super::devices::DeviceSnapshot;
 use crate::ingest::IngestStatsSnapshot;
 use crate::sink::{FlowRow, FlowTotals};
+use crate::state::spool_losses::{EpochTotals, SensorLosses};
 use crate::state::{DeviceRecord, SensorRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -295,6 +296,21 @@ pub struct SensorsView {
     /// Each sensor's latest recorded heartbeat (replicated; decision 0038), by sensor id.
     /// Sensors that never sent one (older versions) are absent.
     pub health: BTreeMap<String, crate::state::sensor_health::SensorHealthView>,
+    /// What each sensor's spool gave up while it could not deliver, summed over its spool
+    /// epochs (decision 0045); only sensors that reported a loss or roll-up. The detail is
+    /// at `GET /api/v1/sensors/{id}/losses`.
+    pub spool_losses: BTreeMap<String, EpochTotals>,
+}
+
+/// `GET /api/v1/sensors/{id}/losses`: what the sensor's spool gave up (decision 0045).
+#[derive(Clone, Debug, Serialize)]
+pub struct SensorLossesView {
+    pub sensor_id: String,
+    /// Summed over the epochs kept (`epoch` is the latest one's).
+    pub total: EpochTotals,
+    /// Per spool epoch and the individual losses (oldest first, bounded; drops counted).
+    #[serde(flatten)]
+    pub account: SensorLosses,
 }
 
 /// `GET /api/v1/cluster`: this node's view of Raft.

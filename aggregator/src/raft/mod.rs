@@ -12,6 +12,7 @@
 //! `raft_log`, `raft_meta` (vote, committed, last purged, owner node id, cluster id) and
 //! `raft_sm` (latest snapshot).
 
+pub mod features;
 pub mod log_store;
 pub mod network;
 pub mod peer_auth;
@@ -60,9 +61,13 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// `Command::SensorHeartbeat` (decision 0038).
+pub const FEATURE_SENSOR_HEALTH: &str = "sensor_health";
+/// `Command::ApplyReportedBatches` (decision 0045).
+pub const FEATURE_SPOOL_LOSSES: &str = "spool_losses";
 /// Features of this build a leader asks its members about (`network::PATH_FEATURES`) before
-/// proposing commands an older node could not decode. `sensor_health`: `Command::SensorHeartbeat`.
-pub const FEATURES: &[&str] = &["sensor_health"];
+/// proposing commands an older node could not decode (`features::FeatureGate`).
+pub const FEATURES: &[&str] = &[FEATURE_SENSOR_HEALTH, FEATURE_SPOOL_LOSSES];
 
 /// What the Raft RPC router is given: the node whose `Raft` serves the requests.
 pub type RaftHandle = Arc<RaftNode>;
@@ -302,6 +307,8 @@ pub struct RaftNode {
     pub(crate) tls: TlsPaths,
     /// The Raft RPC client, for what a follower forwards to the leader (audit entries).
     forward: network::HttpsNetworkFactory,
+    /// Which features the other members support (asked before proposing newer commands).
+    features: features::FeatureGate,
 }
 
 /// The cluster id, shared with the RPC client (which sends it with every request).
@@ -366,6 +373,7 @@ impl RaftNode {
             snapshot_chunks_received: Default::default(),
             tls: tls.clone(),
             forward,
+            features: features::FeatureGate::default(),
         }))
     }
 
@@ -525,6 +533,11 @@ impl RaftNode {
     /// error when it cannot tell (unreachable, or an older version without the route).
     pub async fn peer_features(&self, id: u64, node: ClusterNode) -> Result<Vec<String>, String> {
         self.forward.features(id, node).await
+    }
+
+    /// Ok when every other member supports `feature` (one of [`FEATURES`]), else why not.
+    pub async fn cluster_supports(&self, feature: &str) -> Result<(), String> {
+        self.features.check(self, feature).await
     }
 
     /// Read the state as applied on this node. On a follower it may lag the leader.

@@ -163,7 +163,7 @@ fn a_format_7_snapshot_loads_with_empty_history() {
     let cfg = bincode::config::standard();
     let mut bytes = bincode::serde::encode_to_vec(&fresh, cfg).unwrap();
     // Format 7 ends with the revocations: the parts added after it (history, the second
-    // detectors, device tags, sensor health) are left off, all empty here.
+    // detectors, device tags, sensor health, spool losses) are left off, all empty here.
     let mut empty =
         bincode::serde::encode_to_vec(wardline_aggregator::state::policy::GroupHistory::default(), cfg).unwrap();
     empty.extend(
@@ -173,6 +173,9 @@ fn a_format_7_snapshot_loads_with_empty_history() {
     empty.extend(bincode::serde::encode_to_vec(wardline_aggregator::state::tags::DeviceTags::default(), cfg).unwrap());
     empty.extend(
         bincode::serde::encode_to_vec(wardline_aggregator::state::sensor_health::SensorHealth::default(), cfg).unwrap(),
+    );
+    empty.extend(
+        bincode::serde::encode_to_vec(wardline_aggregator::state::spool_losses::SpoolLosses::default(), cfg).unwrap(),
     );
     assert!(bytes.ends_with(&empty));
     bytes.truncate(bytes.len() - empty.len());

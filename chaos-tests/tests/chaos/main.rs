@@ -6,10 +6,12 @@
 mod bundle;
 mod e2e_clickhouse;
 mod failover;
+mod flapping;
 mod health;
 mod kb_override;
 mod kill9;
 mod nemeses;
+mod outage;
 mod revocation;
 mod rotation;
 mod upgrade;

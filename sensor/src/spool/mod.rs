@@ -15,16 +15,19 @@
 //!   backlog drains by priority. The counter is stored in the same transaction as the
 //!   records, so it survives restarts.
 //! - Byte bound (`max_bytes`, counted as stored record bytes): when the spool is over it,
-//!   queued flow detail is first rolled up into summaries ([`rollup`]) so the
-//!   communication map survives; then whole records are evicted, lowest class first,
-//!   oldest first (queued detail, queued summaries, sealed detail/summaries, queued then
-//!   sealed inventory). Every eviction is counted exactly (batches, events, flows, flow
+//!   the oldest queued flow detail is rolled up into the summary tier ([`rollup`]), merged
+//!   with the summaries of the same hours (one row per device pair, app, server port and
+//!   hour), so the communication map survives and the newest detail is kept longest; only
+//!   when no detail is left to roll up are whole records evicted, lowest class first,
+//!   oldest first (queued summaries by packet hour, sealed detail/summaries, queued then
+//!   sealed inventory; decision 0045). Every eviction is counted exactly (batches, events, flows, flow
 //!   bytes) and recorded as a [`SpoolLoss`]; the next sealed batch carries a
 //!   `SpoolReport` with the totals and the losses not yet acknowledged.
 //! - A batch leaves the spool only by an Ack (`remove_acked`), `dead_letter` (refused for
 //!   good: kept for the operator), quarantine (corrupt), roll-up or eviction (counted).
 //!
-//! Trees: `batches` (sealed: seq BE → record), `queued` (class u8 + order BE → record),
+//! Trees: `batches` (sealed: seq BE → record), `queued` (class u8 + order BE → record; for
+//! summaries the order is packet hour << 16 | chunk),
 //! `meta` (`state`: counters, sequence, epoch), `losses` (index BE → `SpoolLoss` frame),
 //! `dead` (original key → `DeadLetter` frame), `checkpoints` (caller key → u64 BE, written
 //! atomically with a batch). Records written by an older sensor (bare wire frames in
@@ -59,6 +62,20 @@ pub const SEAL_AHEAD: u64 = 16;
 pub const MAX_LOSSES_KEPT: u64 = 256;
 /// Records rolled up together at most in one step.
 const ROLLUP_MAX_RECORDS: usize = 256;
+/// Summary rows per summary record at most (a row is about 100 stored bytes); fewer under a
+/// small bound, so that one record is a small part of it (the unit of eviction and sending).
+pub const SUMMARY_ROWS_PER_RECORD: usize = 1000;
+
+fn summary_rows_per_record(max_bytes: u64) -> usize {
+    ((max_bytes / 16 / 100) as usize).clamp(8, SUMMARY_ROWS_PER_RECORD)
+}
+
+/// Queue position of chunk `index` of an hour's summary records: summaries are keyed by
+/// packet hour (so the oldest hour is sent, and evicted, first, and a roll-up finds the
+/// hour's records to merge with), not by push order like the other classes.
+fn summary_order(hour: u64, index: u64) -> u64 {
+    (hour << 16) | (index & 0xffff)
+}
 
 const STATE_KEY: &[u8] = b"state";
 const LEGACY_NEXT_SEQ: &[u8] = b"next_seq";
@@ -266,8 +283,9 @@ impl Spool {
             let (k, v) = item.context("cannot scan the spool")?;
             n_queued += 1;
             bytes += v.len() as u64;
-            // Defensive: orders must stay unique even if the state was rolled back.
-            if let Some(o) = k.get(1..).and_then(key_seq) {
+            // Defensive: orders must stay unique even if the state was rolled back (summaries
+            // are keyed by hour, not by this counter).
+            if let Some(o) = k.get(1..).and_then(key_seq).filter(|_| k.first() != Some(&(Class::FlowSummary as u8))) {
                 c.next_order = c.next_order.max(o + 1);
             }
         }
@@ -502,10 +520,15 @@ impl Spool {
         Ok(())
     }
 
-    /// Roll the oldest queued flow-detail records up into one summary record, if that
-    /// frees room. False when there is nothing to roll up or it would not help.
+    /// Roll the oldest queued flow-detail records up into the summary tier: their flows and
+    /// the queued summaries of the same hours are merged into one row per (device pair,
+    /// app, server port, protocol, VLAN, hour), rewritten as that hour's summary records.
+    /// Done whether or not it shrinks the spool (detail would otherwise be evicted whole,
+    /// and with it conversations of the map); it takes at least the bytes the bound is
+    /// exceeded by plus an eighth of the bound, so it does not run at every push. False
+    /// when no detail is queued.
     fn roll_up_oldest_detail(&self, g: &mut Inner) -> Result<bool> {
-        let need = g.bytes.saturating_sub(self.max_bytes);
+        let want = g.bytes.saturating_sub(self.max_bytes).saturating_add(self.max_bytes / 8);
         let mut inputs: Vec<(sled::IVec, u64, SpoolRecord)> = Vec::new();
         let mut in_bytes = 0u64;
         let mut corrupt = Vec::new();
@@ -518,7 +541,7 @@ impl Spool {
                 }
                 Err(e) => corrupt.push((k, v, e.to_string())),
             }
-            if inputs.len() >= ROLLUP_MAX_RECORDS || (inputs.len() >= 2 && in_bytes >= need.saturating_mul(2)) {
+            if inputs.len() >= ROLLUP_MAX_RECORDS || in_bytes >= want {
                 break;
             }
         }
@@ -526,31 +549,84 @@ impl Spool {
             self.quarantine(g, T_QUEUED, &k, &v, &reason)?;
         }
         let Some(first) = inputs.first() else { return Ok(false) };
-        let (summaries, n_flows) = rollup::roll_up(inputs.iter().flat_map(|(_, _, r)| rollup::flows_of(&r.events)));
-        let order = first.0.get(1..).and_then(key_seq).context("queued spool key without an order")?;
-        let out = SpoolRecord {
-            id: Ulid::new(),
-            sensor_id: first.2.sensor_id.clone(),
-            site: first.2.site.clone(),
-            class: Class::FlowSummary,
-            seq: 0,
-            created_ms: first.2.created_ms,
-            report_through: 0,
-            events: summaries.into_iter().map(Event::Flow).collect(),
-        };
-        let n_out = out.events.len() as u64;
-        let bytes = record::encode(&out).context("cannot encode a flow summary record")?;
-        if bytes.len() as u64 >= in_bytes {
-            return Ok(false);
+        let (sensor_id, site, created_ms) = (first.2.sensor_id.clone(), first.2.site.clone(), first.2.created_ms);
+        let detail: Vec<&wardline_common::wire::FlowRecord> =
+            inputs.iter().flat_map(|(_, _, r)| rollup::flows_of(&r.events)).collect();
+        let n_detail = detail.len() as u64;
+        // The queued summaries of the hours this detail falls in, merged with it.
+        let hours: std::collections::BTreeSet<u64> = detail.iter().map(|f| rollup::hour_of(f)).collect();
+        let mut existing: Vec<(sled::IVec, u64, SpoolRecord)> = Vec::new();
+        let mut corrupt = Vec::new();
+        for &hour in &hours {
+            let range = queued_key(Class::FlowSummary, summary_order(hour, 0))
+                ..queued_key(Class::FlowSummary, summary_order(hour + 1, 0));
+            for item in self.queued.range(range) {
+                let (k, v) = item.context("cannot read the spool")?;
+                match record::decode(&v) {
+                    Ok(r) => existing.push((k, v.len() as u64, r)),
+                    Err(e) => corrupt.push((k, v, e.to_string())),
+                }
+            }
         }
+        for (k, v, reason) in corrupt {
+            self.quarantine(g, T_QUEUED, &k, &v, &reason)?;
+        }
+        let old_rows: u64 = existing.iter().map(|(_, _, r)| rollup::flows_of(&r.events).count() as u64).sum();
+        let old_bytes: u64 = existing.iter().map(|(_, n, _)| n).sum();
+        let (summaries, _) = rollup::roll_up(
+            existing.iter().flat_map(|(_, _, r)| rollup::flows_of(&r.events)).chain(detail.iter().copied()),
+        );
+        let new_rows = summaries.len() as u64;
+        // Records of at most `rows_per_record` rows, keyed by hour (roll_up orders by hour).
+        let mut outputs: Vec<([u8; 9], Vec<u8>)> = Vec::new();
+        let rows_per_record = summary_rows_per_record(self.max_bytes);
+        let mut chunk: Vec<Event> = Vec::new();
+        let mut chunk_hour = None;
+        let mut chunk_index = 0u64;
+        let mut flush_chunk = |hour: u64, index: u64, events: Vec<Event>| -> Result<()> {
+            let rec = SpoolRecord {
+                id: Ulid::new(),
+                sensor_id: sensor_id.clone(),
+                site: site.clone(),
+                class: Class::FlowSummary,
+                seq: 0,
+                created_ms,
+                report_through: 0,
+                events,
+            };
+            let bytes = record::encode(&rec).context("cannot encode a flow summary record")?;
+            outputs.push((queued_key(Class::FlowSummary, summary_order(hour, index)), bytes));
+            Ok(())
+        };
+        for s in summaries {
+            let hour = rollup::hour_of(&s);
+            if chunk_hour != Some(hour) || chunk.len() >= rows_per_record {
+                if let Some(h) = chunk_hour {
+                    flush_chunk(h, chunk_index, std::mem::take(&mut chunk))?;
+                    chunk_index = if h == hour { chunk_index + 1 } else { 0 };
+                }
+                chunk_hour = Some(hour);
+            }
+            chunk.push(Event::Flow(s));
+        }
+        if let Some(h) = chunk_hour {
+            flush_chunk(h, chunk_index, chunk)?;
+        }
+        let out_bytes: u64 = outputs.iter().map(|(_, v)| v.len() as u64).sum();
         let mut ops = Ops::default();
-        for (k, _, _) in &inputs {
+        for (k, _, _) in inputs.iter().chain(existing.iter()) {
             ops.del(T_QUEUED, k);
         }
-        ops.put(T_QUEUED, &queued_key(Class::FlowSummary, order), bytes.clone());
+        for (k, v) in &outputs {
+            ops.put(T_QUEUED, k, v.clone());
+        }
+        // Flow records in the spool go from (detail + old rows) to new rows. The report's
+        // flows_rolled_up - rollups_created is exactly how many records this removed.
+        let (rolled, created) =
+            if new_rows >= old_rows { (n_detail, new_rows - old_rows) } else { (n_detail + (old_rows - new_rows), 0) };
         let mut c = g.c.clone();
-        c.flows_rolled_up += n_flows;
-        c.rollups_created += n_out;
+        c.flows_rolled_up += rolled;
+        c.rollups_created += created;
         c.report_gen += 1;
         let saved = std::mem::replace(&mut g.c, c);
         Self::put_state(g, &mut ops)?;
@@ -558,22 +634,29 @@ impl Spool {
             g.c = saved;
             return Err(e);
         }
-        g.queued = g.queued + 1 - inputs.len() as u64;
-        g.bytes = g.bytes + bytes.len() as u64 - in_bytes;
+        g.queued = g.queued + outputs.len() as u64 - inputs.len() as u64 - existing.len() as u64;
+        g.bytes = g.bytes + out_bytes - in_bytes - old_bytes;
         g.rollups += 1;
         crash_point(CrashPoint::SpoolAfterRollup, g.rollups);
         self.flush()?;
         warn!(
             records = inputs.len(),
-            flows = n_flows,
-            summaries = n_out,
+            flows = rolled,
+            summaries = created,
+            merged_rows = old_rows,
+            rows = new_rows,
+            hours = hours.len(),
+            bytes_before = in_bytes + old_bytes,
+            bytes_after = out_bytes,
             "spool over its bound: rolled flow detail up into per-(device pair, app, server port, hour) summaries"
         );
         Ok(true)
     }
 
     /// The next record to evict: lowest class first, oldest first; queued before sealed
-    /// (a sealed batch may be in flight), inventory last.
+    /// (a sealed batch may be in flight), inventory last. Queued detail is rolled up before
+    /// anything is evicted, so in practice the first victims are the summaries of the oldest
+    /// packet hour.
     fn eviction_candidate(&self) -> Result<Option<(usize, sled::IVec, sled::IVec)>> {
         let queued_first = |class: Class| -> Result<Option<(usize, sled::IVec, sled::IVec)>> {
             Ok(self.queued.scan_prefix([class as u8]).next().transpose()?.map(|(k, v)| (T_QUEUED, k, v)))

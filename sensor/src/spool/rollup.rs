@@ -13,7 +13,13 @@ use wardline_common::wire::{Event, FlowRecord};
 use wardline_common::MacAddr;
 
 pub const ROLLUP_REASON: &str = "rollup";
-const HOUR_US: u64 = 3_600_000_000;
+pub const HOUR_US: u64 = 3_600_000_000;
+
+/// The hour (since the Unix epoch) a flow or summary belongs to: that of its first packet.
+/// A summary's first packet is its earliest flow's, so merging never moves it to another hour.
+pub fn hour_of(f: &FlowRecord) -> u64 {
+    f.first_seen_us / HOUR_US
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
@@ -28,15 +34,16 @@ struct Key {
     app: String,
 }
 
-/// Fold `flows` into summaries. Returns the summaries (deterministic order) and how many
-/// flow records went in. Summaries already in the input are merged like any flow.
+/// Fold `flows` into summaries. Returns the summaries (ordered by hour, then key) and how
+/// many flow records went in. Summaries already in the input are merged like any flow, so
+/// rolling a tier of summaries up again with new detail leaves one row per key.
 pub fn roll_up<'a>(flows: impl IntoIterator<Item = &'a FlowRecord>) -> (Vec<FlowRecord>, u64) {
     let mut groups: BTreeMap<Key, FlowRecord> = BTreeMap::new();
     let mut n = 0u64;
     for f in flows {
         n += 1;
         let key = Key {
-            hour: f.first_seen_us / HOUR_US,
+            hour: hour_of(f),
             a_mac: f.a_mac,
             b_mac: f.b_mac,
             a_ip: f.a_ip,
