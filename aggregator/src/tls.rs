@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 use std::time::Duration;
-use wardline_common::wire::{ALPN_UPLINK, ALPN_UPLINK_V2};
+use wardline_common::wire::{ALPN_UPLINK, ALPN_UPLINK_V2, ALPN_UPLINK_V3};
 
 /// Without traffic for this long a connection is considered dead (sensor gone, link cut).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,11 +64,21 @@ pub fn node_server_config(
     Ok(cfg)
 }
 
+/// The uplink versions a node speaks, preferred first: 3 (compressed multi-batch frames,
+/// decision 0041), 2 (multi-batch frames, 0034), 1 for the oldest sensors.
+pub const UPLINK_VERSIONS: &[&[u8]] = &[ALPN_UPLINK_V3, ALPN_UPLINK_V2, ALPN_UPLINK];
+
 /// TLS 1.3 server config of QUIC ingest: a sensor certificate from the fleet CA required.
-/// Uplink version 2 (multi-batch frames) is preferred; version 1 serves older sensors.
+/// The highest uplink version the sensor offers is chosen (`UPLINK_VERSIONS`).
 pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
-    let mut cfg = node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_UPLINK_V2)?;
-    cfg.alpn_protocols.push(ALPN_UPLINK.to_vec());
+    rustls_server_config_speaking(tls, UPLINK_VERSIONS)
+}
+
+/// [`rustls_server_config`] speaking only the uplink versions `alpn` (preferred first).
+pub fn rustls_server_config_speaking(tls: &TlsPaths, alpn: &[&[u8]]) -> Result<rustls::ServerConfig> {
+    let first = alpn.first().copied().unwrap_or(ALPN_UPLINK);
+    let mut cfg = node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], first)?;
+    cfg.alpn_protocols.extend(alpn.iter().skip(1).map(|p| p.to_vec()));
     Ok(cfg)
 }
 
@@ -84,7 +94,12 @@ pub fn transport_config() -> quinn::TransportConfig {
 
 /// quinn server config of the ingest endpoint.
 pub fn quic_server_config(tls: &TlsPaths) -> Result<quinn::ServerConfig> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_server_config(tls)?)
+    quic_server_config_speaking(tls, UPLINK_VERSIONS)
+}
+
+/// [`quic_server_config`] speaking only the uplink versions `alpn` (preferred first).
+pub fn quic_server_config_speaking(tls: &TlsPaths, alpn: &[&[u8]]) -> Result<quinn::ServerConfig> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_server_config_speaking(tls, alpn)?)
         .context("TLS config has no QUIC-capable cipher suite")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));

@@ -104,6 +104,14 @@ pub struct UplinkSection {
     /// 2 (decision 0034; 1 to 256); 1 sends one batch per stream (version 1).
     #[serde(default = "default_max_frame_batches")]
     pub max_frame_batches: usize,
+    /// zstd level of frames when the node speaks uplink version 3 (decision 0041; 1 to 19,
+    /// default 3); 0 sends frames uncompressed (version 2).
+    #[serde(default = "default_compression_level")]
+    pub compression_level: i32,
+}
+
+fn default_compression_level() -> i32 {
+    wardline_common::wire::DEFAULT_COMPRESSION_LEVEL
 }
 
 fn default_max_frame_batches() -> usize {
@@ -230,6 +238,13 @@ impl SensorConfig {
         self.remote_sites()?;
         if self.batch.max_events == 0 {
             bail!("batch.max_events must be at least 1");
+        }
+        if !(0..=19).contains(&self.uplink.compression_level) {
+            bail!(
+                "uplink.compression_level is {}; use 1 to 19 (3 is the default, higher levels cost more CPU for a few \
+                 bytes) or 0 to send uncompressed",
+                self.uplink.compression_level
+            );
         }
         self.tls.check_exist("wardline-aggregator admin issue-sensor").map_err(anyhow::Error::msg)?;
         Ok(())

@@ -127,6 +127,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
                 fallback_servers: Vec::new(),
                 max_in_flight: wardline_sensor::uplink::DEFAULT_MAX_IN_FLIGHT,
                 max_frame_batches: wardline_sensor::uplink::DEFAULT_FRAME_BATCHES,
+                compression_level: wardline_common::wire::DEFAULT_COMPRESSION_LEVEL,
             },
             tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?, "sensor"),
             capture: CaptureSection::default(),
