@@ -312,7 +312,7 @@ pub enum FrameError {
     ZeroLength,
     #[error("unknown frame codec {0} (this build knows 0 = stored and 1 = zstd)")]
     Codec(u8),
-    #[error("compressed frame would decode to {0} bytes, beyond the {1}-byte limit")]
+    #[error("compressed frame would decode to {0} bytes and exceeds the {1}-byte limit; send fewer batches per frame")]
     ExpandsTooFar(usize, usize),
     #[error(
         "compressed frame declares {declared} decoded bytes but holds {}",
@@ -739,7 +739,7 @@ mod tests {
         assert!(matches!(CompressedHeader::parse(&header(100, 1, 0), limit), Err(FrameError::ZeroLength)));
         let e = CompressedHeader::parse(&header(100, 1, limit as u32 + 1), limit).unwrap_err();
         assert!(matches!(e, FrameError::ExpandsTooFar(_, _)), "{e}");
-        assert!(e.to_string().contains("beyond the 1048576-byte limit"), "{e}");
+        assert!(e.to_string().contains("exceeds the 1048576-byte limit"), "{e}");
         assert!(matches!(
             CompressedHeader::parse(&header(limit as u32 + 1, 1, 10), limit),
             Err(FrameError::TooLarge(..))

@@ -7,7 +7,9 @@
 //! separate streams of one connection. When the node speaks uplink version 2 (ALPN,
 //! decision 0034) a frame carries up to `max_frame_batches` consecutive spooled batches
 //! (at most `FRAME_TARGET_BYTES`), answered with one reply per batch; with an older node
-//! each frame is one batch. A backlog thus drains in a few large frames, live traffic
+//! each frame is one batch. When the node speaks version 3 (decision 0041) each such frame
+//! is compressed with zstd at `compression_level` before it is sent. A backlog thus drains
+//! in a few large frames, live traffic
 //! still goes out as soon as a batch is spooled. Streams are opened in seq order and the aggregator
 //! hands a connection's batches on in stream order (decision 0016). A batch leaves the
 //! spool only on an Ack (`Spool::remove_acked`; acks that arrive together share one flush)

@@ -57,7 +57,7 @@ fn hospital_flow(n: u32) -> Event {
         tcp_flags_ab: 0x1b,
         tcp_flags_ba: 0x1b,
         app: app.into(),
-        end_reason: if n % 3 == 0 { "idle".into() } else { "fin".into() },
+        end_reason: if n.is_multiple_of(3) { "idle".into() } else { "fin".into() },
     })
 }
 
@@ -125,7 +125,7 @@ async fn a_compressed_backlog_arrives_whole_and_puts_far_fewer_bytes_on_the_wire
     // What quinn counted on the sensor's UDP socket: handshake, headers, acks and replies too.
     assert!(v3.quic_tx_bytes > v3.stream_bytes && v2.quic_tx_bytes > v2.stream_bytes, "{v3:?} {v2:?}");
     assert!(v3.quic_rx_bytes > 0 && v2.quic_rx_bytes > 0);
-    assert!(v3.quic_tx_bytes * 2 < v2.quic_tx_bytes * 1, "compressed {v3:?} against plain {v2:?}");
+    assert!(v3.quic_tx_bytes * 2 < v2.quic_tx_bytes, "compressed {v3:?} against plain {v2:?}");
     assert_eq!(server.stats.snapshot().frames_rejected, 0);
     server.stop().await;
 }
@@ -241,7 +241,7 @@ async fn hostile_compressed_frames_are_refused_with_a_reason_counted_and_never_a
     }
     let reasons: Vec<String> = refused.iter().map(|(w, r)| format!("{w}: {r}")).collect();
     assert!(refused[0].1.contains("unknown frame codec 9"), "{reasons:#?}");
-    assert!(refused[1].1.contains("would decode to 16777216 bytes, beyond the 65536-byte limit"), "{reasons:#?}");
+    assert!(refused[1].1.contains("would decode to 16777216 bytes and exceeds the 65536-byte limit"), "{reasons:#?}");
     assert!(refused[2].1.contains("declares 4096 decoded bytes but holds more"), "{reasons:#?}");
     assert!(
         refused[3].1.contains("undecodable compressed frame") && refused[3].1.contains("decompress"),
