@@ -5,7 +5,8 @@
 # (uplink version 2, uncompressed, then version 3, zstd), and the compression candidates
 # measured on the same batches.
 #   bash scripts/bench-wire.sh            (release; hospital seed 1 scale 10: 6.4 M packets)
-#   bash scripts/bench-wire.sh --quick    (debug binaries, scale 1; about a minute once built)
+#   bash scripts/bench-wire.sh --quick    (debug binaries, scale 1: checks the harness in about a
+#                                          minute once built; its timings mean nothing)
 # WARDLINE_BENCH_CAPTURE=FILE uses another capture. Prints the figures; the spooled batches
 # stay in target/bench-wire/batches.bin for further codec experiments.
 set -euo pipefail
@@ -17,8 +18,8 @@ out=target/bench-wire
 mkdir -p "$out"
 cargo build $flag -q -p wardline-sim --bins
 cargo build $flag -q -p wardline-aggregator --example wire_bench
-# The codec comparison times CPU per MB: always optimised (it builds only wardline-common).
-cargo build --release -q -p wardline-common --example wire_codecs
+# The codec comparison's CPU per MB is only meaningful in the release run.
+cargo build $flag -q -p wardline-common --example wire_codecs
 [[ -f "$capture" ]] || "target/$profile/wardline-sim" --scenario hospital --seed 1 --scale "$scale" --out "$capture"
 "target/$profile/examples/wire_bench" "$capture" "$out"
-target/release/examples/wire_codecs "$out/batches.bin"
+"target/$profile/examples/wire_codecs" "$out/batches.bin"

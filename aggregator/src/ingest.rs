@@ -145,9 +145,10 @@ pub struct IngestStatsSnapshot {
     /// Compressed frames (uplink version 3) decompressed; `multi_batch_frames` counts them too.
     #[serde(default)]
     pub compressed_frames: u64,
-    /// Compressed frames refused for their compression: an unknown codec, a decoded size
-    /// beyond the frame limit, content that expands past its declared size, or corrupt
-    /// data (also in `frames_rejected`).
+    /// Compressed frames refused for their header or compression: an unknown codec, a
+    /// length of 0, a stored or decoded size beyond the frame limit (also in
+    /// `frames_oversized`), content that does not decode to its declared size, or corrupt
+    /// data (all also in `frames_rejected`).
     #[serde(default)]
     pub frames_bad_compression: u64,
     /// Bytes of compressed frames as received, and the same frames decompressed.
