@@ -264,6 +264,27 @@ mod tests {
     }
 
     #[test]
+    fn compression_level_defaults_to_3_and_is_bounded() {
+        let with = |extra: &str| -> SensorConfig {
+            toml::from_str(&format!(
+                "sensor_id='a'\nsite='b'\nspool_dir='/s'\n[uplink]\nserver='x:1'\n{extra}\n[tls]\ncert='/nonexistent/c'\n\
+                 key='k'\nca='a'\n[capture]\nfiles=['f.pcap']\n"
+            ))
+            .unwrap()
+        };
+        assert_eq!(with("").uplink.compression_level, 3);
+        // Valid levels pass this check (validation then stops at the missing TLS files).
+        for ok in ["compression_level = 0", "compression_level = 19"] {
+            let e = with(ok).validate().unwrap_err().to_string();
+            assert!(!e.contains("compression_level"), "{ok}: {e}");
+        }
+        for bad in ["compression_level = 20", "compression_level = -1"] {
+            let e = with(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("uplink.compression_level is") && e.contains("0 to send uncompressed"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn local_networks_parse_or_explain() {
         let base =
             "sensor_id='a'\nsite='b'\nspool_dir='/s'\n[uplink]\nserver='x:1'\n[tls]\ncert='c'\nkey='k'\nca='a'\n";
