@@ -2,7 +2,9 @@
 //! the server answers on the same stream. Uplink version 1 (`wire::ALPN_UPLINK`) carries one
 //! batch per stream and one `BatchReply`; version 2 (`wire::ALPN_UPLINK_V2`, decision 0034)
 //! carries a length-prefixed frame of up to `wire::MAX_FRAME_BATCHES` batches and answers
-//! with one reply per batch. ALPN picks the version per connection.
+//! with one reply per batch; version 3 (`wire::ALPN_UPLINK_V3`, decision 0041) is version 2
+//! with the frame compressed behind a `wire::CompressedHeader`. ALPN picks the version per
+//! connection.
 //!
 //! Who sent a batch is taken from the client certificate (`pki::sensor_identity`), never
 //! from the batch: a batch whose `sensor_id`/`site` differ from the certificate's is
@@ -166,6 +168,10 @@ pub struct IngestStats {
     frames_oversized: AtomicU64,
     frames_timed_out: AtomicU64,
     multi_batch_frames: AtomicU64,
+    compressed_frames: AtomicU64,
+    frames_bad_compression: AtomicU64,
+    compressed_frame_bytes: AtomicU64,
+    decompressed_frame_bytes: AtomicU64,
     /// The flow outbox as this node sees it (decision 0016).
     pub outbox: Arc<crate::outbox::OutboxStatus>,
     refused: RefusalCounters,
@@ -326,6 +332,20 @@ pub struct IngestStatsSnapshot {
     /// Per-sensor limit hits by sensor id (sensors that never hit a limit are absent).
     #[serde(default)]
     pub sensors_limited: std::collections::BTreeMap<String, SensorLimitHits>,
+    /// Compressed frames (uplink version 3) decompressed; `multi_batch_frames` counts them too.
+    #[serde(default)]
+    pub compressed_frames: u64,
+    /// Compressed frames refused for their header or compression: an unknown codec, a
+    /// length of 0, a stored or decoded size beyond the frame limit (also in
+    /// `frames_oversized`), content that does not decode to its declared size, or corrupt
+    /// data (all also in `frames_rejected`).
+    #[serde(default)]
+    pub frames_bad_compression: u64,
+    /// Bytes of compressed frames as received, and the same frames decompressed.
+    #[serde(default)]
+    pub compressed_frame_bytes: u64,
+    #[serde(default)]
+    pub decompressed_frame_bytes: u64,
 }
 
 impl IngestStats {
@@ -359,6 +379,10 @@ impl IngestStats {
             },
             address_validation_retries: g(&self.address_validation_retries),
             sensors_limited: self.sensors_limited.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            compressed_frames: g(&self.compressed_frames),
+            frames_bad_compression: g(&self.frames_bad_compression),
+            compressed_frame_bytes: g(&self.compressed_frame_bytes),
+            decompressed_frame_bytes: g(&self.decompressed_frame_bytes),
         }
     }
 
@@ -430,7 +454,32 @@ impl<H: BatchHandler> IngestServer<H> {
         stats: Arc<IngestStats>,
         limits: IngestLimits,
     ) -> Result<Self> {
-        let mut server_config = crate::tls::quic_server_config(tls).context("cannot configure ingest TLS")?;
+        let server_config = crate::tls::quic_server_config(tls).context("cannot configure ingest TLS")?;
+        Self::bind_with(addr, server_config, handler, stats, limits)
+    }
+
+    /// [`IngestServer::bind`] offering only the uplink versions `alpn` (ALPN ids, preferred
+    /// first) and no health connections, e.g. to behave as an older node in tests.
+    pub fn bind_speaking(
+        addr: SocketAddr,
+        tls: &TlsPaths,
+        handler: Arc<H>,
+        stats: Arc<IngestStats>,
+        limits: IngestLimits,
+        alpn: &[&[u8]],
+    ) -> Result<Self> {
+        let server_config =
+            crate::tls::quic_server_config_speaking(tls, alpn).context("cannot configure ingest TLS")?;
+        Self::bind_with(addr, server_config, handler, stats, limits)
+    }
+
+    fn bind_with(
+        addr: SocketAddr,
+        mut server_config: quinn::ServerConfig,
+        handler: Arc<H>,
+        stats: Arc<IngestStats>,
+        limits: IngestLimits,
+    ) -> Result<Self> {
         let mut transport = crate::tls::transport_config();
         transport.max_concurrent_bidi_streams(limits.max_streams_per_connection.max(1).into());
         server_config.transport_config(Arc::new(transport));
@@ -647,11 +696,14 @@ async fn handle_connection<H: BatchHandler>(
     }
     inc(&stats.connections_accepted);
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
-    let multi = negotiated_alpn(&connection).as_deref() == Some(wire::ALPN_UPLINK_V2);
-    info!(
-        sensor = %identity.sensor_id, site = %identity.site, %remote, %serial,
-        uplink = if multi { 2 } else { 1 }, "sensor connected"
-    );
+    let alpn = negotiated_alpn(&connection);
+    let version = match alpn.as_deref() {
+        Some(p) if p == wire::ALPN_UPLINK_V3 => 3,
+        Some(p) if p == wire::ALPN_UPLINK_V2 => 2,
+        _ => 1,
+    };
+    let (multi, compressed) = (version >= 2, version == 3);
+    info!(sensor = %identity.sensor_id, site = %identity.site, %remote, %serial, uplink = version, "sensor connected");
     let mut streams = JoinSet::new();
     // Streams are accepted in the order the sensor opened them (its seq order); each is
     // handed to the handler only after the one before it, so a sensor's batches in flight
@@ -682,9 +734,18 @@ async fn handle_connection<H: BatchHandler>(
                     // A version-2 stream says how long its frame is; a version-1 stream may
                     // be as long as the limit. (A stalled prefix holds up only this sensor's
                     // later streams, which wait for this one anyway.)
-                    let declared = if multi {
-                        match read_length_prefix(&mut recv, &identity, &stats, &limits).await {
-                            Some(len) => Some(len),
+                    // A version-3 stream also says how large its frame is once decompressed.
+                    let (declared, header) = if compressed {
+                        match read_stream_header::<{ wire::COMPRESSED_HEADER_BYTES }>(&mut recv, &identity, &stats, &limits).await {
+                            Some(h) => (Some(word(&h, 0)), Some(h)),
+                            None => {
+                                let _ = send.reset(codes::READ_TIMEOUT.into());
+                                continue;
+                            }
+                        }
+                    } else if multi {
+                        match read_stream_header::<{ wire::FRAME_LENGTH_PREFIX }>(&mut recv, &identity, &stats, &limits).await {
+                            Some(prefix) => (Some(word(&prefix, 0)), None),
                             // Dropping `order` unsent makes the later streams answer RetryLater.
                             None => {
                                 let _ = send.reset(codes::READ_TIMEOUT.into());
@@ -692,9 +753,15 @@ async fn handle_connection<H: BatchHandler>(
                             }
                         }
                     } else {
-                        None
+                        (None, None)
                     };
-                    let reserve = declared.map_or(limits.max_frame_bytes, |len| len.min(limits.max_frame_bytes));
+                    let mut reserve = declared.map_or(limits.max_frame_bytes, |len| len.min(limits.max_frame_bytes));
+                    if let Some(h) = &header {
+                        // The stored and the decompressed frame are both in memory at once.
+                        // (Capped at the whole budget, or a stream could wait for ever.)
+                        reserve += word(h, 5).min(limits.max_frame_bytes);
+                        reserve = reserve.min(limits.max_inflight_bytes.max(limits.max_frame_bytes));
+                    }
                     // Waiting here is the backpressure: the stream's bytes stay in QUIC
                     // flow-control windows, not in our memory. Taken in stream order, so a
                     // stream holding permits never waits for an earlier one that has none.
@@ -736,7 +803,7 @@ async fn handle_connection<H: BatchHandler>(
                         let ctx = StreamContext { identity: &identity, sensor: &sensor, stats: &stats, limits: &limits };
                         match declared {
                             Some(len) => {
-                                let stream = FrameStream { send, recv, declared: len, order, _permit: permit };
+                                let stream = FrameStream { send, recv, declared: len, header, order, _permit: permit };
                                 handle_multi_stream(stream, handler.as_ref(), ctx).await
                             }
                             None => {
@@ -882,17 +949,23 @@ fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
     connection.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
 }
 
-/// The length a version-2 stream declares for its frame; None (counted, logged) when the
-/// stream ended or stalled before the 4 bytes arrived.
-async fn read_length_prefix(
+/// The big-endian u32 at `at` of a stream header, as a length.
+fn word(header: &[u8], at: usize) -> usize {
+    u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]) as usize
+}
+
+/// What precedes a frame on a version-2 stream (its length) or a version-3 stream (a
+/// `wire::CompressedHeader`); None (counted, logged) when the stream ended or stalled
+/// before the N bytes arrived.
+async fn read_stream_header<const N: usize>(
     recv: &mut quinn::RecvStream,
     identity: &SensorIdentity,
     stats: &IngestStats,
     limits: &IngestLimits,
-) -> Option<usize> {
-    let mut prefix = [0u8; wire::FRAME_LENGTH_PREFIX];
+) -> Option<[u8; N]> {
+    let mut prefix = [0u8; N];
     match tokio::time::timeout(limits.frame_read_timeout, recv.read_exact(&mut prefix)).await {
-        Ok(Ok(())) => Some(u32::from_be_bytes(prefix) as usize),
+        Ok(Ok(())) => Some(prefix),
         Ok(Err(e)) => {
             debug!(sensor = %identity.sensor_id, stream = ?recv.id(), "stream ended before its frame length: {e}");
             None
@@ -1129,11 +1202,13 @@ fn log_spool_report(identity: &SensorIdentity, batch: &Batch) {
     }
 }
 
-/// A version-2 stream whose frame length is known and whose bytes are reserved (`_permit`).
+/// A version-2 or 3 stream whose frame length is known and whose bytes are reserved (`_permit`).
 struct FrameStream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     declared: usize,
+    /// The `wire::CompressedHeader` of a version-3 stream (`declared` is its stored length).
+    header: Option<[u8; wire::COMPRESSED_HEADER_BYTES]>,
     order: StreamOrder,
     _permit: OwnedSemaphorePermit,
 }
@@ -1158,6 +1233,21 @@ async fn handle_multi_stream<H: BatchHandler>(mut s: FrameStream, handler: &H, c
     let stream = s.recv.id();
     let rejected = |reason: String| whole_frame(BatchReply::Rejected { batch_id: Ulid::nil(), seq: 0, reason });
     let replies = 'replies: {
+        let header = match s.header.map(|h| wire::CompressedHeader::parse(&h, limits.max_frame_bytes)).transpose() {
+            Ok(h) => h,
+            Err(e) => {
+                inc(&stats.frames_rejected);
+                inc(&stats.frames_bad_compression);
+                if matches!(e, FrameError::TooLarge(..) | FrameError::ExpandsTooFar(..)) {
+                    inc(&stats.frames_oversized);
+                }
+                let reason = format!("compressed frame refused before reading it: {e}");
+                warn!(sensor = %identity.sensor_id, site = %identity.site, ?stream, "rejected a frame: {reason}");
+                let _ = s.recv.stop(codes::FRAME_TOO_LARGE.into());
+                refuse_later_streams(&mut s.order).await;
+                break 'replies rejected(reason);
+            }
+        };
         if s.declared == 0 || s.declared > limits.max_frame_bytes {
             inc(&stats.frames_rejected);
             let reason = if s.declared == 0 {
@@ -1195,6 +1285,26 @@ async fn handle_multi_stream<H: BatchHandler>(mut s: FrameStream, handler: &H, c
                 return;
             }
             Ok(bytes) => bytes,
+        };
+        let frame = match &header {
+            Some(h) if frame.len() == s.declared => match wire::decompress_frame(h, &frame) {
+                Ok(decoded) => {
+                    inc(&stats.compressed_frames);
+                    stats.compressed_frame_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                    stats.decompressed_frame_bytes.fetch_add(decoded.len() as u64, Ordering::Relaxed);
+                    s.declared = decoded.len();
+                    decoded
+                }
+                Err(e) => {
+                    inc(&stats.frames_rejected);
+                    inc(&stats.frames_bad_compression);
+                    let reason = format!("undecodable compressed frame of {} bytes: {e}", frame.len());
+                    error!(sensor = %identity.sensor_id, site = %identity.site, "rejected a frame: {reason}");
+                    refuse_later_streams(&mut s.order).await;
+                    break 'replies rejected(reason);
+                }
+            },
+            _ => frame,
         };
         let batches = match wire::decode_batches_frame(&frame) {
             _ if frame.len() != s.declared => Err(format!(

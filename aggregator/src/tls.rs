@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use wardline_common::tls_reload::{self, CredentialStore};
-use wardline_common::wire::{ALPN_UPLINK, ALPN_UPLINK_V2};
+use wardline_common::wire::{ALPN_UPLINK, ALPN_UPLINK_V2, ALPN_UPLINK_V3};
 
 /// Without traffic for this long a connection is considered dead (sensor gone, link cut).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,13 +87,25 @@ pub fn node_server_config(
     Ok(cfg)
 }
 
+/// The uplink versions a node speaks, preferred first: 3 (compressed multi-batch frames,
+/// decision 0041), 2 (multi-batch frames, 0034), 1 for the oldest sensors.
+pub const UPLINK_VERSIONS: &[&[u8]] = &[ALPN_UPLINK_V3, ALPN_UPLINK_V2, ALPN_UPLINK];
+
 /// TLS 1.3 server config of QUIC ingest: a sensor certificate from the fleet CA required.
-/// Uplink version 2 (multi-batch frames) is preferred; version 1 serves older sensors.
+/// The highest uplink version the sensor offers is chosen (`UPLINK_VERSIONS`).
 pub fn rustls_server_config(tls: &TlsPaths) -> Result<rustls::ServerConfig> {
-    let mut cfg = node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], ALPN_UPLINK_V2)?;
-    cfg.alpn_protocols.push(ALPN_UPLINK.to_vec());
+    let mut cfg = rustls_server_config_speaking(tls, UPLINK_VERSIONS)?;
     // Sensor health connections (decision 0038).
     cfg.alpn_protocols.push(wardline_common::wire::ALPN_HEALTH.to_vec());
+    Ok(cfg)
+}
+
+/// [`rustls_server_config`] speaking only the uplink versions `alpn` (preferred first), without
+/// health connections: tests use it to act as an older node.
+pub fn rustls_server_config_speaking(tls: &TlsPaths, alpn: &[&[u8]]) -> Result<rustls::ServerConfig> {
+    let first = alpn.first().copied().unwrap_or(ALPN_UPLINK);
+    let mut cfg = node_server_config(tls, ClientCerts::Required, &[&rustls::version::TLS13], first)?;
+    cfg.alpn_protocols.extend(alpn.iter().skip(1).map(|p| p.to_vec()));
     Ok(cfg)
 }
 
@@ -109,7 +121,17 @@ pub fn transport_config() -> quinn::TransportConfig {
 
 /// quinn server config of the ingest endpoint.
 pub fn quic_server_config(tls: &TlsPaths) -> Result<quinn::ServerConfig> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_server_config(tls)?)
+    quic_config_of(rustls_server_config(tls)?)
+}
+
+/// [`quic_server_config`] speaking only the uplink versions `alpn` (preferred first) and no
+/// health connections: tests use it to act as an older node.
+pub fn quic_server_config_speaking(tls: &TlsPaths, alpn: &[&[u8]]) -> Result<quinn::ServerConfig> {
+    quic_config_of(rustls_server_config_speaking(tls, alpn)?)
+}
+
+fn quic_config_of(rustls: rustls::ServerConfig) -> Result<quinn::ServerConfig> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls)
         .context("TLS config has no QUIC-capable cipher suite")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));

@@ -38,6 +38,16 @@ pub const ALPN_UPLINK_V2: &[u8] = b"wardline-uplink/2";
 pub const MAX_FRAME_BATCHES: usize = 256;
 /// Bytes of the length that precedes a multi-batch frame on a version-2 stream.
 pub const FRAME_LENGTH_PREFIX: usize = 4;
+/// ALPN protocol id of uplink version 3 (decision 0041): version 2 with the multi-batch
+/// frame compressed. Each stream carries a [`CompressedHeader`] (stored length, codec,
+/// decoded length) and then the stored bytes; decompressed, they are exactly a version-2
+/// frame. Replies are as in version 2 (uncompressed). A sensor offers 3, 2 and 1, a node
+/// picks the highest it knows.
+pub const ALPN_UPLINK_V3: &[u8] = b"wardline-uplink/3";
+/// Bytes of the [`CompressedHeader`] that precedes a frame on a version-3 stream.
+pub const COMPRESSED_HEADER_BYTES: usize = 9;
+/// Default zstd level of a sensor's uplink frames (decision 0041 has the measurements).
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
 /// Is `id` a valid sensor id or site name: 1 to 64 characters from A-Z, a-z, 0-9, '.', '_'
 /// and '-'? They end up in certificate URNs (':' separated), file names, log lines and
@@ -361,6 +371,140 @@ pub enum FrameError {
          one sensor's batches in seq order"
     )]
     Order { index: usize, seq: u64, previous: u64 },
+    #[error("compressed frame header declares a length of 0 bytes; a frame holds at least one batch")]
+    ZeroLength,
+    #[error("unknown frame codec {0} (this build knows 0 = stored and 1 = zstd)")]
+    Codec(u8),
+    #[error("compressed frame would decode to {0} bytes and exceeds the {1}-byte limit; send fewer batches per frame")]
+    ExpandsTooFar(usize, usize),
+    #[error(
+        "compressed frame declares {declared} decoded bytes but holds {}",
+        actual.map_or("more".to_string(), |n| n.to_string())
+    )]
+    Expansion { declared: usize, actual: Option<usize> },
+    #[error("compressed frame declares {declared} stored bytes but {actual} arrived")]
+    Truncated { declared: usize, actual: usize },
+    #[error("cannot decompress frame: {0}")]
+    Decompress(String),
+}
+
+/// How the bytes after a [`CompressedHeader`] encode the version-2 frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is (compression would not have made it smaller).
+    Stored,
+    /// One or more zstd frames (RFC 8878), no dictionary.
+    Zstd,
+}
+
+impl Codec {
+    fn byte(self) -> u8 {
+        match self {
+            Codec::Stored => 0,
+            Codec::Zstd => 1,
+        }
+    }
+}
+
+/// What precedes a compressed frame on a version-3 stream: 4 bytes big-endian stored length
+/// (the bytes that follow the header), 1 byte codec, 4 bytes big-endian decoded length. The
+/// receiver learns both sizes before reading a byte of the frame, so it can refuse a frame
+/// that claims too much and reserve memory for what it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompressedHeader {
+    pub stored: usize,
+    pub codec: Codec,
+    pub decoded: usize,
+}
+
+impl CompressedHeader {
+    pub fn to_bytes(&self) -> [u8; COMPRESSED_HEADER_BYTES] {
+        let mut out = [0u8; COMPRESSED_HEADER_BYTES];
+        out[..4].copy_from_slice(&(self.stored as u32).to_be_bytes());
+        out[4] = self.codec.byte();
+        out[5..].copy_from_slice(&(self.decoded as u32).to_be_bytes());
+        out
+    }
+
+    /// Read a header and check it against `max_frame_bytes` (the receiver's limit on both
+    /// the stored and the decoded frame). Never panics.
+    pub fn parse(bytes: &[u8; COMPRESSED_HEADER_BYTES], max_frame_bytes: usize) -> Result<Self, FrameError> {
+        let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let (stored, decoded) = (word(0), word(5));
+        let codec = match bytes[4] {
+            0 => Codec::Stored,
+            1 => Codec::Zstd,
+            other => return Err(FrameError::Codec(other)),
+        };
+        if stored == 0 || decoded == 0 {
+            return Err(FrameError::ZeroLength);
+        }
+        if stored > max_frame_bytes {
+            return Err(FrameError::TooLarge(stored, max_frame_bytes));
+        }
+        if decoded > max_frame_bytes {
+            return Err(FrameError::ExpandsTooFar(decoded, max_frame_bytes));
+        }
+        if codec == Codec::Stored && stored != decoded {
+            return Err(FrameError::Expansion { declared: decoded, actual: Some(stored) });
+        }
+        Ok(CompressedHeader { stored, codec, decoded })
+    }
+}
+
+/// A version-2 frame made ready for a version-3 stream: the header followed by the frame
+/// compressed with zstd at `level`, or stored as is when that would not be smaller. The
+/// caller checked the frame against [`MAX_FRAME_BYTES`] already (it was assembled).
+pub fn compress_frame(frame: &[u8], level: i32) -> Result<Vec<u8>, FrameError> {
+    if frame.is_empty() || frame.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(frame.len(), MAX_FRAME_BYTES));
+    }
+    let packed = zstd::bulk::compress(frame, level).map_err(|e| FrameError::Encode(format!("zstd: {e}")))?;
+    let (codec, body) = if packed.len() < frame.len() { (Codec::Zstd, &packed[..]) } else { (Codec::Stored, frame) };
+    let header = CompressedHeader { stored: body.len(), codec, decoded: frame.len() };
+    let mut out = Vec::with_capacity(COMPRESSED_HEADER_BYTES + body.len());
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// The version-2 frame held in `stored` (the bytes after `header`). Decompression writes
+/// into a buffer of exactly `header.decoded` bytes, which [`CompressedHeader::parse`]
+/// bounded by the receiver's limit: a frame that would expand further is an error, never
+/// a larger allocation. Never panics.
+pub fn decompress_frame(header: &CompressedHeader, stored: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if stored.len() != header.stored {
+        return Err(FrameError::Truncated { declared: header.stored, actual: stored.len() });
+    }
+    match header.codec {
+        Codec::Stored => Ok(stored.to_vec()),
+        Codec::Zstd => {
+            let mut out = Vec::with_capacity(header.decoded);
+            let mut zstd = zstd::bulk::Decompressor::new().map_err(|e| FrameError::Decompress(e.to_string()))?;
+            // Into the Vec's spare capacity: never more than `decoded` bytes are written.
+            let written = zstd.decompress_to_buffer(stored, &mut out).map_err(|e| {
+                // zstd says "Destination buffer is too small" when the content expands past
+                // what the header declared.
+                if e.to_string().contains("too small") {
+                    FrameError::Expansion { declared: header.decoded, actual: None }
+                } else {
+                    FrameError::Decompress(e.to_string())
+                }
+            })?;
+            if written != header.decoded {
+                return Err(FrameError::Expansion { declared: header.decoded, actual: Some(written) });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Decode what a version-3 stream carries (header, then stored bytes) into its batches,
+/// with `max_frame_bytes` bounding both the stored and the decoded frame. Never panics.
+pub fn decode_compressed_batches_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Vec<Batch>, FrameError> {
+    let (header, stored) = bytes.split_first_chunk::<COMPRESSED_HEADER_BYTES>().ok_or(FrameError::Empty)?;
+    let header = CompressedHeader::parse(header, max_frame_bytes)?;
+    decode_batches_frame(&decompress_frame(&header, stored)?)
 }
 
 fn bincode_config() -> impl bincode::config::Config {
@@ -635,6 +779,105 @@ mod tests {
         assert!(matches!(e, FrameError::TooLarge(_, MAX_FRAME_BYTES)), "{e}");
     }
 
+    fn compressed(batches: &[Batch], level: i32) -> Vec<u8> {
+        let frame = encode_frame(&batches.to_vec()).unwrap();
+        compress_frame(&frame, level).unwrap()
+    }
+
+    #[test]
+    fn compressed_frames_round_trip_and_shrink() {
+        let batches: Vec<Batch> = (1..=40).map(numbered).collect();
+        let plain = encode_frame(&batches).unwrap();
+        let packed = compressed(&batches, DEFAULT_COMPRESSION_LEVEL);
+        let header =
+            CompressedHeader::parse(packed[..COMPRESSED_HEADER_BYTES].try_into().unwrap(), MAX_FRAME_BYTES).unwrap();
+        assert_eq!(header.codec, Codec::Zstd);
+        assert_eq!((header.stored, header.decoded), (packed.len() - COMPRESSED_HEADER_BYTES, plain.len()));
+        assert!(packed.len() * 4 < plain.len(), "{} of {} bytes", packed.len(), plain.len());
+        assert_eq!(decompress_frame(&header, &packed[COMPRESSED_HEADER_BYTES..]).unwrap(), plain);
+        assert_eq!(decode_compressed_batches_frame(&packed, MAX_FRAME_BYTES).unwrap(), batches);
+    }
+
+    #[test]
+    fn a_frame_compression_cannot_shrink_is_stored() {
+        // A tiny frame: zstd's own header makes it larger.
+        let frame = vec![WIRE_VERSION, 1, 0];
+        let out = compress_frame(&frame, DEFAULT_COMPRESSION_LEVEL).unwrap();
+        assert_eq!(out[4], 0, "stored");
+        assert_eq!(&out[COMPRESSED_HEADER_BYTES..], &frame[..]);
+        let batches = vec![numbered(1)];
+        let mut stored = CompressedHeader { stored: 0, codec: Codec::Stored, decoded: 0 };
+        let plain = encode_frame(&batches).unwrap();
+        (stored.stored, stored.decoded) = (plain.len(), plain.len());
+        let bytes = [&stored.to_bytes()[..], &plain].concat();
+        assert_eq!(decode_compressed_batches_frame(&bytes, MAX_FRAME_BYTES).unwrap(), batches);
+    }
+
+    #[test]
+    fn compressed_headers_are_checked_against_the_limit() {
+        let header = |stored: u32, codec: u8, decoded: u32| {
+            let mut b = [0u8; COMPRESSED_HEADER_BYTES];
+            b[..4].copy_from_slice(&stored.to_be_bytes());
+            b[4] = codec;
+            b[5..].copy_from_slice(&decoded.to_be_bytes());
+            b
+        };
+        let limit = 1 << 20;
+        assert!(CompressedHeader::parse(&header(100, 1, 5000), limit).is_ok());
+        assert!(matches!(CompressedHeader::parse(&header(100, 7, 5000), limit), Err(FrameError::Codec(7))));
+        assert!(matches!(CompressedHeader::parse(&header(0, 1, 5000), limit), Err(FrameError::ZeroLength)));
+        assert!(matches!(CompressedHeader::parse(&header(100, 1, 0), limit), Err(FrameError::ZeroLength)));
+        let e = CompressedHeader::parse(&header(100, 1, limit as u32 + 1), limit).unwrap_err();
+        assert!(matches!(e, FrameError::ExpandsTooFar(_, _)), "{e}");
+        assert!(e.to_string().contains("exceeds the 1048576-byte limit"), "{e}");
+        assert!(matches!(
+            CompressedHeader::parse(&header(limit as u32 + 1, 1, 10), limit),
+            Err(FrameError::TooLarge(..))
+        ));
+        assert!(matches!(
+            CompressedHeader::parse(&header(10, 0, 11), limit),
+            Err(FrameError::Expansion { declared: 11, actual: Some(10) })
+        ));
+        let h = CompressedHeader { stored: 12, codec: Codec::Zstd, decoded: 99 };
+        assert_eq!(CompressedHeader::parse(&h.to_bytes(), limit).unwrap(), h);
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_without_expanding_it() {
+        // 64 MiB of zeros packs into a few KiB.
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+        assert!(bomb.len() < 64 * 1024);
+        let claim = |decoded: usize| {
+            let h = CompressedHeader { stored: bomb.len(), codec: Codec::Zstd, decoded };
+            [&h.to_bytes()[..], &bomb].concat()
+        };
+        // Claiming its true size: refused by the header check, before any decompression.
+        let e = decode_compressed_batches_frame(&claim(64 << 20), MAX_FRAME_BYTES).unwrap_err();
+        assert!(matches!(e, FrameError::ExpandsTooFar(..)), "{e}");
+        // Claiming a small size: decompression stops at the claim.
+        let e = decode_compressed_batches_frame(&claim(4096), MAX_FRAME_BYTES).unwrap_err();
+        assert!(matches!(e, FrameError::Expansion { declared: 4096, actual: None }), "{e}");
+        // Claiming more than it holds.
+        let small = zstd::bulk::compress(&[1u8; 100], 3).unwrap();
+        let h = CompressedHeader { stored: small.len(), codec: Codec::Zstd, decoded: 200 };
+        let e = decompress_frame(&h, &small).unwrap_err();
+        assert!(matches!(e, FrameError::Expansion { declared: 200, actual: Some(100) }), "{e}");
+    }
+
+    #[test]
+    fn truncated_and_garbled_compressed_frames_are_errors() {
+        let packed = compressed(&(1..=5).map(numbered).collect::<Vec<_>>(), 3);
+        let e = decode_compressed_batches_frame(&packed[..packed.len() - 1], MAX_FRAME_BYTES).unwrap_err();
+        assert!(matches!(e, FrameError::Truncated { .. }), "{e}");
+        let mut garbled = packed.clone();
+        for b in &mut garbled[COMPRESSED_HEADER_BYTES..COMPRESSED_HEADER_BYTES + 4] {
+            *b ^= 0xff; // the zstd magic number
+        }
+        let e = decode_compressed_batches_frame(&garbled, MAX_FRAME_BYTES).unwrap_err();
+        assert!(matches!(e, FrameError::Decompress(_)), "{e}");
+        assert!(decode_compressed_batches_frame(&[], MAX_FRAME_BYTES).is_err());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -666,6 +909,45 @@ mod tests {
             let at = flip.0 % flipped.len();
             flipped[at] ^= flip.1 | 1;
             if let Ok(back) = decode_batches_frame(&flipped) {
+                prop_assert!(!back.is_empty() && back.len() <= MAX_FRAME_BATCHES);
+                prop_assert!(back.windows(2).all(|w| w[0].seq <= w[1].seq));
+            }
+        }
+
+        #[test]
+        fn arbitrary_compressed_frames_never_panic_and_stay_bounded(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+            limit in 1usize..100_000,
+        ) {
+            if let Ok(batches) = decode_compressed_batches_frame(&bytes, limit) {
+                prop_assert!(!batches.is_empty() && batches.len() <= MAX_FRAME_BATCHES);
+            }
+            // Behind a valid zstd header too, so the decoder itself is exercised.
+            let header = CompressedHeader { stored: bytes.len().max(1), codec: Codec::Zstd, decoded: limit };
+            let mut framed = header.to_bytes().to_vec();
+            framed.extend_from_slice(&zstd::bulk::compress(&bytes, 1).unwrap()[..4]);
+            framed.extend_from_slice(&bytes);
+            let _ = decode_compressed_batches_frame(&framed, limit);
+        }
+
+        #[test]
+        fn compressed_frames_round_trip_and_damage_is_an_error_or_well_formed(
+            seqs in proptest::collection::vec(1u64..1_000, 1..8),
+            level in 1i32..10,
+            cut in 0usize..4096,
+            flip in any::<(usize, u8)>(),
+        ) {
+            let mut seqs = seqs;
+            seqs.sort_unstable();
+            let batches: Vec<Batch> = seqs.iter().map(|&s| numbered(s)).collect();
+            let packed = compressed(&batches, level);
+            prop_assert_eq!(&decode_compressed_batches_frame(&packed, MAX_FRAME_BYTES).unwrap(), &batches);
+            let cut = cut.min(packed.len() - 1);
+            prop_assert!(decode_compressed_batches_frame(&packed[..cut], MAX_FRAME_BYTES).is_err());
+            let mut flipped = packed.clone();
+            let at = flip.0 % flipped.len();
+            flipped[at] ^= flip.1 | 1;
+            if let Ok(back) = decode_compressed_batches_frame(&flipped, MAX_FRAME_BYTES) {
                 prop_assert!(!back.is_empty() && back.len() <= MAX_FRAME_BATCHES);
                 prop_assert!(back.windows(2).all(|w| w[0].seq <= w[1].seq));
             }

@@ -112,10 +112,18 @@ pub struct UplinkSection {
     /// 0 sends none.
     #[serde(default = "default_heartbeat_interval_secs")]
     pub heartbeat_interval_secs: u64,
+    /// zstd level of frames when the node speaks uplink version 3 (decision 0041; 1 to 19,
+    /// default 3); 0 sends frames uncompressed (version 2).
+    #[serde(default = "default_compression_level")]
+    pub compression_level: i32,
 }
 
 fn default_heartbeat_interval_secs() -> u64 {
     crate::uplink::DEFAULT_HEARTBEAT_INTERVAL.as_secs()
+}
+
+fn default_compression_level() -> i32 {
+    wardline_common::wire::DEFAULT_COMPRESSION_LEVEL
 }
 
 fn default_max_frame_batches() -> usize {
@@ -243,6 +251,13 @@ impl SensorConfig {
         if self.batch.max_events == 0 {
             bail!("batch.max_events must be at least 1");
         }
+        if !(0..=19).contains(&self.uplink.compression_level) {
+            bail!(
+                "uplink.compression_level is {}; use 1 to 19 (3 is the default, higher levels cost more CPU for a few \
+                 bytes) or 0 to send uncompressed",
+                self.uplink.compression_level
+            );
+        }
         self.tls.check_exist("wardline-aggregator admin issue-sensor").map_err(anyhow::Error::msg)?;
         Ok(())
     }
@@ -258,6 +273,27 @@ mod tests {
         assert!(validate_id("sensor_id", "").is_err());
         assert!(validate_id("sensor_id", "a/b").is_err());
         assert!(validate_id("site", &"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn compression_level_defaults_to_3_and_is_bounded() {
+        let with = |extra: &str| -> SensorConfig {
+            toml::from_str(&format!(
+                "sensor_id='a'\nsite='b'\nspool_dir='/s'\n[uplink]\nserver='x:1'\n{extra}\n[tls]\ncert='/nonexistent/c'\n\
+                 key='k'\nca='a'\n[capture]\nfiles=['f.pcap']\n"
+            ))
+            .unwrap()
+        };
+        assert_eq!(with("").uplink.compression_level, 3);
+        // Valid levels pass this check (validation then stops at the missing TLS files).
+        for ok in ["compression_level = 0", "compression_level = 19"] {
+            let e = with(ok).validate().unwrap_err().to_string();
+            assert!(!e.contains("compression_level"), "{ok}: {e}");
+        }
+        for bad in ["compression_level = 20", "compression_level = -1"] {
+            let e = with(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("uplink.compression_level is") && e.contains("0 to send uncompressed"), "{bad}: {e}");
+        }
     }
 
     #[test]

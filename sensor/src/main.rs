@@ -128,6 +128,7 @@ fn build_config(a: &RunArgs) -> Result<SensorConfig> {
                 max_in_flight: wardline_sensor::uplink::DEFAULT_MAX_IN_FLIGHT,
                 max_frame_batches: wardline_sensor::uplink::DEFAULT_FRAME_BATCHES,
                 heartbeat_interval_secs: wardline_sensor::uplink::DEFAULT_HEARTBEAT_INTERVAL.as_secs(),
+                compression_level: wardline_common::wire::DEFAULT_COMPRESSION_LEVEL,
             },
             tls: TlsPaths::in_dir(a.tls_dir.as_deref().context("--tls-dir is required without --config")?, "sensor"),
             certificates: Default::default(),

@@ -167,6 +167,7 @@ pub fn run(cfg: SensorConfig, opts: RunOptions) -> Result<()> {
     uplink_cfg.fallback_addrs = fallback_addrs;
     uplink_cfg.max_in_flight = cfg.uplink.max_in_flight.max(1);
     uplink_cfg.max_frame_batches = cfg.uplink.max_frame_batches.max(1);
+    uplink_cfg.compression_level = cfg.uplink.compression_level;
     let stop = Arc::new(AtomicBool::new(false));
     let (up_stop_tx, up_stop_rx) = tokio::sync::watch::channel(false);
     let health = Arc::new(uplink::UplinkHealth::default());

@@ -7,7 +7,9 @@
 //! separate streams of one connection. When the node speaks uplink version 2 (ALPN,
 //! decision 0034) a frame carries up to `max_frame_batches` consecutive spooled batches
 //! (at most `FRAME_TARGET_BYTES`), answered with one reply per batch; with an older node
-//! each frame is one batch. A backlog thus drains in a few large frames, live traffic
+//! each frame is one batch. When the node speaks version 3 (decision 0041) each such frame
+//! is compressed with zstd at `compression_level` before it is sent. A backlog thus drains
+//! in a few large frames, live traffic
 //! still goes out as soon as a batch is spooled. Streams are opened in seq order and the aggregator
 //! hands a connection's batches on in stream order (decision 0016). A batch leaves the
 //! spool only on an Ack (`Spool::remove_acked`; acks that arrive together share one flush)
@@ -34,8 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 use wardline_common::wire::{
-    assemble_batches_frame, decode_frame, encode_batch_body, encode_frame, Batch, BatchReply, ALPN_UPLINK,
-    ALPN_UPLINK_V2, MAX_FRAME_BATCHES, RETRY_NOT_LEADER,
+    assemble_batches_frame, compress_frame, decode_frame, encode_batch_body, encode_frame, Batch, BatchReply,
+    ALPN_UPLINK, ALPN_UPLINK_V2, ALPN_UPLINK_V3, DEFAULT_COMPRESSION_LEVEL, FRAME_LENGTH_PREFIX, MAX_FRAME_BATCHES,
+    RETRY_NOT_LEADER,
 };
 
 /// Largest reply frame accepted from the aggregator (one reply per batch of a frame).
@@ -66,6 +69,9 @@ pub struct UplinkConfig {
     /// Most batches per frame when the node speaks uplink version 2 (1 to
     /// `wire::MAX_FRAME_BATCHES`); 1 offers only version 1 (one batch per stream).
     pub max_frame_batches: usize,
+    /// zstd level of multi-batch frames when the node speaks uplink version 3 (decision
+    /// 0041); 0 offers only versions 2 and 1 (frames sent uncompressed).
+    pub compression_level: i32,
 }
 
 /// Default number of batches outstanding at once.
@@ -88,6 +94,7 @@ impl UplinkConfig {
             fallback_addrs: Vec::new(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_frame_batches: DEFAULT_FRAME_BATCHES,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
         }
     }
 
@@ -112,6 +119,20 @@ pub struct UplinkStats {
     pub send_failures: u64,
     /// Moves to the next configured aggregator address (connection failed, not the leader).
     pub failovers: u64,
+    /// Encoded frames handed to QUIC streams, before compression (decision 0041).
+    #[serde(default)]
+    pub frame_bytes: u64,
+    /// The same frames as written to the streams: compressed where the node speaks uplink
+    /// version 3, with their length prefixes or headers.
+    #[serde(default)]
+    pub stream_bytes: u64,
+    /// UDP payload bytes of the uplink's QUIC connections, sent and received (handshakes,
+    /// packet headers, acks, retransmissions and replies included), from quinn's
+    /// connection statistics when each connection ends.
+    #[serde(default)]
+    pub quic_tx_bytes: u64,
+    #[serde(default)]
+    pub quic_rx_bytes: u64,
 }
 
 /// Ship batches until `shutdown` resolves; waits for new batches when the spool is empty.
@@ -227,6 +248,17 @@ impl UplinkStats {
         self.retry_later += o.retry_later;
         self.send_failures += o.send_failures;
         self.failovers += o.failovers;
+        self.frame_bytes += o.frame_bytes;
+        self.stream_bytes += o.stream_bytes;
+        self.quic_tx_bytes += o.quic_tx_bytes;
+        self.quic_rx_bytes += o.quic_rx_bytes;
+    }
+
+    /// Add what a connection that ended put on the wire.
+    fn add_connection(&mut self, conn: &quinn::Connection) {
+        let s = conn.stats();
+        self.quic_tx_bytes += s.udp_tx.bytes;
+        self.quic_rx_bytes += s.udp_rx.bytes;
     }
 }
 
@@ -321,12 +353,27 @@ fn cut_frame(queued: &mut VecDeque<Batch>, multi: bool, max_batches: usize, sing
     Some((batches, frame))
 }
 
-/// Did the handshake settle on uplink version 2?
-fn speaks_multi_batch(conn: &quinn::Connection) -> bool {
-    conn.handshake_data()
+/// How a connection's streams carry frames: the uplink version its handshake settled on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// Version 1: one batch per stream, no length prefix.
+    Single,
+    /// Version 2: a length prefix, then a multi-batch frame.
+    Multi,
+    /// Version 3: a `wire::CompressedHeader`, then the compressed multi-batch frame.
+    Compressed,
+}
+
+fn negotiated_framing(conn: &quinn::Connection) -> Framing {
+    let protocol = conn
+        .handshake_data()
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|h| h.protocol)
-        .is_some_and(|p| p == ALPN_UPLINK_V2)
+        .and_then(|h| h.protocol);
+    match protocol.as_deref() {
+        Some(p) if p == ALPN_UPLINK_V3 => Framing::Compressed,
+        Some(p) if p == ALPN_UPLINK_V2 => Framing::Multi,
+        _ => Framing::Single,
+    }
 }
 
 async fn run(
@@ -337,7 +384,11 @@ async fn run(
     health: &UplinkHealth,
 ) -> Result<UplinkStats> {
     let frame_batches = cfg.max_frame_batches.clamp(1, MAX_FRAME_BATCHES);
-    let offer: &[&[u8]] = if frame_batches > 1 { &[ALPN_UPLINK_V2, ALPN_UPLINK] } else { &[ALPN_UPLINK] };
+    let offer: &[&[u8]] = match (frame_batches > 1, cfg.compression_level != 0) {
+        (true, true) => &[ALPN_UPLINK_V3, ALPN_UPLINK_V2, ALPN_UPLINK],
+        (true, false) => &[ALPN_UPLINK_V2, ALPN_UPLINK],
+        (false, _) => &[ALPN_UPLINK],
+    };
     let client_config = crate::tls::quic_client_config_offering(&cfg.tls, offer).context("cannot set up uplink TLS")?;
     let addrs = cfg.addresses();
     let bind: SocketAddr =
@@ -348,6 +399,8 @@ async fn run(
     let mut stats = UplinkStats::default();
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     let mut connection: Option<quinn::Connection> = None;
+    // The newest connection made, kept until the next one so its bytes are counted once it ended.
+    let mut counted: Option<quinn::Connection> = None;
     let mut announced = false;
     // Index into `addrs` of the node in use, and how many were tried since one answered.
     let mut current = 0usize;
@@ -402,6 +455,9 @@ async fn run(
                         debug!(%server, "QUIC handshake done");
                         announced = false;
                         connection = Some(c.clone());
+                        if let Some(old) = counted.replace(c.clone()) {
+                            stats.add_connection(&old);
+                        }
                         c
                     }
                     Err(msg) => {
@@ -423,7 +479,8 @@ async fn run(
             }
         };
 
-        let multi = speaks_multi_batch(&conn);
+        let framing = negotiated_framing(&conn);
+        let multi = framing != Framing::Single;
         // One round: fill the window from the oldest spooled batch on, collect replies in
         // order, refill while all goes well; stop sending at the first failure.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -452,6 +509,18 @@ async fn run(
                     break;
                 };
                 let first_seq = batches[0].seq;
+                let frame = frame.and_then(|f| {
+                    stats.frame_bytes += f.len() as u64;
+                    let f = match framing {
+                        Framing::Compressed => compress_frame(&f, cfg.compression_level).map_err(|e| {
+                            format!("cannot compress a frame of batches {first_seq}.. ({} bytes): {e}", f.len())
+                        })?,
+                        _ => f,
+                    };
+                    stats.stream_bytes +=
+                        (f.len() + if framing == Framing::Multi { FRAME_LENGTH_PREFIX } else { 0 }) as u64;
+                    Ok(f)
+                });
                 // Opening in seq order gives the streams ascending ids: the aggregator's order.
                 let opened = tokio::select! {
                     _ = &mut shutdown => break 'outer,
@@ -464,11 +533,9 @@ async fn run(
                             crate::telemetry::record_batch_sent();
                         }
                         last_sent = batches[batches.len() - 1].seq;
-                        let (timeout, prefixed) = (cfg.reply_timeout, multi);
+                        let timeout = cfg.reply_timeout;
                         let reply =
-                            tokio::spawn(
-                                async move { exchange(send, recv, frame, prefixed, first_seq, timeout).await },
-                            );
+                            tokio::spawn(async move { exchange(send, recv, frame, framing, first_seq, timeout).await });
                         in_flight.push_back(InFlight { batches, reply });
                     }
                     Err(e) => failure = Some(Failure::Transport(explain_connection_error(&e, &cfg), first_seq)),
@@ -670,6 +737,9 @@ async fn run(
         c.close(0u32.into(), b"sensor stopping");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    if let Some(last) = counted.take() {
+        stats.add_connection(&last);
+    }
     Ok(stats)
 }
 
@@ -968,20 +1038,21 @@ async fn connect(
     }
 }
 
-/// Send one frame (after its length on a version-2 stream) and read the replies: one per
-/// batch, or one for the whole frame; a version-1 reply is the one batch's.
+/// Send one frame (after its length on a version-2 stream; a version-3 frame starts with its
+/// header) and read the replies: one per batch, or one for the whole frame; a version-1
+/// reply is the one batch's.
 async fn exchange(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     frame: std::result::Result<Vec<u8>, String>,
-    multi: bool,
+    framing: Framing,
     seq: u64,
     reply_timeout: Duration,
 ) -> std::result::Result<Vec<BatchReply>, SendError> {
     let frame = frame.map_err(SendError::Other)?;
     let started = std::time::Instant::now();
     let written = async {
-        if multi {
+        if framing == Framing::Multi {
             // The frame is at most wire::MAX_FRAME_BYTES (16 MiB), so its length fits.
             send.write_all(&(frame.len() as u32).to_be_bytes()).await?;
         }
@@ -1006,7 +1077,7 @@ async fn exchange(
     };
     crate::telemetry::record_exchange(frame.len(), started.elapsed());
     let unreadable = |e| SendError::Other(format!("unreadable reply to batch {seq} ({} bytes): {e}", bytes.len()));
-    if multi {
+    if framing != Framing::Single {
         decode_frame::<Vec<BatchReply>>(&bytes).map_err(unreadable)
     } else {
         decode_frame::<BatchReply>(&bytes).map(|r| vec![r]).map_err(unreadable)
