@@ -21,6 +21,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod audit;
 mod bindings;
+pub mod epochs;
 mod hosts;
 pub mod identity;
 mod ips;
@@ -52,7 +53,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_000a;
+pub const STATE_FORMAT: u32 = 0x574c_000b;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -158,6 +159,24 @@ pub enum Command {
         mac: MacAddr,
         tags: Vec<String>,
     },
+    /// Batches that name their sensor's spool epoch (decision 0036), applied in order like
+    /// `ApplyBatches`, each judged against its sensor's epochs first: a new epoch restarts the
+    /// watermark, a retired epoch's batch is a duplicate or refused. A batch jumping more than
+    /// `max_seq_jump` (the proposing node's configuration) past its watermark is
+    /// refused. Proposed only for sensors whose epoch the cluster records (first seen with
+    /// one, or changed), so a cluster of older nodes never receives it from an unchanged
+    /// fleet (the upgrade rule in docs/operations.md).
+    ApplyEpochBatches {
+        max_seq_jump: u64,
+        batches: Vec<EpochBatch>,
+    },
+}
+
+/// One batch of `Command::ApplyEpochBatches`: the batch and the spool epoch it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochBatch {
+    pub epoch: Ulid,
+    pub batch: IngestBatch,
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -301,12 +320,47 @@ pub struct ApplyResponse {
     /// For `ApplyBatches`: whether each batch was applied (false: a duplicate), in order.
     #[serde(default)]
     pub batches: Vec<bool>,
+    /// The batches of a group that were refused rather than found applied, with the reason.
+    #[serde(default)]
+    pub refused: Vec<BatchRefusal>,
+}
+
+/// A batch of a group the state refused (not applied, not a duplicate).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRefusal {
+    /// Its position in the group.
+    pub index: u32,
+    /// True when a re-send may be taken (the batch's epoch was not known to the proposing
+    /// node); false when it is refused for good.
+    pub retry: bool,
+    pub reason: String,
+}
+
+/// What ingest should do with one arriving batch ([`ClusterState::ingest_verdict`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestVerdict {
+    /// Already applied (or of a retired epoch at or below where it ended): acknowledge.
+    Duplicate,
+    /// Propose it; `with_epoch`: in `Command::ApplyEpochBatches` (its sensor's epoch is or
+    /// becomes recorded), else in `Command::ApplyBatches`.
+    Propose { with_epoch: bool, begins_epoch: bool },
+    /// Refuse it for good, with the reason.
+    Refuse(String),
+}
+
+/// The spool epoch a wire batch names: that of its (last) `SpoolReport`, which every batch of
+/// a sensor since decision 0036 carries.
+pub fn batch_epoch(batch: &Batch) -> Option<Ulid> {
+    batch.events.iter().rev().find_map(|e| match e {
+        Event::SpoolReport(r) => Some(r.spool_epoch),
+        _ => None,
+    })
 }
 
 impl ApplyResponse {
     /// The answer of a command that is not a batch group.
     pub fn done(applied: bool) -> Self {
-        ApplyResponse { applied, batches: Vec::new() }
+        ApplyResponse { applied, batches: Vec::new(), refused: Vec::new() }
     }
 }
 
@@ -652,6 +706,8 @@ pub struct ClusterState {
     detectors: anomaly::detectors::Detectors,
     /// Operators' tags on devices, for group conditions.
     device_tags: tags::DeviceTags,
+    /// Sensors' spool epochs (decision 0036).
+    epochs: epochs::SensorEpochs,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -688,6 +744,8 @@ struct ReplicatedParts {
     detectors: anomaly::detectors::Detectors,
     #[serde(default)]
     device_tags: tags::DeviceTags,
+    #[serde(default)]
+    epochs: epochs::SensorEpochs,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -750,6 +808,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "group_history",
             "detectors",
             "device_tags",
+            "epochs",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -787,6 +846,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 // The second detectors (decision 0033) start with default settings.
                 let detectors = part_since(&mut seq, format, 0x574c_0009, "detectors")?;
                 let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
+                let epochs = part_since(&mut seq, format, 0x574c_000b, "sensor epochs")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -805,6 +865,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     group_history,
                     detectors,
                     device_tags,
+                    epochs,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -841,6 +902,7 @@ impl Serialize for ClusterState {
             group_history: &'a policy::GroupHistory,
             detectors: &'a anomaly::detectors::Detectors,
             device_tags: &'a tags::DeviceTags,
+            epochs: &'a epochs::SensorEpochs,
         }
         Parts {
             format: StateFormat,
@@ -860,6 +922,7 @@ impl Serialize for ClusterState {
             group_history: &self.group_history,
             detectors: &self.detectors,
             device_tags: &self.device_tags,
+            epochs: &self.epochs,
         }
         .serialize(s)
     }
@@ -884,6 +947,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             group_history: parts.group_history,
             detectors: parts.detectors,
             device_tags: parts.device_tags,
+            epochs: parts.epochs,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -999,13 +1063,166 @@ impl ClusterState {
         self.sensors.get(sensor_id).map_or(0, |s| s.last_seq)
     }
 
+    /// Every sensor's spool epochs (decision 0036).
+    pub fn epochs(&self) -> &epochs::SensorEpochs {
+        &self.epochs
+    }
+
+    /// What to do with a batch of `sensor_id` from spool `epoch` (None: it names none, an
+    /// older sensor) with sequence `seq`: acknowledge it as a duplicate, propose it (and in
+    /// which command), or refuse it. Ingest asks before proposing; `ApplyEpochBatches` asks
+    /// again when it applies, so the state alone decides.
+    pub fn ingest_verdict(
+        &self,
+        sensor_id: &str,
+        epoch: Option<Ulid>,
+        seq: u64,
+        batch_id: &Ulid,
+        max_seq_jump: u64,
+    ) -> IngestVerdict {
+        use epochs::EpochVerdict;
+        let sensor = self.sensors.get(sensor_id);
+        let (with_epoch, begins_epoch) = match (epoch, self.epochs.get(sensor_id)) {
+            (None, Some(record)) => {
+                return IngestVerdict::Refuse(format!(
+                    "batch {seq} names no spool epoch, but sensor {sensor_id} is recorded in spool epoch {}: a \
+                     sensor of a version before decision 0036 cannot send for it any more; upgrade the sensor",
+                    record.epoch
+                ))
+            }
+            (None, None) => (false, false),
+            (Some(epoch), _) => match self.epochs.verdict(sensor_id, sensor, epoch, seq) {
+                EpochVerdict::Current => (true, false),
+                EpochVerdict::Unrecorded => (false, false),
+                EpochVerdict::Begins { .. } => (true, true),
+                EpochVerdict::RetiredDuplicate => return IngestVerdict::Duplicate,
+                EpochVerdict::Stale(reason) => return IngestVerdict::Refuse(reason),
+            },
+        };
+        // Sequences start at 1: seq 0 is never applied (as before epochs).
+        if seq == 0 || (!begins_epoch && self.is_applied(sensor_id, seq, batch_id)) {
+            return IngestVerdict::Duplicate;
+        }
+        let watermark = if begins_epoch { 0 } else { self.watermark(sensor_id) };
+        if seq > watermark.saturating_add(max_seq_jump) {
+            return IngestVerdict::Refuse(epochs::jump_reason(sensor_id, watermark, seq, max_seq_jump));
+        }
+        IngestVerdict::Propose { with_epoch, begins_epoch }
+    }
+
+    /// Apply one batch of `ApplyEpochBatches`: Ok(applied) — false for a duplicate — or the
+    /// reason it was refused.
+    fn apply_epoch_batch(&mut self, b: &EpochBatch, max_seq_jump: u64) -> Result<bool, String> {
+        let s = &b.batch.summary;
+        let sensor_id = s.sensor_id.as_str();
+        let verdict = self.ingest_verdict(sensor_id, Some(b.epoch), s.seq, &s.batch_id, max_seq_jump);
+        let epoch_verdict = self.epochs.verdict(sensor_id, self.sensors.get(sensor_id), b.epoch, s.seq);
+        match verdict {
+            IngestVerdict::Duplicate => {
+                if epoch_verdict == epochs::EpochVerdict::RetiredDuplicate {
+                    self.epochs.count_stale_duplicate(sensor_id);
+                }
+                Ok(false)
+            }
+            IngestVerdict::Refuse(reason) => {
+                if matches!(epoch_verdict, epochs::EpochVerdict::Stale(_)) {
+                    self.epochs.count_stale_refused(sensor_id);
+                } else {
+                    self.epochs.count_jump_refused(sensor_id);
+                }
+                Err(reason)
+            }
+            IngestVerdict::Propose { begins_epoch, .. } => {
+                if begins_epoch {
+                    self.begin_epoch(b);
+                } else {
+                    self.epochs.adopt(sensor_id, b.epoch, s.seq, s.batch_id);
+                }
+                let applied = self.apply_ingest_batch(&b.batch);
+                if applied {
+                    self.epochs.applied(sensor_id);
+                }
+                Ok(applied)
+            }
+        }
+    }
+
+    /// The batch `b` begins its sensor's new spool epoch: retire the old one with its
+    /// watermark, restart the watermark, and raise `sensor_epoch_changed` when the sensor
+    /// had batches before.
+    fn begin_epoch(&mut self, b: &EpochBatch) {
+        let s = &b.batch.summary;
+        let before = self.sensors.get(&s.sensor_id);
+        let had_batches = before.is_some();
+        self.epochs.begin(&s.sensor_id, before, b.epoch, s.seq, s.batch_id);
+        let Some(sensor) = self.sensors.get_mut(&s.sensor_id) else { return };
+        let old_last_seq = sensor.last_seq;
+        sensor.last_seq = 0;
+        if !had_batches {
+            return;
+        }
+        let record = self.epochs.get(&s.sensor_id);
+        let previous = record.and_then(|r| r.retired.last()).and_then(|r| r.epoch);
+        let changes = record.map_or(0, |r| r.changes);
+        self.alerts.occur(&alerts::Occurrence {
+            kind: alerts::AlertKind::SensorEpochChanged,
+            severity: alerts::Severity::Medium,
+            device: s.sensor_id.clone(),
+            site: s.site.clone(),
+            target: b.epoch.to_string(),
+            ts_us: epochs::ulid_ms(&s.batch_id).saturating_mul(1000),
+            evidence: format!(
+                "sensor {} (site {}) began spool epoch {} at batch {}: its spool was wiped or it was reinstalled; \
+                 the previous epoch {} ended at batch {old_last_seq} (epoch change {changes} of this sensor). \
+                 Its sequence numbers start again; confirm the reinstall was intended",
+                s.sensor_id,
+                s.site,
+                b.epoch,
+                s.seq,
+                previous.map_or_else(|| "(not recorded)".to_string(), |e| e.to_string()),
+            ),
+        });
+    }
+
     /// Apply one command. Deterministic: same state + same command = same result.
     pub fn apply(&mut self, cmd: &Command) -> ApplyResponse {
         match cmd {
             Command::ApplyBatch(batch) => self.apply_batch_with_alerts(batch, &[]),
             Command::ApplyBatches(batches) => {
-                let batches: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
-                ApplyResponse { applied: batches.iter().any(|a| *a), batches }
+                let mut refused = Vec::new();
+                let batches: Vec<bool> = batches
+                    .iter()
+                    .enumerate()
+                    .map(|(index, b)| match self.epochs.get(&b.summary.sensor_id) {
+                        // Its sensor's epoch is recorded, so the batch must be judged against it: the
+                        // proposing node had not applied the record yet. The re-send will be.
+                        Some(record) => {
+                            let reason = format!(
+                                "sensor {} is in spool epoch {} now; the batch was proposed without its epoch \
+                                 (by a node that had not caught up): send it again",
+                                b.summary.sensor_id, record.epoch
+                            );
+                            refused.push(BatchRefusal { index: index as u32, retry: true, reason });
+                            false
+                        }
+                        None => self.apply_ingest_batch(b),
+                    })
+                    .collect();
+                ApplyResponse { applied: batches.iter().any(|a| *a), batches, refused }
+            }
+            Command::ApplyEpochBatches { max_seq_jump, batches } => {
+                let mut refused = Vec::new();
+                let batches: Vec<bool> = batches
+                    .iter()
+                    .enumerate()
+                    .map(|(index, b)| {
+                        self.apply_epoch_batch(b, *max_seq_jump).unwrap_or_else(|reason| {
+                            refused.push(BatchRefusal { index: index as u32, retry: false, reason });
+                            false
+                        })
+                    })
+                    .collect();
+                ApplyResponse { applied: batches.iter().any(|a| *a), batches, refused }
             }
             Command::FlowsDrained { through } => {
                 self.outbox.drain_through(*through);
@@ -1171,7 +1388,7 @@ impl ClusterState {
 
     fn apply_batch(&mut self, batch: &BatchSummary) -> ApplyResponse {
         if self.is_duplicate(batch) {
-            return ApplyResponse { applied: false, batches: Vec::new() };
+            return ApplyResponse::done(false);
         }
         self.note_sensor(batch);
         let site_index = self.intern_site(&batch.site);
@@ -1216,7 +1433,7 @@ impl ClusterState {
             sensor.bindings_refused = sensor.bindings_refused.saturating_add(refused);
             sensor.hosts_refused = sensor.hosts_refused.saturating_add(hosts_refused);
         }
-        ApplyResponse { applied: true, batches: Vec::new() }
+        ApplyResponse::done(true)
     }
 
     /// Update the sensor's watermark, recent ids and counters for an applied batch.

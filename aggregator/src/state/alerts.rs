@@ -46,6 +46,8 @@ pub enum AlertKind {
     CleartextCredentials,
     PolicyViolation,
     SensorSilent,
+    /// A sensor began a new spool epoch (wiped or reinstalled; decision 0036).
+    SensorEpochChanged,
 }
 
 /// How bad. Ordered, so `severity >= high` filters work.
