@@ -42,6 +42,7 @@ pub(crate) fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_byte
         bootstrap: true,
         kb_dirs: Vec::new(),
         outbox_max_bytes,
+        max_seq_jump: wardline_aggregator::state::epochs::DEFAULT_MAX_SEQ_JUMP,
         restore: None,
         siem: None,
         reports: None,
