@@ -1717,6 +1717,9 @@ mod evidence_as_list {
 }
 
 #[cfg(test)]
+mod epoch_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -649,7 +649,8 @@ impl Spool {
             batch_id: rec.id,
             seq,
             kind: loss_kind(rec.class),
-            events: rec.events.len() as u64,
+            // The spool's own report is bookkeeping, not data the sensor observed.
+            events: rec.events.iter().filter(|e| !matches!(e, Event::SpoolReport(_))).count() as u64,
             flows,
             flow_bytes,
             first_seen_us: first,
