@@ -74,6 +74,13 @@ pub struct Telemetry {
     sensor_batches: Family<SensorBatchLabels, Counter>,
     labelled_sensors: Mutex<HashSet<String>>,
     alerts_open: Family<SeverityLabels, Gauge>,
+    /// Sensor epoch changes and batches refused by the epoch and jump rules (decision 0036).
+    sensor_epochs: Family<EpochLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EpochLabels {
+    event: &'static str,
 }
 
 fn latency_buckets() -> Histogram {
@@ -90,6 +97,7 @@ impl Telemetry {
         let sink_write_errors = Family::<SinkLabels, Counter>::default();
         let sensor_batches = Family::<SensorBatchLabels, Counter>::default();
         let alerts_open = Family::<SeverityLabels, Gauge>::default();
+        let sensor_epochs = Family::<EpochLabels, Gauge>::default();
         registry.register(
             "wardline_api_request_duration_seconds",
             "HTTPS API requests that passed authentication, by route template, method and status",
@@ -116,6 +124,12 @@ impl Telemetry {
             "Alerts in state open, by severity (replicated state as applied on this node)",
             alerts_open.clone(),
         );
+        registry.register(
+            "wardline_sensor_epoch_events",
+            "Replicated totals of all sensors (only grow): epoch changes (a wiped or reinstalled sensor began a new \
+             spool epoch), batches refused as of an older epoch, batches refused for a sequence jump",
+            sensor_epochs.clone(),
+        );
         registry.register_collector(Box::new(Collected { raft: raft.clone(), ingest, tls_cert }));
         Arc::new(Telemetry {
             registry,
@@ -126,6 +140,7 @@ impl Telemetry {
             sensor_batches,
             labelled_sensors: Mutex::new(HashSet::new()),
             alerts_open,
+            sensor_epochs,
         })
     }
 
@@ -171,16 +186,20 @@ impl Telemetry {
 
     /// The exposition text (Prometheus text format), after refreshing what needs the state lock.
     pub async fn render(&self) -> String {
-        let open = self
+        let (open, epochs) = self
             .raft
             .read_state(|s| {
                 let mut open = [0i64; 5];
                 for alert in s.alerts().alerts().values().filter(|a| a.state == AlertState::Open) {
                     open[alert.severity as usize] += 1;
                 }
-                open
+                let e = s.epochs();
+                (open, [("changed", e.changes), ("refused_older_epoch", e.stale_refused), ("refused_seq_jump", e.jumps_refused)])
             })
             .await;
+        for (event, n) in epochs {
+            self.sensor_epochs.get_or_create(&EpochLabels { event }).set(n as i64);
+        }
         for (severity, n) in
             [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical].into_iter().zip(open)
         {

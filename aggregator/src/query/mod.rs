@@ -26,7 +26,7 @@ use devices::DeviceSnapshot;
 use std::sync::Arc;
 use views::{
     ClusterView, DeviceView, FlowsView, HealthView, HistoryView, InventoryView, MemberView, ReplicatedFlowTotals,
-    SensorsView, TotalsView,
+    EpochTotals, SensorView, SensorsView, TotalsView,
 };
 use wardline_intel::KnowledgeBase;
 
@@ -153,8 +153,19 @@ impl QueryService {
     /// Replicated sensor records and this node's ingest counters.
     pub async fn sensors(&self) -> SensorsView {
         // Sensors number in the tens to hundreds: copying the map is a short hold.
-        let sensors = self.raft.read_state(|s| s.sensors().clone()).await;
-        SensorsView { ingest: self.ingest_stats.snapshot(), sensors }
+        let (sensors, epochs) = self
+            .raft
+            .read_state(|s| {
+                let sensors = s
+                    .sensors()
+                    .iter()
+                    .map(|(id, r)| (id.clone(), SensorView { record: r.clone(), epoch: s.epochs().get(id).cloned() }))
+                    .collect();
+                let e = s.epochs();
+                (sensors, EpochTotals { changes: e.changes, stale_refused: e.stale_refused, jumps_refused: e.jumps_refused })
+            })
+            .await;
+        SensorsView { ingest: self.ingest_stats.snapshot(), sensors, epochs }
     }
 
     /// Liveness: "ok", or "raft-stopped" with the reason once a storage or internal error

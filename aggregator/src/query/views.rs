@@ -291,7 +291,27 @@ pub struct SensorsView {
     /// This node's own QUIC ingest counters (not replicated).
     pub ingest: IngestStatsSnapshot,
     /// Replicated per-sensor records, by sensor id.
-    pub sensors: BTreeMap<String, SensorRecord>,
+    pub sensors: BTreeMap<String, SensorView>,
+    /// Epoch changes and refusals of all sensors (decision 0036).
+    pub epochs: EpochTotals,
+}
+
+/// One sensor: its replicated record and its spool epochs.
+#[derive(Clone, Debug, Serialize)]
+pub struct SensorView {
+    #[serde(flatten)]
+    pub record: SensorRecord,
+    /// Its current spool epoch, the epochs it left and what was refused (decision 0036);
+    /// null until the cluster recorded one (a sensor first seen with an epoch, or one that
+    /// changed epoch).
+    pub epoch: Option<crate::state::epochs::EpochRecord>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct EpochTotals {
+    pub changes: u64,
+    pub stale_refused: u64,
+    pub jumps_refused: u64,
 }
 
 /// `GET /api/v1/cluster`: this node's view of Raft.
