@@ -22,6 +22,7 @@ pub mod anomaly;
 pub mod audit;
 mod bindings;
 pub mod epochs;
+pub mod home;
 mod hosts;
 pub mod identity;
 mod ips;
@@ -523,8 +524,17 @@ impl DeviceRecord {
             .map(|(k, _)| k.vlan)
     }
 
-    /// Merge one observation; returns the addresses recorded for the first time.
-    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str, site_index: u32) -> Vec<IpAddr> {
+    /// Merge one observation; returns the addresses recorded for the first time. Without
+    /// `with_evidence` (a sighting at another site than the device's home, decision 0037)
+    /// only where, when and how much it was seen, and its addresses, are merged.
+    fn merge(
+        &mut self,
+        obs: &DeviceObservation,
+        sensor_id: &str,
+        site: &str,
+        site_index: u32,
+        with_evidence: bool,
+    ) -> Vec<IpAddr> {
         let mut new_ips = Vec::new();
         self.seen(sensor_id, site, obs.first_seen_us, obs.last_seen_us);
         self.vlans.extend(obs.vlans.iter().copied());
@@ -554,7 +564,8 @@ impl DeviceRecord {
             }
         }
 
-        for ev in &obs.evidence {
+        let evidence = if with_evidence { obs.evidence.as_slice() } else { &[] };
+        for ev in evidence {
             let key = (ev.field, ev.value.clone());
             let full = self.evidence.len() >= MAX_EVIDENCE_PER_DEVICE;
             match self.evidence.get_mut(&key) {
@@ -708,6 +719,8 @@ pub struct ClusterState {
     device_tags: tags::DeviceTags,
     /// Sensors' spool epochs (decision 0036).
     epochs: epochs::SensorEpochs,
+    /// MAC devices' home sites and foreign sightings (decision 0037).
+    homes: home::DeviceHomes,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -746,6 +759,8 @@ struct ReplicatedParts {
     device_tags: tags::DeviceTags,
     #[serde(default)]
     epochs: epochs::SensorEpochs,
+    #[serde(default)]
+    homes: home::DeviceHomes,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -809,6 +824,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "detectors",
             "device_tags",
             "epochs",
+            "homes",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -847,6 +863,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 let detectors = part_since(&mut seq, format, 0x574c_0009, "detectors")?;
                 let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
                 let epochs = part_since(&mut seq, format, 0x574c_000b, "sensor epochs")?;
+                let homes = part_since(&mut seq, format, 0x574c_000b, "device home sites")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -866,6 +883,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     detectors,
                     device_tags,
                     epochs,
+                    homes,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -903,6 +921,7 @@ impl Serialize for ClusterState {
             detectors: &'a anomaly::detectors::Detectors,
             device_tags: &'a tags::DeviceTags,
             epochs: &'a epochs::SensorEpochs,
+            homes: &'a home::DeviceHomes,
         }
         Parts {
             format: StateFormat,
@@ -923,6 +942,7 @@ impl Serialize for ClusterState {
             detectors: &self.detectors,
             device_tags: &self.device_tags,
             epochs: &self.epochs,
+            homes: &self.homes,
         }
         .serialize(s)
     }
@@ -948,6 +968,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             detectors: parts.detectors,
             device_tags: parts.device_tags,
             epochs: parts.epochs,
+            homes: parts.homes,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1066,6 +1087,11 @@ impl ClusterState {
     /// Every sensor's spool epochs (decision 0036).
     pub fn epochs(&self) -> &epochs::SensorEpochs {
         &self.epochs
+    }
+
+    /// MAC devices' home sites and what other sites reported of them (decision 0037).
+    pub fn homes(&self) -> &home::DeviceHomes {
+        &self.homes
     }
 
     /// What to do with a batch of `sensor_id` from spool `epoch` (None: it names none, an
@@ -1529,12 +1555,45 @@ impl ClusterState {
         }
     }
 
+    /// The home site of a device merged before decision 0037 (no home recorded): the site
+    /// of its earliest segment sighting, else of the lowest name it was seen at, else
+    /// `site`; and its latest packet time.
+    fn derived_home(&self, mac: &MacAddr, site: &str) -> (String, u64) {
+        let Some(record) = self.devices.get(mac) else { return (site.to_string(), 0) };
+        let earliest = record.segments.iter().min_by_key(|(_, seen)| (seen.first_seen_us, seen.site_index));
+        let home = match earliest {
+            Some((_, seen)) => self.site_name(seen.site_index).to_string(),
+            None => record.sites.iter().next().cloned().unwrap_or_else(|| site.to_string()),
+        };
+        (if home.is_empty() { site.to_string() } else { home }, record.last_seen_us)
+    }
+
     fn apply_device(&mut self, obs: &DeviceObservation, batch: &BatchSummary, site_index: u32) {
+        // Only the device's home site changes its attributes (decision 0037).
+        let derived = match self.homes.get(&obs.mac) {
+            None => self.derived_home(&obs.mac, &batch.site),
+            Some(_) => (String::new(), 0),
+        };
+        let sensors = &self.sensors;
+        let home_sensors_latest = |home: &str| {
+            sensors.values().filter(|s| s.site == home).map(|s| s.last_packet_us).max().unwrap_or(0)
+        };
+        let admission = self.homes.admit(
+            obs.mac,
+            &batch.sensor_id,
+            &batch.site,
+            obs.first_seen_us,
+            obs.last_seen_us,
+            obs.evidence.iter().map(|e| (e.field, e.value.as_str())),
+            || derived,
+            home_sensors_latest,
+        );
+        let with_evidence = admission == home::Admission::Full;
         let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
-        let strong = obs.evidence.iter().any(|e| identity::is_strong_field(e.field));
+        let strong = with_evidence && obs.evidence.iter().any(|e| identity::is_strong_field(e.field));
         let before = if strong { identity::strong_identifiers(record) } else { BTreeSet::new() };
         let record = Arc::make_mut(record);
-        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index);
+        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index, with_evidence);
         self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
         if strong {
             let after = identity::strong_identifiers(record);
@@ -1720,6 +1779,9 @@ mod evidence_as_list {
 mod epoch_tests;
 
 #[cfg(test)]
+mod home_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -1779,8 +1841,12 @@ mod tests {
         assert_eq!(dev.bytes, 600);
         assert_eq!(dev.sensors.iter().collect::<Vec<_>>(), ["s1", "s2"]);
         assert_eq!(dev.sites.iter().collect::<Vec<_>>(), ["north", "south"]);
-        assert_eq!(dev.hostname(), Some("PUMP-01B"));
-        assert_eq!(dev.values(Field::Hostname), ["PUMP-01", "PUMP-01B"]);
+        // The device's home is north: south's hostname is withheld, not merged (decision 0037).
+        assert_eq!(dev.hostname(), Some("PUMP-01"));
+        assert_eq!(dev.values(Field::Hostname), ["PUMP-01"]);
+        let home = st.homes().get(&mac(1)).unwrap();
+        assert_eq!(home.site, "north");
+        assert_eq!(home.foreign["south"].withheld[0].value, "PUMP-01B");
         assert!(dev.values(Field::DhcpVendorClass).is_empty());
         assert_eq!(st.sensors["s1"].flows, 3);
         assert_eq!(st.sensors["s2"].site, "south");
@@ -2344,6 +2410,7 @@ mod tests {
             alerts: Default::default(),
             baselines: Default::default(),
             detectors: Default::default(),
+            homes: Default::default(),
             ..st.clone()
         };
         assert_eq!(back, expected);
@@ -2365,7 +2432,8 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(back, ClusterState { policy: Default::default(), detectors: Default::default(), ..st.clone() });
+        let lacking = ClusterState { homes: Default::default(), ..st.clone() };
+        assert_eq!(back, ClusterState { policy: Default::default(), detectors: Default::default(), ..lacking.clone() });
 
         // Format 6 (policy and feeds, before the second detectors): all of it loads, and the
         // detectors start with default settings and nothing learned.
@@ -2389,7 +2457,7 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(back, ClusterState { detectors: Default::default(), ..st.clone() });
+        assert_eq!(back, ClusterState { detectors: Default::default(), ..lacking });
     }
 
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small
