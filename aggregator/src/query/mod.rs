@@ -159,7 +159,14 @@ impl QueryService {
                 let sensors = s
                     .sensors()
                     .iter()
-                    .map(|(id, r)| (id.clone(), SensorView { record: r.clone(), epoch: s.epochs().get(id).cloned() }))
+                    .map(|(id, r)| {
+                        let view = SensorView {
+                            record: r.clone(),
+                            epoch: s.epochs().get(id).cloned(),
+                            foreign_observations: s.homes().foreign_by_sensor.get(id).copied().unwrap_or(0),
+                        };
+                        (id.clone(), view)
+                    })
                     .collect();
                 let e = s.epochs();
                 (sensors, EpochTotals { changes: e.changes, stale_refused: e.stale_refused, jumps_refused: e.jumps_refused })

@@ -69,6 +69,10 @@ pub struct DeviceView {
     pub evidence: Vec<EvidenceView>,
     /// Distinct evidence entries not kept because a record was full.
     pub evidence_dropped: u64,
+    /// Home site of a MAC device — the only site whose sensors change its attributes — and
+    /// what other sites' sensors reported and was withheld (decision 0037); null for an
+    /// IP-keyed device or one not seen on a sensor's own segment.
+    pub home: Option<crate::state::home::DeviceHome>,
 }
 
 /// The key of an IP-keyed device.
@@ -232,6 +236,7 @@ impl DeviceView {
                 })
                 .collect(),
             evidence_dropped: record.evidence_dropped,
+            home: snapshot.home.clone(),
         }
     }
 }
@@ -305,6 +310,9 @@ pub struct SensorView {
     /// null until the cluster recorded one (a sensor first seen with an epoch, or one that
     /// changed epoch).
     pub epoch: Option<crate::state::epochs::EpochRecord>,
+    /// Sightings of devices homed at another site that this sensor reported: recorded with
+    /// the device, their attribute evidence withheld (decision 0037).
+    pub foreign_observations: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
