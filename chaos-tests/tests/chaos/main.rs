@@ -9,5 +9,6 @@ mod failover;
 mod kb_override;
 mod kill9;
 mod nemeses;
+mod reinstall;
 mod revocation;
 mod upgrade;
