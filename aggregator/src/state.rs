@@ -1575,9 +1575,8 @@ impl ClusterState {
             Some(_) => (String::new(), 0),
         };
         let sensors = &self.sensors;
-        let home_sensors_latest = |home: &str| {
-            sensors.values().filter(|s| s.site == home).map(|s| s.last_packet_us).max().unwrap_or(0)
-        };
+        let home_sensors_latest =
+            |home: &str| sensors.values().filter(|s| s.site == home).map(|s| s.last_packet_us).max().unwrap_or(0);
         let admission = self.homes.admit(
             obs.mac,
             &batch.sensor_id,

@@ -194,7 +194,14 @@ impl Telemetry {
                     open[alert.severity as usize] += 1;
                 }
                 let e = s.epochs();
-                (open, [("changed", e.changes), ("refused_older_epoch", e.stale_refused), ("refused_seq_jump", e.jumps_refused)])
+                (
+                    open,
+                    [
+                        ("changed", e.changes),
+                        ("refused_older_epoch", e.stale_refused),
+                        ("refused_seq_jump", e.jumps_refused),
+                    ],
+                )
             })
             .await;
         for (event, n) in epochs {

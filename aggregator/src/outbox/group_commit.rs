@@ -139,6 +139,7 @@ async fn commit_group(
     let mut proposal: Vec<Pending> = Vec::new();
     // (batch, its epoch, whether it begins that epoch after earlier ones)
     let mut with_epoch: Vec<(Pending, ulid::Ulid, bool)> = Vec::new();
+    let mut beginning: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (p, (verdict, watermark)) in group.into_iter().zip(checks) {
         let s = &p.batch.summary;
         // The refused batch was applied since (through another node while this one was a
@@ -200,7 +201,10 @@ async fn commit_group(
         added += size;
         match (epoch_command, p.epoch) {
             // A sensor's first epoch is no change worth a log line.
-            (true, Some(epoch)) => with_epoch.push((p, epoch, begins_epoch && watermark > 0)),
+            (true, Some(epoch)) => {
+                let logged = begins_epoch && watermark > 0 && beginning.insert(p.batch.summary.sensor_id.clone());
+                with_epoch.push((p, epoch, logged))
+            }
             _ => proposal.push(p),
         }
     }

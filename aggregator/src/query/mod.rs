@@ -25,8 +25,8 @@ use classify::classify_record;
 use devices::DeviceSnapshot;
 use std::sync::Arc;
 use views::{
-    ClusterView, DeviceView, FlowsView, HealthView, HistoryView, InventoryView, MemberView, ReplicatedFlowTotals,
-    EpochTotals, SensorView, SensorsView, TotalsView,
+    ClusterView, DeviceView, EpochTotals, FlowsView, HealthView, HistoryView, InventoryView, MemberView,
+    ReplicatedFlowTotals, SensorView, SensorsView, TotalsView,
 };
 use wardline_intel::KnowledgeBase;
 
@@ -169,7 +169,10 @@ impl QueryService {
                     })
                     .collect();
                 let e = s.epochs();
-                (sensors, EpochTotals { changes: e.changes, stale_refused: e.stale_refused, jumps_refused: e.jumps_refused })
+                (
+                    sensors,
+                    EpochTotals { changes: e.changes, stale_refused: e.stale_refused, jumps_refused: e.jumps_refused },
+                )
             })
             .await;
         SensorsView { ingest: self.ingest_stats.snapshot(), sensors, epochs }

@@ -92,7 +92,10 @@ fn another_sites_sensor_cannot_change_a_device_and_is_counted_and_alerted() {
     let home = f.state.homes().get(&PUMP).unwrap();
     assert_eq!((home.site.as_str(), home.rehomed), ("north", 0));
     let south = &home.foreign["south"];
-    assert_eq!((south.observations, south.sensors.iter().map(String::as_str).collect::<Vec<_>>()), (1, vec!["south-1"]));
+    assert_eq!(
+        (south.observations, south.sensors.iter().map(String::as_str).collect::<Vec<_>>()),
+        (1, vec!["south-1"])
+    );
     let withheld: Vec<(Field, &str)> = south.withheld.iter().map(|w| (w.field, w.value.as_str())).collect();
     assert_eq!(withheld, FOREIGN_FACTS);
     assert_eq!(f.state.homes().foreign_by_sensor["south-1"], 1);
@@ -118,14 +121,22 @@ fn a_device_its_home_lost_for_a_day_moves_home_and_then_merges_there() {
     assert_eq!(f.device(PUMP).hostname(), None);
     // North's sensor kept capturing for more than a day without the pump: it left north.
     f.send("north-1", "north", vec![pump(OTHER, "10.0.40.6", T0 + REHOME_AFTER_US + HOUR, &[])]);
-    f.send("south-1", "south", vec![pump(PUMP, "10.9.0.7", T0 + REHOME_AFTER_US + 2 * HOUR, &[(Field::Hostname, "PUMP-SOUTH")])]);
+    f.send(
+        "south-1",
+        "south",
+        vec![pump(PUMP, "10.9.0.7", T0 + REHOME_AFTER_US + 2 * HOUR, &[(Field::Hostname, "PUMP-SOUTH")])],
+    );
     let home = f.state.homes().get(&PUMP).unwrap();
     assert_eq!((home.site.as_str(), home.rehomed), ("south", 1));
     assert!(!home.foreign.contains_key("south"));
     assert_eq!(f.device(PUMP).hostname(), Some("PUMP-SOUTH"), "south's facts merge once it is home");
     assert_eq!(f.device(PUMP).latest(Field::SnmpSysDescr), Some("Baxter Sigma Spectrum"), "what north knew stays");
     // North is now the foreign site.
-    f.send("north-1", "north", vec![pump(PUMP, "10.0.40.5", T0 + REHOME_AFTER_US + 3 * HOUR, &[(Field::Hostname, "X")])]);
+    f.send(
+        "north-1",
+        "north",
+        vec![pump(PUMP, "10.0.40.5", T0 + REHOME_AFTER_US + 3 * HOUR, &[(Field::Hostname, "X")])],
+    );
     assert_eq!(f.device(PUMP).hostname(), Some("PUMP-SOUTH"));
     assert_eq!(f.state.homes().get(&PUMP).unwrap().foreign["north"].observations, 1);
 }
