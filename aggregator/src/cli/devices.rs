@@ -208,7 +208,7 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
         "SENSOR", "SITE", "LAST SEQ", "BATCHES", "FLOWS", "DROPPED", "LAST PACKET (us)", "SPOOL EPOCH", "CHANGES"
     );
     for (id, r) in v["sensors"].as_object().into_iter().flatten() {
-        let e = &r["epoch"];
+        let e = &v["sensor_epochs"][id];
         println!(
             "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}  {:<26}  {:>7}",
             id,
@@ -224,8 +224,7 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
     }
     // What operators must know about reinstalls (decision 0036): each epoch a sensor left,
     // and batches refused as of an older epoch or for a sequence jump.
-    for (id, r) in v["sensors"].as_object().into_iter().flatten() {
-        let e = &r["epoch"];
+    for (id, e) in v["sensor_epochs"].as_object().into_iter().flatten() {
         for old in e["retired"].as_array().into_iter().flatten() {
             let name = if old["epoch"].is_null() { "(not recorded)".to_string() } else { cell(&old["epoch"]) };
             println!(

@@ -26,7 +26,7 @@ use devices::DeviceSnapshot;
 use std::sync::Arc;
 use views::{
     ClusterView, DeviceView, EpochTotals, FlowsView, HealthView, HistoryView, InventoryView, MemberView,
-    ReplicatedFlowTotals, SensorView, SensorsView, TotalsView,
+    ReplicatedFlowTotals, SensorsView, TotalsView,
 };
 use wardline_intel::KnowledgeBase;
 
@@ -153,29 +153,17 @@ impl QueryService {
     /// Replicated sensor records and this node's ingest counters.
     pub async fn sensors(&self) -> SensorsView {
         // Sensors number in the tens to hundreds: copying the map is a short hold.
-        let (sensors, epochs) = self
+        let (sensors, sensor_epochs, epochs, foreign_observations) = self
             .raft
             .read_state(|s| {
-                let sensors = s
-                    .sensors()
-                    .iter()
-                    .map(|(id, r)| {
-                        let view = SensorView {
-                            record: r.clone(),
-                            epoch: s.epochs().get(id).cloned(),
-                            foreign_observations: s.homes().foreign_by_sensor.get(id).copied().unwrap_or(0),
-                        };
-                        (id.clone(), view)
-                    })
-                    .collect();
                 let e = s.epochs();
-                (
-                    sensors,
-                    EpochTotals { changes: e.changes, stale_refused: e.stale_refused, jumps_refused: e.jumps_refused },
-                )
+                let totals =
+                    EpochTotals { changes: e.changes, stale_refused: e.stale_refused, jumps_refused: e.jumps_refused };
+                let records = e.iter().map(|(id, r)| (id.clone(), r.clone())).collect();
+                (s.sensors().clone(), records, totals, s.homes().foreign_by_sensor.clone())
             })
             .await;
-        SensorsView { ingest: self.ingest_stats.snapshot(), sensors, epochs }
+        SensorsView { ingest: self.ingest_stats.snapshot(), sensors, sensor_epochs, epochs, foreign_observations }
     }
 
     /// Liveness: "ok", or "raft-stopped" with the reason once a storage or internal error

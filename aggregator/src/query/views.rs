@@ -70,8 +70,10 @@ pub struct DeviceView {
     /// Distinct evidence entries not kept because a record was full.
     pub evidence_dropped: u64,
     /// Home site of a MAC device — the only site whose sensors change its attributes — and
-    /// what other sites' sensors reported and was withheld (decision 0037); null for an
-    /// IP-keyed device or one not seen on a sensor's own segment.
+    /// what other sites' sensors reported and was withheld (decision 0037); present only when
+    /// another site's sensor reported the device (or it moved home), so the view of a
+    /// single-site device reads the same as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub home: Option<crate::state::home::DeviceHome>,
 }
 
@@ -236,7 +238,11 @@ impl DeviceView {
                 })
                 .collect(),
             evidence_dropped: record.evidence_dropped,
-            home: snapshot.home.clone(),
+            home: snapshot
+                .home
+                .as_ref()
+                .filter(|h| !h.foreign.is_empty() || h.rehomed > 0 || h.foreign_dropped > 0)
+                .cloned(),
         }
     }
 }
@@ -296,23 +302,16 @@ pub struct SensorsView {
     /// This node's own QUIC ingest counters (not replicated).
     pub ingest: IngestStatsSnapshot,
     /// Replicated per-sensor records, by sensor id.
-    pub sensors: BTreeMap<String, SensorView>,
+    pub sensors: BTreeMap<String, SensorRecord>,
+    /// Spool epochs of the sensors whose epoch the cluster recorded (a sensor first seen with
+    /// one, or one that changed epoch), by sensor id (decision 0036). Apart from `sensors` so a
+    /// sensor's record reads the same on nodes of the previous version during an upgrade.
+    pub sensor_epochs: BTreeMap<String, crate::state::epochs::EpochRecord>,
     /// Epoch changes and refusals of all sensors (decision 0036).
     pub epochs: EpochTotals,
-}
-
-/// One sensor: its replicated record and its spool epochs.
-#[derive(Clone, Debug, Serialize)]
-pub struct SensorView {
-    #[serde(flatten)]
-    pub record: SensorRecord,
-    /// Its current spool epoch, the epochs it left and what was refused (decision 0036);
-    /// null until the cluster recorded one (a sensor first seen with an epoch, or one that
-    /// changed epoch).
-    pub epoch: Option<crate::state::epochs::EpochRecord>,
-    /// Sightings of devices homed at another site that this sensor reported: recorded with
-    /// the device, their attribute evidence withheld (decision 0037).
-    pub foreign_observations: u64,
+    /// Per sensor: sightings it reported of devices homed at another site, whose attribute
+    /// evidence was withheld (decision 0037); sensors with none are left out.
+    pub foreign_observations: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
