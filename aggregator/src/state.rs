@@ -524,16 +524,16 @@ impl DeviceRecord {
             .map(|(k, _)| k.vlan)
     }
 
-    /// Merge one observation; returns the addresses recorded for the first time. Without
-    /// `with_evidence` (a sighting at another site than the device's home, decision 0037)
-    /// only where, when and how much it was seen, and its addresses, are merged.
+    /// Merge one observation; returns the addresses recorded for the first time. Evidence
+    /// entry `i` is left out where `withheld[i]` (another site's sensor contradicting the
+    /// device's home site, decision 0037).
     fn merge(
         &mut self,
         obs: &DeviceObservation,
         sensor_id: &str,
         site: &str,
         site_index: u32,
-        with_evidence: bool,
+        withheld: &[bool],
     ) -> Vec<IpAddr> {
         let mut new_ips = Vec::new();
         self.seen(sensor_id, site, obs.first_seen_us, obs.last_seen_us);
@@ -564,8 +564,10 @@ impl DeviceRecord {
             }
         }
 
-        let evidence = if with_evidence { obs.evidence.as_slice() } else { &[] };
-        for ev in evidence {
+        for (i, ev) in obs.evidence.iter().enumerate() {
+            if withheld.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let key = (ev.field, ev.value.clone());
             let full = self.evidence.len() >= MAX_EVIDENCE_PER_DEVICE;
             match self.evidence.get_mut(&key) {
@@ -1569,7 +1571,9 @@ impl ClusterState {
     }
 
     fn apply_device(&mut self, obs: &DeviceObservation, batch: &BatchSummary, site_index: u32) {
-        // Only the device's home site changes its attributes (decision 0037).
+        // Only the device's home site changes what it is (decision 0037): from another site,
+        // a name, vendor, model, firmware or identifier that differs from every value the
+        // device already has for that field is withheld.
         let derived = match self.homes.get(&obs.mac) {
             None => self.derived_home(&obs.mac, &batch.site),
             Some(_) => (String::new(), 0),
@@ -1577,22 +1581,29 @@ impl ClusterState {
         let sensors = &self.sensors;
         let home_sensors_latest =
             |home: &str| sensors.values().filter(|s| s.site == home).map(|s| s.last_packet_us).max().unwrap_or(0);
-        let admission = self.homes.admit(
-            obs.mac,
-            &batch.sensor_id,
-            &batch.site,
-            obs.first_seen_us,
-            obs.last_seen_us,
-            obs.evidence.iter().map(|e| (e.field, e.value.as_str())),
-            || derived,
-            home_sensors_latest,
-        );
-        let with_evidence = admission == home::Admission::Full;
+        let at_home = self.homes.is_home(obs.mac, &batch.site, obs.last_seen_us, || derived, home_sensors_latest);
+        let withheld: Vec<bool> = match (at_home, self.devices.get(&obs.mac)) {
+            (false, Some(record)) => obs
+                .evidence
+                .iter()
+                .map(|e| {
+                    home::is_protected(e.field)
+                        && record.entries(e.field).next().is_some()
+                        && record.evidence.get(&(e.field, e.value.clone())).is_none()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if withheld.iter().any(|w| *w) {
+            let facts =
+                obs.evidence.iter().zip(&withheld).filter(|(_, w)| **w).map(|(e, _)| (e.field, e.value.as_str()));
+            self.homes.withhold(obs.mac, &batch.sensor_id, &batch.site, obs.first_seen_us, obs.last_seen_us, facts);
+        }
         let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
-        let strong = with_evidence && obs.evidence.iter().any(|e| identity::is_strong_field(e.field));
+        let strong = obs.evidence.iter().any(|e| identity::is_strong_field(e.field));
         let before = if strong { identity::strong_identifiers(record) } else { BTreeSet::new() };
         let record = Arc::make_mut(record);
-        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index, with_evidence);
+        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index, &withheld);
         self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
         if strong {
             let after = identity::strong_identifiers(record);

@@ -74,13 +74,37 @@ pub struct DeviceHomes {
     pub rehomed: u64,
 }
 
-/// What a device observation may change ([`DeviceHomes::admit`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// From the home site (or one the device just moved to): merge everything.
-    Full,
-    /// From another site: presence, traffic and addresses only; the evidence was withheld.
-    PresenceOnly,
+/// Fields that name what a device *is* — its name, vendor, model, firmware, serial number
+/// and identifiers — and that another site's sensor may not change (decision 0037). Addresses,
+/// services, peers and protocol details are what the device does where it is seen, and merge.
+pub const PROTECTED_FIELDS: &[Field] = &[
+    Field::Hostname,
+    Field::DhcpVendorClass,
+    Field::DhcpClientId,
+    Field::NetbiosName,
+    Field::MdnsName,
+    Field::SsdpServer,
+    Field::LldpSystemName,
+    Field::LldpSystemDescription,
+    Field::CdpDeviceId,
+    Field::CdpPlatform,
+    Field::CdpSoftwareVersion,
+    Field::SnmpSysDescr,
+    Field::SnmpSysObjectId,
+    Field::SnmpSysName,
+    Field::SnmpV3EngineId,
+    Field::HttpServer,
+    Field::SmbNativeOs,
+    Field::DicomImplClassUid,
+    Field::DicomImplVersion,
+    Field::Hl7SendingAppUniversalId,
+    Field::Hl7DeviceId,
+    Field::SerialNumber,
+    Field::OsHint,
+];
+
+pub fn is_protected(field: Field) -> bool {
+    PROTECTED_FIELDS.contains(&field)
 }
 
 impl DeviceHomes {
@@ -88,30 +112,26 @@ impl DeviceHomes {
         self.by_mac.get(mac)
     }
 
-    /// Decide what an observation of `mac` by `sensor` at `site` (packet times `first..=last`,
-    /// attribute facts `facts`) may change, and record it. `derived_home` names the home of
-    /// a device that has none recorded (one merged before this rule: its earliest site) and
-    /// the latest packet time known of it.
-    /// `home_sensors_latest_us(site)` is the latest packet time any sensor of `site` reported.
-    #[allow(clippy::too_many_arguments)]
-    pub fn admit<'a>(
+    /// Whether an observation of `mac` at `site` (last packet `last_seen_us`) comes from the
+    /// device's home site, recording the home on first sight. `derived_home` names the home
+    /// of a device that has none recorded (one merged before this rule: its earliest site) and
+    /// the latest packet time known of it; `home_sensors_latest_us(site)` is the latest packet
+    /// time any sensor of `site` reported. A device its home lost for a day moves home here.
+    pub fn is_home(
         &mut self,
         mac: MacAddr,
-        sensor: &str,
         site: &str,
-        first_seen_us: u64,
         last_seen_us: u64,
-        facts: impl Iterator<Item = (Field, &'a str)>,
         derived_home: impl FnOnce() -> (String, u64),
         home_sensors_latest_us: impl FnOnce(&str) -> u64,
-    ) -> Admission {
+    ) -> bool {
         let home = self.by_mac.entry(mac).or_insert_with(|| {
             let (site, home_last_seen_us) = derived_home();
             DeviceHome { site, home_last_seen_us, rehomed: 0, foreign: BTreeMap::new(), foreign_dropped: 0 }
         });
         if home.site == site {
             home.home_last_seen_us = home.home_last_seen_us.max(last_seen_us);
-            return Admission::Full;
+            return true;
         }
         // A genuine move: the home site's own sensors kept capturing for a day after they last
         // saw the device, and this site saw it after that.
@@ -123,15 +143,30 @@ impl DeviceHomes {
             home.rehomed = home.rehomed.saturating_add(1);
             home.foreign.remove(site);
             self.rehomed = self.rehomed.saturating_add(1);
-            return Admission::Full;
+            return true;
         }
+        false
+    }
+
+    /// Record that `sensor` at `site` reported `mac` with attribute facts that would have
+    /// changed what its home site established (`withheld`, not merged).
+    pub fn withhold<'a>(
+        &mut self,
+        mac: MacAddr,
+        sensor: &str,
+        site: &str,
+        first_seen_us: u64,
+        last_seen_us: u64,
+        withheld: impl Iterator<Item = (Field, &'a str)>,
+    ) {
+        let Some(home) = self.by_mac.get_mut(&mac) else { return };
         self.foreign_observations = self.foreign_observations.saturating_add(1);
         let by_sensor = self.foreign_by_sensor.entry(sensor.to_string()).or_default();
         *by_sensor = by_sensor.saturating_add(1);
         if !home.foreign.contains_key(site) && home.foreign.len() >= MAX_FOREIGN_SITES {
             home.foreign_dropped = home.foreign_dropped.saturating_add(1);
-            self.withheld_facts = self.withheld_facts.saturating_add(facts.count() as u64);
-            return Admission::PresenceOnly;
+            self.withheld_facts = self.withheld_facts.saturating_add(withheld.count() as u64);
+            return;
         }
         let seen = home.foreign.entry(site.to_string()).or_insert_with(|| ForeignSighting {
             first_seen_us,
@@ -144,7 +179,7 @@ impl DeviceHomes {
         if seen.sensors.len() < MAX_FOREIGN_SENSORS || seen.sensors.contains(sensor) {
             seen.sensors.insert(sensor.to_string());
         }
-        for (field, value) in facts {
+        for (field, value) in withheld {
             self.withheld_facts = self.withheld_facts.saturating_add(1);
             if seen.withheld.iter().any(|w| w.field == field && w.value == value) {
                 continue;
@@ -155,6 +190,5 @@ impl DeviceHomes {
             }
             seen.withheld.push(WithheldFact { field, value: value.to_string() });
         }
-        Admission::PresenceOnly
     }
 }

@@ -112,13 +112,13 @@ fn another_sites_sensor_cannot_change_a_device_and_is_counted_and_alerted() {
 #[test]
 fn a_device_its_home_lost_for_a_day_moves_home_and_then_merges_there() {
     let mut f = Fleet::new();
-    f.send("north-1", "north", vec![pump(PUMP, "10.0.40.5", T0, HOME_FACTS)]);
-    // South sees it while north still does: withheld.
+    f.send("north-1", "north", vec![pump(PUMP, "10.0.40.5", T0, &[(Field::Hostname, "PUMP-NORTH")])]);
+    // South sees it while north still does: its other name is withheld.
     f.send("south-1", "south", vec![pump(PUMP, "10.9.0.7", T0 + HOUR, &[(Field::Hostname, "PUMP-SOUTH")])]);
     f.send("north-1", "north", vec![pump(OTHER, "10.0.40.6", T0 + REHOME_AFTER_US - HOUR, &[])]);
     f.send("south-1", "south", vec![pump(PUMP, "10.9.0.7", T0 + REHOME_AFTER_US, &[(Field::Hostname, "PUMP-SOUTH")])]);
     assert_eq!(f.state.homes().get(&PUMP).unwrap().site, "north", "north's sensor has not run a day without it");
-    assert_eq!(f.device(PUMP).hostname(), None);
+    assert_eq!(f.device(PUMP).values(Field::Hostname), ["PUMP-NORTH"]);
     // North's sensor kept capturing for more than a day without the pump: it left north.
     f.send("north-1", "north", vec![pump(OTHER, "10.0.40.6", T0 + REHOME_AFTER_US + HOUR, &[])]);
     f.send(
@@ -130,7 +130,7 @@ fn a_device_its_home_lost_for_a_day_moves_home_and_then_merges_there() {
     assert_eq!((home.site.as_str(), home.rehomed), ("south", 1));
     assert!(!home.foreign.contains_key("south"));
     assert_eq!(f.device(PUMP).hostname(), Some("PUMP-SOUTH"), "south's facts merge once it is home");
-    assert_eq!(f.device(PUMP).latest(Field::SnmpSysDescr), Some("Baxter Sigma Spectrum"), "what north knew stays");
+    assert_eq!(f.device(PUMP).values(Field::Hostname), ["PUMP-NORTH", "PUMP-SOUTH"], "what north knew stays");
     // North is now the foreign site.
     f.send(
         "north-1",
@@ -165,4 +165,26 @@ fn devices_merged_before_the_rule_get_their_earliest_site_as_home() {
     f.send("south-1", "south", vec![pump(PUMP, "10.9.0.7", T0 + HOUR, FOREIGN_FACTS)]);
     assert_eq!(f.state.homes().get(&PUMP).unwrap().site, "north");
     assert_eq!(f.device(PUMP).latest(Field::SnmpSysDescr), Some("Baxter Sigma Spectrum"));
+}
+
+#[test]
+fn another_site_may_confirm_or_fill_in_but_not_contradict() {
+    let mut f = Fleet::new();
+    f.send("north-1", "north", vec![pump(PUMP, "10.0.40.5", T0, &[(Field::Hostname, "PUMP-01")])]);
+    // The same name from a transit link elsewhere, and a field north never reported: merged,
+    // nothing withheld (so the order sensors' batches arrive in does not matter for them).
+    let lldp = (Field::LldpSystemName, "pump-01.north");
+    f.send("core", "south", vec![pump(PUMP, "10.9.0.7", T0 + HOUR, &[(Field::Hostname, "PUMP-01"), lldp])]);
+    let d = f.device(PUMP);
+    assert_eq!(d.evidence.get(&(Field::Hostname, "PUMP-01".to_string())).map(|e| e.count), Some(2));
+    assert_eq!(d.latest(Field::LldpSystemName), Some("pump-01.north"));
+    assert!(f.state.homes().get(&PUMP).unwrap().foreign.is_empty());
+    assert_eq!(f.state.homes().foreign_observations, 0);
+    // A contradiction is withheld; non-identity facts (what it does there) still merge.
+    let port = (Field::ListeningPort, "tcp/8443");
+    f.send("core", "south", vec![pump(PUMP, "10.9.0.7", T0 + 2 * HOUR, &[(Field::Hostname, "EVIL"), port])]);
+    let d = f.device(PUMP);
+    assert_eq!(d.values(Field::Hostname), ["PUMP-01"]);
+    assert_eq!(d.values(Field::ListeningPort), ["tcp/8443"]);
+    assert_eq!(f.state.homes().get(&PUMP).unwrap().foreign["south"].withheld.len(), 1);
 }
