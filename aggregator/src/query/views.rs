@@ -70,9 +70,9 @@ pub struct DeviceView {
     /// Distinct evidence entries not kept because a record was full.
     pub evidence_dropped: u64,
     /// Home site of a MAC device — the only site whose sensors change its attributes — and
-    /// what other sites' sensors reported and was withheld (decision 0037); present only when
-    /// another site's sensor reported the device (or it moved home), so the view of a
-    /// single-site device reads the same as before.
+    /// what other sites' sensors reported against it and was withheld (decision 0037);
+    /// present only when something was withheld or the device moved home, so other views
+    /// read the same as before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub home: Option<crate::state::home::DeviceHome>,
 }
@@ -309,8 +309,8 @@ pub struct SensorsView {
     pub sensor_epochs: BTreeMap<String, crate::state::epochs::EpochRecord>,
     /// Epoch changes and refusals of all sensors (decision 0036).
     pub epochs: EpochTotals,
-    /// Per sensor: sightings it reported of devices homed at another site, whose attribute
-    /// evidence was withheld (decision 0037); sensors with none are left out.
+    /// Per sensor: sightings it reported of devices homed at another site that contradicted
+    /// their identity and were withheld (decision 0037); sensors with none are left out.
     pub foreign_observations: BTreeMap<String, u64>,
 }
 

@@ -1,16 +1,17 @@
 //! Home sites of MAC devices: who may change a device's attributes (decision 0037).
 //!
 //! Any sensor may report any MAC. A device belongs to its *home* site, the first site whose
-//! sensor reported it on its own segment. A sighting by a sensor of another site is a
-//! *foreign* sighting: where and when it was seen, its traffic and addresses still count
-//! (so a move shows and `device_moved` is raised by the anomaly detectors), but its
-//! attribute evidence (vendor, model, firmware, hostname, identifiers, …) is *withheld*:
-//! recorded here per foreign site, counted, shown with the device, never merged over the
-//! home site's. The device moves home only when its home site's own sensors kept capturing
-//! for [`REHOME_AFTER_US`] after they last saw it and the other site saw it after that (a
-//! genuine move: the home site lost it); from then on the new site's evidence merges. So a
-//! rogue or misconfigured sensor elsewhere can add sightings, never rewrite what the home
-//! site knows, and cannot move a device its home still sees. Deterministic: only packet
+//! sensor reported it on its own segment. From a sensor of another site, where and when the
+//! device was seen, its traffic, addresses and what it does there merge (so a move shows, and
+//! `device_moved` is raised by the anomaly detectors), and so do identity facts that confirm
+//! the device's or fill in a field it never had; an identity fact (name, vendor, model,
+//! firmware, serial, identifiers: [`PROTECTED_FIELDS`]) that contradicts the device's values
+//! is *withheld*: recorded here per foreign site, counted, shown with the device, never
+//! merged. The device moves home only when its home site's own sensors kept capturing for
+//! [`REHOME_AFTER_US`] after they last saw it and the other site saw it after that (a genuine
+//! move: the home site lost it); from then on the new site's facts merge. So a rogue or
+//! misconfigured sensor elsewhere can add sightings, never rewrite what the home site
+//! established, and cannot move a device its home still sees. Deterministic: only packet
 //! times in the replicated state decide, never a wall clock.
 
 use serde::{Deserialize, Serialize};
@@ -35,19 +36,19 @@ pub struct DeviceHome {
     pub home_last_seen_us: u64,
     /// How many times the device moved home (a confirmed move).
     pub rehomed: u64,
-    /// Sightings at other sites since it has this home, by site.
+    /// Sightings at other sites that contradicted it (since it has this home), by site.
     pub foreign: BTreeMap<String, ForeignSighting>,
     /// Sightings at sites beyond [`MAX_FOREIGN_SITES`].
     pub foreign_dropped: u64,
 }
 
-/// What one other site's sensors reported about a device homed elsewhere.
+/// What one other site's sensors reported against a device homed elsewhere.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForeignSighting {
     pub sensors: BTreeSet<String>,
     pub first_seen_us: u64,
     pub last_seen_us: u64,
-    /// Device observations from there.
+    /// Device observations from there with a withheld fact.
     pub observations: u64,
     /// Attribute facts reported there and not merged, distinct, in arrival order.
     pub withheld: Vec<WithheldFact>,
@@ -65,7 +66,7 @@ pub struct WithheldFact {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceHomes {
     by_mac: BTreeMap<MacAddr, DeviceHome>,
-    /// Foreign device observations, per reporting sensor.
+    /// Foreign device observations with a withheld fact, per reporting sensor.
     pub foreign_by_sensor: BTreeMap<String, u64>,
     /// Foreign device observations of all sensors, and the facts withheld from them.
     pub foreign_observations: u64,
