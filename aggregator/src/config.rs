@@ -70,6 +70,10 @@ pub struct NodeConfig {
     /// not yet in the flow store. When full, sensors are told to retry later (decision 0016).
     #[serde(default = "default_outbox_max_bytes")]
     pub outbox_max_bytes: u64,
+    /// Largest forward jump of a sensor's sequence number one batch may make past its
+    /// watermark; a batch beyond it is refused with the reason (decision 0036).
+    #[serde(default = "default_max_seq_jump")]
+    pub max_seq_jump: u64,
     /// Forward alert events to a SIEM as syslog (`[siem]`; decision 0024). Off without it.
     #[serde(default)]
     pub siem: Option<crate::siem::SiemConfig>,
@@ -216,6 +220,10 @@ impl IngestConfig {
             ..crate::ingest::IngestLimits::default()
         }
     }
+}
+
+fn default_max_seq_jump() -> u64 {
+    crate::state::epochs::DEFAULT_MAX_SEQ_JUMP
 }
 
 fn default_outbox_max_bytes() -> u64 {

@@ -1185,6 +1185,11 @@ async fn handle_stream<H: BatchHandler>(
 fn log_spool_report(identity: &SensorIdentity, batch: &Batch) {
     for e in &batch.events {
         if let wire::Event::SpoolReport(r) = e {
+            // Every batch carries a report to name its spool epoch (decision 0036); only one
+            // with loss entries says something new.
+            if r.losses.is_empty() {
+                continue;
+            }
             warn!(
                 sensor = %identity.sensor_id,
                 seq = batch.seq,

@@ -320,6 +320,7 @@ fn build_config(a: RunArgs) -> Result<NodeConfig> {
                 restore: None,
                 kb_dirs: Vec::new(),
                 outbox_max_bytes: 256 * 1024 * 1024,
+                max_seq_jump: wardline_aggregator::state::epochs::DEFAULT_MAX_SEQ_JUMP,
                 siem: None,
                 reports: None,
                 clickhouse_cluster: None,

@@ -21,6 +21,8 @@ pub mod alerts;
 pub mod anomaly;
 pub mod audit;
 mod bindings;
+pub mod epochs;
+pub mod home;
 mod hosts;
 pub mod identity;
 mod ips;
@@ -172,6 +174,17 @@ pub enum Command {
         batches: Vec<IngestBatch>,
         reports: Vec<BatchSpoolReport>,
     },
+    /// Batches that name their sensor's spool epoch (decision 0036), applied in order like
+    /// `ApplyBatches`, each judged against its sensor's epochs first: a new epoch restarts the
+    /// watermark, a retired epoch's batch is a duplicate or refused. A batch jumping more than
+    /// `max_seq_jump` (the proposing node's configuration) past its watermark is
+    /// refused. Proposed only for sensors whose epoch the cluster records (first seen with
+    /// one, or changed), so a cluster of older nodes never receives it from an unchanged
+    /// fleet (the upgrade rule in docs/operations.md).
+    ApplyEpochBatches {
+        max_seq_jump: u64,
+        batches: Vec<EpochBatch>,
+    },
 }
 
 /// The spool report batch `index` of an `ApplyReportedBatches` group carried.
@@ -179,6 +192,16 @@ pub enum Command {
 pub struct BatchSpoolReport {
     pub index: u32,
     pub report: wardline_common::wire::SpoolReport,
+}
+
+/// One batch of `Command::ApplyEpochBatches`: the batch and the spool epoch it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochBatch {
+    pub epoch: Ulid,
+    pub batch: IngestBatch,
+    /// The spool report the batch carried when it reports a loss or roll-up (decision 0045),
+    /// kept in the state when the batch is applied.
+    pub report: Option<wardline_common::wire::SpoolReport>,
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -322,12 +345,47 @@ pub struct ApplyResponse {
     /// For `ApplyBatches`: whether each batch was applied (false: a duplicate), in order.
     #[serde(default)]
     pub batches: Vec<bool>,
+    /// The batches of a group that were refused rather than found applied, with the reason.
+    #[serde(default)]
+    pub refused: Vec<BatchRefusal>,
+}
+
+/// A batch of a group the state refused (not applied, not a duplicate).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRefusal {
+    /// Its position in the group.
+    pub index: u32,
+    /// True when a re-send may be taken (the batch's epoch was not known to the proposing
+    /// node); false when it is refused for good.
+    pub retry: bool,
+    pub reason: String,
+}
+
+/// What ingest should do with one arriving batch ([`ClusterState::ingest_verdict`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestVerdict {
+    /// Already applied (or of a retired epoch at or below where it ended): acknowledge.
+    Duplicate,
+    /// Propose it; `with_epoch`: in `Command::ApplyEpochBatches` (its sensor's epoch is or
+    /// becomes recorded), else in `Command::ApplyBatches`.
+    Propose { with_epoch: bool, begins_epoch: bool },
+    /// Refuse it for good, with the reason.
+    Refuse(String),
+}
+
+/// The spool epoch a wire batch names: that of its (last) `SpoolReport`, which every batch of
+/// a sensor since decision 0036 carries.
+pub fn batch_epoch(batch: &Batch) -> Option<Ulid> {
+    batch.events.iter().rev().find_map(|e| match e {
+        Event::SpoolReport(r) => Some(r.spool_epoch),
+        _ => None,
+    })
 }
 
 impl ApplyResponse {
     /// The answer of a command that is not a batch group.
     pub fn done(applied: bool) -> Self {
-        ApplyResponse { applied, batches: Vec::new() }
+        ApplyResponse { applied, batches: Vec::new(), refused: Vec::new() }
     }
 }
 
@@ -490,8 +548,17 @@ impl DeviceRecord {
             .map(|(k, _)| k.vlan)
     }
 
-    /// Merge one observation; returns the addresses recorded for the first time.
-    fn merge(&mut self, obs: &DeviceObservation, sensor_id: &str, site: &str, site_index: u32) -> Vec<IpAddr> {
+    /// Merge one observation; returns the addresses recorded for the first time. Evidence
+    /// entry `i` is left out where `withheld[i]` (another site's sensor contradicting the
+    /// device's home site, decision 0037).
+    fn merge(
+        &mut self,
+        obs: &DeviceObservation,
+        sensor_id: &str,
+        site: &str,
+        site_index: u32,
+        withheld: &[bool],
+    ) -> Vec<IpAddr> {
         let mut new_ips = Vec::new();
         self.seen(sensor_id, site, obs.first_seen_us, obs.last_seen_us);
         self.vlans.extend(obs.vlans.iter().copied());
@@ -521,7 +588,10 @@ impl DeviceRecord {
             }
         }
 
-        for ev in &obs.evidence {
+        for (i, ev) in obs.evidence.iter().enumerate() {
+            if withheld.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let key = (ev.field, ev.value.clone());
             let full = self.evidence.len() >= MAX_EVIDENCE_PER_DEVICE;
             match self.evidence.get_mut(&key) {
@@ -677,6 +747,10 @@ pub struct ClusterState {
     sensor_health: sensor_health::SensorHealth,
     /// What each sensor's spool gave up (decision 0045).
     spool_losses: spool_losses::SpoolLosses,
+    /// Sensors' spool epochs (decision 0036).
+    epochs: epochs::SensorEpochs,
+    /// MAC devices' home sites and foreign sightings (decision 0037).
+    homes: home::DeviceHomes,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -716,6 +790,9 @@ struct ReplicatedParts {
     #[serde(default)]
     sensor_health: sensor_health::SensorHealth,
     spool_losses: spool_losses::SpoolLosses,
+    epochs: epochs::SensorEpochs,
+    #[serde(default)]
+    homes: home::DeviceHomes,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -780,6 +857,8 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "device_tags",
             "sensor_health",
             "spool_losses",
+            "epochs",
+            "homes",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -819,6 +898,8 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
                 let sensor_health = part_since(&mut seq, format, 0x574c_000b, "sensor health")?;
                 let spool_losses = part_since(&mut seq, format, 0x574c_000b, "spool losses")?;
+                let epochs = part_since(&mut seq, format, 0x574c_000b, "sensor epochs")?;
+                let homes = part_since(&mut seq, format, 0x574c_000b, "device home sites")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -839,6 +920,8 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     device_tags,
                     sensor_health,
                     spool_losses,
+                    epochs,
+                    homes,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -877,6 +960,8 @@ impl Serialize for ClusterState {
             device_tags: &'a tags::DeviceTags,
             sensor_health: &'a sensor_health::SensorHealth,
             spool_losses: &'a spool_losses::SpoolLosses,
+            epochs: &'a epochs::SensorEpochs,
+            homes: &'a home::DeviceHomes,
         }
         Parts {
             format: StateFormat,
@@ -898,6 +983,8 @@ impl Serialize for ClusterState {
             device_tags: &self.device_tags,
             sensor_health: &self.sensor_health,
             spool_losses: &self.spool_losses,
+            epochs: &self.epochs,
+            homes: &self.homes,
         }
         .serialize(s)
     }
@@ -924,6 +1011,8 @@ impl<'de> Deserialize<'de> for ClusterState {
             device_tags: parts.device_tags,
             sensor_health: parts.sensor_health,
             spool_losses: parts.spool_losses,
+            epochs: parts.epochs,
+            homes: parts.homes,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1044,13 +1133,154 @@ impl ClusterState {
         self.sensors.get(sensor_id).map_or(0, |s| s.last_seq)
     }
 
+    /// Every sensor's spool epochs (decision 0036).
+    pub fn epochs(&self) -> &epochs::SensorEpochs {
+        &self.epochs
+    }
+
+    /// MAC devices' home sites and what other sites reported of them (decision 0037).
+    pub fn homes(&self) -> &home::DeviceHomes {
+        &self.homes
+    }
+
+    /// What to do with a batch of `sensor_id` from spool `epoch` (None: it names none, an
+    /// older sensor) with sequence `seq`: acknowledge it as a duplicate, propose it (and in
+    /// which command), or refuse it. Ingest asks before proposing; `ApplyEpochBatches` asks
+    /// again when it applies, so the state alone decides.
+    pub fn ingest_verdict(
+        &self,
+        sensor_id: &str,
+        epoch: Option<Ulid>,
+        seq: u64,
+        batch_id: &Ulid,
+        max_seq_jump: u64,
+    ) -> IngestVerdict {
+        use epochs::EpochVerdict;
+        let sensor = self.sensors.get(sensor_id);
+        let (with_epoch, begins_epoch) = match (epoch, self.epochs.get(sensor_id)) {
+            (None, Some(record)) => {
+                return IngestVerdict::Refuse(format!(
+                    "batch {seq} names no spool epoch, but sensor {sensor_id} is recorded in spool epoch {}: a \
+                     sensor of a version before decision 0036 cannot send for it any more; upgrade the sensor",
+                    record.epoch
+                ))
+            }
+            (None, None) => (false, false),
+            (Some(epoch), _) => match self.epochs.verdict(sensor_id, sensor, epoch, seq) {
+                EpochVerdict::Current => (true, false),
+                EpochVerdict::Unrecorded => (false, false),
+                EpochVerdict::Begins { .. } => (true, true),
+                EpochVerdict::RetiredDuplicate => return IngestVerdict::Duplicate,
+                EpochVerdict::Stale(reason) => return IngestVerdict::Refuse(reason),
+            },
+        };
+        // Sequences start at 1: seq 0 is never applied (as before epochs).
+        if seq == 0 || (!begins_epoch && self.is_applied(sensor_id, seq, batch_id)) {
+            return IngestVerdict::Duplicate;
+        }
+        let watermark = if begins_epoch { 0 } else { self.watermark(sensor_id) };
+        if seq > watermark.saturating_add(max_seq_jump) {
+            return IngestVerdict::Refuse(epochs::jump_reason(sensor_id, watermark, seq, max_seq_jump));
+        }
+        IngestVerdict::Propose { with_epoch, begins_epoch }
+    }
+
+    /// Apply one batch of `ApplyEpochBatches`: Ok(applied) — false for a duplicate — or the
+    /// reason it was refused.
+    fn apply_epoch_batch(&mut self, b: &EpochBatch, max_seq_jump: u64) -> Result<bool, String> {
+        let s = &b.batch.summary;
+        let sensor_id = s.sensor_id.as_str();
+        let verdict = self.ingest_verdict(sensor_id, Some(b.epoch), s.seq, &s.batch_id, max_seq_jump);
+        let epoch_verdict = self.epochs.verdict(sensor_id, self.sensors.get(sensor_id), b.epoch, s.seq);
+        match verdict {
+            IngestVerdict::Duplicate => {
+                if epoch_verdict == epochs::EpochVerdict::RetiredDuplicate {
+                    self.epochs.count_stale_duplicate(sensor_id);
+                }
+                Ok(false)
+            }
+            IngestVerdict::Refuse(reason) => {
+                if matches!(epoch_verdict, epochs::EpochVerdict::Stale(_)) {
+                    self.epochs.count_stale_refused(sensor_id);
+                } else {
+                    self.epochs.count_jump_refused(sensor_id);
+                }
+                Err(reason)
+            }
+            IngestVerdict::Propose { begins_epoch, .. } => {
+                if begins_epoch {
+                    self.begin_epoch(b);
+                } else {
+                    self.epochs.adopt(sensor_id, b.epoch, s.seq, s.batch_id);
+                }
+                let applied = self.apply_ingest_batch(&b.batch);
+                if applied {
+                    self.epochs.applied(sensor_id);
+                }
+                Ok(applied)
+            }
+        }
+    }
+
+    /// The batch `b` begins its sensor's new spool epoch: retire the old one with its
+    /// watermark, restart the watermark, and raise `sensor_epoch_changed` when the sensor
+    /// had batches before.
+    fn begin_epoch(&mut self, b: &EpochBatch) {
+        let s = &b.batch.summary;
+        let before = self.sensors.get(&s.sensor_id);
+        let had_batches = before.is_some();
+        self.epochs.begin(&s.sensor_id, before, b.epoch, s.seq, s.batch_id);
+        let Some(sensor) = self.sensors.get_mut(&s.sensor_id) else { return };
+        let old_last_seq = sensor.last_seq;
+        sensor.last_seq = 0;
+        if !had_batches {
+            return;
+        }
+        let record = self.epochs.get(&s.sensor_id);
+        let previous = record.and_then(|r| r.retired.last()).and_then(|r| r.epoch);
+        let changes = record.map_or(0, |r| r.changes);
+        self.alerts.occur(&alerts::Occurrence {
+            kind: alerts::AlertKind::SensorEpochChanged,
+            severity: alerts::Severity::Medium,
+            device: s.sensor_id.clone(),
+            site: s.site.clone(),
+            target: b.epoch.to_string(),
+            ts_us: epochs::ulid_ms(&s.batch_id).saturating_mul(1000),
+            evidence: format!(
+                "sensor {} (site {}) began spool epoch {} at batch {}: its spool was wiped or it was reinstalled; \
+                 the previous epoch {} ended at batch {old_last_seq} (epoch change {changes} of this sensor). \
+                 Its sequence numbers start again; confirm the reinstall was intended",
+                s.sensor_id,
+                s.site,
+                b.epoch,
+                s.seq,
+                previous.map_or_else(|| "(not recorded)".to_string(), |e| e.to_string()),
+            ),
+        });
+    }
+
     /// Apply one command. Deterministic: same state + same command = same result.
     pub fn apply(&mut self, cmd: &Command) -> ApplyResponse {
         match cmd {
             Command::ApplyBatch(batch) => self.apply_batch_with_alerts(batch, &[]),
-            Command::ApplyBatches(batches) => {
-                let batches: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
-                ApplyResponse { applied: batches.iter().any(|a| *a), batches }
+            Command::ApplyBatches(batches) => self.apply_batches(batches),
+            Command::ApplyEpochBatches { max_seq_jump, batches } => {
+                let mut refused = Vec::new();
+                let batches: Vec<bool> = batches
+                    .iter()
+                    .enumerate()
+                    .map(|(index, b)| {
+                        let applied = self.apply_epoch_batch(b, *max_seq_jump).unwrap_or_else(|reason| {
+                            refused.push(BatchRefusal { index: index as u32, retry: false, reason });
+                            false
+                        });
+                        if let (true, Some(report)) = (applied, &b.report) {
+                            self.spool_losses.note(&b.batch.summary.sensor_id, b.batch.summary.seq, report);
+                        }
+                        applied
+                    })
+                    .collect();
+                ApplyResponse { applied: batches.iter().any(|a| *a), batches, refused }
             }
             Command::FlowsDrained { through } => {
                 self.outbox.drain_through(*through);
@@ -1127,9 +1357,9 @@ impl ClusterState {
                 ApplyResponse::done(self.sensor_health.record(record, &mut self.alerts))
             }
             Command::ApplyReportedBatches { batches, reports } => {
-                let applied: Vec<bool> = batches.iter().map(|b| self.apply_ingest_batch(b)).collect();
-                self.note_spool_reports(batches, &applied, reports);
-                ApplyResponse { applied: applied.iter().any(|a| *a), batches: applied }
+                let response = self.apply_batches(batches);
+                self.note_spool_reports(batches, &response.batches, reports);
+                response
             }
         }
     }
@@ -1156,6 +1386,31 @@ impl ClusterState {
 
     /// Keep the spool reports of the batches of a group that were applied (a duplicate's
     /// report was kept when it was first applied).
+    /// `ApplyBatches` (and `ApplyReportedBatches`): each batch in order, deduplicated; a
+    /// batch of a sensor whose epoch is recorded must come with its epoch (decision 0036).
+    fn apply_batches(&mut self, batches: &[IngestBatch]) -> ApplyResponse {
+        let mut refused = Vec::new();
+        let batches: Vec<bool> = batches
+            .iter()
+            .enumerate()
+            .map(|(index, b)| match self.epochs.get(&b.summary.sensor_id) {
+                // Its sensor's epoch is recorded, so the batch must be judged against it: the
+                // proposing node had not applied the record yet. The re-send will be.
+                Some(record) => {
+                    let reason = format!(
+                        "sensor {} is in spool epoch {} now; the batch was proposed without its epoch \
+                         (by a node that had not caught up): send it again",
+                        b.summary.sensor_id, record.epoch
+                    );
+                    refused.push(BatchRefusal { index: index as u32, retry: true, reason });
+                    false
+                }
+                None => self.apply_ingest_batch(b),
+            })
+            .collect();
+        ApplyResponse { applied: batches.iter().any(|a| *a), batches, refused }
+    }
+
     fn note_spool_reports(&mut self, batches: &[IngestBatch], applied: &[bool], reports: &[BatchSpoolReport]) {
         for r in reports {
             let i = r.index as usize;
@@ -1240,7 +1495,7 @@ impl ClusterState {
 
     fn apply_batch(&mut self, batch: &BatchSummary) -> ApplyResponse {
         if self.is_duplicate(batch) {
-            return ApplyResponse { applied: false, batches: Vec::new() };
+            return ApplyResponse::done(false);
         }
         self.note_sensor(batch);
         let site_index = self.intern_site(&batch.site);
@@ -1285,7 +1540,7 @@ impl ClusterState {
             sensor.bindings_refused = sensor.bindings_refused.saturating_add(refused);
             sensor.hosts_refused = sensor.hosts_refused.saturating_add(hosts_refused);
         }
-        ApplyResponse { applied: true, batches: Vec::new() }
+        ApplyResponse::done(true)
     }
 
     /// Update the sensor's watermark, recent ids and counters for an applied batch.
@@ -1381,12 +1636,53 @@ impl ClusterState {
         }
     }
 
+    /// The home site of a device merged before decision 0037 (no home recorded): the site
+    /// of its earliest segment sighting, else of the lowest name it was seen at, else
+    /// `site`; and its latest packet time.
+    fn derived_home(&self, mac: &MacAddr, site: &str) -> (String, u64) {
+        let Some(record) = self.devices.get(mac) else { return (site.to_string(), 0) };
+        let earliest = record.segments.iter().min_by_key(|(_, seen)| (seen.first_seen_us, seen.site_index));
+        let home = match earliest {
+            Some((_, seen)) => self.site_name(seen.site_index).to_string(),
+            None => record.sites.iter().next().cloned().unwrap_or_else(|| site.to_string()),
+        };
+        (if home.is_empty() { site.to_string() } else { home }, record.last_seen_us)
+    }
+
     fn apply_device(&mut self, obs: &DeviceObservation, batch: &BatchSummary, site_index: u32) {
+        // Only the device's home site changes what it is (decision 0037): from another site,
+        // a name, vendor, model, firmware or identifier that differs from every value the
+        // device already has for that field is withheld.
+        let derived = match self.homes.get(&obs.mac) {
+            None => self.derived_home(&obs.mac, &batch.site),
+            Some(_) => (String::new(), 0),
+        };
+        let sensors = &self.sensors;
+        let home_sensors_latest =
+            |home: &str| sensors.values().filter(|s| s.site == home).map(|s| s.last_packet_us).max().unwrap_or(0);
+        let at_home = self.homes.is_home(obs.mac, &batch.site, obs.last_seen_us, || derived, home_sensors_latest);
+        let withheld: Vec<bool> = match (at_home, self.devices.get(&obs.mac)) {
+            (false, Some(record)) => obs
+                .evidence
+                .iter()
+                .map(|e| {
+                    home::is_protected(e.field)
+                        && record.entries(e.field).next().is_some()
+                        && record.evidence.get(&(e.field, e.value.clone())).is_none()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if withheld.iter().any(|w| *w) {
+            let facts =
+                obs.evidence.iter().zip(&withheld).filter(|(_, w)| **w).map(|(e, _)| (e.field, e.value.as_str()));
+            self.homes.withhold(obs.mac, &batch.sensor_id, &batch.site, obs.first_seen_us, obs.last_seen_us, facts);
+        }
         let record = self.devices.entry(obs.mac).or_insert_with(|| Arc::new(DeviceRecord::new(obs.mac)));
         let strong = obs.evidence.iter().any(|e| identity::is_strong_field(e.field));
         let before = if strong { identity::strong_identifiers(record) } else { BTreeSet::new() };
         let record = Arc::make_mut(record);
-        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index);
+        let new_ips = record.merge(obs, &batch.sensor_id, &batch.site, site_index, &withheld);
         self.addresses.extend(new_ips.into_iter().map(|ip| (ip, obs.mac)));
         if strong {
             let after = identity::strong_identifiers(record);
@@ -1569,6 +1865,12 @@ mod evidence_as_list {
 }
 
 #[cfg(test)]
+mod epoch_tests;
+
+#[cfg(test)]
+mod home_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -1628,8 +1930,12 @@ mod tests {
         assert_eq!(dev.bytes, 600);
         assert_eq!(dev.sensors.iter().collect::<Vec<_>>(), ["s1", "s2"]);
         assert_eq!(dev.sites.iter().collect::<Vec<_>>(), ["north", "south"]);
-        assert_eq!(dev.hostname(), Some("PUMP-01B"));
-        assert_eq!(dev.values(Field::Hostname), ["PUMP-01", "PUMP-01B"]);
+        // The device's home is north: south's hostname is withheld, not merged (decision 0037).
+        assert_eq!(dev.hostname(), Some("PUMP-01"));
+        assert_eq!(dev.values(Field::Hostname), ["PUMP-01"]);
+        let home = st.homes().get(&mac(1)).unwrap();
+        assert_eq!(home.site, "north");
+        assert_eq!(home.foreign["south"].withheld[0].value, "PUMP-01B");
         assert!(dev.values(Field::DhcpVendorClass).is_empty());
         assert_eq!(st.sensors["s1"].flows, 3);
         assert_eq!(st.sensors["s2"].site, "south");
@@ -2193,6 +2499,7 @@ mod tests {
             alerts: Default::default(),
             baselines: Default::default(),
             detectors: Default::default(),
+            homes: Default::default(),
             ..st.clone()
         };
         assert_eq!(back, expected);
@@ -2214,7 +2521,8 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(back, ClusterState { policy: Default::default(), detectors: Default::default(), ..st.clone() });
+        let lacking = ClusterState { homes: Default::default(), ..st.clone() };
+        assert_eq!(back, ClusterState { policy: Default::default(), detectors: Default::default(), ..lacking.clone() });
 
         // Format 6 (policy and feeds, before the second detectors): all of it loads, and the
         // detectors start with default settings and nothing learned.
@@ -2238,7 +2546,7 @@ mod tests {
         let (back, used): (ClusterState, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(back, ClusterState { detectors: Default::default(), ..st.clone() });
+        assert_eq!(back, ClusterState { detectors: Default::default(), ..lacking });
     }
 
     /// A sensor's stream of batches: increasing seq with random forward gaps, a small

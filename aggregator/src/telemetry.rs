@@ -77,12 +77,19 @@ pub struct Telemetry {
     /// Per-sensor health from heartbeats (decision 0038).
     sensor_health: crate::heartbeat::HealthGauges,
     spool_lost: Family<SpoolLostLabels, Gauge>,
+    /// Sensor epoch changes and batches refused by the epoch and jump rules (decision 0036).
+    sensor_epochs: Family<EpochLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpoolLostLabels {
     sensor_id: String,
     what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EpochLabels {
+    event: &'static str,
 }
 
 fn latency_buckets() -> Histogram {
@@ -99,6 +106,7 @@ impl Telemetry {
         let sink_write_errors = Family::<SinkLabels, Counter>::default();
         let sensor_batches = Family::<SensorBatchLabels, Counter>::default();
         let alerts_open = Family::<SeverityLabels, Gauge>::default();
+        let sensor_epochs = Family::<EpochLabels, Gauge>::default();
         registry.register(
             "wardline_api_request_duration_seconds",
             "HTTPS API requests that passed authentication, by route template, method and status",
@@ -134,6 +142,12 @@ impl Telemetry {
              records_quarantined",
             spool_lost.clone(),
         );
+        registry.register(
+            "wardline_sensor_epoch_events",
+            "Replicated totals of all sensors (only grow): epoch changes (a wiped or reinstalled sensor began a new \
+             spool epoch), batches refused as of an older epoch, batches refused for a sequence jump",
+            sensor_epochs.clone(),
+        );
         registry.register_collector(Box::new(Collected { raft: raft.clone(), ingest, tls_cert }));
         Arc::new(Telemetry {
             registry,
@@ -146,6 +160,7 @@ impl Telemetry {
             alerts_open,
             sensor_health,
             spool_lost,
+            sensor_epochs,
         })
     }
 
@@ -191,16 +206,27 @@ impl Telemetry {
 
     /// The exposition text (Prometheus text format), after refreshing what needs the state lock.
     pub async fn render(&self) -> String {
-        let open = self
+        let (open, epochs) = self
             .raft
             .read_state(|s| {
                 let mut open = [0i64; 5];
                 for alert in s.alerts().alerts().values().filter(|a| a.state == AlertState::Open) {
                     open[alert.severity as usize] += 1;
                 }
-                open
+                let e = s.epochs();
+                (
+                    open,
+                    [
+                        ("changed", e.changes),
+                        ("refused_older_epoch", e.stale_refused),
+                        ("refused_seq_jump", e.jumps_refused),
+                    ],
+                )
             })
             .await;
+        for (event, n) in epochs {
+            self.sensor_epochs.get_or_create(&EpochLabels { event }).set(n as i64);
+        }
         for (severity, n) in
             [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical].into_iter().zip(open)
         {

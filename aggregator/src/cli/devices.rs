@@ -204,19 +204,22 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
         return print_json(&v);
     }
     println!(
-        "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}",
-        "SENSOR", "SITE", "LAST SEQ", "BATCHES", "FLOWS", "DROPPED", "LAST PACKET (us)"
+        "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}  {:<26}  {:>7}",
+        "SENSOR", "SITE", "LAST SEQ", "BATCHES", "FLOWS", "DROPPED", "LAST PACKET (us)", "SPOOL EPOCH", "CHANGES"
     );
     for (id, r) in v["sensors"].as_object().into_iter().flatten() {
+        let e = &v["sensor_epochs"][id];
         println!(
-            "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}",
+            "{:<20}  {:<14}  {:>10}  {:>10}  {:>12}  {:>10}  {:>20}  {:<26}  {:>7}",
             id,
             cell(&r["site"]),
             cell(&r["last_seq"]),
             cell(&r["batches_applied"]),
             cell(&r["flows"]),
             cell(&r["stats"]["batches_dropped"]),
-            cell(&r["last_packet_us"])
+            cell(&r["last_packet_us"]),
+            if e.is_null() { "(not recorded)".to_string() } else { cell(&e["epoch"]) },
+            if e.is_null() { "-".to_string() } else { cell(&e["changes"]) }
         );
     }
     print_sensor_health(&v["health"]);
@@ -232,6 +235,26 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
             cell(&t["rollups_created"]),
             cell(&t["records_quarantined"])
         );
+    }
+    // What operators must know about reinstalls (decision 0036): each epoch a sensor left,
+    // and batches refused as of an older epoch or for a sequence jump.
+    for (id, e) in v["sensor_epochs"].as_object().into_iter().flatten() {
+        for old in e["retired"].as_array().into_iter().flatten() {
+            let name = if old["epoch"].is_null() { "(not recorded)".to_string() } else { cell(&old["epoch"]) };
+            println!(
+                "{id}: left spool epoch {name} at batch {} after {} batches (next epoch began {} ms)",
+                cell(&old["last_seq"]),
+                cell(&old["batches"]),
+                cell(&old["ended_ms"])
+            );
+        }
+        let refused = (e["stale_refused"].as_u64().unwrap_or(0), e["jumps_refused"].as_u64().unwrap_or(0));
+        if refused != (0, 0) {
+            println!(
+                "{id}: refused {} batches of an older spool epoch and {} for a sequence jump (see the aggregator log)",
+                refused.0, refused.1
+            );
+        }
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Group commit: batches arriving while a Raft proposal is in flight are proposed together
-//! as one `Command::ApplyBatches` entry, one proposal at a time (`ApplyReportedBatches` when a
-//! batch of the group carries its sensor's spool report, decision 0045).
+//! as one `Command::ApplyBatches` entry, one proposal at a time (`ApplyEpochBatches` for
+//! sensors whose spool epoch the cluster records, decision 0036; `ApplyReportedBatches` when a
+//! batch of the group carries its sensor's spool report, decision 0045). The newer commands
+//! are proposed only once every member can decode them (`RaftNode::cluster_supports`).
 //!
 //! Order: batches are proposed in the order they were submitted (ingest submits a
 //! connection's batches in stream order, which is the sensor's seq order), and the state
@@ -13,12 +15,14 @@
 //! only moves past a batch when it was acked or dead-lettered).
 
 use crate::raft::{ProposeError, RaftNode};
-use crate::state::{outbox_bytes_of, BatchSpoolReport, BatchSummary, Command, IngestBatch};
+use crate::state::{
+    batch_epoch, outbox_bytes_of, BatchSpoolReport, BatchSummary, Command, EpochBatch, IngestBatch, IngestVerdict,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use wardline_common::wire::{not_leader_reason, BatchReply};
 use wardline_common::Batch;
 
@@ -30,14 +34,16 @@ pub const MAX_GROUP_BATCHES: usize = 1024;
 pub const MAX_GROUP_BYTES: u64 = 4 * 1024 * 1024;
 /// How long later batches of a sensor are refused after one of its batches was refused.
 pub const REFUSAL_HOLD: Duration = Duration::from_secs(30);
-/// Largest forward jump of a sensor's sequence accepted in one batch. A sensor skips seqs
-/// only for batches its spool evicted or the cluster refused; a jump beyond this is a bug or
-/// a forgery and is refused, so one batch (seq u64::MAX) cannot put the watermark out of
-/// reach of every later batch (decision 0022).
-pub const MAX_SEQ_JUMP: u64 = 1 << 32;
+/// Largest forward jump of a sensor's sequence accepted in one batch by default (`max_seq_jump`
+/// in the aggregator's configuration). A sensor skips seqs only for batches its spool evicted or the cluster
+/// refused; a jump beyond the bound is a bug or a forgery and is refused, so one batch (seq
+/// u64::MAX) cannot put the watermark out of reach of every later batch (decisions 0022, 0036).
+pub const MAX_SEQ_JUMP: u64 = crate::state::epochs::DEFAULT_MAX_SEQ_JUMP;
 
 struct Pending {
     batch: IngestBatch,
+    /// The spool epoch the batch names (decision 0036), if any.
+    epoch: Option<ulid::Ulid>,
     reply: oneshot::Sender<BatchReply>,
     /// The spool report the batch carried, kept in the state when it is applied (0045).
     report: Option<wardline_common::wire::SpoolReport>,
@@ -52,9 +58,15 @@ pub struct GroupCommitter {
 impl GroupCommitter {
     /// Start the committing task. `max_outbox_bytes` is the outbox bound (decision 0016).
     pub fn start(raft: Arc<RaftNode>, max_outbox_bytes: u64) -> Self {
+        Self::start_with_jump(raft, max_outbox_bytes, MAX_SEQ_JUMP)
+    }
+
+    /// Like `start`, refusing batches whose seq jumps more than `max_seq_jump` past their
+    /// sensor's watermark (decision 0036).
+    pub fn start_with_jump(raft: Arc<RaftNode>, max_outbox_bytes: u64, max_seq_jump: u64) -> Self {
         // Unbounded is safe: ingest bounds the batches in flight (IngestLimits).
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, max_outbox_bytes, rx));
+        tokio::spawn(run(raft, max_outbox_bytes, max_seq_jump.max(1), rx));
         GroupCommitter { tx }
     }
 
@@ -64,14 +76,15 @@ impl GroupCommitter {
         let (id, seq) = (batch.id, batch.seq);
         let summary = BatchSummary::from_batch(&batch);
         let flows = batch.flows().cloned().collect();
-        // Only a report of something lost or condensed is kept: a report of nothing (one that
-        // only names the spool's epoch) must not turn the group into the newer command.
+        let epoch = batch_epoch(&batch);
+        // Only a report of something lost or condensed is kept: every batch carries one that
+        // names its spool epoch (decision 0036), and those must not cost a state entry.
         let report = batch.events.iter().rev().find_map(|e| match e {
             wardline_common::wire::Event::SpoolReport(r) if reports_something(r) => Some(r.clone()),
             _ => None,
         });
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, reply, report }).is_ok();
+        let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, epoch, reply, report }).is_ok();
         async move {
             if !sent {
                 return BatchReply::RetryLater { batch_id: id, seq, reason: "aggregator node shutting down".into() };
@@ -100,7 +113,7 @@ struct Refusal {
     at: Instant,
 }
 
-async fn run(raft: Arc<RaftNode>, max_outbox_bytes: u64, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(raft: Arc<RaftNode>, max_outbox_bytes: u64, max_seq_jump: u64, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut refused: HashMap<String, Refusal> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -114,7 +127,7 @@ async fn run(raft: Arc<RaftNode>, max_outbox_bytes: u64, mut rx: mpsc::Unbounded
                 Err(_) => break,
             }
         }
-        commit_group(&raft, max_outbox_bytes, &mut refused, group).await;
+        commit_group(&raft, max_outbox_bytes, max_seq_jump, &mut refused, group).await;
     }
 }
 
@@ -126,16 +139,18 @@ fn retry(p: Pending, reason: String) {
 async fn commit_group(
     raft: &RaftNode,
     max_outbox_bytes: u64,
+    max_seq_jump: u64,
     refused: &mut HashMap<String, Refusal>,
     group: Vec<Pending>,
 ) {
-    let (outbox_bytes, checks): (u64, Vec<(bool, u64)>) = raft
+    let (outbox_bytes, checks): (u64, Vec<(IngestVerdict, u64)>) = raft
         .read_state(|s| {
             let checks = group
                 .iter()
                 .map(|p| {
                     let b = &p.batch.summary;
-                    (s.is_applied(&b.sensor_id, b.seq, &b.batch_id), s.watermark(&b.sensor_id))
+                    let verdict = s.ingest_verdict(&b.sensor_id, p.epoch, b.seq, &b.batch_id, max_seq_jump);
+                    (verdict, s.watermark(&b.sensor_id))
                 })
                 .collect();
             (s.outbox().bytes, checks)
@@ -144,29 +159,44 @@ async fn commit_group(
     refused.retain(|_, r| r.at.elapsed() < REFUSAL_HOLD);
     let mut added = 0u64;
     let mut proposal: Vec<Pending> = Vec::new();
-    for (p, (already, watermark)) in group.into_iter().zip(checks) {
+    // (batch, its epoch, whether it begins that epoch after earlier ones)
+    let mut with_epoch: Vec<(Pending, ulid::Ulid, bool)> = Vec::new();
+    let mut beginning: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Asked once per group, and only when a batch needs `ApplyEpochBatches`.
+    let mut epochs_supported: Option<Result<(), String>> = None;
+    for (p, (verdict, watermark)) in group.into_iter().zip(checks) {
         let s = &p.batch.summary;
         // The refused batch was applied since (through another node while this one was a
         // follower): nothing is missing any more.
         if refused.get(&s.sensor_id).is_some_and(|r| watermark >= r.seq) {
             refused.remove(&s.sensor_id);
         }
-        if already {
-            if refused.get(&s.sensor_id).is_some_and(|r| s.seq <= r.seq) {
-                refused.remove(&s.sensor_id);
+        let (epoch_command, begins_epoch) = match verdict {
+            IngestVerdict::Duplicate => {
+                if refused.get(&s.sensor_id).is_some_and(|r| s.seq <= r.seq) {
+                    refused.remove(&s.sensor_id);
+                }
+                let _ = p.reply.send(BatchReply::Ack { batch_id: s.batch_id, seq: s.seq, duplicate: true });
+                continue;
             }
-            let _ = p.reply.send(BatchReply::Ack { batch_id: s.batch_id, seq: s.seq, duplicate: true });
-            continue;
-        }
-        if s.seq > watermark.saturating_add(MAX_SEQ_JUMP) {
-            let reason = format!(
-                "sequence jump from {watermark} to {} exceeds {MAX_SEQ_JUMP}: refused so it cannot move this sensor's \
-                 watermark out of reach of its later batches (decision 0022)",
-                s.seq
+            IngestVerdict::Refuse(reason) => {
+                warn!(sensor = %s.sensor_id, seq = s.seq, watermark, "refused a batch: {reason}");
+                let _ = p.reply.send(BatchReply::Rejected { batch_id: s.batch_id, seq: s.seq, reason });
+                continue;
+            }
+            IngestVerdict::Propose { with_epoch, begins_epoch } => (with_epoch, begins_epoch),
+        };
+        if begins_epoch {
+            // The new epoch's watermark starts at 0: nothing of the old one is waited for.
+            refused.remove(&s.sensor_id);
+        } else if s.seq > watermark.saturating_add(1) {
+            debug!(
+                sensor = %s.sensor_id,
+                seq = s.seq,
+                watermark,
+                "batch skips {} sequence numbers (batches the sensor's spool evicted or the cluster refused)",
+                s.seq - watermark - 1
             );
-            warn!(sensor = %s.sensor_id, seq = s.seq, watermark, "refused a batch: {reason}");
-            let _ = p.reply.send(BatchReply::Rejected { batch_id: s.batch_id, seq: s.seq, reason });
-            continue;
         }
         if let Some(r) = refused.get(&s.sensor_id) {
             if s.seq > r.seq {
@@ -193,42 +223,124 @@ async fn commit_group(
             continue;
         }
         added += size;
-        proposal.push(p);
+        if epoch_command && p.epoch.is_some() {
+            if epochs_supported.is_none() {
+                epochs_supported = Some(raft.cluster_supports(crate::raft::FEATURE_SENSOR_EPOCHS).await);
+            }
+            if let Some(Err(why)) = &epochs_supported {
+                if begins_epoch && watermark == 0 {
+                    // A new sensor: applied as before epochs; its epoch is recorded once it
+                    // changes after the upgrade (an unrecorded epoch is judged by seq alone).
+                    proposal.push(p);
+                } else {
+                    let reason = format!(
+                        "this batch needs the cluster to record its sensor's spool epoch (decision 0036), which \
+                         waits until every node runs this version: {why}"
+                    );
+                    refused.insert(s.sensor_id.clone(), Refusal { seq: s.seq, at: Instant::now() });
+                    retry(p, reason);
+                }
+                continue;
+            }
+        }
+        match (epoch_command, p.epoch) {
+            // A sensor's first epoch is no change worth a log line.
+            (true, Some(epoch)) => {
+                let logged = begins_epoch && watermark > 0 && beginning.insert(p.batch.summary.sensor_id.clone());
+                with_epoch.push((p, epoch, logged))
+            }
+            _ => proposal.push(p),
+        }
     }
-    if proposal.is_empty() {
-        return;
+    if !proposal.is_empty() {
+        let batches = proposal.into_iter().map(|p| (p.batch, p.report, p.reply)).collect();
+        propose(raft, refused, batches, None, max_seq_jump).await;
     }
+    if !with_epoch.is_empty() {
+        let epochs = with_epoch.iter().map(|(_, epoch, begins)| (*epoch, *begins)).collect();
+        let batches = with_epoch.into_iter().map(|(p, _, _)| (p.batch, p.report, p.reply)).collect();
+        propose(raft, refused, batches, Some(epochs), max_seq_jump).await;
+    }
+}
+
+/// A batch to propose: the batch, the spool report it carried (if it reports a loss), and
+/// where its reply goes.
+type ToPropose = (IngestBatch, Option<wardline_common::wire::SpoolReport>, oneshot::Sender<BatchReply>);
+
+/// Propose `batches` as one entry and answer each: `ApplyBatches` (`ApplyReportedBatches`
+/// when some carry spool reports and every member knows it), or `ApplyEpochBatches` when
+/// `epochs` names each batch's epoch (and whether it begins it after earlier ones).
+async fn propose(
+    raft: &RaftNode,
+    refused: &mut HashMap<String, Refusal>,
+    batches: Vec<ToPropose>,
+    epochs: Option<Vec<(ulid::Ulid, bool)>>,
+    max_seq_jump: u64,
+) {
+    let mut replies = Vec::with_capacity(batches.len());
     let mut reports = Vec::new();
-    let (batches, replies): (Vec<IngestBatch>, Vec<oneshot::Sender<BatchReply>>) = proposal
+    let batches: Vec<IngestBatch> = batches
         .into_iter()
         .enumerate()
-        .map(|(i, p)| {
-            if let Some(report) = p.report {
-                reports.push(BatchSpoolReport { index: i as u32, report });
-            }
-            (p.batch, p.reply)
+        .map(|(i, (batch, report, reply))| {
+            replies.push(reply);
+            reports.push((i, report));
+            batch
         })
-        .unzip();
+        .collect();
     let ids: Vec<(String, ulid::Ulid, u64)> =
         batches.iter().map(|b| (b.summary.sensor_id.clone(), b.summary.batch_id, b.summary.seq)).collect();
     let n = batches.len();
-    // Only a group carrying spool reports needs the newer command, and only once every member
-    // can decode it (an older node would stop on it). Until then the reports are left out:
-    // their totals are cumulative, so the next report after the upgrade carries them again.
-    let command = if reports.is_empty() {
-        Command::ApplyBatches(batches)
-    } else if let Err(why) = raft.cluster_supports(crate::raft::FEATURE_SPOOL_LOSSES).await {
-        debug!(reports = reports.len(), "spool reports not recorded in the replicated state: {why}");
-        Command::ApplyBatches(batches)
+    let epochs = epochs.unwrap_or_default();
+    let command = if epochs.is_empty() {
+        let reports: Vec<BatchSpoolReport> = reports
+            .into_iter()
+            .filter_map(|(i, r)| r.map(|report| BatchSpoolReport { index: i as u32, report }))
+            .collect();
+        if reports.is_empty() {
+            Command::ApplyBatches(batches)
+        } else if let Err(why) = raft.cluster_supports(crate::raft::FEATURE_SPOOL_LOSSES).await {
+            // Left out until every member can decode the newer command; report totals are
+            // cumulative, so the next report after the upgrade carries them again.
+            debug!(reports = reports.len(), "spool reports not recorded in the replicated state: {why}");
+            Command::ApplyBatches(batches)
+        } else {
+            Command::ApplyReportedBatches { batches, reports }
+        }
     } else {
-        Command::ApplyReportedBatches { batches, reports }
+        let batches = batches
+            .into_iter()
+            .zip(reports)
+            .zip(&epochs)
+            .map(|((batch, (_, report)), (epoch, _))| EpochBatch { epoch: *epoch, batch, report });
+        Command::ApplyEpochBatches { max_seq_jump, batches: batches.collect() }
     };
     match raft.propose(command).await {
         Ok(resp) => {
             debug!(batches = n, "group committed");
-            for (i, ((_, batch_id, seq), reply)) in ids.into_iter().zip(replies).enumerate() {
+            for (i, ((sensor, batch_id, seq), reply)) in ids.into_iter().zip(replies).enumerate() {
                 let applied = resp.batches.get(i).copied().unwrap_or(false);
-                let _ = reply.send(BatchReply::Ack { batch_id, seq, duplicate: !applied });
+                let refusal = resp.refused.iter().find(|r| r.index as usize == i);
+                let answer = match refusal {
+                    Some(r) if r.retry => BatchReply::RetryLater { batch_id, seq, reason: r.reason.clone() },
+                    Some(r) => {
+                        warn!(sensor = %sensor, seq, "refused a batch: {}", r.reason);
+                        BatchReply::Rejected { batch_id, seq, reason: r.reason.clone() }
+                    }
+                    None => BatchReply::Ack { batch_id, seq, duplicate: !applied },
+                };
+                if applied {
+                    if let Some((epoch, true)) = epochs.get(i) {
+                        info!(
+                            sensor = %sensor,
+                            epoch = %epoch,
+                            seq,
+                            "sensor began a new spool epoch (its spool was wiped or it was reinstalled): its sequence \
+                             numbers start again and `wardline-aggregator sensors` shows the epoch it left (decision 0036)"
+                        );
+                    }
+                }
+                let _ = reply.send(answer);
             }
         }
         Err(e) => {

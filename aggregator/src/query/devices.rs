@@ -42,6 +42,8 @@ pub struct DeviceSnapshot {
     pub sensor_latest_us: BTreeMap<String, u64>,
     /// (site, ip, timeline) of every address of the device that has bindings.
     pub timelines: Vec<(String, IpAddr, AddressTimeline)>,
+    /// The MAC device's home site and other sites' withheld sightings (decision 0037).
+    pub home: Option<crate::state::home::DeviceHome>,
 }
 
 impl DeviceSnapshot {
@@ -90,6 +92,10 @@ impl DeviceSnapshot {
             ambiguous,
             sensor_latest_us,
             timelines,
+            home: match id {
+                DeviceId::Mac(mac) => state.homes().get(mac).cloned(),
+                DeviceId::Host(_) => None,
+            },
         })
     }
 

@@ -26,7 +26,7 @@ use devices::DeviceSnapshot;
 use std::sync::Arc;
 use views::{
     ClusterView, DeviceView, FlowsView, HealthView, HistoryView, InventoryView, MemberView, ReplicatedFlowTotals,
-    SensorsView, TotalsView,
+    SensorEpochTotals, SensorsView, TotalsView,
 };
 use wardline_intel::KnowledgeBase;
 
@@ -153,15 +153,30 @@ impl QueryService {
     /// Replicated sensor records and this node's ingest counters.
     pub async fn sensors(&self) -> SensorsView {
         // Sensors number in the tens to hundreds: copying the map is a short hold.
-        let (sensors, health, spool_losses) = self
+        let (sensors, health, spool_losses, sensor_epochs, epochs, foreign_observations) = self
             .raft
             .read_state(|s| {
                 let health = s.sensor_health().sensors().iter().map(|(id, r)| (id.clone(), r.view())).collect();
                 let losses = s.spool_losses().sensors().iter().map(|(id, a)| (id.clone(), a.total())).collect();
-                (s.sensors().clone(), health, losses)
+                let e = s.epochs();
+                let totals = SensorEpochTotals {
+                    changes: e.changes,
+                    stale_refused: e.stale_refused,
+                    jumps_refused: e.jumps_refused,
+                };
+                let records = e.iter().map(|(id, r)| (id.clone(), r.clone())).collect();
+                (s.sensors().clone(), health, losses, records, totals, s.homes().foreign_by_sensor.clone())
             })
             .await;
-        SensorsView { ingest: self.ingest_stats.snapshot(), sensors, health, spool_losses }
+        SensorsView {
+            ingest: self.ingest_stats.snapshot(),
+            sensors,
+            health,
+            spool_losses,
+            sensor_epochs,
+            epochs,
+            foreign_observations,
+        }
     }
 
     /// What one sensor's spool gave up (decision 0045); empty for a sensor that lost nothing,

@@ -70,6 +70,12 @@ pub struct DeviceView {
     pub evidence: Vec<EvidenceView>,
     /// Distinct evidence entries not kept because a record was full.
     pub evidence_dropped: u64,
+    /// Home site of a MAC device — the only site whose sensors change its attributes — and
+    /// what other sites' sensors reported against it and was withheld (decision 0037);
+    /// present only when something was withheld or the device moved home, so other views
+    /// read the same as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home: Option<crate::state::home::DeviceHome>,
 }
 
 /// The key of an IP-keyed device.
@@ -233,6 +239,11 @@ impl DeviceView {
                 })
                 .collect(),
             evidence_dropped: record.evidence_dropped,
+            home: snapshot
+                .home
+                .as_ref()
+                .filter(|h| !h.foreign.is_empty() || h.rehomed > 0 || h.foreign_dropped > 0)
+                .cloned(),
         }
     }
 }
@@ -300,6 +311,15 @@ pub struct SensorsView {
     /// epochs (decision 0045); only sensors that reported a loss or roll-up. The detail is
     /// at `GET /api/v1/sensors/{id}/losses`.
     pub spool_losses: BTreeMap<String, EpochTotals>,
+    /// Spool epochs of the sensors whose epoch the cluster recorded (a sensor first seen with
+    /// one, or one that changed epoch), by sensor id (decision 0036). Apart from `sensors` so a
+    /// sensor's record reads the same on nodes of the previous version during an upgrade.
+    pub sensor_epochs: BTreeMap<String, crate::state::epochs::EpochRecord>,
+    /// Epoch changes and refusals of all sensors (decision 0036).
+    pub epochs: SensorEpochTotals,
+    /// Per sensor: sightings it reported of devices homed at another site that contradicted
+    /// their identity and were withheld (decision 0037); sensors with none are left out.
+    pub foreign_observations: BTreeMap<String, u64>,
 }
 
 /// `GET /api/v1/sensors/{id}/losses`: what the sensor's spool gave up (decision 0045).
@@ -311,6 +331,13 @@ pub struct SensorLossesView {
     /// Per spool epoch and the individual losses (oldest first, bounded; drops counted).
     #[serde(flatten)]
     pub account: SensorLosses,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SensorEpochTotals {
+    pub changes: u64,
+    pub stale_refused: u64,
+    pub jumps_refused: u64,
 }
 
 /// `GET /api/v1/cluster`: this node's view of Raft.

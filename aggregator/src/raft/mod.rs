@@ -65,9 +65,11 @@ openraft::declare_raft_types!(
 pub const FEATURE_SENSOR_HEALTH: &str = "sensor_health";
 /// `Command::ApplyReportedBatches` (decision 0045).
 pub const FEATURE_SPOOL_LOSSES: &str = "spool_losses";
+/// `Command::ApplyEpochBatches` (decision 0036).
+pub const FEATURE_SENSOR_EPOCHS: &str = "sensor_epochs";
 /// Features of this build a leader asks its members about (`network::PATH_FEATURES`) before
 /// proposing commands an older node could not decode (`features::FeatureGate`).
-pub const FEATURES: &[&str] = &[FEATURE_SENSOR_HEALTH, FEATURE_SPOOL_LOSSES];
+pub const FEATURES: &[&str] = &[FEATURE_SENSOR_HEALTH, FEATURE_SPOOL_LOSSES, FEATURE_SENSOR_EPOCHS];
 
 /// What the Raft RPC router is given: the node whose `Raft` serves the requests.
 pub type RaftHandle = Arc<RaftNode>;

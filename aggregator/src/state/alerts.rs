@@ -48,6 +48,8 @@ pub enum AlertKind {
     SensorSilent,
     /// A sensor's heartbeat shows a problem (decision 0038; target: the condition).
     SensorUnhealthy,
+    /// A sensor began a new spool epoch (wiped or reinstalled; decision 0036).
+    SensorEpochChanged,
 }
 
 /// How bad. Ordered, so `severity >= high` filters work.

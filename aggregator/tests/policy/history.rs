@@ -157,13 +157,17 @@ fn a_format_7_snapshot_loads_with_empty_history() {
         let json = serde_json::to_value(&fresh).unwrap();
         let mut json = json;
         json.as_object_mut().unwrap().remove("group_history");
+        // Parts of format 11 (sensor epochs, device homes) are left off too.
+        json.as_object_mut().unwrap().remove("epochs");
+        json.as_object_mut().unwrap().remove("homes");
         serde_json::from_value(json).unwrap()
     };
     assert!(fresh.group_history().is_empty());
     let cfg = bincode::config::standard();
     let mut bytes = bincode::serde::encode_to_vec(&fresh, cfg).unwrap();
     // Format 7 ends with the revocations: the parts added after it (history, the second
-    // detectors, device tags, sensor health, spool losses) are left off, all empty here.
+    // detectors, device tags, sensor health, spool losses, sensor epochs, device homes) are left
+    // off, all empty here.
     let mut empty =
         bincode::serde::encode_to_vec(wardline_aggregator::state::policy::GroupHistory::default(), cfg).unwrap();
     empty.extend(
@@ -177,6 +181,10 @@ fn a_format_7_snapshot_loads_with_empty_history() {
     empty.extend(
         bincode::serde::encode_to_vec(wardline_aggregator::state::spool_losses::SpoolLosses::default(), cfg).unwrap(),
     );
+    empty.extend(
+        bincode::serde::encode_to_vec(wardline_aggregator::state::epochs::SensorEpochs::default(), cfg).unwrap(),
+    );
+    empty.extend(bincode::serde::encode_to_vec(wardline_aggregator::state::home::DeviceHomes::default(), cfg).unwrap());
     assert!(bytes.ends_with(&empty));
     bytes.truncate(bytes.len() - empty.len());
     let current = bincode::serde::encode_to_vec(STATE_FORMAT, cfg).unwrap();

@@ -43,6 +43,7 @@ pub(crate) fn config(dir: &Path, clickhouse_url: Option<String>, outbox_max_byte
         bootstrap: true,
         kb_dirs: Vec::new(),
         outbox_max_bytes,
+        max_seq_jump: wardline_aggregator::state::epochs::DEFAULT_MAX_SEQ_JUMP,
         restore: None,
         siem: None,
         reports: None,
@@ -243,7 +244,10 @@ fn a_huge_sequence_jump_is_refused_and_cannot_blackhole_the_sensor() {
         let mut forged = batch("s1", 2, 0);
         forged.seq = u64::MAX;
         let r = node.accept_batch(forged).await;
-        assert!(matches!(&r, BatchReply::Rejected { reason, .. } if reason.contains("sequence jump")), "{r:?}");
+        assert!(
+            matches!(&r, BatchReply::Rejected { reason, .. } if reason.contains("sequence numbers past its watermark")),
+            "{r:?}"
+        );
         assert_eq!(node.raft.read_state(|s| s.watermark("s1")).await, 1, "the watermark did not move");
         // The sensor's next batch is applied, not acked as a duplicate and discarded.
         assert!(is_ack(&node.accept_batch(batch("s1", 2, 0)).await, false));

@@ -12,6 +12,7 @@ mod kb_override;
 mod kill9;
 mod nemeses;
 mod outage;
+mod reinstall;
 mod revocation;
 mod rotation;
 mod upgrade;

@@ -23,6 +23,9 @@
 //!   sealed inventory; decision 0045). Every eviction is counted exactly (batches, events, flows, flow
 //!   bytes) and recorded as a [`SpoolLoss`]; the next sealed batch carries a
 //!   `SpoolReport` with the totals and the losses not yet acknowledged.
+//! - Every sealed batch carries a `SpoolReport` naming the spool's epoch (the others with
+//!   the totals only), so the cluster tells a wiped or reinstalled sensor's new numbering
+//!   from re-sends (decision 0036).
 //! - A batch leaves the spool only by an Ack (`remove_acked`), `dead_letter` (refused for
 //!   good: kept for the operator), quarantine (corrupt), roll-up or eviction (counted).
 //!
@@ -397,6 +400,8 @@ impl Spool {
             report_through: 0,
             events,
         };
+        // Named now, so the bound counts the report's bytes from the start.
+        rec.events.push(Event::SpoolReport(Self::epoch_report(&g.c)));
         let seal_now = g.queued == 0 && g.sealed < SEAL_AHEAD;
         let mut ops = Ops::default();
         let bytes = if seal_now {
@@ -455,8 +460,30 @@ impl Spool {
             rec.events.retain(|e| !matches!(e, Event::SpoolReport(_)));
             rec.events.push(Event::SpoolReport(report));
             g.c.report_sealed_gen = g.c.report_gen;
+        } else if !rec.events.iter().any(|e| matches!(e, Event::SpoolReport(_))) {
+            // Every batch names its spool epoch, so the cluster can tell a wiped or
+            // reinstalled sensor's new numbering from re-sends (decision 0036). Records get
+            // it when spooled (with the totals of that moment, without loss entries: those
+            // travel on the batch sealed when they changed, until one such batch is acked);
+            // this is for records an older sensor version spooled.
+            rec.events.push(Event::SpoolReport(Self::epoch_report(&g.c)));
         }
         Ok(())
+    }
+
+    /// A report of the totals only: what a batch carries to name its epoch.
+    fn epoch_report(c: &SpoolCounters) -> SpoolReport {
+        SpoolReport {
+            spool_epoch: c.epoch,
+            batches_evicted: c.batches_evicted,
+            events_evicted: c.events_evicted,
+            flows_evicted: c.flows_evicted,
+            flow_bytes_evicted: c.flow_bytes_evicted,
+            flows_rolled_up: c.flows_rolled_up,
+            rollups_created: c.rollups_created,
+            records_quarantined: c.records_quarantined,
+            losses: Vec::new(),
+        }
     }
 
     /// Current totals and the losses not yet acknowledged.
@@ -701,7 +728,8 @@ impl Spool {
             batch_id: rec.id,
             seq,
             kind: loss_kind(rec.class),
-            events: rec.events.len() as u64,
+            // The spool's own report is bookkeeping, not data the sensor observed.
+            events: rec.events.iter().filter(|e| !matches!(e, Event::SpoolReport(_))).count() as u64,
             flows,
             flow_bytes,
             first_seen_us: first,

@@ -71,11 +71,51 @@ fn traffic(batches: &[Batch]) -> (u64, u64) {
         .fold((0, 0), |(by, p), f| (by + f.bytes_ab + f.bytes_ba, p + f.packets_ab + f.packets_ba))
 }
 
-fn report_of(b: &Batch) -> Option<&SpoolReport> {
+/// The batch's spool report, which every sealed batch carries to name its epoch (decision
+/// 0036).
+fn any_report_of(b: &Batch) -> Option<&SpoolReport> {
     b.events.iter().find_map(|e| match e {
         Event::SpoolReport(r) => Some(r),
         _ => None,
     })
+}
+
+/// The batch's spool report when it carries loss entries (the other batches' reports hold
+/// the totals only, to name the epoch).
+fn report_of(b: &Batch) -> Option<&SpoolReport> {
+    any_report_of(b).filter(|r| !r.losses.is_empty())
+}
+
+#[test]
+fn every_sealed_batch_names_its_spool_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let epoch = {
+        let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        let epoch = spool.epoch();
+        for i in 0..3u8 {
+            let b = spool.push(vec![device(i)], "s1", "north").unwrap();
+            let r = any_report_of(&b).expect("a sealed batch names its epoch");
+            assert_eq!((r.spool_epoch, r.losses.len()), (epoch, 0));
+        }
+        for i in 0..40u32 {
+            spool.push(flows(i * 50, 50, 1_000_000, 7), "s1", "north").unwrap();
+        }
+        for b in spool.next_batches(usize::MAX).unwrap() {
+            assert!(b.seq > 0);
+            assert_eq!(any_report_of(&b).map(|r| r.spool_epoch), Some(epoch), "batch {}", b.seq);
+            assert_eq!(b.events.iter().filter(|e| matches!(e, Event::SpoolReport(_))).count(), 1);
+        }
+        epoch
+    };
+    // Reopened: the same epoch; wiped: a new one, numbering from 1 again.
+    assert_eq!(Spool::open(dir.path(), 1 << 30).unwrap().epoch(), epoch);
+    let wiped = tempfile::tempdir().unwrap();
+    let spool = Spool::open(wiped.path(), 1 << 30).unwrap();
+    let b = spool.push(vec![device(9)], "s1", "north").unwrap();
+    assert_eq!(b.seq, 1);
+    let r = any_report_of(&b).unwrap();
+    assert_ne!(r.spool_epoch, epoch);
+    assert!(r.spool_epoch.timestamp_ms() >= epoch.timestamp_ms(), "a later spool's epoch is later in time");
 }
 
 #[test]
@@ -276,7 +316,7 @@ fn evictions_are_reported_upstream_until_acknowledged() {
     for b in &batches {
         for e in &b.events {
             if let Event::Stats(s) = e {
-                let carried = report_of(b).map(|r| r.batches_evicted);
+                let carried = any_report_of(b).map(|r| r.batches_evicted);
                 assert_eq!(Some(s.batches_dropped), carried, "the stats event carries the evicted-batch total");
             }
         }
