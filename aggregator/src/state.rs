@@ -789,7 +789,9 @@ struct ReplicatedParts {
     device_tags: tags::DeviceTags,
     #[serde(default)]
     sensor_health: sensor_health::SensorHealth,
+    #[serde(default)]
     spool_losses: spool_losses::SpoolLosses,
+    #[serde(default)]
     epochs: epochs::SensorEpochs,
     #[serde(default)]
     homes: home::DeviceHomes,
