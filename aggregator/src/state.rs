@@ -26,6 +26,7 @@ pub mod identity;
 mod ips;
 pub mod policy;
 pub mod revocations;
+pub mod risk_history;
 pub mod tags;
 pub mod tokens;
 mod vecmap;
@@ -52,7 +53,7 @@ use wardline_common::{Batch, DeviceObservation, Event, Field, FlowRecord, MacAdd
 /// snapshots; any other format is refused with a message naming both, instead of being
 /// mis-decoded. The value is far above any device count, which is what the first number of
 /// a pre-versioned state was.
-pub const STATE_FORMAT: u32 = 0x574c_000a;
+pub const STATE_FORMAT: u32 = 0x574c_000b;
 /// The oldest state format this build migrates: 3, before alerts and anomaly baselines.
 pub const OLDEST_STATE_FORMAT: u32 = 0x574c_0003;
 /// (sensor, segment) sightings kept per MAC device; beyond this they are counted in
@@ -158,6 +159,9 @@ pub enum Command {
         mac: MacAddr,
         tags: Vec<String>,
     },
+    /// Device scores that moved and site roll-ups that changed, from the leader's risk
+    /// recorder (decision 0043).
+    RecordRiskHistory(risk_history::RiskRecord),
 }
 
 /// One batch as group commit proposes it: the summary plus its flow records, which wait in
@@ -652,6 +656,8 @@ pub struct ClusterState {
     detectors: anomaly::detectors::Detectors,
     /// Operators' tags on devices, for group conditions.
     device_tags: tags::DeviceTags,
+    /// Device and site risk over time (decision 0043).
+    risk_history: risk_history::RiskHistoryStore,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -688,6 +694,8 @@ struct ReplicatedParts {
     detectors: anomaly::detectors::Detectors,
     #[serde(default)]
     device_tags: tags::DeviceTags,
+    #[serde(default)]
+    risk_history: risk_history::RiskHistoryStore,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -750,6 +758,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "group_history",
             "detectors",
             "device_tags",
+            "risk_history",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -787,6 +796,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 // The second detectors (decision 0033) start with default settings.
                 let detectors = part_since(&mut seq, format, 0x574c_0009, "detectors")?;
                 let device_tags = part_since(&mut seq, format, 0x574c_000a, "device tags")?;
+                let risk_history = part_since(&mut seq, format, 0x574c_000b, "risk history")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -805,6 +815,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     group_history,
                     detectors,
                     device_tags,
+                    risk_history,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -841,6 +852,7 @@ impl Serialize for ClusterState {
             group_history: &'a policy::GroupHistory,
             detectors: &'a anomaly::detectors::Detectors,
             device_tags: &'a tags::DeviceTags,
+            risk_history: &'a risk_history::RiskHistoryStore,
         }
         Parts {
             format: StateFormat,
@@ -860,6 +872,7 @@ impl Serialize for ClusterState {
             group_history: &self.group_history,
             detectors: &self.detectors,
             device_tags: &self.device_tags,
+            risk_history: &self.risk_history,
         }
         .serialize(s)
     }
@@ -884,6 +897,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             group_history: parts.group_history,
             detectors: parts.detectors,
             device_tags: parts.device_tags,
+            risk_history: parts.risk_history,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1078,7 +1092,13 @@ impl ClusterState {
                 ApplyResponse::done(true)
             }
             Command::SetDeviceTags { mac, tags } => ApplyResponse::done(self.device_tags.set(*mac, tags)),
+            Command::RecordRiskHistory(record) => ApplyResponse::done(self.risk_history.apply(record)),
         }
+    }
+
+    /// Device and site risk over time (decision 0043).
+    pub fn risk_history(&self) -> &risk_history::RiskHistoryStore {
+        &self.risk_history
     }
 
     /// Segmentation policy versions, drafts and monitor-mode counters.

@@ -62,11 +62,12 @@ pub enum RiskCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Risk per site, class or category.
+    /// Risk per site, class, category or policy group.
     Rollup {
         #[command(flatten)]
         target: ApiTarget,
-        /// site, class or category.
+        /// site, class, category or group (the active policy's groups; a device in two
+        /// groups counts in both, one in none under "(no group)").
         #[arg(long, default_value = "site")]
         by: String,
         #[arg(long)]

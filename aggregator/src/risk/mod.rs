@@ -12,6 +12,7 @@
 //! feeds at read time.
 
 pub mod api;
+pub mod history;
 pub mod import;
 pub mod pdf;
 pub mod reports;
