@@ -1092,7 +1092,15 @@ impl ClusterState {
                 ApplyResponse::done(true)
             }
             Command::SetDeviceTags { mac, tags } => ApplyResponse::done(self.device_tags.set(*mac, tags)),
-            Command::RecordRiskHistory(record) => ApplyResponse::done(self.risk_history.apply(record)),
+            Command::RecordRiskHistory(record) => {
+                let applied = self.risk_history.apply(record);
+                if applied {
+                    for occurrence in &record.occurrences {
+                        self.alerts.occur(occurrence);
+                    }
+                }
+                ApplyResponse::done(applied)
+            }
         }
     }
 

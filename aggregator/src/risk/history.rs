@@ -4,13 +4,16 @@
 //! vulnerabilities; no flows), and proposes `Command::RecordRiskHistory` with the scores
 //! that moved by at least `[risk] history_min_change` since their last recorded point, each
 //! with its reason (the trigger and which factors appeared, left or changed), and the
-//! site roll-ups that changed. Followers only apply: the history is replicated state, the
+//! site roll-ups that changed, and the devices found on a VLAN their class was not learned
+//! on at their site (`super::class_segments`, opened as `wrong_segment` alerts on apply).
+//! Followers only apply: the history is replicated state, the
 //! same on every node.
 //!
 //! Also served here: `GET /api/v1/devices/{id}/risk/history` and `GET /api/v1/risk/history`.
 
 use crate::query::risk::DeviceRiskRow;
 use crate::query::QueryService;
+use crate::state::alerts::Occurrence;
 use crate::state::risk_history::{
     FactorPoints, RiskRecord, ScoreChange, SitePoint, SiteRollup, MAX_CHANGES_PER_RECORD, MAX_REASON_BYTES,
 };
@@ -18,6 +21,7 @@ use crate::state::Command;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use wardline_common::MacAddr;
 
 /// Environment variable with the recorder's interval in seconds (`0`: off).
 pub const INTERVAL_ENV: &str = "WARDLINE_RISK_HISTORY_SECS";
@@ -47,6 +51,8 @@ pub struct PassSummary {
     pub changes: usize,
     /// Sites whose roll-up changed.
     pub sites: usize,
+    /// Alert occurrences proposed (devices on a VLAN their class was not learned on).
+    pub alerts: usize,
     /// Log entries proposed.
     pub entries: usize,
 }
@@ -113,17 +119,26 @@ fn same_site(last: &SitePoint, now: &SiteRollup) -> bool {
     last.devices == now.devices && last.max == now.max && last.mean == now.mean && last.above == now.above
 }
 
+/// What a pass records against: `[risk]` thresholds and `history_min_change`, its trigger
+/// (the start of every reason), the feed version matched and the leader's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Pass<'a> {
+    pub thresholds: &'a [f64],
+    pub min_change: f64,
+    pub trigger: &'a str,
+    pub feeds_version: u64,
+    pub at_ms: u64,
+}
+
 /// The records one pass proposes, from the scored rows and what the history holds: the
 /// changes in parts of at most [`MAX_CHANGES_PER_RECORD`], the sites with the last part.
 pub fn records_for(
     rows: &[DeviceRiskRow],
     history: &crate::state::risk_history::RiskHistoryStore,
-    thresholds: &[f64],
-    min_change: f64,
-    trigger: &str,
-    feeds_version: u64,
-    at_ms: u64,
+    pass: &Pass,
+    occurrences: Vec<Occurrence>,
 ) -> Vec<RiskRecord> {
+    let Pass { thresholds, min_change, trigger, feeds_version, at_ms } = *pass;
     let mut changes = Vec::new();
     for row in rows {
         let before = history.device(&row.id).and_then(|h| h.points.back().map(|p| (p.score, h.factors.as_slice())));
@@ -144,7 +159,7 @@ pub fn records_for(
         .into_iter()
         .filter(|s| history.site(&s.site).and_then(|p| p.back()).is_none_or(|last| !same_site(last, s)))
         .collect();
-    if changes.is_empty() && sites.is_empty() {
+    if changes.is_empty() && sites.is_empty() && occurrences.is_empty() {
         return Vec::new();
     }
     let mut records: Vec<RiskRecord> = changes
@@ -155,13 +170,22 @@ pub fn records_for(
             feeds_version,
             changes: c.to_vec(),
             sites: Vec::new(),
+            occurrences: Vec::new(),
         })
         .collect();
     if records.is_empty() {
-        records.push(RiskRecord { at_ms, trigger: trigger.to_string(), feeds_version, changes: vec![], sites: vec![] });
+        records.push(RiskRecord {
+            at_ms,
+            trigger: trigger.to_string(),
+            feeds_version,
+            changes: vec![],
+            sites: vec![],
+            occurrences: vec![],
+        });
     }
     if let Some(last) = records.last_mut() {
         last.sites = sites;
+        last.occurrences = occurrences;
     }
     records
 }
@@ -173,13 +197,21 @@ pub async fn record_once(q: &QueryService, trigger: &str, at_ms: u64) -> Result<
     let feeds_version = q.compiled_feeds().await.version;
     let settings = &q.kb().risk.settings;
     let (thresholds, min_change) = (settings.thresholds.clone(), settings.history_min_change);
+    // Classes as the rows computed them, for the class-segment check.
+    let classes: BTreeMap<MacAddr, String> =
+        rows.iter().filter_map(|r| Some((r.mac.as_deref()?.parse::<MacAddr>().ok()?, r.class.clone()))).collect();
     let records = q
         .raft()
-        .read_state(|s| records_for(&rows, s.risk_history(), &thresholds, min_change, trigger, feeds_version, at_ms))
+        .read_state(|s| {
+            let found = super::class_segments::findings(s, &classes);
+            let pass = Pass { thresholds: &thresholds, min_change, trigger, feeds_version, at_ms };
+            records_for(&rows, s.risk_history(), &pass, found)
+        })
         .await;
     let mut summary = PassSummary::default();
     for r in records {
         let (changes, sites) = (r.changes.len(), r.sites.len());
+        summary.alerts += r.occurrences.len();
         let applied = q.raft().propose(Command::RecordRiskHistory(r)).await.map_err(|e| e.to_string())?.applied;
         if !applied {
             return Err("the cluster refused a risk history record".into());

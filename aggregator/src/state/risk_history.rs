@@ -24,6 +24,8 @@ pub const MAX_SITES: usize = 1_000;
 pub const MAX_REASON_BYTES: usize = 240;
 /// Score changes in one log entry at most (a full first pass over 1M devices takes 50).
 pub const MAX_CHANGES_PER_RECORD: usize = 20_000;
+/// Alert occurrences in one log entry at most.
+pub const MAX_OCCURRENCES_PER_RECORD: usize = 1_000;
 /// Factor names kept per device (there are 11 factors).
 pub const MAX_FACTORS: usize = 16;
 
@@ -73,6 +75,9 @@ pub struct RiskRecord {
     pub changes: Vec<ScoreChange>,
     /// Sites whose roll-up changed (in the last part of a pass).
     pub sites: Vec<SiteRollup>,
+    /// Alerts the pass found (devices on a VLAN their class was not learned on at their
+    /// site: `risk::class_segments`), opened or bumped on apply like detector occurrences.
+    pub occurrences: Vec<crate::state::alerts::Occurrence>,
 }
 
 /// One point of a device's history.
@@ -171,9 +176,13 @@ impl RiskHistoryStore {
 
     /// Why a record cannot be applied (only malformed ones: too many changes).
     pub fn check(&self, r: &RiskRecord) -> Result<(), String> {
-        if r.changes.len() > MAX_CHANGES_PER_RECORD || r.sites.len() > MAX_SITES {
+        if r.changes.len() > MAX_CHANGES_PER_RECORD
+            || r.sites.len() > MAX_SITES
+            || r.occurrences.len() > MAX_OCCURRENCES_PER_RECORD
+        {
             return Err(format!(
-                "a risk history record holds at most {MAX_CHANGES_PER_RECORD} changes and {MAX_SITES} sites"
+                "a risk history record holds at most {MAX_CHANGES_PER_RECORD} changes, {MAX_SITES} sites and \
+                 {MAX_OCCURRENCES_PER_RECORD} alert occurrences"
             ));
         }
         Ok(())
@@ -249,7 +258,7 @@ mod tests {
     }
 
     fn record(at_ms: u64, changes: Vec<ScoreChange>) -> RiskRecord {
-        RiskRecord { at_ms, trigger: "test".into(), feeds_version: 1, changes, sites: vec![] }
+        RiskRecord { at_ms, trigger: "test".into(), feeds_version: 1, changes, sites: vec![], occurrences: vec![] }
     }
 
     #[test]

@@ -34,6 +34,11 @@ const BUILD_PREVIOUS: &str = include_str!("../../../scripts/build-previous.sh");
 const SKIP_ENV: &str = "WARDLINE_SKIP_UPGRADE_TEST";
 const SENSOR: &str = "ward-up-1";
 
+/// Environment turning N+1's risk history recorder off (`WARDLINE_RISK_HISTORY_SECS=0`).
+fn recorder_off() -> Vec<(String, String)> {
+    vec![("WARDLINE_RISK_HISTORY_SECS".into(), "0".into())]
+}
+
 /// The N binary, or None (with the reason printed) when it is absent and SKIP_ENV is set.
 fn previous_binary() -> Option<PathBuf> {
     let commit = BUILD_PREVIOUS
@@ -190,8 +195,11 @@ fn rolling_upgrade_from_the_previous_version_loses_and_duplicates_nothing() {
     let (pcap, truth) = fleet.generate("ward", 29, "ward.pcap").unwrap();
 
     // Every node's certificates and ports first: the sensor knows them all.
-    let mut n: Vec<Aggregator> =
-        (1..=4u64).map(|id| Aggregator::prepare(&fleet, id, Some(ch.http_url.clone()), vec![]).unwrap()).collect();
+    // N+1's risk recorder proposes a command N cannot decode: off until every node runs
+    // N+1, as docs/operations.md "Upgrades" tells operators (decision 0043). N ignores it.
+    let mut n: Vec<Aggregator> = (1..=4u64)
+        .map(|id| Aggregator::prepare(&fleet, id, Some(ch.http_url.clone()), recorder_off()).unwrap())
+        .collect();
     let mut n4 = n.pop().unwrap();
     n4.joiner = true;
 
@@ -399,7 +407,7 @@ fn refused_newer_state(previous: &std::path::Path, fleet: &Fleet, upgraded_leade
             .env("WARDLINE_CERT_DIR", &upgraded_leader.operator_dir),
     )
     .unwrap();
-    let mut n5 = Aggregator::prepare(fleet, 5, None, vec![]).unwrap();
+    let mut n5 = Aggregator::prepare(fleet, 5, None, recorder_off()).unwrap();
     n5.extra_args = vec!["--restore".into(), backup.display().to_string()];
     n5.launch().unwrap_or_else(|e| panic!("N+1 node 5 restoring the upgraded cluster's backup: {e:#}"));
     n5.extra_args.clear();
