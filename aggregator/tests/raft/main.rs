@@ -12,6 +12,7 @@ mod backup_processes;
 mod backup_restore;
 mod cluster;
 mod ground_truth_alerts;
+mod ground_truth_class_segments;
 mod ground_truth_identity;
 mod node_process;
 mod processes;
