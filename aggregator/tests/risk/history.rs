@@ -1,7 +1,8 @@
 //! Risk history on a two-node cluster (decision 0043): the leader's recorder scores the
 //! inventory, a vulnerability feed import and a risky behaviour (a Telnet login accepted by
 //! the pump) each move the pump's score, and both nodes answer the same history with the
-//! time and reason of each move; a pass with nothing new records nothing.
+//! time and reason of each move; a pass with nothing new records nothing; a device on a VLAN
+//! its class was not learned on is alerted by the recorder's pass, alike on both nodes.
 
 use crate::raft_support::{self, config, post_api, ServedNode, WAIT};
 use crate::{feeds_dir, kev_file, pump_batch, PUMP, PUMP_IP, SERVER, T0_US};
@@ -119,7 +120,21 @@ async fn feed_imports_and_risky_behaviour_appear_in_the_replicated_history_with_
     assert_eq!(get(&n1, "/api/v1/devices/02:00:00:00:00:99/risk/history").await.0, 404);
     assert_eq!(get(&n1, "/api/v1/devices/not-a-device/risk/history").await.0, 400);
 
-    // Replicated: the follower answers the same bytes.
+    // Eight days on (the sites learned for seven), the pump reports from VLAN 60, where no
+    // infusion pump was learned at its site: the next pass opens a `wrong_segment` alert.
+    let mut moved = raft_support::device_on_vlan_40(PUMP, PUMP_IP, T0_US + 8 * 86_400_000_000, Proto::Dhcp, &[]);
+    moved.vlans = vec![60];
+    let mut summary = BatchSummary::empty(Ulid::from_parts(3, 42), "ward-1".into(), "ward".into(), 3);
+    summary.devices = vec![moved];
+    assert!(
+        n1.node.propose(Command::ApplyBatches(vec![IngestBatch { summary, flows: vec![] }])).await.unwrap().applied
+    );
+    let pass = record_once(&leader, "re-score", wardline_aggregator::auth::now_ms()).await.unwrap();
+    assert_eq!(pass.alerts, 1, "{pass:?}");
+    let again = record_once(&leader, "re-score", wardline_aggregator::auth::now_ms()).await.unwrap();
+    assert_eq!(again.alerts, 0, "an alerted sighting is not proposed again: {again:?}");
+
+    // Replicated: the follower answers the same bytes and holds the same alert.
     let index = n1.node.applied_index().await.unwrap();
     n2.node.wait_for_applied(index, WAIT).await.unwrap();
     for path in [pump_path.as_str(), "/api/v1/risk/history", "/api/v1/risk/history?site=ward"] {
@@ -127,6 +142,19 @@ async fn feed_imports_and_risky_behaviour_appear_in_the_replicated_history_with_
         assert_eq!(a.0, 200, "{path}");
         assert_eq!(a, b, "{path} answers the same bytes on both nodes");
     }
+    let wrong_segment = |s: &wardline_aggregator::state::ClusterState| -> Vec<(String, String, String)> {
+        s.alerts()
+            .alerts()
+            .values()
+            .filter(|a| a.kind == wardline_aggregator::state::alerts::AlertKind::WrongSegment)
+            .map(|a| (a.device.clone(), a.target.clone(), a.evidence.clone()))
+            .collect()
+    };
+    let (a1, a2) = (n1.node.read_state(wrong_segment).await, n2.node.read_state(wrong_segment).await);
+    assert_eq!(a1, a2);
+    assert_eq!(a1.len(), 1, "{a1:?}");
+    assert_eq!((a1[0].0.as_str(), a1[0].1.as_str()), (&*PUMP.to_string(), "vlan 60"));
+    assert!(a1[0].2.contains("learned on VLANs 40"), "{}", a1[0].2);
     n2.stop().await;
     n1.stop().await;
 }
