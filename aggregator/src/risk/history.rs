@@ -70,10 +70,10 @@ fn explain_change(trigger: &str, before: Option<(f64, &[FactorPoints])>, row: &D
                 parts.push(format!("{} +{}", f.factor, fmt_points(f.points)));
             }
             let factors = if parts.is_empty() { "no factor".to_string() } else { parts.join(", ") };
-            return crate::state::risk_history::cut(
+            crate::state::risk_history::cut(
                 &format!("{trigger}: first score {:.1}: {factors}", row.score),
                 MAX_REASON_BYTES,
-            );
+            )
         }
         Some((old_score, old)) => {
             for f in &row.factor_points {
