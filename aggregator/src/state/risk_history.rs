@@ -262,6 +262,32 @@ mod tests {
     }
 
     #[test]
+    fn history_survives_a_snapshot_round_trip_and_its_occurrences_open_alerts() {
+        use crate::state::alerts::{AlertKind, Occurrence, Severity};
+        use crate::state::{ClusterState, Command};
+        let mut st = ClusterState::new();
+        let mut r = record(7, vec![change("00:00:5e:00:00:01", 42.5, "first")]);
+        r.sites = vec![SiteRollup { site: "ward".into(), devices: 1, max: 42.5, mean: 42.5, above: vec![1, 0, 0] }];
+        r.occurrences = vec![Occurrence {
+            kind: AlertKind::WrongSegment,
+            severity: Severity::High,
+            device: "00:00:5e:00:00:01".into(),
+            site: "ward".into(),
+            target: "vlan 60".into(),
+            ts_us: 1_000,
+            evidence: "infusion_pump seen on VLAN 60".into(),
+        }];
+        assert!(st.apply(&Command::RecordRiskHistory(r)).applied);
+        assert_eq!(st.alerts().alerts().len(), 1);
+        let bytes = bincode::serde::encode_to_vec(&st, bincode::config::standard()).unwrap();
+        let (back, _): (ClusterState, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(back.risk_history(), st.risk_history());
+        assert_eq!(back.risk_history().site("ward").unwrap().len(), 1);
+        assert_eq!(back.risk_history().device("00:00:5e:00:00:01").unwrap().points[0].score, 42.5);
+    }
+
+    #[test]
     fn points_are_bounded_ordered_and_never_go_back_in_time() {
         let mut h = RiskHistoryStore::default();
         for i in 0..(MAX_POINTS_PER_DEVICE as u64 + 3) {
