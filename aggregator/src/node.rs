@@ -256,6 +256,10 @@ pub async fn serve(node: Arc<Node>) -> Result<()> {
         crate::alerts::sensor_watch::INTERVAL,
         stop_rx.clone(),
     ));
+    // Risk history: the leader records scores that moved (decision 0043).
+    if let Some(every) = crate::risk::history::interval() {
+        tokio::spawn(crate::risk::history::run(node.query.clone(), every, stop_rx.clone()));
+    }
     // Scheduled reports, written by whichever node leads (decision 0027).
     let reports = node
         .config

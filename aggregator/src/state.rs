@@ -28,6 +28,7 @@ pub mod identity;
 mod ips;
 pub mod policy;
 pub mod revocations;
+pub mod risk_history;
 pub mod sensor_health;
 pub mod spool_losses;
 pub mod tags;
@@ -185,6 +186,9 @@ pub enum Command {
         max_seq_jump: u64,
         batches: Vec<EpochBatch>,
     },
+    /// Device scores that moved and site roll-ups that changed, from the leader's risk
+    /// recorder (decision 0043).
+    RecordRiskHistory(risk_history::RiskRecord),
 }
 
 /// The spool report batch `index` of an `ApplyReportedBatches` group carried.
@@ -751,6 +755,8 @@ pub struct ClusterState {
     epochs: epochs::SensorEpochs,
     /// MAC devices' home sites and foreign sightings (decision 0037).
     homes: home::DeviceHomes,
+    /// Device and site risk over time (decision 0043).
+    risk_history: risk_history::RiskHistoryStore,
 }
 
 /// A serialized `ClusterState`; the derived indexes are rebuilt from it. Parts are only ever
@@ -795,6 +801,8 @@ struct ReplicatedParts {
     epochs: epochs::SensorEpochs,
     #[serde(default)]
     homes: home::DeviceHomes,
+    #[serde(default)]
+    risk_history: risk_history::RiskHistoryStore,
 }
 
 /// The format number at the head of a serialized state; decoding stops at once (with a
@@ -861,6 +869,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
             "spool_losses",
             "epochs",
             "homes",
+            "risk_history",
         ];
         struct PartsVisitor;
         impl<'de> serde::de::Visitor<'de> for PartsVisitor {
@@ -902,6 +911,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                 let spool_losses = part_since(&mut seq, format, 0x574c_000b, "spool losses")?;
                 let epochs = part_since(&mut seq, format, 0x574c_000b, "sensor epochs")?;
                 let homes = part_since(&mut seq, format, 0x574c_000b, "device home sites")?;
+                let risk_history = part_since(&mut seq, format, 0x574c_000b, "risk history")?;
                 Ok(ReplicatedParts {
                     format,
                     devices: devices.0,
@@ -924,6 +934,7 @@ impl<'de> Deserialize<'de> for VersionedParts {
                     spool_losses,
                     epochs,
                     homes,
+                    risk_history,
                 })
             }
             /// Self-describing formats (JSON): parts by name; the ones a format lacks default.
@@ -964,6 +975,7 @@ impl Serialize for ClusterState {
             spool_losses: &'a spool_losses::SpoolLosses,
             epochs: &'a epochs::SensorEpochs,
             homes: &'a home::DeviceHomes,
+            risk_history: &'a risk_history::RiskHistoryStore,
         }
         Parts {
             format: StateFormat,
@@ -987,6 +999,7 @@ impl Serialize for ClusterState {
             spool_losses: &self.spool_losses,
             epochs: &self.epochs,
             homes: &self.homes,
+            risk_history: &self.risk_history,
         }
         .serialize(s)
     }
@@ -1015,6 +1028,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             spool_losses: parts.spool_losses,
             epochs: parts.epochs,
             homes: parts.homes,
+            risk_history: parts.risk_history,
             ..Default::default()
         };
         for ((site, ip), timeline) in parts.bindings {
@@ -1363,7 +1377,21 @@ impl ClusterState {
                 self.note_spool_reports(batches, &response.batches, reports);
                 response
             }
+            Command::RecordRiskHistory(record) => {
+                let applied = self.risk_history.apply(record);
+                if applied {
+                    for occurrence in &record.occurrences {
+                        self.alerts.occur(occurrence);
+                    }
+                }
+                ApplyResponse::done(applied)
+            }
         }
+    }
+
+    /// Device and site risk over time (decision 0043).
+    pub fn risk_history(&self) -> &risk_history::RiskHistoryStore {
+        &self.risk_history
     }
 
     /// Segmentation policy versions, drafts and monitor-mode counters.

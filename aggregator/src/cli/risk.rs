@@ -62,13 +62,27 @@ pub enum RiskCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Risk per site, class or category.
+    /// Risk per site, class, category or policy group.
     Rollup {
         #[command(flatten)]
         target: ApiTarget,
-        /// site, class or category.
+        /// site, class, category or group (the active policy's groups; a device in two
+        /// groups counts in both, one in none under "(no group)").
         #[arg(long, default_value = "site")]
         by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Risk over time: one device's recorded scores with the reason of each move, or the
+    /// site roll-ups over time (decision 0043).
+    History {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// MAC, site:ip or site:ip@vlan; without it, every site's roll-up history.
+        id: Option<String>,
+        /// Only this site's roll-up history.
+        #[arg(long, conflicts_with = "id")]
+        site: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -289,6 +303,49 @@ pub async fn run_risk(cmd: RiskCmd) -> Result<()> {
             }
             Ok(())
         }
+        RiskCmd::History { target, id, site, json } => {
+            let path = match (&id, &site) {
+                (Some(id), _) => format!("/api/v1/devices/{id}/risk/history"),
+                (None, Some(site)) => format!("/api/v1/risk/history?site={}", urlencoding_site(site)),
+                (None, None) => "/api/v1/risk/history".to_string(),
+            };
+            let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &path).await?;
+            if json {
+                return print_json(&v);
+            }
+            if id.is_some() {
+                println!("{:<24}  {:>6}  {:<10}  REASON", "RECORDED (ms)", "SCORE", "AS OF");
+                for p in v["points"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24}  {:>6}  {:<10}  {}",
+                        cell(&p["at_ms"]),
+                        cell(&p["score"]),
+                        cell(&p["as_of"]),
+                        cell(&p["reason"])
+                    );
+                }
+                return Ok(());
+            }
+            println!(
+                "{:<16}  {:<24}  {:>7}  {:>6}  {:>6}  ABOVE THRESHOLDS",
+                "SITE", "RECORDED (ms)", "DEVICES", "MAX", "MEAN"
+            );
+            for s in v["sites"].as_array().into_iter().flatten() {
+                for p in s["points"].as_array().into_iter().flatten() {
+                    let above: Vec<String> = p["above"].as_array().into_iter().flatten().map(cell).collect();
+                    println!(
+                        "{:<16}  {:<24}  {:>7}  {:>6}  {:>6}  {}",
+                        cell(&s["site"]),
+                        cell(&p["at_ms"]),
+                        cell(&p["devices"]),
+                        cell(&p["max"]),
+                        cell(&p["mean"]),
+                        above.join(" / ")
+                    );
+                }
+            }
+            Ok(())
+        }
         RiskCmd::Rollup { target, by, json } => {
             let v = get_json(&client(&target.auth, READ_TIMEOUT)?, &target.api, &format!("/api/v1/risk?by={by}&top=0"))
                 .await?;
@@ -335,4 +392,15 @@ pub async fn run_report(args: ReportArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A site name as a query value (sites are operator-chosen names: escape everything but
+/// unreserved characters).
+fn urlencoding_site(site: &str) -> String {
+    site.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use wardline_common::Evidence;
+use wardline_common::{Evidence, MacAddr};
 use wardline_intel::risk::{summarize_flows, FactorScore, Impact, IsoDate, RiskInput, RiskScore};
 use wardline_intel::vuln::VulnMatch;
 use wardline_intel::{assess, Classification, DeviceQuery, KnowledgeBase};
@@ -87,11 +87,20 @@ pub struct DeviceRiskRow {
     pub os_end_of_support: Option<String>,
     pub os_unsupported: bool,
     pub ips: Vec<IpAddr>,
+    /// The active policy's groups the device is a member of (the replicated membership),
+    /// sorted; empty without a policy or for a device known only by address.
+    pub groups: Vec<String>,
     pub last_seen_us: u64,
     pub score: f64,
     /// The largest factors as "factor (+points): strongest evidence".
     pub reasons: Vec<String>,
     pub vulnerabilities: Vec<VulnMatch>,
+    /// Every fired factor with its points (what the risk history explains changes by).
+    #[serde(skip)]
+    pub factor_points: Vec<crate::state::risk_history::FactorPoints>,
+    /// The day scored for (the day of the last packet).
+    #[serde(skip)]
+    pub as_of: IsoDate,
 }
 
 /// The vulnerability matcher's question about a classified device: the KB vendor and model
@@ -147,8 +156,14 @@ fn base_score(kb: &KnowledgeBase, feeds: &CompiledFeeds, record: &DeviceRecord, 
     assess(kb, &input).score
 }
 
-/// Score devices from evidence and vulnerabilities (the roll-up path; no flows).
-fn score_rows(kb: &KnowledgeBase, feeds: &CompiledFeeds, snapshots: &[DeviceSnapshot]) -> Vec<DeviceRiskRow> {
+/// Score devices from evidence and vulnerabilities (the roll-up path; no flows); `groups`
+/// gives each MAC its policy groups.
+pub fn score_rows(
+    kb: &KnowledgeBase,
+    feeds: &CompiledFeeds,
+    snapshots: &[DeviceSnapshot],
+    groups: &BTreeMap<MacAddr, Vec<String>>,
+) -> Vec<DeviceRiskRow> {
     let records: Vec<DeviceRecord> = snapshots.iter().map(DeviceSnapshot::merged).collect();
     let classes: Vec<Classification> = records.iter().map(|r| classify_record(kb, r)).collect();
     let queries: Vec<DeviceQuery> = classes.iter().map(device_query).collect();
@@ -184,13 +199,35 @@ fn score_rows(kb: &KnowledgeBase, feeds: &CompiledFeeds, snapshots: &[DeviceSnap
                 os_end_of_support: class.os_info.as_ref().and_then(|o| o.end_of_support.clone()),
                 os_unsupported: os_unsupported(class, as_of),
                 ips: record.ips.keys().collect(),
+                groups: snap.mac().and_then(|m| groups.get(&m)).cloned().unwrap_or_default(),
                 last_seen_us: record.last_seen_us,
                 score: score.score,
                 reasons: reasons(&score),
                 vulnerabilities: vulns,
+                factor_points: score
+                    .factors
+                    .iter()
+                    .map(|f| crate::state::risk_history::FactorPoints { factor: f.factor.clone(), points: f.points })
+                    .collect(),
+                as_of,
             }
         })
         .collect()
+}
+
+/// Each member's groups (sorted) from the replicated membership of the active policy.
+pub fn groups_by_mac(membership: &[crate::state::policy::GroupMembers]) -> BTreeMap<MacAddr, Vec<String>> {
+    let mut by_mac: BTreeMap<MacAddr, Vec<String>> = BTreeMap::new();
+    for g in membership {
+        for m in &g.members {
+            by_mac.entry(*m).or_default().push(g.group.clone());
+        }
+    }
+    for groups in by_mac.values_mut() {
+        groups.sort();
+        groups.dedup();
+    }
+    by_mac
 }
 
 impl QueryService {
@@ -310,18 +347,19 @@ impl QueryService {
     /// device would make a roll-up of a large inventory slow), highest score first, ties by
     /// id, so every node lists the same order.
     pub async fn risk_rows(&self) -> Vec<DeviceRiskRow> {
-        let snapshots: Vec<DeviceSnapshot> = self
+        let (snapshots, groups): (Vec<DeviceSnapshot>, BTreeMap<MacAddr, Vec<String>>) = self
             .raft
             .read_state(|s| {
                 let macs = s.devices().keys().map(|m| DeviceId::Mac(*m));
                 let hosts = s.hosts().values().filter(|h| h.has_unowned()).map(|h| DeviceId::Host(h.key.clone()));
-                macs.chain(hosts).filter_map(|id| DeviceSnapshot::take(s, &id, false)).collect()
+                let snapshots = macs.chain(hosts).filter_map(|id| DeviceSnapshot::take(s, &id, false)).collect();
+                (snapshots, groups_by_mac(s.policy().membership()))
             })
             .await;
         let feeds = self.compiled_feeds().await;
         let kb = self.kb.clone();
         let mut rows =
-            tokio::task::spawn_blocking(move || score_rows(&kb, &feeds, &snapshots)).await.unwrap_or_default();
+            tokio::task::spawn_blocking(move || score_rows(&kb, &feeds, &snapshots, &groups)).await.unwrap_or_default();
         rows.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         rows
     }

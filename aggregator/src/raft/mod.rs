@@ -67,9 +67,12 @@ pub const FEATURE_SENSOR_HEALTH: &str = "sensor_health";
 pub const FEATURE_SPOOL_LOSSES: &str = "spool_losses";
 /// `Command::ApplyEpochBatches` (decision 0036).
 pub const FEATURE_SENSOR_EPOCHS: &str = "sensor_epochs";
+/// `Command::RecordRiskHistory` (decision 0043).
+pub const FEATURE_RISK_HISTORY: &str = "risk_history";
 /// Features of this build a leader asks its members about (`network::PATH_FEATURES`) before
 /// proposing commands an older node could not decode (`features::FeatureGate`).
-pub const FEATURES: &[&str] = &[FEATURE_SENSOR_HEALTH, FEATURE_SPOOL_LOSSES, FEATURE_SENSOR_EPOCHS];
+pub const FEATURES: &[&str] =
+    &[FEATURE_SENSOR_HEALTH, FEATURE_SPOOL_LOSSES, FEATURE_SENSOR_EPOCHS, FEATURE_RISK_HISTORY];
 
 /// What the Raft RPC router is given: the node whose `Raft` serves the requests.
 pub type RaftHandle = Arc<RaftNode>;

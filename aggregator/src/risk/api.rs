@@ -4,7 +4,9 @@
 //!   with the request's audit entry in each part's log entry;
 //! - `GET /api/v1/vuln/feeds`: what is imported;
 //! - `GET /api/v1/devices/{id}/risk`: one device's score, factors, evidence, matches;
-//! - `GET /api/v1/risk?by=site|class|category&top=N`: roll-ups and the riskiest devices;
+//! - `GET /api/v1/risk?by=site|class|category|group&top=N`: roll-ups and the riskiest devices;
+//! - `GET /api/v1/devices/{id}/risk/history`, `GET /api/v1/risk/history?site=S`: scores
+//!   and site roll-ups over time (decision 0043);
 //! - `GET /api/v1/reports/{inventory|risk|vulnerable|alerts}.{csv|html}`.
 
 use super::import::{prepare, ImportRequest, MAX_REQUEST_BYTES};
@@ -39,7 +41,9 @@ pub fn routes() -> Router<Arc<QueryService>> {
         .route("/api/v1/vuln/import", post(import).layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES)))
         .route("/api/v1/vuln/feeds", get(feeds))
         .route("/api/v1/devices/{id}/risk", get(device_risk))
+        .route("/api/v1/devices/{id}/risk/history", get(device_history))
         .route("/api/v1/risk", get(rollup))
+        .route("/api/v1/risk/history", get(site_history))
         .route("/api/v1/reports/{file}", get(report))
 }
 
@@ -100,6 +104,9 @@ struct ImportView {
     /// What the import did (added, replaced, unchanged), as replicated.
     record: Option<ImportRecord>,
     feeds_version: u64,
+    /// The risk history pass the import started (decision 0043): devices whose score
+    /// moved; None when the recorder is off or the pass failed (logged).
+    risk_history: Option<super::history::PassSummary>,
 }
 
 async fn import(
@@ -173,6 +180,20 @@ async fn import(
             (f.imports().find(|r| r.import_id == import_id).cloned(), f.version())
         })
         .await;
+    // Scores move with the feeds: record them now rather than at the next periodic pass.
+    let risk_history = match super::history::interval() {
+        Some(_) => {
+            let trigger = format!("vulnerability feed import {import_id} (feeds version {feeds_version})");
+            match super::history::record_once(&q, &trigger, now_ms()).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("risk history after feed import {import_id} not recorded (the next pass will): {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let view = ImportView {
         import_id,
         files: prepared.files,
@@ -181,6 +202,7 @@ async fn import(
         parts,
         record,
         feeds_version,
+        risk_history,
     };
     let mut resp = Json(view).into_response();
     resp.extensions_mut().insert(AuditDetail(detail));
@@ -272,6 +294,88 @@ async fn device_risk(State(q): Service, Path(id): Path<String>) -> Result<Json<D
     Ok(Json(q.device_risk(&id).await?))
 }
 
+#[derive(Serialize)]
+struct DeviceHistoryView {
+    id: String,
+    /// Oldest first: time recorded (leader's clock, ms), score, data day, reason.
+    points: Vec<crate::state::risk_history::RiskPoint>,
+    /// The factors of the latest point.
+    factors: Vec<crate::state::risk_history::FactorPoints>,
+    /// Time of the last recorder pass applied (every device's history is current to it).
+    recorded_through_ms: u64,
+    counters: crate::state::risk_history::HistoryCounters,
+}
+
+async fn device_history(State(q): Service, Path(id): Path<String>) -> Result<Json<DeviceHistoryView>, RiskApiError> {
+    let id: DeviceId = id.parse().map_err(bad)?;
+    let key = id.to_string();
+    let view = q
+        .raft()
+        .read_state(|s| {
+            let h = s.risk_history();
+            let known = match &id {
+                DeviceId::Mac(m) => s.devices().contains_key(m),
+                DeviceId::Host(_) => h.device(&key).is_some(),
+            };
+            known.then(|| DeviceHistoryView {
+                id: key.clone(),
+                points: h.device(&key).map(|d| d.points.iter().cloned().collect()).unwrap_or_default(),
+                factors: h.device(&key).map(|d| d.factors.clone()).unwrap_or_default(),
+                recorded_through_ms: h.last_at_ms(),
+                counters: h.counters().clone(),
+            })
+        })
+        .await;
+    view.map(Json).ok_or_else(|| RiskApiError(StatusCode::NOT_FOUND, format!("no device {key} in the inventory")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteHistoryParams {
+    site: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SiteHistory {
+    site: String,
+    points: Vec<crate::state::risk_history::SitePoint>,
+}
+
+#[derive(Serialize)]
+struct SiteHistoryView {
+    thresholds: Vec<f64>,
+    recorded_through_ms: u64,
+    sites: Vec<SiteHistory>,
+}
+
+async fn site_history(
+    State(q): Service,
+    params: Result<Query<SiteHistoryParams>, QueryRejection>,
+) -> Result<Json<SiteHistoryView>, RiskApiError> {
+    let Query(p) = params.map_err(|e| bad(format!("{e}; accepted parameter: site")))?;
+    let thresholds = q.kb().risk.settings.thresholds.clone();
+    let view = q
+        .raft()
+        .read_state(|s| {
+            let h = s.risk_history();
+            SiteHistoryView {
+                thresholds,
+                recorded_through_ms: h.last_at_ms(),
+                sites: h
+                    .sites()
+                    .iter()
+                    .filter(|(site, _)| p.site.as_deref().is_none_or(|want| want == site.as_str()))
+                    .map(|(site, points)| SiteHistory { site: site.clone(), points: points.iter().cloned().collect() })
+                    .collect(),
+            }
+        })
+        .await;
+    if let (Some(want), true) = (&p.site, view.sites.is_empty()) {
+        return Err(RiskApiError(StatusCode::NOT_FOUND, format!("no risk history for site {want:?}")));
+    }
+    Ok(Json(view))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RollupParams {
@@ -312,6 +416,8 @@ struct TopDevice {
     site: String,
     class: String,
     category: String,
+    /// Policy groups the device is a member of.
+    groups: Vec<String>,
     score: f64,
     reasons: Vec<String>,
     vulnerabilities: Vec<VulnBrief>,
@@ -331,10 +437,21 @@ struct RollupView {
     top: Vec<TopDevice>,
 }
 
-fn group_by(rows: &[DeviceRiskRow], thresholds: &[f64], key: impl Fn(&DeviceRiskRow) -> String) -> Vec<GroupView> {
+/// Key of the devices that are in no policy group in `by=group` roll-ups.
+pub const NO_GROUP: &str = "(no group)";
+
+/// Roll rows up under the keys `keys` gives each (a device in two policy groups counts in
+/// both).
+fn group_by(
+    rows: &[DeviceRiskRow],
+    thresholds: &[f64],
+    keys: impl Fn(&DeviceRiskRow) -> Vec<String>,
+) -> Vec<GroupView> {
     let mut groups: BTreeMap<String, Vec<&DeviceRiskRow>> = BTreeMap::new();
     for r in rows {
-        groups.entry(key(r)).or_default().push(r);
+        for key in keys(r) {
+            groups.entry(key).or_default().push(r);
+        }
     }
     groups
         .into_iter()
@@ -366,7 +483,8 @@ async fn rollup(
         "site" => "site",
         "class" => "class",
         "category" => "category",
-        other => return Err(bad(format!("by={other:?}: group by site, class or category"))),
+        "group" => "group",
+        other => return Err(bad(format!("by={other:?}: group by site, class, category or group"))),
     };
     let top = p.top.unwrap_or(DEFAULT_TOP);
     if top > MAX_TOP {
@@ -376,9 +494,11 @@ async fn rollup(
     let feeds_version = q.compiled_feeds().await.version;
     let thresholds = q.kb().risk.settings.thresholds.clone();
     let groups = group_by(&rows, &thresholds, |r| match by {
-        "class" => r.class.clone(),
-        "category" => r.category.clone(),
-        _ => r.site.clone(),
+        "class" => vec![r.class.clone()],
+        "category" => vec![r.category.clone()],
+        "group" if r.groups.is_empty() => vec![NO_GROUP.to_string()],
+        "group" => r.groups.clone(),
+        _ => vec![r.site.clone()],
     });
     let top = rows
         .iter()
@@ -389,6 +509,7 @@ async fn rollup(
             site: r.site.clone(),
             class: r.class.clone(),
             category: r.category.clone(),
+            groups: r.groups.clone(),
             score: r.score,
             reasons: r.reasons.clone(),
             vulnerabilities: r

@@ -12,6 +12,8 @@
 //! feeds at read time.
 
 pub mod api;
+pub mod class_segments;
+pub mod history;
 pub mod import;
 pub mod pdf;
 pub mod reports;

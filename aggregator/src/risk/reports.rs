@@ -89,6 +89,23 @@ fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
+/// Per policy group (a device in two groups counts in both): devices, highest and mean score.
+fn group_summary(devices: &[DeviceRiskRow]) -> Vec<String> {
+    let mut groups: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
+    for d in devices {
+        for g in &d.groups {
+            let e = groups.entry(g.as_str()).or_insert((0, 0.0, 0.0));
+            e.0 += 1;
+            e.1 = e.1.max(d.score);
+            e.2 += d.score;
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, (n, max, sum))| format!("group {g}: {n} devices, highest {max:.1}, mean {:.1}", sum / n as f64))
+        .collect()
+}
+
 fn table(name: ReportName, input: &ReportInput) -> Table {
     match name {
         ReportName::Inventory => {
@@ -121,7 +138,7 @@ fn table(name: ReportName, input: &ReportInput) -> Table {
             }
         }
         ReportName::Risk => Table {
-            header: vec!["rank", "id", "site", "class", "score", "reasons", "vulnerabilities"],
+            header: vec!["rank", "id", "site", "class", "groups", "score", "reasons", "vulnerabilities"],
             rows: input
                 .devices
                 .iter()
@@ -133,13 +150,16 @@ fn table(name: ReportName, input: &ReportInput) -> Table {
                         d.id.clone(),
                         d.site.clone(),
                         d.class.clone(),
+                        d.groups.join(" "),
                         format!("{:.1}", d.score),
                         d.reasons.join("; "),
                         d.vulnerabilities.len().to_string(),
                     ]
                 })
                 .collect(),
-            summary: vec![format!("{} devices scored; the top {} listed", input.devices.len(), input.top)],
+            summary: std::iter::once(format!("{} devices scored; the top {} listed", input.devices.len(), input.top))
+                .chain(group_summary(input.devices))
+                .collect(),
         },
         ReportName::Vulnerable => {
             let mut rows = Vec::new();

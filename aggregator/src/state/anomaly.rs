@@ -184,6 +184,12 @@ impl Baselines {
         self.devices.len()
     }
 
+    /// When `site` finished learning (its first device sighting plus the learning period);
+    /// None before any batch of the site.
+    pub fn site_learned_at(&self, site: &str) -> Option<u64> {
+        self.site_first_us.get(site).map(|f| f.saturating_add(self.config.learning_us))
+    }
+
     /// Run the detectors over one applied batch; returns the occurrences in a fixed order.
     /// `devices` is the inventory after the batch was merged.
     pub fn detect(

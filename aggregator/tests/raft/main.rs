@@ -13,6 +13,7 @@ mod backup_restore;
 mod cert_reload_processes;
 mod cluster;
 mod ground_truth_alerts;
+mod ground_truth_class_segments;
 mod ground_truth_identity;
 mod node_process;
 mod processes;

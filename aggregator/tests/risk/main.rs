@@ -8,6 +8,7 @@
 mod raft_support;
 
 mod api_auth;
+mod history;
 mod replicated;
 mod schedule;
 

@@ -57,6 +57,15 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     // The pump and its telnet flow.
     assert!(n1.node.propose(pump_batch()).await.unwrap().applied);
     sink.write_batch(Ulid::from_parts(1, 42), "ward-1", "ward", &[telnet_flow(T0_US)]).await.unwrap();
+    // A policy whose groups hold the pump and the server (static members), for `by=group`.
+    let policy = format!(
+        "[policy]\nname = \"ward\"\ndefault = \"allow\"\n\n[[group]]\nname = \"pumps\"\nmembers = [\"{PUMP}\"]\n\n\
+         [[group]]\nname = \"servers\"\nmembers = [\"{SERVER}\"]\n\n[[rule]]\nname = \"pumps to servers\"\n\
+         from = [\"pumps\"]\nto = [\"servers\"]\nprotocol = \"tcp\"\nports = [2575]\naction = \"allow\"\n"
+    );
+    let (status, answer) =
+        post_api(&n1, "/api/v1/policy/apply", &serde_json::json!({"text": policy, "message": "groups"})).await;
+    assert_eq!(status, 201, "{answer}");
     let index = n1.node.applied_index().await.unwrap();
     n2.node.wait_for_applied(index, WAIT).await.unwrap();
 
@@ -66,6 +75,8 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
         "/api/v1/vuln/feeds",
         "/api/v1/risk?by=class&top=5",
         "/api/v1/risk?by=site",
+        "/api/v1/risk?by=group",
+        "/api/v1/reports/risk.csv",
         "/api/v1/reports/inventory.csv",
         "/api/v1/reports/risk.html",
         "/api/v1/reports/vulnerable.csv",
@@ -104,6 +115,21 @@ async fn both_nodes_answer_the_same_risk_from_the_imported_real_feeds() {
     let rollup = get_json(&n1, "/api/v1/risk?by=class&top=5").await;
     assert_eq!(rollup["top"][0]["id"], PUMP.to_string(), "the pump is the riskiest device: {rollup:#}");
     assert!(!rollup["top"][0]["reasons"].as_array().unwrap().is_empty());
+    // By policy group: each group holds its member, with the member's score as its max.
+    let by_group = get_json(&n1, "/api/v1/risk?by=group&top=5").await;
+    let groups = by_group["groups"].as_array().unwrap();
+    let keys: Vec<&str> = groups.iter().map(|g| g["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["pumps", "servers"], "{by_group:#}");
+    assert_eq!((groups[0]["devices"].as_u64(), groups[0]["max_device"].as_str()), (Some(1), Some(&*PUMP.to_string())));
+    assert_eq!(groups[0]["max"], rollup["top"][0]["score"], "{by_group:#}");
+    assert_eq!(groups[1]["max_device"], SERVER.to_string());
+    assert_eq!(by_group["top"][0]["groups"], serde_json::json!(["pumps"]));
+    assert_eq!(get(&n1, "/api/v1/risk?by=vlan").await.0, 400);
+    let risk_csv = String::from_utf8(get(&n1, "/api/v1/reports/risk.csv").await.1).unwrap();
+    assert!(risk_csv.starts_with("rank,id,site,class,groups,score,reasons,vulnerabilities\r\n"), "{risk_csv}");
+    assert!(risk_csv.lines().any(|l| l.starts_with(&format!("1,{PUMP},ward,")) && l.contains(",pumps,")), "{risk_csv}");
+    let risk_html = String::from_utf8(get(&n1, "/api/v1/reports/risk.html").await.1).unwrap();
+    assert!(risk_html.contains("group pumps: 1 devices"), "{risk_html}");
 
     // `risky_peer` reads a peer's base score (the roll-up's: evidence and vulnerabilities,
     // no flows, so no feedback between peers; decision 0033). The pump's is under
