@@ -1164,6 +1164,35 @@ impl ClusterState {
         applied
     }
 
+    /// [`ClusterState::apply`] taking the command by value, so an ingest group's flows move
+    /// into the outbox instead of being copied (the Raft state machine's hot path). Same
+    /// result as `apply` for every command.
+    pub fn apply_owned(&mut self, cmd: Command) -> ApplyResponse {
+        match cmd {
+            Command::ApplyBatches(batches) => {
+                let batches: Vec<bool> = batches.into_iter().map(|b| self.apply_ingest_batch_owned(b)).collect();
+                ApplyResponse { applied: batches.iter().any(|a| *a), batches }
+            }
+            cmd => self.apply(&cmd),
+        }
+    }
+
+    /// [`ClusterState::apply_ingest_batch`] by value: the flows move into the outbox.
+    fn apply_ingest_batch_owned(&mut self, batch: IngestBatch) -> bool {
+        let applied = self.apply_batch_with_alerts(&batch.summary, &batch.flows).applied;
+        if applied && !batch.flows.is_empty() {
+            let IngestBatch { summary, flows } = batch;
+            self.outbox.push(OutboxEntry {
+                batch_id: summary.batch_id,
+                seq: summary.seq,
+                sensor_id: summary.sensor_id,
+                site: summary.site,
+                flows,
+            });
+        }
+        applied
+    }
+
     /// The flow outbox (entries not yet written to the flow sink).
     pub fn outbox(&self) -> &FlowOutbox {
         &self.outbox

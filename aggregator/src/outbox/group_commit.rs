@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use wardline_common::wire::{not_leader_reason, BatchReply};
-use wardline_common::Batch;
+use wardline_common::{Batch, Event};
 
 /// Most batches in one Raft entry.
 pub const MAX_GROUP_BATCHES: usize = 1024;
@@ -60,7 +60,15 @@ impl GroupCommitter {
     pub fn submit(&self, batch: Batch) -> impl std::future::Future<Output = BatchReply> + Send + 'static {
         let (id, seq) = (batch.id, batch.seq);
         let summary = BatchSummary::from_batch(&batch);
-        let flows = batch.flows().cloned().collect();
+        // Moved out of the batch, not copied: the flows are most of its bytes.
+        let flows = batch
+            .events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Flow(f) => Some(f),
+                _ => None,
+            })
+            .collect();
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, reply }).is_ok();
         async move {
