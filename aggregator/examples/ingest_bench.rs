@@ -133,8 +133,7 @@ fn main() -> Result<()> {
             bail!("sensor failed:\n{}", sensor.log_text());
         }
         let acked_at = t0.elapsed();
-        let t1 =
-            wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
+        let t1 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
         let live_secs = (t1 - t0).as_secs_f64();
         let flows = sensor_flows(&agg, "live-1");
         let stored: u64 = ch.query("SELECT count() FROM wardline.flows FINAL")?.trim().parse()?;
@@ -192,8 +191,10 @@ fn main() -> Result<()> {
         let before = outbox_drained(&agg);
         let started = Instant::now();
         let mut sensor = Sensor::start(&cfg, &log, &[])?;
-        let perf: Vec<_> =
-            [start_perf("backlog-node", agg.pid()), start_perf("backlog-sensor", sensor.pid())].into_iter().flatten().collect();
+        let perf: Vec<_> = [start_perf("backlog-node", agg.pid()), start_perf("backlog-sensor", sensor.pid())]
+            .into_iter()
+            .flatten()
+            .collect();
         let first =
             wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
         let first_flows = sensor_flows(&agg, "backlog-1");
