@@ -54,6 +54,37 @@ fn with_in_flight(cfg: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `WARDLINE_BENCH_PHASES` (comma-separated, default `live,backlog,cluster`): which drains to
+/// run; `direct` is measured with `live` (it re-inserts the live rows).
+fn phase(name: &str) -> bool {
+    std::env::var("WARDLINE_BENCH_PHASES").map_or(true, |p| p.split(',').any(|x| x.trim() == name))
+}
+
+/// `WARDLINE_BENCH_PERF=DIR`: record `perf record --call-graph dwarf` of a process into `DIR/<name>.data`
+/// while a drain runs (stopped with SIGINT by `stop_perf`).
+fn start_perf(name: &str, pid: Option<u32>) -> Option<std::process::Child> {
+    let dir = std::env::var("WARDLINE_BENCH_PERF").ok()?;
+    let pid = pid?;
+    std::fs::create_dir_all(&dir).ok()?;
+    let out = std::path::Path::new(&dir).join(format!("{name}.data"));
+    std::process::Command::new("perf")
+        .args(["record", "--call-graph", "dwarf,8192", "-F", "499", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn stop_perf(perf: Vec<std::process::Child>) {
+    for mut p in perf {
+        // SIGINT makes perf write its data file and exit.
+        let _ = std::process::Command::new("kill").args(["-INT", &p.id().to_string()]).status();
+        let _ = p.wait();
+    }
+}
+
 fn sensor_flows(agg: &Aggregator, sensor: &str) -> u64 {
     agg.get("/api/v1/sensors").ok().and_then(|v| v["sensors"][sensor]["flows"].as_u64()).unwrap_or(0)
 }
@@ -62,14 +93,16 @@ fn outbox_rows(agg: &Aggregator) -> Option<u64> {
     agg.get("/api/v1/flows/totals").ok().and_then(|v| v["outbox"]["rows"].as_u64())
 }
 
+fn outbox_drained(agg: &Aggregator) -> u64 {
+    agg.get("/api/v1/flows/totals").ok().and_then(|v| v["outbox"]["inserts"].as_u64()).unwrap_or(0)
+}
+
 fn main() -> Result<()> {
     let pcap = PathBuf::from(std::env::args().nth(1).context("usage: ingest_bench CAPTURE.pcap")?);
     let pcap = pcap.canonicalize().with_context(|| format!("no capture at {}", pcap.display()))?;
     let ch = ClickHouseServer::start()?;
     let fleet = Fleet::new()?;
     let agg = Aggregator::start(&fleet, 1, Some(ch.http_url.clone()))?;
-
-    // 1. Live capture through one node into ClickHouse.
     let spec = |id: &'static str, server: String| SensorSpec {
         sensor_id: id,
         site: "north",
@@ -78,99 +111,127 @@ fn main() -> Result<()> {
         pcaps: vec![pcap.clone()],
         max_events: 2000,
     };
-    let cfg = Sensor::write_config(&fleet, &spec("live-1", agg.quic_addr()))?;
-    with_in_flight(&cfg)?;
-    let t0 = Instant::now();
-    let mut sensor = Sensor::start(&cfg, &fleet.path().join("live.log"), &[])?;
-    let st = sensor.wait(Duration::from_secs(1800))?;
-    if !st.success() {
-        bail!("sensor failed:\n{}", sensor.log_text());
-    }
-    let acked_at = t0.elapsed();
-    let t1 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
-    let live_secs = (t1 - t0).as_secs_f64();
-    let flows = sensor_flows(&agg, "live-1");
-    let stored: u64 = ch.query("SELECT count() FROM wardline.flows FINAL")?.trim().parse()?;
-    if stored != flows {
-        bail!("ClickHouse holds {stored} distinct rows, the cluster acked {flows} flows");
-    }
-    println!(
-        "live: {flows} flows in {live_secs:.2} s = {:.0} flows/s into ClickHouse (sensor done and acked at {:.2} s)",
-        flows as f64 / live_secs,
-        acked_at.as_secs_f64()
-    );
-
-    // 2. The same rows straight into ClickHouse with the clickhouse crate.
-    let rt = tokio::runtime::Runtime::new()?;
-    let direct_secs = rt.block_on(async {
-        let client = clickhouse::Client::default().with_url(ch.http_url.clone()).with_validation(false);
-        let rows: Vec<FlowRow> = client.query("SELECT ?fields FROM wardline.flows FINAL").fetch_all().await?;
-        for sql in schema_statements("wardline_direct") {
-            client.query(&sql).execute().await?;
-        }
-        let client = client.with_database("wardline_direct");
-        let t = Instant::now();
-        for chunk in rows.chunks(100_000) {
-            let mut insert = client.insert::<FlowRow>("flows").await?;
-            for r in chunk {
-                insert.write(r).await?;
-            }
-            insert.end().await?;
-        }
-        anyhow::Ok(t.elapsed().as_secs_f64())
-    })?;
-    println!(
-        "direct: {flows} rows in {direct_secs:.2} s = {:.0} rows/s; cluster path = {:.1} % of direct",
-        flows as f64 / direct_secs,
-        100.0 * direct_secs / live_secs
-    );
-
-    // 3. A spooled backlog: capture while no node is reachable, then drain.
-    let dead = format!("127.0.0.1:{}", free_udp_port());
-    let cfg = Sensor::write_config(&fleet, &spec("backlog-1", dead))?;
-    let log = fleet.path().join("backlog.log");
-    let mut sensor = Sensor::start(&cfg, &log, &[])?;
-    wait_for("the backlog sensor to spool the capture", Duration::from_secs(1800), || {
-        Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("capture finished"))
-    })?;
-    sensor.kill9();
-    // Same sensor, same spool, now pointed at the node, reading an empty capture so the
-    // drain does not share the CPU with re-reading the big one.
+    // An empty capture for the draining sensors, so a drain does not share the CPU with
+    // reading the big one.
     let empty = fleet.path().join("empty.pcap");
     let mut header = Vec::new();
     for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65_535, 1] {
         header.extend_from_slice(&word.to_le_bytes());
     }
     std::fs::write(&empty, header)?;
-    let cfg =
-        Sensor::write_config(&fleet, &SensorSpec { pcaps: vec![empty.clone()], ..spec("backlog-1", agg.quic_addr()) })?;
-    with_in_flight(&cfg)?;
-    let started = Instant::now();
-    let mut sensor = Sensor::start(&cfg, &log, &[])?;
-    let first =
-        wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
-    let first_flows = sensor_flows(&agg, "backlog-1");
-    let st = sensor.wait(Duration::from_secs(1800))?;
-    let done = Instant::now();
-    if !st.success() {
-        bail!("backlog sensor failed:\n{}", sensor.log_text());
+
+    // 1. Live capture through one node into ClickHouse, and 2. the same rows straight into
+    //    ClickHouse with the clickhouse crate: the direct rate the cluster is compared with.
+    let mut direct_rate = None;
+    if phase("live") {
+        let cfg = Sensor::write_config(&fleet, &spec("live-1", agg.quic_addr()))?;
+        with_in_flight(&cfg)?;
+        let t0 = Instant::now();
+        let mut sensor = Sensor::start(&cfg, &fleet.path().join("live.log"), &[])?;
+        let st = sensor.wait(Duration::from_secs(1800))?;
+        if !st.success() {
+            bail!("sensor failed:\n{}", sensor.log_text());
+        }
+        let acked_at = t0.elapsed();
+        let t1 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
+        let live_secs = (t1 - t0).as_secs_f64();
+        let flows = sensor_flows(&agg, "live-1");
+        let stored: u64 = ch.query("SELECT count() FROM wardline.flows FINAL")?.trim().parse()?;
+        if stored != flows {
+            bail!("ClickHouse holds {stored} distinct rows, the cluster acked {flows} flows");
+        }
+        println!(
+            "live: {flows} flows in {live_secs:.2} s = {:.0} flows/s into ClickHouse (sensor done and acked at {:.2} s)",
+            flows as f64 / live_secs,
+            acked_at.as_secs_f64()
+        );
+        let rt = tokio::runtime::Runtime::new()?;
+        let direct_secs = rt.block_on(async {
+            let client = clickhouse::Client::default().with_url(ch.http_url.clone()).with_validation(false);
+            let rows: Vec<FlowRow> = client.query("SELECT ?fields FROM wardline.flows FINAL").fetch_all().await?;
+            for sql in schema_statements("wardline_direct") {
+                client.query(&sql).execute().await?;
+            }
+            let client = client.with_database("wardline_direct");
+            let t = Instant::now();
+            for chunk in rows.chunks(100_000) {
+                let mut insert = client.insert::<FlowRow>("flows").await?;
+                for r in chunk {
+                    insert.write(r).await?;
+                }
+                insert.end().await?;
+            }
+            anyhow::Ok(t.elapsed().as_secs_f64())
+        })?;
+        direct_rate = Some(flows as f64 / direct_secs);
+        println!(
+            "direct: {flows} rows in {direct_secs:.2} s = {:.0} rows/s; live path = {:.1} % of direct",
+            flows as f64 / direct_secs,
+            100.0 * direct_secs / live_secs
+        );
     }
-    let total = sensor_flows(&agg, "backlog-1");
-    let secs = (done - first).as_secs_f64();
-    println!(
-        "backlog: {} flows acked in {secs:.2} s = {:.0} flows/s (one sensor's spool into one node); from sensor \
-         start: {total} flows in {:.2} s = {:.0} flows/s",
-        total - first_flows,
-        (total - first_flows) as f64 / secs,
-        (done - started).as_secs_f64(),
-        total as f64 / (done - started).as_secs_f64()
-    );
-    let t2 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
-    println!("backlog: outbox drained {:.2} s after the last ack", (t2 - done).as_secs_f64());
+    let share = |rate: f64| direct_rate.map_or(String::new(), |d| format!(" = {:.1} % of direct", 100.0 * rate / d));
+
+    // 3. A spooled backlog: capture while no node is reachable, then drain.
+    if phase("backlog") {
+        let dead = format!("127.0.0.1:{}", free_udp_port());
+        let cfg = Sensor::write_config(&fleet, &spec("backlog-1", dead))?;
+        let log = fleet.path().join("backlog.log");
+        let mut sensor = Sensor::start(&cfg, &log, &[])?;
+        wait_for("the backlog sensor to spool the capture", Duration::from_secs(1800), || {
+            Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("capture finished"))
+        })?;
+        sensor.kill9();
+        // Same sensor, same spool, now pointed at the node, reading the empty capture.
+        let cfg = Sensor::write_config(
+            &fleet,
+            &SensorSpec { pcaps: vec![empty.clone()], ..spec("backlog-1", agg.quic_addr()) },
+        )?;
+        with_in_flight(&cfg)?;
+        let before = outbox_drained(&agg);
+        let started = Instant::now();
+        let mut sensor = Sensor::start(&cfg, &log, &[])?;
+        let perf: Vec<_> = [start_perf("backlog-node", agg.pid()), start_perf("backlog-sensor", sensor.pid())]
+            .into_iter()
+            .flatten()
+            .collect();
+        let first =
+            wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
+        let first_flows = sensor_flows(&agg, "backlog-1");
+        let st = sensor.wait(Duration::from_secs(1800))?;
+        let done = Instant::now();
+        stop_perf(perf);
+        if !st.success() {
+            bail!("backlog sensor failed:\n{}", sensor.log_text());
+        }
+        let total = sensor_flows(&agg, "backlog-1");
+        let secs = (done - first).as_secs_f64();
+        println!(
+            "backlog: {} flows acked in {secs:.2} s = {:.0} flows/s (one sensor's spool into one node); from sensor \
+             start: {total} flows in {:.2} s = {:.0} flows/s",
+            total - first_flows,
+            (total - first_flows) as f64 / secs,
+            (done - started).as_secs_f64(),
+            total as f64 / (done - started).as_secs_f64()
+        );
+        let t2 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
+        let rate = total as f64 / (t2 - started).as_secs_f64();
+        println!(
+            "backlog: outbox drained {:.2} s after the last ack ({} inserts); from sensor start to every row in \
+             ClickHouse {:.2} s = {rate:.0} flows/s{}",
+            (t2 - done).as_secs_f64(),
+            outbox_drained(&agg).saturating_sub(before),
+            (t2 - started).as_secs_f64(),
+            share(rate)
+        );
+    }
     drop(agg);
 
     // 4. A spooled backlog through a three-node cluster into ClickHouse (fresh database, so
     //    the rows counted are this run's).
+    if !phase("cluster") {
+        return Ok(());
+    }
     ch.query("DROP DATABASE IF EXISTS wardline")?;
     let nodes = start_plain_cluster(&fleet, 3, Some(ch.http_url.clone()))?;
     let dead = format!("127.0.0.1:{}", free_udp_port());
@@ -195,10 +256,15 @@ fn main() -> Result<()> {
     let leader = &nodes[0];
     let started = Instant::now();
     let mut sensor = Sensor::start(&cfg, &log, &[])?;
+    let perf: Vec<_> = [start_perf("cluster-leader", leader.pid()), start_perf("cluster-follower", nodes[1].pid())]
+        .into_iter()
+        .flatten()
+        .collect();
     let first =
         wait_for("the first cluster ack", Duration::from_secs(120), || Ok(sensor_flows(leader, "cluster-1") > 0))?;
     let st = sensor.wait(Duration::from_secs(1800))?;
     let acked = Instant::now();
+    stop_perf(perf);
     if !st.success() {
         bail!("cluster sensor failed:\n{}", sensor.log_text());
     }
@@ -208,21 +274,20 @@ fn main() -> Result<()> {
         Ok(n >= total && nodes.iter().all(|n| outbox_rows(n) == Some(0)))
     })?;
     let secs = (stored - first).as_secs_f64();
-    let direct_rate = flows as f64 / direct_secs;
     println!(
-        "cluster: {total} flows from one sensor's spool through 3 nodes into ClickHouse in {secs:.2} s = {:.0} flows/s \
-         = {:.1} % of direct (last ack at {:.2} s)",
+        "cluster: {total} flows from one sensor's spool through 3 nodes into ClickHouse in {secs:.2} s = {:.0} flows/s{} \
+         (last ack at {:.2} s)",
         total as f64 / secs,
-        100.0 * (total as f64 / secs) / direct_rate,
+        share(total as f64 / secs),
         (acked - first).as_secs_f64()
     );
     // From sensor start the figure also holds the process start, spool open, handshake and
     // the first group commit, which the first-ack figure leaves out.
     let from_start = (stored - started).as_secs_f64();
     println!(
-        "cluster: from sensor start {from_start:.2} s = {:.0} flows/s = {:.1} % of direct",
+        "cluster: from sensor start {from_start:.2} s = {:.0} flows/s{}",
         total as f64 / from_start,
-        100.0 * (total as f64 / from_start) / direct_rate
+        share(total as f64 / from_start)
     );
     Ok(())
 }

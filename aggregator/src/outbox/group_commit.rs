@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use wardline_common::wire::{not_leader_reason, BatchReply};
-use wardline_common::Batch;
+use wardline_common::{Batch, Event};
 
 /// Most batches in one Raft entry.
 pub const MAX_GROUP_BATCHES: usize = 1024;
@@ -75,14 +75,22 @@ impl GroupCommitter {
     pub fn submit(&self, batch: Batch) -> impl std::future::Future<Output = BatchReply> + Send + 'static {
         let (id, seq) = (batch.id, batch.seq);
         let summary = BatchSummary::from_batch(&batch);
-        let flows = batch.flows().cloned().collect();
         let epoch = batch_epoch(&batch);
         // Only a report of something lost or condensed is kept: every batch carries one that
         // names its spool epoch (decision 0036), and those must not cost a state entry.
         let report = batch.events.iter().rev().find_map(|e| match e {
-            wardline_common::wire::Event::SpoolReport(r) if reports_something(r) => Some(r.clone()),
+            Event::SpoolReport(r) if reports_something(r) => Some(r.clone()),
             _ => None,
         });
+        // Moved out of the batch, not copied: the flows are most of its bytes.
+        let flows = batch
+            .events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Flow(f) => Some(f),
+                _ => None,
+            })
+            .collect();
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send(Pending { batch: IngestBatch { summary, flows }, epoch, reply, report }).is_ok();
         async move {

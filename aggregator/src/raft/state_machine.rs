@@ -224,7 +224,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             sm.cluster_id = Some(cluster_id.clone());
                         }
                     }
-                    responses.push(sm.state.apply(&cmd))
+                    // By value: a group's flows move into the outbox without a copy.
+                    responses.push(sm.state.apply_owned(cmd))
                 }
                 EntryPayload::Membership(m) => {
                     sm.last_membership = StoredMembership::new(Some(entry.log_id), m);

@@ -834,7 +834,7 @@ impl Spool {
                 },
             };
             match checked {
-                Ok(r) => out.push(r.to_batch()),
+                Ok(r) => out.push(r.into_batch()),
                 Err(reason) => corrupt.push((key, value, reason)),
             }
         }
@@ -913,7 +913,7 @@ impl Spool {
             }
             let (key, value) = item.context("cannot read the spool")?;
             match (key_seq(&key), record::decode(&value)) {
-                (Some(seq), Ok(r)) if r.seq == seq => out.push(r.to_batch()),
+                (Some(seq), Ok(r)) if r.seq == seq => out.push(r.into_batch()),
                 (seq, r) => corrupt.push(format!(
                     "record {:?} is unreadable ({})",
                     seq,

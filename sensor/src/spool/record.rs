@@ -74,6 +74,11 @@ impl SpoolRecord {
         }
     }
 
+    /// The batch to send, taking the decoded events instead of copying them (read path).
+    pub fn into_batch(self) -> Batch {
+        Batch { id: self.id, sensor_id: self.sensor_id, site: self.site, seq: self.seq, events: self.events }
+    }
+
     /// Flow records, their traffic bytes and packet-time range.
     pub fn flow_totals(&self) -> (u64, u64, u64, u64) {
         let (mut n, mut bytes, mut first, mut last) = (0u64, 0u64, u64::MAX, 0u64);
