@@ -161,11 +161,22 @@ pub struct BatchSection {
     /// How often (capture time) expired flows and changed devices are batched.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
+    /// Capture-time seconds between two reports of a device whose only news is traffic
+    /// (packet and byte counts, last seen); new facts and a device's first sighting are
+    /// reported at once, and everything pending at the end of a capture. 0 reports every
+    /// busy device in every batch. Keep it well under 900: the aggregator marks a device
+    /// disconnected after 15 minutes without packets.
+    #[serde(default = "default_counter_report_interval")]
+    pub counter_report_interval_secs: u64,
 }
 
 impl Default for BatchSection {
     fn default() -> Self {
-        BatchSection { max_events: default_max_events(), interval_secs: default_interval() }
+        BatchSection {
+            max_events: default_max_events(),
+            interval_secs: default_interval(),
+            counter_report_interval_secs: default_counter_report_interval(),
+        }
     }
 }
 
@@ -174,6 +185,9 @@ fn default_spool_max() -> u64 {
 }
 fn default_server_name() -> String {
     "localhost".into()
+}
+fn default_counter_report_interval() -> u64 {
+    crate::devices::DEFAULT_COUNTER_REPORT_INTERVAL_US / 1_000_000
 }
 fn default_max_events() -> usize {
     2000

@@ -444,7 +444,7 @@ impl Pipeline {
     pub fn drain_events(&mut self, now_us: u64) -> Vec<Event> {
         self.streams.expire(now_us);
         self.frags.expire(now_us);
-        let devices = self.devices.drain_changed();
+        let devices = self.devices.drain_due(now_us);
         let hosts = self.devices.drain_hosts();
         let bindings = self.devices.drain_bindings();
         let flows = self.flows.drain(now_us);
@@ -462,7 +462,7 @@ impl Pipeline {
     pub fn drain_events_with(&mut self, now_us: u64, mut sink: impl FnMut(Event)) {
         self.streams.expire(now_us);
         self.frags.expire(now_us);
-        self.drain_identity(|e| {
+        self.drain_identity(Some(now_us), |e| {
             sink(e);
             Ok::<(), std::convert::Infallible>(())
         })
@@ -475,9 +475,19 @@ impl Pipeline {
         self.stats.flows_emitted += n;
     }
 
-    /// Devices, hosts and bindings with news since the last drain, in that order.
-    fn drain_identity<E>(&mut self, mut sink: impl FnMut(Event) -> Result<(), E>) -> Result<(), E> {
-        for d in self.devices.drain_changed() {
+    /// Devices, hosts and bindings with news since the last drain, in that order. At packet
+    /// time `now_us` a device whose only news is traffic may wait (`drain_due`); None (the
+    /// final drain) reports everything pending, so final totals are exact.
+    fn drain_identity<E>(
+        &mut self,
+        now_us: Option<u64>,
+        mut sink: impl FnMut(Event) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let devices = match now_us {
+            Some(now) => self.devices.drain_due(now),
+            None => self.devices.drain_changed(),
+        };
+        for d in devices {
             sink(Event::Device(d))?;
         }
         for h in self.devices.drain_hosts() {
@@ -492,7 +502,7 @@ impl Pipeline {
     /// [`finish_with`](Self::finish_with) handing the events to `sink` one at a time.
     pub fn finish_each<E>(mut self, mut sink: impl FnMut(Event) -> Result<(), E>) -> Result<PipelineStats, E> {
         self.streams.clear();
-        self.drain_identity(&mut sink)?;
+        self.drain_identity(None, &mut sink)?;
         let mut failed = None;
         loop {
             let n = self.flows.flush_batch_with(FINISH_BATCH, |f| {
@@ -532,7 +542,7 @@ impl Pipeline {
     pub fn finish_with<E>(mut self, mut sink: impl FnMut(Vec<Event>) -> Result<(), E>) -> Result<PipelineStats, E> {
         self.streams.clear();
         let mut identity = Vec::new();
-        self.drain_identity(|e| {
+        self.drain_identity(None, |e| {
             identity.push(e);
             Ok::<(), std::convert::Infallible>(())
         })

@@ -336,6 +336,7 @@ pub fn capture_all(cfg: &SensorConfig, sources: &[Source], stop: &AtomicBool, ba
     let mut pcfg = PipelineConfig::default();
     pcfg.devices.local_networks = cfg.local_networks()?;
     pcfg.devices.remote_sites = cfg.remote_sites()?;
+    pcfg.devices.counter_report_interval_us = cfg.batch.counter_report_interval_secs.saturating_mul(1_000_000);
     let mut pipeline = Pipeline::new(pcfg);
     let mut next_drain: Option<u64> = None;
     let mut first_err: Option<anyhow::Error> = None;
