@@ -2,7 +2,13 @@
 //! it proposes a command an older node could not decode (a Raft entry a node cannot decode
 //! stops it), over the Raft listener (`network::PATH_FEATURES`; an older node answers 404).
 //! Shared by everything that proposes newer commands: sensor heartbeats
-//! (`Command::SensorHeartbeat`) and spool reports (`Command::ApplyReportedBatches`).
+//! (`Command::SensorHeartbeat`), spool reports (`Command::ApplyReportedBatches`), sensor
+//! epochs (`Command::ApplyEpochBatches`) and risk history (`Command::RecordRiskHistory`).
+//!
+//! Once the replicated state holds something only the feature's command creates, every
+//! member applied such a command already, so the feature is used without asking: a member
+//! that is down (or a leader elected after a failover, which has no answers yet) does not
+//! stop a feature the cluster is already using.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,6 +31,10 @@ impl FeatureGate {
     /// be asked: an unreachable member may run an older version, and would stop on an entry
     /// it cannot decode once it is back; an answer it gave before still holds).
     pub async fn check(&self, raft: &super::RaftNode, feature: &str) -> Result<(), String> {
+        let feature_owned = feature.to_string();
+        if raft.read_state(move |s| in_use(s, &feature_owned)).await {
+            return Ok(());
+        }
         let me = raft.node_id();
         let members: Vec<(u64, super::ClusterNode)> = raft
             .metrics()
@@ -76,5 +86,16 @@ impl FeatureGate {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the applied state holds something only `feature`'s command creates.
+fn in_use(s: &crate::state::ClusterState, feature: &str) -> bool {
+    match feature {
+        super::FEATURE_SENSOR_HEALTH => !s.sensor_health().sensors().is_empty(),
+        super::FEATURE_SPOOL_LOSSES => !s.spool_losses().is_empty(),
+        super::FEATURE_SENSOR_EPOCHS => s.epochs().iter().next().is_some(),
+        super::FEATURE_RISK_HISTORY => !s.risk_history().devices().is_empty() || !s.risk_history().sites().is_empty(),
+        _ => false,
     }
 }

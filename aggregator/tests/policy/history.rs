@@ -166,8 +166,8 @@ fn a_format_7_snapshot_loads_with_empty_history() {
     let cfg = bincode::config::standard();
     let mut bytes = bincode::serde::encode_to_vec(&fresh, cfg).unwrap();
     // Format 7 ends with the revocations: the parts added after it (history, the second
-    // detectors, device tags, sensor health, spool losses, sensor epochs, device homes) are left
-    // off, all empty here.
+    // detectors, device tags, sensor health, spool losses, sensor epochs, device homes, risk
+    // history) are left off, all empty here.
     let mut empty =
         bincode::serde::encode_to_vec(wardline_aggregator::state::policy::GroupHistory::default(), cfg).unwrap();
     empty.extend(
@@ -185,6 +185,10 @@ fn a_format_7_snapshot_loads_with_empty_history() {
         bincode::serde::encode_to_vec(wardline_aggregator::state::epochs::SensorEpochs::default(), cfg).unwrap(),
     );
     empty.extend(bincode::serde::encode_to_vec(wardline_aggregator::state::home::DeviceHomes::default(), cfg).unwrap());
+    empty.extend(
+        bincode::serde::encode_to_vec(wardline_aggregator::state::risk_history::RiskHistoryStore::default(), cfg)
+            .unwrap(),
+    );
     assert!(bytes.ends_with(&empty));
     bytes.truncate(bytes.len() - empty.len());
     let current = bincode::serde::encode_to_vec(STATE_FORMAT, cfg).unwrap();

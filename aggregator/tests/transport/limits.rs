@@ -432,7 +432,13 @@ async fn the_byte_rate_limit_slows_down_only_the_sensor_over_it_and_loses_nothin
     let started = Instant::now();
     let up = tokio::time::timeout(
         Duration::from_secs(120),
-        uplink::drain_once(spool.clone(), uplink_cfg(server.addr, &fast_dir), std::future::pending()),
+        // Uncompressed (uplink version 2), so the bytes the limit meters are the frame bytes
+        // counted above.
+        uplink::drain_once(
+            spool.clone(),
+            uplink::UplinkConfig { compression_level: 0, ..uplink_cfg(server.addr, &fast_dir) },
+            std::future::pending(),
+        ),
     )
     .await
     .expect("the fast sensor finishes")
