@@ -385,43 +385,6 @@ fn certificate_not_after(path: &std::path::Path) -> Option<i64> {
     Some(cert.validity().not_after.timestamp())
 }
 
-/// Expiry, serial and reloads of one credential store, labelled by role (decision 0040).
-pub(crate) fn encode_certificate_status(
-    enc: &mut Enc<'_>,
-    s: &wardline_common::tls_reload::CredentialStatus,
-) -> std::fmt::Result {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let role = s.role;
-    let mut family = enc.encode_descriptor(
-        "wardline_tls_certificate_expiry_seconds",
-        "Seconds until the certificate in use expires (negative once expired), by role",
-        None,
-        MetricType::Gauge,
-    )?;
-    ConstGauge::new((s.not_after - now) as f64).encode(family.encode_family(&[("role", role)])?)?;
-    let mut family = enc.encode_descriptor(
-        "wardline_tls_certificate_info",
-        "The certificate in use: 1 with its serial (hex) as a label, by role",
-        None,
-        MetricType::Gauge,
-    )?;
-    ConstGauge::new(1.0).encode(family.encode_family(&[("role", role), ("serial", s.serial.as_str())])?)?;
-    let mut family = enc.encode_descriptor(
-        "wardline_tls_certificate_reloads",
-        "Certificate reloads: new files swapped in (ok) or refused and the old kept (refused), by role",
-        None,
-        MetricType::Counter,
-    )?;
-    ConstCounter::new(s.reloads).encode(family.encode_family(&[("role", role), ("result", "ok")])?)?;
-    ConstCounter::new(s.reload_failures).encode(family.encode_family(&[("role", role), ("result", "refused")])?)?;
-    gauge(
-        enc,
-        "wardline_tls_certificate_files_refused",
-        "1 while the certificate files on disk are refused and the old certificate stays in use",
-        s.last_error.is_some() as u8 as f64,
-    )
-}
-
 impl prometheus_client::collector::Collector for Collected {
     fn encode(&self, mut enc: Enc<'_>) -> std::fmt::Result {
         let enc = &mut enc;
@@ -610,7 +573,7 @@ impl prometheus_client::collector::Collector for Collected {
             )?;
         }
         if let Some(store) = store {
-            encode_certificate_status(enc, &store.status())?;
+            wardline_common::tls_reload::encode_certificate_metrics(enc, &store.status(), false)?;
         }
         Ok(())
     }

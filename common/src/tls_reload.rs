@@ -233,6 +233,59 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 static STORES: Mutex<Vec<Arc<CredentialStore>>> = Mutex::new(Vec::new());
 
+/// The Prometheus families of one store (decision 0040), for both binaries' `/metrics`:
+/// seconds to expiry, the serial in use, reloads and refusals, labelled by role; with
+/// `timestamp`, also the expiry as Unix time (the node exports that one itself).
+pub fn encode_certificate_metrics(
+    enc: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    s: &CredentialStatus,
+    timestamp: bool,
+) -> std::fmt::Result {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::metrics::MetricType;
+    let role = s.role;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mut family = enc.encode_descriptor(
+        "wardline_tls_certificate_expiry_seconds",
+        "Seconds until the certificate in use expires (negative once expired), by role",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new((s.not_after - now) as f64).encode(family.encode_family(&[("role", role)])?)?;
+    if timestamp {
+        let mut family = enc.encode_descriptor(
+            "wardline_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate in use expires, Unix time, by role",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.not_after as f64).encode(family.encode_family(&[("role", role)])?)?;
+    }
+    let mut family = enc.encode_descriptor(
+        "wardline_tls_certificate_info",
+        "The certificate in use: 1 with its serial (hex) as a label, by role",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(1.0).encode(family.encode_family(&[("role", role), ("serial", s.serial.as_str())])?)?;
+    let mut family = enc.encode_descriptor(
+        "wardline_tls_certificate_reloads",
+        "Certificate reloads: new files swapped in (ok) or refused and the old kept (refused), by role",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(s.reloads).encode(family.encode_family(&[("role", role), ("result", "ok")])?)?;
+    ConstCounter::new(s.reload_failures).encode(family.encode_family(&[("role", role), ("result", "refused")])?)?;
+    ConstGauge::new(s.last_error.is_some() as u8 as f64).encode(enc.encode_descriptor(
+        "wardline_tls_certificate_files_refused",
+        "1 while the certificate files on disk are refused and the old certificate stays in use",
+        None,
+        MetricType::Gauge,
+    )?)
+}
+
 /// Every store of this process.
 pub fn stores() -> Vec<Arc<CredentialStore>> {
     lock(&STORES).clone()
