@@ -77,6 +77,24 @@ impl Fleet {
         self.dir.path().join("ca")
     }
 
+    /// Issue a sensor certificate into `dir` with `wardline-aggregator admin issue-sensor`, as
+    /// an operator would; the serial it prints (it must print serial and expiry).
+    pub fn issue_sensor_cli(&self, sensor_id: &str, site: &str, dir: &Path) -> Result<String> {
+        let out = run_ok(
+            Command::new(bin("wardline-aggregator"))
+                .args(["admin", "issue-sensor", "--sensor-id", sensor_id, "--site", site, "--ca-dir"])
+                .arg(self.ca_dir())
+                .arg("--out-dir")
+                .arg(dir),
+        )?;
+        let serial = out.split("(serial ").nth(1).and_then(|s| s.split(',').next()).unwrap_or_default();
+        anyhow::ensure!(
+            !serial.is_empty() && out.contains("expires"),
+            "issue-sensor should print serial and expiry: {out}"
+        );
+        Ok(serial.to_string())
+    }
+
     pub fn issue_node(&self, node_id: u64) -> Result<PathBuf> {
         let out = self.dir.path().join(format!("node{node_id}"));
         run_ok(
@@ -164,6 +182,16 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// `wardline-aggregator ARGS --api <this node>` as the admin operator; its stdout.
+    pub fn admin_cli(&self, args: &[&str]) -> Result<String> {
+        run_ok(
+            Command::new(bin("wardline-aggregator"))
+                .args(args)
+                .args(["--api", &self.api()])
+                .env("WARDLINE_CERT_DIR", &self.operator_dir),
+        )
+    }
+
     pub fn start(fleet: &Fleet, node_id: u64, clickhouse_url: Option<String>) -> Result<Aggregator> {
         Self::start_with_env(fleet, node_id, clickhouse_url, Vec::new())
     }

@@ -115,20 +115,10 @@ fn a_bundle_is_applied_once_and_hostile_or_repeated_imports_change_nothing() {
     assert!(!ok && err.contains("not a valid certificate of this fleet"), "{err}");
 
     // A revoked sensor's bundle is refused.
-    run_ok(
-        Command::new(bin("wardline-aggregator"))
-            .args(["admin", "revoke-sensor", "--sensor-id", "ward-a-1", "--reason", "test", "--api", &agg.api()])
-            .env("WARDLINE_CERT_DIR", &agg.operator_dir),
-    )
-    .unwrap();
+    agg.admin_cli(&["admin", "revoke-sensor", "--sensor-id", "ward-a-1", "--reason", "test"]).unwrap();
     let (ok, _, err) = import(&agg, &file);
     assert!(!ok && err.contains("is revoked"), "{err}");
-    run_ok(
-        Command::new(bin("wardline-aggregator"))
-            .args(["admin", "lift-revocation", "--sensor-id", "ward-a-1", "--api", &agg.api()])
-            .env("WARDLINE_CERT_DIR", &agg.operator_dir),
-    )
-    .unwrap();
+    agg.admin_cli(&["admin", "lift-revocation", "--sensor-id", "ward-a-1"]).unwrap();
 
     // The link comes back: the sensor's spool (it kept its batches) drains as duplicates.
     let cfg = Sensor::write_config(&fleet, &spec(&agg.quic_addr(), tls_dir, "ward-a-1")).unwrap();

@@ -124,12 +124,7 @@ fn heartbeats_are_recorded_measure_the_clock_offset_and_raise_and_clear_an_alert
     assert!((offset + AHEAD_S as f64).abs() < 1.5, "{offset_line}");
 
     // The operator's view: `wardline-aggregator sensors` shows the sensor's health line.
-    let table = run_ok(
-        std::process::Command::new(bin("wardline-aggregator"))
-            .args(["sensors", "--api", &agg.api()])
-            .env("WARDLINE_CERT_DIR", &agg.operator_dir),
-    )
-    .unwrap();
+    let table = agg.admin_cli(&["sensors"]).unwrap();
     let line =
         table.lines().find(|l| l.starts_with(SENSOR) && l.contains("unhealthy")).unwrap_or_else(|| panic!("{table}"));
     let columns: Vec<&str> = line.split_whitespace().collect();

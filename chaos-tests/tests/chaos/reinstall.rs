@@ -5,7 +5,6 @@
 //! second capture's ground truth, replicated flow packets equal to both captures' together),
 //! and the change is visible in the sensors view, the CLI, an alert, a metric and the log.
 
-use std::process::Command;
 use std::time::Duration;
 use wardline_chaos_tests::expect::*;
 use wardline_chaos_tests::procs::*;
@@ -81,12 +80,7 @@ fn a_wiped_sensor_starts_a_new_epoch_and_everything_after_arrives_exactly_once()
     assert_eq!(view["ingest"]["batches_rejected"], 0, "{view}");
 
     // The CLI, the alert, the metric and the log line say so too.
-    let cli = run_ok(
-        Command::new(bin("wardline-aggregator"))
-            .args(["sensors", "--api", &agg.api()])
-            .env("WARDLINE_CERT_DIR", &agg.operator_dir),
-    )
-    .unwrap();
+    let cli = agg.admin_cli(&["sensors"]).unwrap();
     assert!(cli.contains(&format!("left spool epoch {first_epoch} at batch {first_last_seq}")), "{cli}");
     let alerts = agg.get("/api/v1/alerts").unwrap().to_string();
     assert!(alerts.contains("sensor_epoch_changed"), "{alerts}");

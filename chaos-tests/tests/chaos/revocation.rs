@@ -2,35 +2,18 @@
 //! the CLI, every batch the sensor sends with it is refused (kept in its spool, not lost);
 //! the sensor's re-issued certificate delivers everything, exactly once.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 use wardline_chaos_tests::expect::*;
 use wardline_chaos_tests::procs::*;
 
 /// `wardline-aggregator ARGS --api API` as the admin operator; its stdout.
 fn admin_cli(agg: &Aggregator, args: &[&str]) -> String {
-    run_ok(
-        Command::new(bin("wardline-aggregator"))
-            .args(args)
-            .args(["--api", &agg.api()])
-            .env("WARDLINE_CERT_DIR", &agg.operator_dir),
-    )
-    .unwrap()
+    agg.admin_cli(args).unwrap()
 }
 
-/// Issue a certificate for `ward-a-1` into `dir`; its serial, from what `issue-sensor` prints.
+/// Issue a certificate for `ward-a-1` into `dir` with the CLI; its serial, as printed.
 fn issue(fleet: &Fleet, dir: &std::path::Path) -> String {
-    let out = run_ok(
-        Command::new(bin("wardline-aggregator"))
-            .args(["admin", "issue-sensor", "--sensor-id", "ward-a-1", "--site", "north", "--ca-dir"])
-            .arg(fleet.ca_dir())
-            .arg("--out-dir")
-            .arg(dir),
-    )
-    .unwrap();
-    let serial = out.split("(serial ").nth(1).and_then(|s| s.split(',').next()).unwrap_or_default();
-    assert!(!serial.is_empty() && out.contains("expires"), "issue-sensor should print serial and expiry: {out}");
-    serial.to_string()
+    fleet.issue_sensor_cli("ward-a-1", "north", dir).unwrap()
 }
 
 #[test]
