@@ -198,14 +198,7 @@ async fn hostile_compressed_frames_are_refused_with_a_reason_counted_and_never_a
     let spool = open_spool(&fleet, "spool");
     push_hospital_flows(&spool, 3, 250);
     let batches = spool.next_batches(3).unwrap();
-    let tls = wardline_sensor::config::TlsPaths {
-        cert: sensor.join("sensor.pem"),
-        key: sensor.join("sensor.key"),
-        ca: sensor.join("ca.pem"),
-    };
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint
-        .set_default_client_config(wardline_sensor::tls::quic_client_config_offering(&tls, &[ALPN_UPLINK_V3]).unwrap());
+    let endpoint = crate::quic::raw_client(&sensor, ALPN_UPLINK_V3);
     let connect = || async { endpoint.connect(server.addr, "localhost").unwrap().await.unwrap() };
     let plain = wire::encode_frame(&batches).unwrap();
     let good = wire::compress_frame(&plain, 3).unwrap();

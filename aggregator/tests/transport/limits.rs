@@ -3,7 +3,7 @@
 //! over its byte rate, each while a well-behaved sensor keeps delivering; QUIC address
 //! validation.
 
-use crate::quic::{open_spool, start_server, uplink_cfg, wait_until, Fleet, LogBuf};
+use crate::quic::{flow, open_spool, start_server, uplink_cfg, wait_until, Fleet, LogBuf};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wardline_aggregator::ingest::{codes, BatchHandler, IngestLimits, IngestStats};
 use wardline_aggregator::pki::SensorIdentity;
 use wardline_common::wire::{self, BatchReply, ALPN_UPLINK};
-use wardline_common::{Batch, Event, FlowRecord, MacAddr};
+use wardline_common::Batch;
 use wardline_sensor::uplink;
 
 /// A generous bound on one ack of the well-behaved sensor: on loopback an ack takes
@@ -42,29 +42,6 @@ impl BatchHandler for Acking {
     async fn revoked(&self, identity: &SensorIdentity, _serial: &str) -> Option<String> {
         self.revoked.lock().unwrap().contains(&identity.sensor_id).then(|| "test: revoked".to_string())
     }
-}
-
-fn flow(n: u32) -> Event {
-    Event::Flow(FlowRecord {
-        ip_proto: 6,
-        vlan: None,
-        a_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        b_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        a_ip: [10, 0, 0, 1].into(),
-        b_ip: [10, 0, 0, 2].into(),
-        a_port: (n % 60000) as u16,
-        b_port: 443,
-        first_seen_us: n as u64,
-        last_seen_us: n as u64 + 10,
-        packets_ab: 10,
-        packets_ba: 9,
-        bytes_ab: 1000,
-        bytes_ba: 900,
-        tcp_flags_ab: 0x1b,
-        tcp_flags_ba: 0x1b,
-        app: "tls".into(),
-        end_reason: "fin".into(),
-    })
 }
 
 /// A client endpoint holding `sensor_dir`'s certificate, speaking uplink version 1 (one

@@ -139,7 +139,20 @@ pub(crate) fn device(n: u8) -> Event {
     })
 }
 
-fn flow(n: u32) -> Event {
+/// A bare QUIC client with the sensor certificates in `sensor_dir`, offering only `alpn`:
+/// for tests that write frames by hand.
+pub(crate) fn raw_client(sensor_dir: &Path, alpn: &[u8]) -> quinn::Endpoint {
+    let tls = wardline_sensor::config::TlsPaths {
+        cert: sensor_dir.join("sensor.pem"),
+        key: sensor_dir.join("sensor.key"),
+        ca: sensor_dir.join("ca.pem"),
+    };
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(wardline_sensor::tls::quic_client_config_offering(&tls, &[alpn]).unwrap());
+    endpoint
+}
+
+pub(crate) fn flow(n: u32) -> Event {
     Event::Flow(FlowRecord {
         ip_proto: 6,
         vlan: Some(20),
@@ -827,14 +840,7 @@ async fn malformed_multi_batch_frames_are_refused_with_a_reason_and_counted() {
     let spool = open_spool(&fleet, "spool");
     push_flows(&spool, 3, 2);
     let batches = spool.next_batches(3).unwrap();
-    let tls = wardline_sensor::config::TlsPaths {
-        cert: sensor.join("sensor.pem"),
-        key: sensor.join("sensor.key"),
-        ca: sensor.join("ca.pem"),
-    };
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint
-        .set_default_client_config(wardline_sensor::tls::quic_client_config_offering(&tls, &[ALPN_UPLINK_V2]).unwrap());
+    let endpoint = raw_client(&sensor, ALPN_UPLINK_V2);
     let conn = endpoint.connect(server.addr, "localhost").unwrap().await.unwrap();
 
     let garbage = b"\x03\x05not a batch at all";
