@@ -172,10 +172,21 @@ fn round(c: &mut Cluster, r: usize, pcap: &std::path::Path) -> Round {
         if survivors.iter().any(|&i| watermark(&c.nodes[i], &id).unwrap_or(0) > before) {
             break killed_at.elapsed().as_secs_f64() * 1000.0;
         }
-        assert!(
-            killed_at.elapsed() < ROUND_LIMIT,
-            "round {r}: no new batch of {id} acked within {ROUND_LIMIT:?} after killing leader {old}"
-        );
+        if killed_at.elapsed() >= ROUND_LIMIT {
+            // Why: the sensor's and the survivors' last words.
+            let log = std::fs::read_to_string(c.fleet.path().join(format!("{id}.log"))).unwrap_or_default();
+            let tail =
+                |t: &str| t.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let nodes: Vec<String> = survivors
+                .iter()
+                .map(|&i| format!("node {}:\n{}", c.nodes[i].node_id, tail(&c.nodes[i].log_text())))
+                .collect();
+            panic!(
+                "round {r}: no new batch of {id} acked within {ROUND_LIMIT:?} after killing leader {old}\nsensor:\n{}\n{}",
+                tail(&log),
+                nodes.join("\n")
+            );
+        }
         std::thread::sleep(POLL);
     };
     let new = c.leader().map(|i| c.nodes[i].node_id).unwrap_or(0);
