@@ -127,6 +127,10 @@ fn round(c: &mut Cluster, r: usize, pcap: &std::path::Path) -> Round {
         &format!("[uplink]\nfallback_servers = [{}]\nmax_frame_batches = 1\n", others.join(", ")),
         1,
     );
+    // Every device re-reported at each drain, as before decision 0041's update: the capture
+    // then makes enough batches that the sensor is still sending when the leader is killed
+    // (with 5-minute counter reports it shipped all 87 in half a second, before the kill).
+    let text = text.replacen("[batch]\n", "[batch]\ncounter_report_interval_secs = 0\n", 1);
     std::fs::write(&cfg, text).unwrap();
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(c.fleet.path().join(format!("{id}.log"))).unwrap();
