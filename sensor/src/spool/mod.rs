@@ -503,18 +503,7 @@ impl Spool {
                 }
             }
         }
-        let c = &g.c;
-        Ok(SpoolReport {
-            spool_epoch: c.epoch,
-            batches_evicted: c.batches_evicted,
-            events_evicted: c.events_evicted,
-            flows_evicted: c.flows_evicted,
-            flow_bytes_evicted: c.flow_bytes_evicted,
-            flows_rolled_up: c.flows_rolled_up,
-            rollups_created: c.rollups_created,
-            records_quarantined: c.records_quarantined,
-            losses,
-        })
+        Ok(SpoolReport { losses, ..Self::epoch_report(&g.c) })
     }
 
     /// Record a loss entry (and prune the oldest beyond the bound) into `ops`.
