@@ -67,6 +67,12 @@ impl OutboxStatus {
     pub fn view(&self) -> OutboxView {
         self.inner.lock().map(|v| v.clone()).unwrap_or_default()
     }
+    /// The view with its replicated fields read from `outbox` itself rather than from the
+    /// drainer's last pass: right after a restart the drainer has not looked yet, and an
+    /// empty-looking outbox then would be a lie (a test waiting for the drain believed it).
+    pub fn view_at(&self, outbox: &crate::state::FlowOutbox) -> OutboxView {
+        OutboxView { entries: outbox.entries.len() as u64, rows: outbox.rows, bytes: outbox.bytes, ..self.view() }
+    }
     fn update(&self, f: impl FnOnce(&mut OutboxView)) {
         if let Ok(mut v) = self.inner.lock() {
             f(&mut v);

@@ -137,17 +137,18 @@ impl QueryService {
     /// The flow store's totals next to the counters replicated through Raft.
     pub async fn totals(&self) -> Result<TotalsView, QueryError> {
         let store = self.sink.totals().await?;
-        let replicated = self
+        let (replicated, outbox) = self
             .raft
             .read_state(|s| {
-                s.sensors().values().fold(ReplicatedFlowTotals::default(), |t, r| ReplicatedFlowTotals {
+                let totals = s.sensors().values().fold(ReplicatedFlowTotals::default(), |t, r| ReplicatedFlowTotals {
                     flows: t.flows.saturating_add(r.flows),
                     packets: t.packets.saturating_add(r.flow_packets),
                     bytes: t.bytes.saturating_add(r.flow_bytes),
-                })
+                });
+                (totals, self.ingest_stats.outbox.view_at(s.outbox()))
             })
             .await;
-        Ok(TotalsView { replicated, store, outbox: self.ingest_stats.outbox.view() })
+        Ok(TotalsView { replicated, store, outbox })
     }
 
     /// Replicated sensor records and this node's ingest counters.
