@@ -17,6 +17,7 @@
 use crate::pki::SensorIdentity;
 use crate::raft::RaftNode;
 use crate::state::sensor_health::HeartbeatRecord;
+use crate::state::sensor_health::MAX_SENSORS;
 use crate::state::Command;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +45,8 @@ impl Outcome {
 /// A node's heartbeat desk.
 pub struct Heartbeats {
     raft: Arc<RaftNode>,
+    /// Where heartbeats left unrecorded by the sensor bound are counted.
+    stats: Arc<crate::ingest::IngestStats>,
     /// Sensors with a proposal in flight (at most one each).
     pending: Mutex<HashSet<String>>,
     /// The gate's last refusal was logged (logged again when it opens and closes again).
@@ -53,9 +56,10 @@ pub struct Heartbeats {
 }
 
 impl Heartbeats {
-    pub fn new(raft: Arc<RaftNode>) -> Arc<Self> {
+    pub fn new(raft: Arc<RaftNode>, stats: Arc<crate::ingest::IngestStats>) -> Arc<Self> {
         Arc::new(Heartbeats {
             raft,
+            stats,
             pending: Mutex::new(HashSet::new()),
             gate_logged: AtomicBool::new(false),
             received: AtomicU64::new(0),
@@ -82,10 +86,31 @@ impl Heartbeats {
             return Outcome { outcome: "not-leader".into(), leader_ingest };
         }
         let record = record_of(identity, heartbeat, cert_not_after_s, received_us);
-        let worth = {
+        let (worth, full) = {
             let r = record.clone();
-            self.raft.read_state(move |s| s.sensor_health().worth_recording(&r)).await
+            self.raft
+                .read_state(move |s| {
+                    let h = s.sensor_health();
+                    (h.worth_recording(&r), h.is_full_for(&r.sensor_id))
+                })
+                .await
         };
+        if full {
+            // Counted, and logged at the first and every 1,000th so the log is not flooded.
+            let n = self.stats.heartbeat_unrecorded_sensor_limit();
+            if n == 1 || n % 1000 == 0 {
+                warn!(
+                    sensor = %identity.sensor_id,
+                    unrecorded = n,
+                    "a heartbeat was not recorded: the cluster keeps the health of at most {MAX_SENSORS} sensors \
+                     and knows that many; the sensor's batches are still accepted (see \
+                     wardline_sensor_heartbeats_unrecorded_sensor_limit)"
+                );
+            }
+            return Outcome::said(format!(
+                "not-recorded: the cluster keeps the health of at most {MAX_SENSORS} sensors"
+            ));
+        }
         if !worth {
             return Outcome::said("unchanged");
         }

@@ -176,6 +176,7 @@ pub struct IngestStats {
     pub outbox: Arc<crate::outbox::OutboxStatus>,
     refused: RefusalCounters,
     address_validation_retries: AtomicU64,
+    heartbeats_unrecorded_sensor_limit: AtomicU64,
     /// Per-sensor limit hits, at most [`MAX_LIMITED_SENSORS`] sensors by name.
     sensors_limited: std::sync::Mutex<std::collections::BTreeMap<String, SensorLimitHits>>,
 }
@@ -346,6 +347,10 @@ pub struct IngestStatsSnapshot {
     pub compressed_frame_bytes: u64,
     #[serde(default)]
     pub decompressed_frame_bytes: u64,
+    /// Heartbeats this node (as leader) did not record because the cluster already keeps
+    /// the health of `sensor_health::MAX_SENSORS` other sensors.
+    #[serde(default)]
+    pub heartbeats_unrecorded_sensor_limit: u64,
 }
 
 impl IngestStats {
@@ -383,7 +388,13 @@ impl IngestStats {
             frames_bad_compression: g(&self.frames_bad_compression),
             compressed_frame_bytes: g(&self.compressed_frame_bytes),
             decompressed_frame_bytes: g(&self.decompressed_frame_bytes),
+            heartbeats_unrecorded_sensor_limit: g(&self.heartbeats_unrecorded_sensor_limit),
         }
+    }
+
+    /// Count a heartbeat left unrecorded because the sensor-health bound is reached.
+    pub fn heartbeat_unrecorded_sensor_limit(&self) -> u64 {
+        self.heartbeats_unrecorded_sensor_limit.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Count a refused connection under its reason and in `connections_refused`.

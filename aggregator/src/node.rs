@@ -96,7 +96,7 @@ impl Node {
         let query =
             Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()).with_flow_store(store));
         let committer = GroupCommitter::start_with_jump(raft.clone(), config.outbox_max_bytes, config.max_seq_jump);
-        let heartbeats = crate::heartbeat::Heartbeats::new(raft.clone());
+        let heartbeats = crate::heartbeat::Heartbeats::new(raft.clone(), ingest_stats.clone());
         Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer, telemetry, heartbeats }))
     }
 

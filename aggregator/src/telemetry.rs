@@ -145,7 +145,8 @@ impl Telemetry {
         registry.register(
             "wardline_sensor_epoch_events",
             "Replicated totals of all sensors (only grow): epoch changes (a wiped or reinstalled sensor began a new \
-             spool epoch), batches refused as of an older epoch, batches refused for a sequence jump",
+             spool epoch), batches refused as of an older epoch, batches refused for a sequence jump, retired epochs \
+             forgotten beyond the 16 kept per sensor",
             sensor_epochs.clone(),
         );
         registry.register_collector(Box::new(Collected { raft: raft.clone(), ingest, tls_cert }));
@@ -220,6 +221,7 @@ impl Telemetry {
                         ("changed", e.changes),
                         ("refused_older_epoch", e.stale_refused),
                         ("refused_seq_jump", e.jumps_refused),
+                        ("retired_forgotten", e.retired_forgotten()),
                     ],
                 )
             })
@@ -475,6 +477,13 @@ impl prometheus_client::collector::Collector for Collected {
                 ("rejected", s.batches_rejected),
                 ("retry_later", s.batches_retry_later),
             ],
+        )?;
+        counter(
+            enc,
+            "wardline_sensor_heartbeats_unrecorded_sensor_limit",
+            "Heartbeats this node as leader did not record because the cluster keeps the health of at most \
+             10,000 sensors (sensor_health::MAX_SENSORS)",
+            s.heartbeats_unrecorded_sensor_limit,
         )?;
         counter(
             enc,

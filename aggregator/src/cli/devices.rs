@@ -248,6 +248,14 @@ pub async fn sensors(target: ApiTarget, json: bool) -> Result<()> {
                 cell(&old["ended_ms"])
             );
         }
+        let listed = e["retired"].as_array().map_or(0, |r| r.len() as u64);
+        let forgotten = e["changes"].as_u64().unwrap_or(0).saturating_sub(listed);
+        if forgotten > 0 {
+            println!(
+                "{id}: {forgotten} older spool epochs are no longer listed (the cluster keeps the last {listed}); \
+                 a late batch of one of them is refused, never applied twice"
+            );
+        }
         let refused = (e["stale_refused"].as_u64().unwrap_or(0), e["jumps_refused"].as_u64().unwrap_or(0));
         if refused != (0, 0) {
             println!(

@@ -164,6 +164,7 @@ impl QueryService {
                     changes: e.changes,
                     stale_refused: e.stale_refused,
                     jumps_refused: e.jumps_refused,
+                    retired_forgotten: e.retired_forgotten(),
                 };
                 let records = e.iter().map(|(id, r)| (id.clone(), r.clone())).collect();
                 (s.sensors().clone(), health, losses, records, totals, s.homes().foreign_by_sensor.clone())

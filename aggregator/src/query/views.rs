@@ -338,6 +338,8 @@ pub struct SensorEpochTotals {
     pub changes: u64,
     pub stale_refused: u64,
     pub jumps_refused: u64,
+    /// Retired epochs beyond the 16 kept per sensor, no longer listed.
+    pub retired_forgotten: u64,
 }
 
 /// `GET /api/v1/cluster`: this node's view of Raft.

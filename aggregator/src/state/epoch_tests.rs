@@ -120,6 +120,28 @@ fn batches_of_a_retired_epoch_are_duplicates_or_refused_never_applied() {
 }
 
 #[test]
+fn retired_epochs_beyond_the_list_are_counted_and_their_late_batches_refused() {
+    let mut st = old_fleet();
+    // Wiped 18 times: 18 epoch changes, only the last 16 retired epochs listed.
+    let epochs: Vec<Ulid> = (1..=18u64).map(|i| epoch_at(T0 + i * 1_000)).collect();
+    for (i, e) in epochs.iter().enumerate() {
+        let ms = T0 + (i as u64 + 1) * 1_000;
+        assert_eq!(with_epoch(&mut st, *e, vec![batch(1, ms + 1), batch(2, ms + 2)]).batches, [true, true]);
+    }
+    let rec = st.epochs().get("s1").unwrap();
+    assert_eq!((rec.changes, rec.retired.len()), (18, epochs::MAX_RETIRED_EPOCHS));
+    assert_eq!(rec.retired_forgotten(), 2);
+    assert_eq!(st.epochs().retired_forgotten(), 2);
+    // The oldest listed is the second wipe's epoch: the legacy one and the first are forgotten.
+    assert_eq!(rec.retired[0].epoch, Some(epochs[1]));
+    // A late batch of a forgotten epoch is not applied again (it was applied once).
+    let applied = st.sensors()["s1"].batches_applied;
+    let late = with_epoch(&mut st, epochs[0], vec![batch(2, T0 + 1_002)]);
+    assert_eq!((late.batches.as_slice(), late.refused.len()), (&[false][..], 1), "{late:?}");
+    assert_eq!(st.sensors()["s1"].batches_applied, applied);
+}
+
+#[test]
 fn sequence_jumps_are_bounded_and_u64_max_cannot_blackhole_a_sensor() {
     let mut st = ClusterState::new();
     let e = epoch_at(T0);

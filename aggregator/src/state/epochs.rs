@@ -52,6 +52,15 @@ pub struct EpochRecord {
     pub jumps_refused: u64,
 }
 
+impl EpochRecord {
+    /// Retired epochs no longer listed because only the last [`MAX_RETIRED_EPOCHS`] are kept.
+    /// Every epoch change retires exactly one epoch, so this is the changes beyond the list;
+    /// a late batch of a forgotten epoch is refused (never applied twice), not acked.
+    pub fn retired_forgotten(&self) -> u64 {
+        self.changes.saturating_sub(self.retired.len() as u64)
+    }
+}
+
 /// An epoch a sensor left.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiredEpoch {
@@ -113,6 +122,11 @@ impl SensorEpochs {
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &EpochRecord)> {
         self.by_sensor.iter()
+    }
+
+    /// Retired epochs forgotten over all sensors ([`EpochRecord::retired_forgotten`]).
+    pub fn retired_forgotten(&self) -> u64 {
+        self.by_sensor.values().map(EpochRecord::retired_forgotten).sum()
     }
 
     /// Judge a batch of `sensor_id` from spool `epoch` with sequence `seq`; `sensor` is its
@@ -195,6 +209,8 @@ impl SensorEpochs {
                 ended_ms: started_ms,
             });
             if record.retired.len() > MAX_RETIRED_EPOCHS {
+                // Counted: `retired_forgotten` (changes beyond the list), shown by the API,
+                // the `sensors` CLI and the `wardline_sensor_epoch_events` metric.
                 record.retired.remove(0);
             }
             record.changes = record.changes.saturating_add(1);

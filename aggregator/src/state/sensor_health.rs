@@ -221,6 +221,12 @@ impl SensorHealth {
         self.sensors.get(sensor_id)
     }
 
+    /// True when `sensor_id` is not kept and [`MAX_SENSORS`] others are: its heartbeats
+    /// cannot be recorded (the leader counts them instead of proposing them).
+    pub fn is_full_for(&self, sensor_id: &str) -> bool {
+        !self.sensors.contains_key(sensor_id) && self.sensors.len() >= MAX_SENSORS
+    }
+
     /// Whether recording `next` would change anything worth a Raft entry: a new sensor, other
     /// conditions, a new version, certificate or uplink connectivity, or the last record
     /// being [`RECORD_INTERVAL_MS`] old (by `next.received_ms`).
@@ -238,7 +244,7 @@ impl SensorHealth {
     /// Record a heartbeat and open or resolve the sensor's `sensor_unhealthy` alerts.
     /// Returns false (and changes nothing but the refusal count) when it cannot be kept.
     pub fn record(&mut self, next: &HeartbeatRecord, alerts: &mut AlertStore) -> bool {
-        if !self.sensors.contains_key(&next.sensor_id) && self.sensors.len() >= MAX_SENSORS {
+        if self.is_full_for(&next.sensor_id) {
             self.refused = self.refused.saturating_add(1);
             return false;
         }
@@ -481,6 +487,8 @@ mod tests {
         }
         let newcomer = healthy(T0);
         assert!(!h.worth_recording(&newcomer));
+        assert!(h.is_full_for(&newcomer.sensor_id));
+        assert!(!h.is_full_for("x7"), "a kept sensor is still recorded");
         assert!(!h.record(&newcomer, &mut alerts));
         assert_eq!(h.refused, 1);
     }
