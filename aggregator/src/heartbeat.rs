@@ -98,7 +98,7 @@ impl Heartbeats {
         if full {
             // Counted, and logged at the first and every 1,000th so the log is not flooded.
             let n = self.stats.heartbeat_unrecorded_sensor_limit();
-            if n == 1 || n % 1000 == 0 {
+            if n == 1 || n.is_multiple_of(1000) {
                 warn!(
                     sensor = %identity.sensor_id,
                     unrecorded = n,
