@@ -89,6 +89,73 @@ fn sensor_flows(agg: &Aggregator, sensor: &str) -> u64 {
     agg.get("/api/v1/sensors").ok().and_then(|v| v["sensors"][sensor]["flows"].as_u64()).unwrap_or(0)
 }
 
+/// The node's group-commit counters (`ingest.group_commit` of `/api/v1/sensors`).
+fn group_commits(agg: &Aggregator) -> [u64; 4] {
+    let v = agg.get("/api/v1/sensors").ok().map(|v| v["ingest"]["group_commit"].clone()).unwrap_or_default();
+    ["groups", "batches", "flows", "commit_micros"].map(|k| v[k].as_u64().unwrap_or(0))
+}
+
+/// One line on the Raft proposals a drain took: how large, how long, and how much of the
+/// drain's wall time the committer spent waiting on them (near 100 %: the node's commit path
+/// bounds the drain; far below: the sensor or the network does).
+fn print_commits(label: &str, before: [u64; 4], after: [u64; 4], wall_secs: f64) {
+    let [g, b, f, us] = [0, 1, 2, 3].map(|i| after[i].saturating_sub(before[i]));
+    let n = g.max(1) as f64;
+    println!(
+        "{label}: {g} group commits, {:.1} batches and {:.0} flows each, {:.1} ms each; the committer waited on \
+         Raft {:.2} s of the {wall_secs:.2} s ({:.0} %)",
+        b as f64 / n,
+        f as f64 / n,
+        us as f64 / 1e3 / n,
+        us as f64 / 1e6,
+        us as f64 / 1e4 / wall_secs.max(1e-9)
+    );
+}
+
+/// CPU seconds (user + system) process `pid` has used so far, from /proc (0 when gone).
+fn cpu_secs(pid: Option<u32>) -> f64 {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok()) else { return 0.0 };
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Bytes process `pid` has caused to be written to storage so far (/proc/PID/io).
+fn written_bytes(pid: Option<u32>) -> u64 {
+    let Some(io) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/io")).ok()) else { return 0 };
+    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Sample [`cpu_secs`] of `pids` until `sensor` exits (bounded: 30 min), keeping the last
+/// reading of each (a process that exited reads 0 afterwards).
+fn cpu_until_exit<const N: usize>(sensor: &mut Sensor, pids: &[Option<u32>; N]) -> [f64; N] {
+    let mut last = [0.0f64; N];
+    let mut written = 0;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while !sensor.exited() && Instant::now() < deadline {
+        for (l, p) in last.iter_mut().zip(pids) {
+            *l = l.max(cpu_secs(*p));
+        }
+        written = written.max(written_bytes(sensor.pid()));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("sensor wrote {:.1} MB to its disk while draining", written as f64 / 1e6);
+    last
+}
+
+/// CPU used by each named process between two [`cpu_secs`] readings, as one line.
+fn print_cpu(label: &str, names: &[&str], before: &[f64], after: &[f64], wall_secs: f64) {
+    let parts: Vec<String> =
+        names.iter().zip(before.iter().zip(after)).map(|(n, (b, a))| format!("{n} {:.2} s", a - b)).collect();
+    let total: f64 = after.iter().sum::<f64>() - before.iter().sum::<f64>();
+    println!(
+        "{label}: CPU over the {wall_secs:.2} s: {} (together {total:.2} s of the {:.2} core-seconds the machine had)",
+        parts.join(", "),
+        wall_secs * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+    );
+}
+
 fn outbox_rows(agg: &Aggregator) -> Option<u64> {
     agg.get("/api/v1/flows/totals").ok().and_then(|v| v["outbox"]["rows"].as_u64())
 }
@@ -198,6 +265,10 @@ fn main() -> Result<()> {
         let first =
             wait_for("the first backlog ack", Duration::from_secs(120), || Ok(sensor_flows(&agg, "backlog-1") > 0))?;
         let first_flows = sensor_flows(&agg, "backlog-1");
+        let commits_before = group_commits(&agg);
+        let pids = [agg.pid(), sensor.pid(), ch.pid()];
+        let cpu_before = pids.map(cpu_secs);
+        let cpu_after = cpu_until_exit(&mut sensor, &pids);
         let st = sensor.wait(Duration::from_secs(1800))?;
         let done = Instant::now();
         stop_perf(perf);
@@ -214,6 +285,8 @@ fn main() -> Result<()> {
             (done - started).as_secs_f64(),
             total as f64 / (done - started).as_secs_f64()
         );
+        print_commits("backlog", commits_before, group_commits(&agg), secs);
+        print_cpu("backlog", &["node", "sensor", "ClickHouse"], &cpu_before, &cpu_after, secs);
         let t2 = wait_for("the outbox to drain", Duration::from_secs(600), || Ok(outbox_rows(&agg) == Some(0)))?;
         let rate = total as f64 / (t2 - started).as_secs_f64();
         println!(
@@ -262,8 +335,15 @@ fn main() -> Result<()> {
         .collect();
     let first =
         wait_for("the first cluster ack", Duration::from_secs(120), || Ok(sensor_flows(leader, "cluster-1") > 0))?;
+    let commits_before = group_commits(leader);
+    let pids = [nodes[0].pid(), nodes[1].pid(), nodes[2].pid(), sensor.pid(), ch.pid()];
+    let cpu_before = pids.map(cpu_secs);
+    let cpu_after = cpu_until_exit(&mut sensor, &pids);
     let st = sensor.wait(Duration::from_secs(1800))?;
     let acked = Instant::now();
+    print_commits("cluster", commits_before, group_commits(leader), (acked - first).as_secs_f64());
+    let names = ["leader", "follower", "follower", "sensor", "ClickHouse"];
+    print_cpu("cluster", &names, &cpu_before, &cpu_after, (acked - first).as_secs_f64());
     stop_perf(perf);
     if !st.success() {
         bail!("cluster sensor failed:\n{}", sensor.log_text());

@@ -174,6 +174,8 @@ pub struct IngestStats {
     decompressed_frame_bytes: AtomicU64,
     /// The flow outbox as this node sees it (decision 0016).
     pub outbox: Arc<crate::outbox::OutboxStatus>,
+    /// Raft proposals of ingest groups made by this node (as leader).
+    pub group_commit: Arc<crate::outbox::group_commit::GroupCommitStats>,
     refused: RefusalCounters,
     address_validation_retries: AtomicU64,
     heartbeats_unrecorded_sensor_limit: AtomicU64,
@@ -351,6 +353,10 @@ pub struct IngestStatsSnapshot {
     /// the health of `sensor_health::MAX_SENSORS` other sensors.
     #[serde(default)]
     pub heartbeats_unrecorded_sensor_limit: u64,
+    /// Ingest groups this node proposed to Raft (as leader): how many, the batches and flows
+    /// they held, and the time from proposal to applied answer summed over them.
+    #[serde(default)]
+    pub group_commit: crate::outbox::group_commit::GroupCommitSnapshot,
 }
 
 impl IngestStats {
@@ -389,6 +395,7 @@ impl IngestStats {
             compressed_frame_bytes: g(&self.compressed_frame_bytes),
             decompressed_frame_bytes: g(&self.decompressed_frame_bytes),
             heartbeats_unrecorded_sensor_limit: g(&self.heartbeats_unrecorded_sensor_limit),
+            group_commit: self.group_commit.snapshot(),
         }
     }
 

@@ -95,7 +95,12 @@ impl Node {
         let sink = telemetry.wrap_sink(sink);
         let query =
             Arc::new(QueryService::new(raft.clone(), sink.clone(), kb, ingest_stats.clone()).with_flow_store(store));
-        let committer = GroupCommitter::start_with_jump(raft.clone(), config.outbox_max_bytes, config.max_seq_jump);
+        let committer = GroupCommitter::start(
+            raft.clone(),
+            config.outbox_max_bytes,
+            config.max_seq_jump,
+            ingest_stats.group_commit.clone(),
+        );
         let heartbeats = crate::heartbeat::Heartbeats::new(raft.clone(), ingest_stats.clone());
         Ok(Arc::new(Node { config, raft, sink, ingest_stats, query, committer, telemetry, heartbeats }))
     }

@@ -485,6 +485,21 @@ impl prometheus_client::collector::Collector for Collected {
              10,000 sensors (sensor_health::MAX_SENSORS)",
             s.heartbeats_unrecorded_sensor_limit,
         )?;
+        let g = &s.group_commit;
+        counters(
+            enc,
+            "wardline_ingest_group_commits",
+            "Raft entries this node proposed for ingest groups (as leader): proposals, failed proposals, the \
+             batches and flow records they held",
+            "what",
+            &[("groups", g.groups), ("failed", g.failed), ("batches", g.batches), ("flows", g.flows)],
+        )?;
+        ConstCounter::new(g.commit_micros as f64 / 1e6).encode(enc.encode_descriptor(
+            "wardline_ingest_group_commit_seconds",
+            "Time from proposing an ingest group to its applied answer, summed over the groups",
+            None,
+            MetricType::Counter,
+        )?)?;
         counter(
             enc,
             "wardline_ingest_identity_mismatches",

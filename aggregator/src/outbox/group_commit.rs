@@ -18,7 +18,9 @@ use crate::raft::{ProposeError, RaftNode};
 use crate::state::{
     batch_epoch, outbox_bytes_of, BatchSpoolReport, BatchSummary, Command, EpochBatch, IngestBatch, IngestVerdict,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -55,18 +57,65 @@ pub struct GroupCommitter {
     tx: mpsc::UnboundedSender<Pending>,
 }
 
-impl GroupCommitter {
-    /// Start the committing task. `max_outbox_bytes` is the outbox bound (decision 0016).
-    pub fn start(raft: Arc<RaftNode>, max_outbox_bytes: u64) -> Self {
-        Self::start_with_jump(raft, max_outbox_bytes, MAX_SEQ_JUMP)
+/// What the committer did, for `/api/v1/sensors` (`ingest.group_commit`) and the metrics.
+#[derive(Debug, Default)]
+pub struct GroupCommitStats {
+    groups: AtomicU64,
+    batches: AtomicU64,
+    flows: AtomicU64,
+    micros: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// [`GroupCommitStats`] read at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCommitSnapshot {
+    /// Raft entries proposed for ingest groups, and the proposals among them that failed.
+    pub groups: u64,
+    pub failed: u64,
+    /// Batches and flow records in those entries.
+    pub batches: u64,
+    pub flows: u64,
+    /// Time from proposal to the applied answer, summed over the groups (µs).
+    pub commit_micros: u64,
+}
+
+impl GroupCommitStats {
+    pub fn snapshot(&self) -> GroupCommitSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        GroupCommitSnapshot {
+            groups: g(&self.groups),
+            failed: g(&self.failed),
+            batches: g(&self.batches),
+            flows: g(&self.flows),
+            commit_micros: g(&self.micros),
+        }
     }
 
-    /// Like `start`, refusing batches whose seq jumps more than `max_seq_jump` past their
-    /// sensor's watermark (decision 0036).
-    pub fn start_with_jump(raft: Arc<RaftNode>, max_outbox_bytes: u64, max_seq_jump: u64) -> Self {
+    fn record(&self, batches: usize, flows: usize, took: Duration, ok: bool) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.batches.fetch_add(batches as u64, Ordering::Relaxed);
+        self.flows.fetch_add(flows as u64, Ordering::Relaxed);
+        self.micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl GroupCommitter {
+    /// Start the committing task. `max_outbox_bytes` is the outbox bound (decision 0016);
+    /// batches whose seq jumps more than `max_seq_jump` past their sensor's watermark are
+    /// refused (decision 0036).
+    pub fn start(
+        raft: Arc<RaftNode>,
+        max_outbox_bytes: u64,
+        max_seq_jump: u64,
+        stats: Arc<GroupCommitStats>,
+    ) -> Self {
         // Unbounded is safe: ingest bounds the batches in flight (IngestLimits).
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, max_outbox_bytes, max_seq_jump.max(1), rx));
+        tokio::spawn(run(raft, max_outbox_bytes, max_seq_jump.max(1), stats, rx));
         GroupCommitter { tx }
     }
 
@@ -121,7 +170,13 @@ struct Refusal {
     at: Instant,
 }
 
-async fn run(raft: Arc<RaftNode>, max_outbox_bytes: u64, max_seq_jump: u64, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(
+    raft: Arc<RaftNode>,
+    max_outbox_bytes: u64,
+    max_seq_jump: u64,
+    stats: Arc<GroupCommitStats>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
     let mut refused: HashMap<String, Refusal> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -135,7 +190,7 @@ async fn run(raft: Arc<RaftNode>, max_outbox_bytes: u64, max_seq_jump: u64, mut 
                 Err(_) => break,
             }
         }
-        commit_group(&raft, max_outbox_bytes, max_seq_jump, &mut refused, group).await;
+        commit_group(&raft, max_outbox_bytes, max_seq_jump, &stats, &mut refused, group).await;
     }
 }
 
@@ -148,6 +203,7 @@ async fn commit_group(
     raft: &RaftNode,
     max_outbox_bytes: u64,
     max_seq_jump: u64,
+    stats: &GroupCommitStats,
     refused: &mut HashMap<String, Refusal>,
     group: Vec<Pending>,
 ) {
@@ -262,12 +318,12 @@ async fn commit_group(
     }
     if !proposal.is_empty() {
         let batches = proposal.into_iter().map(|p| (p.batch, p.report, p.reply)).collect();
-        propose(raft, refused, batches, None, max_seq_jump).await;
+        propose(raft, stats, refused, batches, None, max_seq_jump).await;
     }
     if !with_epoch.is_empty() {
         let epochs = with_epoch.iter().map(|(_, epoch, begins)| (*epoch, *begins)).collect();
         let batches = with_epoch.into_iter().map(|(p, _, _)| (p.batch, p.report, p.reply)).collect();
-        propose(raft, refused, batches, Some(epochs), max_seq_jump).await;
+        propose(raft, stats, refused, batches, Some(epochs), max_seq_jump).await;
     }
 }
 
@@ -280,6 +336,7 @@ type ToPropose = (IngestBatch, Option<wardline_common::wire::SpoolReport>, onesh
 /// `epochs` names each batch's epoch (and whether it begins it after earlier ones).
 async fn propose(
     raft: &RaftNode,
+    stats: &GroupCommitStats,
     refused: &mut HashMap<String, Refusal>,
     batches: Vec<ToPropose>,
     epochs: Option<Vec<(ulid::Ulid, bool)>>,
@@ -299,6 +356,7 @@ async fn propose(
     let ids: Vec<(String, ulid::Ulid, u64)> =
         batches.iter().map(|b| (b.summary.sensor_id.clone(), b.summary.batch_id, b.summary.seq)).collect();
     let n = batches.len();
+    let flows: usize = batches.iter().map(|b| b.flows.len()).sum();
     let epochs = epochs.unwrap_or_default();
     let command = if epochs.is_empty() {
         let reports: Vec<BatchSpoolReport> = reports
@@ -323,7 +381,10 @@ async fn propose(
             .map(|((batch, (_, report)), (epoch, _))| EpochBatch { epoch: *epoch, batch, report });
         Command::ApplyEpochBatches { max_seq_jump, batches: batches.collect() }
     };
-    match raft.propose(command).await {
+    let started = Instant::now();
+    let result = raft.propose(command).await;
+    stats.record(n, flows, started.elapsed(), result.is_ok());
+    match result {
         Ok(resp) => {
             debug!(batches = n, "group committed");
             for (i, ((sensor, batch_id, seq), reply)) in ids.into_iter().zip(replies).enumerate() {

@@ -157,6 +157,9 @@ struct Inner {
     seals: u64,
     rollups: u64,
     evictions: u64,
+    /// `report_through` of sealed batches this process sealed or read, by seq, so removing
+    /// an acked batch need not read and decode it again (a miss falls back to reading it).
+    report_through: std::collections::HashMap<u64, u64>,
 }
 
 pub struct Spool {
@@ -316,6 +319,7 @@ impl Spool {
                 seals: 0,
                 rollups: 0,
                 evictions: 0,
+                report_through: std::collections::HashMap::new(),
             }),
             pushed: tokio::sync::Notify::new(),
         };
@@ -430,6 +434,7 @@ impl Spool {
             return Err(e);
         }
         if seal_now {
+            g.report_through.insert(rec.seq, rec.report_through);
             g.sealed += 1;
             g.seals += 1;
             crash_point(CrashPoint::SpoolAfterSeal, g.seals);
@@ -740,6 +745,9 @@ impl Spool {
         }
         if tree == T_SEALED {
             g.sealed -= 1;
+            if let Some(seq) = key_seq(&key) {
+                g.report_through.remove(&seq);
+            }
         } else {
             g.queued -= 1;
         }
@@ -796,6 +804,9 @@ impl Spool {
         }
         if tree == T_SEALED {
             g.sealed -= 1;
+            if let Some(seq) = key_seq(&key) {
+                g.report_through.remove(&seq);
+            }
         } else {
             g.queued -= 1;
         }
@@ -823,7 +834,10 @@ impl Spool {
                 },
             };
             match checked {
-                Ok(r) => out.push(r.into_batch()),
+                Ok(r) => {
+                    g.report_through.insert(r.seq, r.report_through);
+                    out.push(r.into_batch())
+                }
                 Err(reason) => corrupt.push((key, value, reason)),
             }
         }
@@ -871,6 +885,7 @@ impl Spool {
             }
             g.queued -= 1;
             g.sealed += 1;
+            g.report_through.insert(rec.seq, rec.report_through);
             g.bytes = g.bytes + bytes.len() as u64 - value.len() as u64;
             g.seals += 1;
             crash_point(CrashPoint::SpoolAfterSeal, g.seals);
@@ -923,12 +938,14 @@ impl Spool {
         Ok(self.remove_acked(&[seq])? == 1)
     }
 
-    /// Delete batches the aggregator acknowledged, with one flush to disk for all of them.
-    /// Returns how many were stored. Loss entries their reports carried are pruned.
+    /// Delete batches the aggregator acknowledged. Returns how many were stored. Loss
+    /// entries their reports carried are pruned.
     ///
-    /// Grouping is safe because removal only has to be durable enough that a crash re-sends
-    /// rather than loses: a batch whose removal had not reached the disk is sent again after
-    /// a restart and the aggregator acks it as a duplicate (decision 0016).
+    /// Not flushed: removal only has to be durable enough that a crash re-sends rather than
+    /// loses, and a batch whose removal had not reached the disk is sent again after a
+    /// restart and acked by the aggregator as a duplicate (decision 0016). The removal
+    /// reaches the disk with the next seal's flush or sled's periodic flush (500 ms); a
+    /// flush per group of acks was half of the sensor's disk waits in a backlog drain.
     pub fn remove_acked(&self, seqs: &[u64]) -> Result<usize> {
         if seqs.is_empty() {
             return Ok(0);
@@ -940,9 +957,11 @@ impl Spool {
             if let Some(v) = self.sealed.get(seq_key(seq)).context("cannot read the spool")? {
                 n += 1;
                 bytes += v.len() as u64;
-                if let Ok(r) = record::decode(&v) {
-                    report_through = report_through.max(r.report_through);
-                }
+                let through = match g.report_through.remove(&seq) {
+                    Some(t) => t,
+                    None => record::decode(&v).map_or(0, |r| r.report_through),
+                };
+                report_through = report_through.max(through);
                 ops.del(T_SEALED, &seq_key(seq));
             }
         }
@@ -958,7 +977,6 @@ impl Spool {
             g.c = saved;
             return Err(e);
         }
-        self.flush()?;
         g.sealed -= n;
         g.bytes -= bytes;
         Ok(n as usize)
@@ -983,6 +1001,7 @@ impl Spool {
         ops.put(T_DEAD, &key, encode_frame(&letter).context("cannot encode a dead letter")?);
         self.commit(ops, "dead-letter a batch")?;
         self.flush()?;
+        g.report_through.remove(&seq);
         g.sealed -= 1;
         g.bytes -= value.len() as u64;
         Ok(true)
