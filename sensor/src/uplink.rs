@@ -493,21 +493,26 @@ async fn run(
         // refused a frame as a whole (its batches come again): the next round needs a new
         // connection.
         let mut reconnect = false;
+        // The next window's batches, read and sealed on a blocking thread while this one is
+        // sent (sealing writes each batch again; done inline it stalled the sending).
+        let mut refill: Option<Refill> = None;
+        let per_frame = if multi { frame_batches } else { 1 };
         loop {
             while failure.is_none() && in_flight.len() < window && !exhausted {
                 if queued.is_empty() {
-                    let outstanding: usize = in_flight.iter().map(|f| f.batches.len()).sum();
-                    let per_frame = if multi { frame_batches } else { 1 };
-                    queued = spool
-                        .next_batches(outstanding + acked.len() + window * per_frame)?
-                        .into_iter()
-                        .filter(|b| b.seq > last_sent)
-                        .collect();
+                    let pending = refill.take().unwrap_or_else(|| Refill::start(&spool, last_sent, window * per_frame));
+                    queued = pending.wait().await?.into_iter().filter(|b| b.seq > last_sent).collect();
                     exhausted = queued.is_empty();
                 }
                 let Some((batches, frame)) = cut_frame(&mut queued, multi, frame_batches, single_through) else {
                     break;
                 };
+                // Less than a window left: read the next one (after the last batch this round
+                // holds) meanwhile.
+                if refill.is_none() && queued.len() < window * per_frame {
+                    let after = queued.back().map_or(batches[batches.len() - 1].seq, |b| b.seq);
+                    refill = Some(Refill::start(&spool, after, window * per_frame));
+                }
                 let first_seq = batches[0].seq;
                 let frame = frame.and_then(|f| {
                     stats.frame_bytes += f.len() as u64;
@@ -542,6 +547,11 @@ async fn run(
                 }
             }
             let Some(InFlight { batches, reply }) = in_flight.pop_front() else {
+                // A refill of this round is not used by the next, which starts from the
+                // spool's oldest batch again; it is waited for so it ends before the removal.
+                if let Some(r) = refill.take() {
+                    r.wait().await?;
+                }
                 remove_acked(&spool, &mut acked)?;
                 break;
             };
@@ -663,7 +673,7 @@ async fn run(
                 }
             }
             if in_flight.front().is_none_or(|next| !next.reply.is_finished()) {
-                remove_acked(&spool, &mut acked)?;
+                try_remove_acked(&spool, &mut acked)?;
             }
         }
 
@@ -959,7 +969,37 @@ async fn send_heartbeat(
     }
 }
 
-/// Remove the acked batches from the spool with one flush.
+/// Spooled batches being read (and sealed) on a blocking thread.
+struct Refill(tokio::task::JoinHandle<Result<Vec<Batch>>>);
+
+impl Refill {
+    /// Start reading the next `n` batches after seq `after` (sealing queued ones as needed).
+    fn start(spool: &Arc<Spool>, after: u64, n: usize) -> Refill {
+        let spool = spool.clone();
+        Refill(tokio::task::spawn_blocking(move || spool.next_batches_after(after, n)))
+    }
+
+    async fn wait(self) -> Result<Vec<Batch>> {
+        self.0.await.context("the spool reading task failed")?
+    }
+}
+
+/// Remove the acked batches from the spool unless it is busy (a refill is sealing): then
+/// they wait for the next removal, and a crash meanwhile re-sends them as duplicates.
+fn try_remove_acked(spool: &Spool, acked: &mut Vec<u64>) -> Result<()> {
+    match spool.try_remove_acked(acked) {
+        None => Ok(()),
+        Some(r) => {
+            r.with_context(|| {
+                format!("cannot remove acknowledged batches {}..={} from the spool", acked[0], acked[acked.len() - 1])
+            })?;
+            acked.clear();
+            Ok(())
+        }
+    }
+}
+
+/// Remove the acked batches from the spool.
 fn remove_acked(spool: &Spool, acked: &mut Vec<u64>) -> Result<()> {
     if acked.is_empty() {
         return Ok(());

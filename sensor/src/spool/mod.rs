@@ -817,10 +817,23 @@ impl Spool {
     /// Up to `n` batches to send next, in seq order: the sealed ones, then (sealing them
     /// now) queued ones by class, then age. Corrupt records are quarantined instead.
     pub fn next_batches(&self, n: usize) -> Result<Vec<Batch>> {
+        self.next_batches_after(0, n)
+    }
+
+    /// Like [`Spool::next_batches`], leaving out sealed batches up to seq `after` (those
+    /// the caller already has in flight), so a sender refilling its window reads and decodes
+    /// only batches it has not sent yet.
+    pub fn next_batches_after(&self, after: u64, n: usize) -> Result<Vec<Batch>> {
         let mut g = self.lock();
         let mut out = Vec::with_capacity(n.min(1024));
         let mut corrupt = Vec::new();
-        for item in self.sealed.iter() {
+        let from = after.checked_add(1).map(seq_key);
+        let sealed = match &from {
+            Some(k) => self.sealed.range(k.as_slice()..),
+            // Nothing comes after u64::MAX.
+            None => self.sealed.range(seq_key(u64::MAX).as_slice()..seq_key(u64::MAX).as_slice()),
+        };
+        for item in sealed {
             if out.len() >= n {
                 break;
             }
@@ -951,6 +964,24 @@ impl Spool {
             return Ok(0);
         }
         let mut g = self.lock();
+        self.remove_acked_locked(&mut g, seqs)
+    }
+
+    /// Like [`Spool::remove_acked`], unless the spool is busy (another thread seals or
+    /// stores batches): then None and nothing changed, so an async caller need not block.
+    pub fn try_remove_acked(&self, seqs: &[u64]) -> Option<Result<usize>> {
+        if seqs.is_empty() {
+            return Some(Ok(0));
+        }
+        let mut g = match self.inner.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.remove_acked_locked(&mut g, seqs))
+    }
+
+    fn remove_acked_locked(&self, g: &mut MutexGuard<'_, Inner>, seqs: &[u64]) -> Result<usize> {
         let mut ops = Ops::default();
         let (mut n, mut bytes, mut report_through) = (0u64, 0u64, 0u64);
         for &seq in seqs {
@@ -971,7 +1002,7 @@ impl Spool {
                 ops.del(T_LOSSES, &seq_key(i));
             }
             g.c.report_acked_through = report_through;
-            Self::put_state(&g, &mut ops)?;
+            Self::put_state(g, &mut ops)?;
         }
         if let Err(e) = self.commit(ops, "remove acknowledged batches") {
             g.c = saved;
