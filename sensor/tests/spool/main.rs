@@ -201,6 +201,44 @@ fn backlog_is_sent_by_priority_then_age_with_ascending_seqs() {
 }
 
 #[test]
+fn a_sender_pages_through_the_backlog_after_what_it_holds_and_gets_every_batch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    let total = SEAL_AHEAD as u32 + 40;
+    for i in 0..total {
+        spool.push(flows(i * 10, 10, 1000, 10), "s1", "north").unwrap();
+    }
+    // Windows of 7 after the last seq held, as the uplink's refill asks; every other window
+    // is acked and removed before the next read, as replies come back meanwhile.
+    let (mut after, mut seen, mut round) = (0u64, Vec::new(), 0);
+    loop {
+        let window = spool.next_batches_after(after, 7).unwrap();
+        if window.is_empty() {
+            break;
+        }
+        assert!(window.len() <= 7);
+        assert!(window.iter().all(|b| b.seq > after), "nothing at or before {after}");
+        after = window.last().unwrap().seq;
+        let seqs: Vec<u64> = window.iter().map(|b| b.seq).collect();
+        if round % 2 == 0 {
+            assert_eq!(spool.try_remove_acked(&seqs).unwrap().unwrap(), seqs.len());
+        }
+        seen.extend(seqs);
+        round += 1;
+    }
+    assert_eq!(seen, (1..=u64::from(total)).collect::<Vec<_>>(), "each batch once, in seq order");
+    // What was not removed is still there from the start; nothing comes after the last seq.
+    let left = spool.next_batches(usize::MAX).unwrap();
+    assert!(!left.is_empty() && left.len() < total as usize);
+    assert!(spool.next_batches_after(u64::MAX, 10).unwrap().is_empty());
+    assert!(spool.next_batches_after(after, 10).unwrap().is_empty());
+    // Removal without its own flush still survives a clean reopen.
+    drop(spool);
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    assert_eq!(spool.next_batches(usize::MAX).unwrap(), left);
+}
+
+#[test]
 fn pressure_rolls_flow_detail_up_so_the_map_survives() {
     let dir = tempfile::tempdir().unwrap();
     let max = 60_000u64;
