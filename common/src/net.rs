@@ -32,8 +32,16 @@ impl MacAddr {
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        // By hand, not six `{:02x}`: every flow row written to ClickHouse formats two MACs,
+        // and the formatting machinery was 5 % of a leader's CPU during ingest.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b':'; 17];
+        for (i, byte) in self.0.iter().enumerate() {
+            out[i * 3] = HEX[usize::from(byte >> 4)];
+            out[i * 3 + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        // Only ASCII hex digits and colons were written.
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -91,6 +99,17 @@ impl FromStr for MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_is_lowercase_hex_pairs_for_every_byte_value() {
+        for b in 0..=255u8 {
+            let m = MacAddr([b, 0xff - b, b ^ 0x5a, 0, 0xff, b.rotate_left(3)]);
+            let bytes = m.0;
+            let expected = bytes.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":");
+            assert_eq!(m.to_string(), expected);
+            assert_eq!(m.to_string().parse::<MacAddr>().unwrap(), m);
+        }
+    }
 
     #[test]
     fn display_parse_roundtrip() {
