@@ -107,12 +107,7 @@ impl GroupCommitter {
     /// Start the committing task. `max_outbox_bytes` is the outbox bound (decision 0016);
     /// batches whose seq jumps more than `max_seq_jump` past their sensor's watermark are
     /// refused (decision 0036).
-    pub fn start(
-        raft: Arc<RaftNode>,
-        max_outbox_bytes: u64,
-        max_seq_jump: u64,
-        stats: Arc<GroupCommitStats>,
-    ) -> Self {
+    pub fn start(raft: Arc<RaftNode>, max_outbox_bytes: u64, max_seq_jump: u64, stats: Arc<GroupCommitStats>) -> Self {
         // Unbounded is safe: ingest bounds the batches in flight (IngestLimits).
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(raft, max_outbox_bytes, max_seq_jump.max(1), stats, rx));

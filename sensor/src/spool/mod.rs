@@ -804,7 +804,7 @@ impl Spool {
         }
         if tree == T_SEALED {
             g.sealed -= 1;
-            if let Some(seq) = key_seq(&key) {
+            if let Some(seq) = key_seq(key) {
                 g.report_through.remove(&seq);
             }
         } else {
