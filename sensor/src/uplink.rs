@@ -1,6 +1,7 @@
 //! Ships spooled batches to the aggregator over QUIC with mutual TLS.
 //!
-//! Batches come from `Spool::next_batches`, which hands them out in seq order and assigns
+//! Batches come from `Spool::next_batches_after`, read on a blocking thread one window ahead
+//! of the sending (decision 0046); the spool hands them out in seq order and assigns
 //! seqs in priority order (inventory, then flow summaries, then flow detail; decision 0022).
 //! Strictly in seq order, one bidirectional stream per frame (write the
 //! frame, finish, read one reply frame), with up to `max_in_flight` frames outstanding on
@@ -12,8 +13,8 @@
 //! in a few large frames, live traffic
 //! still goes out as soon as a batch is spooled. Streams are opened in seq order and the aggregator
 //! hands a connection's batches on in stream order (decision 0016). A batch leaves the
-//! spool only on an Ack (`Spool::remove_acked`; acks that arrive together share one flush)
-//! or a Rejected reply (`Spool::dead_letter`, kept for the operator); after RetryLater or
+//! spool only on an Ack (`Spool::remove_acked`, without a flush of its own: a removal a crash
+//! undoes re-sends a duplicate; decision 0046) or a Rejected reply (`Spool::dead_letter`, kept for the operator); after RetryLater or
 //! a transport failure no new batch is sent, the replies of those in flight are collected,
 //! and sending restarts from the oldest spooled batch after a capped exponential backoff.
 //! A crash anywhere in between re-sends the batch, which the aggregator recognises by
@@ -416,7 +417,7 @@ async fn run(
              using {MAX_PEER_STREAMS}"
         );
     }
-    // Acked batches not yet removed from the spool: removed together, with one flush, once
+    // Acked batches not yet removed from the spool: removed together once
     // no further reply is ready (a crash before that re-sends them as duplicates).
     let mut acked: Vec<u64> = Vec::new();
     // Batches up to this seq go one per frame: a frame holding them was refused as a whole

@@ -31,12 +31,29 @@ pub struct OutboxConfig {
     pub insert_rows: usize,
     /// Longest a row waits for a fuller insert (ClickHouse wants about one insert per second).
     pub flush_interval: Duration,
+    /// Write what is waiting sooner when nothing new arrived for this long: a burst (a
+    /// backlog drained, a capture's end) then reaches the store without waiting out
+    /// `flush_interval`, and inserts stay at most one per `idle_flush` under a trickle.
+    pub idle_flush: Duration,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        OutboxConfig { max_bytes: 256 * 1024 * 1024, insert_rows: 100_000, flush_interval: Duration::from_secs(1) }
+        OutboxConfig {
+            max_bytes: 256 * 1024 * 1024,
+            insert_rows: 100_000,
+            flush_interval: Duration::from_secs(1),
+            idle_flush: Duration::from_millis(300),
+        }
     }
+}
+
+/// Whether the drain writes now: a full insert, the oldest row waited `flush_interval`, or
+/// nothing new arrived for `idle_flush` (and the oldest waited that long too).
+fn drain_due(config: &OutboxConfig, rows_waiting: usize, oldest_age: Duration, quiet_for: Duration) -> bool {
+    rows_waiting >= config.insert_rows.max(1)
+        || oldest_age >= config.flush_interval
+        || (quiet_for >= config.idle_flush && oldest_age >= config.idle_flush)
 }
 
 /// What the outbox looks like from this node (`GET /api/v1/flows/totals`, field `outbox`).
@@ -122,6 +139,8 @@ impl OutboxDrainer {
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let tick = Duration::from_millis(50);
         let mut ages = AgeTracker { samples: VecDeque::new() };
+        // When the outbox last grew (its `next` moved), for the idle flush.
+        let mut grew: (u64, Instant) = (0, Instant::now());
         let mut failures = 0u32;
         let mut retry_at = Instant::now();
         loop {
@@ -151,6 +170,9 @@ impl OutboxDrainer {
                 .await;
             let now = Instant::now();
             let age = ages.observe(next, first, now);
+            if next != grew.0 {
+                grew = (next, now);
+            }
             self.status.update(|v| {
                 v.entries = entries;
                 v.rows = rows_waiting;
@@ -161,8 +183,7 @@ impl OutboxDrainer {
             if !leading || taken.is_empty() || now < retry_at {
                 continue;
             }
-            let full = rows_waiting as usize >= insert_rows;
-            if !full && age < self.config.flush_interval {
+            if !drain_due(&self.config, rows_waiting as usize, age, now.saturating_duration_since(grew.1)) {
                 continue;
             }
             let through = taken.last().map_or(0, |(k, _)| *k);
@@ -216,6 +237,22 @@ impl OutboxDrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drain_is_due_when_full_when_old_or_after_a_quiet_spell() {
+        let c = OutboxConfig { insert_rows: 1000, ..OutboxConfig::default() };
+        let ms = Duration::from_millis;
+        // Rows still arriving, young: wait for more.
+        assert!(!drain_due(&c, 10, ms(200), ms(10)));
+        assert!(!drain_due(&c, 999, ms(900), ms(0)));
+        // A full insert, or the oldest row waited the flush interval.
+        assert!(drain_due(&c, 1000, ms(0), ms(0)));
+        assert!(drain_due(&c, 1, ms(1000), ms(0)));
+        // Nothing new for the idle time: written without waiting out the interval.
+        assert!(drain_due(&c, 10, ms(300), ms(300)));
+        // ...but a row that just came after a quiet spell waits its idle time too.
+        assert!(!drain_due(&c, 10, ms(50), ms(300)));
+    }
 
     #[test]
     fn age_tracks_the_oldest_entry() {
