@@ -502,7 +502,11 @@ async fn run(
             while failure.is_none() && in_flight.len() < window && !exhausted {
                 if queued.is_empty() {
                     let pending = refill.take().unwrap_or_else(|| Refill::start(&spool, last_sent, window * per_frame));
-                    queued = pending.wait().await?.into_iter().filter(|b| b.seq > last_sent).collect();
+                    let read = tokio::select! {
+                        _ = &mut shutdown => break 'outer,
+                        r = pending.wait() => r?,
+                    };
+                    queued = read.into_iter().filter(|b| b.seq > last_sent).collect();
                     exhausted = queued.is_empty();
                 }
                 let Some((batches, frame)) = cut_frame(&mut queued, multi, frame_batches, single_through) else {
@@ -544,7 +548,12 @@ async fn run(
                             tokio::spawn(async move { exchange(send, recv, frame, framing, first_seq, timeout).await });
                         in_flight.push_back(InFlight { batches, reply });
                     }
-                    Err(e) => failure = Some(Failure::Transport(explain_connection_error(&e, &cfg), first_seq)),
+                    Err(e) => {
+                        // The connection ended before a stream could open (e.g. the node
+                        // refused our certificate after the handshake): a failed send too.
+                        stats.send_failures += 1;
+                        failure = Some(Failure::Transport(explain_connection_error(&e, &cfg), first_seq))
+                    }
                 }
             }
             let Some(InFlight { batches, reply }) = in_flight.pop_front() else {
