@@ -160,6 +160,12 @@ fn concurrent_batches_are_grouped_and_applied_in_seq_order() {
         assert!(after - before < 64, "64 batches took {} Raft entries: not grouped", after - before);
         let sensor = node.raft.read_state(|s| s.sensors()["s1"].clone()).await;
         assert_eq!((sensor.last_seq, sensor.batches_applied, sensor.seq_gaps), (64, 64, 0));
+        // The committer's own account: every batch and flow in some group, fewer groups
+        // than batches, each group a Raft entry, and time spent waiting on Raft.
+        let g = node.ingest_stats.snapshot().group_commit;
+        assert_eq!((g.batches, g.flows, g.failed), (64, 64 * 3, 0), "{g:?}");
+        assert!(g.groups >= 1 && g.groups < 64 && g.groups <= after - before, "{g:?}");
+        assert!(g.commit_micros > 0, "{g:?}");
         node.raft.shutdown().await;
     });
 }
