@@ -14,8 +14,9 @@
 //! still goes out as soon as a batch is spooled. Streams are opened in seq order and the aggregator
 //! hands a connection's batches on in stream order (decision 0016). A batch leaves the
 //! spool only on an Ack (`Spool::remove_acked`, without a flush of its own: a removal a crash
-//! undoes re-sends a duplicate; decision 0046) or a Rejected reply (`Spool::dead_letter`, kept for the operator); after RetryLater or
-//! a transport failure no new batch is sent, the replies of those in flight are collected,
+//! undoes re-sends a duplicate; decision 0046) or a Rejected reply (`Spool::dead_letter`,
+//! kept for the operator); after RetryLater or a transport failure no new batch is sent,
+//! the replies of those in flight are collected,
 //! and sending restarts from the oldest spooled batch after a capped exponential backoff.
 //! A crash anywhere in between re-sends the batch, which the aggregator recognises by
 //! (sensor, seq, ULID) and acks as a duplicate.
