@@ -1414,24 +1414,31 @@ impl ClusterState {
         &self.spool_losses
     }
 
-    /// Keep the spool reports of the batches of a group that were applied (a duplicate's
-    /// report was kept when it was first applied).
     /// `ApplyBatches` (and `ApplyReportedBatches`): each batch in order, deduplicated; a
     /// batch of a sensor whose epoch is recorded must come with its epoch (decision 0036).
     fn apply_batches(&mut self, batches: &[IngestBatch]) -> ApplyResponse {
+        self.apply_batches_with(batches, |s, b| s.apply_ingest_batch(b))
+    }
+
+    /// [`ClusterState::apply_batches`] with `apply_one` applying each batch that is not
+    /// refused for its epoch (by reference, or by value on the Raft hot path).
+    fn apply_batches_with<B: std::borrow::Borrow<IngestBatch>>(
+        &mut self,
+        batches: impl IntoIterator<Item = B>,
+        mut apply_one: impl FnMut(&mut Self, B) -> bool,
+    ) -> ApplyResponse {
         let mut refused = Vec::new();
-        let batches: Vec<bool> = batches
-            .iter()
-            .enumerate()
-            .map(|(index, b)| match self.epoch_refusal(&b.summary) {
+        let mut applied = Vec::new();
+        for (index, b) in batches.into_iter().enumerate() {
+            match self.epoch_refusal(&b.borrow().summary) {
                 Some(reason) => {
                     refused.push(BatchRefusal { index: index as u32, retry: true, reason });
-                    false
+                    applied.push(false);
                 }
-                None => self.apply_ingest_batch(b),
-            })
-            .collect();
-        ApplyResponse { applied: batches.iter().any(|a| *a), batches, refused }
+                None => applied.push(apply_one(self, b)),
+            }
+        }
+        ApplyResponse { applied: applied.iter().any(|a| *a), batches: applied, refused }
     }
 
     /// Why a batch proposed without its epoch cannot be applied: its sensor's epoch is
@@ -1528,21 +1535,7 @@ impl ClusterState {
     /// result as `apply` for every command.
     pub fn apply_owned(&mut self, cmd: Command) -> ApplyResponse {
         match cmd {
-            Command::ApplyBatches(batches) => {
-                let mut refused = Vec::new();
-                let batches: Vec<bool> = batches
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, b)| match self.epoch_refusal(&b.summary) {
-                        Some(reason) => {
-                            refused.push(BatchRefusal { index: index as u32, retry: true, reason });
-                            false
-                        }
-                        None => self.apply_ingest_batch_owned(b),
-                    })
-                    .collect();
-                ApplyResponse { applied: batches.iter().any(|a| *a), batches, refused }
-            }
+            Command::ApplyBatches(batches) => self.apply_batches_with(batches, Self::apply_ingest_batch_owned),
             cmd => self.apply(&cmd),
         }
     }

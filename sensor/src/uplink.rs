@@ -1000,13 +1000,7 @@ impl Refill {
 fn try_remove_acked(spool: &Spool, acked: &mut Vec<u64>) -> Result<()> {
     match spool.try_remove_acked(acked) {
         None => Ok(()),
-        Some(r) => {
-            r.with_context(|| {
-                format!("cannot remove acknowledged batches {}..={} from the spool", acked[0], acked[acked.len() - 1])
-            })?;
-            acked.clear();
-            Ok(())
-        }
+        Some(removed) => removal_done(removed, acked),
     }
 }
 
@@ -1015,7 +1009,12 @@ fn remove_acked(spool: &Spool, acked: &mut Vec<u64>) -> Result<()> {
     if acked.is_empty() {
         return Ok(());
     }
-    spool.remove_acked(acked).with_context(|| {
+    removal_done(spool.remove_acked(acked), acked)
+}
+
+/// Forget `acked` once their removal succeeded; else say which batches it was about.
+fn removal_done(removed: Result<usize>, acked: &mut Vec<u64>) -> Result<()> {
+    removed.with_context(|| {
         format!("cannot remove acknowledged batches {}..={} from the spool", acked[0], acked[acked.len() - 1])
     })?;
     acked.clear();

@@ -53,6 +53,23 @@ pub struct EpochRecord {
 }
 
 impl EpochRecord {
+    /// A record whose current epoch `epoch` began with batch `batch` (sequence `seq`), with
+    /// nothing retired or refused yet.
+    fn starting(epoch: Ulid, seq: u64, batch: Ulid) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            started_seq: seq,
+            started_batch: batch,
+            started_ms: ulid_ms(&batch),
+            batches: 0,
+            changes: 0,
+            retired: Vec::new(),
+            stale_refused: 0,
+            stale_duplicates: 0,
+            jumps_refused: 0,
+        }
+    }
+
     /// Retired epochs no longer listed because only the last [`MAX_RETIRED_EPOCHS`] are kept.
     /// Every epoch change retires exactly one epoch, so this is the changes beyond the list;
     /// a late batch of a forgotten epoch is refused (never applied twice), not acked.
@@ -175,20 +192,9 @@ impl SensorEpochs {
     /// Record that the batch `started_batch` (sequence `seq`) of `sensor_id` began `epoch`;
     /// `sensor` is the sensor's record before it (its watermark is the old epoch's end).
     pub fn begin(&mut self, sensor_id: &str, sensor: Option<&SensorRecord>, epoch: Ulid, seq: u64, started: Ulid) {
-        let started_ms = ulid_ms(&started);
         let previous = self.by_sensor.remove(sensor_id);
-        let mut record = EpochRecord {
-            epoch,
-            started_seq: seq,
-            started_batch: started,
-            started_ms,
-            batches: 0,
-            changes: 0,
-            retired: Vec::new(),
-            stale_refused: 0,
-            stale_duplicates: 0,
-            jumps_refused: 0,
-        };
+        let mut record = EpochRecord::starting(epoch, seq, started);
+        let started_ms = record.started_ms;
         if let Some(sensor) = sensor {
             let (old_epoch, old_batches) = match &previous {
                 Some(p) => (Some(p.epoch), p.batches),
@@ -221,18 +227,7 @@ impl SensorEpochs {
 
     /// Record `epoch` as the current one of a sensor the cluster knew without it.
     pub fn adopt(&mut self, sensor_id: &str, epoch: Ulid, seq: u64, batch: Ulid) {
-        self.by_sensor.entry(sensor_id.to_string()).or_insert_with(|| EpochRecord {
-            epoch,
-            started_seq: seq,
-            started_batch: batch,
-            started_ms: ulid_ms(&batch),
-            batches: 0,
-            changes: 0,
-            retired: Vec::new(),
-            stale_refused: 0,
-            stale_duplicates: 0,
-            jumps_refused: 0,
-        });
+        self.by_sensor.entry(sensor_id.to_string()).or_insert_with(|| EpochRecord::starting(epoch, seq, batch));
     }
 
     /// Count an applied batch in its sensor's current epoch.

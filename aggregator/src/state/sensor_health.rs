@@ -232,7 +232,7 @@ impl SensorHealth {
     /// being [`RECORD_INTERVAL_MS`] old (by `next.received_ms`).
     pub fn worth_recording(&self, next: &HeartbeatRecord) -> bool {
         match self.sensors.get(&next.sensor_id) {
-            None => self.sensors.len() < MAX_SENSORS,
+            None => !self.is_full_for(&next.sensor_id),
             Some(r) => {
                 r.latest.identity() != next.identity()
                     || conditions(Some(&r.latest), next) != r.conditions

@@ -743,15 +743,7 @@ impl Spool {
             g.c = saved;
             return Err(e);
         }
-        if tree == T_SEALED {
-            g.sealed -= 1;
-            if let Some(seq) = key_seq(&key) {
-                g.report_through.remove(&seq);
-            }
-        } else {
-            g.queued -= 1;
-        }
-        g.bytes -= value.len() as u64;
+        Self::forget_record(g, tree, &key, value.len());
         g.evictions += 1;
         crash_point(CrashPoint::SpoolAfterEvict, g.evictions);
         self.flush()?;
@@ -802,6 +794,12 @@ impl Spool {
             g.c = saved;
             return Err(e);
         }
+        Self::forget_record(g, tree, key, value.len());
+        self.flush()
+    }
+
+    /// The counters after a record of `tree` under `key` (`len` bytes) left it.
+    fn forget_record(g: &mut Inner, tree: usize, key: &[u8], len: usize) {
         if tree == T_SEALED {
             g.sealed -= 1;
             if let Some(seq) = key_seq(key) {
@@ -810,8 +808,7 @@ impl Spool {
         } else {
             g.queued -= 1;
         }
-        g.bytes -= value.len() as u64;
-        self.flush()
+        g.bytes -= len as u64;
     }
 
     /// Up to `n` batches to send next, in seq order: the sealed ones, then (sealing them
