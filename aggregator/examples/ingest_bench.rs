@@ -329,10 +329,14 @@ fn main() -> Result<()> {
     let leader = &nodes[0];
     let started = Instant::now();
     let mut sensor = Sensor::start(&cfg, &log, &[])?;
-    let perf: Vec<_> = [start_perf("cluster-leader", leader.pid()), start_perf("cluster-follower", nodes[1].pid())]
-        .into_iter()
-        .flatten()
-        .collect();
+    let perf: Vec<_> = [
+        start_perf("cluster-leader", leader.pid()),
+        start_perf("cluster-follower", nodes[1].pid()),
+        start_perf("cluster-sensor", sensor.pid()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let first =
         wait_for("the first cluster ack", Duration::from_secs(120), || Ok(sensor_flows(leader, "cluster-1") > 0))?;
     let commits_before = group_commits(leader);

@@ -1490,14 +1490,15 @@ impl ClusterState {
     fn apply_batch_with_alerts(&mut self, batch: &BatchSummary, flows: &[FlowRecord]) -> ApplyResponse {
         let response = self.apply_batch(batch);
         if response.applied {
-            for occurrence in self.baselines.detect(batch, flows, &self.devices) {
+            let sides = anomaly::FlowSides::of(flows, &self.devices);
+            for occurrence in self.baselines.detect(batch, flows, &sides) {
                 self.alerts.occur(&occurrence);
             }
-            for occurrence in self.policy.evaluate_batch(&batch.site, flows, &self.devices) {
+            for occurrence in self.policy.evaluate_batch(&batch.site, flows, &sides) {
                 self.alerts.occur(&occurrence);
             }
             let membership = self.policy.membership();
-            for occurrence in self.detectors.detect(batch, flows, &self.devices, &self.baselines, membership) {
+            for occurrence in self.detectors.detect(batch, flows, &sides, &self.devices, &self.baselines, membership) {
                 self.alerts.occur(&occurrence);
             }
         }

@@ -147,14 +147,36 @@ pub fn is_global(ip: &IpAddr) -> bool {
     }
 }
 
+/// Which sides of each flow of a batch are a device: that MAC's record holds that IP (a
+/// router's MAC carrying a routed host's traffic is not the host). Worked out once per batch
+/// for every detector, on the inventory after the batch was merged: each detector asking
+/// again was a fifth of a node's apply.
+pub struct FlowSides(Vec<[bool; 2]>);
+
+impl FlowSides {
+    pub fn of(flows: &[FlowRecord], devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>) -> FlowSides {
+        let holds = |mac: &MacAddr, ip: &IpAddr| devices.get(mac).is_some_and(|d| d.ips.contains_key(ip));
+        FlowSides(flows.iter().map(|f| [holds(&f.a_mac, &f.a_ip), holds(&f.b_mac, &f.b_ip)]).collect())
+    }
+
+    /// Whether side a (the side that sent first) or b of flow `i` is a device.
+    pub fn is_device(&self, i: usize, a_side: bool) -> bool {
+        self.0.get(i).is_some_and(|s| s[usize::from(!a_side)])
+    }
+}
+
 /// Learn `item` or report it as new. `None`: known, learned, or the set is saturated.
-fn check<T: Ord + Clone>(set: &mut VecSet<T>, item: &T, cap: usize, learning: bool, flags: &mut u8, bit: u8) -> bool {
+fn check<T, Q>(set: &mut VecSet<T>, item: &Q, cap: usize, learning: bool, flags: &mut u8, bit: u8) -> bool
+where
+    T: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ToOwned<Owned = T> + ?Sized,
+{
     if set.contains(item) {
         return false;
     }
     if learning {
         if set.len() < cap {
-            set.insert(item.clone());
+            set.insert(item.to_owned());
         } else {
             *flags |= bit;
         }
@@ -192,12 +214,9 @@ impl Baselines {
 
     /// Run the detectors over one applied batch; returns the occurrences in a fixed order.
     /// `devices` is the inventory after the batch was merged.
-    pub fn detect(
-        &mut self,
-        batch: &BatchSummary,
-        flows: &[FlowRecord],
-        devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
-    ) -> Vec<Occurrence> {
+    /// `sides` tells which flow sides are devices (`FlowSides::of` the inventory after the
+    /// batch was merged).
+    pub fn detect(&mut self, batch: &BatchSummary, flows: &[FlowRecord], sides: &FlowSides) -> Vec<Occurrence> {
         let mut out = Vec::new();
         let learning_us = self.config.learning_us;
         if let Some(first) = batch.devices.iter().map(|d| d.first_seen_us).min() {
@@ -297,9 +316,16 @@ impl Baselines {
             }
             self.count_saturation(before, obs.mac);
         }
-        for f in flows {
-            self.detect_flow_side(batch, f, true, devices, &mut out);
-            self.detect_flow_side(batch, f, false, devices, &mut out);
+        // One buffer for every flow's service name (`tcp/443`), not two strings per flow.
+        let mut service = String::new();
+        for (i, f) in flows.iter().enumerate() {
+            for a_side in [true, false] {
+                if sides.is_device(i, a_side) {
+                    self.detect_flow_side(batch, f, a_side, &mut service, &mut out);
+                } else {
+                    self.counters.flow_sides_unattributed = self.counters.flow_sides_unattributed.saturating_add(1);
+                }
+            }
         }
         out
     }
@@ -320,24 +346,25 @@ impl Baselines {
         self.counters.saturated = self.counters.saturated.saturating_add(u64::from((after & !before).count_ones()));
     }
 
-    /// Peers and protocols of one side of a flow (`a`: the side that sent first).
+    /// Peers and protocols of one side of a flow that is a device (`a`: the side that sent
+    /// first). One baseline lookup; strings are made only for an occurrence.
     fn detect_flow_side(
         &mut self,
         batch: &BatchSummary,
         f: &FlowRecord,
         a_side: bool,
-        devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
+        service: &mut String,
         out: &mut Vec<Occurrence>,
     ) {
-        let (mac, ip, peer, peer_port) =
-            if a_side { (f.a_mac, f.a_ip, f.b_ip, f.b_port) } else { (f.b_mac, f.b_ip, f.a_ip, f.a_port) };
-        if !devices.get(&mac).is_some_and(|d| d.ips.contains_key(&ip)) {
-            self.counters.flow_sides_unattributed = self.counters.flow_sides_unattributed.saturating_add(1);
-            return;
-        }
+        use std::fmt::Write;
+        let (mac, peer, peer_port) = if a_side { (f.a_mac, f.b_ip, f.b_port) } else { (f.b_mac, f.a_ip, f.a_port) };
         let ts = f.first_seen_us;
-        let (_, learning) = self.baseline(mac, ts);
-        let b = Arc::make_mut(self.devices.get_mut(&mac).expect("created by baseline()"));
+        let learning_us = self.config.learning_us;
+        let b =
+            self.devices.entry(mac).or_insert_with(|| Arc::new(DeviceBaseline { first_us: ts, ..Default::default() }));
+        let b = Arc::make_mut(b);
+        b.first_us = b.first_us.min(ts);
+        let learning = ts < b.first_us.saturating_add(learning_us);
         let before = b.saturated;
         let occ = |kind, severity, target: String, evidence: String| Occurrence {
             kind,
@@ -348,12 +375,13 @@ impl Baselines {
             ts_us: ts,
             evidence,
         };
-        let transport = match f.ip_proto {
-            6 => "tcp".to_string(),
-            17 => "udp".to_string(),
-            p => format!("ip{p}"),
+        service.clear();
+        let _ = match f.ip_proto {
+            6 => write!(service, "tcp/{peer_port}"),
+            17 => write!(service, "udp/{peer_port}"),
+            p => write!(service, "ip{p}/{peer_port}"),
         };
-        let service = format!("{transport}/{peer_port}");
+        let transport = &service[..service.find('/').unwrap_or(service.len())];
         if check(&mut b.peers, &peer, MAX_BASELINE_PEERS, learning, &mut b.saturated, saturated::PEERS) {
             let external = a_side && is_global(&peer);
             let (kind, severity) = if external {
@@ -372,7 +400,7 @@ impl Baselines {
         if a_side
             && check(
                 &mut b.protocols,
-                &service,
+                service.as_str(),
                 MAX_BASELINE_PROTOCOLS,
                 learning,
                 &mut b.saturated,
@@ -386,7 +414,8 @@ impl Baselines {
                 format!("opened {service} (app {}) to {peer}", f.app),
             ));
         }
-        self.count_saturation(before, mac);
+        let added = b.saturated & !before;
+        self.counters.saturated = self.counters.saturated.saturating_add(u64::from(added.count_ones()));
     }
 }
 
@@ -842,17 +871,23 @@ mod tests {
         summary.devices = vec![obs(PUMP, "10.0.60.5", 60, T0, &[]), obs(SERVER, "10.0.60.9", 60, T0, &[])];
         let devices = BTreeMap::new();
         let baselines = Baselines::default();
-        let out = d.detect(&summary, &[], &devices, &baselines, &membership);
+        let out = d.detect(&summary, &[], &FlowSides::of(&[], &devices), &devices, &baselines, &membership);
         assert_eq!(
             out.iter().map(|o| (o.kind, o.device.clone(), o.target.clone())).collect::<Vec<_>>(),
             [(AlertKind::WrongSegment, PUMP.to_string(), "vlan 60".to_string())],
             "the server is in no group"
         );
         summary.devices = vec![obs(PUMP, "10.0.40.5", 40, T0, &[])];
-        assert!(d.detect(&summary, &[], &devices, &baselines, &membership).is_empty(), "its own VLAN");
+        assert!(
+            d.detect(&summary, &[], &FlowSides::of(&[], &devices), &devices, &baselines, &membership).is_empty(),
+            "its own VLAN"
+        );
         summary.site = "clinic".into();
         summary.devices = vec![obs(PUMP, "10.0.60.5", 60, T0, &[])];
-        assert!(d.detect(&summary, &[], &devices, &baselines, &membership).is_empty(), "another site's rules");
+        assert!(
+            d.detect(&summary, &[], &FlowSides::of(&[], &devices), &devices, &baselines, &membership).is_empty(),
+            "another site's rules"
+        );
     }
 
     #[test]

@@ -122,8 +122,42 @@ impl IpTable {
         self.iter().take_while(|(at, _)| at <= ip).find(|(at, _)| at == ip).map(|(_, seen)| seen)
     }
 
+    /// Whether `ip` is in the table. Compares the encoded address bytes and skips the
+    /// sighting times without decoding them: every detector asks this for every flow side.
     pub fn contains_key(&self, ip: &IpAddr) -> bool {
-        self.get(ip).is_some()
+        let mut octets = [0u8; 16];
+        let (family, target) = match ip {
+            IpAddr::V4(v4) => {
+                octets[..4].copy_from_slice(&v4.octets());
+                (4u8, &octets[..4])
+            }
+            IpAddr::V6(v6) => {
+                octets.copy_from_slice(&v6.octets());
+                (6u8, &octets[..])
+            }
+        };
+        let bytes = &self.encoded[..];
+        let mut at = 0;
+        let count = get_varint(bytes, &mut at);
+        for _ in 0..count {
+            let Some(&f) = bytes.get(at) else { return false };
+            let len = if f == 4 { 4 } else { 16 };
+            let Some(addr) = bytes.get(at + 1..at + 1 + len) else { return false };
+            // Entries are in `IpAddr` order (every V4 before every V6; octets big-endian).
+            match (f, addr).cmp(&(family, target)) {
+                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Greater => return false,
+                std::cmp::Ordering::Less => {}
+            }
+            at += 1 + len;
+            for _ in 0..2 {
+                while bytes.get(at).is_some_and(|b| b & 0x80 != 0) {
+                    at += 1;
+                }
+                at += 1;
+            }
+        }
+        false
     }
 
     /// Insert or replace; returns the value replaced.
@@ -219,6 +253,7 @@ mod tests {
         fn agrees_with_a_sorted_map(
             ops in proptest::collection::vec((any::<bool>(), arb_ip(), arb_seen()), 0..40),
             max in 1usize..12,
+            probes in proptest::collection::vec(arb_ip(), 0..10),
         ) {
             let mut table = IpTable::new();
             let mut map: VecMap<IpAddr, IpSeen> = VecMap::new();
@@ -247,6 +282,10 @@ mod tests {
             prop_assert!(table.keys().eq(map.keys().copied()));
             for (_, ip, _) in &ops {
                 prop_assert_eq!(table.get(ip), map.get(ip).copied());
+                prop_assert_eq!(table.contains_key(ip), map.contains_key(ip));
+            }
+            // Addresses that may be absent, before, between or after the held ones.
+            for ip in &probes {
                 prop_assert_eq!(table.contains_key(ip), map.contains_key(ip));
             }
             let config = bincode::config::standard();

@@ -17,7 +17,7 @@
 //! texts at most [`MAX_POLICY_BYTES`], at most [`MAX_DRAFTS`] drafts (one more is refused).
 
 use super::alerts::{AlertKind, Occurrence, Severity};
-use super::DeviceRecord;
+use super::anomaly::FlowSides;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -337,12 +337,8 @@ impl PolicyStore {
 
     /// Monitor mode: decide every flow of an applied batch with the active policy, count the
     /// hits, and return one policy-violation occurrence per denied flow.
-    pub fn evaluate_batch(
-        &mut self,
-        site: &str,
-        flows: &[FlowRecord],
-        devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
-    ) -> Vec<Occurrence> {
+    /// `sides` tells which flow sides are devices (`FlowSides::of` the merged inventory).
+    pub fn evaluate_batch(&mut self, site: &str, flows: &[FlowRecord], sides: &FlowSides) -> Vec<Occurrence> {
         if flows.is_empty() {
             return Vec::new();
         }
@@ -350,17 +346,17 @@ impl PolicyStore {
         let (version, _, policy, compiled) = &*entry;
         let mut counts: HitCounts = compiled.new_counts();
         let mut out = Vec::new();
-        for f in flows {
-            let end = |mac: &MacAddr, ip| FlowEnd {
-                // The frame's MAC is the device only when it holds the address (a router's
-                // MAC fronts every remote address).
-                device: devices.get(mac).filter(|d| d.ips.contains_key(&ip)).and_then(|_| compiled.device(mac)),
+        for (i, f) in flows.iter().enumerate() {
+            // The frame's MAC is the device only when it holds the address (a router's MAC
+            // fronts every remote address).
+            let end = |a_side: bool, mac: &MacAddr, ip| FlowEnd {
+                device: if sides.is_device(i, a_side) { compiled.device(mac) } else { None },
                 ip: Some(ip),
             };
             let app = flow_app(f);
             let flow = Flow {
-                src: end(&f.a_mac, f.a_ip),
-                dst: end(&f.b_mac, f.b_ip),
+                src: end(true, &f.a_mac, f.a_ip),
+                dst: end(false, &f.b_mac, f.b_ip),
                 ip_proto: f.ip_proto,
                 dst_port: f.b_port,
                 app,
@@ -377,8 +373,7 @@ impl PolicyStore {
                 }
                 DecidedBy::Default => "the policy default".to_string(),
             };
-            let known_src = devices.get(&f.a_mac).is_some_and(|d| d.ips.contains_key(&f.a_ip));
-            let device = if known_src { f.a_mac.to_string() } else { format!("{site}:{}", f.a_ip) };
+            let device = if sides.is_device(i, true) { f.a_mac.to_string() } else { format!("{site}:{}", f.a_ip) };
             let target = violation_target(f);
             out.push(Occurrence {
                 kind: AlertKind::PolicyViolation,

@@ -15,7 +15,7 @@
 use super::super::alerts::{AlertKind, AlertStore, Occurrence, Severity};
 use super::super::policy::GroupMembers;
 use super::super::{BatchSummary, DeviceRecord, SensorRecord, VecMap};
-use super::{is_global, Baselines};
+use super::{is_global, Baselines, FlowSides};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -169,11 +169,6 @@ pub struct Detectors {
     counters: DetectorCounters,
 }
 
-/// The MAC of a flow side, when that device's record holds the address (as in `super`).
-fn attributed(devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>, mac: MacAddr, ip: IpAddr) -> bool {
-    devices.get(&mac).is_some_and(|d| d.ips.contains_key(&ip))
-}
-
 /// When `mac` finished learning (`None`: no baseline yet).
 fn learned_at(baselines: &Baselines, mac: &MacAddr) -> Option<u64> {
     baselines.device(mac).map(|b| b.first_us.saturating_add(baselines.config().learning_us))
@@ -202,24 +197,27 @@ impl Detectors {
 
     /// Run the batch detectors over one applied batch (after `Baselines::detect`, whose
     /// baselines they read); occurrences in a fixed order.
+    /// `sides` tells which flow sides are devices (as for `Baselines::detect`).
     pub fn detect(
         &mut self,
         batch: &BatchSummary,
         flows: &[FlowRecord],
+        sides: &FlowSides,
         devices: &BTreeMap<MacAddr, Arc<DeviceRecord>>,
         baselines: &Baselines,
         membership: &[GroupMembers],
     ) -> Vec<Occurrence> {
         let mut out = Vec::new();
         self.detect_wrong_segment(batch, membership, &mut out);
-        for f in flows {
+        for (i, f) in flows.iter().enumerate() {
             for a_side in [true, false] {
-                let (mac, ip) = if a_side { (f.a_mac, f.a_ip) } else { (f.b_mac, f.b_ip) };
-                if attributed(devices, mac, ip) {
-                    self.count_traffic(batch, f, mac, baselines, &mut out);
+                if sides.is_device(i, a_side) {
+                    self.count_traffic(batch, f, if a_side { f.a_mac } else { f.b_mac }, baselines, &mut out);
                 }
             }
-            self.detect_phi(batch, f, devices, baselines, &mut out);
+            if sides.is_device(i, true) {
+                self.detect_phi(batch, f, devices, baselines, &mut out);
+            }
         }
         out
     }
@@ -362,10 +360,8 @@ impl Detectors {
     ) {
         // The initiator sends: an HL7 sender opens the MLLP connection, a DICOM SCU the
         // association that stores.
+        // Called only when the sender (side a) is a device.
         let (sender, receiver) = (f.a_mac, f.b_ip);
-        if !attributed(devices, sender, f.a_ip) {
-            return;
-        }
         let phi = match f.app.as_ref() {
             "hl7" => devices[&sender].entries(Field::Hl7PhiSegments).any(|(_, e)| e.first_ts_us <= f.last_seen_us),
             "dicom" => f.bytes_ab >= DICOM_DATASET_MIN_BYTES,
