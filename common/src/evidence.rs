@@ -43,6 +43,45 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// Every protocol, in declaration order.
+    pub const ALL: [Proto; 29] = [
+        Proto::Ethernet,
+        Proto::Arp,
+        Proto::Ip,
+        Proto::Dhcp,
+        Proto::Dhcpv6,
+        Proto::Dns,
+        Proto::Mdns,
+        Proto::Llmnr,
+        Proto::Ssdp,
+        Proto::Netbios,
+        Proto::Lldp,
+        Proto::Cdp,
+        Proto::Snmp,
+        Proto::Http,
+        Proto::Tls,
+        Proto::Ssh,
+        Proto::Smb,
+        Proto::Telnet,
+        Proto::Ftp,
+        Proto::Rdp,
+        Proto::Vnc,
+        Proto::Dicom,
+        Proto::Hl7,
+        Proto::Alaris,
+        Proto::IntellivueDataExport,
+        Proto::Sdc,
+        Proto::Carescape,
+        Proto::TcpSyn,
+        Proto::Unknown,
+    ];
+
+    /// The protocol whose label (`as_str`) this is.
+    pub fn from_label(label: &str) -> Option<Proto> {
+        // Lengths differ for most labels, so this is mostly length compares.
+        Proto::ALL.into_iter().find(|p| p.as_str() == label)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Proto::Ethernet => "ethernet",

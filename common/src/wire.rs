@@ -234,10 +234,52 @@ pub struct FlowRecord {
     pub tcp_flags_ab: u8,
     pub tcp_flags_ba: u8,
     /// Application protocol label ("dicom", "hl7", "unknown", ...). Borrowed from the
-    /// sensor's static label table (no allocation per flow); owned after decoding.
+    /// static label table (no allocation per flow), also when decoded; owned only for a
+    /// label this version does not know.
+    #[serde(deserialize_with = "flow_label::deserialize")]
     pub app: Cow<'static, str>,
     /// Why the flow record was emitted: "idle", "active", "end", "fin".
+    #[serde(deserialize_with = "flow_label::deserialize")]
     pub end_reason: Cow<'static, str>,
+}
+
+/// Flow labels decoded into the static table: every node decodes each flow several times
+/// (replication, its log, apply) and clones it into the outbox, and two owned strings per
+/// flow were a tenth of a node's CPU in its allocator.
+pub mod flow_label {
+    use crate::evidence::Proto;
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::borrow::Cow;
+
+    /// Flow end reasons the sensor emits.
+    pub const END_REASONS: [&str; 4] = ["idle", "active", "end", "fin"];
+
+    /// The static copy of a known label (application or end reason).
+    pub fn known(label: &str) -> Option<&'static str> {
+        Proto::from_label(label).map(|p| p.as_str()).or_else(|| END_REASONS.iter().copied().find(|r| *r == label))
+    }
+
+    struct Label;
+
+    impl Visitor<'_> for Label {
+        type Value = Cow<'static, str>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a flow label string")
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(known(v).map_or_else(|| Cow::Owned(v.to_owned()), Cow::Borrowed))
+        }
+
+        fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(known(&v).map_or(Cow::Owned(v), Cow::Borrowed))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
+        d.deserialize_str(Label)
+    }
 }
 
 /// Counters a sensor reports about itself.
@@ -586,6 +628,55 @@ pub fn decode_batches_frame(bytes: &[u8]) -> Result<Vec<Batch>, FrameError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flow_labels_decode_into_the_static_table_and_unknown_ones_stay_owned() {
+        use super::FlowRecord;
+        use std::borrow::Cow;
+        let flow = |app: &str, end_reason: &str| FlowRecord {
+            ip_proto: 6,
+            vlan: Some(40),
+            a_mac: crate::net::MacAddr([0, 9, 0xfb, 0, 0, 1]),
+            b_mac: crate::net::MacAddr([0, 9, 0xfb, 0, 0, 2]),
+            a_ip: "198.18.0.1".parse().unwrap(),
+            b_ip: "198.18.0.2".parse().unwrap(),
+            a_port: 50_000,
+            b_port: 104,
+            first_seen_us: 1,
+            last_seen_us: 2,
+            packets_ab: 3,
+            packets_ba: 4,
+            bytes_ab: 5,
+            bytes_ba: 6,
+            tcp_flags_ab: 0x12,
+            tcp_flags_ba: 0x10,
+            app: Cow::Owned(app.to_string()),
+            end_reason: Cow::Owned(end_reason.to_string()),
+        };
+        let config = bincode::config::standard();
+        for p in crate::evidence::Proto::ALL {
+            for reason in super::flow_label::END_REASONS {
+                let f = flow(p.as_str(), reason);
+                let bytes = bincode::serde::encode_to_vec(&f, config).unwrap();
+                let (back, _): (FlowRecord, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+                assert_eq!(back, f);
+                assert!(matches!(back.app, Cow::Borrowed(_)), "{p} decodes without an allocation");
+                assert!(matches!(back.end_reason, Cow::Borrowed(_)), "{reason} decodes without an allocation");
+            }
+        }
+        // A label from a newer sensor still decodes, as its own string.
+        let f = flow("future_protocol", "evicted");
+        let bytes = bincode::serde::encode_to_vec(&f, config).unwrap();
+        let (back, _): (FlowRecord, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(back, f);
+        assert!(matches!(back.app, Cow::Owned(_)) && matches!(back.end_reason, Cow::Owned(_)));
+        // Self-describing formats too (owned strings from an escaped JSON text).
+        let json = serde_json::to_string(&flow("dicom", "fin")).unwrap().replace("\"dicom\"", "\"dic\\u006fm\"");
+        let back: FlowRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.app, "dicom");
+        assert!(matches!(back.app, Cow::Borrowed(_)));
+        assert!(serde_json::from_str::<FlowRecord>(&json.replace("\"fin\"", "7")).is_err(), "a label is a string");
+    }
+
     #[test]
     fn leader_hint_round_trips_and_tolerates_other_reasons() {
         let r = super::not_leader_reason(Some("127.0.0.1:4433"));
