@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
+use wardline_common::net::ip_text;
 use wardline_common::FlowRecord;
 
 const MICROS_PER_SECOND: u64 = 1_000_000;
@@ -67,10 +68,10 @@ impl FlowRow {
             last_seen_us: f.last_seen_us,
             ip_proto: f.ip_proto,
             vlan: f.vlan.filter(|v| *v != 0),
-            a_mac: f.a_mac.to_string(),
-            b_mac: f.b_mac.to_string(),
-            a_ip: f.a_ip.to_string(),
-            b_ip: f.b_ip.to_string(),
+            a_mac: f.a_mac.to_text(),
+            b_mac: f.b_mac.to_text(),
+            a_ip: ip_text(&f.a_ip),
+            b_ip: ip_text(&f.b_ip),
             a_port: f.a_port,
             b_port: f.b_port,
             packets_ab: f.packets_ab,
