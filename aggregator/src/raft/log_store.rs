@@ -252,8 +252,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let bytes = codec::encode(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &Msg(e.to_string())))?;
-            decoded.push((entry, bytes.len()));
-            batch.insert(&index_key(decoded[decoded.len() - 1].0.log_id.index), bytes);
+            let encoded = bytes.len();
+            batch.insert(&index_key(entry.log_id.index), bytes);
+            decoded.push((entry, encoded));
         }
         self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
         // Cached only once sled holds them, so a read never sees an entry sled does not.

@@ -165,6 +165,30 @@ impl FlowSides {
     }
 }
 
+impl AnomalyCounters {
+    /// Count the baseline sets that filled up between two readings of a device's
+    /// [`saturated`] bits.
+    fn count_saturated(&mut self, before: u8, after: u8) {
+        self.saturated = self.saturated.saturating_add(u64::from((after & !before).count_ones()));
+    }
+}
+
+/// The baseline of `mac` (created at `ts` if new, its start moved back to `ts` if that is
+/// earlier), ready to change, and whether it is learning at `ts`.
+fn baseline_at(
+    devices: &mut BTreeMap<MacAddr, Arc<DeviceBaseline>>,
+    mac: MacAddr,
+    ts: u64,
+    learning_us: u64,
+) -> (&mut DeviceBaseline, bool) {
+    let b = Arc::make_mut(
+        devices.entry(mac).or_insert_with(|| Arc::new(DeviceBaseline { first_us: ts, ..Default::default() })),
+    );
+    b.first_us = b.first_us.min(ts);
+    let learning = ts < b.first_us.saturating_add(learning_us);
+    (b, learning)
+}
+
 /// Learn `item` or report it as new. `None`: known, learned, or the set is saturated.
 fn check<T, Q>(set: &mut VecSet<T>, item: &Q, cap: usize, learning: bool, flags: &mut u8, bit: u8) -> bool
 where
@@ -236,7 +260,7 @@ impl Baselines {
                 ts_us: ts,
                 evidence,
             };
-            let (b, learning) = self.baseline(obs.mac, ts);
+            let (b, learning) = baseline_at(&mut self.devices, obs.mac, ts, learning_us);
             let before = b.saturated;
             // A sensor reports a device's first sighting ever in every batch, so each fact is
             // judged at its own time: a site at the batch's last sighting, evidence at its
@@ -256,7 +280,6 @@ impl Baselines {
                     }
                 }
             }
-            let b = Arc::make_mut(self.devices.get_mut(&obs.mac).expect("created by baseline()"));
             if check(&mut b.sites, &batch.site, MAX_BASELINE_SITES, learning_site, &mut b.saturated, saturated::SITES) {
                 let known: Vec<&str> = b.sites.iter().map(String::as_str).collect();
                 out.push(occ(
@@ -314,7 +337,7 @@ impl Baselines {
                     _ => {}
                 }
             }
-            self.count_saturation(before, obs.mac);
+            self.counters.count_saturated(before, b.saturated);
         }
         // One buffer for every flow's service name (`tcp/443`), not two strings per flow.
         let mut service = String::new();
@@ -330,22 +353,6 @@ impl Baselines {
         out
     }
 
-    /// The baseline of `mac` (created at `ts` if new), and whether it is learning at `ts`.
-    fn baseline(&mut self, mac: MacAddr, ts: u64) -> (&DeviceBaseline, bool) {
-        let b =
-            self.devices.entry(mac).or_insert_with(|| Arc::new(DeviceBaseline { first_us: ts, ..Default::default() }));
-        if ts < b.first_us {
-            Arc::make_mut(b).first_us = ts;
-        }
-        let learning = ts < b.first_us.saturating_add(self.config.learning_us);
-        (b, learning)
-    }
-
-    fn count_saturation(&mut self, before: u8, mac: MacAddr) {
-        let after = self.devices.get(&mac).map_or(before, |b| b.saturated);
-        self.counters.saturated = self.counters.saturated.saturating_add(u64::from((after & !before).count_ones()));
-    }
-
     /// Peers and protocols of one side of a flow that is a device (`a`: the side that sent
     /// first). One baseline lookup; strings are made only for an occurrence.
     fn detect_flow_side(
@@ -359,12 +366,7 @@ impl Baselines {
         use std::fmt::Write;
         let (mac, peer, peer_port) = if a_side { (f.a_mac, f.b_ip, f.b_port) } else { (f.b_mac, f.a_ip, f.a_port) };
         let ts = f.first_seen_us;
-        let learning_us = self.config.learning_us;
-        let b =
-            self.devices.entry(mac).or_insert_with(|| Arc::new(DeviceBaseline { first_us: ts, ..Default::default() }));
-        let b = Arc::make_mut(b);
-        b.first_us = b.first_us.min(ts);
-        let learning = ts < b.first_us.saturating_add(learning_us);
+        let (b, learning) = baseline_at(&mut self.devices, mac, ts, self.config.learning_us);
         let before = b.saturated;
         let occ = |kind, severity, target: String, evidence: String| Occurrence {
             kind,
@@ -414,8 +416,7 @@ impl Baselines {
                 format!("opened {service} (app {}) to {peer}", f.app),
             ));
         }
-        let added = b.saturated & !before;
-        self.counters.saturated = self.counters.saturated.saturating_add(u64::from(added.count_ones()));
+        self.counters.count_saturated(before, b.saturated);
     }
 }
 

@@ -359,11 +359,12 @@ impl Detectors {
         out: &mut Vec<Occurrence>,
     ) {
         // The initiator sends: an HL7 sender opens the MLLP connection, a DICOM SCU the
-        // association that stores.
-        // Called only when the sender (side a) is a device.
+        // association that stores. Called only when the sender (side a) is a device.
         let (sender, receiver) = (f.a_mac, f.b_ip);
         let phi = match f.app.as_ref() {
-            "hl7" => devices[&sender].entries(Field::Hl7PhiSegments).any(|(_, e)| e.first_ts_us <= f.last_seen_us),
+            "hl7" => devices
+                .get(&sender)
+                .is_some_and(|d| d.entries(Field::Hl7PhiSegments).any(|(_, e)| e.first_ts_us <= f.last_seen_us)),
             "dicom" => f.bytes_ab >= DICOM_DATASET_MIN_BYTES,
             _ => false,
         };
