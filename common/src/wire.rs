@@ -238,7 +238,7 @@ pub struct FlowRecord {
     /// label this version does not know.
     #[serde(deserialize_with = "flow_label::deserialize")]
     pub app: Cow<'static, str>,
-    /// Why the flow record was emitted: "idle", "active", "end", "fin".
+    /// Why the flow record was emitted: one of [`flow_label::END_REASONS`].
     #[serde(deserialize_with = "flow_label::deserialize")]
     pub end_reason: Cow<'static, str>,
 }
@@ -251,8 +251,15 @@ pub mod flow_label {
     use serde::de::{Deserializer, Error, Visitor};
     use std::borrow::Cow;
 
-    /// Flow end reasons the sensor emits.
-    pub const END_REASONS: [&str; 4] = ["idle", "active", "end", "fin"];
+    /// Flow end reasons the sensor emits: no packet for the idle timeout; counters of a
+    /// long flow reported while it goes on; still open when the capture ended; closed (FIN
+    /// or RST); an hourly summary of flows the spool rolled up to stay in its bound.
+    pub const IDLE: &str = "idle";
+    pub const ACTIVE: &str = "active";
+    pub const END: &str = "end";
+    pub const FIN: &str = "fin";
+    pub const ROLLUP: &str = "rollup";
+    pub const END_REASONS: [&str; 5] = [IDLE, ACTIVE, END, FIN, ROLLUP];
 
     /// The static copy of a known label (application or end reason).
     pub fn known(label: &str) -> Option<&'static str> {

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use wardline_common::wire::flow_label::{ACTIVE, END, FIN, IDLE};
 use wardline_common::{FlowRecord, MacAddr, Proto};
 
 #[derive(Clone, Debug)]
@@ -333,7 +334,7 @@ impl FlowTable {
                 let is_new_syn = m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
                 if f.closed && is_new_syn {
                     // Port reuse after a finished connection: a new flow, new orientation.
-                    self.restart_slot(i, "fin", m.ts_us);
+                    self.restart_slot(i, FIN, m.ts_us);
                     let f = &mut self.slab[i as usize];
                     f.a_is_lo = src_is_lo;
                     f.a_mac = m.src_mac;
@@ -341,7 +342,7 @@ impl FlowTable {
                     f.app = None;
                     f.payloads = [0; 2];
                 } else if m.ts_us >= f.first_us.saturating_add(self.cfg.active_timeout_us) {
-                    self.restart_slot(i, "active", m.ts_us);
+                    self.restart_slot(i, ACTIVE, m.ts_us);
                 }
                 // Bursts hit the same flow; it is already the most recent.
                 if self.tail != i {
@@ -457,7 +458,7 @@ impl FlowTable {
                 break;
             }
             // A closed connection that also went idle ended by its FIN/RST.
-            let reason = if f.closed { "fin" } else { "idle" };
+            let reason = if f.closed { FIN } else { IDLE };
             self.finish_slot(h, reason);
         }
         while let Some(&(deadline, i, gen)) = self.closing.front() {
@@ -467,7 +468,7 @@ impl FlowTable {
             self.closing.pop_front();
             let f = &self.slab[i as usize];
             if f.live && f.gen == gen && f.closed {
-                self.finish_slot(i, "fin");
+                self.finish_slot(i, FIN);
             }
         }
     }
@@ -506,7 +507,7 @@ impl FlowTable {
         while self.head != NIL && n < max {
             n += 1;
             let h = self.head;
-            let reason = if self.slab[h as usize].closed { "fin" } else { "end" };
+            let reason = if self.slab[h as usize].closed { FIN } else { END };
             self.finish_slot(h, reason);
         }
         if self.head == NIL {

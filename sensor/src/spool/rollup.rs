@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use wardline_common::wire::{Event, FlowRecord};
 use wardline_common::MacAddr;
 
-pub const ROLLUP_REASON: &str = "rollup";
+pub const ROLLUP_REASON: &str = wardline_common::wire::flow_label::ROLLUP;
 pub const HOUR_US: u64 = 3_600_000_000;
 
 /// The hour (since the Unix epoch) a flow or summary belongs to: that of its first packet.
